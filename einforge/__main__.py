@@ -1,0 +1,3 @@
+from einforge.cli import main
+
+raise SystemExit(main())

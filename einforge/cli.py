@@ -1,0 +1,211 @@
+"""The ``einforge`` command line.
+
+    einforge demo                 the library cascades, their passes and operation counts, each
+                                  checked against a direct NumPy formula on a small head
+    einforge list                 names of the library cascades
+    einforge show NAME|FILE       canonical text, passes, per-Einsum operation counts
+    einforge check FILE...        parse and validate cascade files; every problem is listed
+    einforge run NAME|FILE -i NAME=FILE.npy ... [--size R=N ...] [-o OUT.npz]
+                                  evaluate a cascade in the float64 golden interpreter
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+import einsum
+import golden
+from einsum import Cascade, EinforgeError
+
+__all__ = ["main"]
+
+
+def _load(spec: str) -> Cascade:
+    path = Path(spec)
+    if spec in einsum.library.names() or not path.suffix:
+        return einsum.library.get(spec)
+    if not path.is_file():
+        raise EinforgeError(f"no library cascade or file named {spec!r}")
+    return einsum.parse(path.read_text(encoding="utf-8"))
+
+
+def _sizes(items: Sequence[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not value.strip().isdigit():
+            raise EinforgeError(f"--size {item!r}: expected RANK=N with a positive integer N")
+        out[name.strip()] = int(value)
+    return out
+
+
+def _counts_table(c: Cascade, sizes: dict[str, int] | None) -> list[str]:
+    rows = []
+    for e, counts in zip(c.einsums, einsum.op_counts(c), strict=True):
+        if sizes is None:
+            text = str(counts) or "-"
+        else:
+            text = ", ".join(f"{k}={v:,}" for k, v in counts.at(sizes).items() if v) or "-"
+        rows.append(f"  {e.lhs_text:<22} {text}")
+    return rows
+
+
+def cmd_list(_: argparse.Namespace) -> int:
+    for name in einsum.library.names():
+        print(name)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    c = _load(args.cascade)
+    print(c, end="")
+    print()
+    for rank in c.ranks:
+        if rank in args.passes or (not args.passes and rank == "M"):
+            print(f"passes over {rank}: {einsum.passes(c, rank)}")
+    print("operations per Einsum:")
+    print("\n".join(_counts_table(c, None)))
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    status = 0
+    for name in args.files:
+        try:
+            c = einsum.parse(Path(name).read_text(encoding="utf-8"))
+        except OSError as exc:
+            print(f"{name}: cannot read: {exc.strerror}", file=sys.stderr)
+            status = 1
+        except EinforgeError as exc:
+            print(f"{name}: {exc}", file=sys.stderr)
+            status = 1
+        else:
+            print(f"{name}: ok ({len(c.einsums)} statements, outputs {', '.join(c.outputs)})")
+    return status
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    c = _load(args.cascade)
+    inputs: dict[str, np.ndarray] = {}
+    for item in args.input:
+        name, sep, path = item.partition("=")
+        if not sep:
+            raise EinforgeError(f"-i {item!r}: expected NAME=FILE.npy")
+        try:
+            inputs[name] = np.load(path)
+        except OSError as exc:
+            raise EinforgeError(f"-i {item!r}: cannot read {path}: {exc}") from None
+    out = golden.run(c, inputs, _sizes(args.size))
+    if args.output:
+        np.savez(args.output, **out)
+        print(f"wrote {', '.join(out)} to {args.output}")
+    else:
+        for name, arr in out.items():
+            print(f"{name} {arr.shape}:\n{arr}")
+    return 0
+
+
+# -- demo --------------------------------------------------------------------------------------
+
+
+def _demo_checks() -> dict[str, tuple[Callable[[np.random.Generator], dict[str, np.ndarray]],
+                                       Callable[[dict[str, np.ndarray]], np.ndarray], str]]:
+    def attention(rng: np.random.Generator) -> dict[str, np.ndarray]:
+        return {"Q": rng.normal(size=(64, 16)), "K": rng.normal(size=(64, 16)),
+                "V": rng.normal(size=(64, 16))}
+
+    def softmax_ref(x: dict[str, np.ndarray]) -> np.ndarray:
+        e = np.exp(x["X"] - x["X"].max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    def layernorm_ref(x: dict[str, np.ndarray]) -> np.ndarray:
+        mu = x["X"].mean(axis=1, keepdims=True)
+        return (x["X"] - mu) / np.sqrt(x["X"].var(axis=1, keepdims=True) + 1e-5)
+
+    def att_ref(x: dict[str, np.ndarray]) -> np.ndarray:
+        return golden.softmax_attention(x["Q"], x["K"], x["V"])
+
+    matrix = {"X": lambda rng: {"X": rng.normal(size=(64, 64))}}["X"]
+    return {
+        "attention_3pass": (attention, att_ref, "direct NumPy softmax attention"),
+        "attention_2pass": (attention, att_ref, "direct NumPy softmax attention"),
+        "attention_1pass": (attention, att_ref, "direct NumPy softmax attention"),
+        "softmax": (matrix, softmax_ref, "NumPy softmax"),
+        "layernorm": (matrix, layernorm_ref, "NumPy mean/var normalisation"),
+        "matmul": (lambda rng: {"A": rng.normal(size=(64, 16)), "B": rng.normal(size=(16, 64))},
+                   lambda x: x["A"] @ x["B"], "A @ B"),
+    }
+
+
+def cmd_demo(_: argparse.Namespace) -> int:
+    print("einforge demo: the library cascades, checked against direct NumPy on a small head")
+    print("(P = M = 64, E = F = 16, M0 = 16; float64 golden interpreter)\n")
+    rng = np.random.default_rng(0)
+    checks = _demo_checks()
+    failures = 0
+    for name in einsum.library.names():
+        c = einsum.library.get(name)
+        make, reference, what = checks[name]
+        inputs = make(rng)
+        sizes = {"M0": 16} if "M0" in c.ranks else None
+        t0 = time.perf_counter()
+        out = golden.run(c, inputs, sizes)[c.outputs[0]]
+        elapsed = time.perf_counter() - t0
+        bound = einsum.bind_sizes(c, {k: v.shape for k, v in inputs.items()}, sizes)
+        err = float(np.max(np.abs(out - reference(inputs))))
+        ok = err <= 1e-12 * max(1.0, float(np.max(np.abs(out))))
+        failures += not ok
+        pass_text = f"{einsum.passes(c, 'M')} pass(es) over M" if "M" in c.ranks else ""
+        print(f"{name}: {len(c.einsums)} statements, {pass_text}")
+        totals: dict[str, int] = {}
+        for counts in einsum.op_counts(c):
+            for k, v in counts.at(bound).items():
+                totals[k] = totals.get(k, 0) + v
+        print("  operations: " + ", ".join(f"{k} {v:,}" for k, v in totals.items() if v))
+        print(f"  golden vs {what}: max |error| {err:.2e} "
+              f"in {elapsed * 1e3:.1f} ms  [{'PASS' if ok else 'FAIL'}]")
+    print()
+    print(f"{len(checks) - failures} of {len(checks)} cascades agree with NumPy")
+    return 1 if failures else 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="einforge", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("demo", help="tour the library cascades").set_defaults(func=cmd_demo)
+    sub.add_parser("list", help="list the library cascades").set_defaults(func=cmd_list)
+    show = sub.add_parser("show", help="print a cascade, its passes and operation counts")
+    show.add_argument("cascade", help="library name or cascade file")
+    show.add_argument("--passes", action="append", default=[], metavar="RANK",
+                      help="rank to count passes over (default M)")
+    show.set_defaults(func=cmd_show)
+    check = sub.add_parser("check", help="parse and validate cascade files")
+    check.add_argument("files", nargs="+")
+    check.set_defaults(func=cmd_check)
+    run = sub.add_parser("run", help="evaluate a cascade in the golden interpreter")
+    run.add_argument("cascade", help="library name or cascade file")
+    run.add_argument("-i", "--input", action="append", default=[], metavar="NAME=FILE.npy")
+    run.add_argument("--size", action="append", default=[], metavar="RANK=N")
+    run.add_argument("-o", "--output", metavar="OUT.npz")
+    run.set_defaults(func=cmd_run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 1 check failed, 2 bad input)."""
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except EinforgeError as exc:
+        print(f"einforge: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

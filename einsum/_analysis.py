@@ -1,0 +1,390 @@
+"""Analyses of a cascade: dependency graph, pass lower bound, operation counts, tensor sizes."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import networkx as nx
+
+from einsum._expr import (
+    Access,
+    Actions,
+    Binary,
+    BinOp,
+    Call,
+    Expr,
+    Func,
+    Neg,
+    Operator,
+    Reduce,
+    ReduceOp,
+    TopK,
+    Var,
+
+    free_vars,
+    to_text,
+    walk,
+)
+from einsum._ir import Cascade
+from einsum._stmt import Einsum
+from einsum.errors import EinsumError
+
+__all__ = ["OpCounts", "Poly", "dependency_graph", "op_counts", "passes", "tensor_sizes"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Dependency graph
+
+
+def dependency_graph(cascade: Cascade) -> nx.DiGraph:
+    """Tensors and Einsums as a bipartite directed graph.
+
+    Tensor nodes are their names, with attributes ``kind="tensor"``, ``role`` (``input``,
+    ``intermediate`` or ``output``) and ``ranks``. Einsum nodes are ``("einsum", i)`` for
+    ``cascade.einsums[i]``, with ``kind="einsum"`` and ``text``. Edges go from each tensor an
+    Einsum reads to the Einsum (attribute ``access``: the access text) and from the Einsum to the
+    tensor it writes. Recurrences show up as cycles.
+    """
+    g: nx.DiGraph = nx.DiGraph()
+    for name, ranks in cascade.tensors.items():
+        role = "input" if name in {t.name for t in cascade.inputs} else "intermediate"
+        if name in cascade.outputs:
+            role = "output"
+        g.add_node(name, kind="tensor", role=role, ranks=ranks)
+    for i, e in enumerate(cascade.einsums):
+        node = ("einsum", i)
+        g.add_node(node, kind="einsum", text=str(e))
+        for access in (n for n in walk(e.expr) if isinstance(n, Access)):
+            if g.has_edge(access.tensor, node):
+                g.edges[access.tensor, node]["access"] += f", {access}"
+            else:
+                g.add_edge(access.tensor, node, access=str(access))
+        g.add_edge(node, e.output)
+    return g
+
+
+# ---------------------------------------------------------------------------------------------
+# Passes (NOTATION.md section 7)
+
+
+def passes(cascade: Cascade, rank: str) -> int:
+    """The lower bound on passes over ``rank`` that the cascade needs (NOTATION.md section 7).
+
+    A pass is one traversal of the element-wise data of ``rank`` (``m``, or ``m1`` with ``m0``
+    when ``M -> M1, M0``). Data keeping part of the rank (``LM[p, m1]``) streams with the pass;
+    a full reduction over the rank (``GM[p] = max[m] S[p, m]``), or a read of a recurrence's
+    final position (``RD[p, M1]``), is known only once its pass ends, so element-wise work that
+    needs it runs in a later pass. Work on block-level data between passes (FuseMax's 2-pass
+    cascade rescales ``LM`` by ``GM``) is not a traversal. The bound is 1 + the longest chain of
+    full reductions that element-wise work waits for.
+
+    Example:
+        >>> import einsum
+        >>> [passes(einsum.library.get(n), "M") for n in
+        ...  ("attention_3pass", "attention_2pass", "attention_1pass")]
+        [3, 2, 1]
+    """
+    if rank not in cascade.ranks:
+        raise EinsumError(
+            f"passes(): rank {rank!r} is not a rank of this cascade "
+            f"(ranks: {', '.join(cascade.ranks)})"
+        )
+    parts = {p.rank: p.parts for p in cascade.partitions}
+    family = {rank} | set(_descendants(rank, parts))
+    leaves = _leaves(rank, parts)
+
+    def kind(ranks: tuple[str, ...]) -> str:
+        rs = set(ranks)
+        if rank in rs or leaves <= rs:
+            return "element"
+        return "streamed" if rs & family else "global"
+
+    # Levels are doubled: 2k = streamed during pass k; 2k + 1 = known after pass k.
+    level: dict[str, int] = {}
+    kinds: dict[str, str] = {}
+    for t in cascade.inputs:
+        kinds[t.name] = kind(t.ranks)
+        level[t.name] = 2 if kinds[t.name] != "global" else 0
+    for e in cascade.einsums:
+        kinds[e.output] = kind(e.ranks)
+        level.setdefault(e.output, 0)
+
+    def complete(lv: int) -> int:
+        return lv + 1 if lv % 2 == 0 and lv >= 2 else lv
+
+    limit = 4 * len(cascade.einsums) + 8
+    for _ in range(limit):
+        changed = False
+        for e in cascade.einsums:
+            k_out = kinds[e.output]
+            lv_in = 0
+            for access in (n for n in walk(e.expr) if isinstance(n, Access)):
+                lv = level[access.tensor]
+                streams = any(v.upper() in family for v in free_vars(access))
+                if kinds[access.tensor] != "global" and (k_out == "global" or not streams):
+                    lv = complete(lv)
+                lv_in = max(lv_in, lv)
+            if k_out == "element":
+                new = max(2, lv_in + (lv_in % 2))
+            else:
+                new = lv_in
+            if new > level[e.output]:
+                level[e.output] = new
+                changed = True
+        if not changed:
+            break
+    else:
+        raise EinsumError(
+            f"passes(): the number of passes over {rank} is unbounded for this cascade: a "
+            "recurrence waits on a full reduction over the same rank at every step"
+        )
+    element = [lv for name, lv in level.items() if kinds[name] == "element"]
+    streamed = [lv for name, lv in level.items() if kinds[name] == "streamed" and lv % 2 == 0]
+    found = element or streamed
+    return max(found) // 2 if found else 0
+
+
+def _descendants(rank: str, parts: Mapping[str, tuple[str, ...]]) -> list[str]:
+    out: list[str] = []
+    for p in parts.get(rank, ()):
+        out.append(p)
+        out.extend(_descendants(p, parts))
+    return out
+
+
+def _leaves(rank: str, parts: Mapping[str, tuple[str, ...]]) -> set[str]:
+    if rank not in parts:
+        return {rank}
+    out: set[str] = set()
+    for p in parts[rank]:
+        out |= _leaves(p, parts)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Symbolic counts
+
+
+@dataclass(frozen=True, slots=True)
+class Poly:
+    """A polynomial in rank sizes with integer coefficients, e.g. ``P*M*E + P*M``.
+
+    ``terms`` maps each monomial (a sorted tuple of rank names, repeated for powers) to its
+    coefficient; zero terms are dropped.
+    """
+
+    terms: tuple[tuple[tuple[str, ...], int], ...] = ()
+
+    @classmethod
+    def of(cls, mapping: Mapping[tuple[str, ...], int]) -> Poly:
+        return cls(tuple(sorted((tuple(sorted(m)), c) for m, c in mapping.items() if c)))
+
+    @classmethod
+    def const(cls, value: int) -> Poly:
+        return cls.of({(): value})
+
+    @classmethod
+    def product(cls, ranks: list[str] | tuple[str, ...]) -> Poly:
+        return cls.of({tuple(ranks): 1})
+
+    def __add__(self, other: Poly | int) -> Poly:
+        other = other if isinstance(other, Poly) else Poly.const(other)
+        acc = dict(self.terms)
+        for m, c in other.terms:
+            acc[m] = acc.get(m, 0) + c
+        return Poly.of(acc)
+
+    __radd__ = __add__
+
+    def __mul__(self, other: Poly | int) -> Poly:
+        other = other if isinstance(other, Poly) else Poly.const(other)
+        acc: dict[tuple[str, ...], int] = {}
+        for m1, c1 in self.terms:
+            for m2, c2 in other.terms:
+                key = tuple(sorted(m1 + m2))
+                acc[key] = acc.get(key, 0) + c1 * c2
+        return Poly.of(acc)
+
+    __rmul__ = __mul__
+
+    def at(self, sizes: Mapping[str, int]) -> int:
+        """The value at the given rank sizes."""
+        total = 0
+        for m, c in self.terms:
+            missing = [r for r in m if r not in sizes]
+            if missing:
+                raise EinsumError(f"Poly.at(): no size for rank {missing[0]} in {self}")
+            total += c * math.prod(sizes[r] for r in m)
+        return total
+
+    def __str__(self) -> str:
+        if not self.terms:
+            return "0"
+        out = []
+        for m, c in sorted(self.terms, key=lambda t: (-len(t[0]), t[0])):
+            body = "*".join(m)
+            if not body:
+                out.append(str(c))
+            elif c == 1:
+                out.append(body)
+            else:
+                out.append(f"{c}*{body}")
+        return " + ".join(out)
+
+
+_CATEGORIES = ("mac", "add", "max", "exp", "div", "other")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OpCounts:
+    """Operations of one Einsum by category, as polynomials in rank sizes.
+
+    Categories: ``mac`` multiply(-accumulate)s, ``add`` adds and subtractions, ``max``
+    max/min/compare, ``exp`` exponentials, ``div`` divisions, ``other`` every other function
+    (log, sqrt, sigmoid, powers, selects, top-k). A user-defined operator adds its ``cost``.
+    """
+
+    mac: Poly = Poly()
+    add: Poly = Poly()
+    max: Poly = Poly()
+    exp: Poly = Poly()
+    div: Poly = Poly()
+    other: Poly = Poly()
+
+    def __add__(self, other: OpCounts) -> OpCounts:
+        return OpCounts(**{c: getattr(self, c) + getattr(other, c) for c in _CATEGORIES})
+
+    def scaled(self, n: Poly) -> OpCounts:
+        return OpCounts(**{c: getattr(self, c) * n for c in _CATEGORIES})
+
+    def at(self, sizes: Mapping[str, int]) -> dict[str, int]:
+        """Counts at the given rank sizes, by category."""
+        return {c: getattr(self, c).at(sizes) for c in _CATEGORIES}
+
+    def __str__(self) -> str:
+        return ", ".join(f"{c}={getattr(self, c)}" for c in _CATEGORIES if getattr(self, c).terms)
+
+
+def _one(category: str, times: int = 1) -> OpCounts:
+    return OpCounts(**{category: Poly.const(times)})
+
+
+def _actions(a: Actions) -> OpCounts:
+    return OpCounts(**{c: Poly.const(getattr(a, c)) for c in _CATEGORIES if getattr(a, c)})
+
+
+_FUNC_CATEGORY = {
+    Func.EXP: "exp",
+    Func.LOG: "other",
+    Func.SQRT: "other",
+    Func.SIGMOID: "other",
+    Func.CEIL: "other",
+    Func.FLOOR: "other",
+    Func.WHERE: "other",
+    Func.RELU: "max",
+    Func.ABS: "max",
+    Func.MAX: "max",
+    Func.MIN: "max",
+}
+_BINOP_CATEGORY = {BinOp.ADD: "add", BinOp.SUB: "add", BinOp.MUL: "mac", BinOp.DIV: "div"}
+_REDUCE_CATEGORY = {ReduceOp.SUM: "add", ReduceOp.MAX: "max", ReduceOp.MIN: "max", ReduceOp.PROD: "mac"}
+
+
+def _points(vars_: frozenset[str] | set[str]) -> Poly:
+    return Poly.product(sorted(v.upper() for v in vars_))
+
+
+def _is_constant(expr: Expr) -> bool:
+    return not free_vars(expr) and not any(isinstance(n, Access) for n in walk(expr))
+
+
+def _factors(expr: Expr) -> list[Expr]:
+    if isinstance(expr, Binary) and expr.op is BinOp.MUL:
+        return _factors(expr.lhs) + _factors(expr.rhs)
+    return [expr]
+
+
+def _cost(expr: Expr) -> OpCounts:
+    """Operations to evaluate ``expr`` once over its free indices (loop-invariant parts hoisted)."""
+    if _is_constant(expr) or isinstance(expr, (Access, Var)):
+        return OpCounts()
+    if isinstance(expr, Reduce):
+        return _reduce_cost(expr.op, frozenset(expr.indices), expr.body)
+    here = _points(free_vars(expr))
+    if isinstance(expr, Neg):
+        return _cost(expr.operand) + _one("add").scaled(here)
+    if isinstance(expr, Binary):
+        category = _BINOP_CATEGORY.get(expr.op, "max" if expr.op.is_comparison else "other")
+        return _cost(expr.lhs) + _cost(expr.rhs) + _one(category).scaled(here)
+    if isinstance(expr, Call):
+        inner = OpCounts()
+        for a in expr.args:
+            inner = inner + _cost(a)
+        own = _actions(expr.func.cost) if isinstance(expr.func, Operator) else _one(_FUNC_CATEGORY[expr.func])
+        return inner + own.scaled(here)
+    if isinstance(expr, TopK):
+        return _cost(expr.body) + _one("other").scaled(_points(free_vars(expr.body)))
+    return OpCounts()
+
+
+def _reduce_cost(op: ReduceOp, reduced: frozenset[str], body: Expr) -> OpCounts:
+    if op is ReduceOp.SUM:
+        factors = _factors(body)
+        inner = [f for f in factors if free_vars(f) & reduced]
+        outer = [f for f in factors if not free_vars(f) & reduced]
+        out_points = _points(free_vars(body) - reduced)
+        total = OpCounts()
+        for f in factors:
+            total = total + _cost(f)
+        inner_vars: frozenset[str] = frozenset().union(*(free_vars(f) for f in inner))
+        if len(inner) >= 2:
+            # A chain of products summed is multiply-accumulates; the adds fold into the MACs.
+            total = total + _one("mac", len(inner) - 1).scaled(_points(inner_vars))
+        else:
+            total = total + _one("add").scaled(_points(inner_vars))
+        nonconstant = [f for f in outer if not _is_constant(f)]
+        constant = len(outer) - len(nonconstant)
+        scalings = len(nonconstant) + (1 if constant else 0)
+        return total + _one("mac", scalings).scaled(out_points)
+    return _cost(body) + _one(_REDUCE_CATEGORY[op]).scaled(_points(free_vars(body)))
+
+
+def op_counts(cascade: Cascade) -> tuple[OpCounts, ...]:
+    """Operations of each statement of ``cascade.einsums``, as polynomials in rank sizes.
+
+    Each sub-expression is counted once per point of its own indices (loop-invariant work is
+    hoisted); a sum of products counts ``n - 1`` multiply-accumulates per point for ``n``
+    factors that depend on the summed indices; a reduction counts one operation per element
+    reduced. Copies and re-indexing (``BK[m1, m0, e] = K[m1 * M0 + m0, e]``) cost nothing.
+
+    Example:
+        >>> import einsum
+        >>> c = einsum.library.get("matmul")
+        >>> str(op_counts(c)[0])
+        'mac=K*M*N'
+    """
+    return tuple(_einsum_cost(e) for e in cascade.einsums)
+
+
+def _einsum_cost(e: Einsum) -> OpCounts:
+    summed = frozenset(e.summed)
+    if summed:
+        return _reduce_cost(ReduceOp.SUM, summed, e.expr)
+    return _cost(e.expr)
+
+
+def tensor_sizes(cascade: Cascade) -> dict[str, Poly]:
+    """Elements of every tensor as polynomials in rank sizes (an iterative rank holds R + 1)."""
+    iterative = cascade.iterative
+    out: dict[str, Poly] = {}
+    for name, ranks in cascade.tensors.items():
+        size = Poly.const(1)
+        for dim, r in enumerate(ranks):
+            factor = Poly.product([r])
+            size = size * (factor + 1 if iterative.get(name) == dim else factor)
+        out[name] = size
+    return out
+
+

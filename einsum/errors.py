@@ -1,0 +1,60 @@
+"""The exception hierarchy of einforge.
+
+Every exception the toolkit raises on purpose derives from :class:`EinforgeError`, so a caller can
+catch everything einforge reports with one ``except``. ``einsum`` is the leaf package that every
+other package may import, so the root lives here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = [
+    "CascadeError",
+    "ConfigError",
+    "EinforgeError",
+    "EinsumError",
+    "ParseError",
+    "SizeError",
+]
+
+
+class EinforgeError(Exception):
+    """Root of every exception einforge raises on purpose."""
+
+
+class EinsumError(EinforgeError, ValueError):
+    """A tensor, expression, Einsum or cascade is ill-formed."""
+
+
+class ParseError(EinsumError):
+    """The cascade text does not follow the notation.
+
+    Attributes:
+        line: 1-based line of the offending token.
+        column: 1-based column of the offending token.
+        detail: the message without the position and the source excerpt.
+    """
+
+    def __init__(self, detail: str, *, line: int, column: int, source_line: str) -> None:
+        self.line = line
+        self.column = column
+        self.detail = detail
+        caret = " " * (column - 1) + "^"
+        super().__init__(f"line {line}, column {column}: {detail}\n    {source_line}\n    {caret}")
+
+
+class CascadeError(EinsumError):
+    """A cascade is ill-formed; ``reasons`` holds every problem found, not just the first."""
+
+    def __init__(self, reasons: Sequence[str]) -> None:
+        self.reasons = tuple(reasons)
+        super().__init__("ill-formed cascade:\n" + "\n".join(f"  - {r}" for r in self.reasons))
+
+
+class SizeError(EinsumError):
+    """Rank sizes are missing, inconsistent between tensors, or do not divide a partition."""
+
+
+class ConfigError(EinforgeError, ValueError):
+    """A user-supplied description (architecture, schedule, options, arrays) is invalid."""

@@ -1,0 +1,147 @@
+"""Named cascades: attention in 3, 2 and 1 passes (FuseMax), a matrix product, a softmax.
+
+Each attention cascade keeps the 1/sqrt(E) scale and reads ``Q[p, e]``, ``K[m, e]``,
+``V[m, f]``; the result is ``AV[p, f]``.
+
+Example:
+    >>> import einsum
+    >>> einsum.library.names()[:3]
+    ('attention_1pass', 'attention_2pass', 'attention_3pass')
+    >>> einsum.passes(einsum.library.get("attention_2pass"), "M")
+    2
+"""
+
+from __future__ import annotations
+
+import difflib
+from functools import cache
+
+from einsum._ir import Cascade
+from einsum._parse import parse
+from einsum.errors import EinsumError
+
+__all__ = ["get", "names", "source"]
+
+_SOURCES: dict[str, str] = {
+    "attention_3pass": """
+cascade attention_3pass
+input Q[p, e], K[m, e], V[m, f]
+param scale = 1 / sqrt(E)
+output AV
+
+QK[p, m] = Q[p, e] * K[m, e]
+S[p, m]  = QK[p, m] * scale
+GM[p]    = max[m] S[p, m]
+SN[p, m] = exp(S[p, m] - GM[p])
+SD[p]    = sum[m] SN[p, m]
+A[p, m]  = SN[p, m] / SD[p]
+AV[p, f] = A[p, m] * V[m, f]
+""",
+    # FuseMax's 2-pass cascade (reference/fusemax.md section 1.5), query rank first.
+    "attention_2pass": """
+cascade attention_2pass
+input Q[p, e], K[m, e], V[m, f]
+param scale = 1 / sqrt(E)
+partition M -> M1, M0
+output AV
+
+BK[m1, m0, e]  = K[m1 * M0 + m0, e]
+BV[m1, m0, f]  = V[m1 * M0 + m0, f]
+BQK[p, m1, m0] = Q[p, e] * BK[m1, m0, e] * scale
+LM[p, m1]      = max[m0] BQK[p, m1, m0]
+SLN[p, m1, m0] = exp(BQK[p, m1, m0] - LM[p, m1])
+SLD[p, m1]     = sum[m0] SLN[p, m1, m0]
+GM[p]          = max[m1] LM[p, m1]
+PRM[p, m1]     = exp(LM[p, m1] - GM[p])
+SD[p]          = sum[m1] SLD[p, m1] * PRM[p, m1]
+A[p, m1, m0]   = SLN[p, m1, m0] * PRM[p, m1] / SD[p]
+AV[p, f]       = A[p, m1, m0] * BV[m1, m0, f]
+""",
+    # FuseMax's 1-pass cascade (NOTATION.md section 6).
+    "attention_1pass": """
+cascade attention_1pass
+input Q[p, e], K[m, e], V[m, f]
+param scale = 1 / sqrt(E)
+partition M -> M1, M0
+output AV
+
+BK[m1, m0, e] = K[m1 * M0 + m0, e]
+BV[m1, m0, f] = V[m1 * M0 + m0, f]
+init RM[p, m1 = 0] = -inf
+init RD[p, m1 = 0] = 0
+init RNV[p, f, m1 = 0] = 0
+
+QK[p, m1, m0]   = Q[p, e] * BK[m1, m0, e] * scale
+LM[p, m1]       = max[m0] QK[p, m1, m0]
+RM[p, m1 + 1]   = max(RM[p, m1], LM[p, m1])
+SLN[p, m1, m0]  = exp(QK[p, m1, m0] - RM[p, m1 + 1])
+SLD[p, m1]      = sum[m0] SLN[p, m1, m0]
+SLNV[p, f, m1]  = SLN[p, m1, m0] * BV[m1, m0, f]
+PRM[p, m1]      = exp(RM[p, m1] - RM[p, m1 + 1])
+SPD[p, m1]      = RD[p, m1] * PRM[p, m1]
+RD[p, m1 + 1]   = SPD[p, m1] + SLD[p, m1]
+SPNV[p, f, m1]  = RNV[p, f, m1] * PRM[p, m1]
+RNV[p, f, m1 + 1] = SPNV[p, f, m1] + SLNV[p, f, m1]
+AV[p, f]        = RNV[p, f, M1] / RD[p, M1]
+""",
+    "matmul": """
+cascade matmul
+input A[m, k], B[k, n]
+output Z
+
+Z[m, n] = A[m, k] * B[k, n]
+""",
+    "softmax": """
+cascade softmax
+input X[p, m]
+output Y
+
+GM[p]    = max[m] X[p, m]
+SN[p, m] = exp(X[p, m] - GM[p])
+SD[p]    = sum[m] SN[p, m]
+Y[p, m]  = SN[p, m] / SD[p]
+""",
+    # Layer normalisation without affine terms: mean, then variance, then normalise (3 passes).
+    "layernorm": """
+cascade layernorm
+input X[p, m]
+param eps = 1e-05
+output Y
+
+MU[p]   = sum[m] X[p, m] / M
+D[p, m] = X[p, m] - MU[p]
+VAR[p]  = sum[m] D[p, m] * D[p, m] / M
+Y[p, m] = D[p, m] / sqrt(VAR[p] + eps)
+""",
+}
+
+
+def names() -> tuple[str, ...]:
+    """Names of the library's cascades, sorted."""
+    return tuple(sorted(_SOURCES))
+
+
+def source(name: str) -> str:
+    """The notation text of a library cascade."""
+    _check(name)
+    return _SOURCES[name].lstrip()
+
+
+@cache
+def get(name: str) -> Cascade:
+    """The library cascade called ``name`` (see :func:`names`).
+
+    Raises:
+        EinsumError: no cascade has that name (with a suggestion).
+    """
+    _check(name)
+    return parse(_SOURCES[name])
+
+
+def _check(name: str) -> None:
+    if name not in _SOURCES:
+        close = difflib.get_close_matches(str(name), list(_SOURCES), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise EinsumError(
+            f"library has no cascade {name!r}{hint} (known: {', '.join(names())})"
+        )

@@ -1,0 +1,20 @@
+"""Reference execution of cascades.
+
+Today: the generic float64 interpreter :func:`run`, the oracle every faster or lower-precision
+model is checked against. Later: fast Numba kernels for library cascades, the numba.cuda GPU path
+sharing their scalar operators, and bit-true fixed-point formats that mirror the RTL.
+
+    >>> import numpy as np, einsum, golden
+    >>> rng = np.random.default_rng(0)
+    >>> q, k, v = rng.normal(size=(8, 4)), rng.normal(size=(16, 4)), rng.normal(size=(16, 3))
+    >>> out = golden.run(einsum.library.get("attention_1pass"), {"Q": q, "K": k, "V": v},
+    ...                  sizes={"M0": 4})["AV"]
+    >>> bool(np.allclose(out, golden.softmax_attention(q, k, v)))
+    True
+"""
+
+from golden._interp import run
+from golden._reference import softmax_attention
+from golden.errors import EvaluationError
+
+__all__ = ["EvaluationError", "run", "softmax_attention"]

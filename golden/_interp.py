@@ -1,0 +1,403 @@
+"""The generic float64 interpreter of cascades: the oracle every other model is checked against.
+
+Every Einsum is evaluated over its whole iteration space at once with NumPy (``numpy.einsum``
+for sums of products, array reductions otherwise); only recurrences loop, one step of their
+iterative rank at a time, vectorised over every other index.
+"""
+
+from __future__ import annotations
+
+import difflib
+import string
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from einsum import (
+    Access,
+    Binary,
+    BinOp,
+    Call,
+    Cascade,
+    Einsum,
+    Expr,
+    Func,
+    Neg,
+    Num,
+    Operator,
+    ParamRef,
+    Reduce,
+    ReduceOp,
+    Size,
+    TopK,
+    Var,
+    bind_sizes,
+    eval_params,
+)
+from einsum._expr import ordered_vars
+from einsum._sizes import eval_scalar
+from golden.errors import EvaluationError
+
+__all__ = ["run"]
+
+F64 = NDArray[np.float64]
+
+
+class _Val:
+    """An array whose axes are named by index variables (kept in the statement's order)."""
+
+    __slots__ = ("arr", "vars")
+
+    def __init__(self, arr: Any, vars_: tuple[str, ...]) -> None:
+        self.arr = arr
+        self.vars = vars_
+
+
+def run(
+    cascade: Cascade,
+    inputs: Mapping[str, ArrayLike],
+    sizes: Mapping[str, int] | None = None,
+    *,
+    all_tensors: bool = False,
+) -> dict[str, F64]:
+    """Evaluate ``cascade`` in float64 and return its output tensors by name.
+
+    Args:
+        cascade: any valid cascade.
+        inputs: one array per declared input, laid out in the order its indices are declared
+            (``Q[p, e]`` is a ``(P, E)`` array). Inputs are not modified.
+        sizes: sizes of ranks no input has, such as the free size ``M0`` of a partition.
+        all_tensors: return every tensor (inputs, intermediates, outputs), not just the
+            outputs, to localise a mismatch to a stage.
+
+    Returns:
+        ``{name: float64 array}``. A tensor with an iterative rank holds its positions
+        ``0 .. R`` along that rank.
+
+    Raises:
+        EvaluationError: an input is missing, unknown or not numeric, or a read falls outside
+            a tensor.
+        SizeError: rank sizes are inconsistent or missing, or a partition does not divide.
+
+    Example:
+        >>> import numpy as np, einsum
+        >>> c = einsum.parse("input A[m, k], B[k, n]\\noutput Z\\nZ[m, n] = A[m, k] * B[k, n]")
+        >>> a, b = np.arange(6.0).reshape(2, 3), np.ones((3, 2))
+        >>> run(c, {"A": a, "B": b})["Z"]
+        array([[ 3.,  3.],
+               [12., 12.]])
+    """
+    if not isinstance(cascade, Cascade):
+        raise EvaluationError(f"golden.run: expected an einsum.Cascade, got {type(cascade).__name__}")
+    if not isinstance(inputs, Mapping):
+        raise EvaluationError(
+            f"golden.run: inputs must be a mapping from input name to array, got "
+            f"{type(inputs).__name__}"
+        )
+    arrays = _check_inputs(cascade, inputs)
+    bound = bind_sizes(cascade, {n: a.shape for n, a in arrays.items()}, sizes)
+    params = eval_params(cascade, bound)
+    ev = _Evaluator(cascade, bound, params, arrays)
+    with np.errstate(all="ignore"):
+        for stage in cascade.stages:
+            if stage.step is None:
+                ev.statement(stage.statements[0], None)
+            else:
+                for i in range(bound[stage.step.upper()]):
+                    for s in stage.statements:
+                        ev.statement(s, (stage.step, i))
+    if all_tensors:
+        return dict(ev.tensors)
+    return {name: ev.tensors[name] for name in cascade.outputs}
+
+
+def _check_inputs(cascade: Cascade, inputs: Mapping[str, ArrayLike]) -> dict[str, F64]:
+    declared = [t.name for t in cascade.inputs]
+    decl_text = ", ".join(str(t) for t in cascade.inputs)
+    for name in inputs:
+        if name not in declared:
+            close = difflib.get_close_matches(str(name), declared, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise EvaluationError(
+                f"golden.run: inputs[{name!r}] is not an input of the cascade{hint} "
+                f"(it declares {decl_text})"
+            )
+    arrays: dict[str, F64] = {}
+    for t in cascade.inputs:
+        if t.name not in inputs:
+            raise EvaluationError(
+                f"golden.run: input {t} is missing (the cascade declares {decl_text})"
+            )
+        raw = np.asarray(inputs[t.name])
+        if raw.dtype.kind not in "biuf":
+            raise EvaluationError(
+                f"golden.run: input {t.name} must be a real numeric array, got dtype {raw.dtype}"
+            )
+        arrays[t.name] = np.asarray(raw, dtype=np.float64)
+    return arrays
+
+
+_UNARY = {
+    Func.EXP: np.exp,
+    Func.LOG: np.log,
+    Func.SQRT: np.sqrt,
+    Func.SIGMOID: lambda x: 1.0 / (1.0 + np.exp(-x)),
+    Func.RELU: lambda x: np.maximum(x, 0.0),
+    Func.ABS: np.abs,
+    Func.CEIL: np.ceil,
+    Func.FLOOR: np.floor,
+}
+_BINARY = {
+    BinOp.ADD: np.add,
+    BinOp.SUB: np.subtract,
+    BinOp.MUL: np.multiply,
+    BinOp.DIV: np.true_divide,
+    BinOp.POW: np.power,
+    BinOp.LT: lambda a, b: (a < b).astype(np.float64),
+    BinOp.LE: lambda a, b: (a <= b).astype(np.float64),
+    BinOp.GT: lambda a, b: (a > b).astype(np.float64),
+    BinOp.GE: lambda a, b: (a >= b).astype(np.float64),
+    BinOp.EQ: lambda a, b: (a == b).astype(np.float64),
+    BinOp.NE: lambda a, b: (a != b).astype(np.float64),
+}
+_REDUCE = {ReduceOp.SUM: np.sum, ReduceOp.MAX: np.max, ReduceOp.MIN: np.min, ReduceOp.PROD: np.prod}
+
+
+class _Evaluator:
+    def __init__(
+        self,
+        cascade: Cascade,
+        sizes: dict[str, int],
+        params: dict[str, float],
+        arrays: dict[str, F64],
+    ) -> None:
+        self.cascade = cascade
+        self.sizes = sizes
+        self.params = params
+        self.tensors: dict[str, F64] = dict(arrays)
+        self.iterative = cascade.iterative
+        self.order: dict[str, int] = {}
+        self.restricted: tuple[str, int] | None = None
+        self.where = ""
+        # Tensors written piecewise (recurrences and their members) are allocated up front.
+        for stage in cascade.stages:
+            for s in stage.statements if stage.step is not None else ():
+                self._allocate(cascade.einsums[s])
+        for e in cascade.einsums:
+            if e.step is not None:
+                self._allocate(e)
+
+    def _allocate(self, e: Einsum) -> None:
+        if e.output in self.tensors:
+            return
+        shape = [self.sizes[r] for r in e.ranks]
+        if e.step is not None:
+            shape[e.indices.index(e.step)] += 1
+        self.tensors[e.output] = np.full(shape, np.nan)
+
+    # -- domains ----------------------------------------------------------------------------------
+
+    def domain(self, var: str) -> slice:
+        if self.restricted is not None and self.restricted[0] == var:
+            i = self.restricted[1]
+            return slice(i, i + 1)
+        return slice(0, self.sizes[var.upper()])
+
+    def dsize(self, var: str) -> int:
+        d = self.domain(var)
+        return d.stop - d.start
+
+    def indices_of(self, var: str) -> NDArray[np.int64]:
+        d = self.domain(var)
+        return np.arange(d.start, d.stop)
+
+    # -- statements -----------------------------------------------------------------------------
+
+    def statement(self, index: int, step: tuple[str, int] | None) -> None:
+        e = self.cascade.einsums[index]
+        line = f" (line {e.line})" if e.line is not None else ""
+        self.where = f"einsums[{index}] {e.lhs_text}{line}"
+        self.restricted = step
+        lhs = [v for v in e.indices if not (e.init and v == e.step)]
+        self.order = {v: i for i, v in enumerate(lhs + [v for v in ordered_vars(e.expr) if v not in lhs])}
+        summed = e.summed
+        val = self.reduce_sum(e.expr, frozenset(summed)) if summed else self.eval(e.expr)
+        out = self.expand(val, tuple(lhs))
+        out = np.broadcast_to(out, tuple(self.dsize(v) for v in lhs))
+        target = []
+        for v in e.indices:
+            if e.init and v == e.step:
+                target.append(slice(0, 1))
+            elif v == e.step:
+                d = self.domain(v)
+                target.append(slice(d.start + 1, d.stop + 1))
+            else:
+                target.append(self.domain(v))
+        if e.init:
+            out = np.expand_dims(out, e.indices.index(e.step))  # type: ignore[arg-type]
+        if e.output in self.tensors and (e.step is not None or step is not None):
+            self.tensors[e.output][tuple(target)] = out
+        else:
+            self.tensors[e.output] = np.array(out, dtype=np.float64)
+        self.restricted = None
+
+    # -- expressions ----------------------------------------------------------------------------
+
+    def sort(self, vars_: set[str] | frozenset[str]) -> tuple[str, ...]:
+        return tuple(sorted(vars_, key=self.order.__getitem__))
+
+    def expand(self, val: _Val, target: tuple[str, ...]) -> Any:
+        """``val.arr`` with its axes laid out as ``target`` (size-1 axes where it lacks one)."""
+        if val.vars == target:
+            return val.arr
+        arr = val.arr
+        shape = [self.dsize(v) if v in val.vars else 1 for v in target]
+        perm = [val.vars.index(v) for v in target if v in val.vars]
+        if perm != sorted(perm):
+            arr = np.transpose(arr, perm)
+        return np.reshape(arr, shape)
+
+    def align(self, *vals: _Val) -> tuple[tuple[str, ...], list[Any]]:
+        union = self.sort(set().union(*(v.vars for v in vals)))
+        return union, [self.expand(v, union) for v in vals]
+
+    def eval(self, expr: Expr) -> _Val:
+        if isinstance(expr, Num):
+            return _Val(np.float64(expr.value), ())
+        if isinstance(expr, ParamRef):
+            return _Val(np.float64(self.params[expr.name]), ())
+        if isinstance(expr, Size):
+            return _Val(np.float64(self.sizes[expr.rank]), ())
+        if isinstance(expr, Var):
+            return _Val(self.indices_of(expr.name).astype(np.float64), (expr.name,))
+        if isinstance(expr, Access):
+            return self.access(expr)
+        if isinstance(expr, Neg):
+            v = self.eval(expr.operand)
+            return _Val(np.negative(v.arr), v.vars)
+        if isinstance(expr, Binary):
+            union, (a, b) = self.align(self.eval(expr.lhs), self.eval(expr.rhs))
+            return _Val(_BINARY[expr.op](a, b), union)
+        if isinstance(expr, Call):
+            return self.call(expr)
+        if isinstance(expr, Reduce):
+            if expr.op is ReduceOp.SUM:
+                return self.reduce_sum(expr.body, frozenset(expr.indices))
+            body = self.eval(expr.body)
+            axes = tuple(body.vars.index(v) for v in expr.indices)
+            rest = tuple(v for v in body.vars if v not in expr.indices)
+            return _Val(_REDUCE[expr.op](body.arr, axis=axes), rest)
+        if isinstance(expr, TopK):
+            return self.topk(expr)
+        raise TypeError(f"not an expression node: {expr!r}")
+
+    def call(self, expr: Call) -> _Val:
+        union, args = self.align(*(self.eval(a) for a in expr.args))
+        if isinstance(expr.func, Operator):
+            result = np.asarray(expr.func.golden(*args), dtype=np.float64)
+            want = np.broadcast_shapes(*(np.shape(a) for a in args))
+            if result.shape != want:
+                raise EvaluationError(
+                    f"{self.where}: operator {expr.func.name!r} returned shape {result.shape} "
+                    f"for arguments of shape {want}; its golden function must work point-wise"
+                )
+            return _Val(result, union)
+        if expr.func is Func.MAX:
+            return _Val(np.maximum(args[0], args[1]), union)
+        if expr.func is Func.MIN:
+            return _Val(np.minimum(args[0], args[1]), union)
+        if expr.func is Func.WHERE:
+            return _Val(np.where(args[0] != 0, args[1], args[2]), union)
+        return _Val(_UNARY[expr.func](args[0]), union)
+
+    def reduce_sum(self, body: Expr, reduced: frozenset[str]) -> _Val:
+        factors = _factors(body)
+        vals = [self.eval(f) for f in factors]
+        scalars = [v for v in vals if not v.vars]
+        tensors = [v for v in vals if v.vars]
+        union = set().union(*(v.vars for v in tensors))
+        out_vars = self.sort(union - reduced)
+        if not tensors:
+            raise EvaluationError(f"{self.where}: sums over {sorted(reduced)} but uses no index")
+        if len(tensors) == 1:
+            t = tensors[0]
+            axes = tuple(t.vars.index(v) for v in reduced if v in t.vars)
+            result = np.sum(t.arr, axis=axes)
+        else:
+            letters = dict(zip(self.sort(union), string.ascii_letters, strict=False))
+            spec = ",".join("".join(letters[v] for v in t.vars) for t in tensors)
+            spec += "->" + "".join(letters[v] for v in out_vars)
+            result = np.einsum(spec, *(t.arr for t in tensors), optimize=len(tensors) > 2 or None)
+        for s in scalars:
+            result = result * s.arr
+        return _Val(result, out_vars)
+
+    def topk(self, expr: TopK) -> _Val:
+        body = self.eval(expr.body)
+        k_value = eval_scalar(expr.k, self.sizes, self.params, where=f"{self.where}: topk's k")
+        if not float(k_value).is_integer() or k_value < 0:
+            raise EvaluationError(
+                f"{self.where}: topk's k must be a non-negative integer, got {k_value!r}"
+            )
+        keep_axes = [i for i, v in enumerate(body.vars) if v not in expr.indices]
+        sel_axes = [body.vars.index(v) for v in expr.indices]
+        moved = np.transpose(body.arr, keep_axes + sel_axes)
+        lead = moved.shape[: len(keep_axes)]
+        flat = moved.reshape(lead + (-1,))
+        n = flat.shape[-1]
+        k = min(int(k_value), n)
+        order = np.argsort(-flat, axis=-1, kind="stable")  # ties keep the lower index first
+        mask = np.zeros_like(flat)
+        np.put_along_axis(mask, order[..., :k], 1.0, axis=-1)
+        mask = mask.reshape(moved.shape)
+        inverse = np.argsort(keep_axes + sel_axes)
+        return _Val(np.transpose(mask, inverse), body.vars)
+
+    def access(self, node: Access) -> _Val:
+        arr = self.tensors[node.tensor]
+        plain = [i.name for i in node.indices if isinstance(i, Var)]
+        if len(plain) == len(node.indices) and len(set(plain)) == len(plain):
+            # Fast path: plain indices; restricted domains become slices.
+            view = arr[tuple(self.domain(v) for v in plain)]
+            vars_ = tuple(plain)
+            want = self.sort(set(vars_))
+            perm = [vars_.index(v) for v in want]
+            return _Val(np.transpose(view, perm) if perm != sorted(perm) else view, want)
+        idx_vals = [self.index(i) for i in node.indices]
+        union = self.sort(set().union(*(v.vars for v in idx_vals)))
+        gathered = []
+        for dim, v in enumerate(idx_vals):
+            ix = np.asarray(self.expand(v, union))
+            lo, hi = int(ix.min()), int(ix.max())
+            if lo < 0 or hi >= arr.shape[dim]:
+                bad = lo if lo < 0 else hi
+                raise EvaluationError(
+                    f"{self.where}: reads {node}: position {bad} along dimension {dim} is outside "
+                    f"{node.tensor}'s {arr.shape[dim]} positions"
+                )
+            gathered.append(ix)
+        return _Val(arr[tuple(gathered)] if gathered else arr, union)
+
+    def index(self, expr: Expr) -> _Val:
+        """An integer index expression, as integer arrays over its variables."""
+        if isinstance(expr, Var):
+            return _Val(self.indices_of(expr.name), (expr.name,))
+        if isinstance(expr, Size):
+            return _Val(np.int64(self.sizes[expr.rank]), ())
+        if isinstance(expr, Num):
+            return _Val(np.int64(int(expr.value)), ())
+        if isinstance(expr, Neg):
+            v = self.index(expr.operand)
+            return _Val(-v.arr, v.vars)
+        if isinstance(expr, Binary) and expr.op in (BinOp.ADD, BinOp.SUB, BinOp.MUL):
+            union, (a, b) = self.align(self.index(expr.lhs), self.index(expr.rhs))
+            return _Val(_BINARY[expr.op](a, b), union)
+        raise EvaluationError(f"{self.where}: {expr} is not an integer index expression")
+
+
+def _factors(expr: Expr) -> list[Expr]:
+    if isinstance(expr, Binary) and expr.op is BinOp.MUL:
+        return _factors(expr.lhs) + _factors(expr.rhs)
+    return [expr]
