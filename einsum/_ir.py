@@ -265,7 +265,12 @@ def _param_problems(p: ParamDef, declared: list[str]) -> Iterator[str]:
                 yield f"param {p.name}: refers to itself"
             else:
                 yield f"param {p.name}: uses {node.name}, which is not a param defined before it"
-        elif isinstance(node, (Var, Access, Reduce, TopK)):
+        elif isinstance(node, Var):
+            yield (
+                f"param {p.name}: uses {node.name}, which is not a param defined before it "
+                "(params are declared before use; indices cannot be used in a param)"
+            )
+        elif isinstance(node, (Access, Reduce, TopK)):
             yield (
                 f"param {p.name} = {to_text(p.expr)}: a param may use numbers, earlier params "
                 f"and rank sizes only, not {to_text(node)}"
@@ -321,6 +326,26 @@ def _statement_problems(
                 yield f"{where}: calls operator {node.func.name!r}, which is not in cascade.operators"
         elif isinstance(node, Access):
             yield from _access_problems(node, where, known_tensors, arity, ranks_of, iterative, c)
+
+    # An index used only as a value must walk a rank that something has: else it is most likely
+    # a misspelled param, which would otherwise be summed over a rank with no size.
+    bound_ranks = set(e.ranks) | {r for t in c.inputs for r in t.ranks}
+    for p in c.partitions:
+        bound_ranks |= {p.rank, *p.parts}
+    for other in c.einsums:
+        bound_ranks |= set(other.ranks)
+    for node in walk(e.expr):
+        if isinstance(node, Access):
+            bound_ranks |= {v.upper() for v in free_vars(node)}
+    for node in walk(e.expr):
+        if isinstance(node, Var) and node.rank not in bound_ranks:
+            close = difflib.get_close_matches(node.name, param_names, n=1)
+            hint = f"; did you mean param {close[0]!r}?" if close else ""
+            yield (
+                f"{where}: uses {node.name} as a value, but no tensor has rank {node.rank}, so "
+                f"{node.name} walks nothing{hint}"
+            )
+            break
 
     # Left-side indices must be bound by something on the right (inits broadcast a value).
     if not e.init:

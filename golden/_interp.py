@@ -118,7 +118,8 @@ def _check_inputs(cascade: Cascade, inputs: Mapping[str, ArrayLike]) -> dict[str
     decl_text = ", ".join(str(t) for t in cascade.inputs)
     for name in inputs:
         if name not in declared:
-            close = difflib.get_close_matches(str(name), declared, n=1)
+            close = [d for d in declared if d.lower() == str(name).lower()]
+            close = close or difflib.get_close_matches(str(name), declared, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise EvaluationError(
                 f"golden.run: inputs[{name!r}] is not an input of the cascade{hint} "
