@@ -1,3 +1,6 @@
+"""``python -m einforge``: the command line."""
+
 from einforge.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":
+    raise SystemExit(main())

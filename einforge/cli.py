@@ -103,7 +103,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise EinforgeError(f"-i {item!r}: cannot read {path}: {exc}") from None
     out = golden.run(c, inputs, _sizes(args.size))
     if args.output:
-        np.savez(args.output, **out)
+        np.savez(args.output, **out)  # type: ignore[arg-type]
         print(f"wrote {', '.join(out)} to {args.output}")
     else:
         for name, arr in out.items():

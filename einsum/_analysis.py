@@ -22,9 +22,7 @@ from einsum._expr import (
     ReduceOp,
     TopK,
     Var,
-
     free_vars,
-    to_text,
     walk,
 )
 from einsum._ir import Cascade

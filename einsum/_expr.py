@@ -12,7 +12,7 @@ import enum
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 from einsum.errors import EinsumError
 
@@ -344,7 +344,7 @@ def _check_index_list(indices: tuple[str, ...], where: str) -> None:
         raise EinsumError(f"{where}: an index is listed twice in {list(indices)}")
 
 
-Expr = Union[Num, Var, Size, ParamRef, Access, Neg, Binary, Call, Reduce, TopK]
+Expr = Num | Var | Size | ParamRef | Access | Neg | Binary | Call | Reduce | TopK
 
 
 def _as_expr(value: object) -> Expr:

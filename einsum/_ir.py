@@ -194,37 +194,37 @@ def _problems(c: Cascade) -> Iterator[str]:
     arity = {t.name: len(t.ranks) for t in c.inputs}
     ranks_of = {t.name: t.ranks for t in c.inputs}
     iterative: dict[str, int] = {}
-    for name, where in defs.items():
-        first = c.einsums[where[0]]
+    for name, stmts in defs.items():
+        first = c.einsums[stmts[0]]
         arity.setdefault(name, len(first.indices))
         ranks_of.setdefault(name, first.ranks)
         if name in input_names:
-            yield f"{_where(c, where[0])}: defines {name}, which is a declared input"
+            yield f"{_where(c, stmts[0])}: defines {name}, which is a declared input"
         if name in param_names:
-            yield f"{_where(c, where[0])}: defines {name}, which is a param"
-        inits = [i for i in where if c.einsums[i].init]
-        steps = [i for i in where if c.einsums[i].step is not None and not c.einsums[i].init]
-        plain = [i for i in where if c.einsums[i].step is None]
-        if plain and len(where) > 1:
+            yield f"{_where(c, stmts[0])}: defines {name}, which is a param"
+        inits = [i for i in stmts if c.einsums[i].init]
+        steps = [i for i in stmts if c.einsums[i].step is not None and not c.einsums[i].init]
+        plain = [i for i in stmts if c.einsums[i].step is None]
+        if plain and len(stmts) > 1:
             yield (
-                f"{_where(c, where[1])}: tensor {name} is defined twice (first by "
-                f"{_where(c, where[0])}); only a recurrence (init + step) defines a tensor twice"
+                f"{_where(c, stmts[1])}: tensor {name} is defined twice (first by "
+                f"{_where(c, stmts[0])}); only a recurrence (init + step) defines a tensor twice"
             )
             continue
         if len(steps) > 1 or len(inits) > 1:
-            yield f"{_where(c, where[-1])}: recurrence {name} is defined twice"
+            yield f"{_where(c, stmts[-1])}: recurrence {name} is defined twice"
             continue
         if steps and not inits:
             e = c.einsums[steps[0]]
             yield (
                 f"{_where(c, steps[0])}: a recurrence without init; add "
-                f"'init {e.lhs_text.replace(e.step + ' + 1', e.step + ' = 0')} = ...'"
+                f"'init {e.lhs_text.replace(f'{e.step} + 1', f'{e.step} = 0')} = ...'"
             )
         if inits and not steps:
             e = c.einsums[inits[0]]
             yield (
                 f"{_where(c, inits[0])}: init without a recurrence; add "
-                f"'{e.lhs_text.replace(e.step + ' = 0', e.step + ' + 1')} = ...'"
+                f"'{e.lhs_text.replace(f'{e.step} = 0', f'{e.step} + 1')} = ...'"
             )
         if inits and steps:
             a, b = c.einsums[inits[0]], c.einsums[steps[0]]
@@ -233,7 +233,7 @@ def _problems(c: Cascade) -> Iterator[str]:
                     f"{_where(c, inits[0])}: the init's left side {a.lhs_text} does not match "
                     f"the recurrence's {b.lhs_text}"
                 )
-            iterative[name] = b.indices.index(b.step)  # type: ignore[arg-type]
+            iterative[name] = b.indices.index(str(b.step))
 
     # -- each statement --------------------------------------------------------------------------
     known_tensors = sorted(set(input_names) | set(defs))
@@ -307,8 +307,8 @@ def _statement_problems(
                 if again:
                     yield f"{where}: index {sorted(again)[0]} is reduced twice (nested reductions)"
         elif isinstance(node, TopK):
-            for sub in walk(node.k):
-                if isinstance(sub, (Var, Access, Reduce, TopK)):
+            for k_node in walk(node.k):
+                if isinstance(k_node, (Var, Access, Reduce, TopK)):
                     yield f"{where}: topk's k must be a param expression, got {to_text(node.k)}"
                     break
             for name in node.indices:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import difflib
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from einsum._expr import (
     Access,
@@ -34,6 +35,8 @@ from einsum._stmt import Einsum, Input, ParamDef, Partition
 from einsum.errors import EinsumError, ParseError
 
 __all__ = ["parse", "parse_expr"]
+
+_T = TypeVar("_T")
 
 _TOKEN = re.compile(
     r"""
@@ -177,7 +180,7 @@ class _Parser:
                 pname = self.expect_name("after 'param'")
                 self.expect("=", f"after 'param {pname.text}'")
                 expr = self.expr(index_context=False)
-                params.append(self.build(lambda: ParamDef(pname.text, expr), pname))
+                params.append(self.build(ParamDef, pname, pname.text, expr))
                 self.params.append(pname.text)
             elif keyword == "partition":
                 self.advance()
@@ -186,7 +189,7 @@ class _Parser:
                 parts = [self.rank_name("in the partition")]
                 while self.accept(","):
                     parts.append(self.rank_name("in the partition"))
-                partitions.append(self.build(lambda: Partition(rank, tuple(parts)), first))
+                partitions.append(self.build(Partition, first, rank, tuple(parts)))
             elif keyword == "output":
                 self.advance()
                 outputs.append(self.expect_name("after 'output'").text)
@@ -216,9 +219,10 @@ class _Parser:
             operators=tuple(used_ops.values()),
         )
 
-    def build(self, make, tok: _Tok):  # type: ignore[no-untyped-def]
+    def build(self, make: Callable[..., _T], tok: _Tok, *args: Any, **kwargs: Any) -> _T:
+        """``make(*args, **kwargs)``, with an IR constructor's complaint placed at ``tok``."""
         try:
-            return make()
+            return make(*args, **kwargs)
         except EinsumError as exc:
             raise self.error(str(exc), tok) from None
 
@@ -245,7 +249,7 @@ class _Parser:
                 if not self.accept(","):
                     break
         self.expect("]", f"to close input {name.text}[...")
-        return self.build(lambda: Input(name.text, tuple(ranks)), name)
+        return self.build(Input, name, name.text, tuple(ranks))
 
     def einsum(self, *, init: bool) -> Einsum:
         name = self.expect_name("for the tensor defined")
@@ -287,15 +291,8 @@ class _Parser:
         self.expect("=", f"after {name.text}[...]")
         expr = self.expr(index_context=False)
         return self.build(
-            lambda: Einsum(
-                output=name.text,
-                indices=tuple(indices),
-                expr=expr,
-                step=step,
-                init=init,
-                line=name.line,
-            ),
-            name,
+            Einsum, name, output=name.text, indices=tuple(indices), expr=expr, step=step,
+            init=init, line=name.line,
         )
 
     # -- expressions ----------------------------------------------------------------------------
@@ -358,15 +355,13 @@ class _Parser:
         if nxt == "[" and tok.text in _REDUCTIONS and not ix:
             indices = self.index_list(f"{tok.text}[...]", stop="]")
             body = self.expr(index_context=False)
-            return self.build(
-                lambda: Reduce(op=_REDUCTIONS[tok.text], indices=indices, body=body), tok
-            )
+            return self.build(Reduce, tok, op=_REDUCTIONS[tok.text], indices=indices, body=body)
         if nxt == "[" and tok.text == "topk" and not ix:
             indices = self.index_list("topk[...]", stop=";")
             k = self.expr(index_context=False)
             self.expect("]", "to close topk[...; k]")
             body = self.expr(index_context=False)
-            return self.build(lambda: TopK(indices=indices, k=k, body=body), tok)
+            return self.build(TopK, tok, indices=indices, k=k, body=body)
         if nxt == "[":
             if ix:
                 raise self.error("a tensor access cannot be used as an index", tok)
@@ -378,7 +373,7 @@ class _Parser:
                     if self.accept("]"):
                         break
                     self.expect(",", f"or ']' in {tok.text}[...]")
-            return self.build(lambda: Access(tok.text, tuple(idx)), tok)
+            return self.build(Access, tok, tok.text, tuple(idx))
         if nxt == "(":
             return self.call(tok, ix)
         return self.name(tok, ix)

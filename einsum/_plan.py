@@ -97,7 +97,7 @@ def _recurrence(
 ) -> tuple[Stage | None, list[str]]:
     problems: list[str] = []
     names = ", ".join(_where(einsums, i) for i in nodes)
-    steps = sorted({einsums[i].step for i in nodes if einsums[i].step and not einsums[i].init})
+    steps = sorted({s for i in nodes if (s := einsums[i].step) is not None and not einsums[i].init})
     inits = [i for i in nodes if einsums[i].init]
     if inits:
         problems.append(f"{_where(einsums, inits[0])}: an init may not depend on its own recurrence")

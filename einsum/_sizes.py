@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+
+import numpy as np
 
 from einsum._expr import Binary, BinOp, Call, Expr, Func, Neg, Num, Operator, ParamRef, Size, to_text
 from einsum._ir import Cascade
@@ -166,7 +168,7 @@ def eval_scalar(
             args = [ev(a) for a in e.args]
             try:
                 if isinstance(e.func, Operator):
-                    return float(e.func.golden(*args))
+                    return float(np.asarray(e.func.golden(*args)))
                 return float(_SCALAR_FUNCS[e.func](*args))
             except (ValueError, OverflowError, ZeroDivisionError) as exc:
                 raise EinsumError(f"{where} = {to_text(expr)}: {exc} in {to_text(e)}") from None
@@ -175,7 +177,7 @@ def eval_scalar(
     return ev(expr)
 
 
-_BINARY = {
+_BINARY: dict[BinOp, Callable[[float, float], float]] = {
     BinOp.ADD: lambda a, b: a + b,
     BinOp.SUB: lambda a, b: a - b,
     BinOp.MUL: lambda a, b: a * b,
@@ -189,7 +191,7 @@ _BINARY = {
     BinOp.NE: lambda a, b: float(a != b),
 }
 
-_SCALAR_FUNCS = {
+_SCALAR_FUNCS: dict[Func, Callable[..., float]] = {
     Func.EXP: math.exp,
     Func.LOG: math.log,
     Func.SQRT: math.sqrt,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from einsum._expr import Expr, Var, _RESERVED, free_vars, to_text, walk, Access
+from einsum._expr import _RESERVED, Access, Expr, Var, free_vars, to_text, walk
 from einsum.errors import EinsumError
 
 __all__ = ["Einsum", "Input", "ParamDef", "Partition"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import string
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -140,7 +140,7 @@ def _check_inputs(cascade: Cascade, inputs: Mapping[str, ArrayLike]) -> dict[str
     return arrays
 
 
-_UNARY = {
+_UNARY: dict[Func, Callable[[Any], Any]] = {
     Func.EXP: np.exp,
     Func.LOG: np.log,
     Func.SQRT: np.sqrt,
@@ -150,7 +150,7 @@ _UNARY = {
     Func.CEIL: np.ceil,
     Func.FLOOR: np.floor,
 }
-_BINARY = {
+_BINARY: dict[BinOp, Callable[[Any, Any], Any]] = {
     BinOp.ADD: np.add,
     BinOp.SUB: np.subtract,
     BinOp.MUL: np.multiply,
@@ -163,7 +163,7 @@ _BINARY = {
     BinOp.EQ: lambda a, b: (a == b).astype(np.float64),
     BinOp.NE: lambda a, b: (a != b).astype(np.float64),
 }
-_REDUCE = {ReduceOp.SUM: np.sum, ReduceOp.MAX: np.max, ReduceOp.MIN: np.min, ReduceOp.PROD: np.prod}
+_REDUCE: dict[ReduceOp, Callable[..., Any]] = {ReduceOp.SUM: np.sum, ReduceOp.MAX: np.max, ReduceOp.MIN: np.min, ReduceOp.PROD: np.prod}
 
 
 class _Evaluator:
@@ -208,7 +208,7 @@ class _Evaluator:
 
     def dsize(self, var: str) -> int:
         d = self.domain(var)
-        return d.stop - d.start
+        return int(d.stop - d.start)
 
     def indices_of(self, var: str) -> NDArray[np.int64]:
         d = self.domain(var)
@@ -237,7 +237,7 @@ class _Evaluator:
             else:
                 target.append(self.domain(v))
         if e.init:
-            out = np.expand_dims(out, e.indices.index(e.step))  # type: ignore[arg-type]
+            out = np.expand_dims(out, e.indices.index(str(e.step)))
         if e.output in self.tensors and (e.step is not None or step is not None):
             self.tensors[e.output][tuple(target)] = out
         else:
@@ -346,7 +346,7 @@ class _Evaluator:
         sel_axes = [body.vars.index(v) for v in expr.indices]
         moved = np.transpose(body.arr, keep_axes + sel_axes)
         lead = moved.shape[: len(keep_axes)]
-        flat = moved.reshape(lead + (-1,))
+        flat = moved.reshape((*lead, -1))
         n = flat.shape[-1]
         k = min(int(k_value), n)
         order = np.argsort(-flat, axis=-1, kind="stable")  # ties keep the lower index first

@@ -31,4 +31,5 @@ def softmax_attention(
         s = np.where(np.tril(np.ones(s.shape, dtype=bool)), s, -np.inf)
     s = s - s.max(axis=1, keepdims=True)
     w = np.exp(s)
-    return (w / w.sum(axis=1, keepdims=True)) @ v64
+    out: NDArray[np.float64] = (w / w.sum(axis=1, keepdims=True)) @ v64
+    return out

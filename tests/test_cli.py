@@ -1,0 +1,61 @@
+"""The command line: demo, show, check, run; errors print one line, never a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from einforge.cli import main
+
+
+def test_demo_checks_every_library_cascade(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo"]) == 0
+    out = capsys.readouterr().out
+    assert "attention_1pass: 17 statements, 1 pass(es) over M" in out
+    assert "attention_3pass: 7 statements, 3 pass(es) over M" in out
+    assert "6 of 6 cascades agree with NumPy" in out
+    assert "FAIL" not in out
+
+
+def test_show_prints_canonical_text_passes_and_counts(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["show", "attention_2pass"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("cascade attention_2pass\n")
+    assert "passes over M: 2" in out
+    assert "BQK[p, m1, m0]         mac=E*M0*M1*P + M0*M1*P" in out
+
+
+def test_check_reports_every_problem_with_lines(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good, bad = tmp_path / "good.ein", tmp_path / "bad.ein"
+    good.write_text("input A[m, k], B[k, n]\noutput Z\nZ[m, n] = A[m, k] * B[k, n]\n")
+    bad.write_text("input A[m, k]\noutput Z\nZ[m, n] = A[m]\n")
+    assert main(["check", str(good), str(bad)]) == 1
+    captured = capsys.readouterr()
+    assert f"{good}: ok (1 statements, outputs Z)" in captured.out
+    assert f"{bad}: ill-formed cascade:\n  - einsums[0] Z[m, n] (line 3): reads A[m] with 1 index(es)" in captured.err
+
+
+def test_run_evaluates_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    np.save(tmp_path / "a.npy", np.eye(2))
+    np.save(tmp_path / "b.npy", np.array([[1.0, 2.0], [3.0, 4.0]]))
+    assert main(["run", "matmul", "-i", f"A={tmp_path / 'a.npy'}", "-i", f"B={tmp_path / 'b.npy'}",
+                 "-o", str(tmp_path / "out.npz")]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npz")["Z"], [[1, 2], [3, 4]])
+
+
+def test_errors_are_one_line_without_traceback() -> None:
+    proc = subprocess.run([sys.executable, "-m", "einforge", "show", "attention_1pas"],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr == ("einforge: error: library has no cascade 'attention_1pas'; did you mean "
+                           "'attention_1pass'? (known: attention_1pass, attention_2pass, attention_3pass, "
+                           "layernorm, matmul, softmax)\n")
+
+
+def test_bad_size_argument(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "attention_1pass", "--size", "M0=x"]) == 2
+    assert "--size 'M0=x': expected RANK=N with a positive integer N" in capsys.readouterr().err
