@@ -163,7 +163,12 @@ _BINARY: dict[BinOp, Callable[[Any, Any], Any]] = {
     BinOp.EQ: lambda a, b: (a == b).astype(np.float64),
     BinOp.NE: lambda a, b: (a != b).astype(np.float64),
 }
-_REDUCE: dict[ReduceOp, Callable[..., Any]] = {ReduceOp.SUM: np.sum, ReduceOp.MAX: np.max, ReduceOp.MIN: np.min, ReduceOp.PROD: np.prod}
+_REDUCE: dict[ReduceOp, Callable[..., Any]] = {
+    ReduceOp.SUM: np.sum,
+    ReduceOp.MAX: np.max,
+    ReduceOp.MIN: np.min,
+    ReduceOp.PROD: np.prod,
+}
 
 
 class _Evaluator:
