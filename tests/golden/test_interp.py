@@ -102,3 +102,22 @@ def test_integer_inputs_are_converted() -> None:
     c = einsum.library.get("matmul")
     out = golden.run(c, {"A": np.array([[1, 2]]), "B": np.array([[3], [4]])})["Z"]
     assert out.dtype == np.float64 and out[0, 0] == 11.0
+
+
+def test_causal_linear_attention_as_a_state_recurrence() -> None:
+    c = einsum.parse("""
+        input Q[m, e], K[m, e], V[m, f]
+        output O
+        init S[e, f, m = 0] = 0
+        init Z[e, m = 0] = 0
+        S[e, f, m + 1] = S[e, f, m] + relu(K[m, e]) * V[m, f]
+        Z[e, m + 1] = Z[e, m] + relu(K[m, e])
+        O[m, f] = relu(Q[m, e]) * S[e, f, m + 1] / (sum[e] relu(Q[m, e]) * Z[e, m + 1])
+    """)
+    rng = np.random.default_rng(5)
+    q, k, v = rng.normal(size=(6, 3)) + 1, rng.normal(size=(6, 3)) + 1, rng.normal(size=(6, 2))
+    out = golden.run(c, {"Q": q, "K": k, "V": v})["O"]
+    fq, fk = np.maximum(q, 0), np.maximum(k, 0)
+    ref = np.stack([fq[i] @ (fk[: i + 1].T @ v[: i + 1]) / (fq[i] @ fk[: i + 1].sum(0)) for i in range(6)])
+    np.testing.assert_allclose(out, ref, rtol=1e-12)
+    assert einsum.passes(c, "M") == 1
