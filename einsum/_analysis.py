@@ -23,9 +23,10 @@ from einsum._expr import (
     TopK,
     Var,
     free_vars,
+    product_factors,
     walk,
 )
-from einsum._ir import Cascade
+from einsum._ir import Cascade, partition_family
 from einsum._stmt import Einsum
 from einsum.errors import EinsumError
 
@@ -90,7 +91,7 @@ def passes(cascade: Cascade, rank: str) -> int:
             f"(ranks: {', '.join(cascade.ranks)})"
         )
     parts = {p.rank: p.parts for p in cascade.partitions}
-    family = {rank} | set(_descendants(rank, parts))
+    family = {rank} | set(partition_family(rank, parts))
     leaves = _leaves(rank, parts)
 
     def kind(ranks: tuple[str, ...]) -> str:
@@ -143,13 +144,6 @@ def passes(cascade: Cascade, rank: str) -> int:
     found = element or streamed
     return max(found) // 2 if found else 0
 
-
-def _descendants(rank: str, parts: Mapping[str, tuple[str, ...]]) -> list[str]:
-    out: list[str] = []
-    for p in parts.get(rank, ()):
-        out.append(p)
-        out.extend(_descendants(p, parts))
-    return out
 
 
 def _leaves(rank: str, parts: Mapping[str, tuple[str, ...]]) -> set[str]:
@@ -298,11 +292,6 @@ def _is_constant(expr: Expr) -> bool:
     return not free_vars(expr) and not any(isinstance(n, Access) for n in walk(expr))
 
 
-def _factors(expr: Expr) -> list[Expr]:
-    if isinstance(expr, Binary) and expr.op is BinOp.MUL:
-        return _factors(expr.lhs) + _factors(expr.rhs)
-    return [expr]
-
 
 def _cost(expr: Expr) -> OpCounts:
     """Operations to evaluate ``expr`` once over its free indices (loop-invariant parts hoisted)."""
@@ -329,7 +318,7 @@ def _cost(expr: Expr) -> OpCounts:
 
 def _reduce_cost(op: ReduceOp, reduced: frozenset[str], body: Expr) -> OpCounts:
     if op is ReduceOp.SUM:
-        factors = _factors(body)
+        factors = product_factors(body)
         inner = [f for f in factors if free_vars(f) & reduced]
         outer = [f for f in factors if not free_vars(f) & reduced]
         out_points = _points(free_vars(body) - reduced)

@@ -391,6 +391,13 @@ def free_vars(expr: Expr) -> frozenset[str]:
     return out
 
 
+def product_factors(expr: Expr) -> list[Expr]:
+    """The factors of a chain of products: ``A * B * c`` -> ``[A, B, c]``."""
+    if isinstance(expr, Binary) and expr.op is BinOp.MUL:
+        return product_factors(expr.lhs) + product_factors(expr.rhs)
+    return [expr]
+
+
 def ordered_vars(expr: Expr) -> list[str]:
     """Every index variable in ``expr`` (bound or free), in order of first appearance."""
     seen: dict[str, None] = {}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from einsum._expr import (
@@ -25,7 +25,7 @@ from einsum._expr import (
     to_text,
     walk,
 )
-from einsum._plan import Stage, plan_stages
+from einsum._plan import Stage, plan_stages, where_is
 from einsum._stmt import Einsum, Input, ParamDef, Partition
 from einsum.errors import CascadeError, EinsumError
 
@@ -132,9 +132,7 @@ class Cascade:
 
 
 def _where(c: Cascade, i: int) -> str:
-    e = c.einsums[i]
-    line = f" (line {e.line})" if e.line is not None else ""
-    return f"einsums[{i}] {e.lhs_text}{line}"
+    return where_is(c.einsums, i)
 
 
 def _suggest(name: str, known: list[str]) -> str:
@@ -409,7 +407,7 @@ def _access_problems(
                     + ("" if iterative.get(node.tensor) == dim else ", which is not iterative")
                 )
         else:
-            allowed = {rank} | set(_family(rank, parts))
+            allowed = {rank} | set(partition_family(rank, parts))
             for var in free_vars(index):
                 if var.upper() not in allowed:
                     yield (
@@ -418,9 +416,10 @@ def _access_problems(
                     )
 
 
-def _family(rank: str, parts: dict[str, tuple[str, ...]]) -> list[str]:
+def partition_family(rank: str, parts: Mapping[str, tuple[str, ...]]) -> list[str]:
+    """Every rank ``rank`` is split into, recursively (``M -> M1, M0`` gives ``[M1, M0]``)."""
     out: list[str] = []
     for part in parts.get(rank, ()):
         out.append(part)
-        out.extend(_family(part, parts))
+        out.extend(partition_family(part, parts))
     return out

@@ -47,7 +47,8 @@ def _offset(expr: Expr, var: str) -> int | None:
     return None
 
 
-def _where(einsums: Sequence[Einsum], i: int) -> str:
+def where_is(einsums: Sequence[Einsum], i: int) -> str:
+    """How messages name a statement: ``einsums[3] SLN[p, m1, m0] (line 12)``."""
     e = einsums[i]
     line = f" (line {e.line})" if e.line is not None else ""
     return f"einsums[{i}] {e.lhs_text}{line}"
@@ -96,11 +97,11 @@ def _recurrence(
     einsums: Sequence[Einsum], nodes: list[int], writers: dict[str, list[int]]
 ) -> tuple[Stage | None, list[str]]:
     problems: list[str] = []
-    names = ", ".join(_where(einsums, i) for i in nodes)
+    names = ", ".join(where_is(einsums, i) for i in nodes)
     steps = sorted({s for i in nodes if (s := einsums[i].step) is not None and not einsums[i].init})
     inits = [i for i in nodes if einsums[i].init]
     if inits:
-        problems.append(f"{_where(einsums, inits[0])}: an init may not depend on its own recurrence")
+        problems.append(f"{where_is(einsums, inits[0])}: an init may not depend on its own recurrence")
         return None, problems
     if not steps:
         tensors = " -> ".join(einsums[i].output for i in nodes)
@@ -116,7 +117,7 @@ def _recurrence(
     for i in nodes:
         if var not in einsums[i].indices:
             problems.append(
-                f"{_where(einsums, i)}: is part of the recurrence over {var} but has no {var} "
+                f"{where_is(einsums, i)}: is part of the recurrence over {var} but has no {var} "
                 "on its left"
             )
     if problems:
@@ -138,21 +139,21 @@ def _recurrence(
                 read = _offset(access.indices[dim], var)
                 if read is None:
                     problems.append(
-                        f"{_where(einsums, r)}: inside the recurrence over {var}, reads "
+                        f"{where_is(einsums, r)}: inside the recurrence over {var}, reads "
                         f"{access} but must read {access.tensor} at {var} or {var} + 1 along "
                         f"rank {var.upper()}"
                     )
                     continue
                 if read - written > 0:
                     problems.append(
-                        f"{_where(einsums, r)}: reads {access}, a position that a later step "
+                        f"{where_is(einsums, r)}: reads {access}, a position that a later step "
                         f"of {var} writes"
                     )
                 elif read == written and w != r:
                     local.add_edge(w, r)
                 elif read == written and w == r:
                     problems.append(
-                        f"{_where(einsums, r)}: reads {access}, the position it is defining"
+                        f"{where_is(einsums, r)}: reads {access}, the position it is defining"
                     )
     if problems:
         return None, problems

@@ -36,7 +36,8 @@ from einsum import (
     bind_sizes,
     eval_params,
 )
-from einsum._expr import ordered_vars
+from einsum._expr import ordered_vars, product_factors
+from einsum._plan import where_is
 from einsum._sizes import eval_scalar
 from golden.errors import EvaluationError
 
@@ -223,8 +224,7 @@ class _Evaluator:
 
     def statement(self, index: int, step: tuple[str, int] | None) -> None:
         e = self.cascade.einsums[index]
-        line = f" (line {e.line})" if e.line is not None else ""
-        self.where = f"einsums[{index}] {e.lhs_text}{line}"
+        self.where = where_is(self.cascade.einsums, index)
         self.restricted = step
         lhs = [v for v in e.indices if not (e.init and v == e.step)]
         self.order = {v: i for i, v in enumerate(lhs + [v for v in ordered_vars(e.expr) if v not in lhs])}
@@ -319,7 +319,7 @@ class _Evaluator:
         return _Val(_UNARY[expr.func](args[0]), union)
 
     def reduce_sum(self, body: Expr, reduced: frozenset[str]) -> _Val:
-        factors = _factors(body)
+        factors = product_factors(body)
         vals = [self.eval(f) for f in factors]
         scalars = [v for v in vals if not v.vars]
         tensors = [v for v in vals if v.vars]
@@ -402,8 +402,3 @@ class _Evaluator:
             return _Val(_BINARY[expr.op](a, b), union)
         raise EvaluationError(f"{self.where}: {expr} is not an integer index expression")
 
-
-def _factors(expr: Expr) -> list[Expr]:
-    if isinstance(expr, Binary) and expr.op is BinOp.MUL:
-        return _factors(expr.lhs) + _factors(expr.rhs)
-    return [expr]
