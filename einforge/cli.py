@@ -66,9 +66,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     c = _load(args.cascade)
     print(c, end="")
     print()
-    for rank in c.ranks:
-        if rank in args.passes or (not args.passes and rank == "M"):
-            print(f"passes over {rank}: {einsum.passes(c, rank)}")
+    for rank in args.passes or [r for r in c.ranks if r == "M"]:
+        print(f"passes over {rank}: {einsum.passes(c, rank)}")
     print("operations per Einsum:")
     print("\n".join(_counts_table(c, None)))
     return 0
@@ -98,8 +97,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not sep:
             raise EinforgeError(f"-i {item!r}: expected NAME=FILE.npy")
         try:
-            inputs[name] = np.load(path)
-        except OSError as exc:
+            inputs[name] = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
             raise EinforgeError(f"-i {item!r}: cannot read {path}: {exc}") from None
     out = golden.run(c, inputs, _sizes(args.size))
     if args.output:

@@ -107,7 +107,11 @@ class _Parser:
         self.toks = _tokenize(text)
         self.pos = 0
         self.params: list[str] = []
-        self.operators = {op.name: op for op in operators}
+        self.operators: dict[str, Operator] = {}
+        for op in operators:
+            if not isinstance(op, Operator):
+                raise EinsumError(f"parse(): operators must be einsum.Operator objects, got {op!r}")
+            self.operators[op.name] = op
 
     # -- token helpers --------------------------------------------------------------------------
 

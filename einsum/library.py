@@ -127,7 +127,6 @@ def source(name: str) -> str:
     return _SOURCES[name].lstrip()
 
 
-@cache
 def get(name: str) -> Cascade:
     """The library cascade called ``name`` (see :func:`names`).
 
@@ -135,11 +134,16 @@ def get(name: str) -> Cascade:
         EinsumError: no cascade has that name (with a suggestion).
     """
     _check(name)
+    return _parsed(name)
+
+
+@cache
+def _parsed(name: str) -> Cascade:
     return parse(_SOURCES[name])
 
 
-def _check(name: str) -> None:
-    if name not in _SOURCES:
+def _check(name: object) -> None:
+    if not isinstance(name, str) or name not in _SOURCES:
         close = difflib.get_close_matches(str(name), list(_SOURCES), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise EinsumError(

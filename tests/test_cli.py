@@ -59,3 +59,14 @@ def test_errors_are_one_line_without_traceback() -> None:
 def test_bad_size_argument(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "attention_1pass", "--size", "M0=x"]) == 2
     assert "--size 'M0=x': expected RANK=N with a positive integer N" in capsys.readouterr().err
+
+
+def test_input_that_is_not_npy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "a.npy").write_text("not an array")
+    assert main(["run", "matmul", "-i", f"A={tmp_path / 'a.npy'}"]) == 2
+    assert f"-i 'A={tmp_path / 'a.npy'}': cannot read {tmp_path / 'a.npy'}:" in capsys.readouterr().err
+
+
+def test_show_passes_over_an_unknown_rank(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["show", "matmul", "--passes", "Q"]) == 2
+    assert "passes(): rank 'Q' is not a rank of this cascade (ranks: K, M, N)" in capsys.readouterr().err

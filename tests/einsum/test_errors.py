@@ -236,3 +236,13 @@ def test_ir_constructors_check_their_fields() -> None:
         einsum.Input("Q", ("P", "P"))
     with pytest.raises(EinsumError, match=r"Cascade.einsums must be a tuple, got list"):
         einsum.Cascade(inputs=(), outputs=("Z",), einsums=[])  # type: ignore[arg-type]
+
+
+def test_parse_rejects_operators_that_are_not_operators() -> None:
+    with pytest.raises(EinsumError, match=r"parse\(\): operators must be einsum.Operator objects, got 'exp6'"):
+        einsum.parse("input X[i]\noutput Y\nY[i] = X[i]", operators=["exp6"])  # type: ignore[list-item]
+
+
+def test_library_get_with_a_non_string() -> None:
+    with pytest.raises(EinsumError, match=r"library has no cascade \['x'\]"):
+        einsum.library.get(["x"])  # type: ignore[arg-type]
