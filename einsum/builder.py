@@ -191,26 +191,32 @@ def _call(func: Func, *args: object) -> Call:
 
 
 def exp(x: object) -> Call:
+    """``exp(x)``: point-wise exponential."""
     return _call(Func.EXP, x)
 
 
 def log(x: object) -> Call:
+    """``log(x)``: point-wise natural logarithm."""
     return _call(Func.LOG, x)
 
 
 def sqrt(x: object) -> Call:
+    """``sqrt(x)``: point-wise square root."""
     return _call(Func.SQRT, x)
 
 
 def sigmoid(x: object) -> Call:
+    """``sigmoid(x)``: ``1 / (1 + exp(-x))``."""
     return _call(Func.SIGMOID, x)
 
 
 def relu(x: object) -> Call:
+    """``relu(x)``: ``max(x, 0)``."""
     return _call(Func.RELU, x)
 
 
 def absolute(x: object) -> Call:
+    """``abs(x)``: point-wise absolute value."""
     return _call(Func.ABS, x)
 
 
@@ -220,10 +226,12 @@ def maximum(a: object, b: object) -> Call:
 
 
 def minimum(a: object, b: object) -> Call:
+    """Point-wise ``min(a, b)`` (for a reduction use :func:`min_over`)."""
     return _call(Func.MIN, a, b)
 
 
 def where(cond: object, a: object, b: object) -> Call:
+    """``where(c, a, b)``: ``a`` where ``c`` is non-zero, else ``b``."""
     return _call(Func.WHERE, cond, a, b)
 
 
@@ -239,26 +247,32 @@ def _cmp(op: BinOp, a: object, b: object) -> Binary:
 
 
 def lt(a: object, b: object) -> Binary:
+    """``a < b`` (1.0 or 0.0)."""
     return _cmp(BinOp.LT, a, b)
 
 
 def le(a: object, b: object) -> Binary:
+    """``a <= b`` (1.0 or 0.0)."""
     return _cmp(BinOp.LE, a, b)
 
 
 def gt(a: object, b: object) -> Binary:
+    """``a > b`` (1.0 or 0.0)."""
     return _cmp(BinOp.GT, a, b)
 
 
 def ge(a: object, b: object) -> Binary:
+    """``a >= b`` (1.0 or 0.0); ``ge(p, m)`` is a causal mask."""
     return _cmp(BinOp.GE, a, b)
 
 
 def eq(a: object, b: object) -> Binary:
+    """``a == b`` (1.0 or 0.0)."""
     return _cmp(BinOp.EQ, a, b)
 
 
 def ne(a: object, b: object) -> Binary:
+    """``a != b`` (1.0 or 0.0)."""
     return _cmp(BinOp.NE, a, b)
 
 
@@ -277,10 +291,12 @@ def max_over(over: IndexLike, body: object) -> Reduce:
 
 
 def min_over(over: IndexLike, body: object) -> Reduce:
+    """``min[over] body``."""
     return _reduce(ReduceOp.MIN, over, body)
 
 
 def prod_over(over: IndexLike, body: object) -> Reduce:
+    """``prod[over] body``."""
     return _reduce(ReduceOp.PROD, over, body)
 
 
