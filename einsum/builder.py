@@ -30,9 +30,7 @@ from einsum._expr import (
     Binary,
     BinOp,
     Call,
-    Expr,
     Func,
-    Num,
     Operator,
     ParamRef,
     Reduce,
@@ -305,4 +303,3 @@ def topk(over: IndexLike, k: object, body: object) -> TopK:
     return TopK(indices=_names(over), k=_as_expr(k), body=_as_expr(body))
 
 
-_ = (Expr, Num)
