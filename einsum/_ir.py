@@ -235,10 +235,21 @@ def _problems(c: Cascade) -> Iterator[str]:
 
     # -- each statement --------------------------------------------------------------------------
     known_tensors = sorted(set(input_names) | set(defs))
+    all_ranks = set(c.ranks)
+    # Ranks something gives a size to: inputs, partitions, left sides and tensor accesses.
+    bound_ranks = {r for t in c.inputs for r in t.ranks}
+    for part in c.partitions:
+        bound_ranks |= {part.rank, *part.parts}
+    for e in c.einsums:
+        bound_ranks |= set(e.ranks)
+        for node in walk(e.expr):
+            if isinstance(node, Access):
+                bound_ranks |= {v.upper() for v in free_vars(node)}
     for i, e in enumerate(c.einsums):
         where = _where(c, i)
         yield from _statement_problems(
-            c, e, where, known_tensors, arity, ranks_of, iterative, param_names, op_names
+            c, e, where, known_tensors, arity, ranks_of, iterative, param_names, op_names,
+            all_ranks, bound_ranks,
         )
 
     # -- outputs ------------------------------------------------------------------------------
@@ -286,8 +297,9 @@ def _statement_problems(
     iterative: dict[str, int],
     param_names: list[str],
     op_names: dict[str, Operator],
+    all_ranks: set[str],
+    bound_ranks: set[str],
 ) -> Iterator[str]:
-    all_ranks = set(c.ranks)
     # Explicit reductions: the reduced indices are bound inside, so they may not be on the left.
     for node in walk(e.expr):
         if isinstance(node, Reduce):
@@ -327,14 +339,6 @@ def _statement_problems(
 
     # An index used only as a value must walk a rank that something has: else it is most likely
     # a misspelled param, which would otherwise be summed over a rank with no size.
-    bound_ranks = set(e.ranks) | {r for t in c.inputs for r in t.ranks}
-    for p in c.partitions:
-        bound_ranks |= {p.rank, *p.parts}
-    for other in c.einsums:
-        bound_ranks |= set(other.ranks)
-    for node in walk(e.expr):
-        if isinstance(node, Access):
-            bound_ranks |= {v.upper() for v in free_vars(node)}
     for node in walk(e.expr):
         if isinstance(node, Var) and node.rank not in bound_ranks:
             close = difflib.get_close_matches(node.name, param_names, n=1)
