@@ -31,6 +31,7 @@ from einsum import (
     Reduce,
     ReduceOp,
     Size,
+    Stage,
     TopK,
     Var,
     bind_sizes,
@@ -100,9 +101,10 @@ def run(
     arrays = _check_inputs(cascade, inputs)
     bound = bind_sizes(cascade, {n: a.shape for n, a in arrays.items()}, sizes)
     params = eval_params(cascade, bound)
-    ev = _Evaluator(cascade, bound, params, arrays)
+    stages = cascade.stages
+    ev = _Evaluator(cascade, stages, bound, params, arrays)
     with np.errstate(all="ignore"):
-        for stage in cascade.stages:
+        for stage in stages:
             if stage.step is None:
                 ev.statement(stage.statements[0], None)
             else:
@@ -176,6 +178,7 @@ class _Evaluator:
     def __init__(
         self,
         cascade: Cascade,
+        stages: tuple[Stage, ...],
         sizes: dict[str, int],
         params: dict[str, float],
         arrays: dict[str, F64],
@@ -189,7 +192,7 @@ class _Evaluator:
         self.restricted: tuple[str, int] | None = None
         self.where = ""
         # Tensors written piecewise (recurrences and their members) are allocated up front.
-        for stage in cascade.stages:
+        for stage in stages:
             for s in stage.statements if stage.step is not None else ():
                 self._allocate(cascade.einsums[s])
         for e in cascade.einsums:
