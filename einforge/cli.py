@@ -130,7 +130,9 @@ def _demo_checks() -> dict[str, tuple[Callable[[np.random.Generator], dict[str, 
     def att_ref(x: dict[str, np.ndarray]) -> np.ndarray:
         return golden.softmax_attention(x["Q"], x["K"], x["V"])
 
-    matrix = {"X": lambda rng: {"X": rng.normal(size=(64, 64))}}["X"]
+    def matrix(rng: np.random.Generator) -> dict[str, np.ndarray]:
+        return {"X": rng.normal(size=(64, 64))}
+
     return {
         "attention_3pass": (attention, att_ref, "direct NumPy softmax attention"),
         "attention_2pass": (attention, att_ref, "direct NumPy softmax attention"),
