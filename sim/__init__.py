@@ -1,8 +1,33 @@
-"""Cycle-level simulation of a schedule (to be filled by the spatial-model issue).
+"""Simulating schedules on spatial-array accelerators.
 
-Will hold ``evaluate(cascade, schedule, arch, workload) -> Report`` (latency, utilisation per
-unit, traffic per level, energy per component and per Einsum), the workloads (BERT, TrXL, T5,
-XLM), design-space sweeps and report output. May import ``einsum`` and ``mapper``.
+``evaluate(cascade, schedule, arch, workload) -> Report``: latency from a cycle-level simulation
+of the schedule's tiles on the arrays it binds, DRAM and buffer traffic, energy per Einsum and per
+component, utilisation per array. Workloads (BERT, TrXL, T5, XLM), the five configurations of the
+FuseMax evaluation and sweeps over them. May import ``einsum`` and ``mapper``.
 """
 
-__all__: list[str] = []
+from sim.compare import CONFIGS, Config, compare, run_config
+from sim.evaluate import ENERGY_OF, EvaluationError, evaluate, gemm_report
+from sim.report import Report, plot_compare, table
+from sim.workloads import MODELS, SEQ_LENGTHS, Model, Workload, format_seq, parse_seq, workload
+
+__all__ = [
+    "CONFIGS",
+    "ENERGY_OF",
+    "MODELS",
+    "SEQ_LENGTHS",
+    "Config",
+    "EvaluationError",
+    "Model",
+    "Report",
+    "Workload",
+    "compare",
+    "evaluate",
+    "format_seq",
+    "gemm_report",
+    "parse_seq",
+    "plot_compare",
+    "run_config",
+    "table",
+    "workload",
+]

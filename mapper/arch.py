@@ -1,0 +1,401 @@
+"""``ArchSpec``: a spatial-array accelerator as pure data, with the published presets.
+
+An architecture is a set of PE arrays (FuseMax's 2D array of R x C PEs and 1D array of N PEs), the
+functional units in each PE, register files, one global buffer, DRAM and a clock, plus the energy
+per action and the area per component. Nothing here computes a schedule or a latency: the mapper
+(:mod:`mapper.search`) and the simulator (:mod:`sim`) read these numbers.
+
+Default energy and area tables are the 45 nm, 16-bit Accelergy figures of the FuseMax artifact
+(``shared/reference/fusemax.md`` section 3.2).
+
+>>> arch = fusemax(array_dim=128)
+>>> arch.array("2d").pes, arch.array("1d").pes
+(16384, 128)
+>>> ArchSpec.from_dict(arch.to_dict()) == arch
+True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from mapper.errors import ArchError
+
+__all__ = [
+    "DRAM",
+    "EINSUM_KINDS",
+    "FUNCTIONAL_UNITS",
+    "ArchSpec",
+    "Buffer",
+    "Energy",
+    "PEArray",
+    "flat",
+    "fusemax",
+    "load",
+    "preset",
+    "presets",
+    "unfused",
+]
+
+#: Functional units a PE may have. ``mac`` also does additions and multiplications; without an
+#: ``exp`` unit an exponential is evaluated on the MAC (``PEArray.exp_macs`` MAC operations).
+FUNCTIONAL_UNITS = ("mac", "max", "exp", "div")
+
+#: What an array's control can sequence: sums of products ("contraction", a GEMM engine), max or
+#: sum reductions of one operand ("reduce") and element-wise maps ("map"). A GEMM-only array also
+#: runs a map that only scales a contraction's output, as the contraction's epilogue.
+EINSUM_KINDS = ("contraction", "reduce", "map")
+
+KIB = 2**10
+MIB = 2**20
+GIB = 2**30
+
+
+def _positive(owner: str, **values: float) -> None:
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise ArchError(f"{owner}: {name} must be a finite number, found {value!r}")
+        if value <= 0:
+            raise ArchError(f"{owner}: {name} must be positive, found {value!r}")
+
+
+def _non_negative(owner: str, **values: float) -> None:
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise ArchError(f"{owner}: {name} must be a finite number, found {value!r}")
+        if value < 0:
+            raise ArchError(f"{owner}: {name} must not be negative, found {value!r}")
+
+
+def _integer(owner: str, **values: object) -> None:
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ArchError(f"{owner}: {name} must be an integer, found {value!r}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PEArray:
+    """A rectangular array of identical PEs (``rows = 1`` for a 1D array).
+
+    ``units`` are the functional units in each PE, each able to start one operation per cycle;
+    ``exp_macs`` is the number of MAC operations an exponential takes where there is no ``exp``
+    unit (FuseMax: a 5th-order Taylor series, 5 FMAs and a multiply). The register file holds
+    ``rf_words`` words per PE.
+    """
+
+    name: str
+    rows: int
+    cols: int
+    units: tuple[str, ...]
+    einsum_kinds: tuple[str, ...] = ("contraction", "reduce", "map")
+    exp_on_mac: bool = False
+    exp_macs: int = 6
+    rf_words: int
+    rf_read_pj: float
+    rf_write_pj: float
+    rf_area_um2: float
+
+    def __post_init__(self) -> None:
+        owner = f"array {self.name!r}"
+        if not isinstance(self.name, str) or not self.name or not self.name.replace("_", "").isalnum():
+            raise ArchError(f"array name must be letters, digits and '_' such as '2d', found {self.name!r}")
+        _integer(owner, rows=self.rows, cols=self.cols, exp_macs=self.exp_macs, rf_words=self.rf_words)
+        _positive(owner, rows=self.rows, cols=self.cols, exp_macs=self.exp_macs, rf_words=self.rf_words)
+        _non_negative(owner, rf_read_pj=self.rf_read_pj, rf_write_pj=self.rf_write_pj,
+                      rf_area_um2=self.rf_area_um2)
+        units = tuple(self.units)
+        object.__setattr__(self, "units", units)
+        for u in units:
+            if u not in FUNCTIONAL_UNITS:
+                hint = difflib.get_close_matches(str(u), FUNCTIONAL_UNITS, n=1)
+                extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+                raise ArchError(f"{owner}: unknown functional unit {u!r}{extra}; "
+                                f"expected some of {', '.join(FUNCTIONAL_UNITS)}")
+        kinds = tuple(self.einsum_kinds)
+        object.__setattr__(self, "einsum_kinds", kinds)
+        for k in kinds:
+            if k not in EINSUM_KINDS:
+                raise ArchError(f"{owner}: unknown Einsum kind {k!r}; expected some of {', '.join(EINSUM_KINDS)}")
+        if "mac" not in units:
+            raise ArchError(f"{owner}: every PE needs a 'mac' unit, found units {list(units)}")
+
+    @property
+    def pes(self) -> int:
+        return self.rows * self.cols
+
+    @property
+    def is_2d(self) -> bool:
+        return self.rows > 1
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Buffer:
+    """The global (last-level on-chip) buffer; energies are per 16-bit word."""
+
+    capacity_bytes: int
+    banks: int = 32
+    read_pj_per_word: float
+    write_pj_per_word: float
+    area_um2: float
+
+    def __post_init__(self) -> None:
+        _integer("buffer", capacity_bytes=self.capacity_bytes, banks=self.banks)
+        _positive("buffer", capacity_bytes=self.capacity_bytes, banks=self.banks)
+        _non_negative("buffer", read_pj_per_word=self.read_pj_per_word,
+                      write_pj_per_word=self.write_pj_per_word, area_um2=self.area_um2)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DRAM:
+    """Off-chip memory: bandwidth and energy per bit moved."""
+
+    bandwidth_bytes_per_s: float
+    pj_per_bit: float = 3.9
+
+    def __post_init__(self) -> None:
+        _positive("dram", bandwidth_bytes_per_s=self.bandwidth_bytes_per_s)
+        _non_negative("dram", pj_per_bit=self.pj_per_bit)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Energy:
+    """Energy per operation of each functional unit, in pJ, and area per unit in um^2."""
+
+    mac_pj: float = 17.1645
+    add_pj: float = 8.3395
+    max_pj: float = 0.028036
+    exp_pj: float = 94.6475
+    div_pj: float = 36.251
+    mac_area_um2: float = 1545.0
+    max_area_um2: float = 49.29
+    exp_area_um2: float = 8240.0
+    div_area_um2: float = 23740.9
+
+    def __post_init__(self) -> None:
+        _non_negative("energy", **{f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ArchSpec:
+    """A spatial-array accelerator: PE arrays, global buffer, DRAM, clock and energy tables."""
+
+    name: str
+    arrays: tuple[PEArray, ...]
+    buffer: Buffer
+    dram: DRAM
+    clock_hz: float
+    energy: Energy = dataclasses.field(default_factory=Energy)
+    word_bits: int = 16
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "arrays", tuple(self.arrays))
+        if not self.arrays:
+            raise ArchError(f"architecture {self.name!r} has no compute unit; "
+                            "expected at least one PE array")
+        names = [a.name for a in self.arrays]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ArchError(f"architecture {self.name!r}: array names must be unique, {dup} repeat")
+        _positive(f"architecture {self.name!r}", clock_hz=self.clock_hz)
+        _integer(f"architecture {self.name!r}", word_bits=self.word_bits)
+        _positive(f"architecture {self.name!r}", word_bits=self.word_bits)
+
+    @property
+    def word_bytes(self) -> int:
+        return (self.word_bits + 7) // 8
+
+    def array(self, name: str) -> PEArray:
+        for a in self.arrays:
+            if a.name == name:
+                return a
+        names = [a.name for a in self.arrays]
+        hint = difflib.get_close_matches(name, names, n=1)
+        extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+        raise ArchError(f"architecture {self.name!r} has no array {name!r}{extra}; it has {names}")
+
+    def area_um2(self) -> dict[str, float]:
+        """Area per component; the adder is part of the MAC and not counted twice."""
+        e = self.energy
+        per_unit = {"mac": e.mac_area_um2, "max": e.max_area_um2, "exp": e.exp_area_um2,
+                    "div": e.div_area_um2}
+        out: dict[str, float] = {}
+        for a in self.arrays:
+            pe = sum(per_unit[u] for u in a.units) + a.rf_area_um2
+            out[a.name] = pe * a.pes
+        out["buffer"] = self.buffer.area_um2
+        return out
+
+    # -- serialisation ----------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        for a in d["arrays"]:
+            a["units"] = list(a["units"])
+            a["einsum_kinds"] = list(a["einsum_kinds"])
+        return d
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ArchSpec:
+        if not isinstance(data, Mapping):
+            raise ArchError(f"an architecture must be a mapping, found {type(data).__name__}")
+        fields = _checked(data, cls, "architecture")
+        arrays = fields.get("arrays")
+        if not isinstance(arrays, list | tuple):
+            raise ArchError(f"architecture: 'arrays' must be a list, found {arrays!r}")
+        fields["arrays"] = tuple(
+            PEArray(**_checked(a, PEArray, f"arrays[{i}]")) for i, a in enumerate(arrays))
+        for key, kind in (("buffer", Buffer), ("dram", DRAM), ("energy", Energy)):
+            if key in fields:
+                fields[key] = kind(**_checked(fields[key], kind, key))
+        try:
+            return cls(**fields)
+        except TypeError as exc:  # a required field is missing
+            raise ArchError(f"architecture: {exc}") from None
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return str(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    def save(self, path: str | Path) -> None:
+        """Write as JSON or YAML, chosen by the file's suffix."""
+        p = Path(path)
+        if p.suffix == ".json":
+            p.write_text(self.to_json() + "\n")
+        elif p.suffix in (".yaml", ".yml"):
+            p.write_text(self.to_yaml())
+        else:
+            raise ArchError(f"cannot tell the format of {str(p)!r}: expected a .json, .yaml or .yml file")
+
+    def replace(self, **changes: Any) -> ArchSpec:
+        return dataclasses.replace(self, **changes)
+
+
+def _checked(data: object, kind: type, where: str) -> dict[str, Any]:
+    if not isinstance(data, Mapping):
+        raise ArchError(f"{where} must be a mapping, found {data!r}")
+    known = [f.name for f in dataclasses.fields(kind)]
+    for key in data:
+        if key not in known:
+            hint = difflib.get_close_matches(str(key), known, n=1)
+            extra = f"; did you mean {hint[0]!r}?" if hint else ""
+            raise ArchError(f"{where}: unknown key {key!r}{extra} (known keys: {', '.join(known)})")
+    required = [f.name for f in dataclasses.fields(kind)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    missing = [k for k in required if k not in data]
+    if missing:
+        raise ArchError(f"{where}: missing key(s) {', '.join(map(repr, missing))}")
+    return dict(data)
+
+
+def load(path: str | Path) -> ArchSpec:
+    """Read an architecture written by :meth:`ArchSpec.save` (JSON or YAML)."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ArchError(f"cannot read architecture file {str(p)!r}: {exc.strerror}") from None
+    if p.suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ArchError(f"{p}: not valid JSON: {exc}") from None
+    elif p.suffix in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ArchError(f"{p}: not valid YAML: {exc}") from None
+    else:
+        raise ArchError(f"cannot tell the format of {str(p)!r}: expected a .json, .yaml or .yml file")
+    return ArchSpec.from_dict(data)
+
+
+# -- presets (FuseMax "cloud" scale; fusemax.md section 2) ----------------------------------------
+
+# The 16 MB CACTI buffer: 484.97 / 451.30 pJ per 4096-bit row, i.e. per 16-bit word / 256.
+_BUFFER_READ_PJ = 484.97 / 256
+_BUFFER_WRITE_PJ = 451.30 / 256
+_BUFFER_AREA_PER_BYTE = 94_176_256 / (16 * MIB)
+
+
+def _buffer(capacity: int) -> Buffer:
+    return Buffer(capacity_bytes=capacity, banks=32, read_pj_per_word=_BUFFER_READ_PJ,
+                  write_pj_per_word=_BUFFER_WRITE_PJ, area_um2=_BUFFER_AREA_PER_BYTE * capacity)
+
+
+def fusemax(*, array_dim: int = 256, buffer_bytes: int = 16 * MIB, bandwidth_bytes_per_s: float = 400 * GIB,
+            clock_hz: float = 940e6) -> ArchSpec:
+    """FuseMax: a ``D x D`` 2D array of MAC + max PEs (exp on the MAC) and a ``D``-PE 1D array of
+    MAC + max + divide PEs, 16 MB buffer, 400 GB/s, 940 MHz."""
+    _integer("fusemax", array_dim=array_dim)
+    _positive("fusemax", array_dim=array_dim)
+    return ArchSpec(
+        name="fusemax",
+        arrays=(
+            PEArray(name="2d", rows=array_dim, cols=array_dim, units=("mac", "max"), exp_on_mac=True, rf_words=10,
+                    rf_read_pj=0.653, rf_write_pj=0.570, rf_area_um2=4256.0),
+            PEArray(name="1d", rows=1, cols=array_dim, units=("mac", "max", "div"), exp_on_mac=True, rf_words=32,
+                    rf_read_pj=0.653, rf_write_pj=0.570, rf_area_um2=4256.0),
+        ),
+        buffer=_buffer(buffer_bytes),
+        dram=DRAM(bandwidth_bytes_per_s=bandwidth_bytes_per_s),
+        clock_hz=clock_hz,
+    )
+
+
+def flat(*, array_dim: int = 256, buffer_bytes: int = 32 * MIB, bandwidth_bytes_per_s: float = 400 * GIB,
+         clock_hz: float = 940e6) -> ArchSpec:
+    """FLAT at iso-area: a ``D x D`` 2D array of MAC PEs with 4-entry register files and a
+    ``D``-PE 1D array with a pipelined exp unit, max and divide; 32 MB buffer."""
+    _integer("flat", array_dim=array_dim)
+    _positive("flat", array_dim=array_dim)
+    return ArchSpec(
+        name="flat",
+        arrays=(
+            PEArray(name="2d", rows=array_dim, cols=array_dim, units=("mac",), einsum_kinds=("contraction",),
+                    rf_words=4,
+                    rf_read_pj=0.2915, rf_write_pj=0.2253, rf_area_um2=1838.0),
+            PEArray(name="1d", rows=1, cols=array_dim, units=("mac", "max", "exp", "div"), rf_words=16,
+                    rf_read_pj=0.385, rf_write_pj=0.336, rf_area_um2=2145.0),
+        ),
+        buffer=_buffer(buffer_bytes),
+        dram=DRAM(bandwidth_bytes_per_s=bandwidth_bytes_per_s),
+        clock_hz=clock_hz,
+    )
+
+
+def unfused(*, array_dim: int = 256, buffer_bytes: int = 32 * MIB, bandwidth_bytes_per_s: float = 400 * GIB,
+            clock_hz: float = 940e6) -> ArchSpec:
+    """The unfused baseline: FLAT's arrays and buffer, run one kernel at a time."""
+    return flat(array_dim=array_dim, buffer_bytes=buffer_bytes, bandwidth_bytes_per_s=bandwidth_bytes_per_s,
+                clock_hz=clock_hz).replace(name="unfused")
+
+
+_PRESETS = {"fusemax": fusemax, "flat": flat, "unfused": unfused}
+
+
+def presets() -> tuple[str, ...]:
+    return tuple(_PRESETS)
+
+
+def preset(name: str, **params: Any) -> ArchSpec:
+    """The named preset with its parameters (``array_dim``, ``buffer_bytes``, ...)."""
+    if name not in _PRESETS:
+        hint = difflib.get_close_matches(name, list(_PRESETS), n=1)
+        extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+        raise ArchError(f"unknown architecture preset {name!r}{extra}; expected one of {', '.join(_PRESETS)}")
+    try:
+        return _PRESETS[name](**params)
+    except TypeError as exc:
+        raise ArchError(f"preset {name!r}: {exc}") from None

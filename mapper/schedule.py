@@ -1,0 +1,310 @@
+"""``Schedule``: how one cascade runs on one architecture, as data.
+
+A schedule binds each Einsum that does work to a PE array, maps ranks onto the arrays' rows and
+columns, tiles the ranks, says which tensors live in the PE registers, the global buffer or DRAM,
+how many query tiles are held on chip, how the Einsums are grouped into kernels (one kernel =
+fused; consecutive kernels talk through DRAM) and whether consecutive tiles are interleaved across
+the arrays. :func:`mapper.search` derives one; a user may write one by hand and have it checked
+with :func:`check`.
+
+This module also holds the facts about a cascade that both the mapper and the simulator need
+(:func:`einsum_facts`): each Einsum's kind (contraction, reduction, map), iteration ranks, reduced
+ranks, the tensors it reads and the operations it costs per point.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import einsum
+from einsum._expr import Access, Expr, Reduce, walk
+from mapper.arch import ArchSpec, PEArray
+from mapper.errors import ScheduleError
+
+__all__ = [
+    "EinsumFacts",
+    "einsum_cycles",
+    "systolic_gemm_cycles",
+    "Schedule",
+    "check",
+    "einsum_facts",
+    "fu_ops",
+    "RESIDENCIES",
+]
+
+RESIDENCIES = ("array", "buffer", "dram")
+
+
+@dataclasses.dataclass(frozen=True)
+class EinsumFacts:
+    """What the mapper and the simulator need to know about one Einsum that does work."""
+
+    name: str
+    kind: str  # "contraction" (sum of products), "reduce" (max/sum of one operand) or "map"
+    ranks: tuple[str, ...]  # iteration ranks (output and reduced), upper case
+    reduced: tuple[str, ...]
+    reads: tuple[str, ...]  # tensors read, in order of first appearance
+    reads_previous: tuple[str, ...]  # recurrence tensors read at the previous step (m1, not m1 + 1)
+    counts: einsum.OpCounts
+    step: bool  # iterates over the cascade's iterative rank (runs once per step of a tile)
+    epilogue_of: str | None  # a map that only scales the output of this contraction
+
+
+def _accesses(expr: Expr) -> list[Access]:
+    return [n for n in walk(expr) if isinstance(n, Access)]
+
+
+def _index_vars(expr: Expr) -> list[str]:
+    out: list[str] = []
+    for node in walk(expr):
+        if isinstance(node, einsum.Var) and node.name not in out:
+            out.append(node.name)
+    return out
+
+
+def _kind(expr: Expr, reduced: list[str]) -> str:
+    if isinstance(expr, Reduce):
+        return "reduce"
+    if reduced:
+        tensors = [a for a in _accesses(expr) if not isinstance(a, Reduce)]
+        return "contraction" if len(tensors) >= 2 else "reduce"
+    return "map"
+
+
+def einsum_facts(cascade: einsum.Cascade) -> tuple[EinsumFacts, ...]:
+    """Facts about every Einsum of ``cascade`` that does work (layout views and inits excluded)."""
+    counts = einsum.op_counts(cascade)
+    step_vars = {e.step for e in cascade.einsums if e.step is not None}
+    facts: list[EinsumFacts] = []
+    for e, c in zip(cascade.einsums, counts, strict=True):
+        if e.init or not any(c.at(_twos(cascade)).values()):
+            continue
+        vars_ = list(e.indices)
+        for v in _index_vars(e.expr):
+            if v not in vars_:
+                vars_.append(v)
+        reduced = [v for v in vars_ if v not in e.indices]
+        reads: list[str] = []
+        previous: list[str] = []
+        for a in _accesses(e.expr):
+            if a.tensor not in reads:
+                reads.append(a.tensor)
+            # RM[p, m1] (a bare step index) reads the value the previous step wrote at m1 + 1
+            if a.tensor in cascade.iterative and any(
+                    isinstance(i, einsum.Var) and i.name in step_vars for i in a.indices):
+                if a.tensor not in previous:
+                    previous.append(a.tensor)
+        facts.append(EinsumFacts(
+            name=e.output, kind=_kind(e.expr, reduced), ranks=tuple(v.upper() for v in vars_),
+            reduced=tuple(v.upper() for v in reduced), reads=tuple(reads),
+            reads_previous=tuple(previous), counts=c, step=bool(step_vars & set(vars_)),
+            epilogue_of=None))
+    # a map whose only tensor operand is a contraction's output (times parameters) is an epilogue
+    by_name = {f.name: f for f in facts}
+    out: list[EinsumFacts] = []
+    for f in facts:
+        producer = by_name.get(f.reads[0]) if len(f.reads) == 1 else None
+        at = f.counts.at(_twos(cascade))
+        if (f.kind == "map" and producer is not None and producer.kind == "contraction"
+                and set(f.ranks) <= set(producer.ranks) and not (at["exp"] or at["div"] or at["max"])):
+            f = dataclasses.replace(f, epilogue_of=producer.name)
+        out.append(f)
+    return tuple(out)
+
+
+def _twos(cascade: einsum.Cascade) -> dict[str, int]:
+    return {r: 2 for r in cascade.ranks}
+
+
+def fu_ops(actions: Mapping[str, int], array: PEArray) -> dict[str, int] | str:
+    """Operations per functional unit for ``actions`` (IR action counts) on one PE of ``array``,
+    or, where the PE cannot execute them, a string naming the operation it lacks."""
+    ops = {u: 0 for u in array.units}
+    ops["mac"] += actions.get("mac", 0) + actions.get("add", 0) + actions.get("other", 0)
+    if actions.get("max", 0):
+        if "max" not in array.units:
+            return "max"
+        ops["max"] += actions["max"]
+    if actions.get("exp", 0):
+        if "exp" in array.units:
+            ops["exp"] += actions["exp"]
+        elif array.exp_on_mac:
+            ops["mac"] += array.exp_macs * actions["exp"]
+        else:
+            return "exp"
+    if actions.get("div", 0):
+        if "div" not in array.units:
+            return "div"
+        ops["div"] += actions["div"]
+    return ops
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Schedule:
+    """How a cascade runs on an architecture.
+
+    Attributes:
+        cascade: the cascade's name.
+        binding: Einsum -> the PE array that runs it.
+        spatial: array -> the ranks mapped onto its (rows, columns); a 1D array has one entry.
+        tile: rank -> tile size for the ranks cut into tiles (for example ``{"P": 256}``).
+        query_tiles_on_chip: how many query tiles share one pass over K and V (FuseMax's P1).
+        residency: tensor -> ``"array"`` (PE registers), ``"buffer"`` or ``"dram"``.
+        spill_fraction: the fraction of buffer-resident intermediates that does not fit and goes
+            to DRAM and back.
+        kernels: Einsums grouped into kernels run one after the other (one group = fully fused).
+        interleave: consecutive tiles overlap across the arrays (FuseMax's "waterfall").
+        lookahead: with interleaving, how many tiles ahead the arrays' first Einsums run.
+    """
+
+    cascade: str
+    binding: Mapping[str, str]
+    spatial: Mapping[str, tuple[str, ...]]
+    tile: Mapping[str, int]
+    query_tiles_on_chip: int = 1
+    residency: Mapping[str, str]
+    spill_fraction: float = 0.0
+    kernels: tuple[tuple[str, ...], ...]
+    interleave: bool = True
+    lookahead: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["binding"] = dict(self.binding)
+        d["spatial"] = {k: list(v) for k, v in self.spatial.items()}
+        d["tile"] = dict(self.tile)
+        d["residency"] = dict(self.residency)
+        d["kernels"] = [list(k) for k in self.kernels]
+        return d
+
+    def describe(self) -> str:
+        lines = [f"schedule of {self.cascade}:"]
+        for arr in sorted(set(self.binding.values())):
+            names = [e for e, a in self.binding.items() if a == arr]
+            lines.append(f"  {arr}: {', '.join(names)}  (rows x cols <- {' x '.join(self.spatial.get(arr, ()))})")
+        lines.append("  tiles: " + ", ".join(f"{r}0 = {s}" for r, s in self.tile.items())
+                     + f"; query tiles on chip: {self.query_tiles_on_chip}")
+        lines.append("  kernels: " + " | ".join(", ".join(k) for k in self.kernels))
+        lines.append(f"  interleave: {self.interleave} (lookahead {self.lookahead})"
+                     + (f"; spill fraction {self.spill_fraction:.4f}" if self.spill_fraction else ""))
+        return "\n".join(lines)
+
+
+def check(cascade: einsum.Cascade, schedule: Schedule, arch: ArchSpec) -> None:
+    """Raise :class:`ScheduleError` if ``schedule`` cannot run ``cascade`` on ``arch``."""
+    facts = {f.name: f for f in einsum_facts(cascade)}
+    problems: list[str] = []
+    if schedule.cascade != cascade.name:
+        problems.append(f"schedule is for cascade {schedule.cascade!r}, not {cascade.name!r}")
+    for name, f in facts.items():
+        arr_name = schedule.binding.get(name)
+        if arr_name is None:
+            problems.append(f"Einsum {name} is not bound to any array")
+            continue
+        try:
+            arr = arch.array(arr_name)
+        except Exception as exc:  # ArchError with a did-you-mean
+            problems.append(f"Einsum {name}: {exc}")
+            continue
+        ops = fu_ops(f.counts.at(_twos(cascade)), arr)
+        if isinstance(ops, str):
+            problems.append(f"Einsum {name} needs '{ops}', which array {arr_name!r} cannot execute "
+                            f"(its PEs have {', '.join(arr.units)})")
+        elif f.kind not in arr.einsum_kinds and not (
+                f.epilogue_of is not None and schedule.binding.get(f.epilogue_of) == arr_name):
+            problems.append(f"Einsum {name} is a {f.kind}, which array {arr_name!r} does not run "
+                            f"(it runs {', '.join(arr.einsum_kinds)})")
+    for name in schedule.binding:
+        if name not in facts:
+            problems.append(f"binding names {name!r}, which is not an Einsum of {cascade.name} that does work")
+    seen = [e for k in schedule.kernels for e in k]
+    if sorted(seen) != sorted(facts):
+        problems.append(f"kernels must list every Einsum once: found {seen}, expected {list(facts)}")
+    for t, where in schedule.residency.items():
+        if where not in RESIDENCIES:
+            problems.append(f"tensor {t}: residency {where!r} is not one of {', '.join(RESIDENCIES)}")
+    for r, s in schedule.tile.items():
+        if not isinstance(s, int) or s <= 0:
+            problems.append(f"tile size of {r} must be a positive integer, found {s!r}")
+    if schedule.query_tiles_on_chip < 1:
+        problems.append(f"query_tiles_on_chip must be >= 1, found {schedule.query_tiles_on_chip}")
+    if not 0 <= schedule.spill_fraction <= 1:
+        problems.append(f"spill_fraction must be in [0, 1], found {schedule.spill_fraction}")
+    if schedule.lookahead < 0:
+        problems.append(f"lookahead must be >= 0, found {schedule.lookahead}")
+    if problems:
+        raise ScheduleError("invalid schedule:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+
+def systolic_gemm_cycles(m: int, n: int, k: int, rows: int, cols: int, dataflow: str) -> int:
+    """Cycles of an ``m x k`` by ``k x n`` GEMM on a ``rows x cols`` systolic array, with fill and
+    drain, as SCALE-Sim counts them.
+
+    Output stationary maps the ``m x n`` outputs onto the array and streams ``T = k``:
+    ``folds x (R + C + T - 2) - 1``. Weight stationary holds a ``k x n`` weight block and streams
+    ``T = m`` inputs; input stationary holds a ``k x m`` input block and streams ``T = n`` weights:
+    both ``folds x (2R + C + T - 2) - 1``. ``folds`` is the number of array-sized blocks of the
+    stationary operand.
+
+    >>> systolic_gemm_cycles(4, 4, 8, 4, 4, "os")
+    13
+    """
+    for name, v in (("m", m), ("n", n), ("k", k), ("rows", rows), ("cols", cols)):
+        if not isinstance(v, int) or v <= 0:
+            raise ScheduleError(f"systolic GEMM: {name} must be a positive integer, found {v!r}")
+    if dataflow == "os":
+        sr, sc, t = m, n, k
+    elif dataflow == "ws":
+        sr, sc, t = k, n, m
+    elif dataflow == "is":
+        sr, sc, t = k, m, n
+    else:
+        raise ScheduleError(f"systolic GEMM: unknown dataflow {dataflow!r}; expected 'os', 'ws' or 'is'")
+    folds = -(-sr // rows) * -(-sc // cols)
+    fill = rows + cols + t - 2 if dataflow == "os" else 2 * rows + cols + t - 2
+    return folds * fill - 1
+
+
+def _dims(array: PEArray) -> tuple[int, ...]:
+    return (array.rows, array.cols) if array.is_2d else (array.cols,)
+
+
+def einsum_cycles(fact: EinsumFacts, array: PEArray, spatial: tuple[str, ...],
+                  sizes: Mapping[str, int], *, systolic: bool = False) -> int:
+    """Cycles one Einsum occupies ``array`` for one tile whose rank sizes are ``sizes``.
+
+    The array's rows and columns take the ranks in ``spatial``; each PE's functional units start
+    one operation per cycle and work in parallel (a subtract feeding a separate exp unit costs one
+    cycle per element, an exponential on the MAC costs ``exp_macs``). With ``systolic`` a
+    contraction on a 2D array also pays the array's fill and drain (:func:`systolic_gemm_cycles`).
+    """
+    ops = fu_ops(fact.counts.at(sizes), array)
+    if isinstance(ops, str):
+        raise ScheduleError(f"Einsum {fact.name} needs '{ops}', which array {array.name!r} cannot execute")
+    par = 1
+    used: list[tuple[int, int]] = []
+    for dim, rank in zip(_dims(array), spatial, strict=False):
+        extent = min(dim, sizes[rank]) if rank in fact.ranks else 1
+        used.append((dim, extent))
+        par *= extent
+    cycles = max((-(-n // par) for n in ops.values() if n), default=0)
+    if systolic and array.is_2d and fact.kind == "contraction" and len(spatial) == 2:
+        rows_rank, cols_rank = spatial[0], spatial[1]
+        temporal = 1
+        for r in fact.reduced:
+            if r not in spatial:
+                temporal *= sizes[r]
+        out_rank = [r for r in fact.ranks if r not in fact.reduced and r not in spatial]
+        extra = 1
+        for r in out_rank:
+            extra *= sizes[r]
+        m_ = sizes[cols_rank] if cols_rank in fact.ranks else 1
+        if rows_rank in fact.reduced:  # reduction across the rows: weight stationary
+            cycles = systolic_gemm_cycles(m_, extra, sizes[rows_rank], array.rows, array.cols, "ws")
+        else:
+            n_ = sizes[rows_rank] if rows_rank in fact.ranks else 1
+            cycles = extra * systolic_gemm_cycles(m_, n_, temporal, array.cols, array.rows, "os")
+    return cycles

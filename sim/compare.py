@@ -1,0 +1,62 @@
+"""The five configurations of the FuseMax evaluation, derived by the mapper, and sweeps over them."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator, Sequence
+
+import einsum
+from mapper import arch as archs
+from mapper.search import SearchOptions, search
+from sim.evaluate import evaluate, gemm_report
+from sim.report import Report
+from sim.workloads import SEQ_LENGTHS, Workload, workload
+
+__all__ = ["CONFIGS", "Config", "compare", "run_config"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """One configuration: a library cascade on a preset architecture with mapper options."""
+
+    name: str
+    cascade: str
+    arch: str
+    interleave: bool = True
+    fuse: bool = True
+
+
+CONFIGS = (
+    Config("FuseMax", "attention_1pass", "fusemax"),
+    Config("+Architecture", "attention_1pass", "fusemax", interleave=False),
+    Config("+Cascade", "attention_1pass", "flat"),
+    Config("FLAT", "attention_3pass", "flat"),
+    Config("Unfused", "attention_3pass", "unfused", fuse=False),
+)
+
+
+def run_config(config: Config, w: Workload, *, array_dim: int = 256, end_to_end: bool = False) -> Report:
+    arch = archs.preset(config.arch, array_dim=array_dim)
+    cascade = einsum.library.get(config.cascade)
+    schedule = search(cascade, arch, SearchOptions(sizes=w.sizes, interleave=config.interleave, fuse=config.fuse))
+    report = evaluate(cascade, schedule, arch, w)
+    if end_to_end:
+        report = report.with_gemms([gemm_report(m, k, n, arch, name) for name, (m, k, n) in w.gemms().items()])
+    return report
+
+
+def compare(models: Sequence[str] = ("BERT", "TrXL", "T5", "XLM"), seqs: Sequence[int] = SEQ_LENGTHS, *,
+            configs: Sequence[Config] = CONFIGS, batch: int = 64, end_to_end: bool = False,
+            progress: Callable[[int, int, str], None] | None = None) -> Iterator[dict[str, object]]:
+    """Yield one row per (configuration, model, length) with its report."""
+    total = len(configs) * len(models) * len(seqs)
+    done = 0
+    for c in configs:
+        for m in models:
+            for s in seqs:
+                w = workload(m, s, batch=batch)
+                rep = run_config(c, w, end_to_end=end_to_end)
+                done += 1
+                if progress:
+                    progress(done, total, f"{c.name} {m} {s}")
+                yield {"config": c.name, "model": m, "seq": s, "report": rep}

@@ -1,0 +1,208 @@
+"""The cycle-level timing engine: tiles flowing through the arrays that a schedule binds.
+
+Each array runs its tasks (one Einsum on one tile) in program order, one at a time, each for the
+cycles its operation counts need. A task starts when its array is free and its inputs are ready:
+the Einsums it reads in the same tile, the recurrence values of the previous step (RM, RD, RNV
+along m1), and, for tasks that read DRAM, the tile's transfer. A max reduced across a 2D array's
+rows is ready ``rows`` cycles after it ends. With interleaving, the arrays' first Einsums (those
+needing nothing from another array) run ``lookahead`` tiles ahead; without it, an array starts
+tile ``i + 1`` only after the other arrays have consumed what it produced for tile ``i``. DRAM is
+one more unit: a tile's transfer may start once the tile two back has started (double buffering).
+
+The simulation is exact and needs no per-tile loop over the whole workload: every start time is a
+max of sums, so once the state (times relative to the newest) repeats from one tile to the next,
+every later tile adds the same number of cycles; the engine jumps over those tiles and simulates
+the last few (and the tiles where a query tile ends) in full.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+__all__ = ["KernelTiming", "Task", "simulate_kernel"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """One Einsum of a kernel, as the engine sees it."""
+
+    name: str
+    unit: str
+    cycles: float
+    latency: float  # extra cycles before consumers may use the result
+    deps: tuple[str, ...]  # same-tile producers
+    prev: tuple[str, ...]  # producers in the previous step (recurrence values)
+    final: bool  # runs once per query tile, after its last step
+    head: bool  # needs nothing from another array in the same tile: may run ahead
+    reads_dram: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelTiming:
+    cycles: float
+    simulated_tiles: int
+
+
+def _programs(tasks: Sequence[Task], units: Sequence[str]) -> dict[str, tuple[list[Task], list[Task], list[Task]]]:
+    out = {}
+    for u in units:
+        mine = [t for t in tasks if t.unit == u]
+        out[u] = ([t for t in mine if t.head and not t.final],
+                  [t for t in mine if not t.head and not t.final],
+                  [t for t in mine if t.final])
+    return out
+
+
+def simulate_kernel(tasks: Sequence[Task], *, query_tiles: int, steps: int, lookahead: int, interleave: bool,
+                    dram_cycles_per_tile: float) -> KernelTiming:
+    """Total cycles of ``query_tiles`` x ``steps`` tiles through ``tasks``."""
+    units = sorted({t.unit for t in tasks})
+    progs = _programs(tasks, units)
+    by_name = {t.name: t for t in tasks}
+    total = query_tiles * steps
+    d = lookahead if interleave else 0
+    # consumers (on other units) of each unit's outputs: the non-interleaved barrier
+    barrier: dict[str, list[str]] = {u: [] for u in units}
+    if not interleave:
+        for t in tasks:
+            for p in t.deps:
+                if by_name[p].unit != t.unit and t.name not in barrier[by_name[p].unit]:
+                    barrier[by_name[p].unit].append(t.name)
+
+    ready: dict[tuple[int, str], float] = {}  # (tile, task) -> time its result can be used
+    start: dict[tuple[int, str], float] = {}
+    free = {u: 0.0 for u in units}
+    dram_free = 0.0
+    dram_done: dict[int, float] = {}
+    simulated = 0
+
+    def run(g: int, t: Task) -> None:
+        nonlocal dram_free
+        s = free[t.unit]
+        for p in t.deps:
+            s = max(s, ready[(g, p)])
+        if t.prev and g % steps:
+            for p in t.prev:
+                s = max(s, ready[(g - 1, p)])
+        if t.final:
+            for p in t.deps:
+                s = max(s, ready.get((g, p), 0.0))
+        if t.reads_dram and not t.final:
+            if g not in dram_done:
+                ds = max(dram_free, min((v for (gg, _), v in start.items() if gg == g - 2), default=0.0))
+                dram_free = ds + dram_cycles_per_tile
+                dram_done[g] = dram_free
+            s = max(s, dram_done[g])
+        if not interleave and g > 0:
+            first = progs[t.unit]
+            is_first = (first[0] + first[1])[:1] == [t]
+            if is_first:
+                for c in barrier[t.unit]:
+                    if (g - 1, c) in ready:
+                        s = max(s, ready[(g - 1, c)] - by_name[c].latency)
+        start[(g, t.name)] = s
+        free[t.unit] = s + t.cycles
+        ready[(g, t.name)] = s + t.cycles + t.latency
+
+    def slot(g: int) -> None:
+        """Issue, on every unit, the head tasks of tile g + d, then the rest of tile g."""
+        queue: dict[str, list[tuple[int, Task]]] = {u: [] for u in units}
+        for u in units:
+            heads, rest, finals = progs[u]
+            if g == 0:
+                for ahead in range(0, min(d, total)):
+                    queue[u] += [(ahead, t) for t in heads]
+            if g + d < total:
+                queue[u] += [(g + d, t) for t in heads]
+            queue[u] += [(g, t) for t in rest]
+            if g % steps == steps - 1:
+                queue[u] += [(g, t) for t in finals]
+        pending = sum(len(q) for q in queue.values())
+        while pending:
+            progressed = False
+            for u in units:
+                while queue[u]:
+                    g2, t = queue[u][0]
+                    deps = [(g2, p) for p in t.deps]
+                    if t.prev and g2 % steps:
+                        deps += [(g2 - 1, p) for p in t.prev]
+                    if not all(k in ready for k in deps):
+                        break
+                    run(g2, t)
+                    queue[u].pop(0)
+                    pending -= 1
+                    progressed = True
+            if not progressed:
+                stuck = {u: q[0][1].name for u, q in queue.items() if q}
+                raise RuntimeError(f"schedule deadlocks at tile {g}: waiting {stuck}")
+
+    def state(g: int) -> tuple[float, tuple[float, ...]]:
+        ref = max(free.values())
+        vals = [v - ref for v in free.values()] + [dram_free - ref]
+        for off in range(-2, d + 1):
+            for t in tasks:
+                v = ready.get((g + off, t.name))
+                vals.append(round(v - ref, 9) if v is not None else float("nan"))
+        return ref, tuple(vals)
+
+    def shift(k: int, delta: float) -> None:
+        nonlocal ready, start, dram_done, dram_free
+        ready = {(g + k, n): v + delta for (g, n), v in ready.items()}
+        start = {(g + k, n): v + delta for (g, n), v in start.items()}
+        dram_done = {g + k: v + delta for g, v in dram_done.items()}
+        dram_free += delta
+        for u in units:
+            free[u] += delta
+
+    def prune(g: int) -> None:
+        for dct in (ready, start):
+            for key in [k for k in dct if k[0] < g - 3]:
+                del dct[key]
+        for key in [k for k in dram_done if k < g - 3]:
+            del dram_done[key]
+
+    g = 0
+    prev_state: tuple[float, tuple[float, ...]] | None = None
+    q_states: dict[int, tuple[float, tuple[float, ...]]] = {}
+    while g < total:
+        s_in_q = g % steps
+        if s_in_q == 0:
+            q = g // steps
+            st = state(g)
+            q_states[q] = st
+            old = q_states.get(q - 1)
+            remaining = query_tiles - q
+            if old is not None and _same(old[1], st[1]) and remaining > 3:
+                k = remaining - 2
+                shift(k * steps, k * (st[0] - old[0]))
+                g += k * steps
+                q_states = {}
+                prev_state = None
+                continue
+        slot(g)
+        simulated += 1
+        g += 1
+        prune(g)
+        st = state(g)
+        to_end = steps - (g % steps) if g % steps else 0
+        if prev_state is not None and _same(prev_state[1], st[1]) and to_end > d + 4:
+            k = to_end - (d + 3)
+            shift(k, k * (st[0] - prev_state[0]))
+            g += k
+            prev_state = None
+            continue
+        prev_state = st
+    end = max(list(free.values()) + [dram_free] + list(ready.values()))
+    return KernelTiming(cycles=end, simulated_tiles=simulated)
+
+
+def _same(a: Sequence[float], b: Sequence[float]) -> bool:
+    if len(a) != len(b):
+        return False
+    for x, y in zip(a, b, strict=True):
+        if x != x and y != y:  # both missing
+            continue
+        if abs(x - y) > 1e-6:
+            return False
+    return True

@@ -1,0 +1,178 @@
+"""``Report``: frozen results of one evaluation, with units in the field names."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Report", "plot_compare", "table"]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Report:
+    """Latency, energy, traffic and utilisation of one cascade on one architecture and workload."""
+
+    cascade: str
+    arch: str
+    model: str
+    seq: int
+    batch: int
+    latency_cycles: float
+    latency_s: float
+    energy_pj: float
+    traffic_bytes: float  # DRAM
+    buffer_traffic_bytes: float
+    utilization: Mapping[str, float]  # busy cycles / total cycles, per array
+    busy_cycles: Mapping[str, float]
+    per_einsum: Mapping[str, Mapping[str, Any]]
+    per_component_pj: Mapping[str, float]
+    memory_bound_fraction: float  # DRAM time / total time
+    macs: int
+    simulated_tiles: int
+    interleave: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["utilization"] = {"2d": self.utilization.get("2d", 0.0), "1d": self.utilization.get("1d", 0.0),
+                            **dict(self.utilization)}
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+    def with_gemms(self, gemms: Sequence[Mapping[str, float]]) -> Report:
+        """This report plus GEMMs run one after the other on the same architecture."""
+        extra_cycles = sum(g["cycles"] for g in gemms)
+        cycles = self.latency_cycles + extra_cycles
+        busy = dict(self.busy_cycles)
+        busy["2d"] = busy.get("2d", 0.0) + sum(g["busy_cycles"] for g in gemms)
+        comp = dict(self.per_component_pj)
+        comp["gemms"] = sum(g["energy_pj"] for g in gemms)
+        per = dict(self.per_einsum)
+        for g in gemms:
+            per[str(g["name"])] = {"unit": "2d", "busy_cycles": g["busy_cycles"], "energy_pj": g["energy_pj"],
+                                   "macs": g["macs"]}
+        return dataclasses.replace(
+            self, latency_cycles=cycles, latency_s=self.latency_s * cycles / self.latency_cycles,
+            energy_pj=self.energy_pj + comp["gemms"], traffic_bytes=self.traffic_bytes + sum(
+                g["traffic_bytes"] for g in gemms), busy_cycles=busy,
+            utilization={a: b / cycles for a, b in busy.items()}, per_einsum=per, per_component_pj=comp,
+            macs=self.macs + int(sum(g["macs"] for g in gemms)))
+
+    def __str__(self) -> str:
+        lines = [f"{self.cascade} on {self.arch}: {self.model}, seq {self.seq}, batch {self.batch}",
+                 f"  latency      {self.latency_s * 1e3:14.4f} ms  ({self.latency_cycles:.6g} cycles)",
+                 f"  energy       {self.energy_pj:14.6g} pJ",
+                 f"  DRAM traffic {self.traffic_bytes:14.6g} bytes"
+                 f"  (memory time / latency = {self.memory_bound_fraction:.2f})",
+                 "  utilization  " + ", ".join(f"{a} {u:.3f}" for a, u in self.utilization.items()),
+                 "  per Einsum:"]
+        for name, e in self.per_einsum.items():
+            lines.append(f"    {name:6s} on {e['unit']:3s}  busy {e['busy_cycles']:12.6g} cycles  "
+                         f"energy {e['energy_pj']:12.6g} pJ")
+        lines.append("  energy per component:")
+        for name, v in sorted(self.per_component_pj.items(), key=lambda kv: -kv[1]):
+            lines.append(f"    {name:10s} {v:14.6g} pJ  ({v / self.energy_pj:6.1%})")
+        return "\n".join(lines)
+
+
+def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
+    """A plain-text table of ``rows`` (dicts) with the given columns."""
+    cells = [[_fmt(r.get(c, "")) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) if cells else len(c) for i, c in enumerate(columns)]
+    out = ["  ".join(c.rjust(w) for c, w in zip(columns, widths, strict=True)),
+           "  ".join("-" * w for w in widths)]
+    out += ["  ".join(v.rjust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(out)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def plot_compare(results: Sequence[Mapping[str, Any]], out_dir: str | Path, fmt: str = "png") -> list[Path]:
+    """Plots of a comparison: speedup and energy ratio vs FLAT per length, utilisation per unit and
+    the energy breakdown per component. ``results`` are rows with ``config``, ``model``, ``seq`` and
+    a ``report`` (:class:`Report`)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    configs = list(dict.fromkeys(r["config"] for r in results))
+    models = list(dict.fromkeys(r["model"] for r in results))
+    seqs = sorted({r["seq"] for r in results})
+    by = {(r["config"], r["model"], r["seq"]): r["report"] for r in results}
+    paths = []
+    for metric, label, fname in (("latency_s", "speedup vs FLAT", "speedup"),
+                                 ("energy_pj", "energy / FLAT energy", "energy_ratio")):
+        fig, axes = plt.subplots(1, len(models), figsize=(4 * len(models), 3.2), sharey=True, squeeze=False)
+        for ax, model in zip(axes[0], models, strict=True):
+            for c in configs:
+                ys = []
+                for s in seqs:
+                    base = by.get(("FLAT", model, s))
+                    rep = by.get((c, model, s))
+                    if base is None or rep is None:
+                        ys.append(float("nan"))
+                    elif metric == "latency_s":
+                        ys.append(base.latency_s / rep.latency_s)
+                    else:
+                        ys.append(rep.energy_pj / base.energy_pj)
+                ax.plot(range(len(seqs)), ys, marker="o", label=c)
+            ax.set_xticks(range(len(seqs)), [_seq(s) for s in seqs])
+            ax.set_title(model)
+            ax.set_xlabel("sequence length")
+        axes[0][0].set_ylabel(label)
+        axes[0][-1].legend(fontsize=7)
+        fig.tight_layout()
+        p = out / f"{fname}.{fmt}"
+        fig.savefig(p)
+        plt.close(fig)
+        paths.append(p)
+    # utilisation per unit (first model)
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2), sharey=True)
+    for ax, unit in zip(axes, ("2d", "1d"), strict=True):
+        for c in configs:
+            ax.plot(range(len(seqs)), [by[(c, models[0], s)].utilization.get(unit, 0.0)
+                                       if (c, models[0], s) in by else float("nan") for s in seqs],
+                    marker="o", label=c)
+        ax.set_xticks(range(len(seqs)), [_seq(s) for s in seqs])
+        ax.set_title(f"{unit} array utilisation ({models[0]})")
+    axes[-1].legend(fontsize=7)
+    fig.tight_layout()
+    p = out / f"utilization.{fmt}"
+    fig.savefig(p)
+    plt.close(fig)
+    paths.append(p)
+    # energy breakdown per component, at the shortest length of the first model
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    comps = sorted({k for c in configs for k in by[(c, models[0], seqs[0])].per_component_pj})
+    bottom = [0.0] * len(configs)
+    for comp in comps:
+        vals = [by[(c, models[0], seqs[0])].per_component_pj.get(comp, 0.0) for c in configs]
+        ax.bar(configs, vals, bottom=bottom, label=comp)
+        bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
+    ax.set_ylabel("energy (pJ)")
+    ax.set_title(f"energy per component ({models[0]}, {_seq(seqs[0])})")
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    p = out / f"energy_breakdown.{fmt}"
+    fig.savefig(p)
+    plt.close(fig)
+    paths.append(p)
+    return paths
+
+
+def _seq(n: int) -> str:
+    for unit, size in (("M", 1 << 20), ("K", 1 << 10)):
+        if n % size == 0:
+            return f"{n // size}{unit}"
+    return str(n)
