@@ -150,7 +150,8 @@ class Schedule:
         binding: Einsum -> the PE array that runs it.
         spatial: array -> the ranks mapped onto its (rows, columns); a 1D array has one entry.
         tile: rank -> tile size for the ranks cut into tiles (for example ``{"P": 256}``).
-        query_tiles_on_chip: how many query tiles share one pass over K and V (FuseMax's P1).
+        query_tiles_on_chip: per kernel, how many query tiles share one pass over K and V
+            (FuseMax's P1).
         residency: tensor -> ``"array"`` (PE registers), ``"buffer"`` or ``"dram"``.
         spill_fraction: the fraction of buffer-resident intermediates that does not fit and goes
             to DRAM and back.
@@ -163,7 +164,7 @@ class Schedule:
     binding: Mapping[str, str]
     spatial: Mapping[str, tuple[str, ...]]
     tile: Mapping[str, int]
-    query_tiles_on_chip: int = 1
+    query_tiles_on_chip: tuple[int, ...] = (1,)
     residency: Mapping[str, str]
     spill_fraction: float = 0.0
     kernels: tuple[tuple[str, ...], ...]
@@ -177,6 +178,7 @@ class Schedule:
         d["tile"] = dict(self.tile)
         d["residency"] = dict(self.residency)
         d["kernels"] = [list(k) for k in self.kernels]
+        d["query_tiles_on_chip"] = list(self.query_tiles_on_chip)
         return d
 
     def describe(self) -> str:
@@ -185,7 +187,7 @@ class Schedule:
             names = [e for e, a in self.binding.items() if a == arr]
             lines.append(f"  {arr}: {', '.join(names)}  (rows x cols <- {' x '.join(self.spatial.get(arr, ()))})")
         lines.append("  tiles: " + ", ".join(f"{r}0 = {s}" for r, s in self.tile.items())
-                     + f"; query tiles on chip: {self.query_tiles_on_chip}")
+                     + f"; query tiles on chip per kernel: {', '.join(map(str, self.query_tiles_on_chip))}")
         lines.append("  kernels: " + " | ".join(", ".join(k) for k in self.kernels))
         lines.append(f"  interleave: {self.interleave} (lookahead {self.lookahead})"
                      + (f"; spill fraction {self.spill_fraction:.4f}" if self.spill_fraction else ""))
@@ -228,8 +230,10 @@ def check(cascade: einsum.Cascade, schedule: Schedule, arch: ArchSpec) -> None:
     for r, s in schedule.tile.items():
         if not isinstance(s, int) or s <= 0:
             problems.append(f"tile size of {r} must be a positive integer, found {s!r}")
-    if schedule.query_tiles_on_chip < 1:
-        problems.append(f"query_tiles_on_chip must be >= 1, found {schedule.query_tiles_on_chip}")
+    if len(schedule.query_tiles_on_chip) != len(schedule.kernels) or any(
+            not isinstance(p, int) or p < 1 for p in schedule.query_tiles_on_chip):
+        problems.append(f"query_tiles_on_chip must give a positive integer per kernel "
+                        f"({len(schedule.kernels)}), found {schedule.query_tiles_on_chip}")
     if not 0 <= schedule.spill_fraction <= 1:
         problems.append(f"spill_fraction must be in [0, 1], found {schedule.spill_fraction}")
     if schedule.lookahead < 0:

@@ -278,7 +278,8 @@ def _residency(cascade, facts, binding, kernels, arch, lay, sizes, tile):  # typ
     produced = {f.name for f in facts}
     e_f = sum(sizes.get(r, 1) for r in ("E", "F"))
     # streaming buffers for the key tile (K and V), double-buffered
-    key_rows = tile.get(lay.key, 1) if lay.key else 1
+    rows = max((a.rows for a in arch.arrays if a.is_2d), default=1)
+    key_rows = min(rows, tile.get(lay.key, 1)) if lay.key else 1
     kv_bytes = 2 * key_rows * e_f * word
     long_tensors: list[str] = []
     for f in facts:
@@ -328,10 +329,18 @@ def _residency(cascade, facts, binding, kernels, arch, lay, sizes, tile):  # typ
         per_query, avail = 0, 0
     for f in facts:
         residency.setdefault(f.name, "array")
-    p1 = max(1, min(n_tiles, avail // (q_tile * per_query))) if per_query else 1
-    while n_tiles % p1:
-        p1 -= 1
-    return residency, spill, p1
+    def fit(avail: int, per_query: int) -> int:
+        p1 = max(1, min(n_tiles, avail // (q_tile * per_query))) if per_query else 1
+        while n_tiles % p1:
+            p1 -= 1
+        return p1
+
+    # the kernel holding the score rows or the running state gets what they leave; a kernel that
+    # streams its results to DRAM holds the Q and output rows of as many query tiles as fit
+    busy_kernels = {kernel_of[t] for t in long_tensors + [t for t in cascade.iterative if t in produced]}
+    p1s = tuple(fit(avail, per_query) if i in busy_kernels else fit(cap - kv_bytes, e_f * word)
+                for i in range(len(kernels)))
+    return residency, spill, p1s
 
 
 def _per_query_words(cascade: einsum.Cascade, tensor: str, lay: Layout, sizes: Mapping[str, int]) -> int:

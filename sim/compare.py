@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator, Sequence
 import einsum
 from mapper import arch as archs
 from mapper.search import SearchOptions, search
-from sim.evaluate import evaluate, gemm_report
+from sim.model import evaluate, gemm_report
 from sim.report import Report
 from sim.workloads import SEQ_LENGTHS, Workload, workload
 

@@ -7,7 +7,6 @@ only counts it.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable, Mapping
 
@@ -95,24 +94,22 @@ def evaluate(cascade: einsum.Cascade, schedule: Schedule, arch: ArchSpec, worklo
     # -- traffic ------------------------------------------------------------------------------------
     tsizes = einsum.tensor_sizes(cascade)
     size_of = {t: tsizes[t].at(full) * inst for t in tsizes}
-    groups = max(1, (q_tiles // inst) // schedule.query_tiles_on_chip)
     kernel_of = {e: i for i, k in enumerate(schedule.kernels) for e in k}
     dram = [0.0 for _ in schedule.kernels]  # bytes per kernel
     buffer_words = 0.0
     consumers = {t: [f for f in facts.values() if t in f.reads] for t in size_of}
     for inp in cascade.inputs:
         uses = consumers.get(inp.name, [])
-        views = [f for f in facts.values() if False]
-        _ = views
         # partition views (BK, BV) read the input; their consumers are the real readers
         readers = list(uses) + [g for e in cascade.einsums if inp.name in _reads(e) and e.output not in facts
                                 for g in consumers.get(e.output, [])]
         query_side = lay.query.lower() in inp.ranks
-        loads = 1 if query_side else groups
         k = kernel_of[readers[0].name] if readers else 0
+        p1 = schedule.query_tiles_on_chip[k]
+        loads = 1 if query_side else max(1, (q_tiles // inst) // p1)
         dram[k] += size_of[inp.name] * word * loads
         buffer_words += size_of[inp.name] * loads  # fill
-        per_use = steps if query_side else schedule.query_tiles_on_chip
+        per_use = steps if query_side else p1
         buffer_words += size_of[inp.name] * loads * per_use * max(1, len({kernel_of[r.name] for r in readers}))
     for out in cascade.outputs:
         dram[kernel_of[out]] += size_of[out] * word
@@ -262,5 +259,3 @@ def gemm_report(m: int, k: int, n: int, arch: ArchSpec, name: str = "gemm") -> d
     return {"name": name, "cycles": latency, "latency_s": latency / arch.clock_hz, "traffic_bytes": traffic,
             "energy_pj": energy, "macs": macs, "busy_cycles": cycles}
 
-
-_ = dataclasses
