@@ -173,6 +173,9 @@ def cmd_demo(_: argparse.Namespace) -> int:
               f"in {elapsed * 1e3:.1f} ms  [{'PASS' if ok else 'FAIL'}]")
     print()
     print(f"{len(checks) - failures} of {len(checks)} cascades agree with NumPy")
+    from einforge import cli_sim
+
+    cli_sim.demo_compare()
     return 1 if failures else 0
 
 
@@ -195,6 +198,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--size", action="append", default=[], metavar="RANK=N")
     run.add_argument("-o", "--output", metavar="OUT.npz")
     run.set_defaults(func=cmd_run)
+    from einforge import cli_sim
+
+    cli_sim.add_parsers(sub)
     return parser
 
 

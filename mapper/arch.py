@@ -107,21 +107,26 @@ class PEArray:
             raise ArchError(f"array name must be letters, digits and '_' such as '2d', found {self.name!r}")
         _integer(owner, rows=self.rows, cols=self.cols, exp_macs=self.exp_macs, rf_words=self.rf_words)
         _positive(owner, rows=self.rows, cols=self.cols, exp_macs=self.exp_macs, rf_words=self.rf_words)
-        _non_negative(owner, rf_read_pj=self.rf_read_pj, rf_write_pj=self.rf_write_pj,
-                      rf_area_um2=self.rf_area_um2)
+        _non_negative(
+            owner, rf_read_pj=self.rf_read_pj, rf_write_pj=self.rf_write_pj, rf_area_um2=self.rf_area_um2
+        )
         units = tuple(self.units)
         object.__setattr__(self, "units", units)
         for u in units:
             if u not in FUNCTIONAL_UNITS:
                 hint = difflib.get_close_matches(str(u), FUNCTIONAL_UNITS, n=1)
                 extra = f" (did you mean {hint[0]!r}?)" if hint else ""
-                raise ArchError(f"{owner}: unknown functional unit {u!r}{extra}; "
-                                f"expected some of {', '.join(FUNCTIONAL_UNITS)}")
+                raise ArchError(
+                    f"{owner}: unknown functional unit {u!r}{extra}; "
+                    f"expected some of {', '.join(FUNCTIONAL_UNITS)}"
+                )
         kinds = tuple(self.einsum_kinds)
         object.__setattr__(self, "einsum_kinds", kinds)
         for k in kinds:
             if k not in EINSUM_KINDS:
-                raise ArchError(f"{owner}: unknown Einsum kind {k!r}; expected some of {', '.join(EINSUM_KINDS)}")
+                raise ArchError(
+                    f"{owner}: unknown Einsum kind {k!r}; expected some of {', '.join(EINSUM_KINDS)}"
+                )
         if "mac" not in units:
             raise ArchError(f"{owner}: every PE needs a 'mac' unit, found units {list(units)}")
 
@@ -147,8 +152,12 @@ class Buffer:
     def __post_init__(self) -> None:
         _integer("buffer", capacity_bytes=self.capacity_bytes, banks=self.banks)
         _positive("buffer", capacity_bytes=self.capacity_bytes, banks=self.banks)
-        _non_negative("buffer", read_pj_per_word=self.read_pj_per_word,
-                      write_pj_per_word=self.write_pj_per_word, area_um2=self.area_um2)
+        _non_negative(
+            "buffer",
+            read_pj_per_word=self.read_pj_per_word,
+            write_pj_per_word=self.write_pj_per_word,
+            area_um2=self.area_um2,
+        )
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -196,8 +205,7 @@ class ArchSpec:
     def __post_init__(self) -> None:
         object.__setattr__(self, "arrays", tuple(self.arrays))
         if not self.arrays:
-            raise ArchError(f"architecture {self.name!r} has no compute unit; "
-                            "expected at least one PE array")
+            raise ArchError(f"architecture {self.name!r} has no compute unit; expected at least one PE array")
         names = [a.name for a in self.arrays]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
@@ -222,8 +230,12 @@ class ArchSpec:
     def area_um2(self) -> dict[str, float]:
         """Area per component; the adder is part of the MAC and not counted twice."""
         e = self.energy
-        per_unit = {"mac": e.mac_area_um2, "max": e.max_area_um2, "exp": e.exp_area_um2,
-                    "div": e.div_area_um2}
+        per_unit = {
+            "mac": e.mac_area_um2,
+            "max": e.max_area_um2,
+            "exp": e.exp_area_um2,
+            "div": e.div_area_um2,
+        }
         out: dict[str, float] = {}
         for a in self.arrays:
             pe = sum(per_unit[u] for u in a.units) + a.rf_area_um2
@@ -249,7 +261,8 @@ class ArchSpec:
         if not isinstance(arrays, list | tuple):
             raise ArchError(f"architecture: 'arrays' must be a list, found {arrays!r}")
         fields["arrays"] = tuple(
-            PEArray(**_checked(a, PEArray, f"arrays[{i}]")) for i, a in enumerate(arrays))
+            PEArray(**_checked(a, PEArray, f"arrays[{i}]")) for i, a in enumerate(arrays)
+        )
         for key, kind in (("buffer", Buffer), ("dram", DRAM), ("energy", Energy)):
             if key in fields:
                 fields[key] = kind(**_checked(fields[key], kind, key))
@@ -289,8 +302,11 @@ def _checked(data: object, kind: type, where: str) -> dict[str, Any]:
             hint = difflib.get_close_matches(str(key), known, n=1)
             extra = f"; did you mean {hint[0]!r}?" if hint else ""
             raise ArchError(f"{where}: unknown key {key!r}{extra} (known keys: {', '.join(known)})")
-    required = [f.name for f in dataclasses.fields(kind)
-                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    required = [
+        f.name
+        for f in dataclasses.fields(kind)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
     missing = [k for k in required if k not in data]
     if missing:
         raise ArchError(f"{where}: missing key(s) {', '.join(map(repr, missing))}")
@@ -330,12 +346,22 @@ _BUFFER_AREA_PER_BYTE = 94_176_256 / (16 * MIB)
 
 
 def _buffer(capacity: int) -> Buffer:
-    return Buffer(capacity_bytes=capacity, banks=32, read_pj_per_word=_BUFFER_READ_PJ,
-                  write_pj_per_word=_BUFFER_WRITE_PJ, area_um2=_BUFFER_AREA_PER_BYTE * capacity)
+    return Buffer(
+        capacity_bytes=capacity,
+        banks=32,
+        read_pj_per_word=_BUFFER_READ_PJ,
+        write_pj_per_word=_BUFFER_WRITE_PJ,
+        area_um2=_BUFFER_AREA_PER_BYTE * capacity,
+    )
 
 
-def fusemax(*, array_dim: int = 256, buffer_bytes: int = 16 * MIB, bandwidth_bytes_per_s: float = 400 * GIB,
-            clock_hz: float = 940e6) -> ArchSpec:
+def fusemax(
+    *,
+    array_dim: int = 256,
+    buffer_bytes: int = 16 * MIB,
+    bandwidth_bytes_per_s: float = 400 * GIB,
+    clock_hz: float = 940e6,
+) -> ArchSpec:
     """FuseMax: a ``D x D`` 2D array of MAC + max PEs (exp on the MAC) and a ``D``-PE 1D array of
     MAC + max + divide PEs, 16 MB buffer, 400 GB/s, 940 MHz."""
     _integer("fusemax", array_dim=array_dim)
@@ -343,10 +369,28 @@ def fusemax(*, array_dim: int = 256, buffer_bytes: int = 16 * MIB, bandwidth_byt
     return ArchSpec(
         name="fusemax",
         arrays=(
-            PEArray(name="2d", rows=array_dim, cols=array_dim, units=("mac", "max"), exp_on_mac=True, rf_words=10,
-                    rf_read_pj=0.653, rf_write_pj=0.570, rf_area_um2=4256.0),
-            PEArray(name="1d", rows=1, cols=array_dim, units=("mac", "max", "div"), exp_on_mac=True, rf_words=32,
-                    rf_read_pj=0.653, rf_write_pj=0.570, rf_area_um2=4256.0),
+            PEArray(
+                name="2d",
+                rows=array_dim,
+                cols=array_dim,
+                units=("mac", "max"),
+                exp_on_mac=True,
+                rf_words=10,
+                rf_read_pj=0.653,
+                rf_write_pj=0.570,
+                rf_area_um2=4256.0,
+            ),
+            PEArray(
+                name="1d",
+                rows=1,
+                cols=array_dim,
+                units=("mac", "max", "div"),
+                exp_on_mac=True,
+                rf_words=32,
+                rf_read_pj=0.653,
+                rf_write_pj=0.570,
+                rf_area_um2=4256.0,
+            ),
         ),
         buffer=_buffer(buffer_bytes),
         dram=DRAM(bandwidth_bytes_per_s=bandwidth_bytes_per_s),
@@ -354,8 +398,13 @@ def fusemax(*, array_dim: int = 256, buffer_bytes: int = 16 * MIB, bandwidth_byt
     )
 
 
-def flat(*, array_dim: int = 256, buffer_bytes: int = 32 * MIB, bandwidth_bytes_per_s: float = 400 * GIB,
-         clock_hz: float = 940e6) -> ArchSpec:
+def flat(
+    *,
+    array_dim: int = 256,
+    buffer_bytes: int = 32 * MIB,
+    bandwidth_bytes_per_s: float = 400 * GIB,
+    clock_hz: float = 940e6,
+) -> ArchSpec:
     """FLAT at iso-area: a ``D x D`` 2D array of MAC PEs with 4-entry register files and a
     ``D``-PE 1D array with a pipelined exp unit, max and divide; 32 MB buffer."""
     _integer("flat", array_dim=array_dim)
@@ -363,11 +412,27 @@ def flat(*, array_dim: int = 256, buffer_bytes: int = 32 * MIB, bandwidth_bytes_
     return ArchSpec(
         name="flat",
         arrays=(
-            PEArray(name="2d", rows=array_dim, cols=array_dim, units=("mac",), einsum_kinds=("contraction",),
-                    rf_words=4,
-                    rf_read_pj=0.2915, rf_write_pj=0.2253, rf_area_um2=1838.0),
-            PEArray(name="1d", rows=1, cols=array_dim, units=("mac", "max", "exp", "div"), rf_words=16,
-                    rf_read_pj=0.385, rf_write_pj=0.336, rf_area_um2=2145.0),
+            PEArray(
+                name="2d",
+                rows=array_dim,
+                cols=array_dim,
+                units=("mac",),
+                einsum_kinds=("contraction",),
+                rf_words=4,
+                rf_read_pj=0.2915,
+                rf_write_pj=0.2253,
+                rf_area_um2=1838.0,
+            ),
+            PEArray(
+                name="1d",
+                rows=1,
+                cols=array_dim,
+                units=("mac", "max", "exp", "div"),
+                rf_words=16,
+                rf_read_pj=0.385,
+                rf_write_pj=0.336,
+                rf_area_um2=2145.0,
+            ),
         ),
         buffer=_buffer(buffer_bytes),
         dram=DRAM(bandwidth_bytes_per_s=bandwidth_bytes_per_s),
@@ -375,11 +440,20 @@ def flat(*, array_dim: int = 256, buffer_bytes: int = 32 * MIB, bandwidth_bytes_
     )
 
 
-def unfused(*, array_dim: int = 256, buffer_bytes: int = 32 * MIB, bandwidth_bytes_per_s: float = 400 * GIB,
-            clock_hz: float = 940e6) -> ArchSpec:
+def unfused(
+    *,
+    array_dim: int = 256,
+    buffer_bytes: int = 32 * MIB,
+    bandwidth_bytes_per_s: float = 400 * GIB,
+    clock_hz: float = 940e6,
+) -> ArchSpec:
     """The unfused baseline: FLAT's arrays and buffer, run one kernel at a time."""
-    return flat(array_dim=array_dim, buffer_bytes=buffer_bytes, bandwidth_bytes_per_s=bandwidth_bytes_per_s,
-                clock_hz=clock_hz).replace(name="unfused")
+    return flat(
+        array_dim=array_dim,
+        buffer_bytes=buffer_bytes,
+        bandwidth_bytes_per_s=bandwidth_bytes_per_s,
+        clock_hz=clock_hz,
+    ).replace(name="unfused")
 
 
 _PRESETS = {"fusemax": fusemax, "flat": flat, "unfused": unfused}

@@ -93,22 +93,36 @@ def einsum_facts(cascade: einsum.Cascade) -> tuple[EinsumFacts, ...]:
                 reads.append(a.tensor)
             # RM[p, m1] (a bare step index) reads the value the previous step wrote at m1 + 1
             if a.tensor in cascade.iterative and any(
-                    isinstance(i, einsum.Var) and i.name in step_vars for i in a.indices):
+                isinstance(i, einsum.Var) and i.name in step_vars for i in a.indices
+            ):
                 if a.tensor not in previous:
                     previous.append(a.tensor)
-        facts.append(EinsumFacts(
-            name=e.output, kind=_kind(e.expr, reduced), ranks=tuple(v.upper() for v in vars_),
-            reduced=tuple(v.upper() for v in reduced), reads=tuple(reads),
-            reads_previous=tuple(previous), counts=c, step=bool(step_vars & set(vars_)),
-            epilogue_of=None))
+        facts.append(
+            EinsumFacts(
+                name=e.output,
+                kind=_kind(e.expr, reduced),
+                ranks=tuple(v.upper() for v in vars_),
+                reduced=tuple(v.upper() for v in reduced),
+                reads=tuple(reads),
+                reads_previous=tuple(previous),
+                counts=c,
+                step=bool(step_vars & set(vars_)),
+                epilogue_of=None,
+            )
+        )
     # a map whose only tensor operand is a contraction's output (times parameters) is an epilogue
     by_name = {f.name: f for f in facts}
     out: list[EinsumFacts] = []
     for f in facts:
         producer = by_name.get(f.reads[0]) if len(f.reads) == 1 else None
         at = f.counts.at(_twos(cascade))
-        if (f.kind == "map" and producer is not None and producer.kind == "contraction"
-                and set(f.ranks) <= set(producer.ranks) and not (at["exp"] or at["div"] or at["max"])):
+        if (
+            f.kind == "map"
+            and producer is not None
+            and producer.kind == "contraction"
+            and set(f.ranks) <= set(producer.ranks)
+            and not (at["exp"] or at["div"] or at["max"])
+        ):
             f = dataclasses.replace(f, epilogue_of=producer.name)
         out.append(f)
     return tuple(out)
@@ -185,12 +199,19 @@ class Schedule:
         lines = [f"schedule of {self.cascade}:"]
         for arr in sorted(set(self.binding.values())):
             names = [e for e, a in self.binding.items() if a == arr]
-            lines.append(f"  {arr}: {', '.join(names)}  (rows x cols <- {' x '.join(self.spatial.get(arr, ()))})")
-        lines.append("  tiles: " + ", ".join(f"{r}0 = {s}" for r, s in self.tile.items())
-                     + f"; query tiles on chip per kernel: {', '.join(map(str, self.query_tiles_on_chip))}")
+            lines.append(
+                f"  {arr}: {', '.join(names)}  (rows x cols <- {' x '.join(self.spatial.get(arr, ()))})"
+            )
+        lines.append(
+            "  tiles: "
+            + ", ".join(f"{r}0 = {s}" for r, s in self.tile.items())
+            + f"; query tiles on chip per kernel: {', '.join(map(str, self.query_tiles_on_chip))}"
+        )
         lines.append("  kernels: " + " | ".join(", ".join(k) for k in self.kernels))
-        lines.append(f"  interleave: {self.interleave} (lookahead {self.lookahead})"
-                     + (f"; spill fraction {self.spill_fraction:.4f}" if self.spill_fraction else ""))
+        lines.append(
+            f"  interleave: {self.interleave} (lookahead {self.lookahead})"
+            + (f"; spill fraction {self.spill_fraction:.4f}" if self.spill_fraction else "")
+        )
         return "\n".join(lines)
 
 
@@ -212,15 +233,22 @@ def check(cascade: einsum.Cascade, schedule: Schedule, arch: ArchSpec) -> None:
             continue
         ops = fu_ops(f.counts.at(_twos(cascade)), arr)
         if isinstance(ops, str):
-            problems.append(f"Einsum {name} needs '{ops}', which array {arr_name!r} cannot execute "
-                            f"(its PEs have {', '.join(arr.units)})")
+            problems.append(
+                f"Einsum {name} needs '{ops}', which array {arr_name!r} cannot execute "
+                f"(its PEs have {', '.join(arr.units)})"
+            )
         elif f.kind not in arr.einsum_kinds and not (
-                f.epilogue_of is not None and schedule.binding.get(f.epilogue_of) == arr_name):
-            problems.append(f"Einsum {name} is a {f.kind}, which array {arr_name!r} does not run "
-                            f"(it runs {', '.join(arr.einsum_kinds)})")
+            f.epilogue_of is not None and schedule.binding.get(f.epilogue_of) == arr_name
+        ):
+            problems.append(
+                f"Einsum {name} is a {f.kind}, which array {arr_name!r} does not run "
+                f"(it runs {', '.join(arr.einsum_kinds)})"
+            )
     for name in schedule.binding:
         if name not in facts:
-            problems.append(f"binding names {name!r}, which is not an Einsum of {cascade.name} that does work")
+            problems.append(
+                f"binding names {name!r}, which is not an Einsum of {cascade.name} that does work"
+            )
     seen = [e for k in schedule.kernels for e in k]
     if sorted(seen) != sorted(facts):
         problems.append(f"kernels must list every Einsum once: found {seen}, expected {list(facts)}")
@@ -231,16 +259,18 @@ def check(cascade: einsum.Cascade, schedule: Schedule, arch: ArchSpec) -> None:
         if not isinstance(s, int) or s <= 0:
             problems.append(f"tile size of {r} must be a positive integer, found {s!r}")
     if len(schedule.query_tiles_on_chip) != len(schedule.kernels) or any(
-            not isinstance(p, int) or p < 1 for p in schedule.query_tiles_on_chip):
-        problems.append(f"query_tiles_on_chip must give a positive integer per kernel "
-                        f"({len(schedule.kernels)}), found {schedule.query_tiles_on_chip}")
+        not isinstance(p, int) or p < 1 for p in schedule.query_tiles_on_chip
+    ):
+        problems.append(
+            f"query_tiles_on_chip must give a positive integer per kernel "
+            f"({len(schedule.kernels)}), found {schedule.query_tiles_on_chip}"
+        )
     if not 0 <= schedule.spill_fraction <= 1:
         problems.append(f"spill_fraction must be in [0, 1], found {schedule.spill_fraction}")
     if schedule.lookahead < 0:
         problems.append(f"lookahead must be >= 0, found {schedule.lookahead}")
     if problems:
         raise ScheduleError("invalid schedule:\n" + "\n".join(f"  - {p}" for p in problems))
-
 
 
 def systolic_gemm_cycles(m: int, n: int, k: int, rows: int, cols: int, dataflow: str) -> int:
@@ -276,8 +306,14 @@ def _dims(array: PEArray) -> tuple[int, ...]:
     return (array.rows, array.cols) if array.is_2d else (array.cols,)
 
 
-def einsum_cycles(fact: EinsumFacts, array: PEArray, spatial: tuple[str, ...],
-                  sizes: Mapping[str, int], *, systolic: bool = False) -> int:
+def einsum_cycles(
+    fact: EinsumFacts,
+    array: PEArray,
+    spatial: tuple[str, ...],
+    sizes: Mapping[str, int],
+    *,
+    systolic: bool = False,
+) -> int:
     """Cycles one Einsum occupies ``array`` for one tile whose rank sizes are ``sizes``.
 
     The array's rows and columns take the ranks in ``spatial``; each PE's functional units start

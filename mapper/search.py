@@ -55,7 +55,9 @@ class SearchOptions:
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
-            raise ScheduleError(f"unknown objective {self.objective!r}; expected one of {', '.join(OBJECTIVES)}")
+            raise ScheduleError(
+                f"unknown objective {self.objective!r}; expected one of {', '.join(OBJECTIVES)}"
+            )
         for r, v in self.sizes.items():
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
                 raise ScheduleError(f"size of rank {r} must be a positive integer, found {v!r}")
@@ -91,7 +93,9 @@ def layout(cascade: einsum.Cascade) -> Layout:
     return Layout(query=query, key=None, whole=None, step=step)
 
 
-def _tile_sizes(lay: Layout, sizes: Mapping[str, int], arch: ArchSpec, outputs: tuple[str, ...]) -> dict[str, int]:
+def _tile_sizes(
+    lay: Layout, sizes: Mapping[str, int], arch: ArchSpec, outputs: tuple[str, ...]
+) -> dict[str, int]:
     """Rank sizes of one tile (one step of one query tile). A key rank that survives to the output
     (a GEMM's second output rank) is cut to the rows; one that is reduced away stays whole."""
     cols = max(a.cols for a in arch.arrays)
@@ -107,32 +111,41 @@ def _tile_sizes(lay: Layout, sizes: Mapping[str, int], arch: ArchSpec, outputs: 
     return t
 
 
-def _full_sizes(cascade: einsum.Cascade, lay: Layout, sizes: Mapping[str, int], arch: ArchSpec) -> dict[str, int]:
+def _full_sizes(
+    cascade: einsum.Cascade, lay: Layout, sizes: Mapping[str, int], arch: ArchSpec
+) -> dict[str, int]:
     """Workload sizes completed with the partition's parts (M0 from the array, M1 = M / M0)."""
     full = dict(sizes)
     missing = [r for r in cascade.ranks if r not in full and not (lay.whole and r in (lay.key, lay.step))]
     if missing:
-        raise ScheduleError(f"workload gives no size for rank(s) {', '.join(missing)} of {cascade.name}; "
-                            f"it gives {', '.join(f'{k}={v}' for k, v in sizes.items())}")
+        raise ScheduleError(
+            f"workload gives no size for rank(s) {', '.join(missing)} of {cascade.name}; "
+            f"it gives {', '.join(f'{k}={v}' for k, v in sizes.items())}"
+        )
     if lay.whole is not None and lay.key is not None:
         rows = max((a.rows for a in arch.arrays if a.is_2d), default=max(a.cols for a in arch.arrays))
         m = full[lay.whole]
         if m % rows:
-            raise ScheduleError(f"{lay.whole} = {m} is not divisible by the key tile {lay.key} = {rows} "
-                                f"(the 2D array's rows); choose a multiple of {rows}")
+            raise ScheduleError(
+                f"{lay.whole} = {m} is not divisible by the key tile {lay.key} = {rows} "
+                f"(the 2D array's rows); choose a multiple of {rows}"
+            )
         full[lay.key] = rows
         if lay.step is not None:
             full[lay.step] = m // rows
     q = full[lay.query]
     cols = max(a.cols for a in arch.arrays)
     if q > cols and q % cols:
-        raise ScheduleError(f"{lay.query} = {q} is not divisible by the query tile {cols} "
-                            f"(the arrays' columns); choose a multiple of {cols}")
+        raise ScheduleError(
+            f"{lay.query} = {q} is not divisible by the query tile {cols} "
+            f"(the arrays' columns); choose a multiple of {cols}"
+        )
     return full
 
 
-def _candidates(f: EinsumFacts, arch: ArchSpec, spatial: Mapping[str, tuple[str, ...]],
-                cascade: einsum.Cascade) -> list[str]:
+def _candidates(
+    f: EinsumFacts, arch: ArchSpec, spatial: Mapping[str, tuple[str, ...]], cascade: einsum.Cascade
+) -> list[str]:
     out = []
     twos = {r: 2 for r in cascade.ranks}
     for a in arch.arrays:
@@ -179,13 +192,19 @@ def search(cascade: einsum.Cascade, arch: ArchSpec, options: SearchOptions) -> S
             tried = []
             for a in arch.arrays:
                 ops = fu_ops(f.counts.at(twos), a)
-                why = (f"no '{ops}' unit" if isinstance(ops, str) else
-                       f"does not run a {f.kind}" if f.kind not in a.einsum_kinds else
-                       f"its rows take {spatial[a.name][0]}, which {f.name} does not iterate over")
+                why = (
+                    f"no '{ops}' unit"
+                    if isinstance(ops, str)
+                    else f"does not run a {f.kind}"
+                    if f.kind not in a.einsum_kinds
+                    else f"its rows take {spatial[a.name][0]}, which {f.name} does not iterate over"
+                )
                 tried.append(f"{a.name} ({why})")
             needs = {k: v for k, v in f.counts.at(twos).items() if v}
-            raise ScheduleError(f"no unit can execute Einsum {f.name} (operations: "
-                                f"{', '.join(needs)}; tried {'; '.join(tried)})")
+            raise ScheduleError(
+                f"no unit can execute Einsum {f.name} (operations: "
+                f"{', '.join(needs)}; tried {'; '.join(tried)})"
+            )
         choices.append(cands)
 
     best: tuple[float, int, dict[str, str]] | None = None
@@ -199,8 +218,9 @@ def search(cascade: einsum.Cascade, arch: ArchSpec, options: SearchOptions) -> S
         if best is None or key[:2] < best[:2]:
             best = key
     if best is None:
-        raise ScheduleError(f"no binding of {cascade.name} fits the kinds of Einsum the arrays of "
-                            f"{arch.name!r} run")
+        raise ScheduleError(
+            f"no binding of {cascade.name} fits the kinds of Einsum the arrays of {arch.name!r} run"
+        )
     binding = best[2]
 
     kernels = _kernels(facts, binding, options.fuse)
@@ -211,11 +231,21 @@ def search(cascade: einsum.Cascade, arch: ArchSpec, options: SearchOptions) -> S
         latency = max((_exposed_latency(f, arch.array(binding[f.name]), spatial) for f in facts), default=0)
         lookahead = 1 + (math.ceil(latency / load) if latency and load else 0)
     schedule = Schedule(
-        cascade=cascade.name, binding=binding, spatial=spatial,
-        tile={r: tile[r] for r in (lay.query, lay.key)
-              if r is not None and (r == lay.query or lay.whole is not None or tile.get(r) != sizes.get(r))},
-        query_tiles_on_chip=p1, residency=residency, spill_fraction=spill, kernels=kernels,
-        interleave=options.interleave, lookahead=lookahead)
+        cascade=cascade.name,
+        binding=binding,
+        spatial=spatial,
+        tile={
+            r: tile[r]
+            for r in (lay.query, lay.key)
+            if r is not None and (r == lay.query or lay.whole is not None or tile.get(r) != sizes.get(r))
+        },
+        query_tiles_on_chip=p1,
+        residency=residency,
+        spill_fraction=spill,
+        kernels=kernels,
+        interleave=options.interleave,
+        lookahead=lookahead,
+    )
     check(cascade, schedule, arch)
     return schedule
 
@@ -249,8 +279,13 @@ def _estimate(facts, binding, arch, spatial, tile, options) -> float:  # type: i
         arr = arch.array(binding[f.name])
         a = f.counts.at(tile)
         exp_pj = e.exp_pj if "exp" in arr.units else arr.exp_macs * e.mac_pj
-        total += (a["mac"] + a["other"]) * e.mac_pj + a["add"] * e.add_pj + a["max"] * e.max_pj \
-            + a["exp"] * exp_pj + a["div"] * e.div_pj
+        total += (
+            (a["mac"] + a["other"]) * e.mac_pj
+            + a["add"] * e.add_pj
+            + a["max"] * e.max_pj
+            + a["exp"] * exp_pj
+            + a["div"] * e.div_pj
+        )
     return total
 
 
@@ -290,9 +325,14 @@ def _residency(cascade, facts, binding, kernels, arch, lay, sizes, tile):  # typ
             residency[f.name] = "dram"
         elif f.name in cascade.iterative:
             residency[f.name] = "buffer"
-        elif lay.whole is None and lay.key is not None and lay.key in f.ranks and lay.key not in f.reduced \
-                and tile.get(lay.key) == sizes.get(lay.key) and not any(
-                    g.epilogue_of == f.name and binding[g.name] == binding[f.name] for g in consumers):
+        elif (
+            lay.whole is None
+            and lay.key is not None
+            and lay.key in f.ranks
+            and lay.key not in f.reduced
+            and tile.get(lay.key) == sizes.get(lay.key)
+            and not any(g.epilogue_of == f.name and binding[g.name] == binding[f.name] for g in consumers)
+        ):
             long_tensors.append(f.name)
         else:
             residency[f.name] = "array"
@@ -311,8 +351,10 @@ def _residency(cascade, facts, binding, kernels, arch, lay, sizes, tile):  # typ
         elif row <= avail:
             where, staged = "dram", row  # stream: each row is written once and read once per pass
         else:
-            raise ScheduleError(f"a row of {lay.key} = {sizes[lay.key]} words ({row} bytes) does not fit "
-                                f"the {cap}-byte buffer beside the key tile ({kv_bytes} bytes)")
+            raise ScheduleError(
+                f"a row of {lay.key} = {sizes[lay.key]} words ({row} bytes) does not fit "
+                f"the {cap}-byte buffer beside the key tile ({kv_bytes} bytes)"
+            )
         for t in long_tensors:
             residency[t] = where
         per_query = e_f * word  # the Q and output rows of the queries in flight
@@ -324,11 +366,13 @@ def _residency(cascade, facts, binding, kernels, arch, lay, sizes, tile):  # typ
         if avail < q_tile * per_query:
             raise ScheduleError(
                 f"the running state of one query tile ({q_tile} queries x {per_query} bytes) and the key "
-                f"tile ({kv_bytes} bytes) do not fit the {cap}-byte buffer")
+                f"tile ({kv_bytes} bytes) do not fit the {cap}-byte buffer"
+            )
     else:
         per_query, avail = 0, 0
     for f in facts:
         residency.setdefault(f.name, "array")
+
     def fit(avail: int, per_query: int) -> int:
         p1 = max(1, min(n_tiles, avail // (q_tile * per_query))) if per_query else 1
         while n_tiles % p1:
@@ -338,8 +382,10 @@ def _residency(cascade, facts, binding, kernels, arch, lay, sizes, tile):  # typ
     # the kernel holding the score rows or the running state gets what they leave; a kernel that
     # streams its results to DRAM holds the Q and output rows of as many query tiles as fit
     busy_kernels = {kernel_of[t] for t in long_tensors + [t for t in cascade.iterative if t in produced]}
-    p1s = tuple(fit(avail, per_query) if i in busy_kernels else fit(cap - kv_bytes, e_f * word)
-                for i in range(len(kernels)))
+    p1s = tuple(
+        fit(avail, per_query) if i in busy_kernels else fit(cap - kv_bytes, e_f * word)
+        for i in range(len(kernels))
+    )
     return residency, spill, p1s
 
 

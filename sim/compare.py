@@ -38,16 +38,26 @@ CONFIGS = (
 def run_config(config: Config, w: Workload, *, array_dim: int = 256, end_to_end: bool = False) -> Report:
     arch = archs.preset(config.arch, array_dim=array_dim)
     cascade = einsum.library.get(config.cascade)
-    schedule = search(cascade, arch, SearchOptions(sizes=w.sizes, interleave=config.interleave, fuse=config.fuse))
+    schedule = search(
+        cascade, arch, SearchOptions(sizes=w.sizes, interleave=config.interleave, fuse=config.fuse)
+    )
     report = evaluate(cascade, schedule, arch, w)
     if end_to_end:
-        report = report.with_gemms([gemm_report(m, k, n, arch, name) for name, (m, k, n) in w.gemms().items()])
+        report = report.with_gemms(
+            [gemm_report(m, k, n, arch, name) for name, (m, k, n) in w.gemms().items()]
+        )
     return report
 
 
-def compare(models: Sequence[str] = ("BERT", "TrXL", "T5", "XLM"), seqs: Sequence[int] = SEQ_LENGTHS, *,
-            configs: Sequence[Config] = CONFIGS, batch: int = 64, end_to_end: bool = False,
-            progress: Callable[[int, int, str], None] | None = None) -> Iterator[dict[str, object]]:
+def compare(
+    models: Sequence[str] = ("BERT", "TrXL", "T5", "XLM"),
+    seqs: Sequence[int] = SEQ_LENGTHS,
+    *,
+    configs: Sequence[Config] = CONFIGS,
+    batch: int = 64,
+    end_to_end: bool = False,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> Iterator[dict[str, object]]:
     """Yield one row per (configuration, model, length) with its report."""
     total = len(configs) * len(models) * len(seqs)
     done = 0

@@ -44,18 +44,29 @@ class KernelTiming:
     simulated_tiles: int
 
 
-def _programs(tasks: Sequence[Task], units: Sequence[str]) -> dict[str, tuple[list[Task], list[Task], list[Task]]]:
+def _programs(
+    tasks: Sequence[Task], units: Sequence[str]
+) -> dict[str, tuple[list[Task], list[Task], list[Task]]]:
     out = {}
     for u in units:
         mine = [t for t in tasks if t.unit == u]
-        out[u] = ([t for t in mine if t.head and not t.final],
-                  [t for t in mine if not t.head and not t.final],
-                  [t for t in mine if t.final])
+        out[u] = (
+            [t for t in mine if t.head and not t.final],
+            [t for t in mine if not t.head and not t.final],
+            [t for t in mine if t.final],
+        )
     return out
 
 
-def simulate_kernel(tasks: Sequence[Task], *, query_tiles: int, steps: int, lookahead: int, interleave: bool,
-                    dram_cycles_per_tile: float) -> KernelTiming:
+def simulate_kernel(
+    tasks: Sequence[Task],
+    *,
+    query_tiles: int,
+    steps: int,
+    lookahead: int,
+    interleave: bool,
+    dram_cycles_per_tile: float,
+) -> KernelTiming:
     """Total cycles of ``query_tiles`` x ``steps`` tiles through ``tasks``."""
     units = sorted({t.unit for t in tasks})
     progs = _programs(tasks, units)

@@ -41,7 +41,9 @@ ENERGY_OF: dict[str, Callable[[PEArray, ArchSpec], float]] = {
 }
 
 
-def _sizes(cascade: einsum.Cascade, schedule: Schedule, workload: Workload) -> tuple[dict[str, int], dict[str, int]]:
+def _sizes(
+    cascade: einsum.Cascade, schedule: Schedule, workload: Workload
+) -> tuple[dict[str, int], dict[str, int]]:
     """Full rank sizes and the sizes of one tile."""
     lay = layout(cascade)
     full = {r: v for r, v in workload.sizes.items()}
@@ -51,16 +53,20 @@ def _sizes(cascade: einsum.Cascade, schedule: Schedule, workload: Workload) -> t
     if lay.whole is None:
         missing = [r for r in cascade.ranks if r not in full]
     if missing:
-        raise EvaluationError(f"workload {workload.model} gives no size for rank(s) {', '.join(missing)} "
-                              f"of {cascade.name}; it gives {', '.join(f'{k}={v}' for k, v in full.items())}")
+        raise EvaluationError(
+            f"workload {workload.model} gives no size for rank(s) {', '.join(missing)} "
+            f"of {cascade.name}; it gives {', '.join(f'{k}={v}' for k, v in full.items())}"
+        )
     tile = dict(full)
     if lay.whole is not None and lay.key is not None:
         m0 = schedule.tile.get(lay.key)
         if m0 is None:
             raise EvaluationError(f"schedule gives no tile for {lay.key}")
         if full[lay.whole] % m0:
-            raise EvaluationError(f"sequence length {lay.whole} = {full[lay.whole]} is not divisible by the "
-                                  f"key tile {lay.key} = {m0}")
+            raise EvaluationError(
+                f"sequence length {lay.whole} = {full[lay.whole]} is not divisible by the "
+                f"key tile {lay.key} = {m0}"
+            )
         full[lay.key] = tile[lay.key] = m0
         if lay.step is not None:
             full[lay.step] = full[lay.whole] // m0
@@ -74,8 +80,9 @@ def _sizes(cascade: einsum.Cascade, schedule: Schedule, workload: Workload) -> t
     return full, tile
 
 
-def evaluate(cascade: einsum.Cascade, schedule: Schedule, arch: ArchSpec, workload: Workload, *,
-             systolic: bool = False) -> Report:
+def evaluate(
+    cascade: einsum.Cascade, schedule: Schedule, arch: ArchSpec, workload: Workload, *, systolic: bool = False
+) -> Report:
     """Simulate ``schedule`` of ``cascade`` on ``arch`` for ``workload``; see :class:`sim.Report`.
 
     With ``systolic`` the 2D array's fill and drain are charged to every contraction it runs (off
@@ -87,7 +94,9 @@ def evaluate(cascade: einsum.Cascade, schedule: Schedule, arch: ArchSpec, worklo
     facts = {f.name: f for f in einsum_facts(cascade)}
     inst = workload.instances
     word = arch.word_bytes
-    q_tiles = inst * math.prod(-(-full[r] // tile[r]) for r in schedule.tile if not (r == lay.key and lay.whole))
+    q_tiles = inst * math.prod(
+        -(-full[r] // tile[r]) for r in schedule.tile if not (r == lay.key and lay.whole)
+    )
     steps = full[lay.step] if lay.step else 1
     bpc = arch.dram.bandwidth_bytes_per_s / arch.clock_hz
 
@@ -101,8 +110,12 @@ def evaluate(cascade: einsum.Cascade, schedule: Schedule, arch: ArchSpec, worklo
     for inp in cascade.inputs:
         uses = consumers.get(inp.name, [])
         # partition views (BK, BV) read the input; their consumers are the real readers
-        readers = list(uses) + [g for e in cascade.einsums if inp.name in _reads(e) and e.output not in facts
-                                for g in consumers.get(e.output, [])]
+        readers = list(uses) + [
+            g
+            for e in cascade.einsums
+            if inp.name in _reads(e) and e.output not in facts
+            for g in consumers.get(e.output, [])
+        ]
         query_side = lay.query.lower() in inp.ranks
         k = kernel_of[readers[0].name] if readers else 0
         p1 = schedule.query_tiles_on_chip[k]
@@ -110,18 +123,23 @@ def evaluate(cascade: einsum.Cascade, schedule: Schedule, arch: ArchSpec, worklo
         dram[k] += size_of[inp.name] * word * loads
         buffer_words += size_of[inp.name] * loads  # fill
         per_use = steps if query_side else p1
-        buffer_words += size_of[inp.name] * loads * per_use * max(1, len({kernel_of[r.name] for r in readers}))
+        buffer_words += (
+            size_of[inp.name] * loads * per_use * max(1, len({kernel_of[r.name] for r in readers}))
+        )
     for out in cascade.outputs:
         dram[kernel_of[out]] += size_of[out] * word
         buffer_words += size_of[out]
-    for name, f in facts.items():
+    for name in facts:
         where = schedule.residency.get(name, "array")
         if name in cascade.outputs:
             continue
         readers = consumers.get(name, [])
         if where == "dram":
-            away = {(kernel_of[g.name], schedule.binding[g.name]) for g in readers
-                    if kernel_of[g.name] != kernel_of[name] or schedule.binding[g.name] != schedule.binding[name]}
+            away = {
+                (kernel_of[g.name], schedule.binding[g.name])
+                for g in readers
+                if kernel_of[g.name] != kernel_of[name] or schedule.binding[g.name] != schedule.binding[name]
+            }
             if away:
                 dram[kernel_of[name]] += size_of[name] * word
                 for kk, _arr in away:
@@ -135,7 +153,9 @@ def evaluate(cascade: einsum.Cascade, schedule: Schedule, arch: ArchSpec, worklo
             else:
                 buffer_words += size_of[name] * (1 + len(readers))
                 if schedule.spill_fraction:
-                    dram[kernel_of[name]] += schedule.spill_fraction * size_of[name] * word * (1 + len(readers))
+                    dram[kernel_of[name]] += (
+                        schedule.spill_fraction * size_of[name] * word * (1 + len(readers))
+                    )
 
     # -- compute, per Einsum ----------------------------------------------------------------------
     per_einsum: dict[str, dict[str, float | str]] = {}
@@ -154,11 +174,17 @@ def evaluate(cascade: einsum.Cascade, schedule: Schedule, arch: ArchSpec, worklo
         n_tasks = q_tiles if (not f.step and lay.step) else q_tiles * steps
         busy[arr.name] += cyc * n_tasks
         macs_total += counts["mac"] * inst
-        per_einsum[name] = {"unit": arr.name, "cycles_per_tile": cyc, "busy_cycles": cyc * n_tasks,
-                            "energy_pj": energy + rf_pj, "macs": counts["mac"] * inst}
+        per_einsum[name] = {
+            "unit": arr.name,
+            "cycles_per_tile": cyc,
+            "busy_cycles": cyc * n_tasks,
+            "energy_pj": energy + rf_pj,
+            "macs": counts["mac"] * inst,
+        }
         for k, v in counts.items():
             if v:
-                key = f"{arr.name}.{'exp' if k == 'exp' and 'exp' in arr.units else 'mac' if k in ('other', 'exp') else k}"
+                unit = "exp" if k == "exp" and "exp" in arr.units else "mac" if k in ("other", "exp") else k
+                key = f"{arr.name}.{unit}"
                 comp[key] = comp.get(key, 0.0) + v * ENERGY_OF[k](arr, arch) * inst
         if rf_pj:
             comp[f"{arr.name}.rf"] = comp.get(f"{arr.name}.rf", 0.0) + rf_pj
@@ -172,20 +198,38 @@ def evaluate(cascade: einsum.Cascade, schedule: Schedule, arch: ArchSpec, worklo
     for ki, kernel in enumerate(schedule.kernels):
         tasks = _tasks(kernel, facts, schedule, arch, tile, systolic, lay, cascade)
         n = q_tiles * steps
-        timing = simulate_kernel(tasks, query_tiles=q_tiles, steps=steps, lookahead=schedule.lookahead,
-                                 interleave=schedule.interleave, dram_cycles_per_tile=dram[ki] / bpc / n)
+        timing = simulate_kernel(
+            tasks,
+            query_tiles=q_tiles,
+            steps=steps,
+            lookahead=schedule.lookahead,
+            interleave=schedule.interleave,
+            dram_cycles_per_tile=dram[ki] / bpc / n,
+        )
         cycles += timing.cycles
         simulated += timing.simulated_tiles
     latency_s = cycles / arch.clock_hz
     energy = sum(comp.values())
     report = Report(
-        cascade=cascade.name, arch=arch.name, model=workload.model, seq=workload.seq, batch=workload.batch,
-        latency_cycles=cycles, latency_s=latency_s, energy_pj=energy, traffic_bytes=total_dram,
+        cascade=cascade.name,
+        arch=arch.name,
+        model=workload.model,
+        seq=workload.seq,
+        batch=workload.batch,
+        latency_cycles=cycles,
+        latency_s=latency_s,
+        energy_pj=energy,
+        traffic_bytes=total_dram,
         buffer_traffic_bytes=buffer_words * word,
         utilization={a: b / cycles for a, b in busy.items()} if cycles else {a: 0.0 for a in busy},
-        busy_cycles=busy, per_einsum=per_einsum, per_component_pj=comp,
+        busy_cycles=busy,
+        per_einsum=per_einsum,
+        per_component_pj=comp,
         memory_bound_fraction=min(1.0, (total_dram / bpc) / cycles) if cycles else 0.0,
-        macs=macs_total, simulated_tiles=simulated, interleave=schedule.interleave)
+        macs=macs_total,
+        simulated_tiles=simulated,
+        interleave=schedule.interleave,
+    )
     _self_check(report, cascade, full, inst)
     return report
 
@@ -215,18 +259,36 @@ def _tasks(kernel, facts, schedule, arch, tile, systolic, lay, cascade) -> list[
         deps = tuple(p for p in f.reads if p in names and p not in f.reads_previous)
         prev = tuple(p for p in f.reads_previous if p in names)
         final = bool(lay.step) and not f.step
-        reads_dram = any(schedule.residency.get(r) == "dram" or r in {i.name for i in cascade.inputs}
-                         or r not in facts for r in f.reads)
-        tasks.append(Task(
-            name=n, unit=arr.name, cycles=einsum_cycles(f, arr, schedule.spatial[arr.name], tile, systolic=systolic),
-            latency=_exposed_latency(f, arr, schedule.spatial), deps=deps, prev=prev, final=final,
-            head=not needs_other[n] and not final, reads_dram=reads_dram))
+        reads_dram = any(
+            schedule.residency.get(r) == "dram" or r in {i.name for i in cascade.inputs} or r not in facts
+            for r in f.reads
+        )
+        tasks.append(
+            Task(
+                name=n,
+                unit=arr.name,
+                cycles=einsum_cycles(f, arr, schedule.spatial[arr.name], tile, systolic=systolic),
+                latency=_exposed_latency(f, arr, schedule.spatial),
+                deps=deps,
+                prev=prev,
+                final=final,
+                head=not needs_other[n] and not final,
+                reads_dram=reads_dram,
+            )
+        )
     return tasks
 
 
 def _self_check(r: Report, cascade: einsum.Cascade, full: Mapping[str, int], inst: int) -> None:
     problems = []
-    for field in ("latency_cycles", "latency_s", "energy_pj", "traffic_bytes", "buffer_traffic_bytes", "macs"):
+    for field in (
+        "latency_cycles",
+        "latency_s",
+        "energy_pj",
+        "traffic_bytes",
+        "buffer_traffic_bytes",
+        "macs",
+    ):
         v = getattr(r, field)
         if not math.isfinite(v) or v < 0:
             problems.append(f"{field} = {v} (must be finite and >= 0)")
@@ -256,6 +318,12 @@ def gemm_report(m: int, k: int, n: int, arch: ArchSpec, name: str = "gemm") -> d
     macs = m * k * n
     e = arch.energy
     energy = macs * (e.mac_pj + arr.rf_read_pj + arr.rf_write_pj) + traffic * 8 * arch.dram.pj_per_bit
-    return {"name": name, "cycles": latency, "latency_s": latency / arch.clock_hz, "traffic_bytes": traffic,
-            "energy_pj": energy, "macs": macs, "busy_cycles": cycles}
-
+    return {
+        "name": name,
+        "cycles": latency,
+        "latency_s": latency / arch.clock_hz,
+        "traffic_bytes": traffic,
+        "energy_pj": energy,
+        "macs": macs,
+        "busy_cycles": cycles,
+    }

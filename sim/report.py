@@ -36,8 +36,11 @@ class Report:
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        d["utilization"] = {"2d": self.utilization.get("2d", 0.0), "1d": self.utilization.get("1d", 0.0),
-                            **dict(self.utilization)}
+        d["utilization"] = {
+            "2d": self.utilization.get("2d", 0.0),
+            "1d": self.utilization.get("1d", 0.0),
+            **dict(self.utilization),
+        }
         return d
 
     def to_json(self) -> str:
@@ -53,26 +56,40 @@ class Report:
         comp["gemms"] = sum(g["energy_pj"] for g in gemms)
         per = dict(self.per_einsum)
         for g in gemms:
-            per[str(g["name"])] = {"unit": "2d", "busy_cycles": g["busy_cycles"], "energy_pj": g["energy_pj"],
-                                   "macs": g["macs"]}
+            per[str(g["name"])] = {
+                "unit": "2d",
+                "busy_cycles": g["busy_cycles"],
+                "energy_pj": g["energy_pj"],
+                "macs": g["macs"],
+            }
         return dataclasses.replace(
-            self, latency_cycles=cycles, latency_s=self.latency_s * cycles / self.latency_cycles,
-            energy_pj=self.energy_pj + comp["gemms"], traffic_bytes=self.traffic_bytes + sum(
-                g["traffic_bytes"] for g in gemms), busy_cycles=busy,
-            utilization={a: b / cycles for a, b in busy.items()}, per_einsum=per, per_component_pj=comp,
-            macs=self.macs + int(sum(g["macs"] for g in gemms)))
+            self,
+            latency_cycles=cycles,
+            latency_s=self.latency_s * cycles / self.latency_cycles,
+            energy_pj=self.energy_pj + comp["gemms"],
+            traffic_bytes=self.traffic_bytes + sum(g["traffic_bytes"] for g in gemms),
+            busy_cycles=busy,
+            utilization={a: b / cycles for a, b in busy.items()},
+            per_einsum=per,
+            per_component_pj=comp,
+            macs=self.macs + int(sum(g["macs"] for g in gemms)),
+        )
 
     def __str__(self) -> str:
-        lines = [f"{self.cascade} on {self.arch}: {self.model}, seq {self.seq}, batch {self.batch}",
-                 f"  latency      {self.latency_s * 1e3:14.4f} ms  ({self.latency_cycles:.6g} cycles)",
-                 f"  energy       {self.energy_pj:14.6g} pJ",
-                 f"  DRAM traffic {self.traffic_bytes:14.6g} bytes"
-                 f"  (memory time / latency = {self.memory_bound_fraction:.2f})",
-                 "  utilization  " + ", ".join(f"{a} {u:.3f}" for a, u in self.utilization.items()),
-                 "  per Einsum:"]
+        lines = [
+            f"{self.cascade} on {self.arch}: {self.model}, seq {self.seq}, batch {self.batch}",
+            f"  latency      {self.latency_s * 1e3:14.4f} ms  ({self.latency_cycles:.6g} cycles)",
+            f"  energy       {self.energy_pj:14.6g} pJ",
+            f"  DRAM traffic {self.traffic_bytes:14.6g} bytes"
+            f"  (memory time / latency = {self.memory_bound_fraction:.2f})",
+            "  utilization  " + ", ".join(f"{a} {u:.3f}" for a, u in self.utilization.items()),
+            "  per Einsum:",
+        ]
         for name, e in self.per_einsum.items():
-            lines.append(f"    {name:6s} on {e['unit']:3s}  busy {e['busy_cycles']:12.6g} cycles  "
-                         f"energy {e['energy_pj']:12.6g} pJ")
+            lines.append(
+                f"    {name:6s} on {e['unit']:3s}  busy {e['busy_cycles']:12.6g} cycles  "
+                f"energy {e['energy_pj']:12.6g} pJ"
+            )
         lines.append("  energy per component:")
         for name, v in sorted(self.per_component_pj.items(), key=lambda kv: -kv[1]):
             lines.append(f"    {name:10s} {v:14.6g} pJ  ({v / self.energy_pj:6.1%})")
@@ -82,9 +99,13 @@ class Report:
 def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
     """A plain-text table of ``rows`` (dicts) with the given columns."""
     cells = [[_fmt(r.get(c, "")) for c in columns] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) if cells else len(c) for i, c in enumerate(columns)]
-    out = ["  ".join(c.rjust(w) for c, w in zip(columns, widths, strict=True)),
-           "  ".join("-" * w for w in widths)]
+    widths = [
+        max(len(c), *(len(row[i]) for row in cells)) if cells else len(c) for i, c in enumerate(columns)
+    ]
+    out = [
+        "  ".join(c.rjust(w) for c, w in zip(columns, widths, strict=True)),
+        "  ".join("-" * w for w in widths),
+    ]
     out += ["  ".join(v.rjust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
     return "\n".join(out)
 
@@ -111,8 +132,10 @@ def plot_compare(results: Sequence[Mapping[str, Any]], out_dir: str | Path, fmt:
     seqs = sorted({r["seq"] for r in results})
     by = {(r["config"], r["model"], r["seq"]): r["report"] for r in results}
     paths = []
-    for metric, label, fname in (("latency_s", "speedup vs FLAT", "speedup"),
-                                 ("energy_pj", "energy / FLAT energy", "energy_ratio")):
+    for metric, label, fname in (
+        ("latency_s", "speedup vs FLAT", "speedup"),
+        ("energy_pj", "energy / FLAT energy", "energy_ratio"),
+    ):
         fig, axes = plt.subplots(1, len(models), figsize=(4 * len(models), 3.2), sharey=True, squeeze=False)
         for ax, model in zip(axes[0], models, strict=True):
             for c in configs:
@@ -141,9 +164,17 @@ def plot_compare(results: Sequence[Mapping[str, Any]], out_dir: str | Path, fmt:
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.2), sharey=True)
     for ax, unit in zip(axes, ("2d", "1d"), strict=True):
         for c in configs:
-            ax.plot(range(len(seqs)), [by[(c, models[0], s)].utilization.get(unit, 0.0)
-                                       if (c, models[0], s) in by else float("nan") for s in seqs],
-                    marker="o", label=c)
+            ax.plot(
+                range(len(seqs)),
+                [
+                    by[(c, models[0], s)].utilization.get(unit, 0.0)
+                    if (c, models[0], s) in by
+                    else float("nan")
+                    for s in seqs
+                ],
+                marker="o",
+                label=c,
+            )
         ax.set_xticks(range(len(seqs)), [_seq(s) for s in seqs])
         ax.set_title(f"{unit} array utilisation ({models[0]})")
     axes[-1].legend(fontsize=7)

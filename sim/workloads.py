@@ -29,12 +29,15 @@ class Model:
     S: int
 
 
-MODELS = {m.name: m for m in (
-    Model("BERT", 768, 64, 12, 3072),
-    Model("TrXL", 1024, 64, 16, 4096),
-    Model("T5", 512, 64, 8, 2048),
-    Model("XLM", 2048, 128, 16, 8192),
-)}
+MODELS = {
+    m.name: m
+    for m in (
+        Model("BERT", 768, 64, 12, 3072),
+        Model("TrXL", 1024, 64, 16, 4096),
+        Model("T5", 512, 64, 8, 2048),
+        Model("XLM", 2048, 128, 16, 8192),
+    )
+}
 
 #: The six sequence lengths of the FuseMax evaluation.
 SEQ_LENGTHS = (1 << 10, 1 << 12, 1 << 14, 1 << 16, 1 << 18, 1 << 20)
@@ -66,8 +69,14 @@ class Workload:
         """The layer's other GEMMs as (rows, inner, columns): Q, K, V and output projections and
         the two FFN GEMMs."""
         rows, hidden = self.batch * self.seq, self.heads * self.E
-        return {"Q": (rows, self.D, hidden), "K": (rows, self.D, hidden), "V": (rows, self.D, hidden),
-                "Z": (rows, hidden, self.D), "FFN1": (rows, self.D, self.S), "FFN2": (rows, self.S, self.D)}
+        return {
+            "Q": (rows, self.D, hidden),
+            "K": (rows, self.D, hidden),
+            "V": (rows, self.D, hidden),
+            "Z": (rows, hidden, self.D),
+            "FFN1": (rows, self.D, self.S),
+            "FFN2": (rows, self.S, self.D),
+        }
 
 
 _SEQ = re.compile(r"^\s*(\d+)\s*([kKmM]?)\s*$")

@@ -1,0 +1,166 @@
+"""The spatial-model commands of the ``einforge`` command line: ``evaluate`` and ``compare``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import einsum
+import sim
+from einsum.errors import ConfigError
+from mapper import arch as archs
+from mapper.search import SearchOptions, search
+
+_CONFIG_OF_ARCH = {"fusemax": "attention_1pass", "flat": "attention_3pass", "unfused": "attention_3pass"}
+
+
+def _split(text: str) -> list[str]:
+    return [t for t in text.split(",") if t.strip()]
+
+
+def _row(r: sim.Report) -> dict[str, Any]:
+    return {
+        "model": r.model,
+        "seq": r.seq,
+        "batch": r.batch,
+        "arch": r.arch,
+        "cascade": r.cascade,
+        "latency_s": r.latency_s,
+        "latency_cycles": r.latency_cycles,
+        "energy_pj": r.energy_pj,
+        "traffic_bytes": r.traffic_bytes,
+        "buffer_traffic_bytes": r.buffer_traffic_bytes,
+        "utilization": {"2d": r.utilization.get("2d", 0.0), "1d": r.utilization.get("1d", 0.0)},
+        "per_einsum": {k: dict(v) for k, v in r.per_einsum.items()},
+        "per_component_pj": dict(r.per_component_pj),
+        "memory_bound_fraction": r.memory_bound_fraction,
+    }
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    models = _split(args.model)
+    seqs = [sim.parse_seq(s) for s in _split(args.seq)]
+    if not models or not seqs:
+        raise ConfigError("give at least one --model and one --seq")
+    arch = archs.preset(args.arch, array_dim=args.array_dim)
+    cascade = einsum.library.get(args.cascade or _CONFIG_OF_ARCH[args.arch])
+    rows = []
+    for m in models:
+        for s in seqs:
+            w = sim.workload(m, s, batch=args.batch)
+            options = SearchOptions(
+                sizes=w.sizes, interleave=not args.no_interleave, fuse=args.arch != "unfused"
+            )
+            schedule = search(cascade, arch, options)
+            report = sim.evaluate(cascade, schedule, arch, w, systolic=args.systolic)
+            if args.end_to_end:
+                report = report.with_gemms(
+                    [sim.gemm_report(a, b, c, arch, n) for n, (a, b, c) in w.gemms().items()]
+                )
+            rows.append(report)
+            if not args.json:
+                print(schedule.describe())
+                print(report)
+                print()
+    if args.json:
+        print(json.dumps([_row(r) for r in rows]))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    models = _split(args.model)
+    seqs = [sim.parse_seq(s) for s in _split(args.seq)]
+    out = Path(args.out)
+    t0 = time.perf_counter()
+
+    def progress(done: int, total: int, what: str) -> None:
+        if not args.quiet:
+            print(f"\r  [{done:3d}/{total}] {what:40s}", end="", file=sys.stderr, flush=True)
+
+    results = list(sim.compare(models, seqs, batch=args.batch, end_to_end=args.end_to_end, progress=progress))
+    elapsed = time.perf_counter() - t0
+    if not args.quiet:
+        print(file=sys.stderr)
+    by = {(r["config"], r["model"], r["seq"]): r["report"] for r in results}
+    table_rows = []
+    for r in results:
+        rep = r["report"]
+        base = by[("FLAT", r["model"], r["seq"])]
+        table_rows.append(
+            {
+                "config": r["config"],
+                "model": r["model"],
+                "seq": sim.format_seq(r["seq"]),
+                "latency_s": rep.latency_s,
+                "energy_pj": rep.energy_pj,
+                "speedup_vs_flat": base.latency_s / rep.latency_s,
+                "energy_vs_flat": rep.energy_pj / base.energy_pj,
+                "util_2d": rep.utilization.get("2d", 0.0),
+                "util_1d": rep.utilization.get("1d", 0.0),
+            }
+        )
+    text = sim.table(table_rows, list(table_rows[0]))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.txt").write_text(text + "\n")
+    (out / "results.json").write_text(json.dumps([{**row} for row in table_rows], indent=1) + "\n")
+    paths = sim.plot_compare(results, out, args.format)
+    print(text)
+    print()
+    for c in sim.CONFIGS:
+        sp = [row["speedup_vs_flat"] for row in table_rows if row["config"] == c.name]
+        en = [row["energy_vs_flat"] for row in table_rows if row["config"] == c.name]
+        print(
+            f"{c.name:14s} mean speedup vs FLAT {statistics.mean(sp):6.3f}x   "
+            f"mean energy vs FLAT {statistics.mean(en):6.3f}"
+        )
+    print(
+        f"\n{len(results)} evaluations in {elapsed:.2f} s; wrote {out / 'results.txt'}, results.json and "
+        + ", ".join(p.name for p in paths)
+    )
+    return 0
+
+
+def demo_compare() -> None:
+    """The FuseMax-vs-FLAT part of ``einforge demo``: BERT at 1K and 64K tokens."""
+    print("\nFuseMax vs FLAT (BERT, batch 64, one layer's attention; schedules derived by the mapper):")
+    for seq in ("1K", "64K"):
+        w = sim.workload("BERT", seq)
+        fm = sim.run_config(sim.CONFIGS[0], w)
+        fl = sim.run_config(sim.CONFIGS[3], w)
+        print(
+            f"  {seq:>4s}: FuseMax {fm.latency_s * 1e3:10.3f} ms, FLAT {fl.latency_s * 1e3:10.3f} ms "
+            f"-> {fl.latency_s / fm.latency_s:.2f}x faster; 2D/1D utilisation "
+            f"{fm.utilization['2d']:.2f}/{fm.utilization['1d']:.2f} vs {fl.utilization['2d']:.2f}/"
+            f"{fl.utilization['1d']:.2f}"
+        )
+
+
+def add_parsers(sub: Any) -> None:
+    ev = sub.add_parser("evaluate", help="map a cascade onto an accelerator and simulate it")
+    ev.add_argument("--arch", choices=archs.presets(), default="fusemax")
+    ev.add_argument(
+        "--cascade", help="library cascade (default: attention_1pass on fusemax, else attention_3pass)"
+    )
+    ev.add_argument("--model", default="BERT", help="BERT, TrXL, T5, XLM (comma-separated)")
+    ev.add_argument("--seq", default="1K", help="sequence lengths such as 1K,64K,1M (comma-separated)")
+    ev.add_argument("--batch", type=int, default=64)
+    ev.add_argument("--no-interleave", action="store_true", help="do not overlap tiles across the arrays")
+    ev.add_argument("--end-to-end", action="store_true", help="add the projections and FFN GEMMs")
+    ev.add_argument("--array-dim", type=int, default=256, help="PE array dimension (default 256)")
+    ev.add_argument("--systolic", action="store_true", help="charge the 2D array's systolic fill and drain")
+    ev.add_argument("--json", action="store_true", help="print one JSON array, one object per (model, seq)")
+    ev.set_defaults(func=cmd_evaluate)
+    cp = sub.add_parser("compare", help="the five FuseMax configurations over models and lengths, with plots")
+    cp.add_argument("--model", default="BERT,TrXL,T5,XLM")
+    cp.add_argument("--seq", default="1K,4K,16K,64K,256K,1M")
+    cp.add_argument("--batch", type=int, default=64)
+    cp.add_argument("--end-to-end", action="store_true")
+    cp.add_argument("--out", default="compare-results", help="folder for the table and plots")
+    cp.add_argument("--format", choices=("png", "svg"), default="png")
+    cp.add_argument("--quiet", action="store_true", help="no progress line")
+    cp.set_defaults(func=cmd_compare)
