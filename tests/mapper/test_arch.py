@@ -1,0 +1,72 @@
+"""ArchSpec: validation, presets, YAML/JSON round trips, typed errors with did-you-mean."""
+
+import json
+
+import pytest
+
+import mapper
+from mapper import ArchError, ArchSpec
+
+
+@pytest.mark.parametrize("name", mapper.presets())
+@pytest.mark.parametrize("suffix", [".yaml", ".json"])
+def test_presets_round_trip(tmp_path, name, suffix):
+    arch = mapper.preset(name)
+    path = tmp_path / f"arch{suffix}"
+    arch.save(path)
+    assert mapper.load(path) == arch
+
+
+def test_parameterised_preset():
+    arch = mapper.fusemax(array_dim=128, buffer_bytes=8 << 20, bandwidth_bytes_per_s=100e9, clock_hz=1e9)
+    assert arch.array("2d").rows == arch.array("2d").cols == 128
+    assert arch.array("1d").pes == 128
+    assert arch.buffer.capacity_bytes == 8 << 20
+
+
+def test_unknown_key_has_did_you_mean():
+    d = mapper.fusemax().to_dict()
+    d["clock_hzz"] = d.pop("clock_hz")
+    with pytest.raises(ArchError, match=r"architecture: unknown key 'clock_hzz'; did you mean 'clock_hz'\?"):
+        ArchSpec.from_dict(d)
+    d = mapper.fusemax().to_dict()
+    d["arrays"][0]["rowz"] = 4
+    with pytest.raises(ArchError, match=r"arrays\[0\]: unknown key 'rowz'; did you mean 'rows'\?"):
+        ArchSpec.from_dict(d)
+
+
+def test_no_compute_unit():
+    with pytest.raises(ArchError, match="architecture 'x' has no compute unit; expected at least one PE array"):
+        mapper.fusemax().replace(name="x", arrays=())
+
+
+def test_zero_bandwidth():
+    with pytest.raises(ArchError, match=r"dram: bandwidth_bytes_per_s must be positive, found 0"):
+        mapper.fusemax(bandwidth_bytes_per_s=0)
+
+
+def test_unknown_functional_unit():
+    with pytest.raises(ArchError, match=r"array '1d': unknown functional unit 'divide' \(did you mean 'div'\?\)"):
+        mapper.PEArray(name="1d", rows=1, cols=4, units=("mac", "divide"), rf_words=4, rf_read_pj=0,
+                       rf_write_pj=0, rf_area_um2=0)
+
+
+def test_unknown_preset_and_format(tmp_path):
+    with pytest.raises(ArchError, match=r"unknown architecture preset 'fusemx' \(did you mean 'fusemax'\?\)"):
+        mapper.preset("fusemx")
+    with pytest.raises(ArchError, match=r"expected a \.json, \.yaml or \.yml file"):
+        mapper.fusemax().save(tmp_path / "arch.txt")
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(ArchError, match="not valid JSON"):
+        mapper.load(tmp_path / "bad.json")
+
+
+def test_json_is_plain_data():
+    assert json.loads(mapper.flat().to_json())["arrays"][0]["einsum_kinds"] == ["contraction"]
+
+
+def test_area_per_component():
+    area = mapper.fusemax().area_um2()
+    # a FuseMax 2D PE: MAC 1545 + max 49.29 + register file 4256 um^2
+    assert area["2d"] == pytest.approx(256 * 256 * (1545 + 49.29 + 4256))
+    assert area["buffer"] == pytest.approx(94_176_256)

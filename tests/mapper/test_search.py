@@ -1,0 +1,97 @@
+"""The mapper: bindings, tiles, P1, residency, kernels, and its typed errors."""
+
+import pytest
+
+import einsum
+import mapper
+from mapper import ScheduleError, SearchOptions, search
+
+LIB = einsum.library.get
+BERT_1K = {"P": 1024, "M": 1024, "E": 64, "F": 64}
+
+
+def test_fusemax_binding_matches_the_paper():
+    s = search(LIB("attention_1pass"), mapper.fusemax(), SearchOptions(sizes=BERT_1K))
+    on_2d = sorted(e for e, a in s.binding.items() if a == "2d")
+    assert on_2d == ["LM", "QK", "SLD", "SLN", "SLNV"]
+    assert s.tile == {"P": 256, "M0": 256}
+    assert s.interleave and s.lookahead == 3  # 1 + ceil(256-cycle LM chain / 154-cycle tile)
+
+
+def test_cascade_on_flat_keeps_the_2d_array_to_contractions():
+    s = search(LIB("attention_1pass"), mapper.flat(), SearchOptions(sizes=BERT_1K))
+    assert sorted(e for e, a in s.binding.items() if a == "2d") == ["QK", "SLNV"]
+
+
+def test_flat_binds_the_scale_as_an_epilogue():
+    s = search(LIB("attention_3pass"), mapper.flat(), SearchOptions(sizes=BERT_1K))
+    assert sorted(e for e, a in s.binding.items() if a == "2d") == ["AV", "QK", "S"]
+    assert s.residency["S"] == "buffer" and s.residency["QK"] == "array"
+
+
+def test_p1_from_the_buffer():
+    # FuseMax's P1 rule: the largest divisor of P/256 with P1*256*(E+F+2)*2 bytes beside the K/V tile
+    big = dict(BERT_1K, P=1 << 20, M=1 << 20)
+    s = search(LIB("attention_1pass"), mapper.fusemax(), SearchOptions(sizes=big))
+    assert s.query_tiles_on_chip == (128,)
+    tiny = mapper.fusemax(array_dim=2, buffer_bytes=64)
+    s = search(LIB("attention_1pass"), tiny, SearchOptions(sizes={"P": 8, "M": 8, "E": 2, "F": 2}))
+    # (64 - 2*2*(2+2)*2) bytes left; one query tile of 2 queries x (2 + 2 + 2) words x 2 bytes = 24
+    assert s.query_tiles_on_chip == (1,)
+
+
+def test_flat_spills_then_streams():
+    for n, where in ((16384, "buffer"), (262144, "dram")):
+        s = search(LIB("attention_3pass"), mapper.flat(), SearchOptions(sizes=dict(BERT_1K, P=n, M=n)))
+        assert s.residency["SN"] == where
+    s = search(LIB("attention_3pass"), mapper.flat(), SearchOptions(sizes=dict(BERT_1K, P=65536, M=65536)))
+    assert 0 < s.spill_fraction < 0.01
+
+
+def test_unfused_kernels():
+    s = search(LIB("attention_3pass"), mapper.unfused(), SearchOptions(sizes=BERT_1K, fuse=False))
+    assert s.kernels == (("QK", "S"), ("GM", "SN", "SD", "A"), ("AV",))
+    assert s.residency["S"] == s.residency["A"] == "dram"
+
+
+def test_no_unit_can_execute():
+    arch = mapper.fusemax()
+    no_div = arch.replace(arrays=(arch.array("2d"), mapper.PEArray(
+        name="1d", rows=1, cols=256, units=("mac", "max"), exp_on_mac=True, rf_words=32, rf_read_pj=0, rf_write_pj=0,
+        rf_area_um2=0)))
+    with pytest.raises(ScheduleError, match=r"no unit can execute Einsum AV \(operations: div; tried "
+                                            r"2d \(no 'div' unit\); 1d \(no 'div' unit\)\)"):
+        search(LIB("attention_1pass"), no_div, SearchOptions(sizes=BERT_1K))
+
+
+def test_tile_does_not_fit():
+    with pytest.raises(ScheduleError, match=r"the running state of one query tile \(256 queries x 260 bytes\) "
+                                            r"and the key tile \(131072 bytes\) do not fit the 65536-byte buffer"):
+        search(LIB("attention_1pass"), mapper.fusemax(buffer_bytes=65536), SearchOptions(sizes=BERT_1K))
+
+
+def test_sequence_not_divisible_by_the_tile():
+    with pytest.raises(ScheduleError, match=r"M = 1000 is not divisible by the key tile M0 = 256 "
+                                            r"\(the 2D array's rows\); choose a multiple of 256"):
+        search(LIB("attention_1pass"), mapper.fusemax(), SearchOptions(sizes=dict(BERT_1K, P=1000, M=1000)))
+
+
+def test_workload_sizes_do_not_fit_the_cascade():
+    with pytest.raises(ScheduleError, match=r"workload gives no size for rank\(s\) F of attention_1pass"):
+        search(LIB("attention_1pass"), mapper.fusemax(), SearchOptions(sizes={"P": 1024, "M": 1024, "E": 64}))
+
+
+def test_hand_written_schedule_is_checked():
+    s = search(LIB("attention_1pass"), mapper.fusemax(), SearchOptions(sizes=BERT_1K))
+    bad = mapper.Schedule(**{**s.__dict__, "binding": {**s.binding, "AV": "2d"}})
+    with pytest.raises(ScheduleError, match=r"Einsum AV needs 'div', which array '2d' cannot execute"):
+        mapper.check(LIB("attention_1pass"), bad, mapper.fusemax())
+    flat_bad = search(LIB("attention_1pass"), mapper.flat(), SearchOptions(sizes=BERT_1K))
+    flat_bad = mapper.Schedule(**{**flat_bad.__dict__, "binding": {**flat_bad.binding, "SLD": "2d"}})
+    with pytest.raises(ScheduleError, match=r"Einsum SLD is a reduce, which array '2d' does not run"):
+        mapper.check(LIB("attention_1pass"), flat_bad, mapper.flat())
+
+
+def test_bad_options():
+    with pytest.raises(ScheduleError, match="unknown objective 'speed'"):
+        SearchOptions(sizes=BERT_1K, objective="speed")
