@@ -460,6 +460,7 @@ _PRESETS = {"fusemax": fusemax, "flat": flat, "unfused": unfused}
 
 
 def presets() -> tuple[str, ...]:
+    """The names of the presets: ``fusemax``, ``flat``, ``unfused``."""
     return tuple(_PRESETS)
 
 

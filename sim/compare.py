@@ -36,6 +36,8 @@ CONFIGS = (
 
 
 def run_config(config: Config, w: Workload, *, array_dim: int = 256, end_to_end: bool = False) -> Report:
+    """Search the configuration's schedule for ``w`` and evaluate it (plus the GEMMs with
+    ``end_to_end``)."""
     arch = archs.preset(config.arch, array_dim=array_dim)
     cascade = einsum.library.get(config.cascade)
     schedule = search(

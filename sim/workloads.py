@@ -97,6 +97,7 @@ def parse_seq(text: str | int) -> int:
 
 
 def format_seq(n: int) -> str:
+    """``1024`` -> ``1K``, ``1048576`` -> ``1M``; other lengths as plain integers."""
     for unit, size in (("M", 1 << 20), ("K", 1 << 10)):
         if n % size == 0:
             return f"{n // size}{unit}"
@@ -104,6 +105,7 @@ def format_seq(n: int) -> str:
 
 
 def workload(model: str, seq: str | int, *, batch: int = 64) -> Workload:
+    """The named model's attention layer at sequence length ``seq`` (``1K``, ``64K``, ``4096``)."""
     if model not in MODELS:
         hint = difflib.get_close_matches(model, list(MODELS), n=1)
         extra = f" (did you mean {hint[0]!r}?)" if hint else ""

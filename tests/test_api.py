@@ -12,6 +12,8 @@ import pytest
 import einforge
 import einsum
 import golden
+import mapper
+import sim
 from einsum import builder
 
 DOC = (Path(__file__).resolve().parents[1] / "docs" / "api.md").read_text(encoding="utf-8")
@@ -23,7 +25,7 @@ def _documented(module: str) -> list[str]:
     return re.findall(r"^- `([A-Za-z_]\w*)`", section.group(1), re.M)
 
 
-@pytest.mark.parametrize("module", [einsum, builder, golden, einforge], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [einsum, builder, golden, einforge, mapper, sim], ids=lambda m: m.__name__)
 def test_all_matches_the_docs(module: ModuleType) -> None:
     assert sorted(module.__all__) == sorted(_documented(module.__name__))
     for name in module.__all__:
