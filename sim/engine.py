@@ -100,9 +100,6 @@ def simulate_kernel(
         if t.prev and g % steps:
             for p in t.prev:
                 s = max(s, ready[(g - 1, p)])
-        if t.final:
-            for p in t.deps:
-                s = max(s, ready.get((g, p), 0.0))
         if t.reads_dram and not t.final:
             if g not in dram_done:
                 ds = max(dram_free, min((v for (gg, _), v in start.items() if gg == g - 2), default=0.0))

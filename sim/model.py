@@ -47,8 +47,6 @@ def _sizes(
     """Full rank sizes and the sizes of one tile."""
     lay = layout(cascade)
     full = {r: v for r, v in workload.sizes.items()}
-    if cascade.name == "matmul":
-        full = {}
     missing = [r for r in cascade.ranks if r not in full and r not in (lay.key, lay.step)]
     if lay.whole is None:
         missing = [r for r in cascade.ranks if r not in full]
