@@ -21,11 +21,12 @@ from typing import Any
 import einsum
 from einsum._expr import Access, Expr, Reduce, walk
 from mapper.arch import ArchSpec, PEArray
-from mapper.errors import ScheduleError
+from mapper.errors import ArchError, ScheduleError
 
 __all__ = [
     "EinsumFacts",
     "einsum_cycles",
+    "exposed_latency",
     "systolic_gemm_cycles",
     "Schedule",
     "check",
@@ -68,8 +69,7 @@ def _kind(expr: Expr, reduced: list[str]) -> str:
     if isinstance(expr, Reduce):
         return "reduce"
     if reduced:
-        tensors = [a for a in _accesses(expr) if not isinstance(a, Reduce)]
-        return "contraction" if len(tensors) >= 2 else "reduce"
+        return "contraction" if len(_accesses(expr)) >= 2 else "reduce"
     return "map"
 
 
@@ -228,7 +228,7 @@ def check(cascade: einsum.Cascade, schedule: Schedule, arch: ArchSpec) -> None:
             continue
         try:
             arr = arch.array(arr_name)
-        except Exception as exc:  # ArchError with a did-you-mean
+        except ArchError as exc:  # names the arrays there are, with a did-you-mean
             problems.append(f"Einsum {name}: {exc}")
             continue
         ops = fu_ops(f.counts.at(_twos(cascade)), arr)
@@ -348,3 +348,14 @@ def einsum_cycles(
             n_ = sizes[rows_rank] if rows_rank in fact.ranks else 1
             cycles = extra * systolic_gemm_cycles(m_, n_, temporal, array.cols, array.rows, "os")
     return cycles
+
+
+def exposed_latency(f: EinsumFacts, arr: PEArray, spatial: Mapping[str, tuple[str, ...]]) -> int:
+    """A max reduced across a 2D array's rows passes through a chain of comparators, one per row;
+    sums ride the MACs' accumulation (their fill and drain is the systolic option)."""
+    if not arr.is_2d:
+        return 0
+    rows_rank = spatial[arr.name][0]
+    if rows_rank in f.reduced and f.kind == "reduce" and f.counts.at({r: 2 for r in f.ranks})["max"]:
+        return arr.rows
+    return 0

@@ -28,7 +28,7 @@ from collections.abc import Mapping
 import einsum
 from mapper.arch import ArchSpec, PEArray
 from mapper.errors import ScheduleError
-from mapper.schedule import EinsumFacts, Schedule, check, einsum_cycles, einsum_facts, fu_ops
+from mapper.schedule import EinsumFacts, Schedule, check, einsum_cycles, einsum_facts, exposed_latency, fu_ops
 
 __all__ = ["SearchOptions", "search", "layout"]
 
@@ -228,7 +228,7 @@ def search(cascade: einsum.Cascade, arch: ArchSpec, options: SearchOptions) -> S
     lookahead = 0
     if options.interleave:
         load = max(_loads(facts, binding, arch, spatial, tile).values())
-        latency = max((_exposed_latency(f, arch.array(binding[f.name]), spatial) for f in facts), default=0)
+        latency = max((exposed_latency(f, arch.array(binding[f.name]), spatial) for f in facts), default=0)
         lookahead = 1 + (math.ceil(latency / load) if latency and load else 0)
     schedule = Schedule(
         cascade=cascade.name,
@@ -248,17 +248,6 @@ def search(cascade: einsum.Cascade, arch: ArchSpec, options: SearchOptions) -> S
     )
     check(cascade, schedule, arch)
     return schedule
-
-
-def _exposed_latency(f: EinsumFacts, arr: PEArray, spatial: Mapping[str, tuple[str, ...]]) -> int:
-    """A max reduced across a 2D array's rows passes through a chain of comparators, one per row;
-    sums ride the MACs' accumulation (their fill and drain is the systolic option)."""
-    if not arr.is_2d:
-        return 0
-    rows_rank = spatial[arr.name][0]
-    if rows_rank in f.reduced and f.kind == "reduce" and f.counts.at({r: 2 for r in f.ranks})["max"]:
-        return arr.rows
-    return 0
 
 
 def _loads(facts, binding, arch, spatial, tile) -> dict[str, float]:  # type: ignore[no-untyped-def]

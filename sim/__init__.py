@@ -7,7 +7,8 @@ FuseMax evaluation and sweeps over them. May import ``einsum`` and ``mapper``.
 """
 
 from sim.compare import CONFIGS, Config, compare, run_config
-from sim.model import ENERGY_OF, EvaluationError, evaluate, gemm_report
+from sim.errors import EvaluationError
+from sim.model import ENERGY_OF, evaluate, gemm_report
 from sim.report import Report, plot_compare, table
 from sim.workloads import MODELS, SEQ_LENGTHS, Model, Workload, format_seq, parse_seq, workload
 

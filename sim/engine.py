@@ -20,6 +20,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
+from sim.errors import EvaluationError
+
 __all__ = ["KernelTiming", "Task", "simulate_kernel"]
 
 
@@ -147,7 +149,11 @@ def simulate_kernel(
                     progressed = True
             if not progressed:
                 stuck = {u: q[0][1].name for u, q in queue.items() if q}
-                raise RuntimeError(f"schedule deadlocks at tile {g}: waiting {stuck}")
+                waits = ", ".join(f"{u}: {n}" for u, n in stuck.items())
+                raise EvaluationError(
+                    f"the schedule cannot make progress at tile {g}: each array waits on a result "
+                    f"that comes later in another's program ({waits})"
+                )
 
     def state(g: int) -> tuple[float, tuple[float, ...]]:
         ref = max(free.values())

@@ -11,19 +11,15 @@ import math
 from collections.abc import Callable, Mapping
 
 import einsum
-from einsum.errors import EinforgeError
 from mapper.arch import ArchSpec, PEArray
-from mapper.schedule import EinsumFacts, Schedule, check, einsum_cycles, einsum_facts
+from mapper.schedule import EinsumFacts, Schedule, check, einsum_cycles, einsum_facts, exposed_latency
 from mapper.search import layout
 from sim.engine import Task, simulate_kernel
+from sim.errors import EvaluationError
 from sim.report import Report
 from sim.workloads import Workload
 
-__all__ = ["ENERGY_OF", "EvaluationError", "evaluate", "gemm_report"]
-
-
-class EvaluationError(EinforgeError, ValueError):
-    """A workload does not fit the cascade or the schedule, or a report fails its self-checks."""
+__all__ = ["ENERGY_OF", "evaluate", "gemm_report"]
 
 
 def _exp_pj(arr: PEArray, arch: ArchSpec) -> float:
@@ -48,8 +44,6 @@ def _sizes(
     lay = layout(cascade)
     full = {r: v for r, v in workload.sizes.items()}
     missing = [r for r in cascade.ranks if r not in full and r not in (lay.key, lay.step)]
-    if lay.whole is None:
-        missing = [r for r in cascade.ranks if r not in full]
     if missing:
         raise EvaluationError(
             f"workload {workload.model} gives no size for rank(s) {', '.join(missing)} "
@@ -239,8 +233,6 @@ def _reads(e: einsum.Einsum) -> set[str]:
 
 
 def _tasks(kernel, facts, schedule, arch, tile, systolic, lay, cascade) -> list[Task]:  # type: ignore[no-untyped-def]
-    from mapper.search import _exposed_latency
-
     names = set(kernel)
     tasks: list[Task] = []
     unit_of = {n: schedule.binding[n] for n in kernel}
@@ -266,7 +258,7 @@ def _tasks(kernel, facts, schedule, arch, tile, systolic, lay, cascade) -> list[
                 name=n,
                 unit=arr.name,
                 cycles=einsum_cycles(f, arr, schedule.spatial[arr.name], tile, systolic=systolic),
-                latency=_exposed_latency(f, arr, schedule.spatial),
+                latency=exposed_latency(f, arr, schedule.spatial),
                 deps=deps,
                 prev=prev,
                 final=final,

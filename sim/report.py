@@ -35,13 +35,7 @@ class Report:
     interleave: bool
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["utilization"] = {
-            "2d": self.utilization.get("2d", 0.0),
-            "1d": self.utilization.get("1d", 0.0),
-            **dict(self.utilization),
-        }
-        return d
+        return dataclasses.asdict(self)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())

@@ -70,3 +70,10 @@ def test_area_per_component():
     # a FuseMax 2D PE: MAC 1545 + max 49.29 + register file 4256 um^2
     assert area["2d"] == pytest.approx(256 * 256 * (1545 + 49.29 + 4256))
     assert area["buffer"] == pytest.approx(94_176_256)
+
+
+def test_non_numeric_field_and_bad_preset_parameter():
+    with pytest.raises(ArchError, match=r"architecture 'fusemax': clock_hz must be a finite number, found 'fast'"):
+        mapper.fusemax(clock_hz="fast")
+    with pytest.raises(ArchError, match=r"preset 'flat': .*unexpected keyword argument 'rows'"):
+        mapper.preset("flat", rows=8)

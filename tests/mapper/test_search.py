@@ -95,3 +95,10 @@ def test_hand_written_schedule_is_checked():
 def test_bad_options():
     with pytest.raises(ScheduleError, match="unknown objective 'speed'"):
         SearchOptions(sizes=BERT_1K, objective="speed")
+
+
+def test_a_score_row_that_does_not_fit():
+    with pytest.raises(ScheduleError, match=r"a row of M = 1048576 words \(2097152 bytes\) does not fit the "
+                                            r"1048576-byte buffer beside the key tile \(131072 bytes\)"):
+        search(LIB("attention_3pass"), mapper.flat(buffer_bytes=1 << 20),
+               SearchOptions(sizes=dict(BERT_1K, P=1 << 20, M=1 << 20)))

@@ -101,3 +101,14 @@ def test_steady_state_jump_is_exact(interleave, query_tiles, steps):
     assert full.simulated_tiles == query_tiles * steps
     if query_tiles * steps >= 50:
         assert jumped.simulated_tiles < full.simulated_tiles
+
+
+def test_a_schedule_that_cannot_progress_is_a_typed_error():
+    a = sim.engine.Task(name="A", unit="2d", cycles=1, latency=0, deps=("B",), prev=(), final=False, head=False,
+                        reads_dram=False)
+    b = sim.engine.Task(name="B", unit="1d", cycles=1, latency=0, deps=("A",), prev=(), final=False, head=False,
+                        reads_dram=False)
+    with pytest.raises(sim.EvaluationError, match=r"the schedule cannot make progress at tile 0: each array "
+                                                   r"waits on a result that comes later in another's program "
+                                                   r"\(1d: B, 2d: A\)"):
+        simulate_kernel([a, b], query_tiles=1, steps=1, lookahead=0, interleave=True, dram_cycles_per_tile=0)
