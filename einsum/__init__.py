@@ -31,6 +31,7 @@ from einsum._expr import (
     TopK,
     Var,
 )
+from einsum._fixed import Fixed, exp2_coefficients, log2e_raw
 from einsum._ir import Cascade
 from einsum._parse import parse, parse_expr
 from einsum._plan import Stage
@@ -58,6 +59,7 @@ __all__ = [
     "Einsum",
     "EinsumError",
     "Expr",
+    "Fixed",
     "Func",
     "Input",
     "Neg",
@@ -80,7 +82,9 @@ __all__ = [
     "builder",
     "dependency_graph",
     "eval_params",
+    "exp2_coefficients",
     "library",
+    "log2e_raw",
     "op_counts",
     "parse",
     "parse_expr",

@@ -1,0 +1,167 @@
+"""Cycle-level valid/ready stream agents for cocotb 2.x, the same on Verilator and Icarus.
+
+Every cycle the clock loop calls ``drive()`` on each agent at the falling edge (inputs change
+mid-cycle), waits for ``ReadOnly`` (combinational logic settled) and calls ``sample()``: a transfer
+happens at the next rising edge when valid and ready are both high. A driver, once it raises valid,
+holds it and its payload until the transfer (the stream rule); gaps fall only between items.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
+
+__all__ = ["Driver", "Monitor", "Scoreboard", "clock_loop", "config", "pack", "reset", "unpack", "write_result"]
+
+
+def pack(values: Iterable[int], width: int) -> int:
+    """Pack signed or unsigned ints LSB first (element 0 in the low bits, as Amaranth lays out arrays)."""
+    out, mask = 0, (1 << width) - 1
+    for i, v in enumerate(values):
+        out |= (int(v) & mask) << (i * width)
+    return out
+
+
+def unpack(word: int, width: int, count: int, signed: bool = True) -> list[int]:
+    mask, out = (1 << width) - 1, []
+    for i in range(count):
+        v = (word >> (i * width)) & mask
+        out.append(v - (1 << width) if signed and v >> (width - 1) else v)
+    return out
+
+
+class Driver:
+    """Drives ``<name>__valid`` and ``__payload`` from a queue; random gaps with probability ``gap``."""
+
+    def __init__(self, dut: Any, name: str, rng: random.Random, gap: float = 0.0) -> None:
+        self.valid = getattr(dut, f"{name}__valid")
+        self.ready = getattr(dut, f"{name}__ready")
+        self.payload = getattr(dut, f"{name}__payload")
+        self.name, self.rng, self.gap = name, rng, gap
+        self.queue: deque[int] = deque()
+        self.presenting = False
+        self.transfers = 0
+
+    def drive(self) -> None:
+        if not self.presenting and self.queue and self.rng.random() >= self.gap:
+            self.presenting = True
+        self.valid.value = int(self.presenting)
+        if self.presenting:
+            self.payload.value = self.queue[0]
+
+    def sample(self) -> bool:
+        if self.presenting and int(self.ready.value) == 1:
+            self.queue.popleft()
+            self.presenting = False
+            self.transfers += 1
+            return True
+        return False
+
+
+class Monitor:
+    """Drives ``<name>__ready`` (low with probability ``backpressure``) and collects transfers."""
+
+    def __init__(self, dut: Any, name: str, rng: random.Random, backpressure: float = 0.0) -> None:
+        self.valid = getattr(dut, f"{name}__valid")
+        self.ready = getattr(dut, f"{name}__ready")
+        self.payload = getattr(dut, f"{name}__payload")
+        self.name, self.rng, self.backpressure = name, rng, backpressure
+        self.items: list[int] = []
+        self.ready_now = False
+
+    def drive(self) -> None:
+        self.ready_now = self.rng.random() >= self.backpressure
+        self.ready.value = int(self.ready_now)
+
+    def sample(self) -> int | None:
+        if self.ready_now and int(self.valid.value) == 1:
+            word = int(self.payload.value)
+            self.items.append(word)
+            return word
+        return None
+
+
+class Scoreboard:
+    """Compares what a monitor saw with what the golden model expects, item by item."""
+
+    def __init__(self, log: Any) -> None:
+        self.log = log
+        self.mismatches = 0
+        self.compared = 0
+        self.first: list[str] = []
+
+    def compare(self, what: str, got: Sequence[int], expected: Sequence[int]) -> None:
+        self.compared += 1
+        if list(got) != list(expected):
+            self.mismatches += 1
+            if len(self.first) < 5:
+                msg = f"{what}: got {list(got)}, expected {list(expected)}"
+                self.first.append(msg)
+                self.log.error(msg)
+
+
+async def reset(dut: Any, agents: Sequence[Driver | Monitor], cycles: int = 2) -> None:
+    """Hold reset for ``cycles`` rising edges with every input driven (Icarus reads undriven as Z)."""
+    await FallingEdge(dut.clk)
+    dut.rst.value = 1
+    for a in agents:
+        if isinstance(a, Driver):
+            a.valid.value = 0
+            a.payload.value = 0
+        else:
+            a.ready.value = 0
+    for _ in range(cycles):
+        await RisingEdge(dut.clk)
+    await FallingEdge(dut.clk)
+    dut.rst.value = 0
+
+
+async def clock_loop(dut: Any, drivers: Sequence[Driver], monitors: Sequence[Monitor],
+                     on_transfer: Callable[[str, int | None, int], None], done: Callable[[], bool],
+                     max_cycles: int) -> int:
+    """Run cycles until ``done()``; ``on_transfer(stream, payload, cycle)`` for every transfer."""
+    cycle = 0
+    while not done():
+        if cycle >= max_cycles:
+            raise AssertionError(f"timeout: {max_cycles} cycles without finishing "
+                                 f"(pending inputs: {[(d.name, len(d.queue)) for d in drivers]})")
+        await FallingEdge(dut.clk)
+        for d in drivers:
+            d.drive()
+        for mon in monitors:
+            mon.drive()
+        await ReadOnly()
+        for d in drivers:
+            if str(d.ready.value) not in ("0", "1"):
+                raise AssertionError(f"{d.name} ready is {d.ready.value} at cycle {cycle}; rst={dut.rst.value} valid={d.valid.value}")
+            if d.sample():
+                on_transfer(d.name, None, cycle)
+        for mon in monitors:
+            word = mon.sample()
+            if word is not None:
+                on_transfer(mon.name, word, cycle)
+        cycle += 1
+    return cycle
+
+
+def config() -> dict[str, Any]:
+    raw = os.environ.get("EINFORGE_TB")
+    if not raw:
+        raise RuntimeError("EINFORGE_TB is not set: run testbenches through `einforge rtl check` or tests/rtl")
+    cfg: dict[str, Any] = json.loads(raw)
+    return cfg
+
+
+def write_result(cfg: dict[str, Any], result: dict[str, Any]) -> None:
+    path = cfg.get("result")
+    if path:
+        tmp = f"{path}.tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(result, fh)
+        os.replace(tmp, path)

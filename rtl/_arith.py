@@ -1,0 +1,72 @@
+"""Fixed-point arithmetic as Amaranth expressions: the hardware twin of ``golden.fixed``.
+
+Each helper mirrors one function of ``golden._fxkernels`` (same name, same rounding and
+saturation, same order), which is what makes the RTL bit-exact against the golden model.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Const, Mux, Value, signed
+
+from einsum import Fixed, exp2_coefficients, log2e_raw
+
+__all__ = ["ExpSteps", "fit", "round_shift", "round_shift_var"]
+
+
+def round_shift(v: Value, s: int, nearest: bool) -> Value:
+    """``v / 2**s``: half up (``(v + 2**(s-1)) >> s``) or an arithmetic shift (towards -inf)."""
+    if s <= 0:
+        return v << -s
+    if nearest:
+        return (v + (1 << (s - 1))) >> s
+    return v >> s
+
+
+def round_shift_var(v: Value, s: Value, nearest: bool) -> Value:
+    """``round_shift`` by a variable amount: ``((v << 1) >> s) + 1) >> 1`` rounds half up exactly."""
+    if nearest:
+        return (((v << 1) >> s) + 1) >> 1
+    return v >> s
+
+
+def fit(v: Value, width: int, saturate: bool) -> Value:
+    """``v`` brought into ``width`` signed bits: clamped, or wrapped (the low bits kept)."""
+    lo, hi = -(1 << (width - 1)), (1 << (width - 1)) - 1
+    low_bits = v[:width].as_signed() if len(v) >= width else v.as_signed()
+    if not saturate:
+        return low_bits
+    return Mux(v < lo, Const(lo, signed(width)), Mux(v > hi, Const(hi, signed(width)), low_bits))
+
+
+class ExpSteps:
+    """The exp-as-MACs sequence (``golden._fxkernels.fx_exp``) for one PE with one multiplier.
+
+    Step 0 multiplies ``min(x, 0)`` by log2(e); steps 1..degree are Horner MACs; step
+    ``degree + 1`` is the rounding shift. A PE runs ``cycles`` steps, one per clock.
+    """
+
+    def __init__(self, fmt: Fixed, degree: int) -> None:
+        self.fmt = fmt
+        self.degree = degree
+        self.coeffs = exp2_coefficients(fmt, degree)
+        self.log2e = log2e_raw(fmt)
+        self.nearest = fmt.rounding == "nearest"
+        self.saturate = fmt.overflow == "saturate"
+
+    @property
+    def cycles(self) -> int:
+        return self.degree + 2
+
+    def operand_width(self) -> int:
+        """Signed width that holds every multiplier operand of the sequence."""
+        return max(self.fmt.width, self.fmt.frac + 3, max(c.bit_length() for c in self.coeffs) + 1)
+
+    def split(self, t: Value) -> tuple[Value, Value]:
+        """``(n, f)``: ``n = floor(t)`` (an integer <= 0) and ``f = t - n`` as ``frac`` raw bits."""
+        f = self.fmt.frac
+        return t >> f, t[:f] if f else Const(0, 1)
+
+    def shift_amount(self, n: Value) -> Value:
+        """``min(-n, frac + 3)``: further shifts give 0 anyway (the golden model clamps the same)."""
+        cap = self.fmt.frac + 3
+        return Mux(-n > cap, cap, -n)[: cap.bit_length()]

