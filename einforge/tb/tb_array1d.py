@@ -1,0 +1,96 @@
+"""Testbench of ``rtl.Array1D``: the 2D array's side (LM, SLD, SLNV) is played by random tiles."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import cocotb
+import numpy as np
+from cocotb.clock import Clock
+
+from einforge.tb.streams import Driver, Monitor, Scoreboard, clock_loop, config, pack, reset, unpack, write_result
+from einsum import Fixed
+from golden import fixed
+from rtl.array1d import Array1DCycles
+
+
+def make_blocks(rng: random.Random, p: dict[str, Any], fmt: Fixed, count: int) -> list[dict[str, Any]]:
+    """Query blocks of 1-4 tiles: ordinary scores, saturating extremes, all-equal; expected outputs."""
+    nrng = np.random.default_rng(rng.getrandbits(32))
+    n, f = p["pes"], p["f"]
+    blocks = []
+    for _ in range(count):
+        tiles, state, rms, av = [], None, [], None
+        ntiles = rng.randint(1, 4)
+        for t in range(ntiles):
+            kind = rng.choices(["normal", "extreme", "equal"], weights=[8, 1, 1])[0]
+            if kind == "normal":
+                lm = fmt.quantize(nrng.normal(0, 3, n))
+                sld = fmt.quantize(nrng.uniform(0, 4, n))
+                slnv = fmt.quantize(nrng.normal(0, 2, (f, n)))
+            elif kind == "extreme":
+                pick = [fmt.min_raw, fmt.max_raw, 0, 1, -1]
+                lm, sld, slnv = (nrng.choice(pick, size=s) for s in (n, n, (f, n)))
+            else:
+                val = int(fmt.quantize(rng.uniform(-2, 2)))
+                lm, sld, slnv = (np.full(s, val, np.int64) for s in (n, n, (f, n)))
+            lm, sld, slnv = (np.asarray(a, np.int64) for a in (lm, sld, slnv))
+            rm, state, av = fixed.tile1d(lm, sld, slnv, state, fmt, degree=p["degree"], last=t == ntiles - 1)
+            tiles.append({"lm": lm, "sl": [sld, *slnv], "last": t == ntiles - 1})
+            rms.append(list(rm))
+        assert av is not None
+        blocks.append({"tiles": tiles, "rm": rms, "av": [list(row) for row in av]})
+    return blocks
+
+
+async def run_phase(dut: Any, p: dict[str, Any], fmt: Fixed, blocks: list[dict[str, Any]], rng: random.Random,
+                    gap: float, backpressure: float, board: Scoreboard) -> int:
+    w, n = fmt.width, p["pes"]
+    lm = Driver(dut, "lm_in", rng, gap)
+    sl = Driver(dut, "sl_in", rng, gap)
+    rm = Monitor(dut, "rm_out", rng, backpressure)
+    av = Monitor(dut, "av_out", rng, backpressure)
+    await reset(dut, [lm, sl, rm, av])
+    exp_rm, exp_av = [], []
+    for bi, b in enumerate(blocks):
+        for ti, t in enumerate(b["tiles"]):
+            lm.queue.append(pack(t["lm"], w) | int(t["last"]) << (n * w))
+            sl.queue.extend(pack(v, w) for v in t["sl"])
+            exp_rm.append((f"block {bi} tile {ti} RM", b["rm"][ti]))
+        exp_av.extend((f"block {bi} AV[f={j}]", row) for j, row in enumerate(b["av"]))
+    first_in, last_out, seen = [None], [0], {"rm_out": 0, "av_out": 0}
+
+    def on_transfer(name: str, word: int | None, cycle: int) -> None:
+        if word is None:
+            if first_in[0] is None:
+                first_in[0] = cycle
+            return
+        last_out[0] = cycle
+        what, expected = (exp_rm if name == "rm_out" else exp_av)[seen[name]]
+        board.compare(what, unpack(word, w, n), expected)
+        seen[name] += 1
+
+    budget = 200 + 20 * sum(Array1DCycles(n, p["f"], p["degree"]).block_interval(len(b["tiles"])) for b in blocks)
+    await clock_loop(dut, [lm, sl], [rm, av], on_transfer,
+                     lambda: seen["av_out"] >= len(exp_av) and seen["rm_out"] >= len(exp_rm), budget)
+    return last_out[0] - (first_in[0] or 0) + 1
+
+
+@cocotb.test()
+async def array1d(dut: Any) -> None:
+    cfg = config()
+    p = cfg["params"]
+    fmt = Fixed(p["width"], p["frac"])
+    rng = random.Random(cfg["seed"])
+    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+    board = Scoreboard(dut._log)
+    timed = make_blocks(rng, p, fmt, min(cfg["items"], 3))
+    cycles = await run_phase(dut, p, fmt, timed, rng, 0.0, 0.0, board)
+    await run_phase(dut, p, fmt, make_blocks(rng, p, fmt, cfg["items"]), rng, cfg.get("gap", 0.3),
+                    cfg.get("backpressure", 0.3), board)
+    model = Array1DCycles(p["pes"], p["f"], p["degree"]).cycles([len(b["tiles"]) for b in timed])
+    write_result(cfg, {"mismatches": board.mismatches, "compared": board.compared, "cycles": cycles,
+                       "model_cycles": model, "timed_items": len(timed), "first_mismatches": board.first})
+    assert board.mismatches == 0, f"{board.mismatches} mismatches; first: {board.first}"
+    assert cycles == model, f"measured {cycles} cycles for {len(timed)} query blocks; the model says {model}"
