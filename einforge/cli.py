@@ -201,6 +201,9 @@ def _parser() -> argparse.ArgumentParser:
     from einforge import cli_sim
 
     cli_sim.add_parsers(sub)
+    from einforge import cli_rtl
+
+    cli_rtl.add_parsers(sub)
     return parser
 
 

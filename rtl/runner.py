@@ -93,7 +93,8 @@ class Build:
     verilog: Path
     waves: bool
 
-    def test(self, test_module: str, *, env: dict[str, str], results_name: str = "results.xml") -> int:
+    def test(self, test_module: str, *, env: dict[str, str], results_name: str = "results.xml",
+             log_file: Path | None = None) -> int:
         """Run ``test_module`` (cocotb tests) on this model; returns how many of its tests failed."""
         from cocotb_tools.runner import get_results, get_runner
 
@@ -103,6 +104,7 @@ class Build:
                 hdl_toplevel=self.toplevel, hdl_toplevel_lang="verilog", test_module=test_module,
                 build_dir=self.build_dir,
                 test_dir=self.build_dir, extra_env=env, waves=self.waves, results_xml=results_name,
+                log_file=log_file,
             ))
         except SystemExit as exc:  # cocotb's runner exits when the simulator fails to start
             raise SimulatorError(f"{self.sim}: running {test_module} on {self.toplevel} failed "

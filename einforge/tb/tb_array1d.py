@@ -20,11 +20,13 @@ def make_blocks(rng: random.Random, p: dict[str, Any], fmt: Fixed, count: int) -
     nrng = np.random.default_rng(rng.getrandbits(32))
     n, f = p["pes"], p["f"]
     blocks = []
-    for _ in range(count):
+    for bi in range(count):
         tiles, state, rms, av = [], None, [], None
         ntiles = rng.randint(1, 4)
         for t in range(ntiles):
-            kind = rng.choices(["normal", "extreme", "equal"], weights=[8, 1, 1])[0]
+            # every run of 3 or more blocks has a saturating and an all-equal tile, at fixed places
+            kind = {1: "extreme", 2: "equal"}.get(bi) if count > 2 and t == 0 else None
+            kind = kind or rng.choices(["normal", "extreme", "equal"], weights=[8, 1, 1])[0]
             if kind == "normal":
                 lm = fmt.quantize(nrng.normal(0, 3, n))
                 sld = fmt.quantize(nrng.uniform(0, 4, n))

@@ -21,7 +21,9 @@ def make_tiles(rng: random.Random, p: dict[str, Any], fmt: Fixed, count: int) ->
     rows, cols, e, f = p["rows"], p["cols"], p["e"], p["f"]
     tiles, running = [], None
     for i in range(count):
-        kind = rng.choices(["normal", "extreme", "equal"], weights=[8, 1, 1])[0]
+        # every run of 3 or more tiles has a saturating and an all-equal tile, at fixed places
+        kind = {1: "extreme", 2: "equal"}.get(i) if count > 2 else None
+        kind = kind or rng.choices(["normal", "extreme", "equal"], weights=[8, 1, 1])[0]
         if kind == "normal":
             scale = rng.choice([0.25, 0.5, 1.0, 2.0])
             q, k, v = (fmt.quantize(nrng.normal(0, scale, size=s)) for s in ((cols, e), (rows, e), (rows, f)))

@@ -17,9 +17,12 @@ def make_vectors(rng: random.Random, p: dict[str, Any], count: int, vary: bool) 
     n_max, w = p["n"], p["width"]
     lo, hi = -(1 << (w - 1)), (1 << (w - 1)) - 1
     vectors = []
+    # corner cases first in every run of 4 or more: all equal with k = 1 and k = n, saturating values
+    corners = [("equal", 1), ("equal", -1), ("extreme", -1), ("sorted", 1)] if count >= 4 else []
     for i in range(count):
         n = rng.randint(1, n_max) if vary else n_max
-        kind = rng.choices(["wide", "ties", "equal", "extreme", "sorted"], weights=[4, 4, 1, 1, 1])[0]
+        kind, corner_k = corners[i] if i < len(corners) else (None, None)
+        kind = kind or rng.choices(["wide", "ties", "equal", "extreme", "sorted"], weights=[4, 4, 1, 1, 1])[0]
         if kind == "wide":
             scores = [rng.randint(lo, hi) for _ in range(n)]
         elif kind == "ties":
@@ -34,6 +37,8 @@ def make_vectors(rng: random.Random, p: dict[str, Any], count: int, vary: bool) 
                 scores.reverse()
         if p.get("k") is not None and not vary:
             k = p["k"]
+        elif corner_k is not None:
+            k = corner_k if corner_k > 0 else n
         else:
             k = rng.choice([1, n, rng.randint(1, n)])
         vectors.append((scores, k))

