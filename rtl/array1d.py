@@ -29,7 +29,7 @@ from amaranth.lib.wiring import In, Out
 
 from einsum import Fixed
 from rtl._arith import ExpSteps, fit, round_shift, round_shift_var
-from rtl._params import check_int
+from rtl._params import DEFAULT_FORMAT, check_int
 
 __all__ = ["Array1D", "Array1DCycles"]
 
@@ -59,19 +59,21 @@ class Array1DCycles:
 class Array1D(wiring.Component):
     """``pes`` PEs (one query each); ``f`` is the value width (columns of RNV and AV)."""
 
-    def __init__(self, *, pes: int = 4, f: int = 4, fmt: Fixed = Fixed(16, 8), degree: int = 3) -> None:
+    def __init__(self, *, pes: int = 4, f: int = 4, fmt: Fixed = DEFAULT_FORMAT, degree: int = 3) -> None:
         self.pes = check_int("array1d", "pes", pes, 1, 256)
         self.f = check_int("array1d", "f", f, 1, 4096)
         self.fmt = fmt
         self.exp = ExpSteps(fmt, check_int("array1d", "degree", degree, 1, 8))
         self.model = Array1DCycles(pes, f, degree)
         vec = data.ArrayLayout(signed(fmt.width), pes)
-        super().__init__({
-            "lm_in": In(stream.Signature(data.StructLayout({"lm": vec, "last": 1}))),
-            "rm_out": Out(stream.Signature(vec)),
-            "sl_in": In(stream.Signature(vec)),
-            "av_out": Out(stream.Signature(vec)),
-        })
+        super().__init__(
+            {
+                "lm_in": In(stream.Signature(data.StructLayout({"lm": vec, "last": 1}))),
+                "rm_out": Out(stream.Signature(vec)),
+                "sl_in": In(stream.Signature(vec)),
+                "av_out": Out(stream.Signature(vec)),
+            }
+        )
 
     def _divide(self, a: Value, b: Value) -> Value:
         """``golden._fxkernels.fx_div``: sign and magnitude, rounded division, ``b == 0`` saturates."""
@@ -158,8 +160,9 @@ class Array1D(wiring.Component):
                                     m.d.comb += coeff.eq(ex.coeffs[ex.degree - i])
                         m.d.sync += st["y"].eq(round_shift(st["prod"], fr, nearest) + coeff)
                     with m.Else():
-                        m.d.sync += st["prm"].eq(fit(round_shift_var(st["y"], ex.shift_amount(st["n"]), nearest),
-                                                     w, sat))
+                        m.d.sync += st["prm"].eq(
+                            fit(round_shift_var(st["y"], ex.shift_amount(st["n"]), nearest), w, sat)
+                        )
                 m.d.sync += step.eq(step + 1)
                 with m.If(step == ex.cycles - 1):
                     m.next = "SLD"

@@ -31,7 +31,7 @@ from amaranth.lib.wiring import In, Out
 
 from einsum import Fixed
 from rtl._arith import ExpSteps, fit, round_shift, round_shift_var
-from rtl._params import check_int
+from rtl._params import DEFAULT_FORMAT, check_int
 
 __all__ = ["Array2D", "Array2DCycles"]
 
@@ -64,8 +64,17 @@ class Array2DCycles:
 class Array2D(wiring.Component):
     """``rows x cols`` PEs; ``e`` and ``f`` are the tile's embedding and value widths."""
 
-    def __init__(self, *, rows: int = 4, cols: int = 4, e: int = 8, f: int = 4,
-                 fmt: Fixed = Fixed(16, 8), degree: int = 3, acc_width: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        rows: int = 4,
+        cols: int = 4,
+        e: int = 8,
+        f: int = 4,
+        fmt: Fixed = DEFAULT_FORMAT,
+        degree: int = 3,
+        acc_width: int | None = None,
+    ) -> None:
         self.rows = check_int("array2d", "rows", rows, 1, 64)
         self.cols = check_int("array2d", "cols", cols, 1, 64)
         self.e = check_int("array2d", "e", e, 1, 4096)
@@ -78,13 +87,15 @@ class Array2D(wiring.Component):
         w = fmt.width
         vec_r = data.ArrayLayout(signed(w), rows)
         vec_c = data.ArrayLayout(signed(w), cols)
-        super().__init__({
-            "qk_in": In(stream.Signature(data.StructLayout({"k": vec_r, "q": vec_c}))),
-            "lm_out": Out(stream.Signature(vec_c)),
-            "rm_in": In(stream.Signature(vec_c)),
-            "v_in": In(stream.Signature(vec_r)),
-            "o": Out(stream.Signature(vec_c)),
-        })
+        super().__init__(
+            {
+                "qk_in": In(stream.Signature(data.StructLayout({"k": vec_r, "q": vec_c}))),
+                "lm_out": Out(stream.Signature(vec_c)),
+                "rm_in": In(stream.Signature(vec_c)),
+                "v_in": In(stream.Signature(vec_r)),
+                "o": Out(stream.Signature(vec_c)),
+            }
+        )
 
     def elaborate(self, platform):  # type: ignore[no-untyped-def]
         m = Module()
@@ -131,7 +142,7 @@ class Array2D(wiring.Component):
         with m.FSM():
             with m.State("QK"):
                 m.d.comb += self.qk_in.ready.eq(1)
-                for (r, c), (ma, mb, prod) in prods.items():
+                for (r, c), (ma, mb, _) in prods.items():
                     m.d.comb += [ma.eq(self.qk_in.payload.k[r]), mb.eq(self.qk_in.payload.q[c])]
                 with m.If(self.qk_in.valid):
                     for (r, c), (_, _, prod) in prods.items():
@@ -174,8 +185,9 @@ class Array2D(wiring.Component):
                                     m.d.comb += coeff.eq(ex.coeffs[ex.degree - i])
                         m.d.sync += ys[r, c].eq(round_shift(prod, fr, nearest) + coeff)
                     with m.Else():
-                        m.d.sync += sln[r, c].eq(fit(round_shift_var(ys[r, c], ex.shift_amount(ns[r, c]),
-                                                                     nearest), w, sat))
+                        m.d.sync += sln[r, c].eq(
+                            fit(round_shift_var(ys[r, c], ex.shift_amount(ns[r, c]), nearest), w, sat)
+                        )
                 m.d.sync += step.eq(step + 1)
                 with m.If(step == ex.cycles - 1):
                     m.next = "SLD"

@@ -1,8 +1,8 @@
 """The block catalogue: names, parameters with defaults, and how to build each block.
 
-    >>> from rtl.blocks import resolve
-    >>> resolve("topk", {"n": "20"})
-    {'n': 20, 'parallelism': 4, 'width': 16}
+>>> from rtl.blocks import resolve
+>>> resolve("topk", {"n": "20"})
+{'n': 20, 'parallelism': 4, 'width': 16}
 """
 
 from __future__ import annotations
@@ -37,17 +37,22 @@ def _fmt(p: dict[str, int]) -> Fixed:
 
 BLOCKS: dict[str, BlockSpec] = {
     "array2d": BlockSpec(
-        "array2d", "rows x cols PE array: QK, LM, SLN, SLD, SLNV of one tile",
+        "array2d",
+        "rows x cols PE array: QK, LM, SLN, SLD, SLNV of one tile",
         {"rows": 4, "cols": 4, "e": 8, "f": 4, "width": 16, "frac": 8, "degree": 3},
-        lambda p: Array2D(rows=p["rows"], cols=p["cols"], e=p["e"], f=p["f"], fmt=_fmt(p), degree=p["degree"]),
+        lambda p: Array2D(
+            rows=p["rows"], cols=p["cols"], e=p["e"], f=p["f"], fmt=_fmt(p), degree=p["degree"]
+        ),
     ),
     "array1d": BlockSpec(
-        "array1d", "pes-PE vector array: RM, PRM, SPD, RD, SPNV, RNV, AV",
+        "array1d",
+        "pes-PE vector array: RM, PRM, SPD, RD, SPNV, RNV, AV",
         {"pes": 4, "f": 4, "width": 16, "frac": 8, "degree": 3},
         lambda p: Array1D(pes=p["pes"], f=p["f"], fmt=_fmt(p), degree=p["degree"]),
     ),
     "topk": BlockSpec(
-        "topk", "SpAtten quick-select top-k engine over up to n scores",
+        "topk",
+        "SpAtten quick-select top-k engine over up to n scores",
         {"n": 16, "parallelism": 4, "width": 16},
         lambda p: TopK(n=p["n"], parallelism=p["parallelism"], width=p["width"]),
     ),
@@ -75,7 +80,9 @@ def resolve(block: str, overrides: Mapping[str, Any], *, extra: Mapping[str, Any
         if name not in known:
             close = difflib.get_close_matches(name, known, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise RTLConfigError(f"{block}: unknown parameter {name!r} (parameters: {', '.join(known)}){hint}")
+            raise RTLConfigError(
+                f"{block}: unknown parameter {name!r} (parameters: {', '.join(known)}){hint}"
+            )
         try:
             params[name] = int(value)
         except (TypeError, ValueError):

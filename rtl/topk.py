@@ -115,17 +115,33 @@ class TopK(wiring.Component):
         self.rows = math.ceil(n / parallelism)
         vec = data.ArrayLayout(signed(width), parallelism)
         self.row_layout = vec
-        super().__init__({
-            "i": In(stream.Signature(data.StructLayout({
-                "scores": vec, "count": range(parallelism + 1), "k": range(n + 1), "last": 1}))),
-            "o": Out(stream.Signature(data.StructLayout({
-                "idx": data.ArrayLayout(range(max(n, 2)), parallelism), "count": range(parallelism + 1),
-                "last": 1}))),
-        })
+        super().__init__(
+            {
+                "i": In(
+                    stream.Signature(
+                        data.StructLayout(
+                            {"scores": vec, "count": range(parallelism + 1), "k": range(n + 1), "last": 1}
+                        )
+                    )
+                ),
+                "o": Out(
+                    stream.Signature(
+                        data.StructLayout(
+                            {
+                                "idx": data.ArrayLayout(range(max(n, 2)), parallelism),
+                                "count": range(parallelism + 1),
+                                "last": 1,
+                            }
+                        )
+                    )
+                ),
+            }
+        )
 
     # ------------------------------------------------------------------ combinational building blocks
-    def _compact(self, m: Module, name: str, mask: Sequence[Value], vals: Sequence[Value], shape: object) \
-            -> tuple[list[Signal], Signal]:
+    def _compact(
+        self, m: Module, name: str, mask: Sequence[Value], vals: Sequence[Value], shape: object
+    ) -> tuple[list[Signal], Signal]:
         """Zero eliminator: the masked-in values moved to the front, in order, and their count."""
         p = self.p
         out = [Signal(shape, name=f"{name}_c{j}") for j in range(p)]  # type: ignore[arg-type]
@@ -140,8 +156,9 @@ class TopK(wiring.Component):
                     m.d.comb += out[j].eq(vals[i])
         return out, count
 
-    def _realign(self, m: Module, name: str, partial: Sequence[Signal], pc: Signal,
-                 comp: Sequence[Signal], c: Value) -> tuple[Signal, list[Signal], list[Signal], Signal]:
+    def _realign(
+        self, m: Module, name: str, partial: Sequence[Signal], pc: Signal, comp: Sequence[Signal], c: Value
+    ) -> tuple[Signal, list[Signal], list[Signal], Signal]:
         """Pack compacted rows into full rows: (write now, the full row, the new partial, its count)."""
         p, w = self.p, self.width
         combined = [Signal(signed(w), name=f"{name}_k{s}") for s in range(2 * p)]
@@ -263,8 +280,11 @@ class TopK(wiring.Component):
                     m.d.comb += [row_go.eq(1), d_wr.en.eq(in_row < rows)]
                     m.d.sync += [in_row.eq(in_row + 1), n_total.eq(n_total + self.i.payload.count)]
                     with m.If(first):
-                        m.d.sync += [pivot.eq(self.i.payload.scores[0]), k_r.eq(self.i.payload.k),
-                                     target.eq(self.i.payload.k)]
+                        m.d.sync += [
+                            pivot.eq(self.i.payload.scores[0]),
+                            k_r.eq(self.i.payload.k),
+                            target.eq(self.i.payload.k),
+                        ]
                     with m.If(self.i.payload.last):
                         m.next = "DECIDE"
             with m.State("READ"):
@@ -285,15 +305,29 @@ class TopK(wiring.Component):
                 m.d.sync += clear_round()
                 gc = g["count"]
                 with m.If(gc >= target):
-                    m.d.sync += [src_count.eq(gc), src_rows.eq(g["wptr"] + (g["pc"] != 0)), pivot.eq(g["first"])]
+                    m.d.sync += [
+                        src_count.eq(gc),
+                        src_rows.eq(g["wptr"] + (g["pc"] != 0)),
+                        pivot.eq(g["first"]),
+                    ]
                     m.next = "READ"
                 with m.Elif(gc + n_eq >= target):
-                    m.d.sync += [theta.eq(pivot), keep_eq.eq(target - gc), fptr.eq(0), eq_seen.eq(0),
-                                 emitted.eq(0)]
+                    m.d.sync += [
+                        theta.eq(pivot),
+                        keep_eq.eq(target - gc),
+                        fptr.eq(0),
+                        eq_seen.eq(0),
+                        emitted.eq(0),
+                    ]
                     m.next = "FILTER"
                 with m.Else():
-                    m.d.sync += [target.eq(target - gc - n_eq), src_count.eq(lo["count"]),
-                                 src_rows.eq(lo["wptr"] + (lo["pc"] != 0)), pivot.eq(lo["first"]), gsel.eq(~gsel)]
+                    m.d.sync += [
+                        target.eq(target - gc - n_eq),
+                        src_count.eq(lo["count"]),
+                        src_rows.eq(lo["wptr"] + (lo["pc"] != 0)),
+                        pivot.eq(lo["first"]),
+                        gsel.eq(~gsel),
+                    ]
                     m.next = "READ"
             with m.State("FILTER"):
                 m.d.comb += d_rd.addr.eq(fptr)

@@ -13,11 +13,22 @@ import os
 import random
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 
-__all__ = ["Driver", "Monitor", "Scoreboard", "clock_loop", "config", "pack", "reset", "unpack", "write_result"]
+__all__ = [
+    "Driver",
+    "Monitor",
+    "Scoreboard",
+    "clock_loop",
+    "config",
+    "pack",
+    "reset",
+    "unpack",
+    "write_result",
+]
 
 
 def pack(values: Iterable[int], width: int) -> int:
@@ -122,15 +133,22 @@ async def reset(dut: Any, agents: Sequence[Driver | Monitor], cycles: int = 2) -
     dut.rst.value = 0
 
 
-async def clock_loop(dut: Any, drivers: Sequence[Driver], monitors: Sequence[Monitor],
-                     on_transfer: Callable[[str, int | None, int], None], done: Callable[[], bool],
-                     max_cycles: int) -> int:
+async def clock_loop(
+    dut: Any,
+    drivers: Sequence[Driver],
+    monitors: Sequence[Monitor],
+    on_transfer: Callable[[str, int | None, int], None],
+    done: Callable[[], bool],
+    max_cycles: int,
+) -> int:
     """Run cycles until ``done()``; ``on_transfer(stream, payload, cycle)`` for every transfer."""
     cycle = 0
     while not done():
         if cycle >= max_cycles:
-            raise AssertionError(f"timeout: {max_cycles} cycles without finishing "
-                                 f"(pending inputs: {[(d.name, len(d.queue)) for d in drivers]})")
+            raise AssertionError(
+                f"timeout: {max_cycles} cycles without finishing "
+                f"(pending inputs: {[(d.name, len(d.queue)) for d in drivers]})"
+            )
         await FallingEdge(dut.clk)
         for d in drivers:
             d.drive()
@@ -139,7 +157,10 @@ async def clock_loop(dut: Any, drivers: Sequence[Driver], monitors: Sequence[Mon
         await ReadOnly()
         for d in drivers:
             if str(d.ready.value) not in ("0", "1"):
-                raise AssertionError(f"{d.name} ready is {d.ready.value} at cycle {cycle}; rst={dut.rst.value} valid={d.valid.value}")
+                raise AssertionError(
+                    f"{d.name} ready is {d.ready.value} at cycle {cycle} (rst={dut.rst.value}): "
+                    "an undriven or uninitialised signal"
+                )
             if d.sample():
                 on_transfer(d.name, None, cycle)
         for mon in monitors:
@@ -153,7 +174,9 @@ async def clock_loop(dut: Any, drivers: Sequence[Driver], monitors: Sequence[Mon
 def config() -> dict[str, Any]:
     raw = os.environ.get("EINFORGE_TB")
     if not raw:
-        raise RuntimeError("EINFORGE_TB is not set: run testbenches through `einforge rtl check` or tests/rtl")
+        raise RuntimeError(
+            "EINFORGE_TB is not set: run testbenches through `einforge rtl check` or tests/rtl"
+        )
     cfg: dict[str, Any] = json.loads(raw)
     return cfg
 
@@ -161,7 +184,6 @@ def config() -> dict[str, Any]:
 def write_result(cfg: dict[str, Any], result: dict[str, Any]) -> None:
     path = cfg.get("result")
     if path:
-        tmp = f"{path}.tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(result, fh)
-        os.replace(tmp, path)
+        tmp = Path(f"{path}.tmp")
+        tmp.write_text(json.dumps(result), encoding="utf-8")
+        tmp.replace(path)

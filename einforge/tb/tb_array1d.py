@@ -9,7 +9,17 @@ import cocotb
 import numpy as np
 from cocotb.clock import Clock
 
-from einforge.tb.streams import Driver, Monitor, Scoreboard, clock_loop, config, pack, reset, unpack, write_result
+from einforge.tb.streams import (
+    Driver,
+    Monitor,
+    Scoreboard,
+    clock_loop,
+    config,
+    pack,
+    reset,
+    unpack,
+    write_result,
+)
 from einsum import Fixed
 from golden import fixed
 from rtl.array1d import Array1DCycles
@@ -46,8 +56,16 @@ def make_blocks(rng: random.Random, p: dict[str, Any], fmt: Fixed, count: int) -
     return blocks
 
 
-async def run_phase(dut: Any, p: dict[str, Any], fmt: Fixed, blocks: list[dict[str, Any]], rng: random.Random,
-                    gap: float, backpressure: float, board: Scoreboard) -> int:
+async def run_phase(
+    dut: Any,
+    p: dict[str, Any],
+    fmt: Fixed,
+    blocks: list[dict[str, Any]],
+    rng: random.Random,
+    gap: float,
+    backpressure: float,
+    board: Scoreboard,
+) -> int:
     w, n = fmt.width, p["pes"]
     lm = Driver(dut, "lm_in", rng, gap)
     sl = Driver(dut, "sl_in", rng, gap)
@@ -73,9 +91,17 @@ async def run_phase(dut: Any, p: dict[str, Any], fmt: Fixed, blocks: list[dict[s
         board.compare(what, unpack(word, w, n), expected)
         seen[name] += 1
 
-    budget = 200 + 20 * sum(Array1DCycles(n, p["f"], p["degree"]).block_interval(len(b["tiles"])) for b in blocks)
-    await clock_loop(dut, [lm, sl], [rm, av], on_transfer,
-                     lambda: seen["av_out"] >= len(exp_av) and seen["rm_out"] >= len(exp_rm), budget)
+    budget = 200 + 20 * sum(
+        Array1DCycles(n, p["f"], p["degree"]).block_interval(len(b["tiles"])) for b in blocks
+    )
+    await clock_loop(
+        dut,
+        [lm, sl],
+        [rm, av],
+        on_transfer,
+        lambda: seen["av_out"] >= len(exp_av) and seen["rm_out"] >= len(exp_rm),
+        budget,
+    )
     return last_out[0] - (first_in[0] or 0) + 1
 
 
@@ -89,10 +115,27 @@ async def array1d(dut: Any) -> None:
     board = Scoreboard(dut._log)
     timed = make_blocks(rng, p, fmt, min(cfg["items"], 3))
     cycles = await run_phase(dut, p, fmt, timed, rng, 0.0, 0.0, board)
-    await run_phase(dut, p, fmt, make_blocks(rng, p, fmt, cfg["items"]), rng, cfg.get("gap", 0.3),
-                    cfg.get("backpressure", 0.3), board)
+    await run_phase(
+        dut,
+        p,
+        fmt,
+        make_blocks(rng, p, fmt, cfg["items"]),
+        rng,
+        cfg.get("gap", 0.3),
+        cfg.get("backpressure", 0.3),
+        board,
+    )
     model = Array1DCycles(p["pes"], p["f"], p["degree"]).cycles([len(b["tiles"]) for b in timed])
-    write_result(cfg, {"mismatches": board.mismatches, "compared": board.compared, "cycles": cycles,
-                       "model_cycles": model, "timed_items": len(timed), "first_mismatches": board.first})
+    write_result(
+        cfg,
+        {
+            "mismatches": board.mismatches,
+            "compared": board.compared,
+            "cycles": cycles,
+            "model_cycles": model,
+            "timed_items": len(timed),
+            "first_mismatches": board.first,
+        },
+    )
     assert board.mismatches == 0, f"{board.mismatches} mismatches; first: {board.first}"
     assert cycles == model, f"measured {cycles} cycles for {len(timed)} query blocks; the model says {model}"

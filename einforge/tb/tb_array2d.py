@@ -9,7 +9,17 @@ import cocotb
 import numpy as np
 from cocotb.clock import Clock
 
-from einforge.tb.streams import Driver, Monitor, Scoreboard, clock_loop, config, pack, reset, unpack, write_result
+from einforge.tb.streams import (
+    Driver,
+    Monitor,
+    Scoreboard,
+    clock_loop,
+    config,
+    pack,
+    reset,
+    unpack,
+    write_result,
+)
 from einsum import Fixed
 from golden import fixed
 from rtl.array2d import Array2DCycles
@@ -28,7 +38,10 @@ def make_tiles(rng: random.Random, p: dict[str, Any], fmt: Fixed, count: int) ->
             scale = rng.choice([0.25, 0.5, 1.0, 2.0])
             q, k, v = (fmt.quantize(nrng.normal(0, scale, size=s)) for s in ((cols, e), (rows, e), (rows, f)))
         elif kind == "extreme":
-            q, k, v = (nrng.choice([fmt.min_raw, fmt.max_raw, 0, 1, -1], size=s) for s in ((cols, e), (rows, e), (rows, f)))
+            q, k, v = (
+                nrng.choice([fmt.min_raw, fmt.max_raw, 0, 1, -1], size=s)
+                for s in ((cols, e), (rows, e), (rows, f))
+            )
         else:
             val = int(fmt.quantize(rng.uniform(-2, 2)))
             q, k, v = (np.full(s, val, np.int64) for s in ((cols, e), (rows, e), (rows, f)))
@@ -42,13 +55,29 @@ def make_tiles(rng: random.Random, p: dict[str, Any], fmt: Fixed, count: int) ->
             rm = np.maximum(running, lm)
             running = rm
         out = fixed.tile2d(q, k, v, rm, fmt, degree=p["degree"])
-        tiles.append({"q": q, "k": k, "v": v, "rm": rm, "lm": lm,
-                      "o": [list(out["SLD"])] + [list(row) for row in out["SLNV"]]})
+        tiles.append(
+            {
+                "q": q,
+                "k": k,
+                "v": v,
+                "rm": rm,
+                "lm": lm,
+                "o": [list(out["SLD"])] + [list(row) for row in out["SLNV"]],
+            }
+        )
     return tiles
 
 
-async def run_phase(dut: Any, p: dict[str, Any], fmt: Fixed, tiles: list[dict[str, Any]], rng: random.Random,
-                    gap: float, backpressure: float, board: Scoreboard) -> tuple[int, int]:
+async def run_phase(
+    dut: Any,
+    p: dict[str, Any],
+    fmt: Fixed,
+    tiles: list[dict[str, Any]],
+    rng: random.Random,
+    gap: float,
+    backpressure: float,
+    board: Scoreboard,
+) -> tuple[int, int]:
     w, rows, cols = fmt.width, p["rows"], p["cols"]
     qk = Driver(dut, "qk_in", rng, gap)
     rm = Driver(dut, "rm_in", rng, gap)
@@ -81,9 +110,14 @@ async def run_phase(dut: Any, p: dict[str, Any], fmt: Fixed, tiles: list[dict[st
         seen[name] += 1
 
     total_o = len(tiles) * (p["f"] + 1)
-    await clock_loop(dut, [qk, rm, vin], [lm, out], on_transfer,
-                     lambda: seen["o"] >= total_o and seen["lm_out"] >= len(tiles),
-                     max_cycles=200 + 20 * len(tiles) * Array2DCycles(rows, cols, p["e"], p["f"], p["degree"]).latency)
+    await clock_loop(
+        dut,
+        [qk, rm, vin],
+        [lm, out],
+        on_transfer,
+        lambda: seen["o"] >= total_o and seen["lm_out"] >= len(tiles),
+        max_cycles=200 + 20 * len(tiles) * Array2DCycles(rows, cols, p["e"], p["f"], p["degree"]).latency,
+    )
     return last_out[0] - (first_in[0] or 0) + 1, len(tiles)
 
 
@@ -97,10 +131,29 @@ async def array2d(dut: Any) -> None:
     board = Scoreboard(dut._log)
     timed_tiles = make_tiles(rng, p, fmt, min(cfg["items"], 3))
     cycles, n_timed = await run_phase(dut, p, fmt, timed_tiles, rng, 0.0, 0.0, board)
-    await run_phase(dut, p, fmt, make_tiles(rng, p, fmt, cfg["items"]), rng, cfg.get("gap", 0.3),
-                    cfg.get("backpressure", 0.3), board)
+    await run_phase(
+        dut,
+        p,
+        fmt,
+        make_tiles(rng, p, fmt, cfg["items"]),
+        rng,
+        cfg.get("gap", 0.3),
+        cfg.get("backpressure", 0.3),
+        board,
+    )
     model = Array2DCycles(p["rows"], p["cols"], p["e"], p["f"], p["degree"]).cycles(n_timed)
-    write_result(cfg, {"mismatches": board.mismatches, "compared": board.compared, "cycles": cycles,
-                       "model_cycles": model, "timed_items": n_timed, "first_mismatches": board.first})
+    write_result(
+        cfg,
+        {
+            "mismatches": board.mismatches,
+            "compared": board.compared,
+            "cycles": cycles,
+            "model_cycles": model,
+            "timed_items": n_timed,
+            "first_mismatches": board.first,
+        },
+    )
     assert board.mismatches == 0, f"{board.mismatches} mismatches; first: {board.first}"
-    assert cycles == model, f"measured {cycles} cycles for {n_timed} back-to-back tiles; the model says {model}"
+    assert cycles == model, (
+        f"measured {cycles} cycles for {n_timed} back-to-back tiles; the model says {model}"
+    )

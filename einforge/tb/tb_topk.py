@@ -8,12 +8,24 @@ from typing import Any
 import cocotb
 from cocotb.clock import Clock
 
-from einforge.tb.streams import Driver, Monitor, Scoreboard, clock_loop, config, pack, reset, unpack, write_result
+from einforge.tb.streams import (
+    Driver,
+    Monitor,
+    Scoreboard,
+    clock_loop,
+    config,
+    pack,
+    reset,
+    unpack,
+    write_result,
+)
 from golden import fixed
 from rtl.topk import topk_cycles, topk_trace
 
 
-def make_vectors(rng: random.Random, p: dict[str, Any], count: int, vary: bool) -> list[tuple[list[int], int]]:
+def make_vectors(
+    rng: random.Random, p: dict[str, Any], count: int, vary: bool
+) -> list[tuple[list[int], int]]:
     n_max, w = p["n"], p["width"]
     lo, hi = -(1 << (w - 1)), (1 << (w - 1)) - 1
     vectors = []
@@ -45,8 +57,15 @@ def make_vectors(rng: random.Random, p: dict[str, Any], count: int, vary: bool) 
     return vectors
 
 
-async def run_phase(dut: Any, p: dict[str, Any], vectors: list[tuple[list[int], int]], rng: random.Random,
-                    gap: float, backpressure: float, board: Scoreboard) -> int:
+async def run_phase(
+    dut: Any,
+    p: dict[str, Any],
+    vectors: list[tuple[list[int], int]],
+    rng: random.Random,
+    gap: float,
+    backpressure: float,
+    board: Scoreboard,
+) -> int:
     n_max, par, w = p["n"], p["parallelism"], p["width"]
     cbits, kbits, ibits = par.bit_length(), n_max.bit_length(), (max(n_max, 2) - 1).bit_length()
     drv = Driver(dut, "i", rng, gap)
@@ -58,7 +77,7 @@ async def run_phase(dut: Any, p: dict[str, Any], vectors: list[tuple[list[int], 
         model = list(topk_trace(scores, k, par).indices)
         board.compare(f"vector {vi}: the cycle model's own indices vs golden", model, want)
         expected.append(want)
-        rows = [scores[r:r + par] for r in range(0, len(scores), par)]
+        rows = [scores[r : r + par] for r in range(0, len(scores), par)]
         for r, row in enumerate(rows):
             last = r == len(rows) - 1
             word = pack(row + [0] * (par - len(row)), w)
@@ -94,10 +113,26 @@ async def topk(dut: Any) -> None:
     board = Scoreboard(dut._log)
     timed = make_vectors(rng, p, min(cfg["items"], 4), vary=False)
     cycles = await run_phase(dut, p, timed, rng, 0.0, 0.0, board)
-    await run_phase(dut, p, make_vectors(rng, p, cfg["items"], vary=p.get("k") is None), rng,
-                    cfg.get("gap", 0.3), cfg.get("backpressure", 0.3), board)
+    await run_phase(
+        dut,
+        p,
+        make_vectors(rng, p, cfg["items"], vary=p.get("k") is None),
+        rng,
+        cfg.get("gap", 0.3),
+        cfg.get("backpressure", 0.3),
+        board,
+    )
     model = topk_cycles(timed, p["parallelism"])
-    write_result(cfg, {"mismatches": board.mismatches, "compared": board.compared, "cycles": cycles,
-                       "model_cycles": model, "timed_items": len(timed), "first_mismatches": board.first})
+    write_result(
+        cfg,
+        {
+            "mismatches": board.mismatches,
+            "compared": board.compared,
+            "cycles": cycles,
+            "model_cycles": model,
+            "timed_items": len(timed),
+            "first_mismatches": board.first,
+        },
+    )
     assert board.mismatches == 0, f"{board.mismatches} mismatches; first: {board.first}"
     assert cycles == model, f"measured {cycles} cycles for {len(timed)} vectors; the model says {model}"
