@@ -22,7 +22,7 @@ feasible):
     >>> fmt = Fixed(16, 8)
     >>> x = fmt.quantize(np.array([-2.0, -0.5, 0.0]))
     >>> [round(float(v), 4) for v in fmt.to_float(fixed.exp(x, fmt))]
-    [0.1367, 0.6055, 1.0]
+    [0.1367, 0.6094, 1.0]
 """
 
 from __future__ import annotations

@@ -14,7 +14,14 @@ class RTLConfigError(ConfigError):
     """A block's parameters are invalid (which block, which parameter, what was found, what is allowed)."""
 
 
-def check_int(block: str, name: str, value: object, lo: int, hi: int) -> int:
+def check_int(block: str, name: str, value: object, lo: int, hi: int, *, owner: object = None) -> int:
+    """``value`` if it is an integer in ``lo..hi``; else an error naming the block and parameter.
+
+    ``owner``: the component being constructed; a rejected one is never elaborated, so Amaranth's
+    "unused elaboratable" warning is silenced for it.
+    """
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        if owner is not None:
+            owner._MustUse__silence = True  # type: ignore[attr-defined]
         raise RTLConfigError(f"{block}: parameter {name} must be an integer in {lo}..{hi}, got {value!r}")
     return value

@@ -60,10 +60,13 @@ class Array1D(wiring.Component):
     """``pes`` PEs (one query each); ``f`` is the value width (columns of RNV and AV)."""
 
     def __init__(self, *, pes: int = 4, f: int = 4, fmt: Fixed = DEFAULT_FORMAT, degree: int = 3) -> None:
-        self.pes = check_int("array1d", "pes", pes, 1, 256)
-        self.f = check_int("array1d", "f", f, 1, 4096)
+        self.pes = check_int("array1d", "pes", pes, 1, 256, owner=self)
+        self.f = check_int("array1d", "f", f, 1, 4096, owner=self)
         self.fmt = fmt
-        self.exp = ExpSteps(fmt, check_int("array1d", "degree", degree, 1, 8))
+        check_int(
+            "array1d", "width - frac (integer bits incl. sign)", fmt.width - fmt.frac, 2, 32, owner=self
+        )
+        self.exp = ExpSteps(fmt, check_int("array1d", "degree", degree, 1, 8, owner=self))
         self.model = Array1DCycles(pes, f, degree)
         vec = data.ArrayLayout(signed(fmt.width), pes)
         super().__init__(

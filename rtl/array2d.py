@@ -75,14 +75,17 @@ class Array2D(wiring.Component):
         degree: int = 3,
         acc_width: int | None = None,
     ) -> None:
-        self.rows = check_int("array2d", "rows", rows, 1, 64)
-        self.cols = check_int("array2d", "cols", cols, 1, 64)
-        self.e = check_int("array2d", "e", e, 1, 4096)
-        self.f = check_int("array2d", "f", f, 1, 4096)
+        self.rows = check_int("array2d", "rows", rows, 1, 64, owner=self)
+        self.cols = check_int("array2d", "cols", cols, 1, 64, owner=self)
+        self.e = check_int("array2d", "e", e, 1, 4096, owner=self)
+        self.f = check_int("array2d", "f", f, 1, 4096, owner=self)
         self.fmt = fmt
-        self.exp = ExpSteps(fmt, check_int("array2d", "degree", degree, 1, 8))
+        check_int(
+            "array2d", "width - frac (integer bits incl. sign)", fmt.width - fmt.frac, 2, 32, owner=self
+        )
+        self.exp = ExpSteps(fmt, check_int("array2d", "degree", degree, 1, 8, owner=self))
         self.acc_width = acc_width or 2 * fmt.width - 1 + max(1, (max(e, 2) - 1).bit_length())
-        check_int("array2d", "acc_width", self.acc_width, 2 * fmt.width, 62)
+        check_int("array2d", "acc_width", self.acc_width, 2 * fmt.width, 62, owner=self)
         self.model = Array2DCycles(rows, cols, e, f, degree)
         w = fmt.width
         vec_r = data.ArrayLayout(signed(w), rows)

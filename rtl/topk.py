@@ -109,9 +109,9 @@ class TopK(wiring.Component):
     """Quick-select top-k over up to ``n`` scores of ``width`` bits, ``parallelism`` per cycle."""
 
     def __init__(self, *, n: int = 16, parallelism: int = 4, width: int = 16) -> None:
-        self.n = check_int("topk", "n", n, 1, 1 << 16)
-        self.p = check_int("topk", "parallelism", parallelism, 1, 64)
-        self.width = check_int("topk", "width", width, 2, 32)
+        self.n = check_int("topk", "n", n, 1, 1 << 16, owner=self)
+        self.p = check_int("topk", "parallelism", parallelism, 1, 64, owner=self)
+        self.width = check_int("topk", "width", width, 2, 32, owner=self)
         self.rows = math.ceil(n / parallelism)
         vec = data.ArrayLayout(signed(width), parallelism)
         self.row_layout = vec
