@@ -12,10 +12,12 @@ import json
 import os
 import random
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import cocotb
+from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 
 __all__ = [
@@ -26,6 +28,7 @@ __all__ = [
     "config",
     "pack",
     "reset",
+    "run_test",
     "unpack",
     "write_result",
 ]
@@ -187,3 +190,39 @@ def write_result(cfg: dict[str, Any], result: dict[str, Any]) -> None:
         tmp = Path(f"{path}.tmp")
         tmp.write_text(json.dumps(result), encoding="utf-8")
         tmp.replace(path)
+
+
+async def run_test(
+    dut: Any,
+    make_items: Callable[[random.Random, int, bool], list[Any]],
+    run_phase: Callable[[list[Any], random.Random, float, float, Scoreboard], Awaitable[int]],
+    model_cycles: Callable[[list[Any]], int],
+    timed_count: int,
+    what: str,
+) -> None:
+    """The common cocotb test body: a back-to-back run of up to ``timed_count`` items measures
+    cycles against ``model_cycles``; a random run of ``items`` with valid gaps and backpressure
+    follows. ``make_items(rng, count, timed)`` builds items; ``run_phase`` drives them and returns
+    the measured cycles. Writes the result file, then fails on any mismatch or cycle difference."""
+    cfg = config()
+    rng = random.Random(cfg["seed"])
+    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+    board = Scoreboard(dut._log)
+    timed = make_items(rng, min(cfg["items"], timed_count), True)
+    cycles = await run_phase(timed, rng, 0.0, 0.0, board)
+    items = make_items(rng, cfg["items"], False)
+    await run_phase(items, rng, cfg.get("gap", 0.3), cfg.get("backpressure", 0.3), board)
+    model = model_cycles(timed)
+    write_result(
+        cfg,
+        {
+            "mismatches": board.mismatches,
+            "compared": board.compared,
+            "cycles": cycles,
+            "model_cycles": model,
+            "timed_items": len(timed),
+            "first_mismatches": board.first,
+        },
+    )
+    assert board.mismatches == 0, f"{board.mismatches} mismatches; first: {board.first}"
+    assert cycles == model, f"measured {cycles} cycles for {len(timed)} {what}; the model says {model}"

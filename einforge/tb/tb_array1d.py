@@ -7,7 +7,6 @@ from typing import Any
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
 
 from einforge.tb.streams import (
     Driver,
@@ -17,8 +16,8 @@ from einforge.tb.streams import (
     config,
     pack,
     reset,
+    run_test,
     unpack,
-    write_result,
 )
 from einsum import Fixed
 from golden import fixed
@@ -107,35 +106,14 @@ async def run_phase(
 
 @cocotb.test()
 async def array1d(dut: Any) -> None:
-    cfg = config()
-    p = cfg["params"]
+    p = config()["params"]
     fmt = Fixed(p["width"], p["frac"])
-    rng = random.Random(cfg["seed"])
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    board = Scoreboard(dut._log)
-    timed = make_blocks(rng, p, fmt, min(cfg["items"], 3))
-    cycles = await run_phase(dut, p, fmt, timed, rng, 0.0, 0.0, board)
-    await run_phase(
+    model = Array1DCycles(p["pes"], p["f"], p["degree"])
+    await run_test(
         dut,
-        p,
-        fmt,
-        make_blocks(rng, p, fmt, cfg["items"]),
-        rng,
-        cfg.get("gap", 0.3),
-        cfg.get("backpressure", 0.3),
-        board,
+        lambda rng, count, timed: make_blocks(rng, p, fmt, count),
+        lambda items, rng, gap, bp, board: run_phase(dut, p, fmt, items, rng, gap, bp, board),
+        lambda timed: model.cycles([len(b["tiles"]) for b in timed]),
+        3,
+        "query blocks",
     )
-    model = Array1DCycles(p["pes"], p["f"], p["degree"]).cycles([len(b["tiles"]) for b in timed])
-    write_result(
-        cfg,
-        {
-            "mismatches": board.mismatches,
-            "compared": board.compared,
-            "cycles": cycles,
-            "model_cycles": model,
-            "timed_items": len(timed),
-            "first_mismatches": board.first,
-        },
-    )
-    assert board.mismatches == 0, f"{board.mismatches} mismatches; first: {board.first}"
-    assert cycles == model, f"measured {cycles} cycles for {len(timed)} query blocks; the model says {model}"

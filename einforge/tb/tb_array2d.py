@@ -7,7 +7,6 @@ from typing import Any
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
 
 from einforge.tb.streams import (
     Driver,
@@ -17,8 +16,8 @@ from einforge.tb.streams import (
     config,
     pack,
     reset,
+    run_test,
     unpack,
-    write_result,
 )
 from einsum import Fixed
 from golden import fixed
@@ -77,7 +76,7 @@ async def run_phase(
     gap: float,
     backpressure: float,
     board: Scoreboard,
-) -> tuple[int, int]:
+) -> int:
     w, rows, cols = fmt.width, p["rows"], p["cols"]
     qk = Driver(dut, "qk_in", rng, gap)
     rm = Driver(dut, "rm_in", rng, gap)
@@ -118,42 +117,19 @@ async def run_phase(
         lambda: seen["o"] >= total_o and seen["lm_out"] >= len(tiles),
         max_cycles=200 + 20 * len(tiles) * Array2DCycles(rows, cols, p["e"], p["f"], p["degree"]).latency,
     )
-    return last_out[0] - (first_in[0] or 0) + 1, len(tiles)
+    return last_out[0] - (first_in[0] or 0) + 1
 
 
 @cocotb.test()
 async def array2d(dut: Any) -> None:
-    cfg = config()
-    p = cfg["params"]
+    p = config()["params"]
     fmt = Fixed(p["width"], p["frac"])
-    rng = random.Random(cfg["seed"])
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    board = Scoreboard(dut._log)
-    timed_tiles = make_tiles(rng, p, fmt, min(cfg["items"], 3))
-    cycles, n_timed = await run_phase(dut, p, fmt, timed_tiles, rng, 0.0, 0.0, board)
-    await run_phase(
+    model = Array2DCycles(p["rows"], p["cols"], p["e"], p["f"], p["degree"])
+    await run_test(
         dut,
-        p,
-        fmt,
-        make_tiles(rng, p, fmt, cfg["items"]),
-        rng,
-        cfg.get("gap", 0.3),
-        cfg.get("backpressure", 0.3),
-        board,
-    )
-    model = Array2DCycles(p["rows"], p["cols"], p["e"], p["f"], p["degree"]).cycles(n_timed)
-    write_result(
-        cfg,
-        {
-            "mismatches": board.mismatches,
-            "compared": board.compared,
-            "cycles": cycles,
-            "model_cycles": model,
-            "timed_items": n_timed,
-            "first_mismatches": board.first,
-        },
-    )
-    assert board.mismatches == 0, f"{board.mismatches} mismatches; first: {board.first}"
-    assert cycles == model, (
-        f"measured {cycles} cycles for {n_timed} back-to-back tiles; the model says {model}"
+        lambda rng, count, timed: make_tiles(rng, p, fmt, count),
+        lambda items, rng, gap, bp, board: run_phase(dut, p, fmt, items, rng, gap, bp, board),
+        lambda timed: model.cycles(len(timed)),
+        3,
+        "back-to-back tiles",
     )

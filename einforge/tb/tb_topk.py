@@ -6,7 +6,6 @@ import random
 from typing import Any
 
 import cocotb
-from cocotb.clock import Clock
 
 from einforge.tb.streams import (
     Driver,
@@ -16,8 +15,8 @@ from einforge.tb.streams import (
     config,
     pack,
     reset,
+    run_test,
     unpack,
-    write_result,
 )
 from golden import fixed
 from rtl.topk import topk_cycles, topk_trace
@@ -106,33 +105,12 @@ async def run_phase(
 
 @cocotb.test()
 async def topk(dut: Any) -> None:
-    cfg = config()
-    p = cfg["params"]
-    rng = random.Random(cfg["seed"])
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    board = Scoreboard(dut._log)
-    timed = make_vectors(rng, p, min(cfg["items"], 4), vary=False)
-    cycles = await run_phase(dut, p, timed, rng, 0.0, 0.0, board)
-    await run_phase(
+    p = config()["params"]
+    await run_test(
         dut,
-        p,
-        make_vectors(rng, p, cfg["items"], vary=p.get("k") is None),
-        rng,
-        cfg.get("gap", 0.3),
-        cfg.get("backpressure", 0.3),
-        board,
+        lambda rng, count, timed: make_vectors(rng, p, count, vary=not timed and p.get("k") is None),
+        lambda items, rng, gap, bp, board: run_phase(dut, p, items, rng, gap, bp, board),
+        lambda timed: topk_cycles(timed, p["parallelism"]),
+        4,
+        "vectors",
     )
-    model = topk_cycles(timed, p["parallelism"])
-    write_result(
-        cfg,
-        {
-            "mismatches": board.mismatches,
-            "compared": board.compared,
-            "cycles": cycles,
-            "model_cycles": model,
-            "timed_items": len(timed),
-            "first_mismatches": board.first,
-        },
-    )
-    assert board.mismatches == 0, f"{board.mismatches} mismatches; first: {board.first}"
-    assert cycles == model, f"measured {cycles} cycles for {len(timed)} vectors; the model says {model}"

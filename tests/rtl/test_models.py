@@ -187,3 +187,16 @@ def test_cli_export_and_exp_error(tmp_path, capsys: pytest.CaptureFixture[str]) 
     assert "module topk(" in out.read_text()
     assert main(["rtl", "exp-error", "--json"]) == 0
     assert '"within_bound": true' in capsys.readouterr().out
+
+
+def test_runner_and_check_errors() -> None:
+    from einforge.rtl_check import check
+    from rtl.formal import prove
+    from rtl.runner import SimulatorError, build
+
+    with pytest.raises(SimulatorError, match=r"unknown simulator 'vcs'; expected one of verilator, icarus"):
+        build("module t; endmodule", "t", "vcs")
+    with pytest.raises(SimulatorError, match=r"rtl check: --items must be at least 1, got 0"):
+        check("topk", items=0)
+    with pytest.raises(SimulatorError, match=r"unknown proof 'fifo': expected one of topk_handshake"):
+        prove("fifo")
