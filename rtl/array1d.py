@@ -124,7 +124,8 @@ class Array1D(wiring.Component):
                 "ma": Signal(signed(ow), name=f"ma{p}"),
                 "mb": Signal(signed(ow), name=f"mb{p}"),
             }
-            st["prod"] = st["ma"] * st["mb"]
+            st["prod"] = Signal(signed(2 * ow), name=f"prod{p}")  # one multiplier per PE, read by all
+            m.d.comb += st["prod"].eq(st["ma"] * st["mb"])
             pe.append(st)
 
         with m.FSM():

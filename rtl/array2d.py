@@ -123,7 +123,11 @@ class Array2D(wiring.Component):
                 sln[r, c] = Signal(signed(w), name=f"sln_{r}_{c}")
                 ma = Signal(signed(ow), name=f"ma_{r}_{c}")
                 mb = Signal(signed(ow), name=f"mb_{r}_{c}")
-                prods[r, c] = (ma, mb, ma * mb)
+                # One named product: every Einsum reads this signal, so synthesis sees one multiplier
+                # per PE (an expression used in several places is emitted once per use).
+                prod = Signal(signed(2 * ow), name=f"prod_{r}_{c}")
+                m.d.comb += prod.eq(ma * mb)
+                prods[r, c] = (ma, mb, prod)
 
         # o: a one-entry output register, loaded when empty or being emptied
         with m.If(o_load):

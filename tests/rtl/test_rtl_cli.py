@@ -46,3 +46,12 @@ def test_area_json() -> None:
         _run("area", "topk", "-p", "n=4", "-p", "parallelism=2", "-p", "width=4", "--json").stdout
     )
     assert row["block"] == "topk" and row["cells"] > 100 and row["area_um2"] > 100.0
+
+
+def test_area_array2d_is_per_pe() -> None:
+    """array2d synthesises in seconds (it once hung in ABC's SAT sweep) and its area is per PE:
+    four PEs cost three to four and a half times one (one multiplier each, little shared logic)."""
+    small = ("-p", "e=2", "-p", "f=1", "-p", "width=8", "-p", "frac=4", "--json")
+    one = json.loads(_run("area", "array2d", "-p", "rows=1", "-p", "cols=1", *small).stdout)
+    four = json.loads(_run("area", "array2d", "-p", "rows=2", "-p", "cols=2", *small).stdout)
+    assert 3.0 < four["area_um2"] / one["area_um2"] < 4.5
