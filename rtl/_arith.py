@@ -71,8 +71,9 @@ class ExpSteps:
         cap = self.fmt.frac + 3
         return Mux(-n > cap, cap, -n)[: cap.bit_length()]
 
-    def emit(self, m: Module, step: Value, x: Value, mac: tuple[Signal, Signal, Value], out: Signal,
-             name: str) -> None:
+    def emit(
+        self, m: Module, step: Value, x: Value, mac: tuple[Signal, Signal, Value], out: Signal, name: str
+    ) -> None:
         """Statements for one PE in the EXP state: ``out = exp(x)`` after ``cycles`` steps.
 
         ``mac`` is the PE's multiplier ``(a, b, a * b)``; its operands are driven here. The
