@@ -130,6 +130,9 @@ def _demo_checks() -> dict[str, tuple[Callable[[np.random.Generator], dict[str, 
     def att_ref(x: dict[str, np.ndarray]) -> np.ndarray:
         return golden.softmax_attention(x["Q"], x["K"], x["V"])
 
+    def causal_ref(x: dict[str, np.ndarray]) -> np.ndarray:
+        return golden.softmax_attention(x["Q"], x["K"], x["V"], causal=True)
+
     def matrix(rng: np.random.Generator) -> dict[str, np.ndarray]:
         return {"X": rng.normal(size=(64, 64))}
 
@@ -137,6 +140,8 @@ def _demo_checks() -> dict[str, tuple[Callable[[np.random.Generator], dict[str, 
         "attention_3pass": (attention, att_ref, "direct NumPy softmax attention"),
         "attention_2pass": (attention, att_ref, "direct NumPy softmax attention"),
         "attention_1pass": (attention, att_ref, "direct NumPy softmax attention"),
+        **{f"attention_{n}pass_causal": (attention, causal_ref, "direct NumPy causal attention")
+           for n in (1, 2, 3)},
         "softmax": (matrix, softmax_ref, "NumPy softmax"),
         "layernorm": (matrix, layernorm_ref, "NumPy mean/var normalisation"),
         "matmul": (lambda rng: {"A": rng.normal(size=(64, 16)), "B": rng.normal(size=(16, 64))},

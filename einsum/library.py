@@ -1,4 +1,5 @@
-"""Named cascades: attention in 3, 2 and 1 passes (FuseMax), a matrix product, a softmax.
+"""Named cascades: attention in 3, 2 and 1 passes (FuseMax; each also ``_causal``), a matrix
+product, a softmax.
 
 Each attention cascade keeps the 1/sqrt(E) scale and reads ``Q[p, e]``, ``K[m, e]``,
 ``V[m, f]``; the result is ``AV[p, f]``.
@@ -114,6 +115,39 @@ VAR[p]  = sum[m] D[p, m] * D[p, m] / M
 Y[p, m] = D[p, m] / sqrt(VAR[p] + eps)
 """,
 }
+
+# Causal variants (query p sees keys m <= p, top-left aligned): the same cascades with masked
+# scores set to -inf. In the 2-pass cascade a key tile can be wholly masked for a query (LM = -inf),
+# so its SLN is zero where masked instead of exp(-inf - -inf).
+_CAUSAL: dict[str, list[tuple[str, str]]] = {
+    "attention_3pass": [
+        ("S[p, m]  = QK[p, m] * scale", "S[p, m]  = where(p >= m, QK[p, m] * scale, -inf)"),
+    ],
+    "attention_2pass": [
+        (
+            "BQK[p, m1, m0] = Q[p, e] * BK[m1, m0, e] * scale",
+            "SBQK[p, m1, m0] = Q[p, e] * BK[m1, m0, e] * scale\n"
+            "BQK[p, m1, m0] = where(p >= m1 * M0 + m0, SBQK[p, m1, m0], -inf)",
+        ),
+        (
+            "SLN[p, m1, m0] = exp(BQK[p, m1, m0] - LM[p, m1])",
+            "SLN[p, m1, m0] = where(p >= m1 * M0 + m0, exp(BQK[p, m1, m0] - LM[p, m1]), 0)",
+        ),
+    ],
+    "attention_1pass": [
+        (
+            "QK[p, m1, m0]   = Q[p, e] * BK[m1, m0, e] * scale",
+            "SQK[p, m1, m0]  = Q[p, e] * BK[m1, m0, e] * scale\n"
+            "QK[p, m1, m0]   = where(p >= m1 * M0 + m0, SQK[p, m1, m0], -inf)",
+        ),
+    ],
+}
+for _base, _subs in _CAUSAL.items():
+    _src = _SOURCES[_base].replace(f"cascade {_base}\n", f"cascade {_base}_causal\n")
+    for _old, _new in _subs:
+        assert _old in _src, (_base, _old)
+        _src = _src.replace(_old, _new)
+    _SOURCES[_base + "_causal"] = _src
 
 
 def names() -> tuple[str, ...]:

@@ -1,8 +1,9 @@
 """Reference execution of cascades.
 
-Today: the generic float64 interpreter :func:`run`, the oracle every faster or lower-precision
-model is checked against. Later: fast Numba kernels for library cascades, the numba.cuda GPU path
-sharing their scalar operators, and bit-true fixed-point formats that mirror the RTL.
+The generic float64 interpreter :func:`run` is the oracle every faster or lower-precision model
+is checked against. :func:`attention` runs the library attention cascades fast (tiled Numba
+kernels on the CPU, numba.cuda on a GPU, sharing their scalar operators); :mod:`golden.fixed`
+holds the bit-true fixed-point models that mirror the RTL.
 
     >>> import numpy as np, einsum, golden
     >>> rng = np.random.default_rng(0)
@@ -13,8 +14,9 @@ sharing their scalar operators, and bit-true fixed-point formats that mirror the
     True
 """
 
+from golden._attention import attention
 from golden._interp import run
 from golden._reference import softmax_attention
 from golden.errors import EvaluationError
 
-__all__ = ["EvaluationError", "run", "softmax_attention"]
+__all__ = ["EvaluationError", "attention", "run", "softmax_attention"]

@@ -95,8 +95,7 @@ def run(
         raise EvaluationError(f"golden.run: expected an einsum.Cascade, got {type(cascade).__name__}")
     if not isinstance(inputs, Mapping):
         raise EvaluationError(
-            f"golden.run: inputs must be a mapping from input name to array, got "
-            f"{type(inputs).__name__}"
+            f"golden.run: inputs must be a mapping from input name to array, got {type(inputs).__name__}"
         )
     arrays = _check_inputs(cascade, inputs)
     bound = bind_sizes(cascade, {n: a.shape for n, a in arrays.items()}, sizes)
@@ -125,15 +124,12 @@ def _check_inputs(cascade: Cascade, inputs: Mapping[str, ArrayLike]) -> dict[str
             close = close or difflib.get_close_matches(str(name), declared, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise EvaluationError(
-                f"golden.run: inputs[{name!r}] is not an input of the cascade{hint} "
-                f"(it declares {decl_text})"
+                f"golden.run: inputs[{name!r}] is not an input of the cascade{hint} (it declares {decl_text})"
             )
     arrays: dict[str, F64] = {}
     for t in cascade.inputs:
         if t.name not in inputs:
-            raise EvaluationError(
-                f"golden.run: input {t} is missing (the cascade declares {decl_text})"
-            )
+            raise EvaluationError(f"golden.run: input {t} is missing (the cascade declares {decl_text})")
         raw = np.asarray(inputs[t.name])
         if raw.dtype.kind not in "biuf":
             raise EvaluationError(
@@ -347,9 +343,7 @@ class _Evaluator:
         body = self.eval(expr.body)
         k_value = eval_scalar(expr.k, self.sizes, self.params, where=f"{self.where}: topk's k")
         if not float(k_value).is_integer() or k_value < 0:
-            raise EvaluationError(
-                f"{self.where}: topk's k must be a non-negative integer, got {k_value!r}"
-            )
+            raise EvaluationError(f"{self.where}: topk's k must be a non-negative integer, got {k_value!r}")
         keep_axes = [i for i, v in enumerate(body.vars) if v not in expr.indices]
         sel_axes = [body.vars.index(v) for v in expr.indices]
         moved = np.transpose(body.arr, keep_axes + sel_axes)
@@ -404,4 +398,3 @@ class _Evaluator:
             union, (a, b) = self.align(self.index(expr.lhs), self.index(expr.rhs))
             return _Val(_BINARY[expr.op](a, b), union)
         raise EvaluationError(f"{self.where}: {expr} is not an integer index expression")
-

@@ -1,0 +1,174 @@
+"""Fast softmax attention from the library cascades: Numba on the CPU, numba.cuda on a GPU.
+
+:func:`attention` runs the pass structure of a library cascade (``attention_1pass``,
+``attention_2pass`` or ``attention_3pass``) as a tiled kernel. :func:`golden.run` stays the
+oracle; ``backend="golden"`` runs it here, head by head, in float64, for checks.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from golden.errors import EvaluationError
+
+__all__ = ["BACKENDS", "CASCADES", "attention"]
+
+CASCADES = ("attention_1pass", "attention_2pass", "attention_3pass")
+BACKENDS = ("cpu", "cuda", "golden")
+
+# Query-tile rows and key-tile columns of the CPU kernels (float32; measured on the benchmark
+# shape, see benchmarks/golden_cpu.py). The 3-pass slab is capped at _SLAB_BYTES per thread.
+_BQ, _BK = 256, 512
+_SLAB_BYTES = 8 << 20
+
+
+def attention(
+    q: ArrayLike,
+    k: ArrayLike,
+    v: ArrayLike,
+    *,
+    cascade: str = "attention_1pass",
+    causal: bool = False,
+    backend: str = "cpu",
+) -> NDArray[Any]:
+    """``softmax(q k^T / sqrt(E)) v`` computed the way ``cascade`` computes it.
+
+    Args:
+        q: queries ``(..., P, E)``; k: keys ``(..., M, E)``; v: values ``(..., M, F)``. The
+            leading (batch, head) dimensions must be equal. All float32 or all float64.
+        cascade: ``attention_1pass`` (online softmax over key tiles; the P x M score matrix is
+            never materialised), ``attention_2pass`` or ``attention_3pass``.
+        causal: query ``p`` sees keys ``0 .. p`` (top-left aligned, as ``torch``'s
+            ``is_causal``).
+        backend: ``cpu`` (parallel Numba), ``cuda`` (numba.cuda; a GPU, or numba's simulator
+            with ``NUMBA_ENABLE_CUDASIM=1``) or ``golden`` (:func:`golden.run` per head, the
+            float64 oracle; slow).
+
+    Returns:
+        ``(..., P, F)`` in the inputs' dtype (float64 for ``golden``).
+
+    Raises:
+        EvaluationError: unknown cascade or backend, arrays of the wrong rank, shape, dtype or an
+            empty rank, or no CUDA device for ``backend="cuda"``.
+
+    Example:
+        >>> import numpy as np, golden
+        >>> rng = np.random.default_rng(0)
+        >>> q, k, v = (rng.standard_normal((2, 3, 40, 16), dtype=np.float32) for _ in range(3))
+        >>> out = golden.attention(q, k, v, causal=True)
+        >>> out.shape, out.dtype
+        ((2, 3, 40, 16), dtype('float32'))
+        >>> ref = golden.softmax_attention(q[1, 2], k[1, 2], v[1, 2], causal=True)
+        >>> bool(np.abs(out[1, 2] - ref).max() < 1e-5)
+        True
+    """
+    _check_choice("cascade", cascade, CASCADES)
+    _check_choice("backend", backend, BACKENDS)
+    if not isinstance(causal, bool | np.bool_):
+        raise EvaluationError(f"attention: causal must be True or False, got {causal!r}")
+    qa, ka, va = _check_arrays(q, k, v)
+    lead = qa.shape[:-2]
+    P, E = qa.shape[-2:]
+    M, F = va.shape[-2:]
+    if backend == "golden":
+        return _golden(qa, ka, va, cascade, bool(causal))
+    g = int(np.prod(lead, dtype=np.int64))
+    q3, k3, v3 = (np.ascontiguousarray(a.reshape(g, *a.shape[-2:])) for a in (qa, ka, va))
+    out = np.empty((g, P, F), qa.dtype)
+    scale = qa.dtype.type(1.0 / math.sqrt(E))
+    if backend == "cpu":
+        _cpu(q3, k3, v3, out, scale, cascade, bool(causal))
+    else:
+        from golden import _attn_cuda
+
+        _attn_cuda.run(q3, k3, v3, out, scale, cascade, bool(causal))
+    return out.reshape(*lead, P, F)
+
+
+def _check_choice(what: str, value: object, known: tuple[str, ...]) -> None:
+    if isinstance(value, str) and value in known:
+        return
+    close = difflib.get_close_matches(str(value), known, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise EvaluationError(f"attention: unknown {what} {value!r}{hint} (known: {', '.join(known)})")
+
+
+def _check_arrays(q: ArrayLike, k: ArrayLike, v: ArrayLike) -> tuple[NDArray[Any], ...]:
+    arrays = []
+    for name, x, dims in (("q", q, "(..., P, E)"), ("k", k, "(..., M, E)"), ("v", v, "(..., M, F)")):
+        a = np.asarray(x)
+        if a.dtype not in (np.float32, np.float64):
+            raise EvaluationError(
+                f"attention: {name} must be float32 or float64, got {a.dtype} (convert with "
+                f".astype(np.float32))"
+            )
+        if a.ndim < 2:
+            raise EvaluationError(f"attention: {name} must be {dims}, got shape {a.shape}")
+        arrays.append(a)
+    qa, ka, va = arrays
+    if not qa.dtype == ka.dtype == va.dtype:
+        raise EvaluationError(
+            f"attention: q, k and v must have one dtype, got {qa.dtype}, {ka.dtype}, {va.dtype}"
+        )
+    shapes = f"q {qa.shape}, k {ka.shape}, v {va.shape}"
+    if not qa.shape[:-2] == ka.shape[:-2] == va.shape[:-2]:
+        raise EvaluationError(f"attention: the leading (batch, head) dimensions differ: {shapes}")
+    if qa.shape[-1] != ka.shape[-1]:
+        raise EvaluationError(f"attention: q and k must share E (the last dimension): {shapes}")
+    if ka.shape[-2] != va.shape[-2]:
+        raise EvaluationError(f"attention: k and v must share M (the second-last dimension): {shapes}")
+    for name, size in (("P", qa.shape[-2]), ("E", qa.shape[-1]), ("M", ka.shape[-2]), ("F", va.shape[-1])):
+        if size == 0:
+            raise EvaluationError(f"attention: rank {name} is empty: {shapes}")
+    return qa, ka, va
+
+
+def _cpu(
+    q: NDArray[Any],
+    k: NDArray[Any],
+    v: NDArray[Any],
+    out: NDArray[Any],
+    scale: Any,
+    cascade: str,
+    causal: bool,
+) -> None:
+    import numba
+    import scipy.linalg.cython_blas  # noqa: F401  (load the BLAS np.dot uses before limiting it)
+    from threadpoolctl import threadpool_limits
+
+    from golden import _attn_cpu
+
+    g, p, _ = q.shape
+    m = k.shape[1]
+    threads = numba.get_num_threads()
+    bq = _BQ
+    if cascade == "attention_3pass":  # one bq x M slab of scores per thread
+        bq = max(1, min(bq, _SLAB_BYTES // (m * q.itemsize)))
+    while bq > 16 and g * -(-p // bq) < 2 * threads:  # enough work items for every thread
+        bq //= 2
+    kernel = {
+        "attention_1pass": _attn_cpu.fwd_1pass,
+        "attention_2pass": _attn_cpu.fwd_2pass,
+        "attention_3pass": _attn_cpu.fwd_3pass,
+    }[cascade]
+    with threadpool_limits(1, user_api="blas"):
+        kernel(q, k, v, out, scale, causal, bq, _BK)
+
+
+def _golden(q: NDArray[Any], k: NDArray[Any], v: NDArray[Any], cascade: str, causal: bool) -> NDArray[Any]:
+    import einsum
+    from golden._interp import run
+
+    c = einsum.library.get(cascade + ("_causal" if causal else ""))
+    lead, (P, _), F = q.shape[:-2], q.shape[-2:], v.shape[-1]
+    out = np.empty((*lead, P, F))
+    m = k.shape[-2]
+    sizes = {"M0": math.gcd(m, 64)} if "M0" in c.ranks else None
+    for idx in np.ndindex(*lead):
+        out[idx] = run(c, {"Q": q[idx], "K": k[idx], "V": v[idx]}, sizes)["AV"]
+    return out

@@ -1,0 +1,305 @@
+"""Tiled, parallel Numba kernels for softmax attention on the CPU, one per pass structure.
+
+Inputs are ``q (G, P, E)``, ``k (G, M, E)``, ``v (G, M, F)``, C-contiguous, all float32 or all
+float64; ``out (G, P, F)`` is written. ``prange`` runs over (group, query tile); each work item
+keeps its tile's state in its own buffers, so no two threads write the same memory. The matrix
+products of a tile go to BLAS (``np.dot``, scipy's OpenBLAS; the caller limits BLAS to one thread
+so that it does not fight ``prange``'s threads); the elementwise work runs in loops that LLVM
+vectorises: a ``llvm.maxnum`` reduction for row maxima and, in float32, an exp built from a
+degree-6 polynomial for ``2**f`` and an exponent-field bitcast for ``2**n`` (libm's ``expf``
+does not vectorise).
+
+- :func:`fwd_1pass`: the 1-pass cascade (online softmax over key tiles of ``bk``; the P x M
+  score matrix never exists, one ``bq x bk`` tile at a time does).
+- :func:`fwd_2pass`: pass 1 keeps each key tile's max LM and sum SLD; pass 2 recomputes the tile
+  scores and accumulates ``exp(S - LM) * PRM / SD`` times V.
+- :func:`fwd_3pass`: a ``bq x M`` slab of scores per query tile, then max, exp and sum, and
+  normalise-and-multiply, each a pass over the slab.
+
+The scalar operators of the running state come from :mod:`golden._attnops` (shared with the CUDA
+kernels).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic, overload, register_jitable
+
+from golden._attnops import finish, online_max, visible_keys
+
+__all__ = ["EXP2_COEFFS", "exp_fast", "fwd_1pass", "fwd_2pass", "fwd_3pass"]
+
+# Fast-math without nnan/ninf: the running max starts at -inf and must compare correctly.
+_FM = {"reassoc", "contract", "nsz", "arcp", "afn"}
+
+# 2**f ~ 1 + f*(c1 + f*(c2 + ...)) on [-0.5, 0.5]: a relative least-squares fit on Chebyshev nodes,
+# rounded to float32; max relative error 9.7e-8 (0.81 ulp of 2**-23) measured on 200,001 points.
+EXP2_COEFFS = (
+    0.6931471824645996,
+    0.24022647738456726,
+    0.05550329014658928,
+    0.009618373587727547,
+    0.0013399848248809576,
+    0.00015370704932138324,
+)
+_C1, _C2, _C3, _C4, _C5, _C6 = (np.float32(c) for c in EXP2_COEFFS)
+_LOG2E = np.float32(1.4426950408889634)
+
+
+@intrinsic
+def _pow2i(typingctx, n):  # type: ignore[no-untyped-def]
+    """``2.0 ** n`` as float32 for int32 ``n`` in [-127, 127]; ``n = -127`` gives 0."""
+    if n != types.int32:
+        return None
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        biased = builder.add(args[0], ir.Constant(ir.IntType(32), 127))
+        return builder.bitcast(builder.shl(biased, ir.Constant(ir.IntType(32), 23)), ir.FloatType())
+
+    return types.float32(types.int32), codegen
+
+
+@intrinsic
+def _fmax(typingctx, a, b):  # type: ignore[no-untyped-def]
+    """``llvm.maxnum``: a max that the loop vectoriser turns into a vector reduction."""
+    if a != b or a not in (types.float32, types.float64):
+        return None
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        lty = context.get_value_type(signature.return_type)
+        fn = builder.module.declare_intrinsic("llvm.maxnum", [lty], ir.FunctionType(lty, [lty, lty]))
+        return builder.call(fn, args)
+
+    return a(a, a), codegen
+
+
+def exp_fast(x):  # type: ignore[no-untyped-def]
+    """``exp(x)``: in float32 the vectorisable polynomial (0 below about -88, as flushing
+    denormals would; at most 2**127.5 above 88, never inf), else ``math.exp``."""
+    return math.exp(x)
+
+
+@overload(exp_fast, jit_options={"fastmath": _FM})
+def _exp_fast_impl(x):  # type: ignore[no-untyped-def]
+    if x == types.float32:
+
+        def impl(x):  # type: ignore[no-untyped-def]
+            t = x * _LOG2E
+            t = t if t > np.float32(-127.0) else np.float32(-127.0)
+            t = t if t < np.float32(127.0) else np.float32(127.0)  # finite up to 2**127
+            n = np.int32(np.int32(t + np.float32(127.5)) - np.int32(127))  # round(t); t + 127.5 > 0
+            f = t - np.float32(n)
+            p = np.float32(1.0) + f * (_C1 + f * (_C2 + f * (_C3 + f * (_C4 + f * (_C5 + f * _C6)))))
+            return p * _pow2i(n)
+
+        return impl
+    return lambda x: math.exp(x)
+
+
+@register_jitable
+def _row_max(row, c):  # type: ignore[no-untyped-def]
+    mx = row[0]
+    for j in range(1, c):
+        mx = _fmax(mx, row[j])
+    return mx
+
+
+@register_jitable
+def _row_exp(row, c, nk, shift):  # type: ignore[no-untyped-def]
+    """``row[:c] = exp(row[:c] - shift)``, ``row[c:nk] = 0``; returns the sum."""
+    tot = row[0] - row[0]
+    for j in range(c):
+        e = exp_fast(row[j] - shift)
+        row[j] = e
+        tot += e
+    for j in range(c, nk):
+        row[j] = 0
+    return tot
+
+
+def _gemm(a, b, c, b_transposed, beta):  # type: ignore[no-untyped-def]
+    """``c[:m, :n] = a @ (b.T if b_transposed else b) + beta * c[:m, :n]`` for row-major 2D
+    arrays with unit column stride (``m = a.shape[0]``). Jit-only: BLAS ``?gemm`` through numba's
+    own ``numba_xxgemm`` (the entry its ``np.dot`` uses; scipy's BLAS), so that a product can write
+    into part of a buffer and accumulate (beta = 1), and the kernels stay cacheable."""
+    raise NotImplementedError("_gemm is only callable from compiled code")
+
+
+@overload(_gemm)
+def _gemm_impl(a, b, c, b_transposed, beta):  # type: ignore[no-untyped-def]
+    from numba.np.linalg import _BLAS
+
+    xxgemm = _BLAS().numba_xxgemm(c.dtype)
+    kind = ord("s") if c.dtype == types.float32 else ord("d")
+
+    def impl(a, b, c, b_transposed, beta):  # type: ignore[no-untyped-def]
+        # Row-major C = A B is column-major C^T = B^T A^T: hence B first.
+        m, kk = a.shape
+        n = b.shape[0] if b_transposed else b.shape[1]
+        sc = np.empty(2, c.dtype)
+        sc[0] = 1
+        sc[1] = beta
+        xxgemm(
+            kind,
+            ord("T") if b_transposed else ord("N"),
+            ord("N"),
+            n,
+            m,
+            kk,
+            sc[0:].ctypes,
+            b.ctypes,
+            b.strides[0] // b.itemsize,
+            a.ctypes,
+            a.strides[0] // a.itemsize,
+            sc[1:].ctypes,
+            c.ctypes,
+            c.strides[0] // c.itemsize,
+        )
+
+    return impl
+
+
+@register_jitable
+def _scaled_tile(q, g, p0, n, scale):  # type: ignore[no-untyped-def]
+    qt = np.empty((n, q.shape[2]), q.dtype)
+    for i in range(n):
+        for e in range(q.shape[2]):
+            qt[i, e] = q[g, p0 + i, e] * scale
+    return qt
+
+
+# A row's running reference may trail its running max as long as a tile's exp-sum stays below
+# exp(16) ~ 8.9e6 (no overflow in float32 sums over any practical M); past that (or inf/nan) the
+# row is recomputed against its true max.
+RESCALE_LIMIT = 16.0
+
+
+@njit(parallel=True, fastmath=_FM, cache=True)
+def fwd_1pass(q, k, v, out, scale, causal, bq, bk):  # type: ignore[no-untyped-def]
+    """The 1-pass cascade with conditional rescaling (as in FlashAttention-4): RM is a running
+    *reference*, raised to the true max (and RD, RNV corrected by PRM) only when a tile's
+    exp-sum against it gets large, so the row max costs no pass of its own in the common case.
+    Softmax is shift-invariant: AV = RNV / RD is the same for any reference that keeps the
+    exponents in range."""
+    G, P, _ = q.shape
+    M, F = k.shape[1], v.shape[2]
+    big = q.dtype.type(math.exp(RESCALE_LIMIT))
+    nqb = (P + bq - 1) // bq
+    for w in prange(G * nqb):
+        g = w // nqb
+        p0 = (w - g * nqb) * bq
+        n = min(P, p0 + bq) - p0
+        qt = _scaled_tile(q, g, p0, n, scale)
+        rm = np.full(n, -np.inf, q.dtype)
+        rd = np.zeros(n, q.dtype)
+        rnv = np.zeros((n, F), q.dtype)
+        s = np.empty((n, bk), q.dtype)
+        mend = min(M, p0 + n) if causal else M
+        for m0 in range(0, mend, bk):
+            nk = min(mend, m0 + bk) - m0
+            kt = k[g, m0 : m0 + nk]
+            _gemm(qt, kt, s, True, 0.0)  # QK for the tile, into s[:, :nk]
+            for i in range(n):
+                row = s[i]
+                c = visible_keys(p0 + i, m0, nk, causal)
+                if c == 0:
+                    row[:nk] = 0
+                    continue
+                ref = rm[i] if rm[i] != -np.inf else row[0]
+                sld = _row_exp(row, c, nk, ref)
+                if not sld <= big:  # recompute the row's scores; its true max becomes the reference
+                    _gemm(qt[i : i + 1], kt, s[i : i + 1], True, 0.0)
+                    lm = _row_max(row, c)
+                    ref = lm if lm > ref else ref
+                    sld = _row_exp(row, c, nk, ref)
+                if ref != rm[i]:
+                    ref, prm = online_max(rm[i], ref)
+                    rm[i] = ref
+                    rd[i] *= prm
+                    for f in range(F):
+                        rnv[i, f] *= prm
+                rd[i] += sld
+            _gemm(s[:, :nk], v[g, m0 : m0 + nk], rnv, False, 1.0)  # RNV += SLN V
+        for i in range(n):
+            for f in range(F):
+                out[g, p0 + i, f] = finish(rnv[i, f], rd[i])
+
+
+@njit(parallel=True, fastmath=_FM, cache=True)
+def fwd_2pass(q, k, v, out, scale, causal, bq, bk):  # type: ignore[no-untyped-def]
+    G, P, _ = q.shape
+    M, F = k.shape[1], v.shape[2]
+    nqb = (P + bq - 1) // bq
+    for w in prange(G * nqb):
+        g = w // nqb
+        p0 = (w - g * nqb) * bq
+        n = min(P, p0 + bq) - p0
+        qt = _scaled_tile(q, g, p0, n, scale)
+        mend = min(M, p0 + n) if causal else M
+        ntiles = (mend + bk - 1) // bk
+        lm = np.full((n, ntiles), -np.inf, q.dtype)
+        sld = np.zeros((n, ntiles), q.dtype)
+        # pass 1: LM[p, m1] = max[m0] S, SLD[p, m1] = sum[m0] exp(S - LM)
+        for t in range(ntiles):
+            m0 = t * bk
+            nk = min(mend, m0 + bk) - m0
+            s = np.dot(qt, k[g, m0 : m0 + nk].T)
+            for i in range(n):
+                c = visible_keys(p0 + i, m0, nk, causal)
+                if c > 0:
+                    lm[i, t] = _row_max(s[i], c)
+                    sld[i, t] = _row_exp(s[i], c, nk, lm[i, t])
+        # GM[p] = max[m1] LM, PRM[p, m1] = exp(LM - GM), SD[p] = sum[m1] SLD * PRM
+        prm = np.zeros((n, ntiles), q.dtype)
+        sd = np.zeros(n, q.dtype)
+        for i in range(n):
+            gm = lm[i, 0]
+            for t in range(1, ntiles):
+                gm = lm[i, t] if lm[i, t] > gm else gm
+            for t in range(ntiles):
+                if lm[i, t] != -np.inf:
+                    prm[i, t] = math.exp(lm[i, t] - gm)
+                sd[i] += sld[i, t] * prm[i, t]
+        # pass 2: AV[p, f] = sum[m1, m0] exp(S - LM) * PRM / SD * V
+        acc = np.zeros((n, F), q.dtype)
+        for t in range(ntiles):
+            m0 = t * bk
+            nk = min(mend, m0 + bk) - m0
+            s = np.dot(qt, k[g, m0 : m0 + nk].T)
+            for i in range(n):
+                row = s[i]
+                c = visible_keys(p0 + i, m0, nk, causal)
+                if c == 0:
+                    row[:] = 0
+                    continue
+                _row_exp(row, c, nk, lm[i, t])
+                a = prm[i, t] / sd[i]
+                for j in range(c):
+                    row[j] *= a
+            acc += np.dot(s, v[g, m0 : m0 + nk])
+        out[g, p0 : p0 + n] = acc
+
+
+@njit(parallel=True, fastmath=_FM, cache=True)
+def fwd_3pass(q, k, v, out, scale, causal, bq, bk):  # type: ignore[no-untyped-def]
+    G, P, _ = q.shape
+    M = k.shape[1]
+    nqb = (P + bq - 1) // bq
+    for w in prange(G * nqb):
+        g = w // nqb
+        p0 = (w - g * nqb) * bq
+        n = min(P, p0 + bq) - p0
+        qt = _scaled_tile(q, g, p0, n, scale)
+        s = np.dot(qt, k[g].T)  # QK and S for the query tile: an n x M slab
+        for i in range(n):
+            row = s[i]
+            c = visible_keys(p0 + i, 0, M, causal)
+            gm = _row_max(row, c)  # pass 1: GM
+            sd = _row_exp(row, c, M, gm)  # pass 2: SN and SD
+            for j in range(c):  # pass 3: A = SN / SD (then A x V below)
+                row[j] = finish(row[j], sd)
+        out[g, p0 : p0 + n] = np.dot(s, v[g])

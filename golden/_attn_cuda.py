@@ -1,0 +1,213 @@
+"""numba.cuda kernels for softmax attention: one thread block per (group, query tile).
+
+A block of 16 x 16 threads owns ``BQ`` queries. Per key tile of ``BK`` keys it stages K and V in
+shared memory (Q stays there, pre-scaled), computes the ``BQ x BK`` score tile with each thread
+holding a ``BQ/16 x BK/16`` register micro-tile (rows ``ty + 16 a``, keys ``tx + 16 b``), writes
+it to shared memory for the row statistics, and accumulates the ``BQ x F`` output in registers
+(rows ``ty + 16 a``, features ``tx + 16 c``). The pass structure follows the cascade:
+
+- 1 pass: online softmax; RM, RD in shared memory, PRM rescales the register accumulators.
+- 2 passes: pass 1 keeps LM and SLD per tile folded into GM and SD; pass 2 recomputes the
+  scores and accumulates ``exp(S - LM) * PRM / SD`` (= ``exp(S - GM) / SD``) times V.
+- 3 passes: GM, then SD, then ``A = SN / SD`` times V, each a sweep over the key tiles
+  (recomputing the scores rather than storing the P x M matrix).
+
+The running-state operators are :mod:`golden._attnops`, the same ones the CPU kernels inline.
+Tile sizes are chosen so that the static shared memory fits 48 KiB; E and F are compile-time
+constants (one compiled kernel per shape family, cached for the process).
+Runs on numba's CUDA simulator with ``NUMBA_ENABLE_CUDASIM=1`` (slow: one Python thread per
+CUDA thread; tests use small shapes).
+"""
+
+from __future__ import annotations
+
+import math
+from functools import cache
+from typing import Any
+
+import numpy as np
+from numba import cuda, float32, float64
+
+from golden._attnops import finish, online_max, running_sum, visible_keys
+from golden.errors import EvaluationError
+
+__all__ = ["SHARED_BYTES", "run", "tile_shape"]
+
+SHARED_BYTES = 48 * 1024
+_T = 16  # threads per block side
+
+
+def tile_shape(e: int, f: int, itemsize: int) -> tuple[int, int] | None:
+    """The largest (BQ, BK) whose Q, K, V and score tiles fit :data:`SHARED_BYTES`."""
+    for bq, bk in ((64, 64), (64, 32), (32, 32), (32, 16), (16, 16)):
+        words = bq * (e + 1) + bk * (e + 1) + bk * f + bq * (bk + 1) + 4 * bq
+        if words * itemsize <= SHARED_BYTES:
+            return bq, bk
+    return None
+
+
+def run(q: Any, k: Any, v: Any, out: Any, scale: Any, cascade: str, causal: bool) -> None:
+    if not cuda.is_available():
+        raise EvaluationError(
+            "attention: backend 'cuda' needs an NVIDIA GPU with a working CUDA driver (none found); "
+            "set NUMBA_ENABLE_CUDASIM=1 to run the kernels on numba's CUDA simulator instead"
+        )
+    g, p, e = q.shape
+    m, f = v.shape[1:]
+    shape = tile_shape(e, f, q.itemsize)
+    if shape is None:
+        raise EvaluationError(
+            f"attention: E = {e}, F = {f} ({q.dtype}) do not fit the CUDA kernel's "
+            f"{SHARED_BYTES // 1024} KiB of shared memory even with 16 x 16 tiles"
+        )
+    bq, bk = shape
+    kernel = _kernel(np.dtype(q.dtype).name, e, f, bq, bk, int(cascade[len("attention_")]))
+    dq, dk, dv = (cuda.to_device(a) for a in (q, k, v))
+    dout = cuda.device_array_like(out)
+    kernel[(g, -(-p // bq)), (_T, _T)](dq, dk, dv, dout, scale, q.dtype.type(1), causal)
+    dout.copy_to_host(out)
+    cuda.synchronize()
+
+
+@cache
+def _kernel(dtype_name: str, E: int, F: int, BQ: int, BK: int, NPASS: int) -> Any:  # noqa: N803
+    dt = float32 if dtype_name == "float32" else float64
+    RQ, RK, RF = BQ // _T, BK // _T, -(-F // _T)  # noqa: N806
+    EP = E + 1  # noqa: N806  (padding: threads tx read K rows tx + 16 b, column e, without bank conflicts)
+
+    @cuda.jit(device=True)
+    def load_kv(k, v, g, m0, M, ks, vs, tid):  # type: ignore[no-untyped-def]
+        for idx in range(tid, BK * E, _T * _T):
+            j, e = idx // E, idx % E
+            ks[j, e] = k[g, m0 + j, e] if m0 + j < M else 0
+        for idx in range(tid, BK * F, _T * _T):
+            j, f = idx // F, idx % F
+            vs[j, f] = v[g, m0 + j, f] if m0 + j < M else 0
+
+    @cuda.jit(device=True)
+    def scores(qs, ks, ss, p0, m0, M, causal, tx, ty):  # type: ignore[no-untyped-def]
+        """ss[r, j] = Q[r] . K[j] (scaled), -inf where masked or past M."""
+        s = cuda.local.array((RQ, RK), dt)
+        for a in range(RQ):
+            for b in range(RK):
+                s[a, b] = 0
+        for e in range(E):
+            for a in range(RQ):
+                qv = qs[ty + _T * a, e]
+                for b in range(RK):
+                    s[a, b] += qv * ks[tx + _T * b, e]
+        for a in range(RQ):
+            r = ty + _T * a
+            c = visible_keys(p0 + r, m0, min(BK, M - m0), causal)
+            for b in range(RK):
+                j = tx + _T * b
+                ss[r, j] = s[a, b] if j < c else -math.inf
+
+    @cuda.jit(device=True)
+    def row_max(ss, r):  # type: ignore[no-untyped-def]
+        mx = ss[r, 0]
+        for j in range(1, BK):
+            mx = max(mx, ss[r, j])
+        return mx
+
+    @cuda.jit(device=True)
+    def row_exp(ss, r, shift, factor):  # type: ignore[no-untyped-def]
+        """ss[r, :] = exp(ss[r, :] - shift) * factor (masked -inf -> 0); returns the sum before
+        the factor. ``factor - factor`` is a zero of the kernel's dtype (no float64 literals)."""
+        zero = factor - factor
+        tot = zero
+        for j in range(BK):
+            x = ss[r, j]
+            ex = zero
+            if x != -math.inf:
+                ex = math.exp(x - shift)
+            ss[r, j] = ex * factor
+            tot += ex
+        return tot
+
+    @cuda.jit(device=True)
+    def accumulate(acc, ss, vs, rs, tx, ty):  # type: ignore[no-untyped-def]
+        """acc[a, c] = acc[a, c] * rs[r] + sum_j ss[r, j] * V[j, f]."""
+        for a in range(RQ):
+            r = ty + _T * a
+            for c in range(RF):
+                acc[a, c] *= rs[r]
+        for j in range(BK):
+            for a in range(RQ):
+                pj = ss[ty + _T * a, j]
+                for c in range(RF):
+                    f = tx + _T * c
+                    if f < F:
+                        acc[a, c] += pj * vs[j, f]
+
+    @cuda.jit
+    def kernel(q, k, v, out, scale, one, causal):  # type: ignore[no-untyped-def]
+        qs = cuda.shared.array((BQ, EP), dt)
+        ks = cuda.shared.array((BK, EP), dt)
+        vs = cuda.shared.array((BK, F), dt)
+        ss = cuda.shared.array((BQ, BK + 1), dt)
+        rm = cuda.shared.array(BQ, dt)  # RM / GM
+        rd = cuda.shared.array(BQ, dt)  # RD / SD
+        rs = cuda.shared.array(BQ, dt)  # this tile's factor on the accumulators (PRM)
+        g, qb = cuda.blockIdx.x, cuda.blockIdx.y
+        tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
+        tid = ty * _T + tx
+        P, M = q.shape[1], k.shape[1]
+        p0 = qb * BQ
+        for idx in range(tid, BQ * E, _T * _T):
+            r, e = idx // E, idx % E
+            qs[r, e] = q[g, p0 + r, e] * scale if p0 + r < P else 0
+        if tid < BQ:
+            rm[tid] = -math.inf
+            rd[tid] = one - one
+            rs[tid] = one
+        acc = cuda.local.array((RQ, RF), dt)
+        for a in range(RQ):
+            for c in range(RF):
+                acc[a, c] = one - one
+        mend = min(M, p0 + BQ) if causal else M
+        for sweep in range(NPASS):
+            last = sweep == NPASS - 1
+            for m0 in range(0, mend, BK):
+                cuda.syncthreads()
+                load_kv(k, v, g, m0, M, ks, vs, tid)
+                cuda.syncthreads()
+                scores(qs, ks, ss, p0, m0, M, causal, tx, ty)
+                cuda.syncthreads()
+                if tid < BQ:
+                    r = tid
+                    lm = row_max(ss, r)
+                    if NPASS == 1:  # online: RM, PRM, RD, then SLN for the accumulators
+                        if lm != -math.inf:
+                            new, prm = online_max(rm[r], lm)
+                            rm[r] = new
+                            rs[r] = prm
+                            rd[r] = running_sum(rd[r], prm, row_exp(ss, r, new, one))
+                        else:  # no visible key in this tile for this query
+                            rs[r] = one
+                            for j in range(BK):
+                                ss[r, j] = one - one
+                    elif not last and (NPASS == 2 or sweep == 0):
+                        if lm != -math.inf:  # 2 passes: fold LM, SLD into GM, SD; 3: GM only
+                            new, prm = online_max(rm[r], lm)
+                            if NPASS == 2:
+                                sld = row_exp(ss, r, lm, one)
+                                rd[r] = running_sum(rd[r], prm, sld * math.exp(lm - new))
+                            rm[r] = new
+                    elif not last:  # 3 passes, sweep 1: SD = sum exp(S - GM)
+                        rd[r] += row_exp(ss, r, rm[r], one)
+                    else:  # last sweep of 2 or 3 passes: A = exp(S - GM) / SD
+                        rs[r] = one
+                        row_exp(ss, r, rm[r], one / rd[r])
+                cuda.syncthreads()
+                if last:
+                    accumulate(acc, ss, vs, rs, tx, ty)
+        for a in range(RQ):
+            p = p0 + ty + _T * a
+            if p < P:
+                for c in range(RF):
+                    f = tx + _T * c
+                    if f < F:
+                        out[g, p, f] = finish(acc[a, c], rd[ty + _T * a]) if NPASS == 1 else acc[a, c]
+
+    return kernel
