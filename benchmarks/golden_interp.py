@@ -49,9 +49,11 @@ def main() -> None:
         results[f"{name}_vs_numpy"] = seconds / numpy_s
         results[f"{name}_max_abs_err"] = err
         if not args.json:
-            print(f"{name:16s} {seconds * 1e3:8.1f} ms  = {seconds / numpy_s:5.2f}x plain NumPy "
-                  f"softmax attention ({numpy_s * 1e3:.1f} ms)  target < {limits[name]:.0f} s  "
-                  f"max |err| {err:.1e}")
+            print(
+                f"{name:16s} {seconds * 1e3:8.1f} ms  = {seconds / numpy_s:5.2f}x plain NumPy "
+                f"softmax attention ({numpy_s * 1e3:.1f} ms)  target < {limits[name]:.0f} s  "
+                f"max |err| {err:.1e}"
+            )
     if args.json:
         print(json.dumps(results))
 

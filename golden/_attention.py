@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import math
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -138,8 +139,6 @@ def _cpu(
     causal: bool,
 ) -> None:
     import numba
-    import scipy.linalg.cython_blas  # noqa: F401  (load the BLAS np.dot uses before limiting it)
-    from threadpoolctl import threadpool_limits
 
     from golden import _attn_cpu
 
@@ -156,8 +155,18 @@ def _cpu(
         "attention_2pass": _attn_cpu.fwd_2pass,
         "attention_3pass": _attn_cpu.fwd_3pass,
     }[cascade]
-    with threadpool_limits(1, user_api="blas"):
+    with _blas_controller().limit(limits=1, user_api="blas"):
         kernel(q, k, v, out, scale, causal, bq, _BK)
+
+
+@cache
+def _blas_controller() -> Any:
+    """threadpoolctl's view of the loaded BLAS libraries, made once (about 0.5 ms), after
+    scipy's BLAS, which np.dot in the kernels uses, is loaded."""
+    import scipy.linalg.cython_blas  # noqa: F401
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 def _golden(q: NDArray[Any], k: NDArray[Any], v: NDArray[Any], cascade: str, causal: bool) -> NDArray[Any]:

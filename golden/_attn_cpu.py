@@ -5,9 +5,9 @@ float64; ``out (G, P, F)`` is written. ``prange`` runs over (group, query tile);
 keeps its tile's state in its own buffers, so no two threads write the same memory. The matrix
 products of a tile go to BLAS (``np.dot``, scipy's OpenBLAS; the caller limits BLAS to one thread
 so that it does not fight ``prange``'s threads); the elementwise work runs in loops that LLVM
-vectorises: a ``llvm.maxnum`` reduction for row maxima and, in float32, an exp built from a
-degree-6 polynomial for ``2**f`` and an exponent-field bitcast for ``2**n`` (libm's ``expf``
-does not vectorise).
+vectorises: a ``llvm.maxnum`` reduction for row maxima and, in float32, an exp built from
+Cody-Waite range reduction, a degree-6 polynomial and an exponent-field bitcast for ``2**n``
+(libm's ``expf`` does not vectorise).
 
 - :func:`fwd_1pass`: the 1-pass cascade (online softmax over key tiles of ``bk``; the P x M
   score matrix never exists, one ``bq x bk`` tile at a time does).
@@ -31,23 +31,26 @@ from numba.extending import intrinsic, overload, register_jitable
 
 from golden._attnops import finish, online_max, visible_keys
 
-__all__ = ["EXP2_COEFFS", "exp_fast", "fwd_1pass", "fwd_2pass", "fwd_3pass"]
+__all__ = ["EXP_COEFFS", "exp_fast", "fwd_1pass", "fwd_2pass", "fwd_3pass"]
 
 # Fast-math without nnan/ninf: the running max starts at -inf and must compare correctly.
 _FM = {"reassoc", "contract", "nsz", "arcp", "afn"}
 
-# 2**f ~ 1 + f*(c1 + f*(c2 + ...)) on [-0.5, 0.5]: a relative least-squares fit on Chebyshev nodes,
-# rounded to float32; max relative error 9.7e-8 (0.81 ulp of 2**-23) measured on 200,001 points.
-EXP2_COEFFS = (
-    0.6931471824645996,
-    0.24022647738456726,
-    0.05550329014658928,
-    0.009618373587727547,
-    0.0013399848248809576,
-    0.00015370704932138324,
+# exp(r) ~ 1 + r*(c1 + r*(c2 + ...)) on [-ln2/2, ln2/2]: a relative least-squares fit on Chebyshev
+# nodes, rounded to float32; max relative error 9.6e-8 (0.81 ulp of 2**-23) on 200,001 points.
+EXP_COEFFS = (
+    1.0,
+    0.4999999403953552,
+    0.1666642129421234,
+    0.04166772589087486,
+    0.008374763652682304,
+    0.001385929062962532,
 )
-_C1, _C2, _C3, _C4, _C5, _C6 = (np.float32(c) for c in EXP2_COEFFS)
+_C1, _C2, _C3, _C4, _C5, _C6 = (np.float32(c) for c in EXP_COEFFS)
 _LOG2E = np.float32(1.4426950408889634)
+# Cody-Waite: ln 2 = _LN2_HI + _LN2_LO with _LN2_HI exact in 9 bits, so n * _LN2_HI is exact.
+_LN2_HI = np.float32(0.693359375)
+_LN2_LO = np.float32(-2.12194440e-4)
 
 
 @intrinsic
@@ -78,22 +81,24 @@ def _fmax(typingctx, a, b):  # type: ignore[no-untyped-def]
 
 
 def exp_fast(x):  # type: ignore[no-untyped-def]
-    """``exp(x)``: in float32 the vectorisable polynomial (0 below about -88, as flushing
-    denormals would; at most 2**127.5 above 88, never inf), else ``math.exp``."""
+    """``exp(x)``: in float32 a vectorisable Cody-Waite reduction and polynomial (inputs clamped to
+    [-88, 88]: 0 where exp is denormal, as flushing would; never inf), else ``math.exp``."""
     return math.exp(x)
 
 
-@overload(exp_fast, jit_options={"fastmath": _FM})
+# No "reassoc" here: it would fold the Cody-Waite pair back into one rounded ln 2 (4 ulp at |x| = 87).
+@overload(exp_fast, jit_options={"fastmath": {"contract", "nsz", "arcp", "afn"}})
 def _exp_fast_impl(x):  # type: ignore[no-untyped-def]
     if x == types.float32:
 
         def impl(x):  # type: ignore[no-untyped-def]
-            t = x * _LOG2E
-            t = t if t > np.float32(-127.0) else np.float32(-127.0)
-            t = t if t < np.float32(127.0) else np.float32(127.0)  # finite up to 2**127
-            n = np.int32(np.int32(t + np.float32(127.5)) - np.int32(127))  # round(t); t + 127.5 > 0
-            f = t - np.float32(n)
-            p = np.float32(1.0) + f * (_C1 + f * (_C2 + f * (_C3 + f * (_C4 + f * (_C5 + f * _C6)))))
+            x = x if x > np.float32(-88.0) else np.float32(-88.0)
+            x = x if x < np.float32(88.0) else np.float32(88.0)
+            # n = round(x / ln 2): x * log2e + 127.5 > 0 truncates down
+            n = np.int32(np.int32(x * _LOG2E + np.float32(127.5)) - np.int32(127))
+            fn = np.float32(n)
+            r = (x - fn * _LN2_HI) - fn * _LN2_LO  # x - n ln2, |r| <= ln2/2 (+ rounding)
+            p = np.float32(1.0) + r * (_C1 + r * (_C2 + r * (_C3 + r * (_C4 + r * (_C5 + r * _C6)))))
             return p * _pow2i(n)
 
         return impl
@@ -196,7 +201,8 @@ def fwd_1pass(q, k, v, out, scale, causal, bq, bk):  # type: ignore[no-untyped-d
         qt = _scaled_tile(q, g, p0, n, scale)
         rm = np.full(n, -np.inf, q.dtype)
         rd = np.zeros(n, q.dtype)
-        rnv = np.zeros((n, F), q.dtype)
+        rnv = out[g, p0 : p0 + n]  # RNV accumulates in place; AV = RNV / RD at the end
+        rnv[:] = 0
         s = np.empty((n, bk), q.dtype)
         mend = min(M, p0 + n) if causal else M
         for m0 in range(0, mend, bk):
@@ -226,7 +232,7 @@ def fwd_1pass(q, k, v, out, scale, causal, bq, bk):  # type: ignore[no-untyped-d
             _gemm(s[:, :nk], v[g, m0 : m0 + nk], rnv, False, 1.0)  # RNV += SLN V
         for i in range(n):
             for f in range(F):
-                out[g, p0 + i, f] = finish(rnv[i, f], rd[i])
+                rnv[i, f] = finish(rnv[i, f], rd[i])
 
 
 @njit(parallel=True, fastmath=_FM, cache=True)
@@ -254,17 +260,17 @@ def fwd_2pass(q, k, v, out, scale, causal, bq, bk):  # type: ignore[no-untyped-d
                     lm[i, t] = _row_max(s[i], c)
                     sld[i, t] = _row_exp(s[i], c, nk, lm[i, t])
         # GM[p] = max[m1] LM, PRM[p, m1] = exp(LM - GM), SD[p] = sum[m1] SLD * PRM
-        prm = np.zeros((n, ntiles), q.dtype)
+        gm = np.empty(n, q.dtype)
         sd = np.zeros(n, q.dtype)
         for i in range(n):
-            gm = lm[i, 0]
+            gm[i] = lm[i, 0]
             for t in range(1, ntiles):
-                gm = lm[i, t] if lm[i, t] > gm else gm
+                gm[i] = lm[i, t] if lm[i, t] > gm[i] else gm[i]
             for t in range(ntiles):
                 if lm[i, t] != -np.inf:
-                    prm[i, t] = math.exp(lm[i, t] - gm)
-                sd[i] += sld[i, t] * prm[i, t]
-        # pass 2: AV[p, f] = sum[m1, m0] exp(S - LM) * PRM / SD * V
+                    sd[i] += sld[i, t] * math.exp(lm[i, t] - gm[i])
+        # pass 2: AV[p, f] = sum[m1, m0] A * V with A = SLN * PRM / SD, evaluated as
+        # exp(S - GM) / SD (the same value with one exp and one rounding fewer)
         acc = np.zeros((n, F), q.dtype)
         for t in range(ntiles):
             m0 = t * bk
@@ -276,10 +282,9 @@ def fwd_2pass(q, k, v, out, scale, causal, bq, bk):  # type: ignore[no-untyped-d
                 if c == 0:
                     row[:] = 0
                     continue
-                _row_exp(row, c, nk, lm[i, t])
-                a = prm[i, t] / sd[i]
+                _row_exp(row, c, nk, gm[i])
                 for j in range(c):
-                    row[j] *= a
+                    row[j] = finish(row[j], sd[i])
             acc += np.dot(s, v[g, m0 : m0 + nk])
         out[g, p0 : p0 + n] = acc
 

@@ -127,18 +127,23 @@ def _kernel(dtype_name: str, E: int, F: int, BQ: int, BK: int, NPASS: int) -> An
 
     @cuda.jit(device=True)
     def accumulate(acc, ss, vs, rs, tx, ty):  # type: ignore[no-untyped-def]
-        """acc[a, c] = acc[a, c] * rs[r] + sum_j ss[r, j] * V[j, f]."""
+        """acc[a, c] = acc[a, c] * rs[r] + sum_j ss[r, j] * V[j, f]: the tile's products are
+        summed on their own first (as a tensor-core MMA would), then added to the accumulator."""
+        part = cuda.local.array((RQ, RF), dt)
         for a in range(RQ):
-            r = ty + _T * a
             for c in range(RF):
-                acc[a, c] *= rs[r]
+                part[a, c] = acc[a, c] - acc[a, c]
         for j in range(BK):
             for a in range(RQ):
                 pj = ss[ty + _T * a, j]
                 for c in range(RF):
                     f = tx + _T * c
                     if f < F:
-                        acc[a, c] += pj * vs[j, f]
+                        part[a, c] += pj * vs[j, f]
+        for a in range(RQ):
+            r = ty + _T * a
+            for c in range(RF):
+                acc[a, c] = running_sum(acc[a, c], rs[r], part[a, c])
 
     @cuda.jit
     def kernel(q, k, v, out, scale, one, causal):  # type: ignore[no-untyped-def]

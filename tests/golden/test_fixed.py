@@ -129,8 +129,13 @@ def test_shape_errors_of_the_tile_models() -> None:
     z = np.zeros
     with pytest.raises(EvaluationError, match=r"attention_1pass: M = 10 is not a multiple of m0 = 4"):
         fixed.attention_1pass(z((2, 3), int), z((10, 3), int), z((10, 2), int), fmt, m0=4)
-    with pytest.raises(EvaluationError, match=r"dot: need at least one term along the last axis; got shape \(2, 0\)"):
+    with pytest.raises(
+        EvaluationError, match=r"dot: need at least one term along the last axis; got shape \(2, 0\)"
+    ):
         fixed.dot(z((2, 0), int), z((2, 0), int), fmt)
-    with pytest.raises(EvaluationError, match=r"tile1d: expected lm \(N,\), sld \(N,\), slnv \(F, N\); got \(3,\), "
-                                              r"\(3,\), \(2, 4\)"):
+    with pytest.raises(
+        EvaluationError,
+        match=r"tile1d: expected lm \(N,\), sld \(N,\), slnv \(F, N\); got \(3,\), "
+        r"\(3,\), \(2, 4\)",
+    ):
         fixed.tile1d(z(3, int), z(3, int), z((2, 4), int), None, fmt)

@@ -20,12 +20,14 @@ def test_inputs_are_not_modified_and_outputs_are_float64() -> None:
 def test_all_tensors_exposes_every_stage() -> None:
     rng = np.random.default_rng(3)
     q, k, v = rng.normal(size=(5, 4)), rng.normal(size=(6, 4)), rng.normal(size=(6, 2))
-    t = golden.run(einsum.library.get("attention_1pass"), {"Q": q, "K": k, "V": v}, {"M0": 3},
-                   all_tensors=True)
+    t = golden.run(
+        einsum.library.get("attention_1pass"), {"Q": q, "K": k, "V": v}, {"M0": 3}, all_tensors=True
+    )
     s = q @ k.T / 2.0
     np.testing.assert_allclose(t["RM"][:, -1], s.max(axis=1), rtol=1e-14)  # running max, final
-    np.testing.assert_allclose(t["RD"][:, -1], np.exp(s - s.max(axis=1, keepdims=True)).sum(axis=1),
-                               rtol=1e-13)
+    np.testing.assert_allclose(
+        t["RD"][:, -1], np.exp(s - s.max(axis=1, keepdims=True)).sum(axis=1), rtol=1e-13
+    )
     assert t["RM"].shape == (5, 3) and np.all(t["RM"][:, 0] == -np.inf)
 
 

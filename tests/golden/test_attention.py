@@ -1,0 +1,259 @@
+"""golden.attention against golden.run (the float64 oracle), with FlashAttention's tolerance rule.
+
+The rule (FlashAttention's tests): the kernel's max error against the float64 reference may be at
+most twice that of a naive computation in the same dtype, plus twice the dtype's rounding error
+at the output's magnitude (``(ref + 0.3 - 0.3) - ref``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import golden
+from golden import _attn_cpu
+from golden._attention import CASCADES
+
+
+def naive(q, k, v, causal, dtype):
+    """softmax(q k^T / sqrt(E)) v, every step in ``dtype`` (what a user would write)."""
+    q, k, v = (np.asarray(a, dtype) for a in (q, k, v))
+    s = (q @ np.swapaxes(k, -1, -2)) * dtype(1 / np.sqrt(q.shape[-1]))
+    if causal:
+        p, m = s.shape[-2:]
+        s = np.where(np.tril(np.ones((p, m), bool)), s, dtype(-np.inf))
+    s = np.exp(s - s.max(-1, keepdims=True))
+    return (s / s.sum(-1, keepdims=True)) @ v
+
+
+EXTENDED = np.finfo(np.longdouble).eps < np.finfo(np.float64).eps
+
+
+def check(out, q, k, v, cascade, causal):
+    """Float32 results against golden.run (the float64 oracle). Float64 results need a reference
+    more precise than float64: the same formula in extended precision (np.longdouble), which
+    golden.run must itself match under the same rule."""
+    dtype = q.dtype.type
+    assert out.dtype == q.dtype and out.shape == (*q.shape[:-1], v.shape[-1])
+    oracle = golden.attention(
+        *(a.astype(np.float64) for a in (q, k, v)), cascade=cascade, causal=causal, backend="golden"
+    )
+    if dtype is np.float32:
+        ref = oracle
+    else:
+        if not EXTENDED:
+            pytest.skip("np.longdouble is no wider than float64 here: no reference for float64")
+        ref = naive(q, k, v, causal, np.longdouble)
+        within_rule(oracle, ref, q, k, v, causal, dtype)
+    return within_rule(out, ref, q, k, v, causal, dtype)
+
+
+def within_rule(out, ref, q, k, v, causal, dtype):
+    err = np.abs(out - ref).max()
+    naive_err = np.abs(naive(q, k, v, causal, dtype) - ref).max()
+    atol = 2 * np.abs((ref.astype(dtype) + dtype(0.3) - dtype(0.3)) - ref).max()
+    assert err <= 2 * naive_err + atol, (err, naive_err, atol)
+    return err
+
+
+def inputs(rng, lead, p, m, e, f, dtype, q_scale=1.0):
+    q = (rng.standard_normal((*lead, p, e)) * q_scale).astype(dtype)
+    return (
+        q,
+        rng.standard_normal((*lead, m, e)).astype(dtype),
+        rng.standard_normal((*lead, m, f)).astype(dtype),
+    )
+
+
+# Odd sizes; several query tiles (the CPU query tile shrinks to keep both threads busy) and, at
+# M = 1100, three key tiles of 512 with a ragged last one.
+SHAPES = [((), 1, 1, 1, 1), ((3,), 7, 33, 5, 3), ((2, 3), 130, 257, 17, 9), ((2,), 300, 1100, 8, 16)]
+
+
+@pytest.mark.parametrize("cascade", CASCADES)
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cpu_matches_golden_run(cascade, causal, dtype) -> None:
+    rng = np.random.default_rng(hash((cascade, causal, dtype.__name__)) % 2**32)
+    for lead, p, m, e, f in SHAPES:
+        q, k, v = inputs(rng, lead, p, m, e, f, dtype)
+        check(golden.attention(q, k, v, cascade=cascade, causal=causal), q, k, v, cascade, causal)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_cpu_wide_score_range_rescales(causal) -> None:
+    """Scores spread over hundreds: the 1-pass kernel's reference must be raised (recompute path)
+    and the exp must neither overflow nor lose the small terms."""
+    rng = np.random.default_rng(7)
+    q, k, v = inputs(rng, (2,), 200, 1100, 16, 8, np.float32, q_scale=40.0)
+    for cascade in CASCADES:
+        out = golden.attention(q, k, v, cascade=cascade, causal=causal)
+        assert np.isfinite(out).all()
+        check(out, q, k, v, cascade, causal)
+
+
+def test_cpu_equal_scores_average_values() -> None:
+    q = np.zeros((1, 5, 4), np.float32)
+    k = np.ones((1, 9, 4), np.float32)
+    v = np.arange(18, dtype=np.float32).reshape(1, 9, 2)
+    for cascade in CASCADES:
+        np.testing.assert_allclose(
+            golden.attention(q, k, v, cascade=cascade)[0], np.tile([8.0, 9.0], (5, 1)), rtol=1e-6
+        )
+    causal = golden.attention(q, k, v, causal=True)[0]  # query p averages V[0 .. p, 0] = 0, 2, .., 2p
+    np.testing.assert_allclose(causal[:, 0], [0.0, 1.0, 2.0, 3.0, 4.0], rtol=1e-6)
+
+
+def test_cpu_accepts_views_and_keeps_inputs() -> None:
+    rng = np.random.default_rng(3)
+    q, k, v = inputs(rng, (4,), 40, 50, 8, 8, np.float32)
+    q_t = np.ascontiguousarray(np.swapaxes(q, -1, -2))  # a transposed view below: not contiguous
+    keep = q.copy()
+    out = golden.attention(np.swapaxes(q_t, -1, -2), k, v)
+    np.testing.assert_array_equal(q, keep)
+    check(out, q, k, v, "attention_1pass", False)
+
+
+def test_fast_exp_accuracy() -> None:
+    """The float32 exp of the CPU kernels: within 2 ulp of exp wherever exp is a normal float32."""
+    from numba import njit
+
+    @njit
+    def apply(x):
+        out = np.empty_like(x)
+        for i in range(x.size):
+            out[i] = _attn_cpu.exp_fast(x[i])
+        return out
+
+    x = np.linspace(-87.0, 16.0, 400_001, dtype=np.float32)
+    got = apply(x).astype(np.float64)
+    want = np.exp(x.astype(np.float64))
+    ulp = np.spacing(want.astype(np.float32)).astype(np.float64)
+    assert (np.abs(got - want) / ulp).max() <= 2.0
+    tiny = apply(np.array([-200.0, -1e30, -np.inf], np.float32))
+    assert (tiny == 0).all()
+
+
+ERRORS = [
+    (dict(cascade="atention_1pass"), r"unknown cascade 'atention_1pass'; did you mean 'attention_1pass'\?"),
+    (dict(backend="gpu"), r"unknown backend 'gpu'.*\(known: cpu, cuda, golden\)"),
+    (dict(causal="yes"), r"causal must be True or False, got 'yes'"),
+    (dict(q=np.zeros((4, 8), np.float16)), r"q must be float32 or float64, got float16"),
+    (dict(k=np.zeros((6, 8))), r"q, k and v must have one dtype, got float32, float64, float32"),
+    (dict(v=np.zeros(6, np.float32)), r"v must be \(\.\.\., M, F\), got shape \(6,\)"),
+    (
+        dict(q=np.zeros((2, 4, 8), np.float32)),
+        r"leading \(batch, head\) dimensions differ: q \(2, 4, 8\), k \(6, 8\)",
+    ),
+    (
+        dict(q=np.zeros((4, 7), np.float32)),
+        r"q and k must share E \(the last dimension\): q \(4, 7\), k \(6, 8\)",
+    ),
+    (dict(v=np.zeros((5, 3), np.float32)), r"k and v must share M \(the second-last dimension\)"),
+    (dict(q=np.zeros((0, 8), np.float32)), r"rank P is empty: q \(0, 8\)"),
+]
+
+
+@pytest.mark.parametrize(("change", "message"), ERRORS)
+def test_errors(change, message) -> None:
+    args = {
+        "q": np.zeros((4, 8), np.float32),
+        "k": np.zeros((6, 8), np.float32),
+        "v": np.zeros((6, 3), np.float32),
+    }
+    kwargs = {}
+    for key, value in change.items():
+        (args if key in args else kwargs)[key] = value
+    with pytest.raises(golden.EvaluationError, match=message):
+        golden.attention(args["q"], args["k"], args["v"], **kwargs)
+
+
+_SIM_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    import golden
+    rng = np.random.default_rng(11)
+    rows = []
+    for cascade, causal, dtype, lead, p, m, e, f in json.loads(sys.argv[1]):
+        dtype = np.dtype(dtype).type
+        q = rng.standard_normal((*lead, p, e)).astype(dtype)
+        k = rng.standard_normal((*lead, m, e)).astype(dtype)
+        v = rng.standard_normal((*lead, m, f)).astype(dtype)
+        out = golden.attention(q, k, v, cascade=cascade, causal=causal, backend="cuda")
+        np.save(sys.argv[2] + f"/{len(rows)}.npy", out)
+        rows.append(len(rows))
+    print(json.dumps(rows))
+    """
+)
+
+
+def test_cuda_kernels_on_the_simulator(tmp_path) -> None:
+    """numba.cuda kernels under NUMBA_ENABLE_CUDASIM=1 (in a subprocess: the switch is read when
+    numba is imported): several query and key tiles, ragged edges, causal and not."""
+    cases = [
+        ("attention_1pass", False, "float32", [2], 70, 150, 5, 3),
+        ("attention_1pass", True, "float64", [], 70, 90, 4, 17),
+        ("attention_2pass", True, "float32", [], 65, 130, 3, 2),
+        ("attention_3pass", False, "float64", [], 20, 70, 6, 5),
+    ]
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    proc = subprocess.run(
+        [sys.executable, "-c", _SIM_SCRIPT, json.dumps(cases), str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rng = np.random.default_rng(11)
+    for i, (cascade, causal, dtype, lead, p, m, e, f) in enumerate(cases):
+        q, k, v = inputs(rng, tuple(lead), p, m, e, f, np.dtype(dtype).type)
+        check(np.load(tmp_path / f"{i}.npy"), q, k, v, cascade, causal)
+
+
+def test_cuda_without_a_device_says_so() -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import numpy as np, golden\n"
+            "try:\n    golden.attention(np.ones((2, 2)), np.ones((2, 2)), np.ones((2, 2)), backend='cuda')\n"
+            "except golden.EvaluationError as e:\n    print(e)\nelse:\n    print('ran')",
+        ],
+        env={k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"},
+        capture_output=True,
+        text=True,
+    )
+    from numba import cuda
+
+    if cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    assert "backend 'cuda' needs an NVIDIA GPU" in proc.stdout and "NUMBA_ENABLE_CUDASIM=1" in proc.stdout
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("cascade", CASCADES)
+def test_cuda_on_a_device(cascade) -> None:
+    from numba import cuda
+
+    if not cuda.is_available() or os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+        pytest.skip("needs a CUDA device")
+    rng = np.random.default_rng(5)
+    for causal in (False, True):
+        for dtype in (np.float32, np.float64):
+            q, k, v = inputs(rng, (2, 4), 333, 1025, 64, 64, dtype)
+            check(
+                golden.attention(q, k, v, cascade=cascade, causal=causal, backend="cuda"),
+                q,
+                k,
+                v,
+                cascade,
+                causal,
+            )
