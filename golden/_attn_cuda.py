@@ -31,7 +31,7 @@ from numba import cuda, float32, float64
 from golden._attnops import finish, online_max, running_sum, visible_keys
 from golden.errors import EvaluationError
 
-__all__ = ["SHARED_BYTES", "run", "tile_shape"]
+__all__ = ["SHARED_BYTES", "launch", "run", "tile_shape"]
 
 SHARED_BYTES = 48 * 1024
 _T = 16  # threads per block side
@@ -52,9 +52,21 @@ def run(q: Any, k: Any, v: Any, out: Any, scale: Any, cascade: str, causal: bool
             "attention: backend 'cuda' needs an NVIDIA GPU with a working CUDA driver (none found); "
             "set NUMBA_ENABLE_CUDASIM=1 to run the kernels on numba's CUDA simulator instead"
         )
+    if tile_shape(q.shape[2], v.shape[2], q.itemsize) is None:
+        launch(q, k, v, out, scale, cascade, causal)  # raises the shared-memory error
+    dq, dk, dv = (cuda.to_device(a) for a in (q, k, v))
+    dout = cuda.device_array_like(out)
+    launch(dq, dk, dv, dout, scale, cascade, causal)
+    dout.copy_to_host(out)
+    cuda.synchronize()
+
+
+def launch(q: Any, k: Any, v: Any, out: Any, scale: Any, cascade: str, causal: bool) -> None:
+    """Run the kernel on device arrays ``(G, P, E)``, ``(G, M, E)``, ``(G, M, F)`` -> ``out``
+    (asynchronous; no checks beyond the tile fit: :func:`golden.attention` checks its inputs)."""
     g, p, e = q.shape
-    m, f = v.shape[1:]
-    shape = tile_shape(e, f, q.itemsize)
+    f = v.shape[2]
+    shape = tile_shape(e, f, q.dtype.itemsize)
     if shape is None:
         raise EvaluationError(
             f"attention: E = {e}, F = {f} ({q.dtype}) do not fit the CUDA kernel's "
@@ -62,11 +74,7 @@ def run(q: Any, k: Any, v: Any, out: Any, scale: Any, cascade: str, causal: bool
         )
     bq, bk = shape
     kernel = _kernel(np.dtype(q.dtype).name, e, f, bq, bk, int(cascade[len("attention_")]))
-    dq, dk, dv = (cuda.to_device(a) for a in (q, k, v))
-    dout = cuda.device_array_like(out)
-    kernel[(g, -(-p // bq)), (_T, _T)](dq, dk, dv, dout, scale, q.dtype.type(1), causal)
-    dout.copy_to_host(out)
-    cuda.synchronize()
+    kernel[(g, -(-p // bq)), (_T, _T)](q, k, v, out, scale, np.dtype(q.dtype).type(1), causal)
 
 
 @cache
