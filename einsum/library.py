@@ -6,8 +6,8 @@ Each attention cascade keeps the 1/sqrt(E) scale and reads ``Q[p, e]``, ``K[m, e
 
 Example:
     >>> import einsum
-    >>> einsum.library.names()[:3]
-    ('attention_1pass', 'attention_2pass', 'attention_3pass')
+    >>> einsum.library.names()[:4]
+    ('attention_1pass', 'attention_1pass_causal', 'attention_2pass', 'attention_2pass_causal')
     >>> einsum.passes(einsum.library.get("attention_2pass"), "M")
     2
 """

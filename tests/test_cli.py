@@ -17,7 +17,9 @@ def test_demo_checks_every_library_cascade(capsys: pytest.CaptureFixture[str]) -
     out = capsys.readouterr().out
     assert "attention_1pass: 17 statements, 1 pass(es) over M" in out
     assert "attention_3pass: 7 statements, 3 pass(es) over M" in out
-    assert "6 of 6 cascades agree with NumPy" in out
+    assert "attention_2pass_causal: 12 statements, 2 pass(es) over M" in out
+    assert "golden vs direct NumPy causal attention" in out
+    assert "9 of 9 cascades agree with NumPy" in out
     assert "FAIL" not in out
 
 
@@ -52,7 +54,8 @@ def test_errors_are_one_line_without_traceback() -> None:
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 2
     assert proc.stderr == ("einforge: error: library has no cascade 'attention_1pas'; did you mean "
-                           "'attention_1pass'? (known: attention_1pass, attention_2pass, attention_3pass, "
+                           "'attention_1pass'? (known: attention_1pass, attention_1pass_causal, "
+                           "attention_2pass, attention_2pass_causal, attention_3pass, attention_3pass_causal, "
                            "layernorm, matmul, softmax)\n")
 
 
