@@ -114,11 +114,15 @@ def _row_max(row, c):  # type: ignore[no-untyped-def]
 
 
 @register_jitable
-def _row_exp(row, c, nk, shift):  # type: ignore[no-untyped-def]
-    """``row[:c] = exp(row[:c] - shift)``, ``row[c:nk] = 0``; returns the sum."""
+def _row_exp(row, c, nk, scale, shift):  # type: ignore[no-untyped-def]
+    """``row[:c] = exp(row[:c] * scale - shift)``, ``row[c:nk] = 0``; returns the sum.
+
+    The rows hold raw dot products: the 1/sqrt(E) scale is applied here, in one fused
+    multiply-add with the shift, as a naive ``(q @ k.T) * scale`` applies it after the product
+    (pre-scaling Q would round every query element once more)."""
     tot = row[0] - row[0]
     for j in range(c):
-        e = exp_fast(row[j] - shift)
+        e = exp_fast(row[j] * scale - shift)
         row[j] = e
         tot += e
     for j in range(c, nk):
@@ -169,12 +173,12 @@ def _gemm_impl(a, b, c, b_transposed, beta):  # type: ignore[no-untyped-def]
 
 
 @register_jitable
-def _scaled_tile(q, g, p0, n, scale):  # type: ignore[no-untyped-def]
-    qt = np.empty((n, q.shape[2]), q.dtype)
-    for i in range(n):
-        for e in range(q.shape[2]):
-            qt[i, e] = q[g, p0 + i, e] * scale
-    return qt
+def _work_item(q, w, nqb, bq):  # type: ignore[no-untyped-def]
+    """Work item ``w``: group ``g``, first query ``p0``, ``n`` queries (a view of ``q``)."""
+    g = w // nqb
+    p0 = (w - g * nqb) * bq
+    n = min(q.shape[1], p0 + bq) - p0
+    return g, p0, n, q[g, p0 : p0 + n]
 
 
 # A row's running reference may trail its running max as long as a tile's exp-sum stays below
@@ -195,10 +199,7 @@ def fwd_1pass(q, k, v, out, scale, causal, bq, bk):  # type: ignore[no-untyped-d
     big = q.dtype.type(math.exp(RESCALE_LIMIT))
     nqb = (P + bq - 1) // bq
     for w in prange(G * nqb):
-        g = w // nqb
-        p0 = (w - g * nqb) * bq
-        n = min(P, p0 + bq) - p0
-        qt = _scaled_tile(q, g, p0, n, scale)
+        g, p0, n, qt = _work_item(q, w, nqb, bq)
         rm = np.full(n, -np.inf, q.dtype)
         rd = np.zeros(n, q.dtype)
         rnv = out[g, p0 : p0 + n]  # RNV accumulates in place; AV = RNV / RD at the end
@@ -215,13 +216,13 @@ def fwd_1pass(q, k, v, out, scale, causal, bq, bk):  # type: ignore[no-untyped-d
                 if c == 0:
                     row[:nk] = 0
                     continue
-                ref = rm[i] if rm[i] != -np.inf else row[0]
-                sld = _row_exp(row, c, nk, ref)
+                ref = rm[i] if rm[i] != -np.inf else row[0] * scale
+                sld = _row_exp(row, c, nk, scale, ref)
                 if not sld <= big:  # recompute the row's scores; its true max becomes the reference
                     _gemm(qt[i : i + 1], kt, s[i : i + 1], True, 0.0)
-                    lm = _row_max(row, c)
+                    lm = _row_max(row, c) * scale
                     ref = lm if lm > ref else ref
-                    sld = _row_exp(row, c, nk, ref)
+                    sld = _row_exp(row, c, nk, scale, ref)
                 if ref != rm[i]:
                     ref, prm = online_max(rm[i], ref)
                     rm[i] = ref
@@ -235,30 +236,33 @@ def fwd_1pass(q, k, v, out, scale, causal, bq, bk):  # type: ignore[no-untyped-d
                 rnv[i, f] = finish(rnv[i, f], rd[i])
 
 
+@register_jitable
+def _tile_scores(qt, k, g, t, bk, mend):  # type: ignore[no-untyped-def]
+    """Key tile ``t``'s scores ``qt K[m0 : m0 + nk]^T``, with ``m0`` and ``nk``."""
+    m0 = t * bk
+    nk = min(mend, m0 + bk) - m0
+    return np.dot(qt, k[g, m0 : m0 + nk].T), m0, nk
+
+
 @njit(parallel=True, fastmath=_FM, cache=True)
 def fwd_2pass(q, k, v, out, scale, causal, bq, bk):  # type: ignore[no-untyped-def]
     G, P, _ = q.shape
     M, F = k.shape[1], v.shape[2]
     nqb = (P + bq - 1) // bq
     for w in prange(G * nqb):
-        g = w // nqb
-        p0 = (w - g * nqb) * bq
-        n = min(P, p0 + bq) - p0
-        qt = _scaled_tile(q, g, p0, n, scale)
+        g, p0, n, qt = _work_item(q, w, nqb, bq)
         mend = min(M, p0 + n) if causal else M
         ntiles = (mend + bk - 1) // bk
         lm = np.full((n, ntiles), -np.inf, q.dtype)
         sld = np.zeros((n, ntiles), q.dtype)
         # pass 1: LM[p, m1] = max[m0] S, SLD[p, m1] = sum[m0] exp(S - LM)
         for t in range(ntiles):
-            m0 = t * bk
-            nk = min(mend, m0 + bk) - m0
-            s = np.dot(qt, k[g, m0 : m0 + nk].T)
+            s, m0, nk = _tile_scores(qt, k, g, t, bk, mend)
             for i in range(n):
                 c = visible_keys(p0 + i, m0, nk, causal)
                 if c > 0:
-                    lm[i, t] = _row_max(s[i], c)
-                    sld[i, t] = _row_exp(s[i], c, nk, lm[i, t])
+                    lm[i, t] = _row_max(s[i], c) * scale
+                    sld[i, t] = _row_exp(s[i], c, nk, scale, lm[i, t])
         # GM[p] = max[m1] LM, PRM[p, m1] = exp(LM - GM), SD[p] = sum[m1] SLD * PRM
         gm = np.empty(n, q.dtype)
         sd = np.zeros(n, q.dtype)
@@ -273,16 +277,14 @@ def fwd_2pass(q, k, v, out, scale, causal, bq, bk):  # type: ignore[no-untyped-d
         # exp(S - GM) / SD (the same value with one exp and one rounding fewer)
         acc = np.zeros((n, F), q.dtype)
         for t in range(ntiles):
-            m0 = t * bk
-            nk = min(mend, m0 + bk) - m0
-            s = np.dot(qt, k[g, m0 : m0 + nk].T)
+            s, m0, nk = _tile_scores(qt, k, g, t, bk, mend)
             for i in range(n):
                 row = s[i]
                 c = visible_keys(p0 + i, m0, nk, causal)
                 if c == 0:
                     row[:] = 0
                     continue
-                _row_exp(row, c, nk, gm[i])
+                _row_exp(row, c, nk, scale, gm[i])
                 for j in range(c):
                     row[j] = finish(row[j], sd[i])
             acc += np.dot(s, v[g, m0 : m0 + nk])
@@ -295,16 +297,13 @@ def fwd_3pass(q, k, v, out, scale, causal, bq, bk):  # type: ignore[no-untyped-d
     M = k.shape[1]
     nqb = (P + bq - 1) // bq
     for w in prange(G * nqb):
-        g = w // nqb
-        p0 = (w - g * nqb) * bq
-        n = min(P, p0 + bq) - p0
-        qt = _scaled_tile(q, g, p0, n, scale)
-        s = np.dot(qt, k[g].T)  # QK and S for the query tile: an n x M slab
+        g, p0, n, qt = _work_item(q, w, nqb, bq)
+        s = np.dot(qt, k[g].T)  # QK for the query tile: an n x M slab (S = QK * scale below)
         for i in range(n):
             row = s[i]
             c = visible_keys(p0 + i, 0, M, causal)
-            gm = _row_max(row, c)  # pass 1: GM
-            sd = _row_exp(row, c, M, gm)  # pass 2: SN and SD
+            gm = _row_max(row, c) * scale  # pass 1: GM
+            sd = _row_exp(row, c, M, scale, gm)  # pass 2: SN and SD
             for j in range(c):  # pass 3: A = SN / SD (then A x V below)
                 row[j] = finish(row[j], sd)
         out[g, p0 : p0 + n] = np.dot(s, v[g])
