@@ -1,10 +1,10 @@
 """numba.cuda kernels for softmax attention: one thread block per (group, query tile).
 
 A block of 16 x 16 threads owns ``BQ`` queries. Per key tile of ``BK`` keys it stages K and V in
-shared memory (Q stays there, pre-scaled), computes the ``BQ x BK`` score tile with each thread
+shared memory (Q stays there), computes the ``BQ x BK`` score tile with each thread
 holding a ``BQ/16 x BK/16`` register micro-tile (rows ``ty + 16 a``, keys ``tx + 16 b``), writes
-it to shared memory for the row statistics, and accumulates the ``BQ x F`` output in registers
-(rows ``ty + 16 a``, features ``tx + 16 c``). The pass structure follows the cascade:
+it (times 1/sqrt(E)) to shared memory for the row statistics, and accumulates the ``BQ x F``
+output in registers (rows ``ty + 16 a``, features ``tx + 16 c``). The pass structure follows the cascade:
 
 - 1 pass: online softmax; RM, RD in shared memory, PRM rescales the register accumulators.
 - 2 passes: pass 1 keeps LM and SLD per tile folded into GM and SD; pass 2 recomputes the
@@ -93,8 +93,9 @@ def _kernel(dtype_name: str, E: int, F: int, BQ: int, BK: int, NPASS: int) -> An
             vs[j, f] = v[g, m0 + j, f] if m0 + j < M else 0
 
     @cuda.jit(device=True)
-    def scores(qs, ks, ss, p0, m0, M, causal, tx, ty):  # type: ignore[no-untyped-def]
-        """ss[r, j] = Q[r] . K[j] (scaled), -inf where masked or past M."""
+    def scores(qs, ks, ss, p0, m0, M, causal, scale, tx, ty):  # type: ignore[no-untyped-def]
+        """ss[r, j] = (Q[r] . K[j]) * scale, -inf where masked or past M (the scale after the
+        product, as the naive formula and the CPU kernels apply it)."""
         s = cuda.local.array((RQ, RK), dt)
         for a in range(RQ):
             for b in range(RK):
@@ -109,7 +110,7 @@ def _kernel(dtype_name: str, E: int, F: int, BQ: int, BK: int, NPASS: int) -> An
             c = visible_keys(p0 + r, m0, min(BK, M - m0), causal)
             for b in range(RK):
                 j = tx + _T * b
-                ss[r, j] = s[a, b] if j < c else -math.inf
+                ss[r, j] = s[a, b] * scale if j < c else -math.inf
 
     @cuda.jit(device=True)
     def row_max(ss, r):  # type: ignore[no-untyped-def]
@@ -169,7 +170,7 @@ def _kernel(dtype_name: str, E: int, F: int, BQ: int, BK: int, NPASS: int) -> An
         p0 = qb * BQ
         for idx in range(tid, BQ * E, _T * _T):
             r, e = idx // E, idx % E
-            qs[r, e] = q[g, p0 + r, e] * scale if p0 + r < P else 0
+            qs[r, e] = q[g, p0 + r, e] if p0 + r < P else 0
         if tid < BQ:
             rm[tid] = -math.inf
             rd[tid] = one - one
@@ -185,7 +186,7 @@ def _kernel(dtype_name: str, E: int, F: int, BQ: int, BK: int, NPASS: int) -> An
                 cuda.syncthreads()
                 load_kv(k, v, g, m0, M, ks, vs, tid)
                 cuda.syncthreads()
-                scores(qs, ks, ss, p0, m0, M, causal, tx, ty)
+                scores(qs, ks, ss, p0, m0, M, causal, scale, tx, ty)
                 cuda.syncthreads()
                 if tid < BQ:
                     r = tid
