@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import threading
 from functools import cache
 from typing import Any
 
@@ -26,6 +27,7 @@ BACKENDS = ("cpu", "cuda", "golden")
 # shape, see benchmarks/golden_cpu.py). The 3-pass slab is capped at _SLAB_BYTES per thread.
 _BQ, _BK = 256, 512
 _SLAB_BYTES = 8 << 20
+_CPU_LOCK = threading.Lock()
 
 
 def attention(
@@ -155,7 +157,10 @@ def _cpu(
         "attention_2pass": _attn_cpu.fwd_2pass,
         "attention_3pass": _attn_cpu.fwd_3pass,
     }[cascade]
-    with _blas_controller().limit(limits=1, user_api="blas"):
+    # One call at a time: the kernel already uses every core, and numba's workqueue threading
+    # layer (its fallback where neither OpenMP nor TBB loads) aborts the process when two Python
+    # threads launch parallel kernels at once.
+    with _CPU_LOCK, _blas_controller().limit(limits=1, user_api="blas"):
         kernel(q, k, v, out, scale, causal, bq, _BK)
 
 

@@ -258,3 +258,16 @@ def test_cuda_on_a_device(cascade) -> None:
                 cascade,
                 causal,
             )
+
+
+def test_cpu_from_several_threads() -> None:
+    """Concurrent calls (a thread pool of users) give the same results as one at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(21)
+    jobs = [inputs(rng, (2,), 90, 130, 8, 4, np.float32) for _ in range(6)]
+    alone = [golden.attention(*job) for job in jobs]
+    with ThreadPoolExecutor(3) as pool:
+        together = list(pool.map(lambda job: golden.attention(*job), jobs))
+    for a, b in zip(alone, together, strict=True):
+        np.testing.assert_array_equal(a, b)
