@@ -298,12 +298,13 @@ def fwd_3pass(q, k, v, out, scale, causal, bq, bk):  # type: ignore[no-untyped-d
     nqb = (P + bq - 1) // bq
     for w in prange(G * nqb):
         g, p0, n, qt = _work_item(q, w, nqb, bq)
-        s = np.dot(qt, k[g].T)  # QK for the query tile: an n x M slab (S = QK * scale below)
+        mend = min(M, p0 + n) if causal else M  # keys past the tile's last query are all masked
+        s = np.dot(qt, k[g, :mend].T)  # QK for the query tile: an n x mend slab (S = QK * scale)
         for i in range(n):
             row = s[i]
-            c = visible_keys(p0 + i, 0, M, causal)
+            c = visible_keys(p0 + i, 0, mend, causal)
             gm = _row_max(row, c) * scale  # pass 1: GM
-            sd = _row_exp(row, c, M, scale, gm)  # pass 2: SN and SD
+            sd = _row_exp(row, c, mend, scale, gm)  # pass 2: SN and SD
             for j in range(c):  # pass 3: A = SN / SD (then A x V below)
                 row[j] = finish(row[j], sd)
-        out[g, p0 : p0 + n] = np.dot(s, v[g])
+        out[g, p0 : p0 + n] = np.dot(s, v[g, :mend])
