@@ -40,7 +40,7 @@ _T = 16  # threads per block side
 def tile_shape(e: int, f: int, itemsize: int) -> tuple[int, int] | None:
     """The largest (BQ, BK) whose Q, K, V and score tiles fit :data:`SHARED_BYTES`."""
     for bq, bk in ((64, 64), (64, 32), (32, 32), (32, 16), (16, 16)):
-        words = bq * (e + 1) + bk * (e + 1) + bk * f + bq * (bk + 1) + 4 * bq
+        words = bq * (e + 1) + bk * (e + 1) + bk * f + bq * (bk + 1) + 6 * bq + _T * _T
         if words * itemsize <= SHARED_BYTES:
             return bq, bk
     return None
@@ -81,6 +81,7 @@ def launch(q: Any, k: Any, v: Any, out: Any, scale: Any, cascade: str, causal: b
 def _kernel(dtype_name: str, E: int, F: int, BQ: int, BK: int, NPASS: int) -> Any:  # noqa: N803
     dt = float32 if dtype_name == "float32" else float64
     RQ, RK, RF = BQ // _T, BK // _T, -(-F // _T)  # noqa: N806
+    W = _T * _T // BQ  # noqa: N806  (threads per row in the row statistics)
     EP = E + 1  # noqa: N806  (padding: threads tx read K rows tx + 16 b, column e, without bank conflicts)
 
     @cuda.jit(device=True)
@@ -113,19 +114,21 @@ def _kernel(dtype_name: str, E: int, F: int, BQ: int, BK: int, NPASS: int) -> An
                 ss[r, j] = s[a, b] * scale if j < c else -math.inf
 
     @cuda.jit(device=True)
-    def row_max(ss, r):  # type: ignore[no-untyped-def]
-        mx = ss[r, 0]
-        for j in range(1, BK):
+    def row_max(ss, r, part):  # type: ignore[no-untyped-def]
+        """The max of row r over this thread's columns part, part + W, ..."""
+        mx = ss[r, part]
+        for j in range(part + W, BK, W):
             mx = max(mx, ss[r, j])
         return mx
 
     @cuda.jit(device=True)
-    def row_exp(ss, r, shift, factor):  # type: ignore[no-untyped-def]
-        """ss[r, :] = exp(ss[r, :] - shift) * factor (masked -inf -> 0); returns the sum before
-        the factor. ``factor - factor`` is a zero of the kernel's dtype (no float64 literals)."""
+    def row_exp(ss, r, part, shift, factor):  # type: ignore[no-untyped-def]
+        """ss[r, j] = exp(ss[r, j] - shift) * factor (masked -inf -> 0) over this thread's
+        columns; returns their sum before the factor. ``factor - factor`` is a zero of the
+        kernel's dtype (no float64 literals)."""
         zero = factor - factor
         tot = zero
-        for j in range(BK):
+        for j in range(part, BK, W):
             x = ss[r, j]
             ex = zero
             if x != -math.inf:
@@ -163,9 +166,14 @@ def _kernel(dtype_name: str, E: int, F: int, BQ: int, BK: int, NPASS: int) -> An
         rm = cuda.shared.array(BQ, dt)  # RM / GM
         rd = cuda.shared.array(BQ, dt)  # RD / SD
         rs = cuda.shared.array(BQ, dt)  # this tile's factor on the accumulators (PRM)
+        shift = cuda.shared.array(BQ, dt)  # subtracted before exp
+        fac = cuda.shared.array(BQ, dt)  # multiplied after exp
+        tfac = cuda.shared.array(BQ, dt)  # 2 passes: exp(LM - GM) on this tile's SLD
+        red = cuda.shared.array((BQ, W), dt)  # partial maxima / sums
         g, qb = cuda.blockIdx.x, cuda.blockIdx.y
         tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
         tid = ty * _T + tx
+        sr, part = tid // W, tid % W  # the row and column stripe of the row statistics
         P, M = q.shape[1], k.shape[1]
         p0 = qb * BQ
         for idx in range(tid, BQ * E, _T * _T):
@@ -188,32 +196,45 @@ def _kernel(dtype_name: str, E: int, F: int, BQ: int, BK: int, NPASS: int) -> An
                 cuda.syncthreads()
                 scores(qs, ks, ss, p0, m0, M, causal, scale, tx, ty)
                 cuda.syncthreads()
-                if tid < BQ:
-                    r = tid
-                    lm = row_max(ss, r)
-                    if NPASS == 1:  # online: RM, PRM, RD, then SLN for the accumulators
-                        if lm != -math.inf:
-                            new, prm = online_max(rm[r], lm)
-                            rm[r] = new
-                            rs[r] = prm
-                            rd[r] = running_sum(rd[r], prm, row_exp(ss, r, new, one))
-                        else:  # no visible key in this tile for this query
-                            rs[r] = one
-                            for j in range(BK):
-                                ss[r, j] = one - one
-                    elif not last and (NPASS == 2 or sweep == 0):
-                        if lm != -math.inf:  # 2 passes: fold LM, SLD into GM, SD; 3: GM only
-                            new, prm = online_max(rm[r], lm)
-                            if NPASS == 2:
-                                sld = row_exp(ss, r, lm, one)
-                                rd[r] = running_sum(rd[r], prm, sld * math.exp(lm - new))
-                            rm[r] = new
-                    elif not last:  # 3 passes, sweep 1: SD = sum exp(S - GM)
-                        rd[r] += row_exp(ss, r, rm[r], one)
-                    else:  # last sweep of 2 or 3 passes: A = exp(S - GM) / SD
-                        rs[r] = one
-                        row_exp(ss, r, rm[r], one / rd[r])
+                # Row statistics, W threads per row: partial maxima, one thread per row decides the
+                # shift and factor, partial exp-sums, one thread per row folds them.
+                red[sr, part] = row_max(ss, sr, part)
                 cuda.syncthreads()
+                if part == 0:
+                    lm = red[sr, 0]
+                    for i in range(1, W):
+                        lm = max(lm, red[sr, i])
+                    shift[sr] = one - one if lm == -math.inf else lm  # all masked: any finite shift
+                    fac[sr] = one
+                    tfac[sr] = one - one
+                    rs[sr] = one
+                    if NPASS == 1 or (not last and (NPASS == 2 or sweep == 0)):
+                        if lm != -math.inf:  # RM, PRM (2 passes: GM, and exp(LM - GM) for SLD)
+                            new, prm = online_max(rm[sr], lm)
+                            rs[sr] = prm
+                            tfac[sr] = math.exp(lm - new)
+                            if NPASS == 1:
+                                shift[sr] = new
+                            rm[sr] = new
+                    else:  # 3 passes, sweep 1 (SD), or the last sweep: A = exp(S - GM) / SD
+                        shift[sr] = rm[sr]
+                        if last:
+                            fac[sr] = one / rd[sr]
+                cuda.syncthreads()
+                if not (NPASS == 3 and sweep == 0):  # the 3-pass GM sweep needs no exp
+                    red[sr, part] = row_exp(ss, sr, part, shift[sr], fac[sr])
+                    cuda.syncthreads()
+                    if part == 0 and not (last and NPASS > 1):
+                        tot = red[sr, 0]
+                        for i in range(1, W):
+                            tot += red[sr, i]
+                        if NPASS == 1:  # RD = RD * PRM + SLD
+                            rd[sr] = running_sum(rd[sr], rs[sr], tot)
+                        elif NPASS == 2:  # SD = SD * PRM + SLD * exp(LM - GM)
+                            rd[sr] = running_sum(rd[sr], rs[sr], tot * tfac[sr])
+                        else:  # SD += sum exp(S - GM)
+                            rd[sr] += tot
+                    cuda.syncthreads()
                 if last:
                     accumulate(acc, ss, vs, rs, tx, ty)
         for a in range(RQ):
