@@ -203,7 +203,7 @@ def test_cuda_kernels_on_the_simulator(tmp_path) -> None:
         ("attention_1pass", True, "float64", [], 70, 90, 4, 17),
         ("attention_2pass", True, "float32", [], 65, 130, 3, 2),
         ("attention_3pass", False, "float64", [], 20, 70, 6, 5),
-        ("attention_1pass", True, "float32", [], 40, 45, 70, 20),  # E = 70: 32 x 32 tiles, 8 threads a row
+        ("attention_1pass", True, "float64", [], 40, 45, 64, 64),  # 32 x 16 tiles, 8 threads a row
     ]
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
     proc = subprocess.run(
