@@ -9,6 +9,10 @@ clock). Targets: ratio_vs_sdpa >= 1 and >= 40 % of FP32 peak on an H100/H200.
 
     pip install -e ".[bench,gpu]"
     python benchmarks/golden_gpu.py [--json] [--repeat N] [--causal] [--cascade NAME] [--shape B,H,P,M,E,F]
+
+On an image that already has torch (CUDA), numba-cuda and scipy but no network (the team's GPU
+machines), run it from the repository root without installing: ``PYTHONPATH=. python3
+benchmarks/golden_gpu.py --json``.
 """
 
 from __future__ import annotations
