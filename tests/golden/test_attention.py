@@ -99,6 +99,17 @@ def test_cpu_wide_score_range_rescales(causal) -> None:
         check(out, q, k, v, cascade, causal)
 
 
+@pytest.mark.parametrize("causal", [False, True])
+def test_cpu_1pass_within_the_rule_over_many_draws(causal) -> None:
+    """The 1-pass kernel's running reference is not the row max: the rule must hold for every
+    draw, not just lucky ones (this shape broke it in 2 of 180 draws before the first tile's
+    reference became the max of its first 32 scores)."""
+    rng = np.random.default_rng(1000)
+    for _ in range(12):
+        q, k, v = inputs(rng, (2,), 300, 1100, 8, 16, np.float32)
+        check(golden.attention(q, k, v, causal=causal), q, k, v, "attention_1pass", causal)
+
+
 def test_cpu_equal_scores_average_values() -> None:
     q = np.zeros((1, 5, 4), np.float32)
     k = np.ones((1, 9, 4), np.float32)
