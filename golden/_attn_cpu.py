@@ -3,16 +3,16 @@
 Inputs are ``q (G, P, E)``, ``k (G, M, E)``, ``v (G, M, F)``, C-contiguous, all float32 or all
 float64; ``out (G, P, F)`` is written. ``prange`` runs over (group, query tile); each work item
 keeps its tile's state in its own buffers, so no two threads write the same memory. The matrix
-products of a tile go to BLAS (``np.dot``, scipy's OpenBLAS; the caller limits BLAS to one thread
-so that it does not fight ``prange``'s threads); the elementwise work runs in loops that LLVM
-vectorises: a ``llvm.maxnum`` reduction for row maxima and, in float32, an exp built from
-Cody-Waite range reduction, a degree-6 polynomial and an exponent-field bitcast for ``2**n``
-(libm's ``expf`` does not vectorise).
+products of a tile go to BLAS (``np.dot`` or :func:`_gemm`, both scipy's OpenBLAS; the caller
+limits BLAS to one thread so that it does not fight ``prange``'s threads); the elementwise work
+runs in loops that LLVM vectorises: a ``llvm.maxnum`` reduction for row maxima and, in float32,
+an exp built from Cody-Waite range reduction, a degree-6 polynomial and an exponent-field bitcast
+for ``2**n`` (libm's ``expf`` does not vectorise).
 
 - :func:`fwd_1pass`: the 1-pass cascade (online softmax over key tiles of ``bk``; the P x M
   score matrix never exists, one ``bq x bk`` tile at a time does).
 - :func:`fwd_2pass`: pass 1 keeps each key tile's max LM and sum SLD; pass 2 recomputes the tile
-  scores and accumulates ``exp(S - LM) * PRM / SD`` times V.
+  scores and accumulates ``A = SLN * PRM / SD`` (evaluated as ``exp(S - GM) / SD``) times V.
 - :func:`fwd_3pass`: a ``bq x M`` slab of scores per query tile, then max, exp and sum, and
   normalise-and-multiply, each a pass over the slab.
 
