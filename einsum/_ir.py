@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
@@ -27,7 +26,7 @@ from einsum._expr import (
 )
 from einsum._plan import Stage, plan_stages, where_is
 from einsum._stmt import Einsum, Input, ParamDef, Partition
-from einsum.errors import CascadeError, EinsumError
+from einsum.errors import CascadeError, EinsumError, suggest
 
 __all__ = ["Cascade"]
 
@@ -133,11 +132,6 @@ class Cascade:
 
 def _where(c: Cascade, i: int) -> str:
     return where_is(c.einsums, i)
-
-
-def _suggest(name: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(name, known, n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def _is_affine(expr: Expr) -> bool:
@@ -261,7 +255,7 @@ def _problems(c: Cascade) -> Iterator[str]:
         if name in input_names:
             yield f"output {name} is an input, not a result"
         elif name not in defs:
-            yield f"output {name} is never defined{_suggest(name, sorted(defs))}"
+            yield f"output {name} is never defined{suggest(name, sorted(defs))}"
 
     # -- plan ---------------------------------------------------------------------------------
     yield from plan_stages(c.einsums)[1]
@@ -325,7 +319,7 @@ def _statement_problems(
                 if name not in free_vars(node.body):
                     yield f"{where}: topk[{name}; ...] selects over {name}, which its body does not use"
         elif isinstance(node, ParamRef) and node.name not in param_names:
-            yield f"{where}: uses param {node.name}, which is not defined{_suggest(node.name, param_names)}"
+            yield f"{where}: uses param {node.name}, which is not defined{suggest(node.name, param_names)}"
         elif isinstance(node, Size) and node.rank not in all_ranks:
             yield (
                 f"{where}: uses rank {node.rank}, which no tensor or index of this cascade has "
@@ -341,8 +335,7 @@ def _statement_problems(
     # a misspelled param, which would otherwise be summed over a rank with no size.
     for node in walk(e.expr):
         if isinstance(node, Var) and node.rank not in bound_ranks:
-            close = difflib.get_close_matches(node.name, param_names, n=1)
-            hint = f"; did you mean param {close[0]!r}?" if close else ""
+            hint = suggest(node.name, param_names, prefix="param ")
             yield (
                 f"{where}: uses {node.name} as a value, but no tensor has rank {node.rank}, so "
                 f"{node.name} walks nothing{hint}"
@@ -380,7 +373,7 @@ def _access_problems(
     if node.tensor not in arity:
         yield (
             f"{where}: reads {node}, but {node.tensor} is neither a declared input nor defined "
-            f"by any Einsum{_suggest(node.tensor, known_tensors)}"
+            f"by any Einsum{suggest(node.tensor, known_tensors)}"
         )
         return
     if len(node.indices) != arity[node.tensor]:

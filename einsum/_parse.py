@@ -6,7 +6,6 @@ and column and shows the offending source line.
 
 from __future__ import annotations
 
-import difflib
 import math
 import re
 from collections.abc import Callable, Iterable
@@ -32,7 +31,7 @@ from einsum._expr import (
 )
 from einsum._ir import Cascade
 from einsum._stmt import Einsum, Input, ParamDef, Partition
-from einsum.errors import EinsumError, ParseError
+from einsum.errors import EinsumError, ParseError, suggest
 
 __all__ = ["parse", "parse_expr"]
 
@@ -404,8 +403,7 @@ class _Parser:
                     tok,
                 )
             known = sorted([f.text for f in Func] + list(self.operators))
-            close = difflib.get_close_matches(tok.text, known, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
+            hint = suggest(tok.text, known)
             raise self.error(
                 f"unknown function {tok.text!r}{hint} (known: {', '.join(known)}; register "
                 "others as einsum.Operator and pass operators=...)",

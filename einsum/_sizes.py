@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Callable, Mapping
 
@@ -10,7 +9,7 @@ import numpy as np
 
 from einsum._expr import Binary, BinOp, Call, Expr, Func, Neg, Num, Operator, ParamRef, Size, to_text
 from einsum._ir import Cascade
-from einsum.errors import EinsumError, SizeError
+from einsum.errors import EinsumError, SizeError, suggest
 
 __all__ = ["bind_sizes", "eval_params"]
 
@@ -68,8 +67,7 @@ def bind_sizes(
     known_ranks = list(cascade.ranks)
     for rank, n in sizes.items():
         if rank not in known_ranks:
-            close = difflib.get_close_matches(rank, known_ranks, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
+            hint = suggest(rank, known_ranks)
             raise SizeError(
                 f"sizes[{rank!r}]: the cascade has no rank {rank!r}{hint} "
                 f"(ranks: {', '.join(known_ranks)})"

@@ -7,7 +7,8 @@ other package may import, so the root lives here.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import difflib
+from collections.abc import Iterable, Sequence
 
 __all__ = [
     "CascadeError",
@@ -16,6 +17,7 @@ __all__ = [
     "EinsumError",
     "ParseError",
     "SizeError",
+    "suggest",
 ]
 
 
@@ -58,3 +60,13 @@ class SizeError(EinsumError):
 
 class ConfigError(EinforgeError, ValueError):
     """A user-supplied description (architecture, schedule, options, arrays) is invalid."""
+
+
+def suggest(name: object, known: Iterable[str], *, prefix: str = "") -> str:
+    """``"; did you mean 'x'?"`` for the closest of ``known`` to ``name`` (``prefix`` goes before
+    the name, as in ``param``), or ``""`` when nothing is close: the hint every "unknown ..."
+    error in einforge appends. A name that differs only in case is the closest."""
+    known = list(known)
+    close = [k for k in known if k.lower() == str(name).lower()]
+    close = close or difflib.get_close_matches(str(name), known, n=1)
+    return f"; did you mean {prefix}{close[0]!r}?" if close else ""

@@ -14,12 +14,11 @@ Example:
 
 from __future__ import annotations
 
-import difflib
 from functools import cache
 
 from einsum._ir import Cascade
 from einsum._parse import parse
-from einsum.errors import EinsumError
+from einsum.errors import EinsumError, suggest
 
 __all__ = ["get", "names", "source"]
 
@@ -178,8 +177,7 @@ def _parsed(name: str) -> Cascade:
 
 def _check(name: object) -> None:
     if not isinstance(name, str) or name not in _SOURCES:
-        close = difflib.get_close_matches(str(name), list(_SOURCES), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        hint = suggest(name, _SOURCES)
         raise EinsumError(
             f"library has no cascade {name!r}{hint} (known: {', '.join(names())})"
         )

@@ -7,7 +7,6 @@ oracle; ``backend="golden"`` runs it here, head by head, in float64, for checks.
 
 from __future__ import annotations
 
-import difflib
 import math
 import threading
 from functools import cache
@@ -16,6 +15,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from einsum.errors import suggest
 from golden.errors import EvaluationError
 
 __all__ = ["BACKENDS", "CASCADES", "attention"]
@@ -96,9 +96,9 @@ def attention(
 def _check_choice(what: str, value: object, known: tuple[str, ...]) -> None:
     if isinstance(value, str) and value in known:
         return
-    close = difflib.get_close_matches(str(value), known, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    raise EvaluationError(f"attention: unknown {what} {value!r}{hint} (known: {', '.join(known)})")
+    raise EvaluationError(
+        f"attention: unknown {what} {value!r}{suggest(value, known)} (known: {', '.join(known)})"
+    )
 
 
 def _check_arrays(q: ArrayLike, k: ArrayLike, v: ArrayLike) -> tuple[NDArray[Any], ...]:

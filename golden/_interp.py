@@ -7,7 +7,6 @@ iterative rank at a time, vectorised over every other index.
 
 from __future__ import annotations
 
-import difflib
 import string
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -40,6 +39,7 @@ from einsum import (
 from einsum._expr import ordered_vars, product_factors
 from einsum._plan import where_is
 from einsum._sizes import eval_scalar
+from einsum.errors import suggest
 from golden.errors import EvaluationError
 
 __all__ = ["run"]
@@ -120,9 +120,7 @@ def _check_inputs(cascade: Cascade, inputs: Mapping[str, ArrayLike]) -> dict[str
     decl_text = ", ".join(str(t) for t in cascade.inputs)
     for name in inputs:
         if name not in declared:
-            close = [d for d in declared if d.lower() == str(name).lower()]
-            close = close or difflib.get_close_matches(str(name), declared, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
+            hint = suggest(name, declared)
             raise EvaluationError(
                 f"golden.run: inputs[{name!r}] is not an input of the cascade{hint} (it declares {decl_text})"
             )

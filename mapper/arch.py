@@ -18,13 +18,13 @@ True
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from einsum.errors import suggest
 from mapper.errors import ArchError
 
 __all__ = [
@@ -114,11 +114,9 @@ class PEArray:
         object.__setattr__(self, "units", units)
         for u in units:
             if u not in FUNCTIONAL_UNITS:
-                hint = difflib.get_close_matches(str(u), FUNCTIONAL_UNITS, n=1)
-                extra = f" (did you mean {hint[0]!r}?)" if hint else ""
                 raise ArchError(
-                    f"{owner}: unknown functional unit {u!r}{extra}; "
-                    f"expected some of {', '.join(FUNCTIONAL_UNITS)}"
+                    f"{owner}: unknown functional unit {u!r}{suggest(u, FUNCTIONAL_UNITS)} "
+                    f"(expected some of {', '.join(FUNCTIONAL_UNITS)})"
                 )
         kinds = tuple(self.einsum_kinds)
         object.__setattr__(self, "einsum_kinds", kinds)
@@ -223,9 +221,9 @@ class ArchSpec:
             if a.name == name:
                 return a
         names = [a.name for a in self.arrays]
-        hint = difflib.get_close_matches(name, names, n=1)
-        extra = f" (did you mean {hint[0]!r}?)" if hint else ""
-        raise ArchError(f"architecture {self.name!r} has no array {name!r}{extra}; it has {names}")
+        raise ArchError(
+            f"architecture {self.name!r} has no array {name!r}{suggest(name, names)} (it has {names})"
+        )
 
     def area_um2(self) -> dict[str, float]:
         """Area per component; the adder is part of the MAC and not counted twice."""
@@ -299,9 +297,9 @@ def _checked(data: object, kind: type, where: str) -> dict[str, Any]:
     known = [f.name for f in dataclasses.fields(kind)]
     for key in data:
         if key not in known:
-            hint = difflib.get_close_matches(str(key), known, n=1)
-            extra = f"; did you mean {hint[0]!r}?" if hint else ""
-            raise ArchError(f"{where}: unknown key {key!r}{extra} (known keys: {', '.join(known)})")
+            raise ArchError(
+                f"{where}: unknown key {key!r}{suggest(key, known)} (known keys: {', '.join(known)})"
+            )
     required = [
         f.name
         for f in dataclasses.fields(kind)
@@ -467,9 +465,10 @@ def presets() -> tuple[str, ...]:
 def preset(name: str, **params: Any) -> ArchSpec:
     """The named preset with its parameters (``array_dim``, ``buffer_bytes``, ...)."""
     if name not in _PRESETS:
-        hint = difflib.get_close_matches(name, list(_PRESETS), n=1)
-        extra = f" (did you mean {hint[0]!r}?)" if hint else ""
-        raise ArchError(f"unknown architecture preset {name!r}{extra}; expected one of {', '.join(_PRESETS)}")
+        raise ArchError(
+            f"unknown architecture preset {name!r}{suggest(name, _PRESETS)} "
+            f"(expected one of {', '.join(_PRESETS)})"
+        )
     try:
         return _PRESETS[name](**params)
     except TypeError as exc:

@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 from amaranth.lib import wiring
 
 from einsum import Fixed
+from einsum.errors import suggest
 from rtl._params import RTLConfigError
 from rtl.array1d import Array1D
 from rtl.array2d import Array2D
@@ -61,9 +61,9 @@ BLOCKS: dict[str, BlockSpec] = {
 
 def spec(block: str) -> BlockSpec:
     if block not in BLOCKS:
-        close = difflib.get_close_matches(block, BLOCKS, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise RTLConfigError(f"unknown block {block!r}: expected one of {', '.join(BLOCKS)}{hint}")
+        raise RTLConfigError(
+            f"unknown block {block!r}: expected one of {', '.join(BLOCKS)}{suggest(block, BLOCKS)}"
+        )
     return BLOCKS[block]
 
 
@@ -78,10 +78,9 @@ def resolve(block: str, overrides: Mapping[str, Any], *, extra: Mapping[str, Any
     params: dict[str, Any] = dict(known)
     for name, value in overrides.items():
         if name not in known:
-            close = difflib.get_close_matches(name, known, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
             raise RTLConfigError(
-                f"{block}: unknown parameter {name!r} (parameters: {', '.join(known)}){hint}"
+                f"{block}: unknown parameter {name!r} (parameters: {', '.join(known)})"
+                f"{suggest(name, known)}"
             )
         try:
             params[name] = int(value)

@@ -10,10 +10,9 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import re
 
-from einsum.errors import ConfigError
+from einsum.errors import ConfigError, suggest
 
 __all__ = ["MODELS", "SEQ_LENGTHS", "Model", "Workload", "format_seq", "parse_seq", "workload"]
 
@@ -107,9 +106,9 @@ def format_seq(n: int) -> str:
 def workload(model: str, seq: str | int, *, batch: int = 64) -> Workload:
     """The named model's attention layer at sequence length ``seq`` (``1K``, ``64K``, ``4096``)."""
     if model not in MODELS:
-        hint = difflib.get_close_matches(model, list(MODELS), n=1)
-        extra = f" (did you mean {hint[0]!r}?)" if hint else ""
-        raise ConfigError(f"unknown model {model!r}{extra}; expected one of {', '.join(MODELS)}")
+        raise ConfigError(
+            f"unknown model {model!r}{suggest(model, MODELS)} (expected one of {', '.join(MODELS)})"
+        )
     if isinstance(batch, bool) or not isinstance(batch, int) or batch <= 0:
         raise ConfigError(f"batch must be a positive integer, found {batch!r}")
     m = MODELS[model]

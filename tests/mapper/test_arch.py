@@ -46,13 +46,18 @@ def test_zero_bandwidth():
 
 
 def test_unknown_functional_unit():
-    with pytest.raises(ArchError, match=r"array '1d': unknown functional unit 'divide' \(did you mean 'div'\?\)"):
+    with pytest.raises(ArchError, match=r"array '1d': unknown functional unit 'divide'; did you mean 'div'\? \(expected some of "):
         mapper.PEArray(name="1d", rows=1, cols=4, units=("mac", "divide"), rf_words=4, rf_read_pj=0,
                        rf_write_pj=0, rf_area_um2=0)
 
 
+def test_unknown_array_name():
+    with pytest.raises(ArchError, match=r"architecture 'fusemax' has no array '2D'; did you mean '2d'\? \(it has \['2d', '1d'\]\)"):
+        mapper.fusemax().array("2D")
+
+
 def test_unknown_preset_and_format(tmp_path):
-    with pytest.raises(ArchError, match=r"unknown architecture preset 'fusemx' \(did you mean 'fusemax'\?\)"):
+    with pytest.raises(ArchError, match=r"unknown architecture preset 'fusemx'; did you mean 'fusemax'\? \(expected one of fusemax, "):
         mapper.preset("fusemx")
     with pytest.raises(ArchError, match=r"expected a \.json, \.yaml or \.yml file"):
         mapper.fusemax().save(tmp_path / "arch.txt")

@@ -49,5 +49,5 @@ def test_sequence_lengths():
     assert [sim.parse_seq(s) for s in ("1K", "64k", "1M", "3000")] == [1024, 65536, 1 << 20, 3000]
     with pytest.raises(ConfigError, match=r"sequence length '1G' is not a number like"):
         sim.parse_seq("1G")
-    with pytest.raises(ValueError, match=r"unknown model 'BRT' \(did you mean 'BERT'\?\)"):
+    with pytest.raises(ValueError, match=r"unknown model 'BRT'; did you mean 'BERT'\? \(expected one of BERT, TrXL, T5, XLM\)"):
         sim.workload("BRT", "1K")
