@@ -37,13 +37,26 @@ SHARED_BYTES = 48 * 1024
 _T = 16  # threads per block side
 
 
-def tile_shape(e: int, f: int, itemsize: int) -> tuple[int, int] | None:
-    """The largest (BQ, BK) whose Q, K, V and score tiles fit :data:`SHARED_BYTES`."""
+def _shared_bytes(bq: int, bk: int, e: int, f: int, itemsize: int) -> int:
+    words = bq * (e + 1) + bk * (e + 1) + bk * f + bq * (bk + 1) + 6 * bq + _T * _T
+    return words * itemsize
+
+
+def tile_shape(e: int, f: int, dtype: Any) -> tuple[int, int]:
+    """The largest (BQ, BK) whose Q, K, V and score tiles fit :data:`SHARED_BYTES`.
+
+    Raises:
+        EvaluationError: not even 16 x 16 tiles fit (E and F too large for ``dtype``).
+    """
+    itemsize = np.dtype(dtype).itemsize
     for bq, bk in ((64, 64), (64, 32), (32, 32), (32, 16), (16, 16)):
-        words = bq * (e + 1) + bk * (e + 1) + bk * f + bq * (bk + 1) + 6 * bq + _T * _T
-        if words * itemsize <= SHARED_BYTES:
+        if _shared_bytes(bq, bk, e, f, itemsize) <= SHARED_BYTES:
             return bq, bk
-    return None
+    raise EvaluationError(
+        f"attention: backend 'cuda' with E = {e}, F = {f} in {np.dtype(dtype).name} needs "
+        f"{_shared_bytes(16, 16, e, f, itemsize):,} bytes of shared memory even with 16 x 16 tiles; "
+        f"the kernel has {SHARED_BYTES:,} (use a smaller head dimension, float32, or backend 'cpu')"
+    )
 
 
 def run(q: Any, k: Any, v: Any, out: Any, scale: Any, cascade: str, causal: bool) -> None:
@@ -52,8 +65,7 @@ def run(q: Any, k: Any, v: Any, out: Any, scale: Any, cascade: str, causal: bool
             "attention: backend 'cuda' needs an NVIDIA GPU with a working CUDA driver (none found); "
             "set NUMBA_ENABLE_CUDASIM=1 to run the kernels on numba's CUDA simulator instead"
         )
-    if tile_shape(q.shape[2], v.shape[2], q.itemsize) is None:
-        launch(q, k, v, out, scale, cascade, causal)  # raises the shared-memory error
+    tile_shape(q.shape[2], v.shape[2], q.dtype)  # fail before copying anything to the device
     dq, dk, dv = (cuda.to_device(a) for a in (q, k, v))
     dout = cuda.device_array_like(out)
     launch(dq, dk, dv, dout, scale, cascade, causal)
@@ -66,13 +78,7 @@ def launch(q: Any, k: Any, v: Any, out: Any, scale: Any, cascade: str, causal: b
     (asynchronous; no checks beyond the tile fit: :func:`golden.attention` checks its inputs)."""
     g, p, e = q.shape
     f = v.shape[2]
-    shape = tile_shape(e, f, q.dtype.itemsize)
-    if shape is None:
-        raise EvaluationError(
-            f"attention: E = {e}, F = {f} ({q.dtype}) do not fit the CUDA kernel's "
-            f"{SHARED_BYTES // 1024} KiB of shared memory even with 16 x 16 tiles"
-        )
-    bq, bk = shape
+    bq, bk = tile_shape(e, f, q.dtype)
     kernel = _kernel(np.dtype(q.dtype).name, e, f, bq, bk, int(cascade[len("attention_")]))
     kernel[(g, -(-p // bq)), (_T, _T)](q, k, v, out, scale, np.dtype(q.dtype).type(1), causal)
 
