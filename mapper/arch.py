@@ -190,7 +190,12 @@ class Energy:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ArchSpec:
-    """A spatial-array accelerator: PE arrays, global buffer, DRAM, clock and energy tables."""
+    """A spatial-array accelerator: PE arrays, global buffer, DRAM, clock and energy tables.
+
+    ``max_score_rows`` bounds how many query rows share one pass over K and V when a cascade keeps
+    whole rows of scores (FLAT's row granularity); ``None`` lets the mapper hold as many as the
+    buffer fits. It does not bound a cascade that keeps only running values per query.
+    """
 
     name: str
     arrays: tuple[PEArray, ...]
@@ -199,6 +204,7 @@ class ArchSpec:
     clock_hz: float
     energy: Energy = dataclasses.field(default_factory=Energy)
     word_bits: int = 16
+    max_score_rows: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "arrays", tuple(self.arrays))
@@ -211,6 +217,9 @@ class ArchSpec:
         _positive(f"architecture {self.name!r}", clock_hz=self.clock_hz)
         _integer(f"architecture {self.name!r}", word_bits=self.word_bits)
         _positive(f"architecture {self.name!r}", word_bits=self.word_bits)
+        if self.max_score_rows is not None:
+            _integer(f"architecture {self.name!r}", max_score_rows=self.max_score_rows)
+            _positive(f"architecture {self.name!r}", max_score_rows=self.max_score_rows)
 
     @property
     def word_bytes(self) -> int:
@@ -402,9 +411,14 @@ def flat(
     buffer_bytes: int = 32 * MIB,
     bandwidth_bytes_per_s: float = 400 * GIB,
     clock_hz: float = 940e6,
+    max_score_rows: int | None = 1024,
 ) -> ArchSpec:
     """FLAT at iso-area: a ``D x D`` 2D array of MAC PEs with 4-entry register files and a
-    ``D``-PE 1D array with a pipelined exp unit, max and divide; 32 MB buffer."""
+    ``D``-PE 1D array with a pipelined exp unit, max and divide; 32 MB buffer.
+
+    FLAT's dataflow fuses the score rows of at most ``max_score_rows`` queries into one pass over
+    K and V: it fuses a head or a block of rows, and the largest row block in the FuseMax
+    artifact's table of FLAT dataflows (``flat_validation.csv``: 256 to 1024 rows) is 1024."""
     _integer("flat", array_dim=array_dim)
     _positive("flat", array_dim=array_dim)
     return ArchSpec(
@@ -435,6 +449,7 @@ def flat(
         buffer=_buffer(buffer_bytes),
         dram=DRAM(bandwidth_bytes_per_s=bandwidth_bytes_per_s),
         clock_hz=clock_hz,
+        max_score_rows=max_score_rows,
     )
 
 
@@ -445,12 +460,14 @@ def unfused(
     bandwidth_bytes_per_s: float = 400 * GIB,
     clock_hz: float = 940e6,
 ) -> ArchSpec:
-    """The unfused baseline: FLAT's arrays and buffer, run one kernel at a time."""
+    """The unfused baseline: FLAT's arrays and buffer, run one kernel at a time (each kernel
+    holds as many query rows as the buffer fits, as the artifact's Timeloop mapper chose)."""
     return flat(
         array_dim=array_dim,
         buffer_bytes=buffer_bytes,
         bandwidth_bytes_per_s=bandwidth_bytes_per_s,
         clock_hz=clock_hz,
+        max_score_rows=None,
     ).replace(name="unfused")
 
 

@@ -362,8 +362,12 @@ def _residency(cascade, facts, binding, kernels, arch, lay, sizes, tile):  # typ
     for f in facts:
         residency.setdefault(f.name, "array")
 
+    most = n_tiles
+    if long_tensors and arch.max_score_rows is not None:
+        most = max(1, min(n_tiles, arch.max_score_rows // q_tile))
+
     def fit(avail: int, per_query: int) -> int:
-        p1 = max(1, min(n_tiles, avail // (q_tile * per_query))) if per_query else 1
+        p1 = max(1, min(most, avail // (q_tile * per_query))) if per_query else 1
         while n_tiles % p1:
             p1 -= 1
         return p1

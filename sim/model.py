@@ -108,7 +108,7 @@ def evaluate(
             if inp.name in _reads(e) and e.output not in facts
             for g in consumers.get(e.output, [])
         ]
-        query_side = lay.query.lower() in inp.ranks
+        query_side = lay.query in inp.ranks
         k = kernel_of[readers[0].name] if readers else 0
         p1 = schedule.query_tiles_on_chip[k]
         loads = 1 if query_side else max(1, (q_tiles // inst) // p1)

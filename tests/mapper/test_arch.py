@@ -82,3 +82,13 @@ def test_non_numeric_field_and_bad_preset_parameter():
         mapper.fusemax(clock_hz="fast")
     with pytest.raises(ArchError, match=r"preset 'flat': .*unexpected keyword argument 'rows'"):
         mapper.preset("flat", rows=8)
+
+
+def test_max_score_rows():
+    assert mapper.arch.flat().max_score_rows == 1024
+    assert mapper.arch.unfused().max_score_rows is None
+    assert mapper.arch.fusemax().max_score_rows is None
+    with pytest.raises(ArchError, match=r"architecture 'flat': max_score_rows must be positive, found 0"):
+        mapper.arch.flat(max_score_rows=0)
+    with pytest.raises(ArchError, match=r"architecture 'flat': max_score_rows must be an integer, found 1024.0"):
+        mapper.arch.flat(max_score_rows=1024.0)

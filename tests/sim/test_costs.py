@@ -80,6 +80,22 @@ def test_toy_traffic_energy_and_latency():
                          for x in einsum.op_counts(c))
 
 
+def test_toy_traffic_when_few_query_tiles_fit():
+    # FLAT's row cap: the score rows of 2 queries per pass over K and V, so the 4 query tiles of 2
+    # rows take 4 passes. Q is read once and AV written once (8 x 2 words each); K and V (8 x 2
+    # words each) are read once per pass; the score rows stay in the buffer.
+    arch = mapper.flat(array_dim=2, buffer_bytes=1 << 20, max_score_rows=2)
+    c = LIB("attention_3pass")
+    s = search(c, arch, SearchOptions(sizes=TOY.sizes))
+    assert s.query_tiles_on_chip == (1,)
+    r = sim.evaluate(c, s, arch, TOY)
+    assert r.traffic_bytes == (2 * 8 * 2 + 4 * 2 * 8 * 2) * 2
+    # without the cap all four tiles share one pass
+    s = search(c, arch.replace(max_score_rows=None), SearchOptions(sizes=TOY.sizes))
+    assert s.query_tiles_on_chip == (4,)
+    assert sim.evaluate(c, s, arch, TOY).traffic_bytes == 4 * 8 * 2 * 2
+
+
 @pytest.mark.parametrize("interleave", [True, False])
 @pytest.mark.parametrize(("query_tiles", "steps"), [(1, 50), (7, 1), (6, 13)])
 def test_steady_state_jump_is_exact(interleave, query_tiles, steps):

@@ -1,0 +1,89 @@
+"""einforge's model against the FuseMax artifact's results, point by point, for all five configurations.
+
+For each configuration and each quantity (latency, energy, DRAM traffic) prints the ratio
+ours / artifact at every (model, length) point and its range, then the headline means. The
+artifact's data are in ``tests/data/fusemax_artifact`` (see its README).
+
+    python benchmarks/fusemax_artifact.py [--json] [--points]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import time
+from pathlib import Path
+
+import sim
+
+DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "fusemax_artifact"
+FILES = {
+    "FuseMax": "attn-proposal.csv",
+    "+Architecture": "attn-stall_proposal.csv",
+    "+Cascade": "attn-cascade.csv",
+    "FLAT": "attn-flat.csv",
+    "Unfused": "attn-unfused.csv",
+}
+FIELDS = {"latency": "latency_s", "energy": "energy_pj", "traffic": "traffic_bytes"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--points", action="store_true", help="print every point, not only the ranges")
+    args = parser.parse_args()
+    art: dict[tuple[str, str, int], dict[str, float]] = {}
+    for config, name in FILES.items():
+        with (DATA / name).open(newline="") as f:
+            for row in csv.DictReader(f):
+                art[(config, row["model"], sim.parse_seq(row["seq_len"]))] = {
+                    k: float(row[k]) for k in FIELDS
+                }
+    t0 = time.perf_counter()
+    ours = {(r["config"], r["model"], r["seq"]): r["report"] for r in sim.compare()}
+    sweep_s = time.perf_counter() - t0
+    points = [(m, s) for m in sim.MODELS for s in sim.SEQ_LENGTHS]
+    ratios = {
+        config: {
+            field: {
+                f"{m} {s}": getattr(ours[(config, m, s)], attr) / art[(config, m, s)][field]
+                for m, s in points
+            }
+            for field, attr in FIELDS.items()
+        }
+        for config in FILES
+    }
+
+    def mean_ratio(src: str, num: str, den: str, field: str) -> float:
+        def val(c: str, p: tuple[str, int]) -> float:
+            return float(getattr(ours[(c, *p)], FIELDS[field])) if src == "ours" else art[(c, *p)][field]
+
+        return statistics.mean(val(num, p) / val(den, p) for p in points)
+
+    headline = {
+        "speedup_vs_flat": {"ours": mean_ratio("ours", "FLAT", "FuseMax", "latency"),
+                            "artifact": mean_ratio("art", "FLAT", "FuseMax", "latency")},
+        "energy_vs_flat": {"ours": mean_ratio("ours", "FuseMax", "FLAT", "energy"),
+                           "artifact": mean_ratio("art", "FuseMax", "FLAT", "energy")},
+    }
+    if args.json:
+        print(json.dumps({"sweep_s": sweep_s, "ratios": ratios, "headline": headline}, indent=2))
+        return
+    print(f"ours / artifact over {len(points)} points per configuration (sweep {sweep_s:.2f} s)")
+    print(f"{'configuration':14s} {'quantity':8s} {'min':>7s} {'max':>7s} {'mean':>7s}")
+    for config, per_field in ratios.items():
+        for field, r in per_field.items():
+            v = list(r.values())
+            print(f"{config:14s} {field:8s} {min(v):7.4f} {max(v):7.4f} {statistics.mean(v):7.4f}")
+            if args.points:
+                for p, x in r.items():
+                    print(f"    {p:12s} {x:.4f}")
+    for name, h in headline.items():
+        print(f"{name}: ours {h['ours']:.3f}, artifact {h['artifact']:.3f} "
+              f"(ratio {h['ours'] / h['artifact']:.4f})")
+
+
+if __name__ == "__main__":
+    main()
