@@ -62,11 +62,36 @@ def main() -> None:
 
         return statistics.mean(val(num, p) / val(den, p) for p in points)
 
+    e2e: dict[tuple[str, str, int], dict[str, float]] = {}
+    for config, name in (("FuseMax", "end2end-proposal.csv"), ("FLAT", "end2end-flat.csv")):
+        with (DATA / name).open(newline="") as f:
+            for row in csv.DictReader(f):
+                key = (config, row["model"], sim.parse_seq(row["seq_len"]))
+                e2e[key] = {k: float(row[k]) for k in FIELDS}
+    configs = {c.name: c for c in sim.CONFIGS}
+    ours_e2e = {
+        (c, m, s): sim.run_config(configs[c], sim.workload(m, s), end_to_end=True)
+        for c in ("FuseMax", "FLAT")
+        for m, s in points
+    }
+
+    def e2e_ratio(src: str, num: str, den: str, field: str) -> float:
+        def val(c: str, p: tuple[str, int]) -> float:
+            if src == "ours":
+                return float(getattr(ours_e2e[(c, *p)], FIELDS[field]))
+            return art[(c, *p)][field] + e2e[(c, *p)][field]
+
+        return statistics.mean(val(num, p) / val(den, p) for p in points)
+
     headline = {
         "speedup_vs_flat": {"ours": mean_ratio("ours", "FLAT", "FuseMax", "latency"),
                             "artifact": mean_ratio("art", "FLAT", "FuseMax", "latency")},
         "energy_vs_flat": {"ours": mean_ratio("ours", "FuseMax", "FLAT", "energy"),
                            "artifact": mean_ratio("art", "FuseMax", "FLAT", "energy")},
+        "end_to_end_speedup_vs_flat": {"ours": e2e_ratio("ours", "FLAT", "FuseMax", "latency"),
+                                       "artifact": e2e_ratio("art", "FLAT", "FuseMax", "latency")},
+        "end_to_end_energy_vs_flat": {"ours": e2e_ratio("ours", "FuseMax", "FLAT", "energy"),
+                                      "artifact": e2e_ratio("art", "FuseMax", "FLAT", "energy")},
     }
     if args.json:
         print(json.dumps({"sweep_s": sweep_s, "ratios": ratios, "headline": headline}, indent=2))

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+import mapper
 import sim
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "fusemax_artifact"
@@ -119,3 +120,19 @@ def test_flat_pe_energy(both: tuple[dict, dict], config: str) -> None:
 )
 def test_cascade_latency(both: tuple[dict, dict]) -> None:
     _within(_ratios(both, "+Cascade", "latency"), 0.02)
+
+
+@pytest.mark.parametrize(("arch", "name"), [("fusemax", "end2end-proposal.csv"), ("flat", "end2end-flat.csv")])
+def test_end_to_end_gemms_per_point(arch: str, name: str) -> None:
+    # the artifact's end-to-end files hold the projection and FFN GEMMs of one layer
+    a = mapper.preset(arch)
+    with (DATA / name).open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 24
+    for row in rows:
+        w = sim.workload(row["model"], row["seq_len"])
+        gemms = [sim.gemm_report(m, k, n, a, g) for g, (m, k, n) in w.gemms().items()]
+        where = (arch, row["model"], row["seq_len"])
+        assert sum(g["latency_s"] for g in gemms) == pytest.approx(float(row["latency"]), rel=1e-3), where
+        if row["model"] != "XLM":  # the artifact's Timeloop mapper tiles XLM's GEMMs differently
+            assert sum(g["traffic_bytes"] for g in gemms) == pytest.approx(float(row["traffic"]), rel=1e-6), where
