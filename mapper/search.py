@@ -10,8 +10,9 @@ The mapper decides, from the cascade and the architecture alone:
   the kinds of Einsum an array's control sequences) is costed per tile, and the best by the
   objective wins; ties go to the binding with fewer transfers between arrays;
 - residency: the running state of a recurrence lives in the buffer for as many query tiles as fit
-  (P1), per-tile intermediates in the PE registers, whole score rows in the buffer while they fit,
-  spilled in part when a little is missing, streamed through DRAM when they do not fit at all;
+  (P1), per-tile intermediates in the PE registers, except tiles that cross between the arrays
+  while they still span the key rank (staged in the buffer), whole score rows in the buffer while
+  they fit, spilled in part when a little is missing, streamed through DRAM when they do not fit;
 - kernels: fused (one kernel) or, with ``fuse=False``, one kernel per run of consecutive Einsums on
   the same array, talking through DRAM;
 - interleaving: with ``interleave`` the arrays' first Einsums run ``lookahead`` tiles ahead, enough
@@ -306,6 +307,7 @@ def _residency(cascade, facts, binding, kernels, arch, lay, sizes, tile):  # typ
     key_rows = min(rows, tile.get(lay.key, 1)) if lay.key else 1
     kv_bytes = 2 * key_rows * e_f * word
     long_tensors: list[str] = []
+    crossing: list[str] = []
     for f in facts:
         if f.name in residency:
             continue
@@ -323,6 +325,16 @@ def _residency(cascade, facts, binding, kernels, arch, lay, sizes, tile):  # typ
             and not any(g.epilogue_of == f.name and binding[g.name] == binding[f.name] for g in consumers)
         ):
             long_tensors.append(f.name)
+        elif (
+            lay.whole is not None
+            and lay.key in f.ranks
+            and lay.key not in f.reduced
+            and any(binding[g.name] != binding[f.name] for g in consumers)
+        ):
+            # a tile that still spans the key rank across the 2D array's rows cannot flow through
+            # the edge between the arrays one value per column: it is staged in the buffer
+            residency[f.name] = "buffer"
+            crossing.append(f.name)
         else:
             residency[f.name] = "array"
     spill = 0.0
@@ -350,6 +362,7 @@ def _residency(cascade, facts, binding, kernels, arch, lay, sizes, tile):  # typ
         avail = cap - kv_bytes - staged
     elif cascade.iterative:
         state = sum(_per_query_words(cascade, t, lay, sizes) for t in cascade.iterative if t in produced)
+        state += len(crossing) * tile[lay.key]  # the staged tiles' words per query
         per_query = (sizes.get("E", 0) + state) * word
         avail = cap - kv_bytes
         if avail < q_tile * per_query:

@@ -23,6 +23,21 @@ def test_cascade_on_flat_keeps_the_2d_array_to_contractions():
     assert sorted(e for e, a in s.binding.items() if a == "2d") == ["QK", "SLNV"]
 
 
+def test_tiles_crossing_between_the_arrays_are_staged():
+    # on FLAT's PEs the 1D array computes SLN from the 2D array's QK tile and the 2D array reads it
+    # back for SLNV: both 256 x 256 tiles go through the buffer, and take room from the queries in
+    # flight (per query: E + RM + RD + RNV (F) + two staged rows of 256 words, 2 bytes each)
+    big = dict(BERT_1K, P=1 << 16, M=1 << 16)
+    s = search(LIB("attention_1pass"), mapper.flat(), SearchOptions(sizes=big))
+    assert s.residency["QK"] == s.residency["SLN"] == "buffer"
+    kv = 2 * 256 * (64 + 64) * 2
+    fit = (32 * 2**20 - kv) // (256 * (64 + 1 + 1 + 64 + 2 * 256) * 2)
+    assert fit == 101 and s.query_tiles_on_chip == (64,)  # the largest divisor of 256 up to 101
+    # FuseMax's 2D array reduces over the key rank before anything crosses to the 1D array
+    s = search(LIB("attention_1pass"), mapper.fusemax(), SearchOptions(sizes=big))
+    assert s.residency["QK"] == s.residency["SLN"] == s.residency["SLNV"] == "array"
+
+
 def test_flat_binds_the_scale_as_an_epilogue():
     s = search(LIB("attention_3pass"), mapper.flat(), SearchOptions(sizes=BERT_1K))
     assert sorted(e for e, a in s.binding.items() if a == "2d") == ["AV", "QK", "S"]
