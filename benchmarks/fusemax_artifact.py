@@ -2,7 +2,7 @@
 
 For each configuration and each quantity (latency, energy, DRAM traffic) prints the ratio
 ours / artifact at every (model, length) point and its range, then the headline means. The
-artifact's data are in ``tests/data/fusemax_artifact`` (see its README).
+artifact's data come from ``sim.artifact_results()`` (see ``sim/fusemax_artifact/README.md``).
 
     python benchmarks/fusemax_artifact.py [--json] [--points]
 """
@@ -10,22 +10,13 @@ artifact's data are in ``tests/data/fusemax_artifact`` (see its README).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import statistics
 import time
-from pathlib import Path
 
 import sim
 
-DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "fusemax_artifact"
-FILES = {
-    "FuseMax": "attn-proposal.csv",
-    "+Architecture": "attn-stall_proposal.csv",
-    "+Cascade": "attn-cascade.csv",
-    "FLAT": "attn-flat.csv",
-    "Unfused": "attn-unfused.csv",
-}
+CONFIGS = ("FuseMax", "+Architecture", "+Cascade", "FLAT", "Unfused")
 FIELDS = {"latency": "latency_s", "energy": "energy_pj", "traffic": "traffic_bytes"}
 
 
@@ -34,13 +25,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--points", action="store_true", help="print every point, not only the ranges")
     args = parser.parse_args()
-    art: dict[tuple[str, str, int], dict[str, float]] = {}
-    for config, name in FILES.items():
-        with (DATA / name).open(newline="") as f:
-            for row in csv.DictReader(f):
-                art[(config, row["model"], sim.parse_seq(row["seq_len"]))] = {
-                    k: float(row[k]) for k in FIELDS
-                }
+    art = sim.artifact_results()
     t0 = time.perf_counter()
     ours = {(r["config"], r["model"], r["seq"]): r["report"] for r in sim.compare()}
     sweep_s = time.perf_counter() - t0
@@ -48,26 +33,21 @@ def main() -> None:
     ratios = {
         config: {
             field: {
-                f"{m} {s}": getattr(ours[(config, m, s)], attr) / art[(config, m, s)][field]
-                for m, s in points
+                f"{m} {s}": getattr(ours[(config, m, s)], attr) / art[(config, m, s)][attr] for m, s in points
             }
             for field, attr in FIELDS.items()
         }
-        for config in FILES
+        for config in CONFIGS
     }
 
     def mean_ratio(src: str, num: str, den: str, field: str) -> float:
         def val(c: str, p: tuple[str, int]) -> float:
-            return float(getattr(ours[(c, *p)], FIELDS[field])) if src == "ours" else art[(c, *p)][field]
+            return (
+                float(getattr(ours[(c, *p)], FIELDS[field])) if src == "ours" else art[(c, *p)][FIELDS[field]]
+            )
 
         return statistics.mean(val(num, p) / val(den, p) for p in points)
 
-    e2e: dict[tuple[str, str, int], dict[str, float]] = {}
-    for config, name in (("FuseMax", "end2end-proposal.csv"), ("FLAT", "end2end-flat.csv")):
-        with (DATA / name).open(newline="") as f:
-            for row in csv.DictReader(f):
-                key = (config, row["model"], sim.parse_seq(row["seq_len"]))
-                e2e[key] = {k: float(row[k]) for k in FIELDS}
     configs = {c.name: c for c in sim.CONFIGS}
     ours_e2e = {
         (c, m, s): sim.run_config(configs[c], sim.workload(m, s), end_to_end=True)
@@ -79,19 +59,27 @@ def main() -> None:
         def val(c: str, p: tuple[str, int]) -> float:
             if src == "ours":
                 return float(getattr(ours_e2e[(c, *p)], FIELDS[field]))
-            return art[(c, *p)][field] + e2e[(c, *p)][field]
+            return art[(c, *p)][FIELDS[field]] + art[(f"end-to-end {c}", *p)][FIELDS[field]]
 
         return statistics.mean(val(num, p) / val(den, p) for p in points)
 
     headline = {
-        "speedup_vs_flat": {"ours": mean_ratio("ours", "FLAT", "FuseMax", "latency"),
-                            "artifact": mean_ratio("art", "FLAT", "FuseMax", "latency")},
-        "energy_vs_flat": {"ours": mean_ratio("ours", "FuseMax", "FLAT", "energy"),
-                           "artifact": mean_ratio("art", "FuseMax", "FLAT", "energy")},
-        "end_to_end_speedup_vs_flat": {"ours": e2e_ratio("ours", "FLAT", "FuseMax", "latency"),
-                                       "artifact": e2e_ratio("art", "FLAT", "FuseMax", "latency")},
-        "end_to_end_energy_vs_flat": {"ours": e2e_ratio("ours", "FuseMax", "FLAT", "energy"),
-                                      "artifact": e2e_ratio("art", "FuseMax", "FLAT", "energy")},
+        "speedup_vs_flat": {
+            "ours": mean_ratio("ours", "FLAT", "FuseMax", "latency"),
+            "artifact": mean_ratio("art", "FLAT", "FuseMax", "latency"),
+        },
+        "energy_vs_flat": {
+            "ours": mean_ratio("ours", "FuseMax", "FLAT", "energy"),
+            "artifact": mean_ratio("art", "FuseMax", "FLAT", "energy"),
+        },
+        "end_to_end_speedup_vs_flat": {
+            "ours": e2e_ratio("ours", "FLAT", "FuseMax", "latency"),
+            "artifact": e2e_ratio("art", "FLAT", "FuseMax", "latency"),
+        },
+        "end_to_end_energy_vs_flat": {
+            "ours": e2e_ratio("ours", "FuseMax", "FLAT", "energy"),
+            "artifact": e2e_ratio("art", "FuseMax", "FLAT", "energy"),
+        },
     }
     if args.json:
         print(json.dumps({"sweep_s": sweep_s, "ratios": ratios, "headline": headline}, indent=2))
@@ -106,8 +94,10 @@ def main() -> None:
                 for p, x in r.items():
                     print(f"    {p:12s} {x:.4f}")
     for name, h in headline.items():
-        print(f"{name}: ours {h['ours']:.3f}, artifact {h['artifact']:.3f} "
-              f"(ratio {h['ours'] / h['artifact']:.4f})")
+        print(
+            f"{name}: ours {h['ours']:.3f}, artifact {h['artifact']:.3f} "
+            f"(ratio {h['ours'] / h['artifact']:.4f})"
+        )
 
 
 if __name__ == "__main__":

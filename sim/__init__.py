@@ -6,6 +6,7 @@ component, utilisation per array. Workloads (BERT, TrXL, T5, XLM), the five conf
 FuseMax evaluation and sweeps over them. May import ``einsum`` and ``mapper``.
 """
 
+from sim.artifact import ARTIFACT_FILES, artifact_results
 from sim.compare import CONFIGS, Config, compare, run_config
 from sim.errors import EvaluationError
 from sim.model import ENERGY_OF, evaluate, gemm_report
@@ -13,6 +14,7 @@ from sim.report import Report, plot_compare, table
 from sim.workloads import MODELS, SEQ_LENGTHS, Model, Workload, format_seq, parse_seq, workload
 
 __all__ = [
+    "ARTIFACT_FILES",
     "CONFIGS",
     "ENERGY_OF",
     "MODELS",
@@ -22,6 +24,7 @@ __all__ = [
     "Model",
     "Report",
     "Workload",
+    "artifact_results",
     "compare",
     "evaluate",
     "format_seq",

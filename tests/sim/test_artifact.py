@@ -1,6 +1,6 @@
 """einforge's model against the FuseMax artifact, point by point, for all five configurations.
 
-The oracle is the artifact's own results (``tests/data/fusemax_artifact``): 4 models x 6 lengths per
+The oracle is the artifact's own results (``sim.artifact_results()``): 4 models x 6 lengths per
 configuration. Each check names the configuration, the quantity, and the tolerance the model meets;
 the two known gaps (FLAT's and +Cascade's energy, +Cascade's latency) are strict xfails with the
 reason, so that closing one of them shows up as a failure to be turned into a check.
@@ -8,46 +8,26 @@ reason, so that closing one of them shows up as a failure to be turned into a ch
 
 from __future__ import annotations
 
-import csv
 import statistics
-from pathlib import Path
 
 import pytest
 
 import mapper
 import sim
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "fusemax_artifact"
-FILES = {
-    "FuseMax": "attn-proposal.csv",
-    "+Architecture": "attn-stall_proposal.csv",
-    "+Cascade": "attn-cascade.csv",
-    "FLAT": "attn-flat.csv",
-    "Unfused": "attn-unfused.csv",
-}
 POINTS = [(m, s) for m in sim.MODELS for s in sim.SEQ_LENGTHS]
-
-
-def _artifact() -> dict[tuple[str, str, int], dict[str, float]]:
-    out = {}
-    for config, name in FILES.items():
-        with (DATA / name).open(newline="") as f:
-            for row in csv.DictReader(f):
-                key = (config, row["model"], sim.parse_seq(row["seq_len"]))
-                out[key] = {k: float(v) for k, v in row.items() if k not in ("model", "seq_len")}
-    return out
+FIELD = {"latency": "latency_s", "energy": "energy_pj", "traffic": "traffic_bytes"}
 
 
 @pytest.fixture(scope="module")
 def both() -> tuple[dict, dict]:
     ours = {(r["config"], r["model"], r["seq"]): r["report"] for r in sim.compare()}
-    return ours, _artifact()
+    return ours, sim.artifact_results()
 
 
 def _ratios(both: tuple[dict, dict], config: str, field: str) -> dict[tuple[str, int], float]:
     ours, art = both
-    attr = {"latency": "latency_s", "energy": "energy_pj", "traffic": "traffic_bytes"}[field]
-    return {p: getattr(ours[(config, *p)], attr) / art[(config, *p)][field] for p in POINTS}
+    return {p: getattr(ours[(config, *p)], FIELD[field]) / art[(config, *p)][FIELD[field]] for p in POINTS}
 
 
 def _within(ratios: dict[tuple[str, int], float], rel: float) -> None:
@@ -56,9 +36,10 @@ def _within(ratios: dict[tuple[str, int], float], rel: float) -> None:
 
 
 def test_the_artifact_data_are_complete() -> None:
-    art = _artifact()
-    assert len(art) == 5 * 24
-    assert art[("FuseMax", "BERT", 1024)]["latency"] == pytest.approx(2.013e-3, rel=1e-3)
+    art = sim.artifact_results()
+    assert len(art) == 7 * 24
+    assert {c for c, _, _ in art} == set(sim.ARTIFACT_FILES)
+    assert art[("FLAT", "BERT", 1024)]["latency_s"] == pytest.approx(13.39e-3, rel=1e-3)
 
 
 @pytest.mark.parametrize(
@@ -98,7 +79,9 @@ def test_utilisation_per_point(both: tuple[dict, dict]) -> None:
 def test_headline_means(both: tuple[dict, dict]) -> None:
     ours, art = both
     speedup = statistics.mean(ours[("FLAT", *p)].latency_s / ours[("FuseMax", *p)].latency_s for p in POINTS)
-    published = statistics.mean(art[("FLAT", *p)]["latency"] / art[("FuseMax", *p)]["latency"] for p in POINTS)
+    published = statistics.mean(
+        art[("FLAT", *p)]["latency_s"] / art[("FuseMax", *p)]["latency_s"] for p in POINTS
+    )
     assert published == pytest.approx(6.72, abs=0.005)
     assert speedup == pytest.approx(published, rel=0.005)
 
@@ -122,17 +105,15 @@ def test_cascade_latency(both: tuple[dict, dict]) -> None:
     _within(_ratios(both, "+Cascade", "latency"), 0.02)
 
 
-@pytest.mark.parametrize(("arch", "name"), [("fusemax", "end2end-proposal.csv"), ("flat", "end2end-flat.csv")])
-def test_end_to_end_gemms_per_point(arch: str, name: str) -> None:
+@pytest.mark.parametrize("arch", ["FuseMax", "FLAT"])
+def test_end_to_end_gemms_per_point(arch: str) -> None:
     # the artifact's end-to-end files hold the projection and FFN GEMMs of one layer
-    a = mapper.preset(arch)
-    with (DATA / name).open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    assert len(rows) == 24
-    for row in rows:
-        w = sim.workload(row["model"], row["seq_len"])
-        gemms = [sim.gemm_report(m, k, n, a, g) for g, (m, k, n) in w.gemms().items()]
-        where = (arch, row["model"], row["seq_len"])
-        assert sum(g["latency_s"] for g in gemms) == pytest.approx(float(row["latency"]), rel=1e-3), where
-        if row["model"] != "XLM":  # the artifact's Timeloop mapper tiles XLM's GEMMs differently
-            assert sum(g["traffic_bytes"] for g in gemms) == pytest.approx(float(row["traffic"]), rel=1e-6), where
+    a = mapper.preset(arch.lower())
+    art = sim.artifact_results()
+    for m, n in POINTS:
+        w = sim.workload(m, n)
+        gemms = [sim.gemm_report(x, k, y, a, g) for g, (x, k, y) in w.gemms().items()]
+        ref = art[(f"end-to-end {arch}", m, n)]
+        assert sum(g["latency_s"] for g in gemms) == pytest.approx(ref["latency_s"], rel=1e-3), (arch, m, n)
+        if m != "XLM":  # the artifact's Timeloop mapper tiles XLM's GEMMs differently
+            assert sum(g["traffic_bytes"] for g in gemms) == pytest.approx(ref["traffic_bytes"], rel=1e-6)
