@@ -20,9 +20,8 @@ FIELD = {"latency": "latency_s", "energy": "energy_pj", "traffic": "traffic_byte
 
 
 @pytest.fixture(scope="module")
-def both() -> tuple[dict, dict]:
-    ours = {(r["config"], r["model"], r["seq"]): r["report"] for r in sim.compare()}
-    return ours, sim.artifact_results()
+def both(sweep: dict) -> tuple[dict, dict]:
+    return sweep, sim.artifact_results()
 
 
 def _ratios(both: tuple[dict, dict], config: str, field: str) -> dict[tuple[str, int], float]:
