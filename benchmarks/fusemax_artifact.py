@@ -1,7 +1,8 @@
 """einforge's model against the FuseMax artifact's results, point by point, for all five configurations.
 
 For each configuration and each quantity (latency, energy, DRAM traffic) prints the ratio
-ours / artifact at every (model, length) point and its range, then the headline means. The
+ours / artifact at every (model, length) point and its range, the artifact's energy beyond ours per
+score element, then the headline means. The
 artifact's data come from ``sim.artifact_results()`` (see ``sim/fusemax_artifact/README.md``).
 
     python benchmarks/fusemax_artifact.py [--json] [--points]
@@ -63,6 +64,19 @@ def main() -> None:
 
         return statistics.mean(val(num, p) / val(den, p) for p in points)
 
+    # the artifact's energy beyond ours per score element (batch x heads x P x M), which tells a
+    # cost per score from a cost per MAC: XLM has twice the MACs per score of the other models
+    extra = {}
+    for config in CONFIGS:
+        per_score = {}
+        for m, s in points:
+            w = sim.workload(m, s)
+            scores = w.instances * w.sizes["P"] * w.sizes["M"]
+            per_score[f"{m} {s}"] = (
+                art[(config, m, s)]["energy_pj"] - ours[(config, m, s)].energy_pj
+            ) / scores
+        extra[config] = per_score
+
     headline = {
         "speedup_vs_flat": {
             "ours": mean_ratio("ours", "FLAT", "FuseMax", "latency"),
@@ -82,7 +96,8 @@ def main() -> None:
         },
     }
     if args.json:
-        print(json.dumps({"sweep_s": sweep_s, "ratios": ratios, "headline": headline}, indent=2))
+        out = {"sweep_s": sweep_s, "ratios": ratios, "extra_pj_per_score": extra, "headline": headline}
+        print(json.dumps(out, indent=2))
         return
     print(f"ours / artifact over {len(points)} points per configuration (sweep {sweep_s:.2f} s)")
     print(f"{'configuration':14s} {'quantity':8s} {'min':>7s} {'max':>7s} {'mean':>7s}")
@@ -93,6 +108,11 @@ def main() -> None:
             if args.points:
                 for p, x in r.items():
                     print(f"    {p:12s} {x:.4f}")
+    print("artifact's energy beyond ours, pJ per score element (E = 64 models; XLM, E = 128)")
+    for config, per_score in extra.items():
+        e64 = [x for p, x in per_score.items() if not p.startswith("XLM")]
+        e128 = [x for p, x in per_score.items() if p.startswith("XLM")]
+        print(f"{config:14s} {min(e64):7.1f} to {max(e64):7.1f}; XLM {min(e128):7.1f} to {max(e128):7.1f}")
     for name, h in headline.items():
         print(
             f"{name}: ours {h['ours']:.3f}, artifact {h['artifact']:.3f} "
