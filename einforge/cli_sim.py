@@ -39,6 +39,13 @@ def _row(r: sim.Report) -> dict[str, Any]:
         "per_einsum": {k: dict(v) for k, v in r.per_einsum.items()},
         "per_component_pj": dict(r.per_component_pj),
         "memory_bound_fraction": r.memory_bound_fraction,
+        "accounting": r.accounting,
+        "leakage": r.leakage,
+        "area_mm2": r.area_mm2,
+        "per_component_area_mm2": dict(r.per_component_area_mm2),
+        "buffer_reads": r.buffer_reads,
+        "buffer_writes": r.buffer_writes,
+        "score_rows": r.score_rows,
     }
 
 
@@ -57,10 +64,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 sizes=w.sizes, interleave=not args.no_interleave, fuse=args.arch != "unfused"
             )
             schedule = search(cascade, arch, options)
-            report = sim.evaluate(cascade, schedule, arch, w, systolic=args.systolic)
+            report = sim.evaluate(
+                cascade,
+                schedule,
+                arch,
+                w,
+                systolic=args.systolic,
+                accounting=args.accounting,
+                leakage=args.leakage,
+            )
             if args.end_to_end:
                 report = report.with_gemms(
-                    [sim.gemm_report(a, b, c, arch, n) for n, (a, b, c) in w.gemms().items()]
+                    [
+                        sim.gemm_report(a, b, c, arch, n, accounting=args.accounting)
+                        for n, (a, b, c) in w.gemms().items()
+                    ]
                 )
             rows.append(report)
             if not args.json:
@@ -82,7 +100,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"\r  [{done:3d}/{total}] {what:40s}", end="", file=sys.stderr, flush=True)
 
-    results = list(sim.compare(models, seqs, batch=args.batch, end_to_end=args.end_to_end, progress=progress))
+    results = list(
+        sim.compare(
+            models,
+            seqs,
+            batch=args.batch,
+            end_to_end=args.end_to_end,
+            progress=progress,
+            accounting=args.accounting,
+        )
+    )
     elapsed = time.perf_counter() - t0
     if not args.quiet:
         print(file=sys.stderr)
@@ -102,6 +129,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 "energy_vs_flat": rep.energy_pj / base.energy_pj,
                 "util_2d": rep.utilization.get("2d", 0.0),
                 "util_1d": rep.utilization.get("1d", 0.0),
+                "area_mm2": rep.area_mm2,
+                "score_rows": rep.score_rows if rep.score_rows is not None else "-",
             }
         )
     text = sim.table(table_rows, list(table_rows[0]))
@@ -118,6 +147,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             f"{c.name:14s} mean speedup vs FLAT {statistics.mean(sp):6.3f}x   "
             f"mean energy vs FLAT {statistics.mean(en):6.3f}"
         )
+    print(f"({args.accounting} accounting)")
     print(
         f"\n{len(results)} evaluations in {elapsed:.2f} s; wrote {out / 'results.txt'}, results.json and "
         + ", ".join(p.name for p in paths)
@@ -154,6 +184,13 @@ def add_parsers(sub: Any) -> None:
     ev.add_argument("--array-dim", type=int, default=256, help="PE array dimension (default 256)")
     ev.add_argument("--systolic", action="store_true", help="charge the 2D array's systolic fill and drain")
     ev.add_argument("--json", action="store_true", help="print one JSON array, one object per (model, seq)")
+    ev.add_argument(
+        "--accounting",
+        choices=tuple(sim.ACCOUNTINGS),
+        default="physical",
+        help="physical (default) or fusemax-artifact: the FuseMax artifact's bookkeeping (docs/spatial_model.md)",
+    )
+    ev.add_argument("--leakage", action="store_true", help="add the buffer's leakage over the latency")
     ev.set_defaults(func=cmd_evaluate)
     cp = sub.add_parser("compare", help="the five FuseMax configurations over models and lengths, with plots")
     cp.add_argument("--model", default="BERT,TrXL,T5,XLM")
@@ -163,4 +200,10 @@ def add_parsers(sub: Any) -> None:
     cp.add_argument("--out", default="compare-results", help="folder for the table and plots")
     cp.add_argument("--format", choices=("png", "svg"), default="png")
     cp.add_argument("--quiet", action="store_true", help="no progress line")
+    cp.add_argument(
+        "--accounting",
+        choices=tuple(sim.ACCOUNTINGS),
+        default="physical",
+        help="physical (default) or fusemax-artifact: the FuseMax artifact's bookkeeping",
+    )
     cp.set_defaults(func=cmd_compare)

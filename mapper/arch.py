@@ -5,8 +5,9 @@ functional units in each PE, register files, one global buffer, DRAM and a clock
 per action and the area per component. Nothing here computes a schedule or a latency: the mapper
 (:mod:`mapper.search`) and the simulator (:mod:`sim`) read these numbers.
 
-Default energy and area tables are the 45 nm, 16-bit Accelergy figures of the FuseMax artifact
-(``shared/reference/fusemax.md`` section 3.2).
+Default energy and area tables of the functional units and register files are the 45 nm, 16-bit
+Accelergy figures of the FuseMax artifact (github.com/FPSG-UIUC/micro24-fusemax-artifact); the
+buffer is priced from its geometry by CACTI 7 (:mod:`mapper.sram`).
 
 >>> arch = fusemax(array_dim=128)
 >>> arch.array("2d").pes, arch.array("1d").pes
@@ -25,7 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from einsum.errors import suggest
+from mapper import sram
 from mapper.errors import ArchError
+from mapper.sram import SRAMModel
 
 __all__ = [
     "DRAM",
@@ -33,6 +36,7 @@ __all__ = [
     "FUNCTIONAL_UNITS",
     "ArchSpec",
     "Buffer",
+    "BufferCosts",
     "Energy",
     "PEArray",
     "flat",
@@ -139,23 +143,76 @@ class PEArray:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Buffer:
-    """The global (last-level on-chip) buffer; energies are per 16-bit word."""
+    """The global (last-level on-chip) buffer, described by its geometry.
+
+    An access reads or writes one row of ``width_bits`` in one of ``banks`` banks, each with
+    ``ports`` read/write ports. Its energy per access, leakage and area come from an SRAM cost model
+    (by default the shipped CACTI 7 table, :func:`mapper.sram.cacti_table`), so a bigger or wider
+    buffer costs more. A figure given here (``read_pj_per_word``, ``write_pj_per_word``,
+    ``area_um2``, ``leakage_mw``) overrides the model's, for a buffer whose costs you know.
+    """
 
     capacity_bytes: int
-    banks: int = 32
+    width_bits: int = 4096
+    banks: int = 1
+    ports: int = 1
+    technology_nm: float = 45.0
+    read_pj_per_word: float | None = None
+    write_pj_per_word: float | None = None
+    area_um2: float | None = None
+    leakage_mw: float | None = None
+
+    def __post_init__(self) -> None:
+        _integer("buffer", capacity_bytes=self.capacity_bytes, width_bits=self.width_bits)
+        _integer("buffer", banks=self.banks, ports=self.ports)
+        _positive(
+            "buffer",
+            capacity_bytes=self.capacity_bytes,
+            width_bits=self.width_bits,
+            banks=self.banks,
+            ports=self.ports,
+            technology_nm=self.technology_nm,
+        )
+        for name in ("read_pj_per_word", "write_pj_per_word", "area_um2", "leakage_mw"):
+            value = getattr(self, name)
+            if value is not None:
+                _non_negative("buffer", **{name: value})
+
+    def costs(self, word_bits: int, model: SRAMModel | None = None) -> BufferCosts:
+        """Energy per word read and written (pJ), leakage (mW) and area (um^2) of this buffer:
+        the model's figures for the geometry, replaced by any figure given on the buffer."""
+        needed = (self.read_pj_per_word, self.write_pj_per_word, self.area_um2, self.leakage_mw)
+        if all(v is not None for v in needed):
+            source = "given"
+            read, write, area, leak = (float(v) for v in needed)  # type: ignore[arg-type]
+        else:
+            c = (model or sram.cacti_table)(
+                capacity_bytes=self.capacity_bytes,
+                width_bits=self.width_bits,
+                ports=self.ports,
+                banks=self.banks,
+                technology_nm=self.technology_nm,
+            )
+            read, write = c.per_word(word_bits)
+            area, leak, source = c.area_um2, c.leakage_mw, c.source
+            read = read if self.read_pj_per_word is None else self.read_pj_per_word
+            write = write if self.write_pj_per_word is None else self.write_pj_per_word
+            area = area if self.area_um2 is None else self.area_um2
+            leak = leak if self.leakage_mw is None else self.leakage_mw
+        return BufferCosts(
+            read_pj_per_word=read, write_pj_per_word=write, area_um2=area, leakage_mw=leak, source=source
+        )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BufferCosts:
+    """A buffer's priced geometry: pJ per 16-bit (``word_bits``) word read or written, um^2, mW."""
+
     read_pj_per_word: float
     write_pj_per_word: float
     area_um2: float
-
-    def __post_init__(self) -> None:
-        _integer("buffer", capacity_bytes=self.capacity_bytes, banks=self.banks)
-        _positive("buffer", capacity_bytes=self.capacity_bytes, banks=self.banks)
-        _non_negative(
-            "buffer",
-            read_pj_per_word=self.read_pj_per_word,
-            write_pj_per_word=self.write_pj_per_word,
-            area_um2=self.area_um2,
-        )
+    leakage_mw: float
+    source: str
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -192,9 +249,11 @@ class Energy:
 class ArchSpec:
     """A spatial-array accelerator: PE arrays, global buffer, DRAM, clock and energy tables.
 
-    ``max_score_rows`` bounds how many query rows share one pass over K and V when a cascade keeps
-    whole rows of scores (FLAT's row granularity); ``None`` lets the mapper hold as many as the
-    buffer fits. It does not bound a cascade that keeps only running values per query.
+    ``score_row_blocks`` are the fusion granularities of a FLAT-style dataflow: when a cascade keeps
+    whole rows of scores on chip, the arrays' control fuses the score rows of a whole head or of a
+    block of one of these many query rows per pass over K and V, and the mapper chooses among them
+    (by its objective, within the buffer). Empty (the default): the scores are held one query
+    tile at a time and as many query tiles share a pass over K and V as the buffer fits.
     """
 
     name: str
@@ -204,7 +263,7 @@ class ArchSpec:
     clock_hz: float
     energy: Energy = dataclasses.field(default_factory=Energy)
     word_bits: int = 16
-    max_score_rows: int | None = None
+    score_row_blocks: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "arrays", tuple(self.arrays))
@@ -217,9 +276,11 @@ class ArchSpec:
         _positive(f"architecture {self.name!r}", clock_hz=self.clock_hz)
         _integer(f"architecture {self.name!r}", word_bits=self.word_bits)
         _positive(f"architecture {self.name!r}", word_bits=self.word_bits)
-        if self.max_score_rows is not None:
-            _integer(f"architecture {self.name!r}", max_score_rows=self.max_score_rows)
-            _positive(f"architecture {self.name!r}", max_score_rows=self.max_score_rows)
+        blocks = tuple(self.score_row_blocks)
+        object.__setattr__(self, "score_row_blocks", blocks)
+        for b in blocks:
+            _integer(f"architecture {self.name!r}", score_row_blocks=b)
+            _positive(f"architecture {self.name!r}", score_row_blocks=b)
 
     @property
     def word_bytes(self) -> int:
@@ -234,8 +295,9 @@ class ArchSpec:
             f"architecture {self.name!r} has no array {name!r}{suggest(name, names)} (it has {names})"
         )
 
-    def area_um2(self) -> dict[str, float]:
-        """Area per component; the adder is part of the MAC and not counted twice."""
+    def area_um2(self, sram_model: SRAMModel | None = None) -> dict[str, float]:
+        """Area per component; the adder is part of the MAC and not counted twice. The buffer's
+        comes from its geometry (``sram_model``, by default the CACTI table)."""
         e = self.energy
         per_unit = {
             "mac": e.mac_area_um2,
@@ -247,13 +309,14 @@ class ArchSpec:
         for a in self.arrays:
             pe = sum(per_unit[u] for u in a.units) + a.rf_area_um2
             out[a.name] = pe * a.pes
-        out["buffer"] = self.buffer.area_um2
+        out["buffer"] = self.buffer.costs(self.word_bits, sram_model).area_um2
         return out
 
     # -- serialisation ----------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
+        d["score_row_blocks"] = list(d["score_row_blocks"])
         for a in d["arrays"]:
             a["units"] = list(a["units"])
             a["einsum_kinds"] = list(a["einsum_kinds"])
@@ -346,20 +409,13 @@ def load(path: str | Path) -> ArchSpec:
 
 # -- presets (FuseMax "cloud" scale; fusemax.md section 2) ----------------------------------------
 
-# The 16 MB CACTI buffer: 484.97 / 451.30 pJ per 4096-bit row, i.e. per 16-bit word / 256.
-_BUFFER_READ_PJ = 484.97 / 256
-_BUFFER_WRITE_PJ = 451.30 / 256
-_BUFFER_AREA_PER_BYTE = 94_176_256 / (16 * MIB)
-
-
 def _buffer(capacity: int) -> Buffer:
-    return Buffer(
-        capacity_bytes=capacity,
-        banks=32,
-        read_pj_per_word=_BUFFER_READ_PJ,
-        write_pj_per_word=_BUFFER_WRITE_PJ,
-        area_um2=_BUFFER_AREA_PER_BYTE * capacity,
-    )
+    """The artifact's buffers as CACTI priced them: one 4096-bit row (256 words) per access, one
+    bank, one read/write port. (Its Accelergy specification declares 4 ports and 32 or 4 banks, but
+    the CACTI plug-in never receives them; priced as declared, CACTI gives a 16 MiB buffer of
+    32 four-ported banks about 20x the energy per access and 15x the area:
+    ``Buffer(capacity_bytes=16 * MIB, banks=32, ports=4)``.)"""
+    return Buffer(capacity_bytes=capacity, width_bits=4096, banks=1, ports=1)
 
 
 def fusemax(
@@ -411,14 +467,14 @@ def flat(
     buffer_bytes: int = 32 * MIB,
     bandwidth_bytes_per_s: float = 400 * GIB,
     clock_hz: float = 940e6,
-    max_score_rows: int | None = 1024,
+    score_row_blocks: tuple[int, ...] = (256, 512, 1024),
 ) -> ArchSpec:
     """FLAT at iso-area: a ``D x D`` 2D array of MAC PEs with 4-entry register files and a
     ``D``-PE 1D array with a pipelined exp unit, max and divide; 32 MB buffer.
 
-    FLAT's dataflow fuses the score rows of at most ``max_score_rows`` queries into one pass over
-    K and V: it fuses a head or a block of rows, and the largest row block in the FuseMax
-    artifact's table of FLAT dataflows (``flat_validation.csv``: 256 to 1024 rows) is 1024."""
+    FLAT's dataflow fuses the score rows of a head or of a block of ``score_row_blocks`` query
+    rows into one pass over K and V; the mapper chooses per workload. The blocks are those of the
+    FuseMax artifact's table of FLAT dataflows (``flat_validation.csv``: 256, 512 and 1024 rows)."""
     _integer("flat", array_dim=array_dim)
     _positive("flat", array_dim=array_dim)
     return ArchSpec(
@@ -449,7 +505,7 @@ def flat(
         buffer=_buffer(buffer_bytes),
         dram=DRAM(bandwidth_bytes_per_s=bandwidth_bytes_per_s),
         clock_hz=clock_hz,
-        max_score_rows=max_score_rows,
+        score_row_blocks=score_row_blocks,
     )
 
 
@@ -467,7 +523,7 @@ def unfused(
         buffer_bytes=buffer_bytes,
         bandwidth_bytes_per_s=bandwidth_bytes_per_s,
         clock_hz=clock_hz,
-        max_score_rows=None,
+        score_row_blocks=(),
     ).replace(name="unfused")
 
 

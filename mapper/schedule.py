@@ -172,6 +172,8 @@ class Schedule:
         kernels: Einsums grouped into kernels run one after the other (one group = fully fused).
         interleave: consecutive tiles overlap across the arrays (FuseMax's "waterfall").
         lookahead: with interleaving, how many tiles ahead the arrays' first Einsums run.
+        score_rows: where the arrays' control fuses whole rows of scores (FLAT), how many query
+            rows share one pass over K and V (a head, or a row block); ``None`` otherwise.
     """
 
     cascade: str
@@ -184,6 +186,7 @@ class Schedule:
     kernels: tuple[tuple[str, ...], ...]
     interleave: bool = True
     lookahead: int = 1
+    score_rows: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -212,6 +215,8 @@ class Schedule:
             f"  interleave: {self.interleave} (lookahead {self.lookahead})"
             + (f"; spill fraction {self.spill_fraction:.4f}" if self.spill_fraction else "")
         )
+        if self.score_rows is not None:
+            lines.append(f"  score rows fused per pass over K and V: {self.score_rows}")
         return "\n".join(lines)
 
 
@@ -313,6 +318,7 @@ def einsum_cycles(
     sizes: Mapping[str, int],
     *,
     systolic: bool = False,
+    summed: bool = False,
 ) -> int:
     """Cycles one Einsum occupies ``array`` for one tile whose rank sizes are ``sizes``.
 
@@ -320,6 +326,8 @@ def einsum_cycles(
     one operation per cycle and work in parallel (a subtract feeding a separate exp unit costs one
     cycle per element, an exponential on the MAC costs ``exp_macs``). With ``systolic`` a
     contraction on a 2D array also pays the array's fill and drain (:func:`systolic_gemm_cycles`).
+    With ``summed`` the units do not overlap: the Einsum takes the sum of its units' cycles (the
+    FuseMax artifact's bookkeeping of the 1-pass cascade, :mod:`sim.accounting`).
     """
     ops = fu_ops(fact.counts.at(sizes), array)
     if isinstance(ops, str):
@@ -330,7 +338,8 @@ def einsum_cycles(
         extent = min(dim, sizes[rank]) if rank in fact.ranks else 1
         used.append((dim, extent))
         par *= extent
-    cycles = max((-(-n // par) for n in ops.values() if n), default=0)
+    per_unit = [-(-n // par) for n in ops.values() if n]
+    cycles = sum(per_unit) if summed else max(per_unit, default=0)
     if systolic and array.is_2d and fact.kind == "contraction" and len(spatial) == 2:
         rows_rank, cols_rank = spatial[0], spatial[1]
         temporal = 1

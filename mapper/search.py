@@ -28,6 +28,7 @@ from collections.abc import Mapping
 
 import einsum
 from mapper.arch import ArchSpec, PEArray
+from mapper.cost import traffic
 from mapper.errors import ScheduleError
 from mapper.schedule import EinsumFacts, Schedule, check, einsum_cycles, einsum_facts, exposed_latency, fu_ops
 
@@ -46,6 +47,9 @@ class SearchOptions:
         interleave: overlap consecutive tiles across the arrays.
         fuse: run the cascade as one fused kernel; ``False`` gives one kernel per array run.
         bind: Einsums whose array is fixed by the user.
+        score_rows: on an architecture with ``score_row_blocks`` (FLAT), fix the query rows whose
+            score rows share one pass over K and V (a block, or the whole query rank for FLAT's
+            head granularity) instead of letting the search choose.
     """
 
     sizes: Mapping[str, int]
@@ -53,8 +57,13 @@ class SearchOptions:
     interleave: bool = True
     fuse: bool = True
     bind: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    score_rows: int | None = None
 
     def __post_init__(self) -> None:
+        if self.score_rows is not None and (
+            isinstance(self.score_rows, bool) or not isinstance(self.score_rows, int) or self.score_rows <= 0
+        ):
+            raise ScheduleError(f"score_rows must be a positive integer, found {self.score_rows!r}")
         if self.objective not in OBJECTIVES:
             raise ScheduleError(
                 f"unknown objective {self.objective!r}; expected one of {', '.join(OBJECTIVES)}"
@@ -225,30 +234,108 @@ def search(cascade: einsum.Cascade, arch: ArchSpec, options: SearchOptions) -> S
     binding = best[2]
 
     kernels = _kernels(facts, binding, options.fuse)
-    residency, spill, p1 = _residency(cascade, facts, binding, kernels, arch, lay, sizes, tile)
     lookahead = 0
     if options.interleave:
         load = max(_loads(facts, binding, arch, spatial, tile).values())
         latency = max((exposed_latency(f, arch.array(binding[f.name]), spatial) for f in facts), default=0)
         lookahead = 1 + (math.ceil(latency / load) if latency and load else 0)
-    schedule = Schedule(
-        cascade=cascade.name,
-        binding=binding,
-        spatial=spatial,
-        tile={
-            r: tile[r]
-            for r in (lay.query, lay.key)
-            if r is not None and (r == lay.query or lay.whole is not None or tile.get(r) != sizes.get(r))
-        },
-        query_tiles_on_chip=p1,
-        residency=residency,
-        spill_fraction=spill,
-        kernels=kernels,
-        interleave=options.interleave,
-        lookahead=lookahead,
-    )
+    kept_tile = {
+        r: tile[r]
+        for r in (lay.query, lay.key)
+        if r is not None and (r == lay.query or lay.whole is not None or tile.get(r) != sizes.get(r))
+    }
+
+    def schedule_for(score_rows: int | None) -> Schedule:
+        residency, spill, p1 = _residency(
+            cascade, facts, binding, kernels, arch, lay, sizes, tile, score_rows=score_rows
+        )
+        return Schedule(
+            cascade=cascade.name,
+            binding=binding,
+            spatial=spatial,
+            tile=kept_tile,
+            query_tiles_on_chip=p1,
+            residency=residency,
+            spill_fraction=spill,
+            kernels=kernels,
+            interleave=options.interleave,
+            lookahead=lookahead,
+            score_rows=score_rows,
+        )
+
+    grains = _granularities(cascade, facts, binding, kernels, arch, lay, sizes, tile)
+    if options.score_rows is not None:
+        if not grains:
+            raise ScheduleError(
+                f"score_rows = {options.score_rows} asks for a fusion granularity, but {cascade.name} on "
+                f"{arch.name!r} has none to choose (the architecture has no score_row_blocks, or the "
+                "cascade keeps no whole rows of scores)"
+            )
+        if options.score_rows not in grains:
+            raise ScheduleError(
+                f"score_rows = {options.score_rows} is not a granularity of {arch.name!r} for "
+                f"{lay.query} = {sizes[lay.query]} (expected one of {', '.join(map(str, grains))})"
+            )
+        grains = [options.score_rows]
+    if not grains:
+        schedule = schedule_for(None)
+    else:
+        ranked = []
+        problems = []
+        for g in grains:
+            try:
+                cand = schedule_for(g)
+            except ScheduleError as exc:
+                problems.append(f"{g} rows: {exc}")
+                continue
+            ranked.append((_rank(cascade, cand, facts, arch, spatial, sizes, tile, lay, options), -g, cand))
+        if not ranked:
+            raise ScheduleError(f"no fusion granularity of {arch.name!r} fits: " + "; ".join(problems))
+        schedule = min(ranked, key=lambda t: t[:2])[2]
     check(cascade, schedule, arch)
     return schedule
+
+
+def _granularities(cascade, facts, binding, kernels, arch, lay, sizes, tile) -> list[int]:  # type: ignore[no-untyped-def]
+    """FLAT's fusion granularities for this workload: the head (every query row) and the row blocks
+    that divide the query rank into whole query tiles; empty where the architecture has none or
+    the cascade keeps no whole rows of scores in one kernel."""
+    if not arch.score_row_blocks or not _long_tensors(cascade, facts, binding, kernels, lay, sizes, tile):
+        return []
+    p, q_tile = sizes[lay.query], tile[lay.query]
+    blocks = [b for b in sorted(set(arch.score_row_blocks)) if b < p and p % b == 0 and b % q_tile == 0]
+    return [*blocks, p]
+
+
+def _rank(cascade, schedule, facts, arch, spatial, sizes, tile, lay, options) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    """(objective, tie-break) of one candidate schedule: latency bounded by the busiest array and
+    by DRAM, and the energy of its data movement (buffer accesses at the buffer's geometry, DRAM),
+    from the cost model (:mod:`mapper.cost`); per head, which scales every candidate alike."""
+    moved = traffic(
+        cascade,
+        schedule,
+        full=sizes,
+        tile=tile,
+        instances=1,
+        word_bytes=arch.word_bytes,
+        query=lay.query,
+        key=lay.key,
+        step=lay.step,
+        whole=lay.whole,
+    )
+    q_tiles = -(-sizes[lay.query] // tile[lay.query])
+    steps = sizes[lay.step] if lay.step else 1
+    loads = _loads(facts, schedule.binding, arch, spatial, tile)
+    compute = (max(loads.values()) if options.interleave else sum(loads.values())) * q_tiles * steps
+    bpc = arch.dram.bandwidth_bytes_per_s / arch.clock_hz
+    latency = max(compute, moved.dram_total / bpc)
+    buf = arch.buffer.costs(arch.word_bits)
+    energy = (
+        moved.buffer_reads * buf.read_pj_per_word
+        + moved.buffer_writes * buf.write_pj_per_word
+        + moved.dram_total * 8 * arch.dram.pj_per_bit
+    )
+    return (latency, energy) if options.objective == "latency" else (energy, latency)
 
 
 def _loads(facts, binding, arch, spatial, tile) -> dict[str, float]:  # type: ignore[no-untyped-def]
@@ -291,7 +378,54 @@ def _kernels(facts, binding, fuse) -> tuple[tuple[str, ...], ...]:  # type: igno
     return tuple(tuple(k) for k in kernels)
 
 
-def _residency(cascade, facts, binding, kernels, arch, lay, sizes, tile):  # type: ignore[no-untyped-def]
+def _classify(cascade, facts, binding, kernels, lay, sizes, tile):  # type: ignore[no-untyped-def]
+    """Where each intermediate goes before the buffer is sized: ``dram`` (crosses kernels),
+    ``buffer`` (running state, staged crossing tiles), ``long`` (whole rows of scores) or
+    ``array``; and the staged crossing tensors."""
+    kernel_of = {e: i for i, k in enumerate(kernels) for e in k}
+    where: dict[str, str] = {}
+    crossing: list[str] = []
+    for f in facts:
+        consumers = [g for g in facts if f.name in g.reads]
+        if f.name in cascade.outputs:
+            continue
+        if any(kernel_of[g.name] != kernel_of[f.name] for g in consumers):
+            where[f.name] = "dram"
+        elif f.name in cascade.iterative:
+            where[f.name] = "buffer"
+        elif (
+            lay.whole is None
+            and lay.key is not None
+            and lay.key in f.ranks
+            and lay.key not in f.reduced
+            and tile.get(lay.key) == sizes.get(lay.key)
+            and not any(g.epilogue_of == f.name and binding[g.name] == binding[f.name] for g in consumers)
+        ):
+            where[f.name] = "long"
+        elif (
+            lay.whole is not None
+            and lay.key in f.ranks
+            and lay.key not in f.reduced
+            and any(binding[g.name] != binding[f.name] for g in consumers)
+        ):
+            # a tile that still spans the key rank across the 2D array's rows cannot flow through
+            # the edge between the arrays one value per column: it is staged in the buffer
+            where[f.name] = "buffer"
+            crossing.append(f.name)
+        else:
+            where[f.name] = "array"
+    return where, crossing
+
+
+def _long_tensors(cascade, facts, binding, kernels, lay, sizes, tile) -> list[str]:  # type: ignore[no-untyped-def]
+    where, _ = _classify(cascade, facts, binding, kernels, lay, sizes, tile)
+    return [t for t, w in where.items() if w == "long"]
+
+
+def _residency(cascade, facts, binding, kernels, arch, lay, sizes, tile, *, score_rows=None):  # type: ignore[no-untyped-def]
+    """Residency of every tensor, the spilled fraction and the query tiles per kernel that share
+    a pass over K and V. With ``score_rows`` (FLAT's granularity) the score rows of that many
+    queries are held on chip together; otherwise one query tile's at a time."""
     word = arch.word_bytes
     cap = arch.buffer.capacity_bytes
     kernel_of = {e: i for i, k in enumerate(kernels) for e in k}
@@ -306,58 +440,35 @@ def _residency(cascade, facts, binding, kernels, arch, lay, sizes, tile):  # typ
     rows = max((a.rows for a in arch.arrays if a.is_2d), default=1)
     key_rows = min(rows, tile.get(lay.key, 1)) if lay.key else 1
     kv_bytes = 2 * key_rows * e_f * word
-    long_tensors: list[str] = []
-    crossing: list[str] = []
-    for f in facts:
-        if f.name in residency:
-            continue
-        consumers = [g for g in facts if f.name in g.reads]
-        if any(kernel_of[g.name] != kernel_of[f.name] for g in consumers):
-            residency[f.name] = "dram"
-        elif f.name in cascade.iterative:
-            residency[f.name] = "buffer"
-        elif (
-            lay.whole is None
-            and lay.key is not None
-            and lay.key in f.ranks
-            and lay.key not in f.reduced
-            and tile.get(lay.key) == sizes.get(lay.key)
-            and not any(g.epilogue_of == f.name and binding[g.name] == binding[f.name] for g in consumers)
-        ):
-            long_tensors.append(f.name)
-        elif (
-            lay.whole is not None
-            and lay.key in f.ranks
-            and lay.key not in f.reduced
-            and any(binding[g.name] != binding[f.name] for g in consumers)
-        ):
-            # a tile that still spans the key rank across the 2D array's rows cannot flow through
-            # the edge between the arrays one value per column: it is staged in the buffer
-            residency[f.name] = "buffer"
-            crossing.append(f.name)
-        else:
-            residency[f.name] = "array"
+    where, crossing = _classify(cascade, facts, binding, kernels, lay, sizes, tile)
+    long_tensors = [t for t, w in where.items() if w == "long"]
+    for t, w in where.items():
+        if w != "long":
+            residency[t] = w
     spill = 0.0
     q_tile = tile[lay.query]
     n_tiles = max(1, sizes[lay.query] // q_tile)
+    held = score_rows if (long_tensors and score_rows is not None) else q_tile
     if long_tensors:
-        # one tile of score rows (q_tile x M words) stays on chip while the softmax passes over it
+        # the score rows of the queries held (q_tile x M words each) stay on chip while the softmax
+        # passes over them, beside the key tile and the held queries' Q and output rows
         row = sizes[lay.key] * word
-        need = q_tile * row
-        avail = cap - kv_bytes - q_tile * e_f * word
+        need = held * row
+        avail = cap - kv_bytes - held * e_f * word
         if need <= avail:
-            where, staged = "buffer", need
+            where_long, staged = "buffer", need
         elif 1 - avail / need < 0.5 and avail > 0:
-            where, spill, staged = "buffer", 1 - avail / need, avail
+            where_long, spill, staged = "buffer", 1 - avail / need, avail
         elif row <= avail:
-            where, staged = "dram", row  # stream: each row is written once and read once per pass
+            where_long, staged = "dram", row  # stream: each row is written once and read once per pass
         else:
             raise ScheduleError(
                 f"a row of {lay.key} = {sizes[lay.key]} words ({row} bytes) does not fit "
-                f"the {cap}-byte buffer beside the key tile ({kv_bytes} bytes)"
+                f"the {cap}-byte buffer beside the key tile ({kv_bytes} bytes) and the Q and output "
+                f"rows of {held} queries"
             )
         for t in long_tensors:
-            residency[t] = where
+            residency[t] = where_long
         per_query = e_f * word  # the Q and output rows of the queries in flight
         avail = cap - kv_bytes - staged
     elif cascade.iterative:
@@ -375,12 +486,8 @@ def _residency(cascade, facts, binding, kernels, arch, lay, sizes, tile):  # typ
     for f in facts:
         residency.setdefault(f.name, "array")
 
-    most = n_tiles
-    if long_tensors and arch.max_score_rows is not None:
-        most = max(1, min(n_tiles, arch.max_score_rows // q_tile))
-
     def fit(avail: int, per_query: int) -> int:
-        p1 = max(1, min(most, avail // (q_tile * per_query))) if per_query else 1
+        p1 = max(1, min(n_tiles, avail // (q_tile * per_query))) if per_query else 1
         while n_tiles % p1:
             p1 -= 1
         return p1
@@ -388,8 +495,9 @@ def _residency(cascade, facts, binding, kernels, arch, lay, sizes, tile):  # typ
     # the kernel holding the score rows or the running state gets what they leave; a kernel that
     # streams its results to DRAM holds the Q and output rows of as many query tiles as fit
     busy_kernels = {kernel_of[t] for t in long_tensors + [t for t in cascade.iterative if t in produced]}
+    fused_tiles = max(1, held // q_tile) if (long_tensors and score_rows is not None) else None
     p1s = tuple(
-        fit(avail, per_query) if i in busy_kernels else fit(cap - kv_bytes, e_f * word)
+        (fused_tiles or fit(avail, per_query)) if i in busy_kernels else fit(cap - kv_bytes, e_f * word)
         for i in range(len(kernels))
     )
     return residency, spill, p1s

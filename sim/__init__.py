@@ -6,6 +6,7 @@ component, utilisation per array. Workloads (BERT, TrXL, T5, XLM), the five conf
 FuseMax evaluation and sweeps over them. May import ``einsum`` and ``mapper``.
 """
 
+from sim.accounting import ACCOUNTINGS, Accounting, accounting
 from sim.artifact import ARTIFACT_FILES, artifact_results
 from sim.compare import CONFIGS, Config, compare, run_config
 from sim.errors import EvaluationError
@@ -14,7 +15,10 @@ from sim.report import Report, plot_compare, table
 from sim.workloads import MODELS, SEQ_LENGTHS, Model, Workload, format_seq, parse_seq, workload
 
 __all__ = [
+    "ACCOUNTINGS",
     "ARTIFACT_FILES",
+    "Accounting",
+    "accounting",
     "CONFIGS",
     "ENERGY_OF",
     "MODELS",

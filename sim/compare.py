@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator, Sequence
 import einsum
 from mapper import arch as archs
 from mapper.search import SearchOptions, search
+from sim.accounting import Accounting
 from sim.model import evaluate, gemm_report
 from sim.report import Report
 from sim.workloads import SEQ_LENGTHS, Workload, workload
@@ -35,18 +36,28 @@ CONFIGS = (
 )
 
 
-def run_config(config: Config, w: Workload, *, array_dim: int = 256, end_to_end: bool = False) -> Report:
+def run_config(
+    config: Config,
+    w: Workload,
+    *,
+    array_dim: int = 256,
+    end_to_end: bool = False,
+    accounting: str | Accounting = "physical",
+) -> Report:
     """Search the configuration's schedule for ``w`` and evaluate it (plus the GEMMs with
-    ``end_to_end``)."""
+    ``end_to_end``) under ``accounting`` (``physical`` or ``fusemax-artifact``)."""
     arch = archs.preset(config.arch, array_dim=array_dim)
     cascade = einsum.library.get(config.cascade)
     schedule = search(
         cascade, arch, SearchOptions(sizes=w.sizes, interleave=config.interleave, fuse=config.fuse)
     )
-    report = evaluate(cascade, schedule, arch, w)
+    report = evaluate(cascade, schedule, arch, w, accounting=accounting)
     if end_to_end:
         report = report.with_gemms(
-            [gemm_report(m, k, n, arch, name) for name, (m, k, n) in w.gemms().items()]
+            [
+                gemm_report(m, k, n, arch, name, accounting=accounting)
+                for name, (m, k, n) in w.gemms().items()
+            ]
         )
     return report
 
@@ -59,6 +70,7 @@ def compare(
     batch: int = 64,
     end_to_end: bool = False,
     progress: Callable[[int, int, str], None] | None = None,
+    accounting: str | Accounting = "physical",
 ) -> Iterator[dict[str, object]]:
     """Yield one row per (configuration, model, length) with its report."""
     total = len(configs) * len(models) * len(seqs)
@@ -67,7 +79,7 @@ def compare(
         for m in models:
             for s in seqs:
                 w = workload(m, s, batch=batch)
-                rep = run_config(c, w, end_to_end=end_to_end)
+                rep = run_config(c, w, end_to_end=end_to_end, accounting=accounting)
                 done += 1
                 if progress:
                     progress(done, total, f"{c.name} {m} {s}")

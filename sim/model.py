@@ -7,13 +7,19 @@ only counts it.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping
 
 import einsum
+from einsum.errors import ConfigError
 from mapper.arch import ArchSpec, PEArray
+from mapper.cost import traffic
+from mapper.sram import SRAMModel
 from mapper.schedule import EinsumFacts, Schedule, check, einsum_cycles, einsum_facts, exposed_latency
 from mapper.search import layout
+from sim.accounting import Accounting
+from sim.accounting import accounting as _accounting
 from sim.engine import Task, simulate_kernel
 from sim.errors import EvaluationError
 from sim.report import Report
@@ -73,13 +79,30 @@ def _sizes(
 
 
 def evaluate(
-    cascade: einsum.Cascade, schedule: Schedule, arch: ArchSpec, workload: Workload, *, systolic: bool = False
+    cascade: einsum.Cascade,
+    schedule: Schedule,
+    arch: ArchSpec,
+    workload: Workload,
+    *,
+    systolic: bool = False,
+    accounting: str | Accounting = "physical",
+    leakage: bool = False,
+    sram_model: SRAMModel | None = None,
 ) -> Report:
     """Simulate ``schedule`` of ``cascade`` on ``arch`` for ``workload``; see :class:`sim.Report`.
 
     With ``systolic`` the 2D array's fill and drain are charged to every contraction it runs (off
-    for the FuseMax reproduction, which ignores them).
+    for the FuseMax reproduction, which ignores them). ``accounting`` is ``"physical"`` (the
+    default) or ``"fusemax-artifact"`` (:mod:`sim.accounting`); ``leakage`` adds the buffer's
+    leakage over the latency (physical accounting only). ``sram_model`` prices the buffer's
+    geometry (default: the shipped CACTI table, :func:`mapper.sram.cacti_table`).
     """
+    acct = _accounting(accounting)
+    if leakage and not acct.allows_leakage:
+        raise ConfigError(
+            f"accounting {acct.name!r} charges no leakage (the FuseMax artifact does not); "
+            "use accounting='physical' with leakage=True"
+        )
     check(cascade, schedule, arch)
     lay = layout(cascade)
     full, tile = _sizes(cascade, schedule, workload)
@@ -91,63 +114,27 @@ def evaluate(
     )
     steps = full[lay.step] if lay.step else 1
     bpc = arch.dram.bandwidth_bytes_per_s / arch.clock_hz
+    one_pass = bool(cascade.iterative)
+    summed = acct.summed_op_cycles_one_pass and one_pass
+    buffer = arch.buffer
+    if acct.buffer_one_port_one_bank:
+        buffer = dataclasses.replace(buffer, ports=1, banks=1)
+    buf = buffer.costs(arch.word_bits, sram_model)
 
     # -- traffic ------------------------------------------------------------------------------------
-    tsizes = einsum.tensor_sizes(cascade)
-    size_of = {t: tsizes[t].at(full) * inst for t in tsizes}
-    kernel_of = {e: i for i, k in enumerate(schedule.kernels) for e in k}
-    dram = [0.0 for _ in schedule.kernels]  # bytes per kernel
-    buffer_words = 0.0
-    consumers = {t: [f for f in facts.values() if t in f.reads] for t in size_of}
-    for inp in cascade.inputs:
-        uses = consumers.get(inp.name, [])
-        # partition views (BK, BV) read the input; their consumers are the real readers
-        readers = list(uses) + [
-            g
-            for e in cascade.einsums
-            if inp.name in _reads(e) and e.output not in facts
-            for g in consumers.get(e.output, [])
-        ]
-        query_side = lay.query in inp.ranks
-        k = kernel_of[readers[0].name] if readers else 0
-        p1 = schedule.query_tiles_on_chip[k]
-        loads = 1 if query_side else max(1, (q_tiles // inst) // p1)
-        dram[k] += size_of[inp.name] * word * loads
-        buffer_words += size_of[inp.name] * loads  # fill
-        per_use = steps if query_side else p1
-        buffer_words += (
-            size_of[inp.name] * loads * per_use * max(1, len({kernel_of[r.name] for r in readers}))
-        )
-    for out in cascade.outputs:
-        dram[kernel_of[out]] += size_of[out] * word
-        buffer_words += size_of[out]
-    for name in facts:
-        where = schedule.residency.get(name, "array")
-        if name in cascade.outputs:
-            continue
-        readers = consumers.get(name, [])
-        if where == "dram":
-            away = {
-                (kernel_of[g.name], schedule.binding[g.name])
-                for g in readers
-                if kernel_of[g.name] != kernel_of[name] or schedule.binding[g.name] != schedule.binding[name]
-            }
-            if away:
-                dram[kernel_of[name]] += size_of[name] * word
-                for kk, _arr in away:
-                    dram[kk] += size_of[name] * word
-                buffer_words += size_of[name] * 2 * len(away)
-            else:
-                buffer_words += size_of[name] * (1 + len(readers))
-        elif where == "buffer":
-            if name in cascade.iterative:
-                buffer_words += 2 * size_of[name]  # read the running value, write the next one
-            else:
-                buffer_words += size_of[name] * (1 + len(readers))
-                if schedule.spill_fraction:
-                    dram[kernel_of[name]] += (
-                        schedule.spill_fraction * size_of[name] * word * (1 + len(readers))
-                    )
+    moved = traffic(
+        cascade,
+        schedule,
+        full=full,
+        tile=tile,
+        instances=inst,
+        word_bytes=word,
+        query=lay.query,
+        key=lay.key,
+        step=lay.step,
+        whole=lay.whole,
+    )
+    dram = list(moved.dram_bytes)
 
     # -- compute, per Einsum ----------------------------------------------------------------------
     per_einsum: dict[str, dict[str, float | str]] = {}
@@ -157,12 +144,19 @@ def evaluate(
     for name, f in facts.items():
         arr = arch.array(schedule.binding[name])
         counts = f.counts.at(full)
-        energy = sum(counts[k] * ENERGY_OF[k](arr, arch) for k in counts) * inst
+        unpriced_exp = acct.exp_unit_unpriced_one_pass and one_pass and "exp" in arr.units
+
+        def pj(k: str, arr: PEArray = arr, unpriced_exp: bool = unpriced_exp) -> float:
+            return 0.0 if (k == "exp" and unpriced_exp) else ENERGY_OF[k](arr, arch)
+
+        energy = sum(counts[k] * pj(k) for k in counts) * inst
         spatial = schedule.spatial[arr.name]
         temporal_reduction = bool(f.reduced) and not any(r in spatial for r in f.reduced)
         rf_ops = (counts["mac"] + counts["add"] + counts["max"]) * inst if temporal_reduction else 0
         rf_pj = rf_ops * (arr.rf_read_pj + arr.rf_write_pj)
-        cyc = einsum_cycles(f, arr, spatial, tile, systolic=systolic)
+        if acct.rf_one_instance:
+            rf_pj /= arr.pes
+        cyc = einsum_cycles(f, arr, spatial, tile, systolic=systolic, summed=summed)
         n_tasks = q_tiles if (not f.step and lay.step) else q_tiles * steps
         busy[arr.name] += cyc * n_tasks
         macs_total += counts["mac"] * inst
@@ -177,10 +171,10 @@ def evaluate(
             if v:
                 unit = "exp" if k == "exp" and "exp" in arr.units else "mac" if k in ("other", "exp") else k
                 key = f"{arr.name}.{unit}"
-                comp[key] = comp.get(key, 0.0) + v * ENERGY_OF[k](arr, arch) * inst
+                comp[key] = comp.get(key, 0.0) + v * pj(k) * inst
         if rf_pj:
             comp[f"{arr.name}.rf"] = comp.get(f"{arr.name}.rf", 0.0) + rf_pj
-    comp["buffer"] = buffer_words * (arch.buffer.read_pj_per_word + arch.buffer.write_pj_per_word) / 2
+    comp["buffer"] = moved.buffer_reads * buf.read_pj_per_word + moved.buffer_writes * buf.write_pj_per_word
     total_dram = sum(dram)
     comp["dram"] = total_dram * 8 * arch.dram.pj_per_bit
 
@@ -188,7 +182,7 @@ def evaluate(
     cycles = 0.0
     simulated = 0
     for ki, kernel in enumerate(schedule.kernels):
-        tasks = _tasks(kernel, facts, schedule, arch, tile, systolic, lay, cascade)
+        tasks = _tasks(kernel, facts, schedule, arch, tile, systolic, lay, cascade, summed)
         n = q_tiles * steps
         timing = simulate_kernel(
             tasks,
@@ -201,7 +195,11 @@ def evaluate(
         cycles += timing.cycles
         simulated += timing.simulated_tiles
     latency_s = cycles / arch.clock_hz
+    if leakage:
+        comp["buffer.leakage"] = buf.leakage_mw * latency_s * 1e9  # mW x s = mJ = 1e9 pJ
     energy = sum(comp.values())
+    area = arch.area_um2(sram_model)
+    area["buffer"] = buffer.costs(arch.word_bits, sram_model).area_um2
     report = Report(
         cascade=cascade.name,
         arch=arch.name,
@@ -212,7 +210,9 @@ def evaluate(
         latency_s=latency_s,
         energy_pj=energy,
         traffic_bytes=total_dram,
-        buffer_traffic_bytes=buffer_words * word,
+        buffer_traffic_bytes=moved.buffer_words * word,
+        buffer_reads=moved.buffer_reads,
+        buffer_writes=moved.buffer_writes,
         utilization={a: b / cycles for a, b in busy.items()} if cycles else {a: 0.0 for a in busy},
         busy_cycles=busy,
         per_einsum=per_einsum,
@@ -221,6 +221,11 @@ def evaluate(
         macs=macs_total,
         simulated_tiles=simulated,
         interleave=schedule.interleave,
+        accounting=acct.name,
+        leakage=leakage,
+        area_mm2=sum(area.values()) / 1e6,
+        per_component_area_mm2={k: v / 1e6 for k, v in area.items()},
+        score_rows=schedule.score_rows,
     )
     _self_check(report, cascade, full, inst)
     return report
@@ -232,7 +237,7 @@ def _reads(e: einsum.Einsum) -> set[str]:
     return {n.tensor for n in walk(e.expr) if isinstance(n, Access)}
 
 
-def _tasks(kernel, facts, schedule, arch, tile, systolic, lay, cascade) -> list[Task]:  # type: ignore[no-untyped-def]
+def _tasks(kernel, facts, schedule, arch, tile, systolic, lay, cascade, summed) -> list[Task]:  # type: ignore[no-untyped-def]
     names = set(kernel)
     tasks: list[Task] = []
     unit_of = {n: schedule.binding[n] for n in kernel}
@@ -257,7 +262,7 @@ def _tasks(kernel, facts, schedule, arch, tile, systolic, lay, cascade) -> list[
             Task(
                 name=n,
                 unit=arr.name,
-                cycles=einsum_cycles(f, arr, schedule.spatial[arr.name], tile, systolic=systolic),
+                cycles=einsum_cycles(f, arr, schedule.spatial[arr.name], tile, systolic=systolic, summed=summed),
                 latency=exposed_latency(f, arr, schedule.spatial),
                 deps=deps,
                 prev=prev,
@@ -295,19 +300,44 @@ def _self_check(r: Report, cascade: einsum.Cascade, full: Mapping[str, int], ins
         raise EvaluationError("report failed its self-checks: " + "; ".join(problems))
 
 
-def gemm_report(m: int, k: int, n: int, arch: ArchSpec, name: str = "gemm") -> dict[str, float]:
+def gemm_report(
+    m: int,
+    k: int,
+    n: int,
+    arch: ArchSpec,
+    name: str = "gemm",
+    *,
+    accounting: str | Accounting = "physical",
+    sram_model: SRAMModel | None = None,
+) -> dict[str, float]:
     """One GEMM (``m x k`` times ``k x n``) on the architecture's 2D array, output stationary:
-    the cycles, DRAM bytes and energy of the end-to-end layer's projections and FFN."""
+    the cycles, DRAM bytes and energy of the end-to-end layer's projections and FFN.
+
+    Physical accounting charges every PE's register file and the buffer: A and B are filled from
+    DRAM once, each fold of the output streams ``k`` columns of A and rows of B out of the buffer,
+    and the output is written once. The FuseMax artifact's GEMMs (``matmul.py``) bypass the buffer
+    (``check_llb`` is false) and charge one register-file instance."""
+    acct = _accounting(accounting)
     arr = next((a for a in arch.arrays if a.is_2d), arch.arrays[0])
     rows, cols = arr.rows, arr.cols
-    cycles = -(-m // cols) * -(-n // rows) * k
+    folds_m, folds_n = -(-m // cols), -(-n // rows)
+    cycles = folds_m * folds_n * k
     word = arch.word_bytes
     traffic = (m * k + k * n + m * n) * word
     bpc = arch.dram.bandwidth_bytes_per_s / arch.clock_hz
     latency = max(cycles, traffic / bpc)
     macs = m * k * n
     e = arch.energy
-    energy = macs * (e.mac_pj + arr.rf_read_pj + arr.rf_write_pj) + traffic * 8 * arch.dram.pj_per_bit
+    rf = arr.rf_read_pj + arr.rf_write_pj
+    if acct.rf_one_instance:
+        rf /= arr.pes
+        buffer_pj = 0.0
+    else:
+        buf = arch.buffer.costs(arch.word_bits, sram_model)
+        reads = k * (m * folds_n + n * folds_m)
+        writes = m * k + k * n + m * n
+        buffer_pj = reads * buf.read_pj_per_word + writes * buf.write_pj_per_word
+    energy = macs * (e.mac_pj + rf) + buffer_pj + traffic * 8 * arch.dram.pj_per_bit
     return {
         "name": name,
         "cycles": latency,

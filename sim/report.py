@@ -33,6 +33,13 @@ class Report:
     macs: int
     simulated_tiles: int
     interleave: bool
+    buffer_reads: float = 0.0  # words
+    buffer_writes: float = 0.0  # words
+    accounting: str = "physical"
+    leakage: bool = False
+    area_mm2: float = 0.0
+    per_component_area_mm2: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    score_rows: int | None = None  # FLAT's granularity: query rows per pass over K and V
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -73,7 +80,10 @@ class Report:
         lines = [
             f"{self.cascade} on {self.arch}: {self.model}, seq {self.seq}, batch {self.batch}",
             f"  latency      {self.latency_s * 1e3:14.4f} ms  ({self.latency_cycles:.6g} cycles)",
-            f"  energy       {self.energy_pj:14.6g} pJ",
+            f"  energy       {self.energy_pj:14.6g} pJ  ({self.accounting} accounting"
+            + (", with leakage)" if self.leakage else ")"),
+            f"  area         {self.area_mm2:14.4g} mm^2"
+            + (f"  (buffer {self.per_component_area_mm2.get('buffer', 0.0):.4g} mm^2)"),
             f"  DRAM traffic {self.traffic_bytes:14.6g} bytes"
             f"  (memory time / latency = {self.memory_bound_fraction:.2f})",
             "  utilization  " + ", ".join(f"{a} {u:.3f}" for a, u in self.utilization.items()),

@@ -74,7 +74,8 @@ def test_area_per_component():
     area = mapper.fusemax().area_um2()
     # a FuseMax 2D PE: MAC 1545 + max 49.29 + register file 4256 um^2
     assert area["2d"] == pytest.approx(256 * 256 * (1545 + 49.29 + 4256))
-    assert area["buffer"] == pytest.approx(94_176_256)
+    # CACTI 7, 45 nm: a 16 MiB buffer of 4096-bit rows, one bank, one port: 84.2012 mm^2
+    assert area["buffer"] == pytest.approx(84.2012e6)
 
 
 def test_non_numeric_field_and_bad_preset_parameter():
@@ -84,11 +85,13 @@ def test_non_numeric_field_and_bad_preset_parameter():
         mapper.preset("flat", rows=8)
 
 
-def test_max_score_rows():
-    assert mapper.arch.flat().max_score_rows == 1024
-    assert mapper.arch.unfused().max_score_rows is None
-    assert mapper.arch.fusemax().max_score_rows is None
-    with pytest.raises(ArchError, match=r"architecture 'flat': max_score_rows must be positive, found 0"):
-        mapper.arch.flat(max_score_rows=0)
-    with pytest.raises(ArchError, match=r"architecture 'flat': max_score_rows must be an integer, found 1024.0"):
-        mapper.arch.flat(max_score_rows=1024.0)
+def test_score_row_blocks():
+    assert mapper.arch.flat().score_row_blocks == (256, 512, 1024)
+    assert mapper.arch.unfused().score_row_blocks == ()
+    assert mapper.arch.fusemax().score_row_blocks == ()
+    with pytest.raises(ArchError, match=r"architecture 'flat': score_row_blocks must be positive, found 0"):
+        mapper.arch.flat(score_row_blocks=(256, 0))
+    with pytest.raises(ArchError, match=r"architecture 'flat': score_row_blocks must be an integer, found 1024.0"):
+        mapper.arch.flat(score_row_blocks=(1024.0,))
+    a = mapper.flat()
+    assert mapper.ArchSpec.from_dict(json.loads(a.to_json())) == a

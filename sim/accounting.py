@@ -1,0 +1,74 @@
+"""How a simulation turns actions into energy and cycles: ``physical`` or ``fusemax-artifact``.
+
+One model, two bookkeepings. ``physical`` (the default) charges what the hardware does: every
+register-file access of every PE, every buffer access at the energy of the buffer's geometry (its
+width, ports and banks, priced by the SRAM model), the exp unit whenever it works, and cycles per
+Einsum as the PE's separate pipelined units overlap (a subtract feeding an exp unit costs one
+cycle per element); with ``leakage=True`` the buffer's leakage over the run's latency too.
+
+``fusemax-artifact`` reproduces the bookkeeping of the FuseMax artifact
+(github.com/FPSG-UIUC/micro24-fusemax-artifact, ``workspace/src/accel/``), each quirk a switch of
+:class:`Accounting` named after what it does:
+
+- ``rf_one_instance``: ``cascade.py``'s ``Stats.read_data`` matches the prefix "Scalar reads", which
+  finds Timeloop's "Scalar reads (per-instance)" line, and ``build_accelergy_yaml`` charges one
+  register-file instance: register energy is divided by the number of PEs.
+- ``exp_unit_unpriced_one_pass``: ``flat_pe_proposal.py`` (the 1-pass cascade on FLAT's PEs)
+  prices exponentials under the key ``"exponential"``, which ``cascade.py``'s table spells
+  ``"exponentiatial"``; costs are combined only for keys that exist, so an exp unit's work is
+  free in a cascade with running state. (FLAT's and Unfused's 3-pass models use the table's
+  spelling and are charged.)
+- ``summed_op_cycles_one_pass``: ``proposal.py`` and ``flat_pe_proposal.py`` multiply each
+  Einsum's Timeloop cycles by the sum of its operations' costs (``comp_lat * cost``), so a
+  subtract-then-exp on FLAT's 1D PE takes 2 cycles per element there, while ``flat.py`` /
+  ``stable_softmax.py`` charge Timeloop's 1.
+- ``buffer_one_port_one_bank``: the Accelergy class ``smartbuffer_SRAM`` hands CACTI ``width``,
+  ``depth`` and ``n_rdwr_ports``, but the CACTI plug-in reads ``n_rw_ports`` and ``n_banks``, so
+  every buffer is priced as one bank with one read/write port, whatever the specification says.
+- no leakage (``leakage=True`` is refused).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from einsum.errors import ConfigError, suggest
+
+__all__ = ["ACCOUNTINGS", "Accounting", "accounting"]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Accounting:
+    """The bookkeeping switches of one accounting (all off: physical)."""
+
+    name: str
+    rf_one_instance: bool = False
+    exp_unit_unpriced_one_pass: bool = False
+    summed_op_cycles_one_pass: bool = False
+    buffer_one_port_one_bank: bool = False
+    allows_leakage: bool = True
+
+
+ACCOUNTINGS = {
+    "physical": Accounting(name="physical"),
+    "fusemax-artifact": Accounting(
+        name="fusemax-artifact",
+        rf_one_instance=True,
+        exp_unit_unpriced_one_pass=True,
+        summed_op_cycles_one_pass=True,
+        buffer_one_port_one_bank=True,
+        allows_leakage=False,
+    ),
+}
+
+
+def accounting(which: str | Accounting) -> Accounting:
+    """The named accounting (``physical``, ``fusemax-artifact``), or ``which`` itself."""
+    if isinstance(which, Accounting):
+        return which
+    if which not in ACCOUNTINGS:
+        raise ConfigError(
+            f"unknown accounting {which!r}{suggest(str(which), ACCOUNTINGS)} "
+            f"(expected one of {', '.join(ACCOUNTINGS)})"
+        )
+    return ACCOUNTINGS[which]
