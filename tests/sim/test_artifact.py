@@ -1,9 +1,10 @@
 """einforge's model against the FuseMax artifact, point by point, for all five configurations.
 
 The oracle is the artifact's own results (``sim.artifact_results()``): 4 models x 6 lengths per
-configuration. Each check names the configuration, the quantity, and the tolerance the model meets;
-the two known gaps (FLAT's and +Cascade's energy, +Cascade's latency) are strict xfails with the
-reason, so that closing one of them shows up as a failure to be turned into a check.
+configuration, compared in the artifact's own accounting (``accounting="fusemax-artifact"``: its
+bookkeeping quirks reproduced behind documented switches, ``sim.accounting``). Each check names the
+configuration, the quantity, and the tolerance the model meets. Latency and traffic do not depend
+on the accounting except +Cascade's latency (the artifact sums its operations' cycles).
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ FIELD = {"latency": "latency_s", "energy": "energy_pj", "traffic": "traffic_byte
 
 
 @pytest.fixture(scope="module")
-def both(sweep: dict) -> tuple[dict, dict]:
-    return sweep, sim.artifact_results()
+def both(artifact_sweep: dict) -> tuple[dict, dict]:
+    return artifact_sweep, sim.artifact_results()
 
 
 def _ratios(both: tuple[dict, dict], config: str, field: str) -> dict[tuple[str, int], float]:
@@ -45,13 +46,16 @@ def test_the_artifact_data_are_complete() -> None:
     ("config", "field", "rel"),
     [
         ("FuseMax", "latency", 0.001),
-        ("FuseMax", "energy", 0.015),
+        ("FuseMax", "energy", 0.03),
         ("FuseMax", "traffic", 1e-9),
         ("+Architecture", "latency", 0.005),
-        ("+Architecture", "energy", 0.015),
+        ("+Architecture", "energy", 0.03),
         ("+Architecture", "traffic", 1e-9),
+        ("+Cascade", "latency", 0.02),
+        ("+Cascade", "energy", 0.05),
         ("FLAT", "latency", 0.001),
         ("Unfused", "latency", 0.002),
+        ("Unfused", "energy", 0.03),
         ("Unfused", "traffic", 0.015),
     ],
 )
@@ -85,23 +89,63 @@ def test_headline_means(both: tuple[dict, dict]) -> None:
     assert speedup == pytest.approx(published, rel=0.005)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: the artifact's FLAT-PE energies hold 300-650 pJ per score element beyond the "
-    "published per-action energies (docs/spatial_model.md)",
-)
-@pytest.mark.parametrize("config", ["FLAT", "+Cascade", "Unfused"])
-def test_flat_pe_energy(both: tuple[dict, dict], config: str) -> None:
-    _within(_ratios(both, config, "energy"), 0.03)
+def test_flat_energy(both: tuple[dict, dict]) -> None:
+    ratios = _ratios(both, "FLAT", "energy")
+    # BERT and T5 at 256K: the artifact's FLAT writes the spilled scores from the 2D array straight to
+    # DRAM and reads A back the same way (Timeloop bypasses the buffer, flat.py's __bypass_l3); this
+    # model stages them through the buffer, one access more per score element (docs/spatial_model.md)
+    bypassed = {("BERT", 1 << 18), ("T5", 1 << 18)}
+    _within({p: r for p, r in ratios.items() if p not in bypassed}, 0.03)
+    _within({p: r for p, r in ratios.items() if p in bypassed}, 0.04)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: the artifact charges exp on FLAT's 1D PE two cycles in +Cascade and one in "
-    "FLAT (docs/spatial_model.md)",
-)
-def test_cascade_latency(both: tuple[dict, dict]) -> None:
-    _within(_ratios(both, "+Cascade", "latency"), 0.02)
+def test_energy_headline(both: tuple[dict, dict]) -> None:
+    ours, art = both
+    ratio = statistics.mean(ours[("FuseMax", *p)].energy_pj / ours[("FLAT", *p)].energy_pj for p in POINTS)
+    published = statistics.mean(
+        art[("FuseMax", *p)]["energy_pj"] / art[("FLAT", *p)]["energy_pj"] for p in POINTS
+    )
+    assert published == pytest.approx(0.787, abs=0.0005)
+    assert ratio == pytest.approx(published, rel=0.02)
+
+
+def test_end_to_end_energy_headline() -> None:
+    art = sim.artifact_results()
+    configs = {c.name: c for c in sim.CONFIGS}
+
+    def e2e(config: str, p: tuple[str, int]) -> float:
+        return sim.run_config(
+            configs[config], sim.workload(*p), end_to_end=True, accounting="fusemax-artifact"
+        ).energy_pj
+
+    def e2e_art(config: str, p: tuple[str, int]) -> float:
+        return art[(config, *p)]["energy_pj"] + art[(f"end-to-end {config}", *p)]["energy_pj"]
+
+    ratio = statistics.mean(e2e("FuseMax", p) / e2e("FLAT", p) for p in POINTS)
+    published = statistics.mean(e2e_art("FuseMax", p) / e2e_art("FLAT", p) for p in POINTS)
+    assert published == pytest.approx(0.833, abs=0.0005)
+    assert ratio == pytest.approx(published, rel=0.02)
+
+
+def test_flat_granularity_is_chosen_as_the_artifact_did(both: tuple[dict, dict]) -> None:
+    # flat_validation.csv: a head up to 4K, then the largest block whose score rows fit (1024 rows at
+    # 16K, 256 at 64K), and 1024-row blocks once the scores stream through DRAM
+    ours, _ = both
+    expected = {1 << 10: 1 << 10, 1 << 12: 1 << 12, 1 << 14: 1024, 1 << 16: 256, 1 << 18: 1024, 1 << 20: 1024}
+    for m, n in POINTS:
+        assert ours[("FLAT", m, n)].score_rows == expected[n], (m, n)
+
+
+def test_physical_and_artifact_accounting_differ_only_where_documented(sweep: dict, both: tuple[dict, dict]) -> None:
+    ours, _ = both
+    for key, phys in sweep.items():
+        art = ours[key]
+        assert phys.traffic_bytes == art.traffic_bytes
+        if key[0] != "+Cascade":
+            assert phys.latency_s == pytest.approx(art.latency_s, rel=1e-12)
+        # physical charges every register file and (+Cascade) the exp unit: never less energy
+        assert phys.energy_pj >= art.energy_pj
+        assert phys.accounting == "physical" and art.accounting == "fusemax-artifact"
 
 
 @pytest.mark.parametrize("arch", ["FuseMax", "FLAT"])

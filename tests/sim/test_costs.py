@@ -81,18 +81,19 @@ def test_toy_traffic_energy_and_latency():
 
 
 def test_toy_traffic_when_few_query_tiles_fit():
-    # FLAT's row cap: the score rows of 2 queries per pass over K and V, so the 4 query tiles of 2
+    # FLAT's row blocks: the score rows of 2 queries per pass over K and V, so the 4 query tiles of 2
     # rows take 4 passes. Q is read once and AV written once (8 x 2 words each); K and V (8 x 2
     # words each) are read once per pass; the score rows stay in the buffer.
-    arch = mapper.flat(array_dim=2, buffer_bytes=1 << 20, max_score_rows=2)
+    arch = mapper.flat(array_dim=2, buffer_bytes=1 << 20, score_row_blocks=(2, 4))
     c = LIB("attention_3pass")
-    s = search(c, arch, SearchOptions(sizes=TOY.sizes))
-    assert s.query_tiles_on_chip == (1,)
+    s = search(c, arch, SearchOptions(sizes=TOY.sizes, score_rows=2))
+    assert s.query_tiles_on_chip == (1,) and s.score_rows == 2
     r = sim.evaluate(c, s, arch, TOY)
     assert r.traffic_bytes == (2 * 8 * 2 + 4 * 2 * 8 * 2) * 2
-    # without the cap all four tiles share one pass
-    s = search(c, arch.replace(max_score_rows=None), SearchOptions(sizes=TOY.sizes))
-    assert s.query_tiles_on_chip == (4,)
+    assert r.score_rows == 2
+    # the search's own choice: the whole head (8 rows) fits, and one pass over K and V is cheapest
+    s = search(c, arch, SearchOptions(sizes=TOY.sizes))
+    assert s.query_tiles_on_chip == (4,) and s.score_rows == 8
     assert sim.evaluate(c, s, arch, TOY).traffic_bytes == 4 * 8 * 2 * 2
 
 
@@ -108,7 +109,7 @@ def test_steady_state_jump_is_exact(interleave, query_tiles, steps):
     from sim.model import _tasks
 
     tasks = _tasks(s.kernels[0], facts, s, arch, {"P": 2, "M0": 2, "M1": 1, "M": 8, "E": 2, "F": 2}, False,
-                   layout(c), c)
+                   layout(c), c, False)
     kw = {"query_tiles": query_tiles, "steps": steps, "lookahead": s.lookahead, "interleave": interleave,
           "dram_cycles_per_tile": 0.7}
     jumped = simulate_kernel(tasks, **kw)
