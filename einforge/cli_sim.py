@@ -188,7 +188,7 @@ def add_parsers(sub: Any) -> None:
         "--accounting",
         choices=tuple(sim.ACCOUNTINGS),
         default="physical",
-        help="physical (default) or fusemax-artifact: the FuseMax artifact's bookkeeping (docs/spatial_model.md)",
+        help="physical (default) or fusemax-artifact (the FuseMax artifact's bookkeeping)",
     )
     ev.add_argument("--leakage", action="store_true", help="add the buffer's leakage over the latency")
     ev.set_defaults(func=cmd_evaluate)

@@ -409,6 +409,7 @@ def load(path: str | Path) -> ArchSpec:
 
 # -- presets (FuseMax "cloud" scale; fusemax.md section 2) ----------------------------------------
 
+
 def _buffer(capacity: int) -> Buffer:
     """The artifact's buffers as CACTI priced them: one 4096-bit row (256 words) per access, one
     bank, one read/write port. (Its Accelergy specification declares 4 ports and 32 or 4 banks, but

@@ -114,9 +114,7 @@ def traffic(
     ``instances`` times over (batch x heads). ``query``, ``key``, ``step`` and ``whole`` are the
     cascade's layout (:func:`mapper.search.layout`)."""
     facts = {f.name: f for f in einsum_facts(cascade)}
-    q_tiles = instances * math.prod(
-        -(-full[r] // tile[r]) for r in schedule.tile if not (r == key and whole)
-    )
+    q_tiles = instances * math.prod(-(-full[r] // tile[r]) for r in schedule.tile if not (r == key and whole))
     steps = full[step] if step else 1
     tsizes = einsum.tensor_sizes(cascade)
     size_of = {t: tsizes[t].at(full) * instances for t in tsizes}
@@ -174,5 +172,7 @@ def traffic(
                 writes += size_of[name]
                 reads += size_of[name] * n_reads
                 if schedule.spill_fraction:
-                    dram[kernel_of[name]] += schedule.spill_fraction * size_of[name] * word_bytes * (1 + n_reads)
+                    dram[kernel_of[name]] += (
+                        schedule.spill_fraction * size_of[name] * word_bytes * (1 + n_reads)
+                    )
     return Traffic(dram_bytes=tuple(dram), buffer_reads=reads, buffer_writes=writes)

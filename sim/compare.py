@@ -54,10 +54,7 @@ def run_config(
     report = evaluate(cascade, schedule, arch, w, accounting=accounting)
     if end_to_end:
         report = report.with_gemms(
-            [
-                gemm_report(m, k, n, arch, name, accounting=accounting)
-                for name, (m, k, n) in w.gemms().items()
-            ]
+            [gemm_report(m, k, n, arch, name, accounting=accounting) for name, (m, k, n) in w.gemms().items()]
         )
     return report
 

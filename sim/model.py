@@ -15,9 +15,9 @@ import einsum
 from einsum.errors import ConfigError
 from mapper.arch import ArchSpec, PEArray
 from mapper.cost import traffic
-from mapper.sram import SRAMModel
 from mapper.schedule import EinsumFacts, Schedule, check, einsum_cycles, einsum_facts, exposed_latency
 from mapper.search import layout
+from mapper.sram import SRAMModel
 from sim.accounting import Accounting
 from sim.accounting import accounting as _accounting
 from sim.engine import Task, simulate_kernel
@@ -262,7 +262,9 @@ def _tasks(kernel, facts, schedule, arch, tile, systolic, lay, cascade, summed) 
             Task(
                 name=n,
                 unit=arr.name,
-                cycles=einsum_cycles(f, arr, schedule.spatial[arr.name], tile, systolic=systolic, summed=summed),
+                cycles=einsum_cycles(
+                    f, arr, schedule.spatial[arr.name], tile, systolic=systolic, summed=summed
+                ),
                 latency=exposed_latency(f, arr, schedule.spatial),
                 deps=deps,
                 prev=prev,

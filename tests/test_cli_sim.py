@@ -55,3 +55,41 @@ def test_compare_writes_table_and_plots(tmp_path, capsys: pytest.CaptureFixture[
                  "energy_breakdown.svg"):
         assert (tmp_path / name).stat().st_size > 0
     assert len(json.loads((tmp_path / "results.json").read_text())) == 10
+
+
+def test_evaluate_accounting_area_and_leakage(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["evaluate", "--arch", "flat", "--seq", "1K,64K", "--json"]) == 0
+    physical = json.loads(capsys.readouterr().out)
+    assert main(["evaluate", "--arch", "flat", "--seq", "1K,64K", "--json", "--accounting", "fusemax-artifact"]) == 0
+    artifact = json.loads(capsys.readouterr().out)
+    for p, a in zip(physical, artifact, strict=True):
+        assert p["accounting"] == "physical" and a["accounting"] == "fusemax-artifact"
+        # 256 x 256 2D PEs of 1838 + MAC 1545 um^2, 256 1D PEs, and the 32 MiB buffer (CACTI: 175.7 mm^2)
+        assert p["area_mm2"] == pytest.approx(a["area_mm2"])
+        assert p["per_component_area_mm2"]["buffer"] == pytest.approx(175.717, rel=1e-4)
+        assert p["area_mm2"] == pytest.approx(sum(p["per_component_area_mm2"].values()))
+        assert p["energy_pj"] > a["energy_pj"]  # every PE's register file is charged
+        assert p["latency_s"] == a["latency_s"]
+    assert [r["score_rows"] for r in physical] == [1024, 256]  # FLAT's granularity, chosen per point
+    assert main(["evaluate", "--seq", "1K", "--json", "--leakage"]) == 0
+    leaky = json.loads(capsys.readouterr().out)[0]
+    assert leaky["leakage"] and leaky["per_component_pj"]["buffer.leakage"] > 0
+    assert main(["evaluate", "--seq", "1K", "--leakage", "--accounting", "fusemax-artifact"]) == 2
+    assert "accounting 'fusemax-artifact' charges no leakage" in capsys.readouterr().err
+    assert main(["evaluate", "--seq", "1K"]) == 0
+    out = capsys.readouterr().out
+    assert "(physical accounting)" in out and "area" in out
+    assert "score rows fused per pass" not in out  # FuseMax keeps no whole rows of scores
+
+
+def test_compare_in_artifact_accounting(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["compare", "--model", "BERT", "--seq", "1K", "--out", str(tmp_path), "--quiet",
+                 "--accounting", "fusemax-artifact"]) == 0
+    out = capsys.readouterr().out
+    assert "(fusemax-artifact accounting)" in out
+    rows = json.loads((tmp_path / "results.json").read_text())
+    flat = next(r for r in rows if r["config"] == "FLAT")
+    fusemax = next(r for r in rows if r["config"] == "FuseMax")
+    # the artifact's BERT 1K: FuseMax / FLAT energy 0.785 (2421.6 / 3086.2 pJ per score)
+    assert fusemax["energy_vs_flat"] == pytest.approx(2421.57 / 3086.21, rel=0.03)
+    assert flat["score_rows"] == 1024

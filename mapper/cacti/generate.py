@@ -126,7 +126,9 @@ def build(src: Path, work: Path) -> Path:
     return tree
 
 
-def run_point(tree: str, point: tuple[int, int, int, int]) -> tuple[tuple[int, int, int, int], list[str] | None]:
+def run_point(
+    tree: str, point: tuple[int, int, int, int]
+) -> tuple[tuple[int, int, int, int], list[str] | None]:
     """One CACTI run; CACTI's printed values (as text, so the table reproduces byte for byte), or
     ``None`` where CACTI finds no organisation for the geometry."""
     with tempfile.TemporaryDirectory() as tmp:
