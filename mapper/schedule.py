@@ -274,6 +274,10 @@ def check(cascade: einsum.Cascade, schedule: Schedule, arch: ArchSpec) -> None:
         problems.append(f"spill_fraction must be in [0, 1], found {schedule.spill_fraction}")
     if schedule.lookahead < 0:
         problems.append(f"lookahead must be >= 0, found {schedule.lookahead}")
+    if schedule.score_rows is not None and (
+        isinstance(schedule.score_rows, bool) or not isinstance(schedule.score_rows, int) or schedule.score_rows < 1
+    ):
+        problems.append(f"score_rows must be a positive integer or None, found {schedule.score_rows!r}")
     if problems:
         raise ScheduleError("invalid schedule:\n" + "\n".join(f"  - {p}" for p in problems))
 

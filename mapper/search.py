@@ -13,6 +13,10 @@ The mapper decides, from the cascade and the architecture alone:
   (P1), per-tile intermediates in the PE registers, except tiles that cross between the arrays
   while they still span the key rank (staged in the buffer), whole score rows in the buffer while
   they fit, spilled in part when a little is missing, streamed through DRAM when they do not fit;
+- FLAT's fusion granularity, on an architecture with ``score_row_blocks``: the score rows of a whole
+  head or of a block of rows share one pass over K and V; every granularity that divides the
+  query rank is costed by :mod:`mapper.cost` (latency bounded by the busiest array and by DRAM,
+  energy of the data movement at the buffer's geometry) and the best by the objective wins;
 - kernels: fused (one kernel) or, with ``fuse=False``, one kernel per run of consecutive Einsums on
   the same array, talking through DRAM;
 - interleaving: with ``interleave`` the arrays' first Einsums run ``lookahead`` tiles ahead, enough

@@ -117,3 +117,30 @@ def test_a_score_row_that_does_not_fit():
                                             r"1048576-byte buffer beside the key tile \(131072 bytes\)"):
         search(LIB("attention_3pass"), mapper.flat(buffer_bytes=1 << 20),
                SearchOptions(sizes=dict(BERT_1K, P=1 << 20, M=1 << 20)))
+
+
+def test_flat_granularity_search_and_its_errors():
+    import dataclasses
+
+    import sim
+
+    w = sim.workload("BERT", "64K")
+    c = einsum.library.get("attention_3pass")
+    arch = mapper.flat()
+    s = mapper.search(c, arch, mapper.SearchOptions(sizes=w.sizes))
+    # 256 rows x 64K keys x 2 bytes = 32 MiB: the largest block whose scores (nearly) fit
+    assert s.score_rows == 256 and s.query_tiles_on_chip == (1,)
+    assert "score rows fused per pass over K and V: 256" in s.describe()
+    pinned = mapper.search(c, arch, mapper.SearchOptions(sizes=w.sizes, score_rows=1024))
+    assert pinned.score_rows == 1024 and pinned.query_tiles_on_chip == (4,)
+    assert pinned.residency["SN"] == "dram"  # 1024 rows of 64K scores stream through DRAM
+    with pytest.raises(mapper.ScheduleError, match=r"score_rows = 300 is not a granularity of 'flat' for P = 65536 "
+                                                   r"\(expected one of 256, 512, 1024, 65536\)"):
+        mapper.search(c, arch, mapper.SearchOptions(sizes=w.sizes, score_rows=300))
+    with pytest.raises(mapper.ScheduleError, match=r"has none to choose"):
+        mapper.search(einsum.library.get("attention_1pass"), mapper.fusemax(),
+                      mapper.SearchOptions(sizes=w.sizes, score_rows=256))
+    with pytest.raises(mapper.ScheduleError, match=r"score_rows must be a positive integer, found 0"):
+        mapper.SearchOptions(sizes=w.sizes, score_rows=0)
+    with pytest.raises(mapper.ScheduleError, match=r"score_rows must be a positive integer or None, found -1"):
+        mapper.check(c, dataclasses.replace(s, score_rows=-1), arch)
