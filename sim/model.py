@@ -227,7 +227,7 @@ def evaluate(
         per_component_area_mm2={k: v / 1e6 for k, v in area.items()},
         score_rows=schedule.score_rows,
     )
-    _self_check(report, cascade, full, inst)
+    _self_check(report, cascade, full, inst, word)
     return report
 
 
@@ -276,8 +276,26 @@ def _tasks(kernel, facts, schedule, arch, tile, systolic, lay, cascade, summed) 
     return tasks
 
 
-def _self_check(r: Report, cascade: einsum.Cascade, full: Mapping[str, int], inst: int) -> None:
+def _self_check(r: Report, cascade: einsum.Cascade, full: Mapping[str, int], inst: int, word: int) -> None:
     problems = []
+    sizes = einsum.tensor_sizes(cascade)
+    inputs = sum(sizes[t.name].at(full) for t in cascade.inputs) * inst
+    outputs = sum(sizes[t].at(full) for t in cascade.outputs) * inst
+    if r.traffic_bytes < (inputs + outputs) * word * (1 - 1e-12):
+        problems.append(
+            f"DRAM traffic {r.traffic_bytes} bytes is below the compulsory {(inputs + outputs) * word} "
+            "(every input read once, every output written once)"
+        )
+    if r.buffer_reads < inputs * (1 - 1e-12) or r.buffer_writes < (inputs + outputs) * (1 - 1e-12):
+        problems.append(
+            f"buffer reads {r.buffer_reads} / writes {r.buffer_writes} are below the compulsory "
+            f"{inputs} / {inputs + outputs} words"
+        )
+    total = sum(r.per_component_pj.values())
+    if abs(total - r.energy_pj) > 1e-9 * max(1.0, abs(total)):
+        problems.append(f"energy {r.energy_pj} pJ is not the sum of its components {total} pJ")
+    if not r.area_mm2 > 0:
+        problems.append(f"area {r.area_mm2} mm^2 must be positive")
     for field in (
         "latency_cycles",
         "latency_s",

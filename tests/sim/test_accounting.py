@@ -94,3 +94,16 @@ def test_buffer_energy_is_reads_and_writes_at_the_geometry():
     scores = W.instances * 1024 * 1024
     assert r.buffer_reads / scores == pytest.approx(4 + 0.5625)
     assert r.buffer_writes / scores == pytest.approx(3 + 0.25)
+
+
+def test_a_report_below_the_compulsory_traffic_fails_its_self_check(monkeypatch):
+    import sim.model
+    from mapper.cost import Traffic
+
+    monkeypatch.setattr(sim.model, "traffic", lambda *a, **k: Traffic(dram_bytes=(0.0,), buffer_reads=0.0,
+                                                                       buffer_writes=0.0))
+    with pytest.raises(sim.EvaluationError, match=r"report failed its self-checks: DRAM traffic 0.0 bytes is "
+                                                  r"below the compulsory .* \(every input read once, every "
+                                                  r"output written once\); buffer reads 0.0 / writes 0.0 are "
+                                                  r"below the compulsory"):
+        _eval("attention_1pass", mapper.fusemax(), "physical")
