@@ -92,7 +92,8 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     published = statistics.mean(
-        sim.artifact_results()[("FuseMax", *p)]["energy_pj"] / sim.artifact_results()[("FLAT", *p)]["energy_pj"]
+        sim.artifact_results()[("FuseMax", *p)]["energy_pj"]
+        / sim.artifact_results()[("FLAT", *p)]["energy_pj"]
         for p in POINTS
     )
     rows = []

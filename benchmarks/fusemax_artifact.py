@@ -156,7 +156,10 @@ def main() -> None:
     print("physical accounting, pJ per score element at BERT 1K:")
     for c, parts in breakdown.items():
         top = sorted(parts.items(), key=lambda kv: -kv[1])
-        print(f"  {c:8s} {sum(parts.values()):8.1f} = " + " + ".join(f"{k} {v:.1f}" for k, v in top if v >= 0.05))
+        print(
+            f"  {c:8s} {sum(parts.values()):8.1f} = "
+            + " + ".join(f"{k} {v:.1f}" for k, v in top if v >= 0.05)
+        )
 
 
 if __name__ == "__main__":

@@ -275,7 +275,9 @@ def check(cascade: einsum.Cascade, schedule: Schedule, arch: ArchSpec) -> None:
     if schedule.lookahead < 0:
         problems.append(f"lookahead must be >= 0, found {schedule.lookahead}")
     if schedule.score_rows is not None and (
-        isinstance(schedule.score_rows, bool) or not isinstance(schedule.score_rows, int) or schedule.score_rows < 1
+        isinstance(schedule.score_rows, bool)
+        or not isinstance(schedule.score_rows, int)
+        or schedule.score_rows < 1
     ):
         problems.append(f"score_rows must be a positive integer or None, found {schedule.score_rows!r}")
     if problems:
