@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -155,6 +156,78 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bytes(text: str) -> int:
+    units = {"K": 2**10, "M": 2**20, "G": 2**30}
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    try:
+        return int(float(t[:-1]) * units[t[-1]]) if t and t[-1] in units else int(t)
+    except ValueError:
+        raise ConfigError(f"buffer size {text!r} is not a size like 16M, 16MiB, 4096K or 1048576") from None
+
+
+def cmd_costs(args: argparse.Namespace) -> int:
+    """The architecture's energy and area reference tables (Accelergy's ERT and ART)."""
+    params: dict[str, Any] = {"array_dim": args.array_dim}
+    if args.buffer_bytes:
+        params["buffer_bytes"] = _bytes(args.buffer_bytes)
+    arch = archs.preset(args.arch, **params)
+    acct = sim.accounting(args.accounting)
+    buffer = arch.buffer
+    if acct.buffer_one_port_one_bank:
+        buffer = dataclasses.replace(buffer, ports=1, banks=1)
+    buf = buffer.costs(arch.word_bits)
+    e = arch.energy
+    rows: list[dict[str, Any]] = []
+    for a in arch.arrays:
+        for unit in a.units:
+            pj = {"mac": e.mac_pj, "max": e.max_pj, "exp": e.exp_pj, "div": e.div_pj}[unit]
+            rows.append({"component": f"{a.name}.{unit}", "action": "op", "pj": pj})
+            if unit == "mac":
+                rows.append({"component": f"{a.name}.mac", "action": "add", "pj": e.add_pj})
+        if a.exp_on_mac:
+            rows.append({"component": f"{a.name}.mac", "action": "exp", "pj": a.exp_macs * e.mac_pj})
+        scale = 1 / a.pes if acct.rf_one_instance else 1.0
+        rows.append({"component": f"{a.name}.rf", "action": "read", "pj": a.rf_read_pj * scale})
+        rows.append({"component": f"{a.name}.rf", "action": "write", "pj": a.rf_write_pj * scale})
+    words = buffer.width_bits // arch.word_bits
+    rows.append({"component": "buffer", "action": "read (word)", "pj": buf.read_pj_per_word})
+    rows.append({"component": "buffer", "action": "write (word)", "pj": buf.write_pj_per_word})
+    rows.append({"component": "buffer", "action": f"read ({words}-word row)", "pj": buf.read_pj_per_word * words})
+    rows.append({"component": "dram", "action": "bit", "pj": arch.dram.pj_per_bit})
+    area = arch.area_um2()
+    area["buffer"] = buf.area_um2
+    out = {
+        "arch": arch.name,
+        "accounting": acct.name,
+        "buffer": {
+            "capacity_bytes": buffer.capacity_bytes,
+            "width_bits": buffer.width_bits,
+            "banks": buffer.banks,
+            "ports": buffer.ports,
+            "technology_nm": buffer.technology_nm,
+            "leakage_mw": buf.leakage_mw,
+            "source": buf.source,
+        },
+        "energy_pj": rows,
+        "area_mm2": {k: v / 1e6 for k, v in area.items()},
+    }
+    if args.json:
+        print(json.dumps(out, indent=1))
+        return 0
+    b = out["buffer"]
+    print(
+        f"{arch.name} ({acct.name} accounting): buffer {b['capacity_bytes'] / 2**20:g} MiB, "
+        f"{b['width_bits']}-bit rows, {b['banks']} bank(s), {b['ports']} port(s), {b['technology_nm']:g} nm "
+        f"({b['source']}); leakage {b['leakage_mw']:.4g} mW"
+    )
+    print("\nenergy per action:")
+    print(sim.table(rows, ["component", "action", "pj"]))
+    print("\narea:")
+    print(sim.table([{"component": k, "mm2": v} for k, v in out["area_mm2"].items()], ["component", "mm2"]))
+    print(f"total {sum(out['area_mm2'].values()):.4g} mm^2")
+    return 0
+
+
 def demo_compare() -> None:
     """The FuseMax-vs-FLAT part of ``einforge demo``: BERT at 1K and 64K tokens."""
     print("\nFuseMax vs FLAT (BERT, batch 64, one layer's attention; schedules derived by the mapper):")
@@ -192,6 +265,13 @@ def add_parsers(sub: Any) -> None:
     )
     ev.add_argument("--leakage", action="store_true", help="add the buffer's leakage over the latency")
     ev.set_defaults(func=cmd_evaluate)
+    co = sub.add_parser("costs", help="an architecture's energy per action and area (Accelergy's ERT and ART)")
+    co.add_argument("--arch", choices=archs.presets(), default="fusemax")
+    co.add_argument("--array-dim", type=int, default=256, help="PE array dimension (default 256)")
+    co.add_argument("--buffer-bytes", help="buffer capacity such as 4M, 64MiB (default: the preset's)")
+    co.add_argument("--accounting", choices=tuple(sim.ACCOUNTINGS), default="physical")
+    co.add_argument("--json", action="store_true")
+    co.set_defaults(func=cmd_costs)
     cp = sub.add_parser("compare", help="the five FuseMax configurations over models and lengths, with plots")
     cp.add_argument("--model", default="BERT,TrXL,T5,XLM")
     cp.add_argument("--seq", default="1K,4K,16K,64K,256K,1M")

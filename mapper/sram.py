@@ -89,12 +89,21 @@ def grid() -> dict[str, tuple[int, ...]]:
     return dict(zip(("capacity_bytes", "width_bits", "ports", "banks"), axes, strict=True))
 
 
+def _show(x: float, unit: str) -> str:
+    if unit != " bytes":
+        return f"{x:g}{unit}"
+    for name, size in (("MiB", 2**20), ("KiB", 2**10)):
+        if x >= size:
+            return f"{x / size:g} {name}"
+    return f"{x:g} bytes"
+
+
 def _bracket(axis: tuple[int, ...], x: float, name: str, unit: str) -> tuple[int, int, float]:
     lo, hi = axis[0], axis[-1]
     if not lo <= x <= hi:
         raise SRAMError(
-            f"SRAM {name} {x:g}{unit} is outside the CACTI table's grid ({lo:g}{unit} to {hi:g}{unit}); "
-            "choose a value inside it or pass your own sram_model"
+            f"SRAM {name} {_show(x, unit)} is outside the CACTI table's grid ({_show(lo, unit)} to "
+            f"{_show(hi, unit)}); choose a value inside it or pass your own sram_model"
         )
     i = bisect.bisect_left(axis, x)
     if axis[i] == x:

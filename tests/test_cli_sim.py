@@ -93,3 +93,23 @@ def test_compare_in_artifact_accounting(tmp_path, capsys: pytest.CaptureFixture[
     # the artifact's BERT 1K: FuseMax / FLAT energy 0.785 (2421.6 / 3086.2 pJ per score)
     assert fusemax["energy_vs_flat"] == pytest.approx(2421.57 / 3086.21, rel=0.03)
     assert flat["score_rows"] == 1024
+
+
+def test_costs_prints_the_energy_and_area_tables(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["costs", "--arch", "flat", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    by = {(r["component"], r["action"]): r["pj"] for r in out["energy_pj"]}
+    assert by[("buffer", "read (word)")] == pytest.approx(93.18, rel=0.005)
+    assert by[("1d.exp", "op")] == pytest.approx(94.6475)
+    assert out["area_mm2"]["buffer"] == pytest.approx(175.717, rel=1e-4)
+    assert main(["costs", "--buffer-bytes", "4MiB", "--accounting", "fusemax-artifact", "--json"]) == 0
+    small = json.loads(capsys.readouterr().out)
+    by = {(r["component"], r["action"]): r["pj"] for r in small["energy_pj"]}
+    assert small["buffer"]["capacity_bytes"] == 4 * 2**20
+    assert by[("2d.rf", "read")] == pytest.approx(0.653 / 65536)  # one register-file instance
+    assert main(["costs"]) == 0
+    assert "energy per action:" in capsys.readouterr().out
+    assert main(["costs", "--buffer-bytes", "128M"]) == 2
+    assert "SRAM capacity 128 MiB is outside the CACTI table's grid (16 KiB to 64 MiB)" in capsys.readouterr().err
+    assert main(["costs", "--buffer-bytes", "12Q"]) == 2
+    assert "buffer size '12Q' is not a size like 16M" in capsys.readouterr().err

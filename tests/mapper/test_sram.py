@@ -86,8 +86,8 @@ def test_interpolation_is_log_log_between_grid_points():
 
 
 def test_outside_the_grid_is_an_error_that_says_so():
-    with pytest.raises(SRAMError, match=r"SRAM capacity 1.34218e\+08 bytes is outside the CACTI table's grid "
-                                        r"\(16384 bytes to 6.71089e\+07 bytes\); choose a value inside it or pass "
+    with pytest.raises(SRAMError, match=r"SRAM capacity 128 MiB is outside the CACTI table's grid "
+                                        r"\(16 KiB to 64 MiB\); choose a value inside it or pass "
                                         r"your own sram_model"):
         cacti_table(capacity_bytes=128 * MIB, width_bits=4096)
     with pytest.raises(SRAMError, match=r"SRAM width 8192 bits is outside"):
