@@ -192,7 +192,9 @@ def cmd_costs(args: argparse.Namespace) -> int:
     words = buffer.width_bits // arch.word_bits
     rows.append({"component": "buffer", "action": "read (word)", "pj": buf.read_pj_per_word})
     rows.append({"component": "buffer", "action": "write (word)", "pj": buf.write_pj_per_word})
-    rows.append({"component": "buffer", "action": f"read ({words}-word row)", "pj": buf.read_pj_per_word * words})
+    rows.append(
+        {"component": "buffer", "action": f"read ({words}-word row)", "pj": buf.read_pj_per_word * words}
+    )
     rows.append({"component": "dram", "action": "bit", "pj": arch.dram.pj_per_bit})
     area = arch.area_um2()
     area["buffer"] = buf.area_um2
@@ -265,7 +267,9 @@ def add_parsers(sub: Any) -> None:
     )
     ev.add_argument("--leakage", action="store_true", help="add the buffer's leakage over the latency")
     ev.set_defaults(func=cmd_evaluate)
-    co = sub.add_parser("costs", help="an architecture's energy per action and area (Accelergy's ERT and ART)")
+    co = sub.add_parser(
+        "costs", help="an architecture's energy per action and area (Accelergy's ERT and ART)"
+    )
     co.add_argument("--arch", choices=archs.presets(), default="fusemax")
     co.add_argument("--array-dim", type=int, default=256, help="PE array dimension (default 256)")
     co.add_argument("--buffer-bytes", help="buffer capacity such as 4M, 64MiB (default: the preset's)")
