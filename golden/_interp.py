@@ -328,6 +328,19 @@ class _Evaluator:
             t = tensors[0]
             axes = tuple(t.vars.index(v) for v in reduced if v in t.vars)
             result = np.sum(t.arr, axis=axes)
+        elif (
+            len(tensors) == 2
+            and set(tensors[0].vars) & set(tensors[1].vars) == set(reduced)
+            and set(reduced) <= set(tensors[0].vars)
+        ):
+            # a plain contraction: tensordot, i.e. one BLAS product (blocked sums, as a user's A @ B)
+            a, b = tensors
+            shared = [v for v in a.vars if v in reduced]
+            result = np.tensordot(
+                a.arr, b.arr, axes=([a.vars.index(v) for v in shared], [b.vars.index(v) for v in shared])
+            )
+            got = [v for v in a.vars if v not in reduced] + [v for v in b.vars if v not in reduced]
+            result = np.transpose(result, [got.index(v) for v in out_vars])
         else:
             letters = dict(zip(self.sort(union), string.ascii_letters, strict=False))
             spec = ",".join("".join(letters[v] for v in t.vars) for t in tensors)
