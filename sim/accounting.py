@@ -22,6 +22,10 @@ cycle per element); with ``leakage=True`` the buffer's leakage over the run's la
   Einsum's Timeloop cycles by the sum of its operations' costs (``comp_lat * cost``), so a
   subtract-then-exp on FLAT's 1D PE takes 2 cycles per element there, while ``flat.py`` /
   ``stable_softmax.py`` charge Timeloop's 1.
+- ``scaling_unpriced``: the artifact's cascades have no scaling by 1/sqrt(E): the operation tables
+  (``compute_cost``) of ``proposal.py``, ``flat_pe_proposal.py``, ``flat.py`` and
+  ``stable_softmax.py`` list no such operation, so multiplying by a constant of the cascade
+  costs no energy (its cycles stay: the arrays that do it are not the bottleneck).
 - ``buffer_one_port_one_bank``: the Accelergy class ``smartbuffer_SRAM`` hands CACTI ``width``,
   ``depth`` and ``n_rdwr_ports``, but the CACTI plug-in reads ``n_rw_ports`` and ``n_banks``, so
   every buffer is priced as one bank with one read/write port, whatever the specification says.
@@ -32,9 +36,11 @@ from __future__ import annotations
 
 import dataclasses
 
+import einsum
+from einsum._expr import Access, Binary, BinOp, Expr, Reduce, free_vars, product_factors, walk
 from einsum.errors import ConfigError, suggest
 
-__all__ = ["ACCOUNTINGS", "Accounting", "accounting"]
+__all__ = ["ACCOUNTINGS", "Accounting", "accounting", "constant_scalings"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -45,6 +51,7 @@ class Accounting:
     rf_one_instance: bool = False
     exp_unit_unpriced_one_pass: bool = False
     summed_op_cycles_one_pass: bool = False
+    scaling_unpriced: bool = False
     buffer_one_port_one_bank: bool = False
     allows_leakage: bool = True
 
@@ -56,6 +63,7 @@ ACCOUNTINGS = {
         rf_one_instance=True,
         exp_unit_unpriced_one_pass=True,
         summed_op_cycles_one_pass=True,
+        scaling_unpriced=True,
         buffer_one_port_one_bank=True,
         allows_leakage=False,
     ),
@@ -72,3 +80,38 @@ def accounting(which: str | Accounting) -> Accounting:
             f"(expected one of {', '.join(ACCOUNTINGS)})"
         )
     return ACCOUNTINGS[which]
+
+
+def _is_constant(expr: Expr) -> bool:
+    return not free_vars(expr) and not any(isinstance(n, Access) for n in walk(expr))
+
+
+def _without_constant_factors(expr: Expr) -> Expr:
+    if isinstance(expr, Reduce):
+        return dataclasses.replace(expr, body=_without_constant_factors(expr.body))
+    factors = product_factors(expr)
+    keep = [f for f in factors if not _is_constant(f)]
+    if len(factors) < 2 or not keep or len(keep) == len(factors):
+        return expr
+    out = keep[0]
+    for f in keep[1:]:
+        out = Binary(op=BinOp.MUL, lhs=out, rhs=f)
+    return out
+
+
+def constant_scalings(cascade: einsum.Cascade) -> dict[str, tuple[einsum.OpCounts, einsum.OpCounts]]:
+    """Per Einsum (by output), its operation counts with and without the multiplications by
+    constants of the cascade (a param such as ``scale``); the difference in MACs, evaluated at
+    the workload's sizes, is what scaling costs."""
+    stripped = dataclasses.replace(
+        cascade,
+        einsums=tuple(
+            dataclasses.replace(e, expr=_without_constant_factors(e.expr)) for e in cascade.einsums
+        ),
+    )
+    return {
+        e.output: (a, b)
+        for e, a, b in zip(
+            cascade.einsums, einsum.op_counts(cascade), einsum.op_counts(stripped), strict=True
+        )
+    }

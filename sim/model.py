@@ -18,7 +18,7 @@ from mapper.cost import traffic
 from mapper.schedule import EinsumFacts, Schedule, check, einsum_cycles, einsum_facts, exposed_latency
 from mapper.search import layout
 from mapper.sram import SRAMModel
-from sim.accounting import Accounting
+from sim.accounting import Accounting, constant_scalings
 from sim.accounting import accounting as _accounting
 from sim.engine import Task, simulate_kernel
 from sim.errors import EvaluationError
@@ -120,6 +120,7 @@ def evaluate(
     if acct.buffer_one_port_one_bank:
         buffer = dataclasses.replace(buffer, ports=1, banks=1)
     buf = buffer.costs(arch.word_bits, sram_model)
+    scalings = constant_scalings(cascade) if acct.scaling_unpriced else {}
 
     # -- traffic ------------------------------------------------------------------------------------
     moved = traffic(
@@ -149,7 +150,11 @@ def evaluate(
         def pj(k: str, arr: PEArray = arr, unpriced_exp: bool = unpriced_exp) -> float:
             return 0.0 if (k == "exp" and unpriced_exp) else ENERGY_OF[k](arr, arch)
 
-        energy = sum(counts[k] * pj(k) for k in counts) * inst
+        priced = dict(counts)  # the actions charged energy
+        if acct.scaling_unpriced:
+            with_scale, without = scalings[name]
+            priced["mac"] -= with_scale.at(full)["mac"] - without.at(full)["mac"]
+        energy = sum(priced[k] * pj(k) for k in priced) * inst
         spatial = schedule.spatial[arr.name]
         temporal_reduction = bool(f.reduced) and not any(r in spatial for r in f.reduced)
         rf_ops = (counts["mac"] + counts["add"] + counts["max"]) * inst if temporal_reduction else 0
@@ -167,7 +172,7 @@ def evaluate(
             "energy_pj": energy + rf_pj,
             "macs": counts["mac"] * inst,
         }
-        for k, v in counts.items():
+        for k, v in priced.items():
             if v:
                 unit = "exp" if k == "exp" and "exp" in arr.units else "mac" if k in ("other", "exp") else k
                 key = f"{arr.name}.{unit}"

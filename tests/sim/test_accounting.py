@@ -107,3 +107,25 @@ def test_a_report_below_the_compulsory_traffic_fails_its_self_check(monkeypatch)
                                                   r"output written once\); buffer reads 0.0 / writes 0.0 are "
                                                   r"below the compulsory"):
         _eval("attention_1pass", mapper.fusemax(), "physical")
+
+
+def test_scaling_unpriced_drops_the_scale_multiply_only():
+    # the artifact's cascades have no 1/sqrt(E): one multiply per score element is not charged
+    acct = sim.Accounting(name="s", scaling_unpriced=True)
+    for cascade, arch, component in (("attention_3pass", mapper.flat(), "2d.mac"),
+                                     ("attention_1pass", mapper.fusemax(), "2d.mac")):
+        phys = _eval(cascade, arch, "physical")
+        free = _eval(cascade, arch, acct)
+        scores = W.instances * 1024 * 1024
+        assert phys.per_component_pj[component] - free.per_component_pj[component] == pytest.approx(
+            scores * arch.energy.mac_pj
+        )
+        assert free.macs == phys.macs  # the operation counts are the IR's; only their price changes
+        assert free.latency_s == phys.latency_s
+    from sim.accounting import constant_scalings
+
+    scalings = constant_scalings(einsum.library.get("attention_3pass"))
+    with_scale, without = scalings["S"]
+    assert with_scale.at({"P": 4, "M": 8, "E": 2, "F": 2})["mac"] == 32 and not any(
+        without.at({"P": 4, "M": 8, "E": 2, "F": 2}).values()
+    )
