@@ -15,6 +15,7 @@ ranks, the tensors it reads and the operations it costs per point.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -73,13 +74,16 @@ def _kind(expr: Expr, reduced: list[str]) -> str:
     return "map"
 
 
+@functools.lru_cache(maxsize=64)
 def einsum_facts(cascade: einsum.Cascade) -> tuple[EinsumFacts, ...]:
-    """Facts about every Einsum of ``cascade`` that does work (layout views and inits excluded)."""
+    """Facts about every Einsum of ``cascade`` that does work (layout views and inits excluded).
+    Cached per cascade: the IR is immutable, and the search and the simulator ask often."""
+    twos = _twos(cascade)
     counts = einsum.op_counts(cascade)
     step_vars = {e.step for e in cascade.einsums if e.step is not None}
     facts: list[EinsumFacts] = []
     for e, c in zip(cascade.einsums, counts, strict=True):
-        if e.init or not any(c.at(_twos(cascade)).values()):
+        if e.init or not any(c.at(twos).values()):
             continue
         vars_ = list(e.indices)
         for v in _index_vars(e.expr):
@@ -115,7 +119,7 @@ def einsum_facts(cascade: einsum.Cascade) -> tuple[EinsumFacts, ...]:
     out: list[EinsumFacts] = []
     for f in facts:
         producer = by_name.get(f.reads[0]) if len(f.reads) == 1 else None
-        at = f.counts.at(_twos(cascade))
+        at = f.counts.at(twos)
         if (
             f.kind == "map"
             and producer is not None
@@ -223,6 +227,7 @@ class Schedule:
 def check(cascade: einsum.Cascade, schedule: Schedule, arch: ArchSpec) -> None:
     """Raise :class:`ScheduleError` if ``schedule`` cannot run ``cascade`` on ``arch``."""
     facts = {f.name: f for f in einsum_facts(cascade)}
+    twos = _twos(cascade)
     problems: list[str] = []
     if schedule.cascade != cascade.name:
         problems.append(f"schedule is for cascade {schedule.cascade!r}, not {cascade.name!r}")
@@ -236,7 +241,7 @@ def check(cascade: einsum.Cascade, schedule: Schedule, arch: ArchSpec) -> None:
         except ArchError as exc:  # names the arrays there are, with a did-you-mean
             problems.append(f"Einsum {name}: {exc}")
             continue
-        ops = fu_ops(f.counts.at(_twos(cascade)), arr)
+        ops = fu_ops(f.counts.at(twos), arr)
         if isinstance(ops, str):
             problems.append(
                 f"Einsum {name} needs '{ops}', which array {arr_name!r} cannot execute "

@@ -242,7 +242,7 @@ def _reads(e: einsum.Einsum) -> set[str]:
     return {n.tensor for n in walk(e.expr) if isinstance(n, Access)}
 
 
-def _tasks(kernel, facts, schedule, arch, tile, systolic, lay, cascade, summed) -> list[Task]:  # type: ignore[no-untyped-def]
+def _tasks(kernel, facts, schedule, arch, tile, systolic, lay, cascade, summed=False) -> list[Task]:  # type: ignore[no-untyped-def]
     names = set(kernel)
     tasks: list[Task] = []
     unit_of = {n: schedule.binding[n] for n in kernel}
