@@ -236,12 +236,6 @@ def evaluate(
     return report
 
 
-def _reads(e: einsum.Einsum) -> set[str]:
-    from einsum._expr import Access, walk
-
-    return {n.tensor for n in walk(e.expr) if isinstance(n, Access)}
-
-
 def _tasks(kernel, facts, schedule, arch, tile, systolic, lay, cascade, summed=False) -> list[Task]:  # type: ignore[no-untyped-def]
     names = set(kernel)
     tasks: list[Task] = []
