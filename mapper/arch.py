@@ -383,6 +383,24 @@ def _checked(data: object, kind: type, where: str) -> dict[str, Any]:
     return dict(data)
 
 
+def _yaml12_loader() -> type:
+    """PyYAML's SafeLoader with YAML 1.2's floats: ``1e9`` and ``4.5E+3`` are numbers (YAML 1.1, which
+    PyYAML follows, needs a dot and a signed exponent, so it reads ``1e9`` as a string)."""
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:[0-9][0-9_]*)?(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+        list("-+0123456789."),
+    )
+    return Loader
+
+
 def load(path: str | Path) -> ArchSpec:
     """Read an architecture written by :meth:`ArchSpec.save` (JSON or YAML)."""
     p = Path(path)
@@ -399,7 +417,7 @@ def load(path: str | Path) -> ArchSpec:
         import yaml
 
         try:
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_yaml12_loader())  # noqa: S506 (a SafeLoader)
         except yaml.YAMLError as exc:
             raise ArchError(f"{p}: not valid YAML: {exc}") from None
     else:

@@ -31,6 +31,7 @@ import math
 from collections.abc import Mapping
 
 import einsum
+from einsum.errors import suggest
 from mapper.arch import ArchSpec, PEArray
 from mapper.cost import traffic
 from mapper.errors import ScheduleError
@@ -194,6 +195,14 @@ def search(cascade: einsum.Cascade, arch: ArchSpec, options: SearchOptions) -> S
         else:
             spatial[a.name] = (lay.query,)
 
+    names = [f.name for f in facts]
+    for name, array in options.bind.items():
+        if name not in names:
+            raise ScheduleError(
+                f"bind names Einsum {name!r}{suggest(name, names)}, which {cascade.name} does not have "
+                f"(its Einsums that do work: {', '.join(names)})"
+            )
+        arch.array(array)  # an unknown array: ArchError with a did-you-mean
     choices: list[list[str]] = []
     for f in facts:
         if f.name in options.bind:

@@ -95,3 +95,16 @@ def test_score_row_blocks():
         mapper.arch.flat(score_row_blocks=(1024.0,))
     a = mapper.flat()
     assert mapper.ArchSpec.from_dict(json.loads(a.to_json())) == a
+
+
+def test_yaml_numbers_in_exponent_form_are_numbers(tmp_path):
+    # PyYAML follows YAML 1.1 and reads 1e9 as a string; architecture files follow YAML 1.2
+    path = tmp_path / "a.yaml"
+    mapper.fusemax().save(path)
+    text = path.read_text()
+    assert "clock_hz: 940000000.0" in text
+    path.write_text(text.replace("clock_hz: 940000000.0", "clock_hz: 1e9"))
+    assert mapper.load(path).clock_hz == 1e9
+    path.write_text(text.replace("clock_hz: 940000000.0", "clock_hz: '1e9'"))
+    with pytest.raises(ArchError, match=r"clock_hz must be a finite number, found '1e9'"):
+        mapper.load(path)

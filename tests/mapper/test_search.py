@@ -144,3 +144,15 @@ def test_flat_granularity_search_and_its_errors():
         mapper.SearchOptions(sizes=w.sizes, score_rows=0)
     with pytest.raises(mapper.ScheduleError, match=r"score_rows must be a positive integer or None, found -1"):
         mapper.check(c, dataclasses.replace(s, score_rows=-1), arch)
+
+
+def test_bind_names_an_unknown_einsum_or_array():
+    sizes = {"P": 512, "M": 512, "E": 64, "F": 64}
+    c = einsum.library.get("attention_1pass")
+    with pytest.raises(ScheduleError, match=r"bind names Einsum 'XX', which attention_1pass does not have "
+                                            r"\(its Einsums that do work: QK, LM, "):
+        search(c, mapper.fusemax(), SearchOptions(sizes=sizes, bind={"XX": "2d"}))
+    with pytest.raises(ScheduleError, match=r"bind names Einsum 'qk'; did you mean 'QK'\?"):
+        search(c, mapper.fusemax(), SearchOptions(sizes=sizes, bind={"qk": "2d"}))
+    with pytest.raises(mapper.ArchError, match=r"has no array '2D'; did you mean '2d'\?"):
+        search(c, mapper.fusemax(), SearchOptions(sizes=sizes, bind={"QK": "2D"}))
