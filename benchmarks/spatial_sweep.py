@@ -17,8 +17,8 @@ import time
 import einsum
 import mapper
 import sim
-from mapper.schedule import einsum_facts
-from mapper.search import SearchOptions, layout, search
+from mapper.schedule import einsum_facts, layout
+from mapper.search import SearchOptions, search
 from sim.engine import simulate_kernel
 from sim.model import _sizes, _tasks
 

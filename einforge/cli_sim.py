@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import statistics
 import sys
@@ -172,9 +171,7 @@ def cmd_costs(args: argparse.Namespace) -> int:
         params["buffer_bytes"] = _bytes(args.buffer_bytes)
     arch = archs.preset(args.arch, **params)
     acct = sim.accounting(args.accounting)
-    buffer = arch.buffer
-    if acct.buffer_one_port_one_bank:
-        buffer = dataclasses.replace(buffer, ports=1, banks=1)
+    buffer = acct.priced_buffer(arch.buffer)
     buf = buffer.costs(arch.word_bits)
     e = arch.energy
     rows: list[dict[str, Any]] = []
@@ -186,7 +183,7 @@ def cmd_costs(args: argparse.Namespace) -> int:
                 rows.append({"component": f"{a.name}.mac", "action": "add", "pj": e.add_pj})
         if a.exp_on_mac:
             rows.append({"component": f"{a.name}.mac", "action": "exp", "pj": a.exp_macs * e.mac_pj})
-        scale = 1 / a.pes if acct.rf_one_instance else 1.0
+        scale = acct.rf_share(a)
         rows.append({"component": f"{a.name}.rf", "action": "read", "pj": a.rf_read_pj * scale})
         rows.append({"component": f"{a.name}.rf", "action": "write", "pj": a.rf_write_pj * scale})
     words = buffer.width_bits // arch.word_bits
@@ -196,8 +193,7 @@ def cmd_costs(args: argparse.Namespace) -> int:
         {"component": "buffer", "action": f"read ({words}-word row)", "pj": buf.read_pj_per_word * words}
     )
     rows.append({"component": "dram", "action": "bit", "pj": arch.dram.pj_per_bit})
-    area = arch.area_um2()
-    area["buffer"] = buf.area_um2
+    area = arch.replace(buffer=buffer).area_um2()
     out = {
         "arch": arch.name,
         "accounting": acct.name,

@@ -25,7 +25,7 @@ import math
 from collections.abc import Mapping
 
 import einsum
-from mapper.schedule import EinsumFacts, Schedule, einsum_facts
+from mapper.schedule import EinsumFacts, Layout, Schedule, _accesses, einsum_facts
 
 __all__ = ["Traffic", "traffic"]
 
@@ -45,12 +45,6 @@ class Traffic:
     @property
     def buffer_words(self) -> float:
         return self.buffer_reads + self.buffer_writes
-
-
-def _reads_of(e: einsum.Einsum) -> set[str]:
-    from einsum._expr import Access, walk
-
-    return {n.tensor for n in walk(e.expr) if isinstance(n, Access)}
 
 
 def _depends(facts: Mapping[str, EinsumFacts], tensor: str, on: str) -> bool:
@@ -105,14 +99,12 @@ def traffic(
     tile: Mapping[str, int],
     instances: int,
     word_bytes: int,
-    query: str,
-    key: str | None,
-    step: str | None,
-    whole: str | None,
+    lay: Layout,
 ) -> Traffic:
     """DRAM and buffer traffic of ``schedule`` at rank sizes ``full`` (one tile: ``tile``),
-    ``instances`` times over (batch x heads). ``query``, ``key``, ``step`` and ``whole`` are the
-    cascade's layout (:func:`mapper.search.layout`)."""
+    ``instances`` times over (batch x heads); ``lay`` is the cascade's layout
+    (:func:`mapper.schedule.layout`)."""
+    query, key, step, whole = lay.query, lay.key, lay.step, lay.whole
     facts = {f.name: f for f in einsum_facts(cascade)}
     q_tiles = instances * math.prod(-(-full[r] // tile[r]) for r in schedule.tile if not (r == key and whole))
     steps = full[step] if step else 1
@@ -129,7 +121,7 @@ def traffic(
         readers = list(uses) + [
             g
             for e in cascade.einsums
-            if inp.name in _reads_of(e) and e.output not in facts
+            if inp.name in {a.tensor for a in _accesses(e.expr)} and e.output not in facts
             for g in consumers.get(e.output, [])
         ]
         query_side = query in inp.ranks

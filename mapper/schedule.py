@@ -26,6 +26,8 @@ from mapper.errors import ArchError, ScheduleError
 
 __all__ = [
     "EinsumFacts",
+    "Layout",
+    "layout",
     "einsum_cycles",
     "exposed_latency",
     "systolic_gemm_cycles",
@@ -379,3 +381,33 @@ def exposed_latency(f: EinsumFacts, arr: PEArray, spatial: Mapping[str, tuple[st
     if rows_rank in f.reduced and f.kind == "reduce" and f.counts.at({r: 2 for r in f.ranks})["max"]:
         return arr.rows
     return 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """The ranks a cascade's schedule is built around."""
+
+    query: str  # cut into query tiles, across the 2D array's columns and the 1D array's PEs
+    key: str | None  # across the 2D array's rows
+    whole: str | None  # the rank the key rank is part of (M for M0), if partitioned
+    step: str | None  # the iterative rank (M1), stepped through one slice at a time
+
+
+def layout(cascade: einsum.Cascade) -> Layout:
+    out = cascade.einsums[-1]
+    for e in cascade.einsums:
+        if e.output in cascade.outputs:
+            out = e
+    query = out.indices[0].upper()
+    step_vars = {e.step for e in cascade.einsums if e.step is not None}
+    step = next(iter(sorted(v.upper() for v in step_vars)), None)
+    if cascade.partitions:
+        part = cascade.partitions[0]
+        return Layout(query=query, key=part.parts[-1], whole=part.rank, step=step)
+    # the other rank of the first contraction's output (QK[p, m] -> M; Z[m, n] -> N)
+    for f in einsum_facts(cascade):
+        if f.kind == "contraction":
+            others = [r for r in f.ranks if r != query and r not in f.reduced]
+            if others:
+                return Layout(query=query, key=others[0], whole=None, step=step)
+    return Layout(query=query, key=None, whole=None, step=step)

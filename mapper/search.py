@@ -35,7 +35,17 @@ from einsum.errors import suggest
 from mapper.arch import ArchSpec, PEArray
 from mapper.cost import traffic
 from mapper.errors import ScheduleError
-from mapper.schedule import EinsumFacts, Schedule, check, einsum_cycles, einsum_facts, exposed_latency, fu_ops
+from mapper.schedule import (
+    EinsumFacts,
+    Layout,
+    Schedule,
+    check,
+    einsum_cycles,
+    einsum_facts,
+    exposed_latency,
+    fu_ops,
+    layout,
+)
 
 __all__ = ["SearchOptions", "search", "layout"]
 
@@ -76,36 +86,6 @@ class SearchOptions:
         for r, v in self.sizes.items():
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
                 raise ScheduleError(f"size of rank {r} must be a positive integer, found {v!r}")
-
-
-@dataclasses.dataclass(frozen=True)
-class Layout:
-    """The ranks a cascade's schedule is built around."""
-
-    query: str  # cut into query tiles, across the 2D array's columns and the 1D array's PEs
-    key: str | None  # across the 2D array's rows
-    whole: str | None  # the rank the key rank is part of (M for M0), if partitioned
-    step: str | None  # the iterative rank (M1), stepped through one slice at a time
-
-
-def layout(cascade: einsum.Cascade) -> Layout:
-    out = cascade.einsums[-1]
-    for e in cascade.einsums:
-        if e.output in cascade.outputs:
-            out = e
-    query = out.indices[0].upper()
-    step_vars = {e.step for e in cascade.einsums if e.step is not None}
-    step = next(iter(sorted(v.upper() for v in step_vars)), None)
-    if cascade.partitions:
-        part = cascade.partitions[0]
-        return Layout(query=query, key=part.parts[-1], whole=part.rank, step=step)
-    # the other rank of the first contraction's output (QK[p, m] -> M; Z[m, n] -> N)
-    for f in einsum_facts(cascade):
-        if f.kind == "contraction":
-            others = [r for r in f.ranks if r != query and r not in f.reduced]
-            if others:
-                return Layout(query=query, key=others[0], whole=None, step=step)
-    return Layout(query=query, key=None, whole=None, step=step)
 
 
 def _tile_sizes(
@@ -325,16 +305,7 @@ def _rank(cascade, schedule, facts, arch, spatial, sizes, tile, lay, options) ->
     by DRAM, and the energy of its data movement (buffer accesses at the buffer's geometry, DRAM),
     from the cost model (:mod:`mapper.cost`); per head, which scales every candidate alike."""
     moved = traffic(
-        cascade,
-        schedule,
-        full=sizes,
-        tile=tile,
-        instances=1,
-        word_bytes=arch.word_bytes,
-        query=lay.query,
-        key=lay.key,
-        step=lay.step,
-        whole=lay.whole,
+        cascade, schedule, full=sizes, tile=tile, instances=1, word_bytes=arch.word_bytes, lay=lay
     )
     q_tiles = -(-sizes[lay.query] // tile[lay.query])
     steps = sizes[lay.step] if lay.step else 1
@@ -461,7 +432,8 @@ def _residency(cascade, facts, binding, kernels, arch, lay, sizes, tile, *, scor
     spill = 0.0
     q_tile = tile[lay.query]
     n_tiles = max(1, sizes[lay.query] // q_tile)
-    held = score_rows if (long_tensors and score_rows is not None) else q_tile
+    fused = bool(long_tensors) and score_rows is not None  # FLAT's granularity: rows held together
+    held = score_rows if fused else q_tile
     if long_tensors:
         # the score rows of the queries held (q_tile x M words each) stay on chip while the softmax
         # passes over them, beside the key tile and the held queries' Q and output rows
@@ -508,7 +480,7 @@ def _residency(cascade, facts, binding, kernels, arch, lay, sizes, tile, *, scor
     # the kernel holding the score rows or the running state gets what they leave; a kernel that
     # streams its results to DRAM holds the Q and output rows of as many query tiles as fit
     busy_kernels = {kernel_of[t] for t in long_tensors + [t for t in cascade.iterative if t in produced]}
-    fused_tiles = max(1, held // q_tile) if (long_tensors and score_rows is not None) else None
+    fused_tiles = max(1, held // q_tile) if fused else None
     p1s = tuple(
         (fused_tiles or fit(avail, per_query)) if i in busy_kernels else fit(cap - kv_bytes, e_f * word)
         for i in range(len(kernels))

@@ -35,10 +35,12 @@ cycle per element); with ``leakage=True`` the buffer's leakage over the run's la
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import einsum
 from einsum._expr import Access, Binary, BinOp, Expr, Reduce, free_vars, product_factors, walk
 from einsum.errors import ConfigError, suggest
+from mapper.arch import Buffer, PEArray
 
 __all__ = ["ACCOUNTINGS", "Accounting", "accounting", "constant_scalings"]
 
@@ -53,7 +55,17 @@ class Accounting:
     summed_op_cycles_one_pass: bool = False
     scaling_unpriced: bool = False
     buffer_one_port_one_bank: bool = False
+    gemms_bypass_buffer: bool = False
     allows_leakage: bool = True
+
+    def priced_buffer(self, buffer: Buffer) -> Buffer:
+        """The buffer as this accounting prices it (one bank, one port under the artifact's)."""
+        return dataclasses.replace(buffer, ports=1, banks=1) if self.buffer_one_port_one_bank else buffer
+
+    def rf_share(self, array: PEArray) -> float:
+        """The share of the array's register-file accesses that is charged (1 / PEs under the
+        artifact's bookkeeping, which charges one instance)."""
+        return 1 / array.pes if self.rf_one_instance else 1.0
 
 
 ACCOUNTINGS = {
@@ -65,6 +77,7 @@ ACCOUNTINGS = {
         summed_op_cycles_one_pass=True,
         scaling_unpriced=True,
         buffer_one_port_one_bank=True,
+        gemms_bypass_buffer=True,
         allows_leakage=False,
     ),
 }
@@ -99,6 +112,7 @@ def _without_constant_factors(expr: Expr) -> Expr:
     return out
 
 
+@functools.cache
 def constant_scalings(cascade: einsum.Cascade) -> dict[str, tuple[einsum.OpCounts, einsum.OpCounts]]:
     """Per Einsum (by output), its operation counts with and without the multiplications by
     constants of the cascade (a param such as ``scale``); the difference in MACs, evaluated at

@@ -7,7 +7,6 @@ only counts it.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable, Mapping
 
@@ -15,8 +14,15 @@ import einsum
 from einsum.errors import ConfigError
 from mapper.arch import ArchSpec, PEArray
 from mapper.cost import traffic
-from mapper.schedule import EinsumFacts, Schedule, check, einsum_cycles, einsum_facts, exposed_latency
-from mapper.search import layout
+from mapper.schedule import (
+    EinsumFacts,
+    Schedule,
+    check,
+    einsum_cycles,
+    einsum_facts,
+    exposed_latency,
+    layout,
+)
 from mapper.sram import SRAMModel
 from sim.accounting import Accounting, constant_scalings
 from sim.accounting import accounting as _accounting
@@ -116,25 +122,12 @@ def evaluate(
     bpc = arch.dram.bandwidth_bytes_per_s / arch.clock_hz
     one_pass = bool(cascade.iterative)
     summed = acct.summed_op_cycles_one_pass and one_pass
-    buffer = arch.buffer
-    if acct.buffer_one_port_one_bank:
-        buffer = dataclasses.replace(buffer, ports=1, banks=1)
+    buffer = acct.priced_buffer(arch.buffer)
     buf = buffer.costs(arch.word_bits, sram_model)
     scalings = constant_scalings(cascade) if acct.scaling_unpriced else {}
 
     # -- traffic ------------------------------------------------------------------------------------
-    moved = traffic(
-        cascade,
-        schedule,
-        full=full,
-        tile=tile,
-        instances=inst,
-        word_bytes=word,
-        query=lay.query,
-        key=lay.key,
-        step=lay.step,
-        whole=lay.whole,
-    )
+    moved = traffic(cascade, schedule, full=full, tile=tile, instances=inst, word_bytes=word, lay=lay)
     dram = list(moved.dram_bytes)
 
     # -- compute, per Einsum ----------------------------------------------------------------------
@@ -158,9 +151,7 @@ def evaluate(
         spatial = schedule.spatial[arr.name]
         temporal_reduction = bool(f.reduced) and not any(r in spatial for r in f.reduced)
         rf_ops = (counts["mac"] + counts["add"] + counts["max"]) * inst if temporal_reduction else 0
-        rf_pj = rf_ops * (arr.rf_read_pj + arr.rf_write_pj)
-        if acct.rf_one_instance:
-            rf_pj /= arr.pes
+        rf_pj = rf_ops * (arr.rf_read_pj + arr.rf_write_pj) * acct.rf_share(arr)
         cyc = einsum_cycles(f, arr, spatial, tile, systolic=systolic, summed=summed)
         n_tasks = q_tiles if (not f.step and lay.step) else q_tiles * steps
         busy[arr.name] += cyc * n_tasks
@@ -203,8 +194,7 @@ def evaluate(
     if leakage:
         comp["buffer.leakage"] = buf.leakage_mw * latency_s * 1e9  # mW x s = mJ = 1e9 pJ
     energy = sum(comp.values())
-    area = arch.area_um2(sram_model)
-    area["buffer"] = buffer.costs(arch.word_bits, sram_model).area_um2
+    area = arch.replace(buffer=buffer).area_um2(sram_model)
     report = Report(
         cascade=cascade.name,
         arch=arch.name,
@@ -347,12 +337,10 @@ def gemm_report(
     latency = max(cycles, traffic / bpc)
     macs = m * k * n
     e = arch.energy
-    rf = arr.rf_read_pj + arr.rf_write_pj
-    if acct.rf_one_instance:
-        rf /= arr.pes
-        buffer_pj = 0.0
-    else:
-        buf = arch.buffer.costs(arch.word_bits, sram_model)
+    rf = (arr.rf_read_pj + arr.rf_write_pj) * acct.rf_share(arr)
+    buffer_pj = 0.0
+    if not acct.gemms_bypass_buffer:
+        buf = acct.priced_buffer(arch.buffer).costs(arch.word_bits, sram_model)
         reads = k * (m * folds_n + n * folds_m)
         writes = m * k + k * n + m * n
         buffer_pj = reads * buf.read_pj_per_word + writes * buf.write_pj_per_word

@@ -105,7 +105,7 @@ def test_steady_state_jump_is_exact(interleave, query_tiles, steps):
     c = LIB("attention_1pass")
     s = search(c, arch, SearchOptions(sizes=TOY.sizes, interleave=interleave))
     facts = {f.name: f for f in einsum_facts(c)}
-    from mapper.search import layout
+    from mapper.schedule import layout
     from sim.model import _tasks
 
     tasks = _tasks(s.kernels[0], facts, s, arch, {"P": 2, "M0": 2, "M1": 1, "M": 8, "E": 2, "F": 2}, False,
