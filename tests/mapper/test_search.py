@@ -156,3 +156,22 @@ def test_bind_names_an_unknown_einsum_or_array():
         search(c, mapper.fusemax(), SearchOptions(sizes=sizes, bind={"qk": "2d"}))
     with pytest.raises(mapper.ArchError, match=r"has no array '2D'; did you mean '2d'\?"):
         search(c, mapper.fusemax(), SearchOptions(sizes=sizes, bind={"QK": "2D"}))
+
+
+def test_no_fusion_granularity_fits_says_why_for_each():
+    import sim
+
+    w = sim.workload("BERT", "16K")
+    with pytest.raises(ScheduleError, match=r"no fusion granularity of 'flat' fits: 256 rows: a row of M = 16384 words "
+                                            r"\(32768 bytes\) does not fit the 65536-byte buffer beside the key tile "
+                                            r"\(131072 bytes\) and the Q and output rows of 256 queries; 512 rows: "):
+        search(einsum.library.get("attention_3pass"), mapper.flat(buffer_bytes=64 * 1024), SearchOptions(sizes=w.sizes))
+
+
+def test_buffer_geometry_is_validated():
+    with pytest.raises(mapper.ArchError, match=r"buffer: ports must be positive, found 0"):
+        mapper.Buffer(capacity_bytes=1024, ports=0)
+    with pytest.raises(mapper.ArchError, match=r"buffer: width_bits must be an integer, found 64.5"):
+        mapper.Buffer(capacity_bytes=1024, width_bits=64.5)
+    with pytest.raises(mapper.ArchError, match=r"buffer: read_pj_per_word must not be negative, found -1"):
+        mapper.Buffer(capacity_bytes=1024, read_pj_per_word=-1)
