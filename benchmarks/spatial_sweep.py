@@ -27,7 +27,7 @@ def _per_tile_peer() -> tuple[float, float]:
     c = einsum.library.get("attention_1pass")
     arch = mapper.fusemax()
     w = sim.workload("BERT", "1K")
-    s = search(c, arch, SearchOptions(sizes=w.sizes))
+    s = search(c, arch, SearchOptions(fusion="fused", sizes=w.sizes))
     full, tile = _sizes(c, s, w)
     tasks = _tasks(s.kernels[0], {f.name: f for f in einsum_facts(c)}, s, arch, tile, False, layout(c), c)
     kw = {

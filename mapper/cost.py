@@ -25,9 +25,12 @@ import math
 from collections.abc import Mapping
 
 import einsum
-from mapper.schedule import EinsumFacts, Layout, Schedule, _accesses, einsum_facts
+from mapper.arch import ArchSpec
+from mapper.nest import action_pj, schedule_nests
+from mapper.schedule import EinsumFacts, Layout, Schedule, _accesses, actions_at, einsum_cycles, einsum_facts
+from mapper.sram import SRAMError
 
-__all__ = ["Traffic", "traffic"]
+__all__ = ["Estimate", "Traffic", "estimate", "traffic"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,30 +117,43 @@ def traffic(
     dram = [0.0 for _ in schedule.kernels]
     reads = 0.0
     writes = 0.0
-    consumers = {t: [f for f in facts.values() if t in f.reads] for t in size_of}
-    for inp in cascade.inputs:
-        uses = consumers.get(inp.name, [])
+    # Einsums run as loop nests (:mod:`mapper.nest`) account for their own traffic; here only the
+    # tiled kernels' reads of what the nests leave behind
+    nested = set(schedule.nests)
+    consumers = {t: [f for f in facts.values() if t in f.reads and f.name not in nested] for t in size_of}
+    staged = [t for t in nested if consumers.get(t)]
+    for inp in [*cascade.inputs, *staged]:
+        name = inp if isinstance(inp, str) else inp.name
+        uses = consumers.get(name, [])
         # partition views (BK, BV) read the input; their consumers are the real readers
         readers = list(uses) + [
             g
             for e in cascade.einsums
-            if inp.name in {a.tensor for a in _accesses(e.expr)} and e.output not in facts
+            if name in {a.tensor for a in _accesses(e.expr)} and e.output not in facts
             for g in consumers.get(e.output, [])
         ]
-        query_side = query in inp.ranks
-        k = kernel_of[readers[0].name] if readers else 0
+        if not readers:
+            continue
+        query_side = query in (facts[name].ranks if name in facts else inp.ranks)  # type: ignore[union-attr]
+        k = kernel_of[readers[0].name]
         p1 = schedule.query_tiles_on_chip[k]
         loads = 1 if query_side else max(1, (q_tiles // instances) // p1)
-        dram[k] += size_of[inp.name] * word_bytes * loads
-        writes += size_of[inp.name] * loads  # fill
         per_use = steps if query_side else p1
-        reads += size_of[inp.name] * loads * per_use * max(1, len({kernel_of[r.name] for r in readers}))
+        n_kernels = max(1, len({kernel_of[r.name] for r in readers}))
+        if name in nested and schedule.residency.get(name) == "buffer":
+            reads += size_of[name] * loads * per_use * n_kernels  # already on chip
+            continue
+        dram[k] += size_of[name] * word_bytes * loads
+        writes += size_of[name] * loads  # fill
+        reads += size_of[name] * loads * per_use * n_kernels
     for out in cascade.outputs:
+        if out in nested:
+            continue
         dram[kernel_of[out]] += size_of[out] * word_bytes
         writes += size_of[out]
     for name in facts:
         where = schedule.residency.get(name, "array")
-        if name in cascade.outputs:
+        if name in cascade.outputs or name in nested:
             continue
         readers = consumers.get(name, [])
         if where == "dram":
@@ -168,3 +184,86 @@ def traffic(
                         schedule.spill_fraction * size_of[name] * word_bytes * (1 + n_reads)
                     )
     return Traffic(dram_bytes=tuple(dram), buffer_reads=reads, buffer_writes=writes)
+
+
+@dataclasses.dataclass(frozen=True)
+class Estimate:
+    """The cost model's figures for one schedule at one instance of the workload: what the search
+    ranks by. ``latency_cycles`` is the loop nests' time plus, per tiled kernel, the slower of its
+    busiest array and its DRAM transfers; ``energy_pj`` every action, register-file access, buffer
+    access and DRAM bit priced."""
+
+    latency_cycles: float
+    energy_pj: float
+    busy_cycles: Mapping[str, float]
+    dram_bytes: float
+
+    def objective(
+        self, objective: str | Mapping[str, float], norm: tuple[float, float] = (1.0, 1.0)
+    ) -> float:
+        if objective == "latency":
+            return self.latency_cycles
+        if objective == "energy":
+            return self.energy_pj
+        if objective == "edp":
+            return self.latency_cycles * self.energy_pj
+        assert not isinstance(objective, str)
+        return (
+            objective.get("latency", 0.0) * self.latency_cycles / norm[0]
+            + objective.get("energy", 0.0) * self.energy_pj / norm[1]
+        )
+
+
+def estimate(
+    cascade: einsum.Cascade,
+    schedule: Schedule,
+    arch: ArchSpec,
+    *,
+    full: Mapping[str, int],
+    tile: Mapping[str, int],
+    lay: Layout,
+    sram_model: object = None,
+) -> Estimate:
+    """Latency and energy of ``schedule`` for one instance (one head of one sequence)."""
+    facts = {f.name: f for f in einsum_facts(cascade)}
+    word = arch.word_bytes
+    moved = traffic(cascade, schedule, full=full, tile=tile, instances=1, word_bytes=word, lay=lay)
+    nests = schedule_nests(cascade, schedule, arch, full, sram_model=sram_model)
+    q_tiles = math.prod(-(-full[r] // tile[r]) for r in schedule.tile if not (r == lay.key and lay.whole))
+    steps = full[lay.step] if lay.step else 1
+    bpc = arch.dram.bandwidth_bytes_per_s / arch.clock_hz
+    busy = {a.name: 0.0 for a in arch.arrays}
+    latency = sum(c.latency_cycles for _p, c in nests.values())
+    for name, (_p, c) in nests.items():
+        busy[schedule.nests[name].array] += c.compute_cycles
+    for ki, kernel in enumerate(schedule.kernels):
+        per = {a.name: 0.0 for a in arch.arrays}
+        for name in kernel:
+            f = facts[name]
+            arr = arch.array(schedule.binding[name])
+            cyc = einsum_cycles(f, arr, schedule.spatial[arr.name], tile)
+            n = q_tiles if (not f.step and lay.step) else q_tiles * steps
+            per[arr.name] += cyc * n
+            busy[arr.name] += cyc * n
+        compute = max(per.values()) if schedule.interleave else sum(per.values())
+        latency += max(compute, moved.dram_bytes[ki] / bpc)
+    energy = 0.0
+    for name, f in facts.items():
+        arr = arch.array(schedule.binding[name])
+        counts = actions_at(f.counts, f.ranks, full, lay)
+        pj = action_pj(arr, arch)
+        energy += sum(counts[k] * pj[k] for k in counts)
+        nest = schedule.nests.get(name)
+        spatial = nest.spatial if nest is not None else schedule.spatial[arr.name]
+        if f.reduced and not any(r in spatial for r in f.reduced):
+            energy += (counts["mac"] + counts["add"] + counts["max"]) * (arr.rf_read_pj + arr.rf_write_pj)
+    try:
+        buf = arch.buffer.costs(arch.word_bits, sram_model)  # type: ignore[arg-type]
+        read_pj, write_pj = buf.read_pj_per_word, buf.write_pj_per_word
+    except SRAMError:  # a buffer the SRAM model cannot price: latency only (energy is NaN)
+        read_pj = write_pj = math.nan
+    reads = moved.buffer_reads + sum(c.buffer_reads for _p, c in nests.values())
+    writes = moved.buffer_writes + sum(c.buffer_writes for _p, c in nests.values())
+    dram = moved.dram_total + sum(c.dram_words for _p, c in nests.values()) * word
+    energy += reads * read_pj + writes * write_pj + dram * 8 * arch.dram.pj_per_bit
+    return Estimate(latency_cycles=latency, energy_pj=energy, busy_cycles=busy, dram_bytes=dram)

@@ -31,10 +31,12 @@ __all__ = [
     "einsum_cycles",
     "exposed_latency",
     "systolic_gemm_cycles",
+    "LoopNest",
     "Schedule",
     "check",
     "einsum_facts",
     "fu_ops",
+    "actions_at",
     "RESIDENCIES",
 ]
 
@@ -161,6 +163,35 @@ def fu_ops(actions: Mapping[str, int], array: PEArray) -> dict[str, int] | str:
     return ops
 
 
+@dataclasses.dataclass(frozen=True)
+class LoopNest:
+    """One mapping of one Einsum: ``spatial`` ranks on the array's (rows, columns) (one entry on a
+    1D array; ``None`` leaves that dimension unused), buffer ``tiles`` (rank -> trips held in the
+    buffer, after the spatial split) and the loop ``order``, outermost first."""
+
+    einsum: str
+    array: str
+    spatial: tuple[str | None, ...]
+    tiles: Mapping[str, int]
+    order: tuple[str, ...]
+
+    def describe(self) -> str:
+        sp = " x ".join(r or "-" for r in self.spatial)
+        tiles = ", ".join(f"{r}:{self.tiles[r]}" for r in self.order)
+        return (
+            f"{self.einsum} on {self.array}: spatial {sp}; buffer tiles {tiles}; order {'>'.join(self.order)}"
+        )
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "einsum": self.einsum,
+            "array": self.array,
+            "spatial": list(self.spatial),
+            "tiles": dict(self.tiles),
+            "order": list(self.order),
+        }
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Schedule:
     """How a cascade runs on an architecture.
@@ -180,6 +211,12 @@ class Schedule:
         lookahead: with interleaving, how many tiles ahead the arrays' first Einsums run.
         score_rows: where the arrays' control fuses whole rows of scores (FLAT), how many query
             rows share one pass over K and V (a head, or a row block); ``None`` otherwise.
+        nests: Einsums that run on their own, each as one loop nest over its whole iteration
+            space (:class:`LoopNest`: spatial ranks, buffer tiles, loop order), one after the other
+            and before the tiled kernels: the Einsums that do not iterate over the query rank
+            (linear attention's ``KV``), or every Einsum of a layer-by-layer schedule (then
+            ``kernels`` is empty). Their intermediates stay in the buffer where ``residency`` says
+            so.
     """
 
     cascade: str
@@ -193,6 +230,15 @@ class Schedule:
     interleave: bool = True
     lookahead: int = 1
     score_rows: int | None = None
+    nests: Mapping[str, LoopNest] = dataclasses.field(default_factory=dict)
+
+    @property
+    def fusion(self) -> str:
+        """``"fused"`` (one tiled kernel), ``"kernels"`` (several tiled kernels through DRAM) or
+        ``"layerwise"`` (every Einsum its own loop nest)."""
+        if not self.kernels:
+            return "layerwise"
+        return "fused" if len(self.kernels) == 1 else "kernels"
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -202,12 +248,18 @@ class Schedule:
         d["residency"] = dict(self.residency)
         d["kernels"] = [list(k) for k in self.kernels]
         d["query_tiles_on_chip"] = list(self.query_tiles_on_chip)
+        d["nests"] = {k: v.to_dict() for k, v in self.nests.items()}
+        d["fusion"] = self.fusion
         return d
 
     def describe(self) -> str:
-        lines = [f"schedule of {self.cascade}:"]
+        lines = [f"schedule of {self.cascade} ({self.fusion}):"]
+        for n in self.nests.values():
+            lines.append("  nest " + n.describe())
+        if not self.kernels:
+            return "\n".join(lines)
         for arr in sorted(set(self.binding.values())):
-            names = [e for e, a in self.binding.items() if a == arr]
+            names = [e for e, a in self.binding.items() if a == arr and e not in self.nests]
             lines.append(
                 f"  {arr}: {', '.join(names)}  (rows x cols <- {' x '.join(self.spatial.get(arr, ()))})"
             )
@@ -261,16 +313,49 @@ def check(cascade: einsum.Cascade, schedule: Schedule, arch: ArchSpec) -> None:
             problems.append(
                 f"binding names {name!r}, which is not an Einsum of {cascade.name} that does work"
             )
-    seen = [e for k in schedule.kernels for e in k]
+    seen = [e for k in schedule.kernels for e in k] + list(schedule.nests)
     if sorted(seen) != sorted(facts):
-        problems.append(f"kernels must list every Einsum once: found {seen}, expected {list(facts)}")
+        problems.append(
+            f"kernels and nests must list every Einsum once: found {seen}, expected {list(facts)}"
+        )
+    for name, n in schedule.nests.items():
+        f = facts.get(name)
+        if f is None:
+            continue
+        if n.einsum != name or n.array != schedule.binding.get(name):
+            problems.append(
+                f"nest of {name} names Einsum {n.einsum!r} on {n.array!r}; "
+                f"the binding says {schedule.binding.get(name)!r}"
+            )
+            continue
+        try:
+            arr = arch.array(n.array)
+        except ArchError:
+            continue
+        dims = 2 if arr.is_2d else 1
+        sp = [r for r in n.spatial if r is not None]
+        if len(n.spatial) != dims or len(set(sp)) != len(sp) or any(r not in f.ranks for r in sp):
+            problems.append(
+                f"nest of {name}: spatial {list(n.spatial)} must give {dims} distinct rank(s) of "
+                f"{name} ({', '.join(f.ranks)}) or None for array {arr.name!r}"
+            )
+        if sorted(n.order) != sorted(f.ranks):
+            problems.append(
+                f"nest of {name}: loop order {list(n.order)} must list its ranks {list(f.ranks)} once"
+            )
+        if sorted(n.tiles) != sorted(f.ranks) or any(
+            isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in n.tiles.values()
+        ):
+            problems.append(
+                f"nest of {name}: tiles {dict(n.tiles)} must give a positive integer per rank {list(f.ranks)}"
+            )
     for t, where in schedule.residency.items():
         if where not in RESIDENCIES:
             problems.append(f"tensor {t}: residency {where!r} is not one of {', '.join(RESIDENCIES)}")
     for r, s in schedule.tile.items():
         if not isinstance(s, int) or s <= 0:
             problems.append(f"tile size of {r} must be a positive integer, found {s!r}")
-    if len(schedule.query_tiles_on_chip) != len(schedule.kernels) or any(
+    if len(schedule.query_tiles_on_chip) != max(1, len(schedule.kernels)) or any(
         not isinstance(p, int) or p < 1 for p in schedule.query_tiles_on_chip
     ):
         problems.append(
@@ -391,6 +476,24 @@ class Layout:
     key: str | None  # across the 2D array's rows
     whole: str | None  # the rank the key rank is part of (M for M0), if partitioned
     step: str | None  # the iterative rank (M1), stepped through one slice at a time
+    outer: str | None = None  # the partition's outer part (M1), iterative or not
+
+
+def actions_at(
+    counts: einsum.OpCounts, ranks: tuple[str, ...], full: Mapping[str, int], lay: Layout
+) -> dict[str, int]:
+    """An Einsum's actions at the workload's sizes. Where the partitioned rank is ragged (M is not
+    a multiple of the key tile M0), the last step holds only the remaining ``M mod M0`` keys: the
+    actions of the full steps plus those of the last, not those of a padded step."""
+    w, key, outer = lay.whole, lay.key, lay.outer
+    if w is None or key is None or outer is None or outer not in ranks or w not in full:
+        return counts.at(full)
+    q, r = divmod(full[w], full[key])
+    if not r:
+        return counts.at(full)
+    a = counts.at({**full, outer: q}) if q else dict.fromkeys(counts.at(full), 0)
+    b = counts.at({**full, outer: 1, key: r})
+    return {k: a[k] + b[k] for k in a}
 
 
 def layout(cascade: einsum.Cascade) -> Layout:
@@ -403,7 +506,7 @@ def layout(cascade: einsum.Cascade) -> Layout:
     step = next(iter(sorted(v.upper() for v in step_vars)), None)
     if cascade.partitions:
         part = cascade.partitions[0]
-        return Layout(query=query, key=part.parts[-1], whole=part.rank, step=step)
+        return Layout(query=query, key=part.parts[-1], whole=part.rank, step=step, outer=part.parts[0])
     # the other rank of the first contraction's output (QK[p, m] -> M; Z[m, n] -> N)
     for f in einsum_facts(cascade):
         if f.kind == "contraction":

@@ -28,17 +28,21 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import time
 from collections.abc import Mapping
 
 import einsum
 from einsum.errors import suggest
 from mapper.arch import ArchSpec, PEArray
-from mapper.cost import traffic
+from mapper.cost import Estimate, estimate
 from mapper.errors import ScheduleError
+from mapper.nest import NestCost, action_pj, check_objective, nest_problem, search_nests, spatial_choices
 from mapper.schedule import (
     EinsumFacts,
     Layout,
+    LoopNest,
     Schedule,
+    actions_at,
     check,
     einsum_cycles,
     einsum_facts,
@@ -46,10 +50,11 @@ from mapper.schedule import (
     fu_ops,
     layout,
 )
+from mapper.sram import SRAMError
 
-__all__ = ["SearchOptions", "search", "layout"]
+__all__ = ["Candidate", "SearchOptions", "SearchResult", "explore", "search", "layout"]
 
-OBJECTIVES = ("latency", "energy")
+FUSIONS = ("auto", "fused", "layerwise")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -58,31 +63,50 @@ class SearchOptions:
 
     Attributes:
         sizes: rank sizes of the workload (for example ``{"P": 1024, "M": 1024, "E": 64, "F": 64}``).
-        objective: ``"latency"`` (default) or ``"energy"``.
+        objective: ``"latency"`` (default), ``"energy"``, ``"edp"`` (energy-delay product) or
+            weights such as ``{"latency": 1, "energy": 0.5}``: a weighted sum of latency and energy,
+            each divided by its lower bound.
         interleave: overlap consecutive tiles across the arrays.
         fuse: run the cascade as one fused kernel; ``False`` gives one kernel per array run.
+        fusion: ``"auto"`` (default: the best of the fused tilings and the layer-by-layer
+            schedule), ``"fused"`` or ``"layerwise"`` (every Einsum its own loop nest).
         bind: Einsums whose array is fixed by the user.
         score_rows: on an architecture with ``score_row_blocks`` (FLAT), fix the query rows whose
             score rows share one pass over K and V (a block, or the whole query rank for FLAT's
             head granularity) instead of letting the search choose.
+        top_n: how many of the best schedules :func:`explore` returns.
+        max_latency_cycles: a constraint: schedules slower than this (per instance) are dropped.
+        max_buffer_bytes: a constraint: loop nests hold at most this much of the buffer.
     """
 
     sizes: Mapping[str, int]
-    objective: str = "latency"
+    objective: str | Mapping[str, float] = "latency"
     interleave: bool = True
     fuse: bool = True
+    fusion: str = "auto"
     bind: Mapping[str, str] = dataclasses.field(default_factory=dict)
     score_rows: int | None = None
+    top_n: int = 1
+    max_latency_cycles: float | None = None
+    max_buffer_bytes: int | None = None
 
     def __post_init__(self) -> None:
+        check_objective(self.objective)
+        if self.fusion not in FUSIONS:
+            raise ScheduleError(
+                f"unknown fusion {self.fusion!r}{suggest(self.fusion, FUSIONS)}; "
+                f"expected one of {', '.join(FUSIONS)}"
+            )
+        if isinstance(self.top_n, bool) or not isinstance(self.top_n, int) or self.top_n < 1:
+            raise ScheduleError(f"top_n must be a positive integer, found {self.top_n!r}")
+        for name in ("max_latency_cycles", "max_buffer_bytes"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int | float) or not v > 0):
+                raise ScheduleError(f"{name} must be a positive number, found {v!r}")
         if self.score_rows is not None and (
             isinstance(self.score_rows, bool) or not isinstance(self.score_rows, int) or self.score_rows <= 0
         ):
             raise ScheduleError(f"score_rows must be a positive integer, found {self.score_rows!r}")
-        if self.objective not in OBJECTIVES:
-            raise ScheduleError(
-                f"unknown objective {self.objective!r}; expected one of {', '.join(OBJECTIVES)}"
-            )
         for r, v in self.sizes.items():
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
                 raise ScheduleError(f"size of rank {r} must be a positive integer, found {v!r}")
@@ -111,7 +135,7 @@ def _full_sizes(
 ) -> dict[str, int]:
     """Workload sizes completed with the partition's parts (M0 from the array, M1 = M / M0)."""
     full = dict(sizes)
-    missing = [r for r in cascade.ranks if r not in full and not (lay.whole and r in (lay.key, lay.step))]
+    missing = [r for r in cascade.ranks if r not in full and not (lay.whole and r in (lay.key, lay.outer))]
     if missing:
         raise ScheduleError(
             f"workload gives no size for rank(s) {', '.join(missing)} of {cascade.name}; "
@@ -120,21 +144,9 @@ def _full_sizes(
     if lay.whole is not None and lay.key is not None:
         rows = max((a.rows for a in arch.arrays if a.is_2d), default=max(a.cols for a in arch.arrays))
         m = full[lay.whole]
-        if m % rows:
-            raise ScheduleError(
-                f"{lay.whole} = {m} is not divisible by the key tile {lay.key} = {rows} "
-                f"(the 2D array's rows); choose a multiple of {rows}"
-            )
         full[lay.key] = rows
-        if lay.step is not None:
-            full[lay.step] = m // rows
-    q = full[lay.query]
-    cols = max(a.cols for a in arch.arrays)
-    if q > cols and q % cols:
-        raise ScheduleError(
-            f"{lay.query} = {q} is not divisible by the query tile {cols} "
-            f"(the arrays' columns); choose a multiple of {cols}"
-        )
+        if lay.outer is not None:
+            full[lay.outer] = -(-m // rows)  # a ragged last step holds m mod rows keys
     return full
 
 
@@ -162,20 +174,86 @@ def _allowed(f: EinsumFacts, arr: PEArray, binding: Mapping[str, str]) -> bool:
 
 
 def search(cascade: einsum.Cascade, arch: ArchSpec, options: SearchOptions) -> Schedule:
-    """The best schedule of ``cascade`` on ``arch`` by ``options.objective``."""
-    lay = layout(cascade)
-    sizes = _full_sizes(cascade, lay, options.sizes, arch)
-    out_ranks = tuple(r for e in cascade.einsums if e.output in cascade.outputs for r in e.indices)
-    tile = _tile_sizes(lay, sizes, arch, tuple(r.upper() for r in out_ranks))
-    facts = einsum_facts(cascade)
-    spatial: dict[str, tuple[str, ...]] = {}
-    for a in arch.arrays:
-        if a.is_2d:
-            spatial[a.name] = (lay.key or lay.query, lay.query)
-        else:
-            spatial[a.name] = (lay.query,)
+    """The best schedule of ``cascade`` on ``arch`` by ``options.objective`` (see :func:`explore`
+    for the ranked candidates, the Pareto set and the certificate)."""
+    return explore(cascade, arch, options).best
 
-    names = [f.name for f in facts]
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    """One schedule the search costed, with the cost model's estimate for one instance."""
+
+    schedule: Schedule
+    estimate: Estimate
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchResult:
+    """What :func:`explore` found.
+
+    ``top`` are the best candidates by the objective, best first; ``pareto`` the latency-energy
+    Pareto set of every candidate; ``bound`` the (latency cycles, energy pJ) that no schedule of
+    the cascade on the architecture can beat (every operation on the array that does it cheapest,
+    compulsory traffic only); ``certified`` says every point of the space was evaluated (or pruned
+    by a bound), so ``best`` is the optimum of the space under the cost model.
+    """
+
+    best: Schedule
+    estimate: Estimate
+    top: tuple[Candidate, ...]
+    pareto: tuple[Candidate, ...]
+    objective: str
+    evaluated: int
+    nest_evaluations: int
+    space: int
+    bound: tuple[float, float]
+    certified: bool
+    seconds: float
+
+    @property
+    def gap(self) -> dict[str, float]:
+        """How far the best candidate is above the bound, as a fraction, for latency and energy."""
+        lat, en = self.bound
+        return {
+            "latency": self.estimate.latency_cycles / lat - 1 if lat else 0.0,
+            "energy": self.estimate.energy_pj / en - 1 if en else 0.0,
+        }
+
+    def describe(self) -> str:
+        g = self.gap
+        lines = [
+            f"search ({self.objective}): {self.evaluated} schedules costed "
+            f"({self.nest_evaluations} loop nests) of a space of {self.space} in {self.seconds:.3f} s; "
+            + ("certified optimum" if self.certified else "not certified (sampled)"),
+            f"  best: {self.estimate.latency_cycles:.6g} cycles, "
+            f"{self.estimate.energy_pj:.6g} pJ per instance; "
+            f"bound {self.bound[0]:.6g} cycles, {self.bound[1]:.6g} pJ (gap {g['latency']:.1%} latency, "
+            f"{g['energy']:.1%} energy)",
+        ]
+        for i, c in enumerate(self.top):
+            lines.append(
+                f"  #{i + 1}: {c.schedule.fusion:9s} {c.estimate.latency_cycles:12.6g} cycles "
+                f"{c.estimate.energy_pj:12.6g} pJ  " + _binding_text(c.schedule)
+            )
+        if len(self.pareto) > 1:
+            lines.append(f"  Pareto set: {len(self.pareto)} schedules")
+            for c in self.pareto:
+                lines.append(
+                    f"    {c.estimate.latency_cycles:12.6g} cycles {c.estimate.energy_pj:12.6g} pJ  "
+                    + _binding_text(c.schedule)
+                )
+        return "\n".join(lines)
+
+
+def _binding_text(s: Schedule) -> str:
+    by: dict[str, list[str]] = {}
+    for e, a in s.binding.items():
+        by.setdefault(a, []).append(e)
+    return "; ".join(f"{a}: {','.join(es)}" for a, es in sorted(by.items()))
+
+
+def _validate(cascade: einsum.Cascade, arch: ArchSpec, options: SearchOptions) -> None:
+    names = [f.name for f in einsum_facts(cascade)]
     for name, array in options.bind.items():
         if name not in names:
             raise ScheduleError(
@@ -183,10 +261,299 @@ def search(cascade: einsum.Cascade, arch: ArchSpec, options: SearchOptions) -> S
                 f"(its Einsums that do work: {', '.join(names)})"
             )
         arch.array(array)  # an unknown array: ArchError with a did-you-mean
+
+
+def explore(cascade: einsum.Cascade, arch: ArchSpec, options: SearchOptions) -> SearchResult:
+    """Enumerate the schedules of ``cascade`` on ``arch`` and rank them by the cost model
+    (:func:`mapper.cost.estimate`).
+
+    The space: fused tilings (every binding of the Einsums that iterate the query rank to the
+    arrays that can run them, x FLAT's granularities where the architecture has them; the Einsums
+    without the query rank run first as loop nests), and the layer-by-layer schedule (every Einsum
+    its own loop nest, searched exhaustively by :func:`mapper.nest.search_nests` on every array
+    that can run it). ``options.fusion`` restricts it to one of the two.
+    """
+    t0 = time.perf_counter()
+    _validate(cascade, arch, options)
+    lay = layout(cascade)
+    sizes = _full_sizes(cascade, lay, options.sizes, arch)
+    facts = einsum_facts(cascade)
+    candidates: list[Candidate] = []
+    nest_evals = [0]
+    space = 0
+    problems: list[str] = []
+    tiled_ok = lay.key is not None and any(lay.query in f.ranks for f in facts)
+    if options.fusion in ("auto", "fused") and tiled_ok:
+        try:
+            scheds = _tiled(cascade, arch, options, lay, sizes, nest_evals)
+            space += len(scheds)
+            candidates += scheds
+        except ScheduleError as exc:
+            if options.fusion == "fused":
+                raise
+            problems.append(f"fused: {exc}")
+    elif options.fusion == "fused":
+        raise ScheduleError(
+            f"{cascade.name} has no fused tiling: "
+            + ("no contraction gives a key rank" if lay.key is None else f"no Einsum iterates {lay.query}")
+            + "; use fusion='layerwise' or 'auto'"
+        )
+    if options.fusion in ("auto", "layerwise") and not (options.fusion == "auto" and not options.fuse):
+        try:
+            s = _layerwise(cascade, arch, options, lay, sizes, [f.name for f in facts], nest_evals)
+            candidates.append(_costed(cascade, s, arch, lay, sizes))
+            space += 1
+        except ScheduleError as exc:
+            problems.append(f"layer by layer: {exc}")
+    if not candidates:
+        raise ScheduleError(f"no schedule of {cascade.name} on {arch.name!r}: " + "; ".join(problems))
+    bound = _bound(cascade, arch, lay, sizes)
+    obj = options.objective
+    ok = [
+        c
+        for c in candidates
+        if (options.max_latency_cycles is None or c.estimate.latency_cycles <= options.max_latency_cycles)
+    ]
+    if not ok:
+        fastest = min(c.estimate.latency_cycles for c in candidates)
+        raise ScheduleError(
+            f"no schedule of {cascade.name} on {arch.name!r} meets max_latency_cycles = "
+            f"{options.max_latency_cycles:g}; the fastest takes {fastest:.6g} cycles"
+        )
+
+    if obj != "latency" and any(math.isnan(c.estimate.energy_pj) for c in ok):
+        arch.buffer.costs(arch.word_bits)  # raises the SRAM model's error, which says why
+
+    def key(c: Candidate) -> tuple[float, ...]:
+        e = c.estimate
+        crossings = sum(
+            1
+            for f in facts
+            for r in f.reads
+            if r in c.schedule.binding and c.schedule.binding[r] != c.schedule.binding[f.name]
+        )
+        second = e.energy_pj if obj == "latency" else e.latency_cycles
+        second = 0.0 if math.isnan(second) else second
+        return (_round(e.objective(obj, bound)), crossings, _round(second), -(c.schedule.score_rows or 0))
+
+    ranked = sorted(ok, key=key)
+    pareto: list[Candidate] = []
+    for c in sorted(ok, key=lambda c: (c.estimate.latency_cycles, c.estimate.energy_pj)):
+        if not pareto or c.estimate.energy_pj < pareto[-1].estimate.energy_pj:
+            pareto.append(c)
+    best = ranked[0]
+    check(cascade, best.schedule, arch)
+    return SearchResult(
+        best=best.schedule,
+        estimate=best.estimate,
+        top=tuple(ranked[: options.top_n]),
+        pareto=tuple(pareto),
+        objective=obj if isinstance(obj, str) else "weighted",
+        evaluated=len(candidates),
+        nest_evaluations=nest_evals[0],
+        space=space,
+        bound=bound,
+        certified=True,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def _round(x: float) -> float:
+    """Ties within floating-point noise are ties (then the tie-breaks decide)."""
+    return float(f"{x:.9g}")
+
+
+def _costed(
+    cascade: einsum.Cascade, s: Schedule, arch: ArchSpec, lay: Layout, sizes: Mapping[str, int]
+) -> Candidate:
+    out_ranks = tuple(r.upper() for e in cascade.einsums if e.output in cascade.outputs for r in e.indices)
+    tile = _tile_sizes(lay, sizes, arch, out_ranks) if s.kernels else dict(sizes)
+    if s.kernels:
+        for r, v in s.tile.items():
+            if not (r == lay.key and lay.whole):
+                tile[r] = min(v, sizes[r])
+    return Candidate(s, estimate(cascade, s, arch, full=sizes, tile=tile, lay=lay))
+
+
+def _bound(
+    cascade: einsum.Cascade, arch: ArchSpec, lay: Layout, sizes: Mapping[str, int]
+) -> tuple[float, float]:
+    """(latency, energy) per instance no schedule can beat: each Einsum's busiest operations on
+    the array where they take least time (all PEs busy), or least energy; compulsory DRAM traffic
+    (every input read once, every output written once) and its buffer fill and drain."""
+
+    per_time: list[float] = []
+    energy = 0.0
+    for f in einsum_facts(cascade):
+        counts = actions_at(f.counts, f.ranks, sizes, lay)
+        best_t, best_e = math.inf, math.inf
+        for a in arch.arrays:
+            ops = fu_ops(counts, a)
+            if isinstance(ops, str):
+                continue
+            best_t = min(best_t, max(ops.values(), default=0) / a.pes)
+            pj = action_pj(a, arch)
+            best_e = min(best_e, sum(counts[k] * pj[k] for k in counts))
+        if math.isfinite(best_t):
+            per_time.append(best_t)
+            energy += best_e
+    tsizes = einsum.tensor_sizes(cascade)
+    words = sum(tsizes[t.name].at(sizes) for t in cascade.inputs) + sum(
+        tsizes[t].at(sizes) for t in cascade.outputs
+    )
+    bpc = arch.dram.bandwidth_bytes_per_s / arch.clock_hz
+    try:
+        costs = arch.buffer.costs(arch.word_bits)
+        buf_pj = costs.read_pj_per_word + costs.write_pj_per_word
+    except SRAMError:
+        buf_pj = math.nan
+    latency = max(max(per_time, default=0.0), sum(per_time) / len(arch.arrays), words * arch.word_bytes / bpc)
+    energy += words * (arch.word_bytes * 8 * arch.dram.pj_per_bit + buf_pj)
+    return latency, energy
+
+
+def _nest_for(
+    cascade: einsum.Cascade,
+    f: EinsumFacts,
+    arch: ArchSpec,
+    arrays: list[str],
+    sizes: Mapping[str, int],
+    options: SearchOptions,
+    on_chip: frozenset[str],
+    resident: int,
+    forbid: frozenset[str],
+    counter: list[int],
+) -> tuple[LoopNest, NestCost]:
+    """The best loop nest of ``f`` over ``arrays`` by the objective (an exhaustive search each)."""
+    best: tuple[float, LoopNest, NestCost] | None = None
+    why: list[str] = []
+    obj = options.objective if isinstance(options.objective, str) else "edp"
+    for name in arrays:
+        arr = arch.array(name)
+        prob = nest_problem(cascade, f, arr, arch, sizes, on_chip=on_chip, resident_words=resident)
+        prob = dataclasses.replace(prob, on_chip=frozenset(t for t in prob.tensors if t in on_chip))
+        choices = [sp for sp in spatial_choices(prob) if not any(r in forbid for r in sp if r is not None)]
+        try:
+            found = search_nests(
+                prob,
+                objective=obj,
+                spatial=choices,
+                max_buffer_bytes=options.max_buffer_bytes,
+            )
+        except ScheduleError as exc:
+            why.append(f"{name}: {exc}")
+            continue
+        counter[0] += found.evaluated
+        nest, cost = found.best
+        score = cost.objective(obj)
+        if best is None or score < best[0]:
+            best = (score, nest, cost)
+    if best is None:
+        raise ScheduleError(f"no loop nest of {f.name} fits: " + "; ".join(why))
+    return best[1], best[2]
+
+
+def _arrays_for(
+    f: EinsumFacts, arch: ArchSpec, options: SearchOptions, binding: Mapping[str, str]
+) -> list[str]:
+    if f.name in options.bind:
+        return [options.bind[f.name]]
+    twos = {r: 2 for r in f.ranks}
+    out = []
+    for a in arch.arrays:
+        if isinstance(fu_ops(f.counts.at(twos), a), str):
+            continue
+        if not _allowed(f, a, binding):
+            continue
+        out.append(a.name)
+    return out
+
+
+def _layerwise(
+    cascade: einsum.Cascade,
+    arch: ArchSpec,
+    options: SearchOptions,
+    lay: Layout,
+    sizes: Mapping[str, int],
+    names: list[str],
+    counter: list[int],
+    *,
+    base: Schedule | None = None,
+) -> Schedule:
+    """Every Einsum in ``names`` its own loop nest, one after the other; intermediates between
+    nests stay in the buffer while they fit in half of it (smallest first), else go to DRAM."""
+    facts = {f.name: f for f in einsum_facts(cascade)}
+    tsizes = einsum.tensor_sizes(cascade)
+    consumed = {r for f in facts.values() for r in f.reads}
+    inter = sorted(
+        (t for t in names if t in consumed and t not in cascade.outputs), key=lambda t: tsizes[t].at(sizes)
+    )
+    kept: list[str] = []
+    room = arch.buffer.capacity_bytes // arch.word_bytes // 2
+    for t in inter:
+        w = tsizes[t].at(sizes)
+        if w <= room:
+            kept.append(t)
+            room -= w
+    resident = sum(tsizes[t].at(sizes) for t in kept)
+    binding: dict[str, str] = dict(base.binding) if base else {}
+    nests: dict[str, LoopNest] = {}
+    forbid = frozenset({lay.step} if lay.step else set())
+    for name in names:
+        f = facts[name]
+        arrays = _arrays_for(f, arch, options, binding)
+        if not arrays:
+            raise ScheduleError(f"no array of {arch.name!r} can run Einsum {name} ({f.kind})")
+        nest, _cost = _nest_for(
+            cascade, f, arch, arrays, sizes, options, frozenset(kept), resident, forbid, counter
+        )
+        binding[name] = nest.array
+        nests[name] = nest
+    residency = dict(base.residency) if base else {}
+    for inp in cascade.inputs:
+        residency.setdefault(inp.name, "dram")
+    for out in cascade.outputs:
+        residency.setdefault(out, "dram")
+    for t in names:
+        if t not in cascade.outputs:
+            residency[t] = "buffer" if t in kept else "dram"
+    if base is not None:
+        return dataclasses.replace(base, binding=binding, nests=nests, residency=residency)
+    tile = {lay.key: sizes[lay.key]} if lay.whole is not None and lay.key is not None else {}
+    return Schedule(
+        cascade=cascade.name,
+        binding=binding,
+        spatial={a.name: () for a in arch.arrays},
+        tile=tile,
+        query_tiles_on_chip=(1,),
+        residency=residency,
+        kernels=(),
+        interleave=False,
+        lookahead=0,
+        nests=nests,
+    )
+
+
+def _tiled(
+    cascade: einsum.Cascade,
+    arch: ArchSpec,
+    options: SearchOptions,
+    lay: Layout,
+    sizes: Mapping[str, int],
+    counter: list[int],
+) -> list[Candidate]:
+    """Every fused tiling: bindings of the Einsums that iterate the query rank x granularities."""
+    out_ranks = tuple(r for e in cascade.einsums if e.output in cascade.outputs for r in e.indices)
+    tile = _tile_sizes(lay, sizes, arch, tuple(r.upper() for r in out_ranks))
+    all_facts = einsum_facts(cascade)
+    facts = tuple(f for f in all_facts if lay.query in f.ranks)
+    queryless = [f.name for f in all_facts if lay.query not in f.ranks]
+    spatial: dict[str, tuple[str, ...]] = {}
+    for a in arch.arrays:
+        spatial[a.name] = (lay.key or lay.query, lay.query) if a.is_2d else (lay.query,)
     choices: list[list[str]] = []
     for f in facts:
         if f.name in options.bind:
-            arch.array(options.bind[f.name])
             choices.append([options.bind[f.name]])
             continue
         cands = _candidates(f, arch, spatial, cascade)
@@ -209,84 +576,82 @@ def search(cascade: einsum.Cascade, arch: ArchSpec, options: SearchOptions) -> S
                 f"{', '.join(needs)}; tried {'; '.join(tried)})"
             )
         choices.append(cands)
-
-    best: tuple[float, int, dict[str, str]] | None = None
-    for combo in itertools.product(*choices):
-        binding = {f.name: a for f, a in zip(facts, combo, strict=True)}
-        if not all(_allowed(f, arch.array(binding[f.name]), binding) for f in facts):
-            continue
-        cost = _estimate(facts, binding, arch, spatial, tile, options)
-        crossings = sum(1 for f in facts for r in f.reads if r in binding and binding[r] != binding[f.name])
-        key = (cost, crossings, binding)
-        if best is None or key[:2] < best[:2]:
-            best = key
-    if best is None:
-        raise ScheduleError(
-            f"no binding of {cascade.name} fits the kinds of Einsum the arrays of {arch.name!r} run"
-        )
-    binding = best[2]
-
-    kernels = _kernels(facts, binding, options.fuse)
-    lookahead = 0
-    if options.interleave:
-        load = max(_loads(facts, binding, arch, spatial, tile).values())
-        latency = max((exposed_latency(f, arch.array(binding[f.name]), spatial) for f in facts), default=0)
-        lookahead = 1 + (math.ceil(latency / load) if latency and load else 0)
     kept_tile = {
         r: tile[r]
         for r in (lay.query, lay.key)
         if r is not None and (r == lay.query or lay.whole is not None or tile.get(r) != sizes.get(r))
     }
-
-    def schedule_for(score_rows: int | None) -> Schedule:
-        residency, spill, p1 = _residency(
-            cascade, facts, binding, kernels, arch, lay, sizes, tile, score_rows=score_rows
-        )
-        return Schedule(
-            cascade=cascade.name,
-            binding=binding,
-            spatial=spatial,
-            tile=kept_tile,
-            query_tiles_on_chip=p1,
-            residency=residency,
-            spill_fraction=spill,
-            kernels=kernels,
-            interleave=options.interleave,
-            lookahead=lookahead,
-            score_rows=score_rows,
-        )
-
-    grains = _granularities(cascade, facts, binding, kernels, arch, lay, sizes, tile)
-    if options.score_rows is not None:
-        if not grains:
-            raise ScheduleError(
-                f"score_rows = {options.score_rows} asks for a fusion granularity, but {cascade.name} on "
-                f"{arch.name!r} has none to choose (the architecture has no score_row_blocks, or the "
-                "cascade keeps no whole rows of scores)"
+    out: list[Candidate] = []
+    problems: list[str] = []
+    prologue: Schedule | None = None
+    for combo in itertools.product(*choices):
+        binding = {f.name: a for f, a in zip(facts, combo, strict=True)}
+        if not all(_allowed(f, arch.array(binding[f.name]), binding) for f in facts):
+            continue
+        kernels = _kernels(facts, binding, options.fuse)
+        lookahead = 0
+        if options.interleave:
+            load = max(_loads(facts, binding, arch, spatial, tile).values())
+            latency = max(
+                (exposed_latency(f, arch.array(binding[f.name]), spatial) for f in facts), default=0
             )
-        if options.score_rows not in grains:
-            raise ScheduleError(
-                f"score_rows = {options.score_rows} is not a granularity of {arch.name!r} for "
-                f"{lay.query} = {sizes[lay.query]} (expected one of {', '.join(map(str, grains))})"
-            )
-        grains = [options.score_rows]
-    if not grains:
-        schedule = schedule_for(None)
-    else:
-        ranked = []
-        problems = []
-        for g in grains:
+            lookahead = 1 + (math.ceil(latency / load) if latency and load else 0)
+        grains: list[int | None] = list(
+            _granularities(cascade, facts, binding, kernels, arch, lay, sizes, tile)
+        )
+        if options.score_rows is not None:
+            if not grains:
+                raise ScheduleError(
+                    f"score_rows = {options.score_rows} asks for a fusion granularity, but {cascade.name} on "
+                    f"{arch.name!r} has none to choose (the architecture has no score_row_blocks, or the "
+                    "cascade keeps no whole rows of scores)"
+                )
+            if options.score_rows not in grains:
+                raise ScheduleError(
+                    f"score_rows = {options.score_rows} is not a granularity of {arch.name!r} for "
+                    f"{lay.query} = {sizes[lay.query]} (expected one of {', '.join(map(str, grains))})"
+                )
+            grains = [options.score_rows]
+        for g in grains or [None]:
             try:
-                cand = schedule_for(g)
+                residency, spill, p1 = _residency(
+                    cascade, facts, binding, kernels, arch, lay, sizes, tile, score_rows=g
+                )
             except ScheduleError as exc:
-                problems.append(f"{g} rows: {exc}")
+                problems.append(f"{g} rows: {exc}" if g else str(exc))
                 continue
-            ranked.append((_rank(cascade, cand, facts, arch, spatial, sizes, tile, lay, options), -g, cand))
-        if not ranked:
-            raise ScheduleError(f"no fusion granularity of {arch.name!r} fits: " + "; ".join(problems))
-        schedule = min(ranked, key=lambda t: t[:2])[2]
-    check(cascade, schedule, arch)
-    return schedule
+            s = Schedule(
+                cascade=cascade.name,
+                binding=binding,
+                spatial=spatial,
+                tile=kept_tile,
+                query_tiles_on_chip=p1,
+                residency=residency,
+                spill_fraction=spill,
+                kernels=kernels,
+                interleave=options.interleave,
+                lookahead=lookahead,
+                score_rows=g,
+            )
+            if queryless:
+                if prologue is None:  # the nests do not depend on the tiled binding: search once
+                    prologue = _layerwise(cascade, arch, options, lay, sizes, queryless, counter, base=s)
+                s = dataclasses.replace(
+                    s,
+                    binding={**binding, **{n: prologue.binding[n] for n in queryless}},
+                    nests=prologue.nests,
+                    residency={**prologue.residency, **residency},
+                )
+            out.append(_costed(cascade, s, arch, lay, sizes))
+    if not out:
+        unique = list(dict.fromkeys(problems))
+        if any(" rows: " in p for p in unique):
+            raise ScheduleError(f"no fusion granularity of {arch.name!r} fits: " + "; ".join(unique))
+        if len(unique) == 1:
+            raise ScheduleError(unique[0])
+        detail = "; ".join(unique) if unique else "the kinds of Einsum the arrays run"
+        raise ScheduleError(f"no fused tiling of {cascade.name} fits {arch.name!r}: {detail}")
+    return out
 
 
 def _granularities(cascade, facts, binding, kernels, arch, lay, sizes, tile) -> list[int]:  # type: ignore[no-untyped-def]
@@ -300,54 +665,12 @@ def _granularities(cascade, facts, binding, kernels, arch, lay, sizes, tile) -> 
     return [*blocks, p]
 
 
-def _rank(cascade, schedule, facts, arch, spatial, sizes, tile, lay, options) -> tuple[float, float]:  # type: ignore[no-untyped-def]
-    """(objective, tie-break) of one candidate schedule: latency bounded by the busiest array and
-    by DRAM, and the energy of its data movement (buffer accesses at the buffer's geometry, DRAM),
-    from the cost model (:mod:`mapper.cost`); per head, which scales every candidate alike."""
-    moved = traffic(
-        cascade, schedule, full=sizes, tile=tile, instances=1, word_bytes=arch.word_bytes, lay=lay
-    )
-    q_tiles = -(-sizes[lay.query] // tile[lay.query])
-    steps = sizes[lay.step] if lay.step else 1
-    loads = _loads(facts, schedule.binding, arch, spatial, tile)
-    compute = (max(loads.values()) if options.interleave else sum(loads.values())) * q_tiles * steps
-    bpc = arch.dram.bandwidth_bytes_per_s / arch.clock_hz
-    latency = max(compute, moved.dram_total / bpc)
-    buf = arch.buffer.costs(arch.word_bits)
-    energy = (
-        moved.buffer_reads * buf.read_pj_per_word
-        + moved.buffer_writes * buf.write_pj_per_word
-        + moved.dram_total * 8 * arch.dram.pj_per_bit
-    )
-    return (latency, energy) if options.objective == "latency" else (energy, latency)
-
-
 def _loads(facts, binding, arch, spatial, tile) -> dict[str, float]:  # type: ignore[no-untyped-def]
     loads = {a.name: 0.0 for a in arch.arrays}
     for f in facts:
         arr = arch.array(binding[f.name])
         loads[arr.name] += einsum_cycles(f, arr, spatial[arr.name], tile)
     return loads
-
-
-def _estimate(facts, binding, arch, spatial, tile, options) -> float:  # type: ignore[no-untyped-def]
-    if options.objective == "latency":
-        loads = _loads(facts, binding, arch, spatial, tile)
-        return max(loads.values()) if options.interleave else sum(loads.values())
-    e = arch.energy
-    total = 0.0
-    for f in facts:
-        arr = arch.array(binding[f.name])
-        a = f.counts.at(tile)
-        exp_pj = e.exp_pj if "exp" in arr.units else arr.exp_macs * e.mac_pj
-        total += (
-            (a["mac"] + a["other"]) * e.mac_pj
-            + a["add"] * e.add_pj
-            + a["max"] * e.max_pj
-            + a["exp"] * exp_pj
-            + a["div"] * e.div_pj
-        )
-    return total
 
 
 def _kernels(facts, binding, fuse) -> tuple[tuple[str, ...], ...]:  # type: ignore[no-untyped-def]

@@ -25,6 +25,7 @@ class Config:
     arch: str
     interleave: bool = True
     fuse: bool = True
+    fusion: str = "fused"  # the five configurations are fused tilings (Unfused: kernels via DRAM)
 
 
 CONFIGS = (
@@ -49,7 +50,9 @@ def run_config(
     arch = archs.preset(config.arch, array_dim=array_dim)
     cascade = einsum.library.get(config.cascade)
     schedule = search(
-        cascade, arch, SearchOptions(sizes=w.sizes, interleave=config.interleave, fuse=config.fuse)
+        cascade,
+        arch,
+        SearchOptions(sizes=w.sizes, interleave=config.interleave, fuse=config.fuse, fusion=config.fusion),
     )
     report = evaluate(cascade, schedule, arch, w, accounting=accounting)
     if end_to_end:

@@ -14,13 +14,17 @@ import einsum
 from einsum.errors import ConfigError
 from mapper.arch import ArchSpec, PEArray
 from mapper.cost import traffic
+from mapper.nest import schedule_nests
 from mapper.schedule import (
     EinsumFacts,
+    Layout,
     Schedule,
+    actions_at,
     check,
     einsum_cycles,
     einsum_facts,
     exposed_latency,
+    fu_ops,
     layout,
 )
 from mapper.sram import SRAMModel
@@ -52,10 +56,12 @@ ENERGY_OF: dict[str, Callable[[PEArray, ArchSpec], float]] = {
 def _sizes(
     cascade: einsum.Cascade, schedule: Schedule, workload: Workload
 ) -> tuple[dict[str, int], dict[str, int]]:
-    """Full rank sizes and the sizes of one tile."""
+    """Full rank sizes and the sizes of one tile. Ragged ranks (a length that is not a multiple of
+    its tile) get ``ceil`` tiles; the last one is costed as the part it holds (:func:`actions_at`)
+    where the actions are counted, and as a full tile where the array's time is (its idle PEs)."""
     lay = layout(cascade)
     full = {r: v for r, v in workload.sizes.items()}
-    missing = [r for r in cascade.ranks if r not in full and r not in (lay.key, lay.step)]
+    missing = [r for r in cascade.ranks if r not in full and r not in (lay.key, lay.outer)]
     if missing:
         raise EvaluationError(
             f"workload {workload.model} gives no size for rank(s) {', '.join(missing)} "
@@ -66,20 +72,14 @@ def _sizes(
         m0 = schedule.tile.get(lay.key)
         if m0 is None:
             raise EvaluationError(f"schedule gives no tile for {lay.key}")
-        if full[lay.whole] % m0:
-            raise EvaluationError(
-                f"sequence length {lay.whole} = {full[lay.whole]} is not divisible by the "
-                f"key tile {lay.key} = {m0}"
-            )
         full[lay.key] = tile[lay.key] = m0
+        if lay.outer is not None:
+            full[lay.outer] = tile[lay.outer] = -(-full[lay.whole] // m0)
         if lay.step is not None:
-            full[lay.step] = full[lay.whole] // m0
             tile[lay.step] = 1
     for r, size in schedule.tile.items():
         if r == lay.key and lay.whole is not None:
             continue
-        if full[r] % size and full[r] > size:
-            raise EvaluationError(f"{r} = {full[r]} is not divisible by the tile {r}0 = {size}")
         tile[r] = min(size, full[r])
     return full, tile
 
@@ -129,15 +129,27 @@ def evaluate(
     # -- traffic ------------------------------------------------------------------------------------
     moved = traffic(cascade, schedule, full=full, tile=tile, instances=inst, word_bytes=word, lay=lay)
     dram = list(moved.dram_bytes)
+    nests = schedule_nests(cascade, schedule, arch.replace(buffer=buffer), full, sram_model=sram_model)
+    nest_reads = sum(c.buffer_reads for _p, c in nests.values()) * inst
+    nest_writes = sum(c.buffer_writes for _p, c in nests.values()) * inst
+    nest_dram = sum(c.dram_words for _p, c in nests.values()) * inst * word
+    for name, (prob, cost) in nests.items():
+        if not cost.fits:
+            raise EvaluationError(
+                f"the loop nest of {name} holds {cost.buffer_words_held} words in the buffer, which has "
+                f"room for {prob.buffer_capacity_words} beside what stays on chip: "
+                f"{schedule.nests[name].describe()}"
+            )
 
     # -- compute, per Einsum ----------------------------------------------------------------------
     per_einsum: dict[str, dict[str, float | str]] = {}
     comp: dict[str, float] = {}
     busy = {a.name: 0.0 for a in arch.arrays}
+    useful = {a.name: 0.0 for a in arch.arrays}  # busiest unit's operations, per array
     macs_total = 0
     for name, f in facts.items():
         arr = arch.array(schedule.binding[name])
-        counts = f.counts.at(full)
+        counts = actions_at(f.counts, f.ranks, full, lay)
         unpriced_exp = acct.exp_unit_unpriced_one_pass and one_pass and "exp" in arr.units
 
         def pj(k: str, arr: PEArray = arr, unpriced_exp: bool = unpriced_exp) -> float:
@@ -148,21 +160,35 @@ def evaluate(
             with_scale, without = scalings[name]
             priced["mac"] -= with_scale.at(full)["mac"] - without.at(full)["mac"]
         energy = sum(priced[k] * pj(k) for k in priced) * inst
-        spatial = schedule.spatial[arr.name]
+        nest = schedule.nests.get(name)
+        spatial = nest.spatial if nest is not None else schedule.spatial[arr.name]
         temporal_reduction = bool(f.reduced) and not any(r in spatial for r in f.reduced)
         rf_ops = (counts["mac"] + counts["add"] + counts["max"]) * inst if temporal_reduction else 0
         rf_pj = rf_ops * (arr.rf_read_pj + arr.rf_write_pj) * acct.rf_share(arr)
-        cyc = einsum_cycles(f, arr, spatial, tile, systolic=systolic, summed=summed)
-        n_tasks = q_tiles if (not f.step and lay.step) else q_tiles * steps
+        if nest is not None:
+            cyc = nests[name][1].compute_cycles
+            n_tasks = inst
+        else:
+            cyc = einsum_cycles(f, arr, spatial, tile, systolic=systolic, summed=summed)
+            n_tasks = q_tiles if (not f.step and lay.step) else q_tiles * steps
         busy[arr.name] += cyc * n_tasks
+        ops = fu_ops(counts, arr)
+        busiest = max(ops.values(), default=0) * inst if isinstance(ops, dict) else 0
+        useful[arr.name] += busiest
         macs_total += counts["mac"] * inst
         per_einsum[name] = {
             "unit": arr.name,
+            "spatial": " x ".join(r or "-" for r in spatial),
             "cycles_per_tile": cyc,
             "busy_cycles": cyc * n_tasks,
+            "spatial_utilization": busiest / (arr.pes * cyc * n_tasks) if cyc else 0.0,
             "energy_pj": energy + rf_pj,
             "macs": counts["mac"] * inst,
         }
+        if nest is not None:
+            per_einsum[name]["mapping"] = nest.describe()
+            per_einsum[name]["bound_by"] = nests[name][1].bound_by
+            per_einsum[name]["latency_cycles"] = nests[name][1].latency_cycles * inst
         for k, v in priced.items():
             if v:
                 unit = "exp" if k == "exp" and "exp" in arr.units else "mac" if k in ("other", "exp") else k
@@ -170,12 +196,15 @@ def evaluate(
                 comp[key] = comp.get(key, 0.0) + v * pj(k) * inst
         if rf_pj:
             comp[f"{arr.name}.rf"] = comp.get(f"{arr.name}.rf", 0.0) + rf_pj
-    comp["buffer"] = moved.buffer_reads * buf.read_pj_per_word + moved.buffer_writes * buf.write_pj_per_word
-    total_dram = sum(dram)
+    buffer_reads = moved.buffer_reads + nest_reads
+    buffer_writes = moved.buffer_writes + nest_writes
+    comp["buffer"] = buffer_reads * buf.read_pj_per_word + buffer_writes * buf.write_pj_per_word
+    total_dram = sum(dram) + nest_dram
     comp["dram"] = total_dram * 8 * arch.dram.pj_per_bit
 
     # -- timing -------------------------------------------------------------------------------------
-    cycles = 0.0
+    # the nests run one after the other, each as fast as its slowest of compute, DRAM and buffer
+    cycles = sum(c.latency_cycles for _p, c in nests.values()) * inst
     simulated = 0
     for ki, kernel in enumerate(schedule.kernels):
         tasks = _tasks(kernel, facts, schedule, arch, tile, systolic, lay, cascade, summed)
@@ -205,10 +234,15 @@ def evaluate(
         latency_s=latency_s,
         energy_pj=energy,
         traffic_bytes=total_dram,
-        buffer_traffic_bytes=moved.buffer_words * word,
-        buffer_reads=moved.buffer_reads,
-        buffer_writes=moved.buffer_writes,
+        buffer_traffic_bytes=(buffer_reads + buffer_writes) * word,
+        buffer_reads=buffer_reads,
+        buffer_writes=buffer_writes,
         utilization={a: b / cycles for a, b in busy.items()} if cycles else {a: 0.0 for a in busy},
+        spatial_utilization={
+            a.name: useful[a.name] / (a.pes * busy[a.name]) if busy[a.name] else 0.0 for a in arch.arrays
+        },
+        pe_utilization={a.name: useful[a.name] / (a.pes * cycles) if cycles else 0.0 for a in arch.arrays},
+        fusion=schedule.fusion,
         busy_cycles=busy,
         per_einsum=per_einsum,
         per_component_pj=comp,
@@ -222,7 +256,7 @@ def evaluate(
         per_component_area_mm2={k: v / 1e6 for k, v in area.items()},
         score_rows=schedule.score_rows,
     )
-    _self_check(report, cascade, full, inst, word)
+    _self_check(report, cascade, full, inst, word, lay, {a.name: a.pes for a in arch.arrays}, useful)
     return report
 
 
@@ -265,8 +299,28 @@ def _tasks(kernel, facts, schedule, arch, tile, systolic, lay, cascade, summed=F
     return tasks
 
 
-def _self_check(r: Report, cascade: einsum.Cascade, full: Mapping[str, int], inst: int, word: int) -> None:
+def _self_check(
+    r: Report,
+    cascade: einsum.Cascade,
+    full: Mapping[str, int],
+    inst: int,
+    word: int,
+    lay: Layout,
+    pes: Mapping[str, int],
+    useful: Mapping[str, float],
+) -> None:
     problems = []
+    for a, ops in useful.items():
+        # an array cannot do more than one operation per PE and unit per cycle
+        if r.busy_cycles[a] * pes[a] < ops * (1 - 1e-12):
+            problems.append(
+                f"array {a} is busy {r.busy_cycles[a]} cycles for {ops} operations on its busiest "
+                f"unit, fewer than operations / PEs = {ops / pes[a]}"
+            )
+    for name, table in (("spatial", r.spatial_utilization), ("PE", r.pe_utilization)):
+        for a, u in table.items():
+            if not 0 <= u <= 1 + 1e-9:
+                problems.append(f"{name} utilization of {a} = {u} (must be in [0, 1])")
     sizes = einsum.tensor_sizes(cascade)
     inputs = sum(sizes[t.name].at(full) for t in cascade.inputs) * inst
     outputs = sum(sizes[t].at(full) for t in cascade.outputs) * inst
@@ -302,7 +356,15 @@ def _self_check(r: Report, cascade: einsum.Cascade, full: Mapping[str, int], ins
     for a, u in r.utilization.items():
         if u > 1 + 1e-9 or u < 0:
             problems.append(f"utilization of {a} = {u} (must be in [0, 1])")
-    expected = sum(c.at(full)["mac"] for c in einsum.op_counts(cascade)) * inst
+    ranks = {f.name: f.ranks for f in einsum_facts(cascade)}
+    expected = (
+        sum(
+            actions_at(c, ranks[e.output], full, lay)["mac"]
+            for e, c in zip(cascade.einsums, einsum.op_counts(cascade), strict=True)
+            if e.output in ranks
+        )
+        * inst
+    )
     if expected != r.macs:
         problems.append(f"MACs {r.macs} differ from the cascade's operation count {expected}")
     if problems:

@@ -40,6 +40,13 @@ class Report:
     area_mm2: float = 0.0
     per_component_area_mm2: Mapping[str, float] = dataclasses.field(default_factory=dict)
     score_rows: int | None = None  # FLAT's granularity: query rows per pass over K and V
+    # busiest unit's operations / (PEs x busy cycles): how full an array is while it works
+    spatial_utilization: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    # busiest unit's operations / (PEs x latency): time-busy x spatial
+    pe_utilization: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    fusion: str = "fused"  # "fused", "kernels" (through DRAM) or "layerwise" (loop nests)
+    tiles_skipped: int = 0  # tiles a mask leaves wholly masked, not computed
+    tiles_total: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -86,13 +93,25 @@ class Report:
             + (f"  (buffer {self.per_component_area_mm2.get('buffer', 0.0):.4g} mm^2)"),
             f"  DRAM traffic {self.traffic_bytes:14.6g} bytes"
             f"  (memory time / latency = {self.memory_bound_fraction:.2f})",
-            "  utilization  " + ", ".join(f"{a} {u:.3f}" for a, u in self.utilization.items()),
+            "  utilization  time-busy "
+            + ", ".join(f"{a} {u:.3f}" for a, u in self.utilization.items())
+            + ";  spatial (PEs working while busy) "
+            + ", ".join(f"{a} {u:.3f}" for a, u in self.spatial_utilization.items())
+            + ";  overall "
+            + ", ".join(f"{a} {u:.4f}" for a, u in self.pe_utilization.items()),
+            f"  mapping      {self.fusion}"
+            + (
+                f"; {self.tiles_skipped} of {self.tiles_total} tiles wholly masked, skipped"
+                if self.tiles_total
+                else ""
+            ),
             "  per Einsum:",
         ]
         for name, e in self.per_einsum.items():
             lines.append(
-                f"    {name:6s} on {e['unit']:3s}  busy {e['busy_cycles']:12.6g} cycles  "
-                f"energy {e['energy_pj']:12.6g} pJ"
+                f"    {name:6s} on {e['unit']:3s} ({e.get('spatial', '')})  "
+                f"busy {e['busy_cycles']:12.6g} cycles  "
+                f"spatial {e.get('spatial_utilization', 0.0):.3f}  energy {e['energy_pj']:12.6g} pJ"
             )
         lines.append("  energy per component:")
         for name, v in sorted(self.per_component_pj.items(), key=lambda kv: -kv[1]):

@@ -14,7 +14,16 @@ import re
 
 from einsum.errors import ConfigError, suggest
 
-__all__ = ["MODELS", "SEQ_LENGTHS", "Model", "Workload", "format_seq", "parse_seq", "workload"]
+__all__ = [
+    "MODELS",
+    "SEQ_LENGTHS",
+    "Model",
+    "Workload",
+    "format_seq",
+    "parse_seq",
+    "parse_sizes",
+    "workload",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +53,9 @@ SEQ_LENGTHS = (1 << 10, 1 << 12, 1 << 14, 1 << 16, 1 << 18, 1 << 20)
 
 @dataclasses.dataclass(frozen=True)
 class Workload:
-    """Self-attention (P = M = seq) of one layer of ``model`` over ``batch`` sequences."""
+    """Self-attention (P = M = seq) of one layer of ``model`` over ``batch`` sequences, or any rank
+    sizes a user gives (``rank_sizes``: they replace the preset's, so ``P = 1`` is a decode step
+    and ``P = 512, M = 2048`` cross-attention; ``model = "custom"`` where no preset applies)."""
 
     model: str
     seq: int
@@ -54,10 +65,12 @@ class Workload:
     F: int = 64
     D: int = 768
     S: int = 3072
+    rank_sizes: tuple[tuple[str, int], ...] = ()
 
     @property
     def sizes(self) -> dict[str, int]:
-        return {"P": self.seq, "M": self.seq, "E": self.E, "F": self.F}
+        base = {} if self.model == "custom" else {"P": self.seq, "M": self.seq, "E": self.E, "F": self.F}
+        return {**base, **dict(self.rank_sizes)}
 
     @property
     def instances(self) -> int:
@@ -103,8 +116,84 @@ def format_seq(n: int) -> str:
     return str(n)
 
 
-def workload(model: str, seq: str | int, *, batch: int = 64) -> Workload:
-    """The named model's attention layer at sequence length ``seq`` (``1K``, ``64K``, ``4096``)."""
+#: Ranks of ``sizes`` that count independent problems rather than index a cascade's tensors.
+INSTANCE_RANKS = {"B": "batch", "H": "heads"}
+
+
+def parse_sizes(text: str) -> dict[str, int]:
+    """``"P=1,M=4096,E=128"`` -> ``{"P": 1, "M": 4096, "E": 128}`` (values as in :func:`parse_seq`).
+
+    >>> parse_sizes("P=1, M=4K")
+    {'P': 1, 'M': 4096}
+    """
+    out: dict[str, int] = {}
+    for part in (t.strip() for t in str(text).split(",")):
+        if not part:
+            continue
+        name, eq, value = part.partition("=")
+        name = name.strip()
+        if not eq or not name.isidentifier():
+            raise ConfigError(f"sizes: {part!r} is not RANK=SIZE (for example P=1,M=4096,E=128)")
+        try:
+            out[name.upper()] = parse_seq(value.strip())
+        except ConfigError as exc:
+            raise ConfigError(f"sizes: rank {name}: {exc}") from None
+    if not out:
+        raise ConfigError(f"sizes: {text!r} gives no RANK=SIZE pair")
+    return out
+
+
+def workload(
+    model: str | None = None,
+    seq: str | int | None = None,
+    *,
+    batch: int | None = None,
+    sizes: dict[str, int] | str | None = None,
+) -> Workload:
+    """The named model's attention layer at sequence length ``seq`` (``1K``, ``64K``, ``4096``), or
+    the rank sizes a user gives.
+
+    ``sizes`` (a dict or ``"P=1,M=4096,E=128,F=128,B=8,H=32"``) replaces the preset's sizes, or,
+    without a model, is the whole workload (``model = "custom"``). ``B`` and ``H`` are the batch and
+    the heads: independent problems, not ranks of the cascade.
+
+    >>> w = workload(sizes="P=1,M=4096,E=128,F=128,B=8,H=32")
+    >>> w.sizes, w.instances
+    ({'P': 1, 'M': 4096, 'E': 128, 'F': 128}, 256)
+    >>> workload("BERT", "4K", sizes={"P": 1}).sizes["P"]
+    1
+    """
+    given = parse_sizes(sizes) if isinstance(sizes, str) else dict(sizes or {})
+    for r, v in given.items():
+        if not isinstance(r, str) or not r.isidentifier():
+            raise ConfigError(f"sizes: rank name {r!r} is not an identifier such as P or M0")
+        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+            raise ConfigError(f"sizes: rank {r} must be a positive integer, found {v!r}")
+    inst = {INSTANCE_RANKS[r]: given.pop(r) for r in list(given) if r in INSTANCE_RANKS}
+    if batch is not None:
+        inst.setdefault("batch", batch)
+    if model is None:
+        if seq is not None:
+            raise ConfigError("a sequence length needs a model (BERT, TrXL, T5, XLM); or give sizes alone")
+        if not given:
+            raise ConfigError("a workload needs a model and a sequence length, or rank sizes")
+        length = given.get("M", given.get("P", max(given.values())))
+        return Workload(
+            model="custom",
+            seq=length,
+            batch=inst.get("batch", 1),
+            heads=inst.get("heads", 1),
+            E=given.get("E", 0),
+            F=given.get("F", 0),
+            rank_sizes=tuple(given.items()),
+        )
+    if seq is None:
+        raise ConfigError(f"model {model!r} needs a sequence length such as 1K")
+    w = _preset(model, seq, batch=inst.get("batch", 64))
+    return dataclasses.replace(w, heads=inst.get("heads", w.heads), rank_sizes=tuple(given.items()))
+
+
+def _preset(model: str, seq: str | int, *, batch: int) -> Workload:
     if model not in MODELS:
         raise ConfigError(
             f"unknown model {model!r}{suggest(model, MODELS)} (expected one of {', '.join(MODELS)})"

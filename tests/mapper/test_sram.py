@@ -125,7 +125,7 @@ def test_a_plugged_in_model_is_used():
     arch = mapper.fusemax(array_dim=2, buffer_bytes=1 << 20)
     toy = sim.Workload(model="toy", seq=8, batch=1, heads=1, E=2, F=2, D=4, S=4)
     c = einsum.library.get("attention_1pass")
-    s = mapper.search(c, arch, mapper.SearchOptions(sizes=toy.sizes))
+    s = mapper.search(c, arch, mapper.SearchOptions(fusion="fused", sizes=toy.sizes))
     r = sim.evaluate(c, s, arch, toy, sram_model=model)
     assert seen == {"capacity_bytes": 1 << 20, "width_bits": 4096, "ports": 1, "banks": 1, "technology_nm": 45.0}
     assert r.per_component_pj["buffer"] == pytest.approx(r.buffer_reads * 1.0 + r.buffer_writes * 2.0)

@@ -17,7 +17,7 @@ W = sim.workload("BERT", "1K")
 
 def _eval(cascade: str, arch: mapper.ArchSpec, acct: str | sim.Accounting, **kw) -> sim.Report:
     c = einsum.library.get(cascade)
-    s = search(c, arch, SearchOptions(sizes=W.sizes))
+    s = search(c, arch, SearchOptions(fusion="fused", sizes=W.sizes))
     return sim.evaluate(c, s, arch, W, accounting=acct, **kw)
 
 

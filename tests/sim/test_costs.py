@@ -62,7 +62,7 @@ def test_systolic_option_charges_fill_and_drain():
 def test_toy_traffic_energy_and_latency():
     arch = mapper.fusemax(array_dim=2, buffer_bytes=1 << 20)
     c = LIB("attention_1pass")
-    s = search(c, arch, SearchOptions(sizes=TOY.sizes))
+    s = search(c, arch, SearchOptions(fusion="fused", sizes=TOY.sizes))
     r = sim.evaluate(c, s, arch, TOY)
     # all four query tiles fit on chip: Q, K, V read once, AV written once: 4 x 8 x 2 words x 2 bytes
     assert r.traffic_bytes == 4 * 8 * 2 * 2
@@ -86,13 +86,13 @@ def test_toy_traffic_when_few_query_tiles_fit():
     # words each) are read once per pass; the score rows stay in the buffer.
     arch = mapper.flat(array_dim=2, buffer_bytes=1 << 20, score_row_blocks=(2, 4))
     c = LIB("attention_3pass")
-    s = search(c, arch, SearchOptions(sizes=TOY.sizes, score_rows=2))
+    s = search(c, arch, SearchOptions(fusion="fused", sizes=TOY.sizes, score_rows=2))
     assert s.query_tiles_on_chip == (1,) and s.score_rows == 2
     r = sim.evaluate(c, s, arch, TOY)
     assert r.traffic_bytes == (2 * 8 * 2 + 4 * 2 * 8 * 2) * 2
     assert r.score_rows == 2
     # the search's own choice: the whole head (8 rows) fits, and one pass over K and V is cheapest
-    s = search(c, arch, SearchOptions(sizes=TOY.sizes))
+    s = search(c, arch, SearchOptions(fusion="fused", sizes=TOY.sizes))
     assert s.query_tiles_on_chip == (4,) and s.score_rows == 8
     assert sim.evaluate(c, s, arch, TOY).traffic_bytes == 4 * 8 * 2 * 2
 
@@ -103,7 +103,7 @@ def test_steady_state_jump_is_exact(interleave, query_tiles, steps):
     """The engine jumps over tiles once the state repeats; simulating every tile must agree."""
     arch = mapper.fusemax(array_dim=2, buffer_bytes=1 << 20)
     c = LIB("attention_1pass")
-    s = search(c, arch, SearchOptions(sizes=TOY.sizes, interleave=interleave))
+    s = search(c, arch, SearchOptions(fusion="fused", sizes=TOY.sizes, interleave=interleave))
     facts = {f.name: f for f in einsum_facts(c)}
     from mapper.schedule import layout
     from sim.model import _tasks
