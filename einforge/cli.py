@@ -1,12 +1,12 @@
 """The ``einforge`` command line.
 
-    einforge demo                 the library cascades, their passes and operation counts, each
-                                  checked against a direct NumPy formula on a small head
-    einforge list                 names of the library cascades
-    einforge show NAME|FILE       canonical text, passes, per-Einsum operation counts
-    einforge check FILE...        parse and validate cascade files; every problem is listed
-    einforge run NAME|FILE -i NAME=FILE.npy ... [--size R=N ...] [-o OUT.npz]
-                                  evaluate a cascade in the float64 golden interpreter
+einforge demo                 the library cascades, their passes and operation counts, each
+                              checked against a direct NumPy formula on a small head
+einforge list                 names of the library cascades
+einforge show NAME|FILE       canonical text, passes, per-Einsum operation counts
+einforge check FILE...        parse and validate cascade files; every problem is listed
+einforge run NAME|FILE -i NAME=FILE.npy ... [--size R=N ...] [-o OUT.npz]
+                              evaluate a cascade in the float64 golden interpreter
 """
 
 from __future__ import annotations
@@ -113,11 +113,20 @@ def cmd_run(args: argparse.Namespace) -> int:
 # -- demo --------------------------------------------------------------------------------------
 
 
-def _demo_checks() -> dict[str, tuple[Callable[[np.random.Generator], dict[str, np.ndarray]],
-                                       Callable[[dict[str, np.ndarray]], np.ndarray], str]]:
+def _demo_checks() -> dict[
+    str,
+    tuple[
+        Callable[[np.random.Generator], dict[str, np.ndarray]],
+        Callable[[dict[str, np.ndarray]], np.ndarray],
+        str,
+    ],
+]:
     def attention(rng: np.random.Generator) -> dict[str, np.ndarray]:
-        return {"Q": rng.normal(size=(64, 16)), "K": rng.normal(size=(64, 16)),
-                "V": rng.normal(size=(64, 16))}
+        return {
+            "Q": rng.normal(size=(64, 16)),
+            "K": rng.normal(size=(64, 16)),
+            "V": rng.normal(size=(64, 16)),
+        }
 
     def softmax_ref(x: dict[str, np.ndarray]) -> np.ndarray:
         e = np.exp(x["X"] - x["X"].max(axis=1, keepdims=True))
@@ -140,12 +149,17 @@ def _demo_checks() -> dict[str, tuple[Callable[[np.random.Generator], dict[str, 
         "attention_3pass": (attention, att_ref, "direct NumPy softmax attention"),
         "attention_2pass": (attention, att_ref, "direct NumPy softmax attention"),
         "attention_1pass": (attention, att_ref, "direct NumPy softmax attention"),
-        **{f"attention_{n}pass_causal": (attention, causal_ref, "direct NumPy causal attention")
-           for n in (1, 2, 3)},
+        **{
+            f"attention_{n}pass_causal": (attention, causal_ref, "direct NumPy causal attention")
+            for n in (1, 2, 3)
+        },
         "softmax": (matrix, softmax_ref, "NumPy softmax"),
         "layernorm": (matrix, layernorm_ref, "NumPy mean/var normalisation"),
-        "matmul": (lambda rng: {"A": rng.normal(size=(64, 16)), "B": rng.normal(size=(16, 64))},
-                   lambda x: x["A"] @ x["B"], "A @ B"),
+        "matmul": (
+            lambda rng: {"A": rng.normal(size=(64, 16)), "B": rng.normal(size=(16, 64))},
+            lambda x: x["A"] @ x["B"],
+            "A @ B",
+        ),
     }
 
 
@@ -174,8 +188,10 @@ def cmd_demo(_: argparse.Namespace) -> int:
             for k, v in counts.at(bound).items():
                 totals[k] = totals.get(k, 0) + v
         print("  operations: " + ", ".join(f"{k} {v:,}" for k, v in totals.items() if v))
-        print(f"  golden vs {what}: max |error| {err:.2e} "
-              f"in {elapsed * 1e3:.1f} ms  [{'PASS' if ok else 'FAIL'}]")
+        print(
+            f"  golden vs {what}: max |error| {err:.2e} "
+            f"in {elapsed * 1e3:.1f} ms  [{'PASS' if ok else 'FAIL'}]"
+        )
     print()
     print(f"{len(checks) - failures} of {len(checks)} cascades agree with NumPy")
     from einforge import cli_sim
@@ -191,8 +207,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="list the library cascades").set_defaults(func=cmd_list)
     show = sub.add_parser("show", help="print a cascade, its passes and operation counts")
     show.add_argument("cascade", help="library name or cascade file")
-    show.add_argument("--passes", action="append", default=[], metavar="RANK",
-                      help="rank to count passes over (default M)")
+    show.add_argument(
+        "--passes", action="append", default=[], metavar="RANK", help="rank to count passes over (default M)"
+    )
     show.set_defaults(func=cmd_show)
     check = sub.add_parser("check", help="parse and validate cascade files")
     check.add_argument("files", nargs="+")

@@ -14,7 +14,7 @@ import einsum
 import sim
 from einsum.errors import ConfigError
 from mapper import arch as archs
-from mapper.search import SearchOptions, search
+from mapper.search import SearchOptions, explore
 
 _CONFIG_OF_ARCH = {"fusemax": "attention_1pass", "flat": "attention_3pass", "unfused": "attention_3pass"}
 
@@ -35,7 +35,11 @@ def _row(r: sim.Report) -> dict[str, Any]:
         "energy_pj": r.energy_pj,
         "traffic_bytes": r.traffic_bytes,
         "buffer_traffic_bytes": r.buffer_traffic_bytes,
-        "utilization": {"2d": r.utilization.get("2d", 0.0), "1d": r.utilization.get("1d", 0.0)},
+        "utilization": dict(r.utilization),
+        "spatial_utilization": dict(r.spatial_utilization),
+        "pe_utilization": dict(r.pe_utilization),
+        "fusion": r.fusion,
+        "macs": r.macs,
         "per_einsum": {k: dict(v) for k, v in r.per_einsum.items()},
         "per_component_pj": dict(r.per_component_pj),
         "memory_bound_fraction": r.memory_bound_fraction,
@@ -49,45 +53,148 @@ def _row(r: sim.Report) -> dict[str, Any]:
     }
 
 
+def _arch(text: str, array_dim: int | None) -> archs.ArchSpec:
+    """A preset name, or an architecture file (``.yaml``, ``.yml``, ``.json``)."""
+    if text in archs.presets():
+        return archs.preset(text, **({"array_dim": array_dim} if array_dim is not None else {}))
+    if text.endswith((".yaml", ".yml", ".json")) or Path(text).exists():
+        if array_dim is not None:
+            raise ConfigError(
+                "--array-dim applies to a preset; edit the rows and cols in the architecture file"
+            )
+        return archs.load(text)
+    from einsum.errors import suggest
+
+    raise ConfigError(
+        f"--arch {text!r} is neither a preset ({', '.join(archs.presets())}) nor an architecture "
+        f"file (.yaml, .yml or .json){suggest(text, archs.presets())}"
+    )
+
+
+def _cascade(text: str | None, arch: str) -> einsum.Cascade:
+    """A library cascade's name, or a cascade file (``.ein``) in the notation."""
+    if text is None:
+        return einsum.library.get(_CONFIG_OF_ARCH.get(arch, "attention_1pass"))
+    if text.endswith(".ein") or Path(text).exists():
+        path = Path(text)
+        if not path.is_file():
+            raise ConfigError(f"--cascade {text!r}: no such file")
+        return einsum.parse(path.read_text(encoding="utf-8"))
+    return einsum.library.get(text)
+
+
+def _objective(text: str) -> str | dict[str, float]:
+    """``latency``, ``energy``, ``edp`` or weights such as ``latency=1,energy=0.5``."""
+    if "=" not in text:
+        return text
+    out: dict[str, float] = {}
+    for part in _split(text):
+        k, _, v = part.partition("=")
+        try:
+            out[k.strip()] = float(v)
+        except ValueError:
+            raise ConfigError(f"--objective {text!r}: weight {part!r} is not NAME=NUMBER") from None
+    return out
+
+
+def _bind(items: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        for part in _split(item):
+            name, eq, array = part.partition("=")
+            if not eq or not name.strip() or not array.strip():
+                raise ConfigError(f"--bind {part!r} is not EINSUM=ARRAY (for example QK=2d)")
+            out[name.strip()] = array.strip()
+    return out
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    models = _split(args.model)
-    seqs = [sim.parse_seq(s) for s in _split(args.seq)]
-    if not models or not seqs:
-        raise ConfigError("give at least one --model and one --seq")
-    arch = archs.preset(args.arch, array_dim=args.array_dim)
-    cascade = einsum.library.get(args.cascade or _CONFIG_OF_ARCH[args.arch])
+    arch = _arch(args.arch, args.array_dim)
+    cascade = _cascade(args.cascade, args.arch)
+    if args.sizes and args.model is None and args.seq is None:
+        work = [sim.workload(sizes=args.sizes, batch=args.batch)]
+    else:
+        models = _split(args.model or "BERT")
+        seqs = [sim.parse_seq(s) for s in _split(args.seq or "1K")]
+        if not models or not seqs:
+            raise ConfigError("give at least one --model and one --seq")
+        work = [
+            sim.workload(m, s, batch=args.batch if args.batch is not None else 64, sizes=args.sizes)
+            for m in models
+            for s in seqs
+        ]
+    objective = _objective(args.objective)
+    bind = _bind(args.bind)
     rows = []
-    for m in models:
-        for s in seqs:
-            w = sim.workload(m, s, batch=args.batch)
-            options = SearchOptions(
-                sizes=w.sizes, interleave=not args.no_interleave, fuse=args.arch != "unfused"
+    for w in work:
+        options = SearchOptions(
+            sizes=w.sizes,
+            interleave=not args.no_interleave,
+            fuse=args.arch != "unfused",
+            fusion=args.fusion,
+            objective=objective,
+            bind=bind,
+            top_n=args.top,
+        )
+        found = explore(cascade, arch, options)
+        report = sim.evaluate(
+            cascade,
+            found.best,
+            arch,
+            w,
+            systolic=args.systolic,
+            accounting=args.accounting,
+            leakage=args.leakage,
+        )
+        if args.end_to_end:
+            report = report.with_gemms(
+                [
+                    sim.gemm_report(a, b, c, arch, n, accounting=args.accounting)
+                    for n, (a, b, c) in w.gemms().items()
+                ]
             )
-            schedule = search(cascade, arch, options)
-            report = sim.evaluate(
-                cascade,
-                schedule,
-                arch,
-                w,
-                systolic=args.systolic,
-                accounting=args.accounting,
-                leakage=args.leakage,
-            )
-            if args.end_to_end:
-                report = report.with_gemms(
-                    [
-                        sim.gemm_report(a, b, c, arch, n, accounting=args.accounting)
-                        for n, (a, b, c) in w.gemms().items()
-                    ]
-                )
-            rows.append(report)
-            if not args.json:
-                print(schedule.describe())
-                print(report)
-                print()
+        rows.append((report, found))
+        if not args.json:
+            print(found.describe())
+            print(found.best.describe())
+            print(report)
+            print()
     if args.json:
-        print(json.dumps([_row(r) for r in rows]))
+        print(json.dumps([{**_row(r), "search": _search_row(f)} for r, f in rows]))
     return 0
+
+
+def _search_row(f: Any) -> dict[str, Any]:
+    return {
+        "objective": f.objective,
+        "fusion": f.best.fusion,
+        "evaluated": f.evaluated,
+        "loop_nests_evaluated": f.nest_evaluations,
+        "space": f.space,
+        "certified": f.certified,
+        "estimate": {"latency_cycles": f.estimate.latency_cycles, "energy_pj": f.estimate.energy_pj},
+        "bound": {"latency_cycles": f.bound[0], "energy_pj": f.bound[1]},
+        "gap": f.gap,
+        "schedule": f.best.to_dict(),
+        "top": [
+            {
+                "latency_cycles": c.estimate.latency_cycles,
+                "energy_pj": c.estimate.energy_pj,
+                "binding": dict(c.schedule.binding),
+                "fusion": c.schedule.fusion,
+            }
+            for c in f.top
+        ],
+        "pareto": [
+            {
+                "latency_cycles": c.estimate.latency_cycles,
+                "energy_pj": c.estimate.energy_pj,
+                "binding": dict(c.schedule.binding),
+                "fusion": c.schedule.fusion,
+            }
+            for c in f.pareto
+        ],
+    }
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -243,16 +350,49 @@ def demo_compare() -> None:
 
 def add_parsers(sub: Any) -> None:
     ev = sub.add_parser("evaluate", help="map a cascade onto an accelerator and simulate it")
-    ev.add_argument("--arch", choices=archs.presets(), default="fusemax")
     ev.add_argument(
-        "--cascade", help="library cascade (default: attention_1pass on fusemax, else attention_3pass)"
+        "--arch",
+        default="fusemax",
+        help="a preset (fusemax, flat, unfused) or an architecture file (.yaml/.json)",
     )
-    ev.add_argument("--model", default="BERT", help="BERT, TrXL, T5, XLM (comma-separated)")
-    ev.add_argument("--seq", default="1K", help="sequence lengths such as 1K,64K,1M (comma-separated)")
-    ev.add_argument("--batch", type=int, default=64)
+    ev.add_argument(
+        "--cascade",
+        help="a library cascade or a cascade file (.ein); "
+        "default: attention_1pass (attention_3pass on flat, unfused)",
+    )
+    ev.add_argument(
+        "--model", help="BERT, TrXL, T5, XLM (comma-separated; default BERT unless --sizes alone)"
+    )
+    ev.add_argument("--seq", help="sequence lengths such as 1K,64K,1M (comma-separated; default 1K)")
+    ev.add_argument(
+        "--sizes",
+        help="rank sizes such as P=1,M=4096,E=128,F=128,B=8,H=32 (B batch, H heads); alone they are the "
+        "whole workload, with --model they replace the model's",
+    )
+    ev.add_argument("--batch", type=int, default=None, help="batch (default 64 with --model, 1 with --sizes)")
+    ev.add_argument(
+        "--objective",
+        default="latency",
+        help="latency (default), energy, edp, or weights like latency=1,energy=0.5",
+    )
+    ev.add_argument(
+        "--bind",
+        action="append",
+        default=[],
+        help="fix an Einsum's array, EINSUM=ARRAY (repeat or comma-separate)",
+    )
+    ev.add_argument(
+        "--fusion",
+        choices=("auto", "fused", "layerwise"),
+        default="auto",
+        help="fused tilings, layer-by-layer loop nests, or the best of both (default)",
+    )
+    ev.add_argument(
+        "--top", type=int, default=1, help="list this many of the best schedules the search found"
+    )
     ev.add_argument("--no-interleave", action="store_true", help="do not overlap tiles across the arrays")
     ev.add_argument("--end-to-end", action="store_true", help="add the projections and FFN GEMMs")
-    ev.add_argument("--array-dim", type=int, default=256, help="PE array dimension (default 256)")
+    ev.add_argument("--array-dim", type=int, default=None, help="a preset's PE array dimension (default 256)")
     ev.add_argument("--systolic", action="store_true", help="charge the 2D array's systolic fill and drain")
     ev.add_argument("--json", action="store_true", help="print one JSON array, one object per (model, seq)")
     ev.add_argument(

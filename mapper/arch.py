@@ -150,6 +150,12 @@ class Buffer:
     (by default the shipped CACTI 7 table, :func:`mapper.sram.cacti_table`), so a bigger or wider
     buffer costs more. A figure given here (``read_pj_per_word``, ``write_pj_per_word``,
     ``area_um2``, ``leakage_mw``) overrides the model's, for a buffer whose costs you know.
+
+    ``bandwidth`` bounds the words the buffer serves per cycle: ``None`` (the presets, as in the
+    FuseMax artifact, which does not model it) leaves it unbounded; ``"geometry"`` takes
+    ``width_bits / word_bits x banks x ports`` words per cycle; a number gives words per cycle.
+    Where it is bounded, the simulator's latency is at least the buffer's reads and writes over it
+    (for every loop nest and every tiled kernel).
     """
 
     capacity_bytes: int
@@ -161,8 +167,16 @@ class Buffer:
     write_pj_per_word: float | None = None
     area_um2: float | None = None
     leakage_mw: float | None = None
+    bandwidth: float | str | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.bandwidth, str):
+            if self.bandwidth != "geometry":
+                raise ArchError(
+                    f"buffer: bandwidth must be None, 'geometry' or words per cycle, found {self.bandwidth!r}"
+                )
+        elif self.bandwidth is not None:
+            _positive("buffer", bandwidth=self.bandwidth)
         _integer("buffer", capacity_bytes=self.capacity_bytes, width_bits=self.width_bits)
         _integer("buffer", banks=self.banks, ports=self.ports)
         _positive(
@@ -177,6 +191,14 @@ class Buffer:
             value = getattr(self, name)
             if value is not None:
                 _non_negative("buffer", **{name: value})
+
+    def words_per_cycle(self, word_bits: int) -> float:
+        """Words the buffer serves per cycle (``inf`` where ``bandwidth`` is None)."""
+        if self.bandwidth is None:
+            return math.inf
+        if self.bandwidth == "geometry":
+            return self.width_bits / word_bits * self.banks * self.ports
+        return float(self.bandwidth)
 
     def costs(self, word_bits: int, model: SRAMModel | None = None) -> BufferCosts:
         """Energy per word read and written (pJ), leakage (mW) and area (um^2) of this buffer:
@@ -555,13 +577,22 @@ def presets() -> tuple[str, ...]:
 
 
 def preset(name: str, **params: Any) -> ArchSpec:
-    """The named preset with its parameters (``array_dim``, ``buffer_bytes``, ...)."""
+    """The named preset with its parameters (``array_dim``, ``buffer_bytes``, ...). Parameters
+    other than the preset's defaults show in its name (``fusemax(array_dim=128)``)."""
     if name not in _PRESETS:
         raise ArchError(
             f"unknown architecture preset {name!r}{suggest(name, _PRESETS)} "
             f"(expected one of {', '.join(_PRESETS)})"
         )
     try:
-        return _PRESETS[name](**params)
+        arch = _PRESETS[name](**params)
     except TypeError as exc:
         raise ArchError(f"preset {name!r}: {exc}") from None
+    # a preset with other parameters is another architecture: its name says which
+    import inspect
+
+    defaults = {k: v.default for k, v in inspect.signature(_PRESETS[name]).parameters.items()}
+    changed = {k: v for k, v in params.items() if defaults.get(k) != v}
+    if changed:
+        arch = arch.replace(name=name + "(" + ", ".join(f"{k}={v!r}" for k, v in changed.items()) + ")")
+    return arch

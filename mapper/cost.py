@@ -236,6 +236,7 @@ def estimate(
     latency = sum(c.latency_cycles for _p, c in nests.values())
     for name, (_p, c) in nests.items():
         busy[schedule.nests[name].array] += c.compute_cycles
+    tiled = 0.0
     for ki, kernel in enumerate(schedule.kernels):
         per = {a.name: 0.0 for a in arch.arrays}
         for name in kernel:
@@ -246,7 +247,8 @@ def estimate(
             per[arr.name] += cyc * n
             busy[arr.name] += cyc * n
         compute = max(per.values()) if schedule.interleave else sum(per.values())
-        latency += max(compute, moved.dram_bytes[ki] / bpc)
+        tiled += max(compute, moved.dram_bytes[ki] / bpc)
+    latency += max(tiled, moved.buffer_words / arch.buffer.words_per_cycle(arch.word_bits))
     energy = 0.0
     for name, f in facts.items():
         arr = arch.array(schedule.binding[name])

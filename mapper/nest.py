@@ -16,8 +16,9 @@ computed once per Einsum, sizes and array):
   DRAM words of a tensor = its size x those refetches at the DRAM level; buffer reads = its size x
   the refetches at both levels (a spatial rank the tensor does not index is multicast); an output
   refetched over a reduction loop writes partial sums and reads them back;
-- the buffer holds one tile of every tensor (capacity), and serves ``width_bits / word_bits x
-  banks x ports`` words per cycle (bandwidth);
+- the buffer holds one tile of every tensor (capacity), and serves
+  :meth:`mapper.Buffer.words_per_cycle` words per cycle (unbounded unless the architecture sets
+  the buffer's ``bandwidth``);
 - latency = max(compute, DRAM bytes / DRAM bytes per cycle, buffer words / buffer words per
   cycle): tiles are double-buffered, so the three overlap and the slowest bounds;
 - energy = the Einsum's actions x pJ per action + register-file accesses (temporal reductions) +
@@ -32,7 +33,7 @@ traffic) cannot beat the best found, and so certifies the optimum over the space
 from __future__ import annotations
 
 import dataclasses
-import heapq
+import bisect
 import itertools
 import math
 import random
@@ -169,7 +170,7 @@ def nest_problem(
         read_pj, write_pj = buf.read_pj_per_word, buf.write_pj_per_word
     except SRAMError:  # a buffer the SRAM model cannot price: latency only (energy is NaN)
         read_pj = write_pj = math.nan
-    bw = arch.buffer.width_bits / arch.word_bits * arch.buffer.banks * arch.buffer.ports
+    bw = arch.buffer.words_per_cycle(arch.word_bits)
     return NestProblem(
         fact=fact,
         array=array,
@@ -466,14 +467,20 @@ def search_nests(
     norm = lower_bound(p)
     bounds = {sp: lower_bound(p, sp) for sp in choices}
 
-    def bound_score(sp: tuple[str | None, ...]) -> float:
-        lat, en = bounds[sp]
+    def primary(lat: float, en: float) -> float:
         if isinstance(objective, str):
             return {"latency": lat, "energy": en, "edp": lat * en}[objective]
         return objective.get("latency", 0.0) * lat / norm[0] + objective.get("energy", 0.0) * en / norm[1]
 
-    global_bound = min(bound_score(sp) for sp in choices)
-    heap: list[tuple[float, int, LoopNest, NestCost]] = []  # max-heap by -score, top_n long
+    def key_of(lat: float, en: float) -> tuple[float, float]:
+        # ties on the objective go to the lower energy (latency, for the energy objective)
+        return (primary(lat, en), lat if objective == "energy" else en)
+
+    def bound_score(sp: tuple[str | None, ...]) -> tuple[float, float]:
+        return key_of(*bounds[sp])
+
+    global_bound = min(bound_score(sp)[0] for sp in choices)
+    best: list[tuple[tuple[float, float], int, LoopNest, NestCost]] = []  # sorted, top_n long
     front: list[tuple[LoopNest, NestCost]] = []
     evaluated = pruned = 0
     serial = 0
@@ -486,23 +493,25 @@ def search_nests(
             return
         if max_latency_cycles is not None and cost.latency_cycles > max_latency_cycles:
             return
-        s = _score(objective, cost, norm)
+        k = key_of(cost.latency_cycles, cost.energy_pj)
         serial += 1
-        if len(heap) < top_n:
-            heapq.heappush(heap, (-s, -serial, nest, cost))
-        elif s < -heap[0][0]:
-            heapq.heapreplace(heap, (-s, -serial, nest, cost))
+        if len(best) < top_n or k < best[-1][0]:
+            bisect.insort(best, (k, serial, nest, cost), key=lambda x: (x[0], x[1]))
+            del best[top_n:]
         if pareto:
             _pareto_add(front, nest, cost)
 
+    def full() -> bool:
+        return not pareto and len(best) == top_n
+
     if budget is None:
         for sp in sorted(choices, key=bound_score):
-            if not pareto and len(heap) == top_n and bound_score(sp) >= -heap[0][0]:
+            floor = bound_score(sp)
+            if full() and floor >= best[-1][0]:  # nothing here can beat the top_n found
                 pruned += counts[sp]
                 continue
             size = counts[sp]
             done = 0
-            floor = bound_score(sp)
             for tiles, order in _points(p, sp):
                 nest = LoopNest(p.fact.name, p.array.name, sp, tiles, order)
                 consider(nest, nest_cost(p, nest))
@@ -510,8 +519,8 @@ def search_nests(
                 done += 1
                 if progress and evaluated % 20000 == 0:
                     progress(evaluated + pruned, total)
-                # the best so far meets this spatial choice's bound: nothing left here can beat it
-                if not pareto and len(heap) == top_n and -heap[0][0] <= floor * (1 + 1e-12):
+                # the top_n meet this spatial choice's bound: nothing left here can beat them
+                if full() and best[-1][0] <= floor:
                     pruned += size - done
                     break
     else:
@@ -526,14 +535,14 @@ def search_nests(
             nest = LoopNest(p.fact.name, p.array.name, sp, tiles, rng.choice(orders))
             consider(nest, nest_cost(p, nest))
             evaluated += 1
-    if not heap:
+    if not best:
         raise ScheduleError(
             f"no loop nest of Einsum {p.fact.name} on array {p.array.name!r} meets the constraints "
             f"(buffer {cap_words * p.word_bytes} bytes"
             + (f", latency <= {max_latency_cycles:g} cycles" if max_latency_cycles is not None else "")
             + ")"
         )
-    top = tuple((n, c) for _s, _i, n, c in sorted(heap, key=lambda x: (-x[0], -x[1])))
+    top = tuple((n, c) for _k, _i, n, c in best)
     return NestSearch(
         top=top,
         pareto=tuple(sorted(front, key=lambda nc: nc[1].latency_cycles)),

@@ -257,7 +257,7 @@ def _validate(cascade: einsum.Cascade, arch: ArchSpec, options: SearchOptions) -
     for name, array in options.bind.items():
         if name not in names:
             raise ScheduleError(
-                f"bind names Einsum {name!r}{suggest(name, names)}, which {cascade.name} does not have "
+                f"bind names Einsum {name!r}, which {cascade.name} does not have{suggest(name, names)} "
                 f"(its Einsums that do work: {', '.join(names)})"
             )
         arch.array(array)  # an unknown array: ArchError with a did-you-mean
@@ -433,6 +433,8 @@ def _nest_for(
         prob = nest_problem(cascade, f, arr, arch, sizes, on_chip=on_chip, resident_words=resident)
         prob = dataclasses.replace(prob, on_chip=frozenset(t for t in prob.tensors if t in on_chip))
         choices = [sp for sp in spatial_choices(prob) if not any(r in forbid for r in sp if r is not None)]
+        # a recurrence over its only rank runs on one PE, one step after the other
+        choices = choices or [(None,) * (2 if arr.is_2d else 1)]
         try:
             found = search_nests(
                 prob,

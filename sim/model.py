@@ -204,7 +204,8 @@ def evaluate(
 
     # -- timing -------------------------------------------------------------------------------------
     # the nests run one after the other, each as fast as its slowest of compute, DRAM and buffer
-    cycles = sum(c.latency_cycles for _p, c in nests.values()) * inst
+    nest_cycles = sum(c.latency_cycles for _p, c in nests.values()) * inst
+    cycles = 0.0
     simulated = 0
     for ki, kernel in enumerate(schedule.kernels):
         tasks = _tasks(kernel, facts, schedule, arch, tile, systolic, lay, cascade, summed)
@@ -219,6 +220,8 @@ def evaluate(
         )
         cycles += timing.cycles
         simulated += timing.simulated_tiles
+    # a buffer with a bounded bandwidth (Buffer.bandwidth) cannot serve the tiles faster than this
+    cycles = max(cycles, moved.buffer_words / arch.buffer.words_per_cycle(arch.word_bits)) + nest_cycles
     latency_s = cycles / arch.clock_hz
     if leakage:
         comp["buffer.leakage"] = buf.leakage_mw * latency_s * 1e9  # mW x s = mJ = 1e9 pJ

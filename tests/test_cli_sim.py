@@ -13,14 +13,44 @@ from einforge.cli import main
 
 def test_evaluate_json_through_the_console_script() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "einforge", "evaluate", "--arch", "fusemax", "--cascade", "attention_1pass",
-         "--model", "BERT,T5", "--seq", "1K,4096", "--json"],
-        capture_output=True, text=True, check=True)
+        [
+            sys.executable,
+            "-m",
+            "einforge",
+            "evaluate",
+            "--arch",
+            "fusemax",
+            "--cascade",
+            "attention_1pass",
+            "--model",
+            "BERT,T5",
+            "--seq",
+            "1K,4096",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     rows = json.loads(proc.stdout)
-    assert [(r["model"], r["seq"]) for r in rows] == [("BERT", 1024), ("BERT", 4096), ("T5", 1024), ("T5", 4096)]
+    assert [(r["model"], r["seq"]) for r in rows] == [
+        ("BERT", 1024),
+        ("BERT", 4096),
+        ("T5", 1024),
+        ("T5", 4096),
+    ]
     for r in rows:
-        assert {"model", "seq", "latency_s", "latency_cycles", "energy_pj", "traffic_bytes", "utilization",
-                "per_einsum", "per_component_pj"} <= set(r)
+        assert {
+            "model",
+            "seq",
+            "latency_s",
+            "latency_cycles",
+            "energy_pj",
+            "traffic_bytes",
+            "utilization",
+            "per_einsum",
+            "per_component_pj",
+        } <= set(r)
         assert set(r["utilization"]) == {"2d", "1d"}
     assert rows[0]["latency_s"] == pytest.approx(2.013e-3, rel=0.01)
     assert rows[0]["per_einsum"]["QK"]["unit"] == "2d"
@@ -31,15 +61,31 @@ def test_evaluate_table_and_options(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "attention_3pass on flat: BERT, seq 1024, batch 64" in out
     assert "gemms" in out
-    assert main(["evaluate", "--arch", "fusemax", "--array-dim", "128", "--seq", "1K", "--no-interleave",
-                 "--json"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--arch",
+                "fusemax",
+                "--array-dim",
+                "128",
+                "--seq",
+                "1K",
+                "--no-interleave",
+                "--json",
+            ]
+        )
+        == 0
+    )
     row = json.loads(capsys.readouterr().out)[0]
     assert row["utilization"]["1d"] < 0.5  # without interleaving the arrays wait on each other
 
 
 def test_evaluate_bad_input(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["evaluate", "--seq", "1000"]) == 2
-    assert "M = 1000 is not divisible by the key tile M0 = 256" in capsys.readouterr().err
+    assert main(["evaluate", "--sizes", "P=0,M=64"]) == 2
+    assert "sizes: rank P: sequence length must be positive" in capsys.readouterr().err
+    assert main(["evaluate", "--sizes", "P1,M=64"]) == 2
+    assert "sizes: 'P1' is not RANK=SIZE" in capsys.readouterr().err
     assert main(["evaluate", "--seq", "1G"]) == 2
     assert "sequence length '1G' is not a number like 1024, 1K, 64K or 1M" in capsys.readouterr().err
     assert main(["evaluate", "--model", "GPT"]) == 2
@@ -47,12 +93,33 @@ def test_evaluate_bad_input(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_compare_writes_table_and_plots(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["compare", "--model", "BERT", "--seq", "1K,256K", "--out", str(tmp_path), "--format", "svg",
-                 "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                "--model",
+                "BERT",
+                "--seq",
+                "1K,256K",
+                "--out",
+                str(tmp_path),
+                "--format",
+                "svg",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "FuseMax        mean speedup vs FLAT" in out
-    for name in ("results.txt", "results.json", "speedup.svg", "energy_ratio.svg", "utilization.svg",
-                 "energy_breakdown.svg"):
+    for name in (
+        "results.txt",
+        "results.json",
+        "speedup.svg",
+        "energy_ratio.svg",
+        "utilization.svg",
+        "energy_breakdown.svg",
+    ):
         assert (tmp_path / name).stat().st_size > 0
     assert len(json.loads((tmp_path / "results.json").read_text())) == 10
 
@@ -60,7 +127,10 @@ def test_compare_writes_table_and_plots(tmp_path, capsys: pytest.CaptureFixture[
 def test_evaluate_accounting_area_and_leakage(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["evaluate", "--arch", "flat", "--seq", "1K,64K", "--json"]) == 0
     physical = json.loads(capsys.readouterr().out)
-    assert main(["evaluate", "--arch", "flat", "--seq", "1K,64K", "--json", "--accounting", "fusemax-artifact"]) == 0
+    assert (
+        main(["evaluate", "--arch", "flat", "--seq", "1K,64K", "--json", "--accounting", "fusemax-artifact"])
+        == 0
+    )
     artifact = json.loads(capsys.readouterr().out)
     for p, a in zip(physical, artifact, strict=True):
         assert p["accounting"] == "physical" and a["accounting"] == "fusemax-artifact"
@@ -83,8 +153,23 @@ def test_evaluate_accounting_area_and_leakage(capsys: pytest.CaptureFixture[str]
 
 
 def test_compare_in_artifact_accounting(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["compare", "--model", "BERT", "--seq", "1K", "--out", str(tmp_path), "--quiet",
-                 "--accounting", "fusemax-artifact"]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                "--model",
+                "BERT",
+                "--seq",
+                "1K",
+                "--out",
+                str(tmp_path),
+                "--quiet",
+                "--accounting",
+                "fusemax-artifact",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "(fusemax-artifact accounting)" in out
     rows = json.loads((tmp_path / "results.json").read_text())
@@ -110,6 +195,62 @@ def test_costs_prints_the_energy_and_area_tables(capsys: pytest.CaptureFixture[s
     assert main(["costs"]) == 0
     assert "energy per action:" in capsys.readouterr().out
     assert main(["costs", "--buffer-bytes", "128M"]) == 2
-    assert "SRAM capacity 128 MiB is outside the CACTI table's grid (16 KiB to 64 MiB)" in capsys.readouterr().err
+    assert (
+        "SRAM capacity 128 MiB is outside the CACTI table's grid (16 KiB to 64 MiB)"
+        in capsys.readouterr().err
+    )
     assert main(["costs", "--buffer-bytes", "12Q"]) == 2
     assert "buffer size '12Q' is not a size like 16M" in capsys.readouterr().err
+
+
+def test_evaluate_users_own_files(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A modified preset saved as YAML (numbers such as 1e9 included), a cascade file, sizes,
+    an objective and a binding: the report names the user's architecture and passes its checks."""
+    import mapper
+
+    arch = mapper.fusemax(array_dim=64).replace(name="my-accel")
+    text = arch.to_yaml().replace("940000000.0", "9.4e8")
+    assert "9.4e8" in text
+    (tmp_path / "my.yaml").write_text(text)
+    (tmp_path / "my.ein").write_text(
+        "cascade lin\ninput Q[p, e], K[m, e], V[m, f]\noutput O\n"
+        "KV[e, f] = K[m, e] * V[m, f]\nKS[e] = sum[m] K[m, e]\n"
+        "N[p, f] = Q[p, e] * KV[e, f]\nD[p] = Q[p, e] * KS[e]\nO[p, f] = N[p, f] / D[p]\n"
+    )
+    argv = [
+        "evaluate",
+        "--arch",
+        str(tmp_path / "my.yaml"),
+        "--cascade",
+        str(tmp_path / "my.ein"),
+        "--sizes",
+        "P=1,M=4000,E=128,F=128,B=8,H=32",
+        "--objective",
+        "edp",
+        "--bind",
+        "O=1d",
+        "--json",
+    ]
+    assert main(argv) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert row["arch"] == "my-accel" and row["cascade"] == "lin" and row["batch"] == 8
+    assert row["search"]["objective"] == "edp" and row["search"]["schedule"]["binding"]["O"] == "1d"
+    assert row["macs"] == 8 * 32 * (4000 * 128 * 128 + 1 * 128 * 128 + 1 * 128)
+    for u in (*row["utilization"].values(), *row["spatial_utilization"].values()):
+        assert 0 <= u <= 1
+
+
+def test_evaluate_bind_errors_name_what_there_is(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["evaluate", "--bind", "QKK=2d"]) == 2
+    err = capsys.readouterr().err
+    assert "bind names Einsum 'QKK', which attention_1pass does not have; did you mean 'QK'?" in err
+    assert main(["evaluate", "--bind", "QK=2e"]) == 2
+    assert "has no array '2e'" in capsys.readouterr().err
+    assert main(["evaluate", "--bind", "QK"]) == 2
+    assert "--bind 'QK' is not EINSUM=ARRAY" in capsys.readouterr().err
+    assert main(["evaluate", "--arch", "fusemx"]) == 2
+    assert (
+        "nor an architecture file (.yaml, .yml or .json); did you mean 'fusemax'?" in capsys.readouterr().err
+    )
+    assert main(["evaluate", "--objective", "speed"]) == 2
+    assert "unknown objective 'speed'" in capsys.readouterr().err

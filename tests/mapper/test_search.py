@@ -168,7 +168,7 @@ def test_bind_names_an_unknown_einsum_or_array():
     with pytest.raises(ScheduleError, match=r"bind names Einsum 'XX', which attention_1pass does not have "
                                             r"\(its Einsums that do work: QK, LM, "):
         search(c, mapper.fusemax(), SearchOptions(fusion="fused", sizes=sizes, bind={"XX": "2d"}))
-    with pytest.raises(ScheduleError, match=r"bind names Einsum 'qk'; did you mean 'QK'\?"):
+    with pytest.raises(ScheduleError, match=r"bind names Einsum 'qk', which attention_1pass does not have; did you mean 'QK'\?"):
         search(c, mapper.fusemax(), SearchOptions(fusion="fused", sizes=sizes, bind={"qk": "2d"}))
     with pytest.raises(mapper.ArchError, match=r"has no array '2D'; did you mean '2d'\?"):
         search(c, mapper.fusemax(), SearchOptions(fusion="fused", sizes=sizes, bind={"QK": "2D"}))
