@@ -32,8 +32,8 @@ traffic) cannot beat the best found, and so certifies the optimum over the space
 
 from __future__ import annotations
 
-import dataclasses
 import bisect
+import dataclasses
 import itertools
 import math
 import random
