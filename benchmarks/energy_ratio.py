@@ -32,9 +32,9 @@ def _energy(
     config: sim.Config, arch: mapper.ArchSpec, w: sim.Workload, accounting: str, leakage: bool
 ) -> float:
     c = einsum.library.get(config.cascade)
-    s = search(c, arch, SearchOptions(
-        fusion="fused", sizes=w.sizes, interleave=config.interleave, fuse=config.fuse
-    ))
+    s = search(
+        c, arch, SearchOptions(fusion="fused", sizes=w.sizes, interleave=config.interleave, fuse=config.fuse)
+    )
     return sim.evaluate(c, s, arch, w, accounting=accounting, leakage=leakage).energy_pj
 
 
