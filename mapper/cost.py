@@ -26,6 +26,7 @@ from collections.abc import Mapping
 
 import einsum
 from mapper.arch import ArchSpec
+from mapper.masks import schedule_skip
 from mapper.nest import action_pj, schedule_nests
 from mapper.schedule import EinsumFacts, Layout, Schedule, _accesses, actions_at, einsum_cycles, einsum_facts
 from mapper.sram import SRAMError
@@ -232,6 +233,7 @@ def estimate(
     q_tiles = math.prod(-(-full[r] // tile[r]) for r in schedule.tile if not (r == lay.key and lay.whole))
     steps = full[lay.step] if lay.step else 1
     bpc = arch.dram.bandwidth_bytes_per_s / arch.clock_hz
+    skip, skipping = schedule_skip(cascade, schedule, arch, full=full, tile=tile, lay=lay)
     busy = {a.name: 0.0 for a in arch.arrays}
     latency = sum(c.latency_cycles for _p, c in nests.values())
     for name, (_p, c) in nests.items():
@@ -243,6 +245,7 @@ def estimate(
             f = facts[name]
             arr = arch.array(schedule.binding[name])
             cyc = einsum_cycles(f, arr, schedule.spatial[arr.name], tile)
+            cyc *= skip.live_fraction if name in skipping else 1.0
             n = q_tiles if (not f.step and lay.step) else q_tiles * steps
             per[arr.name] += cyc * n
             busy[arr.name] += cyc * n
@@ -253,6 +256,8 @@ def estimate(
     for name, f in facts.items():
         arr = arch.array(schedule.binding[name])
         counts = actions_at(f.counts, f.ranks, full, lay)
+        if name in skipping:
+            counts = {k: v * skip.live_fraction for k, v in counts.items()}  # type: ignore[misc]
         pj = action_pj(arr, arch)
         energy += sum(counts[k] * pj[k] for k in counts)
         nest = schedule.nests.get(name)

@@ -14,6 +14,7 @@ import einsum
 from einsum.errors import ConfigError
 from mapper.arch import ArchSpec, PEArray
 from mapper.cost import traffic
+from mapper.masks import schedule_skip
 from mapper.nest import schedule_nests
 from mapper.schedule import (
     EinsumFacts,
@@ -141,6 +142,10 @@ def evaluate(
                 f"{schedule.nests[name].describe()}"
             )
 
+    # -- masks: (query tile, key block) pairs a structured mask leaves empty are skipped --------------
+    skip, skipping = schedule_skip(cascade, schedule, arch, full=full, tile=tile, lay=lay)
+    live = {n: skip.live_fraction for n in skipping}
+
     # -- compute, per Einsum ----------------------------------------------------------------------
     per_einsum: dict[str, dict[str, float | str]] = {}
     comp: dict[str, float] = {}
@@ -155,25 +160,26 @@ def evaluate(
         def pj(k: str, arr: PEArray = arr, unpriced_exp: bool = unpriced_exp) -> float:
             return 0.0 if (k == "exp" and unpriced_exp) else ENERGY_OF[k](arr, arch)
 
-        priced = dict(counts)  # the actions charged energy
+        share = live.get(name, 1.0)  # the fraction of its tiles that is computed
+        priced = {k: v * share for k, v in counts.items()}  # the actions charged energy
         if acct.scaling_unpriced:
             with_scale, without = scalings[name]
-            priced["mac"] -= with_scale.at(full)["mac"] - without.at(full)["mac"]
+            priced["mac"] -= (with_scale.at(full)["mac"] - without.at(full)["mac"]) * share
         energy = sum(priced[k] * pj(k) for k in priced) * inst
         nest = schedule.nests.get(name)
         spatial = nest.spatial if nest is not None else schedule.spatial[arr.name]
         temporal_reduction = bool(f.reduced) and not any(r in spatial for r in f.reduced)
-        rf_ops = (counts["mac"] + counts["add"] + counts["max"]) * inst if temporal_reduction else 0
+        rf_ops = (counts["mac"] + counts["add"] + counts["max"]) * inst * share if temporal_reduction else 0
         rf_pj = rf_ops * (arr.rf_read_pj + arr.rf_write_pj) * acct.rf_share(arr)
         if nest is not None:
             cyc = nests[name][1].compute_cycles
             n_tasks = inst
         else:
-            cyc = einsum_cycles(f, arr, spatial, tile, systolic=systolic, summed=summed)
+            cyc = einsum_cycles(f, arr, spatial, tile, systolic=systolic, summed=summed) * share
             n_tasks = q_tiles if (not f.step and lay.step) else q_tiles * steps
         busy[arr.name] += cyc * n_tasks
         ops = fu_ops(counts, arr)
-        busiest = max(ops.values(), default=0) * inst if isinstance(ops, dict) else 0
+        busiest = max(ops.values(), default=0) * inst * share if isinstance(ops, dict) else 0
         useful[arr.name] += busiest
         macs_total += counts["mac"] * inst
         per_einsum[name] = {
@@ -184,6 +190,7 @@ def evaluate(
             "spatial_utilization": busiest / (arr.pes * cyc * n_tasks) if cyc else 0.0,
             "energy_pj": energy + rf_pj,
             "macs": counts["mac"] * inst,
+            "macs_executed": counts["mac"] * inst * share,
         }
         if nest is not None:
             per_einsum[name]["mapping"] = nest.describe()
@@ -208,7 +215,7 @@ def evaluate(
     cycles = 0.0
     simulated = 0
     for ki, kernel in enumerate(schedule.kernels):
-        tasks = _tasks(kernel, facts, schedule, arch, tile, systolic, lay, cascade, summed)
+        tasks = _tasks(kernel, facts, schedule, arch, tile, systolic, lay, cascade, summed, live)
         n = q_tiles * steps
         timing = simulate_kernel(
             tasks,
@@ -246,6 +253,9 @@ def evaluate(
         },
         pe_utilization={a.name: useful[a.name] / (a.pes * cycles) if cycles else 0.0 for a in arch.arrays},
         fusion=schedule.fusion,
+        tiles_skipped=skip.skipped,
+        tiles_total=skip.total,
+        macs_executed=sum(float(e["macs_executed"]) for e in per_einsum.values()),
         busy_cycles=busy,
         per_einsum=per_einsum,
         per_component_pj=comp,
@@ -263,7 +273,7 @@ def evaluate(
     return report
 
 
-def _tasks(kernel, facts, schedule, arch, tile, systolic, lay, cascade, summed=False) -> list[Task]:  # type: ignore[no-untyped-def]
+def _tasks(kernel, facts, schedule, arch, tile, systolic, lay, cascade, summed=False, live=None) -> list[Task]:  # type: ignore[no-untyped-def]
     names = set(kernel)
     tasks: list[Task] = []
     unit_of = {n: schedule.binding[n] for n in kernel}
@@ -290,7 +300,8 @@ def _tasks(kernel, facts, schedule, arch, tile, systolic, lay, cascade, summed=F
                 unit=arr.name,
                 cycles=einsum_cycles(
                     f, arr, schedule.spatial[arr.name], tile, systolic=systolic, summed=summed
-                ),
+                )
+                * (live or {}).get(n, 1.0),  # averaged over the tiles: wholly masked ones skipped
                 latency=exposed_latency(f, arr, schedule.spatial),
                 deps=deps,
                 prev=prev,
@@ -368,6 +379,8 @@ def _self_check(
         )
         * inst
     )
+    if not 0 <= r.macs_executed <= r.macs * (1 + 1e-12):
+        problems.append(f"MACs executed {r.macs_executed} must lie in [0, {r.macs}] (the cascade's count)")
     if expected != r.macs:
         problems.append(f"MACs {r.macs} differ from the cascade's operation count {expected}")
     if problems:

@@ -47,6 +47,7 @@ class Report:
     fusion: str = "fused"  # "fused", "kernels" (through DRAM) or "layerwise" (loop nests)
     tiles_skipped: int = 0  # tiles a mask leaves wholly masked, not computed
     tiles_total: int = 0
+    macs_executed: float = 0.0  # the MACs of the tiles computed (``macs`` counts every point)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
