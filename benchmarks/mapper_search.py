@@ -147,7 +147,8 @@ def main() -> None:
     print()
     print(f"{'':10s} {'latency (cycles)':>18s} {'energy (pJ)':>14s}  mapping")
     print(
-        f"{'einforge':10s} {a['latency_cycles']:18,.0f} {a['energy_pj']:14.4g}  {a['mapping']} ({a['bound_by']}-bound)"
+        f"{'einforge':10s} {a['latency_cycles']:18,.0f} {a['energy_pj']:14.4g}  "
+        f"{a['mapping']} ({a['bound_by']}-bound)"
     )
     if z is not None:
         print(f"{'ZigZag':10s} {z['latency_cycles']:18,.0f} {z['energy_pj']:14.4g}  {z['mapping']}")

@@ -105,7 +105,10 @@ def main() -> None:
         f"{len(rows_out)} layers x dataflows x arrays ({len({r['name'] for r in rows_out})} shapes) "
         f"in {time.perf_counter() - t0:.1f} s of SCALE-Sim\n"
     )
-    header = f"{'layer':16s} {'M':>4s} {'N':>5s} {'K':>5s} {'array':>8s} {'df':>3s} {'SCALE-Sim':>10s} {'einforge':>10s}"
+    header = (
+        f"{'layer':16s} {'M':>4s} {'N':>5s} {'K':>5s} {'array':>8s} {'df':>3s} "
+        f"{'SCALE-Sim':>10s} {'einforge':>10s}"
+    )
     print(header + f" {'sim (os)':>10s}  match")
     print("-" * (len(header) + 18))
     equal = 0
@@ -115,7 +118,8 @@ def main() -> None:
         ok = ours == r["compute_cycles"]
         equal += ok
         print(
-            f"{r['name']:16s} {r['M']:4d} {r['N']:5d} {r['K']:5d} {r['rows']:>4d}x{r['cols']:<3d} {r['dataflow']:>3s} "
+            f"{r['name']:16s} {r['M']:4d} {r['N']:5d} {r['K']:5d} "
+            f"{r['rows']:>4d}x{r['cols']:<3d} {r['dataflow']:>3s} "
             f"{r['compute_cycles']:10d} {ours:10d} {'' if fused is None else f'{fused:10.0f}':>10s}  "
             + ("yes" if ok else f"NO ({ours / r['compute_cycles'] - 1:+.2%})")
         )

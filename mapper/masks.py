@@ -15,6 +15,7 @@ is skipped.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -22,7 +23,7 @@ import numpy as np
 import einsum
 from einsum._expr import Access, Binary, BinOp, Call, Expr, Func, Neg, Num, ParamRef, Size, Var, walk
 
-__all__ = ["MaskSkip", "key_boxes", "mask_conditions", "mask_skip", "schedule_skip"]
+__all__ = ["MaskSkip", "key_boxes", "live_lower_bound", "mask_conditions", "mask_skip", "schedule_skip"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +33,7 @@ class MaskSkip:
     total: int
     skipped: int
     masks: tuple[str, ...]  # the Einsums whose where-conditions decide
+    unmasked: int = 0  # pairs where every condition holds at every point
 
     @property
     def live_fraction(self) -> float:
@@ -63,7 +65,10 @@ Bounds = tuple[np.ndarray | None, np.ndarray | None]
 
 
 def _interval(
-    expr: Expr, box: Mapping[str, tuple[np.ndarray, np.ndarray]], sizes: Mapping[str, int], params: Mapping[str, float]
+    expr: Expr,
+    box: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    sizes: Mapping[str, int],
+    params: Mapping[str, float],
 ) -> Bounds:
     """Lower and upper bounds of ``expr`` over every box (arrays broadcast over the pairs); (None,
     None) where it cannot be bounded."""
@@ -160,17 +165,46 @@ def mask_skip(
     for v, (lo, hi) in key_var_boxes.items():
         box[v] = (np.asarray(lo)[None, :], np.asarray(hi)[None, :])
     dead = np.zeros((n_q, n_k), dtype=bool)
+    clear = np.ones((n_q, n_k), dtype=bool)
     used = []
     for name, cond in conds:
         vars_ = {n.name for n in walk(cond) if isinstance(n, Var)}
         if query.lower() not in vars_ or not (vars_ & set(key_var_boxes)) or not vars_ <= set(box):
             continue
-        _lo, hi = _interval(cond, box, sizes, params)
-        if hi is None:
+        lo, hi = _interval(cond, box, sizes, params)
+        if hi is None or lo is None:
+            clear[:] = False
             continue
         dead |= np.broadcast_to(np.asarray(hi) <= 0, dead.shape)  # the condition is 0 everywhere
+        clear &= np.broadcast_to(np.asarray(lo) >= 1, clear.shape)  # ... or 1 everywhere
         used.append(name)
-    return MaskSkip(total=total, skipped=int(dead.sum()), masks=tuple(dict.fromkeys(used)))
+    if not used:
+        clear[:] = False
+    return MaskSkip(
+        total=total, skipped=int(dead.sum()), masks=tuple(dict.fromkeys(used)), unmasked=int(clear.sum())
+    )
+
+
+def live_lower_bound(cascade: einsum.Cascade, lay: object, sizes: Mapping[str, int]) -> float:
+    """A fraction of the (query, key) points no schedule can skip: the points of the pairs of a fine
+    grid (at most 2048 x 2048 pairs) where every mask holds everywhere. 1 without masks."""
+    query, key, whole, outer = lay.query, lay.key, lay.whole, lay.outer  # type: ignore[attr-defined]
+    if key is None or not mask_conditions(cascade):
+        return 1.0
+    n_keys = sizes[whole] if whole is not None else sizes[key]
+    g = max(1, math.ceil(max(sizes[query], n_keys) / 2048))
+    if whole is not None:
+        boxes = key_boxes(g, n_keys, outer=outer, inner=key)
+        at = {**sizes, key: g, outer: -(-n_keys // g)}
+    else:
+        boxes = key_boxes(g, n_keys, plain=key)
+        at = dict(sizes)
+    skip = mask_skip(cascade, query=query, key_var_boxes=boxes, query_tile=g, sizes=at)
+    if not skip.masks:
+        return 1.0
+    # whole pairs of g x g points; a ragged edge pair counts as whole, so subtract those
+    edge = (-(-sizes[query] // g)) + (-(-n_keys // g))
+    return max(0.0, (skip.unmasked - edge) / skip.total)
 
 
 def key_boxes(
@@ -197,8 +231,9 @@ def schedule_skip(
     lay: object,
 ) -> tuple[MaskSkip, frozenset[str]]:
     """The wholly masked (query tile, key block) pairs of a fused tiling and the Einsums that skip
-    them (those of the tiled kernels iterating both the query and the key rank). Key blocks are the
-    key steps (M0 keys) of a partitioned cascade, else the 2D array's rows of keys."""
+    them (those of the tiled kernels iterating both the query and the key rank, or the key steps).
+    Key blocks are the key steps (M0 keys) of a partitioned cascade, else the 2D array's rows of
+    keys."""
     from mapper.schedule import einsum_facts
 
     kernels = getattr(schedule, "kernels", ())
@@ -212,7 +247,11 @@ def schedule_skip(
         rows = max((a.rows for a in arch.arrays if a.is_2d), default=1)  # type: ignore[attr-defined]
         boxes = key_boxes(max(1, min(rows, full[key])), full[key], plain=key)
     skip = mask_skip(cascade, query=query, key_var_boxes=boxes, query_tile=tile[query], sizes=full)
+    # a wholly masked key step changes no running value either (the max stays, the sums add 0)
+    keyed = {key} | ({outer} if outer else set())
     names = frozenset(
-        f.name for f in einsum_facts(cascade) if f.name not in nests and query in f.ranks and key in f.ranks
+        f.name
+        for f in einsum_facts(cascade)
+        if f.name not in nests and query in f.ranks and keyed & set(f.ranks)
     )
     return skip, names

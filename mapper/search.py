@@ -36,12 +36,14 @@ from einsum.errors import suggest
 from mapper.arch import ArchSpec, PEArray
 from mapper.cost import Estimate, estimate
 from mapper.errors import ScheduleError
+from mapper.masks import live_lower_bound
 from mapper.nest import NestCost, action_pj, check_objective, nest_problem, search_nests, spatial_choices
 from mapper.schedule import (
     EinsumFacts,
     Layout,
     LoopNest,
     Schedule,
+    _accesses,
     actions_at,
     check,
     einsum_cycles,
@@ -384,8 +386,11 @@ def _bound(
 
     per_time: list[float] = []
     energy = 0.0
+    live = live_lower_bound(cascade, lay, sizes)  # masked points a schedule may skip
     for f in einsum_facts(cascade):
         counts = actions_at(f.counts, f.ranks, sizes, lay)
+        if live < 1 and lay.query in f.ranks and {lay.key, lay.outer} & set(f.ranks):
+            counts = {k: v * live for k, v in counts.items()}  # type: ignore[misc]
         best_t, best_e = math.inf, math.inf
         for a in arch.arrays:
             ops = fu_ops(counts, a)
@@ -398,7 +403,8 @@ def _bound(
             per_time.append(best_t)
             energy += best_e
     tsizes = einsum.tensor_sizes(cascade)
-    words = sum(tsizes[t.name].at(sizes) for t in cascade.inputs) + sum(
+    read = {a.tensor for e in cascade.einsums for a in _accesses(e.expr)}
+    words = sum(tsizes[t.name].at(sizes) for t in cascade.inputs if t.name in read) + sum(
         tsizes[t].at(sizes) for t in cascade.outputs
     )
     bpc = arch.dram.bandwidth_bytes_per_s / arch.clock_hz

@@ -20,6 +20,7 @@ from mapper.schedule import (
     EinsumFacts,
     Layout,
     Schedule,
+    _accesses,
     actions_at,
     check,
     einsum_cycles,
@@ -273,7 +274,9 @@ def evaluate(
     return report
 
 
-def _tasks(kernel, facts, schedule, arch, tile, systolic, lay, cascade, summed=False, live=None) -> list[Task]:  # type: ignore[no-untyped-def]
+def _tasks(
+    kernel, facts, schedule, arch, tile, systolic, lay, cascade, summed=False, live=None
+) -> list[Task]:  # type: ignore[no-untyped-def]
     names = set(kernel)
     tasks: list[Task] = []
     unit_of = {n: schedule.binding[n] for n in kernel}
@@ -336,7 +339,8 @@ def _self_check(
             if not 0 <= u <= 1 + 1e-9:
                 problems.append(f"{name} utilization of {a} = {u} (must be in [0, 1])")
     sizes = einsum.tensor_sizes(cascade)
-    inputs = sum(sizes[t.name].at(full) for t in cascade.inputs) * inst
+    read = {a.tensor for e in cascade.einsums for a in _accesses(e.expr)}
+    inputs = sum(sizes[t.name].at(full) for t in cascade.inputs if t.name in read) * inst
     outputs = sum(sizes[t].at(full) for t in cascade.outputs) * inst
     if r.traffic_bytes < (inputs + outputs) * word * (1 - 1e-12):
         problems.append(

@@ -1,0 +1,338 @@
+"""The general mapper: any cascade on any array shape, loop nests by hand, masks, the search's
+certificate, and every report's invariants on random cascades and architectures."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import pytest
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
+
+import einsum
+import mapper
+import sim
+from mapper.masks import key_boxes, mask_skip
+from mapper.nest import LoopNest, nest_cost, nest_problem, search_nests, space_size
+from mapper.schedule import einsum_facts
+from mapper.search import SearchOptions, explore
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "cascades"
+
+
+def _file(name: str) -> einsum.Cascade:
+    return einsum.parse((EXAMPLES / f"{name}.ein").read_text())
+
+
+def arch_64x32() -> mapper.ArchSpec:
+    a = mapper.fusemax()
+    arrays = tuple(dataclasses.replace(x, rows=64 if x.is_2d else 1, cols=32) for x in a.arrays)
+    return a.replace(name="fusemax-64x32", arrays=arrays)
+
+
+def arch_1d() -> mapper.ArchSpec:
+    a = mapper.fusemax()
+    return a.replace(name="1d-only", arrays=tuple(x for x in a.arrays if not x.is_2d))
+
+
+CASES = [
+    ("linear", lambda: _file("linear_attention"), "P=1024,M=1024,E=64,F=64,B=2,H=12"),
+    ("sigmoid", lambda: _file("sigmoid_attention"), "P=1024,M=1024,E=64,F=64,B=2,H=12"),
+    ("scan", lambda: _file("prefix_scan"), "I=4096,F=64,B=8"),
+    ("gemm_odd", lambda: einsum.library.get("matmul"), "M=1000,K=777,N=333"),
+    ("gemm_decode", lambda: einsum.library.get("matmul"), "M=1,K=4096,N=4096"),
+    ("decode", lambda: einsum.library.get("attention_1pass"), "P=1,M=4096,E=128,F=128,B=8,H=32"),
+    ("cross", lambda: einsum.library.get("attention_2pass"), "P=512,M=2048,E=64,F=64,B=8,H=12"),
+    ("causal", lambda: einsum.library.get("attention_3pass_causal"), "P=2048,M=2048,E=64,F=64,H=12"),
+    ("window", lambda: _file("sliding_window_attention"), "P=4096,M=4096,E=64,F=64,H=12"),
+    ("softmax", lambda: einsum.library.get("softmax"), "P=1000,M=1000"),
+    ("layernorm", lambda: einsum.library.get("layernorm"), "P=1000,M=768"),
+]
+
+
+@pytest.mark.parametrize("arch", [mapper.fusemax, arch_64x32, arch_1d], ids=["fusemax", "64x32", "1d"])
+@pytest.mark.parametrize(("name", "cascade", "sizes"), CASES, ids=[c[0] for c in CASES])
+def test_every_cascade_maps_and_simulates(name, cascade, sizes, arch) -> None:  # type: ignore[no-untyped-def]
+    a, c = arch(), cascade()
+    w = sim.workload(sizes=sizes)
+    found = explore(c, a, SearchOptions(sizes=w.sizes))
+    r = sim.evaluate(c, found.best, a, w)  # raises if any invariant fails
+    assert r.latency_cycles >= found.bound[0] * w.instances * (1 - 1e-9)
+    for arr in a.arrays:
+        ops = sum(
+            max(v for k, v in e.items() if k == "busy_cycles")
+            for n, e in r.per_einsum.items()
+            if e["unit"] == arr.name
+        )
+        assert ops == pytest.approx(r.busy_cycles[arr.name])
+        assert 0 <= r.spatial_utilization[arr.name] <= 1 and 0 <= r.pe_utilization[arr.name] <= 1
+
+
+def test_every_library_cascade_evaluates() -> None:
+    sizes = {"P": 300, "M": 700, "E": 64, "F": 64, "K": 96, "N": 80}
+    for name in einsum.library.names():
+        c = einsum.library.get(name)
+        w = sim.workload(sizes={r: v for r, v in sizes.items() if r in c.ranks or r in ("M", "P")})
+        found = explore(c, mapper.fusemax(), SearchOptions(sizes=w.sizes))
+        sim.evaluate(c, found.best, mapper.fusemax(), w)
+
+
+def test_linear_attention_no_longer_charges_kv_per_query_tile() -> None:
+    """KV[e, f] = K[m, e] V[m, f] does not iterate the query rank: it runs once per head as its own
+    loop nest, on the array the search picks, not once per query tile."""
+    c, a = _file("linear_attention"), mapper.fusemax()
+    w = sim.workload(sizes="P=1024,M=1024,E=64,F=64,B=64,H=12")
+    s = explore(c, a, SearchOptions(sizes=w.sizes)).best
+    assert "KV" in s.nests
+    r = sim.evaluate(c, s, a, w)
+    kv = r.per_einsum["KV"]
+    # 1024 x 64 x 64 MACs per head on at most 65,536 PEs: at least 64 cycles, at most a few hundred
+    assert 64 * w.instances <= kv["busy_cycles"] <= 1024 * w.instances
+    assert r.latency_s < 0.01  # the issue measured 214 ms before
+
+
+def test_decode_reports_spatial_utilisation_apart_from_busy_time() -> None:
+    """One query on 256 columns: the 2D array may be busy most of the time, but at most 1 of its
+    256 columns works in the fused tiling; spatial utilisation says so."""
+    c, a = einsum.library.get("attention_1pass"), mapper.fusemax()
+    w = sim.workload(sizes="P=1,M=4096,E=128,F=128,B=8,H=32")
+    s = explore(c, a, SearchOptions(sizes=w.sizes, fusion="fused")).best
+    r = sim.evaluate(c, s, a, w)
+    assert r.spatial_utilization["2d"] <= 1 / 256 + 1e-12
+    assert r.pe_utilization["2d"] <= r.spatial_utilization["2d"]
+
+
+# -- loop nests by hand ---------------------------------------------------------------------------
+
+
+def _toy_arch(rows: int, cols: int, capacity: int = 1 << 20) -> mapper.ArchSpec:
+    a = mapper.fusemax()
+    arr = dataclasses.replace([x for x in a.arrays if x.is_2d][0], rows=rows, cols=cols)
+    return a.replace(
+        arrays=(arr,),
+        buffer=mapper.Buffer(
+            capacity_bytes=capacity, read_pj_per_word=1.0, write_pj_per_word=2.0, area_um2=1.0, leakage_mw=0.0
+        ),
+        dram=mapper.DRAM(bandwidth_bytes_per_s=1e18, pj_per_bit=0.5),
+    )
+
+
+def test_loop_nest_cost_by_hand() -> None:
+    """Z[m, n] = A[m, k] B[k, n], M = 4, N = 6, K = 5 on a 2 x 3 array, M and N across it.
+
+    Trips: M 2 folds, N 2 folds, K 5. Compute = 2 x 2 x 5 = 20 cycles. With every tile 1 and the
+    order M > N > K: A (M, K) is refetched over N (outside K): DRAM 20 x 2 = 40 words; B (K, N)
+    over M: 30 x 2 = 60; Z (M, N) once: 24. Buffer reads: A 40, B 60 (no inner loops), Z drained
+    24; writes: fills 40 + 60, Z 24.
+    """
+    c = einsum.library.get("matmul")
+    arch = _toy_arch(2, 3)
+    f = einsum_facts(c)[0]
+    p = nest_problem(c, f, arch.arrays[0], arch, {"M": 4, "N": 6, "K": 5})
+    cost = nest_cost(p, LoopNest("Z", "2d", ("M", "N"), {"M": 1, "N": 1, "K": 1}, ("M", "N", "K")))
+    assert cost.compute_cycles == 20
+    assert cost.dram_words == 40 + 60 + 24
+    assert cost.buffer_reads == 40 + 60 + 24
+    assert cost.buffer_writes == 40 + 60 + 24
+    assert cost.spatial_utilization == pytest.approx(4 * 6 * 5 / (6 * 20))
+    # the whole problem in one buffer tile: every tensor fetched once
+    whole = nest_cost(p, LoopNest("Z", "2d", ("M", "N"), {"M": 2, "N": 2, "K": 5}, ("M", "N", "K")))
+    assert whole.dram_words == 20 + 30 + 24
+    # K outermost: with Z wholly in the buffer (tiles M 2, N 2) it is written once ...
+    kept = nest_cost(p, LoopNest("Z", "2d", ("M", "N"), {"M": 2, "N": 2, "K": 1}, ("K", "M", "N")))
+    assert kept.dram_words == 20 + 30 + 24
+    # ... with half of Z in the buffer, its partial sums go out and come back over the 5 K steps
+    psum = nest_cost(p, LoopNest("Z", "2d", ("M", "N"), {"M": 1, "N": 2, "K": 1}, ("K", "M", "N")))
+    assert psum.dram_words == 20 + 30 + 24 * (2 * 5 - 1)
+
+
+def test_exhaustive_search_is_certified_and_agrees_with_brute_force() -> None:
+    c = einsum.library.get("matmul")
+    arch = _toy_arch(2, 3, capacity=64)  # 32 words: the capacity binds
+    f = einsum_facts(c)[0]
+    p = nest_problem(c, f, arch.arrays[0], arch, {"M": 12, "N": 10, "K": 9})
+    for objective in ("latency", "energy", "edp"):
+        found = search_nests(p, objective=objective)
+        full = search_nests(p, objective=objective, pareto=True)  # no pruning: every point
+        assert found.certified and full.evaluated == space_size(p)
+        assert found.evaluated + found.pruned == full.evaluated
+        assert found.best[1].objective(objective) == pytest.approx(full.best[1].objective(objective))
+        assert found.bound <= found.best[1].objective(objective) * (1 + 1e-12)
+        assert found.best[1].buffer_words_held <= 32
+    sampled = search_nests(p, budget=200, seed=1)
+    assert not sampled.certified and sampled.evaluated == 200
+    assert sampled.best[1].latency_cycles >= search_nests(p).best[1].latency_cycles
+
+
+def test_search_returns_top_n_and_a_pareto_set() -> None:
+    c = einsum.library.get("attention_1pass")
+    w = sim.workload("BERT", "4K")
+    found = explore(c, mapper.fusemax(), SearchOptions(sizes=w.sizes, top_n=5, objective="edp"))
+    assert len(found.top) == 5
+    edps = [t.estimate.latency_cycles * t.estimate.energy_pj for t in found.top]
+    assert edps == sorted(edps)
+    lat = [p.estimate.latency_cycles for p in found.pareto]
+    en = [p.estimate.energy_pj for p in found.pareto]
+    assert lat == sorted(lat) and en == sorted(en, reverse=True)
+    with pytest.raises(
+        mapper.ScheduleError,
+        match="no schedule of attention_1pass on 'fusemax' meets max_latency_cycles = 10",
+    ):
+        explore(c, mapper.fusemax(), SearchOptions(sizes=w.sizes, max_latency_cycles=10))
+    weighted = explore(
+        c, mapper.fusemax(), SearchOptions(sizes=w.sizes, objective={"latency": 1, "energy": 1})
+    )
+    assert weighted.objective == "weighted"
+
+
+def test_certified_optimum_at_bert_1k_is_fusemax_own_schedule() -> None:
+    """The search costs every schedule of the space (fused tilings x bindings, and the layer-by-
+    layer schedule) and certifies the optimum; FuseMax's own binding (its artifact's: the 2D array
+    runs QK, LM, SLN, SLD and SLNV, the 1D array RM, PRM, SPD, RD, SPNV, RNV and AV) is that
+    optimum."""
+    c, a = einsum.library.get("attention_1pass"), mapper.fusemax()
+    found = explore(c, a, SearchOptions(sizes=sim.workload("BERT", "1K").sizes, top_n=3))
+    assert found.certified and found.evaluated == found.space
+    best = found.best
+    own = {e: ("2d" if e in ("QK", "LM", "SLN", "SLD", "SLNV") else "1d") for e in best.binding}
+    assert dict(best.binding) == own and best.fusion == "fused"
+    assert found.estimate.latency_cycles >= found.bound[0]
+    assert found.top[1].estimate.latency_cycles >= found.estimate.latency_cycles
+
+
+# -- masks ----------------------------------------------------------------------------------------
+
+
+def test_causal_and_window_masks_skip_exactly_the_empty_pairs() -> None:
+    c = einsum.library.get("attention_3pass_causal")
+    boxes = key_boxes(256, 4096, plain="M")
+    skip = mask_skip(c, query="P", key_var_boxes=boxes, query_tile=256, sizes={"P": 4096, "M": 4096, "E": 64})
+    assert (skip.total, skip.skipped) == (256, 16 * 15 // 2)
+    w = _file("sliding_window_attention")  # W = 512: each query tile sees its own and two earlier blocks
+    skip = mask_skip(w, query="P", key_var_boxes=boxes, query_tile=256, sizes={"P": 4096, "M": 4096, "E": 64})
+    live = sum(min(i + 1, 3) for i in range(16))
+    assert skip.skipped == 256 - live
+    # a ragged partitioned key: 1000 keys in steps of 256, the last holding 232
+    c1 = einsum.library.get("attention_1pass_causal")
+    boxes = key_boxes(256, 1000, outer="M1", inner="M0")
+    skip = mask_skip(
+        c1,
+        query="P",
+        key_var_boxes=boxes,
+        query_tile=256,
+        sizes={"P": 1000, "M": 1000, "M0": 256, "M1": 4, "E": 64},
+    )
+    assert (skip.total, skip.skipped) == (16, 6)
+
+
+def test_data_dependent_mask_skips_nothing() -> None:
+    src = (
+        einsum.library.source("attention_3pass")
+        .replace("input Q[p, e], K[m, e], V[m, f]", "input Q[p, e], K[m, e], V[m, f], G[p, m]")
+        .replace("S[p, m]  = QK[p, m] * scale", "S[p, m]  = where(G[p, m] > 0, QK[p, m] * scale, -inf)")
+    )
+    c = einsum.parse(src)
+    boxes = key_boxes(256, 1024, plain="M")
+    assert (
+        mask_skip(c, query="P", key_var_boxes=boxes, query_tile=256, sizes={"P": 1024, "M": 1024}).skipped
+        == 0
+    )
+
+
+def test_causal_report_counts_skipped_tiles_and_keeps_dense_macs() -> None:
+    c, a = einsum.library.get("attention_1pass_causal"), mapper.fusemax()
+    w = sim.workload("BERT", "4K", batch=1)
+    dense = sim.evaluate(
+        einsum.library.get("attention_1pass"),
+        explore(einsum.library.get("attention_1pass"), a, SearchOptions(sizes=w.sizes, fusion="fused")).best,
+        a,
+        w,
+    )
+    r = sim.evaluate(c, explore(c, a, SearchOptions(sizes=w.sizes, fusion="fused")).best, a, w)
+    assert (r.tiles_skipped, r.tiles_total) == (120, 256)
+    assert r.macs_executed < r.macs
+    assert r.latency_cycles < 0.7 * dense.latency_cycles
+
+
+# -- random cascades and architectures ------------------------------------------------------------
+
+RANKS = ("A", "C", "D", "G")  # B and H in workload sizes are the batch and the heads
+
+
+@st.composite
+def random_cascade(draw: st.DrawFn) -> einsum.Cascade:
+    """A chain of Einsums over four ranks: contractions, reductions (sum/max) and maps (exp,
+    division, sigmoid) of earlier tensors, the last one the output."""
+    n_in = draw(st.integers(1, 2))
+    tensors: dict[str, tuple[str, ...]] = {}
+    lines = []
+    for i in range(n_in):
+        ranks = tuple(draw(st.lists(st.sampled_from(RANKS), min_size=1, max_size=3, unique=True)))
+        tensors[f"X{i}"] = ranks
+    header = "input " + ", ".join(f"{t}[{', '.join(r.lower() for r in rs)}]" for t, rs in tensors.items())
+    n = draw(st.integers(1, 4))
+    for j in range(n):
+        name = f"T{j}"
+        kind = draw(st.sampled_from(["contract", "reduce", "map"]))
+        names = list(tensors)
+        a = draw(st.sampled_from(names))
+        ra = tensors[a]
+        if kind == "contract":
+            b = draw(st.sampled_from(names))
+            rb = tensors[b]
+            both = tuple(dict.fromkeys(ra + rb))
+            out = tuple(r for r in both if draw(st.booleans())) or both[:1]
+            expr = f"{a}[{', '.join(r.lower() for r in ra)}] * {b}[{', '.join(r.lower() for r in rb)}]"
+        elif kind == "reduce" and len(ra) > 1:
+            out = ra[:-1]
+            op = draw(st.sampled_from(["sum", "max"]))
+            expr = f"{op}[{ra[-1].lower()}] {a}[{', '.join(r.lower() for r in ra)}]"
+        else:
+            out = ra
+            fn = draw(st.sampled_from(["exp({})", "{} / 2", "sigmoid({})", "{} * {}"]))
+            acc = f"{a}[{', '.join(r.lower() for r in ra)}]"
+            expr = fn.format(acc, acc)
+        tensors[name] = out
+        lines.append(f"{name}[{', '.join(r.lower() for r in out)}] = {expr}")
+    text = f"cascade rnd\n{header}\noutput T{n - 1}\n" + "\n".join(lines) + "\n"
+    return einsum.parse(text)
+
+
+@st.composite
+def random_arch(draw: st.DrawFn) -> mapper.ArchSpec:
+    base = mapper.fusemax()
+    two, one = (x for x in base.arrays)
+    arrays = []
+    if draw(st.booleans()):
+        arrays.append(
+            dataclasses.replace(
+                two, rows=draw(st.sampled_from([2, 4, 16, 64])), cols=draw(st.sampled_from([2, 8, 32, 256]))
+            )
+        )
+    units = ("mac", "max", "exp", "div") if draw(st.booleans()) else ("mac", "max", "div")
+    arrays.append(
+        dataclasses.replace(one, cols=draw(st.sampled_from([1, 4, 64, 256])), units=units, exp_on_mac=True)
+    )
+    buf = draw(st.sampled_from([64 * 2**10, 2**20, 16 * 2**20]))
+    return base.replace(name="rnd", arrays=tuple(arrays), buffer=mapper.Buffer(capacity_bytes=buf))
+
+
+@settings(max_examples=60)
+@given(
+    random_cascade(),
+    random_arch(),
+    st.dictionaries(st.sampled_from(RANKS), st.integers(1, 300), min_size=4, max_size=4),
+)
+def test_reports_hold_their_invariants_on_random_cascades_and_architectures(c, arch, sizes) -> None:  # type: ignore[no-untyped-def]
+    w = sim.workload(sizes={r: sizes[r] for r in c.ranks})
+    try:
+        found = explore(c, arch, SearchOptions(sizes=w.sizes))
+    except mapper.ScheduleError as exc:
+        event(f"refused: {str(exc)[:40]}")
+        return  # a typed refusal (nothing fits the buffer, no unit for an operation) is allowed
+    event(f"mapped {found.best.fusion}")
+    r = sim.evaluate(c, found.best, arch, w)  # a broken invariant raises EvaluationError
+    assert math.isfinite(r.latency_cycles) and r.latency_cycles > 0
+    assert r.latency_cycles >= found.bound[0] * (1 - 1e-9)
