@@ -2,9 +2,11 @@
 
 ``arch`` (``ArchSpec``: PE arrays and their functional units, register files, global buffer, DRAM,
 clock, energy and area tables; presets ``fusemax``, ``flat``, ``unfused``), ``sram`` (SRAM costs
-from geometry: the shipped CACTI 7 table), ``cost`` (the traffic of a schedule), ``schedule``
-(``Schedule``: binding, tiling, residency, kernels, interleaving) and ``search``
-(``search(cascade, arch, options) -> Schedule``). May import ``einsum`` only.
+from geometry: the shipped CACTI 7 table), ``schedule`` (``Schedule``: binding, tiling, residency,
+kernels, interleaving, loop nests), ``nest`` (``LoopNest`` mappings of one Einsum, their cost and
+their exhaustive or random search), ``masks`` (wholly masked tiles), ``cost`` (the traffic and
+the estimate of a schedule) and ``search`` (``explore(cascade, arch, options) -> SearchResult``,
+``search(...) -> Schedule``). May import ``einsum`` only. See docs/mapper.md.
 """
 
 from mapper.arch import (
@@ -22,8 +24,9 @@ from mapper.arch import (
     unfused,
 )
 from mapper.errors import ArchError, ScheduleError
+from mapper.nest import LoopNest, NestCost, search_nests
 from mapper.schedule import Schedule, check, einsum_cycles, systolic_gemm_cycles
-from mapper.search import SearchOptions, search
+from mapper.search import Candidate, SearchOptions, SearchResult, explore, search
 from mapper.sram import SRAMCosts, SRAMError, cacti_table
 
 __all__ = [
@@ -32,22 +35,28 @@ __all__ = [
     "ArchSpec",
     "Buffer",
     "BufferCosts",
+    "Candidate",
     "Energy",
+    "LoopNest",
+    "NestCost",
     "PEArray",
     "SRAMCosts",
     "SRAMError",
     "Schedule",
     "ScheduleError",
     "SearchOptions",
+    "SearchResult",
     "cacti_table",
     "check",
     "einsum_cycles",
+    "explore",
     "flat",
     "fusemax",
     "load",
     "preset",
     "presets",
     "search",
+    "search_nests",
     "systolic_gemm_cycles",
     "unfused",
 ]

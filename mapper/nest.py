@@ -12,7 +12,9 @@ computed once per Einsum, sizes and array):
   folds, a ragged last fold costed as a full one; a temporal rank: its size) times the cycles one
   PE needs per point on its busiest functional unit;
 - reuse: a tensor is fetched again for every iteration of a loop over a rank it does not index
-  that sits outside the innermost loop over a rank it does index (the standard stationarity rule);
+  that sits outside the innermost loop over a rank it does index (the standard stationarity rule;
+  inside a buffer tile the reused word waits in the PE's register file, so an array whose
+  ``rf_words`` cannot hold a word of every operand rereads each operand on every step);
   DRAM words of a tensor = its size x those refetches at the DRAM level; buffer reads = its size x
   the refetches at both levels (a spatial rank the tensor does not index is multicast); an output
   refetched over a reduction loop writes partial sums and reads them back;
@@ -121,6 +123,7 @@ class NestProblem:
     buffer_write_pj: float
     dram_pj_per_word: float
     on_chip: frozenset[str] = frozenset()  # tensors already in (or staying in) the buffer
+    rf_holds: bool = True  # each PE's register file holds a word of every operand (rf_words)
 
     @property
     def points(self) -> int:
@@ -192,6 +195,7 @@ def nest_problem(
         buffer_write_pj=write_pj,
         dram_pj_per_word=arch.word_bytes * 8 * arch.dram.pj_per_bit,
         on_chip=frozenset(on_chip),
+        rf_holds=array.rf_words >= len(tensors),
     )
 
 
@@ -223,6 +227,10 @@ def _refetch(order: Sequence[str], trips_: Mapping[str, int], ranks: frozenset[s
     return n
 
 
+def _all_other(trips_: Mapping[str, int], ranks: frozenset[str]) -> int:
+    return math.prod(v for r, v in trips_.items() if r not in ranks)
+
+
 def nest_cost(problem: NestProblem, nest: LoopNest) -> NestCost:
     """The cost of ``nest`` (see the module's text for the model)."""
     p = problem
@@ -243,7 +251,9 @@ def nest_cost(problem: NestProblem, nest: LoopNest) -> NestCost:
     for t, rs in p.tensors.items():
         size = p.tensor_words[t]
         out_ref = _refetch(nest.order, outer, rs)
-        in_ref = _refetch(nest.order, inner, rs)
+        # reuse inside a buffer tile needs the operand held in the PE's registers meanwhile; a
+        # register file too small for a word of every operand rereads each one on every step
+        in_ref = _refetch(nest.order, inner, rs) if p.rf_holds else _all_other(inner, rs)
         if t in p.on_chip:  # wholly in the buffer: only the array's reads and writes
             if t == p.output:
                 writes += size * out_ref * in_ref

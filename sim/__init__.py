@@ -12,7 +12,16 @@ from sim.compare import CONFIGS, Config, compare, run_config
 from sim.errors import EvaluationError
 from sim.model import ENERGY_OF, evaluate, gemm_report
 from sim.report import Report, plot_compare, table
-from sim.workloads import MODELS, SEQ_LENGTHS, Model, Workload, format_seq, parse_seq, workload
+from sim.workloads import (
+    MODELS,
+    SEQ_LENGTHS,
+    Model,
+    Workload,
+    format_seq,
+    parse_seq,
+    parse_sizes,
+    workload,
+)
 
 __all__ = [
     "ACCOUNTINGS",
@@ -34,6 +43,7 @@ __all__ = [
     "format_seq",
     "gemm_report",
     "parse_seq",
+    "parse_sizes",
     "plot_compare",
     "run_config",
     "table",

@@ -336,3 +336,15 @@ def test_reports_hold_their_invariants_on_random_cascades_and_architectures(c, a
     r = sim.evaluate(c, found.best, arch, w)  # a broken invariant raises EvaluationError
     assert math.isfinite(r.latency_cycles) and r.latency_cycles > 0
     assert r.latency_cycles >= found.bound[0] * (1 - 1e-9)
+
+
+def test_a_register_file_too_small_for_the_operands_loses_the_reuse() -> None:
+    c = einsum.library.get("matmul")
+    arch = _toy_arch(2, 3)
+    small = arch.replace(arrays=(dataclasses.replace(arch.arrays[0], rf_words=2),))
+    f = einsum_facts(c)[0]
+    nest = LoopNest("Z", "2d", ("M", "N"), {"M": 2, "N": 2, "K": 5}, ("M", "N", "K"))
+    big = nest_cost(nest_problem(c, f, arch.arrays[0], arch, {"M": 4, "N": 6, "K": 5}), nest)
+    tiny = nest_cost(nest_problem(c, f, small.arrays[0], small, {"M": 4, "N": 6, "K": 5}), nest)
+    assert tiny.dram_words == big.dram_words  # the buffer level is the same
+    assert tiny.buffer_reads > big.buffer_reads
