@@ -28,7 +28,16 @@ import einsum
 from mapper.arch import ArchSpec
 from mapper.masks import schedule_skip
 from mapper.nest import action_pj, schedule_nests
-from mapper.schedule import EinsumFacts, Layout, Schedule, _accesses, actions_at, einsum_cycles, einsum_facts
+from mapper.schedule import (
+    EinsumFacts,
+    Layout,
+    Schedule,
+    _accesses,
+    actions_at,
+    einsum_cycles,
+    einsum_facts,
+    tensor_sizes,
+)
 from mapper.sram import SRAMError
 
 __all__ = ["Estimate", "Traffic", "estimate", "traffic"]
@@ -112,7 +121,7 @@ def traffic(
     facts = {f.name: f for f in einsum_facts(cascade)}
     q_tiles = instances * math.prod(-(-full[r] // tile[r]) for r in schedule.tile if not (r == key and whole))
     steps = full[step] if step else 1
-    tsizes = einsum.tensor_sizes(cascade)
+    tsizes = tensor_sizes(cascade)
     size_of = {t: tsizes[t].at(full) * instances for t in tsizes}
     kernel_of = {e: i for i, k in enumerate(schedule.kernels) for e in k}
     dram = [0.0 for _ in schedule.kernels]

@@ -44,7 +44,16 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 import einsum
 from mapper.arch import ArchSpec, PEArray
 from mapper.errors import ScheduleError
-from mapper.schedule import EinsumFacts, LoopNest, Schedule, _accesses, _index_vars, einsum_facts, fu_ops
+from mapper.schedule import (
+    EinsumFacts,
+    LoopNest,
+    Schedule,
+    _accesses,
+    _index_vars,
+    einsum_facts,
+    fu_ops,
+    tensor_sizes,
+)
 from mapper.sram import SRAMError
 
 __all__ = [
@@ -589,7 +598,7 @@ def schedule_nests(
     if not schedule.nests:
         return {}
     facts = {f.name: f for f in einsum_facts(cascade)}
-    tsizes = einsum.tensor_sizes(cascade)
+    tsizes = tensor_sizes(cascade)
     kept = {t for t in schedule.nests if schedule.residency.get(t) == "buffer"}
     resident = sum(tsizes[t].at(sizes) for t in kept)
     out: dict[str, tuple[NestProblem, NestCost]] = {}

@@ -58,8 +58,16 @@ class EinsumFacts:
     epilogue_of: str | None  # a map that only scales the output of this contraction
 
 
-def _accesses(expr: Expr) -> list[Access]:
-    return [n for n in walk(expr) if isinstance(n, Access)]
+@functools.lru_cache(maxsize=4096)
+def _accesses(expr: Expr) -> tuple[Access, ...]:
+    """The tensor accesses of an expression (cached: the IR is immutable, the search asks often)."""
+    return tuple(n for n in walk(expr) if isinstance(n, Access))
+
+
+@functools.lru_cache(maxsize=64)
+def tensor_sizes(cascade: einsum.Cascade) -> Mapping[str, Any]:
+    """:func:`einsum.tensor_sizes`, cached per cascade."""
+    return einsum.tensor_sizes(cascade)
 
 
 def _index_vars(expr: Expr) -> list[str]:

@@ -51,6 +51,7 @@ from mapper.schedule import (
     exposed_latency,
     fu_ops,
     layout,
+    tensor_sizes,
 )
 from mapper.sram import SRAMError
 
@@ -402,7 +403,7 @@ def _bound(
         if math.isfinite(best_t):
             per_time.append(best_t)
             energy += best_e
-    tsizes = einsum.tensor_sizes(cascade)
+    tsizes = tensor_sizes(cascade)
     read = {a.tensor for e in cascade.einsums for a in _accesses(e.expr)}
     words = sum(tsizes[t.name].at(sizes) for t in cascade.inputs if t.name in read) + sum(
         tsizes[t].at(sizes) for t in cascade.outputs
@@ -491,7 +492,7 @@ def _layerwise(
     """Every Einsum in ``names`` its own loop nest, one after the other; intermediates between
     nests stay in the buffer while they fit in half of it (smallest first), else go to DRAM."""
     facts = {f.name: f for f in einsum_facts(cascade)}
-    tsizes = einsum.tensor_sizes(cascade)
+    tsizes = tensor_sizes(cascade)
     consumed = {r for f in facts.values() for r in f.reads}
     inter = sorted(
         (t for t in names if t in consumed and t not in cascade.outputs), key=lambda t: tsizes[t].at(sizes)
