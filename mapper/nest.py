@@ -240,8 +240,33 @@ def _all_other(trips_: Mapping[str, int], ranks: frozenset[str]) -> int:
     return math.prod(v for r, v in trips_.items() if r not in ranks)
 
 
-def nest_cost(problem: NestProblem, nest: LoopNest) -> NestCost:
-    """The cost of ``nest`` (see the module's text for the model)."""
+def systolic_cycles(problem: NestProblem, spatial: Sequence[str | None]) -> int | None:
+    """Compute cycles of a two-operand contraction over three ranks on a 2D systolic array, with
+    fill and drain, as SCALE-Sim counts them (:func:`mapper.systolic_gemm_cycles`): both output
+    ranks across the array is output stationary (the reduced rank streams); the reduced rank down
+    the rows is weight stationary (the operand indexed by the columns' rank stays, the other output
+    rank streams). None where the nest is no such dataflow."""
+    from mapper.schedule import systolic_gemm_cycles
+
+    p = problem
+    if not p.array.is_2d or p.fact.kind != "contraction" or len(p.ranks) != 3 or len(p.reduced) != 1:
+        return None
+    rows_rank, cols_rank = spatial
+    if rows_rank is None or cols_rank is None:
+        return None
+    (red,) = p.reduced
+    s = p.sizes
+    if rows_rank != red and cols_rank != red:  # output stationary
+        return systolic_gemm_cycles(s[rows_rank], s[cols_rank], s[red], p.array.rows, p.array.cols, "os")
+    if rows_rank == red:  # the reduced rank down the rows: weight (or input) stationary
+        (streamed,) = [r for r in p.ranks if r not in (rows_rank, cols_rank)]
+        return systolic_gemm_cycles(s[streamed], s[cols_rank], s[red], p.array.rows, p.array.cols, "ws")
+    return None
+
+
+def nest_cost(problem: NestProblem, nest: LoopNest, *, systolic: bool = False) -> NestCost:
+    """The cost of ``nest`` (see the module's text for the model). With ``systolic`` a contraction
+    on a 2D array in a systolic dataflow pays its fill and drain (:func:`systolic_cycles`)."""
     p = problem
     dims = _dims(p.array)
     t_all = trips(p, nest.spatial)
@@ -251,6 +276,8 @@ def nest_cost(problem: NestProblem, nest: LoopNest) -> NestCost:
             ext[r] = min(dim, p.sizes[r])
     compute_points = math.prod(t_all.values())
     compute = math.ceil(compute_points * p.cycles_per_point) if p.busiest_ops else 0
+    if systolic:
+        compute = systolic_cycles(p, nest.spatial) or compute
     outer = {r: -(-t_all[r] // nest.tiles[r]) for r in p.ranks}
     inner = {r: nest.tiles[r] for r in p.ranks}
     dram = 0.0
@@ -591,6 +618,7 @@ def schedule_nests(
     sizes: Mapping[str, int],
     *,
     sram_model: object = None,
+    systolic: bool = False,
 ) -> dict[str, tuple[NestProblem, NestCost]]:
     """The problem and cost of every loop nest of ``schedule`` at ``sizes`` (one instance). A
     tensor the schedule keeps in the ``buffer`` between nests takes its words of the buffer and
@@ -614,5 +642,5 @@ def schedule_nests(
             resident_words=resident,
         )
         prob = dataclasses.replace(prob, on_chip=frozenset(t for t in prob.tensors if t in kept))
-        out[name] = (prob, nest_cost(prob, nest))
+        out[name] = (prob, nest_cost(prob, nest, systolic=systolic))
     return out

@@ -100,7 +100,8 @@ def evaluate(
     """Simulate ``schedule`` of ``cascade`` on ``arch`` for ``workload``; see :class:`sim.Report`.
 
     With ``systolic`` the 2D array's fill and drain are charged to every contraction it runs (off
-    for the FuseMax reproduction, which ignores them). ``accounting`` is ``"physical"`` (the
+    for the FuseMax reproduction, which ignores them); in a loop nest as SCALE-Sim counts them for
+    the nest's dataflow (:func:`mapper.nest.systolic_cycles`). ``accounting`` is ``"physical"`` (the
     default) or ``"fusemax-artifact"`` (:mod:`sim.accounting`); ``leakage`` adds the buffer's
     leakage over the latency (physical accounting only). ``sram_model`` prices the buffer's
     geometry (default: the shipped CACTI table, :func:`mapper.sram.cacti_table`).
@@ -131,7 +132,9 @@ def evaluate(
     # -- traffic ------------------------------------------------------------------------------------
     moved = traffic(cascade, schedule, full=full, tile=tile, instances=inst, word_bytes=word, lay=lay)
     dram = list(moved.dram_bytes)
-    nests = schedule_nests(cascade, schedule, arch.replace(buffer=buffer), full, sram_model=sram_model)
+    nests = schedule_nests(
+        cascade, schedule, arch.replace(buffer=buffer), full, sram_model=sram_model, systolic=systolic
+    )
     nest_reads = sum(c.buffer_reads for _p, c in nests.values()) * inst
     nest_writes = sum(c.buffer_writes for _p, c in nests.values()) * inst
     nest_dram = sum(c.dram_words for _p, c in nests.values()) * inst * word

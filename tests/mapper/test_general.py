@@ -348,3 +348,21 @@ def test_a_register_file_too_small_for_the_operands_loses_the_reuse() -> None:
     tiny = nest_cost(nest_problem(c, f, small.arrays[0], small, {"M": 4, "N": 6, "K": 5}), nest)
     assert tiny.dram_words == big.dram_words  # the buffer level is the same
     assert tiny.buffer_reads > big.buffer_reads
+
+
+@pytest.mark.parametrize(("df", "spatial"), [("os", ("M", "N")), ("ws", ("K", "N")), ("is", ("K", "M"))])
+def test_systolic_loop_nest_counts_fill_and_drain_as_scalesim(df, spatial) -> None:  # type: ignore[no-untyped-def]
+    """A GEMM as one loop nest with systolic=True: the simulator's busy cycles are SCALE-Sim's
+    formula for the nest's dataflow (benchmarks/scalesim_gemm.py checks the formula against
+    SCALE-Sim itself on 106 points)."""
+    m, n, k = 37, 91, 53
+    arch = _toy_arch(8, 16)
+    nest = LoopNest("Z", "2d", spatial, {"M": 1, "N": 1, "K": 1}, ("M", "N", "K"))
+    s = mapper.Schedule(cascade="matmul", binding={"Z": "2d"}, spatial={"2d": ()}, tile={},
+                        residency={"A": "dram", "B": "dram", "Z": "dram"}, kernels=(), interleave=False,
+                        lookahead=0, nests={"Z": nest})
+    w = sim.workload(sizes={"M": m, "N": n, "K": k})
+    r = sim.evaluate(einsum.library.get("matmul"), s, arch, w, systolic=True)
+    assert r.busy_cycles["2d"] == mapper.systolic_gemm_cycles(m, n, k, 8, 16, df)
+    plain = sim.evaluate(einsum.library.get("matmul"), s, arch, w)
+    assert plain.busy_cycles["2d"] < r.busy_cycles["2d"]
