@@ -126,6 +126,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     objective = _objective(args.objective)
     bind = _bind(args.bind)
     rows = []
+
+    def progress(line: str) -> None:
+        print(f"\r  searching: {line:60s}", end="", file=sys.stderr, flush=True)
+
     for w in work:
         options = SearchOptions(
             sizes=w.sizes,
@@ -135,8 +139,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             objective=objective,
             bind=bind,
             top_n=args.top,
+            progress=None if args.json else progress,
         )
         found = explore(cascade, arch, options)
+        if not args.json:
+            print("\r" + " " * 74 + "\r", end="", file=sys.stderr, flush=True)
         report = sim.evaluate(
             cascade,
             found.best,

@@ -29,7 +29,7 @@ import dataclasses
 import itertools
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import einsum
 from einsum.errors import suggest
@@ -80,6 +80,8 @@ class SearchOptions:
         top_n: how many of the best schedules :func:`explore` returns.
         max_latency_cycles: a constraint: schedules slower than this (per instance) are dropped.
         max_buffer_bytes: a constraint: loop nests hold at most this much of the buffer.
+        progress: called with a line of text as the search moves on (long searches: many loop
+            nests at long sequences).
     """
 
     sizes: Mapping[str, int]
@@ -92,6 +94,7 @@ class SearchOptions:
     top_n: int = 1
     max_latency_cycles: float | None = None
     max_buffer_bytes: int | None = None
+    progress: Callable[[str], None] | None = dataclasses.field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         check_objective(self.objective)
@@ -198,7 +201,9 @@ class SearchResult:
     Pareto set of every candidate; ``bound`` the (latency cycles, energy pJ) that no schedule of
     the cascade on the architecture can beat (every operation on the array that does it cheapest,
     compulsory traffic only); ``certified`` says every point of the space was evaluated (or pruned
-    by a bound), so ``best`` is the optimum of the space under the cost model.
+    by a bound), so ``best`` is the optimum of the space under the cost model. Loop nests are
+    chosen Einsum by Einsum, which is exact for latency and energy (sums) but not for EDP or
+    weights where the schedule has nests: those are not certified.
     """
 
     best: Schedule
@@ -287,6 +292,8 @@ def explore(cascade: einsum.Cascade, arch: ArchSpec, options: SearchOptions) -> 
     problems: list[str] = []
     tiled_ok = lay.key is not None and any(lay.query in f.ranks for f in facts)
     if options.fusion in ("auto", "fused") and tiled_ok:
+        if options.progress:
+            options.progress("fused tilings")
         try:
             scheds = _tiled(cascade, arch, options, lay, sizes, nest_evals)
             space += len(scheds)
@@ -356,7 +363,9 @@ def explore(cascade: einsum.Cascade, arch: ArchSpec, options: SearchOptions) -> 
         nest_evaluations=nest_evals[0],
         space=space,
         bound=bound,
-        certified=True,
+        # loop nests are chosen Einsum by Einsum: the best of a sum of latencies (or energies) is
+        # the sum of the bests, so latency and energy are certified; a product (EDP) or weights are not
+        certified=obj in ("latency", "energy") or not any(c.schedule.nests for c in candidates),
         seconds=time.perf_counter() - t0,
     )
 
@@ -508,8 +517,10 @@ def _layerwise(
     binding: dict[str, str] = dict(base.binding) if base else {}
     nests: dict[str, LoopNest] = {}
     forbid = frozenset({lay.step} if lay.step else set())
-    for name in names:
+    for i, name in enumerate(names):
         f = facts[name]
+        if options.progress:
+            options.progress(f"loop nests of {name} ({i + 1}/{len(names)}), {counter[0]} costed so far")
         arrays = _arrays_for(f, arch, options, binding)
         if not arrays:
             raise ScheduleError(f"no array of {arch.name!r} can run Einsum {name} ({f.kind})")
