@@ -82,6 +82,9 @@ class SearchOptions:
         max_buffer_bytes: a constraint: loop nests hold at most this much of the buffer.
         progress: called with a line of text as the search moves on (long searches: many loop
             nests at long sequences).
+        budget: sample this many random loop nests per Einsum and array instead of searching
+            them exhaustively (for spaces too large to enumerate; the result is not certified);
+            ``seed`` makes the sample reproducible.
     """
 
     sizes: Mapping[str, int]
@@ -95,6 +98,8 @@ class SearchOptions:
     max_latency_cycles: float | None = None
     max_buffer_bytes: int | None = None
     progress: Callable[[str], None] | None = dataclasses.field(default=None, compare=False, repr=False)
+    budget: int | None = None
+    seed: int = 0
 
     def __post_init__(self) -> None:
         check_objective(self.objective)
@@ -105,6 +110,10 @@ class SearchOptions:
             )
         if isinstance(self.top_n, bool) or not isinstance(self.top_n, int) or self.top_n < 1:
             raise ScheduleError(f"top_n must be a positive integer, found {self.top_n!r}")
+        if self.budget is not None and (
+            isinstance(self.budget, bool) or not isinstance(self.budget, int) or self.budget < 1
+        ):
+            raise ScheduleError(f"budget must be a positive integer, found {self.budget!r}")
         for name in ("max_latency_cycles", "max_buffer_bytes"):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int | float) or not v > 0):
@@ -365,7 +374,8 @@ def explore(cascade: einsum.Cascade, arch: ArchSpec, options: SearchOptions) -> 
         bound=bound,
         # loop nests are chosen Einsum by Einsum: the best of a sum of latencies (or energies) is
         # the sum of the bests, so latency and energy are certified; a product (EDP) or weights are not
-        certified=obj in ("latency", "energy") or not any(c.schedule.nests for c in candidates),
+        certified=not any(c.schedule.nests for c in candidates)
+        or (obj in ("latency", "energy") and options.budget is None),
         seconds=time.perf_counter() - t0,
     )
 
@@ -457,6 +467,8 @@ def _nest_for(
                 objective=obj,
                 spatial=choices,
                 max_buffer_bytes=options.max_buffer_bytes,
+                budget=options.budget,
+                seed=options.seed,
             )
         except ScheduleError as exc:
             why.append(f"{name}: {exc}")

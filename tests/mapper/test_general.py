@@ -366,3 +366,13 @@ def test_systolic_loop_nest_counts_fill_and_drain_as_scalesim(df, spatial) -> No
     assert r.busy_cycles["2d"] == mapper.systolic_gemm_cycles(m, n, k, 8, 16, df)
     plain = sim.evaluate(einsum.library.get("matmul"), s, arch, w)
     assert plain.busy_cycles["2d"] < r.busy_cycles["2d"]
+
+
+def test_a_budget_samples_loop_nests_and_is_not_certified() -> None:
+    c = einsum.library.get("matmul")
+    w = sim.workload(sizes="M=1000,K=777,N=333")
+    exact = explore(c, mapper.fusemax(), SearchOptions(sizes=w.sizes, fusion="layerwise"))
+    sampled = explore(c, mapper.fusemax(), SearchOptions(sizes=w.sizes, fusion="layerwise", budget=50, seed=3))
+    assert exact.certified and not sampled.certified
+    assert sampled.nest_evaluations == 50 * len(mapper.fusemax().arrays)
+    assert sampled.estimate.latency_cycles >= exact.estimate.latency_cycles
