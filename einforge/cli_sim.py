@@ -123,6 +123,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             for m in models
             for s in seqs
         ]
+    if args.end_to_end and any(w.model == "custom" for w in work):
+        raise ConfigError(
+            "--end-to-end adds a model's projection and FFN GEMMs: give --model (with --sizes to change "
+            "its ranks), or evaluate the matmul cascade with --sizes M=...,K=...,N=..."
+        )
     objective = _objective(args.objective)
     bind = _bind(args.bind)
     rows = []
