@@ -345,6 +345,47 @@ def cmd_costs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Run a sweep file: every point searched and simulated, the table, the Pareto front, a plot."""
+    from sim import sweep as sw
+
+    spec = sw.load_spec(args.spec)
+    out = sw.check_out_dir(args.out)  # before any work
+    objectives = _split(args.pareto)
+    pts = sw.points(spec)
+    print(f"sweep {spec.get('name', Path(args.spec).stem)}: {len(pts)} points -> {out}", file=sys.stderr)
+    result = sw.sweep(
+        spec, out=out, workers=args.workers, progress=None if args.quiet else sw.progress_bar
+    )
+    rows = result.rows
+    errors = [r for r in rows if r.get("error")]
+    cols = [c for c in ("arch_name", "cascade", "fusion", *objectives, "area_mm2") if c in result.columns()]
+    params = [c for c in result.columns() if c.startswith("param.")]
+    any_front = False
+    for label, idx in sw.groups(rows).items():
+        sub = [rows[i] for i in idx]
+        if all(r.get("error") for r in sub):
+            continue
+        front = sorted((sub[i] for i in sw.pareto(sub, objectives)), key=lambda r: r[objectives[0]])
+        any_front = True
+        print(f"\n{label}: Pareto front of {' and '.join(objectives)} ({len(front)} of {len(sub)} points)")
+        print(sim.table(front, params + cols))
+    front = [0] if any_front else []
+    files = list(result.files)
+    if len(objectives) >= 2 and front:
+        files.append(
+            sw.plot_pareto(rows, objectives[0], objectives[1], out / f"pareto.{args.format}",
+                           title=str(spec.get("name", "")))
+        )
+    if errors:
+        print(f"{len(errors)} point(s) could not run; their rows say why (first: {errors[0]['error']})")
+    print(
+        f"{len(rows)} points ({result.computed} computed, {result.reused} from the store) in "
+        f"{result.seconds:.1f} s; wrote " + ", ".join(str(f) for f in files)
+    )
+    return 0
+
+
 def demo_compare() -> None:
     """The FuseMax-vs-FLAT part of ``einforge demo``: BERT at 1K and 64K tokens."""
     print("\nFuseMax vs FLAT (BERT, batch 64, one layer's attention; schedules derived by the mapper):")
@@ -424,6 +465,14 @@ def add_parsers(sub: Any) -> None:
     co.add_argument("--accounting", choices=tuple(sim.ACCOUNTINGS), default="physical")
     co.add_argument("--json", action="store_true")
     co.set_defaults(func=cmd_costs)
+    sw = sub.add_parser("sweep", help="a design-space sweep from a YAML/JSON file: table, Pareto front, plot")
+    sw.add_argument("spec", help="the sweep file (see sim.sweep)")
+    sw.add_argument("--out", required=True, help="folder for the store, results.csv, results.jsonl and plots")
+    sw.add_argument("--workers", type=int, default=None, help="local processes (default: the CPUs)")
+    sw.add_argument("--pareto", default="latency_s,energy_pj", help="figures to minimise (comma-separated)")
+    sw.add_argument("--format", choices=("png", "svg"), default="png")
+    sw.add_argument("--quiet", action="store_true", help="no progress bar")
+    sw.set_defaults(func=cmd_sweep)
     cp = sub.add_parser("compare", help="the five FuseMax configurations over models and lengths, with plots")
     cp.add_argument("--model", default="BERT,TrXL,T5,XLM")
     cp.add_argument("--seq", default="1K,4K,16K,64K,256K,1M")

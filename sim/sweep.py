@@ -1,0 +1,499 @@
+"""Design-space sweeps as data: a grid of architectures x workloads x cascades x mapper options,
+each point searched by the mapper and simulated, written as a table.
+
+A sweep is a dict (or a YAML file, :func:`load_spec`)::
+
+    name: buffer-and-array
+    arch: fusemax                      # a preset, or an architecture file
+    params:                            # preset parameters, each a list: their grid
+      array_dim: [64, 128, 256]
+      buffer_bytes: [4M, 16M]
+    workloads:                         # each a model and length, or rank sizes
+      - {model: BERT, seq: 4K}
+      - {sizes: "P=1,M=4096,E=128,F=128,B=8,H=32"}
+    cascades: [attention_1pass, attention_3pass]
+    options: {objective: latency, fusion: auto}    # SearchOptions fields (bind, top_n, ...)
+    accounting: physical
+
+:func:`sweep` runs every point (in a local process pool sized to the machine, or any
+``concurrent.futures``-style executor, a Dask ``Client`` included), keeps each finished point in an
+on-disk store keyed by a hash of what determines it (so a killed sweep resumes and recomputes only
+what is missing; every file is written atomically), and returns the rows in the grid's order: the
+same table whatever the executor, the worker count or ``PYTHONHASHSEED``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import csv
+import dataclasses
+import hashlib
+import io
+import itertools
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import einsum
+from einsum.errors import ConfigError, EinforgeError
+
+__all__ = [
+    "SweepResult",
+    "groups",
+    "load_spec",
+    "pareto",
+    "plot_pareto",
+    "points",
+    "run_point",
+    "sweep",
+    "write_atomic",
+]
+
+_KEYS = ("name", "arch", "params", "workloads", "cascades", "options", "accounting")
+_SIZE_UNITS = {"K": 2**10, "M": 2**20, "G": 2**30}
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("einforge")
+    except Exception:  # noqa: BLE001 - an uninstalled checkout
+        return "0+unknown"
+
+
+def _number(text: Any, where: str) -> Any:
+    """``16M`` -> 16777216; other values unchanged."""
+    if isinstance(text, str):
+        t = text.strip().upper().removesuffix("B").removesuffix("I")
+        if t and t[-1] in _SIZE_UNITS:
+            try:
+                return int(float(t[:-1]) * _SIZE_UNITS[t[-1]])
+            except ValueError:
+                raise ConfigError(f"{where}: {text!r} is not a size like 4M or 64K") from None
+        try:
+            return float(t) if any(c in t for c in ".E") else int(t)
+        except ValueError:
+            return text
+    return text
+
+
+def load_spec(path: str | Path) -> dict[str, Any]:
+    """Read a sweep from YAML (YAML 1.2 numbers: ``1e9`` is a number) or JSON."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"sweep file {str(path)!r} does not exist")
+    text = p.read_text(encoding="utf-8")
+    if p.suffix == ".json":
+        data = json.loads(text)
+    else:
+        import yaml
+
+        from mapper.arch import _yaml12_loader
+
+        try:
+            data = yaml.load(text, Loader=_yaml12_loader())  # noqa: S506 - a SafeLoader subclass
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"sweep file {p}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"sweep file {p}: expected a mapping with {', '.join(_KEYS)}")
+    return data
+
+
+def _check(spec: Mapping[str, Any]) -> None:
+    unknown = [k for k in spec if k not in _KEYS]
+    if unknown:
+        from einsum.errors import suggest
+
+        raise ConfigError(
+            f"sweep: unknown key {unknown[0]!r}{suggest(unknown[0], _KEYS)} (keys: {', '.join(_KEYS)})"
+        )
+    for key in ("workloads", "cascades"):
+        if not spec.get(key):
+            raise ConfigError(f"sweep: {key!r} must list at least one entry")
+    params = spec.get("params") or {}
+    if not isinstance(params, dict):
+        raise ConfigError(f"sweep: params must map a parameter to a list of values, found {params!r}")
+
+
+def points(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The sweep's points in grid order: every architecture parameter combination x workload x
+    cascade. Each point is plain data (it is hashed, sent to workers and written out)."""
+    _check(spec)
+    params = {k: v if isinstance(v, list) else [v] for k, v in (spec.get("params") or {}).items()}
+    names = sorted(params)
+    combos = list(itertools.product(*(params[k] for k in names))) or [()]
+    out = []
+    for combo in combos:
+        arch_params = {k: _number(v, f"params.{k}") for k, v in zip(names, combo, strict=True)}
+        for w in spec["workloads"]:
+            for c in spec["cascades"]:
+                out.append(
+                    {
+                        "arch": str(spec.get("arch", "fusemax")),
+                        "params": arch_params,
+                        "workload": dict(w) if isinstance(w, dict) else {"model": str(w)},
+                        "cascade": str(c),
+                        "options": dict(spec.get("options") or {}),
+                        "accounting": str(spec.get("accounting", "physical")),
+                    }
+                )
+    return out
+
+
+def point_key(point: Mapping[str, Any]) -> str:
+    """A hash of what determines a point's result (and the einforge version that computed it)."""
+    blob = json.dumps({"point": point, "version": _version()}, sort_keys=True, default=str)
+    cascade = point["cascade"]
+    if cascade.endswith(".ein") and Path(cascade).is_file():  # a file: its text, not its name
+        blob += Path(cascade).read_text(encoding="utf-8")
+    if str(point["arch"]).endswith((".yaml", ".yml", ".json")) and Path(point["arch"]).is_file():
+        blob += Path(point["arch"]).read_text(encoding="utf-8")
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def _arch(point: Mapping[str, Any]) -> Any:
+    from mapper import arch as archs
+
+    name, params = point["arch"], point["params"]
+    if name in archs.presets():
+        return archs.preset(name, **params)
+    a = archs.load(name)
+    if params:
+        raise ConfigError(
+            f"sweep: params apply to a preset; {name!r} is a file (sweep several files instead)"
+        )
+    return a
+
+
+def _workload(spec: Mapping[str, Any]) -> Any:
+    import sim
+
+    spec = dict(spec)
+    sizes = spec.pop("sizes", None)
+    model = spec.pop("model", None)
+    seq = spec.pop("seq", None)
+    batch = spec.pop("batch", None)
+    if spec:
+        raise ConfigError(f"sweep: a workload takes model, seq, batch and sizes; found {sorted(spec)}")
+    return sim.workload(model, seq, batch=batch, sizes=sizes)
+
+
+def _cascade(name: str) -> einsum.Cascade:
+    if name.endswith(".ein"):
+        return einsum.parse(Path(name).read_text(encoding="utf-8"))
+    return einsum.library.get(name)
+
+
+def run_point(point: Mapping[str, Any]) -> dict[str, Any]:
+    """Search and simulate one point; the row: its inputs, the schedule's kind and every figure,
+    the energy and area per component included. A point that cannot run gives a row with its
+    ``error`` (a typed einforge error) instead of figures."""
+    import sim
+    from mapper.search import SearchOptions, explore
+
+    row: dict[str, Any] = {
+        "arch": point["arch"],
+        **{f"param.{k}": v for k, v in sorted(point["params"].items())},
+        **{f"workload.{k}": v for k, v in sorted(point["workload"].items())},
+        "cascade": point["cascade"],
+        **{
+            f"option.{k}": json.dumps(v) if isinstance(v, dict | list) else v
+            for k, v in sorted(point["options"].items())
+        },
+        "accounting": point["accounting"],
+    }
+    try:
+        arch = _arch(point)
+        w = _workload(point["workload"])
+        c = _cascade(point["cascade"])
+        found = explore(c, arch, SearchOptions(sizes=w.sizes, **point["options"]))
+        r = sim.evaluate(c, found.best, arch, w, accounting=point["accounting"])
+    except EinforgeError as exc:
+        row["error"] = f"{type(exc).__name__}: {exc}"
+        return row
+    row.update(
+        {
+            "arch_name": arch.name,
+            "error": "",
+            "fusion": found.best.fusion,
+            "latency_s": r.latency_s,
+            "latency_cycles": r.latency_cycles,
+            "energy_pj": r.energy_pj,
+            "edp_js": r.latency_s * r.energy_pj * 1e-12,
+            "area_mm2": r.area_mm2,
+            "traffic_bytes": r.traffic_bytes,
+            "buffer_reads": r.buffer_reads,
+            "buffer_writes": r.buffer_writes,
+            "memory_bound_fraction": r.memory_bound_fraction,
+            "macs": r.macs,
+            "tiles_skipped": r.tiles_skipped,
+            "search_certified": found.certified,
+        }
+    )
+    for a, u in sorted(r.utilization.items()):
+        row[f"utilization.{a}"] = u
+    for a, u in sorted(r.spatial_utilization.items()):
+        row[f"spatial_utilization.{a}"] = u
+    for k, v in sorted(r.per_component_pj.items()):
+        row[f"energy_pj.{k}"] = v
+    for k, v in sorted(r.per_component_area_mm2.items()):
+        row[f"area_mm2.{k}"] = v
+    return row
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename: a
+    reader (or a resumed sweep) sees the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        Path(tmp).replace(path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepResult:
+    """The rows of a sweep in grid order, how many were computed now and how many came from the
+    store, and the files written."""
+
+    rows: tuple[dict[str, Any], ...]
+    computed: int
+    reused: int
+    seconds: float
+    files: tuple[Path, ...] = ()
+
+    def columns(self) -> list[str]:
+        cols: list[str] = []
+        for r in self.rows:
+            for k in r:
+                if k not in cols:
+                    cols.append(k)
+        return cols
+
+    def to_csv(self) -> str:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=self.columns(), lineterminator="\n")
+        writer.writeheader()
+        for r in self.rows:
+            writer.writerow({k: _cell(v) for k, v in r.items()})
+        return buf.getvalue()
+
+    def to_jsonl(self) -> str:
+        return "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.rows)
+
+
+def _cell(v: Any) -> Any:
+    return repr(v) if isinstance(v, float) else v
+
+
+def check_out_dir(out: str | Path) -> Path:
+    """The output folder, checked before any work: it may exist (a folder) or be creatable."""
+    p = Path(out)
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"output folder {str(out)!r} is a file, not a folder")
+    parent = p
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"output folder {str(out)!r}: {str(parent)!r} is a file, not a folder")
+    if not os.access(parent, os.W_OK):
+        raise ConfigError(f"output folder {str(out)!r}: {str(parent)!r} is not writable")
+    return p
+
+
+def sweep(
+    spec: Mapping[str, Any],
+    *,
+    out: str | Path | None = None,
+    executor: Any = None,
+    workers: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> SweepResult:
+    """Run every point of ``spec`` and return the table (see the module's text).
+
+    ``out`` (a folder) keeps the store (``out/store/<key>.json``, one file per point) and, at the
+    end, ``results.csv`` and ``results.jsonl``; a sweep run again with the same ``out`` reuses
+    every point already there. ``executor`` is anything with ``submit`` returning futures (a
+    ``concurrent.futures`` executor or a ``dask.distributed.Client``); by default a local process
+    pool of ``workers`` (default: the machine's CPUs) runs the points. ``progress(done, total)``
+    is called as points finish.
+    """
+    t0 = time.perf_counter()
+    pts = points(spec)
+    store = None
+    if out is not None:
+        store = check_out_dir(out) / "store"
+        store.mkdir(parents=True, exist_ok=True)
+    keys = [point_key(p) for p in pts]
+    rows: dict[int, dict[str, Any]] = {}
+    if store is not None:
+        for i, k in enumerate(keys):
+            f = store / f"{k}.json"
+            if f.is_file():
+                try:
+                    rows[i] = json.loads(f.read_text(encoding="utf-8"))["row"]
+                except (ValueError, KeyError):
+                    pass  # a damaged file is recomputed
+    reused = len(rows)
+    todo = [i for i in range(len(pts)) if i not in rows]
+    done = reused
+    if progress:
+        progress(done, len(pts))
+
+    def finish(i: int, row: dict[str, Any]) -> None:
+        nonlocal done
+        rows[i] = row
+        if store is not None:
+            # the row keeps its column order (the table's columns come from it)
+            write_atomic(store / f"{keys[i]}.json", json.dumps({"point": pts[i], "row": row}))
+        done += 1
+        if progress:
+            progress(done, len(pts))
+
+    if todo:
+        own = None
+        if executor is None and (workers == 1 or len(todo) == 1):
+            for i in todo:
+                finish(i, run_point(pts[i]))
+        else:
+            if executor is None:
+                own = concurrent.futures.ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1)
+            ex = executor or own
+            try:
+                futures = {ex.submit(run_point, pts[i]): i for i in todo}
+                for fut in _as_completed(futures):
+                    finish(futures[fut], fut.result())
+            finally:
+                if own is not None:
+                    own.shutdown(cancel_futures=True)
+    ordered = tuple(rows[i] for i in range(len(pts)))
+    result = SweepResult(rows=ordered, computed=len(todo), reused=reused, seconds=time.perf_counter() - t0)
+    if out is not None:
+        base = Path(out)
+        write_atomic(base / "results.csv", result.to_csv())
+        write_atomic(base / "results.jsonl", result.to_jsonl())
+        result = dataclasses.replace(result, files=(base / "results.csv", base / "results.jsonl"))
+    return result
+
+
+def _as_completed(futures: Mapping[Any, int]) -> Iterable[Any]:
+    first = next(iter(futures), None)
+    if first is not None and type(first).__module__.startswith("distributed"):
+        from distributed import as_completed  # a Dask Client's futures
+
+        return as_completed(list(futures))
+    return concurrent.futures.as_completed(list(futures))
+
+
+def pareto(
+    rows: Sequence[Mapping[str, Any]], objectives: Sequence[str] = ("latency_s", "energy_pj")
+) -> list[int]:
+    """Indices of the rows on the Pareto front of ``objectives`` (all minimised): no other row is
+    at least as good in every objective and better in one. Rows with an error are left out."""
+    good = [i for i, r in enumerate(rows) if not r.get("error")]
+    missing = [k for k in objectives if good and not any(k in rows[i] for i in good)]
+    ok = [i for i in good if all(k in rows[i] for k in objectives)]
+    if missing:
+        raise ConfigError(f"pareto: no row has {', '.join(missing)}")
+    front = []
+    for i in ok:
+        vi = [float(rows[i][k]) for k in objectives]
+        dominated = False
+        for j in ok:
+            if j == i:
+                continue
+            vj = [float(rows[j][k]) for k in objectives]
+            if all(a <= b for a, b in zip(vj, vi, strict=True)) and any(
+                a < b for a, b in zip(vj, vi, strict=True)
+            ):
+                dominated = True
+                break
+        if not dominated:
+            front.append(i)
+    return front
+
+
+def progress_bar(done: int, total: int) -> None:
+    """A one-line progress bar on standard error."""
+    width = 30
+    filled = width * done // total if total else width
+    print(
+        f"\r  [{'#' * filled}{'.' * (width - filled)}] {done}/{total} points",
+        end="",
+        file=sys.stderr,
+        flush=True,
+    )
+    if done == total:
+        print(file=sys.stderr)
+
+
+def groups(rows: Sequence[Mapping[str, Any]], by: str = "workload.") -> dict[str, list[int]]:
+    """Row indices grouped by the columns starting with ``by`` (a Pareto front compares designs
+    on the same work): label -> indices, in first-seen order."""
+    out: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        label = ", ".join(
+            f"{k.removeprefix(by)}={v}" for k, v in r.items() if k.startswith(by) and v not in ("", None)
+        )
+        out.setdefault(label or "all", []).append(i)
+    return out
+
+
+def plot_pareto(
+    rows: Sequence[Mapping[str, Any]],
+    x: str,
+    y: str,
+    path: str | Path,
+    *,
+    title: str = "",
+    by: str = "workload.",
+) -> Path:
+    """A scatter of every row's ``x`` and ``y``: the dominated points faint, each group's Pareto
+    front (both minimised) drawn in its own colour and labelled in a legend outside the data."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 4.8))
+    colours = plt.get_cmap("tab20").colors
+    for n, (label, idx) in enumerate(groups(rows, by).items()):
+        sub = [rows[i] for i in idx]
+        ok = [r for r in sub if not r.get("error")]
+        if not ok:
+            continue
+        colour = colours[(2 * n) % len(colours)]
+        ax.scatter([r[x] for r in ok], [r[y] for r in ok], s=14, color=colour, alpha=0.25, zorder=1)
+        front = sorted((sub[i] for i in pareto(sub, (x, y))), key=lambda r: r[x])
+        ax.plot(
+            [r[x] for r in front],
+            [r[y] for r in front],
+            "-o",
+            color=colour,
+            ms=5,
+            zorder=2,
+            label=f"{label}: front of {len(front)}",
+        )
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    ax.set_title(title or f"{y} against {x}; faint: dominated points")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=8)
+    fig.tight_layout()
+    out = Path(path)
+    fig.savefig(out)
+    plt.close(fig)
+    return out

@@ -1,0 +1,131 @@
+"""Sweeps: grid order, the store (resume after SIGKILL), determinism across workers and hash
+seeds, Pareto fronts, and bad input caught before the work."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from einforge.cli import main
+from einsum.errors import ConfigError
+from sim import sweep as sw
+
+SPEC = {
+    "name": "tiny",
+    "arch": "fusemax",
+    "params": {"array_dim": [16, 32], "buffer_bytes": ["1M", "4M"]},
+    "workloads": [{"model": "BERT", "seq": "1K", "batch": 1}, {"sizes": "P=1,M=512,E=64,F=64"}],
+    "cascades": ["attention_1pass", "attention_3pass"],
+    "options": {"fusion": "fused"},
+}
+
+
+def test_points_follow_the_grid() -> None:
+    pts = sw.points(SPEC)
+    assert len(pts) == 2 * 2 * 2 * 2
+    assert pts[0]["params"] == {"array_dim": 16, "buffer_bytes": 2**20}
+    assert [p["cascade"] for p in pts[:2]] == ["attention_1pass", "attention_3pass"]
+    assert len({sw.point_key(p) for p in pts}) == len(pts)
+
+
+def test_rows_carry_inputs_and_figures_and_errors_are_rows() -> None:
+    bad = {**SPEC, "params": {"array_dim": [16]}, "cascades": ["attention_1pass", "no_such_cascade"]}
+    rows = sw.sweep(bad, workers=1).rows
+    good = [r for r in rows if not r["error"]]
+    assert good and all(r["param.array_dim"] == 16 and r["latency_s"] > 0 and r["area_mm2"] > 0 for r in good)
+    assert any(k.startswith("energy_pj.") for k in good[0])
+    failed = [r for r in rows if r["error"]]
+    assert failed and "library has no cascade 'no_such_cascade'" in failed[0]["error"]
+
+
+def test_same_table_whatever_the_workers_and_hash_seed(tmp_path: Path) -> None:
+    one = sw.sweep(SPEC, out=tmp_path / "a", workers=1)
+    two = sw.sweep(SPEC, out=tmp_path / "b", workers=2)
+    assert (tmp_path / "a" / "results.csv").read_bytes() == (tmp_path / "b" / "results.csv").read_bytes()
+    assert one.rows == two.rows
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    code = (
+        "import sys, json; from sim import sweep as sw; "
+        "sw.sweep(json.loads(sys.argv[1]), out=sys.argv[2], workers=2)"
+    )
+    import json
+
+    subprocess.run([sys.executable, "-c", code, json.dumps(SPEC), str(tmp_path / "c")], env=env, check=True)
+    assert (tmp_path / "c" / "results.csv").read_bytes() == (tmp_path / "a" / "results.csv").read_bytes()
+
+
+def test_a_killed_sweep_resumes_with_the_same_files(tmp_path: Path) -> None:
+    spec = {**SPEC, "params": {"array_dim": [16, 32, 64], "buffer_bytes": ["1M", "4M", "16M"]}}
+    import json
+
+    code = (
+        "import sys, json; from sim import sweep as sw; "
+        "sw.sweep(json.loads(sys.argv[1]), out=sys.argv[2], workers=1)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code, json.dumps(spec), str(tmp_path / "killed")])
+    store = tmp_path / "killed" / "store"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(store.glob("*.json"))) < 5:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(list(store.glob("*.json")))
+    total = len(sw.points(spec))
+    assert 0 < done < total, "the sweep must be killed part-way"
+    assert not (tmp_path / "killed" / "results.csv").exists()
+    resumed = sw.sweep(spec, out=tmp_path / "killed", workers=1)
+    assert resumed.reused >= done and resumed.computed == total - resumed.reused
+    sw.sweep(spec, out=tmp_path / "whole", workers=1)
+    for name in ("results.csv", "results.jsonl"):
+        assert (tmp_path / "killed" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes()
+    assert not list((tmp_path / "killed").rglob("*.tmp"))
+
+
+def test_pareto_front_of_hand_made_rows() -> None:
+    rows = [
+        {"latency_s": 1.0, "energy_pj": 5.0},
+        {"latency_s": 2.0, "energy_pj": 2.0},
+        {"latency_s": 3.0, "energy_pj": 3.0},  # dominated by the second
+        {"latency_s": 1.0, "energy_pj": 6.0},  # dominated by the first
+        {"latency_s": 4.0, "energy_pj": 1.0},
+        {"error": "ScheduleError: no fit"},
+    ]
+    assert sw.pareto(rows) == [0, 1, 4]
+    assert sw.pareto(rows, ("latency_s",)) == [0, 3]
+    with pytest.raises(ConfigError, match="pareto: no row has area_mm2"):
+        sw.pareto(rows, ("latency_s", "area_mm2"))
+
+
+def test_bad_input_fails_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    spec = tmp_path / "s.yaml"
+    spec.write_text("arch: fusemax\nworkloads: [{model: BERT, seq: 1K}]\ncascades: [attention_1pass]\n")
+    assert main(["sweep", str(spec), "--out", str(blocker / "sub")]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    spec.write_text("arch: fusemax\nworkload: [{model: BERT, seq: 1K}]\ncascades: [attention_1pass]\n")
+    assert main(["sweep", str(spec), "--out", str(tmp_path / "o")]) == 2
+    assert "unknown key 'workload'; did you mean 'workloads'?" in capsys.readouterr().err
+    assert main(["sweep", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "o")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_sweep_command_writes_table_front_and_plot(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import yaml
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump({**SPEC, "params": {"array_dim": [16, 32]}}))
+    assert main(["sweep", str(spec), "--out", str(tmp_path / "o"), "--quiet", "--format", "svg"]) == 0
+    out = capsys.readouterr().out
+    assert "Pareto front of latency_s and energy_pj" in out
+    header = (tmp_path / "o" / "results.csv").read_text().splitlines()[0].split(",")
+    assert {"param.array_dim", "latency_s", "area_mm2", "energy_pj"} <= set(header)
+    assert (tmp_path / "o" / "pareto.svg").stat().st_size > 0
