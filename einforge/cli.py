@@ -90,6 +90,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.output:
+        check_output_file(args.output, "-o")
     c = _load(args.cascade)
     inputs: dict[str, np.ndarray] = {}
     for item in args.input:
@@ -229,14 +231,42 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_output_file(path: str, what: str) -> Path:
+    """An output file, checked before any work: its folder exists and is writable, and the path
+    is not a folder."""
+    import os
+
+    p = Path(path)
+    if p.is_dir():
+        raise EinforgeError(f"{what} {path!r} is a folder; give a file name")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.exists():
+        raise EinforgeError(f"{what} {path!r}: folder {str(parent)!r} does not exist")
+    if not parent.is_dir():
+        raise EinforgeError(f"{what} {path!r}: {str(parent)!r} is a file, not a folder")
+    if not os.access(parent, os.W_OK):
+        raise EinforgeError(f"{what} {path!r}: folder {str(parent)!r} is not writable")
+    return p
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 ok, 1 check failed, 2 bad input)."""
+    """Run the command line; returns the exit status (0 ok, 1 check failed, 2 bad input). Output
+    cut short by a closed pipe (``einforge show X | head``) ends quietly."""
     args = _parser().parse_args(argv)
     try:
-        return int(args.func(args))
+        status = int(args.func(args))
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at exit
+        return status
     except EinforgeError as exc:
         print(f"einforge: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        import os
+
+        # the reader went away: send what is left to /dev/null so that exit flushes nothing
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -38,8 +38,10 @@ def cmd_list(_: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from einforge.cli import check_output_file
     from einforge.rtl_check import export
 
+    check_output_file(args.output, "-o")  # before the work
     text = export(args.block, _params(args.param))
     Path(args.output).write_text(text)
     print(f"wrote {args.output} ({len(text.splitlines())} lines, top module {args.block})", file=sys.stderr)

@@ -210,9 +210,11 @@ def _search_row(f: Any) -> dict[str, Any]:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from sim.sweep import check_out_dir
+
     models = _split(args.model)
     seqs = [sim.parse_seq(s) for s in _split(args.seq)]
-    out = Path(args.out)
+    out = check_out_dir(args.out)  # before the sweep, not after it
     t0 = time.perf_counter()
 
     def progress(done: int, total: int, what: str) -> None:

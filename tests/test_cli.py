@@ -38,25 +38,47 @@ def test_check_reports_every_problem_with_lines(tmp_path: Path, capsys: pytest.C
     assert main(["check", str(good), str(bad)]) == 1
     captured = capsys.readouterr()
     assert f"{good}: ok (1 statements, outputs Z)" in captured.out
-    assert f"{bad}: ill-formed cascade:\n  - einsums[0] Z[m, n] (line 3): reads A[m] with 1 index(es)" in captured.err
+    assert (
+        f"{bad}: ill-formed cascade:\n  - einsums[0] Z[m, n] (line 3): reads A[m] with 1 index(es)"
+        in captured.err
+    )
 
 
 def test_run_evaluates_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     np.save(tmp_path / "a.npy", np.eye(2))
     np.save(tmp_path / "b.npy", np.array([[1.0, 2.0], [3.0, 4.0]]))
-    assert main(["run", "matmul", "-i", f"A={tmp_path / 'a.npy'}", "-i", f"B={tmp_path / 'b.npy'}",
-                 "-o", str(tmp_path / "out.npz")]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "matmul",
+                "-i",
+                f"A={tmp_path / 'a.npy'}",
+                "-i",
+                f"B={tmp_path / 'b.npy'}",
+                "-o",
+                str(tmp_path / "out.npz"),
+            ]
+        )
+        == 0
+    )
     np.testing.assert_array_equal(np.load(tmp_path / "out.npz")["Z"], [[1, 2], [3, 4]])
 
 
 def test_errors_are_one_line_without_traceback() -> None:
-    proc = subprocess.run([sys.executable, "-m", "einforge", "show", "attention_1pas"],
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "einforge", "show", "attention_1pas"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert proc.returncode == 2
-    assert proc.stderr == ("einforge: error: library has no cascade 'attention_1pas'; did you mean "
-                           "'attention_1pass'? (known: attention_1pass, attention_1pass_causal, "
-                           "attention_2pass, attention_2pass_causal, attention_3pass, attention_3pass_causal, "
-                           "layernorm, matmul, softmax)\n")
+    assert proc.stderr == (
+        "einforge: error: library has no cascade 'attention_1pas'; did you mean "
+        "'attention_1pass'? (known: attention_1pass, attention_1pass_causal, "
+        "attention_2pass, attention_2pass_causal, attention_3pass, attention_3pass_causal, "
+        "layernorm, matmul, softmax)\n"
+    )
 
 
 def test_bad_size_argument(capsys: pytest.CaptureFixture[str]) -> None:
@@ -73,3 +95,32 @@ def test_input_that_is_not_npy(tmp_path: Path, capsys: pytest.CaptureFixture[str
 def test_show_passes_over_an_unknown_rank(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["show", "matmul", "--passes", "Q"]) == 2
     assert "passes(): rank 'Q' is not a rank of this cascade (ranks: K, M, N)" in capsys.readouterr().err
+
+
+def test_bad_output_paths_fail_before_the_work(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["compare", "--out", str(blocker / "out"), "--quiet"]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    assert main(["rtl", "export", "topk", "-o", str(tmp_path / "missing" / "x.v")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["run", "matmul", "-o", str(tmp_path)]) == 2
+    assert "is a folder; give a file name" in capsys.readouterr().err
+
+
+def test_output_cut_short_by_a_closed_pipe_ends_quietly() -> None:
+    import subprocess
+    import sys
+
+    # the reader exits before einforge writes a byte: every write meets a closed pipe
+    code = "import sys, time; time.sleep(0.5); from einforge.cli import main; sys.exit(main(['show', 'attention_1pass']))"
+    proc = subprocess.run(
+        f'{sys.executable} -c "{code}" | true; echo ${{PIPESTATUS[0]}}',
+        shell=True,
+        executable="/bin/bash",
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.stdout.strip() == "0"
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
