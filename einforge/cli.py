@@ -239,7 +239,7 @@ def check_output_file(path: str, what: str) -> Path:
     p = Path(path)
     if p.is_dir():
         raise EinforgeError(f"{what} {path!r} is a folder; give a file name")
-    parent = p.parent if str(p.parent) else Path(".")
+    parent = p.parent if str(p.parent) else Path()
     if not parent.exists():
         raise EinforgeError(f"{what} {path!r}: folder {str(parent)!r} does not exist")
     if not parent.is_dir():
