@@ -356,9 +356,29 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     objectives = _split(args.pareto)
     pts = sw.points(spec)
     print(f"sweep {spec.get('name', Path(args.spec).stem)}: {len(pts)} points -> {out}", file=sys.stderr)
-    result = sw.sweep(
-        spec, out=out, workers=args.workers, progress=None if args.quiet else sw.progress_bar
-    )
+    client = None
+    if args.dask:
+        try:
+            from distributed import Client
+        except ImportError:
+            raise ConfigError(
+                "--dask needs Dask's distributed package: pip install 'einforge[dask]'"
+            ) from None
+        try:
+            client = Client(args.dask, timeout="10s")
+        except OSError as exc:
+            raise ConfigError(f"--dask {args.dask!r}: cannot reach the scheduler ({exc})") from None
+    try:
+        result = sw.sweep(
+            spec,
+            out=out,
+            workers=args.workers,
+            executor=client,
+            progress=None if args.quiet else sw.progress_bar,
+        )
+    finally:
+        if client is not None:
+            client.close()
     rows = result.rows
     errors = [r for r in rows if r.get("error")]
     cols = [c for c in ("arch_name", "cascade", "fusion", *objectives, "area_mm2") if c in result.columns()]
@@ -376,8 +396,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     files = list(result.files)
     if len(objectives) >= 2 and front:
         files.append(
-            sw.plot_pareto(rows, objectives[0], objectives[1], out / f"pareto.{args.format}",
-                           title=str(spec.get("name", "")))
+            sw.plot_pareto(
+                rows,
+                objectives[0],
+                objectives[1],
+                out / f"pareto.{args.format}",
+                title=str(spec.get("name", "")),
+            )
         )
     if errors:
         print(f"{len(errors)} point(s) could not run; their rows say why (first: {errors[0]['error']})")
@@ -471,6 +496,7 @@ def add_parsers(sub: Any) -> None:
     sw.add_argument("spec", help="the sweep file (see sim.sweep)")
     sw.add_argument("--out", required=True, help="folder for the store, results.csv, results.jsonl and plots")
     sw.add_argument("--workers", type=int, default=None, help="local processes (default: the CPUs)")
+    sw.add_argument("--dask", metavar="tcp://HOST:PORT", help="run the points on a Dask cluster's scheduler")
     sw.add_argument("--pareto", default="latency_s,energy_pj", help="figures to minimise (comma-separated)")
     sw.add_argument("--format", choices=("png", "svg"), default="png")
     sw.add_argument("--quiet", action="store_true", help="no progress bar")

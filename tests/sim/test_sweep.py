@@ -129,3 +129,21 @@ def test_sweep_command_writes_table_front_and_plot(
     header = (tmp_path / "o" / "results.csv").read_text().splitlines()[0].split(",")
     assert {"param.array_dim", "latency_s", "area_mm2", "energy_pj"} <= set(header)
     assert (tmp_path / "o" / "pareto.svg").stat().st_size > 0
+
+
+def test_dask_local_cluster_gives_the_local_table(tmp_path: Path) -> None:
+    """The same sweep on a real Dask cluster (2 workers on loopback) writes the same files."""
+    distributed = pytest.importorskip(
+        "distributed", reason="Dask's distributed is not installed (pip install distributed)"
+    )
+    local = sw.sweep(SPEC, out=tmp_path / "local", workers=1)
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None, processes=True
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        remote = sw.sweep(SPEC, out=tmp_path / "dask", executor=client)
+    assert remote.rows == local.rows
+    for name in ("results.csv", "results.jsonl"):
+        assert (tmp_path / "dask" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
