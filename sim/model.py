@@ -438,4 +438,5 @@ def gemm_report(
         "energy_pj": energy,
         "macs": macs,
         "busy_cycles": cycles,
+        "memory_cycles": traffic / bpc,
     }

@@ -82,6 +82,15 @@ class Report:
             per_einsum=per,
             per_component_pj=comp,
             macs=self.macs + int(sum(g["macs"] for g in gemms)),
+            # DRAM time of the attention and of the GEMMs over the whole layer's time
+            memory_bound_fraction=min(
+                1.0,
+                (
+                    self.memory_bound_fraction * self.latency_cycles
+                    + sum(g.get("memory_cycles", 0.0) for g in gemms)
+                )
+                / cycles,
+            ),
         )
 
     def __str__(self) -> str:
@@ -173,57 +182,103 @@ def plot_compare(results: Sequence[Mapping[str, Any]], out_dir: str | Path, fmt:
                         ys.append(base.latency_s / rep.latency_s)
                     else:
                         ys.append(rep.energy_pj / base.energy_pj)
-                ax.plot(range(len(seqs)), ys, marker="o", label=c)
+                ax.plot(
+                    range(len(seqs)),
+                    ys,
+                    marker="o",
+                    label=c,
+                    color=_PALETTE[configs.index(c) % len(_PALETTE)],
+                )
             ax.set_xticks(range(len(seqs)), [_seq(s) for s in seqs])
             ax.set_title(model)
             ax.set_xlabel("sequence length")
         axes[0][0].set_ylabel(label)
-        axes[0][-1].legend(fontsize=7)
+        axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
         fig.tight_layout()
         p = out / f"{fname}.{fmt}"
         fig.savefig(p)
         plt.close(fig)
         paths.append(p)
-    # utilisation per unit (first model)
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2), sharey=True)
-    for ax, unit in zip(axes, ("2d", "1d"), strict=True):
-        for c in configs:
-            ax.plot(
-                range(len(seqs)),
-                [
-                    by[(c, models[0], s)].utilization.get(unit, 0.0)
-                    if (c, models[0], s) in by
-                    else float("nan")
-                    for s in seqs
-                ],
-                marker="o",
-                label=c,
-            )
-        ax.set_xticks(range(len(seqs)), [_seq(s) for s in seqs])
-        ax.set_title(f"{unit} array utilisation ({models[0]})")
-    axes[-1].legend(fontsize=7)
+    # utilisation per unit: a row of panels per array, one panel per model
+    units = sorted({u for rep in by.values() for u in rep.utilization})
+    fig, axes = plt.subplots(
+        len(units),
+        len(models),
+        figsize=(3.6 * len(models) + 1.6, 2.8 * len(units)),
+        sharey=True,
+        squeeze=False,
+    )
+    for row, unit in zip(axes, units, strict=True):
+        for ax, model in zip(row, models, strict=True):
+            for n, c in enumerate(configs):
+                ax.plot(
+                    range(len(seqs)),
+                    [
+                        by[(c, model, s)].utilization.get(unit, 0.0) if (c, model, s) in by else float("nan")
+                        for s in seqs
+                    ],
+                    marker="o",
+                    color=_PALETTE[n % len(_PALETTE)],
+                    label=c,
+                )
+            ax.set_xticks(range(len(seqs)), [_seq(s) for s in seqs], fontsize=7)
+            ax.set_title(f"{unit} array, {model}", fontsize=9)
+        row[0].set_ylabel("time-busy utilisation")
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     fig.tight_layout()
     p = out / f"utilization.{fmt}"
     fig.savefig(p)
     plt.close(fig)
     paths.append(p)
-    # energy breakdown per component, at the shortest length of the first model
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    comps = sorted({k for c in configs for k in by[(c, models[0], seqs[0])].per_component_pj})
-    bottom = [0.0] * len(configs)
-    for comp in comps:
-        vals = [by[(c, models[0], seqs[0])].per_component_pj.get(comp, 0.0) for c in configs]
-        ax.bar(configs, vals, bottom=bottom, label=comp)
-        bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
-    ax.set_ylabel("energy (pJ)")
-    ax.set_title(f"energy per component ({models[0]}, {_seq(seqs[0])})")
-    ax.legend(fontsize=6, ncol=2)
-    fig.tight_layout()
+    # energy breakdown per component: every model at its shortest and longest length
+    picks = [(m, s) for m in models for s in dict.fromkeys((seqs[0], seqs[-1]))]
+    fig, axes = plt.subplots(1, len(picks), figsize=(2.6 * len(picks) + 2.2, 3.6), squeeze=False)
+    comps = sorted({k for rep in by.values() for k in rep.per_component_pj})
+    colour = {k: _PALETTE[i % len(_PALETTE)] for i, k in enumerate(comps)}
+    for ax, (model, seq) in zip(axes[0], picks, strict=True):
+        shown = [c for c in configs if (c, model, seq) in by]
+        bottom = [0.0] * len(shown)
+        for comp in comps:
+            vals = [by[(c, model, seq)].per_component_pj.get(comp, 0.0) for c in shown]
+            ax.bar(shown, vals, bottom=bottom, label=comp, color=colour[comp])
+            bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
+        ax.set_title(f"{model}, {_seq(seq)}", fontsize=9)
+        ax.tick_params(axis="x", labelrotation=60, labelsize=7)
+    axes[0][0].set_ylabel("energy (pJ)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(0.995, 0.95), frameon=False)
+    fig.tight_layout(rect=(0, 0, 0.86, 1))
     p = out / f"energy_breakdown.{fmt}"
-    fig.savefig(p)
+    fig.savefig(p, bbox_inches="tight")
     plt.close(fig)
     paths.append(p)
     return paths
+
+
+#: A qualitative palette with 20 distinct colours (matplotlib's tab20, darker shades first, then the
+#: lighter ones), so that no two components or configurations share a colour.
+_PALETTE = [
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+    "#aec7e8",
+    "#ffbb78",
+    "#98df8a",
+    "#ff9896",
+    "#c5b0d5",
+    "#c49c94",
+    "#f7b6d2",
+    "#c7c7c7",
+    "#dbdb8d",
+    "#9edae5",
+]
 
 
 def _seq(n: int) -> str:

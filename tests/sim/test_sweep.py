@@ -147,3 +147,17 @@ def test_dask_local_cluster_gives_the_local_table(tmp_path: Path) -> None:
     assert remote.rows == local.rows
     for name in ("results.csv", "results.jsonl"):
         assert (tmp_path / "dask" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
+
+
+def test_end_to_end_memory_fraction_counts_the_gemms() -> None:
+    import mapper
+    import sim
+
+    w = sim.workload("BERT", "1K")
+    arch = mapper.fusemax()
+    att = sim.run_config(sim.CONFIGS[0], w)
+    gemms = [sim.gemm_report(m, k, n, arch, name) for name, (m, k, n) in w.gemms().items()]
+    e2e = att.with_gemms(gemms)
+    mem = att.memory_bound_fraction * att.latency_cycles + sum(g["memory_cycles"] for g in gemms)
+    assert e2e.memory_bound_fraction == pytest.approx(min(1.0, mem / e2e.latency_cycles))
+    assert e2e.memory_bound_fraction != pytest.approx(att.memory_bound_fraction)
