@@ -109,6 +109,11 @@ def _bind(items: list[str]) -> dict[str, str]:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from einforge.cli import check_output_file
+
+    for flag, path in (("--html", args.html), ("--trace", args.trace)):
+        if path:
+            check_output_file(path, flag)  # before the work
     arch = _arch(args.arch, args.array_dim)
     cascade = _cascade(args.cascade, args.arch)
     if args.sizes and args.model is None and args.seq is None:
@@ -165,6 +170,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                     for n, (a, b, c) in w.gemms().items()
                 ]
             )
+        if not rows and args.html:
+            from sim.html import evaluation_html
+
+            Path(args.html).write_text(evaluation_html(report, found.best, found), encoding="utf-8")
+            print(f"wrote {args.html}", file=sys.stderr)
+        if not rows and args.trace:
+            from sim.trace import trace
+
+            trace(cascade, found.best, arch, w, args.trace)
+            print(f"wrote {args.trace} (open it in https://ui.perfetto.dev)", file=sys.stderr)
         rows.append((report, found))
         if not args.json:
             print(found.describe())
@@ -394,6 +409,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(sim.table(front, params + cols))
     front = [0] if any_front else []
     files = list(result.files)
+    from sim.html import sweep_html
+
+    page = out / "report.html"
+    sw.write_atomic(page, sweep_html(rows, objectives, str(spec.get("name", Path(args.spec).stem))))
+    files.append(page)
     if len(objectives) >= 2 and front:
         files.append(
             sw.plot_pareto(
@@ -469,6 +489,10 @@ def add_parsers(sub: Any) -> None:
     )
     ev.add_argument(
         "--top", type=int, default=1, help="list this many of the best schedules the search found"
+    )
+    ev.add_argument("--html", metavar="FILE.html", help="a self-contained HTML report (the first point)")
+    ev.add_argument(
+        "--trace", metavar="FILE.json", help="a Perfetto/Chrome trace of the schedule (the first point)"
     )
     ev.add_argument("--no-interleave", action="store_true", help="do not overlap tiles across the arrays")
     ev.add_argument("--end-to-end", action="store_true", help="add the projections and FFN GEMMs")

@@ -69,11 +69,13 @@ def simulate_kernel(
     interleave: bool,
     dram_cycles_per_tile: float,
     extrapolate: bool = True,
+    record: list[tuple[int, str, str, float, float]] | None = None,
 ) -> KernelTiming:
     """Total cycles of ``query_tiles`` x ``steps`` tiles through ``tasks``.
 
     ``extrapolate=False`` simulates every tile (slow on long sequences; the tests' oracle for the
-    jumps)."""
+    jumps). ``record`` (with ``extrapolate=False``) receives one ``(tile, task, unit, start, end)``
+    per task run and per DRAM transfer (unit ``"dram"``): the schedule as a timeline."""
     units = sorted({t.unit for t in tasks})
     progs = _programs(tasks, units)
     by_name = {t.name: t for t in tasks}
@@ -107,6 +109,8 @@ def simulate_kernel(
                 ds = max(dram_free, min((v for (gg, _), v in start.items() if gg == g - 2), default=0.0))
                 dram_free = ds + dram_cycles_per_tile
                 dram_done[g] = dram_free
+                if record is not None and dram_cycles_per_tile > 0:
+                    record.append((g, f"tile {g} transfer", "dram", ds, dram_free))
             s = max(s, dram_done[g])
         if not interleave and g > 0:
             first = progs[t.unit]
@@ -116,6 +120,8 @@ def simulate_kernel(
                     if (g - 1, c) in ready:
                         s = max(s, ready[(g - 1, c)] - by_name[c].latency)
         start[(g, t.name)] = s
+        if record is not None and t.cycles > 0:
+            record.append((g, t.name, t.unit, s, s + t.cycles))
         free[t.unit] = s + t.cycles
         ready[(g, t.name)] = s + t.cycles + t.latency
 

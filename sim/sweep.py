@@ -427,6 +427,9 @@ def pareto(
 
 def progress_bar(done: int, total: int) -> None:
     """A one-line progress bar on standard error."""
+    step = max(1, total // 100)
+    if done not in (0, total) and done % step:  # redraw once a percent, not once a point
+        return
     width = 30
     filled = width * done // total if total else width
     print(
