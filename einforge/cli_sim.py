@@ -171,7 +171,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 ]
             )
         if not rows and args.html:
-            from sim.html import evaluation_html
+            from sim.htmlreport import evaluation_html
 
             Path(args.html).write_text(evaluation_html(report, found.best, found), encoding="utf-8")
             print(f"wrote {args.html}", file=sys.stderr)
@@ -368,7 +368,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     spec = sw.load_spec(args.spec)
     out = sw.check_out_dir(args.out)  # before any work
-    objectives = _split(args.pareto)
+    objectives = (
+        _split(args.pareto) if args.pareto else list(spec.get("pareto") or ["latency_s", "energy_pj"])
+    )
     pts = sw.points(spec)
     print(f"sweep {spec.get('name', Path(args.spec).stem)}: {len(pts)} points -> {out}", file=sys.stderr)
     client = None
@@ -396,7 +398,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             client.close()
     rows = result.rows
     errors = [r for r in rows if r.get("error")]
-    cols = [c for c in ("arch_name", "cascade", "fusion", *objectives, "area_mm2") if c in result.columns()]
+    cols = [
+        c
+        for c in dict.fromkeys(("arch_name", "cascade", "fusion", *objectives, "area_mm2"))
+        if c in result.columns()
+    ]
     params = [c for c in result.columns() if c.startswith("param.")]
     any_front = False
     for label, idx in sw.groups(rows).items():
@@ -409,7 +415,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(sim.table(front, params + cols))
     front = [0] if any_front else []
     files = list(result.files)
-    from sim.html import sweep_html
+    from sim.htmlreport import sweep_html
 
     page = out / "report.html"
     sw.write_atomic(page, sweep_html(rows, objectives, str(spec.get("name", Path(args.spec).stem))))
@@ -521,7 +527,10 @@ def add_parsers(sub: Any) -> None:
     sw.add_argument("--out", required=True, help="folder for the store, results.csv, results.jsonl and plots")
     sw.add_argument("--workers", type=int, default=None, help="local processes (default: the CPUs)")
     sw.add_argument("--dask", metavar="tcp://HOST:PORT", help="run the points on a Dask cluster's scheduler")
-    sw.add_argument("--pareto", default="latency_s,energy_pj", help="figures to minimise (comma-separated)")
+    sw.add_argument(
+        "--pareto",
+        help="figures to minimise, comma-separated (default: the file's pareto, else latency_s,energy_pj)",
+    )
     sw.add_argument("--format", choices=("png", "svg"), default="png")
     sw.add_argument("--quiet", action="store_true", help="no progress bar")
     sw.set_defaults(func=cmd_sweep)

@@ -7,7 +7,7 @@ FuseMax evaluation and sweeps over them. May import ``einsum`` and ``mapper``.
 """
 
 from sim.accounting import ACCOUNTINGS, Accounting, accounting
-from sim.artifact import ARTIFACT_FILES, artifact_results
+from sim.artifact import ARTIFACT_FILES, artifact_pareto, artifact_results
 from sim.compare import CONFIGS, Config, compare, run_config
 from sim.errors import EvaluationError
 from sim.model import ENERGY_OF, evaluate, gemm_report
@@ -37,6 +37,7 @@ __all__ = [
     "Model",
     "Report",
     "Workload",
+    "artifact_pareto",
     "artifact_results",
     "compare",
     "evaluate",

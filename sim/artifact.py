@@ -13,7 +13,7 @@ from importlib import resources
 
 from sim.workloads import parse_seq
 
-__all__ = ["ARTIFACT_FILES", "artifact_results"]
+__all__ = ["ARTIFACT_FILES", "artifact_pareto", "artifact_results"]
 
 #: configuration -> the artifact's file of attention results; ``end-to-end <config>`` -> its GEMMs
 ARTIFACT_FILES = {
@@ -53,4 +53,23 @@ def artifact_results() -> dict[tuple[str, str, int], dict[str, float]]:
             for row in csv.DictReader(f):
                 key = (config, row["model"], parse_seq(row["seq_len"]))
                 out[key] = {_FIELDS[k]: float(v) for k, v in row.items() if k in _FIELDS}
+    return out
+
+
+def artifact_pareto() -> dict[tuple[str, int], dict[str, float]]:
+    """The artifact's Figure 12 sweep: ``(model, PE dimension) -> {"latency_s", "area_mm2",
+    "array_2d_area_mm2", "traffic_bytes"}`` (BERT, TrXL, T5, XLM at 256K tokens).
+
+    >>> round(artifact_pareto()[("BERT", 256)]["latency_s"], 2)
+    118.28
+    """
+    out: dict[tuple[str, int], dict[str, float]] = {}
+    with (resources.files("sim") / "fusemax_artifact" / "pareto.csv").open(newline="") as f:
+        for row in csv.DictReader(f):
+            out[(row["model"], int(row["PE_dim"]))] = {
+                "latency_s": float(row["latency"]),
+                "area_mm2": float(row["area"]) / 1e6,
+                "array_2d_area_mm2": float(row["array_2d_area"]) / 1e6,
+                "traffic_bytes": float(row["traffic"]),
+            }
     return out

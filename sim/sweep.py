@@ -54,7 +54,7 @@ __all__ = [
     "write_atomic",
 ]
 
-_KEYS = ("name", "arch", "params", "workloads", "cascades", "options", "accounting")
+_KEYS = ("name", "arch", "params", "workloads", "cascades", "options", "accounting", "pareto")
 _SIZE_UNITS = {"K": 2**10, "M": 2**20, "G": 2**30}
 
 
@@ -190,13 +190,59 @@ def _cascade(name: str) -> einsum.Cascade:
     return einsum.library.get(name)
 
 
+#: Named rules for a parameter that depends on the others (an anchor's own rule, behind its name).
+BUFFER_RULES = ("fusemax-fig12",)
+
+
+def fig12_buffer_bytes(array_dim: int, e: int, seq: int, multiplier: int = 1) -> int:
+    """The FuseMax artifact's buffer for its Figure 12 sweep (``get_l3_sz`` in
+    workspace/src/utils/pareto.py of github.com/FPSG-UIUC/micro24-fusemax-artifact): room for the
+    Q and running-state fibres of the fewest query tiles that keep the arrays busy,
+    ``PE * P1 * E * 8 fibres * 2 bytes`` with ``P1 = max(1, min_tiles // (seq / PE))`` and
+    ``min_tiles = 2 * max(1, PE // E)``, times ``multiplier``."""
+    min_tiles = max(1, array_dim // e) * 2
+    num_tiles = max(1, seq // array_dim)
+    min_p1 = max(1, min_tiles // num_tiles)
+    return array_dim * min_p1 * e * 8 * 2 * multiplier
+
+
+def _evaluate(point: Mapping[str, Any], arch: Any, w: Any, c: einsum.Cascade) -> tuple[Any, Any]:
+    import sim
+    from mapper.search import SearchOptions, explore
+
+    found = explore(c, arch, SearchOptions(sizes=w.sizes, **point["options"]))
+    return found, sim.evaluate(c, found.best, arch, w, accounting=point["accounting"])
+
+
+def _with_buffer_rule(point: Mapping[str, Any], w: Any, c: einsum.Cascade) -> tuple[Any, Any, Any]:
+    """``buffer_bytes: fusemax-fig12``: the artifact's smallest buffer, doubled until the point is
+    compute-bound (its DRAM time no longer exceeds the busiest array's time), as the artifact's
+    Figure 12 sweep does."""
+    from mapper import arch as archs
+
+    params = dict(point["params"])
+    rule = params.pop("buffer_bytes")
+    if rule not in BUFFER_RULES:
+        raise ConfigError(
+            f"sweep: buffer_bytes {rule!r} is neither a size nor a rule ({', '.join(BUFFER_RULES)})"
+        )
+    if point["arch"] != "fusemax" or "array_dim" not in params:
+        raise ConfigError("sweep: buffer_bytes: fusemax-fig12 needs arch: fusemax and an array_dim")
+    multiplier = 1
+    while True:
+        size = fig12_buffer_bytes(params["array_dim"], w.E or 64, w.seq, multiplier)
+        arch = archs.preset("fusemax", **params, buffer_bytes=size)
+        found, r = _evaluate(point, arch, w, c)
+        dram_cycles = r.memory_bound_fraction * r.latency_cycles
+        if dram_cycles <= max(r.busy_cycles.values()) or size >= 64 * 2**20:
+            return arch, found, r
+        multiplier *= 2
+
+
 def run_point(point: Mapping[str, Any]) -> dict[str, Any]:
     """Search and simulate one point; the row: its inputs, the schedule's kind and every figure,
     the energy and area per component included. A point that cannot run gives a row with its
     ``error`` (a typed einforge error) instead of figures."""
-    import sim
-    from mapper.search import SearchOptions, explore
-
     row: dict[str, Any] = {
         "arch": point["arch"],
         **{f"param.{k}": v for k, v in sorted(point["params"].items())},
@@ -209,17 +255,20 @@ def run_point(point: Mapping[str, Any]) -> dict[str, Any]:
         "accounting": point["accounting"],
     }
     try:
-        arch = _arch(point)
         w = _workload(point["workload"])
         c = _cascade(point["cascade"])
-        found = explore(c, arch, SearchOptions(sizes=w.sizes, **point["options"]))
-        r = sim.evaluate(c, found.best, arch, w, accounting=point["accounting"])
+        if isinstance(point["params"].get("buffer_bytes"), str):
+            arch, found, r = _with_buffer_rule(point, w, c)
+        else:
+            arch = _arch(point)
+            found, r = _evaluate(point, arch, w, c)
     except EinforgeError as exc:
         row["error"] = f"{type(exc).__name__}: {exc}"
         return row
     row.update(
         {
             "arch_name": arch.name,
+            "buffer_bytes": arch.buffer.capacity_bytes,
             "error": "",
             "fusion": found.best.fusion,
             "latency_s": r.latency_s,

@@ -26,7 +26,9 @@ def _documented(module: str) -> list[str]:
     return re.findall(r"^- `([A-Za-z_]\w*)`", section.group(1), re.M)
 
 
-@pytest.mark.parametrize("module", [einsum, builder, golden, einforge, mapper, sim, rtl], ids=lambda m: m.__name__)
+@pytest.mark.parametrize(
+    "module", [einsum, builder, golden, einforge, mapper, sim, rtl], ids=lambda m: m.__name__
+)
 def test_all_matches_the_docs(module: ModuleType) -> None:
     assert sorted(module.__all__) == sorted(_documented(module.__name__))
     for name in module.__all__:

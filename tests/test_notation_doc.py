@@ -111,10 +111,13 @@ def test_section8_topk_example_value() -> None:
 
 @pytest.mark.parametrize("index", range(8))
 def test_every_example_prints_back_to_itself(index: int) -> None:
-    contexts = {1: "input K[m, e]\noutput BK\n", 3: "input s[m]\noutput keep\n",
-                2: "input LM[p, m1], SLD[p, m1], SLNV[p, f, m1]\noutput RM, AV\n"
-                   "init RD[p, m1 = 0] = 0\nRD[p, m1 + 1] = RD[p, m1] + SLD[p, m1]\n"
-                   "init RNV[p, f, m1 = 0] = 0\nRNV[p, f, m1 + 1] = RNV[p, f, m1] + SLNV[p, f, m1]\n"}
+    contexts = {
+        1: "input K[m, e]\noutput BK\n",
+        3: "input s[m]\noutput keep\n",
+        2: "input LM[p, m1], SLD[p, m1], SLNV[p, f, m1]\noutput RM, AV\n"
+        "init RD[p, m1 = 0] = 0\nRD[p, m1 + 1] = RD[p, m1] + SLD[p, m1]\n"
+        "init RNV[p, f, m1 = 0] = 0\nRNV[p, f, m1 + 1] = RNV[p, f, m1] + SLNV[p, f, m1]\n",
+    }
     c = einsum.parse(contexts.get(index, "") + BLOCKS[index])
     assert einsum.parse(str(c)) == c
     assert str(einsum.parse(str(c))) == str(c)

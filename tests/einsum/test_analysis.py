@@ -12,10 +12,17 @@ from einsum import Poly
 LIB = einsum.library.get
 
 
-@pytest.mark.parametrize(("name", "expected"), [
-    ("attention_3pass", 3), ("attention_2pass", 2), ("attention_1pass", 1),
-    ("softmax", 3), ("layernorm", 3), ("matmul", 1),
-])
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("attention_3pass", 3),
+        ("attention_2pass", 2),
+        ("attention_1pass", 1),
+        ("softmax", 3),
+        ("layernorm", 3),
+        ("matmul", 1),
+    ],
+)
 def test_library_pass_counts(name: str, expected: int) -> None:
     assert einsum.passes(LIB(name), "M") == expected
 
@@ -63,12 +70,12 @@ def test_op_counts_of_three_pass_attention_by_hand() -> None:
     sizes = {"P": 3, "M": 5, "E": 7, "F": 2}
     by = [c.at(sizes) for c in counts]
     assert by[0] == {"mac": 3 * 5 * 7, "add": 0, "max": 0, "exp": 0, "div": 0, "other": 0}  # QK
-    assert by[1]["mac"] == 15          # S = QK * scale
-    assert by[2]["max"] == 15          # GM: one compare per element reduced
+    assert by[1]["mac"] == 15  # S = QK * scale
+    assert by[2]["max"] == 15  # GM: one compare per element reduced
     assert (by[3]["add"], by[3]["exp"]) == (15, 15)  # SN = exp(S - GM)
-    assert by[4]["add"] == 15          # SD
-    assert by[5]["div"] == 15          # A
-    assert by[6]["mac"] == 3 * 5 * 2   # AV
+    assert by[4]["add"] == 15  # SD
+    assert by[5]["div"] == 15  # A
+    assert by[6]["mac"] == 3 * 5 * 2  # AV
 
 
 def test_op_counts_match_fusemax_per_element_costs() -> None:
@@ -84,12 +91,15 @@ def test_op_counts_match_fusemax_per_element_costs() -> None:
 
 def test_op_counts_hoist_invariant_factors_and_charge_user_operators() -> None:
     exp6 = einsum.Operator(name="exp6", arity=1, golden=np.exp, cost=einsum.Actions(mac=6, add=1))
-    c = einsum.parse("""
+    c = einsum.parse(
+        """
         input A[p, m], B[p]
         output Z, W
         Z[p] = A[p, m] * B[p] * 2
         W[p, m] = exp6(A[p, m] - B[p])
-    """, operators=[exp6])
+    """,
+        operators=[exp6],
+    )
     z, w = einsum.op_counts(c)
     assert str(z) == "mac=2*P, add=M*P"  # sum A over m, then two scalings per p
     assert w.at({"P": 2, "M": 3}) == {"mac": 36, "add": 6 + 6, "max": 0, "exp": 0, "div": 0, "other": 0}
@@ -113,8 +123,10 @@ def test_poly_arithmetic() -> None:
 def test_dependency_graph_shape() -> None:
     g = einsum.dependency_graph(LIB("attention_1pass"))
     assert g.nodes["Q"]["role"] == "input" and g.nodes["AV"]["role"] == "output"
-    assert g.has_edge("RM", ("einsum", 11)) and g.edges["RM", ("einsum", 11)]["access"] == \
-        "RM[p, m1], RM[p, m1 + 1]"
+    assert (
+        g.has_edge("RM", ("einsum", 11))
+        and g.edges["RM", ("einsum", 11)]["access"] == "RM[p, m1], RM[p, m1 + 1]"
+    )
     cycles = {frozenset(n for n in cyc if isinstance(n, str)) for cyc in nx.simple_cycles(g)}
     assert frozenset({"RD", "SPD"}) in cycles and frozenset({"RM"}) in cycles
     assert nx.is_directed_acyclic_graph(einsum.dependency_graph(LIB("attention_3pass")))
@@ -123,8 +135,11 @@ def test_dependency_graph_shape() -> None:
 def test_stages_group_recurrences() -> None:
     c = LIB("attention_1pass")
     groups = [tuple(c.einsums[i].lhs_text for i in s.statements) for s in c.stages if s.step]
-    assert groups == [("RM[p, m1 + 1]",), ("SPD[p, m1]", "RD[p, m1 + 1]"),
-                      ("SPNV[p, f, m1]", "RNV[p, f, m1 + 1]")]
+    assert groups == [
+        ("RM[p, m1 + 1]",),
+        ("SPD[p, m1]", "RD[p, m1 + 1]"),
+        ("SPNV[p, f, m1]", "RNV[p, f, m1 + 1]"),
+    ]
 
 
 def test_bind_sizes_derives_partitions_either_way() -> None:
@@ -136,5 +151,7 @@ def test_bind_sizes_derives_partitions_either_way() -> None:
 
 
 def test_eval_params() -> None:
-    c = einsum.parse("input A[m]\nparam k = ceil(0.25 * M)\nparam j = max(k, 2) ** 2\noutput Z\nZ[m] = A[m] * j")
+    c = einsum.parse(
+        "input A[m]\nparam k = ceil(0.25 * M)\nparam j = max(k, 2) ** 2\noutput Z\nZ[m] = A[m] * j"
+    )
     assert einsum.eval_params(c, {"M": 9}) == {"k": 3.0, "j": 9.0}

@@ -20,11 +20,11 @@ def mutated(draw: st.DrawFn) -> str:
         pos = draw(st.integers(0, len(text)))
         kind = draw(st.sampled_from(["delete", "insert", "replace", "duplicate-line"]))
         if kind == "delete":
-            text = text[:pos] + text[pos + draw(st.integers(1, 5)):]
+            text = text[:pos] + text[pos + draw(st.integers(1, 5)) :]
         elif kind == "insert":
             text = text[:pos] + draw(st.text(ALPHABET, min_size=1, max_size=4)) + text[pos:]
         elif kind == "replace":
-            text = text[:pos] + draw(st.sampled_from(ALPHABET)) + text[pos + 1:]
+            text = text[:pos] + draw(st.sampled_from(ALPHABET)) + text[pos + 1 :]
         else:
             lines = text.splitlines()
             i = draw(st.integers(0, len(lines) - 1))

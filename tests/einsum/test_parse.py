@@ -18,25 +18,28 @@ def test_library_round_trips(name: str) -> None:
     assert einsum.parse(einsum.library.source(name)) == c
 
 
-@pytest.mark.parametrize(("text", "canonical"), [
-    ("a-b-c", "a - b - c"),
-    ("a-(b-c)", "a - (b - c)"),
-    ("(a+b)*c", "(a + b) * c"),
-    ("a*b/c", "a * b / c"),
-    ("a/(b*c)", "a / (b * c)"),
-    ("-a**2", "-a ** 2"),
-    ("(-2)**2", "(-2) ** 2"),
-    ("2**-1", "2 ** -1"),
-    ("a - -1", "a - -1"),
-    ("-(2)", "-(2)"),
-    ("(sum[i] X[i]) + 1", "(sum[i] X[i]) + 1"),
-    ("sum[i] X[i] + 1", "sum[i] X[i] + 1"),
-    ("1 + max[i] X[i]", "1 + (max[i] X[i])"),
-    ("where(i >= j, 1.50, -inf)", "where(i >= j, 1.5, -inf)"),
-    ("0.000010", "1e-05"),
-    ("(a < b) == (b < a)", "(a < b) == (b < a)"),
-    ("topk[i; 2] X[i]", "topk[i; 2] X[i]"),
-])
+@pytest.mark.parametrize(
+    ("text", "canonical"),
+    [
+        ("a-b-c", "a - b - c"),
+        ("a-(b-c)", "a - (b - c)"),
+        ("(a+b)*c", "(a + b) * c"),
+        ("a*b/c", "a * b / c"),
+        ("a/(b*c)", "a / (b * c)"),
+        ("-a**2", "-a ** 2"),
+        ("(-2)**2", "(-2) ** 2"),
+        ("2**-1", "2 ** -1"),
+        ("a - -1", "a - -1"),
+        ("-(2)", "-(2)"),
+        ("(sum[i] X[i]) + 1", "(sum[i] X[i]) + 1"),
+        ("sum[i] X[i] + 1", "sum[i] X[i] + 1"),
+        ("1 + max[i] X[i]", "1 + (max[i] X[i])"),
+        ("where(i >= j, 1.50, -inf)", "where(i >= j, 1.5, -inf)"),
+        ("0.000010", "1e-05"),
+        ("(a < b) == (b < a)", "(a < b) == (b < a)"),
+        ("topk[i; 2] X[i]", "topk[i; 2] X[i]"),
+    ],
+)
 def test_canonical_expression_text(text: str, canonical: str) -> None:
     expr = einsum.parse_expr(text)
     assert str(expr) == canonical

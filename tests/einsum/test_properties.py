@@ -32,22 +32,30 @@ from einsum._expr import free_vars, walk
 
 # Inputs of every generated cascade; an index walks the rank of its own name.
 INPUTS = (Input("A", ("I", "J")), Input("B", ("J", "K")), Input("C", ("K",)), Input("D", ()))
-PARAMS = (ParamDef("alpha", Num(0.5)), ParamDef("beta", Binary(op=BinOp.DIV, lhs=Num(1.0),
-                                                                rhs=Call(func=Func.SQRT, args=(Size("J"),)))))
+PARAMS = (
+    ParamDef("alpha", Num(0.5)),
+    ParamDef("beta", Binary(op=BinOp.DIV, lhs=Num(1.0), rhs=Call(func=Func.SQRT, args=(Size("J"),)))),
+)
 
 numbers = st.one_of(
     st.integers(-5, 5).map(float),
     st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False),
     st.sampled_from([float("inf"), -float("inf"), 1e-5, 0.25]),
 ).map(Num)
-accesses = st.sampled_from([
-    Access("A", (Var("i"), Var("j"))),
-    Access("B", (Var("j"), Var("k"))),
-    Access("C", (Var("k"),)),
-    Access("D", ()),
-])
-leaves = st.one_of(numbers, accesses, st.sampled_from([ParamRef("alpha"), ParamRef("beta"), Size("I")]),
-                   st.sampled_from([Var("i"), Var("j"), Var("k")]))
+accesses = st.sampled_from(
+    [
+        Access("A", (Var("i"), Var("j"))),
+        Access("B", (Var("j"), Var("k"))),
+        Access("C", (Var("k"),)),
+        Access("D", ()),
+    ]
+)
+leaves = st.one_of(
+    numbers,
+    accesses,
+    st.sampled_from([ParamRef("alpha"), ParamRef("beta"), Size("I")]),
+    st.sampled_from([Var("i"), Var("j"), Var("k")]),
+)
 arith = st.sampled_from([BinOp.ADD, BinOp.SUB, BinOp.MUL, BinOp.DIV])
 compare = st.sampled_from([op for op in BinOp if op.is_comparison] + [BinOp.POW])
 unary_funcs = st.sampled_from([f for f in Func if f.arity == 1])
@@ -59,8 +67,12 @@ def _extend(children: st.SearchStrategy[Expr]) -> st.SearchStrategy[Expr]:
         st.builds(lambda op, a, b: Binary(op=op, lhs=a, rhs=b), compare, children, children),
         st.builds(Neg, children),
         st.builds(lambda f, a: Call(func=f, args=(a,)), unary_funcs, children),
-        st.builds(lambda f, a, b: Call(func=f, args=(a, b)), st.sampled_from([Func.MAX, Func.MIN]),
-                  children, children),
+        st.builds(
+            lambda f, a, b: Call(func=f, args=(a, b)),
+            st.sampled_from([Func.MAX, Func.MIN]),
+            children,
+            children,
+        ),
         st.builds(lambda a, b, c: Call(func=Func.WHERE, args=(a, b, c)), children, children, children),
         st.builds(_reduce, st.sampled_from(list(ReduceOp)), children, st.randoms()),
         st.builds(_topk, children, st.integers(0, 3), st.randoms()),
@@ -94,8 +106,13 @@ def cascades(draw: st.DrawFn) -> Cascade:
         candidates = sorted(free_vars(expr) - reduced)
         lhs = tuple(draw(st.permutations(candidates))[: draw(st.integers(0, len(candidates)))])
         einsums.append(Einsum(output=f"Z{n}", indices=lhs, expr=expr))
-    return Cascade(name=draw(st.sampled_from([None, "generated"])), inputs=INPUTS, params=PARAMS,
-                   outputs=tuple(e.output for e in einsums), einsums=tuple(einsums))
+    return Cascade(
+        name=draw(st.sampled_from([None, "generated"])),
+        inputs=INPUTS,
+        params=PARAMS,
+        outputs=tuple(e.output for e in einsums),
+        einsums=tuple(einsums),
+    )
 
 
 @given(cascades())
@@ -142,11 +159,17 @@ def test_golden_run_equals_numpy_einsum(spec: tuple[str, list[str], str, dict[st
 
 
 @given(
-    p=st.integers(1, 12), m1=st.integers(1, 5), m0=st.integers(1, 6), e=st.integers(1, 8),
-    f=st.integers(1, 6), seed=st.integers(0, 2**32 - 1), scale=st.sampled_from([1.0, 10.0]),
+    p=st.integers(1, 12),
+    m1=st.integers(1, 5),
+    m0=st.integers(1, 6),
+    e=st.integers(1, 8),
+    f=st.integers(1, 6),
+    seed=st.integers(0, 2**32 - 1),
+    scale=st.sampled_from([1.0, 10.0]),
 )
-def test_attention_cascades_agree_with_direct_softmax(p: int, m1: int, m0: int, e: int, f: int,
-                                                      seed: int, scale: float) -> None:
+def test_attention_cascades_agree_with_direct_softmax(
+    p: int, m1: int, m0: int, e: int, f: int, seed: int, scale: float
+) -> None:
     rng = np.random.default_rng(seed)
     m = m1 * m0
     x = {"Q": scale * rng.normal(size=(p, e)), "K": rng.normal(size=(m, e)), "V": rng.normal(size=(m, f))}
@@ -163,8 +186,12 @@ def test_attention_cascades_agree_with_direct_softmax(p: int, m1: int, m0: int, 
 def test_generated_cascades_evaluate_or_fail_typed(c: Cascade, seed: int) -> None:
     """Any valid cascade evaluates without an untyped exception (values may be inf/nan)."""
     rng = np.random.default_rng(seed)
-    x = {"A": rng.normal(size=(2, 3)), "B": rng.normal(size=(3, 2)), "C": rng.normal(size=2),
-         "D": np.array(rng.normal())}
+    x = {
+        "A": rng.normal(size=(2, 3)),
+        "B": rng.normal(size=(3, 2)),
+        "C": rng.normal(size=2),
+        "D": np.array(rng.normal()),
+    }
     try:
         out = golden.run(c, x)
     except einsum.EinforgeError:

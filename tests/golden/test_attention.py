@@ -254,9 +254,12 @@ def test_cuda_tiles_fit_shared_memory_or_say_so() -> None:
 
     assert _attn_cuda.tile_shape(64, 64, np.float32) == (64, 32)
     assert _attn_cuda.tile_shape(64, 64, np.float64) == (32, 16)
-    with pytest.raises(golden.EvaluationError, match=r"attention: backend 'cuda' with E = 512, F = 512 in "
-                       r"float64 needs 201,856 bytes of shared memory even with 16 x 16 tiles; the kernel has "
-                       r"49,152 \(use a smaller head dimension, float32, or backend 'cpu'\)"):
+    with pytest.raises(
+        golden.EvaluationError,
+        match=r"attention: backend 'cuda' with E = 512, F = 512 in "
+        r"float64 needs 201,856 bytes of shared memory even with 16 x 16 tiles; the kernel has "
+        r"49,152 \(use a smaller head dimension, float32, or backend 'cpu'\)",
+    ):
         _attn_cuda.tile_shape(512, 512, np.float64)
 
 

@@ -36,7 +36,9 @@ def test_unknown_key_has_did_you_mean():
 
 
 def test_no_compute_unit():
-    with pytest.raises(ArchError, match="architecture 'x' has no compute unit; expected at least one PE array"):
+    with pytest.raises(
+        ArchError, match="architecture 'x' has no compute unit; expected at least one PE array"
+    ):
         mapper.fusemax().replace(name="x", arrays=())
 
 
@@ -46,18 +48,35 @@ def test_zero_bandwidth():
 
 
 def test_unknown_functional_unit():
-    with pytest.raises(ArchError, match=r"array '1d': unknown functional unit 'divide'; did you mean 'div'\? \(expected some of "):
-        mapper.PEArray(name="1d", rows=1, cols=4, units=("mac", "divide"), rf_words=4, rf_read_pj=0,
-                       rf_write_pj=0, rf_area_um2=0)
+    with pytest.raises(
+        ArchError,
+        match=r"array '1d': unknown functional unit 'divide'; did you mean 'div'\? \(expected some of ",
+    ):
+        mapper.PEArray(
+            name="1d",
+            rows=1,
+            cols=4,
+            units=("mac", "divide"),
+            rf_words=4,
+            rf_read_pj=0,
+            rf_write_pj=0,
+            rf_area_um2=0,
+        )
 
 
 def test_unknown_array_name():
-    with pytest.raises(ArchError, match=r"architecture 'fusemax' has no array '2D'; did you mean '2d'\? \(it has \['2d', '1d'\]\)"):
+    with pytest.raises(
+        ArchError,
+        match=r"architecture 'fusemax' has no array '2D'; did you mean '2d'\? \(it has \['2d', '1d'\]\)",
+    ):
         mapper.fusemax().array("2D")
 
 
 def test_unknown_preset_and_format(tmp_path):
-    with pytest.raises(ArchError, match=r"unknown architecture preset 'fusemx'; did you mean 'fusemax'\? \(expected one of fusemax, "):
+    with pytest.raises(
+        ArchError,
+        match=r"unknown architecture preset 'fusemx'; did you mean 'fusemax'\? \(expected one of fusemax, ",
+    ):
         mapper.preset("fusemx")
     with pytest.raises(ArchError, match=r"expected a \.json, \.yaml or \.yml file"):
         mapper.fusemax().save(tmp_path / "arch.txt")
@@ -79,7 +98,9 @@ def test_area_per_component():
 
 
 def test_non_numeric_field_and_bad_preset_parameter():
-    with pytest.raises(ArchError, match=r"architecture 'fusemax': clock_hz must be a finite number, found 'fast'"):
+    with pytest.raises(
+        ArchError, match=r"architecture 'fusemax': clock_hz must be a finite number, found 'fast'"
+    ):
         mapper.fusemax(clock_hz="fast")
     with pytest.raises(ArchError, match=r"preset 'flat': .*unexpected keyword argument 'rows'"):
         mapper.preset("flat", rows=8)
@@ -91,7 +112,9 @@ def test_score_row_blocks():
     assert mapper.arch.fusemax().score_row_blocks == ()
     with pytest.raises(ArchError, match=r"architecture 'flat': score_row_blocks must be positive, found 0"):
         mapper.arch.flat(score_row_blocks=(256, 0))
-    with pytest.raises(ArchError, match=r"architecture 'flat': score_row_blocks must be an integer, found 1024.0"):
+    with pytest.raises(
+        ArchError, match=r"architecture 'flat': score_row_blocks must be an integer, found 1024.0"
+    ):
         mapper.arch.flat(score_row_blocks=(1024.0,))
     a = mapper.flat()
     assert mapper.ArchSpec.from_dict(json.loads(a.to_json())) == a

@@ -358,9 +358,17 @@ def test_systolic_loop_nest_counts_fill_and_drain_as_scalesim(df, spatial) -> No
     m, n, k = 37, 91, 53
     arch = _toy_arch(8, 16)
     nest = LoopNest("Z", "2d", spatial, {"M": 1, "N": 1, "K": 1}, ("M", "N", "K"))
-    s = mapper.Schedule(cascade="matmul", binding={"Z": "2d"}, spatial={"2d": ()}, tile={},
-                        residency={"A": "dram", "B": "dram", "Z": "dram"}, kernels=(), interleave=False,
-                        lookahead=0, nests={"Z": nest})
+    s = mapper.Schedule(
+        cascade="matmul",
+        binding={"Z": "2d"},
+        spatial={"2d": ()},
+        tile={},
+        residency={"A": "dram", "B": "dram", "Z": "dram"},
+        kernels=(),
+        interleave=False,
+        lookahead=0,
+        nests={"Z": nest},
+    )
     w = sim.workload(sizes={"M": m, "N": n, "K": k})
     r = sim.evaluate(einsum.library.get("matmul"), s, arch, w, systolic=True)
     assert r.busy_cycles["2d"] == mapper.systolic_gemm_cycles(m, n, k, 8, 16, df)
@@ -372,7 +380,9 @@ def test_a_budget_samples_loop_nests_and_is_not_certified() -> None:
     c = einsum.library.get("matmul")
     w = sim.workload(sizes="M=1000,K=777,N=333")
     exact = explore(c, mapper.fusemax(), SearchOptions(sizes=w.sizes, fusion="layerwise"))
-    sampled = explore(c, mapper.fusemax(), SearchOptions(sizes=w.sizes, fusion="layerwise", budget=50, seed=3))
+    sampled = explore(
+        c, mapper.fusemax(), SearchOptions(sizes=w.sizes, fusion="layerwise", budget=50, seed=3)
+    )
     assert exact.certified and not sampled.certified
     assert sampled.nest_evaluations == 50 * len(mapper.fusemax().arrays)
     assert sampled.estimate.latency_cycles >= exact.estimate.latency_cycles

@@ -50,39 +50,74 @@ def test_p1_from_the_buffer():
     s = search(LIB("attention_1pass"), mapper.fusemax(), SearchOptions(fusion="fused", sizes=big))
     assert s.query_tiles_on_chip == (128,)
     tiny = mapper.fusemax(array_dim=2, buffer_bytes=64)
-    s = search(LIB("attention_1pass"), tiny, SearchOptions(fusion="fused", sizes={"P": 8, "M": 8, "E": 2, "F": 2}))
+    s = search(
+        LIB("attention_1pass"), tiny, SearchOptions(fusion="fused", sizes={"P": 8, "M": 8, "E": 2, "F": 2})
+    )
     # (64 - 2*2*(2+2)*2) bytes left; one query tile of 2 queries x (2 + 2 + 2) words x 2 bytes = 24
     assert s.query_tiles_on_chip == (1,)
 
 
 def test_flat_spills_then_streams():
     for n, where in ((16384, "buffer"), (262144, "dram")):
-        s = search(LIB("attention_3pass"), mapper.flat(), SearchOptions(fusion="fused", sizes=dict(BERT_1K, P=n, M=n)))
+        s = search(
+            LIB("attention_3pass"),
+            mapper.flat(),
+            SearchOptions(fusion="fused", sizes=dict(BERT_1K, P=n, M=n)),
+        )
         assert s.residency["SN"] == where
-    s = search(LIB("attention_3pass"), mapper.flat(), SearchOptions(fusion="fused", sizes=dict(BERT_1K, P=65536, M=65536)))
+    s = search(
+        LIB("attention_3pass"),
+        mapper.flat(),
+        SearchOptions(fusion="fused", sizes=dict(BERT_1K, P=65536, M=65536)),
+    )
     assert 0 < s.spill_fraction < 0.01
 
 
 def test_unfused_kernels():
-    s = search(LIB("attention_3pass"), mapper.unfused(), SearchOptions(fusion="fused", sizes=BERT_1K, fuse=False))
+    s = search(
+        LIB("attention_3pass"), mapper.unfused(), SearchOptions(fusion="fused", sizes=BERT_1K, fuse=False)
+    )
     assert s.kernels == (("QK", "S"), ("GM", "SN", "SD", "A"), ("AV",))
     assert s.residency["S"] == s.residency["A"] == "dram"
 
 
 def test_no_unit_can_execute():
     arch = mapper.fusemax()
-    no_div = arch.replace(arrays=(arch.array("2d"), mapper.PEArray(
-        name="1d", rows=1, cols=256, units=("mac", "max"), exp_on_mac=True, rf_words=32, rf_read_pj=0, rf_write_pj=0,
-        rf_area_um2=0)))
-    with pytest.raises(ScheduleError, match=r"no unit can execute Einsum AV \(operations: div; tried "
-                                            r"2d \(no 'div' unit\); 1d \(no 'div' unit\)\)"):
+    no_div = arch.replace(
+        arrays=(
+            arch.array("2d"),
+            mapper.PEArray(
+                name="1d",
+                rows=1,
+                cols=256,
+                units=("mac", "max"),
+                exp_on_mac=True,
+                rf_words=32,
+                rf_read_pj=0,
+                rf_write_pj=0,
+                rf_area_um2=0,
+            ),
+        )
+    )
+    with pytest.raises(
+        ScheduleError,
+        match=r"no unit can execute Einsum AV \(operations: div; tried "
+        r"2d \(no 'div' unit\); 1d \(no 'div' unit\)\)",
+    ):
         search(LIB("attention_1pass"), no_div, SearchOptions(fusion="fused", sizes=BERT_1K))
 
 
 def test_tile_does_not_fit():
-    with pytest.raises(ScheduleError, match=r"the running state of one query tile \(256 queries x 260 bytes\) "
-                                            r"and the key tile \(131072 bytes\) do not fit the 65536-byte buffer"):
-        search(LIB("attention_1pass"), mapper.fusemax(buffer_bytes=65536), SearchOptions(fusion="fused", sizes=BERT_1K))
+    with pytest.raises(
+        ScheduleError,
+        match=r"the running state of one query tile \(256 queries x 260 bytes\) "
+        r"and the key tile \(131072 bytes\) do not fit the 65536-byte buffer",
+    ):
+        search(
+            LIB("attention_1pass"),
+            mapper.fusemax(buffer_bytes=65536),
+            SearchOptions(fusion="fused", sizes=BERT_1K),
+        )
 
 
 def test_ragged_length_is_costed_as_its_tiles():
@@ -99,7 +134,9 @@ def test_ragged_length_is_costed_as_its_tiles():
             c = LIB(name)
             s = search(c, arch, SearchOptions(fusion="fused", sizes=w.sizes))
             reports[name, n] = sim.evaluate(c, s, arch, w)
-    assert reports["attention_1pass", 1000].per_einsum["QK"]["macs"] == 1000 * 1000 * (64 + 1)  # and the scale
+    assert reports["attention_1pass", 1000].per_einsum["QK"]["macs"] == 1000 * 1000 * (
+        64 + 1
+    )  # and the scale
     assert reports["attention_3pass", 1000].per_einsum["QK"]["macs"] == 1000 * 1000 * 64
     lat = {n: reports["attention_1pass", n].latency_cycles for n in (768, 1000, 1024)}
     assert lat[768] < lat[1000] <= lat[1024]
@@ -109,7 +146,11 @@ def test_ragged_length_is_costed_as_its_tiles():
 
 def test_workload_sizes_do_not_fit_the_cascade():
     with pytest.raises(ScheduleError, match=r"workload gives no size for rank\(s\) F of attention_1pass"):
-        search(LIB("attention_1pass"), mapper.fusemax(), SearchOptions(fusion="fused", sizes={"P": 1024, "M": 1024, "E": 64}))
+        search(
+            LIB("attention_1pass"),
+            mapper.fusemax(),
+            SearchOptions(fusion="fused", sizes={"P": 1024, "M": 1024, "E": 64}),
+        )
 
 
 def test_hand_written_schedule_is_checked():
@@ -129,10 +170,16 @@ def test_bad_options():
 
 
 def test_a_score_row_that_does_not_fit():
-    with pytest.raises(ScheduleError, match=r"a row of M = 1048576 words \(2097152 bytes\) does not fit the "
-                                            r"1048576-byte buffer beside the key tile \(131072 bytes\)"):
-        search(LIB("attention_3pass"), mapper.flat(buffer_bytes=1 << 20),
-               SearchOptions(fusion="fused", sizes=dict(BERT_1K, P=1 << 20, M=1 << 20)))
+    with pytest.raises(
+        ScheduleError,
+        match=r"a row of M = 1048576 words \(2097152 bytes\) does not fit the "
+        r"1048576-byte buffer beside the key tile \(131072 bytes\)",
+    ):
+        search(
+            LIB("attention_3pass"),
+            mapper.flat(buffer_bytes=1 << 20),
+            SearchOptions(fusion="fused", sizes=dict(BERT_1K, P=1 << 20, M=1 << 20)),
+        )
 
 
 def test_flat_granularity_search_and_its_errors():
@@ -150,25 +197,39 @@ def test_flat_granularity_search_and_its_errors():
     pinned = mapper.search(c, arch, mapper.SearchOptions(fusion="fused", sizes=w.sizes, score_rows=1024))
     assert pinned.score_rows == 1024 and pinned.query_tiles_on_chip == (4,)
     assert pinned.residency["SN"] == "dram"  # 1024 rows of 64K scores stream through DRAM
-    with pytest.raises(mapper.ScheduleError, match=r"score_rows = 300 is not a granularity of 'flat' for P = 65536 "
-                                                   r"\(expected one of 256, 512, 1024, 65536\)"):
+    with pytest.raises(
+        mapper.ScheduleError,
+        match=r"score_rows = 300 is not a granularity of 'flat' for P = 65536 "
+        r"\(expected one of 256, 512, 1024, 65536\)",
+    ):
         mapper.search(c, arch, mapper.SearchOptions(fusion="fused", sizes=w.sizes, score_rows=300))
     with pytest.raises(mapper.ScheduleError, match=r"has none to choose"):
-        mapper.search(einsum.library.get("attention_1pass"), mapper.fusemax(),
-                      mapper.SearchOptions(fusion="fused", sizes=w.sizes, score_rows=256))
+        mapper.search(
+            einsum.library.get("attention_1pass"),
+            mapper.fusemax(),
+            mapper.SearchOptions(fusion="fused", sizes=w.sizes, score_rows=256),
+        )
     with pytest.raises(mapper.ScheduleError, match=r"score_rows must be a positive integer, found 0"):
         mapper.SearchOptions(fusion="fused", sizes=w.sizes, score_rows=0)
-    with pytest.raises(mapper.ScheduleError, match=r"score_rows must be a positive integer or None, found -1"):
+    with pytest.raises(
+        mapper.ScheduleError, match=r"score_rows must be a positive integer or None, found -1"
+    ):
         mapper.check(c, dataclasses.replace(s, score_rows=-1), arch)
 
 
 def test_bind_names_an_unknown_einsum_or_array():
     sizes = {"P": 512, "M": 512, "E": 64, "F": 64}
     c = einsum.library.get("attention_1pass")
-    with pytest.raises(ScheduleError, match=r"bind names Einsum 'XX', which attention_1pass does not have "
-                                            r"\(its Einsums that do work: QK, LM, "):
+    with pytest.raises(
+        ScheduleError,
+        match=r"bind names Einsum 'XX', which attention_1pass does not have "
+        r"\(its Einsums that do work: QK, LM, ",
+    ):
         search(c, mapper.fusemax(), SearchOptions(fusion="fused", sizes=sizes, bind={"XX": "2d"}))
-    with pytest.raises(ScheduleError, match=r"bind names Einsum 'qk', which attention_1pass does not have; did you mean 'QK'\?"):
+    with pytest.raises(
+        ScheduleError,
+        match=r"bind names Einsum 'qk', which attention_1pass does not have; did you mean 'QK'\?",
+    ):
         search(c, mapper.fusemax(), SearchOptions(fusion="fused", sizes=sizes, bind={"qk": "2d"}))
     with pytest.raises(mapper.ArchError, match=r"has no array '2D'; did you mean '2d'\?"):
         search(c, mapper.fusemax(), SearchOptions(fusion="fused", sizes=sizes, bind={"QK": "2D"}))
@@ -178,10 +239,17 @@ def test_no_fusion_granularity_fits_says_why_for_each():
     import sim
 
     w = sim.workload("BERT", "16K")
-    with pytest.raises(ScheduleError, match=r"no fusion granularity of 'flat' fits: 256 rows: a row of M = 16384 words "
-                                            r"\(32768 bytes\) does not fit the 65536-byte buffer beside the key tile "
-                                            r"\(131072 bytes\) and the Q and output rows of 256 queries; 512 rows: "):
-        search(einsum.library.get("attention_3pass"), mapper.flat(buffer_bytes=64 * 1024), SearchOptions(fusion="fused", sizes=w.sizes))
+    with pytest.raises(
+        ScheduleError,
+        match=r"no fusion granularity of 'flat' fits: 256 rows: a row of M = 16384 words "
+        r"\(32768 bytes\) does not fit the 65536-byte buffer beside the key tile "
+        r"\(131072 bytes\) and the Q and output rows of 256 queries; 512 rows: ",
+    ):
+        search(
+            einsum.library.get("attention_3pass"),
+            mapper.flat(buffer_bytes=64 * 1024),
+            SearchOptions(fusion="fused", sizes=w.sizes),
+        )
 
 
 def test_buffer_geometry_is_validated():

@@ -86,16 +86,22 @@ def test_interpolation_is_log_log_between_grid_points():
 
 
 def test_outside_the_grid_is_an_error_that_says_so():
-    with pytest.raises(SRAMError, match=r"SRAM capacity 128 MiB is outside the CACTI table's grid "
-                                        r"\(16 KiB to 64 MiB\); choose a value inside it or pass "
-                                        r"your own sram_model"):
+    with pytest.raises(
+        SRAMError,
+        match=r"SRAM capacity 128 MiB is outside the CACTI table's grid "
+        r"\(16 KiB to 64 MiB\); choose a value inside it or pass "
+        r"your own sram_model",
+    ):
         cacti_table(capacity_bytes=128 * MIB, width_bits=4096)
     with pytest.raises(SRAMError, match=r"SRAM width 8192 bits is outside"):
         cacti_table(capacity_bytes=MIB, width_bits=8192)
     with pytest.raises(SRAMError, match=r"the CACTI table is for 45 nm, not 22 nm"):
         cacti_table(capacity_bytes=MIB, width_bits=4096, technology_nm=22)
-    with pytest.raises(SRAMError, match=r"CACTI finds no organisation for an SRAM of 16384 bytes, 4096-bit "
-                                        r"accesses, 1 port\(s\), 32 bank\(s\)"):
+    with pytest.raises(
+        SRAMError,
+        match=r"CACTI finds no organisation for an SRAM of 16384 bytes, 4096-bit "
+        r"accesses, 1 port\(s\), 32 bank\(s\)",
+    ):
         cacti_table(capacity_bytes=16384, width_bits=4096, banks=32)
     # the architecture's own area call raises it before any simulation
     big = mapper.fusemax(buffer_bytes=128 * MIB)
@@ -108,7 +114,9 @@ def test_given_figures_override_the_model():
     c = b.costs(16)
     assert c.read_pj_per_word == 1.0
     assert c.write_pj_per_word == pytest.approx(61.53, rel=0.005)
-    full = mapper.Buffer(capacity_bytes=1 << 40, read_pj_per_word=1, write_pj_per_word=2, area_um2=3, leakage_mw=4)
+    full = mapper.Buffer(
+        capacity_bytes=1 << 40, read_pj_per_word=1, write_pj_per_word=2, area_um2=3, leakage_mw=4
+    )
     assert full.costs(16).source == "given"  # no model is asked, so no grid to leave
 
 
@@ -117,8 +125,9 @@ def test_a_plugged_in_model_is_used():
 
     def model(**geometry):
         seen.update(geometry)
-        return mapper.SRAMCosts(read_pj=256.0, write_pj=512.0, leakage_mw=1.0, area_um2=5.0, width_bits=4096,
-                                source="mine")
+        return mapper.SRAMCosts(
+            read_pj=256.0, write_pj=512.0, leakage_mw=1.0, area_um2=5.0, width_bits=4096, source="mine"
+        )
 
     import einsum
 
@@ -127,7 +136,13 @@ def test_a_plugged_in_model_is_used():
     c = einsum.library.get("attention_1pass")
     s = mapper.search(c, arch, mapper.SearchOptions(fusion="fused", sizes=toy.sizes))
     r = sim.evaluate(c, s, arch, toy, sram_model=model)
-    assert seen == {"capacity_bytes": 1 << 20, "width_bits": 4096, "ports": 1, "banks": 1, "technology_nm": 45.0}
+    assert seen == {
+        "capacity_bytes": 1 << 20,
+        "width_bits": 4096,
+        "ports": 1,
+        "banks": 1,
+        "technology_nm": 45.0,
+    }
     assert r.per_component_pj["buffer"] == pytest.approx(r.buffer_reads * 1.0 + r.buffer_writes * 2.0)
     assert r.per_component_area_mm2["buffer"] == pytest.approx(5e-6)
 
@@ -159,11 +174,20 @@ def test_the_generator_reproduces_table_points(tmp_path):
     try:
         out = subprocess.run(
             [sys.executable, "-m", "mapper.cacti.generate", "--check", "6", "--seed", "1"],
-            capture_output=True, text=True, timeout=900, env=env, check=False,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            env=env,
+            check=False,
         )
     except subprocess.TimeoutExpired:
         pytest.skip("CACTI rebuild timed out")
-    if "fetching" in out.stdout and out.returncode != 0 and "pip" in out.stderr and "sha256" not in out.stderr:
+    if (
+        "fetching" in out.stdout
+        and out.returncode != 0
+        and "pip" in out.stderr
+        and "sha256" not in out.stderr
+    ):
         pytest.skip(f"cannot fetch hwcomponents-cacti here: {out.stderr[-300:]}")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "6 of 6 rerun points equal the shipped table" in out.stdout

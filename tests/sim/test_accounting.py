@@ -22,8 +22,11 @@ def _eval(cascade: str, arch: mapper.ArchSpec, acct: str | sim.Accounting, **kw)
 
 
 def test_unknown_accounting_is_a_typed_error():
-    with pytest.raises(ConfigError, match=r"unknown accounting 'fusemax_artifact'; did you mean "
-                                          r"'fusemax-artifact'\? \(expected one of physical, fusemax-artifact\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown accounting 'fusemax_artifact'; did you mean "
+        r"'fusemax-artifact'\? \(expected one of physical, fusemax-artifact\)",
+    ):
         sim.accounting("fusemax_artifact")
 
 
@@ -32,9 +35,7 @@ def test_rf_one_instance_divides_register_energy_by_the_pes():
     phys = _eval("attention_1pass", arch, "physical")
     one = _eval("attention_1pass", arch, sim.Accounting(name="rf", rf_one_instance=True))
     assert one.per_component_pj["2d.rf"] == pytest.approx(phys.per_component_pj["2d.rf"] / (256 * 256))
-    assert one.energy_pj == pytest.approx(
-        phys.energy_pj - phys.per_component_pj["2d.rf"] * (1 - 1 / 65536)
-    )
+    assert one.energy_pj == pytest.approx(phys.energy_pj - phys.per_component_pj["2d.rf"] * (1 - 1 / 65536))
 
 
 def test_exp_unit_unpriced_only_with_running_state():
@@ -56,8 +57,10 @@ def test_summed_op_cycles_charge_subtract_then_exp_twice():
     assert summed.per_einsum["SLN"]["cycles_per_tile"] == 2 * phys.per_einsum["SLN"]["cycles_per_tile"]
     assert summed.latency_s > 1.2 * phys.latency_s
     # a 3-pass cascade has no running state: unchanged
-    assert _eval("attention_3pass", arch, sim.Accounting(name="sum", summed_op_cycles_one_pass=True)).latency_s \
+    assert (
+        _eval("attention_3pass", arch, sim.Accounting(name="sum", summed_op_cycles_one_pass=True)).latency_s
         == _eval("attention_3pass", arch, "physical").latency_s
+    )
 
 
 def test_buffer_one_port_one_bank_prices_the_declared_geometry_as_the_artifact_did():
@@ -100,20 +103,26 @@ def test_a_report_below_the_compulsory_traffic_fails_its_self_check(monkeypatch)
     import sim.model
     from mapper.cost import Traffic
 
-    monkeypatch.setattr(sim.model, "traffic", lambda *a, **k: Traffic(dram_bytes=(0.0,), buffer_reads=0.0,
-                                                                       buffer_writes=0.0))
-    with pytest.raises(sim.EvaluationError, match=r"report failed its self-checks: DRAM traffic 0.0 bytes is "
-                                                  r"below the compulsory .* \(every input read once, every "
-                                                  r"output written once\); buffer reads 0.0 / writes 0.0 are "
-                                                  r"below the compulsory"):
+    monkeypatch.setattr(
+        sim.model, "traffic", lambda *a, **k: Traffic(dram_bytes=(0.0,), buffer_reads=0.0, buffer_writes=0.0)
+    )
+    with pytest.raises(
+        sim.EvaluationError,
+        match=r"report failed its self-checks: DRAM traffic 0.0 bytes is "
+        r"below the compulsory .* \(every input read once, every "
+        r"output written once\); buffer reads 0.0 / writes 0.0 are "
+        r"below the compulsory",
+    ):
         _eval("attention_1pass", mapper.fusemax(), "physical")
 
 
 def test_scaling_unpriced_drops_the_scale_multiply_only():
     # the artifact's cascades have no 1/sqrt(E): one multiply per score element is not charged
     acct = sim.Accounting(name="s", scaling_unpriced=True)
-    for cascade, arch, component in (("attention_3pass", mapper.flat(), "2d.mac"),
-                                     ("attention_1pass", mapper.fusemax(), "2d.mac")):
+    for cascade, arch, component in (
+        ("attention_3pass", mapper.flat(), "2d.mac"),
+        ("attention_1pass", mapper.fusemax(), "2d.mac"),
+    ):
         phys = _eval(cascade, arch, "physical")
         free = _eval(cascade, arch, acct)
         scores = W.instances * 1024 * 1024

@@ -135,7 +135,9 @@ def test_flat_granularity_is_chosen_as_the_artifact_did(both: tuple[dict, dict])
         assert ours[("FLAT", m, n)].score_rows == expected[n], (m, n)
 
 
-def test_physical_and_artifact_accounting_differ_only_where_documented(sweep: dict, both: tuple[dict, dict]) -> None:
+def test_physical_and_artifact_accounting_differ_only_where_documented(
+    sweep: dict, both: tuple[dict, dict]
+) -> None:
     ours, _ = both
     for key, phys in sweep.items():
         art = ours[key]

@@ -39,8 +39,10 @@ def test_cycles_per_einsum_on_a_2x2_array():
     assert einsum_cycles(f3["SN"], flat1, sp1, {"P": 2, "M": 8, "E": 2, "F": 2}) == 8
 
 
-@pytest.mark.parametrize(("m", "n", "k", "r", "c"), [(4, 4, 8, 4, 4), (8, 4, 3, 4, 4), (5, 7, 16, 4, 2),
-                                                     (256, 256, 64, 256, 256), (100, 300, 17, 32, 64)])
+@pytest.mark.parametrize(
+    ("m", "n", "k", "r", "c"),
+    [(4, 4, 8, 4, 4), (8, 4, 3, 4, 4), (5, 7, 16, 4, 2), (256, 256, 64, 256, 256), (100, 300, 17, 32, 64)],
+)
 def test_systolic_formulas(m, n, k, r, c):
     folds_os = -(-m // r) * -(-n // c)
     assert systolic_gemm_cycles(m, n, k, r, c, "os") == folds_os * (r + c + k - 2) - 1
@@ -55,8 +57,11 @@ def test_systolic_option_charges_fill_and_drain():
     f = _facts("matmul")["Z"]
     sizes = {"M": 4, "N": 4, "K": 8}
     assert einsum_cycles(f, arch.array("2d"), ("N", "M"), sizes) == 8
-    assert einsum_cycles(f, arch.array("2d"), ("N", "M"), sizes, systolic=True) == \
-        systolic_gemm_cycles(4, 4, 8, 4, 4, "os") == 13
+    assert (
+        einsum_cycles(f, arch.array("2d"), ("N", "M"), sizes, systolic=True)
+        == systolic_gemm_cycles(4, 4, 8, 4, 4, "os")
+        == 13
+    )
 
 
 def test_toy_traffic_energy_and_latency():
@@ -76,8 +81,9 @@ def test_toy_traffic_energy_and_latency():
     # plus the pipeline's start: the first DRAM transfer, QK, LM and the 2-row max chain, SLN
     assert busy_1d < r.latency_cycles < busy_1d + 2 * (3 + 1 + 2 + 7)
     assert r.utilization["1d"] == pytest.approx(busy_1d / r.latency_cycles)
-    assert r.macs == sum(x.at({"P": 8, "M": 8, "M1": 4, "M0": 2, "E": 2, "F": 2})["mac"]
-                         for x in einsum.op_counts(c))
+    assert r.macs == sum(
+        x.at({"P": 8, "M": 8, "M1": 4, "M0": 2, "E": 2, "F": 2})["mac"] for x in einsum.op_counts(c)
+    )
 
 
 def test_toy_traffic_when_few_query_tiles_fit():
@@ -108,10 +114,24 @@ def test_steady_state_jump_is_exact(interleave, query_tiles, steps):
     from mapper.schedule import layout
     from sim.model import _tasks
 
-    tasks = _tasks(s.kernels[0], facts, s, arch, {"P": 2, "M0": 2, "M1": 1, "M": 8, "E": 2, "F": 2}, False,
-                   layout(c), c, False)
-    kw = {"query_tiles": query_tiles, "steps": steps, "lookahead": s.lookahead, "interleave": interleave,
-          "dram_cycles_per_tile": 0.7}
+    tasks = _tasks(
+        s.kernels[0],
+        facts,
+        s,
+        arch,
+        {"P": 2, "M0": 2, "M1": 1, "M": 8, "E": 2, "F": 2},
+        False,
+        layout(c),
+        c,
+        False,
+    )
+    kw = {
+        "query_tiles": query_tiles,
+        "steps": steps,
+        "lookahead": s.lookahead,
+        "interleave": interleave,
+        "dram_cycles_per_tile": 0.7,
+    }
     jumped = simulate_kernel(tasks, **kw)
     full = simulate_kernel(tasks, **kw, extrapolate=False)
     assert jumped.cycles == pytest.approx(full.cycles, rel=1e-12)
@@ -121,11 +141,32 @@ def test_steady_state_jump_is_exact(interleave, query_tiles, steps):
 
 
 def test_a_schedule_that_cannot_progress_is_a_typed_error():
-    a = sim.engine.Task(name="A", unit="2d", cycles=1, latency=0, deps=("B",), prev=(), final=False, head=False,
-                        reads_dram=False)
-    b = sim.engine.Task(name="B", unit="1d", cycles=1, latency=0, deps=("A",), prev=(), final=False, head=False,
-                        reads_dram=False)
-    with pytest.raises(sim.EvaluationError, match=r"the schedule cannot make progress at tile 0: each array "
-                                                   r"waits on a result that comes later in another's program "
-                                                   r"\(1d: B, 2d: A\)"):
+    a = sim.engine.Task(
+        name="A",
+        unit="2d",
+        cycles=1,
+        latency=0,
+        deps=("B",),
+        prev=(),
+        final=False,
+        head=False,
+        reads_dram=False,
+    )
+    b = sim.engine.Task(
+        name="B",
+        unit="1d",
+        cycles=1,
+        latency=0,
+        deps=("A",),
+        prev=(),
+        final=False,
+        head=False,
+        reads_dram=False,
+    )
+    with pytest.raises(
+        sim.EvaluationError,
+        match=r"the schedule cannot make progress at tile 0: each array "
+        r"waits on a result that comes later in another's program "
+        r"\(1d: B, 2d: A\)",
+    ):
         simulate_kernel([a, b], query_tiles=1, steps=1, lookahead=0, interleave=True, dram_cycles_per_tile=0)

@@ -38,8 +38,11 @@ def test_no_interleaving_stalls_on_the_max_chain():
 
 def test_headline_speedup(sweep):
     by = sweep
-    speedups = [by[("FLAT", m, s)].latency_s / by[("FuseMax", m, s)].latency_s
-                for m in sim.MODELS for s in sim.SEQ_LENGTHS]
+    speedups = [
+        by[("FLAT", m, s)].latency_s / by[("FuseMax", m, s)].latency_s
+        for m in sim.MODELS
+        for s in sim.SEQ_LENGTHS
+    ]
     assert statistics.mean(speedups) == pytest.approx(6.72, rel=0.02)
     # FLAT spills its score rows at 256K and 1M and becomes memory-bound
     assert by[("FLAT", "BERT", 1 << 20)].memory_bound_fraction == pytest.approx(1.0)
@@ -52,5 +55,8 @@ def test_sequence_lengths():
     assert [sim.parse_seq(s) for s in ("1K", "64k", "1M", "3000")] == [1024, 65536, 1 << 20, 3000]
     with pytest.raises(ConfigError, match=r"sequence length '1G' is not a number like"):
         sim.parse_seq("1G")
-    with pytest.raises(ValueError, match=r"unknown model 'BRT'; did you mean 'BERT'\? \(expected one of BERT, TrXL, T5, XLM\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown model 'BRT'; did you mean 'BERT'\? \(expected one of BERT, TrXL, T5, XLM\)",
+    ):
         sim.workload("BRT", "1K")

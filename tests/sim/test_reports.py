@@ -14,7 +14,7 @@ import einsum
 import mapper
 import sim
 from einforge.cli import main
-from sim.html import evaluation_html, sweep_html
+from sim.htmlreport import evaluation_html, sweep_html
 from sim.trace import trace, validate_trace
 
 
@@ -38,13 +38,19 @@ def test_trace_has_a_track_per_array_and_dram_and_valid_slices(tmp_path: Path) -
 
 
 def test_trace_of_loop_nests_and_a_broken_trace() -> None:
-    c = einsum.parse((Path(__file__).resolve().parents[2] / "examples/cascades/linear_attention.ein").read_text())
+    c = einsum.parse(
+        (Path(__file__).resolve().parents[2] / "examples/cascades/linear_attention.ein").read_text()
+    )
     w = sim.workload(sizes="P=1024,M=1024,E=64,F=64")
     s = mapper.search(c, mapper.fusemax(), mapper.SearchOptions(sizes=w.sizes))
     data = trace(c, s, mapper.fusemax(), w)
     assert any(e.get("cat") == "loop nest" and e["name"] == "KV" for e in data["traceEvents"])
-    bad = {"traceEvents": [{"name": "a", "ph": "X", "pid": 1, "tid": 1, "ts": 0, "dur": 5},
-                           {"name": "b", "ph": "X", "pid": 1, "tid": 1, "ts": 2, "dur": 5}]}
+    bad = {
+        "traceEvents": [
+            {"name": "a", "ph": "X", "pid": 1, "tid": 1, "ts": 0, "dur": 5},
+            {"name": "b", "ph": "X", "pid": 1, "tid": 1, "ts": 2, "dur": 5},
+        ]
+    }
     with pytest.raises(ValueError, match="b starts at 2 before a ends at 5"):
         validate_trace(bad)
     with pytest.raises(ValueError, match="dur must be a number >= 0"):
@@ -62,9 +68,24 @@ def test_evaluation_html_is_self_contained() -> None:
         assert text in page
 
 
-def test_cli_writes_html_and_trace_and_checks_paths_first(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["evaluate", "--seq", "4K", "--json", "--html", str(tmp_path / "r.html"),
-                 "--trace", str(tmp_path / "t.json")]) == 0
+def test_cli_writes_html_and_trace_and_checks_paths_first(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        main(
+            [
+                "evaluate",
+                "--seq",
+                "4K",
+                "--json",
+                "--html",
+                str(tmp_path / "r.html"),
+                "--trace",
+                str(tmp_path / "t.json"),
+            ]
+        )
+        == 0
+    )
     validate_trace(json.loads((tmp_path / "t.json").read_text()))
     assert "<svg" in (tmp_path / "r.html").read_text()
     assert main(["evaluate", "--html", str(tmp_path / "nope" / "r.html")]) == 2
@@ -80,8 +101,16 @@ def test_html_reports_render_in_headless_chromium(tmp_path: Path) -> None:
     import matplotlib.image
 
     c, s, a, w = _fusemax_4k()
-    rows = [{"workload.model": "BERT", "param.array_dim": d, "latency_s": 1.0 / d, "energy_pj": float(d), "error": ""}
-            for d in (16, 32, 64)]
+    rows = [
+        {
+            "workload.model": "BERT",
+            "param.array_dim": d,
+            "latency_s": 1.0 / d,
+            "energy_pj": float(d),
+            "error": "",
+        }
+        for d in (16, 32, 64)
+    ]
     pages = {
         "evaluation": evaluation_html(sim.evaluate(c, s, a, w), s),
         "sweep": sweep_html(rows, ("latency_s", "energy_pj"), "toy"),
@@ -91,9 +120,18 @@ def test_html_reports_render_in_headless_chromium(tmp_path: Path) -> None:
         html.write_text(page)
         shot = tmp_path / f"{name}.png"
         subprocess.run(
-            [_browser(), "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
-             "--window-size=1200,900", html.as_uri()],
-            check=True, capture_output=True, timeout=120,
+            [
+                _browser(),
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                f"--screenshot={shot}",
+                "--window-size=1200,900",
+                html.as_uri(),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
         )
         img = matplotlib.image.imread(shot)
         assert img.shape[0] >= 800 and img.shape[1] >= 1100

@@ -161,3 +161,26 @@ def test_end_to_end_memory_fraction_counts_the_gemms() -> None:
     mem = att.memory_bound_fraction * att.latency_cycles + sum(g["memory_cycles"] for g in gemms)
     assert e2e.memory_bound_fraction == pytest.approx(min(1.0, mem / e2e.latency_cycles))
     assert e2e.memory_bound_fraction != pytest.approx(att.memory_bound_fraction)
+
+
+def test_fusemax_fig12_latency_and_area_trend(tmp_path: Path) -> None:
+    """examples/fusemax_fig12.yaml against the artifact's Figure 12 data: the latency at every PE
+    dimension within 0.5%, and area growing towards 4x per doubling of the dimension as the
+    artifact's does (einforge's PEs are smaller: the absolute area is about a third of it)."""
+    import sim
+
+    spec = sw.load_spec(Path(__file__).resolve().parents[2] / "examples" / "fusemax_fig12.yaml")
+    rows = sw.sweep(spec, out=tmp_path, workers=1).rows
+    art = sim.artifact_pareto()
+    dims = [r["param.array_dim"] for r in rows]
+    assert dims == [16, 32, 64, 128, 256, 512]
+    for r in rows:
+        assert r["latency_s"] == pytest.approx(art[("BERT", r["param.array_dim"])]["latency_s"], rel=0.005)
+    areas = [r["area_mm2"] for r in rows]
+    assert areas == sorted(areas)
+    for a0, a1, d in zip(areas[2:], areas[3:], dims[3:], strict=False):
+        ours, theirs = a1 / a0, art[("BERT", d)]["area_mm2"] / art[("BERT", d // 2)]["area_mm2"]
+        assert ours == pytest.approx(theirs, rel=0.1)
+    assert sw.pareto(rows, ("latency_s", "area_mm2")) == list(
+        range(6)
+    )  # every point trades one for the other
