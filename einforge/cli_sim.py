@@ -39,6 +39,7 @@ def _row(r: sim.Report) -> dict[str, Any]:
         "spatial_utilization": dict(r.spatial_utilization),
         "pe_utilization": dict(r.pe_utilization),
         "fusion": r.fusion,
+        "latency_breakdown": dict(r.latency_breakdown),
         "macs": r.macs,
         "per_einsum": {k: dict(v) for k, v in r.per_einsum.items()},
         "per_component_pj": dict(r.per_component_pj),

@@ -115,6 +115,14 @@ def evaluation_html(report: Any, schedule: Any = None, search: Any = None) -> st
         + _table(summary, ["figure", "value"])
         + "<h2>Utilisation</h2>"
         + _table(util, ["array", "time-busy", "spatial", "overall"])
+        + "<h2>Where the time goes</h2>"
+        + _table(
+            [
+                {"part": k.replace("_", " "), "cycles": v, "share": f"{v / r.latency_cycles:.1%}"}
+                for k, v in r.latency_breakdown.items()
+            ],
+            ["part", "cycles", "share"],
+        )
         + "<h2>Per Einsum and per component</h2>"
         + _svg(fig)
         + _table(

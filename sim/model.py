@@ -216,6 +216,12 @@ def evaluate(
     # -- timing -------------------------------------------------------------------------------------
     # the nests run one after the other, each as fast as its slowest of compute, DRAM and buffer
     nest_cycles = sum(c.latency_cycles for _p, c in nests.values()) * inst
+    # where the time goes: the busiest array's work, DRAM (or buffer) time beyond it, the pipeline's
+    # fill and drain, and the rest: arrays waiting on each other
+    split = {"compute": 0.0, "memory": 0.0, "fill_drain": 0.0, "stalls": 0.0}
+    for _p, c in nests.values():
+        split["compute"] += c.compute_cycles * inst
+        split["memory"] += (c.latency_cycles - c.compute_cycles) * inst
     cycles = 0.0
     simulated = 0
     for ki, kernel in enumerate(schedule.kernels):
@@ -231,8 +237,25 @@ def evaluate(
         )
         cycles += timing.cycles
         simulated += timing.simulated_tiles
+        per_unit: dict[str, float] = {}
+        per_tile: dict[str, float] = {}
+        for t in tasks:
+            count = q_tiles if t.final else n
+            per_unit[t.unit] = per_unit.get(t.unit, 0.0) + t.cycles * count
+            per_tile[t.unit] = per_tile.get(t.unit, 0.0) + t.cycles
+        busiest = max(per_unit.values(), default=0.0)
+        memory = max(0.0, min(timing.cycles, dram[ki] / bpc) - busiest)
+        # one tile through every array, less the busiest array's share of it: the pipeline's depth
+        depth = sum(per_tile.values()) - max(per_tile.values(), default=0.0) + sum(t.latency for t in tasks)
+        rest = max(0.0, timing.cycles - busiest - memory)
+        split["compute"] += min(busiest, timing.cycles)
+        split["memory"] += memory
+        split["fill_drain"] += min(depth, rest)
+        split["stalls"] += rest - min(depth, rest)
     # a buffer with a bounded bandwidth (Buffer.bandwidth) cannot serve the tiles faster than this
-    cycles = max(cycles, moved.buffer_words / arch.buffer.words_per_cycle(arch.word_bits)) + nest_cycles
+    tiled = max(cycles, moved.buffer_words / arch.buffer.words_per_cycle(arch.word_bits))
+    split["memory"] += tiled - cycles
+    cycles = tiled + nest_cycles
     latency_s = cycles / arch.clock_hz
     if leakage:
         comp["buffer.leakage"] = buf.leakage_mw * latency_s * 1e9  # mW x s = mJ = 1e9 pJ
@@ -257,6 +280,7 @@ def evaluate(
         },
         pe_utilization={a.name: useful[a.name] / (a.pes * cycles) if cycles else 0.0 for a in arch.arrays},
         fusion=schedule.fusion,
+        latency_breakdown=split,
         tiles_skipped=skip.skipped,
         tiles_total=skip.total,
         macs_executed=sum(float(e["macs_executed"]) for e in per_einsum.values()),
@@ -337,6 +361,14 @@ def _self_check(
                 f"array {a} is busy {r.busy_cycles[a]} cycles for {ops} operations on its busiest "
                 f"unit, fewer than operations / PEs = {ops / pes[a]}"
             )
+    parts = sum(r.latency_breakdown.values())
+    if r.latency_breakdown and (
+        abs(parts - r.latency_cycles) > 1e-6 * max(1.0, r.latency_cycles)
+        or min(r.latency_breakdown.values()) < 0
+    ):
+        problems.append(
+            f"latency breakdown {dict(r.latency_breakdown)} does not add up to {r.latency_cycles} cycles"
+        )
     for name, table in (("spatial", r.spatial_utilization), ("PE", r.pe_utilization)):
         for a, u in table.items():
             if not 0 <= u <= 1 + 1e-9:

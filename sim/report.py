@@ -48,9 +48,16 @@ class Report:
     tiles_skipped: int = 0  # tiles a mask leaves wholly masked, not computed
     tiles_total: int = 0
     macs_executed: float = 0.0  # the MACs of the tiles computed (``macs`` counts every point)
+    # cycles: the busiest array's work ("compute"), DRAM or buffer time beyond it ("memory"), the
+    # pipeline's fill and drain ("fill_drain") and arrays waiting on each other ("stalls")
+    latency_breakdown: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def clock_hz_or_one(self) -> float:
+        """Cycles per second of this report (latency_cycles / latency_s)."""
+        return self.latency_cycles / self.latency_s if self.latency_s else 1.0
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())
@@ -82,6 +89,14 @@ class Report:
             per_einsum=per,
             per_component_pj=comp,
             macs=self.macs + int(sum(g["macs"] for g in gemms)),
+            latency_breakdown={
+                **self.latency_breakdown,
+                "compute": self.latency_breakdown.get("compute", 0.0) + sum(g["busy_cycles"] for g in gemms),
+                "memory": self.latency_breakdown.get("memory", 0.0)
+                + sum(g["cycles"] - g["busy_cycles"] for g in gemms),
+            }
+            if self.latency_breakdown
+            else {},
             # DRAM time of the attention and of the GEMMs over the whole layer's time
             memory_bound_fraction=min(
                 1.0,
@@ -109,6 +124,12 @@ class Report:
             + ", ".join(f"{a} {u:.3f}" for a, u in self.spatial_utilization.items())
             + ";  overall "
             + ", ".join(f"{a} {u:.4f}" for a, u in self.pe_utilization.items()),
+            "  latency      "
+            + ", ".join(
+                f"{k.replace('_', ' ')} {v / self.latency_cycles:.1%}"
+                for k, v in self.latency_breakdown.items()
+            )
+            + " of the cycles",
             f"  mapping      {self.fusion}"
             + (
                 f"; {self.tiles_skipped} of {self.tiles_total} tiles wholly masked, skipped"
@@ -249,6 +270,30 @@ def plot_compare(results: Sequence[Mapping[str, Any]], out_dir: str | Path, fmt:
     fig.legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(0.995, 0.95), frameon=False)
     fig.tight_layout(rect=(0, 0, 0.86, 1))
     p = out / f"energy_breakdown.{fmt}"
+    fig.savefig(p, bbox_inches="tight")
+    plt.close(fig)
+    paths.append(p)
+    # latency breakdown: where the cycles go, beside the energy breakdown, the same panels
+    fig, axes = plt.subplots(1, len(picks), figsize=(2.6 * len(picks) + 2.2, 3.6), squeeze=False)
+    parts = ("compute", "memory", "fill_drain", "stalls")
+    for ax, (model, seq) in zip(axes[0], picks, strict=True):
+        shown = [c for c in configs if (c, model, seq) in by]
+        bottom = [0.0] * len(shown)
+        for n, part in enumerate(parts):
+            vals = [
+                by[(c, model, seq)].latency_breakdown.get(part, 0.0) / by[(c, model, seq)].clock_hz_or_one()
+                for c in shown
+            ]
+            ax.bar(shown, vals, bottom=bottom, label=part.replace("_", " "), color=_PALETTE[n])
+            bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
+        ax.set_yscale("log")
+        ax.set_title(f"{model}, {_seq(seq)}", fontsize=9)
+        ax.tick_params(axis="x", labelrotation=60, labelsize=7)
+    axes[0][0].set_ylabel("latency (s)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(0.995, 0.95), frameon=False)
+    fig.tight_layout(rect=(0, 0, 0.86, 1))
+    p = out / f"latency_breakdown.{fmt}"
     fig.savefig(p, bbox_inches="tight")
     plt.close(fig)
     paths.append(p)

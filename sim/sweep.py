@@ -289,6 +289,8 @@ def run_point(point: Mapping[str, Any]) -> dict[str, Any]:
         row[f"utilization.{a}"] = u
     for a, u in sorted(r.spatial_utilization.items()):
         row[f"spatial_utilization.{a}"] = u
+    for k, v in r.latency_breakdown.items():
+        row[f"latency_cycles.{k}"] = v
     for k, v in sorted(r.per_component_pj.items()):
         row[f"energy_pj.{k}"] = v
     for k, v in sorted(r.per_component_area_mm2.items()):

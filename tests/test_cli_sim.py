@@ -119,6 +119,7 @@ def test_compare_writes_table_and_plots(tmp_path, capsys: pytest.CaptureFixture[
         "energy_ratio.svg",
         "utilization.svg",
         "energy_breakdown.svg",
+        "latency_breakdown.svg",
     ):
         assert (tmp_path / name).stat().st_size > 0
     assert len(json.loads((tmp_path / "results.json").read_text())) == 10

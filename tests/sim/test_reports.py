@@ -137,3 +137,18 @@ def test_html_reports_render_in_headless_chromium(tmp_path: Path) -> None:
         assert img.shape[0] >= 800 and img.shape[1] >= 1100
         # not blank: many distinct colours (text, tables, the plot), not one background
         assert img[..., :3].std() > 0.05, f"the {name} screenshot is blank"
+
+
+def test_latency_breakdown_adds_up_and_says_where_time_goes() -> None:
+    c, s, a, w = _fusemax_4k()
+    r = sim.evaluate(c, s, a, w)
+    assert set(r.latency_breakdown) == {"compute", "memory", "fill_drain", "stalls"}
+    assert sum(r.latency_breakdown.values()) == pytest.approx(r.latency_cycles)
+    assert r.latency_breakdown["compute"] == pytest.approx(max(r.busy_cycles.values()))
+    # FLAT at 1M tokens on a narrow DRAM waits on memory; the breakdown says so
+    flat = mapper.flat(bandwidth_bytes_per_s=25 * 2**30)
+    c3, w1 = einsum.library.get("attention_3pass"), sim.workload("BERT", "64K", batch=1)
+    s3 = mapper.search(c3, flat, mapper.SearchOptions(sizes=w1.sizes, fusion="fused"))
+    r3 = sim.evaluate(c3, s3, flat, w1)
+    assert r3.latency_breakdown["memory"] > 0.1 * r3.latency_cycles
+    assert "latency      compute" in str(r3)
