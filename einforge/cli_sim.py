@@ -387,12 +387,20 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise ConfigError(f"--dask {args.dask!r}: cannot reach the scheduler ({exc})") from None
     try:
+        area_model = None
+        if spec.get("area", "tables") == "rtl":
+            from einforge.rtl_area import arch_area_from_rtl
+
+            area_model = arch_area_from_rtl
+        elif spec.get("area", "tables") != "tables":
+            raise ConfigError(f"sweep: area is 'tables' (default) or 'rtl', found {spec['area']!r}")
         result = sw.sweep(
             spec,
             out=out,
             workers=args.workers,
             executor=client,
             progress=None if args.quiet else sw.progress_bar,
+            area_model=area_model,
         )
     finally:
         if client is not None:

@@ -54,7 +54,7 @@ __all__ = [
     "write_atomic",
 ]
 
-_KEYS = ("name", "arch", "params", "workloads", "cascades", "options", "accounting", "pareto")
+_KEYS = ("name", "arch", "params", "workloads", "cascades", "options", "accounting", "pareto", "area")
 _SIZE_UNITS = {"K": 2**10, "M": 2**20, "G": 2**30}
 
 
@@ -141,6 +141,7 @@ def points(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
                         "cascade": str(c),
                         "options": dict(spec.get("options") or {}),
                         "accounting": str(spec.get("accounting", "physical")),
+                        "area": str(spec.get("area", "tables")),
                     }
                 )
     return out
@@ -239,7 +240,9 @@ def _with_buffer_rule(point: Mapping[str, Any], w: Any, c: einsum.Cascade) -> tu
         multiplier *= 2
 
 
-def run_point(point: Mapping[str, Any]) -> dict[str, Any]:
+def run_point(
+    point: Mapping[str, Any], area_model: Callable[[Any], Mapping[str, float]] | None = None
+) -> dict[str, Any]:
     """Search and simulate one point; the row: its inputs, the schedule's kind and every figure,
     the energy and area per component included. A point that cannot run gives a row with its
     ``error`` (a typed einforge error) instead of figures."""
@@ -295,6 +298,11 @@ def run_point(point: Mapping[str, Any]) -> dict[str, Any]:
         row[f"energy_pj.{k}"] = v
     for k, v in sorted(r.per_component_area_mm2.items()):
         row[f"area_mm2.{k}"] = v
+    if area_model is not None:  # a second area, from another model (einforge's synthesised RTL)
+        other = area_model(arch)
+        row["area_mm2_rtl"] = sum(other.values()) / 1e6
+        for k, v in sorted(other.items()):
+            row[f"area_mm2_rtl.{k}"] = v / 1e6
     return row
 
 
@@ -371,6 +379,7 @@ def sweep(
     executor: Any = None,
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    area_model: Callable[[Any], Mapping[str, float]] | None = None,
 ) -> SweepResult:
     """Run every point of ``spec`` and return the table (see the module's text).
 
@@ -379,7 +388,10 @@ def sweep(
     every point already there. ``executor`` is anything with ``submit`` returning futures (a
     ``concurrent.futures`` executor or a ``dask.distributed.Client``); by default a local process
     pool of ``workers`` (default: the machine's CPUs) runs the points. ``progress(done, total)``
-    is called as points finish.
+    is called as points finish. ``area_model(arch) -> {component: um^2}`` (a module-level
+    function, so that workers can receive it) adds a second area to every row (``area_mm2_rtl``):
+    ``einforge sweep`` passes :func:`einforge.rtl_area.arch_area_from_rtl` where the sweep file
+    says ``area: rtl``.
     """
     t0 = time.perf_counter()
     pts = points(spec)
@@ -417,13 +429,13 @@ def sweep(
         own = None
         if executor is None and (workers == 1 or len(todo) == 1):
             for i in todo:
-                finish(i, run_point(pts[i]))
+                finish(i, run_point(pts[i], area_model))
         else:
             if executor is None:
                 own = concurrent.futures.ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1)
             ex = executor or own
             try:
-                futures = {ex.submit(run_point, pts[i]): i for i in todo}
+                futures = {ex.submit(run_point, pts[i], area_model): i for i in todo}
                 for fut in _as_completed(futures):
                     finish(futures[fut], fut.result())
             finally:

@@ -184,3 +184,17 @@ def test_fusemax_fig12_latency_and_area_trend(tmp_path: Path) -> None:
     assert sw.pareto(rows, ("latency_s", "area_mm2")) == list(
         range(6)
     )  # every point trades one for the other
+
+
+@pytest.mark.rtl
+def test_area_from_our_synthesised_rtl(tmp_path: Path) -> None:
+    """area: rtl adds a second area: each array's PEs as einforge's own blocks synthesised (one PE,
+    times the PE count), the buffer from CACTI."""
+    from einforge.rtl_area import arch_area_from_rtl, pe_area_um2
+
+    spec = {**SPEC, "params": {"array_dim": [16]}, "cascades": ["attention_1pass"], "workloads": SPEC["workloads"][:1]}
+    [row] = sw.sweep(spec, workers=1, area_model=arch_area_from_rtl).rows
+    assert row["area_mm2_rtl.2d"] == pytest.approx(256 * pe_area_um2("array2d") / 1e6)
+    assert row["area_mm2_rtl.1d"] == pytest.approx(16 * pe_area_um2("array1d") / 1e6)
+    assert row["area_mm2_rtl.buffer"] == pytest.approx(row["area_mm2.buffer"])
+    assert row["area_mm2_rtl"] == pytest.approx(row["area_mm2_rtl.2d"] + row["area_mm2_rtl.1d"] + row["area_mm2_rtl.buffer"])
