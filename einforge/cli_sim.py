@@ -273,7 +273,20 @@ def cmd_compare(args: argparse.Namespace) -> int:
     text = sim.table(table_rows, list(table_rows[0]))
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.txt").write_text(text + "\n")
-    (out / "results.json").write_text(json.dumps([{**row} for row in table_rows], indent=1) + "\n")
+    full_rows = [
+        {
+            **row,
+            "latency_cycles": r["report"].latency_cycles,
+            "traffic_bytes": r["report"].traffic_bytes,
+            "per_component_pj": dict(r["report"].per_component_pj),
+            "per_component_area_mm2": dict(r["report"].per_component_area_mm2),
+            "latency_breakdown": dict(r["report"].latency_breakdown),
+            "utilization": dict(r["report"].utilization),
+            "spatial_utilization": dict(r["report"].spatial_utilization),
+        }
+        for row, r in zip(table_rows, results, strict=True)
+    ]
+    (out / "results.json").write_text(json.dumps(full_rows, indent=1) + "\n")
     paths = sim.plot_compare(results, out, args.format)
     print(text)
     print()

@@ -122,7 +122,9 @@ def test_compare_writes_table_and_plots(tmp_path, capsys: pytest.CaptureFixture[
         "latency_breakdown.svg",
     ):
         assert (tmp_path / name).stat().st_size > 0
-    assert len(json.loads((tmp_path / "results.json").read_text())) == 10
+    rows = json.loads((tmp_path / "results.json").read_text())
+    assert len(rows) == 10
+    assert {"per_component_pj", "latency_breakdown", "per_component_area_mm2"} <= set(rows[0])
 
 
 def test_evaluate_accounting_area_and_leakage(capsys: pytest.CaptureFixture[str]) -> None:
