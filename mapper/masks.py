@@ -22,6 +22,8 @@ import numpy as np
 
 import einsum
 from einsum._expr import Access, Binary, BinOp, Call, Expr, Func, Neg, Num, ParamRef, Size, Var, walk
+from mapper.arch import ArchSpec
+from mapper.schedule import Layout, Schedule, einsum_facts
 
 __all__ = ["MaskSkip", "key_boxes", "live_lower_bound", "mask_conditions", "mask_skip", "schedule_skip"]
 
@@ -185,10 +187,10 @@ def mask_skip(
     )
 
 
-def live_lower_bound(cascade: einsum.Cascade, lay: object, sizes: Mapping[str, int]) -> float:
+def live_lower_bound(cascade: einsum.Cascade, lay: Layout, sizes: Mapping[str, int]) -> float:
     """A fraction of the (query, key) points no schedule can skip: the points of the pairs of a fine
     grid (at most 2048 x 2048 pairs) where every mask holds everywhere. 1 without masks."""
-    query, key, whole, outer = lay.query, lay.key, lay.whole, lay.outer  # type: ignore[attr-defined]
+    query, key, whole, outer = lay.query, lay.key, lay.whole, lay.outer
     if key is None or not mask_conditions(cascade):
         return 1.0
     n_keys = sizes[whole] if whole is not None else sizes[key]
@@ -223,28 +225,25 @@ def key_boxes(
 
 def schedule_skip(
     cascade: einsum.Cascade,
-    schedule: object,
-    arch: object,
+    schedule: Schedule,
+    arch: ArchSpec,
     *,
     full: Mapping[str, int],
     tile: Mapping[str, int],
-    lay: object,
+    lay: Layout,
 ) -> tuple[MaskSkip, frozenset[str]]:
     """The wholly masked (query tile, key block) pairs of a fused tiling and the Einsums that skip
     them (those of the tiled kernels iterating both the query and the key rank, or the key steps).
     Key blocks are the key steps (M0 keys) of a partitioned cascade, else the 2D array's rows of
     keys."""
-    from mapper.schedule import einsum_facts
-
-    kernels = getattr(schedule, "kernels", ())
-    nests = getattr(schedule, "nests", {})
-    query, key, whole, outer = lay.query, lay.key, lay.whole, lay.outer  # type: ignore[attr-defined]
+    kernels, nests = schedule.kernels, schedule.nests
+    query, key, whole, outer = lay.query, lay.key, lay.whole, lay.outer
     if not kernels or key is None or not mask_conditions(cascade):
         return MaskSkip(total=0, skipped=0, masks=()), frozenset()
     if whole is not None:
         boxes = key_boxes(full[key], full[whole], outer=outer, inner=key)
     else:
-        rows = max((a.rows for a in arch.arrays if a.is_2d), default=1)  # type: ignore[attr-defined]
+        rows = max((a.rows for a in arch.arrays if a.is_2d), default=1)
         boxes = key_boxes(max(1, min(rows, full[key])), full[key], plain=key)
     skip = mask_skip(cascade, query=query, key_var_boxes=boxes, query_tile=tile[query], sizes=full)
     # a wholly masked key step changes no running value either (the max stays, the sums add 0)

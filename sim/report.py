@@ -251,53 +251,71 @@ def plot_compare(results: Sequence[Mapping[str, Any]], out_dir: str | Path, fmt:
     fig.savefig(p)
     plt.close(fig)
     paths.append(p)
-    # energy breakdown per component: every model at its shortest and longest length
+    # energy and latency breakdowns: every model at its shortest and longest length
     picks = [(m, s) for m in models for s in dict.fromkeys((seqs[0], seqs[-1]))]
-    fig, axes = plt.subplots(1, len(picks), figsize=(2.6 * len(picks) + 2.2, 3.6), squeeze=False)
     comps = sorted({k for rep in by.values() for k in rep.per_component_pj})
-    colour = {k: _PALETTE[i % len(_PALETTE)] for i, k in enumerate(comps)}
-    for ax, (model, seq) in zip(axes[0], picks, strict=True):
-        shown = [c for c in configs if (c, model, seq) in by]
-        bottom = [0.0] * len(shown)
-        for comp in comps:
-            vals = [by[(c, model, seq)].per_component_pj.get(comp, 0.0) for c in shown]
-            ax.bar(shown, vals, bottom=bottom, label=comp, color=colour[comp])
-            bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
-        ax.set_title(f"{model}, {_seq(seq)}", fontsize=9)
-        ax.tick_params(axis="x", labelrotation=60, labelsize=7)
-    axes[0][0].set_ylabel("energy (pJ)")
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(0.995, 0.95), frameon=False)
-    fig.tight_layout(rect=(0, 0, 0.86, 1))
-    p = out / f"energy_breakdown.{fmt}"
-    fig.savefig(p, bbox_inches="tight")
-    plt.close(fig)
-    paths.append(p)
-    # latency breakdown: where the cycles go, beside the energy breakdown, the same panels
-    fig, axes = plt.subplots(1, len(picks), figsize=(2.6 * len(picks) + 2.2, 3.6), squeeze=False)
     parts = ("compute", "memory", "fill_drain", "stalls")
+    paths.append(
+        _stacked(
+            by,
+            configs,
+            picks,
+            comps,
+            lambda r, k: r.per_component_pj.get(k, 0.0),
+            "energy (pJ)",
+            out / f"energy_breakdown.{fmt}",
+        )
+    )
+    paths.append(
+        _stacked(
+            by,
+            configs,
+            picks,
+            parts,
+            lambda r, k: r.latency_breakdown.get(k, 0.0) / r.clock_hz_or_one(),
+            "latency (s)",
+            out / f"latency_breakdown.{fmt}",
+            log=True,
+        )
+    )
+    return paths
+
+
+def _stacked(
+    by: Mapping[tuple[str, str, int], Report],
+    configs: Sequence[str],
+    picks: Sequence[tuple[str, int]],
+    keys: Sequence[str],
+    value: Any,
+    ylabel: str,
+    path: Path,
+    *,
+    log: bool = False,
+) -> Path:
+    """Stacked bars of ``value(report, key)`` per configuration, one panel per (model, length),
+    every key its own colour, the legend outside the panels."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(picks), figsize=(2.6 * len(picks) + 2.2, 3.6), squeeze=False)
+    colour = {k: _PALETTE[i % len(_PALETTE)] for i, k in enumerate(keys)}
     for ax, (model, seq) in zip(axes[0], picks, strict=True):
         shown = [c for c in configs if (c, model, seq) in by]
         bottom = [0.0] * len(shown)
-        for n, part in enumerate(parts):
-            vals = [
-                by[(c, model, seq)].latency_breakdown.get(part, 0.0) / by[(c, model, seq)].clock_hz_or_one()
-                for c in shown
-            ]
-            ax.bar(shown, vals, bottom=bottom, label=part.replace("_", " "), color=_PALETTE[n])
+        for k in keys:
+            vals = [value(by[(c, model, seq)], k) for c in shown]
+            ax.bar(shown, vals, bottom=bottom, label=k.replace("_", " "), color=colour[k])
             bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
-        ax.set_yscale("log")
+        if log:
+            ax.set_yscale("log")
         ax.set_title(f"{model}, {_seq(seq)}", fontsize=9)
         ax.tick_params(axis="x", labelrotation=60, labelsize=7)
-    axes[0][0].set_ylabel("latency (s)")
+    axes[0][0].set_ylabel(ylabel)
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(0.995, 0.95), frameon=False)
     fig.tight_layout(rect=(0, 0, 0.86, 1))
-    p = out / f"latency_breakdown.{fmt}"
-    fig.savefig(p, bbox_inches="tight")
+    fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
-    paths.append(p)
-    return paths
+    return path
 
 
 #: A qualitative palette with 20 distinct colours (matplotlib's tab20, darker shades first, then the
