@@ -22,9 +22,10 @@ How it works, per vector:
   it and fewer than ``keep`` equal ones came before. A zero eliminator compacts the kept indices
   of each row into one ``o`` item (``idx``, ``count``, ``last``). The filter stops at the ``k``-th.
 
-Cycle model (:func:`topk_cycles`): ``ceil(n / P) + 1`` for the first round, ``rows + 1`` per
-later round, then one cycle per filtered row up to the row holding the ``k``-th index. It depends
-on the data (how many rounds quick-select takes), so the model replays the algorithm.
+Cycle model (:func:`topk_cycles`, from :mod:`mapper.topk`, shared with the simulator):
+``ceil(n / P) + 1`` for the first round, ``rows + 1`` per later round (the select phase), then one
+cycle per filtered row up to the row holding the ``k``-th index (the filter phase). It depends on
+the data (how many rounds quick-select takes), so the model replays the algorithm.
 """
 
 from __future__ import annotations
@@ -32,61 +33,26 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from amaranth.hdl import Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from mapper.topk import TopKTrace
+from mapper.topk import topk_trace as _trace
 from rtl._params import RTLConfigError, check_int
 
 __all__ = ["TopK", "TopKTrace", "topk_cycles", "topk_expected_cycles", "topk_trace"]
 
 
-@dataclass(frozen=True)
-class TopKTrace:
-    """What the engine does with one vector: the indices, the rounds and the cycles."""
-
-    indices: tuple[int, ...]
-    rounds: int
-    cycles: int
-    filter_rows: int
-
-
 def topk_trace(scores: Sequence[int], k: int, parallelism: int) -> TopKTrace:
-    """Replay the engine's algorithm on one vector (the exact cycle model, and a second golden)."""
-    n, p = len(scores), parallelism
-    if not 1 <= k <= n:
-        raise RTLConfigError(f"topk: k must be in 1..n = {n}, got {k}")
-    rows_in = math.ceil(n / p)
-    cycles, rounds = rows_in + 1, 1
-    src, target, pivot = list(scores), k, scores[0]
-    while True:
-        greater = [x for x in src if x > pivot]
-        equal = sum(1 for x in src if x == pivot)
-        if len(greater) >= target:
-            src = greater
-        elif len(greater) + equal >= target:
-            theta, keep_eq = pivot, target - len(greater)
-            break
-        else:
-            target -= len(greater) + equal
-            src = [x for x in src if x < pivot]
-        pivot = src[0]
-        cycles += math.ceil(len(src) / p) + 1
-        rounds += 1
-    kept: list[int] = []
-    eq_seen, filter_rows = 0, 0
-    for r in range(rows_in):
-        filter_rows += 1
-        for i in range(r * p, min(n, (r + 1) * p)):
-            if scores[i] > theta or (scores[i] == theta and eq_seen < keep_eq):
-                kept.append(i)
-            eq_seen += scores[i] == theta
-        if len(kept) == k:
-            break
-    return TopKTrace(tuple(kept), rounds, cycles + filter_rows, filter_rows)
+    """Replay the engine's algorithm on one vector (the exact cycle model, and a second golden):
+    :func:`mapper.topk.topk_trace`, the one implementation the simulator uses too."""
+    try:
+        return _trace(scores, k, parallelism)
+    except ValueError as exc:
+        raise RTLConfigError(str(exc)) from None
 
 
 def topk_cycles(vectors: Sequence[tuple[Sequence[int], int]], parallelism: int) -> int:

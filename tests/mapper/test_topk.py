@@ -1,0 +1,58 @@
+"""The top-k engine's cycle model (mapper.topk), shared by the RTL block and the simulator, in
+explicit phases, against SpAtten's released latency model (spatten.md §2.3)."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from mapper.topk import mean_select_cycles, select_cycles, topk_trace
+
+
+def test_phases_are_explicit_and_add_up() -> None:
+    rng = random.Random(3)
+    for n, k, p in ((1024, 307, 16), (100, 7, 4), (33, 33, 8), (5, 1, 1)):
+        scores = rng.sample(range(10**6), n)
+        t = topk_trace(scores, k, p)
+        assert t.select_cycles == select_cycles(t.round_sizes, p, 1)
+        assert t.round_sizes[0] == n and all(a > b for a, b in zip(t.round_sizes, t.round_sizes[1:], strict=False))
+        assert t.cycles == t.select_cycles + t.filter_rows
+        assert t.filter_rows <= math.ceil(n / p)
+        assert sorted(t.indices) == list(t.indices)
+        assert sorted(t.indices) == sorted(sorted(range(n), key=lambda i: -scores[i])[:k])
+
+
+def test_ties_go_to_the_lower_index() -> None:
+    t = topk_trace([3, 1, 3, 2, 3, 3], 3, 2)
+    assert t.indices == (0, 2, 4)
+    with pytest.raises(ValueError, match=r"k must be in 1..n = 4, got 5"):
+        topk_trace([1, 2, 3, 4], 5, 2)
+
+
+# SpAtten's released latency model (sim/TopKLatencyModel.scala), mean over random draws (§2.3)
+RELEASED = [(1024, 32, 183), (1024, 128, 223), (1024, 307, 250), (1024, 512, 257)]
+OTHER_ROWS = [(64, 16, 35), (256, 32, 73), (512, 64, 122), (4096, 32, 561)]
+
+
+@pytest.mark.parametrize(("n", "k", "published"), RELEASED)
+def test_select_phase_matches_the_released_model_within_5_percent(n: int, k: int, published: float) -> None:
+    """Like for like: the released model counts the quick-select phase only, at ceil(n_r / P) + 3
+    cycles a round; so does this comparison (2000 seeded draws: the mean's noise is about 1.5%)."""
+    assert mean_select_cycles(n, k, 16, round_overhead=3, draws=2000) == pytest.approx(published, rel=0.05)
+
+
+@pytest.mark.parametrize(("n", "k", "published"), OTHER_ROWS)
+def test_other_rows_of_the_table_within_10_percent(n: int, k: int, published: float) -> None:
+    assert mean_select_cycles(n, k, 16, round_overhead=3, draws=400) == pytest.approx(published, rel=0.10)
+
+
+def test_the_rtl_block_uses_this_model() -> None:
+    from rtl import topk as rtl_topk
+    from rtl._params import RTLConfigError
+
+    scores = random.Random(1).sample(range(10**6), 64)
+    assert rtl_topk.topk_trace(scores, 9, 4) == topk_trace(scores, 9, 4)
+    with pytest.raises(RTLConfigError, match="k must be in 1..n"):
+        rtl_topk.topk_trace(scores, 0, 4)
