@@ -488,12 +488,15 @@ def search_nests(
     pareto: bool = False,
     spatial: Sequence[tuple[str | None, ...]] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    max_points: int = 2_000_000,
 ) -> NestSearch:
     """Search the loop nests of ``problem``.
 
     Exhaustive (``budget=None``): every spatial choice whose lower bound cannot beat the ``top_n``-th
     best found so far is pruned whole; the rest is evaluated, so the optimum is certified over the
-    space. With ``budget`` it evaluates that many random points (seeded; not certified).
+    space. With ``budget`` it evaluates that many random points (seeded; not certified); a space
+    larger than ``max_points`` is sampled so (``max_points // 40`` points) even without a budget,
+    and the result says it is not certified.
     ``objective`` is ``latency``, ``energy``, ``edp`` or weights such as ``{"latency": 1,
     "energy": 0.5}`` (a weighted sum of latency and energy, each divided by its lower bound).
     Constraints: ``max_latency_cycles``, ``max_buffer_bytes`` (the tiles held on chip; the buffer's
@@ -510,6 +513,14 @@ def search_nests(
     if max_buffer_bytes is not None:
         cap_words = min(cap_words, max_buffer_bytes // p.word_bytes)
     choices = list(spatial) if spatial is not None else spatial_choices(p)
+    if budget is None:
+        # a space too large to enumerate (many ranks with many divisors) is sampled instead
+        upper = sum(
+            math.prod(len(_divisors(v)) for v in trips(p, sp).values()) * math.factorial(len(p.ranks))
+            for sp in choices
+        )
+        if upper > max_points:
+            budget = max(1, max_points // 40)
     norm = lower_bound(p)
     bounds = {sp: lower_bound(p, sp) for sp in choices}
 
@@ -530,8 +541,8 @@ def search_nests(
     front: list[tuple[LoopNest, NestCost]] = []
     evaluated = pruned = 0
     serial = 0
-    counts = {sp: _count(p, sp) for sp in choices}
-    total = sum(counts.values())
+    counts = {sp: _count(p, sp) for sp in choices} if budget is None else {}
+    total = sum(counts.values()) if budget is None else budget
 
     def consider(nest: LoopNest, cost: NestCost) -> None:
         nonlocal serial

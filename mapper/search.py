@@ -296,7 +296,7 @@ def explore(cascade: einsum.Cascade, arch: ArchSpec, options: SearchOptions) -> 
     sizes = _full_sizes(cascade, lay, options.sizes, arch)
     facts = einsum_facts(cascade)
     candidates: list[Candidate] = []
-    nest_evals = [0]
+    nest_evals = [0, 0]  # loop nests costed, nest searches that sampled
     space = 0
     problems: list[str] = []
     tiled_ok = lay.key is not None and any(lay.query in f.ranks for f in facts)
@@ -375,7 +375,7 @@ def explore(cascade: einsum.Cascade, arch: ArchSpec, options: SearchOptions) -> 
         # loop nests are chosen Einsum by Einsum: the best of a sum of latencies (or energies) is
         # the sum of the bests, so latency and energy are certified; a product (EDP) or weights are not
         certified=not any(c.schedule.nests for c in candidates)
-        or (obj in ("latency", "energy") and options.budget is None),
+        or (obj in ("latency", "energy") and nest_evals[1] == 0),
         seconds=time.perf_counter() - t0,
     )
 
@@ -474,6 +474,8 @@ def _nest_for(
             why.append(f"{name}: {exc}")
             continue
         counter[0] += found.evaluated
+        if not found.certified:
+            counter[1] += 1  # sampled: the space was too large, or a budget was given
         nest, cost = found.best
         score = cost.objective(obj)
         if best is None or score < best[0]:

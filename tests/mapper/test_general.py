@@ -386,3 +386,18 @@ def test_a_budget_samples_loop_nests_and_is_not_certified() -> None:
     assert exact.certified and not sampled.certified
     assert sampled.nest_evaluations == 50 * len(mapper.fusemax().arrays)
     assert sampled.estimate.latency_cycles >= exact.estimate.latency_cycles
+
+
+def test_a_space_too_large_to_enumerate_is_sampled_and_says_so() -> None:
+    """Six ranks with many divisors each: billions of loop nests. The search samples instead of
+    hanging, and does not claim a certified optimum."""
+    src = (
+        "cascade big\ninput X[a, j, c], Y[c, d, g, i]\noutput Z\n"
+        "Z[a, j, d, g, i] = X[a, j, c] * Y[c, d, g, i]\n"
+    )
+    c = einsum.parse(src)
+    w = sim.workload(sizes={"A": 720, "J": 720, "C": 720, "D": 720, "G": 720, "I": 720})
+    found = explore(c, mapper.fusemax(), SearchOptions(sizes=w.sizes, fusion="layerwise"))
+    assert not found.certified
+    assert 0 < found.nest_evaluations <= 2 * 50_000
+    sim.evaluate(c, found.best, mapper.fusemax(), w)
