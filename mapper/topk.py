@@ -24,7 +24,15 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["TopKTrace", "mean_select_cycles", "select_cycles", "topk_trace"]
+__all__ = [
+    "TopKTrace",
+    "expected_rounds",
+    "expected_select_cycles",
+    "expected_visited",
+    "mean_select_cycles",
+    "select_cycles",
+    "topk_trace",
+]
 
 
 @dataclass(frozen=True)
@@ -100,3 +108,30 @@ def mean_select_cycles(
         scores = rng.sample(range(-(1 << 20), 1 << 20), n)
         total += select_cycles(topk_trace(scores, k, parallelism).round_sizes, parallelism, round_overhead)
     return total / draws
+
+
+def _harmonic(n: int) -> float:
+    return math.fsum(1.0 / i for i in range(1, n + 1))
+
+
+def expected_visited(n: int, k: int) -> float:
+    """Expected elements streamed over all rounds of random-pivot quick-select for the ``k``-th of
+    ``n``: the expected comparisons (the standard result, ``2[(n+1)H_n - (n+3-k)H_{n+1-k} -
+    (k+2)H_k + n + 3]``) plus one pivot a round (:func:`expected_rounds`)."""
+    h = _harmonic
+    comparisons = 2 * ((n + 1) * h(n) - (n + 3 - k) * h(n + 1 - k) - (k + 2) * h(k) + n + 3)
+    return comparisons + expected_rounds(n, k)
+
+
+def expected_rounds(n: int, k: int) -> float:
+    """Expected quick-select rounds for the ``k``-th of ``n``: ``H_k + H_{n+1-k} - 1``."""
+    return _harmonic(k) + _harmonic(n + 1 - k) - 1
+
+
+def expected_select_cycles(n: int, k: int, parallelism: int, *, round_overhead: int = 3) -> float:
+    """The select phase's expected cycles in closed form (the analytical path): the elements
+    streamed over ``P``, plus per round its overhead and half a row for the last, partly filled
+    one. :func:`mean_select_cycles` is the simulated path it is checked against."""
+    if not 1 <= k <= n or parallelism < 1:
+        raise ValueError(f"topk: need 1 <= k <= n and parallelism >= 1, got n={n}, k={k}, P={parallelism}")
+    return expected_visited(n, k) / parallelism + (round_overhead + 0.5) * expected_rounds(n, k)

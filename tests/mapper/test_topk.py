@@ -17,7 +17,9 @@ def test_phases_are_explicit_and_add_up() -> None:
         scores = rng.sample(range(10**6), n)
         t = topk_trace(scores, k, p)
         assert t.select_cycles == select_cycles(t.round_sizes, p, 1)
-        assert t.round_sizes[0] == n and all(a > b for a, b in zip(t.round_sizes, t.round_sizes[1:], strict=False))
+        assert t.round_sizes[0] == n and all(
+            a > b for a, b in zip(t.round_sizes, t.round_sizes[1:], strict=False)
+        )
         assert t.cycles == t.select_cycles + t.filter_rows
         assert t.filter_rows <= math.ceil(n / p)
         assert sorted(t.indices) == list(t.indices)
@@ -56,3 +58,30 @@ def test_the_rtl_block_uses_this_model() -> None:
     assert rtl_topk.topk_trace(scores, 9, 4) == topk_trace(scores, 9, 4)
     with pytest.raises(RTLConfigError, match="k must be in 1..n"):
         rtl_topk.topk_trace(scores, 0, 4)
+
+
+@pytest.mark.parametrize(("n", "k", "published"), RELEASED + OTHER_ROWS)
+def test_closed_form_agrees_with_the_simulated_path_and_the_table(n: int, k: int, published: float) -> None:
+    """The analytical path (expected elements streamed / P + rounds x (overhead + half a row))
+    against the simulated path (mean over seeded draws) and the released model's table."""
+    from mapper.topk import expected_select_cycles
+
+    closed = expected_select_cycles(n, k, 16, round_overhead=3)
+    assert closed == pytest.approx(mean_select_cycles(n, k, 16, draws=1000, seed=11), rel=0.04)
+    assert closed == pytest.approx(published, rel=0.05 if n == 1024 else 0.10)
+
+
+def test_expected_rounds_and_visited_by_hand() -> None:
+    """n = 3, k = 2 (the median): the first pivot is it with probability 1/3 (one round of 3);
+    else the search goes on over the other 2, whose first pivot is it with probability 1/2 (else a
+    third round of 1). Rounds: 1/3 + 2/3 x 2.5 = 2; elements streamed: 3 + 2/3 x (2 + 1/2) = 14/3.
+    The enumeration of all six orders agrees."""
+    import itertools
+
+    from mapper.topk import expected_rounds, expected_visited
+
+    assert expected_rounds(3, 2) == pytest.approx(2.0)
+    assert expected_visited(3, 2) == pytest.approx(14 / 3)
+    traces = [topk_trace(list(p), 2, 1) for p in itertools.permutations([1, 2, 3])]
+    assert sum(t.rounds for t in traces) / 6 == pytest.approx(2.0)
+    assert sum(sum(t.round_sizes) for t in traces) / 6 == pytest.approx(14 / 3)
