@@ -204,24 +204,17 @@ def _search_row(f: Any) -> dict[str, Any]:
         "bound": {"latency_cycles": f.bound[0], "energy_pj": f.bound[1]},
         "gap": f.gap,
         "schedule": f.best.to_dict(),
-        "top": [
-            {
-                "latency_cycles": c.estimate.latency_cycles,
-                "energy_pj": c.estimate.energy_pj,
-                "binding": dict(c.schedule.binding),
-                "fusion": c.schedule.fusion,
-            }
-            for c in f.top
-        ],
-        "pareto": [
-            {
-                "latency_cycles": c.estimate.latency_cycles,
-                "energy_pj": c.estimate.energy_pj,
-                "binding": dict(c.schedule.binding),
-                "fusion": c.schedule.fusion,
-            }
-            for c in f.pareto
-        ],
+        "top": [_candidate_row(c) for c in f.top],
+        "pareto": [_candidate_row(c) for c in f.pareto],
+    }
+
+
+def _candidate_row(c: Any) -> dict[str, Any]:
+    return {
+        "latency_cycles": c.estimate.latency_cycles,
+        "energy_pj": c.estimate.energy_pj,
+        "binding": dict(c.schedule.binding),
+        "fusion": c.schedule.fusion,
     }
 
 

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 import einsum
 from mapper.arch import ArchSpec
 from mapper.masks import schedule_skip
-from mapper.nest import action_pj, schedule_nests
+from mapper.nest import action_pj, objective_value, schedule_nests
 from mapper.schedule import (
     EinsumFacts,
     Layout,
@@ -211,17 +211,7 @@ class Estimate:
     def objective(
         self, objective: str | Mapping[str, float], norm: tuple[float, float] = (1.0, 1.0)
     ) -> float:
-        if objective == "latency":
-            return self.latency_cycles
-        if objective == "energy":
-            return self.energy_pj
-        if objective == "edp":
-            return self.latency_cycles * self.energy_pj
-        assert not isinstance(objective, str)
-        return (
-            objective.get("latency", 0.0) * self.latency_cycles / norm[0]
-            + objective.get("energy", 0.0) * self.energy_pj / norm[1]
-        )
+        return objective_value(objective, self.latency_cycles, self.energy_pj, norm)
 
 
 def estimate(

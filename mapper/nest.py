@@ -39,6 +39,7 @@ import dataclasses
 import itertools
 import math
 import random
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import einsum
@@ -64,6 +65,7 @@ __all__ = [
     "action_pj",
     "nest_cost",
     "nest_problem",
+    "objective_value",
     "schedule_nests",
     "search_nests",
     "OBJECTIVES",
@@ -85,6 +87,19 @@ def action_pj(arr: PEArray, arch: ArchSpec) -> dict[str, float]:
     }
 
 
+def objective_value(
+    objective: str | Mapping[str, float],
+    latency: float,
+    energy: float,
+    norm: tuple[float, float] = (1.0, 1.0),
+) -> float:
+    """The value of ``objective`` for a latency and an energy: ``latency``, ``energy``, ``edp``, or
+    weights (a weighted sum of latency and energy, each divided by its entry of ``norm``)."""
+    if isinstance(objective, str):
+        return {"latency": latency, "energy": energy, "edp": latency * energy}[objective]
+    return objective.get("latency", 0.0) * latency / norm[0] + objective.get("energy", 0.0) * energy / norm[1]
+
+
 @dataclasses.dataclass(frozen=True)
 class NestCost:
     """What one loop nest costs. Cycles are the array's clock; traffic in words."""
@@ -101,11 +116,7 @@ class NestCost:
     fits: bool
 
     def objective(self, name: str) -> float:
-        if name == "latency":
-            return self.latency_cycles
-        if name == "energy":
-            return self.energy_pj
-        return self.latency_cycles * self.energy_pj
+        return objective_value(name, self.latency_cycles, self.energy_pj)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -416,16 +427,6 @@ class NestSearch:
         return best / self.bound - 1 if self.bound else 0.0
 
 
-def _score(objective: str | Mapping[str, float], cost: NestCost, norm: tuple[float, float]) -> float:
-    if isinstance(objective, str):
-        return cost.objective(objective)
-    lat, en = norm
-    return (
-        objective.get("latency", 0.0) * cost.latency_cycles / lat
-        + objective.get("energy", 0.0) * cost.energy_pj / en
-    )
-
-
 def check_objective(objective: str | Mapping[str, float]) -> None:
     if isinstance(objective, str):
         if objective not in OBJECTIVES:
@@ -502,8 +503,6 @@ def search_nests(
     Constraints: ``max_latency_cycles``, ``max_buffer_bytes`` (the tiles held on chip; the buffer's
     capacity always applies). ``pareto`` keeps the latency-energy Pareto set (and turns pruning off).
     """
-    import time
-
     check_objective(objective)
     if not isinstance(top_n, int) or isinstance(top_n, bool) or top_n < 1:
         raise ScheduleError(f"top_n must be a positive integer, found {top_n!r}")
@@ -524,14 +523,9 @@ def search_nests(
     norm = lower_bound(p)
     bounds = {sp: lower_bound(p, sp) for sp in choices}
 
-    def primary(lat: float, en: float) -> float:
-        if isinstance(objective, str):
-            return {"latency": lat, "energy": en, "edp": lat * en}[objective]
-        return objective.get("latency", 0.0) * lat / norm[0] + objective.get("energy", 0.0) * en / norm[1]
-
     def key_of(lat: float, en: float) -> tuple[float, float]:
         # ties on the objective go to the lower energy (latency, for the energy objective)
-        return (primary(lat, en), lat if objective == "energy" else en)
+        return (objective_value(objective, lat, en, norm), lat if objective == "energy" else en)
 
     def bound_score(sp: tuple[str | None, ...]) -> tuple[float, float]:
         return key_of(*bounds[sp])
