@@ -257,3 +257,17 @@ def test_evaluate_bind_errors_name_what_there_is(capsys: pytest.CaptureFixture[s
     )
     assert main(["evaluate", "--objective", "speed"]) == 2
     assert "unknown objective 'speed'" in capsys.readouterr().err
+
+
+def test_evaluate_refuses_a_missing_cascade_file_and_end_to_end_without_a_model(
+    tmp_path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["evaluate", "--cascade", str(tmp_path / "nope.ein")]) == 2
+    assert f"--cascade '{tmp_path / 'nope.ein'}': no such file" in capsys.readouterr().err
+    assert main(["evaluate", "--sizes", "P=1,M=64,E=8,F=8", "--end-to-end"]) == 2
+    assert "--end-to-end adds a model's projection and FFN GEMMs: give --model" in capsys.readouterr().err
+    assert main(["evaluate", "--arch", str(tmp_path / "a.yaml"), "--array-dim", "64"]) == 2
+    assert (
+        "--array-dim applies to a preset; edit the rows and cols in the architecture file"
+        in capsys.readouterr().err
+    )

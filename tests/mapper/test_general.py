@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -401,3 +402,100 @@ def test_a_space_too_large_to_enumerate_is_sampled_and_says_so() -> None:
     assert not found.certified
     assert 0 < found.nest_evaluations <= 2 * 50_000
     sim.evaluate(c, found.best, mapper.fusemax(), w)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (
+            {"fusion": "fusd"},
+            "unknown fusion 'fusd'; did you mean 'fused'?; expected one of auto, fused, layerwise",
+        ),
+        ({"top_n": 0}, "top_n must be a positive integer, found 0"),
+        ({"budget": -5}, "budget must be a positive integer, found -5"),
+        ({"max_latency_cycles": 0}, "max_latency_cycles must be a positive number, found 0"),
+        ({"max_buffer_bytes": "1M"}, "max_buffer_bytes must be a positive number, found '1M'"),
+        ({"objective": {"area": 1}}, "objective weights must name latency and/or energy, found {'area': 1}"),
+        ({"objective": {"latency": -1}}, "objective weight of latency must be a number >= 0, found -1"),
+    ],
+)
+def test_search_options_refuse_bad_values(kwargs, message) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(mapper.ScheduleError, match=re.escape(message)):
+        SearchOptions(sizes={"P": 8}, **kwargs)
+
+
+def test_nest_search_and_fused_only_errors() -> None:
+    c = einsum.library.get("matmul")
+    arch = _toy_arch(2, 3, capacity=64)
+    p = nest_problem(c, einsum_facts(c)[0], arch.arrays[0], arch, {"M": 12, "N": 10, "K": 9})
+    with pytest.raises(
+        mapper.ScheduleError,
+        match=r"no loop nest of Einsum Z on array '2d' meets the constraints "
+        r"\(buffer 2 bytes\)",
+    ):
+        search_nests(p, max_buffer_bytes=2)
+    with pytest.raises(mapper.ScheduleError, match="budget must be a positive integer, found 0"):
+        search_nests(p, budget=0)
+    with pytest.raises(
+        mapper.ScheduleError,
+        match="softmax has no fused tiling: no contraction gives a key rank; "
+        "use fusion='layerwise' or 'auto'",
+    ):
+        explore(
+            einsum.library.get("softmax"),
+            mapper.fusemax(),
+            SearchOptions(sizes={"P": 64, "M": 64}, fusion="fused"),
+        )
+
+
+def test_buffer_bandwidth_is_checked_and_bounds_the_nest() -> None:
+    with pytest.raises(
+        mapper.ArchError, match="buffer: bandwidth must be None, 'geometry' or words per cycle, found 'fast'"
+    ):
+        mapper.Buffer(capacity_bytes=2**20, bandwidth="fast")
+    with pytest.raises(mapper.ArchError, match="buffer: bandwidth must be positive, found 0"):
+        mapper.Buffer(capacity_bytes=2**20, bandwidth=0)
+    assert (
+        mapper.Buffer(
+            capacity_bytes=2**20, width_bits=2048, banks=2, ports=2, bandwidth="geometry"
+        ).words_per_cycle(16)
+        == 2048 / 16 * 4
+    )
+    # a GEMM whose operands stream at 2 words a cycle per PE column: bounded by the buffer
+    c = einsum.library.get("matmul")
+    arch = _toy_arch(2, 3)
+    slow = arch.replace(buffer=dataclasses.replace(arch.buffer, bandwidth=1))
+    nest = LoopNest("Z", "2d", ("M", "N"), {"M": 1, "N": 1, "K": 1}, ("M", "N", "K"))
+    cost = nest_cost(
+        nest_problem(c, einsum_facts(c)[0], slow.arrays[0], slow, {"M": 4, "N": 6, "K": 5}), nest
+    )
+    assert cost.bound_by == "buffer" and cost.latency_cycles == (40 + 60 + 24) * 2
+
+
+def test_a_hand_written_nest_that_does_not_fit_is_refused() -> None:
+    arch = _toy_arch(2, 3, capacity=64)  # 32 words
+    nest = LoopNest("Z", "2d", ("M", "N"), {"M": 2, "N": 2, "K": 5}, ("M", "N", "K"))
+    s = mapper.Schedule(
+        cascade="matmul",
+        binding={"Z": "2d"},
+        spatial={"2d": ()},
+        tile={},
+        residency={"A": "dram", "B": "dram", "Z": "dram"},
+        kernels=(),
+        interleave=False,
+        lookahead=0,
+        nests={"Z": nest},
+    )
+    with pytest.raises(
+        sim.EvaluationError,
+        match=r"the loop nest of Z holds 74 words in the buffer, which has room "
+        r"for 32 beside what stays on chip: Z on 2d",
+    ):
+        sim.evaluate(einsum.library.get("matmul"), s, arch, sim.workload(sizes={"M": 4, "N": 6, "K": 5}))
+    bad = mapper.Schedule(
+        **{**s.__dict__, "nests": {"Z": LoopNest("Z", "2d", ("M", "M"), nest.tiles, nest.order)}}
+    )
+    with pytest.raises(
+        mapper.ScheduleError, match=r"nest of Z: spatial \['M', 'M'\] must give 2 distinct rank\(s\)"
+    ):
+        mapper.check(einsum.library.get("matmul"), bad, arch)

@@ -192,9 +192,61 @@ def test_area_from_our_synthesised_rtl(tmp_path: Path) -> None:
     times the PE count), the buffer from CACTI."""
     from einforge.rtl_area import arch_area_from_rtl, pe_area_um2
 
-    spec = {**SPEC, "params": {"array_dim": [16]}, "cascades": ["attention_1pass"], "workloads": SPEC["workloads"][:1]}
+    spec = {
+        **SPEC,
+        "params": {"array_dim": [16]},
+        "cascades": ["attention_1pass"],
+        "workloads": SPEC["workloads"][:1],
+    }
     [row] = sw.sweep(spec, workers=1, area_model=arch_area_from_rtl).rows
     assert row["area_mm2_rtl.2d"] == pytest.approx(256 * pe_area_um2("array2d") / 1e6)
     assert row["area_mm2_rtl.1d"] == pytest.approx(16 * pe_area_um2("array1d") / 1e6)
     assert row["area_mm2_rtl.buffer"] == pytest.approx(row["area_mm2.buffer"])
-    assert row["area_mm2_rtl"] == pytest.approx(row["area_mm2_rtl.2d"] + row["area_mm2_rtl.1d"] + row["area_mm2_rtl.buffer"])
+    assert row["area_mm2_rtl"] == pytest.approx(
+        row["area_mm2_rtl.2d"] + row["area_mm2_rtl.1d"] + row["area_mm2_rtl.buffer"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"seq": "1K"}, "a sequence length needs a model (BERT, TrXL, T5, XLM); or give sizes alone"),
+        ({}, "a workload needs a model and a sequence length, or rank sizes"),
+        ({"model": "BERT"}, "model 'BERT' needs a sequence length such as 1K"),
+        ({"sizes": {"P": 0}}, "sizes: rank P must be a positive integer, found 0"),
+        ({"sizes": "P=1,M=x"}, "sizes: rank M: sequence length 'x' is not a number like 1024, 1K, 64K or 1M"),
+        ({"sizes": ","}, "sizes: ',' gives no RANK=SIZE pair"),
+    ],
+)
+def test_workload_errors(kwargs, message) -> None:  # type: ignore[no-untyped-def]
+    import sim
+
+    with pytest.raises(ConfigError, match=re_escape(message)):
+        sim.workload(**kwargs)
+
+
+def re_escape(text: str) -> str:
+    import re
+
+    return re.escape(text)
+
+
+def test_bad_points_are_rows_that_say_why() -> None:
+    bad = {
+        **SPEC,
+        "params": {"array_dim": [16], "buffer_bytes": ["biggest"]},
+        "workloads": [{"model": "BERT", "seq": "1K", "heads": 2}, {"model": "BERT", "seq": "1K"}],
+        "cascades": ["attention_1pass"],
+    }
+    rows = sw.sweep(bad, workers=1).rows
+    assert (
+        rows[0]["error"]
+        == "ConfigError: sweep: a workload takes model, seq, batch and sizes; found ['heads']"
+    )
+    assert rows[1]["error"] == (
+        "ConfigError: sweep: buffer_bytes 'biggest' is neither a size nor a rule (fusemax-fig12)"
+    )
+    with pytest.raises(ConfigError, match="sweep: 'workloads' must list at least one entry"):
+        sw.points({**SPEC, "workloads": []})
+    with pytest.raises(ConfigError, match="sweep: params must map a parameter to a list of values, found"):
+        sw.points({**SPEC, "params": [16]})
