@@ -179,7 +179,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if not rows and args.trace:
             from sim.trace import trace
 
-            trace(cascade, found.best, arch, w, args.trace)
+            trace(cascade, found.best, arch, w, args.trace, systolic=args.systolic)
             print(f"wrote {args.trace} (open it in https://ui.perfetto.dev)", file=sys.stderr)
         rows.append((report, found))
         if not args.json:

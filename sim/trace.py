@@ -33,9 +33,10 @@ def trace(
     path: str | Path | None = None,
     *,
     max_tiles: int = 64,
+    systolic: bool = False,
 ) -> dict[str, Any]:
     """The trace of ``schedule`` (the first ``max_tiles`` tiles of each kernel); written to
-    ``path`` as JSON when given."""
+    ``path`` as JSON when given. ``systolic`` as in :func:`sim.evaluate` (physical accounting)."""
     from sim.model import _sizes, _tasks, traffic
 
     lay = layout(cascade)
@@ -55,7 +56,7 @@ def trace(
         )
     tid = {n: i + 1 for i, n in enumerate(tracks)}
     clock = 0.0
-    for name, (_prob, cost) in schedule_nests(cascade, schedule, arch, full).items():
+    for name, (_prob, cost) in schedule_nests(cascade, schedule, arch, full, systolic=systolic).items():
         events.append(
             {
                 "name": name,
@@ -74,7 +75,7 @@ def trace(
     live = {n: skip.live_fraction for n in skipping}
     bpc = arch.dram.bandwidth_bytes_per_s / arch.clock_hz
     for ki, kernel in enumerate(schedule.kernels):
-        tasks = _tasks(kernel, facts, schedule, arch, tile, False, lay, cascade, False, live)
+        tasks = _tasks(kernel, facts, schedule, arch, tile, systolic, lay, cascade, False, live)
         shown_q = max(1, min(q_tiles, -(-max_tiles // steps)))
         record: list[tuple[int, str, str, float, float]] = []
         timing = simulate_kernel(

@@ -152,3 +152,14 @@ def test_latency_breakdown_adds_up_and_says_where_time_goes() -> None:
     r3 = sim.evaluate(c3, s3, flat, w1)
     assert r3.latency_breakdown["memory"] > 0.1 * r3.latency_cycles
     assert "latency      compute" in str(r3)
+
+
+def test_trace_slices_take_the_simulators_cycles_with_and_without_systolic() -> None:
+    """Each slice lasts the cycles the simulator charges that Einsum per tile (with systolic
+    fill and drain when asked): the trace and sim.evaluate agree."""
+    c, s, a, w = _fusemax_4k()
+    for systolic in (False, True):
+        r = sim.evaluate(c, s, a, w, systolic=systolic)
+        data = trace(c, s, a, w, max_tiles=8, systolic=systolic)
+        qk = next(e for e in data["traceEvents"] if e["ph"] == "X" and e["name"].startswith("QK"))
+        assert qk["args"]["cycles"] == pytest.approx(r.per_einsum["QK"]["cycles_per_tile"])
