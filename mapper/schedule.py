@@ -65,6 +65,12 @@ def _accesses(expr: Expr) -> tuple[Access, ...]:
 
 
 @functools.lru_cache(maxsize=64)
+def read_tensors(cascade: einsum.Cascade) -> frozenset[str]:
+    """Every tensor some Einsum of ``cascade`` reads (an input nothing reads moves no data)."""
+    return frozenset(a.tensor for e in cascade.einsums for a in _accesses(e.expr))
+
+
+@functools.lru_cache(maxsize=64)
 def tensor_sizes(cascade: einsum.Cascade) -> Mapping[str, Any]:
     """:func:`einsum.tensor_sizes`, cached per cascade."""
     return einsum.tensor_sizes(cascade)

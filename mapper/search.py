@@ -43,7 +43,6 @@ from mapper.schedule import (
     Layout,
     LoopNest,
     Schedule,
-    _accesses,
     actions_at,
     check,
     einsum_cycles,
@@ -51,6 +50,7 @@ from mapper.schedule import (
     exposed_latency,
     fu_ops,
     layout,
+    read_tensors,
     tensor_sizes,
 )
 from mapper.sram import SRAMError
@@ -423,7 +423,7 @@ def _bound(
             per_time.append(best_t)
             energy += best_e
     tsizes = tensor_sizes(cascade)
-    read = {a.tensor for e in cascade.einsums for a in _accesses(e.expr)}
+    read = read_tensors(cascade)
     words = sum(tsizes[t.name].at(sizes) for t in cascade.inputs if t.name in read) + sum(
         tsizes[t].at(sizes) for t in cascade.outputs
     )

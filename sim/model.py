@@ -20,7 +20,6 @@ from mapper.schedule import (
     EinsumFacts,
     Layout,
     Schedule,
-    _accesses,
     actions_at,
     check,
     einsum_cycles,
@@ -28,6 +27,7 @@ from mapper.schedule import (
     exposed_latency,
     fu_ops,
     layout,
+    read_tensors,
 )
 from mapper.sram import SRAMModel
 from sim.accounting import Accounting, constant_scalings
@@ -374,7 +374,7 @@ def _self_check(
             if not 0 <= u <= 1 + 1e-9:
                 problems.append(f"{name} utilization of {a} = {u} (must be in [0, 1])")
     sizes = einsum.tensor_sizes(cascade)
-    read = {a.tensor for e in cascade.einsums for a in _accesses(e.expr)}
+    read = read_tensors(cascade)
     inputs = sum(sizes[t.name].at(full) for t in cascade.inputs if t.name in read) * inst
     outputs = sum(sizes[t].at(full) for t in cascade.outputs) * inst
     if r.traffic_bytes < (inputs + outputs) * word * (1 - 1e-12):
