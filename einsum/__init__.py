@@ -31,7 +31,7 @@ from einsum._expr import (
     TopK,
     Var,
 )
-from einsum._fixed import Fixed, exp2_coefficients, log2e_raw
+from einsum._fixed import Fixed, exp2_coefficients, log2e_raw, quantizer
 from einsum._ir import Cascade
 from einsum._parse import parse, parse_expr
 from einsum._plan import Stage
@@ -60,6 +60,7 @@ __all__ = [
     "EinsumError",
     "Expr",
     "Fixed",
+    "quantizer",
     "Func",
     "Input",
     "Neg",

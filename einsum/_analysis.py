@@ -27,6 +27,7 @@ from einsum._expr import (
     walk,
 )
 from einsum._ir import Cascade, partition_family
+from einsum._plan import _offset
 from einsum._stmt import Einsum
 from einsum.errors import EinsumError
 
@@ -113,6 +114,22 @@ def passes(cascade: Cascade, rank: str) -> int:
     def complete(lv: int) -> int:
         return lv + 1 if lv % 2 == 0 and lv >= 2 else lv
 
+    # A recurrence over another rank (SpAtten's layers, ``KEEP[m, l + 1]``) is counted per step:
+    # a read of its previous position (``KEEP[m, l]``) is known before the step starts, as an
+    # input is.
+    iterative = cascade.iterative
+    outer_steps = {
+        name: cascade.tensors[name][dim]
+        for name, dim in iterative.items()
+        if cascade.tensors[name][dim] not in family
+    }
+
+    def from_previous_step(access: Access) -> bool:
+        if access.tensor not in outer_steps:
+            return False
+        ix = access.indices[iterative[access.tensor]]
+        return _offset(ix, outer_steps[access.tensor].lower()) == 0
+
     limit = 4 * len(cascade.einsums) + 8
     for _ in range(limit):
         changed = False
@@ -120,11 +137,20 @@ def passes(cascade: Cascade, rank: str) -> int:
             k_out = kinds[e.output]
             lv_in = 0
             for access in (n for n in walk(e.expr) if isinstance(n, Access)):
+                if from_previous_step(access):
+                    lv_in = max(lv_in, 2 if kinds[access.tensor] != "global" else 0)
+                    continue
                 lv = level[access.tensor]
                 streams = any(v.upper() in family for v in free_vars(access))
                 if kinds[access.tensor] != "global" and (k_out == "global" or not streams):
                     lv = complete(lv)
                 lv_in = max(lv_in, lv)
+            if any(
+                isinstance(n, TopK) and any(v.upper() in family for v in n.indices) for n in walk(e.expr)
+            ):
+                # Selecting the k largest over the rank needs the whole fiber, as a full
+                # reduction does: the mask is known after the pass that streams its scores.
+                lv_in = complete(lv_in)
             if k_out == "element":
                 new = max(2, lv_in + (lv_in % 2))
             else:

@@ -23,12 +23,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from einsum.errors import ConfigError
 
-__all__ = ["Fixed", "exp2_coefficients", "log2e_raw"]
+if TYPE_CHECKING:
+    from einsum._expr import Operator
+
+__all__ = ["Fixed", "exp2_coefficients", "log2e_raw", "quantizer"]
 
 _ROUNDING = ("nearest", "truncate")
 _OVERFLOW = ("saturate", "wrap")
@@ -124,3 +128,33 @@ def exp2_coefficients(fmt: Fixed, degree: int) -> tuple[int, ...]:
     q = np.polynomial.polynomial.polyfit(nodes, target, degree - 1)
     coeffs = [1.0, *(float(c) for c in q)]
     return tuple(int(math.floor(c * (1 << fmt.frac) + 0.5)) for c in coeffs)
+
+
+def quantizer(fmt: Fixed, name: str, *, drop_lsbs: int = 0) -> Operator:
+    """A unary operator that rounds a value to ``fmt`` bit for bit (its golden) and costs one
+    ``other`` action: linear symmetric quantization with a power-of-two scale.
+
+    With ``drop_lsbs = b`` it keeps only the most significant ``width - b`` bits of the code (an
+    arithmetic shift right by ``b`` and back, i.e. the code rounded towards minus infinity to a
+    multiple of ``2**b``): the value SpAtten's progressive quantization computes with when it has
+    fetched only a number's MSBs.
+
+    Example:
+        >>> from einsum import Fixed, quantizer
+        >>> q = quantizer(Fixed(12, 8), "q12")
+        >>> msb = quantizer(Fixed(12, 8), "q12msb", drop_lsbs=4)
+        >>> float(q.golden(0.30)), float(msb.golden(0.30))
+        (0.30078125, 0.25)
+    """
+    from einsum._expr import Actions, Operator
+
+    if not isinstance(drop_lsbs, int) or not 0 <= drop_lsbs < fmt.width:
+        raise ConfigError(f"quantizer {name!r}: drop_lsbs must be an integer in 0..{fmt.width - 1}, got {drop_lsbs!r}")
+
+    def golden(x: np.ndarray) -> np.ndarray:
+        raw = np.asarray(fmt.quantize(x), dtype=np.int64)
+        if drop_lsbs:
+            raw = (raw >> drop_lsbs) << drop_lsbs
+        return np.asarray(fmt.to_float(raw), dtype=np.float64)
+
+    return Operator(name=name, arity=1, golden=golden, cost=Actions(other=1))

@@ -311,9 +311,17 @@ def _statement_problems(
                 if again:
                     yield f"{where}: index {sorted(again)[0]} is reduced twice (nested reductions)"
         elif isinstance(node, TopK):
+            # k is a param expression, or (a per-fiber k) reads tensors and indices of the fiber:
+            # the body's indices that topk does not select over.
+            fiber = free_vars(node.body) - set(node.indices)
             for k_node in walk(node.k):
-                if isinstance(k_node, (Var, Access, Reduce, TopK)):
-                    yield f"{where}: topk's k must be a param expression, got {to_text(node.k)}"
+                if isinstance(k_node, (Reduce, TopK)) or (
+                    isinstance(k_node, Var) and k_node.name not in fiber
+                ):
+                    yield (
+                        f"{where}: topk's k must be a param expression or read only the fiber's "
+                        f"indices ({', '.join(sorted(fiber)) or 'none'}), got {to_text(node.k)}"
+                    )
                     break
             for name in node.indices:
                 if name not in free_vars(node.body):

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 from functools import cache
 
+from einsum._expr import Operator
+from einsum._fixed import Fixed, quantizer
 from einsum._ir import Cascade
 from einsum._parse import parse
 from einsum.errors import EinsumError, suggest
 
-__all__ = ["get", "names", "source"]
+__all__ = ["PQ_FORMAT", "PQ_LSB_BITS", "get", "names", "operators", "source"]
 
 _SOURCES: dict[str, str] = {
     "attention_3pass": """
@@ -115,6 +117,108 @@ Y[p, m] = D[p, m] / sqrt(VAR[p] + eps)
 """,
 }
 
+# SpAtten (Wang, Zhang, Han, HPCA 2021, arXiv 2012.09852): its four mechanisms as cascades.
+# Layers are an iterative rank L: each layer's Q, K and V are inputs (as in SpAtten's own
+# evaluation, which replays the attention of a model), and the pruning state (cumulative scores
+# and the keep masks) is carried from layer l to l + 1. KT[l] / KH[l] say how many tokens / heads
+# are kept for the layers after l; a pruned token or head is never read again.
+_SOURCES["spatten_token_pruning"] = """
+cascade spatten_token_pruning
+input Q[l, h, p, e], K[l, h, m, e], V[l, h, m, f], KT[l]
+param scale = 1 / sqrt(E)
+output AV, KEEP
+
+init TS[m, l = 0]   = 0
+init KEEP[m, l = 0] = 1
+
+QK[l, h, p, m] = Q[l, h, p, e] * K[l, h, m, e] * KEEP[m, l]
+S[l, h, p, m]  = where(KEEP[m, l] > 0, QK[l, h, p, m] * scale, -inf)
+GM[l, h, p]    = max[m] S[l, h, p, m]
+SN[l, h, p, m] = exp(S[l, h, p, m] - GM[l, h, p])
+SD[l, h, p]    = sum[m] SN[l, h, p, m]
+A[l, h, p, m]  = SN[l, h, p, m] / SD[l, h, p]
+AV[l, h, p, f] = A[l, h, p, m] * V[l, h, m, f] * KEEP[m, l]
+TS[m, l + 1]   = TS[m, l] + sum[h, p] A[l, h, p, m]
+KEEP[m, l + 1] = KEEP[m, l] * topk[m; KT[l]] where(KEEP[m, l] > 0, TS[m, l + 1], -inf)
+"""
+_SOURCES["spatten_head_pruning"] = """
+cascade spatten_head_pruning
+input Q[l, h, p, e], K[l, h, m, e], V[l, h, m, f], KH[l]
+param scale = 1 / sqrt(E)
+output AV, HKEEP
+
+init HS[h, l = 0]    = 0
+init HKEEP[h, l = 0] = 1
+
+QK[l, h, p, m] = Q[l, h, p, e] * K[l, h, m, e] * HKEEP[h, l]
+S[l, h, p, m]  = QK[l, h, p, m] * scale
+GM[l, h, p]    = max[m] S[l, h, p, m]
+SN[l, h, p, m] = exp(S[l, h, p, m] - GM[l, h, p])
+SD[l, h, p]    = sum[m] SN[l, h, p, m]
+A[l, h, p, m]  = SN[l, h, p, m] / SD[l, h, p]
+AV[l, h, p, f] = A[l, h, p, m] * V[l, h, m, f] * HKEEP[h, l]
+HS[h, l + 1]   = HS[h, l] + sum[p, f] abs(AV[l, h, p, f])
+HKEEP[h, l + 1] = HKEEP[h, l] * topk[h; KH[l]] where(HKEEP[h, l] > 0, HS[h, l + 1], -inf)
+"""
+# Local value pruning: per query, only the kv largest probabilities keep their V row (the others
+# are never fetched); no renormalisation.
+_SOURCES["spatten_local_value_pruning"] = """
+cascade spatten_local_value_pruning
+input Q[p, e], K[m, e], V[m, f]
+param scale = 1 / sqrt(E)
+param vkeep = 0.2
+param kv = ceil(vkeep * M)
+output AV
+
+QK[p, m] = Q[p, e] * K[m, e]
+S[p, m]  = QK[p, m] * scale
+GM[p]    = max[m] S[p, m]
+SN[p, m] = exp(S[p, m] - GM[p])
+SD[p]    = sum[m] SN[p, m]
+A[p, m]  = SN[p, m] / SD[p]
+VK[p, m] = topk[m; kv] A[p, m]
+AV[p, f] = A[p, m] * VK[p, m] * V[m, f]
+"""
+# Progressive quantization (8 + 4 bits): scores from the MSBs of K first; a query whose largest
+# probability is under tau fetches K's 4 LSBs and recomputes its row once. qk12 rounds to the
+# on-chip 12-bit format, qk12msb keeps its 8 most significant bits.
+_SOURCES["spatten_progressive_quantization"] = """
+cascade spatten_progressive_quantization
+input Q[p, e], K[m, e], V[m, f]
+param scale = 1 / sqrt(E)
+param tau = 0.1
+output AV, LSB
+
+QQ[p, e]  = qk12(Q[p, e])
+KM[m, e]  = qk12msb(K[m, e])
+KF[m, e]  = qk12(K[m, e])
+VQ[m, f]  = qk12(V[m, f])
+SM[p, m]  = QQ[p, e] * KM[m, e] * scale
+GMM[p]    = max[m] SM[p, m]
+SNM[p, m] = exp(SM[p, m] - GMM[p])
+SDM[p]    = sum[m] SNM[p, m]
+AM[p, m]  = SNM[p, m] / SDM[p]
+AMX[p]    = max[m] AM[p, m]
+LSB[p]    = AMX[p] < tau
+SF[p, m]  = QQ[p, e] * KF[m, e] * LSB[p] * scale
+GMF[p]    = max[m] SF[p, m]
+SNF[p, m] = exp(SF[p, m] - GMF[p])
+SDF[p]    = sum[m] SNF[p, m]
+A[p, m]   = where(LSB[p] > 0, SNF[p, m] / SDF[p], AM[p, m])
+AV[p, f]  = A[p, m] * VQ[m, f]
+"""
+
+#: The on-chip format of SpAtten's progressive quantization in the library cascade: 12 bits,
+#: 8 of them fraction bits (values in [-8, 8)), fetched as 8 MSBs then 4 LSBs.
+PQ_FORMAT = Fixed(12, 8)
+PQ_LSB_BITS = 4
+_OPERATORS: dict[str, tuple[Operator, ...]] = {
+    "spatten_progressive_quantization": (
+        quantizer(PQ_FORMAT, "qk12"),
+        quantizer(PQ_FORMAT, "qk12msb", drop_lsbs=PQ_LSB_BITS),
+    ),
+}
+
 # Causal variants (query p sees keys m <= p, top-left aligned): the same cascades with masked
 # scores set to -inf. In the 2-pass cascade a key tile can be wholly masked for a query (LM = -inf),
 # so its SLN is zero where masked instead of exp(-inf - -inf).
@@ -160,6 +264,13 @@ def source(name: str) -> str:
     return _SOURCES[name].lstrip()
 
 
+def operators(name: str) -> tuple[Operator, ...]:
+    """The user-defined operators a library cascade calls (pass them to :func:`einsum.parse` to
+    read its text back): ``qk12`` and ``qk12msb`` for ``spatten_progressive_quantization``."""
+    _check(name)
+    return _OPERATORS.get(name, ())
+
+
 def get(name: str) -> Cascade:
     """The library cascade called ``name`` (see :func:`names`).
 
@@ -172,7 +283,7 @@ def get(name: str) -> Cascade:
 
 @cache
 def _parsed(name: str) -> Cascade:
-    return parse(_SOURCES[name])
+    return parse(_SOURCES[name], operators=_OPERATORS.get(name, ()))
 
 
 def _check(name: object) -> None:

@@ -36,7 +36,7 @@ from einsum import (
     bind_sizes,
     eval_params,
 )
-from einsum._expr import ordered_vars, product_factors
+from einsum._expr import ordered_vars, product_factors, to_text, walk
 from einsum._plan import where_is
 from einsum._sizes import eval_scalar
 from einsum.errors import suggest
@@ -352,19 +352,33 @@ class _Evaluator:
 
     def topk(self, expr: TopK) -> _Val:
         body = self.eval(expr.body)
-        k_value = eval_scalar(expr.k, self.sizes, self.params, where=f"{self.where}: topk's k")
-        if not float(k_value).is_integer() or k_value < 0:
-            raise EvaluationError(f"{self.where}: topk's k must be a non-negative integer, got {k_value!r}")
         keep_axes = [i for i, v in enumerate(body.vars) if v not in expr.indices]
         sel_axes = [body.vars.index(v) for v in expr.indices]
         moved = np.transpose(body.arr, keep_axes + sel_axes)
         lead = moved.shape[: len(keep_axes)]
         flat = moved.reshape((*lead, -1))
         n = flat.shape[-1]
-        k = min(int(k_value), n)
         order = np.argsort(-flat, axis=-1, kind="stable")  # ties keep the lower index first
-        mask = np.zeros_like(flat)
-        np.put_along_axis(mask, order[..., :k], 1.0, axis=-1)
+        if not any(isinstance(node, (Access, Var)) for node in walk(expr.k)):
+            k_value = eval_scalar(expr.k, self.sizes, self.params, where=f"{self.where}: topk's k")
+            if not float(k_value).is_integer() or k_value < 0:
+                raise EvaluationError(f"{self.where}: topk's k must be a non-negative integer, got {k_value!r}")
+            mask = np.zeros_like(flat)
+            np.put_along_axis(mask, order[..., : min(int(k_value), n)], 1.0, axis=-1)
+        else:
+            # A per-fiber k: one value for each fiber, read from tensors over the fiber's indices.
+            kv = self.eval(expr.k)
+            fiber = tuple(body.vars[i] for i in keep_axes)
+            ks = np.broadcast_to(self.expand(kv, fiber), lead)
+            bad = ~np.isfinite(ks) | (ks < 0) | (ks != np.floor(ks))
+            if bad.any():
+                raise EvaluationError(
+                    f"{self.where}: topk's k must be a non-negative integer in every fiber, got "
+                    f"{float(ks[bad].flat[0])!r} from {to_text(expr.k)}"
+                )
+            rank = np.empty(flat.shape, dtype=np.int64)
+            np.put_along_axis(rank, order, np.arange(n), axis=-1)
+            mask = (rank < ks[..., None]).astype(np.float64)
         mask = mask.reshape(moved.shape)
         inverse = np.argsort(keep_axes + sel_axes)
         return _Val(np.transpose(mask, inverse), body.vars)

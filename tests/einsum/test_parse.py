@@ -14,8 +14,9 @@ from einsum import builder as eb
 @pytest.mark.parametrize("name", einsum.library.names())
 def test_library_round_trips(name: str) -> None:
     c = einsum.library.get(name)
-    assert einsum.parse(str(c)) == c
-    assert einsum.parse(einsum.library.source(name)) == c
+    ops = einsum.library.operators(name)
+    assert einsum.parse(str(c), operators=ops) == c
+    assert einsum.parse(einsum.library.source(name), operators=ops) == c
 
 
 @pytest.mark.parametrize(
