@@ -12,7 +12,15 @@ A cascade is written in the notation of ``docs/notation.md`` (or built in Python
 """
 
 from einsum import builder, library
-from einsum._analysis import OpCounts, Poly, dependency_graph, op_counts, passes, tensor_sizes
+from einsum._analysis import (
+    OpCounts,
+    Poly,
+    dependency_graph,
+    mask_tensors,
+    op_counts,
+    passes,
+    tensor_sizes,
+)
 from einsum._expr import (
     Access,
     Actions,
@@ -86,6 +94,7 @@ __all__ = [
     "exp2_coefficients",
     "library",
     "log2e_raw",
+    "mask_tensors",
     "op_counts",
     "parse",
     "parse_expr",

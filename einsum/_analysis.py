@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from einsum._plan import _offset
 from einsum._stmt import Einsum
 from einsum.errors import EinsumError
 
-__all__ = ["OpCounts", "Poly", "dependency_graph", "op_counts", "passes", "tensor_sizes"]
+__all__ = ["OpCounts", "Poly", "dependency_graph", "mask_tensors", "op_counts", "passes", "tensor_sizes"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -326,6 +327,14 @@ def _cost(expr: Expr) -> OpCounts:
     if isinstance(expr, Reduce):
         return _reduce_cost(expr.op, frozenset(expr.indices), expr.body)
     here = _points(free_vars(expr))
+    if isinstance(expr, Binary) and expr.op is BinOp.MUL:
+        factors = product_factors(expr)
+        density, rest = _mask_density(factors, free_vars(expr))
+        if rest is not None:
+            total = OpCounts()
+            for f in rest:
+                total = total + _cost(f)
+            return total + _one("mac", max(len(rest) - 1, 0)).scaled(here * density)
     if isinstance(expr, Neg):
         return _cost(expr.operand) + _one("add").scaled(here)
     if isinstance(expr, Binary):
@@ -345,9 +354,23 @@ def _cost(expr: Expr) -> OpCounts:
 def _reduce_cost(op: ReduceOp, reduced: frozenset[str], body: Expr) -> OpCounts:
     if op is ReduceOp.SUM:
         factors = product_factors(body)
+        density, rest = _mask_density(factors, free_vars(body))
+        if rest is not None:
+            factors = rest
         inner = [f for f in factors if free_vars(f) & reduced]
         outer = [f for f in factors if not free_vars(f) & reduced]
         out_points = _points(free_vars(body) - reduced)
+        if rest is not None:
+            inner_vars0: frozenset[str] = frozenset().union(*(free_vars(f) for f in inner))
+            total = OpCounts()
+            for f in factors:
+                total = total + _cost(f)
+            if len(inner) >= 2:
+                total = total + _one("mac", len(inner) - 1).scaled(_points(inner_vars0) * density)
+            else:
+                total = total + _one("add").scaled(_points(inner_vars0) * density)
+            scalings = len([f for f in outer if not _is_constant(f)]) + (1 if any(_is_constant(f) for f in outer) else 0)
+            return total + _one("mac", scalings).scaled(out_points)
         total = OpCounts()
         for f in factors:
             total = total + _cost(f)
@@ -364,7 +387,57 @@ def _reduce_cost(op: ReduceOp, reduced: frozenset[str], body: Expr) -> OpCounts:
     return _cost(body) + _one(_REDUCE_CATEGORY[op]).scaled(_points(free_vars(body)))
 
 
-def op_counts(cascade: Cascade) -> tuple[OpCounts, ...]:
+#: While :func:`op_counts` runs with ``masks=True``: each mask tensor and its density symbol.
+_MASKS: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("_MASKS", default={})
+
+
+def _mask_density(factors: list[Expr], points: frozenset[str]) -> tuple[Poly, list[Expr] | None]:
+    """The density symbols of the mask factors of a product whose indices cover the masks', and
+    the other factors; ``(1, None)`` when no factor is such a mask."""
+    masks = _MASKS.get()
+    density, rest = Poly.const(1), []
+    for f in factors:
+        if isinstance(f, Access) and f.tensor in masks and free_vars(f) <= points:
+            density = density * Poly.product([masks[f.tensor]])
+        else:
+            rest.append(f)
+    return density, (rest if len(rest) < len(factors) else None)
+
+
+def mask_tensors(cascade: Cascade) -> dict[str, str]:
+    """The cascade's 0/1 masks and the symbol :func:`op_counts` gives each one's density.
+
+    A mask is a tensor every (non-``init``) definition of which is a ``topk``, a comparison, or a
+    product of these and masks: ``VK[p, m] = topk[m; kv] A[p, m]``, ``LSB[p] = AMX[p] < tau``,
+    ``KEEP[m, l + 1] = KEEP[m, l] * topk[...] ...``. Its symbol is ``keep_<name>``: the mean of
+    the mask over the positions the cascade reads, the fraction of work it keeps.
+    """
+    out: dict[str, str] = {}
+    changed = True
+    while changed:
+        changed = False
+        for name in cascade.tensors:
+            if name in out:
+                continue
+            defs = [e for e in cascade.einsums if e.output == name and not e.init]
+            if defs and all(_is_mask_expr(e.expr, {**out, name: name}) for e in defs):
+                out[name] = f"keep_{name}"
+                changed = True
+    return out
+
+
+def _is_mask_expr(expr: Expr, masks: Mapping[str, str]) -> bool:
+    if isinstance(expr, TopK) or (isinstance(expr, Binary) and expr.op.is_comparison):
+        return True
+    if isinstance(expr, Binary) and expr.op is BinOp.MUL:
+        return all(
+            _is_mask_expr(f, masks) or (isinstance(f, Access) and f.tensor in masks)
+            for f in product_factors(expr)
+        )
+    return False
+
+
+def op_counts(cascade: Cascade, *, masks: bool = False) -> tuple[OpCounts, ...]:
     """Operations of each statement of ``cascade.einsums``, as polynomials in rank sizes.
 
     Each sub-expression is counted once per point of its own indices (loop-invariant work is
@@ -372,13 +445,27 @@ def op_counts(cascade: Cascade) -> tuple[OpCounts, ...]:
     factors that depend on the summed indices; a reduction counts one operation per element
     reduced. Copies and re-indexing (``BK[m1, m0, e] = K[m1 * M0 + m0, e]``) cost nothing.
 
+    With ``masks=True`` a product with a 0/1 mask factor (:func:`mask_tensors`: a ``topk``, a
+    comparison) counts only the points the mask keeps: its count carries the mask's density
+    ``keep_<MASK>`` as a factor, so the counts are functions of the keep ratios (evaluate them with
+    ``Poly.at({**sizes, "keep_VK": 0.2})``). Without it every point is counted (dense work).
+
     Example:
         >>> import einsum
         >>> c = einsum.library.get("matmul")
         >>> str(op_counts(c)[0])
         'mac=K*M*N'
+        >>> v = einsum.library.get("spatten_local_value_pruning")
+        >>> str(op_counts(v)[-1]), str(op_counts(v, masks=True)[-1])
+        ('mac=2*F*M*P', 'mac=F*M*P*keep_VK')
     """
-    return tuple(_einsum_cost(e) for e in cascade.einsums)
+    if not masks:
+        return tuple(_einsum_cost(e) for e in cascade.einsums)
+    token = _MASKS.set(mask_tensors(cascade))
+    try:
+        return tuple(_einsum_cost(e) for e in cascade.einsums)
+    finally:
+        _MASKS.reset(token)
 
 
 def _einsum_cost(e: Einsum) -> OpCounts:

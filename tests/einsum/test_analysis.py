@@ -155,3 +155,30 @@ def test_eval_params() -> None:
         "input A[m]\nparam k = ceil(0.25 * M)\nparam j = max(k, 2) ** 2\noutput Z\nZ[m] = A[m] * j"
     )
     assert einsum.eval_params(c, {"M": 9}) == {"k": 3.0, "j": 9.0}
+
+
+def test_masked_op_counts_are_functions_of_the_keep_ratios() -> None:
+    """op_counts(masks=True) at the densities golden.run measures equals the work the pruned
+    cascade really keeps: QK and AV over the kept (layer, token) pairs, prob x V over the kept
+    probabilities, the LSB recompute over the rows that refetch."""
+    import golden
+
+    rng = np.random.default_rng(7)
+    L, H, P, M, E, F = 4, 2, 3, 12, 5, 2
+    q, k, v = rng.normal(size=(L, H, P, E)), rng.normal(size=(L, H, M, E)), rng.normal(size=(L, H, M, F))
+    c = einsum.library.get("spatten_token_pruning")
+    got = golden.run(c, {"Q": q, "K": k, "V": v, "KT": np.array([9.0, 5, 3, 2])})
+    kept = got["KEEP"][:, :L]  # the tokens layers 0..L-1 read
+    sizes = {"L": L, "H": H, "P": P, "M": M, "E": E, "F": F, "keep_KEEP": kept.mean()}
+    counts = {e.output: n.at(sizes) for e, n in zip(c.einsums, einsum.op_counts(c, masks=True), strict=True)}
+    assert kept.sum() == 12 + 9 + 5 + 3
+    assert counts["QK"]["mac"] == pytest.approx(E * H * P * kept.sum())
+    assert counts["AV"]["mac"] == pytest.approx(F * H * P * kept.sum())
+    dense = {e.output: n.at(sizes) for e, n in zip(c.einsums, einsum.op_counts(c), strict=True)}
+    assert dense["QK"]["mac"] == E * H * L * M * P + H * L * M * P  # and the mask product, as a MAC
+
+    v1 = einsum.library.get("spatten_local_value_pruning")
+    kv = int(np.ceil(0.2 * M))
+    av = einsum.op_counts(v1, masks=True)[-1].at({"P": P, "M": M, "F": F, "keep_VK": kv / M})
+    assert av["mac"] == pytest.approx(P * kv * F)
+    assert set(einsum.mask_tensors(einsum.library.get("attention_3pass"))) == set()
