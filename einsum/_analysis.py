@@ -6,6 +6,7 @@ import contextvars
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 import networkx as nx
 
@@ -89,8 +90,7 @@ def passes(cascade: Cascade, rank: str) -> int:
     """
     if rank not in cascade.ranks:
         raise EinsumError(
-            f"passes(): rank {rank!r} is not a rank of this cascade "
-            f"(ranks: {', '.join(cascade.ranks)})"
+            f"passes(): rank {rank!r} is not a rank of this cascade (ranks: {', '.join(cascade.ranks)})"
         )
     parts = {p.rank: p.parts for p in cascade.partitions}
     family = {rank} | set(partition_family(rank, parts))
@@ -146,9 +146,7 @@ def passes(cascade: Cascade, rank: str) -> int:
                 if kinds[access.tensor] != "global" and (k_out == "global" or not streams):
                     lv = complete(lv)
                 lv_in = max(lv_in, lv)
-            if any(
-                isinstance(n, TopK) and any(v.upper() in family for v in n.indices) for n in walk(e.expr)
-            ):
+            if any(isinstance(n, TopK) and any(v.upper() in family for v in n.indices) for n in walk(e.expr)):
                 # Selecting the k largest over the rank needs the whole fiber, as a full
                 # reduction does: the mask is known after the pass that streams its scores.
                 lv_in = complete(lv_in)
@@ -170,7 +168,6 @@ def passes(cascade: Cascade, rank: str) -> int:
     streamed = [lv for name, lv in level.items() if kinds[name] == "streamed" and lv % 2 == 0]
     found = element or streamed
     return max(found) // 2 if found else 0
-
 
 
 def _leaves(rank: str, parts: Mapping[str, tuple[str, ...]]) -> set[str]:
@@ -319,7 +316,6 @@ def _is_constant(expr: Expr) -> bool:
     return not free_vars(expr) and not any(isinstance(n, Access) for n in walk(expr))
 
 
-
 def _cost(expr: Expr) -> OpCounts:
     """Operations to evaluate ``expr`` once over its free indices (loop-invariant parts hoisted)."""
     if _is_constant(expr) or isinstance(expr, (Access, Var)):
@@ -369,7 +365,8 @@ def _reduce_cost(op: ReduceOp, reduced: frozenset[str], body: Expr) -> OpCounts:
                 total = total + _one("mac", len(inner) - 1).scaled(_points(inner_vars0) * density)
             else:
                 total = total + _one("add").scaled(_points(inner_vars0) * density)
-            scalings = len([f for f in outer if not _is_constant(f)]) + (1 if any(_is_constant(f) for f in outer) else 0)
+            varying = [f for f in outer if not _is_constant(f)]
+            scalings = len(varying) + (1 if len(varying) < len(outer) else 0)
             return total + _one("mac", scalings).scaled(out_points)
         total = OpCounts()
         for f in factors:
@@ -388,7 +385,9 @@ def _reduce_cost(op: ReduceOp, reduced: frozenset[str], body: Expr) -> OpCounts:
 
 
 #: While :func:`op_counts` runs with ``masks=True``: each mask tensor and its density symbol.
-_MASKS: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("_MASKS", default={})
+_MASKS: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar(
+    "_MASKS", default=MappingProxyType({})
+)
 
 
 def _mask_density(factors: list[Expr], points: frozenset[str]) -> tuple[Poly, list[Expr] | None]:
@@ -486,5 +485,3 @@ def tensor_sizes(cascade: Cascade) -> dict[str, Poly]:
             size = size * (factor + 1 if iterative.get(name) == dim else factor)
         out[name] = size
     return out
-
-

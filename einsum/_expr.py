@@ -295,9 +295,7 @@ class Call(_Node):
 
     def __post_init__(self) -> None:
         if len(self.args) != self.func_arity:
-            raise EinsumError(
-                f"{self.func_name}() takes {self.func_arity} argument(s), got {len(self.args)}"
-            )
+            raise EinsumError(f"{self.func_name}() takes {self.func_arity} argument(s), got {len(self.args)}")
 
     @property
     def func_name(self) -> str:

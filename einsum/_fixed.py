@@ -149,7 +149,9 @@ def quantizer(fmt: Fixed, name: str, *, drop_lsbs: int = 0) -> Operator:
     from einsum._expr import Actions, Operator
 
     if not isinstance(drop_lsbs, int) or not 0 <= drop_lsbs < fmt.width:
-        raise ConfigError(f"quantizer {name!r}: drop_lsbs must be an integer in 0..{fmt.width - 1}, got {drop_lsbs!r}")
+        raise ConfigError(
+            f"quantizer {name!r}: drop_lsbs must be an integer in 0..{fmt.width - 1}, got {drop_lsbs!r}"
+        )
 
     def golden(x: np.ndarray) -> np.ndarray:
         raw = np.asarray(fmt.quantize(x), dtype=np.int64)

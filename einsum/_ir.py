@@ -69,9 +69,7 @@ class Cascade:
         for field_name in ("inputs", "params", "partitions", "outputs", "einsums", "operators"):
             value = getattr(self, field_name)
             if not isinstance(value, tuple):
-                raise EinsumError(
-                    f"Cascade.{field_name} must be a tuple, got {type(value).__name__}"
-                )
+                raise EinsumError(f"Cascade.{field_name} must be a tuple, got {type(value).__name__}")
         if self.name is not None and not (isinstance(self.name, str) and self.name.isidentifier()):
             raise EinsumError(f"cascade name must be an identifier, got {self.name!r}")
         reasons = list(_problems(self))
@@ -242,8 +240,17 @@ def _problems(c: Cascade) -> Iterator[str]:
     for i, e in enumerate(c.einsums):
         where = _where(c, i)
         yield from _statement_problems(
-            c, e, where, known_tensors, arity, ranks_of, iterative, param_names, op_names,
-            all_ranks, bound_ranks,
+            c,
+            e,
+            where,
+            known_tensors,
+            arity,
+            ranks_of,
+            iterative,
+            param_names,
+            op_names,
+            all_ranks,
+            bound_ranks,
         )
 
     # -- outputs ------------------------------------------------------------------------------

@@ -70,9 +70,7 @@ def _tokenize(text: str) -> list[_Tok]:
         col = pos - line_start + 1
         if m is None:
             source = text.splitlines()[line - 1] if text.splitlines() else ""
-            raise ParseError(
-                f"unexpected character {text[pos]!r}", line=line, column=col, source_line=source
-            )
+            raise ParseError(f"unexpected character {text[pos]!r}", line=line, column=col, source_line=source)
         kind = m.lastgroup or ""
         value = m.group()
         if kind == "newline":
@@ -294,8 +292,14 @@ class _Parser:
         self.expect("=", f"after {name.text}[...]")
         expr = self.expr(index_context=False)
         return self.build(
-            Einsum, name, output=name.text, indices=tuple(indices), expr=expr, step=step,
-            init=init, line=name.line,
+            Einsum,
+            name,
+            output=name.text,
+            indices=tuple(indices),
+            expr=expr,
+            step=step,
+            init=init,
+            line=name.line,
         )
 
     # -- expressions ----------------------------------------------------------------------------
@@ -418,9 +422,7 @@ class _Parser:
                     break
                 self.expect(",", f"or ')' in {tok.text}(...)")
         if len(args) != func.arity:
-            raise self.error(
-                f"{tok.text}() takes {func.arity} argument(s), found {len(args)}", tok
-            )
+            raise self.error(f"{tok.text}() takes {func.arity} argument(s), found {len(args)}", tok)
         return Call(func=func, args=tuple(args))
 
     def name(self, tok: _Tok, ix: bool) -> Expr:

@@ -117,8 +117,7 @@ def _recurrence(
     for i in nodes:
         if var not in einsums[i].indices:
             problems.append(
-                f"{where_is(einsums, i)}: is part of the recurrence over {var} but has no {var} "
-                "on its left"
+                f"{where_is(einsums, i)}: is part of the recurrence over {var} but has no {var} on its left"
             )
     if problems:
         return None, problems
@@ -152,9 +151,7 @@ def _recurrence(
                 elif read == written and w != r:
                     local.add_edge(w, r)
                 elif read == written and w == r:
-                    problems.append(
-                        f"{where_is(einsums, r)}: reads {access}, the position it is defining"
-                    )
+                    problems.append(f"{where_is(einsums, r)}: reads {access}, the position it is defining")
     if problems:
         return None, problems
     try:

@@ -59,9 +59,7 @@ def bind_sizes(
                 raise SizeError(f"rank {rank} has size {n} in {where}; ranks must be non-empty")
             if rank in bound and bound[rank][0] != n:
                 size0, where0 = bound[rank]
-                raise SizeError(
-                    f"inconsistent sizes for rank {rank}: {size0} in {where0} but {n} in {where}"
-                )
+                raise SizeError(f"inconsistent sizes for rank {rank}: {size0} in {where0} but {n} in {where}")
             bound.setdefault(rank, (int(n), where))
 
     known_ranks = list(cascade.ranks)
@@ -69,15 +67,12 @@ def bind_sizes(
         if rank not in known_ranks:
             hint = suggest(rank, known_ranks)
             raise SizeError(
-                f"sizes[{rank!r}]: the cascade has no rank {rank!r}{hint} "
-                f"(ranks: {', '.join(known_ranks)})"
+                f"sizes[{rank!r}]: the cascade has no rank {rank!r}{hint} (ranks: {', '.join(known_ranks)})"
             )
         if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
             raise SizeError(f"sizes[{rank!r}] must be a positive integer, got {n!r}")
         if rank in bound and bound[rank][0] != n:
-            raise SizeError(
-                f"sizes[{rank!r}] = {n} disagrees with {bound[rank][0]} from {bound[rank][1]}"
-            )
+            raise SizeError(f"sizes[{rank!r}] = {n} disagrees with {bound[rank][0]} from {bound[rank][1]}")
         bound.setdefault(rank, (n, f"sizes[{rank!r}]"))
 
     _bind_partitions(cascade, bound)
@@ -110,9 +105,7 @@ def _bind_partitions(cascade: Cascade, bound: dict[str, tuple[int, str]]) -> Non
                 elif len(missing) == 1:
                     if total % product:
                         given = " * ".join(f"{p} = {bound[p][0]}" for p in known)
-                        raise SizeError(
-                            f"{text}: {part.rank} = {total} is not divisible by {given}"
-                        )
+                        raise SizeError(f"{text}: {part.rank} = {total} is not divisible by {given}")
                     bound[missing[0]] = (total // product, text)
                 else:
                     continue
@@ -140,9 +133,7 @@ def eval_params(cascade: Cascade, sizes: Mapping[str, int]) -> dict[str, float]:
     return values
 
 
-def eval_scalar(
-    expr: Expr, sizes: Mapping[str, int], params: Mapping[str, float], *, where: str
-) -> float:
+def eval_scalar(expr: Expr, sizes: Mapping[str, int], params: Mapping[str, float], *, where: str) -> float:
     """Evaluate an expression of numbers, params and rank sizes."""
 
     def ev(e: Expr) -> float:

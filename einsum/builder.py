@@ -107,9 +107,17 @@ class Tensor:
 
     def __getitem__(self, idx: object) -> Access:
         items = idx if isinstance(idx, tuple) else (idx,)
-        return Access(self.name, tuple(Var(i) if isinstance(i, str) and i.islower() else
-                                       Size(i) if isinstance(i, str) else _as_expr(i)
-                                       for i in items))
+        return Access(
+            self.name,
+            tuple(
+                Var(i)
+                if isinstance(i, str) and i.islower()
+                else Size(i)
+                if isinstance(i, str)
+                else _as_expr(i)
+                for i in items
+            ),
+        )
 
     def __repr__(self) -> str:
         return f"Tensor({self.name!r})"
@@ -149,8 +157,7 @@ class CascadeBuilder:
         """``init name[..., step = 0] = expr``: the value before the first step."""
         step_name = step.name if isinstance(step, Var) else step
         self._einsums.append(
-            Einsum(output=name, indices=_names(index_names), expr=_as_expr(expr),
-                   step=step_name, init=True)
+            Einsum(output=name, indices=_names(index_names), expr=_as_expr(expr), step=step_name, init=True)
         )
         return Tensor(name)
 
@@ -301,5 +308,3 @@ def prod_over(over: IndexLike, body: object) -> Reduce:
 def topk(over: IndexLike, k: object, body: object) -> TopK:
     """``topk[over; k] body``: a 0/1 mask of the k largest values, ties to the lower index."""
     return TopK(indices=_names(over), k=_as_expr(k), body=_as_expr(body))
-
-

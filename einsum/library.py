@@ -289,6 +289,4 @@ def _parsed(name: str) -> Cascade:
 def _check(name: object) -> None:
     if not isinstance(name, str) or name not in _SOURCES:
         hint = suggest(name, _SOURCES)
-        raise EinsumError(
-            f"library has no cascade {name!r}{hint} (known: {', '.join(names())})"
-        )
+        raise EinsumError(f"library has no cascade {name!r}{hint} (known: {', '.join(names())})")

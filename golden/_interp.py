@@ -362,7 +362,9 @@ class _Evaluator:
         if not any(isinstance(node, (Access, Var)) for node in walk(expr.k)):
             k_value = eval_scalar(expr.k, self.sizes, self.params, where=f"{self.where}: topk's k")
             if not float(k_value).is_integer() or k_value < 0:
-                raise EvaluationError(f"{self.where}: topk's k must be a non-negative integer, got {k_value!r}")
+                raise EvaluationError(
+                    f"{self.where}: topk's k must be a non-negative integer, got {k_value!r}"
+                )
             mask = np.zeros_like(flat)
             np.put_along_axis(mask, order[..., : min(int(k_value), n)], 1.0, axis=-1)
         else:

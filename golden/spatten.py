@@ -124,6 +124,7 @@ def progressive_quantization(
     pass uses only the top ``fmt.width - lsb_bits`` bits of each K code; a query whose largest
     probability is under ``tau`` recomputes with the full codes. Returns ``(out, lsb)`` with
     ``lsb[p] = 1`` where the LSBs were fetched."""
+
     def codes(x: ArrayLike) -> NDArray[np.int64]:
         return np.asarray(fmt.quantize(np.asarray(x, dtype=np.float64)), dtype=np.int64)
 

@@ -17,6 +17,7 @@ LIB = einsum.library
 
 def _qkv(rng: np.random.Generator, shape_q: tuple[int, ...], shape_k: tuple[int, ...], f: int, ties: bool):
     """Random Q, K, V; with ``ties`` small integers (many equal scores and probabilities)."""
+
     def draw(shape: tuple[int, ...]) -> np.ndarray:
         return rng.integers(-1, 2, size=shape).astype(float) if ties else rng.normal(size=shape)
 
@@ -26,7 +27,12 @@ def _qkv(rng: np.random.Generator, shape_q: tuple[int, ...], shape_k: tuple[int,
 
 @st.composite
 def layered(draw: st.DrawFn) -> tuple[np.ndarray, ...]:
-    n_layers, heads, p, m = draw(st.integers(1, 4)), draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(2, 9))
+    n_layers, heads, p, m = (
+        draw(st.integers(1, 4)),
+        draw(st.integers(1, 3)),
+        draw(st.integers(1, 3)),
+        draw(st.integers(2, 9)),
+    )
     e, f = draw(st.integers(1, 3)), draw(st.integers(1, 2))
     ties = draw(st.booleans())
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
@@ -56,7 +62,12 @@ def test_head_pruning_equals_reference(case: tuple[np.ndarray, ...]) -> None:
 
 @st.composite
 def single(draw: st.DrawFn) -> tuple[np.ndarray, ...]:
-    p, m, e, f = draw(st.integers(1, 4)), draw(st.integers(1, 40)), draw(st.integers(1, 4)), draw(st.integers(1, 3))
+    p, m, e, f = (
+        draw(st.integers(1, 4)),
+        draw(st.integers(1, 40)),
+        draw(st.integers(1, 4)),
+        draw(st.integers(1, 3)),
+    )
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     scale = draw(st.sampled_from([0.05, 1.0, 4.0]))
     q, k, v = _qkv(rng, (p, e), (m, e), f, draw(st.booleans()))
@@ -99,7 +110,9 @@ def test_ties_go_to_the_lower_index() -> None:
     assert got["KEEP"].T.tolist() == [[1] * 6, [1, 1, 1, 1, 0, 0], [1, 1, 0, 0, 0, 0], [1, 0, 0, 0, 0, 0]]
     got = golden.run(LIB.get("spatten_head_pruning"), {"Q": q, "K": k, "V": v, "KH": np.array([3.0, 3, 2])})
     assert got["HKEEP"].T.tolist() == [[1] * 4, [1, 1, 1, 0], [1, 1, 1, 0], [1, 1, 0, 0]]
-    a = golden.run(LIB.get("spatten_local_value_pruning"), {"Q": q[0, 0], "K": k[0, 0], "V": np.arange(6.0)[:, None]})
+    a = golden.run(
+        LIB.get("spatten_local_value_pruning"), {"Q": q[0, 0], "K": k[0, 0], "V": np.arange(6.0)[:, None]}
+    )
     assert a["AV"].tolist() == [[(0 + 1) / 6], [(0 + 1) / 6]]  # kv = ceil(0.2 * 6) = 2: rows 0 and 1
 
 
@@ -118,10 +131,15 @@ def test_a_pruned_token_is_never_read_again() -> None:
 
 def test_per_fiber_k_must_be_whole() -> None:
     c = einsum.parse("input s[p, m], KN[p]\noutput keep\nkeep[p, m] = topk[m; KN[p]] s[p, m]")
-    with pytest.raises(golden.EvaluationError, match=r"topk's k must be a non-negative integer in every fiber, got 1.5"):
+    with pytest.raises(
+        golden.EvaluationError, match=r"topk's k must be a non-negative integer in every fiber, got 1.5"
+    ):
         golden.run(c, {"s": np.ones((2, 3)), "KN": np.array([1.5, 1.0])})
 
 
 def test_per_fiber_k_may_not_read_the_selected_index() -> None:
-    with pytest.raises(einsum.CascadeError, match=r"topk's k must be a param expression or read only the fiber's indices \(p\), got KN\[m\]"):
+    with pytest.raises(
+        einsum.CascadeError,
+        match=r"topk's k must be a param expression or read only the fiber's indices \(p\), got KN\[m\]",
+    ):
         einsum.parse("input s[p, m], KN[m]\noutput keep\nkeep[p, m] = topk[m; KN[m]] s[p, m]")
