@@ -52,7 +52,8 @@ def topk_mask(scores: ArrayLike, k: int, alive: ArrayLike | None = None) -> NDAr
 
 def _softmax_row(scores: F64) -> F64:
     e = np.exp(scores - scores.max())
-    return e / e.sum()
+    out: F64 = e / e.sum()
+    return out
 
 
 def token_pruning(q: ArrayLike, k: ArrayLike, v: ArrayLike, keep: ArrayLike) -> tuple[F64, F64]:

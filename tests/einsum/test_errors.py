@@ -225,7 +225,7 @@ CASCADE_CASES = [
     (
         "topk-k-not-scalar",
         "input S[m]\noutput K2\nK2[m] = topk[m; m] S[m]",
-        r"topk's k must be a param expression, got m",
+        r"topk's k must be a param expression or read only the fiber's indices \(none\), got m",
     ),
 ]
 
