@@ -45,9 +45,9 @@ def _sizes(items: Sequence[str]) -> dict[str, int]:
     return out
 
 
-def _counts_table(c: Cascade, sizes: dict[str, int] | None) -> list[str]:
+def _counts_table(c: Cascade, sizes: dict[str, int] | None, *, masks: bool = False) -> list[str]:
     rows = []
-    for e, counts in zip(c.einsums, einsum.op_counts(c), strict=True):
+    for e, counts in zip(c.einsums, einsum.op_counts(c, masks=masks), strict=True):
         if sizes is None:
             text = str(counts) or "-"
         else:
@@ -70,6 +70,13 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(f"passes over {rank}: {einsum.passes(c, rank)}")
     print("operations per Einsum:")
     print("\n".join(_counts_table(c, None)))
+    masks = einsum.mask_tensors(c)
+    if masks:
+        print(
+            "operations with pruning (keep_X: the fraction of mask X's points kept; "
+            f"masks {', '.join(masks)}):"
+        )
+        print("\n".join(_counts_table(c, None, masks=True)))
     return 0
 
 
@@ -228,6 +235,9 @@ def _parser() -> argparse.ArgumentParser:
     from einforge import cli_rtl
 
     cli_rtl.add_parsers(sub)
+    from einforge import cli_spatten
+
+    cli_spatten.add_parsers(sub)
     return parser
 
 

@@ -117,6 +117,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             check_output_file(path, flag)  # before the work
     arch = _arch(args.arch, args.array_dim)
     cascade = _cascade(args.cascade, args.arch)
+    if args.prune and not arch.topk_engines:
+        raise ConfigError(
+            f"--prune applies to an architecture with top-k engines (spatten); {arch.name!r} has none"
+        )
     if args.sizes and args.model is None and args.seq is None:
         work = [sim.workload(sizes=args.sizes, batch=args.batch)]
     else:
@@ -134,6 +138,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             "--end-to-end adds a model's projection and FFN GEMMs: give --model (with --sizes to change "
             "its ranks), or evaluate the matmul cascade with --sizes M=...,K=...,N=..."
         )
+    if arch.topk_engines:
+        from einforge.cli_spatten import evaluate_pipeline
+
+        return evaluate_pipeline(args, arch, cascade, work)
     objective = _objective(args.objective)
     bind = _bind(args.bind)
     rows = []
@@ -474,7 +482,8 @@ def add_parsers(sub: Any) -> None:
     ev.add_argument(
         "--arch",
         default="fusemax",
-        help="a preset (fusemax, flat, unfused) or an architecture file (.yaml/.json)",
+        help="a preset (fusemax, flat, unfused, spatten, spatten_eighth) or an architecture file "
+        "(.yaml/.json)",
     )
     ev.add_argument(
         "--cascade",
@@ -527,6 +536,12 @@ def add_parsers(sub: Any) -> None:
         help="physical (default) or fusemax-artifact (the FuseMax artifact's bookkeeping)",
     )
     ev.add_argument("--leakage", action="store_true", help="add the buffer's leakage over the latency")
+    ev.add_argument(
+        "--prune",
+        metavar="token=R,head=R,requant=F",
+        help="on an architecture with top-k engines (spatten): the mean kept ratio of tokens (default 0.3) "
+        "and heads (0.9) over the pruned layers, and the fraction of requests refetching LSBs (0.059)",
+    )
     ev.set_defaults(func=cmd_evaluate)
     co = sub.add_parser(
         "costs", help="an architecture's energy per action and area (Accelergy's ERT and ART)"

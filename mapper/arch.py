@@ -34,16 +34,20 @@ __all__ = [
     "DRAM",
     "EINSUM_KINDS",
     "FUNCTIONAL_UNITS",
+    "TOPK_ROLES",
     "ArchSpec",
     "Buffer",
     "BufferCosts",
     "Energy",
     "PEArray",
+    "TopKEngine",
     "flat",
     "fusemax",
     "load",
     "preset",
     "presets",
+    "spatten",
+    "spatten_eighth",
     "unfused",
 ]
 
@@ -268,6 +272,50 @@ class Energy:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class TopKEngine:
+    """A SpAtten-style top-k engine (spatten.md §2; SpAtten, HPCA 2021, §4.2): quick-select with
+    ``parallelism`` comparators per array (two arrays, one keeping the elements below the pivot,
+    one those above, each followed by a zero eliminator), FIFOs of ``fifo_depth`` rows, fed at
+    ``input_rate`` elements per cycle; then a filter pass over the buffered input in its original
+    order. Its cycles are :mod:`mapper.topk`'s model (``round_overhead`` cycles per quick-select
+    round to decide and turn around: 3 in SpAtten's released latency model), the same function the
+    RTL block ``rtl.topk`` is checked against.
+
+    ``role`` says what the engine selects: ``"token"`` (cascade token and head pruning, between
+    layers) or ``"value"`` (local value pruning, per query)."""
+
+    name: str
+    role: str = "token"
+    parallelism: int = 16
+    fifo_depth: int = 64
+    input_rate: int = 8
+    round_overhead: int = 3
+
+    def __post_init__(self) -> None:
+        owner = f"top-k engine {self.name!r}"
+        if self.role not in TOPK_ROLES:
+            raise ArchError(f"{owner}: role must be one of {', '.join(TOPK_ROLES)}, found {self.role!r}")
+        _integer(
+            owner,
+            parallelism=self.parallelism,
+            fifo_depth=self.fifo_depth,
+            input_rate=self.input_rate,
+            round_overhead=self.round_overhead,
+        )
+        _positive(owner, parallelism=self.parallelism, fifo_depth=self.fifo_depth, input_rate=self.input_rate)
+        _non_negative(owner, round_overhead=self.round_overhead)
+
+    @property
+    def comparators(self) -> int:
+        """Comparators in all: two arrays of ``parallelism`` (below and above the pivot)."""
+        return 2 * self.parallelism
+
+
+#: What a top-k engine selects: tokens (and heads) between layers, or values per query.
+TOPK_ROLES = ("token", "value")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class ArchSpec:
     """A spatial-array accelerator: PE arrays, global buffer, DRAM, clock and energy tables.
 
@@ -286,9 +334,15 @@ class ArchSpec:
     energy: Energy = dataclasses.field(default_factory=Energy)
     word_bits: int = 16
     score_row_blocks: tuple[int, ...] = ()
+    topk_engines: tuple[TopKEngine, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "arrays", tuple(self.arrays))
+        object.__setattr__(self, "topk_engines", tuple(self.topk_engines))
+        engines = [t.name for t in self.topk_engines]
+        twice = sorted({n for n in engines if engines.count(n) > 1})
+        if twice:
+            raise ArchError(f"architecture {self.name!r}: top-k engine names must be unique, {twice} repeat")
         if not self.arrays:
             raise ArchError(f"architecture {self.name!r} has no compute unit; expected at least one PE array")
         names = [a.name for a in self.arrays]
@@ -317,6 +371,14 @@ class ArchSpec:
             f"architecture {self.name!r} has no array {name!r}{suggest(name, names)} (it has {names})"
         )
 
+    def topk_engine(self, role: str) -> TopKEngine | None:
+        """The first top-k engine with this role (``"token"`` or ``"value"``); for ``"token"``
+        work an engine of the other role stands in (SpAtten shares one), None without any."""
+        for t in self.topk_engines:
+            if t.role == role:
+                return t
+        return self.topk_engines[0] if self.topk_engines and role == "token" else None
+
     def area_um2(self, sram_model: SRAMModel | None = None) -> dict[str, float]:
         """Area per component; the adder is part of the MAC and not counted twice. The buffer's
         comes from its geometry (``sram_model``, by default the CACTI table)."""
@@ -331,6 +393,8 @@ class ArchSpec:
         for a in self.arrays:
             pe = sum(per_unit[u] for u in a.units) + a.rf_area_um2
             out[a.name] = pe * a.pes
+        for t in self.topk_engines:
+            out[f"topk:{t.name}"] = t.comparators * e.max_area_um2  # the comparators only
         out["buffer"] = self.buffer.costs(self.word_bits, sram_model).area_um2
         return out
 
@@ -339,6 +403,7 @@ class ArchSpec:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["score_row_blocks"] = list(d["score_row_blocks"])
+        d["topk_engines"] = list(d["topk_engines"])
         for a in d["arrays"]:
             a["units"] = list(a["units"])
             a["einsum_kinds"] = list(a["einsum_kinds"])
@@ -354,6 +419,12 @@ class ArchSpec:
             raise ArchError(f"architecture: 'arrays' must be a list, found {arrays!r}")
         fields["arrays"] = tuple(
             PEArray(**_checked(a, PEArray, f"arrays[{i}]")) for i, a in enumerate(arrays)
+        )
+        engines = fields.get("topk_engines", ())
+        if not isinstance(engines, list | tuple):
+            raise ArchError(f"architecture: 'topk_engines' must be a list, found {engines!r}")
+        fields["topk_engines"] = tuple(
+            TopKEngine(**_checked(t, TopKEngine, f"topk_engines[{i}]")) for i, t in enumerate(engines)
         )
         for key, kind in (("buffer", Buffer), ("dram", DRAM), ("energy", Energy)):
             if key in fields:
@@ -568,11 +639,95 @@ def unfused(
     ).replace(name="unfused")
 
 
-_PRESETS = {"fusemax": fusemax, "flat": flat, "unfused": unfused}
+def spatten(
+    *,
+    multipliers: int = 512,
+    head_dim: int = 64,
+    softmax_parallelism: int = 8,
+    sram_bytes: int = 2 * 196_608,
+    bandwidth_bytes_per_s: float = 512e9,
+    topk_parallelism: int = 16,
+    clock_hz: float = 1e9,
+) -> ArchSpec:
+    """SpAtten (Wang, Zhang, Han, HPCA 2021, arXiv 2012.09852, §5 and Table I): ``multipliers``
+    12-bit multipliers for Q x K (a reconfigurable adder tree: ``multipliers / head_dim`` scores a
+    cycle) and as many for prob x V, a softmax unit of ``softmax_parallelism``, a key SRAM and a
+    value SRAM of 196 KB each (2 x 1024 x 64 x 12 bits, double-buffered), two top-k engines of
+    ``topk_parallelism`` comparators a side (one for token and head pruning, one for local value
+    pruning), HBM2 at 512 GB/s (16 channels x 32 GB/s), 1 GHz, 12-bit words.
+
+    SpAtten was synthesised at 40 nm; its SRAM and unit energies here are the 45 nm tables (the
+    shipped CACTI grid is 45 nm; SpAtten itself took its FPU figures from a 45 nm source as an
+    upper bound). :func:`spatten_eighth` is the 1/8 configuration."""
+    _integer("spatten", multipliers=multipliers, head_dim=head_dim, softmax_parallelism=softmax_parallelism)
+    _positive("spatten", multipliers=multipliers, head_dim=head_dim, softmax_parallelism=softmax_parallelism)
+    if multipliers % head_dim:
+        raise ArchError(
+            f"spatten: multipliers ({multipliers}) must be a multiple of head_dim ({head_dim}): the adder "
+            "tree reduces one head_dim-long dot product per group"
+        )
+    lanes = multipliers // head_dim
+
+    def tree(name: str) -> PEArray:
+        return PEArray(
+            name=name,
+            rows=head_dim,
+            cols=lanes,
+            units=("mac",),
+            einsum_kinds=("contraction",),
+            rf_words=1,
+            rf_read_pj=0.2915,
+            rf_write_pj=0.2253,
+            rf_area_um2=0.0,
+        )
+
+    return ArchSpec(
+        name="spatten",
+        arrays=(
+            tree("qk"),
+            tree("pv"),
+            PEArray(
+                name="softmax",
+                rows=1,
+                cols=softmax_parallelism,
+                units=("mac", "max", "exp", "div"),
+                rf_words=128,
+                rf_read_pj=0.385,
+                rf_write_pj=0.336,
+                rf_area_um2=2145.0,
+            ),
+        ),
+        buffer=Buffer(capacity_bytes=sram_bytes, width_bits=4096, banks=2),
+        dram=DRAM(bandwidth_bytes_per_s=bandwidth_bytes_per_s),
+        clock_hz=clock_hz,
+        word_bits=12,
+        topk_engines=(
+            TopKEngine(name="token", role="token", parallelism=topk_parallelism, input_rate=lanes),
+            TopKEngine(name="value", role="value", parallelism=topk_parallelism, input_rate=lanes),
+        ),
+    )
+
+
+def spatten_eighth(**params: Any) -> ArchSpec:
+    """SpAtten at 1/8 scale (SpAtten §5.3, compared with A3 and MNNFast; the defaults of the
+    released ``run_spatten_hardware.py``): 64 + 64 multipliers (one score a cycle at D = 64), a
+    softmax of 1, 64 GB/s (2 HBM channels), top-k engines of 16 comparators."""
+    defaults = {"multipliers": 64, "softmax_parallelism": 1, "bandwidth_bytes_per_s": 64e9}
+    return spatten(**{**defaults, **params}).replace(name="spatten_eighth")
+
+
+_PRESETS = {
+    "fusemax": fusemax,
+    "flat": flat,
+    "unfused": unfused,
+    "spatten": spatten,
+    "spatten_eighth": spatten_eighth,
+}
 
 
 def presets() -> tuple[str, ...]:
-    """The names of the presets: ``fusemax``, ``flat``, ``unfused``."""
+    """The names of the presets: ``fusemax``, ``flat``, ``unfused``, ``spatten``,
+    ``spatten_eighth``."""
     return tuple(_PRESETS)
 
 

@@ -26,9 +26,11 @@ from dataclasses import dataclass
 
 __all__ = [
     "TopKTrace",
+    "expected_filter_rows",
     "expected_rounds",
     "expected_select_cycles",
     "expected_visited",
+    "mean_cycles",
     "mean_select_cycles",
     "select_cycles",
     "topk_trace",
@@ -135,3 +137,27 @@ def expected_select_cycles(n: int, k: int, parallelism: int, *, round_overhead: 
     if not 1 <= k <= n or parallelism < 1:
         raise ValueError(f"topk: need 1 <= k <= n and parallelism >= 1, got n={n}, k={k}, P={parallelism}")
     return expected_visited(n, k) / parallelism + (round_overhead + 0.5) * expected_rounds(n, k)
+
+
+def expected_filter_rows(n: int, k: int, parallelism: int) -> float:
+    """The filter phase's expected rows on randomly ordered scores: it streams rows of ``P`` up to
+    the one holding the last kept element, whose expected position is ``k (n + 1) / (k + 1)``
+    (the largest of ``k`` positions drawn from ``n``). :func:`topk_trace`'s ``filter_rows`` is the
+    simulated path."""
+    if not 1 <= k <= n or parallelism < 1:
+        raise ValueError(f"topk: need 1 <= k <= n and parallelism >= 1, got n={n}, k={k}, P={parallelism}")
+    return math.ceil(k * (n + 1) / (k + 1) / parallelism)
+
+
+def mean_cycles(
+    n: int, k: int, parallelism: int, *, round_overhead: int = 3, draws: int = 200, seed: int = 0
+) -> tuple[float, float]:
+    """Mean select-phase cycles (with ``round_overhead`` a round) and mean filter rows over
+    ``draws`` seeded random orders of distinct scores: the simulated path of the engine's model."""
+    rng = random.Random(seed)
+    select = filt = 0
+    for _ in range(draws):
+        t = topk_trace(rng.sample(range(-(1 << 20), 1 << 20), n), k, parallelism)
+        select += select_cycles(t.round_sizes, parallelism, round_overhead)
+        filt += t.filter_rows
+    return select / draws, filt / draws

@@ -79,8 +79,7 @@ def resolve(block: str, overrides: Mapping[str, Any], *, extra: Mapping[str, Any
     for name, value in overrides.items():
         if name not in known:
             raise RTLConfigError(
-                f"{block}: unknown parameter {name!r} (parameters: {', '.join(known)})"
-                f"{suggest(name, known)}"
+                f"{block}: unknown parameter {name!r} (parameters: {', '.join(known)}){suggest(name, known)}"
             )
         try:
             params[name] = int(value)
