@@ -249,7 +249,7 @@ def keep_schedule(layers: int, total: int, keep: float, *, unpruned: float) -> t
         if i < 0 or pruned == 0:
             out.append(total)
             continue
-        r = start + (end - start) * (i / max(pruned - 1, 1))
+        r = start + (end - start) * (min(i, pruned - 1) / max(pruned - 1, 1))
         out.append(max(1, min(total, round(r * total))))
     return tuple(out)
 
