@@ -33,7 +33,7 @@ def _attention_inputs() -> dict[str, np.ndarray]:
 
 
 def test_the_doc_has_the_examples_we_check() -> None:
-    assert len(BLOCKS) == 8
+    assert len(BLOCKS) == 9
 
 
 def test_section1_three_pass_attention_is_softmax_attention() -> None:
@@ -121,3 +121,10 @@ def test_every_example_prints_back_to_itself(index: int) -> None:
     c = einsum.parse(contexts.get(index, "") + BLOCKS[index])
     assert einsum.parse(str(c)) == c
     assert str(einsum.parse(str(c))) == str(c)
+
+
+def test_section8_per_fiber_topk() -> None:
+    c = einsum.parse(BLOCKS[8])
+    s = np.array([[3.0, 1, 3, 2], [0, 0, 1, 1]])
+    keep = golden.run(c, {"s": s, "KN": np.array([1.0, 3.0])})["keep"]
+    assert keep.tolist() == [[1, 0, 0, 0], [1, 0, 1, 1]]
