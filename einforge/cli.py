@@ -22,6 +22,7 @@ import numpy as np
 import einsum
 import golden
 from einsum import Cascade, EinforgeError
+from golden import spatten
 
 __all__ = ["main"]
 
@@ -151,6 +152,13 @@ def _demo_checks() -> dict[
     def causal_ref(x: dict[str, np.ndarray]) -> np.ndarray:
         return golden.softmax_attention(x["Q"], x["K"], x["V"], causal=True)
 
+    def layered(rng: np.random.Generator) -> dict[str, np.ndarray]:  # 3 layers of 4 heads
+        return {
+            "Q": rng.normal(size=(3, 4, 8, 16)),
+            "K": rng.normal(size=(3, 4, 64, 16)),
+            "V": rng.normal(size=(3, 4, 64, 16)),
+        }
+
     def matrix(rng: np.random.Generator) -> dict[str, np.ndarray]:
         return {"X": rng.normal(size=(64, 64))}
 
@@ -168,6 +176,33 @@ def _demo_checks() -> dict[
             lambda rng: {"A": rng.normal(size=(64, 16)), "B": rng.normal(size=(16, 64))},
             lambda x: x["A"] @ x["B"],
             "A @ B",
+        ),
+        "spatten_token_pruning": (
+            lambda rng: {**layered(rng), "KT": np.array([48.0, 24, 12])},
+            lambda x: spatten.token_pruning(x["Q"], x["K"], x["V"], x["KT"])[0],
+            "SpAtten's cascade token pruning in NumPy",
+        ),
+        "spatten_head_pruning": (
+            lambda rng: {**layered(rng), "KH": np.array([3.0, 2, 1])},
+            lambda x: spatten.head_pruning(x["Q"], x["K"], x["V"], x["KH"])[0],
+            "SpAtten's cascade head pruning in NumPy",
+        ),
+        "spatten_local_value_pruning": (
+            attention,
+            lambda x: spatten.local_value_pruning(x["Q"], x["K"], x["V"], 13),  # ceil(0.2 * 64)
+            "SpAtten's local value pruning in NumPy",
+        ),
+        "spatten_progressive_quantization": (
+            attention,
+            lambda x: spatten.progressive_quantization(
+                x["Q"],
+                x["K"],
+                x["V"],
+                fmt=einsum.library.PQ_FORMAT,
+                lsb_bits=einsum.library.PQ_LSB_BITS,
+                tau=0.1,
+            )[0],
+            "SpAtten's progressive quantization in NumPy",
         ),
     }
 

@@ -151,7 +151,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     for w in work:
         options = SearchOptions(
-            sizes=w.sizes,
+            sizes=w.for_cascade(cascade).sizes,
             interleave=not args.no_interleave,
             fuse=args.arch != "unfused",
             fusion=args.fusion,

@@ -1,5 +1,5 @@
-"""Named cascades: attention in 3, 2 and 1 passes (FuseMax; each also ``_causal``), a matrix
-product, a softmax.
+"""Named cascades: attention in 3, 2 and 1 passes (FuseMax; each also ``_causal``), SpAtten's
+pruning and progressive quantization (``spatten_*``), a matrix product, a softmax.
 
 Each attention cascade keeps the 1/sqrt(E) scale and reads ``Q[p, e]``, ``K[m, e]``,
 ``V[m, f]``; the result is ``AV[p, f]``.

@@ -1,7 +1,8 @@
 """Mapping cascades onto spatial-array accelerators.
 
 ``arch`` (``ArchSpec``: PE arrays and their functional units, register files, global buffer, DRAM,
-clock, energy and area tables; presets ``fusemax``, ``flat``, ``unfused``), ``sram`` (SRAM costs
+clock, energy and area tables, top-k engines; presets ``fusemax``, ``flat``, ``unfused``,
+``spatten``, ``spatten_eighth``), ``sram`` (SRAM costs
 from geometry: the shipped CACTI 7 table), ``schedule`` (``Schedule``: binding, tiling, residency,
 kernels, interleaving, loop nests), ``nest`` (``LoopNest`` mappings of one Einsum, their cost and
 their exhaustive or random search), ``masks`` (wholly masked tiles), ``cost`` (the traffic and
@@ -16,11 +17,14 @@ from mapper.arch import (
     BufferCosts,
     Energy,
     PEArray,
+    TopKEngine,
     flat,
     fusemax,
     load,
     preset,
     presets,
+    spatten,
+    spatten_eighth,
     unfused,
 )
 from mapper.errors import ArchError, ScheduleError
@@ -46,6 +50,7 @@ __all__ = [
     "ScheduleError",
     "SearchOptions",
     "SearchResult",
+    "TopKEngine",
     "cacti_table",
     "check",
     "einsum_cycles",
@@ -57,6 +62,8 @@ __all__ = [
     "presets",
     "search",
     "search_nests",
+    "spatten",
+    "spatten_eighth",
     "systolic_gemm_cycles",
     "unfused",
 ]

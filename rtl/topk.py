@@ -108,34 +108,61 @@ class TopK(wiring.Component):
     def _compact(
         self, m: Module, name: str, mask: Sequence[Value], vals: Sequence[Value], shape: object
     ) -> tuple[list[Signal], Signal]:
-        """Zero eliminator: the masked-in values moved to the front, in order, and their count."""
+        """Zero eliminator (SpAtten §4.2): the masked-in values moved to the front, in order, and
+        their count. A prefix sum gives each lane the number of dropped lanes before it; then
+        ``log2(P)`` shift stages move a lane left by ``2**s`` in stage ``s`` when bit ``s`` of that
+        number is set (least significant first, so two lanes never meet): ``P log P`` muxes."""
         p = self.p
-        out = [Signal(shape, name=f"{name}_c{j}") for j in range(p)]  # type: ignore[arg-type]
+        bits = (p - 1).bit_length()  # shift stages: 0 for one lane
         count = Signal(range(p + 1), name=f"{name}_n")
-        pos: list[Value] = [Const(0, range(p + 1))]
-        for i in range(p):
-            pos.append(pos[-1] + mask[i])
-        m.d.comb += count.eq(pos[p])
-        for j in range(p):
-            for i in range(j, p):  # lane i lands in slot j when it is the j-th kept lane
-                with m.If(mask[i] & (pos[i] == j)):
-                    m.d.comb += out[j].eq(vals[i])
+        # every intermediate is a signal: an expression used twice would be emitted twice
+        keep = [Signal(name=f"{name}_m{i}") for i in range(p)]
+        m.d.comb += [keep[i].eq(mask[i]) for i in range(p)]
+        dropped = [Signal(range(p + 1), name=f"{name}_d{i}") for i in range(p + 1)]  # dropped before i
+        m.d.comb += dropped[0].eq(0)
+        m.d.comb += [dropped[i + 1].eq(dropped[i] + ~keep[i]) for i in range(p)]
+        m.d.comb += count.eq(p - dropped[p])
+        cur_v: list[Value] = list(vals)
+        cur_ok: list[Value] = list(keep)
+        cur_z: list[Value] = list(dropped[:p])
+        for st in range(bits):
+            step = 1 << st
+            nv = [Signal(shape, name=f"{name}_s{st}v{i}") for i in range(p)]  # type: ignore[arg-type]
+            nok = [Signal(name=f"{name}_s{st}k{i}") for i in range(p)]
+            nz = [Signal(range(p + 1), name=f"{name}_s{st}z{i}") for i in range(p)]
+            for i in range(p):
+                src = i + step
+                take = cur_ok[src] & cur_z[src][st] if src < p else Const(0)
+                stay = cur_ok[i] & ~cur_z[i][st]
+                m.d.comb += [
+                    nv[i].eq(Mux(take, cur_v[src], cur_v[i]) if src < p else cur_v[i]),
+                    nok[i].eq(take | stay),
+                    nz[i].eq(Mux(take, cur_z[src], cur_z[i]) if src < p else cur_z[i]),
+                ]
+            cur_v, cur_ok, cur_z = list(nv), list(nok), list(nz)
+        out = [Signal(shape, name=f"{name}_c{j}") for j in range(p)]  # type: ignore[arg-type]
+        m.d.comb += [out[j].eq(cur_v[j]) for j in range(p)]
         return out, count
 
     def _realign(
         self, m: Module, name: str, partial: Sequence[Signal], pc: Signal, comp: Sequence[Signal], c: Value
     ) -> tuple[Signal, list[Signal], list[Signal], Signal]:
-        """Pack compacted rows into full rows: (write now, the full row, the new partial, its count)."""
+        """Pack compacted rows into full rows: (write now, the full row, the new partial, its count).
+        The compacted row is shifted right by the partial count through ``log2(P)`` barrel stages
+        and placed after the partial row: ``2 P log P`` muxes."""
         p, w = self.p, self.width
+        bits = (p - 1).bit_length()  # barrel stages: 0 for one lane
+        shifted: list[Value] = list(comp) + [Const(0, signed(w))] * p
+        for st in range(bits):
+            step = 1 << st
+            nxt = [Signal(signed(w), name=f"{name}_b{st}_{s}") for s in range(2 * p)]
+            for s in range(2 * p):
+                moved = shifted[s - step] if s >= step else Const(0, signed(w))
+                m.d.comb += nxt[s].eq(Mux(pc[st], moved, shifted[s]))
+            shifted = list(nxt)
         combined = [Signal(signed(w), name=f"{name}_k{s}") for s in range(2 * p)]
-        with m.Switch(pc):
-            for q in range(p):
-                with m.Case(q):
-                    for s in range(2 * p):
-                        if s < q:
-                            m.d.comb += combined[s].eq(partial[s])
-                        elif s - q < p:
-                            m.d.comb += combined[s].eq(comp[s - q])
+        for s in range(2 * p):
+            m.d.comb += combined[s].eq(Mux(s < pc, partial[s], shifted[s]) if s < p else shifted[s])
         total = pc + c
         full = Signal(name=f"{name}_full")
         new_pc = Signal(range(p), name=f"{name}_npc")
@@ -297,14 +324,21 @@ class TopK(wiring.Component):
                     m.next = "READ"
             with m.State("FILTER"):
                 m.d.comb += d_rd.addr.eq(fptr)
-                fbase = fptr * p
-                valid = [fbase + j < n_total for j in range(p)]
+                fbase = Signal(range(rows * p + p + 1), name="f_base")
+                m.d.comb += fbase.eq(fptr * p)
+                valid = [Signal(name=f"f_valid{j}") for j in range(p)]
+                eqs = [Signal(name=f"f_eq{j}") for j in range(p)]
+                before = [Signal(cnt, name=f"f_before{j}") for j in range(p + 1)]  # equal ones before j
+                keep = [Signal(name=f"f_keep{j}") for j in range(p)]
                 vals = [d_rd.data[j] for j in range(p)]
-                eqs = [valid[j] & (vals[j] == theta) for j in range(p)]
-                before: list[Value] = [eq_seen]
+                m.d.comb += before[0].eq(eq_seen)
                 for j in range(p):
-                    before.append(before[-1] + eqs[j])
-                keep = [valid[j] & ((vals[j] > theta) | (eqs[j] & (before[j] < keep_eq))) for j in range(p)]
+                    m.d.comb += [
+                        valid[j].eq(fbase + j < n_total),
+                        eqs[j].eq(valid[j] & (vals[j] == theta)),
+                        before[j + 1].eq(before[j] + eqs[j]),
+                        keep[j].eq(valid[j] & ((vals[j] > theta) | (eqs[j] & (before[j] < keep_eq)))),
+                    ]
                 idx = [Signal(range(max(self.n, 2)), name=f"f_idx{j}") for j in range(p)]
                 m.d.comb += [idx[j].eq(fbase + j) for j in range(p)]
                 comp, c = self._compact(m, "ze_f", keep, idx, unsigned(len(idx[0])))

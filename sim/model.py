@@ -113,6 +113,7 @@ def evaluate(
             "use accounting='physical' with leakage=True"
         )
     check(cascade, schedule, arch)
+    workload = workload.for_cascade(cascade)
     lay = layout(cascade)
     full, tile = _sizes(cascade, schedule, workload)
     facts = {f.name: f for f in einsum_facts(cascade)}

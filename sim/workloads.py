@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
+import einsum
 from einsum.errors import ConfigError, suggest
 
 __all__ = [
@@ -76,6 +77,20 @@ class Workload:
     def instances(self) -> int:
         """Independent attention problems: batch x heads."""
         return self.batch * self.heads
+
+    def for_cascade(self, cascade: einsum.Cascade) -> Workload:
+        """This workload for a cascade that indexes the batch or the heads itself (a rank ``B`` or
+        ``H``, as SpAtten's head pruning does): those become rank sizes, and :attr:`instances`
+        counts only the others. Unchanged for a cascade without them (or already converted)."""
+        changes: dict[str, int] = {}
+        extra = dict(self.rank_sizes)
+        for rank, field in INSTANCE_RANKS.items():
+            if rank in cascade.ranks and rank not in extra:
+                extra[rank] = getattr(self, field)
+                changes[field] = 1
+        if not changes:
+            return self
+        return dataclasses.replace(self, rank_sizes=tuple(extra.items()), **changes)
 
     def gemms(self) -> dict[str, tuple[int, int, int]]:
         """The layer's other GEMMs as (rows, inner, columns): Q, K, V and output projections and

@@ -19,7 +19,8 @@ def test_demo_checks_every_library_cascade(capsys: pytest.CaptureFixture[str]) -
     assert "attention_3pass: 7 statements, 3 pass(es) over M" in out
     assert "attention_2pass_causal: 12 statements, 2 pass(es) over M" in out
     assert "golden vs direct NumPy causal attention" in out
-    assert "9 of 9 cascades agree with NumPy" in out
+    assert "13 of 13 cascades agree with NumPy" in out
+    assert "spatten_token_pruning: 11 statements, 4 pass(es) over M" in out
     assert "FAIL" not in out
 
 
@@ -77,7 +78,8 @@ def test_errors_are_one_line_without_traceback() -> None:
         "einforge: error: library has no cascade 'attention_1pas'; did you mean "
         "'attention_1pass'? (known: attention_1pass, attention_1pass_causal, "
         "attention_2pass, attention_2pass_causal, attention_3pass, attention_3pass_causal, "
-        "layernorm, matmul, softmax)\n"
+        "layernorm, matmul, softmax, spatten_head_pruning, spatten_local_value_pruning, "
+        "spatten_progressive_quantization, spatten_token_pruning)\n"
     )
 
 

@@ -72,11 +72,11 @@ def test_every_cascade_maps_and_simulates(name, cascade, sizes, arch) -> None:  
 
 
 def test_every_library_cascade_evaluates() -> None:
-    sizes = {"P": 300, "M": 700, "E": 64, "F": 64, "K": 96, "N": 80}
+    sizes = {"P": 300, "M": 700, "E": 64, "F": 64, "K": 96, "N": 80, "L": 3, "H": 2}
     for name in einsum.library.names():
         c = einsum.library.get(name)
         w = sim.workload(sizes={r: v for r, v in sizes.items() if r in c.ranks or r in ("M", "P")})
-        found = explore(c, mapper.fusemax(), SearchOptions(sizes=w.sizes))
+        found = explore(c, mapper.fusemax(), SearchOptions(sizes=w.for_cascade(c).sizes))
         sim.evaluate(c, found.best, mapper.fusemax(), w)
 
 

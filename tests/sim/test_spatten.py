@@ -173,3 +173,13 @@ def test_bad_input_is_a_typed_error(tmp_path) -> None:  # type: ignore[no-untype
         archs.TopKEngine(name="x", role="key")
     with pytest.raises(archs.ArchError, match=r"top-k engine names must be unique, \['a'\] repeat"):
         SPATTEN.replace(topk_engines=(archs.TopKEngine(name="a"), archs.TopKEngine(name="a")))
+
+
+def test_a_cascade_with_a_head_rank_takes_the_heads_as_its_size() -> None:
+    import sim
+
+    w = sim.workload(sizes="P=1,M=64,E=8,F=8,H=4,L=2,B=3")
+    hp = w.for_cascade(einsum.library.get("spatten_head_pruning"))
+    assert hp.sizes["H"] == 4 and hp.instances == 3
+    assert w.for_cascade(einsum.library.get("attention_3pass")) is w and w.instances == 12
+    assert hp.for_cascade(einsum.library.get("spatten_head_pruning")) == hp
