@@ -9,8 +9,9 @@ How it works, per vector:
 
 - **Round 1 runs while the scores stream in.** Each row is stored in the data buffer ``D`` and
   compared, in ``parallelism`` comparators, with the pivot (the vector's first score): the greater
-  ones and the smaller ones are compacted by a zero eliminator each, realigned into full rows and
-  written to two row buffers; equal ones are counted.
+  ones and the smaller ones are compacted by a zero eliminator each (SpAtten's: a prefix sum and
+  ``log2 P`` shift stages), realigned into full rows (a ``log2 P``-stage barrel shift) and written
+  to two row buffers; equal ones are counted.
 - **Decide** (1 cycle): with ``g`` greater, ``e`` equal and ``target`` still to find: if
   ``g >= target`` recurse into the greater buffer; if ``g + e >= target`` the threshold is the
   pivot and ``target - g`` of its copies are kept; otherwise ``target -= g + e`` and recurse into

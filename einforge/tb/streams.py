@@ -60,14 +60,17 @@ class Driver:
         self.name, self.rng, self.gap = name, rng, gap
         self.queue: deque[int] = deque()
         self.presenting = False
+        self.shown: bool | None = None  # the valid last written
         self.transfers = 0
 
     def drive(self) -> None:
+        # write a signal only when it changes: each write costs a call into the simulator
         if not self.presenting and self.queue and self.rng.random() >= self.gap:
             self.presenting = True
-        self.valid.value = int(self.presenting)
-        if self.presenting:
             self.payload.value = self.queue[0]
+        if self.presenting != self.shown:
+            self.valid.value = int(self.presenting)
+            self.shown = self.presenting
 
     def sample(self) -> bool:
         if self.presenting and int(self.ready.value) == 1:
@@ -88,10 +91,14 @@ class Monitor:
         self.name, self.rng, self.backpressure = name, rng, backpressure
         self.items: list[int] = []
         self.ready_now = False
+        self.shown: bool | None = None  # the ready last written
 
     def drive(self) -> None:
-        self.ready_now = self.rng.random() >= self.backpressure
-        self.ready.value = int(self.ready_now)
+        ready = self.rng.random() >= self.backpressure
+        if ready != self.ready_now or self.shown is None:
+            self.ready.value = int(ready)
+            self.shown = ready
+        self.ready_now = ready
 
     def sample(self) -> int | None:
         if self.ready_now and int(self.valid.value) == 1:
@@ -128,8 +135,10 @@ async def reset(dut: Any, agents: Sequence[Driver | Monitor], cycles: int = 2) -
         if isinstance(a, Driver):
             a.valid.value = 0
             a.payload.value = 0
+            a.shown, a.presenting = False, False
         else:
             a.ready.value = 0
+            a.shown, a.ready_now = False, False
     for _ in range(cycles):
         await RisingEdge(dut.clk)
     await FallingEdge(dut.clk)
