@@ -159,4 +159,5 @@ def quantizer(fmt: Fixed, name: str, *, drop_lsbs: int = 0) -> Operator:
             raw = (raw >> drop_lsbs) << drop_lsbs
         return np.asarray(fmt.to_float(raw), dtype=np.float64)
 
+    golden.quantizer = (fmt, drop_lsbs)  # type: ignore[attr-defined]  # read by sim.spatten
     return Operator(name=name, arity=1, golden=golden, cost=Actions(other=1))

@@ -348,9 +348,14 @@ def _value_keep(cascade: einsum.Cascade, masks: Sequence[str], sizes: Mapping[st
 
 
 def _pq_bits(cascade: einsum.Cascade) -> tuple[int, int]:
-    """MSB and LSB widths of progressive quantization from the cascade's quantizer operators (the
-    library's: 8 + 4 bits of a 12-bit format)."""
-    del cascade
+    """MSB and LSB widths of progressive quantization from the cascade's quantizer operators
+    (:func:`einsum.quantizer`): the one that drops LSBs says both. Without one, the library's
+    8 + 4 bits of a 12-bit format."""
+    for op in cascade.operators:
+        spec = getattr(op.golden, "quantizer", None)
+        if spec is not None and spec[1] > 0:
+            fmt, drop = spec
+            return fmt.width - drop, drop
     fmt, lsb = einsum.library.PQ_FORMAT, einsum.library.PQ_LSB_BITS
     return fmt.width - lsb, lsb
 

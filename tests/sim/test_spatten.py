@@ -183,3 +183,13 @@ def test_a_cascade_with_a_head_rank_takes_the_heads_as_its_size() -> None:
     assert hp.sizes["H"] == 4 and hp.instances == 3
     assert w.for_cascade(einsum.library.get("attention_3pass")) is w and w.instances == 12
     assert hp.for_cascade(einsum.library.get("spatten_head_pruning")) == hp
+
+
+def test_quantization_widths_come_from_the_cascades_operators() -> None:
+    """A user's progressive quantization at 6 + 4 bits of a 10-bit format: the requests fetch 6
+    MSBs and 4 LSBs, as the cascade's quantizer operators say."""
+    fmt = einsum.Fixed(10, 6)
+    ops = (einsum.quantizer(fmt, "qk12"), einsum.quantizer(fmt, "qk12msb", drop_lsbs=4))
+    c = einsum.parse(einsum.library.source("spatten_progressive_quantization"), operators=ops)
+    reqs = sp.requests_from_cascade(c, {"P": 1, "M": 64, "E": 64}, requant=0.5)
+    assert {(r.key_bits, r.lsb_bits) for r in reqs} == {(6, 4)}
