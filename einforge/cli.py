@@ -177,6 +177,7 @@ def _demo_checks() -> dict[
             lambda x: x["A"] @ x["B"],
             "A @ B",
         ),
+        **_variant_checks(attention),
         "spatten_token_pruning": (
             lambda rng: {**layered(rng), "KT": np.array([48.0, 24, 12])},
             lambda x: spatten.token_pruning(x["Q"], x["K"], x["V"], x["KT"])[0],
@@ -207,6 +208,74 @@ def _demo_checks() -> dict[
     }
 
 
+def _variant_checks(
+    attention: Callable[[np.random.Generator], dict[str, np.ndarray]],
+) -> dict[
+    str,
+    tuple[
+        Callable[[np.random.Generator], dict[str, np.ndarray]],
+        Callable[[dict[str, np.ndarray]], np.ndarray],
+        str,
+    ],
+]:
+    """The demo's inputs and NumPy references (golden.variants) for the attention variants."""
+    from golden import variants as ref
+
+    def qkv(x: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return x["Q"], x["K"], x["V"]
+
+    def plus(
+        **extra: Callable[[np.random.Generator], np.ndarray],
+    ) -> Callable[[np.random.Generator], dict[str, np.ndarray]]:
+        return lambda rng: {**attention(rng), **{k: f(rng) for k, f in extra.items()}}
+
+    paper = "its paper's equations in NumPy"
+    return {
+        "sigmoid_attention": (attention, lambda x: ref.sigmoid(*qkv(x)), paper),
+        "alibi_attention": (attention, lambda x: ref.alibi(*qkv(x)), paper),
+        "softcap_attention": (attention, lambda x: ref.softcap(*qkv(x)), paper),
+        "sliding_window_attention": (attention, lambda x: ref.sliding_window(*qkv(x)), paper),
+        "document_mask_attention": (
+            plus(DQ=lambda rng: np.repeat(np.arange(4.0), 16), DK=lambda rng: np.repeat(np.arange(4.0), 16)),
+            lambda x: ref.document_mask(*qkv(x), x["DQ"], x["DK"]),
+            paper,
+        ),
+        "attention_decode": (attention, lambda x: ref.decode(*qkv(x)), paper),
+        "linear_attention_decay": (
+            attention,
+            lambda x: ref.linear_decay(*qkv(x)),
+            "its recurrent form in NumPy",
+        ),
+        "lightning_attention2": (
+            attention,
+            lambda x: ref.lightning2(*qkv(x), 16),
+            "the recurrent form in NumPy",
+        ),
+        "aaren": (
+            lambda rng: {**attention(rng), "Q": rng.normal(size=16)},
+            lambda x: ref.aaren(*qkv(x)),
+            "an associative scan in NumPy",
+        ),
+        "agent_attention": (attention, lambda x: ref.agent(*qkv(x), 16), paper),
+        "seer_attention": (attention, lambda x: ref.seer(*qkv(x), 16, 16), paper),
+        "routing_attention": (
+            plus(C=lambda rng: rng.normal(size=(4, 16))),
+            lambda x: ref.routing(*qkv(x), x["C"]),
+            paper,
+        ),
+        "landmark_attention": (
+            plus(LK=lambda rng: rng.normal(size=(4, 16))),
+            lambda x: ref.landmark(*qkv(x), x["LK"], 16),
+            paper,
+        ),
+        "recycled_attention": (
+            plus(PA=lambda rng: rng.random(64)),
+            lambda x: ref.recycled(*qkv(x), x["PA"]),
+            paper,
+        ),
+    }
+
+
 def cmd_demo(_: argparse.Namespace) -> int:
     print("einforge demo: the library cascades, checked against direct NumPy on a small head")
     print("(P = M = 64, E = F = 16, M0 = 16; float64 golden interpreter)\n")
@@ -217,7 +286,7 @@ def cmd_demo(_: argparse.Namespace) -> int:
         c = einsum.library.get(name)
         make, reference, what = checks[name]
         inputs = make(rng)
-        sizes = {"M0": 16} if "M0" in c.ranks else None
+        sizes = {r: 16 for r in ("M0", "P0") if r in c.ranks} or None
         t0 = time.perf_counter()
         out = golden.run(c, inputs, sizes)[c.outputs[0]]
         elapsed = time.perf_counter() - t0

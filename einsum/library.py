@@ -20,6 +20,7 @@ from einsum._expr import Operator
 from einsum._fixed import Fixed, quantizer
 from einsum._ir import Cascade
 from einsum._parse import parse
+from einsum._variants import VARIANTS
 from einsum.errors import EinsumError, suggest
 
 __all__ = ["PQ_FORMAT", "PQ_LSB_BITS", "get", "names", "operators", "source"]
@@ -218,6 +219,8 @@ _OPERATORS: dict[str, tuple[Operator, ...]] = {
         quantizer(PQ_FORMAT, "qk12msb", drop_lsbs=PQ_LSB_BITS),
     ),
 }
+
+_SOURCES.update(VARIANTS)
 
 # Causal variants (query p sees keys m <= p, top-left aligned): the same cascades with masked
 # scores set to -inf. In the 2-pass cascade a key tile can be wholly masked for a query (LM = -inf),

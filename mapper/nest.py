@@ -172,7 +172,8 @@ def nest_problem(
     missing = [r for r in fact.ranks if r not in sizes]
     if missing:
         raise ScheduleError(f"Einsum {fact.name}: no size for rank(s) {', '.join(missing)}")
-    e = next(x for x in cascade.einsums if x.output == fact.name)
+    # the statement that does the work (a recurrence's step, not its init)
+    e = next(x for x in cascade.einsums if x.output == fact.name and not x.init)
     tensors: dict[str, frozenset[str]] = {}
     for a in _accesses(e.expr):
         if a.tensor in cascade.params:

@@ -493,6 +493,27 @@ class Layout:
     outer: str | None = None  # the partition's outer part (M1), iterative or not
 
 
+def complete_partitions(cascade: einsum.Cascade, sizes: Mapping[str, int], lay: Layout) -> dict[str, int]:
+    """``sizes`` with the parts of every partition but the layout's (whose key part the mapper
+    chooses): the outer part from the whole and the inner (``P1 = ceil(P / P0)``) or the inner from
+    the outer. Raises ScheduleError when neither part is given."""
+    full = dict(sizes)
+    for part in cascade.partitions:
+        if part.rank == lay.whole or part.rank not in full:
+            continue
+        outer, inner = part.parts[0], part.parts[-1]
+        if inner in full and outer not in full:
+            full[outer] = -(-full[part.rank] // full[inner])
+        elif outer in full and inner not in full:
+            full[inner] = -(-full[part.rank] // full[outer])
+        elif inner not in full:
+            raise ScheduleError(
+                f"{cascade.name or 'cascade'} partitions {part.rank} -> {outer}, {inner}: give the block "
+                f"size {inner} (or {outer}) in the workload's sizes, e.g. {inner}=64"
+            )
+    return full
+
+
 def actions_at(
     counts: einsum.OpCounts, ranks: tuple[str, ...], full: Mapping[str, int], lay: Layout
 ) -> dict[str, int]:
@@ -518,8 +539,11 @@ def layout(cascade: einsum.Cascade) -> Layout:
     query = out.indices[0].upper()
     step_vars = {e.step for e in cascade.einsums if e.step is not None}
     step = next(iter(sorted(v.upper() for v in step_vars)), None)
-    if cascade.partitions:
-        part = cascade.partitions[0]
+    # the key rank's partition: not one the queries are blocked by (agent attention pools the
+    # queries, SeerAttention blocks both); such a partition's block size is the user's to give
+    parts = [p for p in cascade.partitions if query not in (p.rank, *p.parts)]
+    if parts:
+        part = parts[0]
         return Layout(query=query, key=part.parts[-1], whole=part.rank, step=step, outer=part.parts[0])
     # the other rank of the first contraction's output (QK[p, m] -> M; Z[m, n] -> N)
     for f in einsum_facts(cascade):

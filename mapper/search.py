@@ -45,6 +45,7 @@ from mapper.schedule import (
     Schedule,
     actions_at,
     check,
+    complete_partitions,
     einsum_cycles,
     einsum_facts,
     exposed_latency,
@@ -137,7 +138,7 @@ def _tile_sizes(
     t = dict(sizes)
     t[lay.query] = min(cols, sizes[lay.query])
     if lay.whole is not None and lay.key is not None:
-        t[lay.key] = rows
+        t[lay.key] = sizes.get(lay.key, rows)
         if lay.step is not None:
             t[lay.step] = 1
     elif lay.key is not None and lay.key in outputs:
@@ -149,7 +150,7 @@ def _full_sizes(
     cascade: einsum.Cascade, lay: Layout, sizes: Mapping[str, int], arch: ArchSpec
 ) -> dict[str, int]:
     """Workload sizes completed with the partition's parts (M0 from the array, M1 = M / M0)."""
-    full = dict(sizes)
+    full = complete_partitions(cascade, sizes, lay)
     missing = [r for r in cascade.ranks if r not in full and not (lay.whole and r in (lay.key, lay.outer))]
     if missing:
         raise ScheduleError(
@@ -157,11 +158,13 @@ def _full_sizes(
             f"it gives {', '.join(f'{k}={v}' for k, v in sizes.items())}"
         )
     if lay.whole is not None and lay.key is not None:
+        # the key tile is the array's rows, unless the workload fixes the block size (a partition
+        # that is part of the algorithm, as landmark attention's blocks are)
         rows = max((a.rows for a in arch.arrays if a.is_2d), default=max(a.cols for a in arch.arrays))
         m = full[lay.whole]
-        full[lay.key] = rows
+        block = full.setdefault(lay.key, rows)
         if lay.outer is not None:
-            full[lay.outer] = -(-m // rows)  # a ragged last step holds m mod rows keys
+            full[lay.outer] = -(-m // block)  # a ragged last step holds m mod block keys
     return full
 
 

@@ -22,6 +22,7 @@ from mapper.schedule import (
     Schedule,
     actions_at,
     check,
+    complete_partitions,
     einsum_cycles,
     einsum_facts,
     exposed_latency,
@@ -62,7 +63,7 @@ def _sizes(
     its tile) get ``ceil`` tiles; the last one is costed as the part it holds (:func:`actions_at`)
     where the actions are counted, and as a full tile where the array's time is (its idle PEs)."""
     lay = layout(cascade)
-    full = {r: v for r, v in workload.sizes.items()}
+    full = complete_partitions(cascade, workload.sizes, lay)
     missing = [r for r in cascade.ranks if r not in full and r not in (lay.key, lay.outer)]
     if missing:
         raise EvaluationError(

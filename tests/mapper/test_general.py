@@ -72,12 +72,33 @@ def test_every_cascade_maps_and_simulates(name, cascade, sizes, arch) -> None:  
 
 
 def test_every_library_cascade_evaluates() -> None:
-    sizes = {"P": 300, "M": 700, "E": 64, "F": 64, "K": 96, "N": 80, "L": 3, "H": 2}
+    sizes = {"P": 300, "M": 700, "E": 64, "F": 64, "K": 96, "N": 80, "L": 3, "H": 2, "C": 8, "P0": 4}
+    blocks = {n: {"M0": 28} for n in ("seer_attention", "landmark_attention", "lightning_attention2")}
     for name in einsum.library.names():
         c = einsum.library.get(name)
-        w = sim.workload(sizes={r: v for r, v in sizes.items() if r in c.ranks or r in ("M", "P")})
+        given = {r: v for r, v in sizes.items() if r in c.ranks or r in ("M", "P")} | blocks.get(name, {})
+        w = sim.workload(sizes=given)
         found = explore(c, mapper.fusemax(), SearchOptions(sizes=w.for_cascade(c).sizes))
-        sim.evaluate(c, found.best, mapper.fusemax(), w)
+        r = sim.evaluate(c, found.best, mapper.fusemax(), w)
+        if name in blocks:
+            assert found.best.tile.get("M0", 28) == 28  # the block size given is kept
+        assert r.latency_s > 0
+
+
+def test_a_recurrence_nest_reads_what_its_step_reads() -> None:
+    """Aaren's scan as loop nests: the step RN[f, m + 1] = ... V[m, f] reads V (the nest once took
+    the init statement RN[f, m = 0] = 0 and read nothing, so V's traffic went missing and the
+    report's compulsory-traffic check failed)."""
+    c = einsum.library.get("aaren")
+    w = sim.workload(sizes={"M": 700, "E": 64, "F": 64})
+    r = sim.evaluate(c, explore(c, mapper.fusemax(), SearchOptions(sizes=w.sizes)).best, mapper.fusemax(), w)
+    assert r.traffic_bytes == 2 * (64 + 700 * 64 * 3)  # Q, K, V read once, O written once
+
+
+def test_a_semantic_partition_needs_its_block_size() -> None:
+    c = einsum.library.get("agent_attention")
+    with pytest.raises(mapper.ScheduleError, match=r"partitions P -> P1, P0: give the block size P0"):
+        explore(c, mapper.fusemax(), SearchOptions(sizes={"P": 64, "M": 64, "E": 8, "F": 8}))
 
 
 def test_linear_attention_no_longer_charges_kv_per_query_tile() -> None:
