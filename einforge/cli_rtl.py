@@ -94,12 +94,22 @@ def cmd_area(args: argparse.Namespace) -> int:
         )
     res = area(args.block, _params(args.param))
     if args.json:
-        print(json.dumps({k: res[k] for k in ("block", "cells", "area_um2")}))
+        print(
+            json.dumps(
+                {k: res[k] for k in ("block", "cells", "area_um2", "flip_flops", "memory_um2", "memories")}
+            )
+        )
     else:
         print(
             f"{res['block']} {res['params']}: {res['cells']} cells ({res['flip_flops']} flip-flops), "
             f"{res['area_um2']:.1f} um^2 in generic 45 nm cells"
         )
+        if res["memories"]:
+            shapes = ", ".join(f"{w} x {d}" for w, d, _, _ in res["memories"])
+            print(
+                f"  of which {res['memory_um2']:.1f} um^2 are its memories ({shapes} bits), priced as "
+                "register files of the library's flip-flops and multiplexers rather than synthesised"
+            )
     return 0
 
 

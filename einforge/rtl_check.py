@@ -119,6 +119,8 @@ def area(block: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         "cells": a.cells,
         "area_um2": round(a.area_um2, 3),
         "flip_flops": a.flip_flops,
+        "memory_um2": round(a.memory_um2, 3),
+        "memories": [list(m) for m in a.memories],
         "params": {k: p[k] for k in blocks.BLOCKS[block].defaults},
     }
 

@@ -1,13 +1,14 @@
-"""Named cascades: attention in 3, 2 and 1 passes (FuseMax; each also ``_causal``), SpAtten's
-pruning and progressive quantization (``spatten_*``), a matrix product, a softmax.
+"""Named cascades: attention in 3, 2 and 1 passes (FuseMax; each also ``_causal``), fourteen
+variants of the field (docs/variants.md), SpAtten's pruning and progressive quantization
+(``spatten_*``), a matrix product, a softmax.
 
 Each attention cascade keeps the 1/sqrt(E) scale and reads ``Q[p, e]``, ``K[m, e]``,
 ``V[m, f]``; the result is ``AV[p, f]``.
 
 Example:
     >>> import einsum
-    >>> einsum.library.names()[:4]
-    ('attention_1pass', 'attention_1pass_causal', 'attention_2pass', 'attention_2pass_causal')
+    >>> [n for n in einsum.library.names() if n.startswith("attention_")][:4]
+    ['attention_1pass', 'attention_1pass_causal', 'attention_2pass', 'attention_2pass_causal']
     >>> einsum.passes(einsum.library.get("attention_2pass"), "M")
     2
 """

@@ -387,7 +387,7 @@ def test_unknown_library_name_suggests() -> None:
     with pytest.raises(
         EinsumError,
         match=r"library has no cascade 'attention_1pas'; did you mean "
-        r"'attention_1pass'\? \(known: attention_1pass,",
+        r"'attention_1pass'\? \(known: aaren, agent_attention, alibi_attention, attention_1pass,",
     ):
         einsum.library.get("attention_1pas")
 

@@ -55,3 +55,27 @@ def test_area_array2d_is_per_pe() -> None:
     one = json.loads(_run("area", "array2d", "-p", "rows=1", "-p", "cols=1", *small).stdout)
     four = json.loads(_run("area", "array2d", "-p", "rows=2", "-p", "cols=2", *small).stdout)
     assert 3.0 < four["area_um2"] / one["area_um2"] < 4.5
+
+
+def test_memories_priced_as_register_files() -> None:
+    """topk n=16, P=4 holds three 64-bit x 4-row memories: priced from the library's cells, a
+    flip-flop (4.522 um^2) and a hold multiplexer (1.862) a bit plus a read tree of 3
+    multiplexers a bit; the logic around them is still synthesised."""
+    from rtl import blocks, runner
+    from rtl.area import synthesize
+
+    p = blocks.resolve("topk", {"n": 16, "parallelism": 4}, extra={"k": None})
+    a = synthesize(runner.to_verilog(blocks.build("topk", p), "topk"), "topk", memories="registers")
+    assert a.memories == ((64, 4, 1, 1),) * 3
+    assert a.memory_um2 == pytest.approx(3 * (256 * (4.522 + 1.862) + 64 * 3 * 1.862))
+    assert a.area_um2 > a.memory_um2 + 1000  # the comparators, zero eliminators and control
+
+
+def test_parse_memories_reads_yosys_dump() -> None:
+    from rtl.area import parse_memories
+
+    dump = (
+        "  cell $mem_v2 $mem$x\n    parameter \\ABITS 6\n    parameter \\WIDTH 256\n    parameter \\SIZE 64\n"
+        "    parameter \\RD_PORTS 1\n    parameter \\WR_PORTS 1\n  end\n"
+    )
+    assert parse_memories(dump) == [(256, 64, 1, 1)]
