@@ -18,10 +18,11 @@ from numpy.typing import ArrayLike, NDArray
 from einsum.errors import suggest
 from golden.errors import EvaluationError
 
-__all__ = ["BACKENDS", "CASCADES", "attention"]
+__all__ = ["ALIGNMENTS", "BACKENDS", "CASCADES", "attention"]
 
 CASCADES = ("attention_1pass", "attention_2pass", "attention_3pass")
 BACKENDS = ("cpu", "cuda", "golden")
+ALIGNMENTS = ("top-left", "bottom-right")
 
 # Query-tile rows and key-tile columns of the CPU kernels (float32; measured on the benchmark
 # shape, see benchmarks/golden_cpu.py). The 3-pass slab is capped at _SLAB_BYTES per thread.
@@ -37,6 +38,7 @@ def attention(
     *,
     cascade: str = "attention_1pass",
     causal: bool = False,
+    causal_alignment: str = "top-left",
     backend: str = "cpu",
 ) -> NDArray[Any]:
     """``softmax(q k^T / sqrt(E)) v`` computed the way ``cascade`` computes it.
@@ -47,7 +49,9 @@ def attention(
         cascade: ``attention_1pass`` (online softmax over key tiles; the P x M score matrix is
             never materialised), ``attention_2pass`` or ``attention_3pass``.
         causal: query ``p`` sees keys ``0 .. p`` (top-left aligned, as ``torch``'s
-            ``is_causal``).
+            ``is_causal``), or with ``causal_alignment="bottom-right"`` keys ``0 .. p + M - P``
+            (FlashAttention's alignment: the queries are the last ``P`` positions, as in decoding
+            with a KV cache, where one query sees every key; needs ``M >= P``).
         backend: ``cpu`` (parallel Numba), ``cuda`` (numba.cuda; a GPU, or numba's simulator
             with ``NUMBA_ENABLE_CUDASIM=1``) or ``golden`` (:func:`golden.run` per head, the
             float64 oracle; slow).
@@ -74,22 +78,32 @@ def attention(
     _check_choice("backend", backend, BACKENDS)
     if not isinstance(causal, bool | np.bool_):
         raise EvaluationError(f"attention: causal must be True or False, got {causal!r}")
+    _check_choice("causal_alignment", causal_alignment, ALIGNMENTS)
     qa, ka, va = _check_arrays(q, k, v)
     lead = qa.shape[:-2]
     P, E = qa.shape[-2:]
     M, F = va.shape[-2:]
+    shift = 0
+    if causal and causal_alignment == "bottom-right":
+        if M < P:
+            raise EvaluationError(
+                f"attention: with causal_alignment='bottom-right' the P queries are the last P of the M "
+                f"key positions, so M >= P is needed; got P={P}, M={M} (the first {P - M} queries would "
+                "see no key)"
+            )
+        shift = M - P
     if backend == "golden":
-        return _golden(qa, ka, va, cascade, bool(causal))
+        return _golden(qa, ka, va, cascade, bool(causal), shift)
     g = int(np.prod(lead, dtype=np.int64))
     q3, k3, v3 = (np.ascontiguousarray(a.reshape(g, *a.shape[-2:])) for a in (qa, ka, va))
     out = np.empty((g, P, F), qa.dtype)
     scale = qa.dtype.type(1.0 / math.sqrt(E))
     if backend == "cpu":
-        _cpu(q3, k3, v3, out, scale, cascade, bool(causal))
+        _cpu(q3, k3, v3, out, scale, cascade, bool(causal), shift)
     else:
         from golden import _attn_cuda
 
-        _attn_cuda.run(q3, k3, v3, out, scale, cascade, bool(causal))
+        _attn_cuda.run(q3, k3, v3, out, scale, cascade, bool(causal), shift)
     return out.reshape(*lead, P, F)
 
 
@@ -139,6 +153,7 @@ def _cpu(
     scale: Any,
     cascade: str,
     causal: bool,
+    shift: int = 0,
 ) -> None:
     import numba
 
@@ -161,7 +176,7 @@ def _cpu(
     # layer (its fallback where neither OpenMP nor TBB loads) aborts the process when two Python
     # threads launch parallel kernels at once.
     with _CPU_LOCK, _blas_controller().limit(limits=1, user_api="blas"):
-        kernel(q, k, v, out, scale, causal, bq, _BK)
+        kernel(q, k, v, out, scale, causal, shift, bq, _BK)
 
 
 @cache
@@ -174,11 +189,16 @@ def _blas_controller() -> Any:
     return ThreadpoolController()
 
 
-def _golden(q: NDArray[Any], k: NDArray[Any], v: NDArray[Any], cascade: str, causal: bool) -> NDArray[Any]:
+def _golden(
+    q: NDArray[Any], k: NDArray[Any], v: NDArray[Any], cascade: str, causal: bool, shift: int = 0
+) -> NDArray[Any]:
     import einsum
     from golden._interp import run
 
-    c = einsum.library.get(cascade + ("_causal" if causal else ""))
+    if causal and shift:  # bottom-right: the library's decode cascade (3 passes)
+        c = einsum.library.get("attention_decode")
+    else:
+        c = einsum.library.get(cascade + ("_causal" if causal else ""))
     lead, (P, _), F = q.shape[:-2], q.shape[-2:], v.shape[-1]
     out = np.empty((*lead, P, F))
     m = k.shape[-2]

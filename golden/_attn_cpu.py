@@ -1,7 +1,9 @@
 """Tiled, parallel Numba kernels for softmax attention on the CPU, one per pass structure.
 
 Inputs are ``q (G, P, E)``, ``k (G, M, E)``, ``v (G, M, F)``, C-contiguous, all float32 or all
-float64; ``out (G, P, F)`` is written. ``prange`` runs over (group, query tile); each work item
+float64; ``out (G, P, F)`` is written. With ``causal``, query ``p`` sits at position ``p + shift``
+and sees the keys up to it (``shift = 0``: top-left aligned; ``M - P``: bottom-right).
+``prange`` runs over (group, query tile); each work item
 keeps its tile's state in its own buffers, so no two threads write the same memory. The matrix
 products of a tile go to BLAS (``np.dot`` or :func:`_gemm`, both scipy's OpenBLAS; the caller
 limits BLAS to one thread so that it does not fight ``prange``'s threads); the elementwise work
@@ -82,7 +84,8 @@ def _fmax(typingctx, a, b):  # type: ignore[no-untyped-def]
 
 def exp_fast(x):  # type: ignore[no-untyped-def]
     """``exp(x)``: in float32 a vectorisable Cody-Waite reduction and polynomial (inputs clamped to
-    [-88, 88]: 0 where exp is denormal, as flushing would; never inf), else ``math.exp``."""
+    [-88, 88]: 0 where exp is denormal, as flushing would; never inf; NaN stays NaN), else
+    ``math.exp``."""
     return math.exp(x)
 
 
@@ -92,14 +95,15 @@ def _exp_fast_impl(x):  # type: ignore[no-untyped-def]
     if x == types.float32:
 
         def impl(x):  # type: ignore[no-untyped-def]
-            x = x if x > np.float32(-88.0) else np.float32(-88.0)
-            x = x if x < np.float32(88.0) else np.float32(88.0)
-            # n = round(x / ln 2): x * log2e + 127.5 > 0 truncates down
-            n = np.int32(np.int32(x * _LOG2E + np.float32(127.5)) - np.int32(127))
+            c = x if x > np.float32(-88.0) else np.float32(-88.0)  # NaN lands here too ...
+            c = c if c < np.float32(88.0) else np.float32(88.0)
+            # n = round(c / ln 2): c * log2e + 127.5 > 0 truncates down
+            n = np.int32(np.int32(c * _LOG2E + np.float32(127.5)) - np.int32(127))
             fn = np.float32(n)
-            r = (x - fn * _LN2_HI) - fn * _LN2_LO  # x - n ln2, |r| <= ln2/2 (+ rounding)
+            r = (c - fn * _LN2_HI) - fn * _LN2_LO  # c - n ln2, |r| <= ln2/2 (+ rounding)
             p = np.float32(1.0) + r * (_C1 + r * (_C2 + r * (_C3 + r * (_C4 + r * (_C5 + r * _C6)))))
-            return p * _pow2i(n)
+            e = p * _pow2i(n)
+            return e if x == x else x  # ... and leaves as NaN, as exp(NaN) does (a select: vectorises)
 
         return impl
     return lambda x: math.exp(x)
@@ -188,7 +192,7 @@ RESCALE_LIMIT = 16.0
 
 
 @njit(parallel=True, fastmath=_FM, cache=True)
-def fwd_1pass(q, k, v, out, scale, causal, bq, bk):  # type: ignore[no-untyped-def]
+def fwd_1pass(q, k, v, out, scale, causal, shift, bq, bk):  # type: ignore[no-untyped-def]
     """The 1-pass cascade with conditional rescaling (as in FlashAttention-4): RM is a running
     *reference*, raised to the true max (and RD, RNV corrected by PRM) only when a tile's
     exp-sum against it gets large, so the row max costs no pass of its own in the common case.
@@ -205,14 +209,14 @@ def fwd_1pass(q, k, v, out, scale, causal, bq, bk):  # type: ignore[no-untyped-d
         rnv = out[g, p0 : p0 + n]  # RNV accumulates in place; AV = RNV / RD at the end
         rnv[:] = 0
         s = np.empty((n, bk), q.dtype)
-        mend = min(M, p0 + n) if causal else M
+        mend = min(M, p0 + n + shift) if causal else M
         for m0 in range(0, mend, bk):
             nk = min(mend, m0 + bk) - m0
             kt = k[g, m0 : m0 + nk]
             _gemm(qt, kt, s, True, 0.0)  # QK for the tile, into s[:, :nk]
             for i in range(n):
                 row = s[i]
-                c = visible_keys(p0 + i, m0, nk, causal)
+                c = visible_keys(p0 + i + shift, m0, nk, causal)
                 if c == 0:
                     row[:nk] = 0
                     continue
@@ -249,13 +253,13 @@ def _tile_scores(qt, k, g, t, bk, mend):  # type: ignore[no-untyped-def]
 
 
 @njit(parallel=True, fastmath=_FM, cache=True)
-def fwd_2pass(q, k, v, out, scale, causal, bq, bk):  # type: ignore[no-untyped-def]
+def fwd_2pass(q, k, v, out, scale, causal, shift, bq, bk):  # type: ignore[no-untyped-def]
     G, P, _ = q.shape
     M, F = k.shape[1], v.shape[2]
     nqb = (P + bq - 1) // bq
     for w in prange(G * nqb):
         g, p0, n, qt = _work_item(q, w, nqb, bq)
-        mend = min(M, p0 + n) if causal else M
+        mend = min(M, p0 + n + shift) if causal else M
         ntiles = (mend + bk - 1) // bk
         lm = np.full((n, ntiles), -np.inf, q.dtype)
         sld = np.zeros((n, ntiles), q.dtype)
@@ -263,7 +267,7 @@ def fwd_2pass(q, k, v, out, scale, causal, bq, bk):  # type: ignore[no-untyped-d
         for t in range(ntiles):
             s, m0, nk = _tile_scores(qt, k, g, t, bk, mend)
             for i in range(n):
-                c = visible_keys(p0 + i, m0, nk, causal)
+                c = visible_keys(p0 + i + shift, m0, nk, causal)
                 if c > 0:
                     lm[i, t] = _row_max(s[i], c) * scale
                     sld[i, t] = _row_exp(s[i], c, nk, scale, lm[i, t])
@@ -284,7 +288,7 @@ def fwd_2pass(q, k, v, out, scale, causal, bq, bk):  # type: ignore[no-untyped-d
             s, m0, nk = _tile_scores(qt, k, g, t, bk, mend)
             for i in range(n):
                 row = s[i]
-                c = visible_keys(p0 + i, m0, nk, causal)
+                c = visible_keys(p0 + i + shift, m0, nk, causal)
                 if c == 0:
                     row[:] = 0
                     continue
@@ -296,17 +300,17 @@ def fwd_2pass(q, k, v, out, scale, causal, bq, bk):  # type: ignore[no-untyped-d
 
 
 @njit(parallel=True, fastmath=_FM, cache=True)
-def fwd_3pass(q, k, v, out, scale, causal, bq, bk):  # type: ignore[no-untyped-def]
+def fwd_3pass(q, k, v, out, scale, causal, shift, bq, bk):  # type: ignore[no-untyped-def]
     G, P, _ = q.shape
     M = k.shape[1]
     nqb = (P + bq - 1) // bq
     for w in prange(G * nqb):
         g, p0, n, qt = _work_item(q, w, nqb, bq)
-        mend = min(M, p0 + n) if causal else M  # keys past the tile's last query are all masked
+        mend = min(M, p0 + n + shift) if causal else M  # keys past the tile's last query are all masked
         s = np.dot(qt, k[g, :mend].T)  # QK for the query tile: an n x mend slab (S = QK * scale)
         for i in range(n):
             row = s[i]
-            c = visible_keys(p0 + i, 0, mend, causal)
+            c = visible_keys(p0 + i + shift, 0, mend, causal)
             gm = _row_max(row, c) * scale  # pass 1: GM
             sd = _row_exp(row, c, mend, scale, gm)  # pass 2: SN and SD
             for j in range(c):  # pass 3: A = SN / SD (then A x V below)

@@ -59,7 +59,7 @@ def tile_shape(e: int, f: int, dtype: Any) -> tuple[int, int]:
     )
 
 
-def run(q: Any, k: Any, v: Any, out: Any, scale: Any, cascade: str, causal: bool) -> None:
+def run(q: Any, k: Any, v: Any, out: Any, scale: Any, cascade: str, causal: bool, shift: int = 0) -> None:
     if not cuda.is_available():
         raise EvaluationError(
             "attention: backend 'cuda' needs an NVIDIA GPU with a working CUDA driver (none found); "
@@ -68,19 +68,19 @@ def run(q: Any, k: Any, v: Any, out: Any, scale: Any, cascade: str, causal: bool
     tile_shape(q.shape[2], v.shape[2], q.dtype)  # fail before copying anything to the device
     dq, dk, dv = (cuda.to_device(a) for a in (q, k, v))
     dout = cuda.device_array_like(out)
-    launch(dq, dk, dv, dout, scale, cascade, causal)
+    launch(dq, dk, dv, dout, scale, cascade, causal, shift)
     dout.copy_to_host(out)
     cuda.synchronize()
 
 
-def launch(q: Any, k: Any, v: Any, out: Any, scale: Any, cascade: str, causal: bool) -> None:
+def launch(q: Any, k: Any, v: Any, out: Any, scale: Any, cascade: str, causal: bool, shift: int = 0) -> None:
     """Run the kernel on device arrays ``(G, P, E)``, ``(G, M, E)``, ``(G, M, F)`` -> ``out``
     (asynchronous; no checks beyond the tile fit: :func:`golden.attention` checks its inputs)."""
     g, p, e = q.shape
     f = v.shape[2]
     bq, bk = tile_shape(e, f, q.dtype)
     kernel = _kernel(np.dtype(q.dtype).name, e, f, bq, bk, int(cascade[len("attention_")]))
-    kernel[(g, -(-p // bq)), (_T, _T)](q, k, v, out, scale, np.dtype(q.dtype).type(1), causal)
+    kernel[(g, -(-p // bq)), (_T, _T)](q, k, v, out, scale, np.dtype(q.dtype).type(1), causal, shift)
 
 
 @cache
@@ -100,7 +100,7 @@ def _kernel(dtype_name: str, E: int, F: int, BQ: int, BK: int, NPASS: int) -> An
             vs[j, f] = v[g, m0 + j, f] if m0 + j < M else 0
 
     @cuda.jit(device=True)
-    def scores(qs, ks, ss, p0, m0, M, causal, scale, tx, ty):  # type: ignore[no-untyped-def]
+    def scores(qs, ks, ss, p0, m0, M, causal, qshift, scale, tx, ty):  # type: ignore[no-untyped-def]
         """ss[r, j] = (Q[r] . K[j]) * scale, -inf where masked or past M (the scale after the
         product, as the naive formula and the CPU kernels apply it)."""
         s = cuda.local.array((RQ, RK), dt)
@@ -114,7 +114,7 @@ def _kernel(dtype_name: str, E: int, F: int, BQ: int, BK: int, NPASS: int) -> An
                     s[a, b] += qv * ks[tx + _T * b, e]
         for a in range(RQ):
             r = ty + _T * a
-            c = visible_keys(p0 + r, m0, min(BK, M - m0), causal)
+            c = visible_keys(p0 + r + qshift, m0, min(BK, M - m0), causal)
             for b in range(RK):
                 j = tx + _T * b
                 ss[r, j] = s[a, b] * scale if j < c else -math.inf
@@ -164,7 +164,7 @@ def _kernel(dtype_name: str, E: int, F: int, BQ: int, BK: int, NPASS: int) -> An
                 acc[a, c] = running_sum(acc[a, c], rs[r], part[a, c])
 
     @cuda.jit
-    def kernel(q, k, v, out, scale, one, causal):  # type: ignore[no-untyped-def]
+    def kernel(q, k, v, out, scale, one, causal, qshift):  # type: ignore[no-untyped-def]
         qs = cuda.shared.array((BQ, EP), dt)
         ks = cuda.shared.array((BK, EP), dt)
         vs = cuda.shared.array((BK, F), dt)
@@ -193,14 +193,14 @@ def _kernel(dtype_name: str, E: int, F: int, BQ: int, BK: int, NPASS: int) -> An
         for a in range(RQ):
             for c in range(RF):
                 acc[a, c] = one - one
-        mend = min(M, p0 + BQ) if causal else M
+        mend = min(M, p0 + BQ + qshift) if causal else M
         for sweep in range(NPASS):
             last = sweep == NPASS - 1
             for m0 in range(0, mend, BK):
                 cuda.syncthreads()
                 load_kv(k, v, g, m0, M, ks, vs, tid)
                 cuda.syncthreads()
-                scores(qs, ks, ss, p0, m0, M, causal, scale, tx, ty)
+                scores(qs, ks, ss, p0, m0, M, causal, qshift, scale, tx, ty)
                 cuda.syncthreads()
                 # Row statistics, W threads per row: partial maxima, one thread per row decides the
                 # shift and factor, partial exp-sums, one thread per row folds them.

@@ -295,3 +295,101 @@ def test_cpu_from_several_threads() -> None:
         together = list(pool.map(lambda job: golden.attention(*job), jobs))
     for a, b in zip(alone, together, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("cascade", CASCADES)
+def test_nan_propagates_as_in_torch(cascade: str, dtype: type) -> None:
+    """A NaN in a key makes every query's row NaN (each row sees that key); a NaN in a query, that
+    query's row only; as torch's SDPA and the float64 oracle give. (The float32 exp used to clamp
+    NaN to -88, and the row max drops NaN, so the key was silently ignored.)"""
+    rng = np.random.default_rng(3)
+    q, k, v = (rng.normal(size=(2, 37, 16)).astype(dtype) for _ in range(3))
+    k[1, 20, 5] = np.nan
+    q[0, 7, 0] = np.nan
+    out = golden.attention(q, k, v, cascade=cascade)
+    assert np.isnan(out[1]).all()
+    assert np.isnan(out[0, 7]).all() and not np.isnan(np.delete(out[0], 7, axis=0)).any()
+
+
+@pytest.mark.parametrize("cascade", CASCADES)
+@pytest.mark.parametrize(("p", "m"), [(1, 300), (7, 70), (64, 64), (130, 1023)])
+def test_causal_bottom_right_alignment(cascade: str, p: int, m: int) -> None:
+    """FlashAttention's causal alignment: the queries are the last P positions (KV-cache decode:
+    with P = 1 the query sees every key), against the float64 references, float32 and float64."""
+    rng = np.random.default_rng(p + m)
+    q, k, v = rng.normal(size=(2, p, 16)), rng.normal(size=(2, m, 16)), rng.normal(size=(2, m, 8))
+    want = np.stack(
+        [
+            golden.softmax_attention(q[i], k[i], v[i], causal=True, causal_alignment="bottom-right")
+            for i in range(2)
+        ]
+    )
+    got = golden.attention(q, k, v, cascade=cascade, causal=True, causal_alignment="bottom-right")
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+    got32 = golden.attention(
+        *(a.astype(np.float32) for a in (q, k, v)),
+        cascade=cascade,
+        causal=True,
+        causal_alignment="bottom-right",
+    )
+    np.testing.assert_allclose(got32, want, rtol=1e-4, atol=1e-5)
+    if p == 1:
+        np.testing.assert_allclose(
+            got[:, 0], np.stack([golden.softmax_attention(q[i], k[i], v[i])[0] for i in range(2)]), rtol=1e-10
+        )
+    oracle = golden.attention(
+        q[:1, :5],
+        k[:1, : m - p + 5],
+        v[:1, : m - p + 5],
+        causal=True,
+        causal_alignment="bottom-right",
+        backend="golden",
+    )
+    np.testing.assert_allclose(
+        oracle[0],
+        golden.softmax_attention(
+            q[0, :5], k[0, : m - p + 5], v[0, : m - p + 5], causal=True, causal_alignment="bottom-right"
+        ),
+        rtol=1e-12,
+    )
+
+
+def test_bottom_right_needs_as_many_keys_as_queries() -> None:
+    q = np.zeros((3, 4))
+    with pytest.raises(
+        golden.EvaluationError,
+        match=r"M >= P is needed; got P=3, M=2 \(the first 1 queries would see no key\)",
+    ):
+        golden.attention(q, np.zeros((2, 4)), np.zeros((2, 4)), causal=True, causal_alignment="bottom-right")
+    with pytest.raises(
+        golden.EvaluationError, match=r"unknown causal_alignment 'bottom_right'; did you mean 'bottom-right'"
+    ):
+        golden.attention(q, q, q, causal=True, causal_alignment="bottom_right")
+
+
+def test_cuda_bottom_right_on_the_simulator(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The CUDA kernels' causal alignment (bottom-right: P = 3 queries at the end of M = 70 keys,
+    over several key tiles), on numba's CUDA simulator, against the float64 reference."""
+    rng = np.random.default_rng(5)
+    q, k, v = rng.normal(size=(3, 4)), rng.normal(size=(70, 4)), rng.normal(size=(70, 3))
+    np.savez(tmp_path / "x.npz", q=q, k=k, v=v)
+    script = (
+        "import sys, numpy as np, golden\n"
+        "x = np.load(sys.argv[1] + '/x.npz')\n"
+        "for c in ('attention_1pass', 'attention_3pass'):\n"
+        "    out = golden.attention(x['q'], x['k'], x['v'], cascade=c, causal=True,"
+        " causal_alignment='bottom-right', backend='cuda')\n"
+        "    np.save(sys.argv[1] + f'/{c}.npy', out)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)],
+        env=dict(os.environ, NUMBA_ENABLE_CUDASIM="1"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    want = golden.softmax_attention(q, k, v, causal=True, causal_alignment="bottom-right")
+    for c in ("attention_1pass", "attention_3pass"):
+        np.testing.assert_allclose(np.load(tmp_path / f"{c}.npy"), want, rtol=1e-10, atol=1e-12)
