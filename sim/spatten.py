@@ -47,6 +47,7 @@ from typing import Any
 import einsum
 from mapper import topk as topk_model
 from mapper.arch import ArchSpec, TopKEngine
+from mapper.sram import SRAMError
 from sim.errors import EvaluationError
 
 __all__ = [
@@ -379,6 +380,7 @@ class SpAttenReport:
     bound: Mapping[str, int]
     token_topk_cycles: int
     dram_bits: Mapping[str, int]
+    sram_words: Mapping[str, int]
     macs: int
     energy_pj: Mapping[str, float]
     keys: int
@@ -445,6 +447,7 @@ def simulate(
     bound = dict.fromkeys(STAGES, 0)
     bits = {"keys": 0, "key_lsbs": 0, "values": 0, "queries": 0}
     macs = exps = compares = 0
+    sram_reads = sram_writes = 0
     token_busy = 0
     first_fill = 0
     for i, r in enumerate(reqs):
@@ -485,10 +488,20 @@ def simulate(
             first_fill = sum(st.values()) - st[slowest]
         macs += q * passes * r.keys * d + q * r.values * d
         exps += q * passes * r.keys
+        # the fetched keys and values go into the key and value SRAMs once and are read once by
+        # each query (the keys again on a refetch); pruned ones are neither written nor read
+        sram_writes += (r.keys + v_rows) * d
+        sram_reads += q * (passes * r.keys + r.values) * d
     cycles = max(total + first_fill + PIPELINE_DEPTH, token_busy)
     e = arch.energy
+    try:
+        buf = arch.buffer.costs(arch.word_bits)
+        sram_pj = sram_reads * buf.read_pj_per_word + sram_writes * buf.write_pj_per_word
+    except SRAMError as exc:
+        raise EvaluationError(f"architecture {arch.name!r}: its SRAM cannot be priced: {exc}") from None
     energy = {
         "dram": sum(bits.values()) * arch.dram.pj_per_bit,
+        "sram": sram_pj,
         "mac": macs * e.mac_pj,
         "softmax": exps * (e.exp_pj + e.div_pj + e.add_pj + e.max_pj),
         "topk": compares * e.max_pj,
@@ -502,6 +515,7 @@ def simulate(
         bound=bound,
         token_topk_cycles=token_busy,
         dram_bits=bits,
+        sram_words={"reads": sram_reads, "writes": sram_writes},
         macs=macs,
         energy_pj=energy,
         keys=sum(r.keys for r in reqs),
@@ -609,6 +623,8 @@ def savings(runs: Mapping[str, SpAttenReport]) -> dict[str, float]:
         "speedup_pruning": d.cycles / p.cycles,
         "speedup_total": d12.cycles / p.cycles,
         "macs": d.macs / p.macs,
+        "sram": (d.sram_words["reads"] + d.sram_words["writes"])
+        / (p.sram_words["reads"] + p.sram_words["writes"]),
         "energy": d12.energy_j / p.energy_j,
     }
 

@@ -193,3 +193,18 @@ def test_quantization_widths_come_from_the_cascades_operators() -> None:
     c = einsum.parse(einsum.library.source("spatten_progressive_quantization"), operators=ops)
     reqs = sp.requests_from_cascade(c, {"P": 1, "M": 64, "E": 64}, requant=0.5)
     assert {(r.key_bits, r.lsb_bits) for r in reqs} == {(6, 4)}
+
+
+def test_pruned_keys_and_values_are_not_read_from_the_sram() -> None:
+    """Two queries against 100 keys of which 40 are kept and 10 values: the SRAMs get the 40 keys
+    and the kept values (20: the two queries' union, at most) once, and each query reads its keys
+    and values."""
+    r = sp.Request(iteration=0, layer=0, head=0, head_dim=8, context=100, keys=40, values=10, queries=2)
+    rep = sp.simulate([r], SPATTEN)
+    assert rep.sram_words == {"writes": (40 + 20) * 8, "reads": 2 * (40 + 10) * 8}
+    buf = SPATTEN.buffer.costs(12)
+    assert rep.energy_pj["sram"] == pytest.approx(
+        rep.sram_words["reads"] * buf.read_pj_per_word + rep.sram_words["writes"] * buf.write_pj_per_word
+    )
+    dense = sp.simulate(sp.dense([r]), SPATTEN)
+    assert dense.sram_words["reads"] == 2 * 200 * 8
