@@ -39,13 +39,20 @@ def attention(
     cascade: str = "attention_1pass",
     causal: bool = False,
     causal_alignment: str = "top-left",
+    scale: float | None = None,
+    enable_gqa: bool = False,
     backend: str = "cpu",
 ) -> NDArray[Any]:
-    """``softmax(q k^T / sqrt(E)) v`` computed the way ``cascade`` computes it.
+    """``softmax(q k^T * scale) v`` computed the way ``cascade`` computes it.
 
     Args:
         q: queries ``(..., P, E)``; k: keys ``(..., M, E)``; v: values ``(..., M, F)``. The
-            leading (batch, head) dimensions must be equal. All float32 or all float64.
+            leading (batch, head) dimensions broadcast against each other (NumPy's rules). All
+            float32 or all float64.
+        scale: the factor on the scores; ``None`` (default) is ``1 / sqrt(E)``.
+        enable_gqa: grouped-query attention, as ``torch``'s ``enable_gqa``: K and V may have
+            fewer heads (the third-last dimension) than Q, a divisor of Q's; each K/V head serves
+            ``Hq / Hkv`` consecutive query heads.
         cascade: ``attention_1pass`` (online softmax over key tiles; the P x M score matrix is
             never materialised), ``attention_2pass`` or ``attention_3pass``.
         causal: query ``p`` sees keys ``0 .. p`` (top-left aligned, as ``torch``'s
@@ -79,7 +86,13 @@ def attention(
     if not isinstance(causal, bool | np.bool_):
         raise EvaluationError(f"attention: causal must be True or False, got {causal!r}")
     _check_choice("causal_alignment", causal_alignment, ALIGNMENTS)
-    qa, ka, va = _check_arrays(q, k, v)
+    if scale is not None and (
+        isinstance(scale, bool)
+        or not isinstance(scale, int | float | np.floating)
+        or not math.isfinite(scale)
+    ):
+        raise EvaluationError(f"attention: scale must be a finite number or None, got {scale!r}")
+    qa, ka, va = _check_arrays(q, k, v, enable_gqa=bool(enable_gqa))
     lead = qa.shape[:-2]
     P, E = qa.shape[-2:]
     M, F = va.shape[-2:]
@@ -93,11 +106,13 @@ def attention(
             )
         shift = M - P
     if backend == "golden":
+        if scale is not None:  # the cascades scale by 1/sqrt(E): fold the rest into Q (float64)
+            qa = qa.astype(np.float64) * (float(scale) * math.sqrt(E))
         return _golden(qa, ka, va, cascade, bool(causal), shift)
     g = int(np.prod(lead, dtype=np.int64))
     q3, k3, v3 = (np.ascontiguousarray(a.reshape(g, *a.shape[-2:])) for a in (qa, ka, va))
     out = np.empty((g, P, F), qa.dtype)
-    scale = qa.dtype.type(1.0 / math.sqrt(E))
+    scale = qa.dtype.type(1.0 / math.sqrt(E) if scale is None else scale)
     if backend == "cpu":
         _cpu(q3, k3, v3, out, scale, cascade, bool(causal), shift)
     else:
@@ -115,7 +130,9 @@ def _check_choice(what: str, value: object, known: tuple[str, ...]) -> None:
     )
 
 
-def _check_arrays(q: ArrayLike, k: ArrayLike, v: ArrayLike) -> tuple[NDArray[Any], ...]:
+def _check_arrays(
+    q: ArrayLike, k: ArrayLike, v: ArrayLike, *, enable_gqa: bool = False
+) -> tuple[NDArray[Any], ...]:
     arrays = []
     for name, x, dims in (("q", q, "(..., P, E)"), ("k", k, "(..., M, E)"), ("v", v, "(..., M, F)")):
         a = np.asarray(x)
@@ -133,8 +150,34 @@ def _check_arrays(q: ArrayLike, k: ArrayLike, v: ArrayLike) -> tuple[NDArray[Any
             f"attention: q, k and v must have one dtype, got {qa.dtype}, {ka.dtype}, {va.dtype}"
         )
     shapes = f"q {qa.shape}, k {ka.shape}, v {va.shape}"
-    if not qa.shape[:-2] == ka.shape[:-2] == va.shape[:-2]:
-        raise EvaluationError(f"attention: the leading (batch, head) dimensions differ: {shapes}")
+    if ka.shape[:-2] != va.shape[:-2]:
+        raise EvaluationError(
+            f"attention: k and v must have the same leading (batch, head) dimensions: {shapes}"
+        )
+    if enable_gqa:
+        if qa.ndim < 3 or ka.ndim < 3:
+            raise EvaluationError(
+                f"attention: enable_gqa needs a head dimension (..., H, P, E) on q, k and v: {shapes}"
+            )
+        hq, hkv = qa.shape[-3], ka.shape[-3]
+        if hkv == 0 or hq % hkv:
+            raise EvaluationError(
+                f"attention: with enable_gqa the query heads ({hq}) must be a multiple of the key/value "
+                f"heads ({hkv}): {shapes}"
+            )
+        ka, va = (np.repeat(a, hq // hkv, axis=-3) for a in (ka, va))
+    try:
+        lead = np.broadcast_shapes(qa.shape[:-2], ka.shape[:-2])
+    except ValueError:
+        hint = (
+            " (K and V with fewer heads than Q: pass enable_gqa=True)"
+            if qa.ndim >= 3 and ka.ndim >= 3 and qa.shape[-3] != ka.shape[-3]
+            else ""
+        )
+        raise EvaluationError(
+            f"attention: the leading (batch, head) dimensions do not broadcast: {shapes}{hint}"
+        ) from None
+    qa, ka, va = (np.broadcast_to(a, (*lead, *a.shape[-2:])) for a in (qa, ka, va))
     if qa.shape[-1] != ka.shape[-1]:
         raise EvaluationError(f"attention: q and k must share E (the last dimension): {shapes}")
     if ka.shape[-2] != va.shape[-2]:

@@ -160,9 +160,30 @@ ERRORS = [
     (dict(k=np.zeros((6, 8))), r"q, k and v must have one dtype, got float32, float64, float32"),
     (dict(v=np.zeros(6, np.float32)), r"v must be \(\.\.\., M, F\), got shape \(6,\)"),
     (
-        dict(q=np.zeros((2, 4, 8), np.float32)),
-        r"leading \(batch, head\) dimensions differ: q \(2, 4, 8\), k \(6, 8\)",
+        dict(
+            q=np.zeros((2, 4, 8), np.float32),
+            k=np.zeros((3, 6, 8), np.float32),
+            v=np.zeros((3, 6, 3), np.float32),
+        ),
+        r"leading \(batch, head\) dimensions do not broadcast: q \(2, 4, 8\), k \(3, 6, 8\), v \(3, 6, 3\) "
+        r"\(K and V with fewer heads than Q: pass enable_gqa=True\)",
     ),
+    (
+        dict(k=np.zeros((2, 6, 8), np.float32)),
+        r"k and v must have the same leading \(batch, head\) dimensions: q \(4, 8\), k \(2, 6, 8\), v \(6, 3\)",
+    ),
+    (
+        dict(
+            q=np.zeros((1, 6, 4, 8), np.float32),
+            k=np.zeros((1, 4, 6, 8), np.float32),
+            v=np.zeros((1, 4, 6, 3), np.float32),
+            enable_gqa=True,
+        ),
+        r"with enable_gqa the query heads \(6\) must be a multiple of the key/value heads \(4\)",
+    ),
+    (dict(enable_gqa=True), r"enable_gqa needs a head dimension \(\.\.\., H, P, E\) on q, k and v"),
+    (dict(scale=float("nan")), r"scale must be a finite number or None, got nan"),
+    (dict(scale="0.1"), r"scale must be a finite number or None, got '0.1'"),
     (
         dict(q=np.zeros((4, 7), np.float32)),
         r"q and k must share E \(the last dimension\): q \(4, 7\), k \(6, 8\)",
@@ -393,3 +414,24 @@ def test_cuda_bottom_right_on_the_simulator(tmp_path) -> None:  # type: ignore[n
     want = golden.softmax_attention(q, k, v, causal=True, causal_alignment="bottom-right")
     for c in ("attention_1pass", "attention_3pass"):
         np.testing.assert_allclose(np.load(tmp_path / f"{c}.npy"), want, rtol=1e-10, atol=1e-12)
+
+
+def test_grouped_query_attention_broadcasting_and_scale() -> None:
+    """torch's SDPA call: K and V with fewer heads than Q (enable_gqa; each K/V head serves
+    consecutive query heads), leading dimensions that broadcast, a scale of one's own."""
+    rng = np.random.default_rng(9)
+    q = rng.normal(size=(2, 6, 33, 16))
+    k, v = rng.normal(size=(2, 2, 50, 16)), rng.normal(size=(2, 2, 50, 8))
+    got = golden.attention(q, k, v, enable_gqa=True, scale=0.3)
+    for b in range(2):
+        for h in range(6):
+            qs = q[b, h] * (0.3 * 4.0)  # softmax_attention scales by 1/sqrt(16) = 1/4
+            np.testing.assert_allclose(
+                got[b, h], golden.softmax_attention(qs, k[b, h // 3], v[b, h // 3]), rtol=1e-10
+            )
+    oracle = golden.attention(
+        q[:1, :3, :5], k[:1, :1], v[:1, :1], enable_gqa=True, scale=0.3, backend="golden"
+    )
+    np.testing.assert_allclose(oracle, got[:1, :3, :5], rtol=1e-10)
+    shared = golden.attention(q, k[0, 0], v[0, 0])  # one K, V for every batch and head
+    np.testing.assert_allclose(shared[1, 4], golden.softmax_attention(q[1, 4], k[0, 0], v[0, 0]), rtol=1e-10)
