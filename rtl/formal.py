@@ -10,7 +10,8 @@ Properties (``PROOFS``):
   lower index), each once, in increasing order, the last item flagged, and the answer is complete
   within the bound (so nothing is lost and the engine always finishes).
 
-Run one with :func:`prove` (``einforge rtl prove NAME``); ``tests/rtl/test_formal.py`` runs all.
+Run one with :func:`prove` or ``einforge rtl prove NAME [--json]`` (``--list`` lists them);
+``tests/rtl/test_formal.py`` runs all.
 """
 
 from __future__ import annotations

@@ -79,3 +79,26 @@ def test_parse_memories_reads_yosys_dump() -> None:
         "    parameter \\RD_PORTS 1\n    parameter \\WR_PORTS 1\n  end\n"
     )
     assert parse_memories(dump) == [(256, 64, 1, 1)]
+
+
+def test_prove_from_the_command_line() -> None:
+    """`einforge rtl prove NAME --json` runs a proof (the top-k handshake: k-induction, seconds)."""
+    rows = json.loads(_run("prove", "topk_handshake", "--json").stdout)
+    assert rows == [
+        {
+            "proof": "topk_handshake",
+            "mode": "prove",
+            "depth": 4,
+            "passed": True,
+            "seconds": rows[0]["seconds"],
+        }
+    ]
+    listing = _run("prove", "--list").stdout
+    assert "topk_output" in listing and "bmc" in listing
+
+
+def test_prove_unknown_name_is_a_typed_error(capsys: pytest.CaptureFixture[str]) -> None:
+    from einforge.cli import main
+
+    assert main(["rtl", "prove", "topk_outptu"]) == 2
+    assert "unknown proof 'topk_outptu'; did you mean 'topk_output'?" in capsys.readouterr().err
