@@ -110,13 +110,40 @@ def cmd_run(args: argparse.Namespace) -> int:
             inputs[name] = np.load(path, allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise EinforgeError(f"-i {item!r}: cannot read {path}: {exc}") from None
-    out = golden.run(c, inputs, _sizes(args.size))
+    if args.backend == "cpu":
+        fn = golden.compile(c)
+        if fn.template is not None:
+            print(f"einforge run: compiled kernel, {fn.describe()}", file=sys.stderr)
+        out = fn(inputs, _sizes(args.size))  # no template: the interpreter, with a warning that says why
+    else:
+        out = golden.run(c, inputs, _sizes(args.size))
     if args.output:
         np.savez(args.output, **out)  # type: ignore[arg-type]
         print(f"wrote {', '.join(out)} to {args.output}")
     else:
         for name, arr in out.items():
             print(f"{name} {arr.shape}:\n{arr}")
+    return 0
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from golden._compile import _source
+
+    c = _load(args.cascade)
+    fn = golden.compile(c)
+    print(f"{c.name or args.cascade}: {fn.describe()}")
+    pl = fn.plan
+    if pl.template is not None:
+        print(
+            f"  Q = {pl.q}, K = {pl.k}, V = {pl.v} -> {pl.output}; query index {pl.qvar}, key index {pl.kvar}"
+        )
+        if pl.row_inputs or pl.col_inputs:
+            print(
+                f"  per-query inputs: {', '.join(pl.row_inputs) or '-'}; "
+                f"per-key inputs: {', '.join(pl.col_inputs) or '-'}"
+            )
+        if args.source:
+            print(_source(pl, sorted(p.name for p in c.params), sorted(c.ranks)))
     return 0
 
 
@@ -327,12 +354,23 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="parse and validate cascade files")
     check.add_argument("files", nargs="+")
     check.set_defaults(func=cmd_check)
-    run = sub.add_parser("run", help="evaluate a cascade in the golden interpreter")
+    run = sub.add_parser("run", help="evaluate a cascade (the golden interpreter, or a compiled kernel)")
     run.add_argument("cascade", help="library name or cascade file")
     run.add_argument("-i", "--input", action="append", default=[], metavar="NAME=FILE.npy")
     run.add_argument("--size", action="append", default=[], metavar="RANK=N")
     run.add_argument("-o", "--output", metavar="OUT.npz")
+    run.add_argument(
+        "--backend",
+        choices=("golden", "cpu"),
+        default="golden",
+        help="golden: the float64 interpreter (default); cpu: a kernel compiled from the cascade "
+        "(golden.compile)",
+    )
     run.set_defaults(func=cmd_run)
+    comp = sub.add_parser("compile", help="which kernel template fits a cascade, and why (or why none does)")
+    comp.add_argument("cascade", help="library name or cascade file")
+    comp.add_argument("--source", action="store_true", help="print the generated Numba kernel")
+    comp.set_defaults(func=cmd_compile)
     from einforge import cli_sim
 
     cli_sim.add_parsers(sub)

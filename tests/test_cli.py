@@ -124,3 +124,26 @@ def test_output_cut_short_by_a_closed_pipe_ends_quietly() -> None:
     )
     assert proc.stdout.strip() == "0"
     assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
+
+
+def test_compile_and_run_with_the_cpu_backend(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    import golden
+
+    assert main(["compile", "sliding_window_attention"]) == 0
+    out = capsys.readouterr().out
+    assert "template 'softmax'" in out and "where((p >= m) * (p - m < window), qk * scale, -inf)" in out
+    assert main(["compile", "routing_attention"]) == 0
+    assert "no template fits: SC[p, m] sums over c" in capsys.readouterr().out
+    rng = np.random.default_rng(2)
+    arrays = {"Q": rng.normal(size=(5, 4)), "K": rng.normal(size=(9, 4)), "V": rng.normal(size=(9, 3))}
+    args = []
+    for name, a in arrays.items():
+        np.save(tmp_path / f"{name}.npy", a)
+        args += ["-i", f"{name}={tmp_path / name}.npy"]
+    assert main(["run", "sigmoid_attention", *args, "--backend", "cpu", "-o", str(tmp_path / "o.npz")]) == 0
+    assert "compiled kernel, template 'weighted'" in capsys.readouterr().err
+    got = np.load(tmp_path / "o.npz")["AV"]
+    want = golden.run(einsum.library.get("sigmoid_attention"), arrays)["AV"]
+    np.testing.assert_allclose(got, want, rtol=1e-10)
