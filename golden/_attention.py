@@ -110,7 +110,7 @@ def attention(
             qa = qa.astype(np.float64) * (float(scale) * math.sqrt(E))
         return _golden(qa, ka, va, cascade, bool(causal), shift)
     g = int(np.prod(lead, dtype=np.int64))
-    q3, k3, v3 = (np.ascontiguousarray(a.reshape(g, *a.shape[-2:])) for a in (qa, ka, va))
+    q3, k3, v3 = (c_array(a.reshape(g, *a.shape[-2:])) for a in (qa, ka, va))
     out = np.empty((g, P, F), qa.dtype)
     scale = qa.dtype.type(1.0 / math.sqrt(E) if scale is None else scale)
     if backend == "cpu":
@@ -120,6 +120,22 @@ def attention(
 
         _attn_cuda.run(q3, k3, v3, out, scale, cascade, bool(causal), shift)
     return out.reshape(*lead, P, F)
+
+
+def c_array(x: NDArray[Any], dtype: Any = None) -> NDArray[Any]:
+    """``x`` as a C-contiguous array with the natural strides on every axis, copied only where it
+    is not one already. (NumPy calls an array contiguous whatever the stride of a length-1 axis,
+    and a broadcast view's is 0; a BLAS call given that stride as a leading dimension rejects it,
+    as ``P = 1`` did.)"""
+    a = np.asarray(x, dtype=dtype)
+    natural = []
+    step = a.itemsize
+    for n in reversed(a.shape):
+        natural.append(step)
+        step *= n
+    if a.flags.c_contiguous and tuple(reversed(natural)) == a.strides:
+        return a
+    return np.array(a, order="C", copy=True)
 
 
 def _check_choice(what: str, value: object, known: tuple[str, ...]) -> None:
@@ -177,7 +193,9 @@ def _check_arrays(
         raise EvaluationError(
             f"attention: the leading (batch, head) dimensions do not broadcast: {shapes}{hint}"
         ) from None
-    qa, ka, va = (np.broadcast_to(a, (*lead, *a.shape[-2:])) for a in (qa, ka, va))
+    qa, ka, va = (
+        a if a.shape[:-2] == lead else np.broadcast_to(a, (*lead, *a.shape[-2:])) for a in (qa, ka, va)
+    )
     if qa.shape[-1] != ka.shape[-1]:
         raise EvaluationError(f"attention: q and k must share E (the last dimension): {shapes}")
     if ka.shape[-2] != va.shape[-2]:

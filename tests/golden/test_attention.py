@@ -435,3 +435,15 @@ def test_grouped_query_attention_broadcasting_and_scale() -> None:
     np.testing.assert_allclose(oracle, got[:1, :3, :5], rtol=1e-10)
     shared = golden.attention(q, k[0, 0], v[0, 0])  # one K, V for every batch and head
     np.testing.assert_allclose(shared[1, 4], golden.softmax_attention(q[1, 4], k[0, 0], v[0, 0]), rtol=1e-10)
+
+
+@pytest.mark.parametrize("cascade", CASCADES)
+def test_one_query_with_keys_shared_across_the_batch(cascade: str) -> None:
+    """P = 1 with K and V broadcast over the batch: a broadcast view's length-1 axis has stride 0,
+    which BLAS rejected as a leading dimension (the 1-pass kernel returned NaN) until the kernels'
+    inputs got natural strides."""
+    rng = np.random.default_rng(12)
+    q, k, v = rng.normal(size=(3, 1, 16)), rng.normal(size=(300, 16)), rng.normal(size=(300, 8))
+    got = golden.attention(q, k, v, cascade=cascade)
+    for b in range(3):
+        np.testing.assert_allclose(got[b], golden.softmax_attention(q[b], k, v), rtol=1e-10, atol=1e-12)
