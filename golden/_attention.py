@@ -54,7 +54,10 @@ def attention(
             fewer heads (the third-last dimension) than Q, a divisor of Q's; each K/V head serves
             ``Hq / Hkv`` consecutive query heads.
         cascade: ``attention_1pass`` (online softmax over key tiles; the P x M score matrix is
-            never materialised), ``attention_2pass`` or ``attention_3pass``.
+            never materialised), ``attention_2pass`` or ``attention_3pass`` (hand-written
+            kernels); or a library variant that reads only Q, K and V and fits a template of
+            :func:`golden.compile` (``alibi_attention``, ``sigmoid_attention``,
+            ``softcap_attention``, ...), run by its compiled kernel.
         causal: query ``p`` sees keys ``0 .. p`` (top-left aligned, as ``torch``'s
             ``is_causal``), or with ``causal_alignment="bottom-right"`` keys ``0 .. p + M - P``
             (FlashAttention's alignment: the queries are the last ``P`` positions, as in decoding
@@ -81,8 +84,9 @@ def attention(
         >>> bool(np.abs(out[1, 2] - ref).max() < 1e-5)
         True
     """
-    _check_choice("cascade", cascade, CASCADES)
     _check_choice("backend", backend, BACKENDS)
+    if cascade not in CASCADES:
+        return _variant(q, k, v, cascade, causal, scale, enable_gqa, backend)
     if not isinstance(causal, bool | np.bool_):
         raise EvaluationError(f"attention: causal must be True or False, got {causal!r}")
     _check_choice("causal_alignment", causal_alignment, ALIGNMENTS)
@@ -120,6 +124,61 @@ def attention(
 
         _attn_cuda.run(q3, k3, v3, out, scale, cascade, bool(causal), shift)
     return out.reshape(*lead, P, F)
+
+
+def _variant(
+    q: ArrayLike,
+    k: ArrayLike,
+    v: ArrayLike,
+    cascade: object,
+    causal: object,
+    scale: object,
+    gqa: object,
+    backend: str,
+) -> NDArray[Any]:
+    """A library variant whose only inputs are Q, K and V, through a kernel compiled from its
+    cascade (:func:`golden.compile`); the hand-written kernels serve the 1-, 2- and 3-pass
+    softmax."""
+    import einsum
+    from golden._compile import compile as compile_cascade
+
+    names = einsum.library.names()
+    if not isinstance(cascade, str) or cascade not in names:
+        raise EvaluationError(
+            f"attention: unknown cascade {cascade!r}{suggest(cascade, (*CASCADES, *names))} (known: "
+            f"{', '.join(CASCADES)}, or a library variant such as alibi_attention)"
+        )
+    c = einsum.library.get(cascade)
+    fn = compile_cascade(c, backend="cuda" if backend == "cuda" else "cpu")
+    extra = [i.name for i in c.inputs if i.name not in ("Q", "K", "V")]
+    why = (
+        fn.reason
+        if fn.template is None
+        else f"it reads {', '.join(extra)} besides Q, K and V"
+        if extra
+        else "causal, scale and enable_gqa are written in the cascade itself"
+        if causal or scale is not None or gqa
+        else ""
+    )
+    if why:
+        raise EvaluationError(
+            f"attention: cascade {cascade!r} cannot run here: {why}; use golden.compile(einsum.library.get"
+            f"({cascade!r})) or golden.run"
+        )
+    qa, ka, va = _check_arrays(q, k, v)
+    if backend == "golden":
+        lead = qa.shape[:-2]
+        out = np.empty((*lead, qa.shape[-2], va.shape[-1]))
+        for idx in np.ndindex(*lead):
+            out[idx] = run_cascade(c, {"Q": qa[idx], "K": ka[idx], "V": va[idx]})[c.outputs[0]]
+        return out
+    return fn({"Q": qa, "K": ka, "V": va})[c.outputs[0]]
+
+
+def run_cascade(c: Any, inputs: dict[str, Any]) -> dict[str, NDArray[Any]]:
+    from golden._interp import run
+
+    return run(c, inputs)
 
 
 def c_array(x: NDArray[Any], dtype: Any = None) -> NDArray[Any]:

@@ -190,3 +190,22 @@ def test_cuda_backend_without_a_device_says_so() -> None:
         golden.EvaluationError, match=r"backend 'cuda' needs an NVIDIA GPU .* NUMBA_ENABLE_CUDASIM=1"
     ):
         fn({"Q": np.ones((2, 3)), "K": np.ones((2, 3)), "V": np.ones((2, 3))})
+
+
+def test_golden_attention_runs_variants_through_the_compiler() -> None:
+    rng = np.random.default_rng(6)
+    q, k, v = rng.normal(size=(2, 3, 40, 16)), rng.normal(size=(2, 3, 57, 16)), rng.normal(size=(2, 3, 57, 8))
+    for name in ("softcap_attention", "sigmoid_attention"):
+        got = golden.attention(q, k, v, cascade=name)
+        want = golden.attention(q, k, v, cascade=name, backend="golden")
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+    with pytest.raises(
+        golden.EvaluationError, match=r"'document_mask_attention' cannot run here: it reads DQ, DK"
+    ):
+        golden.attention(q, k, v, cascade="document_mask_attention")
+    with pytest.raises(golden.EvaluationError, match=r"'aaren' cannot run here: it has recurrences"):
+        golden.attention(q, k, v, cascade="aaren")
+    with pytest.raises(
+        golden.EvaluationError, match=r"causal, scale and enable_gqa are written in the cascade"
+    ):
+        golden.attention(q, k, v, cascade="alibi_attention", causal=True)
