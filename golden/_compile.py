@@ -624,7 +624,11 @@ class CompiledCascade:
         with _LOCK:
             self.source = _source(pl, pnames, snames)
             kernel = _build(self.source)
-        kernel(q3, k3, v3, out, prm, sz, *extras, self.block_q, self.block_k)
+        from golden._attention import _CPU_LOCK, _blas_controller
+
+        # one call at a time, BLAS on one thread inside prange's threads (as golden.attention does)
+        with _CPU_LOCK, _blas_controller().limit(limits=1, user_api="blas"):
+            kernel(q3, k3, v3, out, prm, sz, *extras, self.block_q, self.block_k)
         return {pl.output: out.reshape(*lead, P, F)}
 
 
