@@ -517,7 +517,15 @@ def _build(src: str) -> Any:
     if digest in _KERNELS:
         return _KERNELS[digest]
     root = Path(os.environ.get("EINFORGE_CACHE", Path.home() / ".cache" / "einforge")) / "kernels"
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        if not os.access(root, os.W_OK):
+            raise OSError(f"{root} is not writable")
+    except OSError:  # a read-only home: the temporary folder (cached for this machine's session)
+        import tempfile
+
+        root = Path(tempfile.gettempdir()) / f"einforge-kernels-{os.getuid()}"
+        root.mkdir(parents=True, exist_ok=True)
     path = root / f"k_{digest}.py"
     if not path.exists() or path.read_text() != src:
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
