@@ -339,7 +339,8 @@ class _Gen:
         raise NoTemplate(f"cannot generate {x}")
 
 
-_SOFTMAX = """
+# One work item per (group, query tile), as the hand-written kernels.
+_PROLOGUE = """
 def kernel(q, k, v, out, prm, sz, {extra}, bq, bk):
     G, P, _ = q.shape
     M, F = k.shape[1], v.shape[2]
@@ -352,7 +353,9 @@ def kernel(q, k, v, out, prm, sz, {extra}, bq, bk):
         p0 = (w % nqb) * bq
         n = min(bq, P - p0)
         qt = q[g, p0 : p0 + n]
-        rm = np.full(n, -np.inf, q.dtype)
+"""
+
+_SOFTMAX = _PROLOGUE + """        rm = np.full(n, -np.inf, q.dtype)
         rd = np.zeros(n, q.dtype)
         acc = np.zeros((n, F), q.dtype)
         for m0 in range(0, M, bk):
@@ -390,20 +393,7 @@ def kernel(q, k, v, out, prm, sz, {extra}, bq, bk):
                 out[g, p0 + i, f] = acc[i, f] / rd[i]
 """
 
-_WEIGHTED = """
-def kernel(q, k, v, out, prm, sz, {extra}, bq, bk):
-    G, P, _ = q.shape
-    M, F = k.shape[1], v.shape[2]
-    ONE = q.dtype.type(1.0)
-    ZERO = q.dtype.type(0.0)
-    INF = q.dtype.type(np.inf)
-    nqb = (P + bq - 1) // bq
-    for w in prange(G * nqb):
-        g = w // nqb
-        p0 = (w % nqb) * bq
-        n = min(bq, P - p0)
-        qt = q[g, p0 : p0 + n]
-        acc = np.zeros((n, F), q.dtype)
+_WEIGHTED = _PROLOGUE + """        acc = np.zeros((n, F), q.dtype)
         for m0 in range(0, M, bk):
             nk = min(M, m0 + bk) - m0
             s = np.dot(qt, k[g, m0 : m0 + nk].T)
