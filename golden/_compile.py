@@ -355,7 +355,9 @@ def kernel(q, k, v, out, prm, sz, {extra}, bq, bk):
         qt = q[g, p0 : p0 + n]
 """
 
-_SOFTMAX = _PROLOGUE + """        rm = np.full(n, -np.inf, q.dtype)
+_SOFTMAX = (
+    _PROLOGUE
+    + """        rm = np.full(n, -np.inf, q.dtype)
         rd = np.zeros(n, q.dtype)
         acc = np.zeros((n, F), q.dtype)
         for m0 in range(0, M, bk):
@@ -392,8 +394,11 @@ _SOFTMAX = _PROLOGUE + """        rm = np.full(n, -np.inf, q.dtype)
             for f in range(F):
                 out[g, p0 + i, f] = acc[i, f] / rd[i]
 """
+)
 
-_WEIGHTED = _PROLOGUE + """        acc = np.zeros((n, F), q.dtype)
+_WEIGHTED = (
+    _PROLOGUE
+    + """        acc = np.zeros((n, F), q.dtype)
         for m0 in range(0, M, bk):
             nk = min(M, m0 + bk) - m0
             s = np.dot(qt, k[g, m0 : m0 + nk].T)
@@ -408,6 +413,7 @@ _WEIGHTED = _PROLOGUE + """        acc = np.zeros((n, F), q.dtype)
             acc += np.dot(s, v[g, m0 : m0 + nk])
         out[g, p0 : p0 + n] = acc
 """
+)
 
 
 _CUDA = """
