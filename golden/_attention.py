@@ -141,6 +141,7 @@ def _variant(
     softmax."""
     import einsum
     from golden._compile import compile as compile_cascade
+    from golden._interp import run
 
     names = einsum.library.names()
     if not isinstance(cascade, str) or cascade not in names:
@@ -170,15 +171,9 @@ def _variant(
         lead = qa.shape[:-2]
         out = np.empty((*lead, qa.shape[-2], va.shape[-1]))
         for idx in np.ndindex(*lead):
-            out[idx] = run_cascade(c, {"Q": qa[idx], "K": ka[idx], "V": va[idx]})[c.outputs[0]]
+            out[idx] = run(c, {"Q": qa[idx], "K": ka[idx], "V": va[idx]})[c.outputs[0]]
         return out
     return fn({"Q": qa, "K": ka, "V": va})[c.outputs[0]]
-
-
-def run_cascade(c: Any, inputs: dict[str, Any]) -> dict[str, NDArray[Any]]:
-    from golden._interp import run
-
-    return run(c, inputs)
 
 
 def c_array(x: NDArray[Any], dtype: Any = None) -> NDArray[Any]:

@@ -38,7 +38,7 @@ import dataclasses
 import gzip
 import io
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -330,21 +330,19 @@ def requests_from_cascade(
     return tuple(out)
 
 
-def _value_keep(cascade: einsum.Cascade, masks: Sequence[str], sizes: Mapping[str, int]) -> Any:
-    """``n -> kv``: the values a query keeps of ``n`` keys, from the mask's topk ``k``."""
-    params = einsum.eval_params(cascade, {**sizes})
+def _value_keep(
+    cascade: einsum.Cascade, masks: Sequence[str], sizes: Mapping[str, int]
+) -> Callable[[int], int] | None:
+    """``n -> kv``: the values a query keeps of ``n`` alive keys. The mask's topk ``k`` is written
+    for all ``M`` keys; with fewer alive it scales with them."""
+    from einsum._sizes import eval_scalar
+
+    params = einsum.eval_params(cascade, sizes)
     for e in cascade.einsums:
         if e.output in masks and isinstance(e.expr, einsum.TopK):
-            k_expr = e.expr.k
-
-            def kv(n: int, k_expr: einsum.Expr = k_expr) -> int:
-                from einsum._sizes import eval_scalar
-
-                return int(eval_scalar(k_expr, {**sizes, "M": n}, {**params}, where="value keep"))
-
-            # the cascade's k is written for M keys; with fewer alive keys it scales with them
-            full = kv(int(sizes["M"]))
-            return lambda n: max(1, min(n, math.ceil(full * n / int(sizes["M"]))))
+            m = int(sizes["M"])
+            full = int(eval_scalar(e.expr.k, sizes, params, where=f"{e.output}'s k"))
+            return lambda n: max(1, min(n, math.ceil(full * n / m)))
     return None
 
 
