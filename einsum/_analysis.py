@@ -349,34 +349,21 @@ def _cost(expr: Expr) -> OpCounts:
 
 def _reduce_cost(op: ReduceOp, reduced: frozenset[str], body: Expr) -> OpCounts:
     if op is ReduceOp.SUM:
-        factors = product_factors(body)
-        density, rest = _mask_density(factors, free_vars(body))
-        if rest is not None:
-            factors = rest
+        # with op_counts(masks=True) a mask factor is no work: it thins the points (density)
+        density, rest = _mask_density(product_factors(body), free_vars(body))
+        factors = rest if rest is not None else product_factors(body)
         inner = [f for f in factors if free_vars(f) & reduced]
         outer = [f for f in factors if not free_vars(f) & reduced]
         out_points = _points(free_vars(body) - reduced)
-        if rest is not None:
-            inner_vars0: frozenset[str] = frozenset().union(*(free_vars(f) for f in inner))
-            total = OpCounts()
-            for f in factors:
-                total = total + _cost(f)
-            if len(inner) >= 2:
-                total = total + _one("mac", len(inner) - 1).scaled(_points(inner_vars0) * density)
-            else:
-                total = total + _one("add").scaled(_points(inner_vars0) * density)
-            varying = [f for f in outer if not _is_constant(f)]
-            scalings = len(varying) + (1 if len(varying) < len(outer) else 0)
-            return total + _one("mac", scalings).scaled(out_points)
         total = OpCounts()
         for f in factors:
             total = total + _cost(f)
-        inner_vars: frozenset[str] = frozenset().union(*(free_vars(f) for f in inner))
+        inner_points = _points(frozenset().union(*(free_vars(f) for f in inner))) * density
         if len(inner) >= 2:
             # A chain of products summed is multiply-accumulates; the adds fold into the MACs.
-            total = total + _one("mac", len(inner) - 1).scaled(_points(inner_vars))
+            total = total + _one("mac", len(inner) - 1).scaled(inner_points)
         else:
-            total = total + _one("add").scaled(_points(inner_vars))
+            total = total + _one("add").scaled(inner_points)
         nonconstant = [f for f in outer if not _is_constant(f)]
         constant = len(outer) - len(nonconstant)
         scalings = len(nonconstant) + (1 if constant else 0)
