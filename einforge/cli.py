@@ -127,8 +127,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    from golden._compile import _source
-
     c = _load(args.cascade)
     fn = golden.compile(c)
     print(f"{c.name or args.cascade}: {fn.describe()}")
@@ -143,7 +141,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
                 f"per-key inputs: {', '.join(pl.col_inputs) or '-'}"
             )
         if args.source:
-            print(_source(pl, sorted(p.name for p in c.params), sorted(c.ranks)))
+            print(fn.kernel_source())
     return 0
 
 

@@ -598,6 +598,16 @@ class CompiledCascade:
     def describe(self) -> str:
         return self.plan.describe()
 
+    def _names(self) -> tuple[list[str], list[str]]:
+        """The params and rank sizes the kernel reads, in the order of its ``prm`` and ``sz``."""
+        return sorted(p.name for p in self.cascade.params), sorted(self.cascade.ranks)
+
+    def kernel_source(self) -> str:
+        """The Numba source the CPU backend generates for this cascade ("" without a template)."""
+        if self.plan.template is None:
+            return ""
+        return _source(self.plan, *self._names())
+
     def __call__(
         self, inputs: Mapping[str, ArrayLike], sizes: Mapping[str, int] | None = None
     ) -> dict[str, NDArray[Any]]:
@@ -627,8 +637,7 @@ class CompiledCascade:
             raise EvaluationError(f"golden.compile: K must be (..., {M}, {E}), got {k.shape}")
         bound = bind_sizes(self.cascade, {pl.q: (P, E), pl.k: (M, E), pl.v: (M, F)}, sizes)
         params = eval_params(self.cascade, bound)
-        pnames = sorted(params)
-        snames = sorted(bound)
+        pnames, snames = self._names()
         g = int(np.prod(lead, dtype=np.int64))
         q3, k3, v3 = (
             c_array(np.broadcast_to(a, (*lead, *a.shape[-2:])).reshape(g, *a.shape[-2:]), dtype)
