@@ -209,3 +209,16 @@ def test_golden_attention_runs_variants_through_the_compiler() -> None:
         golden.EvaluationError, match=r"causal, scale and enable_gqa are written in the cascade"
     ):
         golden.attention(q, k, v, cascade="alibi_attention", causal=True)
+
+
+def test_mismatched_k_is_a_typed_error() -> None:
+    fn = golden.compile(einsum.library.get("sigmoid_attention"))
+    with pytest.raises(golden.EvaluationError, match=r"K must be \(\.\.\., 4, 3\), got \(4, 2\)"):
+        fn({"Q": np.ones((2, 3)), "K": np.ones((4, 2)), "V": np.ones((4, 5))})
+
+
+def test_quantizer_checks_its_lsbs() -> None:
+    with pytest.raises(
+        einsum.ConfigError, match=r"quantizer 'q': drop_lsbs must be an integer in 0..11, got 12"
+    ):
+        einsum.quantizer(einsum.Fixed(12, 8), "q", drop_lsbs=12)

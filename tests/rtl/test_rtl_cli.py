@@ -102,3 +102,13 @@ def test_prove_unknown_name_is_a_typed_error(capsys: pytest.CaptureFixture[str])
 
     assert main(["rtl", "prove", "topk_outptu"]) == 2
     assert "unknown proof 'topk_outptu'; did you mean 'topk_output'?" in capsys.readouterr().err
+
+
+def test_synthesize_memories_option_is_checked() -> None:
+    from rtl.area import synthesize
+    from rtl.runner import SimulatorError
+
+    with pytest.raises(
+        SimulatorError, match=r"memories must be 'auto', 'synthesise' or 'registers', found 'flops'"
+    ):
+        synthesize("module top(); endmodule", "top", memories="flops")

@@ -208,3 +208,21 @@ def test_pruned_keys_and_values_are_not_read_from_the_sram() -> None:
     )
     dense = sp.simulate(sp.dense([r]), SPATTEN)
     assert dense.sram_words["reads"] == 2 * 200 * 8
+
+
+def test_more_bad_input_is_typed(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(
+        EvaluationError, match=r"the unpruned fraction of layers must be in \[0, 1\], found 1.5"
+    ):
+        sp.keep_schedule(4, 10, 0.5, unpruned=1.5)
+    bad = tmp_path / "t.csv.gz"
+    bad.write_bytes(b"not gzip")
+    with pytest.raises(EvaluationError, match=r"cannot read SpAtten trace '.*t.csv.gz': "):
+        sp.trace(bad)
+    with pytest.raises(
+        EvaluationError,
+        match=r"lsb_bits and token_topk must be >= 0 \(token_topk <= context\), found lsb_bits=-1",
+    ):
+        sp.Request(iteration=0, layer=0, head=0, head_dim=8, context=8, keys=8, values=8, lsb_bits=-1)
+    with pytest.raises(EvaluationError, match=r"head_dim must be a positive integer, found 0"):
+        sp.Request(iteration=0, layer=0, head=0, head_dim=0, context=8, keys=8, values=8)
