@@ -128,18 +128,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_compile(args: argparse.Namespace) -> int:
     c = _load(args.cascade)
-    fn = golden.compile(c)
+    fn = golden.compile(c, backend=args.backend)
     print(f"{c.name or args.cascade}: {fn.describe()}")
     pl = fn.plan
     if pl.template is not None:
-        print(
-            f"  Q = {pl.q}, K = {pl.k}, V = {pl.v} -> {pl.output}; query index {pl.qvar}, key index {pl.kvar}"
-        )
-        if pl.row_inputs or pl.col_inputs:
-            print(
-                f"  per-query inputs: {', '.join(pl.row_inputs) or '-'}; "
-                f"per-key inputs: {', '.join(pl.col_inputs) or '-'}"
-            )
+        for i, st in enumerate(pl.steps, 1):
+            print(f"  {i}. {st.describe(c)}")
         if args.source:
             print(fn.kernel_source())
     return 0
@@ -367,7 +361,10 @@ def _parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
     comp = sub.add_parser("compile", help="which kernel template fits a cascade, and why (or why none does)")
     comp.add_argument("cascade", help="library name or cascade file")
-    comp.add_argument("--source", action="store_true", help="print the generated Numba kernel")
+    comp.add_argument("--source", action="store_true", help="print the generated Numba kernels")
+    comp.add_argument(
+        "--backend", choices=("cpu", "cuda"), default="cpu", help="the kernels' target (--source prints them)"
+    )
     comp.set_defaults(func=cmd_compile)
     from einforge import cli_sim
 

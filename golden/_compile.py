@@ -47,11 +47,12 @@ from einsum import (
     Reduce,
     ReduceOp,
     Size,
+    TopK,
     Var,
     bind_sizes,
     eval_params,
 )
-from einsum._expr import product_factors, walk
+from einsum._expr import ordered_vars, product_factors, walk
 from golden._attention import c_array
 from golden.errors import EvaluationError
 
@@ -62,122 +63,279 @@ _LOCK = threading.Lock()
 
 
 class NoTemplate(Exception):
-    """Why a cascade fits no template (internal; becomes ``Plan.reason``)."""
+    """Why a cascade (or one Einsum of it) fits no template (internal; becomes ``Plan.reason``)."""
+
+
+_CORE_TEXT = {
+    "softmax": "row-normalised attention (online softmax over key tiles) with the score",
+    "weighted": "attention without a normaliser (weights times V, over key tiles) with the weight",
+}
+_LOOP_TEXT = {
+    "loops": "a loop nest",
+    "scan": "a sequential scan (the recurrence's steps in order, everything else in parallel)",
+    "select": "a selection pre-kernel (top-k per fiber, ties to the lower index)",
+}
+
+
+@dataclass(frozen=True)
+class Step:
+    """One kernel of a :class:`Plan`: an attention core (``softmax`` or ``weighted``: the fused,
+    tiled templates) or a generated loop nest (``loops``, ``scan`` for a recurrence, ``select`` for
+    a top-k) over the Einsums ``statements`` (indices into ``cascade.einsums``)."""
+
+    kind: str
+    statements: tuple[int, ...]
+    step: str | None = None  # the recurrence's index (scan)
+    output: str = ""
+    q: str = ""
+    k: str = ""
+    v: str = ""
+    qranks: tuple[str, ...] = ()  # the query's index variables (several: a blocked query, flattened)
+    kranks: tuple[str, ...] = ()
+    fvar: str = ""
+    body: Expr | None = None  # the score (softmax) or weight (weighted), ``qk`` the Q . K product
+    extras: tuple[str, ...] = ()  # tensors the score reads (inputs or earlier steps' tensors)
+
+    @property
+    def core(self) -> bool:
+        return self.kind in _CORE_TEXT
+
+    def describe(self, c: Cascade) -> str:
+        from einsum._expr import to_text
+
+        if self.core:
+            q = f"{self.q}[{', '.join(self.qranks)}, .]"
+            k = f"{self.k}[{', '.join(self.kranks)}, .]"
+            text = (
+                f"{self.kind}: {self.output} = {_CORE_TEXT[self.kind]} {to_text(self.body)}"  # type: ignore[arg-type]
+                f"; Q = {q}, K = {k}, V = {self.v}"
+            )
+            return text + (f"; the score reads {', '.join(self.extras)}" if self.extras else "")
+        lhs = ", ".join(c.einsums[i].lhs_text for i in self.statements)
+        return f"{self.kind}: {lhs} as {_LOOP_TEXT[self.kind]}"
 
 
 @dataclass(frozen=True)
 class Plan:
-    """What :func:`plan` found: the template (None where none fits, with the ``reason``), the
-    roles of the inputs, and the score (or weight) expression the kernel evaluates."""
+    """What :func:`plan` found: the kernels (``steps``, in order) and the template names they use
+    (``template``, e.g. ``"softmax"`` or ``"select + softmax"``); ``template`` is None where
+    some Einsum fits no template, with the ``reason``."""
 
     template: str | None
     reason: str = ""
-    q: str = ""
-    k: str = ""
-    v: str = ""
-    output: str = ""
-    qvar: str = ""
-    kvar: str = ""
-    body: Expr | None = None
-    row_inputs: tuple[str, ...] = ()  # inputs indexed by the query index alone
-    col_inputs: tuple[str, ...] = ()  # inputs indexed by the key index alone
+    steps: tuple[Step, ...] = ()
+
+    @property
+    def cores(self) -> tuple[Step, ...]:
+        return tuple(s for s in self.steps if s.core)
 
     def describe(self) -> str:
         if self.template is None:
             return f"no template fits: {self.reason}; it runs in the float64 interpreter (golden.run)"
-        what = {
-            "softmax": "row-normalised attention (online softmax over key tiles) with the score",
-            "weighted": "attention without a normaliser (weights times V, over key tiles) with the weight",
-        }[self.template]
-        from einsum._expr import to_text
+        cores = self.cores
+        if len(self.steps) == 1 and cores:
+            from einsum._expr import to_text
 
-        return (
-            f"template {self.template!r}: {what} {to_text(self.body)}"
-            if self.body is not None
-            else self.template
+            return f"template {self.template!r}: {_CORE_TEXT[self.template]} {to_text(cores[0].body)}"  # type: ignore[arg-type]
+        n = len(self.steps)
+        return f"templates {self.template!r}: {n} kernel{'s' if n != 1 else ''}" + (
+            "" if cores else " (no attention core: generated loop nests)"
         )
 
 
-def _defs(c: Cascade) -> dict[str, Any]:
-    return {e.output: e for e in c.einsums if not e.init}
-
-
 def plan(cascade: Cascade) -> Plan:
-    """Choose a template for ``cascade`` (see the module's text), or say why none fits."""
+    """Choose the kernels for ``cascade`` (see the module's text), or say why none fits."""
     try:
         return _plan(cascade)
     except NoTemplate as why:
         return Plan(template=None, reason=str(why))
 
 
+def _names(xs: tuple[Expr, ...]) -> list[str | None]:
+    return [i.name if isinstance(i, Var) else None for i in xs]
+
+
 def _plan(c: Cascade) -> Plan:
-    if c.partitions:
-        raise NoTemplate(
-            f"it partitions {', '.join(p.rank for p in c.partitions)} (blocked cascades have no template yet)"
-        )
-    if c.iterative:
-        raise NoTemplate(
-            f"it has recurrences ({', '.join(sorted(c.iterative))}): the scan templates are not built yet"
-        )
-    if len(c.outputs) != 1:
-        raise NoTemplate(f"it has {len(c.outputs)} outputs; the templates produce one")
-    defs = _defs(c)
-    out = defs[c.outputs[0]]
-    if len(out.indices) != 2:
-        raise NoTemplate(f"its output {out.lhs_text} is not a (query, value-feature) matrix")
-    qvar, fvar = out.indices
-    factors = product_factors(out.expr)
-    vacc = [f for f in factors if isinstance(f, Access) and f.tensor in {i.name for i in c.inputs}]
-    vacc = [f for f in vacc if [getattr(i, "name", None) for i in f.indices][-1:] == [fvar]]
-    if len(vacc) != 1 or len(factors) != 2 or len(out.summed) != 1:
-        raise NoTemplate(f"its output {out.lhs_text} is not weights[{qvar}, m] * V[m, {fvar}] summed over m")
-    (kvar,) = out.summed
-    v = vacc[0]
-    if [getattr(i, "name", None) for i in v.indices] != [kvar, fvar]:
-        raise NoTemplate(f"{v} does not read V[{kvar}, {fvar}]")
-    (w,) = [f for f in factors if f is not v]
-    if not (isinstance(w, Access) and [getattr(i, "name", None) for i in w.indices] == [qvar, kvar]):
-        raise NoTemplate(f"the weights {w} are not a tensor [{qvar}, {kvar}]")
-    softmax = _softmax_score(defs, w.tensor, qvar, kvar)
-    name = softmax if softmax is not None else w.tensor
-    ctx = _Inline(c, defs, qvar, kvar)
-    body = ctx.inline(Access(tensor=name, indices=(Var(qvar), Var(kvar))))
+    defs = {e.output: e for e in c.einsums if not e.init}
+    writer = {e.output: i for i, e in enumerate(c.einsums) if not e.init}
+    cores: dict[int, tuple[Step, set[str]]] = {}
+    for i, e in enumerate(c.einsums):
+        if e.init or e.step is not None:
+            continue
+        try:
+            cores[i] = _match_core(c, defs, i)
+        except NoTemplate:
+            continue
+    # Tensors a core absorbs are not computed, unless something else reads them.
+    absorbed: set[str] = set()
+    for _, (_, inner) in cores.items():
+        absorbed |= inner
+    absorbed -= {c.einsums[i].output for i in cores}
+    kept = {e.output for e in c.einsums} - absorbed
+    while True:
+        need = set(c.outputs)
+        for e in c.einsums:
+            if e.output in kept and writer.get(e.output) not in cores:
+                need.update(e.reads)
+        for step, _ in cores.values():
+            need.update({step.q, step.k, step.v, *step.extras})
+        grow = (need & absorbed) - kept
+        if not grow:
+            break
+        kept |= grow
+    steps: list[Step] = []
+    for stage in c.stages:
+        idx = stage.statements
+        if stage.step is None and idx[0] in cores:
+            steps.append(cores[idx[0]][0])
+            continue
+        if not any(c.einsums[i].output in kept for i in idx):
+            continue
+        for i in idx:
+            _check_loops(c, i)
+        if stage.step is not None:
+            kind = "scan"
+        elif any(isinstance(n, TopK) for n in walk(c.einsums[idx[0]].expr)):
+            kind = "select"
+        else:
+            kind = "loops"
+        steps.append(Step(kind=kind, statements=idx, step=stage.step))
+    names: list[str] = []
+    for s in steps:
+        if s.kind not in names:
+            names.append(s.kind)
+    return Plan(template=" + ".join(names), steps=tuple(steps))
+
+
+def _check_loops(c: Cascade, i: int) -> None:
+    """Raise NoTemplate where the loop generator cannot compile Einsum ``i``."""
+    e = c.einsums[i]
+    for node in walk(e.expr):
+        if isinstance(node, Call) and isinstance(node.func, Operator):
+            raise NoTemplate(
+                f"{e.lhs_text} calls the user-defined operator {node.func.name!r} (a Python function "
+                "the kernel generator cannot compile)"
+            )
+        if isinstance(node, TopK):
+            if len(node.indices) != 1:
+                raise NoTemplate(f"{e.lhs_text} selects over several indices ({', '.join(node.indices)})")
+        if isinstance(node, Call) and node.func not in _FUNCS:
+            raise NoTemplate(f"{e.lhs_text} calls {node.func}, which the kernel generator does not know")
+
+
+def _match_core(c: Cascade, defs: Mapping[str, Any], idx: int) -> tuple[Step, set[str]]:
+    """Einsum ``idx`` as an attention core: ``O[q.., f] = W[q.., k..] * V[k.., f]`` summed over the
+    key indices, ``W`` a softmax (``SN / SD``, or ``SN * V / SD``) of a score, or any pointwise
+    weights; the score a pointwise function of one ``Q[q.., e] * K[k.., e]`` (times constants)."""
+    out = c.einsums[idx]
+    kranks = out.summed
+    if not kranks or len(out.indices) < 2:
+        raise NoTemplate(f"{out.lhs_text} is not weights times V summed over keys")
+    qranks, fvar = tuple(out.indices[:-1]), out.indices[-1]
+    expr, div = out.expr, None
+    if isinstance(expr, Binary) and expr.op is BinOp.DIV and isinstance(expr.rhs, Access):
+        expr, div = expr.lhs, expr.rhs
+    factors = product_factors(expr)
+    vs = [f for f in factors if isinstance(f, Access) and _names(f.indices) == [*kranks, fvar]]
+    if len(vs) != 1:
+        raise NoTemplate(f"{out.lhs_text}: no single V[{', '.join(kranks)}, {fvar}]")
+    v = vs[0]
+    ws = [f for f in factors if f is not v]
+    if any(fvar in ordered_vars(w) for w in ws):
+        raise NoTemplate(f"{out.lhs_text}: the weights read {fvar}")
+    inner: set[str] = set()
+    s_name = None
+    if div is not None:
+        if len(ws) != 1 or not isinstance(ws[0], Access):
+            raise NoTemplate(f"{out.lhs_text}: not SN * V / SD")
+        s_name = _softmax_score(defs, ws[0].tensor, div.tensor, qranks, kranks, inner)
+        if s_name is None:
+            raise NoTemplate(f"{out.lhs_text}: not a softmax")
+    elif len(ws) == 1 and isinstance(ws[0], Binary) and ws[0].op is BinOp.DIV:
+        w = ws[0]
+        if isinstance(w.lhs, Access) and isinstance(w.rhs, Access):
+            s_name = _softmax_score(defs, w.lhs.tensor, w.rhs.tensor, qranks, kranks, inner)
+    elif len(ws) == 1 and isinstance(ws[0], Access):
+        ea = defs.get(ws[0].tensor)
+        if (
+            ea is not None
+            and not ea.summed
+            and isinstance(ea.expr, Binary)
+            and ea.expr.op is BinOp.DIV
+            and isinstance(ea.expr.lhs, Access)
+            and isinstance(ea.expr.rhs, Access)
+        ):
+            s_name = _softmax_score(defs, ea.expr.lhs.tensor, ea.expr.rhs.tensor, qranks, kranks, inner)
+            if s_name is not None:
+                inner.add(ws[0].tensor)
+    ctx = _Inline(c, defs, set(qranks), set(kranks), qranks, kranks)
+    if s_name is not None:
+        body = ctx.inline(Access(tensor=s_name, indices=tuple(Var(r) for r in (*qranks, *kranks))))
+        kind = "softmax"
+    else:
+        if not ws:
+            raise NoTemplate(f"{out.lhs_text}: no weights")
+        body = ctx.inline(ws[0])
+        for w in ws[1:]:
+            body = Binary(op=BinOp.MUL, lhs=body, rhs=ctx.inline(w))
+        kind = "weighted"
     if ctx.qk is None:
-        raise NoTemplate(f"no Q . K contraction feeds {'the score' if softmax else 'the weights'}")
-    return Plan(
-        template="softmax" if softmax is not None else "weighted",
+        raise NoTemplate(f"no Q . K contraction feeds {out.lhs_text}")
+    inner |= ctx.inlined
+    deps = _deps(c, defs)
+    for x in ctx.extras:
+        if deps.get(x, set()) & inner:
+            raise NoTemplate(f"the score reads {x}, which depends on the core's own tensors")
+    for t in (ctx.qk[0], ctx.qk[1], v.tensor):
+        if t in inner or deps.get(t, set()) & inner:
+            raise NoTemplate(f"{t} depends on the core's own tensors")
+    step = Step(
+        kind=kind,
+        statements=(idx,),
+        output=out.output,
         q=ctx.qk[0],
         k=ctx.qk[1],
         v=v.tensor,
-        output=out.output,
-        qvar=qvar,
-        kvar=kvar,
+        qranks=qranks,
+        kranks=tuple(kranks),
+        fvar=fvar,
         body=body,
-        row_inputs=tuple(ctx.rows),
-        col_inputs=tuple(ctx.cols),
+        extras=tuple(ctx.extras),
     )
+    return step, inner
 
 
-def _softmax_score(defs: Mapping[str, Any], a: str, p: str, m: str) -> str | None:
-    """``S`` where ``A = SN / SD``, ``SD = sum[m] SN``, ``SN = exp(S - GM)``, ``GM = max[m] S``."""
+def _deps(c: Cascade, defs: Mapping[str, Any]) -> dict[str, set[str]]:
+    """Every defined tensor's transitive reads."""
+    out: dict[str, set[str]] = {}
+    for e in c.einsums:  # topological order
+        acc = out.setdefault(e.output, set())
+        for r in e.reads:
+            if r != e.output:
+                acc |= {r} | out.get(r, set())
+    return out
 
-    def acc(x: Expr, name: str | None = None, idx: tuple[str, ...] | None = None) -> str | None:
+
+def _softmax_score(
+    defs: Mapping[str, Any], sn: str, sd: str, qr: tuple[str, ...], kr: tuple[str, ...], inner: set[str]
+) -> str | None:
+    """``S`` where ``SD = sum[k..] SN``, ``SN = exp(S - GM)``, ``GM = max[k..] S`` (indices
+    ``qr`` and ``kr``); adds SN, SD, GM and S to ``inner``."""
+
+    def acc(x: Expr, name: str | None, idx: tuple[str, ...]) -> str | None:
         if not isinstance(x, Access) or (name is not None and x.tensor != name):
             return None
-        names = tuple(getattr(i, "name", "") for i in x.indices)
-        return x.tensor if idx is None or names == idx else None
+        return x.tensor if tuple(_names(x.indices)) == idx else None
 
-    ea = defs.get(a)
-    if ea is None or not (isinstance(ea.expr, Binary) and ea.expr.op is BinOp.DIV):
-        return None
-    sn, sd = acc(ea.expr.lhs, idx=(p, m)), acc(ea.expr.rhs, idx=(p,))
-    esd, esn = defs.get(sd or ""), defs.get(sn or "")
-    if esd is None or esn is None:
+    esd, esn = defs.get(sd), defs.get(sn)
+    if esd is None or esn is None or tuple(esn.indices) != (*qr, *kr) or tuple(esd.indices) != qr:
         return None
     r = esd.expr
-    if not (isinstance(r, Reduce) and r.op is ReduceOp.SUM and r.indices == (m,) and acc(r.body, sn, (p, m))):
-        if not (esd.summed == (m,) and acc(r, sn, (p, m))):
+    if isinstance(r, Reduce):
+        if not (r.op is ReduceOp.SUM and set(r.indices) == set(kr) and acc(r.body, sn, (*qr, *kr))):
             return None
+    elif not (set(esd.summed) == set(kr) and acc(r, sn, (*qr, *kr))):
+        return None
     x = esn.expr
     if not (
         isinstance(x, Call)
@@ -186,87 +344,108 @@ def _softmax_score(defs: Mapping[str, Any], a: str, p: str, m: str) -> str | Non
         and x.args[0].op is BinOp.SUB
     ):
         return None
-    s, gm = acc(x.args[0].lhs, idx=(p, m)), acc(x.args[0].rhs, idx=(p,))
+    s, gm = acc(x.args[0].lhs, None, (*qr, *kr)), acc(x.args[0].rhs, None, qr)
     egm = defs.get(gm or "")
     if s is None or egm is None:
         return None
     g = egm.expr
-    if not (isinstance(g, Reduce) and g.op is ReduceOp.MAX and g.indices == (m,) and acc(g.body, s, (p, m))):
+    if not (isinstance(g, Reduce) and g.op is ReduceOp.MAX and set(g.indices) == set(kr)):
         return None
+    if tuple(egm.indices) != qr or not acc(g.body, s, (*qr, *kr)):
+        return None
+    inner.update({sn, sd, str(gm), s})
     return s
 
 
 @dataclass
 class _Inline:
+    """Inlines a score's pointwise intermediates down to ``qk`` (the Q . K product), index
+    variables, constants and the tensors it reads (``extras``)."""
+
     c: Cascade
     defs: Mapping[str, Any]
-    p: str
-    m: str
+    qset: set[str]
+    kset: set[str]
+    qranks: tuple[str, ...]
+    kranks: tuple[str, ...]
     qk: tuple[str, str] | None = None
-    qk_name: str = ""
-    rows: list[str] = field(default_factory=list)
-    cols: list[str] = field(default_factory=list)
+    cond: int = 0  # inside a condition (a comparison, a where's first argument)
+    inlined: set[str] = field(default_factory=set)
+    extras: list[str] = field(default_factory=list)
 
     def inline(self, x: Expr) -> Expr:
-        inputs = {i.name: i for i in self.c.inputs}
         if isinstance(x, Access):
-            names = [getattr(i, "name", None) for i in x.indices]
-            if not all(isinstance(i, Var) for i in x.indices):
-                raise NoTemplate(f"{x} reads with an index expression")
-            if x.tensor in inputs:
-                if names == [self.p]:
-                    self.rows += [] if x.tensor in self.rows else [x.tensor]
-                    return x
-                if names == [self.m]:
-                    self.cols += [] if x.tensor in self.cols else [x.tensor]
-                    return x
-                raise NoTemplate(
-                    f"the score reads input {x}, which is not indexed by {self.p} or {self.m} alone"
-                )
+            names = _names(x.indices)
+            if None in names or not set(names) <= self.qset | self.kset:  # type: ignore[operator]
+                raise NoTemplate(f"the score reads {x}, not indexed by the query and key indices alone")
             e = self.defs.get(x.tensor)
-            if e is None or tuple(e.indices) not in ((self.p, self.m), (self.p,), (self.m,)) or e.step:
-                raise NoTemplate(f"the score reads {x}, which is not a pointwise [{self.p}, {self.m}] tensor")
-            if self._is_qk(e):
-                return Var("qk")
-            if e.summed:
-                raise NoTemplate(f"{e.lhs_text} sums over {', '.join(e.summed)} (only Q . K may contract)")
-            mapping = dict(zip(e.indices, names, strict=True))
-            return self.inline(_rename(e.expr, mapping))
-        if isinstance(x, (Reduce,)):
-            raise NoTemplate(f"the score has a reduction, {x.op.value}[{', '.join(x.indices)}]")
+            if e is not None and e.step is None and x.tensor not in self.c.iterative:
+                mapping = dict(zip(e.indices, names, strict=True))
+                if e.summed:  # a contraction under a condition is a mask's, not the score's
+                    qk = None if self.cond else self._qk(e, mapping)
+                    if qk is not None:
+                        self.inlined.add(x.tensor)
+                        return qk
+                elif not any(isinstance(n, (Reduce, TopK)) for n in walk(e.expr)) and not any(
+                    isinstance(n, Call) and isinstance(n.func, Operator) for n in walk(e.expr)
+                ):
+                    self.inlined.add(x.tensor)
+                    return self.inline(_rename(e.expr, mapping))
+            if x.tensor in self.c.iterative:
+                raise NoTemplate(f"the score reads {x}, a recurrence")
+            if x.tensor not in self.extras:
+                self.extras.append(x.tensor)
+            return x
+        if isinstance(x, Var):
+            if x.name not in self.qset | self.kset:
+                raise NoTemplate(f"the score uses the index {x.name}")
+            return x
+        if isinstance(x, (Reduce, TopK)):
+            raise NoTemplate(f"the score has a {type(x).__name__.lower()}")
         if isinstance(x, Call) and isinstance(x.func, Operator):
             raise NoTemplate(f"the score calls the user-defined operator {x.func.name!r}")
         if isinstance(x, Binary):
-            return Binary(op=x.op, lhs=self.inline(x.lhs), rhs=self.inline(x.rhs))
+            self.cond += x.op in _CMP
+            out = Binary(op=x.op, lhs=self.inline(x.lhs), rhs=self.inline(x.rhs))
+            self.cond -= x.op in _CMP
+            return out
         if isinstance(x, Neg):
             return Neg(operand=self.inline(x.operand))
         if isinstance(x, Call):
-            return Call(func=x.func, args=tuple(self.inline(a) for a in x.args))
-        if isinstance(x, (Num, Var, ParamRef, Size)):
+            args = list(x.args)
+            if x.func is Func.WHERE:
+                self.cond += 1
+                args[0] = self.inline(args[0])
+                self.cond -= 1
+                return Call(func=x.func, args=(args[0], *(self.inline(a) for a in args[1:])))
+            return Call(func=x.func, args=tuple(self.inline(a) for a in args))
+        if isinstance(x, (Num, ParamRef, Size)):
             return x
         raise NoTemplate(f"the score has {type(x).__name__.lower()} {x}")
 
-    def _is_qk(self, e: Any) -> bool:
-        if tuple(e.indices) != (self.p, self.m) or len(e.summed) != 1:
-            return False
-        ins = {i.name for i in self.c.inputs}
-        fs = [f for f in product_factors(e.expr) if isinstance(f, Access) and f.tensor in ins]
-        if len(fs) != 2 or len(product_factors(e.expr)) != 2:
-            return False
+    def _qk(self, e: Any, mapping: Mapping[str, str | None]) -> Expr | None:
+        """``qk`` (times the constant factors) if ``e`` is ``Q[q.., r] * K[k.., r]`` summed over r."""
+        if len(e.summed) != 1:
+            return None
         (r,) = e.summed
-        a, b = fs
-
-        def names(x: Access) -> list[str | None]:
-            return [i.name if isinstance(i, Var) else None for i in x.indices]
-
-        if names(a) == [self.m, r]:
+        expr = _rename(e.expr, {**mapping, r: "__r"})
+        fs = product_factors(expr)
+        accs = [f for f in fs if isinstance(f, Access)]
+        rest = [f for f in fs if not isinstance(f, Access)]
+        if len(accs) != 2 or any(isinstance(n, (Var, Access, Reduce, TopK)) for f in rest for n in walk(f)):
+            return None
+        a, b = accs
+        if _names(a.indices) == [*self.kranks, "__r"]:
             a, b = b, a
-        if names(a) != [self.p, r] or names(b) != [self.m, r]:
-            return False
+        if _names(a.indices) != [*self.qranks, "__r"] or _names(b.indices) != [*self.kranks, "__r"]:
+            return None
         if self.qk is not None and self.qk != (a.tensor, b.tensor):
             raise NoTemplate("the score reads two different Q . K contractions")
         self.qk = (a.tensor, b.tensor)
-        return True
+        out: Expr = Var("qk")
+        for f in rest:
+            out = Binary(op=BinOp.MUL, lhs=out, rhs=f)
+        return out
 
 
 def _rename(x: Expr, mapping: Mapping[str, str | None]) -> Expr:
@@ -280,6 +459,12 @@ def _rename(x: Expr, mapping: Mapping[str, str | None]) -> Expr:
         return Neg(operand=_rename(x.operand, mapping))
     if isinstance(x, Call):
         return Call(func=x.func, args=tuple(_rename(a, mapping) for a in x.args))
+    if isinstance(x, Reduce):
+        inner = {k: v for k, v in mapping.items() if k not in x.indices}
+        return Reduce(op=x.op, indices=x.indices, body=_rename(x.body, inner))
+    if isinstance(x, TopK):
+        inner = {k: v for k, v in mapping.items() if k not in x.indices}
+        return TopK(indices=x.indices, k=_rename(x.k, mapping), body=_rename(x.body, inner))
     return x
 
 
@@ -287,61 +472,255 @@ def _rename(x: Expr, mapping: Mapping[str, str | None]) -> Expr:
 
 _CMP = {BinOp.LT: "<", BinOp.LE: "<=", BinOp.GT: ">", BinOp.GE: ">=", BinOp.EQ: "==", BinOp.NE: "!="}
 _ARITH = {BinOp.ADD: "+", BinOp.SUB: "-", BinOp.MUL: "*", BinOp.DIV: "/", BinOp.POW: "**"}
+_FUNCS = {
+    Func.EXP: "{exp}({0})",
+    Func.LOG: "math.log({0})",
+    Func.SQRT: "math.sqrt({0})",
+    Func.SIGMOID: "({one} / ({one} + {exp}(-{0})))",
+    Func.RELU: "max({0}, {zero})",
+    Func.ABS: "abs({0})",
+    Func.MAX: "max({0}, {1})",
+    Func.MIN: "min({0}, {1})",
+    Func.WHERE: "({1} if {0} != {zero} else {2})",
+    Func.FLOOR: "math.floor({0})",
+    Func.CEIL: "math.ceil({0})",
+}
 
 
 class _Gen:
-    def __init__(self, pl: Plan, params: list[str], sizes: list[str]) -> None:
-        self.pl, self.params, self.sizes = pl, params, sizes
+    """Python (Numba) text of an expression. ``core``: inside an attention template (``qk``, the
+    template's dtype, the score's tensors as ``x<n>``); else inside a loop nest (float64 values,
+    the step's tensors as ``t<n>``, reductions hoisted into loops before the line that uses them)."""
 
-    def py(self, x: Expr) -> str:
+    def __init__(
+        self,
+        params: list[str],
+        sizes: list[str],
+        tensors: list[str],
+        *,
+        core: bool,
+        cuda: bool,
+    ) -> None:
+        self.params, self.sizes, self.tensors = params, sizes, tensors
+        self.core, self.cuda = core, cuda
+        self.lines: list[str] = []
+        self.n = 0
+        typed = core and not cuda
+        self.one, self.zero = ("ONE", "ZERO") if typed else ("1.0", "0.0")
+        self.exp = "exp_fast" if core else "math.exp"
+
+    def szi(self, var: str) -> str:
+        return f"szi[{self.sizes.index(var.split('__')[0].upper())}]"
+
+    def ix(self, x: Expr) -> str:
+        """An integer index expression."""
+        if isinstance(x, Var):
+            return f"i_{x.name}"
+        if isinstance(x, Num):
+            return str(int(x.value))
+        if isinstance(x, Size):
+            return f"szi[{self.sizes.index(x.rank)}]"
+        if isinstance(x, Neg):
+            return f"(-{self.ix(x.operand)})"
+        if isinstance(x, Binary) and x.op in (BinOp.ADD, BinOp.SUB, BinOp.MUL):
+            return f"({self.ix(x.lhs)} {_ARITH[x.op]} {self.ix(x.rhs)})"
+        raise NoTemplate(f"{x} is not an integer index expression")
+
+    def emit(self, ind: int, line: str) -> None:
+        self.lines.append(" " * ind + line)
+
+    def loops(self, ind: int, names: list[str]) -> int:
+        for v in names:
+            self.emit(ind, f"for i_{v} in range({self.szi(v)}):")
+            ind += 4
+        return ind
+
+    def py(self, x: Expr, ind: int = 0) -> str:
         if isinstance(x, Num):
             if math.isinf(x.value):
                 return "INF" if x.value > 0 else "(-INF)"
-            return f"ONE * {float(x.value)!r}"
+            return f"ONE * {float(x.value)!r}" if self.one == "ONE" else repr(float(x.value))
         if isinstance(x, Var):
-            if x.name == "qk":
+            if x.name == "qk" and self.core:
                 return "qk"
-            return "fp" if x.name == self.pl.qvar else "fm"
+            return f"float(i_{x.name})" if self.cuda or not self.core else f"q.dtype.type(i_{x.name})"
         if isinstance(x, ParamRef):
             return f"prm[{self.params.index(x.name)}]"
         if isinstance(x, Size):
             return f"sz[{self.sizes.index(x.rank)}]"
         if isinstance(x, Access):
-            if x.tensor in self.pl.row_inputs:
-                return f"xr{self.pl.row_inputs.index(x.tensor)}[g, pi]"
-            return f"xc{self.pl.col_inputs.index(x.tensor)}[g, mi]"
+            idx = ", ".join(["g", *(self.ix(i) for i in x.indices)])
+            return f"{'x' if self.core else 't'}{self.tensors.index(x.tensor)}[{idx}]"
         if isinstance(x, Neg):
-            return f"(-{self.py(x.operand)})"
+            return f"(-{self.py(x.operand, ind)})"
         if isinstance(x, Binary):
-            a, b = self.py(x.lhs), self.py(x.rhs)
+            a, b = self.py(x.lhs, ind), self.py(x.rhs, ind)
             if x.op in _CMP:
-                return f"(ONE if {a} {_CMP[x.op]} {b} else ZERO)"
+                return f"({self.one} if {a} {_CMP[x.op]} {b} else {self.zero})"
             return f"({a} {_ARITH[x.op]} {b})"
         if isinstance(x, Call):
-            args = [self.py(a) for a in x.args]
-            f = x.func
-            table = {
-                Func.EXP: "exp_fast({0})",
-                Func.LOG: "math.log({0})",
-                Func.SQRT: "math.sqrt({0})",
-                Func.SIGMOID: "(ONE / (ONE + exp_fast(-{0})))",
-                Func.RELU: "max({0}, ZERO)",
-                Func.ABS: "abs({0})",
-                Func.MAX: "max({0}, {1})",
-                Func.MIN: "min({0}, {1})",
-                Func.WHERE: "({1} if {0} != ZERO else {2})",
-                Func.FLOOR: "math.floor({0})",
-                Func.CEIL: "math.ceil({0})",
-            }
-            if f not in table:
-                raise NoTemplate(f"the score calls {f}, which the kernel generator does not know")
-            return table[f].format(*args)
+            if x.func not in _FUNCS:
+                raise NoTemplate(f"the kernel generator does not know {x.func}")
+            args = [self.py(a, ind) for a in x.args]
+            return _FUNCS[x.func].format(*args, one=self.one, zero=self.zero, exp=self.exp)  # type: ignore[index]
+        if isinstance(x, Reduce) and not self.core:
+            self.n += 1
+            r, t = f"r{self.n}", f"u{self.n}"
+            init = {ReduceOp.SUM: "0.0", ReduceOp.PROD: "1.0", ReduceOp.MAX: "-INF", ReduceOp.MIN: "INF"}
+            self.emit(ind, f"{r} = {init[x.op]}")
+            inner = self.loops(ind, list(x.indices))
+            self.emit(inner, f"{t} = {self.py(x.body, inner)}")
+            if x.op is ReduceOp.SUM:
+                self.emit(inner, f"{r} += {t}")
+            elif x.op is ReduceOp.PROD:
+                self.emit(inner, f"{r} *= {t}")
+            else:
+                cmp = ">" if x.op is ReduceOp.MAX else "<"
+                self.emit(inner, f"if {t} {cmp} {r} or ({t} != {t} and {r} == {r}):")
+                self.emit(inner + 4, f"{r} = {t}")
+            return r
+        if isinstance(x, TopK) and not self.core:
+            return self._topk(x, ind)
         raise NoTemplate(f"cannot generate {x}")
 
+    def statement(self, e: Any, ind: int, bound: set[str]) -> None:
+        """Loops over ``e``'s free indices (those not ``bound``) and the store."""
+        lhs = [v for v in e.indices if not (e.init and v == e.step)]
+        ind = self.loops(ind, [v for v in lhs if v not in bound])
+        inner = bound | set(lhs)
+        if e.summed:
+            self.n += 1
+            acc = f"a{self.n}"
+            self.emit(ind, f"{acc} = 0.0")
+            j = self.loops(ind, [v for v in e.summed if v not in inner])
+            self.emit(j, f"{acc} += {self.py(e.expr, j)}")
+            val = acc
+        else:
+            val = self.py(e.expr, ind)
+        target = []
+        for v in e.indices:
+            if e.init and v == e.step:
+                target.append("0")
+            elif v == e.step:
+                target.append(f"i_{v} + 1")
+            else:
+                target.append(f"i_{v}")
+        self.emit(ind, f"t{self.tensors.index(e.output)}[{', '.join(['g', *target])}] = {val}")
 
-# One work item per (group, query tile), as the hand-written kernels.
+    def _topk(self, x: TopK, ind: int) -> str:
+        (s,) = x.indices
+        self.n += 1
+        n = self.n
+        self.emit(ind, f"vj{n} = {self.py(x.body, ind)}")
+        self.emit(ind, f"kv{n} = {self.py(x.k, ind)}")
+        self.emit(ind, f"cnt{n} = 0")
+        o = f"{s}__o{n}"
+        self.emit(ind, f"for i_{o} in range({self.szi(s)}):")
+        vo = self.py(_rename(x.body, {s: o}), ind + 4)
+        self.emit(ind + 4, f"vo{n} = {vo}")
+        before = f"i_{o} < i_{s}"
+        self.emit(
+            ind + 4,
+            f"if vo{n} > vj{n} or (vo{n} == vj{n} and {before})"
+            f" or (vj{n} != vj{n} and (vo{n} == vo{n} or {before})):",
+        )
+        self.emit(ind + 8, f"cnt{n} += 1")
+        return f"(1.0 if cnt{n} < kv{n} else 0.0)"
+
+
+def loop_tensors(c: Cascade, st: Step) -> list[str]:
+    """The tensors a loop step reads or writes, in the order of its kernel's arguments."""
+    names: dict[str, None] = {}
+    for i in st.statements:
+        e = c.einsums[i]
+        names.setdefault(e.output, None)
+        for r in e.reads:
+            names.setdefault(r, None)
+    return list(names)
+
+
+def _parallel_var(c: Cascade, st: Step) -> str | None:
+    """The index the loop step's work items split (besides the batch): a single statement's first
+    free output index; none for a scan (one work item per batch entry walks every step)."""
+    if st.step is not None:
+        return None
+    e = c.einsums[st.statements[0]]
+    lhs = [v for v in e.indices if not (e.init and v == e.step)]
+    return lhs[0] if lhs else None
+
+
+def _loops_source(c: Cascade, st: Step, params: list[str], sizes: list[str], cuda: bool) -> str:
+    tensors = loop_tensors(c, st)
+    gen = _Gen(params, sizes, tensors, core=False, cuda=cuda)
+    par = _parallel_var(c, st)
+    args = ", ".join([*(f"t{i}" for i in range(len(tensors))), "prm", "sz", "szi"])
+    n = gen.szi(par) if par else "1"
+    if cuda:
+        head = (
+            "# Generated by golden.compile (numba.cuda) from a cascade; do not edit.\n"
+            "import math\n\nfrom numba import cuda\n\nINF = math.inf\n\n\n@cuda.jit(cache=True)\n"
+            f"def kernel({args}):\n    G = t0.shape[0]\n    N = {n}\n    w = cuda.grid(1)\n"
+            "    if w >= G * N:\n        return\n"
+        )
+        ind = 4
+    else:
+        head = (
+            "# Generated by golden.compile from a cascade; do not edit (it is rewritten when it changes).\n"
+            "import math\n\nimport numpy as np\nfrom numba import njit, prange\n\nINF = np.inf\n\n\n"
+            '@njit(parallel=True, error_model="numpy", cache=True)\n'
+            f"def kernel({args}):\n    G = t0.shape[0]\n    N = {n}\n    for w in prange(G * N):\n"
+        )
+        ind = 8
+    gen.emit(ind, "g = w // N")
+    bound: set[str] = set()
+    if par:
+        gen.emit(ind, f"i_{par} = w % N")
+        bound.add(par)
+    if st.step is not None:
+        gen.emit(ind, f"for i_{st.step} in range({gen.szi(st.step)}):")
+        ind += 4
+        bound.add(st.step)
+    for i in st.statements:
+        gen.statement(c.einsums[i], ind, set(bound))
+    return head + "\n".join(gen.lines) + "\n"
+
+
+def tile_mask(body: Expr | None, kind: str = "softmax") -> Expr | None:
+    """A condition that, false over a whole key tile, makes the tile contribute nothing, so it is
+    skipped before its scores are computed (a causal or window mask, documents apart, blocks not
+    selected): the COND of a score ``where(COND, X, -inf)``, or of a weight factor
+    ``where(COND, X, 0)``; COND must not read ``Q . K``."""
+    if body is None:
+        return None
+    dead = -math.inf if kind == "softmax" else 0.0
+    for x in [body] if kind == "softmax" else product_factors(body):
+        if (
+            isinstance(x, Call)
+            and x.func is Func.WHERE
+            and isinstance(x.args[2], Num)
+            and x.args[2].value == dead
+            and not any(isinstance(n, Var) and n.name == "qk" for n in walk(x.args[0]))
+        ):
+            return x.args[0]
+    return None
+
+
+def _unflatten(ind: int, flat: str, ranks: tuple[str, ...], gen: _Gen) -> str:
+    """Lines that set ``i_<rank var>`` from a flattened index over ``ranks`` (row-major)."""
+    pad = " " * ind
+    if len(ranks) == 1:
+        return f"{pad}i_{ranks[0]} = {flat}\n"
+    lines = [f"{pad}t_ = {flat}"]
+    for r in reversed(ranks[1:]):
+        lines += [f"{pad}i_{r} = t_ % {gen.szi(r)}", f"{pad}t_ = t_ // {gen.szi(r)}"]
+    lines.append(f"{pad}i_{ranks[0]} = t_")
+    return "\n".join(lines) + "\n"
+
+
+# One work item per (group, query tile), as the hand-written kernels. Q, K and V arrive flattened
+# to (G, P, E), (G, M, E), (G, M, F); a blocked query or key (several indices) is unflattened.
 _PROLOGUE = """
-def kernel(q, k, v, out, prm, sz, {extra}, bq, bk):
+def kernel(q, k, v, out, prm, sz, szi, {extra}, bq, bk):
     G, P, _ = q.shape
     M, F = k.shape[1], v.shape[2]
     ONE = q.dtype.type(1.0)
@@ -365,12 +744,10 @@ _SOFTMAX = (
 {tile_check}            s = np.dot(qt, k[g, m0 : m0 + nk].T)
             for i in range(n):
                 pi = p0 + i
-                fp = q.dtype.type(pi)
-                mx = rm[i]
+{qunflat}                mx = rm[i]
                 for j in range(nk):
                     mi = m0 + j
-                    fm = q.dtype.type(mi)
-                    qk = s[i, j]
+{kunflat}                    qk = s[i, j]
                     val = {body}
                     s[i, j] = val
                     mx = val if val > mx else mx
@@ -401,45 +778,52 @@ _WEIGHTED = (
     + """        acc = np.zeros((n, F), q.dtype)
         for m0 in range(0, M, bk):
             nk = min(M, m0 + bk) - m0
-            s = np.dot(qt, k[g, m0 : m0 + nk].T)
+{tile_check}            s = np.dot(qt, k[g, m0 : m0 + nk].T)
             for i in range(n):
                 pi = p0 + i
-                fp = q.dtype.type(pi)
-                for j in range(nk):
+{qunflat}                for j in range(nk):
                     mi = m0 + j
-                    fm = q.dtype.type(mi)
-                    qk = s[i, j]
+{kunflat}                    qk = s[i, j]
                     s[i, j] = {body}
             acc += np.dot(s, v[g, m0 : m0 + nk])
         out[g, p0 : p0 + n] = acc
 """
 )
 
+_TILE_CHECK = """            live = False
+            for i in range(n):
+                pi = p0 + i
+{qunflat}                for j in range(nk):
+                    mi = m0 + j
+{kunflat}                    if {cond} != ZERO:
+                        live = True
+                        break
+                if live:
+                    break
+            if not live:
+                continue
+"""
 
 _CUDA = """
 @cuda.jit(cache=True)
-def kernel(q, k, v, out, prm, sz, {extra}):
+def kernel(q, k, v, out, prm, sz, szi, {extra}):
     g = cuda.blockIdx.y
     pi = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
     P, E = q.shape[1], q.shape[2]
     M = k.shape[1]
     if pi >= P:
         return
-    ONE = 1.0
-    ZERO = 0.0
     INF = math.inf
     acc = cuda.local.array({F}, float64)
     for f in range({F}):
         acc[f] = 0.0
     rm = -INF
     rd = 0.0
-    fp = float(pi)
-    for mi in range(M):
+{qunflat}    for mi in range(M):
         qk = 0.0
         for e in range(E):
             qk += q[g, pi, e] * k[g, mi, e]
-        fm = float(mi)
-        val = {body}
+{kunflat}        val = {body}
 {update}
 {finish}
 """
@@ -460,19 +844,23 @@ _CUDA_WEIGHTED_END = """    for f in range({F}):
         out[g, pi, f] = acc[f]"""
 
 
-def _cuda_source(pl: Plan, params: list[str], sizes: list[str], f: int) -> str:
+def _core_gen(st: Step, params: list[str], sizes: list[str], cuda: bool) -> _Gen:
+    return _Gen(params, sizes, list(st.extras), core=True, cuda=cuda)
+
+
+def _cuda_source(st: Step, params: list[str], sizes: list[str], f: int) -> str:
     """One thread per query row: the scores, the score expression and an online softmax (or the
-    weighted sum) in float64 registers, one key at a time. A first, correct CUDA template, not a
-    fast one (no shared-memory tiles)."""
-    body = _Gen(pl, params, sizes).py(pl.body)  # type: ignore[arg-type]
-    extra = ", ".join(
-        [f"xr{i}" for i in range(len(pl.row_inputs))] + [f"xc{i}" for i in range(len(pl.col_inputs))]
-    )
-    soft = pl.template == "softmax"
+    weighted sum) in float64 registers, one key at a time. A correct CUDA template, not a fast one
+    (no shared-memory tiles)."""
+    gen = _core_gen(st, params, sizes, True)
+    body = gen.py(st.body)  # type: ignore[arg-type]
+    soft = st.kind == "softmax"
     src = _CUDA.format(
-        extra=extra or "_unused",
+        extra=", ".join(f"x{i}" for i in range(len(st.extras))) or "_unused",
         F=f,
         body=body,
+        qunflat=_unflatten(4, "pi", st.qranks, gen),
+        kunflat=_unflatten(8, "mi", st.kranks, gen),
         update=(_CUDA_SOFTMAX if soft else _CUDA_WEIGHTED).format(F=f),
         finish=(_CUDA_SOFTMAX_END if soft else _CUDA_WEIGHTED_END).format(F=f),
     )
@@ -483,50 +871,18 @@ def _cuda_source(pl: Plan, params: list[str], sizes: list[str], f: int) -> str:
     return header + src
 
 
-_TILE_CHECK = """            live = False
-            for i in range(n):
-                pi = p0 + i
-                fp = q.dtype.type(pi)
-                for j in range(nk):
-                    mi = m0 + j
-                    fm = q.dtype.type(mi)
-                    if {cond} != ZERO:
-                        live = True
-                        break
-                if live:
-                    break
-            if not live:
-                continue
-"""
-
-
-def tile_mask(body: Expr | None) -> Expr | None:
-    """The condition of a score ``where(COND, X, -inf)`` whose COND does not read ``Q . K``: a
-    key tile where it holds nowhere (a causal or window mask, documents apart) can be skipped
-    before its scores are computed."""
-    if (
-        isinstance(body, Call)
-        and body.func is Func.WHERE
-        and isinstance(body.args[2], Num)
-        and body.args[2].value == -math.inf
-        and not any(isinstance(n, Var) and n.name == "qk" for n in walk(body.args[0]))
-    ):
-        return body.args[0]
-    return None
-
-
-def _source(pl: Plan, params: list[str], sizes: list[str]) -> str:
-    gen = _Gen(pl, params, sizes)
-    body = gen.py(pl.body)  # type: ignore[arg-type]
-    cond = tile_mask(pl.body) if pl.template == "softmax" else None
-    tile_check = _TILE_CHECK.format(cond=gen.py(cond)) if cond is not None else ""
-    extra = ", ".join(
-        [f"xr{i}" for i in range(len(pl.row_inputs))] + [f"xc{i}" for i in range(len(pl.col_inputs))]
+def _source(st: Step, params: list[str], sizes: list[str]) -> str:
+    gen = _core_gen(st, params, sizes, False)
+    body = gen.py(st.body)  # type: ignore[arg-type]
+    cond = tile_mask(st.body, st.kind)
+    fill = dict(
+        extra=", ".join(f"x{i}" for i in range(len(st.extras))) or "_unused",
+        qunflat=_unflatten(16, "pi", st.qranks, gen),
+        kunflat=_unflatten(20, "mi", st.kranks, gen),
     )
-    if pl.template == "softmax":
-        src = _SOFTMAX.format(body=body, extra=extra or "_unused", tile_check=tile_check)
-    else:
-        src = _WEIGHTED.format(body=body, extra=extra or "_unused")
+    tile_check = _TILE_CHECK.format(cond=gen.py(cond), **fill) if cond is not None else ""
+    template = _SOFTMAX if st.kind == "softmax" else _WEIGHTED
+    src = template.format(body=body, tile_check=tile_check, **fill)
     header = (
         "# Generated by golden.compile from a cascade; do not edit (it is rewritten when it changes).\n"
         "import math\n\nimport numpy as np\nfrom numba import njit, prange\n\n"
@@ -577,8 +933,8 @@ def _build(src: str) -> Any:
 @dataclass
 class CompiledCascade:
     """A cascade compiled by :func:`compile`: call it like :func:`golden.run`
-    (``fn(inputs, sizes=None) -> {output: array}``); Q, K and V may carry leading batch
-    dimensions (the inputs indexed by the query or key rank alone may too, or be shared)."""
+    (``fn(inputs, sizes=None) -> {output: array}``). Inputs may carry leading batch dimensions
+    (broadcast against each other, as torch does); the kernels run once per batch entry."""
 
     cascade: Cascade
     plan: Plan
@@ -599,88 +955,196 @@ class CompiledCascade:
         return self.plan.describe()
 
     def _names(self) -> tuple[list[str], list[str]]:
-        """The params and rank sizes the kernel reads, in the order of its ``prm`` and ``sz``."""
+        """The params and rank sizes the kernels read, in the order of their ``prm`` and ``sz``."""
         return sorted(p.name for p in self.cascade.params), sorted(self.cascade.ranks)
 
-    def kernel_source(self) -> str:
-        """The Numba source the CPU backend generates for this cascade ("" without a template)."""
-        if self.plan.template is None:
-            return ""
-        return _source(self.plan, *self._names())
+    def kernel_source(self, f: int = 0) -> str:
+        """The Numba source of every kernel the backend generates ("" without a template); the
+        CUDA core templates need V's width ``f``."""
+        pn, sn = self._names()
+        parts = []
+        for st in self.plan.steps:
+            if st.core:
+                src = _cuda_source(st, pn, sn, f or 1) if self.backend == "cuda" else _source(st, pn, sn)
+            else:
+                src = _loops_source(self.cascade, st, pn, sn, self.backend == "cuda")
+            parts.append(f"# ---- {st.describe(self.cascade)}\n{src}")
+        return "\n\n".join(parts)
 
     def __call__(
         self, inputs: Mapping[str, ArrayLike], sizes: Mapping[str, int] | None = None
     ) -> dict[str, NDArray[Any]]:
         from golden._interp import run
 
-        pl = self.plan
+        c, pl = self.cascade, self.plan
         if pl.template is None:
             warnings.warn(
-                f"golden.compile: {self.cascade.name or 'the cascade'} runs in the float64 interpreter: "
-                f"{pl.reason}",
+                f"golden.compile: {c.name or 'the cascade'} runs in the float64 interpreter: {pl.reason}",
                 RuntimeWarning,
                 stacklevel=2,
             )
-            return run(self.cascade, inputs, sizes)
+            return run(c, inputs, sizes)
         arrays = {n: np.asarray(a) for n, a in inputs.items()}
-        missing = [i.name for i in self.cascade.inputs if i.name not in arrays]
+        missing = [i.name for i in c.inputs if i.name not in arrays]
         if missing:
             raise EvaluationError(f"golden.compile: missing input(s) {', '.join(missing)}")
-        q, k, v = arrays[pl.q], arrays[pl.k], arrays[pl.v]
-        dtype = np.result_type(q, k, v)
+        for i in c.inputs:
+            if arrays[i.name].ndim < len(i.ranks):
+                raise EvaluationError(
+                    f"golden.compile: input {i.name} needs {len(i.ranks)} dimensions "
+                    f"({', '.join(i.ranks)}), got shape {arrays[i.name].shape}"
+                )
+        floats = [arrays[i.name].dtype for i in c.inputs if arrays[i.name].dtype.kind == "f"]
+        dtype = np.result_type(*floats) if floats else np.dtype(np.float64)
         if dtype not in (np.float32, np.float64):
             dtype = np.dtype(np.float64)
-        lead = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
-        P, E = q.shape[-2:]
-        M, F = v.shape[-2:]
-        if k.shape[-2:] != (M, E):
-            raise EvaluationError(f"golden.compile: K must be (..., {M}, {E}), got {k.shape}")
-        bound = bind_sizes(self.cascade, {pl.q: (P, E), pl.k: (M, E), pl.v: (M, F)}, sizes)
-        params = eval_params(self.cascade, bound)
+        tails = {i.name: arrays[i.name].shape[arrays[i.name].ndim - len(i.ranks) :] for i in c.inputs}
+        try:
+            lead = np.broadcast_shapes(*(arrays[i.name].shape[: -len(i.ranks) or None] for i in c.inputs))
+        except ValueError:
+            shapes = ", ".join(f"{i.name} {arrays[i.name].shape}" for i in c.inputs)
+            raise EvaluationError(
+                f"golden.compile: the inputs' leading (batch) dimensions do not broadcast: {shapes}"
+            ) from None
+        bound = bind_sizes(c, tails, sizes)
+        params = eval_params(c, bound)
         pnames, snames = self._names()
         g = int(np.prod(lead, dtype=np.int64))
-        q3, k3, v3 = (
-            c_array(np.broadcast_to(a, (*lead, *a.shape[-2:])).reshape(g, *a.shape[-2:]), dtype)
-            for a in (q, k, v)
-        )
-        extras = []
-        for names, n in ((pl.row_inputs, P), (pl.col_inputs, M)):
-            for name in names:
-                x = arrays[name]
-                extras.append(c_array(np.broadcast_to(x, (*lead, n)).reshape(g, n), dtype))
-        if not extras:
-            extras = [np.zeros((1, 1), dtype)]
-        out = np.empty((g, P, F), dtype)
-        prm = np.array([params[n] for n in pnames], dtype)
-        sz = np.array([bound[n] for n in snames], dtype)
-        if self.backend == "cuda":
-            from numba import cuda
+        tensors: dict[str, Any] = {
+            i.name: c_array(
+                np.broadcast_to(arrays[i.name], (*lead, *tails[i.name])).reshape(g, *tails[i.name]), dtype
+            )
+            for i in c.inputs
+        }
+        prm64 = np.array([params[n] for n in pnames], np.float64)
+        sz64 = np.array([bound[n] for n in snames], np.float64)
+        szi = np.array([bound[n] for n in snames], np.int64)
+        shapes = {}
+        for e in c.einsums:
+            shape = [bound[r] for r in e.ranks]
+            if e.step is not None:
+                shape[e.indices.index(e.step)] += 1
+            shapes[e.output] = (g, *shape)
+        cuda = self.backend == "cuda"
+        if cuda:
+            from numba import cuda as nbcuda
 
-            if not cuda.is_available():  # type: ignore[no-untyped-call]
+            if not nbcuda.is_available():  # type: ignore[no-untyped-call]
                 raise EvaluationError(
                     "golden.compile: backend 'cuda' needs an NVIDIA GPU with a working CUDA driver (none "
                     "found); set NUMBA_ENABLE_CUDASIM=1 to run on numba's CUDA simulator instead"
                 )
-            with _LOCK:
-                self.source = _cuda_source(pl, pnames, snames, F)
-                kernel = _build(self.source)
-            dev = [cuda.to_device(a) for a in (q3, k3, v3)]
-            dout = cuda.device_array_like(out)  # type: ignore[no-untyped-call]
-            rest = [cuda.to_device(a) for a in (prm.astype(np.float64), sz.astype(np.float64), *extras)]
-            threads = 64
-            kernel[(-(-P // threads), g), threads](*dev, dout, *rest)
-            dout.copy_to_host(out)
-            cuda.synchronize()  # type: ignore[no-untyped-call]
-            return {pl.output: out.reshape(*lead, P, F)}
-        with _LOCK:
-            self.source = _source(pl, pnames, snames)
-            kernel = _build(self.source)
+            tensors = {n: nbcuda.to_device(a) for n, a in tensors.items()}
+            prm_c, sz_c = (nbcuda.to_device(a) for a in (prm64, sz64))
+        else:
+            prm_c, sz_c = prm64.astype(dtype), sz64.astype(dtype)
         from golden._attention import _CPU_LOCK, _blas_controller
 
-        # one call at a time, BLAS on one thread inside prange's threads (as golden.attention does)
+        sources = []
         with _CPU_LOCK, _blas_controller().limit(limits=1, user_api="blas"):
-            kernel(q3, k3, v3, out, prm, sz, *extras, self.block_q, self.block_k)
-        return {pl.output: out.reshape(*lead, P, F)}
+            for st in pl.steps:
+                if st.core:
+                    src = self._core(st, tensors, shapes, pnames, snames, prm_c, sz_c, szi, dtype, g)
+                else:
+                    src = self._loops(st, tensors, shapes, pnames, snames, prm64, sz64, szi, dtype, g)
+                sources.append(src)
+            if cuda:
+                nbcuda.synchronize()  # type: ignore[no-untyped-call]
+        self.source = "\n\n".join(sources)
+        result = {}
+        for name in c.outputs:
+            x = tensors[name]
+            x = x.copy_to_host() if cuda else x
+            result[name] = x.reshape(*lead, *x.shape[1:])
+        return result
+
+    def _alloc(
+        self, name: str, tensors: dict[str, Any], shapes: dict[str, tuple[int, ...]], dtype: Any
+    ) -> None:
+        if name in tensors:
+            return
+        if self.backend == "cuda":
+            from numba import cuda as nbcuda
+
+            tensors[name] = nbcuda.to_device(np.full(shapes[name], np.nan, dtype))
+        else:
+            tensors[name] = np.full(shapes[name], np.nan, dtype)
+
+    def _loops(
+        self,
+        st: Step,
+        tensors: dict[str, Any],
+        shapes: dict[str, tuple[int, ...]],
+        pn: list[str],
+        sn: list[str],
+        prm: Any,
+        sz: Any,
+        szi: Any,
+        dtype: Any,
+        g: int,
+    ) -> str:
+        c = self.cascade
+        names = loop_tensors(c, st)
+        for i in st.statements:
+            self._alloc(c.einsums[i].output, tensors, shapes, dtype)
+        src = _loops_source(c, st, pn, sn, self.backend == "cuda")
+        with _LOCK:
+            kernel = _build(src)
+        par = _parallel_var(c, st)
+        n = int(szi[sn.index(par.upper())]) if par else 1
+        args = [tensors[t] for t in names]
+        if self.backend == "cuda":
+            from numba import cuda as nbcuda
+
+            threads = 128
+            dev = [nbcuda.to_device(a) for a in (prm, sz, szi)]
+            kernel[max(1, -(-(g * n) // threads)), threads](*args, *dev)
+        else:
+            kernel(*args, prm, sz, szi)
+        return src
+
+    def _core(
+        self,
+        st: Step,
+        tensors: dict[str, Any],
+        shapes: dict[str, tuple[int, ...]],
+        pn: list[str],
+        sn: list[str],
+        prm: Any,
+        sz: Any,
+        szi: Any,
+        dtype: Any,
+        g: int,
+    ) -> str:
+        q, k, v = tensors[st.q], tensors[st.k], tensors[st.v]
+        p = int(np.prod(q.shape[1:-1], dtype=np.int64))
+        m = int(np.prod(k.shape[1:-1], dtype=np.int64))
+        f = v.shape[-1]
+        q3, k3, v3 = q.reshape(g, p, q.shape[-1]), k.reshape(g, m, k.shape[-1]), v.reshape(g, m, f)
+        extras = [tensors[x] for x in st.extras]
+        cuda = self.backend == "cuda"
+        if cuda:
+            from numba import cuda as nbcuda
+
+            out = nbcuda.device_array((g, p, f), dtype)
+            if not extras:
+                extras = [nbcuda.to_device(np.zeros((1, 1), dtype))]
+            src = _cuda_source(st, pn, sn, f)
+            with _LOCK:
+                kernel = _build(src)
+            threads = 64
+            szi_d = nbcuda.to_device(szi)
+            kernel[(-(-p // threads), g), threads](q3, k3, v3, out, prm, sz, szi_d, *extras)
+        else:
+            out = np.empty((g, p, f), dtype)
+            if not extras:
+                extras = [np.zeros((1, 1), dtype)]
+            src = _source(st, pn, sn)
+            with _LOCK:
+                kernel = _build(src)
+            kernel(q3, k3, v3, out, prm, sz, szi, *extras, self.block_q, self.block_k)
+        tensors[st.output] = out.reshape(shapes[st.output])
+        return src
 
 
 def compile(
