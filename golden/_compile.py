@@ -1055,7 +1055,7 @@ class CompiledCascade:
         for name in c.outputs:
             x = tensors[name]
             x = x.copy_to_host() if cuda else x
-            result[name] = x.reshape(*lead, *x.shape[1:])
+            result[name] = x.reshape(*lead, *tuple(x.shape)[1:])
         return result
 
     def _alloc(
@@ -1117,10 +1117,11 @@ class CompiledCascade:
         g: int,
     ) -> str:
         q, k, v = tensors[st.q], tensors[st.k], tensors[st.v]
-        p = int(np.prod(q.shape[1:-1], dtype=np.int64))
-        m = int(np.prod(k.shape[1:-1], dtype=np.int64))
-        f = v.shape[-1]
-        q3, k3, v3 = q.reshape(g, p, q.shape[-1]), k.reshape(g, m, k.shape[-1]), v.reshape(g, m, f)
+        qs, ks, vs = tuple(q.shape), tuple(k.shape), tuple(v.shape)  # (the CUDA simulator's shapes are not tuples)
+        p = int(np.prod(qs[1:-1], dtype=np.int64))
+        m = int(np.prod(ks[1:-1], dtype=np.int64))
+        f = vs[-1]
+        q3, k3, v3 = q.reshape(g, p, qs[-1]), k.reshape(g, m, ks[-1]), v.reshape(g, m, f)
         extras = [tensors[x] for x in st.extras]
         cuda = self.backend == "cuda"
         if cuda:
