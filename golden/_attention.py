@@ -152,11 +152,17 @@ def _variant(
     c = einsum.library.get(cascade)
     fn = compile_cascade(c, backend="cuda" if backend == "cuda" else "cpu")
     extra = [i.name for i in c.inputs if i.name not in ("Q", "K", "V")]
+    ranks = {i.name: i.ranks for i in c.inputs}
+    out_ranks = next(e.ranks for e in c.einsums if e.output == c.outputs[0])
     why = (
         fn.reason
         if fn.template is None
         else f"it reads {', '.join(extra)} besides Q, K and V"
         if extra
+        else "its inputs are not Q[p, e], K[m, e], V[m, f] with the output [p, f]"
+        if [ranks.get(n) for n in "QKV"] != [("P", "E"), ("M", "E"), ("M", "F")] or out_ranks != ("P", "F")
+        else f"it needs the block size(s) {', '.join(p.parts[-1] for p in c.partitions)}"
+        if c.partitions
         else "causal, scale and enable_gqa are written in the cascade itself"
         if causal or scale is not None or gqa
         else ""

@@ -1117,7 +1117,11 @@ class CompiledCascade:
         g: int,
     ) -> str:
         q, k, v = tensors[st.q], tensors[st.k], tensors[st.v]
-        qs, ks, vs = tuple(q.shape), tuple(k.shape), tuple(v.shape)  # (the CUDA simulator's shapes are not tuples)
+        qs, ks, vs = (
+            tuple(q.shape),
+            tuple(k.shape),
+            tuple(v.shape),
+        )  # (the CUDA simulator's shapes are not tuples)
         p = int(np.prod(qs[1:-1], dtype=np.int64))
         m = int(np.prod(ks[1:-1], dtype=np.int64))
         f = vs[-1]

@@ -63,6 +63,7 @@ def run(
     sizes: Mapping[str, int] | None = None,
     *,
     all_tensors: bool = False,
+    dtype: Any = np.float64,
 ) -> dict[str, F64]:
     """Evaluate ``cascade`` in float64 and return its output tensors by name.
 
@@ -73,6 +74,8 @@ def run(
         sizes: sizes of ranks no input has, such as the free size ``M0`` of a partition.
         all_tensors: return every tensor (inputs, intermediates, outputs), not just the
             outputs, to localise a mismatch to a stage.
+        dtype: ``np.float32`` evaluates every Einsum in float32 instead: the naive float32
+            computation that FlashAttention's tolerance rule compares a float32 kernel against.
 
     Returns:
         ``{name: float64 array}``. A tensor with an iterative rank holds its positions
@@ -97,11 +100,14 @@ def run(
         raise EvaluationError(
             f"golden.run: inputs must be a mapping from input name to array, got {type(inputs).__name__}"
         )
-    arrays = _check_inputs(cascade, inputs)
+    if np.dtype(dtype) not in (np.float32, np.float64):
+        raise EvaluationError(f"golden.run: dtype must be float32 or float64, got {np.dtype(dtype)}")
+    dt = np.dtype(dtype).type
+    arrays = _check_inputs(cascade, inputs, dt)
     bound = bind_sizes(cascade, {n: a.shape for n, a in arrays.items()}, sizes)
     params = eval_params(cascade, bound)
     stages = cascade.stages
-    ev = _Evaluator(cascade, stages, bound, params, arrays)
+    ev = _Evaluator(cascade, stages, bound, params, arrays, dt)
     with np.errstate(all="ignore"):
         for stage in stages:
             if stage.step is None:
@@ -115,7 +121,7 @@ def run(
     return {name: ev.tensors[name] for name in cascade.outputs}
 
 
-def _check_inputs(cascade: Cascade, inputs: Mapping[str, ArrayLike]) -> dict[str, F64]:
+def _check_inputs(cascade: Cascade, inputs: Mapping[str, ArrayLike], dt: Any = np.float64) -> dict[str, F64]:
     declared = [t.name for t in cascade.inputs]
     decl_text = ", ".join(str(t) for t in cascade.inputs)
     for name in inputs:
@@ -133,7 +139,7 @@ def _check_inputs(cascade: Cascade, inputs: Mapping[str, ArrayLike]) -> dict[str
             raise EvaluationError(
                 f"golden.run: input {t.name} must be a real numeric array, got dtype {raw.dtype}"
             )
-        arrays[t.name] = np.asarray(raw, dtype=np.float64)
+        arrays[t.name] = np.asarray(raw, dtype=dt)
     return arrays
 
 
@@ -153,12 +159,12 @@ _BINARY: dict[BinOp, Callable[[Any, Any], Any]] = {
     BinOp.MUL: np.multiply,
     BinOp.DIV: np.true_divide,
     BinOp.POW: np.power,
-    BinOp.LT: lambda a, b: (a < b).astype(np.float64),
-    BinOp.LE: lambda a, b: (a <= b).astype(np.float64),
-    BinOp.GT: lambda a, b: (a > b).astype(np.float64),
-    BinOp.GE: lambda a, b: (a >= b).astype(np.float64),
-    BinOp.EQ: lambda a, b: (a == b).astype(np.float64),
-    BinOp.NE: lambda a, b: (a != b).astype(np.float64),
+    BinOp.LT: np.less,  # comparisons give booleans, made 0.0 / 1.0 in the evaluation's dtype
+    BinOp.LE: np.less_equal,
+    BinOp.GT: np.greater,
+    BinOp.GE: np.greater_equal,
+    BinOp.EQ: np.equal,
+    BinOp.NE: np.not_equal,
 }
 _REDUCE: dict[ReduceOp, Callable[..., Any]] = {
     ReduceOp.SUM: np.sum,
@@ -176,7 +182,9 @@ class _Evaluator:
         sizes: dict[str, int],
         params: dict[str, float],
         arrays: dict[str, F64],
+        dt: Any = np.float64,
     ) -> None:
+        self.dt = dt
         self.cascade = cascade
         self.sizes = sizes
         self.params = params
@@ -199,7 +207,7 @@ class _Evaluator:
         shape = [self.sizes[r] for r in e.ranks]
         if e.step is not None:
             shape[e.indices.index(e.step)] += 1
-        self.tensors[e.output] = np.full(shape, np.nan)
+        self.tensors[e.output] = np.full(shape, np.nan, self.dt)
 
     # -- domains ----------------------------------------------------------------------------------
 
@@ -243,7 +251,7 @@ class _Evaluator:
         if e.output in self.tensors and (e.step is not None or step is not None):
             self.tensors[e.output][tuple(target)] = out
         else:
-            self.tensors[e.output] = np.array(out, dtype=np.float64)
+            self.tensors[e.output] = np.array(out, dtype=self.dt)
         self.restricted = None
 
     # -- expressions ----------------------------------------------------------------------------
@@ -268,13 +276,13 @@ class _Evaluator:
 
     def eval(self, expr: Expr) -> _Val:
         if isinstance(expr, Num):
-            return _Val(np.float64(expr.value), ())
+            return _Val(self.dt(expr.value), ())
         if isinstance(expr, ParamRef):
-            return _Val(np.float64(self.params[expr.name]), ())
+            return _Val(self.dt(self.params[expr.name]), ())
         if isinstance(expr, Size):
-            return _Val(np.float64(self.sizes[expr.rank]), ())
+            return _Val(self.dt(self.sizes[expr.rank]), ())
         if isinstance(expr, Var):
-            return _Val(self.indices_of(expr.name).astype(np.float64), (expr.name,))
+            return _Val(self.indices_of(expr.name).astype(self.dt), (expr.name,))
         if isinstance(expr, Access):
             return self.access(expr)
         if isinstance(expr, Neg):
@@ -282,7 +290,8 @@ class _Evaluator:
             return _Val(np.negative(v.arr), v.vars)
         if isinstance(expr, Binary):
             union, (a, b) = self.align(self.eval(expr.lhs), self.eval(expr.rhs))
-            return _Val(_BINARY[expr.op](a, b), union)
+            r = _BINARY[expr.op](a, b)
+            return _Val(r.astype(self.dt) if np.asarray(r).dtype == np.bool_ else r, union)
         if isinstance(expr, Call):
             return self.call(expr)
         if isinstance(expr, Reduce):
@@ -299,7 +308,7 @@ class _Evaluator:
     def call(self, expr: Call) -> _Val:
         union, args = self.align(*(self.eval(a) for a in expr.args))
         if isinstance(expr.func, Operator):
-            result = np.asarray(expr.func.golden(*args), dtype=np.float64)
+            result = np.asarray(expr.func.golden(*args), dtype=self.dt)
             want = np.broadcast_shapes(*(np.shape(a) for a in args))
             if result.shape != want:
                 raise EvaluationError(
@@ -380,7 +389,7 @@ class _Evaluator:
                 )
             rank = np.empty(flat.shape, dtype=np.int64)
             np.put_along_axis(rank, order, np.arange(n), axis=-1)
-            mask = (rank < ks[..., None]).astype(np.float64)
+            mask = (rank < ks[..., None]).astype(self.dt)
         mask = mask.reshape(moved.shape)
         inverse = np.argsort(keep_axes + sel_axes)
         return _Val(np.transpose(mask, inverse), body.vars)
@@ -423,5 +432,6 @@ class _Evaluator:
             return _Val(-v.arr, v.vars)
         if isinstance(expr, Binary) and expr.op in (BinOp.ADD, BinOp.SUB, BinOp.MUL):
             union, (a, b) = self.align(self.index(expr.lhs), self.index(expr.rhs))
-            return _Val(_BINARY[expr.op](a, b), union)
+            r = _BINARY[expr.op](a, b)
+            return _Val(r.astype(self.dt) if np.asarray(r).dtype == np.bool_ else r, union)
         raise EvaluationError(f"{self.where}: {expr} is not an integer index expression")

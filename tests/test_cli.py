@@ -135,7 +135,11 @@ def test_compile_and_run_with_the_cpu_backend(tmp_path, capsys: pytest.CaptureFi
     out = capsys.readouterr().out
     assert "template 'softmax'" in out and "where((p >= m) * (p - m < window), qk * scale, -inf)" in out
     assert main(["compile", "routing_attention"]) == 0
-    assert "no template fits: SC[p, m] sums over c" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "templates 'loops + select + softmax': 6 kernels" in out
+    assert "3. select: CQ[p, c] as a selection pre-kernel" in out and "the score reads SC" in out
+    assert main(["compile", "spatten_progressive_quantization"]) == 0
+    assert "no template fits: QQ[p, e] calls the user-defined operator 'qk12'" in capsys.readouterr().out
     rng = np.random.default_rng(2)
     arrays = {"Q": rng.normal(size=(5, 4)), "K": rng.normal(size=(9, 4)), "V": rng.normal(size=(9, 3))}
     args = []

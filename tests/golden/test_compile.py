@@ -3,14 +3,20 @@ with FlashAttention's tolerance rule, on shapes the kernels were not tuned on.""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import pytest
 
 import einsum
 import golden
+from golden import variants
 from golden._compile import plan
 
-TEMPLATED = {
+# The kernels each library variant compiles to (golden.plan's template names, in order of use).
+PLANS = {
     "attention_3pass": "softmax",
     "attention_3pass_causal": "softmax",
     "alibi_attention": "softmax",
@@ -20,80 +26,124 @@ TEMPLATED = {
     "attention_decode": "softmax",
     "sigmoid_attention": "weighted",
     "linear_attention_decay": "weighted",
+    "lightning_attention2": "loops + weighted + scan",
+    "aaren": "loops + scan",
+    "agent_attention": "loops + softmax",
+    "seer_attention": "loops + select + softmax",
+    "routing_attention": "loops + select + softmax",
+    "landmark_attention": "loops + select",
+    "recycled_attention": "select + softmax",
 }
+VARIANTS = [n for n in PLANS if n in einsum.library.VARIANTS]
 SHAPES = [(1, 1), (1, 300), (113, 1023), (113, 113), (7, 64)]  # (P, M), held back from tuning
 
 
-def _inputs(name: str, p: int, m: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    x = {"Q": rng.normal(size=(p, 16)), "K": rng.normal(size=(m, 16)), "V": rng.normal(size=(m, 8))}
+def _block(n: int, most: int = 64) -> int:
+    """The largest divisor of ``n`` up to ``most`` (a block size the partition accepts)."""
+    return max(d for d in range(1, min(n, most) + 1) if n % d == 0)
+
+
+def _case(
+    name: str, p: int, m: int, rng: np.random.Generator, e: int = 16, f: int = 8, block: int = 64
+) -> tuple[dict[str, np.ndarray], dict[str, int], Callable[[Any], np.ndarray]]:
+    """Inputs, free sizes and the independent reference (``golden.variants``) of ``name``."""
+    if name == "lightning_attention2":
+        p = m  # causal self-attention: the queries share the key grid
+    x = {"Q": rng.normal(size=(p, e)), "K": rng.normal(size=(m, e)), "V": rng.normal(size=(m, f))}
+    sizes: dict[str, int] = {}
     if name == "document_mask_attention":
         x["DK"] = rng.integers(0, 3, size=m).astype(float)
         x["DQ"] = rng.choice(x["DK"], size=p)  # every query's document has a key
-    return x
+    if name == "aaren":
+        x["Q"] = x["Q"][0]
+    if name == "routing_attention":
+        x["C"] = rng.normal(size=(4, e))
+    if name == "recycled_attention":
+        x["PA"] = rng.random(size=m)
+    if name in ("lightning_attention2", "seer_attention", "landmark_attention"):
+        sizes["M0"] = _block(m, block)
+    if name in ("agent_attention", "seer_attention"):
+        sizes["P0"] = _block(p, min(16, block))
+    if name == "landmark_attention":
+        x["LK"] = rng.normal(size=(m // sizes["M0"], e))
+    bq, bm = sizes.get("P0", 1), sizes.get("M0", 1)
+
+    def ref(dtype: Any) -> np.ndarray:
+        q, k, v = (x[n].astype(dtype) for n in ("Q", "K", "V"))
+        calls: dict[str, Callable[[], np.ndarray]] = {
+            "attention_3pass": lambda: variants.document_mask(q, k, v, np.zeros(len(q)), np.zeros(len(k))),
+            "attention_3pass_causal": lambda: variants.alibi(q, k, v, slope=0.0),
+            "alibi_attention": lambda: variants.alibi(q, k, v),
+            "softcap_attention": lambda: variants.softcap(q, k, v),
+            "sliding_window_attention": lambda: variants.sliding_window(q, k, v),
+            "document_mask_attention": lambda: variants.document_mask(q, k, v, x["DQ"], x["DK"]),
+            "attention_decode": lambda: variants.decode(q, k, v),
+            "sigmoid_attention": lambda: variants.sigmoid(q, k, v),
+            "linear_attention_decay": lambda: variants.linear_decay(q, k, v),
+            "lightning_attention2": lambda: variants.lightning2(q, k, v, bm),
+            "aaren": lambda: variants.aaren(q, k, v),
+            "agent_attention": lambda: variants.agent(q, k, v, bq),
+            "seer_attention": lambda: variants.seer(q, k, v, bq, bm),
+            "routing_attention": lambda: variants.routing(q, k, v, x["C"].astype(dtype)),
+            "landmark_attention": lambda: variants.landmark(q, k, v, x["LK"].astype(dtype), bm),
+            "recycled_attention": lambda: variants.recycled(q, k, v, x["PA"]),
+        }
+        return calls[name]()
+
+    return x, sizes, ref
 
 
-def _naive(name: str, x: dict[str, np.ndarray], dtype: type) -> np.ndarray:
-    """The variant in ``dtype`` the way a user writes it in NumPy: the scores as one matrix."""
-    q, k, v = (x[n].astype(dtype) for n in ("Q", "K", "V"))
-    p_idx, m_idx = np.arange(q.shape[0])[:, None], np.arange(k.shape[0])[None, :]
-    s = (q @ k.T) * dtype(1 / np.sqrt(q.shape[1]))
-    neg = dtype(-np.inf)
-    if name == "attention_3pass_causal":
-        s = np.where(p_idx >= m_idx, s, neg)
-    elif name == "alibi_attention":
-        s = np.where(p_idx >= m_idx, s - dtype(0.0625) * (p_idx - m_idx).astype(dtype), neg)
-    elif name == "softcap_attention":
-        s = dtype(50) * np.tanh(s / dtype(50))
-    elif name == "sliding_window_attention":
-        s = np.where((p_idx >= m_idx) & (p_idx - m_idx < 16), s, neg)
-    elif name == "document_mask_attention":
-        s = np.where(x["DQ"][:, None] == x["DK"][None, :], s, neg)
-    elif name == "attention_decode":
-        s = np.where(m_idx <= p_idx + k.shape[0] - q.shape[0], s, neg)
-    elif name == "sigmoid_attention":
-        return (1 / (1 + np.exp(-(s - dtype(np.log(k.shape[0])))))) @ v
-    elif name == "linear_attention_decay":
-        w = np.where(p_idx >= m_idx, dtype(0.95) ** (p_idx - m_idx).astype(dtype), dtype(0))
-        return (w * (q @ k.T)) @ v
-    e = np.exp(s - s.max(axis=1, keepdims=True))
-    return (e / e.sum(axis=1, keepdims=True)) @ v
+def _naive32(c: einsum.Cascade, x: dict[str, np.ndarray], sizes: dict[str, int]) -> np.ndarray:
+    """The naive float32 computation: the cascade's own equations, Einsum by Einsum, in float32."""
+    x32 = {n: a.astype(np.float32) for n, a in x.items()}
+    return golden.run(c, x32, sizes, dtype=np.float32)[c.outputs[0]]
 
 
 def _check(got: np.ndarray, ref: np.ndarray, naive: np.ndarray) -> None:
     """FlashAttention's rule: the kernel's error against the float64 reference at most twice the
     naive computation's in the same dtype, plus twice the dtype's rounding at the output's size."""
+    assert got.shape == ref.shape == naive.shape
     rounding = np.abs((ref.astype(got.dtype) + got.dtype.type(0.3) - got.dtype.type(0.3)) - ref).max()
     bound = 2 * np.abs(naive - ref).max() + 2 * rounding
     assert np.abs(got - ref).max() <= bound, (np.abs(got - ref).max(), bound)
 
 
-def test_templates_chosen_and_reasons_given() -> None:
-    for name in einsum.library.names():
+def test_plans_chosen_and_reasons_given() -> None:
+    for name, want in PLANS.items():
         pl = plan(einsum.library.get(name))
-        assert pl.template == TEMPLATED.get(name), (name, pl.describe())
-        assert (pl.reason == "") == (name in TEMPLATED)
-    assert "recurrences (RD, RM, RN)" in plan(einsum.library.get("aaren")).reason
-    assert "topk" in plan(einsum.library.get("recycled_attention")).reason
-    assert "partitions M" in plan(einsum.library.get("attention_1pass")).reason
+        assert pl.template == want, (name, pl.describe())
+        assert pl.reason == ""
+    assert len(VARIANTS) >= 14
+    pq = plan(einsum.library.get("spatten_progressive_quantization"))
+    assert pq.template is None and "calls the user-defined operator 'qk12'" in pq.reason
+    seer = plan(einsum.library.get("seer_attention")).steps[-1]
+    # the block-sparse core: blocked query and key, the selection's mask read per block pair
+    assert (seer.qranks, seer.kranks, seer.extras) == (("p1", "p0"), ("m1", "m0"), ("BM",))
+    assert [s.output for s in plan(einsum.library.get("agent_attention")).cores] == ["VA", "AV"]
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
-@pytest.mark.parametrize("name", list(TEMPLATED))
-def test_compiled_kernels_match_the_oracle(name: str, dtype: type) -> None:
+@pytest.mark.parametrize("name", list(PLANS))
+def test_compiled_kernels_match_the_references(name: str, dtype: type) -> None:
+    """Every variant, compiled, on shapes the kernels were not tuned on (P = 1, M = 1, P = 113,
+    M = 1023, P != M, E != F, sizes that are not multiples of the tiles), against its independent
+    NumPy reference and the float64 interpreter."""
     c = einsum.library.get(name)
     fn = golden.compile(c, block_q=32, block_k=128)
     rng = np.random.default_rng(len(name))
     for p, m in SHAPES:
         if name == "attention_decode" and m < p:
             continue
-        x = _inputs(name, p, m, rng)
-        ref = golden.run(c, x)[c.outputs[0]]
-        got = fn({n: a.astype(dtype) for n, a in x.items()})[c.outputs[0]]
-        assert got.dtype == dtype and got.shape == ref.shape
+        x, sizes, ref = _case(name, p, m, rng)
+        want = ref(np.float64)
+        if p * m <= 113 * 113:
+            np.testing.assert_allclose(golden.run(c, x, sizes)[c.outputs[0]], want, rtol=1e-9, atol=1e-12)
+        got = fn({n: a.astype(dtype) for n, a in x.items()}, sizes)[c.outputs[0]]
+        assert got.dtype == dtype and got.shape == want.shape
         if dtype is np.float64:
-            np.testing.assert_allclose(got, ref, rtol=1e-9, atol=1e-12)
+            np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
         else:
-            _check(got, ref, _naive(name, x, np.float32))
+            _check(got, want, _naive32(c, x, sizes))
 
 
 def test_batches_and_shared_row_inputs() -> None:
@@ -109,14 +159,18 @@ def test_batches_and_shared_row_inputs() -> None:
 
 
 def test_no_template_runs_in_the_interpreter_and_says_why() -> None:
-    c = einsum.library.get("aaren")
+    c = einsum.library.get("spatten_progressive_quantization")
     rng = np.random.default_rng(1)
-    x = {"Q": rng.normal(size=4), "K": rng.normal(size=(9, 4)), "V": rng.normal(size=(9, 2))}
+    x = {"Q": rng.normal(size=(3, 4)), "K": rng.normal(size=(9, 4)), "V": rng.normal(size=(9, 2))}
+    x["TAU"] = np.array(0.5)
+    x = {i.name: x.get(i.name, rng.normal(size=(3,))) for i in c.inputs}
     fn = golden.compile(c)
-    assert fn.template is None and "recurrences" in fn.reason
-    with pytest.warns(RuntimeWarning, match=r"aaren runs in the float64 interpreter: it has recurrences"):
+    assert fn.template is None and "user-defined operator" in fn.reason
+    with pytest.warns(
+        RuntimeWarning, match=r"spatten_progressive_quantization runs in the float64 interpreter"
+    ):
         got = fn(x)
-    np.testing.assert_array_equal(got["O"], golden.run(c, x)["O"])
+    np.testing.assert_array_equal(got["AV"], golden.run(c, x)["AV"])
 
 
 def test_compile_errors() -> None:
@@ -129,55 +183,85 @@ def test_compile_errors() -> None:
         golden.compile("attention_3pass")  # type: ignore[arg-type]
     with pytest.raises(golden.EvaluationError, match=r"missing input\(s\) V"):
         golden.compile(c)({"Q": np.ones((2, 3)), "K": np.ones((2, 3))})
+    with pytest.raises(
+        golden.EvaluationError, match=r"input K needs 2 dimensions \(M, E\), got shape \(3,\)"
+    ):
+        golden.compile(c)({"Q": np.ones((2, 3)), "K": np.ones(3), "V": np.ones((2, 3))})
+    with pytest.raises(
+        golden.EvaluationError,
+        match=r"leading \(batch\) dimensions do not broadcast: Q \(2, 2, 3\), K \(3, 4, 3\), V \(4, 5\)",
+    ):
+        golden.compile(c)({"Q": np.ones((2, 2, 3)), "K": np.ones((3, 4, 3)), "V": np.ones((4, 5))})
 
 
 _SIM = """
 import json, sys
 import numpy as np
 import einsum, golden
-for i, name in enumerate(json.loads(sys.argv[1])):
+names, sizes = json.loads(sys.argv[1]), json.loads(sys.argv[3])
+for i, name in enumerate(names):
     c = einsum.library.get(name)
     x = dict(np.load(f"{sys.argv[2]}/in{i}.npz"))
     for dt in ("float64", "float32"):
-        out = golden.compile(c, backend="cuda")({k: a.astype(dt) for k, a in x.items()})[c.outputs[0]]
+        fn = golden.compile(c, backend="cuda")
+        out = fn({k: a.astype(dt) for k, a in x.items()}, sizes[i])[c.outputs[0]]
         np.save(f"{sys.argv[2]}/out{i}_{dt}.npy", out)
 """
 
 
-def test_compiled_kernels_on_the_cuda_simulator(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """Every templated cascade compiled for numba.cuda, run on numba's simulator (P = 5, M = 13,
-    E = 4, F = 3), float64 and float32, against golden.run and FlashAttention's rule."""
+def _cuda_run(tmp_path: Any, shape: tuple[int, int], e: int, f: int, block: int, sim: bool) -> None:
+    """Every variant compiled for numba.cuda, float64 and float32, in a child process (numba's
+    simulator, or a real device), against the references and FlashAttention's rule."""
     import json
     import os
     import subprocess
     import sys
 
-    names = list(TEMPLATED)
     rng = np.random.default_rng(8)
-    data = []
-    for i, name in enumerate(names):
-        x = _inputs(name, 5, 13, rng)
-        x = {
-            "Q": x["Q"][:, :4],
-            "K": x["K"][:, :4],
-            "V": x["V"][:, :3],
-            **{k: a for k, a in x.items() if k.startswith("D")},
-        }
+    cases = []
+    for i, name in enumerate(PLANS):
+        x, sizes, ref = _case(name, *shape, rng, e=e, f=f, block=block)
         np.savez(tmp_path / f"in{i}.npz", **x)
-        data.append(x)
+        cases.append((name, sizes, ref, x))
+    env = dict(os.environ, EINFORGE_CACHE=str(tmp_path / "cache"))
+    if sim:
+        env["NUMBA_ENABLE_CUDASIM"] = "1"
     proc = subprocess.run(
-        [sys.executable, "-c", _SIM, json.dumps(names), str(tmp_path)],
-        env=dict(os.environ, NUMBA_ENABLE_CUDASIM="1", EINFORGE_CACHE=str(tmp_path / "cache")),
+        [
+            sys.executable,
+            "-c",
+            _SIM,
+            json.dumps(list(PLANS)),
+            str(tmp_path),
+            json.dumps([c[1] for c in cases]),
+        ],
+        env=env,
         capture_output=True,
         text=True,
         timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for i, (name, x) in enumerate(zip(names, data, strict=True)):
+    for i, (name, sizes, ref, x) in enumerate(cases):
         c = einsum.library.get(name)
-        ref = golden.run(c, x)[c.outputs[0]]
-        np.testing.assert_allclose(np.load(tmp_path / f"out{i}_float64.npy"), ref, rtol=1e-9, atol=1e-12)
-        _check(np.load(tmp_path / f"out{i}_float32.npy"), ref, _naive(name, x, np.float32))
+        want = ref(np.float64)
+        got = np.load(tmp_path / f"out{i}_float64.npy")
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12, err_msg=name)
+        _check(np.load(tmp_path / f"out{i}_float32.npy"), want, _naive32(c, x, sizes))
+
+
+def test_compiled_kernels_on_the_cuda_simulator(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """P = 6, M = 12, E = 4, F = 3 with blocks of 3 queries and 4 keys (several of each)."""
+    _cuda_run(tmp_path, (6, 12), 4, 3, 4, sim=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("shape", [(1, 1), (113, 1023), (7, 64)], ids=str)
+def test_compiled_kernels_on_a_gpu(tmp_path, shape: tuple[int, int]) -> None:  # type: ignore[no-untyped-def]
+    from numba import cuda
+
+    if not cuda.is_available() or os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+        pytest.skip("needs a CUDA device")
+    _cuda_run(tmp_path, shape, 64, 64, 64, sim=False)
 
 
 def test_cuda_backend_without_a_device_says_so() -> None:
@@ -203,8 +287,18 @@ def test_golden_attention_runs_variants_through_the_compiler() -> None:
         golden.EvaluationError, match=r"'document_mask_attention' cannot run here: it reads DQ, DK"
     ):
         golden.attention(q, k, v, cascade="document_mask_attention")
-    with pytest.raises(golden.EvaluationError, match=r"'aaren' cannot run here: it has recurrences"):
+    with pytest.raises(
+        golden.EvaluationError, match=r"'aaren' cannot run here: its inputs are not Q\[p, e\]"
+    ):
         golden.attention(q, k, v, cascade="aaren")
+    with pytest.raises(
+        golden.EvaluationError, match=r"'agent_attention' cannot run here: it needs the block size\(s\) P0"
+    ):
+        golden.attention(q, k, v, cascade="agent_attention")
+    with pytest.raises(
+        golden.EvaluationError, match=r"'spatten_progressive_quantization' cannot run here: .*user-defined"
+    ):
+        golden.attention(q, k, v, cascade="spatten_progressive_quantization")
     with pytest.raises(
         golden.EvaluationError, match=r"causal, scale and enable_gqa are written in the cascade"
     ):
@@ -213,7 +307,7 @@ def test_golden_attention_runs_variants_through_the_compiler() -> None:
 
 def test_mismatched_k_is_a_typed_error() -> None:
     fn = golden.compile(einsum.library.get("sigmoid_attention"))
-    with pytest.raises(golden.EvaluationError, match=r"K must be \(\.\.\., 4, 3\), got \(4, 2\)"):
+    with pytest.raises(einsum.SizeError, match=r"rank E: 3 in Q \(dimension 1\) but 2 in K \(dimension 1\)"):
         fn({"Q": np.ones((2, 3)), "K": np.ones((4, 2)), "V": np.ones((4, 5))})
 
 
@@ -222,3 +316,15 @@ def test_quantizer_checks_its_lsbs() -> None:
         einsum.ConfigError, match=r"quantizer 'q': drop_lsbs must be an integer in 0..11, got 12"
     ):
         einsum.quantizer(einsum.Fixed(12, 8), "q", drop_lsbs=12)
+
+
+def test_golden_run_in_float32_is_the_naive_computation() -> None:
+    c = einsum.library.get("document_mask_attention")
+    rng = np.random.default_rng(2)
+    x, _, _ = _case("document_mask_attention", 20, 30, rng)
+    got = golden.run(c, {n: a.astype(np.float32) for n, a in x.items()}, dtype=np.float32, all_tensors=True)
+    assert all(a.dtype == np.float32 for a in got.values())  # the masks' comparisons too
+    want = golden.run(c, x)["AV"]
+    assert 0 < np.abs(got["AV"] - want).max() < 1e-5
+    with pytest.raises(golden.EvaluationError, match=r"dtype must be float32 or float64, got float16"):
+        golden.run(c, x, dtype=np.float16)
