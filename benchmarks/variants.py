@@ -1,9 +1,12 @@
-"""The attention variants' compiled CPU kernels (golden.compile) against torch, measured in the
-same run: torch eager written from the same equations, FlexAttention on the CPU (torch.compile)
-where the variant fits its score and mask functions, and SDPA for plain softmax. Ratios are
-peer time / our time (above 1: ours is faster). Needs ``pip install -e ".[bench]"``.
+"""The attention variants' compiled kernels (golden.compile) against torch, measured in the
+same run: torch eager written from the same equations, FlexAttention (torch.compile) where the
+variant fits its score and mask functions, and SDPA for plain softmax; on the CPU, or with
+``--device cuda`` the numba.cuda kernels against torch on the same GPU (ours timed from host
+arrays to host arrays, copies included; torch's on device tensors). Ratios are peer time / our
+time (above 1: ours is faster). Needs ``pip install -e ".[bench]"``.
 
     python benchmarks/variants.py [--seq 2048] [--heads 8] [--dim 64] [--repeat 5] [--json]
+                                  [--device cpu|cuda] [--only NAME ...]
 """
 
 from __future__ import annotations
@@ -23,12 +26,14 @@ import einsum
 import golden
 
 
-def _time(fn: Callable[[], Any], repeat: int) -> float:
+def _time(fn: Callable[[], Any], repeat: int, sync: Callable[[], Any] = lambda: None) -> float:
     fn()  # warm-up (and compilation)
+    sync()
     ts = []
     for _ in range(repeat):
         t = time.perf_counter()
         fn()
+        sync()
         ts.append(time.perf_counter() - t)
     return statistics.median(ts)
 
@@ -40,6 +45,8 @@ def main() -> int:
     ap.add_argument("--dim", type=int, default=64)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    ap.add_argument("--only", nargs="*", help="variants to run (default: all)")
     args = ap.parse_args()
     try:
         import torch
@@ -51,7 +58,13 @@ def main() -> int:
     n, h, d = args.seq, args.heads, args.dim
     rng = np.random.default_rng(0)
     q, k, v = (rng.standard_normal((1, h, n, d), dtype=np.float32) for _ in range(3))
-    tq, tk, tv = (torch.from_numpy(x) for x in (q, k, v))
+    dev = args.device
+    if dev == "cuda" and not torch.cuda.is_available():
+        print("benchmarks/variants.py --device cuda needs a GPU torch can see", file=sys.stderr)
+        return 2
+    torch.set_default_device(dev)
+    sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
+    tq, tk, tv = (torch.from_numpy(x).to(dev) for x in (q, k, v))
     scale = 1 / math.sqrt(d)
     i = torch.arange(n)[:, None]
     j = torch.arange(n)[None, :]
@@ -83,7 +96,7 @@ def main() -> int:
         ),
     }
     window = create_block_mask(
-        lambda b, hh, qi, ki: (qi >= ki) & (qi - ki < 16), None, None, n, n, device="cpu"
+        lambda b, hh, qi, ki: (qi >= ki) & (qi - ki < 16), None, None, n, n, device=dev
     )
     flexes: dict[str, Callable[[], Any] | None] = {
         "attention_3pass": lambda: flex(tq, tk, tv),
@@ -100,25 +113,118 @@ def main() -> int:
         "sigmoid_attention": None,  # FlexAttention's normaliser is softmax
         "linear_attention_decay": None,
     }
+    lam = 0.95
+
+    def masked(allowed: Any) -> Any:
+        return eager_softmax(torch.where(allowed, scores(), torch.tensor(-math.inf)))
+
+    def lightning() -> Any:  # Lightning Attention-2's Algorithm 1, blocks of 64 (torch, eager)
+        b = 64
+        idx = torch.arange(b, dtype=torch.float32)
+        dm = torch.where(idx[:, None] >= idx[None, :], lam ** (idx[:, None] - idx[None, :]), 0.0)
+        kv = torch.zeros(1, h, d, d)
+        out = torch.empty_like(tq)
+        for t in range(0, n, b):
+            qi, ki, vi = tq[:, :, t : t + b], tk[:, :, t : t + b], tv[:, :, t : t + b]
+            o = ((qi @ ki.transpose(-1, -2)) * dm) @ vi + (qi * (lam ** (idx + 1))[:, None]) @ kv
+            kv = lam**b * kv + (ki * (lam ** (b - 1 - idx))[:, None]).transpose(-1, -2) @ vi
+            out[:, :, t : t + b] = o
+        return out
+
+    def aaren() -> Any:  # every prefix's softmax attention of one query, as one masked matrix
+        s = (tk @ tq[:, :, 0, :, None])[..., 0] * scale
+        return torch.softmax(torch.where(causal, s[:, :, None, :], -math.inf), dim=-1) @ tv
+
+    def agent() -> Any:
+        ag = tq.reshape(1, h, n // 64, 64, d).mean(3)
+        va = torch.softmax(ag @ tk.transpose(-1, -2) * scale, -1) @ tv
+        return torch.softmax(tq @ ag.transpose(-1, -2) * scale, -1) @ va
+
+    def seer() -> Any:
+        pq, pk = (x.reshape(1, h, n // 64, 64, d).mean(3) for x in (tq, tk))
+        top = torch.topk(pq @ pk.transpose(-1, -2), 2, dim=-1).indices
+        blocks = torch.zeros(1, h, n // 64, n // 64, dtype=torch.bool).scatter_(-1, top, True)
+        return masked(blocks.repeat_interleave(64, 2).repeat_interleave(64, 3))
+
+    cent = rng.standard_normal((4, d), dtype=np.float32)
+    tc = torch.from_numpy(cent).to(dev)
+
+    def routing() -> Any:
+        cq, ck = (tq @ tc.T).argmax(-1), (tk @ tc.T).argmax(-1)
+        return masked((cq[..., :, None] == ck[..., None, :]) | (i == j))
+
+    lk = rng.standard_normal((n // 64, d), dtype=np.float32)
+    tl = torch.from_numpy(lk).to(dev)
+
+    def landmark() -> Any:
+        ls = tq @ tl.T * scale
+        sel = torch.zeros_like(ls, dtype=torch.bool).scatter_(-1, torch.topk(ls, 2, dim=-1).indices, True)
+        gn = torch.softmax(torch.where(sel, ls, -math.inf), -1)
+        bn = torch.softmax(scores().reshape(1, h, n, n // 64, 64), -1)
+        return ((gn[..., None] * bn).reshape(1, h, n, n)) @ tv
+
+    mass = rng.random(n).astype(np.float32)
+    keep = torch.zeros(n, dtype=torch.bool)
+    keep[torch.topk(torch.from_numpy(mass).to(dev), 8).indices] = True
+    keep[-4:] = True
+    docs = (np.arange(n) // 256).astype(np.float32)
+    td = torch.from_numpy(docs).to(dev)
+    eager.update(
+        {
+            "document_mask_attention": lambda: masked(td[:, None] == td[None, :]),
+            "attention_decode": lambda: (
+                torch.softmax((tq[:, :, -1:] @ tk.transpose(-1, -2)) * scale, dim=-1) @ tv
+            ),
+            "lightning_attention2": lightning,
+            "aaren": aaren,
+            "agent_attention": agent,
+            "seer_attention": seer,
+            "routing_attention": routing,
+            "landmark_attention": landmark,
+            "recycled_attention": lambda: masked(keep[None, :].expand(n, n)),
+        }
+    )
+    inputs = {
+        "document_mask_attention": {"DQ": docs, "DK": docs},
+        "attention_decode": {"Q": q[:, :, -1:]},
+        "aaren": {"Q": q[:, :, 0]},
+        "routing_attention": {"C": cent},
+        "landmark_attention": {"LK": lk},
+        "recycled_attention": {"PA": mass},
+    }
+    docmask = create_block_mask(lambda b, hh, qi, ki: td[qi] == td[ki], None, None, n, n, device=dev)
+    flexes.update({"document_mask_attention": lambda: flex(tq, tk, tv, block_mask=docmask)})
     rows = []
     for name, peer in eager.items():
+        if args.only and name not in args.only:
+            continue
         c = einsum.library.get(name)
-        fn = golden.compile(c)
-        ours = _time(lambda fn=fn, c=c: fn({"Q": q, "K": k, "V": v})[c.outputs[0]], args.repeat)
-        check = fn({"Q": q, "K": k, "V": v})[c.outputs[0]]
-        err = float(np.abs(check - peer().numpy()).max())
+        fn = golden.compile(c, backend="cuda" if args.device == "cuda" else "cpu")
+        x = {"Q": q, "K": k, "V": v, **inputs.get(name, {})}
+        sizes = {"M0": 64, "P0": 64}
+        sizes = {r: sizes[r] for r in ("M0", "P0") if r in c.ranks}
+        ours = _time(lambda fn=fn, c=c, x=x, sizes=sizes: fn(x, sizes)[c.outputs[0]], args.repeat, sync)
+        check = fn(x, sizes)[c.outputs[0]]
+        want = peer().reshape(check.shape)
+        err = float(np.abs(check - want.cpu().numpy()).max())
         row: dict[str, Any] = {
             "variant": name,
             "template": fn.template,
             "ours_ms": ours * 1e3,
             "max_abs_diff_vs_eager": err,
         }
-        row["eager_ms"] = _time(peer, args.repeat) * 1e3
-        fx = flexes[name]
-        row["flex_ms"] = _time(fx, args.repeat) * 1e3 if fx is not None else None
+        row["eager_ms"] = _time(peer, args.repeat, sync) * 1e3
+        fx = flexes.get(name)
+        row["flex_ms"] = _time(fx, args.repeat, sync) * 1e3 if fx is not None else None
         if name == "attention_3pass":
-            row["sdpa_ms"] = _time(lambda: tf.scaled_dot_product_attention(tq, tk, tv), args.repeat) * 1e3
-            row["handwritten_1pass_ms"] = _time(lambda: golden.attention(q, k, v), args.repeat) * 1e3
+            row["sdpa_ms"] = (
+                _time(lambda: tf.scaled_dot_product_attention(tq, tk, tv), args.repeat, sync) * 1e3
+            )
+            hand = golden.attention(q, k, v, backend=args.device)
+            row["handwritten_1pass_ms"] = (
+                _time(lambda: golden.attention(q, k, v, backend=args.device), args.repeat, sync) * 1e3
+            )
+            del hand
         rows.append(row)
         if not args.json:
             parts = [

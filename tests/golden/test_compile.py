@@ -209,7 +209,9 @@ for i, name in enumerate(names):
 """
 
 
-def _cuda_run(tmp_path: Any, shape: tuple[int, int], e: int, f: int, block: int, sim: bool) -> None:
+def _cuda_run(
+    tmp_path: Any, shape: tuple[int, int], e: int, f: int, block: int, sim: bool, cache: Any = None
+) -> None:
     """Every variant compiled for numba.cuda, float64 and float32, in a child process (numba's
     simulator, or a real device), against the references and FlashAttention's rule."""
     import json
@@ -223,7 +225,7 @@ def _cuda_run(tmp_path: Any, shape: tuple[int, int], e: int, f: int, block: int,
         x, sizes, ref = _case(name, *shape, rng, e=e, f=f, block=block)
         np.savez(tmp_path / f"in{i}.npz", **x)
         cases.append((name, sizes, ref, x))
-    env = dict(os.environ, EINFORGE_CACHE=str(tmp_path / "cache"))
+    env = dict(os.environ, EINFORGE_CACHE=str(cache or tmp_path / "cache"))
     if sim:
         env["NUMBA_ENABLE_CUDASIM"] = "1"
     proc = subprocess.run(
@@ -255,13 +257,15 @@ def test_compiled_kernels_on_the_cuda_simulator(tmp_path) -> None:  # type: igno
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("shape", [(1, 1), (113, 1023), (7, 64)], ids=str)
-def test_compiled_kernels_on_a_gpu(tmp_path, shape: tuple[int, int]) -> None:  # type: ignore[no-untyped-def]
+def test_compiled_kernels_on_a_gpu(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A real device: held-back shapes at E = F = 64 (one kernel cache for all)."""
     from numba import cuda
 
     if not cuda.is_available() or os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
         pytest.skip("needs a CUDA device")
-    _cuda_run(tmp_path, shape, 64, 64, 64, sim=False)
+    for i, shape in enumerate([(1, 1), (113, 1023), (7, 64)]):
+        (tmp_path / str(i)).mkdir()
+        _cuda_run(tmp_path / str(i), shape, 64, 64, 64, sim=False, cache=tmp_path / "cache")
 
 
 def test_cuda_backend_without_a_device_says_so() -> None:
