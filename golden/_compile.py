@@ -705,6 +705,87 @@ def tile_mask(body: Expr | None, kind: str = "softmax") -> Expr | None:
     return None
 
 
+def _lin(x: Expr, m: str) -> tuple[int, Expr] | None:
+    """``x`` as ``c * m + rest`` with an integer ``c`` and ``rest`` free of ``m``; None if not."""
+    if m not in ordered_vars(x):
+        return 0, x
+    if isinstance(x, Var):
+        return 1, Num(0.0)
+    if isinstance(x, Neg):
+        a = _lin(x.operand, m)
+        return None if a is None else (-a[0], Neg(operand=a[1]))
+    if isinstance(x, Binary) and x.op in (BinOp.ADD, BinOp.SUB):
+        a, b = _lin(x.lhs, m), _lin(x.rhs, m)
+        if a is None or b is None:
+            return None
+        sign = 1 if x.op is BinOp.ADD else -1
+        return a[0] + sign * b[0], Binary(op=x.op, lhs=a[1], rhs=b[1])
+    if isinstance(x, Binary) and x.op is BinOp.MUL:
+        for u, w in ((x.lhs, x.rhs), (x.rhs, x.lhs)):
+            if isinstance(u, Num) and float(u.value).is_integer():
+                a = _lin(w, m)
+                return None if a is None else (int(u.value) * a[0], Binary(op=BinOp.MUL, lhs=u, rhs=a[1]))
+    return None
+
+
+def key_bounds(cond: Expr | None, kranks: tuple[str, ...]) -> list[tuple[str, Expr]]:
+    """Bounds on the key index that a dead-key condition implies: ``("lo", X)`` for ``m >= X``,
+    ``("hi", X)`` for ``m <= X`` (X free of ``m``), from its comparison factors linear in ``m``
+    with coefficient 1 or -1 (causal, sliding windows, bottom-right causal, Lightning's blocks).
+    A product is nonzero only where every factor is, so each factor's bound holds."""
+    if cond is None or len(kranks) != 1:
+        return []
+    (m,) = kranks
+    out: list[tuple[str, Expr]] = []
+    for f in product_factors(cond):
+        if not (isinstance(f, Binary) and f.op in _CMP and f.op is not BinOp.NE):
+            continue
+        lin = _lin(Binary(op=BinOp.SUB, lhs=f.lhs, rhs=f.rhs), m)
+        if lin is None or lin[0] not in (1, -1):
+            continue
+        c, r = lin  # f holds where c * m + r  op  0
+        x = Neg(operand=r) if c == 1 else r  # the bound's value: m vs x
+        ge = f.op in (BinOp.GE, BinOp.GT)
+        if f.op is BinOp.EQ:
+            out += [("lo", x), ("hi", x)]
+        elif ge == (c == 1):
+            out.append(("lo", x))
+        else:
+            out.append(("hi", x))
+    return out
+
+
+_KEY_RANGE = """        klo = M
+        khi = 0
+        for i in range(n):
+            pi = p0 + i
+{qunflat}            lo = 0
+            hi = M
+{bounds}            if lo < hi:
+                klo = min(klo, lo)
+                khi = max(khi, hi)
+"""
+
+
+def _key_range(st: Step, gen: _Gen, cond: Expr | None) -> tuple[str, str]:
+    """Code that narrows a query tile's keys to ``[klo, khi)`` from :func:`key_bounds` (each row's
+    range, conservatively rounded outward; the score still masks exactly), and the key loop's
+    range; the whole ``[0, M)`` where there are no bounds."""
+    bounds = key_bounds(cond, st.kranks)
+    if not bounds:
+        return "", "0, M"
+    lines = []
+    for kind, x in bounds:
+        lines.append(f"            b = {gen.py(x)}")
+        lines.append("            if b == b and -9e18 < b < 9e18:")
+        if kind == "lo":
+            lines.append("                lo = max(lo, int(math.floor(b)))")
+        else:
+            lines.append("                hi = min(hi, int(math.ceil(b)) + 1)")
+    code = _KEY_RANGE.format(qunflat=_unflatten(12, "pi", st.qranks, gen), bounds="\n".join(lines) + "\n")
+    return code, "klo, khi"
+
+
 def _unflatten(ind: int, flat: str, ranks: tuple[str, ...], gen: _Gen) -> str:
     """Lines that set ``i_<rank var>`` from a flattened index over ``ranks`` (row-major)."""
     pad = " " * ind
@@ -738,55 +819,61 @@ _SOFTMAX = (
     _PROLOGUE
     + """        rm = np.full(n, -np.inf, q.dtype)
         rd = np.zeros(n, q.dtype)
-        acc = np.zeros((n, F), q.dtype)
-        for m0 in range(0, M, bk):
-            nk = min(M, m0 + bk) - m0
-{tile_check}            s = np.dot(qt, k[g, m0 : m0 + nk].T)
+        acc = out[g, p0 : p0 + n]  # the weighted sum accumulates in place; / rd at the end
+        acc[:] = ZERO
+        s = np.empty((n, bk), q.dtype)
+{key_range}        for m0 in range({krange}, bk):
+            nk = min({kend}, m0 + bk) - m0
+{tile_check}            _gemm(qt, k[g, m0 : m0 + nk], s, True, 0.0)  # the tile's Q . K, into s[:, :nk]
             for i in range(n):
                 pi = p0 + i
-{qunflat}                mx = rm[i]
+{qunflat}                row = s[i]
+                mx = -INF
                 for j in range(nk):
                     mi = m0 + j
-{kunflat}                    qk = s[i, j]
-                    val = {body}
-                    s[i, j] = val
-                    mx = val if val > mx else mx
-                if mx == -INF:
-                    for j in range(nk):
-                        s[i, j] = ZERO
+{kunflat}                    qk = row[j]
+                    val = q.dtype.type({body})
+                    row[j] = val
+                    mx = _fmax(mx, val)
+                if mx == -INF:  # every key of the tile masked for this query
+                    row[:nk] = ZERO
                     continue
-                prm_ = exp_fast(rm[i] - mx) if rm[i] != -INF else ZERO
+                new = mx if mx > rm[i] else rm[i]
                 tot = ZERO
                 for j in range(nk):
-                    x = s[i, j]
-                    e = exp_fast(x - mx) if x != -INF else ZERO
-                    s[i, j] = e
+                    e = exp_fast(row[j] - new)  # a masked key: exp(-inf) = 0; NaN stays NaN
+                    row[j] = e
                     tot += e
-                rd[i] = rd[i] * prm_ + tot
-                for f in range(F):
-                    acc[i, f] *= prm_
-                rm[i] = mx
-            acc += np.dot(s, v[g, m0 : m0 + nk])
+                if new != rm[i]:
+                    prm_ = exp_fast(rm[i] - new)
+                    rd[i] *= prm_
+                    for f in range(F):
+                        acc[i, f] *= prm_
+                    rm[i] = new
+                rd[i] += tot
+            _gemm(s[:, :nk], v[g, m0 : m0 + nk], acc, False, 1.0)  # acc += weights V
         for i in range(n):
             for f in range(F):
-                out[g, p0 + i, f] = acc[i, f] / rd[i]
+                acc[i, f] = acc[i, f] / rd[i]
 """
 )
 
 _WEIGHTED = (
     _PROLOGUE
-    + """        acc = np.zeros((n, F), q.dtype)
-        for m0 in range(0, M, bk):
-            nk = min(M, m0 + bk) - m0
-{tile_check}            s = np.dot(qt, k[g, m0 : m0 + nk].T)
+    + """        acc = out[g, p0 : p0 + n]
+        acc[:] = ZERO
+        s = np.empty((n, bk), q.dtype)
+{key_range}        for m0 in range({krange}, bk):
+            nk = min({kend}, m0 + bk) - m0
+{tile_check}            _gemm(qt, k[g, m0 : m0 + nk], s, True, 0.0)
             for i in range(n):
                 pi = p0 + i
-{qunflat}                for j in range(nk):
+{qunflat}                row = s[i]
+                for j in range(nk):
                     mi = m0 + j
-{kunflat}                    qk = s[i, j]
-                    s[i, j] = {body}
-            acc += np.dot(s, v[g, m0 : m0 + nk])
-        out[g, p0 : p0 + n] = acc
+{kunflat}                    qk = row[j]
+                    row[j] = {body}
+            _gemm(s[:, :nk], v[g, m0 : m0 + nk], acc, False, 1.0)
 """
 )
 
@@ -881,13 +968,21 @@ def _source(st: Step, params: list[str], sizes: list[str]) -> str:
         kunflat=_unflatten(20, "mi", st.kranks, gen),
     )
     tile_check = _TILE_CHECK.format(cond=gen.py(cond), **fill) if cond is not None else ""
+    key_range, krange = _key_range(st, gen, cond)
     template = _SOFTMAX if st.kind == "softmax" else _WEIGHTED
-    src = template.format(body=body, tile_check=tile_check, **fill)
+    src = template.format(
+        body=body,
+        tile_check=tile_check,
+        key_range=key_range,
+        krange=krange,
+        kend="khi" if key_range else "M",
+        **fill,
+    )
     header = (
         "# Generated by golden.compile from a cascade; do not edit (it is rewritten when it changes).\n"
         "import math\n\nimport numpy as np\nfrom numba import njit, prange\n\n"
-        "from golden._attn_cpu import exp_fast\n\n\n"
-        '@njit(parallel=True, fastmath={"contract", "nsz", "arcp", "afn"}, cache=True)'
+        "from golden._attn_cpu import _fmax, _gemm, exp_fast\n\n\n"
+        '@njit(parallel=True, fastmath={"reassoc", "contract", "nsz", "arcp", "afn"}, cache=True)'
     )
     return header + src
 
