@@ -41,6 +41,7 @@ def attention(
     causal_alignment: str = "top-left",
     scale: float | None = None,
     enable_gqa: bool = False,
+    attn_mask: ArrayLike | None = None,
     backend: str = "cpu",
 ) -> NDArray[Any]:
     """``softmax(q k^T * scale) v`` computed the way ``cascade`` computes it.
@@ -62,6 +63,10 @@ def attention(
             ``is_causal``), or with ``causal_alignment="bottom-right"`` keys ``0 .. p + M - P``
             (FlashAttention's alignment: the queries are the last ``P`` positions, as in decoding
             with a KV cache, where one query sees every key; needs ``M >= P``).
+        attn_mask: as ``torch``'s: boolean (True: the query attends to the key) or additive
+            (added to the scaled scores), broadcastable to ``(..., P, M)``; combined with
+            ``causal``. A query whose keys are all masked gets NaN (as torch's math backend). It
+            runs through a kernel compiled from the masked cascade (:func:`golden.compile`).
         backend: ``cpu`` (parallel Numba), ``cuda`` (numba.cuda; a GPU, or numba's simulator
             with ``NUMBA_ENABLE_CUDASIM=1``) or ``golden`` (:func:`golden.run` per head, the
             float64 oracle; slow).
@@ -86,7 +91,7 @@ def attention(
     """
     _check_choice("backend", backend, BACKENDS)
     if cascade not in CASCADES:
-        return _variant(q, k, v, cascade, causal, scale, enable_gqa, backend)
+        return _variant(q, k, v, cascade, causal, scale, enable_gqa or attn_mask is not None, backend)
     if not isinstance(causal, bool | np.bool_):
         raise EvaluationError(f"attention: causal must be True or False, got {causal!r}")
     _check_choice("causal_alignment", causal_alignment, ALIGNMENTS)
@@ -109,6 +114,8 @@ def attention(
                 "see no key)"
             )
         shift = M - P
+    if attn_mask is not None:
+        return _masked(qa, ka, va, attn_mask, bool(causal), causal_alignment, scale, backend)
     if backend == "golden":
         if scale is not None:  # the cascades scale by 1/sqrt(E): fold the rest into Q (float64)
             qa = qa.astype(np.float64) * (float(scale) * math.sqrt(E))
@@ -163,7 +170,7 @@ def _variant(
         if [ranks.get(n) for n in "QKV"] != [("P", "E"), ("M", "E"), ("M", "F")] or out_ranks != ("P", "F")
         else f"it needs the block size(s) {', '.join(p.parts[-1] for p in c.partitions)}"
         if c.partitions
-        else "causal, scale and enable_gqa are written in the cascade itself"
+        else "causal, scale, enable_gqa and attn_mask are written in the cascade itself"
         if causal or scale is not None or gqa
         else ""
     )
@@ -180,6 +187,74 @@ def _variant(
             out[idx] = run(c, {"Q": qa[idx], "K": ka[idx], "V": va[idx]})[c.outputs[0]]
         return out
     return fn({"Q": qa, "K": ka, "V": va})[c.outputs[0]]
+
+
+def masked_cascade(boolean: bool, causal: bool, alignment: str, scale: float | None) -> Any:
+    """The cascade ``golden.attention`` runs for an ``attn_mask``: softmax attention whose score
+    reads the mask ``MASK[p, m]`` (a boolean mask as 0 / 1), with the causal condition."""
+    import einsum
+
+    score = "where(MASK[p, m] > 0, QK[p, m] * scale, -inf)" if boolean else "QK[p, m] * scale + MASK[p, m]"
+    if causal:
+        cond = "p >= m" if alignment == "top-left" else "m <= p + M - P"
+        score = f"where({cond}, {score}, -inf)"
+    text = f"""
+cascade attention_masked
+input Q[p, e], K[m, e], V[m, f], MASK[p, m]
+param scale = {"1 / sqrt(E)" if scale is None else repr(float(scale))}
+output AV
+
+QK[p, m] = Q[p, e] * K[m, e]
+S[p, m]  = {score}
+GM[p]    = max[m] S[p, m]
+SN[p, m] = exp(S[p, m] - GM[p])
+SD[p]    = sum[m] SN[p, m]
+A[p, m]  = SN[p, m] / SD[p]
+AV[p, f] = A[p, m] * V[m, f]
+"""
+    return einsum.parse(text)
+
+
+def _masked(
+    qa: NDArray[Any],
+    ka: NDArray[Any],
+    va: NDArray[Any],
+    attn_mask: ArrayLike,
+    causal: bool,
+    alignment: str,
+    scale: float | None,
+    backend: str,
+) -> NDArray[Any]:
+    from golden._compile import compile as compile_cascade
+    from golden._interp import run
+
+    mask = np.asarray(attn_mask)
+    if mask.dtype.kind not in "bf":
+        raise EvaluationError(
+            f"attention: attn_mask must be boolean (True: attend) or floating (added to the scores), "
+            f"got dtype {mask.dtype}"
+        )
+    P, M = qa.shape[-2], ka.shape[-2]
+    lead = np.broadcast_shapes(qa.shape[:-2], ka.shape[:-2])
+    try:
+        np.broadcast_shapes(mask.shape, (*lead, P, M))
+        lead = np.broadcast_shapes(lead, mask.shape[:-2])
+    except ValueError:
+        raise EvaluationError(
+            f"attention: attn_mask of shape {mask.shape} does not broadcast to the scores' shape "
+            f"{(*lead, P, M)} (..., P, M)"
+        ) from None
+    boolean = mask.dtype.kind == "b"
+    c = masked_cascade(boolean, causal, alignment, scale)
+    m = np.broadcast_to(mask, (*lead, P, M)).astype(qa.dtype)
+    x = {"Q": qa, "K": ka, "V": va, "MASK": m}
+    if backend == "golden":
+        out = np.empty((*lead, P, va.shape[-1]))
+        for idx in np.ndindex(*lead):
+            at = {n: np.broadcast_to(a, (*lead, *a.shape[-2:]))[idx] for n, a in x.items()}
+            out[idx] = run(c, at)["AV"]
+        return out
+    return compile_cascade(c, backend=backend)(x)["AV"]
 
 
 def c_array(x: NDArray[Any], dtype: Any = None) -> NDArray[Any]:

@@ -447,3 +447,50 @@ def test_one_query_with_keys_shared_across_the_batch(cascade: str) -> None:
     got = golden.attention(q, k, v, cascade=cascade)
     for b in range(3):
         np.testing.assert_allclose(got[b], golden.softmax_attention(q[b], k, v), rtol=1e-10, atol=1e-12)
+
+
+def _masked_reference(q, k, v, mask, causal: bool, scale: float | None = None):  # type: ignore[no-untyped-def]
+    """torch's semantics of attn_mask in float64 NumPy: boolean True attends, float adds."""
+    q, k, v = (np.asarray(a, np.float64) for a in (q, k, v))
+    s = q @ np.swapaxes(k, -1, -2) * (1 / np.sqrt(q.shape[-1]) if scale is None else scale)
+    allowed = np.ones(s.shape, bool)
+    if mask.dtype == bool:
+        allowed &= mask
+    else:
+        s = s + mask
+    if causal:
+        allowed &= np.tril(np.ones(s.shape[-2:], bool))
+    s = np.where(allowed, s, -np.inf)
+    with np.errstate(invalid="ignore"):
+        e = np.exp(s - s.max(axis=-1, keepdims=True))
+        return (e / e.sum(axis=-1, keepdims=True)) @ v
+
+
+@pytest.mark.parametrize("backend", ["cpu", "golden"])
+@pytest.mark.parametrize("causal", [False, True])
+def test_attn_mask_boolean_and_additive(backend: str, causal: bool) -> None:
+    rng = np.random.default_rng(11)
+    q, k, v = (rng.normal(size=(2, 3, 29, 8)).astype(np.float32) for _ in range(3))
+    masks = [
+        rng.random((29, 29)) > 0.4,  # shared by every head
+        rng.normal(size=(3, 29, 29)).astype(np.float32),  # one per head, broadcast over the batch
+        rng.random((2, 1, 29, 29)) > 0.5,
+    ]
+    for mask in masks:
+        got = golden.attention(q, k, v, attn_mask=mask, causal=causal, backend=backend, scale=0.3)
+        want = _masked_reference(q, k, v, mask, causal, 0.3)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))  # all-masked rows: NaN
+        np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5, equal_nan=True)
+
+
+def test_attn_mask_errors() -> None:
+    q = np.ones((2, 5, 4), np.float32)
+    with pytest.raises(golden.EvaluationError, match=r"attn_mask must be boolean .* got dtype int64"):
+        golden.attention(q, q, q, attn_mask=np.ones((5, 5), np.int64))
+    with pytest.raises(
+        golden.EvaluationError,
+        match=r"attn_mask of shape \(5, 4\) does not broadcast to the scores' shape \(2, 5, 5\)",
+    ):
+        golden.attention(q, q, q, attn_mask=np.ones((5, 4), bool))
+    with pytest.raises(golden.EvaluationError, match=r"'alibi_attention' cannot run here: .*attn_mask"):
+        golden.attention(q, q, q, attn_mask=np.ones((5, 5), bool), cascade="alibi_attention")

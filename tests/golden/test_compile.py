@@ -304,7 +304,7 @@ def test_golden_attention_runs_variants_through_the_compiler() -> None:
     ):
         golden.attention(q, k, v, cascade="spatten_progressive_quantization")
     with pytest.raises(
-        golden.EvaluationError, match=r"causal, scale and enable_gqa are written in the cascade"
+        golden.EvaluationError, match=r"causal, scale, enable_gqa and attn_mask are written in the cascade"
     ):
         golden.attention(q, k, v, cascade="alibi_attention", causal=True)
 
