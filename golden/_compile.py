@@ -1,22 +1,32 @@
 """Kernels compiled from a cascade: :func:`compile` (``golden.compile``).
 
-An analysis of the cascade (:func:`plan`) chooses a template; the template's Numba source is
-generated with the cascade's own score expression in its inner loop, compiled once (per cascade
-and dtype) and cached. Templates:
+An analysis of the cascade (:func:`plan`) splits it into kernels, each from a template with the
+cascade's own expressions generated into it, compiled once (per kernel source and dtype) and
+cached on disk. The attention cores:
 
-- ``softmax``: row-normalised attention with any pointwise score modification. The cascade's
-  output is ``AV[p, f] = A[p, m] * V[m, f]`` with ``A`` the 3-pass softmax over ``m``
-  (``GM = max[m] S``, ``SN = exp(S - GM)``, ``SD = sum[m] SN``, ``A = SN / SD``) of a score
-  ``S[p, m]`` that is, once its intermediates are inlined, a pointwise function of
-  ``QK[p, m] = Q[p, e] * K[m, e]``, the indices ``p`` and ``m``, params, rank sizes and inputs
-  indexed by ``p`` or by ``m`` alone (ALiBi, soft-capping, sliding windows, document masks,
-  bottom-right causal). The kernel runs it as an online softmax over key tiles (the 1-pass
-  cascade's order: the P x M scores never exist); ``-inf`` scores are masked keys.
-- ``weighted``: no normaliser, ``O[p, f] = W[p, m] * V[m, f]`` with ``W`` a pointwise function
-  of ``QK`` as above (sigmoid attention, linear attention with decay in its parallel form).
+- ``softmax``: ``O[q.., f] = W[q.., k..] * V[k.., f]`` summed over the key indices, ``W`` the
+  softmax over them (``GM = max S``, ``SN = exp(S - GM)``, ``SD = sum SN``, then ``SN / SD`` or
+  ``SN * V / SD``) of a score that is, once its pointwise intermediates are inlined, a function of
+  one ``Q[q.., e] * K[k.., e]`` product (times constants), the indices, params, rank sizes and
+  tensors indexed by the query and key indices (inputs, or tensors earlier kernels computed: a
+  selection's mask, a cluster match). Query and key may each span several indices (a blocked
+  cascade's ``p1, p0``), flattened. The kernel is an online softmax over key tiles (the P x M
+  scores never exist); ``-inf`` scores are masked keys.
+- ``weighted``: the same with any pointwise weights and no normaliser (sigmoid attention, linear
+  attention with decay, Lightning Attention-2's intra-block part).
 
-Anything else runs in the float64 interpreter (:func:`golden.run`) with a warning that says why no
-template fits (``CompiledCascade.reason``).
+A dead-key condition (``where(COND, X, -inf)`` in a softmax score, a ``where(COND, X, 0)`` weight
+factor) narrows each query tile's keys to the range its comparisons linear in the key index allow
+(causal, windows, bottom-right causal, Lightning's blocks), and a key tile where COND holds
+nowhere is skipped before its product (documents, block-sparse selections).
+
+Everything else is a generated loop nest, one kernel per Einsum: ``loops`` (any pointwise,
+reduction or contraction statement), ``select`` (a top-k per fiber, ties to the lower index: the
+selection pre-kernels of SeerAttention, routing, landmark and recycled attention) and ``scan`` (a
+recurrence's steps in order, in parallel over the batch: Aaren's prefix softmax, Lightning's
+state). A cascade with a statement no generator handles (a user-defined Python operator, a top-k
+over several indices) runs in the float64 interpreter (:func:`golden.run`) with a warning that
+says why (``CompiledCascade.reason``).
 """
 
 from __future__ import annotations
