@@ -841,28 +841,38 @@ _SOFTMAX = (
 {qunflat}                row = s[i]
                 # Conditional rescaling (as the hand-written 1-pass kernel, FlashAttention-4): the
                 # row's running reference RM serves as the exp's shift while this tile's exp-sum
-                # against it stays below exp(16); the first tile's reference is the max of its
-                # first 32 scores. Past that (or inf / NaN) the row is recomputed in two passes
-                # against its true max. Softmax is shift-invariant, so either gives the same AV.
+                # against it stays below exp(16). A strided sample of 32 scores raises the
+                # reference first where the tile's scores have grown past it (a bias along the
+                # row, as ALiBi's). Past exp(16) (or inf / NaN), or where the sample is all
+                # masked, the row takes two passes against its true max. Softmax is
+                # shift-invariant, so either gives the same AV.
                 ref = rm[i]
-                if ref == -INF:
-                    for j in range(min(nk, 32)):
-                        mi = m0 + j
-{kunflat2}                        qk = row[j]
-                        ref = _fmax(ref, q.dtype.type({body}))
+                smp = -INF
+                for j in range(0, nk, max(1, nk // 32)):
+                    mi = m0 + j
+{kunflat2}                    qk = row[j]
+                    smp = _fmax(smp, q.dtype.type({body}))
+                if smp != -INF and (ref == -INF or smp > ref + 8):
+                    if ref != -INF:
+                        prm_ = exp_fast(ref - smp)
+                        rd[i] *= prm_
+                        for f in range(F):
+                            acc[i, f] *= prm_
+                    ref = smp
+                    rm[i] = smp
                 tot = ZERO
                 if ref != -INF:
                     for j in range(nk):
                         mi = m0 + j
-{kunflat2}                        qk = row[j]
+{kunflat3}                        qk = row[j]
                         e = exp_fast(q.dtype.type({body}) - ref)
                         row[j] = e
                         tot += e
                 if ref != -INF and tot <= BIG:
-                    rm[i] = ref  # rd and acc were 0 if this is the row's first reference
                     rd[i] += tot
                     continue
-                _gemm(qt[i : i + 1], k[g, m0 : m0 + nk], s[i : i + 1], True, 0.0)
+                if ref != -INF:  # the exps overwrote the row's products: recompute them
+                    _gemm(qt[i : i + 1], k[g, m0 : m0 + nk], s[i : i + 1], True, 0.0)
                 mx = -INF
                 for j in range(nk):
                     mi = m0 + j
@@ -1001,7 +1011,8 @@ def _source(st: Step, params: list[str], sizes: list[str]) -> str:
         extra=", ".join(f"x{i}" for i in range(len(st.extras))) or "_unused",
         qunflat=_unflatten(16, "pi", st.qranks, gen),
         kunflat=_unflatten(20, "mi", st.kranks, gen),
-        kunflat2=_unflatten(24, "mi", st.kranks, gen),
+        kunflat2=_unflatten(20, "mi", st.kranks, gen),
+        kunflat3=_unflatten(24, "mi", st.kranks, gen),
     )
     tile_check = _TILE_CHECK.format(cond=gen.py(cond), **fill) if cond is not None else ""
     key_range, krange = _key_range(st, gen, cond)
