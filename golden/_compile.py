@@ -69,6 +69,8 @@ from golden.errors import EvaluationError
 __all__ = ["BACKENDS", "CompiledCascade", "Plan", "compile", "plan"]
 
 BACKENDS = ("cpu", "cuda")
+# Each core template's default (query-tile rows, key-tile columns) on the CPU.
+TILES = {"softmax": (256, 512), "weighted": (128, 256)}
 _LOCK = threading.Lock()
 
 
@@ -81,6 +83,7 @@ _CORE_TEXT = {
     "weighted": "attention without a normaliser (weights times V, over key tiles) with the weight",
 }
 _LOOP_TEXT = {
+    "view": "a view of the tensor it reshapes (no kernel)",
     "loops": "a loop nest",
     "scan": "a sequential scan (the recurrence's steps in order, everything else in parallel)",
     "select": "a selection pre-kernel (top-k per fiber, ties to the lower index)",
@@ -201,6 +204,9 @@ def _plan(c: Cascade) -> Plan:
             continue
         if not any(c.einsums[i].output in kept for i in idx):
             continue
+        if stage.step is None and _view_of(c, c.einsums[idx[0]]) is not None:
+            steps.append(Step(kind="view", statements=idx))
+            continue
         for i in idx:
             _check_loops(c, i)
         if stage.step is not None:
@@ -215,6 +221,35 @@ def _plan(c: Cascade) -> Plan:
         if s.kind not in names:
             names.append(s.kind)
     return Plan(template=" + ".join(names), steps=tuple(steps))
+
+
+def _view_of(c: Cascade, e: Any) -> str | None:
+    """The tensor ``e`` reshapes, where ``e`` only splits a partitioned rank into its parts
+    (``BQ[m1, m0, e] = Q[m1 * M0 + m0, e]``): then it is a view, no kernel; else None."""
+    x = e.expr
+    if e.init or e.step is not None or e.output in c.iterative or not isinstance(x, Access):
+        return None
+    if x.tensor in c.iterative:
+        return None
+    parts = {p.rank: p.parts for p in c.partitions}
+    ranks = c.tensors[x.tensor]
+    flat: list[str] = []
+    for r, ix in zip(ranks, x.indices, strict=True):
+        if isinstance(ix, Var):
+            flat.append(ix.name)
+            continue
+        if not (isinstance(ix, Binary) and ix.op is BinOp.ADD and isinstance(ix.rhs, Var)):
+            return None
+        mul = ix.lhs
+        if not (isinstance(mul, Binary) and mul.op is BinOp.MUL and isinstance(mul.lhs, Var)):
+            return None
+        a, b = mul.lhs.name, ix.rhs.name
+        if not (isinstance(mul.rhs, Size) and mul.rhs.rank == b.upper()):
+            return None
+        if parts.get(r) != (a.upper(), b.upper()):
+            return None
+        flat += [a, b]
+    return x.tensor if flat == list(e.indices) else None
 
 
 def _check_loops(c: Cascade, i: int) -> None:
@@ -297,6 +332,8 @@ def _match_core(c: Cascade, defs: Mapping[str, Any], idx: int) -> tuple[Step, se
         if deps.get(x, set()) & inner:
             raise NoTemplate(f"the score reads {x}, which depends on the core's own tensors")
     for t in (ctx.qk[0], ctx.qk[1], v.tensor):
+        if t in c.iterative:
+            raise NoTemplate(f"{t} is a recurrence's tensor")
         if t in inner or deps.get(t, set()) & inner:
             raise NoTemplate(f"{t} depends on the core's own tensors")
     step = Step(
@@ -510,9 +547,11 @@ class _Gen:
         *,
         core: bool,
         cuda: bool,
+        layouts: Mapping[str, tuple[int, ...]] | None = None,
     ) -> None:
         self.params, self.sizes, self.tensors = params, sizes, tensors
         self.core, self.cuda = core, cuda
+        self.layouts = dict(layouts or {})  # physical order of a tensor's logical dimensions
         self.lines: list[str] = []
         self.n = 0
         typed = core and not cuda
@@ -535,6 +574,10 @@ class _Gen:
         if isinstance(x, Binary) and x.op in (BinOp.ADD, BinOp.SUB, BinOp.MUL):
             return f"({self.ix(x.lhs)} {_ARITH[x.op]} {self.ix(x.rhs)})"
         raise NoTemplate(f"{x} is not an integer index expression")
+
+    def physical(self, tensor: str, idx: list[str]) -> list[str]:
+        order = self.layouts.get(tensor)
+        return idx if order is None else [idx[i] for i in order]
 
     def emit(self, ind: int, line: str) -> None:
         self.lines.append(" " * ind + line)
@@ -559,7 +602,7 @@ class _Gen:
         if isinstance(x, Size):
             return f"sz[{self.sizes.index(x.rank)}]"
         if isinstance(x, Access):
-            idx = ", ".join(["g", *(self.ix(i) for i in x.indices)])
+            idx = ", ".join(["g", *self.physical(x.tensor, [self.ix(i) for i in x.indices])])
             return f"{'x' if self.core else 't'}{self.tensors.index(x.tensor)}[{idx}]"
         if isinstance(x, Neg):
             return f"(-{self.py(x.operand, ind)})"
@@ -567,6 +610,10 @@ class _Gen:
             a, b = self.py(x.lhs, ind), self.py(x.rhs, ind)
             if x.op in _CMP:
                 return f"({self.one} if {a} {_CMP[x.op]} {b} else {self.zero})"
+            if x.op is BinOp.POW and self.core and not ordered_vars(x.lhs):
+                # a power of a constant base (a decay lam ** (p - m)) as an exp, which vectorises
+                # (a pow call does not); the base's sign is loop-invariant, so the test hoists
+                return f"({self.exp}({b} * math.log({a})) if {a} > {self.zero} else {a} ** {b})"
             return f"({a} {_ARITH[x.op]} {b})"
         if isinstance(x, Call):
             if x.func not in _FUNCS:
@@ -596,6 +643,8 @@ class _Gen:
     def statement(self, e: Any, ind: int, bound: set[str]) -> None:
         """Loops over ``e``'s free indices (those not ``bound``) and the store."""
         lhs = [v for v in e.indices if not (e.init and v == e.step)]
+        if not self.cuda and self._gemm(e, ind, bound):
+            return
         ind = self.loops(ind, [v for v in lhs if v not in bound])
         inner = bound | set(lhs)
         if e.summed:
@@ -615,7 +664,70 @@ class _Gen:
                 target.append(f"i_{v} + 1")
             else:
                 target.append(f"i_{v}")
+        target = self.physical(e.output, target)
         self.emit(ind, f"t{self.tensors.index(e.output)}[{', '.join(['g', *target])}] = {val}")
+
+    def _gemm(self, e: Any, ind: int, bound: set[str]) -> bool:
+        """Emit ``e`` as a BLAS product where it is ``C[.., i, j] = X + sum[k] w * A * B``: the
+        loops leave two free indices, the last two of C's layout; B's last two are ``k, j`` (or
+        ``j, k``); ``w`` (no tensors) and ``A`` read neither ``j`` (A', ``w * A`` over ``i, k``, is
+        copied first); X does not read ``k``. The state update and read-out of chunked linear
+        attention (Lightning Attention-2) take this form. False (nothing emitted) otherwise."""
+        if e.init:
+            return False
+        free = [v for v in e.indices if v not in bound]
+        phys = self.physical(e.output, list(e.indices))
+        if len(free) != 2 or set(phys[-2:]) != set(free) or any(v not in bound for v in phys[:-2]):
+            return False
+        i, j = phys[-2], phys[-1]
+        x, expr = None, e.expr
+        if e.summed:
+            if len(e.summed) != 1:
+                return False
+            (k,) = e.summed
+            body = expr
+        else:
+            if isinstance(expr, Binary) and expr.op is BinOp.ADD and isinstance(expr.rhs, Reduce):
+                x, expr = expr.lhs, expr.rhs
+            if not (isinstance(expr, Reduce) and expr.op is ReduceOp.SUM and len(expr.indices) == 1):
+                return False
+            (k,) = expr.indices
+            body = expr.body
+        if k in bound or k in (i, j) or (x is not None and (k in ordered_vars(x) or _nested(x))):
+            return False
+        accs = [f for f in product_factors(body) if isinstance(f, Access)]
+        rest = [f for f in product_factors(body) if not isinstance(f, Access)]
+        if len(accs) != 2 or any(_nested(f) or isinstance(n, Access) for f in rest for n in walk(f)):
+            return False
+        if any(None in _names(a.indices) for a in accs):
+            return False
+        bv = [a for a in accs if j in _names(a.indices)]
+        if len(bv) != 1 or i in _names(bv[0].indices) or any(j in ordered_vars(f) for f in rest):
+            return False
+        b = bv[0]
+        a = accs[0] if accs[1] is b else accs[1]
+        bphys = self.physical(b.tensor, _names(b.indices))  # type: ignore[arg-type]
+        if set(bphys[-2:]) != {k, j} or any(v not in bound for v in bphys[:-2]):  # type: ignore[operator]
+            return False
+        if any(v not in bound | {i, k} for v in _names(a.indices)):  # type: ignore[operator]
+            return False
+        out = f"t{self.tensors.index(e.output)}"
+        lead = ["g"] + [f"i_{v} + 1" if v == e.step else f"i_{v}" for v in phys[:-2]]
+        self.n += 1
+        n = self.n
+        # C = X (or 0) over (i, j), then C += A' B
+        inner = self.loops(ind, [i, j])
+        value = self.py(x, inner) if x is not None else "0.0"
+        self.emit(inner, f"{out}[{', '.join([*lead, f'i_{phys[-2]}', f'i_{phys[-1]}'])}] = {value}")
+        self.emit(ind, f"ta{n} = np.empty(({self.szi(i)}, {self.szi(k)}), {out}.dtype)")
+        # the weight's indices outermost, so that it is computed once per value of them
+        wv = {v for f in rest for v in ordered_vars(f)}
+        inner = self.loops(ind, [k, i] if wv <= {k} | bound and i not in wv else [i, k])
+        w = Binary(op=BinOp.MUL, lhs=_product(rest), rhs=a) if rest else a
+        self.emit(inner, f"ta{n}[i_{i}, i_{k}] = {self.py(w, inner)}")
+        bt = f"t{self.tensors.index(b.tensor)}[{', '.join(['g', *(f'i_{v}' for v in bphys[:-2])])}]"
+        self.emit(ind, f"_gemm(ta{n}, {bt}, {out}[{', '.join(lead)}], {bphys[-1] == k}, 1.0)")
+        return True
 
     def _topk(self, x: TopK, ind: int) -> str:
         (s,) = x.indices
@@ -636,6 +748,28 @@ class _Gen:
         )
         self.emit(ind + 8, f"cnt{n} += 1")
         return f"(1.0 if cnt{n} < kv{n} else 0.0)"
+
+
+def _nested(x: Expr) -> bool:
+    return any(isinstance(n, (Reduce, TopK)) for n in walk(x))
+
+
+def _product(xs: list[Expr]) -> Expr:
+    out = xs[0]
+    for x in xs[1:]:
+        out = Binary(op=BinOp.MUL, lhs=out, rhs=x)
+    return out
+
+
+def layouts(c: Cascade) -> dict[str, tuple[int, ...]]:
+    """The kernels' memory layout of each tensor that differs from its logical order: a
+    recurrence's iterative rank outermost, so that each step's slice is contiguous."""
+    out = {}
+    for name, pos in c.iterative.items():
+        n = len(c.tensors[name])
+        if pos != 0:
+            out[name] = (pos, *(i for i in range(n) if i != pos))
+    return out
 
 
 def loop_tensors(c: Cascade, st: Step) -> list[str]:
@@ -661,7 +795,7 @@ def _parallel_var(c: Cascade, st: Step) -> str | None:
 
 def _loops_source(c: Cascade, st: Step, params: list[str], sizes: list[str], cuda: bool) -> str:
     tensors = loop_tensors(c, st)
-    gen = _Gen(params, sizes, tensors, core=False, cuda=cuda)
+    gen = _Gen(params, sizes, tensors, core=False, cuda=cuda, layouts=layouts(c))
     par = _parallel_var(c, st)
     args = ", ".join([*(f"t{i}" for i in range(len(tensors))), "prm", "sz", "szi"])
     n = gen.szi(par) if par else "1"
@@ -676,7 +810,8 @@ def _loops_source(c: Cascade, st: Step, params: list[str], sizes: list[str], cud
     else:
         head = (
             "# Generated by golden.compile from a cascade; do not edit (it is rewritten when it changes).\n"
-            "import math\n\nimport numpy as np\nfrom numba import njit, prange\n\nINF = np.inf\n\n\n"
+            "import math\n\nimport numpy as np\nfrom numba import njit, prange\n\n"
+            "from golden._attn_cpu import _gemm\n\nINF = np.inf\n\n\n"
             '@njit(parallel=True, error_model="numpy", cache=True)\n'
             f"def kernel({args}):\n    G = t0.shape[0]\n    N = {n}\n    for w in prange(G * N):\n"
         )
@@ -1081,9 +1216,10 @@ class CompiledCascade:
     cascade: Cascade
     plan: Plan
     backend: str
-    block_q: int
-    block_k: int
+    block_q: int | None
+    block_k: int | None
     source: str = ""
+    _kernels: dict[Any, tuple[str, Any]] = field(default_factory=dict, repr=False)
 
     @property
     def template(self) -> str | None:
@@ -1106,6 +1242,9 @@ class CompiledCascade:
         pn, sn = self._names()
         parts = []
         for st in self.plan.steps:
+            if st.kind == "view":
+                parts.append(f"# ---- {st.describe(self.cascade)}")
+                continue
             if st.core:
                 src = _cuda_source(st, pn, sn, f or 1) if self.backend == "cuda" else _source(st, pn, sn)
             else:
@@ -1162,11 +1301,12 @@ class CompiledCascade:
         sz64 = np.array([bound[n] for n in snames], np.float64)
         szi = np.array([bound[n] for n in snames], np.int64)
         shapes = {}
+        lay = layouts(c)
         for e in c.einsums:
             shape = [bound[r] for r in e.ranks]
             if e.step is not None:
                 shape[e.indices.index(e.step)] += 1
-            shapes[e.output] = (g, *shape)
+            shapes[e.output] = (g, *(shape[i] for i in lay.get(e.output, range(len(shape)))))
         cuda = self.backend == "cuda"
         if cuda:
             from numba import cuda as nbcuda
@@ -1185,6 +1325,10 @@ class CompiledCascade:
         sources = []
         with _CPU_LOCK, _blas_controller().limit(limits=1, user_api="blas"):
             for st in pl.steps:
+                if st.kind == "view":
+                    e = c.einsums[st.statements[0]]
+                    tensors[e.output] = tensors[_view_of(c, e)].reshape(shapes[e.output])  # type: ignore[index]
+                    continue
                 if st.core:
                     src = self._core(st, tensors, shapes, pnames, snames, prm_c, sz_c, szi, dtype, g)
                 else:
@@ -1197,20 +1341,41 @@ class CompiledCascade:
         for name in c.outputs:
             x = tensors[name]
             x = x.copy_to_host() if cuda else x
+            if name in lay:  # back to the logical order
+                x = np.ascontiguousarray(
+                    np.transpose(x, (0, *(1 + lay[name].index(i) for i in range(x.ndim - 1))))
+                )
             result[name] = x.reshape(*lead, *tuple(x.shape)[1:])
         return result
+
+    def _kernel(self, st: Step, source: Any, f: int = 0) -> tuple[str, Any]:
+        """The step's generated source and compiled kernel, generated once per instance."""
+        key = (st.statements, f)
+        if key not in self._kernels:
+            src = source()
+            with _LOCK:
+                self._kernels[key] = (src, _build(src))
+        return self._kernels[key]  # type: ignore[no-any-return]
 
     def _alloc(
         self, name: str, tensors: dict[str, Any], shapes: dict[str, tuple[int, ...]], dtype: Any
     ) -> None:
         if name in tensors:
             return
+        # a recurrence's tensor starts NaN, as golden.run's (a position no step writes reads NaN);
+        # every other statement writes its whole tensor
+        iterative = name in self.cascade.iterative
         if self.backend == "cuda":
             from numba import cuda as nbcuda
 
-            tensors[name] = nbcuda.to_device(np.full(shapes[name], np.nan, dtype))
+            if iterative:
+                tensors[name] = nbcuda.to_device(np.full(shapes[name], np.nan, dtype))
+            else:
+                tensors[name] = nbcuda.device_array(shapes[name], dtype)
         else:
-            tensors[name] = np.full(shapes[name], np.nan, dtype)
+            tensors[name] = (
+                np.full(shapes[name], np.nan, dtype) if iterative else np.empty(shapes[name], dtype)
+            )
 
     def _loops(
         self,
@@ -1229,9 +1394,7 @@ class CompiledCascade:
         names = loop_tensors(c, st)
         for i in st.statements:
             self._alloc(c.einsums[i].output, tensors, shapes, dtype)
-        src = _loops_source(c, st, pn, sn, self.backend == "cuda")
-        with _LOCK:
-            kernel = _build(src)
+        src, kernel = self._kernel(st, lambda: _loops_source(c, st, pn, sn, self.backend == "cuda"))
         par = _parallel_var(c, st)
         n = int(szi[sn.index(par.upper())]) if par else 1
         args = [tensors[t] for t in names]
@@ -1276,9 +1439,7 @@ class CompiledCascade:
             out = nbcuda.device_array((g, p, f), dtype)
             if not extras:
                 extras = [nbcuda.to_device(np.zeros((1, 1), dtype))]
-            src = _cuda_source(st, pn, sn, f)
-            with _LOCK:
-                kernel = _build(src)
+            src, kernel = self._kernel(st, lambda: _cuda_source(st, pn, sn, f), f)
             threads = 64
             szi_d = nbcuda.to_device(szi)
             kernel[(-(-p // threads), g), threads](q3, k3, v3, out, prm, sz, szi_d, *extras)
@@ -1286,16 +1447,15 @@ class CompiledCascade:
             out = np.empty((g, p, f), dtype)
             if not extras:
                 extras = [np.zeros((1, 1), dtype)]
-            src = _source(st, pn, sn)
-            with _LOCK:
-                kernel = _build(src)
-            kernel(q3, k3, v3, out, prm, sz, szi, *extras, self.block_q, self.block_k)
+            src, kernel = self._kernel(st, lambda: _source(st, pn, sn))
+            bq, bk = TILES[st.kind]
+            kernel(q3, k3, v3, out, prm, sz, szi, *extras, self.block_q or bq, self.block_k or bk)
         tensors[st.output] = out.reshape(shapes[st.output])
         return src
 
 
 def compile(
-    cascade: Cascade, backend: str = "cpu", *, block_q: int = 256, block_k: int = 512
+    cascade: Cascade, backend: str = "cpu", *, block_q: int | None = None, block_k: int | None = None
 ) -> CompiledCascade:
     """Compile ``cascade`` into a fused, tiled kernel (see the module's text for the templates).
 
@@ -1304,9 +1464,10 @@ def compile(
             warning naming the reason) when called.
         backend: ``"cpu"`` (parallel Numba) or ``"cuda"`` (numba.cuda, one thread per query
             row: correct, not yet fast; numba's simulator with ``NUMBA_ENABLE_CUDASIM=1``).
-        block_q, block_k: the attention cores' query-tile rows and key-tile columns (the
-            defaults, 256 and 512, are the hand-written kernels'; measured best of five pairs at
-            B 1, H 8, 2048 x 2048, d 64, float32 on 2 cores).
+        block_q, block_k: the attention cores' query-tile rows and key-tile columns; None (the
+            default) takes each template's, :data:`TILES` (the best of five pairs measured at
+            B 1, H 8, 2048 x 2048, d 64, float32 on 2 cores: softmax 256 x 512, as the
+            hand-written kernels; weighted 128 x 256).
 
     Raises:
         EvaluationError: an unknown backend or a tile size that is not a positive integer.
@@ -1318,6 +1479,6 @@ def compile(
             f"golden.compile: unknown backend {backend!r} (backends: {', '.join(BACKENDS)})"
         )
     for name, b in (("block_q", block_q), ("block_k", block_k)):
-        if isinstance(b, bool) or not isinstance(b, int) or b < 1:
+        if b is not None and (isinstance(b, bool) or not isinstance(b, int) or b < 1):
             raise EvaluationError(f"golden.compile: {name} must be a positive integer, got {b!r}")
     return CompiledCascade(cascade, plan(cascade), backend, block_q, block_k)

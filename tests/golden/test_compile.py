@@ -26,12 +26,12 @@ PLANS = {
     "attention_decode": "softmax",
     "sigmoid_attention": "weighted",
     "linear_attention_decay": "weighted",
-    "lightning_attention2": "loops + weighted + scan",
+    "lightning_attention2": "view + loops + weighted + scan",
     "aaren": "loops + scan",
-    "agent_attention": "loops + softmax",
-    "seer_attention": "loops + select + softmax",
+    "agent_attention": "view + loops + softmax",
+    "seer_attention": "view + loops + select + softmax",
     "routing_attention": "loops + select + softmax",
-    "landmark_attention": "loops + select",
+    "landmark_attention": "view + loops + select",
     "recycled_attention": "select + softmax",
 }
 VARIANTS = [n for n in PLANS if n in einsum.library.VARIANTS]
@@ -120,6 +120,17 @@ def test_plans_chosen_and_reasons_given() -> None:
     # the block-sparse core: blocked query and key, the selection's mask read per block pair
     assert (seer.qranks, seer.kranks, seer.extras) == (("p1", "p0"), ("m1", "m0"), ("BM",))
     assert [s.output for s in plan(einsum.library.get("agent_attention")).cores] == ["VA", "AV"]
+    # Lightning Attention-2: the blocks are views of Q, K, V; the intra-block part a weighted core
+    # whose key range is each query block's own; the state update and read-out BLAS products
+    lightning = golden.compile(einsum.library.get("lightning_attention2"))
+    kinds = [
+        (s.kind, s.output or einsum.library.get("lightning_attention2").einsums[s.statements[0]].output)
+        for s in lightning.plan.steps
+    ]
+    assert kinds[:3] == [("view", "BQ"), ("view", "BK"), ("view", "BV")]
+    src = lightning.kernel_source()
+    assert "klo = min(klo, lo)" in src  # the intra-block core narrows its keys
+    assert src.count("_gemm(ta") == 2  # KV's update and OX's read-out
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
