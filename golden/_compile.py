@@ -592,7 +592,7 @@ class _Gen:
         if isinstance(x, Num):
             if math.isinf(x.value):
                 return "INF" if x.value > 0 else "(-INF)"
-            return f"ONE * {float(x.value)!r}" if self.one == "ONE" else repr(float(x.value))
+            return f"q.dtype.type({float(x.value)!r})" if self.one == "ONE" else repr(float(x.value))
         if isinstance(x, Var):
             if x.name == "qk" and self.core:
                 return "qk"
