@@ -1449,6 +1449,12 @@ class CompiledCascade:
                 extras = [np.zeros((1, 1), dtype)]
             src, kernel = self._kernel(st, lambda: _source(st, pn, sn))
             bq, bk = TILES[st.kind]
+            # a blocked query or key (SeerAttention's): a tile per block, so that a block the
+            # selection dropped is skipped whole
+            if len(st.qranks) > 1:
+                bq = int(szi[sn.index(st.qranks[-1].upper())])
+            if len(st.kranks) > 1:
+                bk = int(szi[sn.index(st.kranks[-1].upper())])
             kernel(q3, k3, v3, out, prm, sz, szi, *extras, self.block_q or bq, self.block_k or bk)
         tensors[st.output] = out.reshape(shapes[st.output])
         return src
