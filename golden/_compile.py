@@ -35,7 +35,7 @@ import math
 import sys
 import threading
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -277,9 +277,10 @@ def _match_core(c: Cascade, defs: Mapping[str, Any], idx: int) -> tuple[Step, se
     if not kranks or len(out.indices) < 2:
         raise NoTemplate(f"{out.lhs_text} is not weights times V summed over keys")
     qranks, fvar = tuple(out.indices[:-1]), out.indices[-1]
-    expr, div = out.expr, None
-    if isinstance(expr, Binary) and expr.op is BinOp.DIV and isinstance(expr.rhs, Access):
-        expr, div = expr.lhs, expr.rhs
+    expr: Expr = out.expr
+    div: Access | None = None
+    if isinstance(out.expr, Binary) and out.expr.op is BinOp.DIV and isinstance(out.expr.rhs, Access):
+        expr, div = out.expr.lhs, out.expr.rhs
     factors = product_factors(expr)
     vs = [f for f in factors if isinstance(f, Access) and _names(f.indices) == [*kranks, fvar]]
     if len(vs) != 1:
@@ -314,6 +315,7 @@ def _match_core(c: Cascade, defs: Mapping[str, Any], idx: int) -> tuple[Step, se
             if s_name is not None:
                 inner.add(ws[0].tensor)
     ctx = _Inline(c, defs, set(qranks), set(kranks), qranks, kranks)
+    body: Expr
     if s_name is not None:
         body = ctx.inline(Access(tensor=s_name, indices=tuple(Var(r) for r in (*qranks, *kranks))))
         kind = "softmax"
@@ -321,8 +323,8 @@ def _match_core(c: Cascade, defs: Mapping[str, Any], idx: int) -> tuple[Step, se
         if not ws:
             raise NoTemplate(f"{out.lhs_text}: no weights")
         body = ctx.inline(ws[0])
-        for w in ws[1:]:
-            body = Binary(op=BinOp.MUL, lhs=body, rhs=ctx.inline(w))
+        for wf in ws[1:]:
+            body = Binary(op=BinOp.MUL, lhs=body, rhs=ctx.inline(wf))
         kind = "weighted"
     if ctx.qk is None:
         raise NoTemplate(f"no Q . K contraction feeds {out.lhs_text}")
@@ -423,7 +425,7 @@ class _Inline:
     def inline(self, x: Expr) -> Expr:
         if isinstance(x, Access):
             names = _names(x.indices)
-            if None in names or not set(names) <= self.qset | self.kset:  # type: ignore[operator]
+            if None in names or not set(names) <= self.qset | self.kset:
                 raise NoTemplate(f"the score reads {x}, not indexed by the query and key indices alone")
             e = self.defs.get(x.tensor)
             if e is not None and e.step is None and x.tensor not in self.c.iterative:
@@ -619,7 +621,7 @@ class _Gen:
             if x.func not in _FUNCS:
                 raise NoTemplate(f"the kernel generator does not know {x.func}")
             args = [self.py(a, ind) for a in x.args]
-            return _FUNCS[x.func].format(*args, one=self.one, zero=self.zero, exp=self.exp)  # type: ignore[index]
+            return _FUNCS[x.func].format(*args, one=self.one, zero=self.zero, exp=self.exp)
         if isinstance(x, Reduce) and not self.core:
             self.n += 1
             r, t = f"r{self.n}", f"u{self.n}"
@@ -707,9 +709,9 @@ class _Gen:
         b = bv[0]
         a = accs[0] if accs[1] is b else accs[1]
         bphys = self.physical(b.tensor, _names(b.indices))  # type: ignore[arg-type]
-        if set(bphys[-2:]) != {k, j} or any(v not in bound for v in bphys[:-2]):  # type: ignore[operator]
+        if set(bphys[-2:]) != {k, j} or any(v not in bound for v in bphys[:-2]):
             return False
-        if any(v not in bound | {i, k} for v in _names(a.indices)):  # type: ignore[operator]
+        if any(v not in bound | {i, k} for v in _names(a.indices)):
             return False
         out = f"t{self.tensors.index(e.output)}"
         lead = ["g"] + [f"i_{v} + 1" if v == e.step else f"i_{v}" for v in phys[:-2]]
@@ -754,7 +756,7 @@ def _nested(x: Expr) -> bool:
     return any(isinstance(n, (Reduce, TopK)) for n in walk(x))
 
 
-def _product(xs: list[Expr]) -> Expr:
+def _product(xs: Sequence[Expr]) -> Expr:
     out = xs[0]
     for x in xs[1:]:
         out = Binary(op=BinOp.MUL, lhs=out, rhs=x)
@@ -1283,9 +1285,9 @@ class CompiledCascade:
         try:
             lead = np.broadcast_shapes(*(arrays[i.name].shape[: -len(i.ranks) or None] for i in c.inputs))
         except ValueError:
-            shapes = ", ".join(f"{i.name} {arrays[i.name].shape}" for i in c.inputs)
+            got = ", ".join(f"{i.name} {arrays[i.name].shape}" for i in c.inputs)
             raise EvaluationError(
-                f"golden.compile: the inputs' leading (batch) dimensions do not broadcast: {shapes}"
+                f"golden.compile: the inputs' leading (batch) dimensions do not broadcast: {got}"
             ) from None
         bound = bind_sizes(c, tails, sizes)
         params = eval_params(c, bound)
@@ -1355,7 +1357,7 @@ class CompiledCascade:
             src = source()
             with _LOCK:
                 self._kernels[key] = (src, _build(src))
-        return self._kernels[key]  # type: ignore[no-any-return]
+        return self._kernels[key]
 
     def _alloc(
         self, name: str, tensors: dict[str, Any], shapes: dict[str, tuple[int, ...]], dtype: Any
