@@ -15,9 +15,20 @@ holds the bit-true fixed-point models that mirror the RTL.
 """
 
 from golden._attention import attention
-from golden._compile import CompiledCascade, compile, plan
+from golden._compile import TILES, CompiledCascade, Plan, Step, compile, plan
 from golden._interp import run
 from golden._reference import softmax_attention
 from golden.errors import EvaluationError
 
-__all__ = ["CompiledCascade", "EvaluationError", "attention", "compile", "plan", "run", "softmax_attention"]
+__all__ = [
+    "TILES",
+    "CompiledCascade",
+    "EvaluationError",
+    "Plan",
+    "Step",
+    "attention",
+    "compile",
+    "plan",
+    "run",
+    "softmax_attention",
+]
