@@ -34,6 +34,7 @@ __all__ = [
     "DRAM",
     "EINSUM_KINDS",
     "FUNCTIONAL_UNITS",
+    "ROW_REDUCTIONS",
     "TOPK_ROLES",
     "ArchSpec",
     "Buffer",
@@ -46,6 +47,7 @@ __all__ = [
     "load",
     "preset",
     "presets",
+    "row_reduction_latency",
     "spatten",
     "spatten_eighth",
     "unfused",
@@ -54,6 +56,8 @@ __all__ = [
 #: Functional units a PE may have. ``mac`` also does additions and multiplications; without an
 #: ``exp`` unit an exponential is evaluated on the MAC (``PEArray.exp_macs`` MAC operations).
 FUNCTIONAL_UNITS = ("mac", "max", "exp", "div")
+#: How a max across a 2D array's rows is built (see :func:`row_reduction_latency`).
+ROW_REDUCTIONS = ("chain", "registered_tree", "tree")
 
 #: What an array's control can sequence: sums of products ("contraction", a GEMM engine), max or
 #: sum reductions of one operand ("reduce") and element-wise maps ("map"). A GEMM-only array also
@@ -87,11 +91,28 @@ def _integer(owner: str, **values: object) -> None:
             raise ArchError(f"{owner}: {name} must be an integer, found {value!r}")
 
 
+def row_reduction_latency(kind: str, rows: int) -> int:
+    """Cycles a max across a 2D array's ``rows`` takes beyond the cycle that delivers it, for each
+    ``row_reduction``: ``chain``, one registered comparator per row, the value passing down the
+    rows (FuseMax's: ``rows``); ``registered_tree``, pairwise comparators with a register per level
+    (``ceil(log2 rows)``); ``tree``, pairwise and combinational (0: the path grows with the array).
+    The simulator charges it (``mapper.schedule.exposed_latency``) and ``rtl.Array2D`` builds it:
+    one timing description for both."""
+    if kind not in ROW_REDUCTIONS:
+        raise ArchError(f"unknown row_reduction {kind!r} (expected one of {', '.join(ROW_REDUCTIONS)})")
+    if kind == "chain":
+        return rows
+    if kind == "registered_tree":
+        return (rows - 1).bit_length()
+    return 0
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class PEArray:
     """A rectangular array of identical PEs (``rows = 1`` for a 1D array).
 
     ``units`` are the functional units in each PE, each able to start one operation per cycle;
+    ``row_reduction`` how a max across the rows is built (:func:`row_reduction_latency`);
     ``exp_macs`` is the number of MAC operations an exponential takes where there is no ``exp``
     unit (FuseMax: a 5th-order Taylor series, 5 FMAs and a multiply). The register file holds
     ``rf_words`` words per PE.
@@ -104,6 +125,7 @@ class PEArray:
     einsum_kinds: tuple[str, ...] = ("contraction", "reduce", "map")
     exp_on_mac: bool = False
     exp_macs: int = 6
+    row_reduction: str = "chain"
     rf_words: int
     rf_read_pj: float
     rf_write_pj: float
@@ -135,6 +157,12 @@ class PEArray:
                 )
         if "mac" not in units:
             raise ArchError(f"{owner}: every PE needs a 'mac' unit, found units {list(units)}")
+        if self.row_reduction not in ROW_REDUCTIONS:
+            hint = suggest(str(self.row_reduction), ROW_REDUCTIONS)
+            raise ArchError(
+                f"{owner}: unknown row_reduction {self.row_reduction!r}{hint} "
+                f"(expected one of {', '.join(ROW_REDUCTIONS)})"
+            )
 
     @property
     def pes(self) -> int:

@@ -21,7 +21,7 @@ from typing import Any
 
 import einsum
 from einsum._expr import Access, Expr, Reduce, walk
-from mapper.arch import ArchSpec, PEArray
+from mapper.arch import ArchSpec, PEArray, row_reduction_latency
 from mapper.errors import ArchError, ScheduleError
 
 __all__ = [
@@ -472,13 +472,14 @@ def einsum_cycles(
 
 
 def exposed_latency(f: EinsumFacts, arr: PEArray, spatial: Mapping[str, tuple[str, ...]]) -> int:
-    """A max reduced across a 2D array's rows passes through a chain of comparators, one per row;
-    sums ride the MACs' accumulation (their fill and drain is the systolic option)."""
+    """A max reduced across a 2D array's rows takes the array's ``row_reduction`` latency (a chain
+    of comparators, one per row, as FuseMax's: ``rows``; ``rtl.Array2D`` builds the same); sums
+    ride the MACs' accumulation (their fill and drain is the systolic option)."""
     if not arr.is_2d:
         return 0
     rows_rank = spatial[arr.name][0]
     if rows_rank in f.reduced and f.kind == "reduce" and f.counts.at({r: 2 for r in f.ranks})["max"]:
-        return arr.rows
+        return row_reduction_latency(arr.row_reduction, arr.rows)
     return 0
 
 

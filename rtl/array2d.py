@@ -9,12 +9,19 @@ state      what the PEs do                                                   cyc
 =========  ================================================================  ===========
 QK         ``acc += K[r, e] * Q[c, e]`` for one ``e`` per ``qk_in`` item      ``e``
 CONV       ``QK = acc`` rounded into the datapath format                      1
-LM         ``lm_out`` = max over the rows of each column (to the 1D array)    1
+LMW        the max over the rows of each column settles (``reduction``)     ``L``
+LM         ``lm_out`` = that max (to the 1D array)                            1
 RM         the running max ``RM[c]`` arrives on ``rm_in`` (from the 1D)      1
 EXP        ``SLN = exp(QK - RM)`` as MACs (``ExpSteps``: degree + 2 steps)   ``degree + 2``
 SLD        ``o`` <- sum over the rows of SLN                                  1
 SLNV       ``o`` <- sum over the rows of ``SLN * V[r, f]``, one ``v_in`` each ``f``
 =========  ================================================================  ===========
+
+``reduction`` builds the max across the rows as ``mapper.PEArray.row_reduction`` describes it,
+and ``L = mapper.row_reduction_latency(reduction, rows)``: ``tree`` (pairwise, combinational,
+``L = 0``), ``registered_tree`` (a register per level, ``L = ceil(log2 rows)``) or ``chain`` (a
+registered comparator per row, the value passing down the rows, FuseMax's: ``L = rows``). One
+``ArchSpec`` sets it for the simulator and the RTL (:meth:`Array2D.from_arch`).
 
 The arithmetic is ``golden.fixed.tile2d`` bit for bit. Streams (``amaranth.lib.stream``):
 ``qk_in`` (``k``: rows values, ``q``: cols values), ``lm_out`` and ``rm_in`` (cols values),
@@ -30,8 +37,9 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from einsum import Fixed
+from mapper.arch import ROW_REDUCTIONS, ArchSpec, row_reduction_latency
 from rtl._arith import ExpSteps, fit, round_shift
-from rtl._params import DEFAULT_FORMAT, check_int
+from rtl._params import DEFAULT_FORMAT, RTLConfigError, check_int
 
 __all__ = ["Array2D", "Array2DCycles"]
 
@@ -45,11 +53,17 @@ class Array2DCycles:
     e: int
     f: int
     degree: int
+    reduction: str = "tree"
+
+    @property
+    def lm_wait(self) -> int:
+        """Cycles the max across the rows takes to settle (``mapper.row_reduction_latency``)."""
+        return row_reduction_latency(self.reduction, self.rows)
 
     @property
     def interval(self) -> int:
         """Cycles between the starts of consecutive tiles (the initiation interval)."""
-        return self.e + 1 + 1 + 1 + (self.degree + 2) + 1 + self.f
+        return self.e + 1 + self.lm_wait + 1 + 1 + (self.degree + 2) + 1 + self.f
 
     @property
     def latency(self) -> int:
@@ -74,7 +88,13 @@ class Array2D(wiring.Component):
         fmt: Fixed = DEFAULT_FORMAT,
         degree: int = 3,
         acc_width: int | None = None,
+        reduction: str = "tree",
     ) -> None:
+        if reduction not in ROW_REDUCTIONS:
+            raise RTLConfigError(
+                f"array2d: reduction must be one of {', '.join(ROW_REDUCTIONS)}, got {reduction!r}"
+            )
+        self.reduction = reduction
         self.rows = check_int("array2d", "rows", rows, 1, 64, owner=self)
         self.cols = check_int("array2d", "cols", cols, 1, 64, owner=self)
         self.e = check_int("array2d", "e", e, 1, 4096, owner=self)
@@ -86,7 +106,7 @@ class Array2D(wiring.Component):
         self.exp = ExpSteps(fmt, check_int("array2d", "degree", degree, 1, 8, owner=self))
         self.acc_width = acc_width or 2 * fmt.width - 1 + max(1, (max(e, 2) - 1).bit_length())
         check_int("array2d", "acc_width", self.acc_width, 2 * fmt.width, 62, owner=self)
-        self.model = Array2DCycles(rows, cols, e, f, degree)
+        self.model = Array2DCycles(rows, cols, e, f, degree, reduction)
         w = fmt.width
         vec_r = data.ArrayLayout(signed(w), rows)
         vec_c = data.ArrayLayout(signed(w), cols)
@@ -99,6 +119,53 @@ class Array2D(wiring.Component):
                 "o": Out(stream.Signature(vec_c)),
             }
         )
+
+    @classmethod
+    def from_arch(
+        cls,
+        arch: ArchSpec,
+        array: str = "2d",
+        *,
+        e: int,
+        f: int,
+        fmt: Fixed = DEFAULT_FORMAT,
+        degree: int = 3,
+    ) -> Array2D:
+        """The 2D array that ``arch``'s array ``array`` describes: its rows, columns and
+        ``row_reduction`` (the tile's ``e`` and ``f``, the format and the exp's degree besides)."""
+        a = arch.array(array)
+        return cls(rows=a.rows, cols=a.cols, e=e, f=f, fmt=fmt, degree=degree, reduction=a.row_reduction)
+
+    def _row_max(self, m: Module, xs: list[Signal], c: int) -> Signal:
+        """The max of ``xs`` (one column's rows) as ``self.reduction`` builds it (named signals)."""
+        w = self.fmt.width
+
+        def mx(a: Signal, b: Signal) -> object:
+            return Mux(b > a, b, a)
+
+        if self.reduction == "chain":  # FuseMax's: a registered comparator per row
+            prev = None
+            for r, x in enumerate(xs):
+                stage = Signal(signed(w), name=f"lm_chain{c}_{r}")
+                m.d.sync += stage.eq(x if prev is None else mx(prev, x))
+                prev = stage
+            assert prev is not None
+            return prev
+        level, depth = list(xs), 0
+        while len(level) > 1:
+            nxt = []
+            for i in range(0, len(level) - 1, 2):
+                node = Signal(signed(w), name=f"lm_tree{c}_{depth}_{i // 2}")
+                domain = m.d.sync if self.reduction == "registered_tree" else m.d.comb
+                domain += node.eq(mx(level[i], level[i + 1]))
+                nxt.append(node)
+            if len(level) % 2:  # the odd one passes to the next level (through a register)
+                node = Signal(signed(w), name=f"lm_tree{c}_{depth}_{len(level) // 2}")
+                domain = m.d.sync if self.reduction == "registered_tree" else m.d.comb
+                domain += node.eq(level[-1])
+                nxt.append(node)
+            level, depth = nxt, depth + 1
+        return level[0]
 
     def elaborate(self, platform):  # type: ignore[no-untyped-def]
         m = Module()
@@ -137,13 +204,10 @@ class Array2D(wiring.Component):
             m.d.sync += self.o.valid.eq(0)
         o_free = ~self.o.valid | self.o.ready
 
-        col_max = []
-        for c in range(cols):
-            best = qk[0, c]
-            for r in range(1, rows):
-                best = Mux(qk[r, c] > best, qk[r, c], best)
-            col_max.append(best)
-        with m.FSM():
+        col_max = [self._row_max(m, [qk[r, c] for r in range(rows)], c) for c in range(cols)]
+        wait = self.model.lm_wait
+        lw = Signal(range(wait + 1), name="lm_wait")
+        with m.FSM(name="ctrl"):
             with m.State("QK"):
                 m.d.comb += self.qk_in.ready.eq(1)
                 for (r, c), (ma, mb, _) in prods.items():
@@ -159,7 +223,13 @@ class Array2D(wiring.Component):
             with m.State("CONV"):
                 for key in acc:
                     m.d.sync += qk[key].eq(fit(round_shift(acc[key], fr, nearest), w, sat))
-                m.next = "LM"
+                m.d.sync += lw.eq(0)
+                m.next = "LMW" if wait else "LM"
+            if wait:
+                with m.State("LMW"):
+                    m.d.sync += lw.eq(lw + 1)
+                    with m.If(lw == wait - 1):
+                        m.next = "LM"
             with m.State("LM"):
                 m.d.comb += self.lm_out.valid.eq(1)
                 m.d.comb += [self.lm_out.payload[c].eq(col_max[c]) for c in range(cols)]

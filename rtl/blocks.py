@@ -8,13 +8,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from amaranth.lib import wiring
 
 from einsum import Fixed
 from einsum.errors import suggest
+from mapper.arch import ROW_REDUCTIONS
 from rtl._params import RTLConfigError
 from rtl.array1d import Array1D
 from rtl.array2d import Array2D
@@ -27,8 +28,9 @@ __all__ = ["BLOCKS", "BlockSpec", "build", "resolve"]
 class BlockSpec:
     name: str
     summary: str
-    defaults: Mapping[str, int]
-    make: Callable[[dict[str, int]], wiring.Component]
+    defaults: Mapping[str, int | str]
+    make: Callable[[dict[str, Any]], wiring.Component]
+    choices: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # the named-choice parameters
 
 
 def _fmt(p: dict[str, int]) -> Fixed:
@@ -39,10 +41,17 @@ BLOCKS: dict[str, BlockSpec] = {
     "array2d": BlockSpec(
         "array2d",
         "rows x cols PE array: QK, LM, SLN, SLD, SLNV of one tile",
-        {"rows": 4, "cols": 4, "e": 8, "f": 4, "width": 16, "frac": 8, "degree": 3},
+        {"rows": 4, "cols": 4, "e": 8, "f": 4, "width": 16, "frac": 8, "degree": 3, "reduction": "tree"},
         lambda p: Array2D(
-            rows=p["rows"], cols=p["cols"], e=p["e"], f=p["f"], fmt=_fmt(p), degree=p["degree"]
+            rows=p["rows"],
+            cols=p["cols"],
+            e=p["e"],
+            f=p["f"],
+            fmt=_fmt(p),
+            degree=p["degree"],
+            reduction=p["reduction"],
         ),
+        {"reduction": ROW_REDUCTIONS},
     ),
     "array1d": BlockSpec(
         "array1d",
@@ -81,6 +90,14 @@ def resolve(block: str, overrides: Mapping[str, Any], *, extra: Mapping[str, Any
             raise RTLConfigError(
                 f"{block}: unknown parameter {name!r} (parameters: {', '.join(known)}){suggest(name, known)}"
             )
+        if name in s.choices:
+            if value not in s.choices[name]:
+                raise RTLConfigError(
+                    f"{block}: parameter {name} must be one of {', '.join(s.choices[name])}, got {value!r}"
+                    f"{suggest(str(value), s.choices[name])}"
+                )
+            params[name] = value
+            continue
         try:
             params[name] = int(value)
         except (TypeError, ValueError):
@@ -91,4 +108,4 @@ def resolve(block: str, overrides: Mapping[str, Any], *, extra: Mapping[str, Any
 def build(block: str, params: Mapping[str, Any]) -> wiring.Component:
     """The Amaranth component for ``block`` with resolved ``params`` (hardware parameters only)."""
     s = spec(block)
-    return s.make({k: int(params[k]) for k in s.defaults})
+    return s.make({k: params[k] if k in s.choices else int(params[k]) for k in s.defaults})

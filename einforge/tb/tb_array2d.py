@@ -115,7 +115,8 @@ async def run_phase(
         [lm, out],
         on_transfer,
         lambda: seen["o"] >= total_o and seen["lm_out"] >= len(tiles),
-        max_cycles=200 + 20 * len(tiles) * Array2DCycles(rows, cols, p["e"], p["f"], p["degree"]).latency,
+        max_cycles=200
+        + 20 * len(tiles) * Array2DCycles(rows, cols, p["e"], p["f"], p["degree"], p["reduction"]).latency,
     )
     return last_out[0] - (first_in[0] or 0) + 1
 
@@ -124,7 +125,7 @@ async def run_phase(
 async def array2d(dut: Any) -> None:
     p = config()["params"]
     fmt = Fixed(p["width"], p["frac"])
-    model = Array2DCycles(p["rows"], p["cols"], p["e"], p["f"], p["degree"])
+    model = Array2DCycles(p["rows"], p["cols"], p["e"], p["f"], p["degree"], p["reduction"])
     await run_test(
         dut,
         lambda rng, count, timed: make_tiles(rng, p, fmt, count),

@@ -22,6 +22,9 @@ SIMS = [
 CASES = [
     ("array2d", {}, 12),
     ("array2d", {"rows": 3, "cols": 2, "e": 5, "f": 3, "width": 12, "frac": 6, "degree": 2}, 12),
+    # the max across the rows as FuseMax's chain, and as a registered tree (5 rows: an odd level)
+    ("array2d", {"rows": 4, "cols": 3, "e": 3, "f": 2, "reduction": "chain"}, 12),
+    ("array2d", {"rows": 5, "cols": 2, "e": 4, "f": 2, "reduction": "registered_tree"}, 12),
     ("array1d", {}, 10),
     ("array1d", {"pes": 3, "f": 2, "width": 20, "frac": 12, "degree": 4}, 10),
     ("topk", {"n": 16, "parallelism": 4}, 40),  # random n <= 16 and k per vector

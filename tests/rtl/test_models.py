@@ -210,3 +210,17 @@ def test_topk_verilog_grows_as_p_log_p() -> None:
     sizes = {p: len(export("topk", {"n": 64, "parallelism": p})) for p in (4, 16)}
     assert sizes[16] / sizes[4] < 8, sizes
     assert sizes[16] < 500_000, sizes
+
+
+def test_array2d_reduction_is_a_named_choice() -> None:
+    assert resolve("array2d", {"reduction": "chain"})["reduction"] == "chain"
+    with pytest.raises(
+        RTLConfigError,
+        match=r"array2d: parameter reduction must be one of chain, registered_tree, tree, got 'chian'; "
+        r"did you mean 'chain'\?",
+    ):
+        resolve("array2d", {"reduction": "chian"})
+    with pytest.raises(
+        RTLConfigError, match=r"array2d: reduction must be one of chain, registered_tree, tree"
+    ):
+        Array2D(reduction="ring")
