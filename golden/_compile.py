@@ -669,66 +669,86 @@ class _Gen:
         target = self.physical(e.output, target)
         self.emit(ind, f"t{self.tensors.index(e.output)}[{', '.join(['g', *target])}] = {val}")
 
-    def _gemm(self, e: Any, ind: int, bound: set[str]) -> bool:
-        """Emit ``e`` as a BLAS product where it is ``C[.., i, j] = X + sum[k] w * A * B``: the
-        loops leave two free indices, the last two of C's layout; B's last two are ``k, j`` (or
-        ``j, k``); ``w`` (no tensors) and ``A`` read neither ``j`` (A', ``w * A`` over ``i, k``, is
-        copied first); X does not read ``k``. The state update and read-out of chunked linear
-        attention (Lightning Attention-2) take this form. False (nothing emitted) otherwise."""
+    def gemm_form(self, e: Any, bound: set[str]) -> tuple[Any, ...] | None:
+        """``e`` as ``C[.., i, J..] = X + sum[K..] A' * B[.., K.., J..]`` (or ``B[.., J.., K..]``)
+        where the loops would leave ``i`` and the group ``J`` free, the last of C's layout, ``B``
+        the one factor reading ``J``, ``A'`` the product of the others (any tensors and weights
+        over ``i`` and ``K``), ``X`` free of ``K``; None where it is not. The state update and
+        read-out of chunked linear attention and a score matrix ``Q K^T`` take this form."""
         if e.init:
-            return False
+            return None
         free = [v for v in e.indices if v not in bound]
         phys = self.physical(e.output, list(e.indices))
-        if len(free) != 2 or set(phys[-2:]) != set(free) or any(v not in bound for v in phys[:-2]):
-            return False
-        i, j = phys[-2], phys[-1]
+        n = len(free)
+        if n < 2 or set(phys[-n:]) != set(free) or any(v not in bound for v in phys[:-n]):
+            return None
+        i, js = phys[-n], tuple(phys[-n + 1 :])
         x, expr = None, e.expr
         if e.summed:
-            if len(e.summed) != 1:
-                return False
-            (k,) = e.summed
-            body = expr
+            ks, body = tuple(e.summed), expr
         else:
             if isinstance(expr, Binary) and expr.op is BinOp.ADD and isinstance(expr.rhs, Reduce):
                 x, expr = expr.lhs, expr.rhs
-            if not (isinstance(expr, Reduce) and expr.op is ReduceOp.SUM and len(expr.indices) == 1):
-                return False
-            (k,) = expr.indices
-            body = expr.body
-        if k in bound or k in (i, j) or (x is not None and (k in ordered_vars(x) or _nested(x))):
+            if not (isinstance(expr, Reduce) and expr.op is ReduceOp.SUM):
+                return None
+            ks, body = tuple(expr.indices), expr.body
+        if set(ks) & (bound | set(free)) or (
+            x is not None and (set(ks) & set(ordered_vars(x)) or _nested(x))
+        ):
+            return None
+        factors = product_factors(body)
+        if any(_nested(f) for f in factors):
+            return None
+        bs = [f for f in factors if set(js) & set(ordered_vars(f))]
+        if len(bs) != 1 or not isinstance(bs[0], Access) or None in _names(bs[0].indices):
+            return None
+        b = bs[0]
+        bn = self.physical(b.tensor, _names(b.indices))  # type: ignore[arg-type]
+        tail = len(js) + len(ks)
+        if tuple(bn[-tail:]) not in ((*ks, *js), (*js, *ks)) or any(v not in bound for v in bn[:-tail]):
+            return None
+        rest = [f for f in factors if f is not b]
+        if not rest or any(not set(ordered_vars(f)) <= bound | {i, *ks} for f in rest):
+            return None
+        if any(isinstance(nd, Access) and None in _names(nd.indices) for f in rest for nd in walk(f)):
+            return None
+        return i, js, ks, x, _product(rest), b, bn, tuple(bn[-tail:]) == (*js, *ks), phys, n
+
+    def _gemm(self, e: Any, ind: int, bound: set[str]) -> bool:
+        """Emit ``e`` as a BLAS product where :meth:`gemm_form` finds one: ``C = X`` (or 0) over
+        ``i, J``, then ``A'`` over ``i, K`` into a scratch matrix, then ``C += A' B``. False
+        (nothing emitted) otherwise."""
+        form = self.gemm_form(e, bound)
+        if form is None:
             return False
-        accs = [f for f in product_factors(body) if isinstance(f, Access)]
-        rest = [f for f in product_factors(body) if not isinstance(f, Access)]
-        if len(accs) != 2 or any(_nested(f) or isinstance(n, Access) for f in rest for n in walk(f)):
-            return False
-        if any(None in _names(a.indices) for a in accs):
-            return False
-        bv = [a for a in accs if j in _names(a.indices)]
-        if len(bv) != 1 or i in _names(bv[0].indices) or any(j in ordered_vars(f) for f in rest):
-            return False
-        b = bv[0]
-        a = accs[0] if accs[1] is b else accs[1]
-        bphys = self.physical(b.tensor, _names(b.indices))  # type: ignore[arg-type]
-        if set(bphys[-2:]) != {k, j} or any(v not in bound for v in bphys[:-2]):
-            return False
-        if any(v not in bound | {i, k} for v in _names(a.indices)):
-            return False
+        i, js, ks, x, a, b, bn, bt, phys, nfree = form
         out = f"t{self.tensors.index(e.output)}"
-        lead = ["g"] + [f"i_{v} + 1" if v == e.step else f"i_{v}" for v in phys[:-2]]
+        lead = ["g"] + [f"i_{v} + 1" if v == e.step else f"i_{v}" for v in phys[:-nfree]]
         self.n += 1
         n = self.n
-        # C = X (or 0) over (i, j), then C += A' B
-        inner = self.loops(ind, [i, j])
+        size = " * ".join
+        inner = self.loops(ind, [i, *js])
         value = self.py(x, inner) if x is not None else "0.0"
-        self.emit(inner, f"{out}[{', '.join([*lead, f'i_{phys[-2]}', f'i_{phys[-1]}'])}] = {value}")
-        self.emit(ind, f"ta{n} = np.empty(({self.szi(i)}, {self.szi(k)}), {out}.dtype)")
-        # the weight's indices outermost, so that it is computed once per value of them
-        wv = {v for f in rest for v in ordered_vars(f)}
-        inner = self.loops(ind, [k, i] if wv <= {k} | bound and i not in wv else [i, k])
-        w = Binary(op=BinOp.MUL, lhs=_product(rest), rhs=a) if rest else a
-        self.emit(inner, f"ta{n}[i_{i}, i_{k}] = {self.py(w, inner)}")
-        bt = f"t{self.tensors.index(b.tensor)}[{', '.join(['g', *(f'i_{v}' for v in bphys[:-2])])}]"
-        self.emit(ind, f"_gemm(ta{n}, {bt}, {out}[{', '.join(lead)}], {bphys[-1] == k}, 1.0)")
+        self.emit(inner, f"{out}[{', '.join([*lead, *(f'i_{v}' for v in phys[-nfree:])])}] = {value}")
+        kk = size(self.szi(v) for v in ks)
+        self.emit(ind, f"ta{n} = np.empty(({self.szi(i)}, {kk}), {out}.dtype)")
+        # A' over (i, K), K flattened row-major; the weight's indices outermost where it reads K only
+        av = set(ordered_vars(a)) - bound
+        order = [*ks, i] if i not in av and len(ks) == 1 else [i, *ks]
+        inner = self.loops(ind, order)
+        flat = f"i_{ks[-1]}"
+        for v in reversed(ks[:-1]):
+            flat = f"i_{v} * {size(self.szi(u) for u in ks[ks.index(v) + 1 :])} + {flat}"
+        self.emit(inner, f"ta{n}[i_{i}, {flat}] = {self.py(a, inner)}")
+        jj = size(self.szi(v) for v in js)
+        blead = ["g", *(f"i_{v}" for v in bn[: len(bn) - len(js) - len(ks)])]
+        bview = f"t{self.tensors.index(b.tensor)}[{', '.join(blead)}]"
+        bshape = f"({jj}, {kk})" if bt else f"({kk}, {jj})"
+        cview = f"{out}[{', '.join(lead)}]"
+        self.emit(
+            ind,
+            f"_gemm(ta{n}, {bview}.reshape({bshape}), {cview}.reshape(({self.szi(i)}, {jj})), {bt}, 1.0)",
+        )
         return True
 
     def _topk(self, x: TopK, ind: int) -> str:
@@ -785,12 +805,15 @@ def loop_tensors(c: Cascade, st: Step) -> list[str]:
     return list(names)
 
 
-def _parallel_var(c: Cascade, st: Step) -> str | None:
+def _parallel_var(c: Cascade, st: Step, gen: Any = None) -> str | None:
     """The index the loop step's work items split (besides the batch): a single statement's first
-    free output index; none for a scan (one work item per batch entry walks every step)."""
+    free output index; none for a scan (one work item per batch entry walks every step), nor for
+    a statement that is one BLAS product per batch entry (``gen`` given: the CPU)."""
     if st.step is not None:
         return None
     e = c.einsums[st.statements[0]]
+    if gen is not None and gen.gemm_form(e, set()) is not None:
+        return None
     lhs = [v for v in e.indices if not (e.init and v == e.step)]
     return lhs[0] if lhs else None
 
@@ -798,7 +821,7 @@ def _parallel_var(c: Cascade, st: Step) -> str | None:
 def _loops_source(c: Cascade, st: Step, params: list[str], sizes: list[str], cuda: bool) -> str:
     tensors = loop_tensors(c, st)
     gen = _Gen(params, sizes, tensors, core=False, cuda=cuda, layouts=layouts(c))
-    par = _parallel_var(c, st)
+    par = _parallel_var(c, st, None if cuda else gen)
     args = ", ".join([*(f"t{i}" for i in range(len(tensors))), "prm", "sz", "szi"])
     n = gen.szi(par) if par else "1"
     if cuda:
@@ -1397,7 +1420,8 @@ class CompiledCascade:
         for i in st.statements:
             self._alloc(c.einsums[i].output, tensors, shapes, dtype)
         src, kernel = self._kernel(st, lambda: _loops_source(c, st, pn, sn, self.backend == "cuda"))
-        par = _parallel_var(c, st)
+        cpu_gen = _Gen(pn, sn, names, core=False, cuda=False, layouts=layouts(c))
+        par = _parallel_var(c, st, None if self.backend == "cuda" else cpu_gen)
         n = int(szi[sn.index(par.upper())]) if par else 1
         args = [tensors[t] for t in names]
         if self.backend == "cuda":
