@@ -712,7 +712,7 @@ class _Gen:
             return None
         if any(isinstance(nd, Access) and None in _names(nd.indices) for f in rest for nd in walk(f)):
             return None
-        return i, js, ks, x, _product(rest), b, bn, tuple(bn[-tail:]) == (*js, *ks), phys, n
+        return i, js, ks, x, rest, b, bn, tuple(bn[-tail:]) == (*js, *ks), phys, n
 
     def _gemm(self, e: Any, ind: int, bound: set[str]) -> bool:
         """Emit ``e`` as a BLAS product where :meth:`gemm_form` finds one: ``C = X`` (or 0) over
@@ -721,7 +721,8 @@ class _Gen:
         form = self.gemm_form(e, bound)
         if form is None:
             return False
-        i, js, ks, x, a, b, bn, bt, phys, nfree = form
+        i, js, ks, x, rest, b, bn, bt, phys, nfree = form
+        a = _product(rest)
         out = f"t{self.tensors.index(e.output)}"
         lead = ["g"] + [f"i_{v} + 1" if v == e.step else f"i_{v}" for v in phys[:-nfree]]
         self.n += 1
@@ -732,9 +733,10 @@ class _Gen:
         self.emit(inner, f"{out}[{', '.join([*lead, *(f'i_{v}' for v in phys[-nfree:])])}] = {value}")
         kk = size(self.szi(v) for v in ks)
         self.emit(ind, f"ta{n} = np.empty(({self.szi(i)}, {kk}), {out}.dtype)")
-        # A' over (i, K), K flattened row-major; the weight's indices outermost where it reads K only
-        av = set(ordered_vars(a)) - bound
-        order = [*ks, i] if i not in av and len(ks) == 1 else [i, *ks]
+        # A' over (i, K), K flattened row-major; with the loop over K outermost where the weights
+        # (the factors without tensors: a decay's power) read K alone, so each is computed once per K
+        wv = {v for f in rest if not any(isinstance(nd, Access) for nd in walk(f)) for v in ordered_vars(f)}
+        order = [*ks, i] if wv and wv - bound <= set(ks) and len(ks) == 1 else [i, *ks]
         inner = self.loops(ind, order)
         flat = f"i_{ks[-1]}"
         for v in reversed(ks[:-1]):
