@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from einsum import Fixed
 from einsum.errors import ConfigError
 
-__all__ = ["DEFAULT_FORMAT", "RTLConfigError", "check_int"]
+__all__ = ["DEFAULT_FORMAT", "RTLConfigError", "check_int", "name_states"]
 
 DEFAULT_FORMAT = Fixed(16, 8)
 
@@ -25,3 +27,14 @@ def check_int(block: str, name: str, value: object, lo: int, hi: int, *, owner: 
             owner._MustUse__silence = True  # type: ignore[attr-defined]
         raise RTLConfigError(f"{block}: parameter {name} must be an integer in {lo}..{hi}, got {value!r}")
     return value
+
+
+def name_states(m: Any, fsm: Any, prefix: str) -> None:
+    """One named signal per state of ``fsm``, ``<prefix>_is_<STATE>``, high while it is in that
+    state: a waveform then reads the controller's states by name (the state register itself
+    dumps as a number)."""
+    from amaranth.hdl import Signal
+
+    for state in fsm.encoding:
+        flag = Signal(name=f"{prefix}_is_{state}")
+        m.d.comb += flag.eq(fsm.ongoing(state))

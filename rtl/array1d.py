@@ -29,7 +29,7 @@ from amaranth.lib.wiring import In, Out
 
 from einsum import Fixed
 from rtl._arith import ExpSteps, fit, round_shift
-from rtl._params import DEFAULT_FORMAT, check_int
+from rtl._params import DEFAULT_FORMAT, check_int, name_states
 
 __all__ = ["Array1D", "Array1DCycles"]
 
@@ -128,7 +128,7 @@ class Array1D(wiring.Component):
             m.d.comb += st["prod"].eq(st["ma"] * st["mb"])
             pe.append(st)
 
-        with m.FSM():
+        with m.FSM(name="ctrl") as fsm:
             with m.State("LM"):
                 m.d.comb += self.lm_in.ready.eq(1)
                 with m.If(self.lm_in.valid):
@@ -187,4 +187,5 @@ class Array1D(wiring.Component):
                             m.d.sync += [st["rm"].eq(fmt.min_raw), st["rd"].eq(0)]
                             m.d.sync += [reg.eq(0) for reg in st["rnv"]]
                         m.next = "LM"
+        name_states(m, fsm, "ctrl")
         return m

@@ -39,7 +39,7 @@ from amaranth.lib.wiring import In, Out
 from einsum import Fixed
 from mapper.arch import ROW_REDUCTIONS, ArchSpec, row_reduction_latency
 from rtl._arith import ExpSteps, fit, round_shift
-from rtl._params import DEFAULT_FORMAT, RTLConfigError, check_int
+from rtl._params import DEFAULT_FORMAT, RTLConfigError, check_int, name_states
 
 __all__ = ["Array2D", "Array2DCycles"]
 
@@ -207,7 +207,7 @@ class Array2D(wiring.Component):
         col_max = [self._row_max(m, [qk[r, c] for r in range(rows)], c) for c in range(cols)]
         wait = self.model.lm_wait
         lw = Signal(range(wait + 1), name="lm_wait")
-        with m.FSM(name="ctrl"):
+        with m.FSM(name="ctrl") as fsm:
             with m.State("QK"):
                 m.d.comb += self.qk_in.ready.eq(1)
                 for (r, c), (ma, mb, _) in prods.items():
@@ -267,4 +267,5 @@ class Array2D(wiring.Component):
                     with m.If(f_cnt == self.f - 1):
                         m.d.sync += f_cnt.eq(0)
                         m.next = "QK"
+        name_states(m, fsm, "ctrl")
         return m

@@ -60,7 +60,25 @@ def to_verilog(component: wiring.Component, name: str) -> str:
         if triggers:
             module += "".join(f"  initial {reg} = 1'b0;\n" for _, reg in triggers)
         out.append(module)
-    return "endmodule".join(out)
+    return _private_names("endmodule".join(out))
+
+
+_ESCAPED = re.compile(r"\\\$(\S*)(?=\s)")
+
+
+def _private_names(text: str) -> str:
+    """The netlist's unnamed wires (yosys's ``\\$123``, one per intermediate expression) renamed
+    ``_123_``: simulators keep them out of waveforms (Verilator traces no name that starts with
+    an underscore), so a dump shows the design's named signals only."""
+    names: dict[str, str] = {}
+
+    def sub(m: re.Match[str]) -> str:
+        new = "_" + re.sub(r"[^A-Za-z0-9]", "_", m.group(1)) + "_"
+        if names.setdefault(new, m.group(1)) != m.group(1):
+            raise RuntimeError(f"two netlist names map to {new}")  # cannot happen with yosys's names
+        return new
+
+    return _ESCAPED.sub(sub, text)
 
 
 def cache_root() -> Path:

@@ -42,7 +42,7 @@ from amaranth.lib.wiring import In, Out
 
 from mapper.topk import TopKTrace
 from mapper.topk import topk_trace as _trace
-from rtl._params import RTLConfigError, check_int
+from rtl._params import RTLConfigError, check_int, name_states
 
 __all__ = ["TopK", "TopKTrace", "topk_cycles", "topk_expected_cycles", "topk_trace"]
 
@@ -262,7 +262,7 @@ class TopK(wiring.Component):
             m.d.sync += self.o.valid.eq(0)
         o_free = ~self.o.valid | self.o.ready
 
-        with m.FSM():
+        with m.FSM(name="ctrl") as fsm:
             with m.State("IN"):
                 m.d.comb += self.i.ready.eq(1)
                 first = in_row == 0
@@ -353,4 +353,5 @@ class TopK(wiring.Component):
                         m.d.sync += clear_round()
                         m.d.sync += [in_row.eq(0), n_total.eq(0), gsel.eq(0)]
                         m.next = "IN"
+        name_states(m, fsm, "ctrl")
         return m

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -39,6 +40,15 @@ def test_check_waves_says_where() -> None:
     )
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("waves: ")][0]
     assert line.endswith((".vcd", ".fst"))
+    # an engineer's view: every signal in the dump has a name (the netlist's unnamed wires stay
+    # out), and the controller's states read by name
+    names = [
+        ln.split()[4]
+        for ln in Path(line[len("waves: ") :]).read_text().splitlines()
+        if ln.lstrip().startswith("$var")
+    ]
+    assert names and not [n for n in names if n.startswith(("$", "\\", "_"))], names
+    assert {"ctrl_is_LM", "ctrl_is_EXP", "ctrl_is_AV", "rm0"} <= set(names), names
 
 
 def test_area_json() -> None:
