@@ -129,12 +129,15 @@ class Array2D(wiring.Component):
         e: int,
         f: int,
         fmt: Fixed = DEFAULT_FORMAT,
-        degree: int = 3,
+        degree: int | None = None,
     ) -> Array2D:
-        """The 2D array that ``arch``'s array ``array`` describes: its rows, columns and
-        ``row_reduction`` (the tile's ``e`` and ``f``, the format and the exp's degree besides)."""
+        """The 2D array that ``arch``'s array ``array`` describes: its rows, columns,
+        ``row_reduction``, and the exp's length: ``exp_macs`` MAC steps, the simulator's cost of
+        an exp on the MAC, is a polynomial of degree ``exp_macs - 2`` here (``degree + 2`` steps)
+        unless ``degree`` is given. The tile's ``e``, ``f`` and the format besides."""
         a = arch.array(array)
-        return cls(rows=a.rows, cols=a.cols, e=e, f=f, fmt=fmt, degree=degree, reduction=a.row_reduction)
+        deg = a.exp_macs - 2 if degree is None else degree
+        return cls(rows=a.rows, cols=a.cols, e=e, f=f, fmt=fmt, degree=deg, reduction=a.row_reduction)
 
     def _row_max(self, m: Module, xs: list[Signal], c: int) -> Signal:
         """The max of ``xs`` (one column's rows) as ``self.reduction`` builds it (named signals)."""

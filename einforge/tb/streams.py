@@ -201,6 +201,10 @@ def write_result(cfg: dict[str, Any], result: dict[str, Any]) -> None:
         tmp.replace(path)
 
 
+#: ``run_test``'s ``timed_count`` that times every item of the run.
+ALL = 1 << 30
+
+
 async def run_test(
     dut: Any,
     make_items: Callable[[random.Random, int, bool], list[Any]],

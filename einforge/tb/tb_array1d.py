@@ -9,6 +9,7 @@ import cocotb
 import numpy as np
 
 from einforge.tb.streams import (
+    ALL,
     Driver,
     Monitor,
     Scoreboard,
@@ -114,6 +115,6 @@ async def array1d(dut: Any) -> None:
         lambda rng, count, timed: make_blocks(rng, p, fmt, count),
         lambda items, rng, gap, bp, board: run_phase(dut, p, fmt, items, rng, gap, bp, board),
         lambda timed: model.cycles([len(b["tiles"]) for b in timed]),
-        3,
+        ALL,  # every item of the run back to back, its cycles against the model
         "query blocks",
     )

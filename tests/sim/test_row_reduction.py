@@ -74,3 +74,5 @@ def test_rtl_and_simulator_read_one_description() -> None:
         block = Array2D.from_arch(arch, e=4, f=2)
         assert (block.rows, block.cols, block.reduction) == (8, 8, kind)
         assert block.model.lm_wait == wait == mapper.row_reduction_latency(arch.array("2d").row_reduction, 8)
+        # the exp: the simulator charges exp_macs MAC steps a tile; the RTL's EXP state takes as many
+        assert block.exp.cycles == arch.array("2d").exp_macs == 6
