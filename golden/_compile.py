@@ -31,6 +31,7 @@ says why (``CompiledCascade.reason``).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 import threading
@@ -1235,6 +1236,26 @@ def _build(src: str) -> Any:
 
 
 @dataclass
+class _Run:
+    """One call's state, shared by its kernels: the tensors by name (each ``(G, ...)``), their
+    shapes, the param and rank names, the params' and sizes' arrays, the dtype and the batch."""
+
+    tensors: dict[str, Any]
+    shapes: dict[str, tuple[int, ...]]
+    pn: list[str]
+    sn: list[str]
+    prm: Any
+    sz: Any
+    szi: Any
+    dtype: Any
+    g: int
+
+    def fields(self) -> tuple[Any, ...]:
+        """The fields in order, not copied (``dataclasses.astuple`` copies the tensors' dict)."""
+        return tuple(getattr(self, f.name) for f in dataclasses.fields(self))
+
+
+@dataclass
 class CompiledCascade:
     """A cascade compiled by :func:`compile`: call it like :func:`golden.run`
     (``fn(inputs, sizes=None) -> {output: array}``). Inputs may carry leading batch dimensions
@@ -1357,9 +1378,9 @@ class CompiledCascade:
                     tensors[e.output] = tensors[_view_of(c, e)].reshape(shapes[e.output])  # type: ignore[index]
                     continue
                 if st.core:
-                    src = self._core(st, tensors, shapes, pnames, snames, prm_c, sz_c, szi, dtype, g)
+                    src = self._core(st, _Run(tensors, shapes, pnames, snames, prm_c, sz_c, szi, dtype, g))
                 else:
-                    src = self._loops(st, tensors, shapes, pnames, snames, prm64, sz64, szi, dtype, g)
+                    src = self._loops(st, _Run(tensors, shapes, pnames, snames, prm64, sz64, szi, dtype, g))
                 sources.append(src)
             if cuda:
                 nbcuda.synchronize()  # type: ignore[no-untyped-call]
@@ -1404,19 +1425,8 @@ class CompiledCascade:
                 np.full(shapes[name], np.nan, dtype) if iterative else np.empty(shapes[name], dtype)
             )
 
-    def _loops(
-        self,
-        st: Step,
-        tensors: dict[str, Any],
-        shapes: dict[str, tuple[int, ...]],
-        pn: list[str],
-        sn: list[str],
-        prm: Any,
-        sz: Any,
-        szi: Any,
-        dtype: Any,
-        g: int,
-    ) -> str:
+    def _loops(self, st: Step, run: _Run) -> str:
+        tensors, shapes, pn, sn, prm, sz, szi, dtype, g = run.fields()
         c = self.cascade
         names = loop_tensors(c, st)
         for i in st.statements:
@@ -1436,19 +1446,8 @@ class CompiledCascade:
             kernel(*args, prm, sz, szi)
         return src
 
-    def _core(
-        self,
-        st: Step,
-        tensors: dict[str, Any],
-        shapes: dict[str, tuple[int, ...]],
-        pn: list[str],
-        sn: list[str],
-        prm: Any,
-        sz: Any,
-        szi: Any,
-        dtype: Any,
-        g: int,
-    ) -> str:
+    def _core(self, st: Step, run: _Run) -> str:
+        tensors, shapes, pn, sn, prm, sz, szi, dtype, g = run.fields()
         q, k, v = tensors[st.q], tensors[st.k], tensors[st.v]
         qs, ks, vs = (
             tuple(q.shape),
