@@ -91,6 +91,7 @@ class Array2D(wiring.Component):
         reduction: str = "tree",
     ) -> None:
         if reduction not in ROW_REDUCTIONS:
+            self._MustUse__silence = True  # a rejected component is never elaborated
             raise RTLConfigError(
                 f"array2d: reduction must be one of {', '.join(ROW_REDUCTIONS)}, got {reduction!r}"
             )

@@ -76,3 +76,4 @@ def test_rtl_and_simulator_read_one_description() -> None:
         assert block.model.lm_wait == wait == mapper.row_reduction_latency(arch.array("2d").row_reduction, 8)
         # the exp: the simulator charges exp_macs MAC steps a tile; the RTL's EXP state takes as many
         assert block.exp.cycles == arch.array("2d").exp_macs == 6
+        block._MustUse__silence = True  # built to read its parameters, never elaborated
