@@ -265,8 +265,11 @@ def _cuda_run(
 
 
 def test_compiled_kernels_on_the_cuda_simulator(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """P = 6, M = 12, E = 4, F = 3 with blocks of 3 queries and 4 keys (several of each)."""
-    _cuda_run(tmp_path, (6, 12), 4, 3, 4, sim=True)
+    """P = 6, M = 12 with blocks of 3 queries and 4 keys (several of each); P = M = 1; P = 3,
+    M = 37 (a prime: blocks of 1); E = 4, F = 3 (the real-GPU test takes P = 113, M = 1023)."""
+    for i, shape in enumerate([(6, 12), (1, 1), (3, 37)]):
+        (tmp_path / str(i)).mkdir()
+        _cuda_run(tmp_path / str(i), shape, 4, 3, 4, sim=True, cache=tmp_path / "cache")
 
 
 @pytest.mark.gpu
