@@ -14,28 +14,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from golden_gpu import median_time  # the same timing loop (benchmarks/ is the script's folder)
 
 import einsum
 import golden
-
-
-def _time(fn: Callable[[], Any], repeat: int, sync: Callable[[], Any] = lambda: None) -> float:
-    fn()  # warm-up (and compilation)
-    sync()
-    ts = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        sync()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
 
 
 def main() -> int:
@@ -203,7 +190,7 @@ def main() -> int:
         x = {"Q": q, "K": k, "V": v, **inputs.get(name, {})}
         sizes = {"M0": 64, "P0": 64}
         sizes = {r: sizes[r] for r in ("M0", "P0") if r in c.ranks}
-        ours = _time(lambda fn=fn, c=c, x=x, sizes=sizes: fn(x, sizes)[c.outputs[0]], args.repeat, sync)
+        ours = median_time(lambda fn=fn, c=c, x=x, sizes=sizes: fn(x, sizes)[c.outputs[0]], sync, args.repeat)
         check = fn(x, sizes)[c.outputs[0]]
         want = peer().reshape(check.shape)
         err = float(np.abs(check - want.cpu().numpy()).max())
@@ -213,16 +200,16 @@ def main() -> int:
             "ours_ms": ours * 1e3,
             "max_abs_diff_vs_eager": err,
         }
-        row["eager_ms"] = _time(peer, args.repeat, sync) * 1e3
+        row["eager_ms"] = median_time(peer, sync, args.repeat) * 1e3
         fx = flexes.get(name)
-        row["flex_ms"] = _time(fx, args.repeat, sync) * 1e3 if fx is not None else None
+        row["flex_ms"] = median_time(fx, sync, args.repeat) * 1e3 if fx is not None else None
         if name == "attention_3pass":
             row["sdpa_ms"] = (
-                _time(lambda: tf.scaled_dot_product_attention(tq, tk, tv), args.repeat, sync) * 1e3
+                median_time(lambda: tf.scaled_dot_product_attention(tq, tk, tv), sync, args.repeat) * 1e3
             )
             hand = golden.attention(q, k, v, backend=args.device)
             row["handwritten_1pass_ms"] = (
-                _time(lambda: golden.attention(q, k, v, backend=args.device), args.repeat, sync) * 1e3
+                median_time(lambda: golden.attention(q, k, v, backend=args.device), sync, args.repeat) * 1e3
             )
             del hand
         rows.append(row)
