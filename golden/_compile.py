@@ -172,12 +172,13 @@ def _names(xs: tuple[Expr, ...]) -> list[str | None]:
 def _plan(c: Cascade) -> Plan:
     defs = {e.output: e for e in c.einsums if not e.init}
     writer = {e.output: i for i, e in enumerate(c.einsums) if not e.init}
+    deps = _deps(c)
     cores: dict[int, tuple[Step, set[str]]] = {}
     for i, e in enumerate(c.einsums):
         if e.init or e.step is not None:
             continue
         try:
-            cores[i] = _match_core(c, defs, i)
+            cores[i] = _match_core(c, defs, deps, i)
         except NoTemplate:
             continue
     # Tensors a core absorbs are not computed, unless something else reads them.
@@ -269,7 +270,9 @@ def _check_loops(c: Cascade, i: int) -> None:
             raise NoTemplate(f"{e.lhs_text} calls {node.func}, which the kernel generator does not know")
 
 
-def _match_core(c: Cascade, defs: Mapping[str, Any], idx: int) -> tuple[Step, set[str]]:
+def _match_core(
+    c: Cascade, defs: Mapping[str, Any], deps: Mapping[str, set[str]], idx: int
+) -> tuple[Step, set[str]]:
     """Einsum ``idx`` as an attention core: ``O[q.., f] = W[q.., k..] * V[k.., f]`` summed over the
     key indices, ``W`` a softmax (``SN / SD``, or ``SN * V / SD``) of a score, or any pointwise
     weights; the score a pointwise function of one ``Q[q.., e] * K[k.., e]`` (times constants)."""
@@ -330,7 +333,6 @@ def _match_core(c: Cascade, defs: Mapping[str, Any], idx: int) -> tuple[Step, se
     if ctx.qk is None:
         raise NoTemplate(f"no Q . K contraction feeds {out.lhs_text}")
     inner |= ctx.inlined
-    deps = _deps(c, defs)
     for x in ctx.extras:
         if deps.get(x, set()) & inner:
             raise NoTemplate(f"the score reads {x}, which depends on the core's own tensors")
@@ -355,7 +357,7 @@ def _match_core(c: Cascade, defs: Mapping[str, Any], idx: int) -> tuple[Step, se
     return step, inner
 
 
-def _deps(c: Cascade, defs: Mapping[str, Any]) -> dict[str, set[str]]:
+def _deps(c: Cascade) -> dict[str, set[str]]:
     """Every defined tensor's transitive reads."""
     out: dict[str, set[str]] = {}
     for e in c.einsums:  # topological order
@@ -821,7 +823,10 @@ def _parallel_var(c: Cascade, st: Step, gen: Any = None) -> str | None:
     return lhs[0] if lhs else None
 
 
-def _loops_source(c: Cascade, st: Step, params: list[str], sizes: list[str], cuda: bool) -> str:
+def _loops_source(
+    c: Cascade, st: Step, params: list[str], sizes: list[str], cuda: bool
+) -> tuple[str, str | None]:
+    """A loop step's kernel source and the index its work items split besides the batch."""
     tensors = loop_tensors(c, st)
     gen = _Gen(params, sizes, tensors, core=False, cuda=cuda, layouts=layouts(c))
     par = _parallel_var(c, st, None if cuda else gen)
@@ -855,7 +860,7 @@ def _loops_source(c: Cascade, st: Step, params: list[str], sizes: list[str], cud
         bound.add(st.step)
     for i in st.statements:
         gen.statement(c.einsums[i], ind, set(bound))
-    return head + "\n".join(gen.lines) + "\n"
+    return head + "\n".join(gen.lines) + "\n", par
 
 
 def tile_mask(body: Expr | None, kind: str = "softmax") -> Expr | None:
@@ -1249,6 +1254,7 @@ class _Run:
     szi: Any
     dtype: Any
     g: int
+    szi_k: Any = None  # the sizes as the CUDA kernels read them (on the device)
 
     def fields(self) -> tuple[Any, ...]:
         """The fields in order, not copied (``dataclasses.astuple`` copies the tensors' dict)."""
@@ -1267,7 +1273,7 @@ class CompiledCascade:
     block_q: int | None
     block_k: int | None
     source: str = ""
-    _kernels: dict[Any, tuple[str, Any]] = field(default_factory=dict, repr=False)
+    _kernels: dict[Any, tuple[str, Any, Any]] = field(default_factory=dict, repr=False)
 
     @property
     def template(self) -> str | None:
@@ -1296,7 +1302,7 @@ class CompiledCascade:
             if st.core:
                 src = _cuda_source(st, pn, sn, f or 1) if self.backend == "cuda" else _source(st, pn, sn)
             else:
-                src = _loops_source(self.cascade, st, pn, sn, self.backend == "cuda")
+                src = _loops_source(self.cascade, st, pn, sn, self.backend == "cuda")[0]
             parts.append(f"# ---- {st.describe(self.cascade)}\n{src}")
         return "\n\n".join(parts)
 
@@ -1365,9 +1371,13 @@ class CompiledCascade:
                     "found); set NUMBA_ENABLE_CUDASIM=1 to run on numba's CUDA simulator instead"
                 )
             tensors = {n: nbcuda.to_device(a) for n, a in tensors.items()}
-            prm_c, sz_c = (nbcuda.to_device(a) for a in (prm64, sz64))
+            prm_c, sz_c, szi_k = (nbcuda.to_device(a) for a in (prm64, sz64, szi))
+            prm_l, sz_l = prm_c, sz_c  # float64 for every CUDA kernel
         else:
-            prm_c, sz_c = prm64.astype(dtype), sz64.astype(dtype)
+            prm_c, sz_c, szi_k = prm64.astype(dtype), sz64.astype(dtype), None  # cores: the dtype
+            prm_l, sz_l = prm64, sz64  # loop nests compute in float64
+        core_run = _Run(tensors, shapes, pnames, snames, prm_c, sz_c, szi, dtype, g, szi_k)
+        loop_run = _Run(tensors, shapes, pnames, snames, prm_l, sz_l, szi, dtype, g, szi_k)
         from golden._attention import _CPU_LOCK, _blas_controller
 
         sources = []
@@ -1377,10 +1387,7 @@ class CompiledCascade:
                     e = c.einsums[st.statements[0]]
                     tensors[e.output] = tensors[_view_of(c, e)].reshape(shapes[e.output])  # type: ignore[index]
                     continue
-                if st.core:
-                    src = self._core(st, _Run(tensors, shapes, pnames, snames, prm_c, sz_c, szi, dtype, g))
-                else:
-                    src = self._loops(st, _Run(tensors, shapes, pnames, snames, prm64, sz64, szi, dtype, g))
+                src = self._core(st, core_run) if st.core else self._loops(st, loop_run)
                 sources.append(src)
             if cuda:
                 nbcuda.synchronize()  # type: ignore[no-untyped-call]
@@ -1396,13 +1403,14 @@ class CompiledCascade:
             result[name] = x.reshape(*lead, *tuple(x.shape)[1:])
         return result
 
-    def _kernel(self, st: Step, source: Any, f: int = 0) -> tuple[str, Any]:
-        """The step's generated source and compiled kernel, generated once per instance."""
+    def _kernel(self, st: Step, source: Any, f: int = 0) -> tuple[str, Any, Any]:
+        """The step's generated source, compiled kernel and what ``source()`` gives besides the
+        source (a loop step's split index), generated once per instance."""
         key = (st.statements, f)
         if key not in self._kernels:
-            src = source()
+            src, extra = source()
             with _LOCK:
-                self._kernels[key] = (src, _build(src))
+                self._kernels[key] = (src, _build(src), extra)
         return self._kernels[key]
 
     def _alloc(
@@ -1426,28 +1434,23 @@ class CompiledCascade:
             )
 
     def _loops(self, st: Step, run: _Run) -> str:
-        tensors, shapes, pn, sn, prm, sz, szi, dtype, g = run.fields()
+        tensors, shapes, pn, sn, prm, sz, szi, dtype, g, szi_k = run.fields()
         c = self.cascade
         names = loop_tensors(c, st)
         for i in st.statements:
             self._alloc(c.einsums[i].output, tensors, shapes, dtype)
-        src, kernel = self._kernel(st, lambda: _loops_source(c, st, pn, sn, self.backend == "cuda"))
-        cpu_gen = _Gen(pn, sn, names, core=False, cuda=False, layouts=layouts(c))
-        par = _parallel_var(c, st, None if self.backend == "cuda" else cpu_gen)
+        src, kernel, par = self._kernel(st, lambda: _loops_source(c, st, pn, sn, self.backend == "cuda"))
         n = int(szi[sn.index(par.upper())]) if par else 1
         args = [tensors[t] for t in names]
         if self.backend == "cuda":
-            from numba import cuda as nbcuda
-
             threads = 128
-            dev = [nbcuda.to_device(a) for a in (prm, sz, szi)]
-            kernel[max(1, -(-(g * n) // threads)), threads](*args, *dev)
+            kernel[max(1, -(-(g * n) // threads)), threads](*args, prm, sz, szi_k)
         else:
             kernel(*args, prm, sz, szi)
-        return src
+        return str(src)
 
     def _core(self, st: Step, run: _Run) -> str:
-        tensors, shapes, pn, sn, prm, sz, szi, dtype, g = run.fields()
+        tensors, shapes, pn, sn, prm, sz, szi, dtype, g, szi_k = run.fields()
         q, k, v = tensors[st.q], tensors[st.k], tensors[st.v]
         qs, ks, vs = (
             tuple(q.shape),
@@ -1466,15 +1469,14 @@ class CompiledCascade:
             out = nbcuda.device_array((g, p, f), dtype)
             if not extras:
                 extras = [nbcuda.to_device(np.zeros((1, 1), dtype))]
-            src, kernel = self._kernel(st, lambda: _cuda_source(st, pn, sn, f), f)
+            src, kernel, _ = self._kernel(st, lambda: (_cuda_source(st, pn, sn, f), None), f)
             threads = 64
-            szi_d = nbcuda.to_device(szi)
-            kernel[(-(-p // threads), g), threads](q3, k3, v3, out, prm, sz, szi_d, *extras)
+            kernel[(-(-p // threads), g), threads](q3, k3, v3, out, prm, sz, szi_k, *extras)
         else:
             out = np.empty((g, p, f), dtype)
             if not extras:
                 extras = [np.zeros((1, 1), dtype)]
-            src, kernel = self._kernel(st, lambda: _source(st, pn, sn))
+            src, kernel, _ = self._kernel(st, lambda: (_source(st, pn, sn), None))
             bq, bk = TILES[st.kind]
             # a blocked query or key (SeerAttention's): a tile per block, so that a block the
             # selection dropped is skipped whole
