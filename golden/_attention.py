@@ -10,13 +10,16 @@ from __future__ import annotations
 import math
 import threading
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from einsum.errors import suggest
 from golden.errors import EvaluationError
+
+if TYPE_CHECKING:
+    from golden._compile import CompiledCascade
 
 __all__ = ["ALIGNMENTS", "BACKENDS", "CASCADES", "attention"]
 
@@ -147,7 +150,6 @@ def _variant(
     cascade (:func:`golden.compile`); the hand-written kernels serve the 1-, 2- and 3-pass
     softmax."""
     import einsum
-    from golden._compile import compile as compile_cascade
     from golden._interp import run
 
     names = einsum.library.names()
@@ -157,7 +159,7 @@ def _variant(
             f"{', '.join(CASCADES)}, or a library variant such as alibi_attention)"
         )
     c = einsum.library.get(cascade)
-    fn = compile_cascade(c, backend="cuda" if backend == "cuda" else "cpu")
+    fn = _compiled(c, "cuda" if backend == "cuda" else "cpu")
     extra = [i.name for i in c.inputs if i.name not in ("Q", "K", "V")]
     ranks = {i.name: i.ranks for i in c.inputs}
     out_ranks = next(e.ranks for e in c.einsums if e.output == c.outputs[0])
@@ -189,6 +191,16 @@ def _variant(
     return fn({"Q": qa, "K": ka, "V": va})[c.outputs[0]]
 
 
+@cache
+def _compiled(cascade: Any, backend: str) -> CompiledCascade:
+    """``golden.compile(cascade, backend)``, planned and generated once per cascade (the calls of
+    golden.attention reuse it; the kernels themselves are cached on disk besides)."""
+    from golden._compile import compile as compile_cascade
+
+    return compile_cascade(cascade, backend=backend)
+
+
+@cache
 def masked_cascade(boolean: bool, causal: bool, alignment: str, scale: float | None) -> Any:
     """The cascade ``golden.attention`` runs for an ``attn_mask``: softmax attention whose score
     reads the mask ``MASK[p, m]`` (a boolean mask as 0 / 1), with the causal condition."""
@@ -225,7 +237,6 @@ def _masked(
     scale: float | None,
     backend: str,
 ) -> NDArray[Any]:
-    from golden._compile import compile as compile_cascade
     from golden._interp import run
 
     mask = np.asarray(attn_mask)
@@ -254,7 +265,7 @@ def _masked(
             at = {n: np.broadcast_to(a, (*lead, *a.shape[-2:]))[idx] for n, a in x.items()}
             out[idx] = run(c, at)["AV"]
         return out
-    return compile_cascade(c, backend=backend)(x)["AV"]
+    return _compiled(c, backend)(x)["AV"]
 
 
 def c_array(x: NDArray[Any], dtype: Any = None) -> NDArray[Any]:
