@@ -40,6 +40,11 @@ def test_latencies() -> None:
 def test_unknown_reduction_is_a_typed_error() -> None:
     with pytest.raises(
         mapper.ArchError,
+        match=r"unknown row_reduction 'ring' \(expected one of chain, registered_tree, tree\)",
+    ):
+        mapper.row_reduction_latency("ring", 8)
+    with pytest.raises(
+        mapper.ArchError,
         match=r"array '2d': unknown row_reduction 'registered-tree'; did you mean 'registered_tree'\? "
         r"\(expected one of chain, registered_tree, tree\)",
     ):
