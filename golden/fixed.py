@@ -168,6 +168,20 @@ def exp_error_bound(fmt: Fixed, degree: int = DEFAULT_EXP_DEGREE) -> float:
     return poly_err + degree * half + t_err + half
 
 
+def _scale_raw(scale: int | None, fmt: Fixed) -> int:
+    """The raw score factor: ``1 << frac`` (exactly 1: the product rounds back to the score) for none."""
+    if scale is None:
+        return 1 << fmt.frac
+    if isinstance(scale, bool) or not isinstance(scale, int | np.integer) or not (
+        fmt.min_raw <= int(scale) <= fmt.max_raw
+    ):
+        raise EvaluationError(
+            f"golden.fixed: scale must be a raw integer of {fmt} ([{fmt.min_raw}, {fmt.max_raw}]), "
+            f"got {scale!r}"
+        )
+    return int(scale)
+
+
 def tile2d(
     q: ArrayLike,
     k: ArrayLike,
@@ -177,11 +191,15 @@ def tile2d(
     *,
     acc_width: int | None = None,
     degree: int = DEFAULT_EXP_DEGREE,
+    scale: int | None = None,
 ) -> dict[str, I64]:
     """The 2D array's share of one tile of the 1-pass cascade (what ``rtl.Array2D`` computes).
 
     Args: raw ``q (C, E)``, ``k (R, E)``, ``v (R, F)``, the running max ``rm (C,)`` from the 1D
-    array. Returns ``QK (R, C)``, ``LM (C,)``, ``SLN (R, C)``, ``SLD (C,)``, ``SLNV (F, C)``.
+    array; ``scale``, a raw factor in ``fmt`` that multiplies each score after the dot product is
+    rounded (``QK = mul(from_acc(Q . K), scale)``, the cascade's ``* scale``; ``None``: no factor,
+    as ``rtl.Array2D`` computes). Returns ``QK (R, C)``, ``LM (C,)``, ``SLN (R, C)``, ``SLD (C,)``,
+    ``SLNV (F, C)``.
     """
     qq, kk, vv, rr = (_raw(n, a, fmt) for n, a in (("q", q), ("k", k), ("v", v), ("rm", rm)))
     if (
@@ -201,7 +219,10 @@ def tile2d(
     coeffs = _check_exp_format(fmt, degree)
     acc_width = acc_width or default_acc_width(fmt, qq.shape[1])
     w, f, nearest, sat = fmt.code
-    qk, lm, sln, sld, slnv = _k.tile2d(qq, kk, vv, rr, w, f, nearest, sat, acc_width, log2e_raw(fmt), coeffs)
+    factor = _scale_raw(scale, fmt)
+    qk, lm, sln, sld, slnv = _k.tile2d(
+        qq, kk, vv, rr, w, f, nearest, sat, acc_width, log2e_raw(fmt), coeffs, factor
+    )
     return {"QK": qk, "LM": lm, "SLN": sln, "SLD": sld, "SLNV": slnv}
 
 
@@ -253,10 +274,12 @@ def attention_1pass(
     m0: int,
     degree: int = DEFAULT_EXP_DEGREE,
     acc_width: int | None = None,
+    scale: int | None = None,
 ) -> I64:
     """FuseMax's 1-pass cascade in fixed point: the 2D and 1D tiles composed over ``M1`` tiles.
 
-    ``q (P, E)``, ``k (M, E)``, ``v (M, F)`` raw; ``M`` must be a multiple of ``m0``. Returns raw
+    ``q (P, E)``, ``k (M, E)``, ``v (M, F)`` raw; ``M`` must be a multiple of ``m0``; ``scale`` as
+    in :func:`tile2d` (``rtl.AttentionTile`` applies ``fmt.quantize(1 / sqrt(E))``). Returns raw
     ``AV (P, F)``. This is the composition the RTL blocks implement tile by tile; it is checked
     against the float64 interpreter (``golden.run``) within a tolerance derived from the format.
     """
@@ -271,10 +294,10 @@ def attention_1pass(
     probe = np.full(qq.shape[0], fmt.min_raw, np.int64)
     for t in range(tiles):
         ks, vs = kk[t * m0 : (t + 1) * m0], vv[t * m0 : (t + 1) * m0]
-        lm = tile2d(qq, ks, vs, probe, fmt, acc_width=acc_width, degree=degree)["LM"]
+        lm = tile2d(qq, ks, vs, probe, fmt, acc_width=acc_width, degree=degree, scale=scale)["LM"]
         rm_old = probe if state is None else state["RM"]
         rm_new = np.maximum(rm_old, lm)
-        part = tile2d(qq, ks, vs, rm_new, fmt, acc_width=acc_width, degree=degree)
+        part = tile2d(qq, ks, vs, rm_new, fmt, acc_width=acc_width, degree=degree, scale=scale)
         rm, state, av = tile1d(lm, part["SLD"], part["SLNV"], state, fmt, degree=degree, last=t == tiles - 1)
         assert np.array_equal(rm, rm_new)
     assert av is not None

@@ -69,13 +69,20 @@ _ESCAPED = re.compile(r"\\\$(\S*)(?=\s)")
 def _private_names(text: str) -> str:
     """The netlist's unnamed wires (yosys's ``\\$123``, one per intermediate expression) renamed
     ``_123_``: simulators keep them out of waveforms (Verilator traces no name that starts with
-    an underscore), so a dump shows the design's named signals only."""
+    an underscore), so a dump shows the design's named signals only. A name the netlist already
+    uses (yosys names some wires ``_1_`` itself) gets more underscores."""
+    taken = set(re.findall(r"(?<![\\$\w])(_\w*)", text))
     names: dict[str, str] = {}
 
     def sub(m: re.Match[str]) -> str:
-        new = "_" + re.sub(r"[^A-Za-z0-9]", "_", m.group(1)) + "_"
-        if names.setdefault(new, m.group(1)) != m.group(1):
-            raise RuntimeError(f"two netlist names map to {new}")  # cannot happen with yosys's names
+        old = m.group(1)
+        if old in names:
+            return names[old]
+        new = "_" + re.sub(r"[^A-Za-z0-9]", "_", old) + "_"
+        while new in taken:
+            new = "_" + new
+        taken.add(new)
+        names[old] = new
         return new
 
     return _ESCAPED.sub(sub, text)

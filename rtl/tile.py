@@ -1,0 +1,749 @@
+"""The attention tile: FuseMax's 1-pass cascade for a whole head, on a 2D and a 1D PE array.
+
+``AttentionTile`` holds a ``rows x cols`` 2D array (PE ``(r, c)`` owns key ``m0 = r`` and query
+``p0 = c`` of a tile), a ``cols``-PE 1D array (PE ``p`` owns query ``p`` and its running state),
+an on-chip buffer (Amaranth memories: the query tile being computed and the next one, all of K and
+V), a loader that streams Q, K and V from a DRAM read port, and a write port for the output. It
+computes ``AV = softmax(Q K^T * scale) V`` for ``P`` queries and ``M`` keys, bit for bit as
+``golden.fixed.attention_1pass`` with ``scale = fmt.quantize(1 / sqrt(E))``.
+
+**Tiles.** Tile ``g = q * M1 + s`` is query tile ``q`` (``cols`` queries) against key tile ``s``
+(``rows`` keys). Each array runs its Einsums on one tile at a time, in the order the simulator's
+engine issues them (:mod:`sim.engine`), each for the cycles ``mapper.schedule.einsum_cycles``
+charges:
+
+=====  =========================================================================  ==============
+array  task: what the PEs do                                                       cycles
+=====  =========================================================================  ==============
+2D     ``QK``: read K and Q from the buffer, ``acc += K[r, e] Q[c, e]``, then      ``E + 1 + RL``
+       ``QK = round(acc) * scale``
+2D     ``LM``: the tile's scores enter the max across the rows (``reduction``);    ``1`` (+ ``L``)
+       the result reaches the 1D array ``L`` cycles later
+2D     ``SLN``: ``x = QK - RM``, then ``exp(x)`` as ``degree + 2`` MAC steps       ``exp_macs + 1``
+2D     ``SLD``: sum over the rows of ``SLN``                                       ``1``
+2D     ``SLNV``: read V from the buffer, sum over the rows of ``SLN * V[r, f]``    ``F + RL``
+1D     ``RM``: ``RM' = max(RM, LM)`` (sent back to the 2D array)                   ``1``
+1D     ``PRM``: ``exp(RM - RM')``                                                  ``exp_macs + 1``
+1D     ``SPD``, ``RD``: ``RD * PRM``, then ``+ SLD``                               ``1``, ``1``
+1D     ``SPNV``, ``RNV``: ``RNV[f] * PRM``, then ``+ SLNV[f]``                     ``F``, ``F``
+1D     ``AV``: after a query tile's last key tile, ``RNV[f] / RD`` to the output   ``F``
+=====  =========================================================================  ==============
+
+(``RL = 1``: the buffer's synchronous read; ``L = mapper.row_reduction_latency(reduction,
+rows)``.) A task starts when its array has finished the one before it and its inputs are ready:
+``QK`` of tile ``g`` waits for the tile's DRAM transfer; ``SLN`` for ``RM``; ``RM`` for ``LM``;
+``RD`` for ``SLD``; ``RNV`` for ``SLNV``. With ``lookahead = d > 0`` (FuseMax's interleaving) the
+2D array runs ``QK`` and ``LM`` of tile ``g + d`` before ``SLN`` .. ``SLNV`` of tile ``g`` (so it
+holds ``d + 1`` tiles of scores); with ``d = 0`` it starts a tile only after the 1D array has
+taken everything of the tile before (``RNV``), and the 1D array its ``RM`` after ``SLN``.
+
+**DRAM.** Word-addressed in beats of ``rows`` values (``rows == cols``): Q at beat
+``q * E + e`` (``Q[q * cols + c, e]`` for each ``c``), K at ``P1 * E + s * E + e``, V at
+``P1 * E + M1 * E + s * F + f`` and the output at ``P1 * E + M1 * (E + F) + q * F + f`` (``AV``
+laid out like Q). Tile ``g`` transfers Q of its query tile if it is the first key tile of it,
+and K and V of its key tile if it is in the first query tile (they stay in the buffer); its
+transfer starts once the previous one is issued and tile ``g - 2`` has started (double
+buffering). The read port takes one beat address per transfer on ``rd_req`` and returns beats in
+order on ``rd_resp`` with any latency; the output leaves through a FIFO of ``2 F`` beats on
+``wr``. ``start`` begins a run; ``cycles`` counts its cycles up to the one in which the last
+output beat is taken, when ``done`` rises; ``busy`` counts, per task (:data:`TASKS`), the cycles
+it ran.
+"""
+
+from __future__ import annotations
+
+import math
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from einsum import Fixed
+from mapper.arch import ROW_REDUCTIONS, ArchSpec, row_reduction_latency
+from rtl._arith import ExpSteps, fit, round_shift
+from rtl._params import DEFAULT_FORMAT, RTLConfigError, check_int, name_states
+
+__all__ = ["TASKS", "TASKS_1D", "TASKS_2D", "AttentionTile", "DramLayout"]
+
+TASKS_2D = ("QK", "LM", "SLN", "SLD", "SLNV")
+TASKS_1D = ("RM", "PRM", "SPD", "RD", "SPNV", "RNV", "AV")
+#: The order of the ``busy`` counters.
+TASKS = TASKS_2D + TASKS_1D
+READ_LATENCY = 1  # the buffer's synchronous read port
+
+
+class DramLayout:
+    """Where Q, K, V and the output lie in the tile's DRAM, in beats of ``width`` values."""
+
+    def __init__(self, *, width: int, p: int, m: int, e: int, f: int) -> None:
+        self.width, self.p, self.m, self.e, self.f = width, p, m, e, f
+        self.p1, self.m1 = p // width, m // width
+        self.q_base = 0
+        self.k_base = self.p1 * e
+        self.v_base = self.k_base + self.m1 * e
+        self.av_base = self.v_base + self.m1 * f
+        self.beats = self.av_base + self.p1 * f
+
+    def tile_beats(self, g: int) -> int:
+        """Beats tile ``g`` reads: Q at its query tile's first key tile, K and V in query tile 0."""
+        q, s = divmod(g, self.m1)
+        return (self.e if s == 0 else 0) + (self.e + self.f if q == 0 else 0)
+
+
+class AttentionTile(wiring.Component):
+    """FuseMax's 1-pass attention for one head on a ``rows x rows`` 2D and a ``rows``-PE 1D array."""
+
+    def __init__(
+        self,
+        *,
+        rows: int = 4,
+        cols: int | None = None,
+        p: int = 64,
+        m: int = 64,
+        e: int = 8,
+        f: int = 8,
+        fmt: Fixed = DEFAULT_FORMAT,
+        degree: int = 4,
+        reduction: str = "chain",
+        lookahead: int = 2,
+        buffer_bytes: int | None = None,
+    ) -> None:
+        cols = rows if cols is None else cols
+        if reduction not in ROW_REDUCTIONS:
+            self._MustUse__silence = True
+            raise RTLConfigError(
+                f"attention tile: reduction must be one of {', '.join(ROW_REDUCTIONS)}, got {reduction!r}"
+            )
+        self.rows = check_int("attention tile", "rows", rows, 1, 64, owner=self)
+        if cols != rows:
+            self._MustUse__silence = True
+            raise RTLConfigError(
+                f"attention tile: the 2D array must be square (its DRAM beats are one row of "
+                f"{rows} values for Q, K, V and the output); got rows = {rows}, cols = {cols}"
+            )
+        self.cols = rows
+        self.e = check_int("attention tile", "e", e, 1, 4096, owner=self)
+        self.f = check_int("attention tile", "f", f, 1, 4096, owner=self)
+        self.p = check_int("attention tile", "p (queries)", p, 1, 1 << 20, owner=self)
+        self.m = check_int("attention tile", "m (keys)", m, 1, 1 << 20, owner=self)
+        for name, size in (("p (queries)", p), ("m (keys)", m)):
+            if size % rows:
+                self._MustUse__silence = True
+                raise RTLConfigError(
+                    f"attention tile: {name} = {size} must be a multiple of the array's {rows} rows"
+                )
+        if m // rows < 2:
+            self._MustUse__silence = True
+            raise RTLConfigError(
+                f"attention tile: m (keys) = {m} must span at least 2 key tiles of {rows} rows "
+                "(the next query tile's Q is loaded while the current one computes)"
+            )
+        self.fmt = fmt
+        check_int("attention tile", "width - frac (integer bits incl. sign)", fmt.width - fmt.frac, 2, 32, owner=self)
+        self.degree = check_int("attention tile", "degree", degree, 1, 8, owner=self)
+        self.exp = ExpSteps(fmt, degree)
+        self.reduction = reduction
+        self.lookahead = check_int("attention tile", "lookahead", lookahead, 0, 8, owner=self)
+        self.layout = DramLayout(width=rows, p=p, m=m, e=e, f=f)
+        self.p1, self.m1 = self.layout.p1, self.layout.m1
+        self.tiles = self.p1 * self.m1
+        # the buffer holds all of K and V and two query tiles
+        self.buffer_words = (self.m1 * (e + f) + 2 * e) * rows
+        if buffer_bytes is not None and self.buffer_words * ((fmt.width + 7) // 8) > buffer_bytes:
+            self._MustUse__silence = True
+            raise RTLConfigError(
+                f"attention tile: the buffer must hold K, V and two query tiles, "
+                f"{self.buffer_words} words of {fmt.width} bits; buffer_bytes = {buffer_bytes} is too small"
+            )
+        self.scale = int(fmt.quantize(1.0 / math.sqrt(e)))
+        self.acc_width = 2 * fmt.width - 1 + max(1, (max(e, 2) - 1).bit_length())
+        check_int("attention tile", "acc_width", self.acc_width, 2 * fmt.width, 62, owner=self)
+        self.addr_width = max(1, (self.layout.beats - 1).bit_length())
+        beat = data.ArrayLayout(signed(fmt.width), rows)
+        super().__init__(
+            {
+                "start": In(1),
+                "done": Out(1),
+                "cycles": Out(32),
+                "busy": Out(data.ArrayLayout(unsigned(32), len(TASKS))),
+                "rd_req": Out(stream.Signature(unsigned(self.addr_width))),
+                "rd_resp": In(stream.Signature(beat)),
+                "wr": Out(stream.Signature(data.StructLayout({"addr": unsigned(self.addr_width), "data": beat}))),
+            }
+        )
+
+    @classmethod
+    def from_arch(
+        cls,
+        arch: ArchSpec,
+        *,
+        p: int,
+        m: int,
+        e: int,
+        f: int,
+        fmt: Fixed = DEFAULT_FORMAT,
+        interleave: bool = True,
+        lookahead: int = 2,
+    ) -> AttentionTile:
+        """The tile ``arch`` describes: its ``2d`` array's rows, columns and ``row_reduction``, its
+        exp as ``exp_macs`` MAC steps (a polynomial of degree ``exp_macs - 2``), its buffer's
+        capacity; the head's sizes and the format besides. ``interleave`` runs ``lookahead`` tiles
+        ahead on the 2D array (the schedule's ``lookahead``), or none."""
+        a2, a1 = arch.array("2d"), arch.array("1d")
+        if a1.pes != a2.cols:
+            raise RTLConfigError(
+                f"attention tile: the 1D array needs one PE per column of the 2D array "
+                f"({a2.cols}); {arch.name!r} has {a1.pes}"
+            )
+        return cls(
+            rows=a2.rows,
+            cols=a2.cols,
+            p=p,
+            m=m,
+            e=e,
+            f=f,
+            fmt=fmt,
+            degree=a2.exp_macs - 2,
+            reduction=a2.row_reduction,
+            lookahead=lookahead if interleave else 0,
+            buffer_bytes=arch.buffer.capacity_bytes,
+        )
+
+    @property
+    def lm_latency(self) -> int:
+        return row_reduction_latency(self.reduction, self.rows)
+
+    def task_cycles(self) -> dict[str, int]:
+        """Cycles each task takes per tile (``AV``: per query tile), as the table above says."""
+        ex = self.exp.cycles + 1
+        e, f = self.e, self.f
+        return {
+            "QK": e + 1 + READ_LATENCY, "LM": 1, "SLN": ex, "SLD": 1, "SLNV": f + READ_LATENCY,
+            "RM": 1, "PRM": ex, "SPD": 1, "RD": 1, "SPNV": f, "RNV": f, "AV": f,
+        }  # fmt: skip
+
+    # -- elaboration ---------------------------------------------------------------------------------
+    def elaborate(self, platform):  # type: ignore[no-untyped-def]
+        m = Module()
+        fmt, ex = self.fmt, self.exp
+        w, fr = fmt.width, fmt.frac
+        nearest, sat = fmt.rounding == "nearest", fmt.overflow == "saturate"
+        R = C = self.rows
+        E, F, M1, T, d = self.e, self.f, self.m1, self.tiles, self.lookahead
+        banks = d + 1
+        lay = self.layout
+        ow = ex.operand_width() + 1
+        tw = max(1, (T + M1 + 1).bit_length())  # tile counters (may pass T by up to M1)
+
+        running = Signal()
+        with m.If(self.start & ~running):
+            m.d.sync += [running.eq(1), self.cycles.eq(0), self.done.eq(0)]
+        with m.Elif(running):
+            m.d.sync += self.cycles.eq(self.cycles + 1)
+
+        # -- counters that tell one unit what another has done (visible the cycle after) -------------
+        def counter(name: str) -> Signal:
+            return Signal(tw, name=name)
+
+        qk_started = counter("qk_started")
+        lm_ready = counter("lm_ready")
+        rm_done = counter("rm_done")
+        sln_done = counter("sln_done")
+        sld_done = counter("sld_done")
+        slnv_done = counter("slnv_done")
+        rnv_done = counter("rnv_done")
+        loaded = counter("loaded")  # tiles < loaded have their transfer done
+        qk_go = Signal()  # a QK starts this cycle
+        with m.If(self.start & ~running):
+            m.d.sync += [c.eq(0) for c in (qk_started, lm_ready, rm_done, sln_done, sld_done, slnv_done, rnv_done)]
+        busy = [Signal(32, name=f"busy_{t}") for t in TASKS]
+        m.d.comb += [self.busy[i].eq(b) for i, b in enumerate(busy)]
+        active = {t: Signal(name=f"run_{t}") for t in TASKS}
+        with m.If(self.start & ~running):
+            m.d.sync += [b.eq(0) for b in busy]
+        with m.Else():
+            for i, t in enumerate(TASKS):
+                with m.If(active[t]):
+                    m.d.sync += busy[i].eq(busy[i] + 1)
+
+        # -- buffer ------------------------------------------------------------------------------------
+        vec = data.ArrayLayout(signed(w), R)
+        m.submodules.qbuf = qbuf = Memory(shape=vec, depth=2 * E, init=[])
+        m.submodules.kbuf = kbuf = Memory(shape=vec, depth=M1 * E, init=[])
+        m.submodules.vbuf = vbuf = Memory(shape=vec, depth=M1 * F, init=[])
+        m.submodules.slnv_link = slnv_mem = Memory(shape=vec, depth=F, init=[])
+        q_rd, k_rd, v_rd = qbuf.read_port(), kbuf.read_port(), vbuf.read_port()
+        q_wr, k_wr, v_wr = qbuf.write_port(), kbuf.write_port(), vbuf.write_port()
+        slnv_wr, slnv_rd = slnv_mem.write_port(), slnv_mem.read_port(domain="comb")
+
+        # -- loader: requests ---------------------------------------------------------------------------
+        self._loader(m, running, qk_started, qk_go, loaded, q_wr, k_wr, v_wr, tw)
+
+        # -- the 2D array -----------------------------------------------------------------------------
+        acc, prods, sln, x2 = {}, {}, {}, {}
+        qk = [[[Signal(signed(w), name=f"qk{b}_{r}_{c}") for c in range(C)] for r in range(R)] for b in range(banks)]
+        for r in range(R):
+            for c in range(C):
+                acc[r, c] = Signal(signed(self.acc_width), name=f"acc_{r}_{c}")
+                sln[r, c] = Signal(signed(w), name=f"sln_{r}_{c}")
+                x2[r, c] = Signal(signed(w), name=f"x_{r}_{c}")
+                ma, mb = Signal(signed(ow), name=f"ma_{r}_{c}"), Signal(signed(ow), name=f"mb_{r}_{c}")
+                prod = Signal(signed(2 * ow), name=f"prod_{r}_{c}")
+                m.d.comb += prod.eq(ma * mb)
+                prods[r, c] = (ma, mb, prod)
+
+        def bank_value(r: int, c: int, bank: object) -> object:
+            return Array(qk[b][r][c] for b in range(banks))[bank] if banks > 1 else qk[0][r][c]
+
+        lm_link = [[Signal(signed(w), name=f"lm_link{b}_{c}") for c in range(C)] for b in range(banks)]
+        rm_link = [Signal(signed(w), name=f"rm_link{c}") for c in range(C)]
+        sld_link = [Signal(signed(w), name=f"sld_link{c}") for c in range(C)]
+
+        h = counter("head_tile")  # next tile whose QK, LM the 2D array runs
+        h_s = Signal(range(M1 + 1), name="head_s")
+        h_qb = Signal(range(2), name="head_qbuf")
+        h_bank = Signal(range(banks), name="head_bank")
+        h_kbase = Signal(range(M1 * E + 1), name="head_kbase")
+        g2 = counter("rest_tile")  # the tile whose SLN, SLD, SLNV the 2D array runs next
+        g2_s = Signal(range(M1 + 1), name="rest_s")
+        g2_bank = Signal(range(banks), name="rest_bank")
+        g2_vbase = Signal(range(M1 * F + 1), name="rest_vbase")
+        k2 = Signal(range(max(E, F, ex.cycles) + 3), name="k2")  # cycle within the 2D array's task
+
+        lm_go = Signal()
+        self._row_max(m, lm_go, h_bank, bank_value, lm_link, lm_ready, banks)
+
+        def wrap(v: Signal, n: int) -> object:
+            return Mux(v == n - 1, 0, v + 1)
+
+        def after_heads(m: Module, nh: object, g_next: object) -> None:
+            """Next task of the 2D array once tile ``nh - 1``'s heads are issued: more heads while
+            they are within the lookahead, else the rest of tile ``g_next``."""
+            with m.If((nh <= g_next + d) & (nh < T)):
+                m.next = "QK"
+            with m.Elif(g_next < T):
+                m.next = "SLN"
+            with m.Else():
+                m.next = "DONE"
+
+        with m.FSM(name="ctrl2d") as fsm2:
+            with m.State("IDLE"):
+                with m.If(self.start & ~running):
+                    m.d.sync += [h.eq(0), h_s.eq(0), h_qb.eq(0), h_bank.eq(0), h_kbase.eq(0), k2.eq(0)]
+                    m.d.sync += [g2.eq(0), g2_s.eq(0), g2_bank.eq(0), g2_vbase.eq(0)]
+                    m.next = "QK"
+            with m.State("QK"):
+                ok = loaded > h
+                if d == 0:
+                    ok = ok & (rnv_done >= h)  # without interleaving: the 1D array took tile h - 1
+                go = (k2 != 0) | ok
+                m.d.comb += active["QK"].eq(go)
+                m.d.comb += [q_rd.addr.eq(h_qb * E + k2), k_rd.addr.eq(h_kbase + k2)]
+                m.d.comb += [q_rd.en.eq(1), k_rd.en.eq(1)]
+                with m.If(k2 == 0):
+                    m.d.comb += qk_go.eq(ok)
+                    with m.If(ok):
+                        m.d.sync += [k2.eq(1), qk_started.eq(qk_started + 1)]
+                with m.Elif(k2 <= E):  # the MAC of e = k2 - 1 (its operands read the cycle before)
+                    for (r, c), (ma, mb, prod) in prods.items():
+                        m.d.comb += [ma.eq(k_rd.data[r]), mb.eq(q_rd.data[c])]
+                        base = Mux(k2 == 1, 0, acc[r, c])
+                        m.d.sync += acc[r, c].eq(fit(base + prod, self.acc_width, sat))
+                    m.d.sync += k2.eq(k2 + 1)
+                with m.Else():  # QK = round(acc) * scale
+                    for (r, c), (ma, mb, prod) in prods.items():
+                        m.d.comb += [ma.eq(fit(round_shift(acc[r, c], fr, nearest), w, sat)), mb.eq(self.scale)]
+                        with m.Switch(h_bank):
+                            for b in range(banks):
+                                with m.Case(b):
+                                    m.d.sync += qk[b][r][c].eq(fit(round_shift(prod, fr, nearest), w, sat))
+                    m.d.sync += k2.eq(0)
+                    m.next = "LM"
+            with m.State("LM"):
+                m.d.comb += [active["LM"].eq(1), lm_go.eq(1)]
+                last_s = h_s == M1 - 1
+                m.d.sync += [
+                    h.eq(h + 1),
+                    h_s.eq(Mux(last_s, 0, h_s + 1)),
+                    h_qb.eq(Mux(last_s, ~h_qb, h_qb)),
+                    h_kbase.eq(Mux(last_s, 0, h_kbase + E)),
+                    h_bank.eq(wrap(h_bank, banks)),
+                ]
+                after_heads(m, h + 1, g2)
+            with m.State("SLN"):
+                ok = rm_done > g2
+                m.d.comb += active["SLN"].eq((k2 != 0) | ok)
+                with m.If(k2 == 0):
+                    with m.If(ok):
+                        for r in range(R):
+                            for c in range(C):
+                                m.d.sync += x2[r, c].eq(fit(bank_value(r, c, g2_bank) - rm_link[c], w, sat))
+                        m.d.sync += k2.eq(1)
+                with m.Else():
+                    for (r, c), mac in prods.items():
+                        ex.emit(m, k2 - 1, x2[r, c], mac, sln[r, c], f"{r}_{c}")
+                    m.d.sync += k2.eq(k2 + 1)
+                    with m.If(k2 == ex.cycles):
+                        m.d.sync += [k2.eq(0), sln_done.eq(sln_done + 1)]
+                        m.next = "SLD"
+            with m.State("SLD"):
+                m.d.comb += active["SLD"].eq(1)
+                for c in range(C):
+                    total = sum((sln[r, c] for r in range(R)), Const(0, signed(w)))
+                    m.d.sync += sld_link[c].eq(fit(total, w, sat))
+                m.d.sync += sld_done.eq(sld_done + 1)
+                m.next = "SLNV"
+            with m.State("SLNV"):
+                m.d.comb += active["SLNV"].eq(1)
+                m.d.comb += [v_rd.addr.eq(g2_vbase + k2), v_rd.en.eq(1)]
+                with m.If(k2 == 0):
+                    m.d.sync += k2.eq(1)
+                with m.Else():
+                    for (r, c), (ma, mb, _) in prods.items():
+                        m.d.comb += [ma.eq(sln[r, c]), mb.eq(v_rd.data[r])]
+                    m.d.comb += [slnv_wr.addr.eq(k2 - 1), slnv_wr.en.eq(1)]
+                    for c in range(C):
+                        dot = sum((prods[r, c][2] for r in range(R)), Const(0, signed(2 * ow)))
+                        m.d.comb += slnv_wr.data[c].eq(fit(round_shift(dot, fr, nearest), w, sat))
+                    m.d.sync += k2.eq(k2 + 1)
+                    with m.If(k2 == F):
+                        last_s = g2_s == M1 - 1
+                        m.d.sync += [
+                            k2.eq(0),
+                            slnv_done.eq(slnv_done + 1),
+                            g2.eq(g2 + 1),
+                            g2_s.eq(Mux(last_s, 0, g2_s + 1)),
+                            g2_vbase.eq(Mux(last_s, 0, g2_vbase + F)),
+                            g2_bank.eq(wrap(g2_bank, banks)),
+                        ]
+                        after_heads(m, h, g2 + 1)
+            with m.State("DONE"):
+                m.next = "IDLE"
+        name_states(m, fsm2, "ctrl2d")
+
+        # -- the 1D array -------------------------------------------------------------------------------
+        self._array1d(m, running, lm_link, rm_link, sld_link, slnv_rd, lm_ready, rm_done, sln_done,
+                      sld_done, slnv_done, rnv_done, active, tw, banks)  # fmt: skip
+        return m
+
+    def _row_max(self, m, go, bank, value, link, ready, banks):  # type: ignore[no-untyped-def]
+        """The max across the rows of the scores in ``bank``, launched by ``go``: a tagged pipeline
+        (``chain``: one registered comparator per row; ``registered_tree``: a register per level;
+        ``tree``: combinational) whose result is written to ``link[tag]`` as ``ready`` counts it."""
+        R, C, w = self.rows, self.cols, self.fmt.width
+
+        def mx(a: object, b: object) -> object:
+            return Mux(b > a, b, a)
+
+        valid, tag, vals = go, bank, None  # the current stage's valid, tag and per-column values
+        if self.reduction == "chain":
+            for r in range(R):
+                sv = Signal(name=f"lm_chain_valid{r}")
+                st = Signal(range(max(banks, 2)), name=f"lm_chain_tag{r}")
+                cur = [Signal(signed(w), name=f"lm_chain{c}_{r}") for c in range(C)]
+                m.d.sync += [sv.eq(valid), st.eq(tag)]
+                for c in range(C):
+                    own = value(r, c, tag)
+                    m.d.sync += cur[c].eq(own if vals is None else mx(vals[c], own))
+                valid, tag, vals = sv, st, cur
+        else:
+            level = [[value(r, c, bank) for r in range(R)] for c in range(C)]
+            depth = 0
+            while len(level[0]) > 1:
+                registered = self.reduction == "registered_tree"
+                if registered:
+                    sv = Signal(name=f"lm_tree_valid{depth}")
+                    st = Signal(range(max(banks, 2)), name=f"lm_tree_tag{depth}")
+                    m.d.sync += [sv.eq(valid), st.eq(tag)]
+                nxt = []
+                for c in range(C):
+                    row = level[c]
+                    out = []
+                    for i in range(0, len(row), 2):
+                        node = Signal(signed(w), name=f"lm_tree{c}_{depth}_{i // 2}")
+                        dom = m.d.sync if registered else m.d.comb
+                        dom += node.eq(mx(row[i], row[i + 1]) if i + 1 < len(row) else row[i])
+                        out.append(node)
+                    nxt.append(out)
+                if registered:
+                    valid, tag = sv, st
+                level, depth = nxt, depth + 1
+            vals = [lv[0] for lv in level]
+        assert vals is not None
+        with m.If(valid):
+            with m.Switch(tag):
+                for b in range(banks):
+                    with m.Case(b):
+                        m.d.sync += [link[b][c].eq(vals[c]) for c in range(C)]
+            m.d.sync += ready.eq(ready + 1)
+
+    def _loader(self, m, running, qk_started, qk_go, loaded, q_wr, k_wr, v_wr, tw):  # type: ignore[no-untyped-def]
+        """Requests each tile's beats in order (``rd_req``) and writes the answers into the buffer
+        (``rd_resp``); ``loaded`` counts the tiles whose transfer is complete."""
+        lay, E, F, M1, T = self.layout, self.e, self.f, self.m1, self.tiles
+        aw = self.addr_width
+
+        def next_tile(g: Signal, q0: object) -> object:
+            """The next tile with beats: every tile of query tile 0, then each query tile's first."""
+            return Mux(q0, g + 1, g + M1)
+
+        # requests
+        rg = Signal(tw, name="req_tile")
+        rq0 = Signal(name="req_first_qtile")  # the requested tile is in query tile 0
+        rs0 = Signal(name="req_first_ktile")
+        r_i = Signal(range(max(E, F) + 1), name="req_beat")
+        q_addr = Signal(aw, name="req_q_addr")
+        k_addr = Signal(aw, name="req_k_addr")
+        v_addr = Signal(aw, name="req_v_addr")
+        started = qk_started + qk_go  # QKs started, this cycle's included
+        may = (rg < 2) | (started >= rg - 1)  # double buffering: tile rg - 2 has started
+        with m.FSM(name="req") as fsm:
+            with m.State("IDLE"):
+                with m.If(self.start & ~running):
+                    m.d.sync += [rg.eq(0), rq0.eq(1), rs0.eq(1), r_i.eq(0)]
+                    m.d.sync += [q_addr.eq(lay.q_base), k_addr.eq(lay.k_base), v_addr.eq(lay.v_base)]
+                    m.next = "Q"
+
+            def advance(m: Module) -> None:
+                nxt = next_tile(rg, rq0)
+                last_s_of_q0 = rq0 & (rg == M1 - 1)
+                m.d.sync += [rg.eq(nxt), r_i.eq(0)]
+                m.d.sync += rs0.eq(Mux(rq0, last_s_of_q0, 1))
+                m.d.sync += rq0.eq(rq0 & ~last_s_of_q0)
+                with m.If(nxt >= T):
+                    m.next = "DONE"
+                with m.Elif(Mux(rq0, last_s_of_q0, 1)):
+                    m.next = "Q"
+                with m.Else():
+                    m.next = "K"
+
+            for name, count, addr in (("Q", E, q_addr), ("K", E, k_addr), ("V", F, v_addr)):
+                with m.State(name):
+                    first = r_i == 0
+                    gate = may if name == "Q" else (may | ~first) if name == "K" else 1
+                    if name == "K":
+                        gate = Mux(rs0, 1, may | ~first)  # K opens a tile only if the tile has no Q
+                    m.d.comb += [self.rd_req.valid.eq(gate), self.rd_req.payload.eq(addr)]
+                    with m.If(self.rd_req.valid & self.rd_req.ready):
+                        m.d.sync += [addr.eq(addr + 1), r_i.eq(r_i + 1)]
+                        with m.If(r_i == count - 1):
+                            m.d.sync += r_i.eq(0)
+                            if name == "Q":
+                                with m.If(rq0):
+                                    m.next = "K"
+                                with m.Else():
+                                    advance(m)
+                            elif name == "K":
+                                m.next = "V"
+                            else:
+                                advance(m)
+            with m.State("DONE"):
+                m.next = "IDLE"
+        name_states(m, fsm, "req")
+
+        # answers: the same sequence of tiles and beats
+        wg = Signal(tw, name="resp_tile")
+        wq0 = Signal(name="resp_first_qtile")
+        w_i = Signal(range(max(E, F) + 1), name="resp_beat")
+        qb = Signal(name="resp_qbuf")
+        k_at = Signal(range(M1 * E + 1), name="resp_k_at")
+        v_at = Signal(range(M1 * F + 1), name="resp_v_at")
+        m.d.comb += loaded.eq(wg)
+        m.d.comb += self.rd_resp.ready.eq(1)
+        beat = self.rd_resp.payload
+        take = self.rd_resp.valid
+        with m.FSM(name="resp") as fsm:
+            with m.State("IDLE"):
+                with m.If(self.start & ~running):
+                    m.d.sync += [wg.eq(0), wq0.eq(1), w_i.eq(0), qb.eq(0), k_at.eq(0), v_at.eq(0)]
+                    m.next = "Q"
+
+            def finish(m: Module) -> None:
+                last_s_of_q0 = wq0 & (wg == M1 - 1)
+                nxt = next_tile(wg, wq0)
+                m.d.sync += [wg.eq(nxt), w_i.eq(0), wq0.eq(wq0 & ~last_s_of_q0)]
+                with m.If(nxt >= T):
+                    m.d.sync += wg.eq(T)
+                    m.next = "DONE"
+                with m.Elif(Mux(wq0, last_s_of_q0, 1)):
+                    m.next = "Q"
+                with m.Else():
+                    m.next = "K"
+
+            for name, count in (("Q", E), ("K", E), ("V", F)):
+                with m.State(name):
+                    port = {"Q": q_wr, "K": k_wr, "V": v_wr}[name]
+                    at = {"Q": qb * E + w_i, "K": k_at, "V": v_at}[name]
+                    m.d.comb += [port.addr.eq(at), port.data.eq(beat), port.en.eq(take)]
+                    with m.If(take):
+                        m.d.sync += w_i.eq(w_i + 1)
+                        if name == "K":
+                            m.d.sync += k_at.eq(k_at + 1)
+                        if name == "V":
+                            m.d.sync += v_at.eq(v_at + 1)
+                        with m.If(w_i == count - 1):
+                            m.d.sync += w_i.eq(0)
+                            if name == "Q":
+                                m.d.sync += qb.eq(~qb)
+                                with m.If(wq0):
+                                    m.next = "K"
+                                with m.Else():
+                                    finish(m)
+                            elif name == "K":
+                                m.next = "V"
+                            else:
+                                finish(m)
+            with m.State("DONE"):
+                m.next = "IDLE"
+        name_states(m, fsm, "resp")
+
+    def _array1d(self, m, running, lm_link, rm_link, sld_link, slnv_rd, lm_ready, rm_done, sln_done,
+                 sld_done, slnv_done, rnv_done, active, tw, banks):  # type: ignore[no-untyped-def]  # fmt: skip
+        fmt, ex = self.fmt, self.exp
+        w, fr = fmt.width, fmt.frac
+        nearest, sat = fmt.rounding == "nearest", fmt.overflow == "saturate"
+        C, F, M1, T, d = self.cols, self.f, self.m1, self.tiles, self.lookahead
+        lay = self.layout
+        ow = ex.operand_width() + 1
+        g1 = Signal(tw, name="tile1d")
+        s1 = Signal(range(M1 + 1), name="tile1d_s")
+        b1 = Signal(range(banks), name="tile1d_bank")
+        av_addr = Signal(self.addr_width, name="av_addr")
+        k1 = Signal(range(max(F, ex.cycles) + 2), name="k1")
+        pe = []
+        for p in range(C):
+            st = {
+                "rm": Signal(signed(w), name=f"rm{p}", init=fmt.min_raw),
+                "rm_old": Signal(signed(w), name=f"rm_old{p}"),
+                "rd": Signal(signed(w), name=f"rd{p}"),
+                "spd": Signal(signed(w), name=f"spd{p}"),
+                "x": Signal(signed(w), name=f"x{p}"),
+                "prm": Signal(signed(w), name=f"prm{p}"),
+                "rnv": Array(Signal(signed(w), name=f"rnv{p}_{i}") for i in range(F)),
+                "ma": Signal(signed(ow), name=f"ma{p}"),
+                "mb": Signal(signed(ow), name=f"mb{p}"),
+            }
+            st["prod"] = Signal(signed(2 * ow), name=f"prod{p}")
+            m.d.comb += st["prod"].eq(st["ma"] * st["mb"])
+            pe.append(st)
+
+        out_layout = data.StructLayout({"addr": unsigned(self.addr_width), "data": data.ArrayLayout(signed(w), C)})
+        m.submodules.out_fifo = out = fifo.SyncFIFO(width=out_layout.size, depth=2 * F)
+        av_beat = Signal(out_layout, name="av_beat")
+        m.d.comb += out.w_data.eq(av_beat.as_value())
+        wr_view = data.View(out_layout, out.r_data)
+        m.d.comb += [self.wr.valid.eq(out.r_rdy), self.wr.payload.addr.eq(wr_view.addr), self.wr.payload.data.eq(wr_view.data)]
+        m.d.comb += out.r_en.eq(self.wr.ready)
+        all_out = Signal(name="av_all_computed")
+
+        with m.FSM(name="ctrl1d") as fsm:
+            with m.State("IDLE"):
+                with m.If(self.start & ~running):
+                    m.d.sync += [g1.eq(0), s1.eq(0), b1.eq(0), k1.eq(0), all_out.eq(0), av_addr.eq(lay.av_base)]
+                    for st in pe:
+                        m.d.sync += [st["rm"].eq(fmt.min_raw), st["rd"].eq(0)]
+                        m.d.sync += [reg.eq(0) for reg in st["rnv"]]
+                    m.next = "RM"
+            with m.State("RM"):
+                ok = lm_ready > g1
+                if d == 0:
+                    ok = ok & (sln_done >= g1)  # without interleaving: the 2D array took RM of g1 - 1
+                m.d.comb += active["RM"].eq(ok)
+                with m.If(ok):
+                    lm_now = [Array(lm_link[b][p] for b in range(banks))[b1] if banks > 1 else lm_link[0][p] for p in range(C)]
+                    for p, st in enumerate(pe):
+                        new = Mux(lm_now[p] > st["rm"], lm_now[p], st["rm"])
+                        m.d.sync += [st["rm_old"].eq(st["rm"]), st["rm"].eq(new), rm_link[p].eq(new)]
+                    m.d.sync += rm_done.eq(rm_done + 1)
+                    m.next = "PRM"
+            with m.State("PRM"):
+                m.d.comb += active["PRM"].eq(1)
+                with m.If(k1 == 0):
+                    for st in pe:
+                        m.d.sync += st["x"].eq(fit(st["rm_old"] - st["rm"], w, sat))
+                with m.Else():
+                    for p, st in enumerate(pe):
+                        ex.emit(m, k1 - 1, st["x"], (st["ma"], st["mb"], st["prod"]), st["prm"], f"1d_{p}")
+                m.d.sync += k1.eq(k1 + 1)
+                with m.If(k1 == ex.cycles):
+                    m.d.sync += k1.eq(0)
+                    m.next = "SPD"
+            with m.State("SPD"):
+                m.d.comb += active["SPD"].eq(1)
+                for st in pe:
+                    m.d.comb += [st["ma"].eq(st["rd"]), st["mb"].eq(st["prm"])]
+                    m.d.sync += st["spd"].eq(fit(round_shift(st["prod"], fr, nearest), w, sat))
+                m.next = "RD"
+            with m.State("RD"):
+                ok = sld_done > g1
+                m.d.comb += active["RD"].eq(ok)
+                with m.If(ok):
+                    for p, st in enumerate(pe):
+                        m.d.sync += st["rd"].eq(fit(st["spd"] + sld_link[p], w, sat))
+                    m.next = "SPNV"
+            with m.State("SPNV"):
+                m.d.comb += active["SPNV"].eq(1)
+                for st in pe:
+                    m.d.comb += [st["ma"].eq(st["rnv"][k1]), st["mb"].eq(st["prm"])]
+                    m.d.sync += st["rnv"][k1].eq(fit(round_shift(st["prod"], fr, nearest), w, sat))
+                m.d.sync += k1.eq(k1 + 1)
+                with m.If(k1 == F - 1):
+                    m.d.sync += k1.eq(0)
+                    m.next = "RNV"
+            with m.State("RNV"):
+                ok = (k1 != 0) | (slnv_done > g1)
+                m.d.comb += active["RNV"].eq(ok)
+                m.d.comb += slnv_rd.addr.eq(k1)
+                with m.If(ok):
+                    for p, st in enumerate(pe):
+                        m.d.sync += st["rnv"][k1].eq(fit(st["rnv"][k1] + slnv_rd.data[p], w, sat))
+                    m.d.sync += k1.eq(k1 + 1)
+                    with m.If(k1 == F - 1):
+                        last_s = s1 == M1 - 1
+                        m.d.sync += [k1.eq(0), rnv_done.eq(rnv_done + 1)]
+                        with m.If(last_s):
+                            m.next = "AV"
+                        with m.Else():
+                            m.d.sync += [g1.eq(g1 + 1), s1.eq(s1 + 1), b1.eq(Mux(b1 == banks - 1, 0, b1 + 1))]
+                            m.next = "RM"
+            with m.State("AV"):
+                room = out.w_rdy
+                m.d.comb += active["AV"].eq(room)
+                m.d.comb += av_beat.addr.eq(av_addr)
+                for p, st in enumerate(pe):
+                    m.d.comb += av_beat.data[p].eq(_divide(fmt, st["rnv"][k1], st["rd"]))
+                m.d.comb += out.w_en.eq(room)
+                with m.If(room):
+                    m.d.sync += [k1.eq(k1 + 1), av_addr.eq(av_addr + 1)]
+                    with m.If(k1 == F - 1):
+                        m.d.sync += k1.eq(0)
+                        for st in pe:
+                            m.d.sync += [st["rm"].eq(fmt.min_raw), st["rd"].eq(0)]
+                            m.d.sync += [reg.eq(0) for reg in st["rnv"]]
+                        m.d.sync += [g1.eq(g1 + 1), s1.eq(0), b1.eq(Mux(b1 == banks - 1, 0, b1 + 1))]
+                        with m.If(g1 + 1 >= T):
+                            m.d.sync += all_out.eq(1)
+                            m.next = "DONE"
+                        with m.Else():
+                            m.next = "RM"
+            with m.State("DONE"):
+                m.next = "IDLE"
+        name_states(m, fsm, "ctrl1d")
+        # the run ends in the cycle the last output beat is taken
+        last_taken = all_out & (out.r_level == 1) & out.r_rdy & self.wr.ready
+        with m.If(running & last_taken):
+            m.d.sync += [running.eq(0), self.done.eq(1)]
+
+
+def _divide(fmt: Fixed, a: object, b: object) -> object:
+    """``golden._fxkernels.fx_div`` (as ``rtl.Array1D``): sign and magnitude, rounded; ``b == 0``
+    saturates."""
+    w, fr = fmt.width, fmt.frac
+    nearest, sat = fmt.rounding == "nearest", fmt.overflow == "saturate"
+    na = Mux(a < 0, -a, a).as_unsigned()[: w + 1]
+    nb = Mux(b < 0, -b, b).as_unsigned()[: w + 1]
+    q = (((na << (fr + 1)) // nb) + 1) >> 1 if nearest else (na << fr) // nb
+    q = Cat(q, Const(0, 1)).as_signed()
+    result = fit(Mux((a < 0) != (b < 0), -q, q), w, sat)
+    return Mux(b == 0, Mux(a >= 0, fmt.max_raw, fmt.min_raw), result)
