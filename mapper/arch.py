@@ -58,6 +58,8 @@ __all__ = [
 FUNCTIONAL_UNITS = ("mac", "max", "exp", "div")
 #: How a max across a 2D array's rows is built (see :func:`row_reduction_latency`).
 ROW_REDUCTIONS = ("chain", "registered_tree", "tree")
+#: How the simulator times DRAM traffic (:class:`DRAM`).
+DRAM_TRANSFERS = ("average", "tile")
 
 #: What an array's control can sequence: sums of products ("contraction", a GEMM engine), max or
 #: sum reductions of one operand ("reduce") and element-wise maps ("map"). A GEMM-only array also
@@ -188,6 +190,10 @@ class Buffer:
     ``width_bits / word_bits x banks x ports`` words per cycle; a number gives words per cycle.
     Where it is bounded, the simulator's latency is at least the buffer's reads and writes over it
     (for every loop nest and every tiled kernel).
+
+    ``read_latency`` is the cycles between an array's read address and its data (a synchronous
+    SRAM: 1): an Einsum that streams an input from the buffer pays it once per tile, before its
+    first operation (``rtl.AttentionTile``'s buffer; 0 in the presets, as in the FuseMax artifact).
     """
 
     capacity_bytes: int
@@ -200,8 +206,11 @@ class Buffer:
     area_um2: float | None = None
     leakage_mw: float | None = None
     bandwidth: float | str | None = None
+    read_latency: int = 0
 
     def __post_init__(self) -> None:
+        _integer("buffer", read_latency=self.read_latency)
+        _non_negative("buffer", read_latency=self.read_latency)
         if isinstance(self.bandwidth, str):
             if self.bandwidth != "geometry":
                 raise ArchError(
@@ -271,14 +280,29 @@ class BufferCosts:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class DRAM:
-    """Off-chip memory: bandwidth and energy per bit moved."""
+    """Off-chip memory: bandwidth, latency and energy per bit moved.
+
+    ``transfers`` says how the simulator times a tiled kernel's DRAM traffic: ``"average"`` (the
+    presets, as the FuseMax artifact does) spreads the kernel's bytes evenly over its tiles;
+    ``"tile"`` moves what each tile needs when it needs it, as ``rtl.AttentionTile`` does: a query
+    tile's inputs at its first step, the key-side inputs (K, V) at every step of the first query
+    tile of each group that shares a pass over them, each transfer arriving ``latency_cycles``
+    after its last request; reads and writes on channels of their own, so writes cost only the
+    last query tile's output, drained after it is computed.
+    """
 
     bandwidth_bytes_per_s: float
     pj_per_bit: float = 3.9
+    latency_cycles: float = 0.0
+    transfers: str = "average"
 
     def __post_init__(self) -> None:
         _positive("dram", bandwidth_bytes_per_s=self.bandwidth_bytes_per_s)
-        _non_negative("dram", pj_per_bit=self.pj_per_bit)
+        _non_negative("dram", pj_per_bit=self.pj_per_bit, latency_cycles=self.latency_cycles)
+        if self.transfers not in DRAM_TRANSFERS:
+            raise ArchError(
+                f"dram: transfers must be one of {', '.join(DRAM_TRANSFERS)}, found {self.transfers!r}"
+            )
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -744,8 +768,49 @@ def spatten_eighth(**params: Any) -> ArchSpec:
     return spatten(**{**defaults, **params}).replace(name="spatten_eighth")
 
 
+def fusemax_tile(
+    *,
+    array_dim: int = 8,
+    dram_beats_per_cycle: float = 1.0,
+    dram_latency_cycles: float = 20.0,
+    buffer_bytes: int = 256 * KIB,
+    clock_hz: float = 940e6,
+    row_reduction: str = "chain",
+    exp_macs: int = 6,
+) -> ArchSpec:
+    """FuseMax at the size of ``rtl.AttentionTile``: a ``D x D`` 2D array and a ``D``-PE 1D array
+    (exp on the MAC in ``exp_macs`` steps, the max across the rows as ``row_reduction``), a
+    buffer with a synchronous read (1 cycle) and a DRAM port of one ``D``-word beat a cycle at
+    most, ``dram_beats_per_cycle`` on average, ``dram_latency_cycles`` from a request to its data,
+    timed per tile (``DRAM.transfers = "tile"``). One ArchSpec elaborates the RTL
+    (``rtl.AttentionTile.from_arch``) and drives the simulator."""
+    _integer("fusemax_tile", array_dim=array_dim, buffer_bytes=buffer_bytes, exp_macs=exp_macs)
+    _positive("fusemax_tile", array_dim=array_dim, dram_beats_per_cycle=dram_beats_per_cycle)
+    if dram_beats_per_cycle > 1:
+        raise ArchError(
+            f"fusemax_tile: the DRAM port moves at most one beat a cycle; dram_beats_per_cycle = "
+            f"{dram_beats_per_cycle}"
+        )
+    base = fusemax(array_dim=array_dim, buffer_bytes=buffer_bytes, clock_hz=clock_hz)
+    arrays = tuple(
+        dataclasses.replace(a, row_reduction=row_reduction, exp_macs=exp_macs) for a in base.arrays
+    )
+    word_bytes = (base.word_bits + 7) // 8
+    return base.replace(
+        name="fusemax_tile",
+        arrays=arrays,
+        buffer=dataclasses.replace(base.buffer, read_latency=1),
+        dram=DRAM(
+            bandwidth_bytes_per_s=dram_beats_per_cycle * array_dim * word_bytes * clock_hz,
+            latency_cycles=dram_latency_cycles,
+            transfers="tile",
+        ),
+    )
+
+
 _PRESETS = {
     "fusemax": fusemax,
+    "fusemax_tile": fusemax_tile,
     "flat": flat,
     "unfused": unfused,
     "spatten": spatten,
@@ -754,8 +819,8 @@ _PRESETS = {
 
 
 def presets() -> tuple[str, ...]:
-    """The names of the presets: ``fusemax``, ``flat``, ``unfused``, ``spatten``,
-    ``spatten_eighth``."""
+    """The names of the presets: ``fusemax``, ``fusemax_tile``, ``flat``, ``unfused``,
+    ``spatten``, ``spatten_eighth``."""
     return tuple(_PRESETS)
 
 

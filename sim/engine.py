@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 from sim.errors import EvaluationError
 
-__all__ = ["KernelTiming", "Task", "simulate_kernel"]
+__all__ = ["KernelTiming", "Task", "Transfers", "simulate_kernel"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +38,25 @@ class Task:
     final: bool  # runs once per query tile, after its last step
     head: bool  # needs nothing from another array in the same tile: may run ahead
     reads_dram: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class Transfers:
+    """DRAM transfers tile by tile (``DRAM.transfers = "tile"``), in cycles of the read channel:
+    ``query`` at the first step of each query tile, ``key`` at every step of the first query tile
+    of each group of ``group`` query tiles (what stays in the buffer is not fetched again). A
+    transfer's data arrive ``latency`` cycles after its last request. The last query tile's
+    output leaves on the write channel in ``drain`` cycles, a cycle behind its final task."""
+
+    query: float
+    key: float
+    group: int
+    latency: float = 0.0
+    drain: float = 0.0
+
+    def cycles(self, g: int, steps: int) -> float:
+        q, s = divmod(g, steps)
+        return (self.query if s == 0 else 0.0) + (self.key if q % self.group == 0 else 0.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +86,7 @@ def simulate_kernel(
     steps: int,
     lookahead: int,
     interleave: bool,
-    dram_cycles_per_tile: float,
+    dram_cycles_per_tile: float | Transfers,
     extrapolate: bool = True,
     record: list[tuple[int, str, str, float, float]] | None = None,
 ) -> KernelTiming:
@@ -75,12 +94,16 @@ def simulate_kernel(
 
     ``extrapolate=False`` simulates every tile (slow on long sequences; the tests' oracle for the
     jumps). ``record`` (with ``extrapolate=False``) receives one ``(tile, task, unit, start, end)``
-    per task run and per DRAM transfer (unit ``"dram"``): the schedule as a timeline."""
+    per task run and per DRAM transfer (unit ``"dram"``): the schedule as a timeline.
+    ``dram_cycles_per_tile`` is every tile's transfer, or :class:`Transfers` tile by tile."""
     units = sorted({t.unit for t in tasks})
     progs = _programs(tasks, units)
     by_name = {t.name: t for t in tasks}
     total = query_tiles * steps
     d = lookahead if interleave else 0
+    per_tile = dram_cycles_per_tile if isinstance(dram_cycles_per_tile, Transfers) else None
+    # query tiles repeat one another only past the first group (tile by tile transfers)
+    same_query_tiles = per_tile is None or per_tile.group >= query_tiles
     # consumers (on other units) of each unit's outputs: the non-interleaved barrier
     barrier: dict[str, list[str]] = {u: [] for u in units}
     if not interleave:
@@ -107,10 +130,11 @@ def simulate_kernel(
         if t.reads_dram and not t.final:
             if g not in dram_done:
                 ds = max(dram_free, min((v for (gg, _), v in start.items() if gg == g - 2), default=0.0))
-                dram_free = ds + dram_cycles_per_tile
-                dram_done[g] = dram_free
-                if record is not None and dram_cycles_per_tile > 0:
-                    record.append((g, f"tile {g} transfer", "dram", ds, dram_free))
+                moved = per_tile.cycles(g, steps) if per_tile else float(dram_cycles_per_tile)  # type: ignore[arg-type]
+                dram_free = ds + moved
+                dram_done[g] = dram_free + (per_tile.latency if per_tile and moved > 0 else 0.0)
+                if record is not None and moved > 0:
+                    record.append((g, f"tile {g} transfer", "dram", ds, dram_done[g]))
             s = max(s, dram_done[g])
         if not interleave and g > 0:
             first = progs[t.unit]
@@ -197,7 +221,7 @@ def simulate_kernel(
             q_states[q] = st
             old = q_states.get(q - 1)
             remaining = query_tiles - q
-            if extrapolate and old is not None and _same(old[1], st[1]) and remaining > 3:
+            if extrapolate and same_query_tiles and old is not None and _same(old[1], st[1]) and remaining > 3:
                 k = remaining - 2
                 shift(k * steps, k * (st[0] - old[0]))
                 g += k * steps
@@ -218,6 +242,10 @@ def simulate_kernel(
             continue
         prev_state = st
     end = max(list(free.values()) + [dram_free] + list(ready.values()))
+    if per_tile:  # the last query tile's output leaves a cycle after it is computed, at the channel's pace
+        for (g, n), v in start.items():
+            if g == total - 1 and by_name[n].final:
+                end = max(end, v + 1 + max(by_name[n].cycles, per_tile.drain))
     return KernelTiming(cycles=end, simulated_tiles=simulated)
 
 

@@ -33,7 +33,7 @@ from mapper.schedule import (
 from mapper.sram import SRAMModel
 from sim.accounting import Accounting, constant_scalings
 from sim.accounting import accounting as _accounting
-from sim.engine import Task, simulate_kernel
+from sim.engine import Task, Transfers, simulate_kernel
 from sim.errors import EvaluationError
 from sim.report import Report
 from sim.workloads import Workload
@@ -181,7 +181,8 @@ def evaluate(
             cyc = nests[name][1].compute_cycles
             n_tasks = inst
         else:
-            cyc = einsum_cycles(f, arr, spatial, tile, systolic=systolic, summed=summed) * share
+            cyc = einsum_cycles(f, arr, spatial, tile, systolic=systolic, summed=summed)
+            cyc = (cyc + _read_latency(f, cascade, facts, arch)) * share
             n_tasks = q_tiles if (not f.step and lay.step) else q_tiles * steps
         busy[arr.name] += cyc * n_tasks
         ops = fu_ops(counts, arr)
@@ -229,13 +230,16 @@ def evaluate(
     for ki, kernel in enumerate(schedule.kernels):
         tasks = _tasks(kernel, facts, schedule, arch, tile, systolic, lay, cascade, summed, live)
         n = q_tiles * steps
+        per_tile: float | Transfers = dram[ki] / bpc / n
+        if arch.dram.transfers == "tile":
+            per_tile = _transfers(cascade, schedule, ki, full, q_tiles // inst, steps, word, lay, arch)
         timing = simulate_kernel(
             tasks,
             query_tiles=q_tiles,
             steps=steps,
             lookahead=schedule.lookahead,
             interleave=schedule.interleave,
-            dram_cycles_per_tile=dram[ki] / bpc / n,
+            dram_cycles_per_tile=per_tile,
         )
         cycles += timing.cycles
         simulated += timing.simulated_tiles
@@ -303,6 +307,62 @@ def evaluate(
     return report
 
 
+def _read_latency(f: EinsumFacts, cascade: einsum.Cascade, facts: Mapping[str, EinsumFacts], arch: ArchSpec) -> int:
+    """The buffer's read latency, paid once per tile by an Einsum that streams a cascade input
+    (or a view of one) from the buffer; none for the others (their operands are in the PEs)."""
+    inputs = {i.name for i in cascade.inputs}
+    streams = any(r in inputs or r not in facts for r in f.reads)
+    return arch.buffer.read_latency if streams else 0
+
+
+def _transfers(
+    cascade: einsum.Cascade,
+    schedule: Schedule,
+    kernel: int,
+    full: Mapping[str, int],
+    query_tiles: int,
+    steps: int,
+    word: int,
+    lay: Layout,
+    arch: ArchSpec,
+) -> Transfers:
+    """Tile-by-tile DRAM transfers of one instance's kernel ``kernel`` (``DRAM.transfers = "tile"``):
+    the query-side inputs it reads, split over the query tiles; the key-side ones, over the steps;
+    its outputs, over the query tiles (drained on the write channel)."""
+    sizes = einsum.tensor_sizes(cascade)
+    names = set(schedule.kernels[kernel])
+    facts = {f.name: f for f in einsum_facts(cascade)}
+    graph = einsum.dependency_graph(cascade)
+    read = set()
+    for n in names:
+        for r in facts[n].reads:
+            if r in facts:
+                continue
+            # a partition view (BK) reads its input through its own Einsum
+            producers = [p for p in graph.predecessors(r) if isinstance(p, tuple)]
+            read |= {t for p in producers for t in graph.predecessors(p)} if producers else {r}
+    bpc = arch.dram.bandwidth_bytes_per_s / arch.clock_hz
+    query = key = out = 0.0
+    for inp in cascade.inputs:
+        if inp.name not in read:
+            continue
+        words = sizes[inp.name].at(full)
+        if lay.query in inp.ranks:
+            query += words / query_tiles
+        else:
+            key += words / steps
+    for o in cascade.outputs:
+        if o in names:
+            out += sizes[o].at(full) / query_tiles
+    return Transfers(
+        query=query * word / bpc,
+        key=key * word / bpc,
+        group=max(1, schedule.query_tiles_on_chip[kernel]),
+        latency=arch.dram.latency_cycles,
+        drain=out * word / bpc,
+    )
+
+
 def _tasks(
     kernel, facts, schedule, arch, tile, systolic, lay, cascade, summed=False, live=None
 ) -> list[Task]:  # type: ignore[no-untyped-def]
@@ -330,8 +390,9 @@ def _tasks(
             Task(
                 name=n,
                 unit=arr.name,
-                cycles=einsum_cycles(
-                    f, arr, schedule.spatial[arr.name], tile, systolic=systolic, summed=summed
+                cycles=(
+                    einsum_cycles(f, arr, schedule.spatial[arr.name], tile, systolic=systolic, summed=summed)
+                    + _read_latency(f, cascade, facts, arch)
                 )
                 * (live or {}).get(n, 1.0),  # averaged over the tiles: wholly masked ones skipped
                 latency=exposed_latency(f, arr, schedule.spatial),

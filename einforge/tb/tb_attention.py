@@ -93,7 +93,6 @@ async def attention_head(dut: Any) -> None:
     written: dict[int, int] = {}
     last_due = -1
     limit = cfg.get("max_cycles", 50_000_000)
-    await FallingEdge(dut.clk)
     while True:  # one cycle per pass: drive at the falling edge, sample once the logic settles
         if int(dut.done.value):
             break
