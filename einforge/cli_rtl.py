@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mapper.arch import ROW_REDUCTIONS
 from rtl.runner import SIMULATORS, SimulatorError
 
 
@@ -162,6 +163,57 @@ def cmd_prove(args: argparse.Namespace) -> int:
     return 0 if all(r["passed"] for r in results) else 1
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from einforge.rtl_tile import TOLERANCE, run_attention
+
+    res = run_attention(
+        array=args.array,
+        seq=args.seq,
+        p=args.p,
+        m=args.m,
+        e=args.e,
+        f=args.f,
+        interleave=args.interleave,
+        reduction=args.reduction,
+        dram_bandwidth=args.dram_bandwidth,
+        dram_latency=args.dram_latency,
+        dram_jitter=args.dram_jitter,
+        seed=args.seed,
+        sim_name=args.sim,
+        waves=args.waves,
+        quiet=args.json,
+    )
+    if args.json:
+        print(json.dumps(res))
+        return 0 if res["passed"] else 1
+    verdict = "PASS" if res["passed"] else "FAIL"
+    mode = "interleaved" if res["interleave"] else "not interleaved"
+    print(
+        f"{verdict} attention tile {res['array']}x{res['array']} on {res['sim']} ({mode}, max across the rows: "
+        f"{res['reduction']}): P = {res['p']}, M = {res['m']}, E = {res['e']}, F = {res['f']}, seed {res['seed']}"
+    )
+    print(
+        f"  output: {res['compared_beats'] - res['mismatches']} of {res['compared_beats']} beats bit-exact "
+        "against golden.fixed.attention_1pass"
+    )
+    for msg in res["first_mismatches"]:
+        print(f"  mismatch: {msg}")
+    print(
+        f"  cycles: measured {res['measured_cycles']}, model {res['model_cycles']:.0f} "
+        f"({res['model_error']:+.3%}; tolerance {TOLERANCE:.0%})"
+    )
+    print(f"  {'Einsum':6s} {'measured busy':>14s} {'model busy':>12s}")
+    for name, row in res["per_einsum"].items():
+        print(f"  {name:6s} {row['measured_busy_cycles']:14d} {row['model_busy_cycles']:12.0f}")
+    print(f"  {res['explanation']}")
+    if res.get("waves"):
+        print(f"  waves: {res['waves']}")
+    print(
+        f"  time: {res['seconds']} s (build {res['build_seconds']} s, simulation {res['simulate_seconds']} s)"
+    )
+    return 0 if res["passed"] else 1
+
+
 def add_parsers(sub: Any) -> None:
     rtl = sub.add_parser("rtl", help="RTL blocks: export Verilog, check against golden models, area")
     rsub = rtl.add_subparsers(dest="rtl_command", required=True)
@@ -191,6 +243,31 @@ def add_parsers(sub: Any) -> None:
     pr.add_argument("--list", action="store_true", help="list the proofs and what each proves")
     pr.add_argument("--json", action="store_true", help="print one JSON array")
     pr.set_defaults(func=cmd_prove)
+    run = rsub.add_parser(
+        "run",
+        help="a whole head on the attention tile RTL: bit-exact against the golden model, cycles against the model",
+    )
+    run.add_argument("design", choices=["attention"], help="attention: rtl.AttentionTile")
+    run.add_argument("--array", type=int, default=8, help="the 2D array's rows and columns (default 8)")
+    run.add_argument("--seq", type=int, default=256, help="queries and keys (default 256)")
+    run.add_argument("--p", type=int, default=None, help="queries, if not --seq")
+    run.add_argument("--m", type=int, default=None, help="keys, if not --seq")
+    run.add_argument("--e", type=int, default=16, help="embedding width E (default 16)")
+    run.add_argument("--f", type=int, default=16, help="value width F (default 16)")
+    run.add_argument("--no-interleave", dest="interleave", action="store_false",
+                     help="without FuseMax's interleaving of the two arrays")  # fmt: skip
+    run.add_argument("--reduction", choices=ROW_REDUCTIONS, default="chain",
+                     help="the max across the rows (default chain, FuseMax's)")  # fmt: skip
+    run.add_argument("--dram-bandwidth", type=float, default=0.8, metavar="BEATS",
+                     help="the DRAM's mean beats a cycle, in (0, 1] (default 0.8)")  # fmt: skip
+    run.add_argument("--dram-latency", type=int, default=20, metavar="CYCLES", help="least read latency (default 20)")
+    run.add_argument("--dram-jitter", type=int, default=10, metavar="CYCLES",
+                     help="each read's extra latency is uniform in 0..JITTER (default 10)")  # fmt: skip
+    run.add_argument("--seed", type=int, default=1, help="the data's and the DRAM model's seed")
+    run.add_argument("--sim", choices=SIMULATORS, default="verilator")
+    run.add_argument("--waves", metavar="FILE.vcd", help="write the waveform (.vcd; .fst needs liblz4-dev)")
+    run.add_argument("--json", action="store_true", help="print one JSON object")
+    run.set_defaults(func=cmd_run)
     ee = rsub.add_parser("exp-error", help="error of the bit-true exp against float64, all inputs")
     ee.add_argument("--width", type=int, default=16)
     ee.add_argument("--frac", type=int, default=8)

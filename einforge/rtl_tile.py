@@ -110,9 +110,13 @@ def run_attention(
     sim_name: str = "verilator",
     waves: str | None = None,
     fmt: Fixed | None = None,
+    max_seq: int | None = None,
     quiet: bool = True,
 ) -> dict[str, Any]:
-    """Run one head on the tile RTL and compare it with the golden model and the spatial model."""
+    """Run one head on the tile RTL and compare it with the golden model and the spatial model.
+
+    ``max_seq`` builds the tile for up to that many queries and keys (default: this run's), so
+    runs of several sequence lengths share one build."""
     start = time.perf_counter()
     fmt = fmt or Fixed(16, 8)
     p = seq if p is None else p
@@ -131,12 +135,15 @@ def run_attention(
             "rtl run attention: Verilator writes FST only with liblz4's headers (apt-get install liblz4-dev); "
             "give a .vcd path instead (GTKWave and Surfer read both)"
         )
+    top_p, top_m = max(p, max_seq or 0), max(m, max_seq or 0)
     arch = tile_arch(array=array, reduction=reduction, dram_bandwidth=dram_bandwidth,
                      dram_latency=dram_latency, dram_jitter=dram_jitter,
-                     buffer_bytes=buffer_for(array, m, e, f, (fmt.width + 7) // 8))  # fmt: skip
+                     buffer_bytes=buffer_for(array, top_m, e, f, (fmt.width + 7) // 8))  # fmt: skip
     # the tile checks its own parameters (before the model's search and the long build)
     _say(f"rtl run attention: a {array}x{array} tile, P = {p}, M = {m}, E = {e}, F = {f}", quiet)
-    tile = AttentionTile.from_arch(arch, p=p, m=m, e=e, f=f, fmt=fmt, interleave=interleave)
+    if p % array or m % array or m // array < 2:  # the run's sizes, as the tile checks its own
+        AttentionTile.from_arch(arch, p=p, m=m, e=e, f=f, fmt=fmt, interleave=interleave)
+    tile = AttentionTile.from_arch(arch, p=top_p, m=top_m, e=e, f=f, fmt=fmt, interleave=interleave)
     try:
         report, schedule = model_attention(arch, p=p, m=m, e=e, f=f, interleave=interleave)
     except Exception:
@@ -145,7 +152,7 @@ def run_attention(
     if tile.lookahead != (schedule.lookahead if interleave else 0):  # the tile runs the schedule's
         tile._MustUse__silence = True
         tile = AttentionTile.from_arch(
-            arch, p=p, m=m, e=e, f=f, fmt=fmt, interleave=interleave, lookahead=schedule.lookahead
+            arch, p=top_p, m=top_m, e=e, f=f, fmt=fmt, interleave=interleave, lookahead=schedule.lookahead
         )
     _say("rtl run attention: generating Verilog", quiet)
     text = runner.to_verilog(tile, "attention", optimize=True)

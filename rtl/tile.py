@@ -45,7 +45,9 @@ and K and V of its key tile if it is in the first query tile (they stay in the b
 transfer starts once the previous one is issued and tile ``g - 2`` has started (double
 buffering). The read port takes one beat address per transfer on ``rd_req`` and returns beats in
 order on ``rd_resp`` with any latency; the output leaves through a FIFO of ``2 F`` beats on
-``wr``. ``start`` begins a run; ``cycles`` counts its cycles up to the one in which the last
+``wr``. ``start`` begins a run of ``p_tiles`` query tiles and ``m_tiles`` key tiles (at most
+``p / rows`` and ``m / rows``: one build serves every shorter sequence; the layout above is the
+run's); ``cycles`` counts its cycles up to the one in which the last
 output beat is taken, when ``done`` rises; ``busy`` counts, per task (:data:`TASKS`), the cycles
 it ran.
 """
@@ -164,6 +166,8 @@ class AttentionTile(wiring.Component):
         super().__init__(
             {
                 "start": In(1),
+                "p_tiles": In(range(1, self.p1 + 1)),
+                "m_tiles": In(range(1, self.m1 + 1)),
                 "done": Out(1),
                 "cycles": Out(32),
                 "busy": Out(data.ArrayLayout(unsigned(32), len(TASKS))),
@@ -232,11 +236,26 @@ class AttentionTile(wiring.Component):
         R = C = self.rows
         E, F, M1, T, d = self.e, self.f, self.m1, self.tiles, self.lookahead
         banks = d + 1
-        lay = self.layout
         ow = ex.operand_width() + 1
         tw = max(1, (T + M1 + 1).bit_length())  # tile counters (may pass T by up to M1)
 
+        # this run's sizes (p_tiles, m_tiles: at most the tile's P1, M1), taken at start
         running = Signal()
+        starting = self.start & ~running
+        m1r = Signal(range(M1 + 1), name="run_m1")
+        tr = Signal(tw, name="run_tiles")
+        bases = {
+            "k": Signal(self.addr_width, name="k_base_in"),
+            "v": Signal(self.addr_width, name="v_base_in"),
+            "av": Signal(self.addr_width, name="av_base_in"),
+        }
+        m.d.comb += [
+            bases["k"].eq(self.p_tiles * E),
+            bases["v"].eq(bases["k"] + self.m_tiles * E),
+            bases["av"].eq(bases["v"] + self.m_tiles * F),
+        ]
+        with m.If(starting):
+            m.d.sync += [m1r.eq(self.m_tiles), tr.eq(self.p_tiles * self.m_tiles)]
         with m.If(self.start & ~running):
             m.d.sync += [running.eq(1), self.cycles.eq(0), self.done.eq(0)]
         with m.Elif(running):
@@ -278,7 +297,7 @@ class AttentionTile(wiring.Component):
         slnv_wr, slnv_rd = slnv_mem.write_port(), slnv_mem.read_port(domain="comb")
 
         # -- loader: requests ---------------------------------------------------------------------------
-        self._loader(m, running, qk_started, qk_go, loaded, q_wr, k_wr, v_wr, tw)
+        self._loader(m, running, qk_started, qk_go, loaded, q_wr, k_wr, v_wr, tw, m1r, tr, bases)
 
         # -- the 2D array -----------------------------------------------------------------------------
         acc, prods, sln, x2 = {}, {}, {}, {}
@@ -331,9 +350,9 @@ class AttentionTile(wiring.Component):
         def after_heads(m: Module, nh: object, g_next: object) -> None:
             """Next task of the 2D array once tile ``nh - 1``'s heads are issued: more heads while
             they are within the lookahead, else the rest of tile ``g_next``."""
-            with m.If((nh <= g_next + d) & (nh < T)):
+            with m.If((nh <= g_next + d) & (nh < tr)):
                 m.next = "QK"
-            with m.Elif(g_next < T):
+            with m.Elif(g_next < tr):
                 m.next = "SLN"
             with m.Else():
                 m.next = "DONE"
@@ -372,7 +391,7 @@ class AttentionTile(wiring.Component):
                     m.next = "LM"
             with m.State("LM"):
                 m.d.comb += [active["LM"].eq(1), lm_go.eq(1)]
-                last_s = h_s == M1 - 1
+                last_s = h_s == m1r - 1
                 m.d.sync += [
                     h.eq(h + 1),
                     h_s.eq(Mux(last_s, 0, h_s + 1)),
@@ -418,7 +437,7 @@ class AttentionTile(wiring.Component):
                         m.d.comb += slnv_wr.data[c].eq(fit(round_shift(dot, fr, nearest), w, sat))
                     m.d.sync += k2.eq(k2 + 1)
                     with m.If(k2 == F):
-                        last_s = g2_s == M1 - 1
+                        last_s = g2_s == m1r - 1
                         m.d.sync += [
                             k2.eq(0),
                             slnv_done.eq(slnv_done + 1),
@@ -434,7 +453,7 @@ class AttentionTile(wiring.Component):
 
         # -- the 1D array -------------------------------------------------------------------------------
         self._array1d(m, running, lm_link, rm_link, sld_link, slnv_rd, lm_ready, rm_done, sln_done,
-                      sld_done, slnv_done, rnv_done, active, tw, banks)  # fmt: skip
+                      sld_done, slnv_done, rnv_done, active, tw, banks, m1r, tr, bases)  # fmt: skip
         return m
 
     def _row_max(self, m, go, bank, rows_of, link, ready, banks):  # type: ignore[no-untyped-def]
@@ -490,11 +509,12 @@ class AttentionTile(wiring.Component):
                         m.d.sync += [link[b][c].eq(vals[c]) for c in range(C)]
             m.d.sync += ready.eq(ready + 1)
 
-    def _loader(self, m, running, qk_started, qk_go, loaded, q_wr, k_wr, v_wr, tw):  # type: ignore[no-untyped-def]
+    def _loader(self, m, running, qk_started, qk_go, loaded, q_wr, k_wr, v_wr, tw, M1, T, bases):  # type: ignore[no-untyped-def]
         """Requests each tile's beats in order (``rd_req``) and writes the answers into the buffer
         (``rd_resp``); ``loaded`` counts the tiles whose transfer is complete."""
-        lay, E, F, M1, T = self.layout, self.e, self.f, self.m1, self.tiles
+        E, F = self.e, self.f
         aw = self.addr_width
+        max_m1 = self.m1
 
         def next_tile(g: Signal, q0: object) -> object:
             """The next tile with beats: every tile of query tile 0, then each query tile's first."""
@@ -514,7 +534,7 @@ class AttentionTile(wiring.Component):
             with m.State("IDLE"):
                 with m.If(self.start & ~running):
                     m.d.sync += [rg.eq(0), rq0.eq(1), rs0.eq(1), r_i.eq(0)]
-                    m.d.sync += [q_addr.eq(lay.q_base), k_addr.eq(lay.k_base), v_addr.eq(lay.v_base)]
+                    m.d.sync += [q_addr.eq(0), k_addr.eq(bases["k"]), v_addr.eq(bases["v"])]
                     m.next = "Q"
 
             def advance(m: Module) -> None:
@@ -559,8 +579,8 @@ class AttentionTile(wiring.Component):
         wq0 = Signal(name="resp_first_qtile")
         w_i = Signal(range(max(E, F) + 1), name="resp_beat")
         qb = Signal(name="resp_qbuf")
-        k_at = Signal(range(M1 * E + 1), name="resp_k_at")
-        v_at = Signal(range(M1 * F + 1), name="resp_v_at")
+        k_at = Signal(range(max_m1 * E + 1), name="resp_k_at")
+        v_at = Signal(range(max_m1 * F + 1), name="resp_v_at")
         m.d.comb += loaded.eq(wg)
         m.d.comb += self.rd_resp.ready.eq(1)
         beat = self.rd_resp.payload
@@ -611,15 +631,14 @@ class AttentionTile(wiring.Component):
         name_states(m, fsm, "resp")
 
     def _array1d(self, m, running, lm_link, rm_link, sld_link, slnv_rd, lm_ready, rm_done, sln_done,
-                 sld_done, slnv_done, rnv_done, active, tw, banks):  # type: ignore[no-untyped-def]  # fmt: skip
+                 sld_done, slnv_done, rnv_done, active, tw, banks, M1, T, bases):  # type: ignore[no-untyped-def]  # fmt: skip
         fmt, ex = self.fmt, self.exp
         w, fr = fmt.width, fmt.frac
         nearest, sat = fmt.rounding == "nearest", fmt.overflow == "saturate"
-        C, F, M1, T, d = self.cols, self.f, self.m1, self.tiles, self.lookahead
-        lay = self.layout
+        C, F, d = self.cols, self.f, self.lookahead
         ow = ex.operand_width() + 1
         g1 = Signal(tw, name="tile1d")
-        s1 = Signal(range(M1 + 1), name="tile1d_s")
+        s1 = Signal(range(self.m1 + 1), name="tile1d_s")
         b1 = Signal(range(banks), name="tile1d_bank")
         av_addr = Signal(self.addr_width, name="av_addr")
         k1 = Signal(range(max(F, ex.cycles) + 2), name="k1")
@@ -655,7 +674,7 @@ class AttentionTile(wiring.Component):
         with m.FSM(name="ctrl1d") as fsm:
             with m.State("IDLE"):
                 with m.If(self.start & ~running):
-                    m.d.sync += [g1.eq(0), s1.eq(0), b1.eq(0), k1.eq(0), all_out.eq(0), av_addr.eq(lay.av_base)]
+                    m.d.sync += [g1.eq(0), s1.eq(0), b1.eq(0), k1.eq(0), all_out.eq(0), av_addr.eq(bases["av"])]
                     for st in pe:
                         m.d.sync += [st["rm"].eq(fmt.min_raw), st["rd"].eq(0)]
                     m.next = "RM"

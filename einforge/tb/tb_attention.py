@@ -76,6 +76,8 @@ async def attention_head(dut: Any) -> None:
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
     dut.rst.value = 1
     dut.start.value = 0
+    dut.p_tiles.value = 1
+    dut.m_tiles.value = 2
     dut.rd_req__ready.value = 0
     dut.rd_resp__valid.value = 0
     dut.rd_resp__payload.value = 0
@@ -85,6 +87,8 @@ async def attention_head(dut: Any) -> None:
     await FallingEdge(dut.clk)
     dut.rst.value = 0
     await FallingEdge(dut.clk)
+    dut.p_tiles.value = p1
+    dut.m_tiles.value = m1
     dut.start.value = 1
     await FallingEdge(dut.clk)
     dut.start.value = 0
