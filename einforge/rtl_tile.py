@@ -154,8 +154,7 @@ def run_attention(
         tile = AttentionTile.from_arch(
             arch, p=top_p, m=top_m, e=e, f=f, fmt=fmt, interleave=interleave, lookahead=schedule.lookahead
         )
-    _say("rtl run attention: generating Verilog", quiet)
-    text = runner.to_verilog(tile, "attention", optimize=True)
+    text = _verilog(tile, quiet)
     _say(f"rtl run attention: building for {sim_name} (cached after the first time)", quiet)
     t_build = time.perf_counter()
     model = runner.build(text, "attention", sim_name, waves=waves is not None, public="ports", fst=fst)
@@ -228,6 +227,34 @@ def run_attention(
             out["waves"] = waves
     out["seconds"] = round(time.perf_counter() - start, 2)
     return out
+
+
+def _verilog(tile: AttentionTile, quiet: bool) -> str:
+    """The tile's Verilog, generated once per set of parameters and version of the generators
+    (cached beside the builds: elaborating a 16 x 16 tile takes the better part of a minute)."""
+    import hashlib
+
+    import amaranth
+
+    import rtl
+
+    sources = sorted(Path(rtl.__file__).parent.glob("*.py"))
+    key = hashlib.sha1()
+    key.update(repr((tile.rows, tile.p, tile.m, tile.e, tile.f, tile.fmt, tile.degree, tile.reduction,
+                     tile.lookahead, amaranth.__version__)).encode())  # fmt: skip
+    for src in sources:
+        key.update(src.read_bytes())
+    path = runner.cache_root() / "verilog" / f"attention-{key.hexdigest()[:16]}.v"
+    if path.exists():
+        tile._MustUse__silence = True  # type: ignore[attr-defined]
+        return path.read_text()
+    _say("rtl run attention: generating Verilog", quiet)
+    text = runner.to_verilog(tile, "attention", optimize=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return text
 
 
 def _explain(per_einsum: dict[str, dict[str, float]], error: float, report: sim.Report) -> str:
