@@ -4,7 +4,8 @@ Properties (``PROOFS``):
 
 - ``<block>_handshake`` (k-induction, every output stream of the block at a small size): a
   payload offered with ``valid`` is held, unchanged, until ``ready`` takes it; nothing appears
-  without ``valid``. Inputs are free (any value, any cycle) apart from reset in the first cycle.
+  without ``valid``. Inputs are free (any value, any cycle) apart from reset in the first cycle;
+  for the attention tile that includes ``start`` and the run's sizes, and the DRAM's answers.
 - ``topk_output`` (bounded, exhaustive over every input at ``n = 4``, ``P = 2``, 3-bit scores,
   every ``k`` in 1..4): the indices the engine emits are exactly the top-k set (ties to the
   lower index), each once, in increasing order, the last item flagged, and the answer is complete
@@ -48,6 +49,7 @@ from einsum import Fixed
 from rtl.array1d import Array1D
 from rtl.array2d import Array2D
 from rtl.runner import SimulatorError
+from rtl.tile import AttentionTile
 from rtl.topk import TopK
 
 __all__ = ["PROOFS", "Proof", "prove"]
@@ -65,14 +67,21 @@ def _hold(m: Module, s: stream.Interface, name: str) -> None:
 
 
 class _Handshake(Elaboratable):
-    def __init__(self, dut: Elaboratable, outputs: list[str], inputs: list[str]) -> None:
-        self.dut, self.outputs, self.inputs = dut, outputs, inputs
+    def __init__(
+        self, dut: Elaboratable, outputs: list[str], inputs: list[str], free: tuple[str, ...] = ()
+    ) -> None:
+        self.dut, self.outputs, self.inputs, self.free = dut, outputs, inputs, free
         self.ports: list[Signal] = []  # free inputs of the proof: any value in any cycle
 
     def elaborate(self, platform):  # type: ignore[no-untyped-def]
         m = Module()
         m.submodules.dut = dut = self.dut
         m.d.comb += Assume(ResetSignal() == Initial())
+        for name in self.free:  # plain inputs (a start pulse, sizes): any value in any cycle
+            port = getattr(dut, name)
+            sig = Signal(len(Value.cast(port)), name=f"{name}_free")
+            m.d.comb += Value.cast(port).eq(sig)
+            self.ports.append(sig)
         for name in self.inputs:  # free inputs that follow the stream rule themselves
             s = getattr(dut, name)
             valid, payload = Signal(name=f"{name}_v"), Signal(len(Value.cast(s.payload)), name=f"{name}_p")
@@ -196,6 +205,18 @@ PROOFS: dict[str, Proof] = {
             ),
             "prove",
             4,
+        ),
+        Proof(
+            "attention_handshake",
+            "attention tile's DRAM request and output streams (1x1 array, P=1, M=2, e=f=1, 6-bit)",
+            lambda: _Handshake(
+                AttentionTile(rows=1, p=1, m=2, e=1, f=1, fmt=_SMALL, degree=1, lookahead=1),
+                ["rd_req", "wr"],
+                ["rd_resp"],
+                free=("start", "p_tiles", "m_tiles"),
+            ),
+            "bmc",
+            24,
         ),
         Proof(
             "topk_output",
