@@ -229,9 +229,8 @@ def run_attention(
     return out
 
 
-def _verilog(tile: AttentionTile, quiet: bool) -> str:
-    """The tile's Verilog, generated once per set of parameters and version of the generators
-    (cached beside the builds: elaborating a 16 x 16 tile takes the better part of a minute)."""
+def _generator_digest() -> str:
+    """The generators' sources as this process loaded them (what the tile is made of)."""
     import hashlib
 
     import amaranth
@@ -239,12 +238,23 @@ def _verilog(tile: AttentionTile, quiet: bool) -> str:
     import rtl
 
     here = Path(rtl.__file__).parent
-    sources = [here / n for n in ("tile.py", "_arith.py", "_params.py", "runner.py")]  # what it is made of
-    key = hashlib.sha1()
+    key = hashlib.sha1(amaranth.__version__.encode())
+    for name in ("tile.py", "_arith.py", "_params.py", "runner.py"):
+        key.update((here / name).read_bytes())
+    return key.hexdigest()
+
+
+_GENERATORS = _generator_digest()
+
+
+def _verilog(tile: AttentionTile, quiet: bool) -> str:
+    """The tile's Verilog, generated once per set of parameters and version of the generators
+    (cached beside the builds: elaborating a 16 x 16 tile takes the better part of a minute)."""
+    import hashlib
+
+    key = hashlib.sha1(_GENERATORS.encode())
     key.update(repr((tile.rows, tile.p, tile.m, tile.e, tile.f, tile.fmt, tile.degree, tile.reduction,
-                     tile.lookahead, amaranth.__version__)).encode())  # fmt: skip
-    for src in sources:
-        key.update(src.read_bytes())
+                     tile.lookahead)).encode())  # fmt: skip
     path = runner.cache_root() / "verilog" / f"attention-{key.hexdigest()[:16]}.v"
     if path.exists():
         tile._MustUse__silence = True  # type: ignore[attr-defined]

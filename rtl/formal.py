@@ -215,8 +215,8 @@ PROOFS: dict[str, Proof] = {
                 ["rd_resp"],
                 free=("start", "p_tiles", "m_tiles"),
             ),
-            "bmc",
-            24,
+            "prove",
+            6,
         ),
         Proof(
             "topk_output",

@@ -57,7 +57,7 @@ from __future__ import annotations
 import math
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -241,7 +241,9 @@ class AttentionTile(wiring.Component):
 
         # this run's sizes (p_tiles, m_tiles: at most the tile's P1, M1), taken at start
         running = Signal()
-        starting = self.start & ~running
+        # a run starts only from rest: every controller idle (then nothing of an old run is reset)
+        starting = Signal(name="starting")
+        idle = []
         m1r = Signal(range(M1 + 1), name="run_m1")
         tr = Signal(tw, name="run_tiles")
         bases = {
@@ -256,7 +258,7 @@ class AttentionTile(wiring.Component):
         ]
         with m.If(starting):
             m.d.sync += [m1r.eq(self.m_tiles), tr.eq(self.p_tiles * self.m_tiles)]
-        with m.If(self.start & ~running):
+        with m.If(starting):
             m.d.sync += [running.eq(1), self.cycles.eq(0), self.done.eq(0)]
         with m.Elif(running):
             m.d.sync += self.cycles.eq(self.cycles + 1)
@@ -274,12 +276,12 @@ class AttentionTile(wiring.Component):
         rnv_done = counter("rnv_done")
         loaded = counter("loaded")  # tiles < loaded have their transfer done
         qk_go = Signal()  # a QK starts this cycle
-        with m.If(self.start & ~running):
+        with m.If(starting):
             m.d.sync += [c.eq(0) for c in (qk_started, lm_ready, rm_done, sln_done, sld_done, slnv_done, rnv_done)]
         busy = [Signal(32, name=f"busy_{t}") for t in TASKS]
         m.d.comb += [self.busy[i].eq(b) for i, b in enumerate(busy)]
         active = {t: Signal(name=f"run_{t}") for t in TASKS}
-        with m.If(self.start & ~running):
+        with m.If(starting):
             m.d.sync += [b.eq(0) for b in busy]
         with m.Else():
             for i, t in enumerate(TASKS):
@@ -297,7 +299,7 @@ class AttentionTile(wiring.Component):
         slnv_wr, slnv_rd = slnv_mem.write_port(), slnv_mem.read_port(domain="comb")
 
         # -- loader: requests ---------------------------------------------------------------------------
-        self._loader(m, running, qk_started, qk_go, loaded, q_wr, k_wr, v_wr, tw, m1r, tr, bases)
+        idle += self._loader(m, starting, qk_started, qk_go, loaded, q_wr, k_wr, v_wr, tw, m1r, tr, bases)
 
         # -- the 2D array -----------------------------------------------------------------------------
         acc, prods, sln, x2 = {}, {}, {}, {}
@@ -359,7 +361,7 @@ class AttentionTile(wiring.Component):
 
         with m.FSM(name="ctrl2d") as fsm2:
             with m.State("IDLE"):
-                with m.If(self.start & ~running):
+                with m.If(starting):
                     m.d.sync += [h.eq(0), h_s.eq(0), h_qb.eq(0), h_bank.eq(0), h_kbase.eq(0), k2.eq(0)]
                     m.d.sync += [g2.eq(0), g2_s.eq(0), g2_bank.eq(0), g2_vbase.eq(0)]
                     m.next = "QK"
@@ -374,7 +376,9 @@ class AttentionTile(wiring.Component):
                 with m.If(k2 == 0):
                     m.d.comb += qk_go.eq(ok)
                     with m.If(ok):
-                        m.d.sync += [k2.eq(1), qk_started.eq(qk_started + 1)]
+                        m.d.sync += k2.eq(1)
+                        with m.If(qk_started != (1 << tw) - 1):  # saturates (never in a run)
+                            m.d.sync += qk_started.eq(qk_started + 1)
                 with m.Elif(k2 <= E):  # the MAC of e = k2 - 1 (its operands read the cycle before)
                     for (r, c), (ma, mb, prod) in prods.items():
                         m.d.comb += [ma.eq(k_rd.data[r]), mb.eq(q_rd.data[c])]
@@ -450,10 +454,12 @@ class AttentionTile(wiring.Component):
             with m.State("DONE"):
                 m.next = "IDLE"
         name_states(m, fsm2, "ctrl2d")
+        idle.append(fsm2.ongoing("IDLE"))
 
         # -- the 1D array -------------------------------------------------------------------------------
-        self._array1d(m, running, lm_link, rm_link, sld_link, slnv_rd, lm_ready, rm_done, sln_done,
+        idle += self._array1d(m, running, starting, lm_link, rm_link, sld_link, slnv_rd, lm_ready, rm_done, sln_done,
                       sld_done, slnv_done, rnv_done, active, tw, banks, m1r, tr, bases)  # fmt: skip
+        m.d.comb += starting.eq(self.start & ~running & Cat(*idle).all())
         return m
 
     def _row_max(self, m, go, bank, rows_of, link, ready, banks):  # type: ignore[no-untyped-def]
@@ -509,7 +515,7 @@ class AttentionTile(wiring.Component):
                         m.d.sync += [link[b][c].eq(vals[c]) for c in range(C)]
             m.d.sync += ready.eq(ready + 1)
 
-    def _loader(self, m, running, qk_started, qk_go, loaded, q_wr, k_wr, v_wr, tw, M1, T, bases):  # type: ignore[no-untyped-def]
+    def _loader(self, m, starting, qk_started, qk_go, loaded, q_wr, k_wr, v_wr, tw, M1, T, bases):  # type: ignore[no-untyped-def]
         """Requests each tile's beats in order (``rd_req``) and writes the answers into the buffer
         (``rd_resp``); ``loaded`` counts the tiles whose transfer is complete."""
         E, F = self.e, self.f
@@ -532,7 +538,7 @@ class AttentionTile(wiring.Component):
         may = (rg < 2) | (started >= rg - 1)  # double buffering: tile rg - 2 has started
         with m.FSM(name="req") as fsm:
             with m.State("IDLE"):
-                with m.If(self.start & ~running):
+                with m.If(starting):
                     m.d.sync += [rg.eq(0), rq0.eq(1), rs0.eq(1), r_i.eq(0)]
                     m.d.sync += [q_addr.eq(0), k_addr.eq(bases["k"]), v_addr.eq(bases["v"])]
                     m.next = "Q"
@@ -573,6 +579,7 @@ class AttentionTile(wiring.Component):
             with m.State("DONE"):
                 m.next = "IDLE"
         name_states(m, fsm, "req")
+        req_idle = fsm.ongoing("IDLE")
 
         # answers: the same sequence of tiles and beats
         wg = Signal(tw, name="resp_tile")
@@ -587,7 +594,7 @@ class AttentionTile(wiring.Component):
         take = self.rd_resp.valid
         with m.FSM(name="resp") as fsm:
             with m.State("IDLE"):
-                with m.If(self.start & ~running):
+                with m.If(starting):
                     m.d.sync += [wg.eq(0), wq0.eq(1), w_i.eq(0), qb.eq(0), k_at.eq(0), v_at.eq(0)]
                     m.next = "Q"
 
@@ -629,8 +636,9 @@ class AttentionTile(wiring.Component):
             with m.State("DONE"):
                 m.next = "IDLE"
         name_states(m, fsm, "resp")
+        return [req_idle, fsm.ongoing("IDLE")]
 
-    def _array1d(self, m, running, lm_link, rm_link, sld_link, slnv_rd, lm_ready, rm_done, sln_done,
+    def _array1d(self, m, running, starting, lm_link, rm_link, sld_link, slnv_rd, lm_ready, rm_done, sln_done,
                  sld_done, slnv_done, rnv_done, active, tw, banks, M1, T, bases):  # type: ignore[no-untyped-def]  # fmt: skip
         fmt, ex = self.fmt, self.exp
         w, fr = fmt.width, fmt.frac
@@ -663,17 +671,16 @@ class AttentionTile(wiring.Component):
         rnv_rd, rnv_wr = rnv_mem.read_port(domain="comb"), rnv_mem.write_port()
         m.d.comb += [rnv_rd.addr.eq(k1), rnv_wr.addr.eq(k1)]
         out_layout = data.StructLayout({"addr": unsigned(self.addr_width), "data": data.ArrayLayout(signed(w), C)})
-        m.submodules.out_fifo = out = fifo.SyncFIFO(width=out_layout.size, depth=2 * F)
+        m.submodules.out_fifo = out = _OutFifo(out_layout, 2 * F)
         av_beat = Signal(out_layout, name="av_beat")
-        m.d.comb += out.w_data.eq(av_beat.as_value())
-        wr_view = data.View(out_layout, out.r_data)
-        m.d.comb += [self.wr.valid.eq(out.r_rdy), self.wr.payload.addr.eq(wr_view.addr), self.wr.payload.data.eq(wr_view.data)]
+        m.d.comb += out.w_data.eq(av_beat)
+        m.d.comb += [self.wr.valid.eq(out.r_rdy), self.wr.payload.eq(out.r_data)]
         m.d.comb += out.r_en.eq(self.wr.ready)
         all_out = Signal(name="av_all_computed")
 
         with m.FSM(name="ctrl1d") as fsm:
             with m.State("IDLE"):
-                with m.If(self.start & ~running):
+                with m.If(starting):
                     m.d.sync += [g1.eq(0), s1.eq(0), b1.eq(0), k1.eq(0), all_out.eq(0), av_addr.eq(bases["av"])]
                     for st in pe:
                         m.d.sync += [st["rm"].eq(fmt.min_raw), st["rd"].eq(0)]
@@ -765,9 +772,49 @@ class AttentionTile(wiring.Component):
                 m.next = "IDLE"
         name_states(m, fsm, "ctrl1d")
         # the run ends in the cycle the last output beat is taken
-        last_taken = all_out & (out.r_level == 1) & out.r_rdy & self.wr.ready
+        last_taken = all_out & (out.level == 1) & out.r_rdy & self.wr.ready
         with m.If(running & last_taken):
             m.d.sync += [running.eq(0), self.done.eq(1)]
+        return [fsm.ongoing("IDLE")]
+
+
+class _OutFifo(wiring.Component):
+    """The output FIFO: ``depth`` (rounded up to a power of two) entries, first word through.
+
+    Its state is a head pointer and a count, so every state is one it can reach or one that drains
+    cleanly (a count above ``depth`` only empties): the tile's handshake proof is inductive."""
+
+    def __init__(self, layout: data.Layout, depth: int) -> None:
+        self.depth = 1 << max(1, (depth - 1).bit_length())
+        self.layout = layout
+        super().__init__(
+            {
+                "w_data": In(layout),
+                "w_en": In(1),
+                "w_rdy": Out(1),
+                "r_data": Out(layout),
+                "r_en": In(1),
+                "r_rdy": Out(1),
+                "level": Out(range(self.depth + 1)),
+            }
+        )
+
+    def elaborate(self, platform):  # type: ignore[no-untyped-def]
+        m = Module()
+        n = self.depth
+        m.submodules.store = store = Memory(shape=self.layout, depth=n, init=[])
+        wp, rp = store.write_port(), store.read_port(domain="comb")
+        head = Signal(range(n), name="head")
+        count = self.level
+        take = self.r_en & self.r_rdy
+        put = self.w_en & self.w_rdy
+        m.d.comb += [self.r_rdy.eq(count != 0), self.w_rdy.eq(count < n)]
+        m.d.comb += [rp.addr.eq(head), self.r_data.eq(rp.data)]
+        m.d.comb += [wp.addr.eq((head + count)[: (n - 1).bit_length()]), wp.data.eq(self.w_data), wp.en.eq(put)]
+        with m.If(take):
+            m.d.sync += head.eq(head + 1)
+        m.d.sync += count.eq(count + put - take)
+        return m
 
 
 def _divide(fmt: Fixed, a: object, b: object) -> object:
