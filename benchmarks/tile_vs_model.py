@@ -17,6 +17,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from einforge.rtl_tile import TOLERANCE, run_attention
@@ -56,8 +57,16 @@ def main() -> int:
                 print(f"[{time.perf_counter() - t0:7.0f} s] array {array} seq {seq} E {e} F {f} "
                       f"interleave {il} seed {seed}", file=sys.stderr, flush=True)  # fmt: skip
                 results.append(
-                    run_attention(array=array, seq=seq, e=e, f=f, interleave=il, seed=seed,
-                                  max_seq=top, sim_name=args.sim)  # fmt: skip
+                    run_attention(
+                        array=array,
+                        seq=seq,
+                        e=e,
+                        f=f,
+                        interleave=il,
+                        seed=seed,
+                        max_seq=top,
+                        sim_name=args.sim,
+                    )  # fmt: skip
                 )
             errors = [r["model_error"] for r in results]
             row = {
@@ -79,8 +88,7 @@ def main() -> int:
                 flush=True,
             )
             if args.json:
-                with open(args.json, "w", encoding="utf-8") as fh:
-                    json.dump(rows, fh, indent=1)
+                Path(args.json).write_text(json.dumps(rows, indent=1), encoding="utf-8")
     bad = [r for r in rows if not r["passed"]]
     print(f"\n{len(rows) - len(bad)} of {len(rows)} rows pass ({time.perf_counter() - t0:.0f} s)")
     return 1 if bad else 0

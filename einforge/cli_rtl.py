@@ -35,6 +35,12 @@ def cmd_list(_: argparse.Namespace) -> int:
             f"{name:8s} {spec.summary}\n         params: {params}\n"
             f"         cycles: {describe_cycles(name, p)}"
         )
+    print(
+        "attention FuseMax's 1-pass cascade for a whole head: array2d + array1d + buffer + DRAM port "
+        "(rtl.AttentionTile)\n         run: einforge rtl run attention --array 8 --seq 256 --e 16 --f 16\n"
+        "         cycles: sim.evaluate with the fusemax_tile ArchSpec (the Einsums' cycles per tile, "
+        "their dependencies, the DRAM's transfers)"
+    )
     return 0
 
 
@@ -189,8 +195,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     verdict = "PASS" if res["passed"] else "FAIL"
     mode = "interleaved" if res["interleave"] else "not interleaved"
     print(
-        f"{verdict} attention tile {res['array']}x{res['array']} on {res['sim']} ({mode}, max across the rows: "
-        f"{res['reduction']}): P = {res['p']}, M = {res['m']}, E = {res['e']}, F = {res['f']}, seed {res['seed']}"
+        f"{verdict} attention tile {res['array']}x{res['array']} on {res['sim']} ({mode}, "
+        f"max across the rows: {res['reduction']}): P = {res['p']}, M = {res['m']}, E = {res['e']}, "
+        f"F = {res['f']}, seed {res['seed']}"
     )
     print(
         f"  output: {res['compared_beats'] - res['mismatches']} of {res['compared_beats']} beats bit-exact "
@@ -245,7 +252,8 @@ def add_parsers(sub: Any) -> None:
     pr.set_defaults(func=cmd_prove)
     run = rsub.add_parser(
         "run",
-        help="a whole head on the attention tile RTL: bit-exact against the golden model, cycles against the model",
+        help="a whole head on the attention tile RTL: bit-exact against the golden model, "
+        "cycles against the model",
     )
     run.add_argument("design", choices=["attention"], help="attention: rtl.AttentionTile")
     run.add_argument("--array", type=int, default=8, help="the 2D array's rows and columns (default 8)")
@@ -260,7 +268,9 @@ def add_parsers(sub: Any) -> None:
                      help="the max across the rows (default chain, FuseMax's)")  # fmt: skip
     run.add_argument("--dram-bandwidth", type=float, default=0.8, metavar="BEATS",
                      help="the DRAM's mean beats a cycle, in (0, 1] (default 0.8)")  # fmt: skip
-    run.add_argument("--dram-latency", type=int, default=20, metavar="CYCLES", help="least read latency (default 20)")
+    run.add_argument(
+        "--dram-latency", type=int, default=20, metavar="CYCLES", help="least read latency (default 20)"
+    )
     run.add_argument("--dram-jitter", type=int, default=10, metavar="CYCLES",
                      help="each read's extra latency is uniform in 0..JITTER (default 10)")  # fmt: skip
     run.add_argument("--seed", type=int, default=1, help="the data's and the DRAM model's seed")

@@ -122,17 +122,23 @@ def run_attention(
     p = seq if p is None else p
     m = seq if m is None else m
     if not 0 < dram_bandwidth <= 1:
-        raise runner.SimulatorError(f"rtl run attention: --dram-bandwidth must be in (0, 1] beats a cycle, got {dram_bandwidth}")
+        raise runner.SimulatorError(
+            f"rtl run attention: --dram-bandwidth must be in (0, 1] beats a cycle, got {dram_bandwidth}"
+        )
     if dram_latency < 1 or dram_jitter < 0:
         raise runner.SimulatorError(
-            f"rtl run attention: --dram-latency must be >= 1 and --dram-jitter >= 0 cycles; got {dram_latency}, {dram_jitter}"
+            "rtl run attention: --dram-latency must be >= 1 and --dram-jitter >= 0 cycles; "
+            f"got {dram_latency}, {dram_jitter}"
         )
     if waves is not None and not waves.endswith((".vcd", ".fst")):
-        raise runner.SimulatorError(f"rtl run attention: --waves must name a .vcd or .fst file, got {waves!r}")
+        raise runner.SimulatorError(
+            f"rtl run attention: --waves must name a .vcd or .fst file, got {waves!r}"
+        )
     fst = waves is not None and waves.endswith(".fst")
     if fst and not (Path("/usr/include/lz4.h").exists() or os.environ.get("EINFORGE_FST")):
         raise runner.SimulatorError(
-            "rtl run attention: Verilator writes FST only with liblz4's headers (apt-get install liblz4-dev); "
+            "rtl run attention: Verilator writes FST only with liblz4's headers "
+            "(apt-get install liblz4-dev); "
             "give a .vcd path instead (GTKWave and Surfer read both)"
         )
     top_p, top_m = max(p, max_seq or 0), max(m, max_seq or 0)
@@ -185,7 +191,8 @@ def run_attention(
         if not result_file.exists():
             tail = log.read_text()[-3000:] if log.exists() else ""
             raise runner.SimulatorError(
-                f"attention tile on {sim_name}: the testbench stopped before reporting (seed {seed}); log {log}:\n{tail}"
+                f"attention tile on {sim_name}: the testbench stopped before reporting (seed {seed}); "
+                f"log {log}:\n{tail}"
             )
         res = json.loads(result_file.read_text())
     measured = res["cycles"]
@@ -274,7 +281,8 @@ def _explain(per_einsum: dict[str, dict[str, float]], error: float, report: sim.
     off = [t for t, v in per_einsum.items() if v["measured_busy_cycles"] != v["model_busy_cycles"]]
     if off:
         return "busy cycles differ for " + ", ".join(
-            f"{t} (measured {per_einsum[t]['measured_busy_cycles']}, model {per_einsum[t]['model_busy_cycles']:g})"
+            f"{t} (measured {per_einsum[t]['measured_busy_cycles']}, "
+            f"model {per_einsum[t]['model_busy_cycles']:g})"
             for t in off
         )
     if abs(error) <= TOLERANCE:

@@ -158,7 +158,8 @@ def tile2d(q, k, v, rm, width, frac, nearest, saturate, acc_width, log2e, coeffs
     """The 2D array's share of the 1-pass cascade for one tile.
 
     ``q`` (C, E) queries, ``k`` (R, E) keys, ``v`` (R, F) values, ``rm`` (C,) the running max from
-    the 1D array, ``scale`` the raw factor applied to each score (``1 << frac``: none). Returns ``qk`` (R, C), ``lm`` (C,), ``sln`` (R, C), ``sld`` (C,), ``slnv`` (F, C).
+    the 1D array, ``scale`` the raw factor applied to each score (``1 << frac``: none). Returns
+    ``qk`` (R, C), ``lm`` (C,), ``sln`` (R, C), ``sld`` (C,), ``slnv`` (F, C).
     """
     rows, e_size = k.shape
     cols = q.shape[0]
@@ -169,7 +170,9 @@ def tile2d(q, k, v, rm, width, frac, nearest, saturate, acc_width, log2e, coeffs
             acc = np.int64(0)
             for e in range(e_size):
                 acc = fx_mac(acc, k[r, e], q[c, e], acc_width, saturate)
-            qk[r, c] = fx_mul(fx_from_acc(acc, width, frac, nearest, saturate), scale, width, frac, nearest, saturate)
+            qk[r, c] = fx_mul(
+                fx_from_acc(acc, width, frac, nearest, saturate), scale, width, frac, nearest, saturate
+            )
     lm = np.empty(cols, dtype=np.int64)
     sln = np.empty((rows, cols), dtype=np.int64)
     sld = np.empty(cols, dtype=np.int64)

@@ -172,8 +172,10 @@ def _scale_raw(scale: int | None, fmt: Fixed) -> int:
     """The raw score factor: ``1 << frac`` (exactly 1: the product rounds back to the score) for none."""
     if scale is None:
         return 1 << fmt.frac
-    if isinstance(scale, bool) or not isinstance(scale, int | np.integer) or not (
-        fmt.min_raw <= int(scale) <= fmt.max_raw
+    if (
+        isinstance(scale, bool)
+        or not isinstance(scale, int | np.integer)
+        or not (fmt.min_raw <= int(scale) <= fmt.max_raw)
     ):
         raise EvaluationError(
             f"golden.fixed: scale must be a raw integer of {fmt} ([{fmt.min_raw}, {fmt.max_raw}]), "

@@ -62,7 +62,9 @@ def to_verilog(component: wiring.Component, name: str, *, optimize: bool = False
         il = rtlil.convert(component, name=name, emit_src=False)
         script = [f"read_rtlil <<rtlil\n{il}\nrtlil", "proc -norom", "opt -fast", "opt_clean"]
         script += ["memory_collect", "write_verilog -norename"]
-        text = find_yosys(lambda ver: ver >= (0, 40)).run(["-q", "-"], "\n".join(script), ignore_warnings=True)
+        text = find_yosys(lambda ver: ver >= (0, 40)).run(
+            ["-q", "-"], "\n".join(script), ignore_warnings=True
+        )
     else:
         text = verilog.convert(component, name=name, emit_src=False)
     out = []

@@ -142,7 +142,14 @@ class AttentionTile(wiring.Component):
                 "(the next query tile's Q is loaded while the current one computes)"
             )
         self.fmt = fmt
-        check_int("attention tile", "width - frac (integer bits incl. sign)", fmt.width - fmt.frac, 2, 32, owner=self)
+        check_int(
+            "attention tile",
+            "width - frac (integer bits incl. sign)",
+            fmt.width - fmt.frac,
+            2,
+            32,
+            owner=self,
+        )
         self.degree = check_int("attention tile", "degree", degree, 1, 8, owner=self)
         self.exp = ExpSteps(fmt, degree)
         self.reduction = reduction
@@ -173,7 +180,9 @@ class AttentionTile(wiring.Component):
                 "busy": Out(data.ArrayLayout(unsigned(32), len(TASKS))),
                 "rd_req": Out(stream.Signature(unsigned(self.addr_width))),
                 "rd_resp": In(stream.Signature(beat)),
-                "wr": Out(stream.Signature(data.StructLayout({"addr": unsigned(self.addr_width), "data": beat}))),
+                "wr": Out(
+                    stream.Signature(data.StructLayout({"addr": unsigned(self.addr_width), "data": beat}))
+                ),
             }
         )
 
@@ -277,7 +286,9 @@ class AttentionTile(wiring.Component):
         loaded = counter("loaded")  # tiles < loaded have their transfer done
         qk_go = Signal()  # a QK starts this cycle
         with m.If(starting):
-            m.d.sync += [c.eq(0) for c in (qk_started, lm_ready, rm_done, sln_done, sld_done, slnv_done, rnv_done)]
+            m.d.sync += [
+                c.eq(0) for c in (qk_started, lm_ready, rm_done, sln_done, sld_done, slnv_done, rnv_done)
+            ]
         busy = [Signal(32, name=f"busy_{t}") for t in TASKS]
         m.d.comb += [self.busy[i].eq(b) for i, b in enumerate(busy)]
         active = {t: Signal(name=f"run_{t}") for t in TASKS}
@@ -386,10 +397,13 @@ class AttentionTile(wiring.Component):
                         m.d.sync += acc[r, c].eq(fit(base + prod, self.acc_width, sat))
                     m.d.sync += k2.eq(k2 + 1)
                 with m.Else():  # QK = round(acc) * scale
-                    for r, (wp, _, _) in enumerate(qk_rows):
+                    for wp, _, _ in qk_rows:
                         m.d.comb += [wp.addr.eq(h_bank), wp.en.eq(1)]
                     for (r, c), (ma, mb, prod) in prods.items():
-                        m.d.comb += [ma.eq(fit(round_shift(acc[r, c], fr, nearest), w, sat)), mb.eq(self.scale)]
+                        m.d.comb += [
+                            ma.eq(fit(round_shift(acc[r, c], fr, nearest), w, sat)),
+                            mb.eq(self.scale),
+                        ]
                         m.d.comb += qk_rows[r][0].data[c].eq(fit(round_shift(prod, fr, nearest), w, sat))
                     m.d.sync += k2.eq(0)
                     m.next = "LM"
@@ -457,8 +471,10 @@ class AttentionTile(wiring.Component):
         idle.append(fsm2.ongoing("IDLE"))
 
         # -- the 1D array -------------------------------------------------------------------------------
-        idle += self._array1d(m, running, starting, lm_link, rm_link, sld_link, slnv_rd, lm_ready, rm_done, sln_done,
-                      sld_done, slnv_done, rnv_done, active, tw, banks, m1r, tr, bases)  # fmt: skip
+        idle += self._array1d(
+            m, running, starting, lm_link, rm_link, sld_link, slnv_rd, lm_ready, rm_done, sln_done,
+            sld_done, slnv_done, rnv_done, active, tw, banks, m1r, tr, bases,
+        )  # fmt: skip
         m.d.comb += starting.eq(self.start & ~running & Cat(*idle).all())
         return m
 
@@ -670,7 +686,9 @@ class AttentionTile(wiring.Component):
         m.submodules.rnv = rnv_mem = Memory(shape=data.ArrayLayout(signed(w), C), depth=F, init=[])
         rnv_rd, rnv_wr = rnv_mem.read_port(domain="comb"), rnv_mem.write_port()
         m.d.comb += [rnv_rd.addr.eq(k1), rnv_wr.addr.eq(k1)]
-        out_layout = data.StructLayout({"addr": unsigned(self.addr_width), "data": data.ArrayLayout(signed(w), C)})
+        out_layout = data.StructLayout(
+            {"addr": unsigned(self.addr_width), "data": data.ArrayLayout(signed(w), C)}
+        )
         m.submodules.out_fifo = out = _OutFifo(out_layout, 2 * F)
         av_beat = Signal(out_layout, name="av_beat")
         m.d.comb += out.w_data.eq(av_beat)
@@ -681,7 +699,14 @@ class AttentionTile(wiring.Component):
         with m.FSM(name="ctrl1d") as fsm:
             with m.State("IDLE"):
                 with m.If(starting):
-                    m.d.sync += [g1.eq(0), s1.eq(0), b1.eq(0), k1.eq(0), all_out.eq(0), av_addr.eq(bases["av"])]
+                    m.d.sync += [
+                        g1.eq(0),
+                        s1.eq(0),
+                        b1.eq(0),
+                        k1.eq(0),
+                        all_out.eq(0),
+                        av_addr.eq(bases["av"]),
+                    ]
                     for st in pe:
                         m.d.sync += [st["rm"].eq(fmt.min_raw), st["rd"].eq(0)]
                     m.next = "RM"
@@ -691,7 +716,10 @@ class AttentionTile(wiring.Component):
                     ok = ok & (sln_done >= g1)  # without interleaving: the 2D array took RM of g1 - 1
                 m.d.comb += active["RM"].eq(ok)
                 with m.If(ok):
-                    lm_now = [Array(lm_link[b][p] for b in range(banks))[b1] if banks > 1 else lm_link[0][p] for p in range(C)]
+                    lm_now = [
+                        Array(lm_link[b][p] for b in range(banks))[b1] if banks > 1 else lm_link[0][p]
+                        for p in range(C)
+                    ]
                     for p, st in enumerate(pe):
                         new = Mux(lm_now[p] > st["rm"], lm_now[p], st["rm"])
                         m.d.sync += [st["rm_old"].eq(st["rm"]), st["rm"].eq(new), rm_link[p].eq(new)]
@@ -810,7 +838,11 @@ class _OutFifo(wiring.Component):
         put = self.w_en & self.w_rdy
         m.d.comb += [self.r_rdy.eq(count != 0), self.w_rdy.eq(count < n)]
         m.d.comb += [rp.addr.eq(head), self.r_data.eq(rp.data)]
-        m.d.comb += [wp.addr.eq((head + count)[: (n - 1).bit_length()]), wp.data.eq(self.w_data), wp.en.eq(put)]
+        m.d.comb += [
+            wp.addr.eq((head + count)[: (n - 1).bit_length()]),
+            wp.data.eq(self.w_data),
+            wp.en.eq(put),
+        ]
         with m.If(take):
             m.d.sync += head.eq(head + 1)
         m.d.sync += count.eq(count + put - take)

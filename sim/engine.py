@@ -221,7 +221,13 @@ def simulate_kernel(
             q_states[q] = st
             old = q_states.get(q - 1)
             remaining = query_tiles - q
-            if extrapolate and same_query_tiles and old is not None and _same(old[1], st[1]) and remaining > 3:
+            if (
+                extrapolate
+                and same_query_tiles
+                and old is not None
+                and _same(old[1], st[1])
+                and remaining > 3
+            ):
                 k = remaining - 2
                 shift(k * steps, k * (st[0] - old[0]))
                 g += k * steps

@@ -307,7 +307,9 @@ def evaluate(
     return report
 
 
-def _read_latency(f: EinsumFacts, cascade: einsum.Cascade, facts: Mapping[str, EinsumFacts], arch: ArchSpec) -> int:
+def _read_latency(
+    f: EinsumFacts, cascade: einsum.Cascade, facts: Mapping[str, EinsumFacts], arch: ArchSpec
+) -> int:
     """The buffer's read latency, paid once per tile by an Einsum that streams a cascade input
     (or a view of one) from the buffer; none for the others (their operands are in the PEs)."""
     inputs = {i.name for i in cascade.inputs}

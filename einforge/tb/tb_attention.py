@@ -149,12 +149,16 @@ async def attention_head(dut: Any) -> None:
     mismatches, first = 0, []
     for t in range(p1):
         for j in range(f):
-            got = unpack(written.get(av_base + t * f + j, 0), w, r) if av_base + t * f + j in written else None
+            got = (
+                unpack(written.get(av_base + t * f + j, 0), w, r) if av_base + t * f + j in written else None
+            )
             want = [int(x) for x in expected[t * r : (t + 1) * r, j]]
             if got != want:
                 mismatches += 1
                 if len(first) < 5:
-                    first.append(f"AV rows {t * r}..{(t + 1) * r - 1}, column {j}: got {got}, expected {want}")
+                    first.append(
+                        f"AV rows {t * r}..{(t + 1) * r - 1}, column {j}: got {got}, expected {want}"
+                    )
     write_result(
         cfg,
         {

@@ -122,3 +122,47 @@ def test_synthesize_memories_option_is_checked() -> None:
         SimulatorError, match=r"memories must be 'auto', 'synthesise' or 'registers', found 'flops'"
     ):
         synthesize("module top(); endmodule", "top", memories="flops")
+
+
+def _fails(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "einforge", "rtl", *args], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--array", "4", "--seq", "62"), "p (queries) = 62 must be a multiple of the array's 4 rows"),
+        (("--array", "8", "--seq", "8"), "m (keys) = 8 must span at least 2 key tiles of 8 rows"),
+        (("--dram-bandwidth", "1.5"), "--dram-bandwidth must be in (0, 1] beats a cycle, got 1.5"),
+        (("--dram-latency", "0"), "--dram-latency must be >= 1"),
+        (("--waves", "out.txt"), "--waves must name a .vcd or .fst file, got 'out.txt'"),
+    ],
+)
+def test_run_attention_refuses_bad_input_before_building(args: tuple[str, ...], message: str) -> None:
+    proc = _fails("run", "attention", *args)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert "building" not in proc.stderr  # refused before any long work
+
+
+def test_run_attention_json() -> None:
+    row = json.loads(
+        _run("run", "attention", "--array", "4", "--seq", "32", "--e", "8", "--f", "8", "--json").stdout
+    )
+    assert row["mismatches"] == 0 and row["compared_beats"] == 32 * 8 // 4
+    assert abs(row["model_cycles"] - row["measured_cycles"]) <= 0.01 * row["measured_cycles"]
+    assert set(row["per_einsum"]) == {
+        "QK",
+        "LM",
+        "SLN",
+        "SLD",
+        "SLNV",
+        "RM",
+        "PRM",
+        "SPD",
+        "RD",
+        "SPNV",
+        "RNV",
+        "AV",
+    }
+    assert row["passed"] is True

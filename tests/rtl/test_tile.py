@@ -25,7 +25,10 @@ def _tile(**kw: object) -> AttentionTile:
         ({"rows": 4, "p": 62}, "p (queries) = 62 must be a multiple of the array's 4 rows"),
         ({"rows": 8, "m": 8}, "m (keys) = 8 must span at least 2 key tiles of 8 rows"),
         ({"reduction": "heap"}, "reduction must be one of chain, registered_tree, tree, got 'heap'"),
-        ({"rows": 4, "p": 64, "m": 64, "e": 8, "f": 8, "buffer_bytes": 1024}, "buffer_bytes = 1024 is too small"),
+        (
+            {"rows": 4, "p": 64, "m": 64, "e": 8, "f": 8, "buffer_bytes": 1024},
+            "buffer_bytes = 1024 is too small",
+        ),
         ({"lookahead": 9}, "parameter lookahead must be an integer in 0..8, got 9"),
     ],
 )
@@ -53,7 +56,6 @@ def test_task_cycles_are_the_models(interleave: bool, reduction: str) -> None:
     assert {t: report.per_einsum[t]["cycles_per_tile"] for t in TASKS} == cycles
     assert schedule.tile == {"P": 8, "M0": 8} and schedule.query_tiles_on_chip == (8,)
     assert (schedule.lookahead > 0) == interleave  # the mapper chooses it; the tile runs it
-
 
 
 def _need(sim: str) -> None:
