@@ -6,11 +6,11 @@ saturation, same order), which is what makes the RTL bit-exact against the golde
 
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, Mux, Signal, Value, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed
 
 from einsum import Fixed, exp2_coefficients, log2e_raw
 
-__all__ = ["ExpSteps", "fit", "round_shift", "round_shift_var"]
+__all__ = ["ExpSteps", "divide", "fit", "round_shift", "round_shift_var"]
 
 
 def round_shift(v: Value, s: int, nearest: bool) -> Value:
@@ -36,6 +36,21 @@ def fit(v: Value, width: int, saturate: bool) -> Value:
     if not saturate:
         return low_bits
     return Mux(v < lo, Const(lo, signed(width)), Mux(v > hi, Const(hi, signed(width)), low_bits))
+
+
+def divide(fmt: Fixed, a: Value, b: Value) -> Value:
+    """``golden._fxkernels.fx_div``: sign and magnitude, rounded division; ``b == 0`` saturates."""
+    w, fr = fmt.width, fmt.frac
+    nearest, sat = fmt.rounding == "nearest", fmt.overflow == "saturate"
+    na = Mux(a < 0, -a, a).as_unsigned()[: w + 1]
+    nb = Mux(b < 0, -b, b).as_unsigned()[: w + 1]
+    if nearest:
+        q = (((na << (fr + 1)) // nb) + 1) >> 1
+    else:
+        q = (na << fr) // nb
+    q = Cat(q, Const(0, 1)).as_signed()  # zero-extend: the quotient is a magnitude
+    result = fit(Mux((a < 0) != (b < 0), -q, q), w, sat)
+    return Mux(b == 0, Mux(a >= 0, fmt.max_raw, fmt.min_raw), result)
 
 
 class ExpSteps:

@@ -23,12 +23,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, signed
+from amaranth.hdl import Array, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from einsum import Fixed
-from rtl._arith import ExpSteps, fit, round_shift
+from rtl._arith import ExpSteps, divide, fit, round_shift
 from rtl._params import DEFAULT_FORMAT, check_int, name_states
 
 __all__ = ["Array1D", "Array1DCycles"]
@@ -77,21 +77,6 @@ class Array1D(wiring.Component):
                 "av_out": Out(stream.Signature(vec)),
             }
         )
-
-    def _divide(self, a: Value, b: Value) -> Value:
-        """``golden._fxkernels.fx_div``: sign and magnitude, rounded division, ``b == 0`` saturates."""
-        fmt = self.fmt
-        w, fr = fmt.width, fmt.frac
-        nearest, sat = fmt.rounding == "nearest", fmt.overflow == "saturate"
-        na = Mux(a < 0, -a, a).as_unsigned()[: w + 1]
-        nb = Mux(b < 0, -b, b).as_unsigned()[: w + 1]
-        if nearest:
-            q = (((na << (fr + 1)) // nb) + 1) >> 1
-        else:
-            q = (na << fr) // nb
-        q = Cat(q, Const(0, 1)).as_signed()  # zero-extend: the quotient is a magnitude
-        result = fit(Mux((a < 0) != (b < 0), -q, q), w, sat)
-        return Mux(b == 0, Mux(a >= 0, fmt.max_raw, fmt.min_raw), result)
 
     def elaborate(self, platform):  # type: ignore[no-untyped-def]
         m = Module()
@@ -177,7 +162,7 @@ class Array1D(wiring.Component):
                             m.next = "LM"
             with m.State("AV"):
                 for p, st in enumerate(pe):
-                    m.d.comb += av_next[p].eq(self._divide(st["rnv"][f_cnt], st["rd"]))
+                    m.d.comb += av_next[p].eq(divide(self.fmt, st["rnv"][f_cnt], st["rd"]))
                 with m.If(av_free):
                     m.d.comb += av_load.eq(1)
                     m.d.sync += f_cnt.eq(f_cnt + 1)

@@ -56,14 +56,14 @@ from __future__ import annotations
 
 import math
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from einsum import Fixed
 from mapper.arch import ROW_REDUCTIONS, ArchSpec, row_reduction_latency
-from rtl._arith import ExpSteps, fit, round_shift
+from rtl._arith import ExpSteps, divide, fit, round_shift
 from rtl._params import DEFAULT_FORMAT, RTLConfigError, check_int, name_states
 
 __all__ = ["TASKS", "TASKS_1D", "TASKS_2D", "AttentionTile", "DramLayout"]
@@ -531,128 +531,109 @@ class AttentionTile(wiring.Component):
                         m.d.sync += [link[b][c].eq(vals[c]) for c in range(C)]
             m.d.sync += ready.eq(ready + 1)
 
-    def _loader(self, m, starting, qk_started, qk_go, loaded, q_wr, k_wr, v_wr, tw, M1, T, bases):  # type: ignore[no-untyped-def]
-        """Requests each tile's beats in order (``rd_req``) and writes the answers into the buffer
-        (``rd_resp``); ``loaded`` counts the tiles whose transfer is complete."""
+    def _segments(self, m, name, starting, tw, M1, T, beat):  # type: ignore[no-untyped-def]
+        """One walk, in order, over the tiles' DRAM segments: Q of a query tile at its first key
+        tile, then K and V of each key tile while in query tile 0. ``beat(m, segment, first,
+        last, first_key_tile, tile)`` drives the caller's port in the current segment and returns
+        when a beat moves. The requests and the answers take the same walk. Returns the tile the
+        walk is at (``T`` once done) and whether it is idle."""
         E, F = self.e, self.f
-        aw = self.addr_width
-        max_m1 = self.m1
-
-        def next_tile(g: Signal, q0: object) -> object:
-            """The next tile with beats: every tile of query tile 0, then each query tile's first."""
-            return Mux(q0, g + 1, g + M1)
-
-        # requests
-        rg = Signal(tw, name="req_tile")
-        rq0 = Signal(name="req_first_qtile")  # the requested tile is in query tile 0
-        rs0 = Signal(name="req_first_ktile")
-        r_i = Signal(range(max(E, F) + 1), name="req_beat")
-        q_addr = Signal(aw, name="req_q_addr")
-        k_addr = Signal(aw, name="req_k_addr")
-        v_addr = Signal(aw, name="req_v_addr")
-        started = qk_started + qk_go  # QKs started, this cycle's included
-        may = (rg < 2) | (started >= rg - 1)  # double buffering: tile rg - 2 has started
-        with m.FSM(name="req") as fsm:
+        g = Signal(tw, name=f"{name}_tile")
+        q0 = Signal(name=f"{name}_first_qtile")  # in query tile 0
+        s0 = Signal(name=f"{name}_first_ktile")  # at a query tile's first key tile
+        i = Signal(range(max(E, F) + 1), name=f"{name}_beat")
+        with m.FSM(name=name) as fsm:
             with m.State("IDLE"):
                 with m.If(starting):
-                    m.d.sync += [rg.eq(0), rq0.eq(1), rs0.eq(1), r_i.eq(0)]
-                    m.d.sync += [q_addr.eq(0), k_addr.eq(bases["k"]), v_addr.eq(bases["v"])]
+                    m.d.sync += [g.eq(0), q0.eq(1), s0.eq(1), i.eq(0)]
                     m.next = "Q"
 
             def advance(m: Module) -> None:
-                nxt = next_tile(rg, rq0)
-                last_s_of_q0 = rq0 & (rg == M1 - 1)
-                m.d.sync += [rg.eq(nxt), r_i.eq(0)]
-                m.d.sync += rs0.eq(Mux(rq0, last_s_of_q0, 1))
-                m.d.sync += rq0.eq(rq0 & ~last_s_of_q0)
+                """To the next tile with beats: every tile of query tile 0, then each query tile's first."""
+                last_of_q0 = q0 & (g == M1 - 1)
+                nxt = Mux(q0, g + 1, g + M1)
+                m.d.sync += [g.eq(nxt), i.eq(0), s0.eq(Mux(q0, last_of_q0, 1)), q0.eq(q0 & ~last_of_q0)]
                 with m.If(nxt >= T):
+                    m.d.sync += g.eq(T)
                     m.next = "DONE"
-                with m.Elif(Mux(rq0, last_s_of_q0, 1)):
+                with m.Elif(Mux(q0, last_of_q0, 1)):
                     m.next = "Q"
                 with m.Else():
                     m.next = "K"
 
-            for name, count, addr in (("Q", E, q_addr), ("K", E, k_addr), ("V", F, v_addr)):
-                with m.State(name):
-                    first = r_i == 0
-                    gate = may if name == "Q" else (may | ~first) if name == "K" else 1
-                    if name == "K":
-                        gate = Mux(rs0, 1, may | ~first)  # K opens a tile only if the tile has no Q
-                    m.d.comb += [self.rd_req.valid.eq(gate), self.rd_req.payload.eq(addr)]
-                    with m.If(self.rd_req.valid & self.rd_req.ready):
-                        m.d.sync += [addr.eq(addr + 1), r_i.eq(r_i + 1)]
-                        with m.If(r_i == count - 1):
-                            m.d.sync += r_i.eq(0)
-                            if name == "Q":
-                                with m.If(rq0):
+            for seg, count in (("Q", E), ("K", E), ("V", F)):
+                with m.State(seg):
+                    last = i == count - 1
+                    with m.If(beat(m, seg, i == 0, last, s0, g)):
+                        m.d.sync += i.eq(Mux(last, 0, i + 1))
+                        with m.If(last):
+                            if seg == "Q":
+                                with m.If(q0):
                                     m.next = "K"
                                 with m.Else():
                                     advance(m)
-                            elif name == "K":
+                            elif seg == "K":
                                 m.next = "V"
                             else:
                                 advance(m)
             with m.State("DONE"):
                 m.next = "IDLE"
-        name_states(m, fsm, "req")
-        req_idle = fsm.ongoing("IDLE")
+        name_states(m, fsm, name)
+        return g, fsm.ongoing("IDLE")
 
-        # answers: the same sequence of tiles and beats
-        wg = Signal(tw, name="resp_tile")
-        wq0 = Signal(name="resp_first_qtile")
-        w_i = Signal(range(max(E, F) + 1), name="resp_beat")
+    def _loader(self, m, starting, qk_started, qk_go, loaded, q_wr, k_wr, v_wr, tw, M1, T, bases):  # type: ignore[no-untyped-def]
+        """Requests each tile's beats in order (``rd_req``) and writes the answers into the buffer
+        (``rd_resp``); ``loaded`` counts the tiles whose transfer is complete."""
+        E, F = self.e, self.f
+        aw, max_m1 = self.addr_width, self.m1
+        addr = {seg: Signal(aw, name=f"req_{seg.lower()}_addr") for seg in "QKV"}
+        with m.If(starting):
+            m.d.sync += [addr["Q"].eq(0), addr["K"].eq(bases["k"]), addr["V"].eq(bases["v"])]
+        started = qk_started + qk_go  # QKs started, this cycle's included
+
+        def request(m: Module, seg: str, first: Value, last: Value, s0: Value, g: Value) -> Value:
+            may = (g < 2) | (started >= g - 1)  # double buffering: tile g - 2 has started
+            # a tile's first segment waits for that; K is first where the tile loads no Q
+            gate = {"Q": may, "K": Mux(s0, 1, may | ~first), "V": Const(1)}[seg]
+            m.d.comb += [self.rd_req.valid.eq(gate), self.rd_req.payload.eq(addr[seg])]
+            moved = self.rd_req.valid & self.rd_req.ready
+            with m.If(moved):
+                m.d.sync += addr[seg].eq(addr[seg] + 1)
+            return moved
+
+        _, req_idle = self._segments(m, "req", starting, tw, M1, T, request)
+
+        # answers: the same walk, written into the buffer as they come
         qb = Signal(name="resp_qbuf")
-        k_at = Signal(range(max_m1 * E + 1), name="resp_k_at")
-        v_at = Signal(range(max_m1 * F + 1), name="resp_v_at")
-        m.d.comb += loaded.eq(wg)
+        at = {
+            "K": Signal(range(max_m1 * E + 1), name="resp_k_at"),
+            "V": Signal(range(max_m1 * F + 1), name="resp_v_at"),
+        }
+        w_i = Signal(range(E + 1), name="resp_q_at")
+        with m.If(starting):
+            m.d.sync += [qb.eq(0), w_i.eq(0), at["K"].eq(0), at["V"].eq(0)]
         m.d.comb += self.rd_resp.ready.eq(1)
-        beat = self.rd_resp.payload
-        take = self.rd_resp.valid
-        with m.FSM(name="resp") as fsm:
-            with m.State("IDLE"):
-                with m.If(starting):
-                    m.d.sync += [wg.eq(0), wq0.eq(1), w_i.eq(0), qb.eq(0), k_at.eq(0), v_at.eq(0)]
-                    m.next = "Q"
 
-            def finish(m: Module) -> None:
-                last_s_of_q0 = wq0 & (wg == M1 - 1)
-                nxt = next_tile(wg, wq0)
-                m.d.sync += [wg.eq(nxt), w_i.eq(0), wq0.eq(wq0 & ~last_s_of_q0)]
-                with m.If(nxt >= T):
-                    m.d.sync += wg.eq(T)
-                    m.next = "DONE"
-                with m.Elif(Mux(wq0, last_s_of_q0, 1)):
-                    m.next = "Q"
-                with m.Else():
-                    m.next = "K"
+        def answer(m: Module, seg: str, first: Value, last: Value, s0: Value, g: Value) -> Value:
+            take = self.rd_resp.valid
+            port = {"Q": q_wr, "K": k_wr, "V": v_wr}[seg]
+            m.d.comb += [
+                port.addr.eq(qb * E + w_i if seg == "Q" else at[seg]),
+                port.data.eq(self.rd_resp.payload),
+            ]
+            m.d.comb += port.en.eq(take)
+            with m.If(take):
+                if seg == "Q":
+                    m.d.sync += w_i.eq(Mux(last, 0, w_i + 1))
+                    with m.If(last):
+                        m.d.sync += qb.eq(~qb)
+                else:
+                    m.d.sync += at[seg].eq(at[seg] + 1)
+            return take
 
-            for name, count in (("Q", E), ("K", E), ("V", F)):
-                with m.State(name):
-                    port = {"Q": q_wr, "K": k_wr, "V": v_wr}[name]
-                    at = {"Q": qb * E + w_i, "K": k_at, "V": v_at}[name]
-                    m.d.comb += [port.addr.eq(at), port.data.eq(beat), port.en.eq(take)]
-                    with m.If(take):
-                        m.d.sync += w_i.eq(w_i + 1)
-                        if name == "K":
-                            m.d.sync += k_at.eq(k_at + 1)
-                        if name == "V":
-                            m.d.sync += v_at.eq(v_at + 1)
-                        with m.If(w_i == count - 1):
-                            m.d.sync += w_i.eq(0)
-                            if name == "Q":
-                                m.d.sync += qb.eq(~qb)
-                                with m.If(wq0):
-                                    m.next = "K"
-                                with m.Else():
-                                    finish(m)
-                            elif name == "K":
-                                m.next = "V"
-                            else:
-                                finish(m)
-            with m.State("DONE"):
-                m.next = "IDLE"
-        name_states(m, fsm, "resp")
-        return [req_idle, fsm.ongoing("IDLE")]
+        wg, resp_idle = self._segments(m, "resp", starting, tw, M1, T, answer)
+        m.d.comb += loaded.eq(wg)
+        return [req_idle, resp_idle]
 
     def _array1d(self, m, running, starting, lm_link, rm_link, sld_link, slnv_rd, lm_ready, rm_done, sln_done,
                  sld_done, slnv_done, rnv_done, active, tw, banks, M1, T, bases):  # type: ignore[no-untyped-def]  # fmt: skip
@@ -782,7 +763,7 @@ class AttentionTile(wiring.Component):
                 m.d.comb += active["AV"].eq(room)
                 m.d.comb += av_beat.addr.eq(av_addr)
                 for p, st in enumerate(pe):
-                    m.d.comb += av_beat.data[p].eq(_divide(fmt, rnv_rd.data[p], st["rd"]))
+                    m.d.comb += av_beat.data[p].eq(divide(fmt, rnv_rd.data[p], st["rd"]))
                 m.d.comb += out.w_en.eq(room)
                 with m.If(room):
                     m.d.sync += [k1.eq(k1 + 1), av_addr.eq(av_addr + 1)]
@@ -847,16 +828,3 @@ class _OutFifo(wiring.Component):
             m.d.sync += head.eq(head + 1)
         m.d.sync += count.eq(count + put - take)
         return m
-
-
-def _divide(fmt: Fixed, a: object, b: object) -> object:
-    """``golden._fxkernels.fx_div`` (as ``rtl.Array1D``): sign and magnitude, rounded; ``b == 0``
-    saturates."""
-    w, fr = fmt.width, fmt.frac
-    nearest, sat = fmt.rounding == "nearest", fmt.overflow == "saturate"
-    na = Mux(a < 0, -a, a).as_unsigned()[: w + 1]
-    nb = Mux(b < 0, -b, b).as_unsigned()[: w + 1]
-    q = (((na << (fr + 1)) // nb) + 1) >> 1 if nearest else (na << fr) // nb
-    q = Cat(q, Const(0, 1)).as_signed()
-    result = fit(Mux((a < 0) != (b < 0), -q, q), w, sat)
-    return Mux(b == 0, Mux(a >= 0, fmt.max_raw, fmt.min_raw), result)
