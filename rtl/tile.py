@@ -204,6 +204,12 @@ class AttentionTile(wiring.Component):
         capacity; the head's sizes and the format besides. ``interleave`` runs ``lookahead`` tiles
         ahead on the 2D array (the schedule's ``lookahead``), or none."""
         a2, a1 = arch.array("2d"), arch.array("1d")
+        if arch.buffer.read_latency != READ_LATENCY:
+            raise RTLConfigError(
+                f"attention tile: its buffer is a synchronous SRAM, read in {READ_LATENCY} cycle; "
+                f"{arch.name!r} says buffer.read_latency = {arch.buffer.read_latency} "
+                "(the fusemax_tile preset describes the tile)"
+            )
         if a1.pes != a2.cols:
             raise RTLConfigError(
                 f"attention tile: the 1D array needs one PE per column of the 2D array "

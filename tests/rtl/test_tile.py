@@ -4,6 +4,8 @@ ArchSpec (exactly, where the DRAM is deterministic; within 1% where it is random
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from einforge.rtl_tile import TOLERANCE, buffer_for, model_attention, run_attention, tile_arch
@@ -36,6 +38,17 @@ def test_bad_parameters_are_typed_errors(kw: dict[str, object], text: str) -> No
     with pytest.raises(RTLConfigError, match="attention tile: ") as info:
         AttentionTile(**kw)  # type: ignore[arg-type]
     assert text in str(info.value)
+
+
+def test_from_arch_refuses_what_the_tile_does_not_build() -> None:
+    arch = tile_arch(array=4)
+    with pytest.raises(RTLConfigError, match="buffer.read_latency = 0"):
+        AttentionTile.from_arch(
+            arch.replace(buffer=dataclasses.replace(arch.buffer, read_latency=0)), p=16, m=16, e=4, f=4
+        )
+    one_d = dataclasses.replace(arch.array("1d"), cols=8)
+    with pytest.raises(RTLConfigError, match="one PE per column of the 2D array"):
+        AttentionTile.from_arch(arch.replace(arrays=(arch.array("2d"), one_d)), p=16, m=16, e=4, f=4)
 
 
 def test_dram_layout_and_tile_beats() -> None:
