@@ -1,7 +1,7 @@
 """Mapping cascades onto spatial-array accelerators.
 
 ``arch`` (``ArchSpec``: PE arrays and their functional units, register files, global buffer, DRAM,
-clock, energy and area tables, top-k engines; presets ``fusemax``, ``flat``, ``unfused``,
+clock, energy and area tables, top-k engines; presets ``fusemax``, ``fusemax_tile``, ``flat``, ``unfused``,
 ``spatten``, ``spatten_eighth``), ``sram`` (SRAM costs
 from geometry: the shipped CACTI 7 table), ``schedule`` (``Schedule``: binding, tiling, residency,
 kernels, interleaving, loop nests), ``nest`` (``LoopNest`` mappings of one Einsum, their cost and
@@ -20,6 +20,7 @@ from mapper.arch import (
     TopKEngine,
     flat,
     fusemax,
+    fusemax_tile,
     load,
     preset,
     presets,
@@ -58,6 +59,7 @@ __all__ = [
     "explore",
     "flat",
     "fusemax",
+    "fusemax_tile",
     "load",
     "preset",
     "presets",

