@@ -194,6 +194,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         seed=args.seed,
         sim_name=args.sim,
         waves=args.waves,
+        max_seq=args.max_seq,
         quiet=args.json,
     )
     if args.json:
@@ -267,6 +268,12 @@ def add_parsers(sub: Any) -> None:
     run.add_argument("--seq", type=int, default=256, help="queries and keys (default 256)")
     run.add_argument("--p", type=int, default=None, help="queries, if not --seq")
     run.add_argument("--m", type=int, default=None, help="keys, if not --seq")
+    run.add_argument(
+        "--max-seq",
+        type=int,
+        default=None,
+        help="build the tile for up to this many queries and keys (runs of shorter ones share the build)",
+    )
     run.add_argument("--e", type=int, default=16, help="embedding width E (default 16)")
     run.add_argument("--f", type=int, default=16, help="value width F (default 16)")
     run.add_argument("--no-interleave", dest="interleave", action="store_false",
