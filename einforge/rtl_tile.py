@@ -29,7 +29,7 @@ from mapper import arch as archs
 from mapper.schedule import Schedule
 from mapper.search import SearchOptions, search
 from rtl import runner
-from rtl.tile import TASKS, AttentionTile
+from rtl.tile import TASKS, TASKS_2D, AttentionTile
 from sim.workloads import Workload
 
 __all__ = ["TOLERANCE", "buffer_for", "model_attention", "run_attention", "tile_arch"]
@@ -74,11 +74,14 @@ def buffer_for(array: int, m: int, e: int, f: int, word_bytes: int = 2) -> int:
 
 
 def _schedule(arch: archs.ArchSpec, w: Workload, interleave: bool) -> Schedule:
-    """The schedule the tile runs: the mapper's fused 1-pass schedule with the tile's tiling
-    (the 2D array's rows over M0, its columns over P), every query tile sharing one pass over K
-    and V (they stay in the buffer)."""
+    """The schedule the tile runs: the mapper's fused 1-pass schedule with the tile's binding
+    (:data:`rtl.tile.TASKS_2D` on the 2D array, the rest on the 1D array: the mapper would move LM
+    and SLD to the 1D array where the 2D array is the busier, which the tile does not build) and
+    tiling (the 2D array's rows over M0, its columns over P), every query tile sharing one pass
+    over K and V (they stay in the buffer)."""
     c = einsum.library.get(CASCADE)
-    s = search(c, arch, SearchOptions(sizes=w.sizes, interleave=interleave, fusion="fused"))
+    bind = {t: "2d" if t in TASKS_2D else "1d" for t in TASKS}
+    s = search(c, arch, SearchOptions(sizes=w.sizes, interleave=interleave, fusion="fused", bind=bind))
     a2 = arch.array("2d")
     p1 = w.sizes["P"] // a2.cols
     return dataclasses.replace(s, tile={"P": a2.cols, "M0": a2.rows}, query_tiles_on_chip=(p1,))

@@ -11,7 +11,7 @@ import pytest
 from einforge.rtl_tile import TOLERANCE, buffer_for, model_attention, run_attention, tile_arch
 from rtl._params import RTLConfigError
 from rtl.runner import simulator_available
-from rtl.tile import TASKS, AttentionTile, DramLayout
+from rtl.tile import TASKS, TASKS_2D, AttentionTile, DramLayout
 
 
 def _tile(**kw: object) -> AttentionTile:
@@ -60,13 +60,18 @@ def test_dram_layout_and_tile_beats() -> None:
 
 @pytest.mark.parametrize("interleave", [True, False])
 @pytest.mark.parametrize("reduction", ["chain", "registered_tree", "tree"])
-def test_task_cycles_are_the_models(interleave: bool, reduction: str) -> None:
-    """One timing description: each Einsum's cycles per tile in the model are the tile's."""
-    arch = tile_arch(array=8, reduction=reduction, buffer_bytes=buffer_for(8, 128, 16, 24))
-    report, schedule = model_attention(arch, p=64, m=128, e=16, f=24, interleave=interleave)
-    tile = _tile(rows=8, p=64, m=128, e=16, f=24, degree=arch.array("2d").exp_macs - 2, reduction=reduction)
+@pytest.mark.parametrize(("e", "f"), [(16, 24), (64, 8)])
+def test_task_cycles_are_the_models(interleave: bool, reduction: str, e: int, f: int) -> None:
+    """One timing description: each Einsum's array and cycles per tile in the model are the tile's
+    (with E = 64, F = 8 the mapper alone would move LM and SLD to the idle 1D array)."""
+    arch = tile_arch(array=8, reduction=reduction, buffer_bytes=buffer_for(8, 128, e, f))
+    report, schedule = model_attention(arch, p=64, m=128, e=e, f=f, interleave=interleave)
+    tile = _tile(rows=8, p=64, m=128, e=e, f=f, degree=arch.array("2d").exp_macs - 2, reduction=reduction)
     cycles = tile.task_cycles()
     assert {t: report.per_einsum[t]["cycles_per_tile"] for t in TASKS} == cycles
+    assert {t: report.per_einsum[t]["unit"] for t in TASKS} == {
+        t: "2d" if t in TASKS_2D else "1d" for t in TASKS
+    }
     assert schedule.tile == {"P": 8, "M0": 8} and schedule.query_tiles_on_chip == (8,)
     assert (schedule.lookahead > 0) == interleave  # the mapper chooses it; the tile runs it
 
