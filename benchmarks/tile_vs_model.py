@@ -36,6 +36,9 @@ def main() -> int:
     ap.add_argument("--interleave", default="on,off")
     ap.add_argument("--sim", default="verilator")
     ap.add_argument("--json", help="write the rows here (after each row)")
+    ap.add_argument(
+        "--resume", action="store_true", help="keep the rows already in --json and run the others"
+    )
     args = ap.parse_args()
     pairs = [tuple(int(x) for x in p.split("x")) for p in args.ef.split(",") if p]
     seqs = _ints(args.seqs)
@@ -43,6 +46,9 @@ def main() -> int:
     configs = [(a, e, f, il) for a in _ints(args.arrays) for (e, f) in pairs for il in modes]
     configs.sort(key=lambda c: c[0] ** 2 * (c[1] + c[2]))  # the cheap ones first
     rows: list[dict[str, Any]] = []
+    if args.resume and args.json and Path(args.json).exists():
+        rows = json.loads(Path(args.json).read_text(encoding="utf-8"))
+    done = {(r["array"], r["seq"], r["e"], r["f"], r["interleave"]) for r in rows}
     print("| array | seq | E | F | interleave | seeds | mismatches | model error (min .. max) | "
           "measured cycles (seed 1) | build s | simulate s (all seeds) |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|---|---|")
@@ -50,7 +56,7 @@ def main() -> int:
     for array, e, f, il in configs:
         top = max(s for s in seqs)
         for seq in seqs:
-            if seq % array or seq // array < 2:
+            if seq % array or seq // array < 2 or (array, seq, e, f, il) in done:
                 continue
             results = []
             for seed in range(1, args.seeds + 1):
