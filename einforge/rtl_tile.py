@@ -138,7 +138,7 @@ def run_attention(
             f"rtl run attention: --waves must name a .vcd or .fst file, got {waves!r}"
         )
     fst = waves is not None and waves.endswith(".fst")
-    if fst and not (Path("/usr/include/lz4.h").exists() or os.environ.get("EINFORGE_FST")):
+    if fst and not Path("/usr/include/lz4.h").exists():
         raise runner.SimulatorError(
             "rtl run attention: Verilator writes FST only with liblz4's headers "
             "(apt-get install liblz4-dev); "
@@ -150,10 +150,9 @@ def run_attention(
                      buffer_bytes=buffer_for(array, top_m, e, f, (fmt.width + 7) // 8))  # fmt: skip
     # the tile checks its own parameters (before the model's search and the long build)
     _say(f"rtl run attention: a {array}x{array} tile, P = {p}, M = {m}, E = {e}, F = {f}", quiet)
-    if p % array or m % array or m // array < 2:  # the run's sizes, as the tile checks its own
-        AttentionTile.from_arch(arch, p=p, m=m, e=e, f=f, fmt=fmt, interleave=interleave)
     tile = AttentionTile.from_arch(arch, p=top_p, m=top_m, e=e, f=f, fmt=fmt, interleave=interleave)
     try:
+        tile.check_run(p, m)  # this run's sizes, before the model's search and the long build
         report, schedule = model_attention(arch, p=p, m=m, e=e, f=f, interleave=interleave)
     except Exception:
         tile._MustUse__silence = True

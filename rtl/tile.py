@@ -129,18 +129,11 @@ class AttentionTile(wiring.Component):
         self.f = check_int("attention tile", "f", f, 1, 4096, owner=self)
         self.p = check_int("attention tile", "p (queries)", p, 1, 1 << 20, owner=self)
         self.m = check_int("attention tile", "m (keys)", m, 1, 1 << 20, owner=self)
-        for name, size in (("p (queries)", p), ("m (keys)", m)):
-            if size % rows:
-                self._MustUse__silence = True
-                raise RTLConfigError(
-                    f"attention tile: {name} = {size} must be a multiple of the array's {rows} rows"
-                )
-        if m // rows < 2:
+        try:
+            self.check_run(p, m)
+        except RTLConfigError:
             self._MustUse__silence = True
-            raise RTLConfigError(
-                f"attention tile: m (keys) = {m} must span at least 2 key tiles of {rows} rows "
-                "(the next query tile's Q is loaded while the current one computes)"
-            )
+            raise
         self.fmt = fmt
         check_int(
             "attention tile",
@@ -228,6 +221,26 @@ class AttentionTile(wiring.Component):
             lookahead=lookahead if interleave else 0,
             buffer_bytes=arch.buffer.capacity_bytes,
         )
+
+    def check_run(self, p: int, m: int) -> None:
+        """That a run of ``p`` queries and ``m`` keys fits this tile: whole tiles of ``rows``, at
+        least 2 key tiles (the next query tile's Q is loaded while the current one computes), no
+        more than the tile was built for (``self.p``, ``self.m``)."""
+        rows = self.rows
+        for name, size, most in (("p (queries)", p, self.p), ("m (keys)", m, self.m)):
+            if size % rows:
+                raise RTLConfigError(
+                    f"attention tile: {name} = {size} must be a multiple of the array's {rows} rows"
+                )
+            if size > most:
+                raise RTLConfigError(
+                    f"attention tile: {name} = {size} is more than the tile was built for ({most})"
+                )
+        if m // rows < 2:
+            raise RTLConfigError(
+                f"attention tile: m (keys) = {m} must span at least 2 key tiles of {rows} rows "
+                "(the next query tile's Q is loaded while the current one computes)"
+            )
 
     @property
     def lm_latency(self) -> int:

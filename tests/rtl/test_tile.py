@@ -8,6 +8,7 @@ import dataclasses
 
 import pytest
 
+import einsum
 from einforge.rtl_tile import TOLERANCE, buffer_for, model_attention, run_attention, tile_arch
 from rtl._params import RTLConfigError
 from rtl.runner import simulator_available
@@ -49,6 +50,32 @@ def test_from_arch_refuses_what_the_tile_does_not_build() -> None:
     one_d = dataclasses.replace(arch.array("1d"), cols=8)
     with pytest.raises(RTLConfigError, match="one PE per column of the 2D array"):
         AttentionTile.from_arch(arch.replace(arrays=(arch.array("2d"), one_d)), p=16, m=16, e=4, f=4)
+
+
+def test_a_run_must_fit_the_tile() -> None:
+    tile = _tile(rows=4, p=32, m=32, e=4, f=4)
+    tile.check_run(16, 8)
+    with pytest.raises(
+        RTLConfigError, match=r"p \(queries\) = 64 is more than the tile was built for \(32\)"
+    ):
+        tile.check_run(64, 32)
+    with pytest.raises(RTLConfigError, match="m \\(keys\\) = 4 must span at least 2 key tiles"):
+        tile.check_run(16, 4)
+
+
+def test_tile_beats_are_the_models_transfers() -> None:
+    """The RTL's loader and the simulator's tile-by-tile transfers move the same beats per tile."""
+    from mapper.schedule import layout
+    from sim.model import _transfers
+
+    arch = tile_arch(array=4, dram_bandwidth=1.0, buffer_bytes=buffer_for(4, 32, 8, 6))
+    report, schedule = model_attention(arch, p=16, m=32, e=8, f=6)
+    c = einsum.library.get("attention_1pass")
+    full = {"P": 16, "M": 32, "M0": 4, "M1": 8, "E": 8, "F": 6}
+    moves = _transfers(c, schedule, 0, full, 4, 8, 2, layout(c), arch)  # cycles at one beat a cycle
+    lay = DramLayout(width=4, p=16, m=32, e=8, f=6)
+    assert [moves.cycles(g, 8) for g in range(32)] == [lay.tile_beats(g) for g in range(32)]
+    assert moves.drain == 6  # the output: F beats a query tile
 
 
 def test_dram_layout_and_tile_beats() -> None:
