@@ -57,7 +57,7 @@ from __future__ import annotations
 import math
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, signed, unsigned
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -91,6 +91,220 @@ class DramLayout:
         """Beats tile ``g`` reads: Q at its query tile's first key tile, K and V in query tile 0."""
         q, s = divmod(g, self.m1)
         return (self.e if s == 0 else 0) + (self.e + self.f if q == 0 else 0)
+
+
+# -- the parts: one PE of each array and one column's reductions --------------------------------------
+# The tile is built of these, so a synthesis can take one of each and compose (``rtl.area``).
+
+
+class Op2D(enum.Enum, shape=3):
+    """What a 2D PE does in a cycle (the 2D controller drives one ``op`` to every PE)."""
+
+    IDLE = 0
+    MAC = 1  # acc = (first ? 0 : acc) + K * Q
+    SCALE = 2  # score = round(acc) * scale, to the row's register file
+    SUB = 3  # x = QK - RM
+    EXP = 4  # one step of exp(x) -> sln
+    DOT = 5  # prod = sln * V, to the column's sum
+
+
+class Op1D(enum.Enum, shape=4):
+    """What a 1D PE does in a cycle."""
+
+    IDLE = 0
+    CLEAR = 1  # RM = -inf, RD = 0: a query tile begins
+    RM = 2  # RM' = max(RM, LM)
+    SUB = 3  # x = RM - RM'
+    EXP = 4  # one step of PRM = exp(x)
+    SPD = 5  # spd = RD * PRM
+    RD = 6  # RD = spd + SLD
+    SPNV = 7  # rnv_next = RNV * PRM (RNV = 0 at a query tile's first key tile)
+    RNV = 8  # rnv_next = RNV + SLNV
+
+
+class PE2D(wiring.Component):
+    """One PE of the tile's 2D array: a multiplier, the QK accumulator, exp's registers and SLN.
+
+    Ports: ``op`` (:class:`Op2D`), ``first`` (MAC: the first product), ``step`` (EXP); its row's
+    ``k`` and ``v`` and its column's ``q`` from the buffer; ``score_in`` (its QK of the tile in
+    SLN, from the row's register file) and ``rm`` (its column's running max). Out: ``score``
+    (SCALE's result), ``sln`` (registered) and ``prod`` (the multiplier, for DOT's column sum)."""
+
+    def __init__(self, *, fmt: Fixed, degree: int, acc_width: int, scale: int) -> None:
+        self.fmt, self.exp, self.acc_width, self.scale = fmt, ExpSteps(fmt, degree), acc_width, scale
+        self.degree = degree
+        w, ow = fmt.width, self.exp.operand_width() + 1
+        super().__init__(
+            {
+                "op": In(Op2D),
+                "first": In(1),
+                "step": In(range(self.exp.cycles)),
+                "k": In(signed(w)),
+                "q": In(signed(w)),
+                "v": In(signed(w)),
+                "score_in": In(signed(w)),
+                "rm": In(signed(w)),
+                "score": Out(signed(w)),
+                "sln": Out(signed(w)),
+                "prod": Out(signed(2 * ow)),
+            }
+        )
+
+    def elaborate(self, platform):  # type: ignore[no-untyped-def]
+        m = Module()
+        fmt, ex = self.fmt, self.exp
+        w, fr = fmt.width, fmt.frac
+        nearest, sat = fmt.rounding == "nearest", fmt.overflow == "saturate"
+        ow = ex.operand_width() + 1
+        acc = Signal(signed(self.acc_width), name="acc")
+        x = Signal(signed(w), name="x")
+        ma, mb = Signal(signed(ow), name="ma"), Signal(signed(ow), name="mb")
+        m.d.comb += self.prod.eq(ma * mb)
+        m.d.comb += self.score.eq(fit(round_shift(self.prod, fr, nearest), w, sat))
+        with m.Switch(self.op):
+            with m.Case(Op2D.MAC):
+                m.d.comb += [ma.eq(self.k), mb.eq(self.q)]
+                base = Mux(self.first, 0, acc)
+                m.d.sync += acc.eq(fit(base + self.prod, self.acc_width, sat))
+            with m.Case(Op2D.SCALE):
+                m.d.comb += [ma.eq(fit(round_shift(acc, fr, nearest), w, sat)), mb.eq(self.scale)]
+            with m.Case(Op2D.SUB):
+                m.d.sync += x.eq(fit(self.score_in - self.rm, w, sat))
+            with m.Case(Op2D.EXP):
+                ex.emit(m, self.step, x, (ma, mb, self.prod), self.sln, "exp")
+            with m.Case(Op2D.DOT):
+                m.d.comb += [ma.eq(self.sln), mb.eq(self.v)]
+        return m
+
+
+class PE1D(wiring.Component):
+    """One PE of the tile's 1D array: a query's running max ``RM``, its ``RD``, exp's registers
+    and ``PRM``, a multiplier and the divider. ``rnv`` is its column of the RNV register file
+    (read at the controller's address); ``rnv_next`` is what SPNV or RNV writes back; ``av`` is
+    ``rnv / RD``; ``rm_out`` the max it last sent to the 2D array."""
+
+    def __init__(self, *, fmt: Fixed, degree: int) -> None:
+        self.fmt, self.exp, self.degree = fmt, ExpSteps(fmt, degree), degree
+        w, ow = fmt.width, self.exp.operand_width() + 1
+        self._ow = ow
+        super().__init__(
+            {
+                "op": In(Op1D),
+                "step": In(range(self.exp.cycles)),
+                "first": In(1),
+                "lm": In(signed(w)),
+                "sld": In(signed(w)),
+                "rnv": In(signed(w)),
+                "slnv": In(signed(w)),
+                "rm_out": Out(signed(w)),
+                "rnv_next": Out(signed(w)),
+                "av": Out(signed(w)),
+            }
+        )
+
+    def elaborate(self, platform):  # type: ignore[no-untyped-def]
+        m = Module()
+        fmt, ex, ow = self.fmt, self.exp, self._ow
+        w, fr = fmt.width, fmt.frac
+        nearest, sat = fmt.rounding == "nearest", fmt.overflow == "saturate"
+        rm = Signal(signed(w), name="rm", init=fmt.min_raw)
+        rm_old, rd = Signal(signed(w), name="rm_old"), Signal(signed(w), name="rd")
+        spd = Signal(signed(w), name="spd")
+        x, prm = Signal(signed(w), name="x"), Signal(signed(w), name="prm")
+        ma, mb = Signal(signed(ow), name="ma"), Signal(signed(ow), name="mb")
+        prod = Signal(signed(2 * ow), name="prod")
+        m.d.comb += prod.eq(ma * mb)
+        m.d.comb += self.av.eq(divide(fmt, self.rnv, rd))
+        with m.Switch(self.op):
+            with m.Case(Op1D.CLEAR):
+                m.d.sync += [rm.eq(fmt.min_raw), rd.eq(0)]
+            with m.Case(Op1D.RM):
+                new = Mux(self.lm > rm, self.lm, rm)
+                m.d.sync += [rm_old.eq(rm), rm.eq(new), self.rm_out.eq(new)]
+            with m.Case(Op1D.SUB):
+                m.d.sync += x.eq(fit(rm_old - rm, w, sat))
+            with m.Case(Op1D.EXP):
+                ex.emit(m, self.step, x, (ma, mb, prod), prm, "exp")
+            with m.Case(Op1D.SPD):
+                m.d.comb += [ma.eq(rd), mb.eq(prm)]
+                m.d.sync += spd.eq(fit(round_shift(prod, fr, nearest), w, sat))
+            with m.Case(Op1D.RD):
+                m.d.sync += rd.eq(fit(spd + self.sld, w, sat))
+            with m.Case(Op1D.SPNV):
+                m.d.comb += [ma.eq(Mux(self.first, 0, self.rnv)), mb.eq(prm)]
+                m.d.comb += self.rnv_next.eq(fit(round_shift(prod, fr, nearest), w, sat))
+            with m.Case(Op1D.RNV):
+                m.d.comb += self.rnv_next.eq(fit(self.rnv + self.slnv, w, sat))
+        return m
+
+
+def _tree_sum(m: Module, values: list[Value], name: str) -> Value:
+    """The exact sum of ``values`` as a balanced tree of adders, each a bit wider than its inputs."""
+    level, depth = list(values), 0
+    while len(level) > 1:
+        nxt = []
+        for i in range(0, len(level) - 1, 2):
+            s = Signal(signed(max(len(level[i]), len(level[i + 1])) + 1), name=f"{name}{depth}_{i // 2}")
+            m.d.comb += s.eq(level[i] + level[i + 1])
+            nxt.append(s)
+        if len(level) % 2:
+            nxt.append(level[-1])
+        level, depth = nxt, depth + 1
+    return level[0]
+
+
+class Column(wiring.Component):
+    """One column of the tile's 2D array, across its ``rows``: the max of the scores (a
+    ``chain`` of registered comparators whose row ``r`` reads its scores at stage ``r``'s tile, a
+    ``registered_tree`` or a combinational ``tree``), SLD (the sum of ``sln``) and SLNV's dot (the
+    sum of the PEs' products, rounded). Values only: the tag of each stage is the controller's."""
+
+    def __init__(self, *, rows: int, fmt: Fixed, degree: int, reduction: str) -> None:
+        self.rows, self.fmt, self.reduction = rows, fmt, reduction
+        w, ow = fmt.width, ExpSteps(fmt, degree).operand_width() + 1
+        super().__init__(
+            {
+                "scores": In(data.ArrayLayout(signed(w), rows)),
+                "sln": In(data.ArrayLayout(signed(w), rows)),
+                "prods": In(data.ArrayLayout(signed(2 * ow), rows)),
+                "max": Out(signed(w)),
+                "sld": Out(signed(w)),
+                "dot": Out(signed(w)),
+            }
+        )
+
+    def elaborate(self, platform):  # type: ignore[no-untyped-def]
+        m = Module()
+        R, w, fr = self.rows, self.fmt.width, self.fmt.frac
+        nearest, sat = self.fmt.rounding == "nearest", self.fmt.overflow == "saturate"
+
+        def mx(a: Value, b: Value) -> Value:
+            return Mux(b > a, b, a)
+
+        if self.reduction == "chain":
+            val: Value | None = None
+            for r in range(R):
+                cur = Signal(signed(w), name=f"max_chain{r}")
+                m.d.sync += cur.eq(self.scores[r] if val is None else mx(val, self.scores[r]))
+                val = cur
+            assert val is not None
+        else:
+            level: list[Value] = [self.scores[r] for r in range(R)]
+            depth = 0
+            while len(level) > 1:
+                nxt: list[Value] = []
+                for i in range(0, len(level), 2):
+                    node = Signal(signed(w), name=f"max_tree{depth}_{i // 2}")
+                    dom = m.d.sync if self.reduction == "registered_tree" else m.d.comb
+                    dom += node.eq(mx(level[i], level[i + 1]) if i + 1 < len(level) else level[i])
+                    nxt.append(node)
+                level, depth = nxt, depth + 1
+            val = level[0]
+        m.d.comb += self.max.eq(val)
+        m.d.comb += self.sld.eq(fit(_tree_sum(m, [self.sln[r] for r in range(R)], "sld_sum"), w, sat))
+        dot = _tree_sum(m, [self.prods[r] for r in range(R)], "dot_sum")
+        m.d.comb += self.dot.eq(fit(round_shift(dot, fr, nearest), w, sat))
+        return m
 
 
 class AttentionTile(wiring.Component):
@@ -255,16 +469,30 @@ class AttentionTile(wiring.Component):
             "RM": 1, "PRM": ex, "SPD": 1, "RD": 1, "SPNV": f, "RNV": f, "AV": f,
         }  # fmt: skip
 
+    # -- the parts ------------------------------------------------------------------------------------
+    def pe2d(self) -> PE2D:
+        """A PE of this tile's 2D array (every one is the same)."""
+        return PE2D(fmt=self.fmt, degree=self.degree, acc_width=self.acc_width, scale=self.scale)
+
+    def pe1d(self) -> PE1D:
+        """A PE of this tile's 1D array."""
+        return PE1D(fmt=self.fmt, degree=self.degree)
+
+    def column(self) -> Column:
+        """One column's reductions across this tile's rows."""
+        return Column(rows=self.rows, fmt=self.fmt, degree=self.degree, reduction=self.reduction)
+
+    def _part(self, m: Module, name: str, part: wiring.Component) -> wiring.Component:
+        m.submodules[name] = part
+        return part
+
     # -- elaboration ---------------------------------------------------------------------------------
     def elaborate(self, platform):  # type: ignore[no-untyped-def]
         m = Module()
-        fmt, ex = self.fmt, self.exp
-        w, fr = fmt.width, fmt.frac
-        nearest, sat = fmt.rounding == "nearest", fmt.overflow == "saturate"
+        ex, w = self.exp, self.fmt.width
         R = C = self.rows
         E, F, M1, T, d = self.e, self.f, self.m1, self.tiles, self.lookahead
         banks = d + 1
-        ow = ex.operand_width() + 1
         tw = max(1, (T + M1 + 1).bit_length())  # tile counters (may pass T by up to M1)
 
         # this run's sizes (p_tiles, m_tiles: at most the tile's P1, M1), taken at start
@@ -332,7 +560,6 @@ class AttentionTile(wiring.Component):
         idle += self._loader(m, starting, qk_started, qk_go, loaded, q_wr, k_wr, v_wr, tw, m1r, tr, bases)
 
         # -- the 2D array -----------------------------------------------------------------------------
-        acc, prods, sln, x2 = {}, {}, {}, {}
         # the scores of the d + 1 tiles in flight: row r's in a register file of d + 1 entries,
         # written by QK, read by SLN and by the max across the rows (at its own tile)
         qk_rows = []
@@ -340,25 +567,34 @@ class AttentionTile(wiring.Component):
             mem = Memory(shape=data.ArrayLayout(signed(w), C), depth=banks, init=[])
             m.submodules[f"qk_row{r}"] = mem
             qk_rows.append((mem.write_port(), mem.read_port(domain="comb"), mem.read_port(domain="comb")))
-        for r in range(R):
-            for c in range(C):
-                acc[r, c] = Signal(signed(self.acc_width), name=f"acc_{r}_{c}")
-                sln[r, c] = Signal(signed(w), name=f"sln_{r}_{c}")
-                x2[r, c] = Signal(signed(w), name=f"x_{r}_{c}")
-                ma, mb = Signal(signed(ow), name=f"ma_{r}_{c}"), Signal(signed(ow), name=f"mb_{r}_{c}")
-                prod = Signal(signed(2 * ow), name=f"prod_{r}_{c}")
-                m.d.comb += prod.eq(ma * mb)
-                prods[r, c] = (ma, mb, prod)
-
-        def row_scores(m: Module, r: int, bank: object) -> object:
-            """Row ``r``'s scores of the tile in ``bank`` (the reduction's read port)."""
-            rp = qk_rows[r][2]
-            m.d.comb += rp.addr.eq(bank)
-            return rp.data
-
+        pe_op = Signal(Op2D, name="pe_op")
+        pe_first = Signal(name="pe_first")
+        pe_step = Signal(range(ex.cycles), name="pe_step")
         lm_link = [[Signal(signed(w), name=f"lm_link{b}_{c}") for c in range(C)] for b in range(banks)]
         rm_link = [Signal(signed(w), name=f"rm_link{c}") for c in range(C)]
         sld_link = [Signal(signed(w), name=f"sld_link{c}") for c in range(C)]
+        pes = {}
+        for r in range(R):
+            for c in range(C):
+                pe = self._part(m, f"pe_{r}_{c}", self.pe2d())
+                m.d.comb += [
+                    pe.op.eq(pe_op),
+                    pe.first.eq(pe_first),
+                    pe.step.eq(pe_step),
+                    pe.k.eq(k_rd.data[r]),
+                    pe.q.eq(q_rd.data[c]),
+                    pe.v.eq(v_rd.data[r]),
+                    pe.score_in.eq(qk_rows[r][1].data[c]),
+                    pe.rm.eq(rm_link[c]),
+                    qk_rows[r][0].data[c].eq(pe.score),
+                ]
+                pes[r, c] = pe
+        cols = []
+        for c in range(C):
+            col = self._part(m, f"col_{c}", self.column())
+            m.d.comb += [col.sln[r].eq(pes[r, c].sln) for r in range(R)]
+            m.d.comb += [col.prods[r].eq(pes[r, c].prod) for r in range(R)]
+            cols.append(col)
 
         h = counter("head_tile")  # next tile whose QK, LM the 2D array runs
         h_s = Signal(range(M1 + 1), name="head_s")
@@ -374,7 +610,7 @@ class AttentionTile(wiring.Component):
         for _wp, rp_sln, _rp_max in qk_rows:
             m.d.comb += rp_sln.addr.eq(g2_bank)
         lm_go = Signal()
-        self._row_max(m, lm_go, h_bank, row_scores, lm_link, lm_ready, banks)
+        self._row_max(m, lm_go, h_bank, [rp for _, _, rp in qk_rows], cols, lm_link, lm_ready, banks)
 
         def wrap(v: Signal, n: int) -> object:
             return Mux(v == n - 1, 0, v + 1)
@@ -410,20 +646,12 @@ class AttentionTile(wiring.Component):
                         with m.If(qk_started != (1 << tw) - 1):  # saturates (never in a run)
                             m.d.sync += qk_started.eq(qk_started + 1)
                 with m.Elif(k2 <= E):  # the MAC of e = k2 - 1 (its operands read the cycle before)
-                    for (r, c), (ma, mb, prod) in prods.items():
-                        m.d.comb += [ma.eq(k_rd.data[r]), mb.eq(q_rd.data[c])]
-                        base = Mux(k2 == 1, 0, acc[r, c])
-                        m.d.sync += acc[r, c].eq(fit(base + prod, self.acc_width, sat))
+                    m.d.comb += [pe_op.eq(Op2D.MAC), pe_first.eq(k2 == 1)]
                     m.d.sync += k2.eq(k2 + 1)
-                with m.Else():  # QK = round(acc) * scale
+                with m.Else():  # QK = round(acc) * scale, into the rows' register files
+                    m.d.comb += pe_op.eq(Op2D.SCALE)
                     for wp, _, _ in qk_rows:
                         m.d.comb += [wp.addr.eq(h_bank), wp.en.eq(1)]
-                    for (r, c), (ma, mb, prod) in prods.items():
-                        m.d.comb += [
-                            ma.eq(fit(round_shift(acc[r, c], fr, nearest), w, sat)),
-                            mb.eq(self.scale),
-                        ]
-                        m.d.comb += qk_rows[r][0].data[c].eq(fit(round_shift(prod, fr, nearest), w, sat))
                     m.d.sync += k2.eq(0)
                     m.next = "LM"
             with m.State("LM"):
@@ -442,22 +670,17 @@ class AttentionTile(wiring.Component):
                 m.d.comb += active["SLN"].eq((k2 != 0) | ok)
                 with m.If(k2 == 0):
                     with m.If(ok):
-                        for r in range(R):
-                            for c in range(C):
-                                m.d.sync += x2[r, c].eq(fit(qk_rows[r][1].data[c] - rm_link[c], w, sat))
+                        m.d.comb += pe_op.eq(Op2D.SUB)
                         m.d.sync += k2.eq(1)
                 with m.Else():
-                    for (r, c), mac in prods.items():
-                        ex.emit(m, k2 - 1, x2[r, c], mac, sln[r, c], f"{r}_{c}")
+                    m.d.comb += [pe_op.eq(Op2D.EXP), pe_step.eq(k2 - 1)]
                     m.d.sync += k2.eq(k2 + 1)
                     with m.If(k2 == ex.cycles):
                         m.d.sync += [k2.eq(0), sln_done.eq(sln_done + 1)]
                         m.next = "SLD"
             with m.State("SLD"):
                 m.d.comb += active["SLD"].eq(1)
-                for c in range(C):
-                    total = sum((sln[r, c] for r in range(R)), Const(0, signed(w)))
-                    m.d.sync += sld_link[c].eq(fit(total, w, sat))
+                m.d.sync += [sld_link[c].eq(cols[c].sld) for c in range(C)]
                 m.d.sync += sld_done.eq(sld_done + 1)
                 m.next = "SLNV"
             with m.State("SLNV"):
@@ -466,12 +689,9 @@ class AttentionTile(wiring.Component):
                 with m.If(k2 == 0):
                     m.d.sync += k2.eq(1)
                 with m.Else():
-                    for (r, c), (ma, mb, _) in prods.items():
-                        m.d.comb += [ma.eq(sln[r, c]), mb.eq(v_rd.data[r])]
+                    m.d.comb += pe_op.eq(Op2D.DOT)
                     m.d.comb += [slnv_wr.addr.eq(k2 - 1), slnv_wr.en.eq(1)]
-                    for c in range(C):
-                        dot = sum((prods[r, c][2] for r in range(R)), Const(0, signed(2 * ow)))
-                        m.d.comb += slnv_wr.data[c].eq(fit(round_shift(dot, fr, nearest), w, sat))
+                    m.d.comb += [slnv_wr.data[c].eq(cols[c].dot) for c in range(C)]
                     m.d.sync += k2.eq(k2 + 1)
                     with m.If(k2 == F):
                         last_s = g2_s == m1r - 1
@@ -497,57 +717,36 @@ class AttentionTile(wiring.Component):
         m.d.comb += starting.eq(self.start & ~running & Cat(*idle).all())
         return m
 
-    def _row_max(self, m, go, bank, rows_of, link, ready, banks):  # type: ignore[no-untyped-def]
+    def _row_max(self, m, go, bank, ports, cols, link, ready, banks):  # type: ignore[no-untyped-def]
         """The max across the rows of the scores in ``bank``, launched by ``go``: a tagged pipeline
-        (``chain``: one registered comparator per row; ``registered_tree``: a register per level;
-        ``tree``: combinational) whose result is written to ``link[tag]`` as ``ready`` counts it.
-        ``rows_of(m, r, tag)`` reads row ``r``'s scores of the tile ``tag``."""
-        R, C, w = self.rows, self.cols, self.fmt.width
-
-        def mx(a: object, b: object) -> object:
-            return Mux(b > a, b, a)
-
-        valid, tag, vals = go, bank, None  # the current stage's valid, tag and per-column values
+        whose values are the columns' (:class:`Column`: ``chain``, ``registered_tree`` or
+        ``tree``) and whose valid bit and tag (the tile's bank) are this controller's. The result
+        is written to ``link[tag]`` as ``ready`` counts it. ``ports[r]`` reads row ``r``'s scores:
+        in a chain at its own stage's tag, in a tree all at ``bank``."""
+        R, C = self.rows, self.cols
+        valid, tag = go, bank
         if self.reduction == "chain":
             for r in range(R):
+                m.d.comb += ports[r].addr.eq(tag)
                 sv = Signal(name=f"lm_chain_valid{r}")
                 st = Signal(range(max(banks, 2)), name=f"lm_chain_tag{r}")
-                cur = [Signal(signed(w), name=f"lm_chain{c}_{r}") for c in range(C)]
                 m.d.sync += [sv.eq(valid), st.eq(tag)]
-                own = rows_of(m, r, tag)
-                for c in range(C):
-                    m.d.sync += cur[c].eq(own[c] if vals is None else mx(vals[c], own[c]))
-                valid, tag, vals = sv, st, cur
+                valid, tag = sv, st
         else:
-            scores = [rows_of(m, r, bank) for r in range(R)]
-            level = [[scores[r][c] for r in range(R)] for c in range(C)]
-            depth = 0
-            while len(level[0]) > 1:
-                registered = self.reduction == "registered_tree"
-                if registered:
+            m.d.comb += [ports[r].addr.eq(bank) for r in range(R)]
+            if self.reduction == "registered_tree":
+                for depth in range(max(0, (R - 1).bit_length())):
                     sv = Signal(name=f"lm_tree_valid{depth}")
                     st = Signal(range(max(banks, 2)), name=f"lm_tree_tag{depth}")
                     m.d.sync += [sv.eq(valid), st.eq(tag)]
-                nxt = []
-                for c in range(C):
-                    row = level[c]
-                    out = []
-                    for i in range(0, len(row), 2):
-                        node = Signal(signed(w), name=f"lm_tree{c}_{depth}_{i // 2}")
-                        dom = m.d.sync if registered else m.d.comb
-                        dom += node.eq(mx(row[i], row[i + 1]) if i + 1 < len(row) else row[i])
-                        out.append(node)
-                    nxt.append(out)
-                if registered:
                     valid, tag = sv, st
-                level, depth = nxt, depth + 1
-            vals = [lv[0] for lv in level]
-        assert vals is not None
+        for c in range(C):
+            m.d.comb += [cols[c].scores[r].eq(ports[r].data[c]) for r in range(R)]
         with m.If(valid):
             with m.Switch(tag):
                 for b in range(banks):
                     with m.Case(b):
-                        m.d.sync += [link[b][c].eq(vals[c]) for c in range(C)]
+                        m.d.sync += [link[b][c].eq(cols[c].max) for c in range(C)]
             m.d.sync += ready.eq(ready + 1)
 
     def _segments(self, m, name, starting, tw, M1, T, beat):  # type: ignore[no-untyped-def]
@@ -656,36 +855,36 @@ class AttentionTile(wiring.Component):
 
     def _array1d(self, m, running, starting, lm_link, rm_link, sld_link, slnv_rd, lm_ready, rm_done, sln_done,
                  sld_done, slnv_done, rnv_done, active, tw, banks, M1, T, bases):  # type: ignore[no-untyped-def]  # fmt: skip
-        fmt, ex = self.fmt, self.exp
-        w, fr = fmt.width, fmt.frac
-        nearest, sat = fmt.rounding == "nearest", fmt.overflow == "saturate"
+        ex, w = self.exp, self.fmt.width
         C, F, d = self.cols, self.f, self.lookahead
-        ow = ex.operand_width() + 1
         g1 = Signal(tw, name="tile1d")
         s1 = Signal(range(self.m1 + 1), name="tile1d_s")
         b1 = Signal(range(banks), name="tile1d_bank")
         av_addr = Signal(self.addr_width, name="av_addr")
         k1 = Signal(range(max(F, ex.cycles) + 2), name="k1")
-        pe = []
-        for p in range(C):
-            st = {
-                "rm": Signal(signed(w), name=f"rm{p}", init=fmt.min_raw),
-                "rm_old": Signal(signed(w), name=f"rm_old{p}"),
-                "rd": Signal(signed(w), name=f"rd{p}"),
-                "spd": Signal(signed(w), name=f"spd{p}"),
-                "x": Signal(signed(w), name=f"x{p}"),
-                "prm": Signal(signed(w), name=f"prm{p}"),
-                "ma": Signal(signed(ow), name=f"ma{p}"),
-                "mb": Signal(signed(ow), name=f"mb{p}"),
-            }
-            st["prod"] = Signal(signed(2 * ow), name=f"prod{p}")
-            m.d.comb += st["prod"].eq(st["ma"] * st["mb"])
-            pe.append(st)
+        op1 = Signal(Op1D, name="pe1d_op")
+        step1 = Signal(range(ex.cycles), name="pe1d_step")
 
         # RNV: one register file of F entries, a column of values per PE, read and written at k1
         m.submodules.rnv = rnv_mem = Memory(shape=data.ArrayLayout(signed(w), C), depth=F, init=[])
         rnv_rd, rnv_wr = rnv_mem.read_port(domain="comb"), rnv_mem.write_port()
         m.d.comb += [rnv_rd.addr.eq(k1), rnv_wr.addr.eq(k1)]
+        pe = []
+        for p in range(C):
+            u = self._part(m, f"pe1d_{p}", self.pe1d())
+            lm_now = Array(lm_link[b][p] for b in range(banks))[b1] if banks > 1 else lm_link[0][p]
+            m.d.comb += [
+                u.op.eq(op1),
+                u.step.eq(step1),
+                u.first.eq(s1 == 0),
+                u.lm.eq(lm_now),
+                u.sld.eq(sld_link[p]),
+                u.rnv.eq(rnv_rd.data[p]),
+                u.slnv.eq(slnv_rd.data[p]),
+                rm_link[p].eq(u.rm_out),
+                rnv_wr.data[p].eq(u.rnv_next),
+            ]
+            pe.append(u)
         out_layout = data.StructLayout(
             {"addr": unsigned(self.addr_width), "data": data.ArrayLayout(signed(w), C)}
         )
@@ -707,8 +906,7 @@ class AttentionTile(wiring.Component):
                         all_out.eq(0),
                         av_addr.eq(bases["av"]),
                     ]
-                    for st in pe:
-                        m.d.sync += [st["rm"].eq(fmt.min_raw), st["rd"].eq(0)]
+                    m.d.comb += op1.eq(Op1D.CLEAR)
                     m.next = "RM"
             with m.State("RM"):
                 ok = lm_ready > g1
@@ -716,57 +914,40 @@ class AttentionTile(wiring.Component):
                     ok = ok & (sln_done >= g1)  # without interleaving: the 2D array took RM of g1 - 1
                 m.d.comb += active["RM"].eq(ok)
                 with m.If(ok):
-                    lm_now = [
-                        Array(lm_link[b][p] for b in range(banks))[b1] if banks > 1 else lm_link[0][p]
-                        for p in range(C)
-                    ]
-                    for p, st in enumerate(pe):
-                        new = Mux(lm_now[p] > st["rm"], lm_now[p], st["rm"])
-                        m.d.sync += [st["rm_old"].eq(st["rm"]), st["rm"].eq(new), rm_link[p].eq(new)]
+                    m.d.comb += op1.eq(Op1D.RM)
                     m.d.sync += rm_done.eq(rm_done + 1)
                     m.next = "PRM"
             with m.State("PRM"):
                 m.d.comb += active["PRM"].eq(1)
                 with m.If(k1 == 0):
-                    for st in pe:
-                        m.d.sync += st["x"].eq(fit(st["rm_old"] - st["rm"], w, sat))
+                    m.d.comb += op1.eq(Op1D.SUB)
                 with m.Else():
-                    for p, st in enumerate(pe):
-                        ex.emit(m, k1 - 1, st["x"], (st["ma"], st["mb"], st["prod"]), st["prm"], f"1d_{p}")
+                    m.d.comb += [op1.eq(Op1D.EXP), step1.eq(k1 - 1)]
                 m.d.sync += k1.eq(k1 + 1)
                 with m.If(k1 == ex.cycles):
                     m.d.sync += k1.eq(0)
                     m.next = "SPD"
             with m.State("SPD"):
-                m.d.comb += active["SPD"].eq(1)
-                for st in pe:
-                    m.d.comb += [st["ma"].eq(st["rd"]), st["mb"].eq(st["prm"])]
-                    m.d.sync += st["spd"].eq(fit(round_shift(st["prod"], fr, nearest), w, sat))
+                m.d.comb += [active["SPD"].eq(1), op1.eq(Op1D.SPD)]
                 m.next = "RD"
             with m.State("RD"):
                 ok = sld_done > g1
                 m.d.comb += active["RD"].eq(ok)
                 with m.If(ok):
-                    for p, st in enumerate(pe):
-                        m.d.sync += st["rd"].eq(fit(st["spd"] + sld_link[p], w, sat))
+                    m.d.comb += op1.eq(Op1D.RD)
                     m.next = "SPNV"
             with m.State("SPNV"):
-                m.d.comb += active["SPNV"].eq(1)
-                m.d.comb += rnv_wr.en.eq(1)
-                for p, st in enumerate(pe):  # a query tile's first key tile starts from RNV = 0
-                    m.d.comb += [st["ma"].eq(Mux(s1 == 0, 0, rnv_rd.data[p])), st["mb"].eq(st["prm"])]
-                    m.d.comb += rnv_wr.data[p].eq(fit(round_shift(st["prod"], fr, nearest), w, sat))
+                m.d.comb += [active["SPNV"].eq(1), op1.eq(Op1D.SPNV)]
+                m.d.comb += rnv_wr.en.eq(1)  # a query tile's first key tile starts from RNV = 0
                 m.d.sync += k1.eq(k1 + 1)
                 with m.If(k1 == F - 1):
                     m.d.sync += k1.eq(0)
                     m.next = "RNV"
             with m.State("RNV"):
                 ok = (k1 != 0) | (slnv_done > g1)
-                m.d.comb += active["RNV"].eq(ok)
+                m.d.comb += [active["RNV"].eq(ok), op1.eq(Op1D.RNV)]
                 m.d.comb += slnv_rd.addr.eq(k1)
                 m.d.comb += rnv_wr.en.eq(ok)
-                for p in range(C):
-                    m.d.comb += rnv_wr.data[p].eq(fit(rnv_rd.data[p] + slnv_rd.data[p], w, sat))
                 with m.If(ok):
                     m.d.sync += k1.eq(k1 + 1)
                     with m.If(k1 == F - 1):
@@ -781,15 +962,13 @@ class AttentionTile(wiring.Component):
                 room = out.w_rdy
                 m.d.comb += active["AV"].eq(room)
                 m.d.comb += av_beat.addr.eq(av_addr)
-                for p, st in enumerate(pe):
-                    m.d.comb += av_beat.data[p].eq(divide(fmt, rnv_rd.data[p], st["rd"]))
+                m.d.comb += [av_beat.data[p].eq(u.av) for p, u in enumerate(pe)]
                 m.d.comb += out.w_en.eq(room)
                 with m.If(room):
                     m.d.sync += [k1.eq(k1 + 1), av_addr.eq(av_addr + 1)]
                     with m.If(k1 == F - 1):
                         m.d.sync += k1.eq(0)
-                        for st in pe:
-                            m.d.sync += [st["rm"].eq(fmt.min_raw), st["rd"].eq(0)]
+                        m.d.comb += op1.eq(Op1D.CLEAR)
                         m.d.sync += [g1.eq(g1 + 1), s1.eq(0), b1.eq(Mux(b1 == banks - 1, 0, b1 + 1))]
                         with m.If(g1 + 1 >= T):
                             m.d.sync += all_out.eq(1)
