@@ -55,8 +55,22 @@ it ran.
 from __future__ import annotations
 
 import math
+from collections.abc import Collection, Mapping
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, signed, unsigned
+from amaranth.hdl import (
+    Array,
+    Cat,
+    ClockSignal,
+    Const,
+    Instance,
+    Module,
+    Mux,
+    ResetSignal,
+    Signal,
+    Value,
+    signed,
+    unsigned,
+)
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -66,13 +80,29 @@ from mapper.arch import ROW_REDUCTIONS, ArchSpec, row_reduction_latency
 from rtl._arith import ExpSteps, divide, fit, round_shift
 from rtl._params import DEFAULT_FORMAT, RTLConfigError, check_int, name_states
 
-__all__ = ["TASKS", "TASKS_1D", "TASKS_2D", "AttentionTile", "DramLayout"]
+__all__ = [
+    "MAX_ROWS",
+    "TASKS",
+    "TASKS_1D",
+    "TASKS_2D",
+    "AttentionTile",
+    "Column",
+    "DramLayout",
+    "Grid2D",
+    "Op1D",
+    "Op2D",
+    "PE1D",
+    "PE2D",
+]
 
 TASKS_2D = ("QK", "LM", "SLN", "SLD", "SLNV")
 TASKS_1D = ("RM", "PRM", "SPD", "RD", "SPNV", "RNV", "AV")
 #: The order of the ``busy`` counters.
 TASKS = TASKS_2D + TASKS_1D
 READ_LATENCY = 1  # the buffer's synchronous read port
+#: The largest array the tile builds (simulating one above 16 x 16 is slow; synthesis by parts
+#: prices up to this).
+MAX_ROWS = 256
 
 
 class DramLayout:
@@ -123,16 +153,18 @@ class Op1D(enum.Enum, shape=4):
 
 
 class PE2D(wiring.Component):
-    """One PE of the tile's 2D array: a multiplier, the QK accumulator, exp's registers and SLN.
+    """One PE of the tile's 2D array: a multiplier, the QK accumulator, a register file of the
+    scores of the ``banks`` tiles in flight, exp's registers and SLN.
 
     Ports: ``op`` (:class:`Op2D`), ``first`` (MAC: the first product), ``step`` (EXP); its row's
-    ``k`` and ``v`` and its column's ``q`` from the buffer; ``score_in`` (its QK of the tile in
-    SLN, from the row's register file) and ``rm`` (its column's running max). Out: ``score``
-    (SCALE's result), ``sln`` (registered) and ``prod`` (the multiplier, for DOT's column sum)."""
+    ``k`` and ``v`` and its column's ``q`` from the buffer; ``rm`` (its column's running max);
+    ``bank_w`` (where SCALE writes the score), ``bank_r`` (the tile SUB reads), ``bank_max`` (the
+    tile the max across the rows reads, ``max_score``). Out: ``sln`` (registered) and ``prod``
+    (the multiplier, for DOT's column sum)."""
 
-    def __init__(self, *, fmt: Fixed, degree: int, acc_width: int, scale: int) -> None:
+    def __init__(self, *, fmt: Fixed, degree: int, acc_width: int, scale: int, banks: int) -> None:
         self.fmt, self.exp, self.acc_width, self.scale = fmt, ExpSteps(fmt, degree), acc_width, scale
-        self.degree = degree
+        self.degree, self.banks = degree, banks
         w, ow = fmt.width, self.exp.operand_width() + 1
         super().__init__(
             {
@@ -142,9 +174,11 @@ class PE2D(wiring.Component):
                 "k": In(signed(w)),
                 "q": In(signed(w)),
                 "v": In(signed(w)),
-                "score_in": In(signed(w)),
                 "rm": In(signed(w)),
-                "score": Out(signed(w)),
+                "bank_w": In(range(banks)),
+                "bank_r": In(range(banks)),
+                "bank_max": In(range(banks)),
+                "max_score": Out(signed(w)),
                 "sln": Out(signed(w)),
                 "prod": Out(signed(2 * ow)),
             }
@@ -160,7 +194,10 @@ class PE2D(wiring.Component):
         x = Signal(signed(w), name="x")
         ma, mb = Signal(signed(ow), name="ma"), Signal(signed(ow), name="mb")
         m.d.comb += self.prod.eq(ma * mb)
-        m.d.comb += self.score.eq(fit(round_shift(self.prod, fr, nearest), w, sat))
+        m.submodules.scores = scores = Memory(shape=signed(w), depth=self.banks, init=[])
+        wp, rp, rp_max = scores.write_port(), scores.read_port(domain="comb"), scores.read_port(domain="comb")
+        m.d.comb += [wp.addr.eq(self.bank_w), wp.data.eq(fit(round_shift(self.prod, fr, nearest), w, sat))]
+        m.d.comb += [rp.addr.eq(self.bank_r), rp_max.addr.eq(self.bank_max), self.max_score.eq(rp_max.data)]
         with m.Switch(self.op):
             with m.Case(Op2D.MAC):
                 m.d.comb += [ma.eq(self.k), mb.eq(self.q)]
@@ -168,8 +205,9 @@ class PE2D(wiring.Component):
                 m.d.sync += acc.eq(fit(base + self.prod, self.acc_width, sat))
             with m.Case(Op2D.SCALE):
                 m.d.comb += [ma.eq(fit(round_shift(acc, fr, nearest), w, sat)), mb.eq(self.scale)]
+                m.d.comb += wp.en.eq(1)
             with m.Case(Op2D.SUB):
-                m.d.sync += x.eq(fit(self.score_in - self.rm, w, sat))
+                m.d.sync += x.eq(fit(rp.data - self.rm, w, sat))
             with m.Case(Op2D.EXP):
                 ex.emit(m, self.step, x, (ma, mb, self.prod), self.sln, "exp")
             with m.Case(Op2D.DOT):
@@ -307,6 +345,71 @@ class Column(wiring.Component):
         return m
 
 
+class Grid2D(wiring.Component):
+    """The tile's 2D array: ``rows x cols`` :class:`PE2D` and a :class:`Column` per column, wired;
+    no logic of its own (its area is its parts'). PE ``(r, c)`` takes row ``r``'s ``k``, ``v`` and
+    ``bank_max`` and column ``c``'s ``q`` and ``rm``."""
+
+    def __init__(self, *, rows: int, cols: int, fmt: Fixed, degree: int, acc_width: int, scale: int,
+                 reduction: str, banks: int) -> None:  # fmt: skip
+        self.rows, self.cols = rows, cols
+        self.pe_params = {
+            "fmt": fmt,
+            "degree": degree,
+            "acc_width": acc_width,
+            "scale": scale,
+            "banks": banks,
+        }
+        self.column_params = {"rows": rows, "fmt": fmt, "degree": degree, "reduction": reduction}
+        w = fmt.width
+        row, col = data.ArrayLayout(signed(w), cols), data.ArrayLayout(signed(w), rows)
+        super().__init__(
+            {
+                "op": In(Op2D),
+                "first": In(1),
+                "step": In(range(ExpSteps(fmt, degree).cycles)),
+                "k": In(col),
+                "v": In(col),
+                "q": In(row),
+                "rm": In(row),
+                "bank_w": In(range(banks)),
+                "bank_r": In(range(banks)),
+                "bank_max": In(data.ArrayLayout(unsigned(max(1, (banks - 1).bit_length())), rows)),
+                "max": Out(row),
+                "sld": Out(row),
+                "dot": Out(row),
+            }
+        )
+
+    def elaborate(self, platform):  # type: ignore[no-untyped-def]
+        m = Module()
+        R, C = self.rows, self.cols
+        pes = {}
+        for r in range(R):
+            for c in range(C):
+                pe = m.submodules[f"pe_{r}_{c}"] = PE2D(**self.pe_params)
+                m.d.comb += [
+                    pe.op.eq(self.op),
+                    pe.first.eq(self.first),
+                    pe.step.eq(self.step),
+                    pe.k.eq(self.k[r]),
+                    pe.q.eq(self.q[c]),
+                    pe.v.eq(self.v[r]),
+                    pe.rm.eq(self.rm[c]),
+                    pe.bank_w.eq(self.bank_w),
+                    pe.bank_r.eq(self.bank_r),
+                    pe.bank_max.eq(self.bank_max[r]),
+                ]
+                pes[r, c] = pe
+        for c in range(C):
+            col = m.submodules[f"col_{c}"] = Column(**self.column_params)
+            m.d.comb += [col.scores[r].eq(pes[r, c].max_score) for r in range(R)]
+            m.d.comb += [col.sln[r].eq(pes[r, c].sln) for r in range(R)]
+            m.d.comb += [col.prods[r].eq(pes[r, c].prod) for r in range(R)]
+            m.d.comb += [self.max[c].eq(col.max), self.sld[c].eq(col.sld), self.dot[c].eq(col.dot)]
+        return m
+
+
 class AttentionTile(wiring.Component):
     """FuseMax's 1-pass attention for one head on a ``rows x rows`` 2D and a ``rows``-PE 1D array."""
 
@@ -324,14 +427,22 @@ class AttentionTile(wiring.Component):
         reduction: str = "chain",
         lookahead: int = 2,
         buffer_bytes: int | None = None,
+        blackbox_parts: Mapping[str, tuple[str, Collection[str]]] | None = None,
     ) -> None:
+        self._params = {
+            "rows": rows, "cols": cols, "p": p, "m": m, "e": e, "f": f, "fmt": fmt, "degree": degree,
+            "reduction": reduction, "lookahead": lookahead, "buffer_bytes": buffer_bytes,
+        }  # fmt: skip
+        #: ``{"grid2d" | "pe1d": (module name, its ports)}``: the parts become instances
+        #: of those external modules (synthesis by parts; such a tile cannot be simulated)
+        self.blackbox_parts = dict(blackbox_parts) if blackbox_parts else None
         cols = rows if cols is None else cols
         if reduction not in ROW_REDUCTIONS:
             self._MustUse__silence = True
             raise RTLConfigError(
                 f"attention tile: reduction must be one of {', '.join(ROW_REDUCTIONS)}, got {reduction!r}"
             )
-        self.rows = check_int("attention tile", "rows", rows, 1, 64, owner=self)
+        self.rows = check_int("attention tile", "rows", rows, 1, MAX_ROWS, owner=self)
         if cols != rows:
             self._MustUse__silence = True
             raise RTLConfigError(
@@ -472,18 +583,47 @@ class AttentionTile(wiring.Component):
     # -- the parts ------------------------------------------------------------------------------------
     def pe2d(self) -> PE2D:
         """A PE of this tile's 2D array (every one is the same)."""
-        return PE2D(fmt=self.fmt, degree=self.degree, acc_width=self.acc_width, scale=self.scale)
+        return PE2D(
+            fmt=self.fmt, degree=self.degree, acc_width=self.acc_width, scale=self.scale,
+            banks=self.lookahead + 1,
+        )  # fmt: skip
 
     def pe1d(self) -> PE1D:
         """A PE of this tile's 1D array."""
         return PE1D(fmt=self.fmt, degree=self.degree)
 
+    def grid2d(self) -> Grid2D:
+        """This tile's 2D array: its PEs and columns."""
+        return Grid2D(
+            rows=self.rows, cols=self.cols, fmt=self.fmt, degree=self.degree, acc_width=self.acc_width,
+            scale=self.scale, reduction=self.reduction, banks=self.lookahead + 1,
+        )  # fmt: skip
+
     def column(self) -> Column:
         """One column's reductions across this tile's rows."""
         return Column(rows=self.rows, fmt=self.fmt, degree=self.degree, reduction=self.reduction)
 
+    def with_blackbox_parts(self, parts: Mapping[str, tuple[str, Collection[str]]]) -> AttentionTile:
+        """This tile again, its parts instances of the external modules ``parts`` names
+        (``{"grid2d" | "pe1d": (module, ports)}``): what synthesis by parts synthesises as
+        the rest (:func:`rtl.area.tile_area`)."""
+        return AttentionTile(**self._params, blackbox_parts=parts)
+
     def _part(self, m: Module, name: str, part: wiring.Component) -> wiring.Component:
-        m.submodules[name] = part
+        if self.blackbox_parts is None:
+            m.submodules[name] = part
+            return part
+        kind = type(part).__name__.lower()
+        module, ports = self.blackbox_parts[kind]
+        args: dict[str, object] = {}
+        for pname, member in part.signature.members.items():
+            args[("i_" if member.flow == wiring.In else "o_") + pname] = Value.cast(getattr(part, pname))
+        if "clk" in ports:
+            args["i_clk"] = ClockSignal()
+        if "rst" in ports:
+            args["i_rst"] = ResetSignal()
+        m.submodules[name] = Instance(module, **args)
+        part._MustUse__silence = True  # type: ignore[attr-defined]
         return part
 
     # -- elaboration ---------------------------------------------------------------------------------
@@ -560,41 +700,22 @@ class AttentionTile(wiring.Component):
         idle += self._loader(m, starting, qk_started, qk_go, loaded, q_wr, k_wr, v_wr, tw, m1r, tr, bases)
 
         # -- the 2D array -----------------------------------------------------------------------------
-        # the scores of the d + 1 tiles in flight: row r's in a register file of d + 1 entries,
-        # written by QK, read by SLN and by the max across the rows (at its own tile)
-        qk_rows = []
-        for r in range(R):
-            mem = Memory(shape=data.ArrayLayout(signed(w), C), depth=banks, init=[])
-            m.submodules[f"qk_row{r}"] = mem
-            qk_rows.append((mem.write_port(), mem.read_port(domain="comb"), mem.read_port(domain="comb")))
         pe_op = Signal(Op2D, name="pe_op")
         pe_first = Signal(name="pe_first")
         pe_step = Signal(range(ex.cycles), name="pe_step")
         lm_link = [[Signal(signed(w), name=f"lm_link{b}_{c}") for c in range(C)] for b in range(banks)]
         rm_link = [Signal(signed(w), name=f"rm_link{c}") for c in range(C)]
         sld_link = [Signal(signed(w), name=f"sld_link{c}") for c in range(C)]
-        pes = {}
-        for r in range(R):
-            for c in range(C):
-                pe = self._part(m, f"pe_{r}_{c}", self.pe2d())
-                m.d.comb += [
-                    pe.op.eq(pe_op),
-                    pe.first.eq(pe_first),
-                    pe.step.eq(pe_step),
-                    pe.k.eq(k_rd.data[r]),
-                    pe.q.eq(q_rd.data[c]),
-                    pe.v.eq(v_rd.data[r]),
-                    pe.score_in.eq(qk_rows[r][1].data[c]),
-                    pe.rm.eq(rm_link[c]),
-                    qk_rows[r][0].data[c].eq(pe.score),
-                ]
-                pes[r, c] = pe
-        cols = []
-        for c in range(C):
-            col = self._part(m, f"col_{c}", self.column())
-            m.d.comb += [col.sln[r].eq(pes[r, c].sln) for r in range(R)]
-            m.d.comb += [col.prods[r].eq(pes[r, c].prod) for r in range(R)]
-            cols.append(col)
+        grid = self._part(m, "grid", self.grid2d())
+        m.d.comb += [
+            grid.op.eq(pe_op),
+            grid.first.eq(pe_first),
+            grid.step.eq(pe_step),
+            grid.k.eq(k_rd.data),
+            grid.q.eq(q_rd.data),
+            grid.v.eq(v_rd.data),
+            grid.rm.eq(Cat(*rm_link)),
+        ]
 
         h = counter("head_tile")  # next tile whose QK, LM the 2D array runs
         h_s = Signal(range(M1 + 1), name="head_s")
@@ -607,10 +728,9 @@ class AttentionTile(wiring.Component):
         g2_vbase = Signal(range(M1 * F + 1), name="rest_vbase")
         k2 = Signal(range(max(E, F, ex.cycles) + 3), name="k2")  # cycle within the 2D array's task
 
-        for _wp, rp_sln, _rp_max in qk_rows:
-            m.d.comb += rp_sln.addr.eq(g2_bank)
+        m.d.comb += [grid.bank_w.eq(h_bank), grid.bank_r.eq(g2_bank)]
         lm_go = Signal()
-        self._row_max(m, lm_go, h_bank, [rp for _, _, rp in qk_rows], cols, lm_link, lm_ready, banks)
+        self._row_max(m, lm_go, h_bank, grid, lm_link, lm_ready, banks)
 
         def wrap(v: Signal, n: int) -> object:
             return Mux(v == n - 1, 0, v + 1)
@@ -650,8 +770,6 @@ class AttentionTile(wiring.Component):
                     m.d.sync += k2.eq(k2 + 1)
                 with m.Else():  # QK = round(acc) * scale, into the rows' register files
                     m.d.comb += pe_op.eq(Op2D.SCALE)
-                    for wp, _, _ in qk_rows:
-                        m.d.comb += [wp.addr.eq(h_bank), wp.en.eq(1)]
                     m.d.sync += k2.eq(0)
                     m.next = "LM"
             with m.State("LM"):
@@ -680,7 +798,7 @@ class AttentionTile(wiring.Component):
                         m.next = "SLD"
             with m.State("SLD"):
                 m.d.comb += active["SLD"].eq(1)
-                m.d.sync += [sld_link[c].eq(cols[c].sld) for c in range(C)]
+                m.d.sync += [sld_link[c].eq(grid.sld[c]) for c in range(C)]
                 m.d.sync += sld_done.eq(sld_done + 1)
                 m.next = "SLNV"
             with m.State("SLNV"):
@@ -691,7 +809,7 @@ class AttentionTile(wiring.Component):
                 with m.Else():
                     m.d.comb += pe_op.eq(Op2D.DOT)
                     m.d.comb += [slnv_wr.addr.eq(k2 - 1), slnv_wr.en.eq(1)]
-                    m.d.comb += [slnv_wr.data[c].eq(cols[c].dot) for c in range(C)]
+                    m.d.comb += slnv_wr.data.eq(grid.dot)
                     m.d.sync += k2.eq(k2 + 1)
                     with m.If(k2 == F):
                         last_s = g2_s == m1r - 1
@@ -717,36 +835,34 @@ class AttentionTile(wiring.Component):
         m.d.comb += starting.eq(self.start & ~running & Cat(*idle).all())
         return m
 
-    def _row_max(self, m, go, bank, ports, cols, link, ready, banks):  # type: ignore[no-untyped-def]
+    def _row_max(self, m, go, bank, grid, link, ready, banks):  # type: ignore[no-untyped-def]
         """The max across the rows of the scores in ``bank``, launched by ``go``: a tagged pipeline
-        whose values are the columns' (:class:`Column`: ``chain``, ``registered_tree`` or
+        whose values are the grid's columns' (:class:`Column`: ``chain``, ``registered_tree`` or
         ``tree``) and whose valid bit and tag (the tile's bank) are this controller's. The result
-        is written to ``link[tag]`` as ``ready`` counts it. ``ports[r]`` reads row ``r``'s scores:
-        in a chain at its own stage's tag, in a tree all at ``bank``."""
+        is written to ``link[tag]`` as ``ready`` counts it. Row ``r`` of the grid reads its scores
+        at ``bank_max[r]``: in a chain its own stage's tag, in a tree all at ``bank``."""
         R, C = self.rows, self.cols
         valid, tag = go, bank
         if self.reduction == "chain":
             for r in range(R):
-                m.d.comb += ports[r].addr.eq(tag)
+                m.d.comb += grid.bank_max[r].eq(tag)
                 sv = Signal(name=f"lm_chain_valid{r}")
                 st = Signal(range(max(banks, 2)), name=f"lm_chain_tag{r}")
                 m.d.sync += [sv.eq(valid), st.eq(tag)]
                 valid, tag = sv, st
         else:
-            m.d.comb += [ports[r].addr.eq(bank) for r in range(R)]
+            m.d.comb += [grid.bank_max[r].eq(bank) for r in range(R)]
             if self.reduction == "registered_tree":
                 for depth in range(max(0, (R - 1).bit_length())):
                     sv = Signal(name=f"lm_tree_valid{depth}")
                     st = Signal(range(max(banks, 2)), name=f"lm_tree_tag{depth}")
                     m.d.sync += [sv.eq(valid), st.eq(tag)]
                     valid, tag = sv, st
-        for c in range(C):
-            m.d.comb += [cols[c].scores[r].eq(ports[r].data[c]) for r in range(R)]
         with m.If(valid):
             with m.Switch(tag):
                 for b in range(banks):
                     with m.Case(b):
-                        m.d.sync += [link[b][c].eq(cols[c].max) for c in range(C)]
+                        m.d.sync += [link[b][c].eq(grid.max[c]) for c in range(C)]
             m.d.sync += ready.eq(ready + 1)
 
     def _segments(self, m, name, starting, tw, M1, T, beat):  # type: ignore[no-untyped-def]
