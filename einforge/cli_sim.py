@@ -406,8 +406,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             from einforge.rtl_area import arch_area_from_rtl
 
             area_model = arch_area_from_rtl
+        elif spec.get("area", "tables") == "rtl_tile":
+            from einforge.rtl_area import arch_area_from_tile_parts
+
+            area_model = arch_area_from_tile_parts
         elif spec.get("area", "tables") != "tables":
-            raise ConfigError(f"sweep: area is 'tables' (default) or 'rtl', found {spec['area']!r}")
+            raise ConfigError(
+                f"sweep: area is 'tables' (default), 'rtl' or 'rtl_tile', found {spec['area']!r}"
+            )
         result = sw.sweep(
             spec,
             out=out,

@@ -168,6 +168,33 @@ def test_run_attention_json() -> None:
     assert row["passed"] is True
 
 
-def test_area_of_the_tile_says_it_is_not_built() -> None:
-    proc = _fails("area", "attention")
-    assert proc.returncode == 2 and "the attention tile has no area estimate yet" in proc.stderr
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("attention", "-p", "rows=4"), "rtl area attention: the tile takes --array, --seq, --e, --f"),
+        (("array2d", "--array", "4"), "rtl area array2d: --array belong to the attention tile; use --param"),
+        (
+            ("attention", "--array", "4", "--seq", "6"),
+            "p (queries) = 6 must be a multiple of the array's 4 rows",
+        ),
+    ],
+)
+def test_area_attention_options_are_checked(args: tuple[str, ...], message: str) -> None:
+    proc = _fails("area", *args)
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_area_attention_by_parts_json() -> None:
+    """The tile's area by parts: a 2D PE per PE, a column per column, a 1D PE per column, and the
+    rest; the parts add up to the total."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "einforge", "rtl", "area", "attention", "--array", "2", "--seq", "4",
+         "--e", "2", "--f", "2", "--json"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    res = json.loads(proc.stdout)
+    parts = res["parts"]
+    assert {k: v["count"] for k, v in parts.items()} == {"pe2d": 4, "column": 2, "pe1d": 2}
+    assert res["area_um2"] == pytest.approx(res["rest_um2"] + sum(v["area_um2"] for v in parts.values()))
+    assert res["memory_um2"] == 0 and res["memories"] == []  # few bits: synthesised with the rest
+    assert res["flip_flops"] > 0 and res["cells"] > res["flip_flops"]
