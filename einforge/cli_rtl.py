@@ -159,8 +159,19 @@ def _area_attention(args: argparse.Namespace, kw: dict[str, Any]) -> int:
             f"  the buffer's memories, {res['memory_um2']:.0f} um^2, are priced as register files of the "
             "library's flip-flops and multiplexers (a compiled SRAM would be smaller)"
         )
+    print(
+        f"  Fmax {res['fmax_mhz']:.0f} MHz: critical path {res['critical_ns']:.3f} ns "
+        f"{' '.join(res['critical_path'])}"
+    )
+    print(
+        "    (NanGate45 typical X1 cell delays at a nominal load, no wires: a logic-depth estimate, "
+        "see docs/rtl.md)"
+    )
     if "flat_area_um2" in res:
         print(f"  flat synthesis: {res['flat_area_um2']:.0f} um^2; by parts {res['parts_vs_flat']:+.2%}")
+        print(
+            f"  flat critical path: {res['flat_critical_ns']:.3f} ns; by parts {res['critical_vs_flat']:+.2%}"
+        )
     print(f"  time: {res['seconds']} s (each part is synthesised once per machine, then cached)")
     return 0
 

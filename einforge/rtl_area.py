@@ -22,6 +22,7 @@ from typing import Any
 
 from rtl.area import ABC_SCRIPT, LIBERTY, Area, synthesize, tile_area, tile_area_flat
 from rtl.runner import SimulatorError
+from rtl.timing import CLK_TO_Q_NS, SETUP_NS
 
 __all__ = [
     "CACHE",
@@ -163,17 +164,26 @@ def attention_area(
         "memories": [list(m) for m in pa.rest.memories],
         "rest_um2": round(pa.rest.area_um2, 3),
         "parts": parts,
+        "critical_ns": round(pa.critical_ns, 4) if pa.critical_ns else None,
+        "fmax_mhz": round(pa.fmax_mhz, 1) if pa.fmax_mhz else None,
+        "critical_path": list(pa.critical),
     }  # fmt: skip
     total = pa.rest.area_um2 + sum(p["area_um2"] for p in parts.values())
     if not (pa.area_um2 > 0 and abs(total - pa.area_um2) <= 1e-6 * pa.area_um2 + 0.01):
         raise SimulatorError(
             f"rtl area attention: the parts ({total}) do not add up to the area ({pa.area_um2})"
         )
+    if not (pa.critical_ns and pa.critical_ns >= CLK_TO_Q_NS + SETUP_NS):
+        raise SimulatorError(f"rtl area attention: a critical path of {pa.critical_ns} ns is not one")
     if flat:
         say("synthesising the whole tile flat, to check the parts (minutes)")
         fa = tile_area_flat(tile, memories="auto")
         out["flat_area_um2"] = round(fa.area_um2, 3)
         out["parts_vs_flat"] = round(pa.area_um2 / fa.area_um2 - 1, 5)
+        assert fa.timing is not None
+        out["flat_critical_ns"] = fa.timing["critical_ns"]
+        out["flat_critical_path"] = fa.timing["path"]
+        out["critical_vs_flat"] = round(pa.critical_ns / fa.timing["critical_ns"] - 1, 5)
     out["seconds"] = round(time.perf_counter() - start, 2)
     return out
 

@@ -198,3 +198,4 @@ def test_area_attention_by_parts_json() -> None:
     assert res["area_um2"] == pytest.approx(res["rest_um2"] + sum(v["area_um2"] for v in parts.values()))
     assert res["memory_um2"] == 0 and res["memories"] == []  # few bits: synthesised with the rest
     assert res["flip_flops"] > 0 and res["cells"] > res["flip_flops"]
+    assert res["fmax_mhz"] == pytest.approx(1000 / res["critical_ns"], rel=1e-3) and res["critical_path"]
