@@ -93,8 +93,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_area(args: argparse.Namespace) -> int:
     from einforge.rtl_check import area
 
-    tile_args = {k: getattr(args, k) for k in ("array", "seq", "e", "f", "reduction")}
-    given = [f"--{k}" for k, v in tile_args.items() if v is not None]
+    tile_args = {k: getattr(args, k) for k in ("array", "seq", "e", "f", "reduction", "div_latency")}
+    given = [f"--{k.replace('_', '-')}" for k, v in tile_args.items() if v is not None]
     given += ["--no-interleave"] * (not args.interleave) + ["--flat"] * args.flat
     if args.block == "attention":
         if args.param:
@@ -240,6 +240,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         dram_bandwidth=args.dram_bandwidth,
         dram_latency=args.dram_latency,
         dram_jitter=args.dram_jitter,
+        div_latency=args.div_latency,
         seed=args.seed,
         sim_name=args.sim,
         waves=args.waves,
@@ -309,6 +310,8 @@ def add_parsers(sub: Any) -> None:
     tile_opts.add_argument("--e", type=int, default=None, help="embedding width E (default 16)")
     tile_opts.add_argument("--f", type=int, default=None, help="value width F (default 16)")
     tile_opts.add_argument("--reduction", choices=ROW_REDUCTIONS, default=None, help="max across the rows")
+    tile_opts.add_argument("--div-latency", type=int, default=None, metavar="STAGES",
+                           help="the 1D PEs' divider pipeline (default 0: combinational)")  # fmt: skip
     tile_opts.add_argument("--no-interleave", dest="interleave", action="store_false", default=True,
                            help="no lookahead: one bank of scores per PE")  # fmt: skip
     tile_opts.add_argument("--flat", action="store_true",
@@ -341,6 +344,8 @@ def add_parsers(sub: Any) -> None:
                      help="without FuseMax's interleaving of the two arrays")  # fmt: skip
     run.add_argument("--reduction", choices=ROW_REDUCTIONS, default="chain",
                      help="the max across the rows (default chain, FuseMax's)")  # fmt: skip
+    run.add_argument("--div-latency", type=int, default=0, metavar="STAGES",
+                     help="the 1D PEs' divider pipeline (default 0: combinational)")  # fmt: skip
     run.add_argument("--dram-bandwidth", type=float, default=0.8, metavar="BEATS",
                      help="the DRAM's mean beats a cycle, in (0, 1] (default 0.8)")  # fmt: skip
     run.add_argument(

@@ -128,6 +128,7 @@ def attention_area(
     f: int = 16,
     reduction: str = "chain",
     interleave: bool = True,
+    div_latency: int = 0,
     flat: bool = False,
     quiet: bool = True,
 ) -> dict[str, Any]:
@@ -138,13 +139,17 @@ def attention_area(
     from rtl.tile import AttentionTile
 
     start = time.perf_counter()
-    arch = tile_arch(array=array, reduction=reduction, buffer_bytes=buffer_for(array, seq, e, f))
+    arch = tile_arch(
+        array=array, reduction=reduction, buffer_bytes=buffer_for(array, seq, e, f), div_latency=div_latency
+    )
     tile = AttentionTile.from_arch(arch, p=seq, m=seq, e=e, f=f, interleave=interleave)
     tile._MustUse__silence = True  # priced, never elaborated itself
 
     def say(msg: str) -> None:
-        if not quiet:
-            print(f"rtl area attention: {msg}", file=sys.stderr, flush=True)
+        if not quiet:  # one write a line: the parts' threads report side by side
+            with _LOCK:
+                sys.stderr.write(f"rtl area attention: {msg} ({time.perf_counter() - start:.0f} s)\n")
+                sys.stderr.flush()
 
     say(f"a {array}x{array} tile, P = M = {seq}, E = {e}, F = {f}: synthesis by parts "
         "(each part once per machine; a 256x256 tile's take about 2 minutes the first time)")  # fmt: skip
@@ -157,6 +162,7 @@ def attention_area(
     out: dict[str, Any] = {
         "block": "attention",
         "array": array, "seq": seq, "e": e, "f": f, "reduction": reduction, "interleave": interleave,
+        "div_latency": div_latency,
         "area_um2": round(pa.area_um2, 3),
         "cells": pa.cells,
         "flip_flops": pa.flip_flops,
@@ -175,6 +181,7 @@ def attention_area(
         )
     if not (pa.critical_ns and pa.critical_ns >= CLK_TO_Q_NS + SETUP_NS):
         raise SimulatorError(f"rtl area attention: a critical path of {pa.critical_ns} ns is not one")
+    out["parts_seconds"] = round(time.perf_counter() - start, 2)
     if flat:
         say("synthesising the whole tile flat, to check the parts (minutes)")
         fa = tile_area_flat(tile, memories="auto")
@@ -200,7 +207,8 @@ def arch_area_from_tile_parts(arch: Any, e: int = 64) -> dict[str, float]:
     a2 = arch.array("2d")
     rows = a2.rows
     tile = AttentionTile(rows=rows, p=2 * rows, m=2 * rows, e=e, f=e, degree=a2.exp_macs - 2,
-                         reduction=a2.row_reduction)  # fmt: skip
+                         reduction=a2.row_reduction, div_latency=arch.array("1d").div_latency
+                         if any(a.name == "1d" for a in arch.arrays) else 0)  # fmt: skip
     tile._MustUse__silence = True
     pe2d = cached_synthesize(design_rtlil(tile.pe2d(), "tile_pe2d"), "tile_pe2d", memories="synthesise")
     col = cached_synthesize(design_rtlil(tile.column(), "tile_column"), "tile_column", memories="synthesise")

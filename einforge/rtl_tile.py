@@ -52,6 +52,7 @@ def tile_arch(
     dram_latency: int = 20,
     dram_jitter: int = 10,
     buffer_bytes: int = 256 * archs.KIB,
+    div_latency: int = 0,
 ) -> archs.ArchSpec:
     """The ``fusemax_tile`` ArchSpec of a run: the DRAM's mean bandwidth (beats a cycle) and mean
     latency (``dram_latency + dram_jitter / 2``) are what the testbench's DRAM model draws around."""
@@ -61,6 +62,7 @@ def tile_arch(
         dram_latency_cycles=dram_latency + dram_jitter / 2,
         row_reduction=reduction,
         buffer_bytes=buffer_bytes,
+        div_latency=div_latency,
     )
 
 
@@ -109,6 +111,7 @@ def run_attention(
     dram_bandwidth: float = 0.8,
     dram_latency: int = 20,
     dram_jitter: int = 10,
+    div_latency: int = 0,
     seed: int = 1,
     sim_name: str = "verilator",
     waves: str | None = None,
@@ -146,7 +149,7 @@ def run_attention(
         )
     top_p, top_m = max(p, max_seq or 0), max(m, max_seq or 0)
     arch = tile_arch(array=array, reduction=reduction, dram_bandwidth=dram_bandwidth,
-                     dram_latency=dram_latency, dram_jitter=dram_jitter,
+                     dram_latency=dram_latency, dram_jitter=dram_jitter, div_latency=div_latency,
                      buffer_bytes=buffer_for(array, top_m, e, f, (fmt.width + 7) // 8))  # fmt: skip
     # the tile checks its own parameters (before the model's search and the long build)
     _say(f"rtl run attention: a {array}x{array} tile, P = {p}, M = {m}, E = {e}, F = {f}", quiet)
@@ -262,8 +265,7 @@ def _verilog(tile: AttentionTile, quiet: bool) -> str:
     import hashlib
 
     key = hashlib.sha1(_GENERATORS.encode())
-    key.update(repr((tile.rows, tile.p, tile.m, tile.e, tile.f, tile.fmt, tile.degree, tile.reduction,
-                     tile.lookahead)).encode())  # fmt: skip
+    key.update(repr(sorted((k, repr(v)) for k, v in tile._params.items())).encode())  # every parameter
     path = runner.cache_root() / "verilog" / f"attention-{key.hexdigest()[:16]}.v"
     if path.exists():
         tile._MustUse__silence = True  # type: ignore[attr-defined]

@@ -117,7 +117,8 @@ class PEArray:
     ``row_reduction`` how a max across the rows is built (:func:`row_reduction_latency`);
     ``exp_macs`` is the number of MAC operations an exponential takes where there is no ``exp``
     unit (FuseMax: a 5th-order Taylor series, 5 FMAs and a multiply). The register file holds
-    ``rf_words`` words per PE.
+    ``rf_words`` words per PE. ``div_latency`` is the divider's pipeline depth: an Einsum that
+    divides pays it once per tile, as its last result drains (0: a combinational divider).
     """
 
     name: str
@@ -128,6 +129,7 @@ class PEArray:
     exp_on_mac: bool = False
     exp_macs: int = 6
     row_reduction: str = "chain"
+    div_latency: int = 0
     rf_words: int
     rf_read_pj: float
     rf_write_pj: float
@@ -139,6 +141,8 @@ class PEArray:
             raise ArchError(f"array name must be letters, digits and '_' such as '2d', found {self.name!r}")
         _integer(owner, rows=self.rows, cols=self.cols, exp_macs=self.exp_macs, rf_words=self.rf_words)
         _positive(owner, rows=self.rows, cols=self.cols, exp_macs=self.exp_macs, rf_words=self.rf_words)
+        _integer(owner, div_latency=self.div_latency)
+        _non_negative(owner, div_latency=self.div_latency)
         _non_negative(
             owner, rf_read_pj=self.rf_read_pj, rf_write_pj=self.rf_write_pj, rf_area_um2=self.rf_area_um2
         )
@@ -777,14 +781,18 @@ def fusemax_tile(
     clock_hz: float = 940e6,
     row_reduction: str = "chain",
     exp_macs: int = 6,
+    div_latency: int = 0,
 ) -> ArchSpec:
     """FuseMax at the size of ``rtl.AttentionTile``: a ``D x D`` 2D array and a ``D``-PE 1D array
-    (exp on the MAC in ``exp_macs`` steps, the max across the rows as ``row_reduction``), a
+    (exp on the MAC in ``exp_macs`` steps, the max across the rows as ``row_reduction``, a divider
+    of ``div_latency`` pipeline stages), a
     buffer with a synchronous read (1 cycle) and a DRAM port of one ``D``-word beat a cycle at
     most, ``dram_beats_per_cycle`` on average, ``dram_latency_cycles`` from a request to its data,
     timed per tile (``DRAM.transfers = "tile"``). One ArchSpec elaborates the RTL
     (``rtl.AttentionTile.from_arch``) and drives the simulator."""
     _integer("fusemax_tile", array_dim=array_dim, buffer_bytes=buffer_bytes, exp_macs=exp_macs)
+    _integer("fusemax_tile", div_latency=div_latency)
+    _non_negative("fusemax_tile", div_latency=div_latency)
     _positive("fusemax_tile", array_dim=array_dim, dram_beats_per_cycle=dram_beats_per_cycle)
     if dram_beats_per_cycle > 1:
         raise ArchError(
@@ -793,7 +801,13 @@ def fusemax_tile(
         )
     base = fusemax(array_dim=array_dim, buffer_bytes=buffer_bytes, clock_hz=clock_hz)
     arrays = tuple(
-        dataclasses.replace(a, row_reduction=row_reduction, exp_macs=exp_macs) for a in base.arrays
+        dataclasses.replace(
+            a,
+            row_reduction=row_reduction,
+            exp_macs=exp_macs,
+            div_latency=div_latency if "div" in a.units else 0,
+        )
+        for a in base.arrays
     )
     word_bytes = (base.word_bits + 7) // 8
     return base.replace(

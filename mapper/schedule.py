@@ -452,6 +452,8 @@ def einsum_cycles(
         par *= extent
     per_unit = [-(-n // par) for n in ops.values() if n]
     cycles = sum(per_unit) if summed else max(per_unit, default=0)
+    if ops.get("div") and array.div_latency:
+        cycles += array.div_latency  # the divider's pipeline drains once a tile
     if systolic and array.is_2d and fact.kind == "contraction" and len(spatial) == 2:
         rows_rank, cols_rank = spatial[0], spatial[1]
         temporal = 1

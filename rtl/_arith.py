@@ -10,7 +10,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed
 
 from einsum import Fixed, exp2_coefficients, log2e_raw
 
-__all__ = ["ExpSteps", "divide", "fit", "round_shift", "round_shift_var"]
+__all__ = ["ExpSteps", "divide", "divide_pipelined", "fit", "round_shift", "round_shift_var"]
 
 
 def round_shift(v: Value, s: int, nearest: bool) -> Value:
@@ -117,3 +117,60 @@ class ExpSteps:
         with m.Else():  # y * 2**n by a rounding shift
             shifted = round_shift_var(y, self.shift_amount(n_reg), self.nearest)
             m.d.sync += out.eq(fit(shifted, w, self.saturate))
+
+
+def divide_pipelined(m: Module, fmt: Fixed, a: Value, b: Value, stages: int, name: str = "div") -> Value:
+    """:func:`divide` as a restoring division in ``stages`` registered steps: its result, bit for bit
+    :func:`divide`'s, is valid ``stages`` cycles after its operands (a new division may start every
+    cycle; the pipeline never stalls). Each step takes ``ceil(bits / stages)`` of the quotient's
+    ``bits`` (``w + 1 + frac + 1`` rounding to nearest, ``w + 1 + frac`` else); the sign, the
+    rounding, the saturation and a zero divisor are settled after the last register."""
+    if stages <= 0:
+        return divide(fmt, a, b)
+    w, fr = fmt.width, fmt.frac
+    nearest, sat = fmt.rounding == "nearest", fmt.overflow == "saturate"
+    shift = fr + 1 if nearest else fr
+    nbits = w + 1 + shift
+    na = Mux(a < 0, -a, a).as_unsigned()[: w + 1]
+    nb: Value = Mux(b < 0, -b, b).as_unsigned()[: w + 1]
+    num: Value = Cat(Const(0, shift), na)  # na << shift, nbits wide
+    neg: Value = (a < 0) != (b < 0)
+    zero: Value = b == 0
+    apos: Value = a >= 0
+    rem: Value = Const(0, w + 1)
+    quo: Value = Const(0, nbits)
+    per = -(-nbits // stages)
+    i = nbits - 1
+    for s in range(stages):
+        bits: dict[int, Value] = {}
+        for _ in range(per):
+            if i < 0:
+                break
+            # each step's values are signals: an expression reused by the next step would grow
+            # exponentially
+            t = Signal(w + 2, name=f"{name}_t{i}")
+            ge = Signal(name=f"{name}_q{i}")
+            r = Signal(w + 1, name=f"{name}_r{i}")
+            m.d.comb += [t.eq(Cat(num[i], rem)), ge.eq(t >= nb), r.eq(Mux(ge, t - nb, t)[: w + 1])]
+            rem, bits[i] = r, ge
+            i -= 1
+        quo = Cat(*(bits.get(j, quo[j]) for j in range(nbits)))
+        regs = {
+            "rem": Signal(w + 1, name=f"{name}{s}_rem"),
+            "quo": Signal(nbits, name=f"{name}{s}_quo"),
+            "num": Signal(nbits, name=f"{name}{s}_num"),
+            "nb": Signal(w + 1, name=f"{name}{s}_divisor"),
+            "neg": Signal(name=f"{name}{s}_neg"),
+            "zero": Signal(name=f"{name}{s}_zero"),
+            "apos": Signal(name=f"{name}{s}_apos"),
+        }
+        m.d.sync += [
+            regs["rem"].eq(rem), regs["quo"].eq(quo), regs["num"].eq(num), regs["nb"].eq(nb),
+            regs["neg"].eq(neg), regs["zero"].eq(zero), regs["apos"].eq(apos),
+        ]  # fmt: skip
+        rem, quo, num, nb = regs["rem"], regs["quo"], regs["num"], regs["nb"]
+        neg, zero, apos = regs["neg"], regs["zero"], regs["apos"]
+    q = (quo + 1) >> 1 if nearest else quo
+    q = Cat(q, Const(0, 1)).as_signed()  # zero-extend: the quotient is a magnitude
+    result = fit(Mux(neg, -q, q), w, sat)
+    return Mux(zero, Mux(apos, fmt.max_raw, fmt.min_raw), result)

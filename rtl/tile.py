@@ -77,7 +77,7 @@ from amaranth.lib.wiring import In, Out
 
 from einsum import Fixed
 from mapper.arch import ROW_REDUCTIONS, ArchSpec, row_reduction_latency
-from rtl._arith import ExpSteps, divide, fit, round_shift
+from rtl._arith import ExpSteps, divide_pipelined, fit, round_shift
 from rtl._params import DEFAULT_FORMAT, RTLConfigError, check_int, name_states
 
 __all__ = [
@@ -219,10 +219,13 @@ class PE1D(wiring.Component):
     """One PE of the tile's 1D array: a query's running max ``RM``, its ``RD``, exp's registers
     and ``PRM``, a multiplier and the divider. ``rnv`` is its column of the RNV register file
     (read at the controller's address); ``rnv_next`` is what SPNV or RNV writes back; ``av`` is
-    ``rnv / RD``; ``rm_out`` the max it last sent to the 2D array."""
+    ``rnv / RD``, ``div_latency`` cycles after its operands (0: combinational; else a pipelined
+    restoring divider, :func:`rtl._arith.divide_pipelined`); ``rm_out`` the max it last sent to
+    the 2D array."""
 
-    def __init__(self, *, fmt: Fixed, degree: int) -> None:
+    def __init__(self, *, fmt: Fixed, degree: int, div_latency: int = 0) -> None:
         self.fmt, self.exp, self.degree = fmt, ExpSteps(fmt, degree), degree
+        self.div_latency = div_latency
         w, ow = fmt.width, self.exp.operand_width() + 1
         self._ow = ow
         super().__init__(
@@ -252,7 +255,7 @@ class PE1D(wiring.Component):
         ma, mb = Signal(signed(ow), name="ma"), Signal(signed(ow), name="mb")
         prod = Signal(signed(2 * ow), name="prod")
         m.d.comb += prod.eq(ma * mb)
-        m.d.comb += self.av.eq(divide(fmt, self.rnv, rd))
+        m.d.comb += self.av.eq(divide_pipelined(m, fmt, self.rnv, rd, self.div_latency))
         with m.Switch(self.op):
             with m.Case(Op1D.CLEAR):
                 m.d.sync += [rm.eq(fmt.min_raw), rd.eq(0)]
@@ -427,11 +430,13 @@ class AttentionTile(wiring.Component):
         reduction: str = "chain",
         lookahead: int = 2,
         buffer_bytes: int | None = None,
+        div_latency: int = 0,
         blackbox_parts: Mapping[str, tuple[str, Collection[str]]] | None = None,
     ) -> None:
         self._params = {
             "rows": rows, "cols": cols, "p": p, "m": m, "e": e, "f": f, "fmt": fmt, "degree": degree,
             "reduction": reduction, "lookahead": lookahead, "buffer_bytes": buffer_bytes,
+            "div_latency": div_latency,
         }  # fmt: skip
         #: ``{"grid2d" | "pe1d": (module name, its ports)}``: the parts become instances
         #: of those external modules (synthesis by parts; such a tile cannot be simulated)
@@ -472,6 +477,7 @@ class AttentionTile(wiring.Component):
         self.exp = ExpSteps(fmt, degree)
         self.reduction = reduction
         self.lookahead = check_int("attention tile", "lookahead", lookahead, 0, 8, owner=self)
+        self.div_latency = check_int("attention tile", "div_latency", div_latency, 0, 32, owner=self)
         self.layout = DramLayout(width=rows, p=p, m=m, e=e, f=f)
         self.p1, self.m1 = self.layout.p1, self.layout.m1
         self.tiles = self.p1 * self.m1
@@ -519,8 +525,9 @@ class AttentionTile(wiring.Component):
     ) -> AttentionTile:
         """The tile ``arch`` describes: its ``2d`` array's rows, columns and ``row_reduction``, its
         exp as ``exp_macs`` MAC steps (a polynomial of degree ``exp_macs - 2``), its buffer's
-        capacity; the head's sizes and the format besides. ``interleave`` runs ``lookahead`` tiles
-        ahead on the 2D array (the schedule's ``lookahead``), or none."""
+        capacity; its ``1d`` array's ``div_latency``; the head's sizes and the format besides.
+        ``interleave`` runs ``lookahead`` tiles ahead on the 2D array (the schedule's
+        ``lookahead``), or none."""
         a2, a1 = arch.array("2d"), arch.array("1d")
         if arch.buffer.read_latency != READ_LATENCY:
             raise RTLConfigError(
@@ -545,6 +552,7 @@ class AttentionTile(wiring.Component):
             reduction=a2.row_reduction,
             lookahead=lookahead if interleave else 0,
             buffer_bytes=arch.buffer.capacity_bytes,
+            div_latency=a1.div_latency,
         )
 
     def check_run(self, p: int, m: int) -> None:
@@ -577,7 +585,7 @@ class AttentionTile(wiring.Component):
         e, f = self.e, self.f
         return {
             "QK": e + 1 + READ_LATENCY, "LM": 1, "SLN": ex, "SLD": 1, "SLNV": f + READ_LATENCY,
-            "RM": 1, "PRM": ex, "SPD": 1, "RD": 1, "SPNV": f, "RNV": f, "AV": f,
+            "RM": 1, "PRM": ex, "SPD": 1, "RD": 1, "SPNV": f, "RNV": f, "AV": f + self.div_latency,
         }  # fmt: skip
 
     # -- the parts ------------------------------------------------------------------------------------
@@ -590,7 +598,7 @@ class AttentionTile(wiring.Component):
 
     def pe1d(self) -> PE1D:
         """A PE of this tile's 1D array."""
-        return PE1D(fmt=self.fmt, degree=self.degree)
+        return PE1D(fmt=self.fmt, degree=self.degree, div_latency=self.div_latency)
 
     def grid2d(self) -> Grid2D:
         """This tile's 2D array: its PEs and columns."""
@@ -977,7 +985,7 @@ class AttentionTile(wiring.Component):
         s1 = Signal(range(self.m1 + 1), name="tile1d_s")
         b1 = Signal(range(banks), name="tile1d_bank")
         av_addr = Signal(self.addr_width, name="av_addr")
-        k1 = Signal(range(max(F, ex.cycles) + 2), name="k1")
+        k1 = Signal(range(max(F + self.div_latency, ex.cycles) + 2), name="k1")
         op1 = Signal(Op1D, name="pe1d_op")
         step1 = Signal(range(ex.cycles), name="pe1d_step")
 
@@ -1010,6 +1018,21 @@ class AttentionTile(wiring.Component):
         m.d.comb += [self.wr.valid.eq(out.r_rdy), self.wr.payload.eq(out.r_data)]
         m.d.comb += out.r_en.eq(self.wr.ready)
         all_out = Signal(name="av_all_computed")
+        L = self.div_latency
+        if L:
+            # the divisions in flight: a valid bit and the output beat's address a stage
+            issue = Signal(name="av_issue")
+            inflight = Signal(range(L + 1), name="av_inflight")
+            valid = [Signal(name=f"av_valid{j}") for j in range(L)]
+            addr = [Signal(self.addr_width, name=f"av_addr{j}") for j in range(L)]
+            m.d.sync += [valid[0].eq(issue), addr[0].eq(av_addr)]
+            m.d.sync += [valid[j].eq(valid[j - 1]) for j in range(1, L)]
+            m.d.sync += [addr[j].eq(addr[j - 1]) for j in range(1, L)]
+            m.d.sync += inflight.eq(inflight + issue - valid[L - 1])
+            m.d.comb += [out.w_en.eq(valid[L - 1]), av_beat.addr.eq(addr[L - 1])]
+            m.d.comb += [av_beat.data[p].eq(u.av) for p, u in enumerate(pe)]
+            with m.If(starting):
+                m.d.sync += [inflight.eq(0), *(v.eq(0) for v in valid)]
 
         with m.FSM(name="ctrl1d") as fsm:
             with m.State("IDLE"):
@@ -1075,22 +1098,43 @@ class AttentionTile(wiring.Component):
                             m.d.sync += [g1.eq(g1 + 1), s1.eq(s1 + 1), b1.eq(Mux(b1 == banks - 1, 0, b1 + 1))]
                             m.next = "RM"
             with m.State("AV"):
-                room = out.w_rdy
-                m.d.comb += active["AV"].eq(room)
-                m.d.comb += av_beat.addr.eq(av_addr)
-                m.d.comb += [av_beat.data[p].eq(u.av) for p, u in enumerate(pe)]
-                m.d.comb += out.w_en.eq(room)
-                with m.If(room):
-                    m.d.sync += [k1.eq(k1 + 1), av_addr.eq(av_addr + 1)]
-                    with m.If(k1 == F - 1):
-                        m.d.sync += k1.eq(0)
-                        m.d.comb += op1.eq(Op1D.CLEAR)
-                        m.d.sync += [g1.eq(g1 + 1), s1.eq(0), b1.eq(Mux(b1 == banks - 1, 0, b1 + 1))]
-                        with m.If(g1 + 1 >= T):
-                            m.d.sync += all_out.eq(1)
-                            m.next = "DONE"
-                        with m.Else():
-                            m.next = "RM"
+                if L == 0:
+                    room = out.w_rdy
+                    m.d.comb += active["AV"].eq(room)
+                    m.d.comb += av_beat.addr.eq(av_addr)
+                    m.d.comb += [av_beat.data[p].eq(u.av) for p, u in enumerate(pe)]
+                    m.d.comb += out.w_en.eq(room)
+                    with m.If(room):
+                        m.d.sync += [k1.eq(k1 + 1), av_addr.eq(av_addr + 1)]
+                        with m.If(k1 == F - 1):
+                            m.d.sync += k1.eq(0)
+                            m.d.comb += op1.eq(Op1D.CLEAR)
+                            m.d.sync += [g1.eq(g1 + 1), s1.eq(0), b1.eq(Mux(b1 == banks - 1, 0, b1 + 1))]
+                            with m.If(g1 + 1 >= T):
+                                m.d.sync += all_out.eq(1)
+                                m.next = "DONE"
+                            with m.Else():
+                                m.next = "RM"
+                else:  # F divisions issued (each when its result will find room), then L to drain
+                    issuing = k1 < F
+                    room = (out.level + inflight) < out.depth
+                    m.d.comb += active["AV"].eq(~issuing | room)
+                    with m.If(issuing):
+                        with m.If(room):
+                            m.d.comb += issue.eq(1)
+                            m.d.sync += [k1.eq(k1 + 1), av_addr.eq(av_addr + 1)]
+                            with m.If(k1 == F - 1):
+                                m.d.comb += op1.eq(Op1D.CLEAR)  # the pipeline holds its operands
+                    with m.Else():
+                        m.d.sync += k1.eq(k1 + 1)
+                        with m.If(k1 == F + L - 1):
+                            m.d.sync += k1.eq(0)
+                            m.d.sync += [g1.eq(g1 + 1), s1.eq(0), b1.eq(Mux(b1 == banks - 1, 0, b1 + 1))]
+                            with m.If(g1 + 1 >= T):
+                                m.d.sync += all_out.eq(1)
+                                m.next = "DONE"
+                            with m.Else():
+                                m.next = "RM"
             with m.State("DONE"):
                 m.next = "IDLE"
         name_states(m, fsm, "ctrl1d")

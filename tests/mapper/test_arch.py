@@ -1,5 +1,6 @@
 """ArchSpec: validation, presets, YAML/JSON round trips, typed errors with did-you-mean."""
 
+import dataclasses
 import json
 
 import pytest
@@ -131,3 +132,15 @@ def test_yaml_numbers_in_exponent_form_are_numbers(tmp_path):
     path.write_text(text.replace("clock_hz: 940000000.0", "clock_hz: '1e9'"))
     with pytest.raises(ArchError, match=r"clock_hz must be a finite number, found '1e9'"):
         mapper.load(path)
+
+
+def test_div_latency_is_checked_and_charged_once_a_tile() -> None:
+    """A pipelined divider: a non-negative integer, paid once per tile by the Einsums that divide."""
+    from mapper.arch import fusemax_tile
+
+    with pytest.raises(ArchError, match=r"fusemax_tile: div_latency must not be negative, found -1"):
+        fusemax_tile(div_latency=-1)
+    a = fusemax_tile(array_dim=4, div_latency=5)
+    assert (a.array("1d").div_latency, a.array("2d").div_latency) == (5, 0)  # the 2D array does not divide
+    with pytest.raises(ArchError, match=r"array '1d': div_latency must not be negative, found -2"):
+        dataclasses.replace(a.array("1d"), div_latency=-2)

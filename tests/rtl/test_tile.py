@@ -33,6 +33,7 @@ def _tile(**kw: object) -> AttentionTile:
             "buffer_bytes = 1024 is too small",
         ),
         ({"lookahead": 9}, "parameter lookahead must be an integer in 0..8, got 9"),
+        ({"div_latency": -1}, "parameter div_latency must be an integer in 0..32, got -1"),
     ],
 )
 def test_bad_parameters_are_typed_errors(kw: dict[str, object], text: str) -> None:
@@ -90,10 +91,13 @@ def test_dram_layout_and_tile_beats() -> None:
 @pytest.mark.parametrize(("e", "f"), [(16, 24), (64, 8)])
 def test_task_cycles_are_the_models(interleave: bool, reduction: str, e: int, f: int) -> None:
     """One timing description: each Einsum's array and cycles per tile in the model are the tile's
-    (with E = 64, F = 8 the mapper alone would move LM and SLD to the idle 1D array)."""
-    arch = tile_arch(array=8, reduction=reduction, buffer_bytes=buffer_for(8, 128, e, f))
+    (with E = 64, F = 8 the mapper alone would move LM and SLD to the idle 1D array); a pipelined
+    divider's depth is paid once a query tile by AV on both sides."""
+    div = 4 if interleave else 0
+    arch = tile_arch(array=8, reduction=reduction, buffer_bytes=buffer_for(8, 128, e, f), div_latency=div)
     report, schedule = model_attention(arch, p=64, m=128, e=e, f=f, interleave=interleave)
-    tile = _tile(rows=8, p=64, m=128, e=e, f=f, degree=arch.array("2d").exp_macs - 2, reduction=reduction)
+    tile = _tile(rows=8, p=64, m=128, e=e, f=f, degree=arch.array("2d").exp_macs - 2, reduction=reduction,
+                 div_latency=div)  # fmt: skip
     cycles = tile.task_cycles()
     assert {t: report.per_einsum[t]["cycles_per_tile"] for t in TASKS} == cycles
     assert {t: report.per_einsum[t]["unit"] for t in TASKS} == {
@@ -109,14 +113,16 @@ def _need(sim: str) -> None:
 
 
 @pytest.mark.rtl
-@pytest.mark.parametrize("interleave", [True, False])
-def test_deterministic_dram_cycles_equal_the_model(interleave: bool) -> None:
+@pytest.mark.parametrize(("interleave", "div_latency"), [(True, 0), (False, 0), (True, 3)])
+def test_deterministic_dram_cycles_equal_the_model(interleave: bool, div_latency: int) -> None:
     """A DRAM with a fixed latency and no back-pressure: the model's cycles are the RTL's, exactly,
-    with FuseMax's interleaving and without (one build serves both sequence lengths)."""
+    with FuseMax's interleaving and without, with a combinational divider and a pipelined one
+    (one build serves both sequence lengths)."""
     _need("verilator")
     for seq in (32, 48):
         r = run_attention(array=4, seq=seq, e=8, f=8, interleave=interleave, dram_bandwidth=1.0,
-                          dram_latency=7, dram_jitter=0, max_seq=48, seed=seq)  # fmt: skip
+                          dram_latency=7, dram_jitter=0, max_seq=48, seed=seq,
+                          div_latency=div_latency)  # fmt: skip
         assert r["mismatches"] == 0, r["first_mismatches"]
         assert r["measured_cycles"] == r["model_cycles"], r
         assert all(v["measured_busy_cycles"] == v["model_busy_cycles"] for v in r["per_einsum"].values())
@@ -124,9 +130,10 @@ def test_deterministic_dram_cycles_equal_the_model(interleave: bool) -> None:
 
 @pytest.mark.rtl
 def test_random_dram_bit_exact_and_within_tolerance() -> None:
-    """Random latency and back-pressure (the default DRAM model): bit-exact, within 1%."""
+    """Random latency and back-pressure (the default DRAM model), a 5-stage divider: bit-exact,
+    within 1%."""
     _need("verilator")
-    r = run_attention(array=4, seq=64, e=8, f=16, seed=3, reduction="registered_tree")
+    r = run_attention(array=4, seq=64, e=8, f=16, seed=3, reduction="registered_tree", div_latency=5)
     assert r["mismatches"] == 0 and r["compared_beats"] == 64 * 16 // 4
     assert abs(r["model_error"]) <= TOLERANCE and r["passed"], r
 
