@@ -26,11 +26,11 @@ array  task: what the PEs do                                                    
 1D     ``PRM``: ``exp(RM - RM')``                                                  ``exp_macs + 1``
 1D     ``SPD``, ``RD``: ``RD * PRM``, then ``+ SLD``                               ``1``, ``1``
 1D     ``SPNV``, ``RNV``: ``RNV[f] * PRM``, then ``+ SLNV[f]``                     ``F``, ``F``
-1D     ``AV``: after a query tile's last key tile, ``RNV[f] / RD`` to the output   ``F``
+1D     ``AV``: after a query tile's last key tile, ``RNV[f] / RD`` to the output   ``F + DL``
 =====  =========================================================================  ==============
 
 (``RL = 1``: the buffer's synchronous read; ``L = mapper.row_reduction_latency(reduction,
-rows)``.) A task starts when its array has finished the one before it and its inputs are ready:
+rows)``; ``DL = div_latency``, the divider's pipeline, 0 for a combinational one.) A task starts when its array has finished the one before it and its inputs are ready:
 ``QK`` of tile ``g`` waits for the tile's DRAM transfer; ``SLN`` for ``RM``; ``RM`` for ``LM``;
 ``RD`` for ``SLD``; ``RNV`` for ``SLNV``. With ``lookahead = d > 0`` (FuseMax's interleaving) the
 2D array runs ``QK`` and ``LM`` of tile ``g + d`` before ``SLN`` .. ``SLNV`` of tile ``g`` (so it
