@@ -30,7 +30,8 @@ array  task: what the PEs do                                                    
 =====  =========================================================================  ==============
 
 (``RL = 1``: the buffer's synchronous read; ``L = mapper.row_reduction_latency(reduction,
-rows)``; ``DL = div_latency``, the divider's pipeline, 0 for a combinational one.) A task starts when its array has finished the one before it and its inputs are ready:
+rows)``; ``DL = div_latency``, the divider's pipeline, 0 for a combinational one.) A task starts
+when its array has finished the one before it and its inputs are ready:
 ``QK`` of tile ``g`` waits for the tile's DRAM transfer; ``SLN`` for ``RM``; ``RM`` for ``LM``;
 ``RD`` for ``SLD``; ``RNV`` for ``SLNV``. With ``lookahead = d > 0`` (FuseMax's interleaving) the
 2D array runs ``QK`` and ``LM`` of tile ``g + d`` before ``SLN`` .. ``SLNV`` of tile ``g`` (so it
