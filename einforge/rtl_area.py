@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rtl.area import ABC_SCRIPT, LIBERTY, Area, synthesize, tile_area, tile_area_flat
+from rtl.area import ABC_SCRIPT, LIBERTY, Area, design_rtlil, synthesize, tile_area, tile_area_flat
 from rtl.runner import SimulatorError
 from rtl.timing import CLK_TO_Q_NS, SETUP_NS
 
@@ -67,56 +67,38 @@ def arch_area_from_rtl(arch: Any) -> dict[str, float]:
 
 # -- synthesis by parts: the attention tile ----------------------------------------------------------
 
-_LOCK = threading.Lock()
-
-
-def _read_cache() -> dict[str, Any]:
-    if CACHE.is_file():
-        try:
-            data = json.loads(CACHE.read_text(encoding="utf-8"))
-            return data if isinstance(data, dict) else {}
-        except ValueError:
-            return {}
-    return {}
-
-
-def _write_cache(cache: dict[str, Any]) -> None:
-    CACHE.parent.mkdir(parents=True, exist_ok=True)
-    tmp = CACHE.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(json.dumps(cache, sort_keys=True), encoding="utf-8")
-    tmp.replace(CACHE)
+_LOCK = threading.Lock()  # the progress lines of the parts' threads
 
 
 def cached_synthesize(text: str, top: str, **kw: Any) -> Area:
-    """:func:`rtl.area.synthesize`, its result kept in :data:`CACHE` under a digest of everything
-    that decides it (the design text, the top, the options, the blackboxes, the cell library and
-    the ABC script): a design is synthesised once per machine."""
+    """:func:`rtl.area.synthesize`, its result kept beside :data:`CACHE` (a folder
+    ``rtl-synth/``, one file a result, so processes side by side lose nothing) under a digest of
+    everything that decides it (the design text, the top, the options, the blackboxes, the cell
+    library and the ABC script): a design is synthesised once per machine."""
     digest = hashlib.sha256()
-    blackboxes = kw.get("blackboxes") or {}
     options = {k: v for k, v in kw.items() if k not in ("blackboxes", "timeout_s")}
     for part in (
         text,
         top,
         json.dumps(options, sort_keys=True, default=str),
-        json.dumps(blackboxes, sort_keys=True),
+        json.dumps(kw.get("blackboxes") or {}, sort_keys=True),
         LIBERTY.read_text(encoding="utf-8"),
         ABC_SCRIPT,
     ):
         digest.update(part.encode())
         digest.update(b"\0")
-    key = f"synth:{digest.hexdigest()}"
-    with _LOCK:
-        hit = _read_cache().get(key)
-    if isinstance(hit, dict):
+    path = CACHE.parent / "rtl-synth" / f"{top}-{digest.hexdigest()[:32]}.json"
+    if path.is_file():
         try:
+            hit = json.loads(path.read_text(encoding="utf-8"))
             return Area(**{**hit, "memories": tuple(tuple(m) for m in hit["memories"])})
-        except (TypeError, KeyError):
-            pass
+        except (ValueError, TypeError, KeyError):
+            pass  # unreadable: synthesised again
     a = synthesize(text, top, **kw)
-    with _LOCK:
-        cache = _read_cache()
-        cache[key] = dataclasses.asdict(a)
-        _write_cache(cache)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_text(json.dumps(dataclasses.asdict(a)), encoding="utf-8")
+    tmp.replace(path)
     return a
 
 
@@ -201,14 +183,13 @@ def arch_area_from_tile_parts(arch: Any, e: int = 64) -> dict[str, float]:
     across the rows and the two sums), the 1D array its PEs, each synthesised for ``arch``'s
     exp (``exp_macs``) and row reduction, 16-bit words and a head of ``e`` (the accumulator's
     width); the buffer keeps its CACTI area. Cached like :func:`pe_area_um2`."""
-    from rtl.area import design_rtlil
     from rtl.tile import AttentionTile
 
     a2 = arch.array("2d")
     rows = a2.rows
+    div = next((a.div_latency for a in arch.arrays if not a.is_2d), 0)
     tile = AttentionTile(rows=rows, p=2 * rows, m=2 * rows, e=e, f=e, degree=a2.exp_macs - 2,
-                         reduction=a2.row_reduction, div_latency=arch.array("1d").div_latency
-                         if any(a.name == "1d" for a in arch.arrays) else 0)  # fmt: skip
+                         reduction=a2.row_reduction, div_latency=div)  # fmt: skip
     tile._MustUse__silence = True
     pe2d = cached_synthesize(design_rtlil(tile.pe2d(), "tile_pe2d"), "tile_pe2d", memories="synthesise")
     col = cached_synthesize(design_rtlil(tile.column(), "tile_column"), "tile_column", memories="synthesise")

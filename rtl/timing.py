@@ -31,6 +31,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from rtl.runner import SimulatorError
+
 __all__ = [
     "CLK_TO_Q_NS",
     "DELAYS_NS",
@@ -61,8 +63,9 @@ SETUP_NS = 0.0398  # DFF_X1, D before CK
 NEG = -math.inf
 
 
-class TimingError(ValueError):
-    """A netlist the timing cannot read: an unknown cell, a combinational loop."""
+class TimingError(SimulatorError):
+    """A netlist the timing cannot read: an unknown cell, a combinational loop (an einforge error:
+    the command line reports it without a traceback)."""
 
 
 @dataclass

@@ -122,6 +122,8 @@ def test_synthesize_memories_option_is_checked() -> None:
         SimulatorError, match=r"memories must be 'auto', 'synthesise' or 'registers', found 'flops'"
     ):
         synthesize("module top(); endmodule", "top", memories="flops")
+    with pytest.raises(SimulatorError, match=r"timing must be None, 'model' or 'path', found 'fmax'"):
+        synthesize("module top(); endmodule", "top", timing="fmax")
 
 
 def _fails(*args: str) -> subprocess.CompletedProcess[str]:
