@@ -152,6 +152,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for w in work:
         options = SearchOptions(
             sizes=w.for_cascade(cascade).sizes,
+            instances=w.for_cascade(cascade).instances,
+            systolic=args.systolic,
             interleave=not args.no_interleave,
             fuse=args.arch != "unfused",
             fusion=args.fusion,

@@ -39,6 +39,7 @@ from mapper.schedule import (
     tensor_sizes,
 )
 from mapper.sram import SRAMError
+from mapper.timing import schedule_timing
 
 __all__ = ["Estimate", "Traffic", "estimate", "traffic"]
 
@@ -198,15 +199,17 @@ def traffic(
 
 @dataclasses.dataclass(frozen=True)
 class Estimate:
-    """The cost model's figures for one schedule at one instance of the workload: what the search
-    ranks by. ``latency_cycles`` is the loop nests' time plus, per tiled kernel, the slower of its
-    busiest array and its DRAM transfers; ``energy_pj`` every action, register-file access, buffer
-    access and DRAM bit priced."""
+    """The cost model's figures for one schedule at ``instances`` instances of the workload (batch x
+    heads): what the search ranks by, and what :func:`sim.evaluate` reports (physical accounting).
+    ``latency_cycles`` is the loop nests' time plus the tiled kernels through the cycle-level
+    engine (:func:`mapper.timing.schedule_timing`); ``energy_pj`` every action, register-file
+    access, buffer access and DRAM bit priced."""
 
     latency_cycles: float
     energy_pj: float
     busy_cycles: Mapping[str, float]
     dram_bytes: float
+    instances: int = 1
 
     def objective(
         self, objective: str | Mapping[str, float], norm: tuple[float, float] = (1.0, 1.0)
@@ -223,53 +226,65 @@ def estimate(
     tile: Mapping[str, int],
     lay: Layout,
     sram_model: object = None,
+    instances: int = 1,
+    systolic: bool = False,
 ) -> Estimate:
-    """Latency and energy of ``schedule`` for one instance (one head of one sequence)."""
+    """Latency and energy of ``schedule`` for ``instances`` instances (heads x sequences)."""
     facts = {f.name: f for f in einsum_facts(cascade)}
     word = arch.word_bytes
-    moved = traffic(cascade, schedule, full=full, tile=tile, instances=1, word_bytes=word, lay=lay)
-    nests = schedule_nests(cascade, schedule, arch, full, sram_model=sram_model)
+    inst = instances
+    moved = traffic(cascade, schedule, full=full, tile=tile, instances=inst, word_bytes=word, lay=lay)
+    nests = schedule_nests(cascade, schedule, arch, full, sram_model=sram_model, systolic=systolic)
     q_tiles = math.prod(-(-full[r] // tile[r]) for r in schedule.tile if not (r == lay.key and lay.whole))
     steps = full[lay.step] if lay.step else 1
-    bpc = arch.dram.bandwidth_bytes_per_s / arch.clock_hz
     skip, skipping = schedule_skip(cascade, schedule, arch, full=full, tile=tile, lay=lay)
+    live = {n: skip.live_fraction for n in skipping}
     busy = {a.name: 0.0 for a in arch.arrays}
-    latency = sum(c.latency_cycles for _p, c in nests.values())
     for name, (_p, c) in nests.items():
-        busy[schedule.nests[name].array] += c.compute_cycles
-    tiled = 0.0
-    for ki, kernel in enumerate(schedule.kernels):
-        per = {a.name: 0.0 for a in arch.arrays}
+        busy[schedule.nests[name].array] += c.compute_cycles * inst
+    for kernel in schedule.kernels:
         for name in kernel:
             f = facts[name]
             arr = arch.array(schedule.binding[name])
-            cyc = einsum_cycles(f, arr, schedule.spatial[arr.name], tile)
-            cyc *= skip.live_fraction if name in skipping else 1.0
+            cyc = einsum_cycles(f, arr, schedule.spatial[arr.name], tile, systolic=systolic)
+            cyc *= live.get(name, 1.0)
             n = q_tiles if (not f.step and lay.step) else q_tiles * steps
-            per[arr.name] += cyc * n
-            busy[arr.name] += cyc * n
-        compute = max(per.values()) if schedule.interleave else sum(per.values())
-        tiled += max(compute, moved.dram_bytes[ki] / bpc)
-    latency += max(tiled, moved.buffer_words / arch.buffer.words_per_cycle(arch.word_bits))
+            busy[arr.name] += cyc * n * inst
+    timing = schedule_timing(
+        cascade,
+        schedule,
+        arch,
+        full=full,
+        tile=tile,
+        lay=lay,
+        instances=inst,
+        dram_bytes=moved.dram_bytes,
+        buffer_words=moved.buffer_words,
+        nest_cycles=sum(c.latency_cycles for _p, c in nests.values()) * inst,
+        live=live,
+        systolic=systolic,
+    )
     energy = 0.0
     for name, f in facts.items():
         arr = arch.array(schedule.binding[name])
         counts = actions_at(f.counts, f.ranks, full, lay)
-        if name in skipping:
-            counts = {k: v * skip.live_fraction for k, v in counts.items()}  # type: ignore[misc]
+        share = live.get(name, 1.0)
         pj = action_pj(arr, arch)
-        energy += sum(counts[k] * pj[k] for k in counts)
+        energy += sum(counts[k] * share * pj[k] for k in counts) * inst
         nest = schedule.nests.get(name)
         spatial = nest.spatial if nest is not None else schedule.spatial[arr.name]
         if f.reduced and not any(r in spatial for r in f.reduced):
-            energy += (counts["mac"] + counts["add"] + counts["max"]) * (arr.rf_read_pj + arr.rf_write_pj)
+            rf_ops = (counts["mac"] + counts["add"] + counts["max"]) * inst * share
+            energy += rf_ops * (arr.rf_read_pj + arr.rf_write_pj)
     try:
         buf = arch.buffer.costs(arch.word_bits, sram_model)  # type: ignore[arg-type]
         read_pj, write_pj = buf.read_pj_per_word, buf.write_pj_per_word
     except SRAMError:  # a buffer the SRAM model cannot price: latency only (energy is NaN)
         read_pj = write_pj = math.nan
-    reads = moved.buffer_reads + sum(c.buffer_reads for _p, c in nests.values())
-    writes = moved.buffer_writes + sum(c.buffer_writes for _p, c in nests.values())
-    dram = moved.dram_total + sum(c.dram_words for _p, c in nests.values()) * word
+    reads = moved.buffer_reads + sum(c.buffer_reads for _p, c in nests.values()) * inst
+    writes = moved.buffer_writes + sum(c.buffer_writes for _p, c in nests.values()) * inst
+    dram = moved.dram_total + sum(c.dram_words for _p, c in nests.values()) * inst * word
     energy += reads * read_pj + writes * write_pj + dram * 8 * arch.dram.pj_per_bit
-    return Estimate(latency_cycles=latency, energy_pj=energy, busy_cycles=busy, dram_bytes=dram)
+    return Estimate(
+        latency_cycles=timing.cycles, energy_pj=energy, busy_cycles=busy, dram_bytes=dram, instances=inst
+    )

@@ -86,6 +86,11 @@ class SearchOptions:
         budget: sample this many random loop nests per Einsum and array instead of searching
             them exhaustively (for spaces too large to enumerate; the result is not certified);
             ``seed`` makes the sample reproducible.
+        instances: independent instances of the workload (batch x heads) the candidates are timed
+            for, as :func:`sim.evaluate` times them (the tiles of every instance flow through the
+            same pipeline, so the best schedule for one head need not be the best for 768).
+        systolic: charge the 2D array's fill and drain to contractions, as ``sim.evaluate(...,
+            systolic=True)`` does.
     """
 
     sizes: Mapping[str, int]
@@ -101,6 +106,8 @@ class SearchOptions:
     progress: Callable[[str], None] | None = dataclasses.field(default=None, compare=False, repr=False)
     budget: int | None = None
     seed: int = 0
+    instances: int = 1
+    systolic: bool = False
 
     def __post_init__(self) -> None:
         check_objective(self.objective)
@@ -119,6 +126,8 @@ class SearchOptions:
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int | float) or not v > 0):
                 raise ScheduleError(f"{name} must be a positive number, found {v!r}")
+        if isinstance(self.instances, bool) or not isinstance(self.instances, int) or self.instances < 1:
+            raise ScheduleError(f"instances must be a positive integer, found {self.instances!r}")
         if self.score_rows is not None and (
             isinstance(self.score_rows, bool) or not isinstance(self.score_rows, int) or self.score_rows <= 0
         ):
@@ -246,7 +255,9 @@ class SearchResult:
             f"({self.nest_evaluations} loop nests) of a space of {self.space} in {self.seconds:.3f} s; "
             + ("certified optimum" if self.certified else "not certified (sampled)"),
             f"  best: {self.estimate.latency_cycles:.6g} cycles, "
-            f"{self.estimate.energy_pj:.6g} pJ per instance; "
+            f"{self.estimate.energy_pj:.6g} pJ for {self.estimate.instances} instance"
+            + ("s" if self.estimate.instances != 1 else "")
+            + "; "
             f"bound {self.bound[0]:.6g} cycles, {self.bound[1]:.6g} pJ (gap {g['latency']:.1%} latency, "
             f"{g['energy']:.1%} energy)",
         ]
@@ -323,13 +334,14 @@ def explore(cascade: einsum.Cascade, arch: ArchSpec, options: SearchOptions) -> 
     if options.fusion in ("auto", "layerwise") and not (options.fusion == "auto" and not options.fuse):
         try:
             s = _layerwise(cascade, arch, options, lay, sizes, [f.name for f in facts], nest_evals)
-            candidates.append(_costed(cascade, s, arch, lay, sizes))
+            candidates.append(_costed(cascade, s, arch, lay, sizes, options))
             space += 1
         except ScheduleError as exc:
             problems.append(f"layer by layer: {exc}")
     if not candidates:
         raise ScheduleError(f"no schedule of {cascade.name} on {arch.name!r}: " + "; ".join(problems))
-    bound = _bound(cascade, arch, lay, sizes)
+    per_instance = _bound(cascade, arch, lay, sizes)
+    bound = (per_instance[0] * options.instances, per_instance[1] * options.instances)
     obj = options.objective
     ok = [
         c
@@ -389,7 +401,12 @@ def _round(x: float) -> float:
 
 
 def _costed(
-    cascade: einsum.Cascade, s: Schedule, arch: ArchSpec, lay: Layout, sizes: Mapping[str, int]
+    cascade: einsum.Cascade,
+    s: Schedule,
+    arch: ArchSpec,
+    lay: Layout,
+    sizes: Mapping[str, int],
+    options: SearchOptions,
 ) -> Candidate:
     out_ranks = tuple(r.upper() for e in cascade.einsums if e.output in cascade.outputs for r in e.indices)
     tile = _tile_sizes(lay, sizes, arch, out_ranks) if s.kernels else dict(sizes)
@@ -397,7 +414,19 @@ def _costed(
         for r, v in s.tile.items():
             if not (r == lay.key and lay.whole):
                 tile[r] = min(v, sizes[r])
-    return Candidate(s, estimate(cascade, s, arch, full=sizes, tile=tile, lay=lay))
+    return Candidate(
+        s,
+        estimate(
+            cascade,
+            s,
+            arch,
+            full=sizes,
+            tile=tile,
+            lay=lay,
+            instances=options.instances,
+            systolic=options.systolic,
+        ),
+    )
 
 
 def _bound(
@@ -679,7 +708,7 @@ def _tiled(
                     nests=prologue.nests,
                     residency={**prologue.residency, **residency},
                 )
-            out.append(_costed(cascade, s, arch, lay, sizes))
+            out.append(_costed(cascade, s, arch, lay, sizes, options))
     if not out:
         unique = list(dict.fromkeys(problems))
         if any(" rows: " in p for p in unique):

@@ -17,7 +17,6 @@ from mapper.cost import traffic
 from mapper.masks import schedule_skip
 from mapper.nest import schedule_nests
 from mapper.schedule import (
-    EinsumFacts,
     Layout,
     Schedule,
     actions_at,
@@ -25,15 +24,14 @@ from mapper.schedule import (
     complete_partitions,
     einsum_cycles,
     einsum_facts,
-    exposed_latency,
     fu_ops,
     layout,
     read_tensors,
 )
 from mapper.sram import SRAMModel
+from mapper.timing import kernel_tasks, kernel_transfers, read_latency, schedule_timing
 from sim.accounting import Accounting, constant_scalings
 from sim.accounting import accounting as _accounting
-from sim.engine import Task, Transfers, simulate_kernel
 from sim.errors import EvaluationError
 from sim.report import Report
 from sim.workloads import Workload
@@ -182,7 +180,7 @@ def evaluate(
             n_tasks = inst
         else:
             cyc = einsum_cycles(f, arr, spatial, tile, systolic=systolic, summed=summed)
-            cyc = (cyc + _read_latency(f, cascade, facts, arch)) * share
+            cyc = (cyc + read_latency(f, cascade, facts, arch)) * share
             n_tasks = q_tiles if (not f.step and lay.step) else q_tiles * steps
         busy[arr.name] += cyc * n_tasks
         ops = fu_ops(counts, arr)
@@ -225,43 +223,40 @@ def evaluate(
     for _p, c in nests.values():
         split["compute"] += c.compute_cycles * inst
         split["memory"] += (c.latency_cycles - c.compute_cycles) * inst
-    cycles = 0.0
-    simulated = 0
-    for ki, kernel in enumerate(schedule.kernels):
-        tasks = _tasks(kernel, facts, schedule, arch, tile, systolic, lay, cascade, summed, live)
-        n = q_tiles * steps
-        per_tile: float | Transfers = dram[ki] / bpc / n
-        if arch.dram.transfers == "tile":
-            per_tile = _transfers(cascade, schedule, ki, full, q_tiles // inst, steps, word, lay, arch)
-        timing = simulate_kernel(
-            tasks,
-            query_tiles=q_tiles,
-            steps=steps,
-            lookahead=schedule.lookahead,
-            interleave=schedule.interleave,
-            dram_cycles_per_tile=per_tile,
-        )
-        cycles += timing.cycles
-        simulated += timing.simulated_tiles
+    timing = schedule_timing(
+        cascade,
+        schedule,
+        arch,
+        full=full,
+        tile=tile,
+        lay=lay,
+        instances=inst,
+        dram_bytes=dram,
+        buffer_words=moved.buffer_words,
+        nest_cycles=nest_cycles,
+        live=live,
+        systolic=systolic,
+        summed=summed,
+    )
+    for ki, (tasks, kt) in enumerate(timing.kernels):
         per_unit: dict[str, float] = {}
         per_tile: dict[str, float] = {}
         for t in tasks:
-            count = q_tiles if t.final else n
+            count = q_tiles if t.final else q_tiles * steps
             per_unit[t.unit] = per_unit.get(t.unit, 0.0) + t.cycles * count
             per_tile[t.unit] = per_tile.get(t.unit, 0.0) + t.cycles
         busiest = max(per_unit.values(), default=0.0)
-        memory = max(0.0, min(timing.cycles, dram[ki] / bpc) - busiest)
+        memory = max(0.0, min(kt.cycles, dram[ki] / bpc) - busiest)
         # one tile through every array, less the busiest array's share of it: the pipeline's depth
         depth = sum(per_tile.values()) - max(per_tile.values(), default=0.0) + sum(t.latency for t in tasks)
-        rest = max(0.0, timing.cycles - busiest - memory)
-        split["compute"] += min(busiest, timing.cycles)
+        rest = max(0.0, kt.cycles - busiest - memory)
+        split["compute"] += min(busiest, kt.cycles)
         split["memory"] += memory
         split["fill_drain"] += min(depth, rest)
         split["stalls"] += rest - min(depth, rest)
-    # a buffer with a bounded bandwidth (Buffer.bandwidth) cannot serve the tiles faster than this
-    tiled = max(cycles, moved.buffer_words / arch.buffer.words_per_cycle(arch.word_bits))
-    split["memory"] += tiled - cycles
-    cycles = tiled + nest_cycles
+    split["memory"] += timing.tiled_cycles - sum(kt.cycles for _t, kt in timing.kernels)
+    cycles = timing.cycles
+    simulated = timing.simulated_tiles
     latency_s = cycles / arch.clock_hz
     if leakage:
         comp["buffer.leakage"] = buf.leakage_mw * latency_s * 1e9  # mW x s = mJ = 1e9 pJ
@@ -307,105 +302,10 @@ def evaluate(
     return report
 
 
-def _read_latency(
-    f: EinsumFacts, cascade: einsum.Cascade, facts: Mapping[str, EinsumFacts], arch: ArchSpec
-) -> int:
-    """The buffer's read latency, paid once per tile by an Einsum that streams a cascade input
-    (or a view of one) from the buffer; none for the others (their operands are in the PEs)."""
-    inputs = {i.name for i in cascade.inputs}
-    streams = any(r in inputs or r not in facts for r in f.reads)
-    return arch.buffer.read_latency if streams else 0
-
-
-def _transfers(
-    cascade: einsum.Cascade,
-    schedule: Schedule,
-    kernel: int,
-    full: Mapping[str, int],
-    query_tiles: int,
-    steps: int,
-    word: int,
-    lay: Layout,
-    arch: ArchSpec,
-) -> Transfers:
-    """Tile-by-tile DRAM transfers of one instance's kernel ``kernel`` (``DRAM.transfers = "tile"``):
-    the query-side inputs it reads, split over the query tiles; the key-side ones, over the steps;
-    its outputs, over the query tiles (drained on the write channel)."""
-    sizes = einsum.tensor_sizes(cascade)
-    names = set(schedule.kernels[kernel])
-    facts = {f.name: f for f in einsum_facts(cascade)}
-    graph = einsum.dependency_graph(cascade)
-    read = set()
-    for n in names:
-        for r in facts[n].reads:
-            if r in facts:
-                continue
-            # a partition view (BK) reads its input through its own Einsum
-            producers = [p for p in graph.predecessors(r) if isinstance(p, tuple)]
-            read |= {t for p in producers for t in graph.predecessors(p)} if producers else {r}
-    bpc = arch.dram.bandwidth_bytes_per_s / arch.clock_hz
-    query = key = out = 0.0
-    for inp in cascade.inputs:
-        if inp.name not in read:
-            continue
-        words = sizes[inp.name].at(full)
-        if lay.query in inp.ranks:
-            query += words / query_tiles
-        else:
-            key += words / steps
-    for o in cascade.outputs:
-        if o in names:
-            out += sizes[o].at(full) / query_tiles
-    return Transfers(
-        query=query * word / bpc,
-        key=key * word / bpc,
-        group=max(1, schedule.query_tiles_on_chip[kernel]),
-        latency=arch.dram.latency_cycles,
-        drain=out * word / bpc,
-    )
-
-
-def _tasks(
-    kernel, facts, schedule, arch, tile, systolic, lay, cascade, summed=False, live=None
-) -> list[Task]:  # type: ignore[no-untyped-def]
-    names = set(kernel)
-    tasks: list[Task] = []
-    unit_of = {n: schedule.binding[n] for n in kernel}
-    # which tasks need something from another unit in the same tile (transitively)?
-    needs_other: dict[str, bool] = {}
-    for n in kernel:
-        f = facts[n]
-        other = any(p in names and unit_of[p] != unit_of[n] for p in f.reads) or bool(f.reads_previous)
-        other = other or any(needs_other.get(p, False) for p in f.reads if p in names)
-        needs_other[n] = other
-    for n in kernel:
-        f: EinsumFacts = facts[n]
-        arr = arch.array(unit_of[n])
-        deps = tuple(p for p in f.reads if p in names and p not in f.reads_previous)
-        prev = tuple(p for p in f.reads_previous if p in names)
-        final = bool(lay.step) and not f.step
-        reads_dram = any(
-            schedule.residency.get(r) == "dram" or r in {i.name for i in cascade.inputs} or r not in facts
-            for r in f.reads
-        )
-        tasks.append(
-            Task(
-                name=n,
-                unit=arr.name,
-                cycles=(
-                    einsum_cycles(f, arr, schedule.spatial[arr.name], tile, systolic=systolic, summed=summed)
-                    + _read_latency(f, cascade, facts, arch)
-                )
-                * (live or {}).get(n, 1.0),  # averaged over the tiles: wholly masked ones skipped
-                latency=exposed_latency(f, arr, schedule.spatial),
-                deps=deps,
-                prev=prev,
-                final=final,
-                head=not needs_other[n] and not final,
-                reads_dram=reads_dram,
-            )
-        )
-    return tasks
+# the names the tests and benchmarks used before the timing moved to mapper.timing
+_read_latency = read_latency
+_transfers = kernel_transfers
+_tasks = kernel_tasks
 
 
 def _self_check(

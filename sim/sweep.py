@@ -211,7 +211,9 @@ def _evaluate(point: Mapping[str, Any], arch: Any, w: Any, c: einsum.Cascade) ->
     import sim
     from mapper.search import SearchOptions, explore
 
-    found = explore(c, arch, SearchOptions(sizes=w.for_cascade(c).sizes, **point["options"]))
+    wc = w.for_cascade(c)
+    options = {"instances": wc.instances, **point["options"]}
+    found = explore(c, arch, SearchOptions(sizes=wc.sizes, **options))
     return found, sim.evaluate(c, found.best, arch, w, accounting=point["accounting"])
 
 

@@ -215,7 +215,8 @@ def test_certified_optimum_at_bert_1k_is_fusemax_own_schedule() -> None:
     runs QK, LM, SLN, SLD and SLNV, the 1D array RM, PRM, SPD, RD, SPNV, RNV and AV) is that
     optimum."""
     c, a = einsum.library.get("attention_1pass"), mapper.fusemax()
-    found = explore(c, a, SearchOptions(sizes=sim.workload("BERT", "1K").sizes, top_n=3))
+    w = sim.workload("BERT", "1K")
+    found = explore(c, a, SearchOptions(sizes=w.sizes, top_n=3, instances=w.instances))
     assert found.certified and found.evaluated == found.space
     best = found.best
     own = {e: ("2d" if e in ("QK", "LM", "SLN", "SLD", "SLNV") else "1d") for e in best.binding}

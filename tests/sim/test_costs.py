@@ -164,7 +164,7 @@ def test_a_schedule_that_cannot_progress_is_a_typed_error():
         reads_dram=False,
     )
     with pytest.raises(
-        sim.EvaluationError,
+        mapper.ScheduleError,
         match=r"the schedule cannot make progress at tile 0: each array "
         r"waits on a result that comes later in another's program "
         r"\(1d: B, 2d: A\)",
