@@ -271,9 +271,7 @@ def estimate(
         share = live.get(name, 1.0)
         pj = action_pj(arr, arch)
         energy += sum(counts[k] * share * pj[k] for k in counts) * inst
-        nest = schedule.nests.get(name)
-        spatial = nest.spatial if nest is not None else schedule.spatial[arr.name]
-        if f.reduced and not any(r in spatial for r in f.reduced):
+        if f.reduced:  # the output register's read and write of every reducing operation
             rf_ops = (counts["mac"] + counts["add"] + counts["max"]) * inst * share
             energy += rf_ops * (arr.rf_read_pj + arr.rf_write_pj)
     try:

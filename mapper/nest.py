@@ -15,16 +15,21 @@ computed once per Einsum, sizes and array):
   that sits outside the innermost loop over a rank it does index (the standard stationarity rule;
   inside a buffer tile the reused word waits in the PE's register file, so an array whose
   ``rf_words`` cannot hold a word of every operand rereads each operand on every step);
-  DRAM words of a tensor = its size x those refetches at the DRAM level; buffer reads = its size x
-  the refetches at both levels (a spatial rank the tensor does not index is multicast); an output
-  refetched over a reduction loop writes partial sums and reads them back;
+  DRAM words of a tensor = its size x those refetches over the DRAM level's loops; words the
+  buffer delivers to the array = its size x the refetches over the loops of both levels taken as
+  one nest, DRAM level outermost (Timeloop's rule: a buffer tile that stays while a DRAM-level
+  loop over another rank turns is swept again by the buffer-level loops under it; a spatial rank
+  the tensor does not index is multicast); an output refetched over a reduction loop writes
+  partial sums and reads them back; an output reduced across the array has no register that
+  holds its reduced sum, so every temporal step over another rank updates the buffer;
 - the buffer holds one tile of every tensor (capacity), and serves
   :meth:`mapper.Buffer.words_per_cycle` words per cycle (unbounded unless the architecture sets
   the buffer's ``bandwidth``);
 - latency = max(compute, DRAM bytes / DRAM bytes per cycle, buffer words / buffer words per
   cycle): tiles are double-buffered, so the three overlap and the slowest bounds;
-- energy = the Einsum's actions x pJ per action + register-file accesses (temporal reductions) +
-  buffer reads and writes x pJ per word + DRAM bits x pJ per bit.
+- energy = the Einsum's actions x pJ per action + the output register's read and write of every
+  reducing operation (temporal or spatial, as Timeloop and AccelForge charge them) + buffer reads
+  and writes x pJ per word + DRAM bits x pJ per bit.
 
 :func:`search_nests` enumerates the space (spatial pairs x tile sizes that divide the trips x loop
 orders), prunes every spatial choice whose lower bound (compute at that occupancy, compulsory
@@ -248,6 +253,20 @@ def _refetch(order: Sequence[str], trips_: Mapping[str, int], ranks: frozenset[s
     return n
 
 
+def _refetch_loops(loops: Sequence[tuple[str, int]], ranks: frozenset[str]) -> int:
+    """:func:`_refetch` over a list of ``(rank, trips)`` loops, outermost first, where a rank may
+    have a loop at several levels."""
+    last = -1
+    for i, (r, n) in enumerate(loops):
+        if r in ranks and n > 1:
+            last = i
+    out = 1
+    for r, n in loops[:last]:
+        if r not in ranks:
+            out *= n
+    return out
+
+
 def _all_other(trips_: Mapping[str, int], ranks: frozenset[str]) -> int:
     return math.prod(v for r, v in trips_.items() if r not in ranks)
 
@@ -292,22 +311,34 @@ def nest_cost(problem: NestProblem, nest: LoopNest, *, systolic: bool = False) -
         compute = systolic_cycles(p, nest.spatial) or compute
     outer = {r: -(-t_all[r] // nest.tiles[r]) for r in p.ranks}
     inner = {r: nest.tiles[r] for r in p.ranks}
+    # the loops above the PEs, outermost first: the DRAM level's, then the buffer level's
+    loops = [(r, outer[r]) for r in nest.order] + [(r, inner[r]) for r in nest.order]
+    spatial_reduce = any(r in p.reduced for r in nest.spatial if r is not None)
     dram = 0.0
     reads = 0.0
     writes = 0.0
     held = 0
     for t, rs in p.tensors.items():
         size = p.tensor_words[t]
+        # buffer tiles filled from DRAM: loops at the DRAM level over other ranks outside its
+        # innermost relevant one refetch it
         out_ref = _refetch(nest.order, outer, rs)
-        # reuse inside a buffer tile needs the operand held in the PE's registers meanwhile; a
-        # register file too small for a word of every operand rereads each one on every step
-        in_ref = _refetch(nest.order, inner, rs) if p.rf_holds else _all_other(inner, rs)
+        # words delivered to the array: the same rule over both levels' loops, since a buffer tile
+        # that stays while a DRAM-level loop over another rank turns is still swept again by the
+        # buffer-level loops under it (Timeloop's accesses at the buffer). The reused word waits
+        # in the PE's register meanwhile; a register file too small for a word of every operand
+        # rereads each one on every step, and an output reduced across the array has no register
+        # that holds its reduced sum, so every step updates the buffer
+        if p.rf_holds and not (t == p.output and spatial_reduce):
+            to_array = _refetch_loops(loops, rs)
+        else:
+            to_array = _all_other(outer, rs) * _all_other(inner, rs)
         if t in p.on_chip:  # wholly in the buffer: only the array's reads and writes
             if t == p.output:
-                writes += size * out_ref * in_ref
-                reads += size * (out_ref * in_ref - 1)
+                writes += size * to_array
+                reads += size * (to_array - 1)
             else:
-                reads += size * out_ref * in_ref
+                reads += size * to_array
             continue
         tile = 1
         for r in rs:
@@ -316,21 +347,20 @@ def nest_cost(problem: NestProblem, nest: LoopNest, *, systolic: bool = False) -
         if t == p.output:
             # partial sums leave and come back when a reduction loop wraps the output's loops
             dram += size * (2 * out_ref - 1)
-            writes += size * out_ref * in_ref + size * (out_ref - 1)  # from the array, and refills
-            reads += size * (out_ref * in_ref - 1) + size * out_ref  # partial sums, and drains
+            writes += size * to_array + size * (out_ref - 1)  # from the array, and refills
+            reads += size * (to_array - 1) + size * out_ref  # partial sums, and drains
         else:
             dram += size * out_ref
             writes += size * out_ref  # filled from DRAM
-            reads += size * out_ref * in_ref
+            reads += size * to_array
     fits = held <= p.buffer_capacity_words
     dram_cycles = dram * p.word_bytes / p.dram_bytes_per_cycle
     buffer_cycles = (reads + writes) / p.buffer_words_per_cycle
     latency = max(compute, dram_cycles, buffer_cycles)
     bound = "compute" if latency == compute else "dram" if latency == dram_cycles else "buffer"
-    spatial_reduce = any(r in p.reduced for r in nest.spatial if r is not None)
     energy = (
         p.action_energy_pj
-        + (0.0 if spatial_reduce else p.rf_pj)
+        + p.rf_pj
         + reads * p.buffer_read_pj
         + writes * p.buffer_write_pj
         + dram * p.dram_pj_per_word
@@ -388,9 +418,8 @@ def lower_bound(problem: NestProblem, spatial: Sequence[str | None] | None = Non
         (ins_off + out_off) * p.word_bytes / p.dram_bytes_per_cycle,
         (reads + writes) / p.buffer_words_per_cycle,
     )
-    # register-file accesses of a temporal reduction; with a reduced rank across the array there
-    # may be none (and with no spatial choice fixed, every reduced rank may go across)
-    rf = p.rf_pj if spatial is not None and not any(r in p.reduced for r in spatial if r is not None) else 0.0
+    # the output register's read and write of every reducing operation (temporal or spatial)
+    rf = p.rf_pj
     energy = (
         p.action_energy_pj
         + rf

@@ -172,8 +172,9 @@ def evaluate(
         energy = sum(priced[k] * pj(k) for k in priced) * inst
         nest = schedule.nests.get(name)
         spatial = nest.spatial if nest is not None else schedule.spatial[arr.name]
-        temporal_reduction = bool(f.reduced) and not any(r in spatial for r in f.reduced)
-        rf_ops = (counts["mac"] + counts["add"] + counts["max"]) * inst * share if temporal_reduction else 0
+        # the output register's read and write of every reducing operation, whether the reduced
+        # rank runs in time or across the array (Timeloop's and AccelForge's charge)
+        rf_ops = (counts["mac"] + counts["add"] + counts["max"]) * inst * share if f.reduced else 0
         rf_pj = rf_ops * (arr.rf_read_pj + arr.rf_write_pj) * acct.rf_share(arr)
         if nest is not None:
             cyc = nests[name][1].compute_cycles
