@@ -120,7 +120,6 @@ def traffic(
     (:func:`mapper.schedule.layout`)."""
     query, key, step, whole = lay.query, lay.key, lay.step, lay.whole
     facts = {f.name: f for f in einsum_facts(cascade)}
-    q_tiles = instances * math.prod(-(-full[r] // tile[r]) for r in schedule.tile if not (r == key and whole))
     steps = full[step] if step else 1
     tsizes = tensor_sizes(cascade)
     size_of = {t: tsizes[t].at(full) * instances for t in tsizes}
@@ -145,11 +144,19 @@ def traffic(
         ]
         if not readers:
             continue
-        query_side = query in (facts[name].ranks if name in facts else inp.ranks)  # type: ignore[union-attr]
+        ranks = facts[name].ranks if name in facts else inp.ranks  # type: ignore[union-attr]
+        query_side = query in ranks
         k = kernel_of[readers[0].name]
         p1 = schedule.query_tiles_on_chip[k]
-        loads = 1 if query_side else max(1, (q_tiles // instances) // p1)
-        per_use = steps if query_side else p1
+        # tiles over ranks the input does not index each need all of it again; the tiles over
+        # a rank it does index (a GEMM's N tiles of B) each need only their own slice
+        other = math.prod(
+            -(-full[r] // tile[r])
+            for r in schedule.tile
+            if not (r == key and whole) and r not in ranks and r in full
+        )
+        loads = 1 if query_side else max(1, other // p1)
+        per_use = steps * other if query_side else p1
         n_kernels = max(1, len({kernel_of[r.name] for r in readers}))
         if name in nested and schedule.residency.get(name) == "buffer":
             reads += size_of[name] * loads * per_use * n_kernels  # already on chip

@@ -808,11 +808,12 @@ def _residency(cascade, facts, binding, kernels, arch, lay, sizes, tile, *, scor
     for out in cascade.outputs:
         residency[out] = "dram"
     produced = {f.name for f in facts}
-    e_f = sum(sizes.get(r, 1) for r in ("E", "F"))
+    key_words, q_in_words, q_out_words = _row_words(cascade, lay, sizes)
+    e_f = q_in_words + q_out_words  # the Q and output rows of one query
     # streaming buffers for the key tile (K and V), double-buffered
     rows = max((a.rows for a in arch.arrays if a.is_2d), default=1)
     key_rows = min(rows, tile.get(lay.key, 1)) if lay.key else 1
-    kv_bytes = 2 * key_rows * e_f * word
+    kv_bytes = 2 * key_rows * key_words * word
     where, crossing = _classify(cascade, facts, binding, kernels, lay, sizes, tile)
     long_tensors = [t for t, w in where.items() if w == "long"]
     for t, w in where.items():
@@ -848,7 +849,7 @@ def _residency(cascade, facts, binding, kernels, arch, lay, sizes, tile, *, scor
     elif cascade.iterative:
         state = sum(_per_query_words(cascade, t, lay, sizes) for t in cascade.iterative if t in produced)
         state += len(crossing) * tile[lay.key]  # the staged tiles' words per query
-        per_query = (sizes.get("E", 0) + state) * word
+        per_query = (q_in_words + state) * word
         avail = cap - kv_bytes
         if avail < q_tile * per_query:
             raise ScheduleError(
@@ -875,6 +876,41 @@ def _residency(cascade, facts, binding, kernels, arch, lay, sizes, tile, *, scor
         for i in range(len(kernels))
     )
     return residency, spill, p1s
+
+
+def _row_words(cascade: einsum.Cascade, lay: Layout, sizes: Mapping[str, int]) -> tuple[int, int, int]:
+    """Words per key of the key-side inputs (the K and V rows: E + F), per query of the query-side
+    inputs (the Q row: E) and per query of the outputs (the output row: F), whatever the ranks are
+    called. A row spans the tensor's feature ranks: those no Einsum over both the query and the key
+    rank (the scores) has, so heads and batches are no part of a row.
+    Inputs indexed by both the query and the key rank (a mask) stream with the key tile."""
+    key_ranks = {r for r in (lay.key, lay.whole, lay.outer, lay.step) if r is not None}
+    grid = {lay.query} | key_ranks
+    for e in cascade.einsums:
+        ranks = {i.upper() for i in e.indices}
+        if lay.query in ranks and ranks & key_ranks:
+            grid |= ranks
+
+    def per(ranks: tuple[str, ...]) -> int:
+        return math.prod(sizes.get(r, 1) for r in ranks if r not in grid)
+
+    read = read_tensors(cascade)
+    key = q_in = q_out = 0
+    for t in cascade.inputs:
+        if t.name not in read:
+            continue
+        on_key = bool(key_ranks & set(t.ranks))
+        on_query = lay.query in t.ranks
+        if on_key and not on_query:
+            key += per(t.ranks)
+        elif on_query and not on_key:
+            q_in += per(t.ranks)
+    ranks_of = {e.output: tuple(i.upper() for i in e.indices) for e in cascade.einsums}
+    for o in cascade.outputs:
+        ranks = ranks_of.get(o, ())
+        if lay.query in ranks and not key_ranks & set(ranks):
+            q_out += per(ranks)
+    return key, q_in, q_out
 
 
 def _per_query_words(cascade: einsum.Cascade, tensor: str, lay: Layout, sizes: Mapping[str, int]) -> int:
