@@ -888,7 +888,7 @@ def _row_words(cascade: einsum.Cascade, lay: Layout, sizes: Mapping[str, int]) -
     grid = {lay.query} | key_ranks
     for e in cascade.einsums:
         ranks = {i.upper() for i in e.indices}
-        if lay.query in ranks and ranks & key_ranks:
+        if lay.query in ranks and ranks & {lay.key, lay.whole}:
             grid |= ranks
 
     def per(ranks: tuple[str, ...]) -> int:
