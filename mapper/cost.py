@@ -39,7 +39,7 @@ from mapper.schedule import (
     tensor_sizes,
 )
 from mapper.sram import SRAMError
-from mapper.timing import schedule_timing
+from mapper.timing import latency_lower_bound, schedule_timing
 
 __all__ = ["Estimate", "Traffic", "estimate", "traffic"]
 
@@ -217,6 +217,7 @@ class Estimate:
     busy_cycles: Mapping[str, float]
     dram_bytes: float
     instances: int = 1
+    timed: bool = True  # False: latency_cycles is the proven lower bound (not timed by the engine)
 
     def objective(
         self, objective: str | Mapping[str, float], norm: tuple[float, float] = (1.0, 1.0)
@@ -235,8 +236,11 @@ def estimate(
     sram_model: object = None,
     instances: int = 1,
     systolic: bool = False,
+    timed: bool = True,
 ) -> Estimate:
-    """Latency and energy of ``schedule`` for ``instances`` instances (heads x sequences)."""
+    """Latency and energy of ``schedule`` for ``instances`` instances (heads x sequences). With
+    ``timed=False`` the latency is :func:`mapper.timing.latency_lower_bound` (no engine run); the
+    energy does not depend on it."""
     facts = {f.name: f for f in einsum_facts(cascade)}
     word = arch.word_bytes
     inst = instances
@@ -257,7 +261,7 @@ def estimate(
             cyc *= live.get(name, 1.0)
             n = q_tiles if (not f.step and lay.step) else q_tiles * steps
             busy[arr.name] += cyc * n * inst
-    timing = schedule_timing(
+    latency = (schedule_timing if timed else _bound_timing)(
         cascade,
         schedule,
         arch,
@@ -291,5 +295,14 @@ def estimate(
     dram = moved.dram_total + sum(c.dram_words for _p, c in nests.values()) * inst * word
     energy += reads * read_pj + writes * write_pj + dram * 8 * arch.dram.pj_per_bit
     return Estimate(
-        latency_cycles=timing.cycles, energy_pj=energy, busy_cycles=busy, dram_bytes=dram, instances=inst
+        latency_cycles=latency if isinstance(latency, float) else latency.cycles,
+        energy_pj=energy,
+        busy_cycles=busy,
+        dram_bytes=dram,
+        instances=inst,
+        timed=timed,
     )
+
+
+def _bound_timing(*args: object, **kwargs: object) -> float:
+    return float(latency_lower_bound(*args, **kwargs))  # type: ignore[arg-type]

@@ -238,6 +238,7 @@ class SearchResult:
     bound: tuple[float, float]
     certified: bool
     seconds: float
+    pruned: int = 0  # candidates never timed: their latency's lower bound could not beat the best
 
     @property
     def gap(self) -> dict[str, float]:
@@ -252,7 +253,8 @@ class SearchResult:
         g = self.gap
         lines = [
             f"search ({self.objective}): {self.evaluated} schedules costed "
-            f"({self.nest_evaluations} loop nests) of a space of {self.space} in {self.seconds:.3f} s; "
+            f"({self.nest_evaluations} loop nests; {self.evaluated - self.pruned} timed by the engine, "
+            f"{self.pruned} pruned by a lower bound) of a space of {self.space} in {self.seconds:.3f} s; "
             + ("certified optimum" if self.certified else "not certified (sampled)"),
             f"  best: {self.estimate.latency_cycles:.6g} cycles, "
             f"{self.estimate.energy_pj:.6g} pJ for {self.estimate.instances} instance"
@@ -343,16 +345,13 @@ def explore(cascade: einsum.Cascade, arch: ArchSpec, options: SearchOptions) -> 
     per_instance = _bound(cascade, arch, lay, sizes)
     bound = (per_instance[0] * options.instances, per_instance[1] * options.instances)
     obj = options.objective
-    ok = [
-        c
-        for c in candidates
-        if (options.max_latency_cycles is None or c.estimate.latency_cycles <= options.max_latency_cycles)
-    ]
+    ok, pruned = _timed(cascade, candidates, arch, lay, sizes, options, bound)
     if not ok:
         fastest = min(c.estimate.latency_cycles for c in candidates)
         raise ScheduleError(
             f"no schedule of {cascade.name} on {arch.name!r} meets max_latency_cycles = "
             f"{options.max_latency_cycles:g}; the fastest takes {fastest:.6g} cycles"
+            + ("" if all(c.estimate.timed for c in candidates) else " or more")
         )
 
     if obj != "latency" and any(math.isnan(c.estimate.energy_pj) for c in ok):
@@ -385,6 +384,7 @@ def explore(cascade: einsum.Cascade, arch: ArchSpec, options: SearchOptions) -> 
         objective=obj if isinstance(obj, str) else "weighted",
         evaluated=len(candidates),
         nest_evaluations=nest_evals[0],
+        pruned=pruned,
         space=space,
         bound=bound,
         # loop nests are chosen Einsum by Einsum: the best of a sum of latencies (or energies) is
@@ -407,6 +407,7 @@ def _costed(
     lay: Layout,
     sizes: Mapping[str, int],
     options: SearchOptions,
+    timed: bool = False,
 ) -> Candidate:
     out_ranks = tuple(r.upper() for e in cascade.einsums if e.output in cascade.outputs for r in e.indices)
     tile = _tile_sizes(lay, sizes, arch, out_ranks) if s.kernels else dict(sizes)
@@ -425,8 +426,57 @@ def _costed(
             lay=lay,
             instances=options.instances,
             systolic=options.systolic,
+            timed=timed,
         ),
     )
+
+
+def _timed(
+    cascade: einsum.Cascade,
+    candidates: list[Candidate],
+    arch: ArchSpec,
+    lay: Layout,
+    sizes: Mapping[str, int],
+    options: SearchOptions,
+    norm: tuple[float, float],
+) -> tuple[list[Candidate], int]:
+    """The candidates that meet the constraints, timed by the engine where it matters, and how
+    many were not timed. ``candidates`` carry the latency's proven lower bound
+    (:func:`mapper.timing.latency_lower_bound`) and their exact energy; they are timed in order of
+    the objective at that bound, until the ``top_n``-th best timed objective is below every
+    bound left (the objectives are non-decreasing in latency, so none left can beat it). An
+    untimed candidate that no timed one dominates in latency and energy is timed too, so the
+    Pareto set is exact."""
+    obj = options.objective
+    cap = options.max_latency_cycles
+
+    def value(c: Candidate) -> float:
+        v = c.estimate.objective(obj, norm)
+        return -math.inf if math.isnan(v) else v
+
+    def exact(c: Candidate) -> Candidate:
+        return _costed(cascade, c.schedule, arch, lay, sizes, options, timed=True)
+
+    done: list[Candidate] = []
+    left: list[Candidate] = []
+    for c in sorted(candidates, key=value):
+        if cap is not None and c.estimate.latency_cycles > cap:
+            continue  # its bound already misses the constraint
+        best = sorted(value(d) for d in done if cap is None or d.estimate.latency_cycles <= cap)
+        if len(best) >= options.top_n and value(c) > best[options.top_n - 1] * (1 + 1e-8):
+            left.append(c)
+            continue
+        done.append(exact(c))
+    for c in left:
+        dominated = any(
+            d.estimate.latency_cycles <= c.estimate.latency_cycles
+            and d.estimate.energy_pj <= c.estimate.energy_pj
+            for d in done
+        )
+        if not dominated:
+            done.append(exact(c))
+    ok = [c for c in done if cap is None or c.estimate.latency_cycles <= cap]
+    return ok, len(candidates) - len(done)
 
 
 def _bound(

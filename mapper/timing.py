@@ -19,7 +19,14 @@ from mapper.arch import ArchSpec
 from mapper.engine import KernelTiming, Task, Transfers, simulate_kernel
 from mapper.schedule import EinsumFacts, Layout, Schedule, einsum_cycles, einsum_facts, exposed_latency
 
-__all__ = ["ScheduleTiming", "kernel_tasks", "kernel_transfers", "read_latency", "schedule_timing"]
+__all__ = [
+    "ScheduleTiming",
+    "kernel_tasks",
+    "kernel_transfers",
+    "latency_lower_bound",
+    "read_latency",
+    "schedule_timing",
+]
 
 
 def read_latency(
@@ -208,3 +215,45 @@ def schedule_timing(
         query_tiles=q_tiles,
         steps=steps,
     )
+
+
+def latency_lower_bound(
+    cascade: einsum.Cascade,
+    schedule: Schedule,
+    arch: ArchSpec,
+    *,
+    full: Mapping[str, int],
+    tile: Mapping[str, int],
+    lay: Layout,
+    instances: int,
+    dram_bytes: Sequence[float],
+    buffer_words: float,
+    nest_cycles: float,
+    live: Mapping[str, float],
+    systolic: bool = False,
+    summed: bool = False,
+) -> float:
+    """A proven lower bound of :func:`schedule_timing`'s ``cycles``, without the engine: each array
+    runs its tasks one at a time (a kernel takes at least its busiest array's task cycles), and
+    the DRAM channel moves one tile's transfer after another (at least the kernel's DRAM bytes at
+    the channel's rate, where a task reads DRAM every tile); then the same buffer bound and nests.
+    The search prunes by it: a candidate whose bound exceeds the best timed latency is never
+    timed, and cannot be better."""
+    facts = {f.name: f for f in einsum_facts(cascade)}
+    q_tiles = instances * math.prod(
+        -(-full[r] // tile[r]) for r in schedule.tile if not (r == lay.key and lay.whole)
+    )
+    steps = full[lay.step] if lay.step else 1
+    bpc = arch.dram.bandwidth_bytes_per_s / arch.clock_hz
+    total = 0.0
+    for ki, kernel in enumerate(schedule.kernels):
+        tasks = kernel_tasks(kernel, facts, schedule, arch, tile, systolic, lay, cascade, summed, live)
+        per_unit: dict[str, float] = {}
+        for t in tasks:
+            per_unit[t.unit] = per_unit.get(t.unit, 0.0) + t.cycles * (
+                q_tiles if t.final else q_tiles * steps
+            )
+        dram = dram_bytes[ki] / bpc
+        streams = arch.dram.transfers != "tile" and any(t.reads_dram and not t.final for t in tasks)
+        total += max(max(per_unit.values(), default=0.0), dram if streams else 0.0)
+    return max(total, buffer_words / arch.buffer.words_per_cycle(arch.word_bits)) + nest_cycles
