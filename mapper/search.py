@@ -37,7 +37,16 @@ from mapper.arch import ArchSpec, PEArray
 from mapper.cost import Estimate, estimate
 from mapper.errors import ScheduleError
 from mapper.masks import live_lower_bound
-from mapper.nest import NestCost, action_pj, check_objective, nest_problem, search_nests, spatial_choices
+from mapper.nest import (
+    NestCost,
+    action_pj,
+    check_objective,
+    nest_problem,
+    objective_value,
+    search_nests,
+    spatial_choices,
+)
+from mapper.nest import lower_bound as nest_lower_bound
 from mapper.schedule import (
     EinsumFacts,
     Layout,
@@ -333,7 +342,28 @@ def explore(cascade: einsum.Cascade, arch: ArchSpec, options: SearchOptions) -> 
             + ("no contraction gives a key rank" if lay.key is None else f"no Einsum iterates {lay.query}")
             + "; use fusion='layerwise' or 'auto'"
         )
-    if options.fusion in ("auto", "layerwise") and not (options.fusion == "auto" and not options.fuse):
+    per_instance = _bound(cascade, arch, lay, sizes)
+    bound = (per_instance[0] * options.instances, per_instance[1] * options.instances)
+    cache: dict[int, Candidate] = {}
+    layer_pruned = 0
+    layerwise = options.fusion in ("auto", "layerwise") and not (
+        options.fusion == "auto" and not options.fuse
+    )
+    if layerwise and options.fusion == "auto" and candidates:
+        # the layer-by-layer nest search is the costly part at long sequences: skip it where a
+        # proven bound of its figures cannot beat the fused tilings, nor join their Pareto set
+        lat, en = _layerwise_bound(cascade, arch, sizes, options.instances)
+        ok_fused, _ = _timed(cascade, candidates, arch, lay, sizes, options, bound, cache)
+        values = sorted(c.estimate.objective(options.objective, bound) for c in ok_fused)
+        floor = objective_value(options.objective, lat, en, bound)
+        if (
+            len(values) >= options.top_n
+            and floor > values[options.top_n - 1] * (1 + 1e-8)
+            and any(c.estimate.latency_cycles <= lat and c.estimate.energy_pj <= en for c in ok_fused)
+        ):
+            layerwise, layer_pruned = False, 1
+            space += 1
+    if layerwise:
         try:
             s = _layerwise(cascade, arch, options, lay, sizes, [f.name for f in facts], nest_evals)
             candidates.append(_costed(cascade, s, arch, lay, sizes, options))
@@ -342,10 +372,9 @@ def explore(cascade: einsum.Cascade, arch: ArchSpec, options: SearchOptions) -> 
             problems.append(f"layer by layer: {exc}")
     if not candidates:
         raise ScheduleError(f"no schedule of {cascade.name} on {arch.name!r}: " + "; ".join(problems))
-    per_instance = _bound(cascade, arch, lay, sizes)
-    bound = (per_instance[0] * options.instances, per_instance[1] * options.instances)
     obj = options.objective
-    ok, pruned = _timed(cascade, candidates, arch, lay, sizes, options, bound)
+    ok, pruned = _timed(cascade, candidates, arch, lay, sizes, options, bound, cache)
+    pruned += layer_pruned
     if not ok:
         fastest = min(c.estimate.latency_cycles for c in candidates)
         raise ScheduleError(
@@ -382,7 +411,7 @@ def explore(cascade: einsum.Cascade, arch: ArchSpec, options: SearchOptions) -> 
         top=tuple(ranked[: options.top_n]),
         pareto=tuple(pareto),
         objective=obj if isinstance(obj, str) else "weighted",
-        evaluated=len(candidates),
+        evaluated=len(candidates) + layer_pruned,
         nest_evaluations=nest_evals[0],
         pruned=pruned,
         space=space,
@@ -439,6 +468,7 @@ def _timed(
     sizes: Mapping[str, int],
     options: SearchOptions,
     norm: tuple[float, float],
+    cache: dict[int, Candidate] | None = None,
 ) -> tuple[list[Candidate], int]:
     """The candidates that meet the constraints, timed by the engine where it matters, and how
     many were not timed. ``candidates`` carry the latency's proven lower bound
@@ -454,8 +484,12 @@ def _timed(
         v = c.estimate.objective(obj, norm)
         return -math.inf if math.isnan(v) else v
 
+    memo = cache if cache is not None else {}
+
     def exact(c: Candidate) -> Candidate:
-        return _costed(cascade, c.schedule, arch, lay, sizes, options, timed=True)
+        if id(c) not in memo:
+            memo[id(c)] = _costed(cascade, c.schedule, arch, lay, sizes, options, timed=True)
+        return memo[id(c)]
 
     done: list[Candidate] = []
     left: list[Candidate] = []
@@ -565,6 +599,33 @@ def _nest_for(
     if best is None:
         raise ScheduleError(f"no loop nest of {f.name} fits: " + "; ".join(why))
     return best[1], best[2]
+
+
+def _layerwise_bound(
+    cascade: einsum.Cascade, arch: ArchSpec, sizes: Mapping[str, int], instances: int
+) -> tuple[float, float]:
+    """(latency, energy) no layer-by-layer schedule can beat: every Einsum's loop-nest bound
+    (:func:`mapper.nest.lower_bound`: compute with every PE busy, compulsory traffic) on the array
+    where it is least, with every intermediate on chip; the nests run one after the other."""
+    facts = einsum_facts(cascade)
+    ends = {t.name for t in cascade.inputs} | set(cascade.outputs)
+    inter = frozenset(f.name for f in facts if f.name not in ends)
+    lat = en = 0.0
+    for f in facts:
+        best_l, best_e = math.inf, math.inf
+        for a in arch.arrays:
+            try:
+                p = nest_problem(cascade, f, a, arch, sizes, on_chip=inter)
+            except ScheduleError:
+                continue
+            p = dataclasses.replace(p, on_chip=frozenset(t for t in p.tensors if t in inter))
+            l_, e_ = nest_lower_bound(p)
+            best_l, best_e = min(best_l, l_), min(best_e, e_)
+        if not math.isfinite(best_l):
+            return 0.0, 0.0  # an Einsum no array runs: no bound (the search says why)
+        lat += best_l
+        en += best_e if not math.isnan(best_e) else 0.0
+    return lat * instances, en * instances
 
 
 def _arrays_for(
