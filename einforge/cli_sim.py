@@ -160,10 +160,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             objective=objective,
             bind=bind,
             top_n=args.top,
-            progress=None if args.json else progress,
+            # progress lines are for a person at a terminal, not for a log or a pipe
+            progress=progress if not args.json and sys.stderr.isatty() else None,
         )
         found = explore(cascade, arch, options)
-        if not args.json:
+        if not args.json and sys.stderr.isatty():
             print("\r" + " " * 74 + "\r", end="", file=sys.stderr, flush=True)
         report = sim.evaluate(
             cascade,
@@ -237,7 +238,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
 
     def progress(done: int, total: int, what: str) -> None:
-        if not args.quiet:
+        if not args.quiet and sys.stderr.isatty():
             print(f"\r  [{done:3d}/{total}] {what:40s}", end="", file=sys.stderr, flush=True)
 
     results = list(
@@ -251,7 +252,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         )
     )
     elapsed = time.perf_counter() - t0
-    if not args.quiet:
+    if not args.quiet and sys.stderr.isatty():
         print(file=sys.stderr)
     by = {(r["config"], r["model"], r["seq"]): r["report"] for r in results}
     table_rows = []

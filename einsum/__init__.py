@@ -46,6 +46,7 @@ from einsum._plan import Stage
 from einsum._sizes import bind_sizes, eval_params
 from einsum._stmt import Einsum, Input, ParamDef, Partition
 from einsum.errors import (
+    MAX_RANK_SIZE,
     CascadeError,
     ConfigError,
     EinforgeError,
@@ -83,6 +84,7 @@ __all__ = [
     "Reduce",
     "ReduceOp",
     "Size",
+    "MAX_RANK_SIZE",
     "SizeError",
     "Stage",
     "TopK",

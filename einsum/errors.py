@@ -11,6 +11,7 @@ import difflib
 from collections.abc import Iterable, Sequence
 
 __all__ = [
+    "MAX_RANK_SIZE",
     "CascadeError",
     "ConfigError",
     "EinforgeError",
@@ -52,6 +53,11 @@ class CascadeError(EinsumError):
     def __init__(self, reasons: Sequence[str]) -> None:
         self.reasons = tuple(reasons)
         super().__init__("ill-formed cascade:\n" + "\n".join(f"  - {r}" for r in self.reasons))
+
+
+#: The largest rank size any model accepts (2**40, about 10**12): larger sizes are typing errors
+#: (a size of 2**64 would make loop-nest searches enumerate its divisors for ever).
+MAX_RANK_SIZE = 2**40
 
 
 class SizeError(EinsumError):

@@ -68,6 +68,8 @@ EINSUM_KINDS = ("contraction", "reduce", "map")
 
 KIB = 2**10
 MIB = 2**20
+#: The most PEs along one dimension of an array (a million): larger values are typing errors.
+MAX_ARRAY_DIM = 2**20
 GIB = 2**30
 
 
@@ -141,6 +143,9 @@ class PEArray:
             raise ArchError(f"array name must be letters, digits and '_' such as '2d', found {self.name!r}")
         _integer(owner, rows=self.rows, cols=self.cols, exp_macs=self.exp_macs, rf_words=self.rf_words)
         _positive(owner, rows=self.rows, cols=self.cols, exp_macs=self.exp_macs, rf_words=self.rf_words)
+        for name, v in (("rows", self.rows), ("cols", self.cols)):
+            if v > MAX_ARRAY_DIM:
+                raise ArchError(f"{owner}: {name} must be at most 2**20 = {MAX_ARRAY_DIM} PEs, found {v}")
         _integer(owner, div_latency=self.div_latency)
         _non_negative(owner, div_latency=self.div_latency)
         _non_negative(

@@ -144,6 +144,13 @@ class SearchOptions:
         for r, v in self.sizes.items():
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
                 raise ScheduleError(f"size of rank {r} must be a positive integer, found {v!r}")
+            if v > einsum.MAX_RANK_SIZE:
+                raise ScheduleError(
+                    f"size of rank {r} is {v}, above the largest size einforge models "
+                    f"(2**40 = {einsum.MAX_RANK_SIZE})"
+                )
+        if self.instances > einsum.MAX_RANK_SIZE:
+            raise ScheduleError(f"instances must be at most 2**40, found {self.instances}")
 
 
 def _tile_sizes(

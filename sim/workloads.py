@@ -184,6 +184,11 @@ def workload(
             raise ConfigError(f"sizes: rank name {r!r} is not an identifier such as P or M0")
         if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
             raise ConfigError(f"sizes: rank {r} must be a positive integer, found {v!r}")
+        if v > einsum.MAX_RANK_SIZE:
+            raise ConfigError(
+                f"sizes: rank {r} is {v}, above the largest size einforge models "
+                f"(2**40 = {einsum.MAX_RANK_SIZE})"
+            )
     inst = {INSTANCE_RANKS[r]: given.pop(r) for r in list(given) if r in INSTANCE_RANKS}
     if batch is not None:
         inst.setdefault("batch", batch)

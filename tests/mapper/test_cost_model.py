@@ -193,3 +193,23 @@ def test_the_layerwise_search_is_skipped_only_where_its_bound_cannot_win() -> No
     full = _full_sizes(c, layout(c), w.sizes, a)
     lat, en = _layerwise_bound(c, a, full, w.instances)
     assert lat <= layer.estimate.latency_cycles and en <= layer.estimate.energy_pj
+
+
+# -- absurd sizes are typed errors before any work ------------------------------------------------
+
+
+def test_sizes_of_2_to_the_64_are_refused_before_the_search() -> None:
+    with pytest.raises(
+        mapper.ScheduleError,
+        match=r"^size of rank M is 18446744073709551616, above the largest size einforge models \(2\*\*40 = 1099511627776\)$",
+    ):
+        SearchOptions(sizes={"P": 128, "M": 2**64, "E": 64, "F": 64})
+    with pytest.raises(
+        einsum.ConfigError, match=r"^sizes: rank M is 18446744073709551616, above the largest"
+    ):
+        sim.workload(sizes="P=128,M=18446744073709551616,E=64,F=64")
+    with pytest.raises(
+        mapper.ArchError,
+        match=r"^array '2d': rows must be at most 2\*\*20 = 1048576 PEs, found 18446744073709551617$",
+    ):
+        mapper.fusemax(array_dim=2**64 + 1)
