@@ -12,7 +12,7 @@ from typing import Any
 
 import einsum
 import sim
-from einsum.errors import ConfigError
+from einsum.errors import ConfigError, suggest
 from mapper import arch as archs
 from mapper.search import SearchOptions, explore
 
@@ -133,6 +133,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             for m in models
             for s in seqs
         ]
+    if args.sizes:
+        given = [r for r in sim.parse_sizes(args.sizes) if r not in ("B", "H")]
+        unknown = [r for r in given if r not in cascade.ranks]
+        if unknown:
+            known = sorted(cascade.ranks)
+            hints = "".join(suggest(r, [*known, "B", "H"]) for r in unknown[:1])
+            raise ConfigError(
+                f"--sizes names rank(s) {', '.join(unknown)} that {cascade.name or 'the cascade'} does not "
+                f"have{hints}; its ranks are {', '.join(known)} (B and H are the batch and the heads)"
+            )
     if args.end_to_end and any(w.model == "custom" for w in work):
         raise ConfigError(
             "--end-to-end adds a model's projection and FFN GEMMs: give --model (with --sizes to change "

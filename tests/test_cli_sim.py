@@ -271,3 +271,14 @@ def test_evaluate_refuses_a_missing_cascade_file_and_end_to_end_without_a_model(
         "--array-dim applies to a preset; edit the rows and cols in the architecture file"
         in capsys.readouterr().err
     )
+
+
+def test_evaluate_refuses_ranks_the_cascade_does_not_have(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["evaluate", "--sizes", "P=128,M=1024,E=64,F=64,Bs=8"]) == 2
+    assert capsys.readouterr().err == (
+        "einforge: error: --sizes names rank(s) BS that attention_1pass does not have; did you mean 'B'?; "
+        "its ranks are E, F, M, M0, M1, P (B and H are the batch and the heads)\n"
+    )
+    assert main(["evaluate", "--cascade", "matmul", "--sizes", "M=64,K=64,N=64,P=7"]) == 2
+    assert "names rank(s) P that matmul does not have" in capsys.readouterr().err
+    assert main(["evaluate", "--sizes", "P=8,M=2**70", "--json"]) == 2
