@@ -496,6 +496,45 @@ def demo_compare() -> None:
         )
 
 
+def _whole(x: float) -> float | int:
+    return int(x) if float(x).is_integer() else x
+
+
+def cmd_timeloop(args: argparse.Namespace) -> int:
+    from mapper import timeloop
+
+    design = timeloop.load(*args.files, ert=args.ert)
+    a = design.analyze()
+    out = a.to_dict()
+    if not design.priced:
+        out["energy_pj"] = None
+        for lv in out["levels"].values():  # type: ignore[union-attr]
+            lv["energy_pj"] = None
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    print(
+        f"{design.problem.name}: {a.computes} computes on {a.compute_instances} x {design.compute_name}, "
+        f"{a.cycles:.6g} cycles, utilization {a.utilization:.3f}"
+    )
+    print(f"energy: {a.energy_pj:.6g} pJ" if design.priced else "energy: not priced (give --ert ERT.yaml)")
+    rows = []
+    for level, stats in a.levels.items():
+        for t, st in stats.items():
+            rows.append(
+                {
+                    "level": level,
+                    "instances": a.instances[level],
+                    "tensor": t,
+                    "reads": _whole(st.reads),
+                    "fills": _whole(st.fills),
+                    "updates": _whole(st.updates),
+                }
+            )
+    print(sim.table(rows, list(rows[0])) if rows else "(no storage)")
+    return 0
+
+
 def add_parsers(sub: Any) -> None:
     ev = sub.add_parser("evaluate", help="map a cascade onto an accelerator and simulate it")
     ev.add_argument(
@@ -583,6 +622,16 @@ def add_parsers(sub: Any) -> None:
     sw.add_argument("--format", choices=("png", "svg"), default="png")
     sw.add_argument("--quiet", action="store_true", help="no progress bar")
     sw.set_defaults(func=cmd_sweep)
+    tl = sub.add_parser(
+        "timeloop",
+        help="a Timeloop design (architecture, problem, mapping): accesses per level, cycles, energy",
+    )
+    tl.add_argument("files", nargs="+", help="Timeloop YAML files, merged by their top-level keys")
+    tl.add_argument("--ert", help="Timeloop's ERT YAML: energies per action (else energy is not priced)")
+    tl.add_argument(
+        "--json", action="store_true", help="one object: cycles, energy_pj, computes, utilization, levels"
+    )
+    tl.set_defaults(func=cmd_timeloop)
     cp = sub.add_parser("compare", help="the five FuseMax configurations over models and lengths, with plots")
     cp.add_argument("--model", default="BERT,TrXL,T5,XLM")
     cp.add_argument("--seq", default="1K,4K,16K,64K,256K,1M")

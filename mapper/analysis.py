@@ -1,0 +1,367 @@
+"""Access counts of one Einsum mapped over a storage hierarchy of any depth, by Timeloop's rules.
+
+The data (all frozen): a :class:`Problem` (dimensions with their sizes; data spaces whose ranks
+are affine projections of the dimensions, such as a convolution's input ``W = P + R``; one
+read-write output), a hierarchy of :class:`Storage` levels, outermost (DRAM) first, and one
+:class:`LevelMapping` per level (temporal loops, outermost first; spatial loops across the level's
+fanout to the next level inward; the tensors the level keeps). :func:`analyze` returns, per level
+and tensor, the scalar reads, fills and updates over all instances, and the computes, cycles,
+utilisation and energy.
+
+The rules (Timeloop's uniform, dense model; checked against its reference outputs in the tests):
+
+- The tile a level keeps spans the loops of that level and every level inside it; a rank of the
+  tensor spans ``sum(coef * (span - 1)) + 1`` indices.
+- **Fills** of a level (per instance): its tile, then, for each advance of a temporal loop above it,
+  the words the new tile does not share with the old. An advance moves the loop's dimension by
+  its stride and resets every loop inside it, so a loop over a dimension the tensor does not
+  project onto refetches nothing when it is innermost, and everything when a relevant loop sits
+  inside it; a sliding window (``P + R``) that moves forward fetches only the new halo, one that
+  moves back (an inner loop resetting) is fetched anew.
+- **Reads** of a level: what the next level inward that keeps the tensor fills (over all its
+  instances), or, where no level inside keeps it, one per compute; a spatial loop over a
+  dimension the tensor does not project onto multicasts (one read serves its instances).
+- **The output**: a level's updates are the fills of the next keeper inward (or one per compute
+  at the innermost keeper), divided by the spatial reduction across dimensions the output does
+  not project onto; its reads are its updates less its partition (the words one instance holds
+  over the run): the first update of each word an instance holds over the run reads nothing.
+- Cycles are the computes over the utilised compute instances (no bandwidth throttling).
+- Energy: per level, tensor and action, ``ceil(accesses per instance / block size)`` vector
+  accesses at that action's energy, times the instances; plus computes at the compute energy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+
+from einsum.errors import MAX_RANK_SIZE, suggest
+from mapper.errors import ArchError, ScheduleError
+
+__all__ = [
+    "Analysis",
+    "DataSpace",
+    "LevelMapping",
+    "Problem",
+    "Storage",
+    "TensorStats",
+    "analyze",
+]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DataSpace:
+    """A tensor: each rank a sum of ``(dimension, coefficient)`` terms (``W = P + R``)."""
+
+    name: str
+    projection: tuple[tuple[tuple[str, int], ...], ...]
+    output: bool = False
+
+    @property
+    def dims(self) -> frozenset[str]:
+        return frozenset(d for rank in self.projection for d, _c in rank)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Problem:
+    """One Einsum as Timeloop describes it: dimensions and their sizes, and data spaces."""
+
+    name: str
+    dims: tuple[tuple[str, int], ...]
+    spaces: tuple[DataSpace, ...]
+
+    def __post_init__(self) -> None:
+        names = [d for d, _n in self.dims]
+        problems = []
+        for d, n in self.dims:
+            if isinstance(n, bool) or not isinstance(n, int) or not 0 < n <= MAX_RANK_SIZE:
+                problems.append(f"dimension {d} must be an integer in 1 .. 2**40, found {n!r}")
+        for s in self.spaces:
+            for d in s.dims:
+                if d not in names:
+                    problems.append(
+                        f"data space {s.name} projects onto {d!r}, which is no dimension{suggest(d, names)}"
+                    )
+            for rank in s.projection:
+                for d, c in rank:
+                    if isinstance(c, bool) or not isinstance(c, int) or c < 1:
+                        problems.append(
+                            f"data space {s.name}: coefficient of {d} must be a positive integer, found {c!r}"
+                        )
+        outs = [s.name for s in self.spaces if s.output]
+        if len(outs) != 1:
+            problems.append(f"exactly one data space must be read-write (the output), found {outs or 'none'}")
+        if problems:
+            raise ScheduleError(f"problem {self.name}: " + "; ".join(problems))
+
+    @property
+    def size(self) -> dict[str, int]:
+        return dict(self.dims)
+
+    @property
+    def output(self) -> DataSpace:
+        return next(s for s in self.spaces if s.output)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Storage:
+    """One storage level: its name, instances (at most), block size (words per vector access) and
+    the energy of one vector access per action (pJ)."""
+
+    name: str
+    instances: int = 1
+    block_size: int = 1
+    read_pj: float = 0.0
+    fill_pj: float = 0.0
+    update_pj: float = 0.0
+
+    def __post_init__(self) -> None:
+        for f in ("instances", "block_size"):
+            v = getattr(self, f)
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 < v <= MAX_RANK_SIZE:
+                raise ArchError(f"storage {self.name!r}: {f} must be an integer in 1 .. 2**40, found {v!r}")
+        for f in ("read_pj", "fill_pj", "update_pj"):
+            v = getattr(self, f)
+            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
+                raise ArchError(f"storage {self.name!r}: {f} must be a finite number >= 0, found {v!r}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LevelMapping:
+    """A level's loops: ``temporal`` outermost first, ``spatial`` across its fanout, and the
+    tensors it keeps (``None``: all)."""
+
+    target: str
+    temporal: tuple[tuple[str, int], ...] = ()
+    spatial: tuple[tuple[str, int], ...] = ()
+    keep: frozenset[str] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorStats:
+    """Scalar accesses of one tensor at one level, over all its instances."""
+
+    reads: float
+    fills: float
+    updates: float
+
+    @property
+    def accesses(self) -> float:
+        return self.reads + self.fills + self.updates
+
+
+@dataclasses.dataclass(frozen=True)
+class Analysis:
+    computes: int
+    cycles: float
+    utilization: float
+    compute_instances: int
+    levels: Mapping[str, Mapping[str, TensorStats]]
+    level_energy_pj: Mapping[str, float]
+    compute_energy_pj: float
+    instances: Mapping[str, int]
+
+    @property
+    def energy_pj(self) -> float:
+        return self.compute_energy_pj + sum(self.level_energy_pj.values())
+
+    def scalar_accesses(self, level: str) -> float:
+        return sum(s.accesses for s in self.levels[level].values())
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "cycles": self.cycles,
+            "energy_pj": self.energy_pj,
+            "computes": self.computes,
+            "utilization": self.utilization,
+            "levels": {
+                name: {
+                    "scalar_accesses": self.scalar_accesses(name),
+                    "per_tensor": {
+                        t: {"reads": s.reads, "fills": s.fills, "updates": s.updates}
+                        for t, s in stats.items()
+                    },
+                    "energy_pj": self.level_energy_pj[name],
+                }
+                for name, stats in self.levels.items()
+            },
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class _Loop:
+    level: int
+    dim: str
+    factor: int
+    spatial: bool
+
+
+def _check(problem: Problem, storages: Sequence[Storage], mappings: Sequence[LevelMapping]) -> None:
+    names = [s.name for s in storages]
+    if len(set(names)) != len(names):
+        raise ArchError(f"storage level names repeat: {names}")
+    problems = []
+    if [m.target for m in mappings] != names:
+        problems.append(
+            f"one mapping per level, outermost first, expected targets {names}, "
+            f"found {[m.target for m in mappings]}"
+        )
+    size = problem.size
+    product = {d: 1 for d in size}
+    tensors = [s.name for s in problem.spaces]
+    for m in mappings:
+        for d, f in (*m.temporal, *m.spatial):
+            if d not in size:
+                problems.append(f"mapping of {m.target}: no dimension {d!r}{suggest(d, list(size))}")
+                continue
+            if isinstance(f, bool) or not isinstance(f, int) or not 0 < f <= MAX_RANK_SIZE:
+                problems.append(
+                    f"mapping of {m.target}: factor of {d} must be an integer in 1 .. 2**40, found {f!r}"
+                )
+                continue
+            product[d] *= f
+        for t in m.keep or ():
+            if t not in tensors:
+                problems.append(
+                    f"mapping of {m.target}: keeps {t!r}, which is no data space{suggest(t, tensors)}"
+                )
+    for d, n in size.items():
+        if product[d] != n:
+            problems.append(f"the factors of {d} multiply to {product[d]}, but {d} = {n}")
+    if mappings and mappings[0].keep is not None and set(mappings[0].keep) != set(tensors):
+        problems.append(f"the outermost level {names[0]} must keep every tensor")
+    if problems:
+        raise ScheduleError("mapping: " + "; ".join(problems))
+
+
+def _extent(space: DataSpace, spans: Mapping[str, int]) -> list[int]:
+    return [sum(c * (spans.get(d, 1) - 1) for d, c in rank) + 1 for rank in space.projection]
+
+
+def _fills(space: DataSpace, inner: Sequence[_Loop], above: Sequence[_Loop]) -> int:
+    """Words one instance fills: the tile spanned by ``inner``, then each advance of a temporal
+    loop in ``above`` (outermost first) brings what the moved tile does not share."""
+    spans: dict[str, int] = {}
+    for lp in inner:
+        spans[lp.dim] = spans.get(lp.dim, 1) * lp.factor
+    ext = _extent(space, spans)
+    tile = math.prod(ext)
+    total = tile
+    loops = [lp for lp in above if not lp.spatial]
+    # the stride of each loop: the span of its dimension under it
+    strides = []
+    for i, lp in enumerate(loops):
+        s = spans.get(lp.dim, 1)
+        for later in loops[i + 1 :]:
+            if later.dim == lp.dim:
+                s *= later.factor
+        strides.append(s)
+    outer = 1
+    for i, lp in enumerate(loops):
+        if lp.factor > 1:
+            shift: dict[str, int] = {lp.dim: strides[i]}
+            for j in range(i + 1, len(loops)):
+                inn = loops[j]
+                shift[inn.dim] = shift.get(inn.dim, 0) - (inn.factor - 1) * strides[j]
+            moved = [sum(c * shift.get(d, 0) for d, c in rank) for rank in space.projection]
+            # a window that slides forward keeps its overlap; one that moves back is fetched anew
+            # (Timeloop's deltas)
+            overlap = (
+                0
+                if any(m < 0 for m in moved)
+                else math.prod(max(0, e - m) for e, m in zip(ext, moved, strict=True))
+            )
+            total += (lp.factor - 1) * outer * (tile - overlap)
+        outer *= lp.factor
+    return total
+
+
+def analyze(
+    problem: Problem,
+    storages: Sequence[Storage],
+    mappings: Sequence[LevelMapping],
+    *,
+    compute_pj: float = 0.0,
+    compute_instances: int | None = None,
+) -> Analysis:
+    """Per level and tensor: reads, fills and updates; computes, cycles, energy (module text)."""
+    _check(problem, storages, mappings)
+    loops: list[_Loop] = []
+    for i, m in enumerate(mappings):
+        loops += [_Loop(i, d, f, False) for d, f in m.temporal]
+        loops += [_Loop(i, d, f, True) for d, f in m.spatial]
+    n = len(storages)
+    computes = math.prod(problem.size.values())
+    instances = [math.prod(lp.factor for lp in loops if lp.spatial and lp.level < i) for i in range(n)]
+    for s, inst in zip(storages, instances, strict=True):
+        if inst > s.instances:
+            raise ScheduleError(
+                f"mapping: the spatial factors above {s.name} use {inst} instances, but it has {s.instances}"
+            )
+    pes = math.prod(lp.factor for lp in loops if lp.spatial)
+    if compute_instances is not None and pes > compute_instances:
+        raise ScheduleError(
+            f"mapping: the spatial factors use {pes} compute units, but there are {compute_instances}"
+        )
+    keeps = [[s.name for s in problem.spaces if m.keep is None or s.name in m.keep] for m in mappings]
+
+    def spatial_between(lo: int, hi: int, relevant: frozenset[str]) -> int:
+        """The spatial factor of levels lo .. hi-1 over dimensions not in ``relevant``."""
+        return math.prod(
+            lp.factor for lp in loops if lp.spatial and lo <= lp.level < hi and lp.dim not in relevant
+        )
+
+    per_inst: dict[tuple[int, str], int] = {}  # fills per instance
+    for i in range(n):
+        for t in keeps[i]:
+            space = next(s for s in problem.spaces if s.name == t)
+            has_parent = any(t in keeps[j] for j in range(i))
+            inner = [lp for lp in loops if lp.level >= i]
+            above = [lp for lp in loops if lp.level < i]
+            per_inst[(i, t)] = _fills(space, inner, above) if has_parent else 0
+    levels: dict[str, dict[str, TensorStats]] = {}
+    energy: dict[str, float] = {}
+    for i, st in enumerate(storages):
+        stats: dict[str, TensorStats] = {}
+        e = 0.0
+        for t in keeps[i]:
+            space = next(s for s in problem.spaces if s.name == t)
+            child = next((k for k in range(i + 1, n) if t in keeps[k]), None)
+            if child is None:  # feeds the computes
+                flow = computes / spatial_between(i, n, space.dims)
+            else:
+                flow = per_inst[(child, t)] * instances[child] / spatial_between(i, child, space.dims)
+            fills = per_inst[(i, t)] * instances[i]
+            if space.output:
+                # the words an instance ever holds (its partition): the first update of each
+                # reads nothing
+                spans: dict[str, int] = {}
+                for lp in loops:
+                    if lp.level >= i or not lp.spatial:
+                        spans[lp.dim] = spans.get(lp.dim, 1) * lp.factor
+                fresh = math.prod(_extent(space, spans)) * instances[i]
+                s = TensorStats(reads=flow - fresh, fills=fills, updates=flow)
+            else:
+                s = TensorStats(reads=flow, fills=fills, updates=0.0)
+            stats[t] = s
+            k = instances[i]
+            e += k * (
+                math.ceil(s.reads / k / st.block_size) * st.read_pj
+                + math.ceil(s.fills / k / st.block_size) * st.fill_pj
+                + math.ceil(s.updates / k / st.block_size) * st.update_pj
+            )
+        levels[st.name] = stats
+        energy[st.name] = e
+    cycles = computes / pes
+    units = compute_instances if compute_instances is not None else pes
+    return Analysis(
+        computes=computes,
+        cycles=cycles,
+        utilization=pes / units,
+        compute_instances=units,
+        levels=levels,
+        level_energy_pj=energy,
+        compute_energy_pj=computes * compute_pj,
+        instances={s.name: k for s, k in zip(storages, instances, strict=True)},
+    )

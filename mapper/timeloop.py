@@ -1,0 +1,369 @@
+"""Timeloop designs in einforge: architecture, problem and mapping YAML (Timeloop's v0.2/v0.3 tree
+format, and v0.4's ``nodes`` list) turned into :mod:`mapper.analysis` objects, with energies per
+action from Timeloop's ERT file.
+
+``load(*paths, ert=None)`` reads the files (merged by their top-level keys, as Timeloop does) and
+returns a :class:`Design`; ``Design.analyze()`` returns the :class:`mapper.analysis.Analysis`.
+Unsupported features (sparse optimisations, compressed formats, mapping constraints without a
+mapping) are typed errors that name them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from einsum.errors import suggest
+from mapper.analysis import Analysis, DataSpace, LevelMapping, Problem, Storage, analyze
+from mapper.errors import ArchError, ScheduleError
+
+__all__ = ["Design", "TimeloopError", "load"]
+
+_COMPUTE_CLASSES = ("mac", "intmac", "fpmac", "compute", "multiplier", "adder")
+_UNSUPPORTED = ("sparse_optimizations", "sparse-optimizations")
+
+
+class TimeloopError(ArchError):
+    """A Timeloop file einforge cannot read: what, where, what was found and what was expected."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Design:
+    problem: Problem
+    storages: tuple[Storage, ...]
+    mappings: tuple[LevelMapping, ...]
+    compute_name: str
+    compute_instances: int
+    compute_pj: float
+    priced: bool  # energies came from an ERT
+
+    def analyze(self) -> Analysis:
+        return analyze(
+            self.problem,
+            self.storages,
+            self.mappings,
+            compute_pj=self.compute_pj,
+            compute_instances=self.compute_instances,
+        )
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe YAML that reads Timeloop's v0.4 tags (``!Component``, ``!Container``...) as plain data."""
+
+
+def _untagged(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
+    if isinstance(node, yaml.MappingNode):
+        return loader.construct_mapping(node, deep=True)
+    if isinstance(node, yaml.SequenceNode):
+        return loader.construct_sequence(node, deep=True)
+    return loader.construct_scalar(node)  # type: ignore[arg-type]
+
+
+_Loader.add_multi_constructor("!", _untagged)
+
+
+def _read(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise TimeloopError(f"{p}: not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise TimeloopError(f"{p}: cannot read it ({exc.strerror})") from None
+    try:
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.YAMLError as exc:
+        raise TimeloopError(f"{p}: not YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise TimeloopError(f"{p}: expected a mapping of top-level keys, found {type(data).__name__}")
+    return data
+
+
+def _instances_of(name: str) -> tuple[str, int]:
+    m = re.fullmatch(r"(.*)\[(\d+)\.\.(\d+)\]", name)
+    if m:
+        return m.group(1), int(m.group(3)) - int(m.group(2)) + 1
+    return name, 1
+
+
+def _int(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise TimeloopError(f"{where} must be a positive integer, found {value!r}")
+    return value
+
+
+def _walk_tree(node: Mapping[str, Any], mult: int, out: list[dict[str, Any]], where: str) -> None:
+    """Timeloop v0.2/v0.3: ``subtree`` and ``local`` lists, outermost first."""
+    for comp in node.get("local", []) or []:
+        name, n = _instances_of(str(comp.get("name", "?")))
+        attrs = comp.get("attributes", {}) or {}
+        inst = attrs.get("instances", n * mult) if n == 1 else n * mult
+        out.append(
+            {"name": name, "class": str(comp.get("class", "")), "attributes": attrs, "instances": inst}
+        )
+    for sub in node.get("subtree", []) or []:
+        _, n = _instances_of(str(sub.get("name", "?")))
+        _walk_tree(sub, mult * n, out, f"{where}.{sub.get('name')}")
+
+
+def _walk_nodes(nodes: list[Any], mult: int, out: list[dict[str, Any]]) -> None:
+    """Timeloop v0.4: a ``nodes`` list of components and containers with ``spatial`` fanouts."""
+    for node in nodes:
+        if not isinstance(node, dict):
+            continue
+        spatial = node.get("spatial", {}) or {}
+        fan = math.prod(int(v) for v in spatial.values()) if spatial else 1
+        if "nodes" in node:
+            _walk_nodes(node["nodes"], mult * fan, out)
+            continue
+        if "class" not in node:
+            mult *= fan
+            continue
+        out.append(
+            {
+                "name": str(node.get("name")),
+                "class": str(node.get("class")),
+                "attributes": node.get("attributes", {}) or {},
+                "instances": mult * fan,
+            }
+        )
+        mult *= fan
+
+
+def _components(arch: Any) -> list[dict[str, Any]]:
+    if not isinstance(arch, dict):
+        raise TimeloopError(f"architecture: expected a mapping, found {type(arch).__name__}")
+    out: list[dict[str, Any]] = []
+    if "nodes" in arch:
+        _walk_nodes(arch["nodes"], 1, out)
+    elif "subtree" in arch:
+        _walk_tree(arch, 1, out, "architecture")
+    else:
+        raise TimeloopError("architecture: expected 'subtree' (Timeloop v0.2/v0.3) or 'nodes' (v0.4)")
+    return out
+
+
+def _block(attrs: Mapping[str, Any]) -> int:
+    for key in ("block_size", "block-size", "n_words"):
+        if key in attrs:
+            return _int(attrs[key], f"architecture: {key}")
+    bits = attrs.get("word-bits", attrs.get("datawidth", attrs.get("word_bits")))
+    width = attrs.get("width")
+    if isinstance(bits, int) and isinstance(width, int) and bits > 0 and width >= bits:
+        return width // bits
+    return 1
+
+
+def _problem(data: Any) -> Problem:
+    if not isinstance(data, dict) or "shape" not in data:
+        raise TimeloopError("problem: expected a mapping with 'shape' (and the sizes, or 'instance')")
+    shape = data["shape"]
+    if not isinstance(shape, dict) or not isinstance(shape.get("dimensions", []), list):
+        raise TimeloopError("problem.shape: expected a mapping with a 'dimensions' list and 'data-spaces'")
+    dims = [str(d) for d in shape.get("dimensions", [])]
+    sizes = dict(data.get("instance", {}) or {})
+    sizes.update({k: v for k, v in data.items() if k in dims})
+    coefs = {c["name"]: c.get("default", 1) for c in shape.get("coefficients", []) or []}
+    coefs.update({k: v for k, v in sizes.items() if k in coefs})
+    missing = [d for d in dims if d not in sizes]
+    if missing:
+        raise TimeloopError(f"problem {shape.get('name')}: no size for dimension(s) {', '.join(missing)}")
+    spaces = []
+    for ds in shape.get("data-spaces", shape.get("data_spaces", [])):
+        ranks = []
+        for rank in ds.get("projection", []):
+            terms = []
+            for term in rank:
+                if len(term) == 1:
+                    terms.append((str(term[0]), 1))
+                elif len(term) == 2:
+                    c, d = term
+                    if c not in coefs:
+                        raise TimeloopError(
+                            f"problem: data space {ds.get('name')}: unknown coefficient {c!r}"
+                            f"{suggest(str(c), list(coefs))}"
+                        )
+                    terms.append((str(d), int(coefs[c])))
+                else:
+                    raise TimeloopError(
+                        f"problem: data space {ds.get('name')}: a term is [dim] or [coef, dim], found {term}"
+                    )
+            ranks.append(tuple(terms))
+        rw = ds.get("read-write", ds.get("read_write", False))
+        spaces.append(DataSpace(name=str(ds.get("name")), projection=tuple(ranks), output=bool(rw)))
+    return Problem(
+        name=str(shape.get("name", "problem")),
+        dims=tuple((d, sizes[d]) for d in dims),
+        spaces=tuple(spaces),
+    )
+
+
+def _factors(text: Any, where: str) -> dict[str, int]:
+    if isinstance(text, list):
+        text = " ".join(str(t) for t in text)
+    out: dict[str, int] = {}
+    for tok in str(text).replace("=", "").split():
+        m = re.fullmatch(r"([A-Za-z_]\w*?)(\d+)", tok)
+        if not m:
+            raise TimeloopError(f"{where}: factor {tok!r} is not DIMsize such as P16")
+        if int(m.group(2)) == 0:
+            raise TimeloopError(f"{where}: factor {tok!r}: 0 asks the mapper to fill it in; give the factor")
+        out[m.group(1)] = int(m.group(2))
+    return out
+
+
+def _permutation(perm: Any, dims: list[str], where: str) -> list[str]:
+    """Timeloop lists a permutation innermost first; dimensions not named go outermost."""
+    names = (
+        [str(d) for d in perm]
+        if isinstance(perm, list)
+        else re.findall(r"[A-Z][a-z0-9_]*|[a-z]\w*", str(perm or ""))
+    )
+    for d in names:
+        if d not in dims:
+            raise TimeloopError(f"{where}: permutation names {d!r}, which is no dimension{suggest(d, dims)}")
+    rest = [d for d in dims if d not in names]
+    return list(reversed(names)) if not rest else [*rest, *reversed(names)]
+
+
+def _mappings(data: Any, levels: list[str], problem: Problem) -> tuple[LevelMapping, ...]:
+    entries = data.get("mapping", data) if isinstance(data, dict) else data
+    if not isinstance(entries, list):
+        raise TimeloopError("mapping: expected a list of {target, type, factors, permutation}")
+    dims = [d for d, _n in problem.dims]
+    temporal: dict[str, list[tuple[str, int]]] = {n: [] for n in levels}
+    spatial: dict[str, list[tuple[str, int]]] = {n: [] for n in levels}
+    keep: dict[str, frozenset[str] | None] = {n: None for n in levels}
+    for i, e in enumerate(entries):
+        where = f"mapping[{i}]"
+        if not isinstance(e, dict):
+            raise TimeloopError(f"{where}: expected {{target, type, factors, permutation}}, found {e!r}")
+        target = str(e.get("target"))
+        if target not in levels:
+            raise TimeloopError(
+                f"{where}: target {target!r} is no storage level{suggest(target, levels)}; "
+                f"levels: {', '.join(levels)}"
+            )
+        kind = e.get("type")
+        if kind in ("temporal", "spatial"):
+            f = _factors(e.get("factors", ""), where)
+            for d in f:
+                if d not in dims:
+                    raise TimeloopError(f"{where}: factor of {d!r}, which is no dimension{suggest(d, dims)}")
+            order = _permutation(e.get("permutation", ""), dims, where)
+            loops = [(d, f.get(d, 1)) for d in order if f.get(d, 1) > 1]
+            (temporal if kind == "temporal" else spatial)[target].extend(loops)
+        elif kind in ("bypass", "dataspace", "datatype"):
+            names = [s.name for s in problem.spaces]
+            kept = e.get("keep", []) or []
+            bypassed = e.get("bypass", []) or []
+            for t in [*kept, *bypassed]:
+                if t not in names:
+                    raise TimeloopError(f"{where}: data space {t!r} is unknown{suggest(str(t), names)}")
+            keep[target] = frozenset(t for t in names if t not in bypassed)
+        else:
+            raise TimeloopError(f"{where}: type {kind!r} is not temporal, spatial or bypass")
+    return tuple(
+        LevelMapping(target=n, temporal=tuple(temporal[n]), spatial=tuple(spatial[n]), keep=keep[n])
+        for n in levels
+    )
+
+
+def _ert(data: Any) -> dict[str, dict[str, float]]:
+    tables = (data.get("ERT", data) if isinstance(data, dict) else {}).get("tables", [])
+    out: dict[str, dict[str, float]] = {}
+    for t in tables:
+        name, _ = _instances_of(str(t.get("name", "")).split(".")[-1])
+        acts: dict[str, float] = {}
+        for a in t.get("actions", []):
+            e = a.get("energy")
+            if e is None and a.get("arguments"):
+                args = a["arguments"]
+                e = (args[0] if isinstance(args, list) else args).get("energy")
+            if isinstance(e, int | float):
+                acts.setdefault(str(a.get("name")), float(e))
+        out[name] = acts
+    return out
+
+
+def load(*paths: str | Path, ert: str | Path | None = None) -> Design:
+    """A Timeloop design from its YAML files (architecture, problem, mapping: one file or several,
+    merged by top-level keys), priced by ``ert`` (Timeloop's ERT YAML) when given."""
+    try:
+        return _load(paths, ert)
+    except (TypeError, AttributeError, KeyError, ValueError) as exc:
+        if isinstance(exc, ArchError | ScheduleError):
+            raise
+        files = ", ".join(map(str, paths))
+        raise TimeloopError(
+            f"{files}: a field has the wrong shape ({type(exc).__name__}: {exc}); expected Timeloop's "
+            "architecture, problem and mapping formats"
+        ) from None
+
+
+def _load(paths: tuple[str | Path, ...], ert: str | Path | None) -> Design:
+    merged: dict[str, Any] = {}
+    for p in paths:
+        merged.update(_read(p))
+    for key in _UNSUPPORTED:
+        if merged.get(key):
+            raise TimeloopError(f"{key}: sparse optimisations and compressed formats are not modelled")
+    for key in ("architecture", "problem"):
+        if key not in merged:
+            raise TimeloopError(
+                f"no '{key}' in {', '.join(map(str, paths))}; expected the architecture, problem and "
+                "mapping (the files Timeloop's front end reads, or its parsed-processed-input.yaml)"
+            )
+    if "mapping" not in merged:
+        raise TimeloopError(
+            "no 'mapping': einforge evaluates a given Timeloop mapping; searching one over a Timeloop "
+            "architecture is not built yet"
+        )
+    comps = _components(merged["architecture"])
+    compute = [c for c in comps if any(k in c["class"].lower() for k in _COMPUTE_CLASSES)]
+    storage = [c for c in comps if c not in compute]
+    if not compute or not storage:
+        raise TimeloopError(
+            "architecture: expected storage levels and a compute unit "
+            f"(class one of {', '.join(_COMPUTE_CLASSES)}), "
+            f"found {[c['name'] + ':' + c['class'] for c in comps]}"
+        )
+    energies = _ert(_read(ert)) if ert is not None else {}
+    storages = []
+    for c in storage:
+        acts = energies.get(c["name"], {})
+        read = acts.get("read", 0.0)
+        write = acts.get("write", acts.get("update", read))
+        storages.append(
+            Storage(
+                name=c["name"],
+                instances=int(c["instances"]),
+                block_size=_block(c["attributes"]),
+                read_pj=read,
+                fill_pj=write,
+                update_pj=acts.get("update", write),
+            )
+        )
+    problem = _problem(merged["problem"])
+    levels = [s.name for s in storages]
+    mappings = _mappings(merged["mapping"], levels, problem)
+    comp = compute[-1]
+    cacts = energies.get(comp["name"], {})
+    mac = next((v for k, v in cacts.items() if k.startswith("mac") or k == "compute"), 0.0)
+    if ert is not None and comp["name"] not in energies:
+        raise TimeloopError(f"{ert}: no table for the compute unit {comp['name']!r}")
+    return Design(
+        problem=problem,
+        storages=tuple(storages),
+        mappings=mappings,
+        compute_name=comp["name"],
+        compute_instances=int(comp["instances"]),
+        compute_pj=mac,
+        priced=ert is not None,
+    )

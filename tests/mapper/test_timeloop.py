@@ -1,0 +1,197 @@
+"""Timeloop designs evaluated by einforge's hierarchy analysis (:mod:`mapper.analysis`), against
+Timeloop's own reference outputs (the Timeloop/Accelergy exercises, see timeloop/README.md):
+every level's reads, fills and updates per tensor, the computes, the cycles and the energy."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import yaml
+
+from einforge.cli import main
+from einsum.errors import EinforgeError
+from mapper import timeloop
+from mapper.analysis import DataSpace, LevelMapping, Problem, Storage, analyze
+from mapper.errors import ScheduleError
+
+HERE = Path(__file__).parent / "timeloop"
+SEEDS = 200  # seeded mutations of the designs in the default run
+
+# timeloop-model.stats.txt: per level, tensor -> (reads, fills, updates) per instance
+NO_BYPASS = {
+    "MainMemory": {"Weights": (96, 0, 0), "Inputs": (18, 0, 0), "Outputs": (0, 0, 512)},
+    "GlobalBuffer": {"Weights": (96, 96, 0), "Inputs": (288, 18, 0), "Outputs": (0, 512, 512)},
+    "RegisterFile": {"Weights": (1536, 96, 0), "Inputs": (1536, 288, 0), "Outputs": (1024, 512, 1536)},
+}
+BYPASS = {
+    "MainMemory": NO_BYPASS["MainMemory"],
+    "GlobalBuffer": {"Weights": (1536, 96, 0), "Inputs": (1536, 18, 0)},
+    "RegisterFile": {"Outputs": (1024, 512, 1536)},
+}
+SPATIAL_KP = {  # 16 register files, K across them
+    "MainMemory": {"Weights": (3072, 0, 0), "Inputs": (576, 0, 0), "Outputs": (0, 0, 512)},
+    "GlobalBuffer": {"Weights": (3072, 3072, 0), "Inputs": (1152, 576, 0), "Outputs": (15872, 512, 16384)},
+    "RegisterFile": {"Weights": (3072, 192, 0), "Inputs": (3072, 1152, 0), "Outputs": (3040, 1024, 3072)},
+}
+
+
+@pytest.mark.parametrize(
+    ("files", "expected", "cycles", "energy_pj"),
+    [
+        (("3level.arch.yaml", "conv1d+oc.prob.yaml", "3level.map.yaml"), NO_BYPASS, 1536, 49565.49),
+        (("3level.arch.yaml", "conv1d+oc.prob.yaml", "3level-bypass.map.yaml"), BYPASS, 1536, 53462.94),
+        (
+            ("3levelspatial.arch.yaml", "conv1d+oc+ic.prob.yaml", "3levelspatial-kp.map.yaml"),
+            SPATIAL_KP,
+            3072,
+            524790.49,
+        ),
+    ],
+)
+def test_timeloop_reference_outputs(
+    files: tuple[str, ...], expected: dict, cycles: int, energy_pj: float
+) -> None:
+    ert = HERE / ("3levelspatial.ERT.yaml" if "spatial" in files[0] else "3level.ERT.yaml")
+    design = timeloop.load(*(HERE / f for f in files), ert=ert)
+    a = design.analyze()
+    assert a.computes == cycles * a.compute_instances
+    assert a.cycles == cycles and a.utilization == 1.0
+    for level, tensors in expected.items():
+        k = a.instances[level]
+        got = {t: (s.reads / k, s.fills / k, s.updates / k) for t, s in a.levels[level].items()}
+        assert got == {t: tuple(float(x) for x in v) for t, v in tensors.items()}, level
+    # Timeloop prints the vector energies rounded to 0.01 pJ
+    assert a.energy_pj == pytest.approx(energy_pj, rel=2e-5)
+    assert a.energy_pj == pytest.approx(a.compute_energy_pj + sum(a.level_energy_pj.values()))
+
+
+def test_timeloop_v04_nodes_give_the_same_counts() -> None:
+    files = ("3levelspatial.v04.arch.yaml", "conv1d+oc+ic.prob.yaml", "3levelspatial-kp.map.yaml")
+    a = timeloop.load(*(HERE / f for f in files), ert=HERE / "3levelspatial.ERT.yaml").analyze()
+    assert a.instances == {"MainMemory": 1, "GlobalBuffer": 1, "RegisterFile": 16}
+    assert a.scalar_accesses("GlobalBuffer") == 3072 * 2 + 1152 + 576 + 15872 + 512 + 16384
+    assert a.energy_pj == pytest.approx(524790.49, rel=2e-5)
+
+
+def test_the_command_line_prints_one_object(capsys: pytest.CaptureFixture[str]) -> None:
+    files = [str(HERE / f) for f in ("3level.arch.yaml", "conv1d+oc.prob.yaml", "3level.map.yaml")]
+    assert main(["timeloop", *files, "--ert", str(HERE / "3level.ERT.yaml"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["computes"] == 1536 and out["cycles"] == 1536
+    assert out["levels"]["GlobalBuffer"]["scalar_accesses"] == 96 + 96 + 288 + 18 + 512 + 512
+    assert out["levels"]["RegisterFile"]["per_tensor"]["Outputs"] == {
+        "reads": 1024,
+        "fills": 512,
+        "updates": 1536,
+    }
+    assert main(["timeloop", *files]) == 0
+    text = capsys.readouterr().out
+    assert "RegisterFile" in text and "energy: not priced" in text
+
+
+def test_a_hand_counted_multicast_and_spatial_reduction() -> None:
+    """Z[m] = sum_k A[m, k] * B[k]; a buffer over 4 PEs with K across them (spatial reduction of
+    Z, B unicast, A unicast) and M across 2 more (B multicast)."""
+    p = Problem(
+        name="gemv",
+        dims=(("M", 8), ("K", 4)),
+        spaces=(
+            DataSpace(name="A", projection=((("M", 1),), (("K", 1),))),
+            DataSpace(name="B", projection=((("K", 1),),)),
+            DataSpace(name="Z", projection=((("M", 1),),), output=True),
+        ),
+    )
+    st = [Storage(name="DRAM"), Storage(name="Buf"), Storage(name="Reg", instances=8)]
+    mp = [
+        LevelMapping(target="DRAM"),
+        LevelMapping(target="Buf", temporal=(("M", 4),), spatial=(("K", 4), ("M", 2))),
+        LevelMapping(target="Reg"),
+    ]
+    a = analyze(p, st, mp)
+    assert a.cycles == 4 and a.instances["Reg"] == 8
+    reg, buf = a.levels["Reg"], a.levels["Buf"]
+    # each PE: one B word for the whole run (K fixed per PE), a new A word every step
+    assert (reg["B"].fills, reg["A"].fills) == (8, 32)
+    # B: 8 PEs hold 8 words but only 4 distinct: M's 2-way spatial loop multicasts
+    assert buf["B"].reads == 4
+    # Z: 32 updates from the PEs, reduced 4-way across K: 8 updates reach the buffer
+    assert buf["Z"].updates == 8 and buf["Z"].reads == 0
+
+
+def test_bad_designs_are_typed_errors(tmp_path: Path) -> None:
+    files = [HERE / f for f in ("3level.arch.yaml", "conv1d+oc.prob.yaml")]
+    bad = tmp_path / "m.yaml"
+    bad.write_text("mapping:\n  - {target: GlobalBufer, type: temporal, factors: P16}\n")
+    with pytest.raises(
+        timeloop.TimeloopError,
+        match=r"target 'GlobalBufer' is no storage level; did you mean 'GlobalBuffer'\?",
+    ):
+        timeloop.load(*files, bad)
+    bad.write_text("mapping:\n  - {target: GlobalBuffer, type: temporal, factors: P15 K32 R3}\n")
+    with pytest.raises(ScheduleError, match=r"the factors of P multiply to 15, but P = 16"):
+        timeloop.load(*files, bad).analyze()
+    with pytest.raises(timeloop.TimeloopError, match=r"no 'mapping'"):
+        timeloop.load(*files)
+    bad.write_text("sparse_optimizations:\n  targets: []\n  x: 1\n")
+    with pytest.raises(timeloop.TimeloopError, match=r"sparse optimisations"):
+        timeloop.load(*files, bad)
+    bad.write_text("mapping: [7]\n")
+    with pytest.raises(timeloop.TimeloopError, match=r"mapping\[0\]: expected"):
+        timeloop.load(*files, bad)
+    bad.write_text("mapping:\n  - {target: GlobalBuffer, type: temporal, factors: {P: 16}}\n")
+    with pytest.raises(timeloop.TimeloopError):
+        timeloop.load(*files, bad)
+    bad.write_bytes(b"\xff\xfe")
+    with pytest.raises(timeloop.TimeloopError, match=r"not UTF-8"):
+        timeloop.load(bad)
+
+
+def _mutations(rng: random.Random, data: object) -> object:
+    """One random change somewhere in a parsed YAML document."""
+    if isinstance(data, dict) and data:
+        k = rng.choice(list(data))
+        out = dict(data)
+        r = rng.random()
+        if r < 0.15:
+            del out[k]
+        elif r < 0.3:
+            out[k] = rng.choice([None, 7, -1, 2**64, "x", [], {}, 1.5, True])
+        elif r < 0.4:
+            out[k + "_typo"] = out.pop(k)
+        else:
+            out[k] = _mutations(rng, data[k])
+        return out
+    if isinstance(data, list) and data:
+        i = rng.randrange(len(data))
+        out_l = list(data)
+        if rng.random() < 0.2:
+            del out_l[i]
+        else:
+            out_l[i] = _mutations(rng, data[i])
+        return out_l
+    if isinstance(data, str):
+        return rng.choice([data + "0", data[:-1], "P0", "K-3", "Q16", "", "P16 P16"])
+    if isinstance(data, int) and not isinstance(data, bool):
+        return rng.choice([0, -data, data * 7, 2**64, 1])
+    return rng.choice([None, "y", 3])
+
+
+@pytest.mark.parametrize("seed", range(SEEDS))
+def test_mutated_designs_give_a_result_or_a_typed_error(seed: int, tmp_path: Path) -> None:
+    rng = random.Random(seed)
+    names = ("3levelspatial.arch.yaml", "conv1d+oc+ic.prob.yaml", "3levelspatial-kp.map.yaml")
+    docs = [yaml.safe_load((HERE / n).read_text()) for n in names]
+    j = rng.randrange(3)
+    docs[j] = _mutations(rng, docs[j])
+    paths = []
+    for n, d in zip(names, docs, strict=True):
+        p = tmp_path / n
+        p.write_text(yaml.safe_dump(d))
+        paths.append(p)
+    try:
+        timeloop.load(*paths).analyze()
+    except EinforgeError:
+        pass
