@@ -33,7 +33,7 @@ def _load(spec: str) -> Cascade:
         return einsum.library.get(spec)
     if not path.is_file():
         raise EinforgeError(f"no library cascade or file named {spec!r}")
-    return einsum.parse(path.read_text(encoding="utf-8"))
+    return einsum.parse(einsum.read_text(path, "cascade file"))
 
 
 def _sizes(items: Sequence[str]) -> dict[str, int]:
@@ -85,7 +85,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     status = 0
     for name in args.files:
         try:
-            c = einsum.parse(Path(name).read_text(encoding="utf-8"))
+            c = einsum.parse(einsum.read_text(name, "cascade file"))
         except OSError as exc:
             print(f"{name}: cannot read: {exc.strerror}", file=sys.stderr)
             status = 1

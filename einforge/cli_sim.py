@@ -80,7 +80,7 @@ def _cascade(text: str | None, arch: str) -> einsum.Cascade:
         path = Path(text)
         if not path.is_file():
             raise ConfigError(f"--cascade {text!r}: no such file")
-        return einsum.parse(path.read_text(encoding="utf-8"))
+        return einsum.parse(einsum.read_text(path, "cascade file"))
     return einsum.library.get(text)
 
 

@@ -53,6 +53,7 @@ from einsum.errors import (
     EinsumError,
     ParseError,
     SizeError,
+    read_text,
 )
 
 __all__ = [
@@ -86,6 +87,7 @@ __all__ = [
     "Size",
     "MAX_RANK_SIZE",
     "SizeError",
+    "read_text",
     "Stage",
     "TopK",
     "Var",

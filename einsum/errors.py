@@ -11,6 +11,7 @@ import difflib
 from collections.abc import Iterable, Sequence
 
 __all__ = [
+    "read_text",
     "MAX_RANK_SIZE",
     "CascadeError",
     "ConfigError",
@@ -76,3 +77,20 @@ def suggest(name: object, known: Iterable[str], *, prefix: str = "") -> str:
     close = [k for k in known if k.lower() == str(name).lower()]
     close = close or difflib.get_close_matches(str(name), known, n=1)
     return f"; did you mean {prefix}{close[0]!r}?" if close else ""
+
+
+def read_text(path: object, what: str = "file", error: type[EinforgeError] = ConfigError) -> str:
+    """The text of ``path`` as UTF-8, or ``error`` saying what could not be read and why (a missing
+    file, a folder, bytes that are not UTF-8, with their offset)."""
+    from pathlib import Path
+
+    p = Path(str(path))
+    try:
+        return p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        bad = exc.object[exc.start : exc.start + 1].hex()
+        raise error(
+            f"{what} {str(p)!r}: not UTF-8 text (byte 0x{bad} at offset {exc.start}); save it as UTF-8"
+        ) from None
+    except OSError as exc:
+        raise error(f"cannot read {what} {str(p)!r}: {exc.strerror or exc}") from None

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from einsum.errors import suggest
+from einsum.errors import read_text, suggest
 from mapper import sram
 from mapper.errors import ArchError
 from mapper.sram import SRAMModel
@@ -558,10 +558,7 @@ def _yaml12_loader() -> type:
 def load(path: str | Path) -> ArchSpec:
     """Read an architecture written by :meth:`ArchSpec.save` (JSON or YAML)."""
     p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise ArchError(f"cannot read architecture file {str(p)!r}: {exc.strerror}") from None
+    text = read_text(p, "architecture file", ArchError)
     if p.suffix == ".json":
         try:
             data = json.loads(text)

@@ -88,9 +88,12 @@ def load_spec(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"sweep file {str(path)!r} does not exist")
-    text = p.read_text(encoding="utf-8")
+    text = einsum.read_text(p, "sweep file")
     if p.suffix == ".json":
-        data = json.loads(text)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"sweep file {str(p)!r}: not valid JSON: {exc}") from None
     else:
         import yaml
 
@@ -152,9 +155,9 @@ def point_key(point: Mapping[str, Any]) -> str:
     blob = json.dumps({"point": point, "version": _version()}, sort_keys=True, default=str)
     cascade = point["cascade"]
     if cascade.endswith(".ein") and Path(cascade).is_file():  # a file: its text, not its name
-        blob += Path(cascade).read_text(encoding="utf-8")
+        blob += einsum.read_text(cascade, "cascade file")
     if str(point["arch"]).endswith((".yaml", ".yml", ".json")) and Path(point["arch"]).is_file():
-        blob += Path(point["arch"]).read_text(encoding="utf-8")
+        blob += einsum.read_text(point["arch"], "architecture file")
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
@@ -187,7 +190,7 @@ def _workload(spec: Mapping[str, Any]) -> Any:
 
 def _cascade(name: str) -> einsum.Cascade:
     if name.endswith(".ein"):
-        return einsum.parse(Path(name).read_text(encoding="utf-8"))
+        return einsum.parse(einsum.read_text(name, "cascade file"))
     return einsum.library.get(name)
 
 

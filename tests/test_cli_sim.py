@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -282,3 +283,25 @@ def test_evaluate_refuses_ranks_the_cascade_does_not_have(capsys: pytest.Capture
     assert main(["evaluate", "--cascade", "matmul", "--sizes", "M=64,K=64,N=64,P=7"]) == 2
     assert "names rank(s) P that matmul does not have" in capsys.readouterr().err
     assert main(["evaluate", "--sizes", "P=8,M=2**70", "--json"]) == 2
+
+
+def test_input_files_that_are_not_utf8_are_typed_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_bytes(b"\xff\xfe bad")
+    for argv, what in (
+        (["evaluate", "--arch", str(bad)], "architecture file"),
+        (["evaluate", "--cascade", str(bad.with_suffix(".ein"))], "cascade file"),
+        (["sweep", str(bad), "--out", str(tmp_path / "o")], "sweep file"),
+    ):
+        bad.with_suffix(".ein").write_bytes(b"\xff\xfe bad")
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert (
+            err.startswith(f"einforge: error: {what} '") and "not UTF-8 text (byte 0xff at offset 0)" in err
+        )
+    spec = tmp_path / "s.json"
+    spec.write_text("{not json")
+    assert main(["sweep", str(spec), "--out", str(tmp_path / "o")]) == 2
+    assert "not valid JSON" in capsys.readouterr().err
