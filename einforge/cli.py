@@ -397,8 +397,10 @@ def check_output_file(path: str, what: str) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 ok, 1 check failed, 2 bad input). Output
-    cut short by a closed pipe (``einforge show X | head``) ends quietly."""
+    """Run the command line; returns the exit status (0 ok, 1 check failed, 2 bad input, 130
+    interrupted). Output cut short by a closed pipe (``einforge show X | head``) ends quietly;
+    Ctrl-C ends any command with one line, not a traceback (a resumable sweep keeps what it
+    stored)."""
     args = _parser().parse_args(argv)
     try:
         status = int(args.func(args))
@@ -407,6 +409,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EinforgeError as exc:
         print(f"einforge: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"\neinforge: interrupted ({args.command})", file=sys.stderr)
+        return 130
     except BrokenPipeError:
         import os
 

@@ -432,7 +432,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             out=out,
             workers=args.workers,
             executor=client,
-            progress=None if args.quiet else sw.progress_bar,
+            progress=None if args.quiet or not sys.stderr.isatty() else sw.progress_bar,
             area_model=area_model,
         )
     finally:

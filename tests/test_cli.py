@@ -151,3 +151,19 @@ def test_compile_and_run_with_the_cpu_backend(tmp_path, capsys: pytest.CaptureFi
     got = np.load(tmp_path / "o.npz")["AV"]
     want = golden.run(einsum.library.get("sigmoid_attention"), arrays)["AV"]
     np.testing.assert_allclose(got, want, rtol=1e-10)
+
+
+def test_ctrl_c_ends_a_command_with_one_line_and_130(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import einforge.cli as cli_mod
+
+    def interrupted(args: object) -> int:
+        raise KeyboardInterrupt
+
+    parser = cli_mod._parser()
+    args = parser.parse_args(["list"])
+    monkeypatch.setattr(args, "func", interrupted)
+    monkeypatch.setattr(cli_mod, "_parser", lambda: type("P", (), {"parse_args": lambda self, a: args})())
+    assert cli_mod.main(["list"]) == 130
+    assert capsys.readouterr().err == "\neinforge: interrupted (list)\n"
