@@ -108,8 +108,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise EinforgeError(f"-i {item!r}: expected NAME=FILE.npy")
         try:
             inputs[name] = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise EinforgeError(f"-i {item!r}: cannot read {path}: {exc}") from None
+        except (OSError, ValueError, EOFError) as exc:
+            why = str(exc) or "the file is empty"
+            raise EinforgeError(f"-i {item!r}: cannot read {path} as a .npy array: {why}") from None
     if args.backend == "cpu":
         fn = golden.compile(c)
         if fn.template is not None:
@@ -393,6 +394,14 @@ def check_output_file(path: str, what: str) -> Path:
         raise EinforgeError(f"{what} {path!r}: {str(parent)!r} is a file, not a folder")
     if not os.access(parent, os.W_OK):
         raise EinforgeError(f"{what} {path!r}: folder {str(parent)!r} is not writable")
+    existed = p.exists()
+    try:  # what os.access cannot tell (root in /proc, a read-only mount): try it
+        with p.open("a", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        raise EinforgeError(f"{what} {path!r}: cannot write there ({exc.strerror or exc})") from None
+    if not existed:
+        p.unlink()
     return p
 
 

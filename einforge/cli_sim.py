@@ -319,12 +319,22 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, found {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, found {n}")
+    return n
+
+
 def _bytes(text: str) -> int:
     units = {"K": 2**10, "M": 2**20, "G": 2**30}
     t = text.strip().upper().removesuffix("B").removesuffix("I")
     try:
         return int(float(t[:-1]) * units[t[-1]]) if t and t[-1] in units else int(t)
-    except ValueError:
+    except (ValueError, OverflowError):
         raise ConfigError(f"buffer size {text!r} is not a size like 16M, 16MiB, 4096K or 1048576") from None
 
 
@@ -613,7 +623,7 @@ def add_parsers(sub: Any) -> None:
     sw = sub.add_parser("sweep", help="a design-space sweep from a YAML/JSON file: table, Pareto front, plot")
     sw.add_argument("spec", help="the sweep file (see sim.sweep)")
     sw.add_argument("--out", required=True, help="folder for the store, results.csv, results.jsonl and plots")
-    sw.add_argument("--workers", type=int, default=None, help="local processes (default: the CPUs)")
+    sw.add_argument("--workers", type=_positive_int, default=None, help="local processes (default: the CPUs)")
     sw.add_argument("--dask", metavar="tcp://HOST:PORT", help="run the points on a Dask cluster's scheduler")
     sw.add_argument(
         "--pareto",

@@ -303,6 +303,13 @@ def _binding_text(s: Schedule) -> str:
 
 def _validate(cascade: einsum.Cascade, arch: ArchSpec, options: SearchOptions) -> None:
     names = [f.name for f in einsum_facts(cascade)]
+    views = [o for o in cascade.outputs if o not in names]
+    if views:
+        raise ScheduleError(
+            f"{cascade.name or 'the cascade'}: output(s) {', '.join(views)} only re-index another tensor "
+            "(a view, no operation): there is nothing to map; compute them in an Einsum "
+            "(for example Z[m] = A[m + 1] * 1) or evaluate them with einforge run"
+        )
     for name, array in options.bind.items():
         if name not in names:
             raise ScheduleError(

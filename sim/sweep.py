@@ -374,6 +374,13 @@ def check_out_dir(out: str | Path) -> Path:
         raise ConfigError(f"output folder {str(out)!r}: {str(parent)!r} is a file, not a folder")
     if not os.access(parent, os.W_OK):
         raise ConfigError(f"output folder {str(out)!r}: {str(parent)!r} is not writable")
+    try:  # what os.access cannot tell (root in /proc, a read-only mount): make it now
+        p.mkdir(parents=True, exist_ok=True)
+        probe = p / ".einforge-write-check"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"output folder {str(out)!r}: cannot write there ({exc.strerror or exc})") from None
     return p
 
 

@@ -305,3 +305,54 @@ def test_input_files_that_are_not_utf8_are_typed_errors(
     spec.write_text("{not json")
     assert main(["sweep", str(spec), "--out", str(tmp_path / "o")]) == 2
     assert "not valid JSON" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["costs", "--buffer-bytes", "infM"], "einforge: error: buffer size 'infM' is not a size like 16M"),
+        (
+            ["sweep", "examples/sweeps/array_and_buffer.yaml", "--out", "/proc/x"],
+            "einforge: error: output folder '/proc/x': cannot write there",
+        ),
+        (
+            ["compare", "--out", "/proc/x", "--model", "BERT", "--seq", "1K"],
+            "einforge: error: output folder '/proc/x': cannot write there",
+        ),
+        (
+            ["evaluate", "--trace", "/proc/t.json"],
+            "einforge: error: --trace '/proc/t.json': cannot write there",
+        ),
+        (
+            ["run", "attention_1pass", "-o", "/proc/x.npz"],
+            "einforge: error: -o '/proc/x.npz': cannot write there",
+        ),
+        (
+            ["run", "attention_1pass", "-i", "Q=/dev/null"],
+            "einforge: error: -i 'Q=/dev/null': cannot read /dev/null as a .npy array",
+        ),
+    ],
+)
+def test_issue_26_reproducers_are_typed_errors(
+    argv: list[str], expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if "/proc" in " ".join(argv) and not Path("/proc/self").exists():
+        pytest.skip("no /proc on this system")
+    assert main(argv) == 2
+    assert capsys.readouterr().err.startswith(expected)
+
+
+def test_workers_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["sweep", "examples/sweeps/array_and_buffer.yaml", "--out", "o", "--workers", "-1"])
+    assert exc.value.code == 2
+    assert "argument --workers: expected a positive integer, found -1" in capsys.readouterr().err
+
+
+def test_a_cascade_whose_output_is_only_a_view_is_a_typed_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    f = tmp_path / "v.ein"
+    f.write_text("cascade v\ninput A[m]\noutput Z\nZ[m] = A[m + 1]\n")
+    assert main(["evaluate", "--cascade", str(f), "--sizes", "M=4"]) == 2
+    assert "output(s) Z only re-index another tensor" in capsys.readouterr().err
