@@ -482,12 +482,18 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                 title=str(spec.get("name", "")),
             )
         )
-    if errors:
-        print(f"{len(errors)} point(s) could not run; their rows say why (first: {errors[0]['error']})")
     print(
         f"{len(rows)} points ({result.computed} computed, {result.reused} from the store) in "
         f"{result.seconds:.1f} s; wrote " + ", ".join(str(f) for f in files)
     )
+    if errors:
+        reasons = dict.fromkeys(str(r["error"]) for r in errors)
+        print(
+            f"einforge sweep: {len(errors)} of {len(rows)} point(s) could not run ({len(reasons)} reason(s); "
+            f"their rows say which): " + "; ".join(list(reasons)[:3]),
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -848,13 +848,20 @@ def preset(name: str, **params: Any) -> ArchSpec:
             f"unknown architecture preset {name!r}{suggest(name, _PRESETS)} "
             f"(expected one of {', '.join(_PRESETS)})"
         )
+    import inspect
+
+    known = list(inspect.signature(_PRESETS[name]).parameters)
+    unknown = [k for k in params if k not in known]
+    if unknown:
+        raise ArchError(
+            f"preset {name!r} has no parameter {unknown[0]!r}{suggest(unknown[0], known)} "
+            f"(its parameters: {', '.join(known)})"
+        )
     try:
         arch = _PRESETS[name](**params)
     except TypeError as exc:
         raise ArchError(f"preset {name!r}: {exc}") from None
     # a preset with other parameters is another architecture: its name says which
-    import inspect
-
     defaults = {k: v.default for k, v in inspect.signature(_PRESETS[name]).parameters.items()}
     changed = {k: v for k, v in params.items() if defaults.get(k) != v}
     if changed:

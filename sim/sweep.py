@@ -124,6 +124,27 @@ def _check(spec: Mapping[str, Any]) -> None:
         raise ConfigError(f"sweep: params must map a parameter to a list of values, found {params!r}")
 
 
+def _options(options: Any) -> dict[str, Any]:
+    if options is None:
+        return {}
+    if not isinstance(options, dict):
+        raise ConfigError(
+            f"sweep: options must map option names to values, such as {{objective: edp}}, found {options!r}"
+        )
+    return dict(options)
+
+
+def _workload_entry(w: Any) -> dict[str, Any]:
+    if isinstance(w, dict):
+        return dict(w)
+    if isinstance(w, str):
+        return {"model": w}
+    raise ConfigError(
+        f'sweep: a workload is a mapping such as {{model: BERT, seq: 16K}} or {{sizes: "P=1,M=4096"}}, '
+        f"found {w!r}"
+    )
+
+
 def points(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The sweep's points in grid order: every architecture parameter combination x workload x
     cascade. Each point is plain data (it is hashed, sent to workers and written out)."""
@@ -140,9 +161,9 @@ def points(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
                     {
                         "arch": str(spec.get("arch", "fusemax")),
                         "params": arch_params,
-                        "workload": dict(w) if isinstance(w, dict) else {"model": str(w)},
+                        "workload": _workload_entry(w),
                         "cascade": str(c),
-                        "options": dict(spec.get("options") or {}),
+                        "options": _options(spec.get("options")),
                         "accounting": str(spec.get("accounting", "physical")),
                         "area": str(spec.get("area", "tables")),
                     }
@@ -183,6 +204,10 @@ def _workload(spec: Mapping[str, Any]) -> Any:
     model = spec.pop("model", None)
     seq = spec.pop("seq", None)
     batch = spec.pop("batch", None)
+    if sizes is not None and not isinstance(sizes, str | dict):
+        raise ConfigError(f'sweep: a workload\'s sizes are "P=1,M=4096,..." or a mapping, found {sizes!r}')
+    if model is not None and not isinstance(model, str):
+        raise ConfigError(f"sweep: a workload's model is a name such as BERT, found {model!r}")
     if spec:
         raise ConfigError(f"sweep: a workload takes model, seq, batch and sizes; found {sorted(spec)}")
     return sim.workload(model, seq, batch=batch, sizes=sizes)
@@ -192,6 +217,77 @@ def _cascade(name: str) -> einsum.Cascade:
     if name.endswith(".ein"):
         return einsum.parse(einsum.read_text(name, "cascade file"))
     return einsum.library.get(name)
+
+
+def validate(pts: Sequence[Mapping[str, Any]]) -> None:
+    """Resolve every point's architecture, workload, cascade and search options before any point
+    runs; raise one ConfigError listing every distinct problem (a typo in an option, a negative
+    preset parameter, a missing cascade file), so a sweep never starts work that must fail."""
+    from mapper.search import SearchOptions
+
+    problems: dict[str, list[int]] = {}
+    cascades: dict[str, Any] = {}
+    for i, point in enumerate(pts):
+        try:
+            w = _workload(point["workload"])
+            name = point["cascade"]
+            if name not in cascades:
+                try:
+                    cascades[name] = _cascade(name)
+                except EinforgeError as exc:
+                    cascades[name] = exc
+            c = cascades[name]
+            if isinstance(c, EinforgeError):
+                raise c
+            buffer = point["params"].get("buffer_bytes")
+            if isinstance(buffer, str):
+                if buffer not in BUFFER_RULES:
+                    raise ConfigError(
+                        f"sweep: buffer_bytes {buffer!r} is neither a size nor a rule "
+                        f"({', '.join(BUFFER_RULES)})"
+                    )
+                _arch({**point, "params": {k: v for k, v in point["params"].items() if k != "buffer_bytes"}})
+            else:
+                _arch(point)
+            options = point["options"]
+            if not isinstance(options, dict):
+                raise ConfigError(f"options must map option names to values, found {options!r}")
+            wc = w.for_cascade(c)
+            try:
+                SearchOptions(sizes=wc.sizes, **{"instances": wc.instances, **options})
+            except TypeError:
+                from einsum.errors import suggest
+
+                fields = [f for f in SearchOptions.__dataclass_fields__ if f not in ("sizes", "progress")]
+                bad = [k for k in options if k not in fields]
+                known = ", ".join(fields)
+                raise ConfigError(
+                    f"options: unknown option {bad[0]!r}{suggest(bad[0], fields)} (options: {known})"
+                    if bad
+                    else f"options: a value has the wrong type: {options!r}"
+                ) from None
+        except EinforgeError as exc:
+            problems.setdefault(str(exc), []).append(i)
+        except (TypeError, ValueError, AttributeError) as exc:
+            problems.setdefault(f"a field has the wrong type ({exc})", []).append(i)
+    if problems:
+        lines = [
+            (
+                f"point {idx[0]}"
+                if len(idx) == 1
+                else f"{len(idx)} points ({', '.join(map(str, idx[:5]))}"
+                + (" ..." if len(idx) > 5 else "")
+                + ")"
+            )
+            + f": {msg}"
+            for msg, idx in list(problems.items())[:8]
+        ]
+        more = len(problems) - len(lines)
+        raise ConfigError(
+            f"sweep: {sum(map(len, problems.values()))} of {len(pts)} points cannot run; nothing was run:\n  "
+            + "\n  ".join(lines)
+            + (f"\n  and {more} more problems" if more > 0 else "")
+        )
 
 
 #: Named rules for a parameter that depends on the others (an anchor's own rule, behind its name).
@@ -407,6 +503,7 @@ def sweep(
     """
     t0 = time.perf_counter()
     pts = points(spec)
+    validate(pts)
     store = None
     if out is not None:
         store = check_out_dir(out) / "store"

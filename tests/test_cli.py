@@ -89,7 +89,10 @@ def test_bad_size_argument(capsys: pytest.CaptureFixture[str]) -> None:
 def test_input_that_is_not_npy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "a.npy").write_text("not an array")
     assert main(["run", "matmul", "-i", f"A={tmp_path / 'a.npy'}"]) == 2
-    assert f"-i 'A={tmp_path / 'a.npy'}': cannot read {tmp_path / 'a.npy'} as a .npy array:" in capsys.readouterr().err
+    assert (
+        f"-i 'A={tmp_path / 'a.npy'}': cannot read {tmp_path / 'a.npy'} as a .npy array:"
+        in capsys.readouterr().err
+    )
 
 
 def test_show_passes_over_an_unknown_rank(capsys: pytest.CaptureFixture[str]) -> None:

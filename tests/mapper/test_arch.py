@@ -103,8 +103,16 @@ def test_non_numeric_field_and_bad_preset_parameter():
         ArchError, match=r"architecture 'fusemax': clock_hz must be a finite number, found 'fast'"
     ):
         mapper.fusemax(clock_hz="fast")
-    with pytest.raises(ArchError, match=r"preset 'flat': .*unexpected keyword argument 'rows'"):
+    with pytest.raises(
+        ArchError,
+        match=r"^preset 'flat' has no parameter 'rows' \(its parameters: array_dim, buffer_bytes, "
+        r"bandwidth_bytes_per_s, clock_hz, score_row_blocks\)$",
+    ):
         mapper.preset("flat", rows=8)
+    with pytest.raises(
+        ArchError, match=r"^preset 'fusemax' has no parameter 'array_dm'; did you mean 'array_dim'\?"
+    ):
+        mapper.preset("fusemax", array_dm=8)
 
 
 def test_score_row_blocks():

@@ -35,13 +35,21 @@ def test_points_follow_the_grid() -> None:
 
 
 def test_rows_carry_inputs_and_figures_and_errors_are_rows() -> None:
-    bad = {**SPEC, "params": {"array_dim": [16]}, "cascades": ["attention_1pass", "no_such_cascade"]}
-    rows = sw.sweep(bad, workers=1).rows
+    # a point that cannot run (no schedule fits a 64-byte buffer) is a row with its error
+    ok = {**SPEC, "params": {"array_dim": [16], "buffer_bytes": [2**20, 64]}, "cascades": ["attention_1pass"]}
+    rows = sw.sweep(ok, workers=1).rows
     good = [r for r in rows if not r["error"]]
     assert good and all(r["param.array_dim"] == 16 and r["latency_s"] > 0 and r["area_mm2"] > 0 for r in good)
     assert any(k.startswith("energy_pj.") for k in good[0])
     failed = [r for r in rows if r["error"]]
-    assert failed and "library has no cascade 'no_such_cascade'" in failed[0]["error"]
+    assert failed and failed[0]["error"].startswith("ScheduleError: ")
+    # a point that cannot even be set up stops the sweep before any work
+    bad = {**SPEC, "params": {"array_dim": [16]}, "cascades": ["attention_1pass", "no_such_cascade"]}
+    with pytest.raises(
+        ConfigError,
+        match=r"^sweep: 2 of 4 points cannot run; nothing was run:\n  2 points \(1, 3\): library has no cascade 'no_such_cascade'",
+    ):
+        sw.sweep(bad, workers=1)
 
 
 def test_same_table_whatever_the_workers_and_hash_seed(tmp_path: Path) -> None:
@@ -231,22 +239,79 @@ def re_escape(text: str) -> str:
     return re.escape(text)
 
 
-def test_bad_points_are_rows_that_say_why() -> None:
+def test_bad_points_are_refused_before_any_work() -> None:
     bad = {
         **SPEC,
         "params": {"array_dim": [16], "buffer_bytes": ["biggest"]},
         "workloads": [{"model": "BERT", "seq": "1K", "heads": 2}, {"model": "BERT", "seq": "1K"}],
         "cascades": ["attention_1pass"],
     }
-    rows = sw.sweep(bad, workers=1).rows
-    assert (
-        rows[0]["error"]
-        == "ConfigError: sweep: a workload takes model, seq, batch and sizes; found ['heads']"
-    )
-    assert rows[1]["error"] == (
-        "ConfigError: sweep: buffer_bytes 'biggest' is neither a size nor a rule (fusemax-fig12)"
+    # checked before any point runs, every distinct problem listed
+    with pytest.raises(ConfigError) as exc:
+        sw.sweep(bad, workers=1)
+    assert str(exc.value) == (
+        "sweep: 2 of 2 points cannot run; nothing was run:\n"
+        "  point 0: sweep: a workload takes model, seq, batch and sizes; found ['heads']\n"
+        "  point 1: sweep: buffer_bytes 'biggest' is neither a size nor a rule (fusemax-fig12)"
     )
     with pytest.raises(ConfigError, match="sweep: 'workloads' must list at least one entry"):
         sw.points({**SPEC, "workloads": []})
     with pytest.raises(ConfigError, match="sweep: params must map a parameter to a list of values, found"):
         sw.points({**SPEC, "params": [16]})
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("options: {objectiv: edp}", "options: unknown option 'objectiv'; did you mean 'objective'?"),
+        ("options: true", "sweep: options must map option names to values"),
+        ("options: {objective: 5}", "options: a value has the wrong type"),
+        ("workloads: [-1]", "sweep: a workload is a mapping"),
+        ("workloads: [{sizes: 7}]", "a workload's sizes are"),
+        ("workloads: [{model: {a: 1}}]", "a workload's model is a name"),
+        ("params: {array_dim: [null]}", "fusemax: array_dim must be an integer, found None"),
+        ("cascades: [missing.ein]", "cannot read cascade file 'missing.ein'"),
+        (
+            "params: {array_dm: [64]}",
+            "preset 'fusemax' has no parameter 'array_dm'; did you mean 'array_dim'?",
+        ),
+        ("params: {array_dim: [-4]}", "fusemax: array_dim must be positive, found -4"),
+    ],
+)
+def test_a_sweep_spec_is_checked_point_by_point_before_any_work(
+    change: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = {
+        "name": "t",
+        "arch": "fusemax",
+        "params": "params: {array_dim: [64]}",
+        "workloads": "workloads: [{model: BERT, seq: 1K}]",
+        "cascades": "cascades: [attention_1pass]",
+        "options": "",
+    }
+    key = change.split(":")[0]
+    base[key] = change
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        "name: t\narch: fusemax\n"
+        + "\n".join(v for k, v in base.items() if k not in ("name", "arch") and v)
+        + "\n"
+    )
+    assert main(["sweep", str(spec), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert not (tmp_path / "o" / "store").exists() or not any((tmp_path / "o" / "store").iterdir())
+
+
+def test_a_sweep_whose_points_fail_exits_1_and_says_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = tmp_path / "s.yaml"
+    # a buffer too small for any schedule: valid input, but no point can run
+    spec.write_text(
+        "name: t\narch: fusemax\nparams: {buffer_bytes: [64]}\nworkloads: [{model: BERT, seq: 1K}]\n"
+        "cascades: [attention_1pass]\n"
+    )
+    assert main(["sweep", str(spec), "--out", str(tmp_path / "o"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "einforge sweep: 1 of 1 point(s) could not run" in err
