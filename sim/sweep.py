@@ -31,6 +31,7 @@ import hashlib
 import io
 import itertools
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -41,6 +42,8 @@ from typing import Any
 
 import einsum
 from einsum.errors import ConfigError, EinforgeError
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "SweepResult",
@@ -458,6 +461,31 @@ def _cell(v: Any) -> Any:
     return repr(v) if isinstance(v, float) else v
 
 
+def _digest(point: Mapping[str, Any], row: Mapping[str, Any]) -> str:
+    blob = json.dumps({"point": point, "row": row}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _stored_row(f: Path, point: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The row a store file holds for ``point``, or None (with a warning that names the file) when
+    the file is malformed, holds another point, or was edited since it was written."""
+    try:
+        data = json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        why = f"unreadable ({exc})"
+    else:
+        if not isinstance(data, dict) or not isinstance(data.get("row"), dict):
+            why = "malformed (no point and row)"
+        elif json.loads(json.dumps(point)) != data.get("point"):
+            why = "holds another point (a file copied or swapped in)"
+        elif data.get("digest") != _digest(data["point"], data["row"]):
+            why = "edited since it was written (its digest does not match)"
+        else:
+            return dict(data["row"])
+    log.warning("sweep store: %s is %s; recomputing the point", f, why)
+    return None
+
+
 def check_out_dir(out: str | Path) -> Path:
     """The output folder, checked before any work: it may exist (a folder) or be creatable."""
     p = Path(out)
@@ -514,10 +542,9 @@ def sweep(
         for i, k in enumerate(keys):
             f = store / f"{k}.json"
             if f.is_file():
-                try:
-                    rows[i] = json.loads(f.read_text(encoding="utf-8"))["row"]
-                except (ValueError, KeyError):
-                    pass  # a damaged file is recomputed
+                row = _stored_row(f, pts[i])
+                if row is not None:
+                    rows[i] = row
     reused = len(rows)
     todo = [i for i in range(len(pts)) if i not in rows]
     done = reused
@@ -529,7 +556,10 @@ def sweep(
         rows[i] = row
         if store is not None:
             # the row keeps its column order (the table's columns come from it)
-            write_atomic(store / f"{keys[i]}.json", json.dumps({"point": pts[i], "row": row}))
+            write_atomic(
+                store / f"{keys[i]}.json",
+                json.dumps({"point": pts[i], "row": row, "digest": _digest(pts[i], row)}),
+            )
         done += 1
         if progress:
             progress(done, len(pts))

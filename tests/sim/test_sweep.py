@@ -3,6 +3,7 @@ seeds, Pareto fronts, and bad input caught before the work."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -315,3 +316,33 @@ def test_a_sweep_whose_points_fail_exits_1_and_says_why(
     assert main(["sweep", str(spec), "--out", str(tmp_path / "o"), "--quiet"]) == 1
     err = capsys.readouterr().err
     assert "einforge sweep: 1 of 1 point(s) could not run" in err
+
+
+def test_the_store_verifies_itself(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    spec = {
+        **SPEC,
+        "params": {"array_dim": [16, 32]},
+        "cascades": ["attention_1pass"],
+        "workloads": SPEC["workloads"][:1],
+    }
+    first = sw.sweep(spec, out=tmp_path, workers=1)
+    files = sorted((tmp_path / "store").glob("*.json"))
+    assert len(files) == 2
+    a, b = (f.read_text() for f in files)
+    # swapped files, an edited latency, and files holding null or []
+    files[0].write_text(b)
+    files[1].write_text(a)
+    again = sw.sweep(spec, out=tmp_path, workers=1)
+    assert again.computed == 2 and again.rows == first.rows
+    assert "holds another point" in caplog.text
+    data = json.loads(files[0].read_text())
+    data["row"]["latency_s"] *= 2
+    files[0].write_text(json.dumps(data))
+    files[1].write_text("null")
+    caplog.clear()
+    third = sw.sweep(spec, out=tmp_path, workers=1)
+    assert third.computed == 2 and third.rows == first.rows
+    assert "edited since it was written" in caplog.text and "malformed" in caplog.text
+    files[1].write_text("[]")
+    assert sw.sweep(spec, out=tmp_path, workers=1).computed == 1
+    assert sw.sweep(spec, out=tmp_path, workers=1).computed == 0  # and all good again
