@@ -1205,6 +1205,39 @@ def _source(st: Step, params: list[str], sizes: list[str]) -> str:
 _KERNELS: dict[str, Any] = {}
 
 
+def _drop_broken_cache(root: Any, stem: str) -> list[str]:
+    """Remove the Numba cache files of kernel module ``stem`` if any of them is not whole (a file
+    truncated by a full disk or a killed process would otherwise fail every later call with an
+    UnpicklingError); Numba then compiles the kernel again and rewrites them. The pickles are
+    walked opcode by opcode, not loaded (loading needs the module, not yet imported). Returns the
+    names removed."""
+    import io
+    import logging
+    import pickletools
+
+    files = sorted((root / "__pycache__").glob(f"{stem}.*"))
+    try:
+        for f in files:
+            if f.suffix not in (".nbi", ".nbc"):
+                continue
+            data = io.BytesIO(f.read_bytes())
+            # an index holds two pickles (Numba's version, then the stamp and overloads)
+            for _ in range(2 if f.suffix == ".nbi" else 1):
+                for _op in pickletools.genops(data):
+                    pass
+            if data.read(1):
+                raise ValueError("trailing bytes after the pickled data")
+    except Exception as exc:  # any failure to walk a cache file means: rebuild it
+        for f in files:
+            f.unlink(missing_ok=True)
+        where = root / "__pycache__" / stem
+        logging.getLogger(__name__).warning(
+            "kernel cache %s was damaged (%s: %s); rebuilding it", where, type(exc).__name__, exc
+        )
+        return [f.name for f in files]
+    return []
+
+
 def _build(src: str) -> Any:
     """The kernel of generated source ``src``: written to a file in the cache folder and imported,
     so that Numba caches its machine code across processes (one file per distinct source)."""
@@ -1231,6 +1264,7 @@ def _build(src: str) -> Any:
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(src)
         tmp.replace(path)  # atomic: another process may be writing the same file
+    _drop_broken_cache(root, f"k_{digest}")
     spec = importlib.util.spec_from_file_location(f"einforge_kernel_{digest}", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -338,3 +338,21 @@ def test_golden_run_in_float32_is_the_naive_computation() -> None:
     assert 0 < np.abs(got["AV"] - want).max() < 1e-5
     with pytest.raises(golden.EvaluationError, match=r"dtype must be float32 or float64, got float16"):
         golden.run(c, x, dtype=np.float16)
+
+
+def test_a_damaged_kernel_cache_is_dropped_and_rebuilt(tmp_path, caplog) -> None:  # type: ignore[no-untyped-def]
+    import pickle
+
+    from golden._compile import _drop_broken_cache
+
+    cache = tmp_path / "__pycache__"
+    cache.mkdir()
+    whole = pickle.dumps({"a": 1})
+    (cache / "k_1.kernel-3.py311.nbi").write_bytes(pickle.dumps(7) + pickle.dumps(("stamp", {})))
+    (cache / "k_1.kernel-3.py311.1.nbc").write_bytes(whole)
+    assert _drop_broken_cache(tmp_path, "k_1") == []  # whole files stay
+    (cache / "k_1.kernel-3.py311.1.nbc").write_bytes(whole[:-3])  # truncated
+    (cache / "k_2.kernel-3.py311.1.nbc").write_bytes(whole[:5])  # another kernel's: not touched
+    assert _drop_broken_cache(tmp_path, "k_1") == ["k_1.kernel-3.py311.1.nbc", "k_1.kernel-3.py311.nbi"]
+    assert sorted(p.name for p in cache.iterdir()) == ["k_2.kernel-3.py311.1.nbc"]
+    assert "was damaged (ValueError: " in caplog.text and "); rebuilding it" in caplog.text
