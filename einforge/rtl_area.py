@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import sys
 import threading
@@ -47,8 +48,13 @@ def pe_area_um2(block: str) -> float:
     if CACHE.is_file():
         try:
             cache = json.loads(CACHE.read_text(encoding="utf-8"))
-        except ValueError:
+        except (ValueError, OSError):
             cache = {}
+        if not isinstance(cache, dict):
+            cache = {}  # a damaged cache (null, a list): rebuilt
+    hit = cache.get(key)
+    if isinstance(hit, bool) or not isinstance(hit, int | float) or not math.isfinite(hit) or hit <= 0:
+        cache.pop(key, None)  # a missing, negative or NaN area is synthesised again, never used
     if key not in cache:
         cache[key] = area(block, params)["area_um2"]
         CACHE.parent.mkdir(parents=True, exist_ok=True)

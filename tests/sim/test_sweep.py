@@ -346,3 +346,22 @@ def test_the_store_verifies_itself(tmp_path: Path, caplog: pytest.LogCaptureFixt
     files[1].write_text("[]")
     assert sw.sweep(spec, out=tmp_path, workers=1).computed == 1
     assert sw.sweep(spec, out=tmp_path, workers=1).computed == 0  # and all good again
+
+
+@pytest.mark.parametrize("content", ["null", "[]", "{not json", "NEGATIVE", "NAN"])
+def test_a_damaged_rtl_area_cache_is_rebuilt(
+    content: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import einforge.rtl_area as ra
+    import einforge.rtl_check as rc
+    from rtl import blocks
+
+    cache = tmp_path / "rtl-area.json"
+    key = json.dumps({"block": "array1d", **blocks.resolve("array1d", {"pes": 1})}, sort_keys=True)
+    if content in ("NEGATIVE", "NAN"):
+        content = json.dumps({key: -5.0 if content == "NEGATIVE" else float("nan")})
+    cache.write_text(content)
+    monkeypatch.setattr(ra, "CACHE", cache)
+    monkeypatch.setattr(rc, "area", lambda block, params: {"area_um2": 1234.5})
+    assert ra.pe_area_um2("array1d") == 1234.5
+    assert json.loads(cache.read_text())[key] == 1234.5
