@@ -412,10 +412,16 @@ def run_point(
 
 def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file in the same folder and a rename: a
-    reader (or a resumed sweep) sees the old file or the new one, never half of one."""
+    reader (or a resumed sweep) sees the old file or the new one, never half of one. The file
+    gets the mode a plain ``open`` would give it (0644 under the usual umask 022)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp makes the file private (0600); results are for others to read too, as a plain
+        # open() would make them (0666 less the umask)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             f.write(text)
             f.flush()

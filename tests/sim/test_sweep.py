@@ -365,3 +365,12 @@ def test_a_damaged_rtl_area_cache_is_rebuilt(
     monkeypatch.setattr(rc, "area", lambda block, params: {"area_um2": 1234.5})
     assert ra.pe_area_um2("array1d") == 1234.5
     assert json.loads(cache.read_text())[key] == 1234.5
+
+
+def test_files_written_are_readable_by_others(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        sw.write_atomic(tmp_path / "r.csv", "a,b\n")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "r.csv").stat().st_mode & 0o777 == 0o644
