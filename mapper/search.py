@@ -255,6 +255,7 @@ class SearchResult:
     certified: bool
     seconds: float
     pruned: int = 0  # candidates never timed: their latency's lower bound could not beat the best
+    notes: tuple[str, ...] = ()  # why a kind of schedule has no candidate (fusion="auto")
 
     @property
     def gap(self) -> dict[str, float]:
@@ -279,6 +280,8 @@ class SearchResult:
             f"bound {self.bound[0]:.6g} cycles, {self.bound[1]:.6g} pJ (gap {g['latency']:.1%} latency, "
             f"{g['energy']:.1%} energy)",
         ]
+        for note in self.notes:
+            lines.append(f"  not in the space: {note}")
         for i, c in enumerate(self.top):
             lines.append(
                 f"  #{i + 1}: {c.schedule.fusion:9s} {c.estimate.latency_cycles:12.6g} cycles "
@@ -428,6 +431,7 @@ def explore(cascade: einsum.Cascade, arch: ArchSpec, options: SearchOptions) -> 
         evaluated=len(candidates) + layer_pruned,
         nest_evaluations=nest_evals[0],
         pruned=pruned,
+        notes=tuple(problems),
         space=space,
         bound=bound,
         # loop nests are chosen Einsum by Einsum: the best of a sum of latencies (or energies) is

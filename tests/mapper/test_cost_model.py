@@ -213,3 +213,14 @@ def test_sizes_of_2_to_the_64_are_refused_before_the_search() -> None:
         match=r"^array '2d': rows must be at most 2\*\*20 = 1048576 PEs, found 18446744073709551617$",
     ):
         mapper.fusemax(array_dim=2**64 + 1)
+
+
+def test_auto_says_why_the_fused_tilings_are_not_in_the_space() -> None:
+    c, a = einsum.library.get("attention_1pass"), mapper.fusemax(buffer_bytes=65536)
+    w = sim.workload("BERT", "1K")
+    found = explore(c, a, SearchOptions(sizes=w.sizes))
+    assert found.best.fusion == "layerwise"
+    assert found.notes and found.notes[0].startswith(
+        "fused: no fused tiling of attention_1pass fits 'fusemax'"
+    )
+    assert "  not in the space: fused: no fused tiling" in found.describe()
