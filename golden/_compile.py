@@ -1358,6 +1358,11 @@ class CompiledCascade:
         if missing:
             raise EvaluationError(f"golden.compile: missing input(s) {', '.join(missing)}")
         for i in c.inputs:
+            if arrays[i.name].dtype.kind not in "biuf":  # as golden.run: no silent coercion
+                raise EvaluationError(
+                    f"golden.compile: input {i.name} must be a real numeric array, "
+                    f"got dtype {arrays[i.name].dtype}"
+                )
             if arrays[i.name].ndim < len(i.ranks):
                 raise EvaluationError(
                     f"golden.compile: input {i.name} needs {len(i.ranks)} dimensions "

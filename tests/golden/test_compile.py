@@ -356,3 +356,13 @@ def test_a_damaged_kernel_cache_is_dropped_and_rebuilt(tmp_path, caplog) -> None
     assert _drop_broken_cache(tmp_path, "k_1") == ["k_1.kernel-3.py311.1.nbc", "k_1.kernel-3.py311.nbi"]
     assert sorted(p.name for p in cache.iterdir()) == ["k_2.kernel-3.py311.1.nbc"]
     assert "was damaged (ValueError: " in caplog.text and "); rebuilding it" in caplog.text
+
+
+@pytest.mark.parametrize("dtype", [complex, str])
+def test_compiled_kernels_refuse_complex_and_string_inputs(dtype) -> None:  # type: ignore[no-untyped-def]
+    fn = golden.compile(einsum.library.get("matmul"))
+    a = np.ones((4, 4)).astype(dtype)
+    with pytest.raises(
+        golden.EvaluationError, match=r"^golden.compile: input A must be a real numeric array, got dtype "
+    ):
+        fn({"A": a, "B": a})
