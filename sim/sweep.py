@@ -577,7 +577,11 @@ def sweep(
                 finish(i, run_point(pts[i], area_model))
         else:
             if executor is None:
-                own = concurrent.futures.ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1)
+                own = concurrent.futures.ProcessPoolExecutor(
+                    max_workers=workers or os.cpu_count() or 1,
+                    initializer=_exit_with_parent,
+                    initargs=(os.getpid(),),
+                )
             ex = executor or own
             try:
                 futures = {ex.submit(run_point, pts[i], area_model): i for i in todo}
@@ -594,6 +598,19 @@ def sweep(
         write_atomic(base / "results.jsonl", result.to_jsonl())
         result = dataclasses.replace(result, files=(base / "results.csv", base / "results.jsonl"))
     return result
+
+
+def _exit_with_parent(parent: int) -> None:
+    """In a pool worker: exit when the sweep that started it is gone (killed with SIGKILL, which
+    leaves it no chance to stop its workers); a thread checks the parent once a second."""
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="einforge-parent-watch").start()
 
 
 def _as_completed(futures: Mapping[Any, int]) -> Iterable[Any]:

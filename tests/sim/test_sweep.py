@@ -374,3 +374,42 @@ def test_files_written_are_readable_by_others(tmp_path: Path) -> None:
     finally:
         os.umask(old)
     assert (tmp_path / "r.csv").stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads children from /proc")
+def test_pool_workers_exit_when_the_sweep_is_killed(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    code = (
+        "import sys; from sim import sweep as sw; "
+        "spec = {'name': 'o', 'arch': 'fusemax', 'params': {'array_dim': [16, 32, 64, 128], "
+        "'buffer_bytes': [2**20, 2**22, 2**24, 2**26]}, 'workloads': [{'model': 'BERT', 'seq': s} "
+        "for s in ('1K', '4K', '16K', '64K')], 'cascades': ['attention_1pass', 'attention_3pass']}; "
+        "sw.sweep(spec, out=sys.argv[1], workers=2)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "o")])
+    children: list[int] = []
+    for _ in range(100):  # wait for the pool
+        time.sleep(0.1)
+        for t in Path(f"/proc/{proc.pid}/task").glob("*/children"):
+            children += [int(c) for c in t.read_text().split()]
+        if len(children) >= 2:
+            break
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert children, "the sweep started no pool"
+    deadline = time.time() + 10
+    alive = children
+    while alive and time.time() < deadline:
+        time.sleep(0.2)
+        alive = [
+            c
+            for c in children
+            if Path(f"/proc/{c}").exists() and "Z" not in Path(f"/proc/{c}/stat").read_text().split()[2]
+        ]
+    for c in alive:
+        os.kill(c, signal.SIGKILL)
+    assert not alive, f"pool workers {alive} outlived the killed sweep"
