@@ -405,11 +405,14 @@ def test_pool_workers_exit_when_the_sweep_is_killed(tmp_path: Path) -> None:
     alive = children
     while alive and time.time() < deadline:
         time.sleep(0.2)
-        alive = [
-            c
-            for c in children
-            if Path(f"/proc/{c}").exists() and "Z" not in Path(f"/proc/{c}/stat").read_text().split()[2]
-        ]
+        alive = [c for c in children if _running(c)]
     for c in alive:
         os.kill(c, signal.SIGKILL)
     assert not alive, f"pool workers {alive} outlived the killed sweep"
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except (OSError, IndexError):
+        return False
