@@ -153,7 +153,14 @@ def points(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
     cascade. Each point is plain data (it is hashed, sent to workers and written out)."""
     _check(spec)
     params = {k: v if isinstance(v, list) else [v] for k, v in (spec.get("params") or {}).items()}
-    names = sorted(params)
+    empty = [k for k, v in params.items() if not v]
+    if empty:
+        raise ConfigError(f"sweep: params.{empty[0]} lists no value")
+    for key in ("workloads", "cascades"):
+        if not isinstance(spec[key], list):
+            raise ConfigError(f"sweep: {key!r} must be a list, found {spec[key]!r}")
+    names = sorted(str(k) for k in params)
+    params = {str(k): v for k, v in params.items()}
     combos = list(itertools.product(*(params[k] for k in names))) or [()]
     out = []
     for combo in combos:
