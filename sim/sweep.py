@@ -258,7 +258,11 @@ def validate(pts: Sequence[Mapping[str, Any]]) -> None:
                     )
                 _arch({**point, "params": {k: v for k, v in point["params"].items() if k != "buffer_bytes"}})
             else:
-                _arch(point)
+                arch = _arch(point)
+                # the report prices the buffer: a geometry outside the SRAM model fails here
+                from sim.accounting import accounting as _accounting
+
+                _accounting(point["accounting"]).priced_buffer(arch.buffer).costs(arch.word_bits)
             options = point["options"]
             if not isinstance(options, dict):
                 raise ConfigError(f"options must map option names to values, found {options!r}")

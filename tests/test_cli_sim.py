@@ -356,3 +356,18 @@ def test_a_cascade_whose_output_is_only_a_view_is_a_typed_error(
     f.write_text("cascade v\ninput A[m]\noutput Z\nZ[m] = A[m + 1]\n")
     assert main(["evaluate", "--cascade", str(f), "--sizes", "M=4"]) == 2
     assert "output(s) Z only re-index another tensor" in capsys.readouterr().err
+
+
+def test_a_buffer_the_sram_model_cannot_price_fails_before_the_search(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import time
+
+    import mapper
+
+    f = tmp_path / "b.yaml"
+    mapper.fusemax(buffer_bytes=8192).save(f)
+    t0 = time.perf_counter()
+    assert main(["evaluate", "--arch", str(f), "--seq", "64K"]) == 2
+    assert time.perf_counter() - t0 < 5  # the search at 64K would take longer
+    assert "SRAM capacity 8 KiB is outside the CACTI table's grid" in capsys.readouterr().err

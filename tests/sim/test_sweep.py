@@ -36,8 +36,13 @@ def test_points_follow_the_grid() -> None:
 
 
 def test_rows_carry_inputs_and_figures_and_errors_are_rows() -> None:
-    # a point that cannot run (no schedule fits a 64-byte buffer) is a row with its error
-    ok = {**SPEC, "params": {"array_dim": [16], "buffer_bytes": [2**20, 64]}, "cascades": ["attention_1pass"]}
+    # a point that cannot run (its workload gives E and F no size) is a row with its error
+    ok = {
+        **SPEC,
+        "params": {"array_dim": [16], "buffer_bytes": [2**20]},
+        "workloads": [SPEC["workloads"][0], {"sizes": "P=16,M=64"}],
+        "cascades": ["attention_1pass"],
+    }
     rows = sw.sweep(ok, workers=1).rows
     good = [r for r in rows if not r["error"]]
     assert good and all(r["param.array_dim"] == 16 and r["latency_s"] > 0 and r["area_mm2"] > 0 for r in good)
@@ -308,9 +313,9 @@ def test_a_sweep_whose_points_fail_exits_1_and_says_why(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     spec = tmp_path / "s.yaml"
-    # a buffer too small for any schedule: valid input, but no point can run
+    # a workload without E and F: set up, but no schedule can be searched
     spec.write_text(
-        "name: t\narch: fusemax\nparams: {buffer_bytes: [64]}\nworkloads: [{model: BERT, seq: 1K}]\n"
+        "name: t\narch: fusemax\nparams: {array_dim: [16]}\nworkloads: [{sizes: 'P=16,M=64'}]\n"
         "cascades: [attention_1pass]\n"
     )
     assert main(["sweep", str(spec), "--out", str(tmp_path / "o"), "--quiet"]) == 1
