@@ -343,10 +343,15 @@ def _bytes(text: str) -> int:
 
 def cmd_costs(args: argparse.Namespace) -> int:
     """The architecture's energy and area reference tables (Accelergy's ERT and ART)."""
-    params: dict[str, Any] = {"array_dim": args.array_dim}
-    if args.buffer_bytes:
-        params["buffer_bytes"] = _bytes(args.buffer_bytes)
-    arch = archs.preset(args.arch, **params)
+    if args.arch in archs.presets():
+        params: dict[str, Any] = {"array_dim": args.array_dim if args.array_dim is not None else 256}
+        if args.buffer_bytes:
+            params["buffer_bytes"] = _bytes(args.buffer_bytes)
+        arch = archs.preset(args.arch, **params)
+    else:
+        if args.buffer_bytes:
+            raise ConfigError("--buffer-bytes applies to a preset; edit the buffer in the architecture file")
+        arch = _arch(args.arch, args.array_dim)
     acct = sim.accounting(args.accounting)
     buffer = acct.priced_buffer(arch.buffer)
     buf = buffer.costs(arch.word_bits)
@@ -623,8 +628,12 @@ def add_parsers(sub: Any) -> None:
     co = sub.add_parser(
         "costs", help="an architecture's energy per action and area (Accelergy's ERT and ART)"
     )
-    co.add_argument("--arch", choices=archs.presets(), default="fusemax")
-    co.add_argument("--array-dim", type=int, default=256, help="PE array dimension (default 256)")
+    co.add_argument(
+        "--arch",
+        default="fusemax",
+        help=f"a preset ({', '.join(archs.presets())}) or an architecture file (.yaml/.json)",
+    )
+    co.add_argument("--array-dim", type=int, default=None, help="a preset's PE array dimension (default 256)")
     co.add_argument("--buffer-bytes", help="buffer capacity such as 4M, 64MiB (default: the preset's)")
     co.add_argument("--accounting", choices=tuple(sim.ACCOUNTINGS), default="physical")
     co.add_argument("--json", action="store_true")

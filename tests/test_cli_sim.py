@@ -372,3 +372,15 @@ def test_a_buffer_the_sram_model_cannot_price_fails_before_the_search(
     mapper.fusemax(buffer_bytes=8192).save(f)
     assert main(["evaluate", "--arch", str(f), "--seq", "64K"]) == 2
     assert "SRAM capacity 8 KiB is outside the CACTI table's grid" in capsys.readouterr().err
+
+
+def test_costs_of_an_architecture_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import mapper
+
+    f = tmp_path / "a.yaml"
+    mapper.fusemax(array_dim=16, buffer_bytes=4 * 2**20).save(f)
+    assert main(["costs", "--arch", str(f), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["buffer"]["capacity_bytes"] == 4 * 2**20
+    assert main(["costs", "--arch", str(f), "--buffer-bytes", "8M"]) == 2
+    assert "--buffer-bytes applies to a preset" in capsys.readouterr().err
