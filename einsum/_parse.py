@@ -85,8 +85,17 @@ def _tokenize(text: str) -> list[_Tok]:
                 depth = max(0, depth - 1)
             tokens.append(_Tok(kind, value, line, col))
         pos = m.end()
-    tokens.append(_Tok("newline", "\n", line, pos - line_start + 1))
-    tokens.append(_Tok("eof", "", line, pos - line_start + 1))
+    # the end of the text is shown at the end of its last line that holds anything (not on the
+    # empty line after a final newline), where an unclosed bracket or a dangling operator is
+    lines = text.splitlines()
+    while len(lines) > 1 and not lines[-1].strip():
+        lines.pop()
+    if lines and (len(lines) < line or pos - line_start == 0):
+        line, end_col = len(lines), len(lines[-1]) + 1
+    else:
+        end_col = pos - line_start + 1
+    tokens.append(_Tok("newline", "\n", line, end_col))
+    tokens.append(_Tok("eof", "", line, end_col))
     return tokens
 
 

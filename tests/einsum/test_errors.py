@@ -433,3 +433,13 @@ def test_parse_rejects_operators_that_are_not_operators() -> None:
 def test_library_get_with_a_non_string() -> None:
     with pytest.raises(EinsumError, match=r"library has no cascade \['x'\]"):
         einsum.library.get(["x"])  # type: ignore[arg-type]
+
+
+def test_an_unclosed_bracket_on_the_last_line_is_reported_on_that_line() -> None:
+    text = "cascade x\ninput A[m]\noutput Z\nZ[m] = (A[m]\n"
+    with pytest.raises(ParseError) as exc:
+        einsum.parse(text)
+    assert (exc.value.line, exc.value.column) == (4, 13)
+    assert str(exc.value).startswith(
+        "line 4, column 13: expected ')' to close '(', found the end of the line"
+    )
