@@ -206,13 +206,30 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             trace(cascade, found.best, arch, w, args.trace, systolic=args.systolic)
             print(f"wrote {args.trace} (open it in https://ui.perfetto.dev)", file=sys.stderr)
         rows.append((report, found))
-        if not args.json:
+        if not args.json and (len(work) == 1 or args.details):
             print(found.describe())
             print(found.best.describe())
             print(report)
             print()
     if args.json:
         print(json.dumps([{**_row(r), "search": _search_row(f)} for r, f in rows]))
+    elif len(work) > 1:  # several points: one line each (--details for the full reports)
+        table = [
+            {
+                "model": r.model,
+                "seq": sim.format_seq(r.seq),
+                "batch": r.batch,
+                "fusion": r.fusion,
+                "latency_ms": r.latency_s * 1e3,
+                "energy_pj": r.energy_pj,
+                **{f"util_{a}": u for a, u in sorted(r.utilization.items())},
+                "traffic_bytes": r.traffic_bytes,
+                "search": "certified" if f.certified else "sampled",
+            }
+            for r, f in rows
+        ]
+        print(f"{cascade.name} on {arch.name} ({args.accounting} accounting):")
+        print(sim.table(table, list(table[0])))
     return 0
 
 
@@ -611,6 +628,11 @@ def add_parsers(sub: Any) -> None:
     ev.add_argument("--array-dim", type=int, default=None, help="a preset's PE array dimension (default 256)")
     ev.add_argument("--systolic", action="store_true", help="charge the 2D array's systolic fill and drain")
     ev.add_argument("--json", action="store_true", help="print one JSON array, one object per (model, seq)")
+    ev.add_argument(
+        "--details",
+        action="store_true",
+        help="with several points, each one's full report (default: a table)",
+    )
     ev.add_argument(
         "--accounting",
         choices=tuple(sim.ACCOUNTINGS),

@@ -384,3 +384,24 @@ def test_costs_of_an_architecture_file(tmp_path: Path, capsys: pytest.CaptureFix
     assert out["buffer"]["capacity_bytes"] == 4 * 2**20
     assert main(["costs", "--arch", str(f), "--buffer-bytes", "8M"]) == 2
     assert "--buffer-bytes applies to a preset" in capsys.readouterr().err
+
+
+def test_several_points_print_one_table(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["evaluate", "--arch", "fusemax", "--model", "BERT", "--seq", "1K,4K"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "attention_1pass on fusemax (physical accounting):"
+    assert out[1].split() == [
+        "model",
+        "seq",
+        "batch",
+        "fusion",
+        "latency_ms",
+        "energy_pj",
+        "util_1d",
+        "util_2d",
+        "traffic_bytes",
+        "search",
+    ]
+    assert [line.split()[:2] for line in out[3:]] == [["BERT", "1K"], ["BERT", "4K"]]
+    assert main(["evaluate", "--arch", "fusemax", "--model", "BERT", "--seq", "1K,4K", "--details"]) == 0
+    assert capsys.readouterr().out.count("certified optimum") == 2
