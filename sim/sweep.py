@@ -634,15 +634,23 @@ def _as_completed(futures: Mapping[Any, int]) -> Iterable[Any]:
 
 
 def pareto(
-    rows: Sequence[Mapping[str, Any]], objectives: Sequence[str] = ("latency_s", "energy_pj")
+    rows: Sequence[Mapping[str, Any]],
+    objectives: Sequence[str] = ("latency_s", "energy_pj"),
+    rel_tol: float = 1e-9,
 ) -> list[int]:
     """Indices of the rows on the Pareto front of ``objectives`` (all minimised): no other row is
-    at least as good in every objective and better in one. Rows with an error are left out."""
+    at least as good in every objective and better in one. Values within ``rel_tol`` of each
+    other are equal (floating-point noise, 2e-11 apart, does not make two fronts): of rows equal
+    in every objective the first stays. Rows with an error are left out."""
     good = [i for i, r in enumerate(rows) if not r.get("error")]
     missing = [k for k in objectives if good and not any(k in rows[i] for i in good)]
     ok = [i for i in good if all(k in rows[i] for k in objectives)]
     if missing:
         raise ConfigError(f"pareto: no row has {', '.join(missing)}")
+
+    def close(a: float, b: float) -> bool:
+        return abs(a - b) <= rel_tol * max(abs(a), abs(b))
+
     front = []
     for i in ok:
         vi = [float(rows[i][k]) for k in objectives]
@@ -651,8 +659,9 @@ def pareto(
             if j == i:
                 continue
             vj = [float(rows[j][k]) for k in objectives]
-            if all(a <= b for a, b in zip(vj, vi, strict=True)) and any(
-                a < b for a, b in zip(vj, vi, strict=True)
+            pairs = list(zip(vj, vi, strict=True))
+            if all(a <= b or close(a, b) for a, b in pairs) and (
+                any(a < b and not close(a, b) for a, b in pairs) or j < i
             ):
                 dominated = True
                 break

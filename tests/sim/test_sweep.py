@@ -111,7 +111,8 @@ def test_pareto_front_of_hand_made_rows() -> None:
         {"error": "ScheduleError: no fit"},
     ]
     assert sw.pareto(rows) == [0, 1, 4]
-    assert sw.pareto(rows, ("latency_s",)) == [0, 3]
+    # rows equal in every objective (within the tolerance) are one point of the front: the first
+    assert sw.pareto(rows, ("latency_s",)) == [0]
     with pytest.raises(ConfigError, match="pareto: no row has area_mm2"):
         sw.pareto(rows, ("latency_s", "area_mm2"))
 
@@ -421,3 +422,14 @@ def _running(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
     except (OSError, IndexError):
         return False
+
+
+def test_pareto_treats_noise_as_equal() -> None:
+    rows = [
+        {"latency_s": 1.0, "energy_pj": 1.0 + 2e-11},
+        {"latency_s": 1.0 + 2e-11, "energy_pj": 1.0},
+        {"latency_s": 2.0, "energy_pj": 0.5},
+        {"latency_s": 2.0, "energy_pj": 0.7},
+    ]
+    assert sw.pareto(rows) == [0, 2]  # 1 is 0 within noise; 3 is dominated by 2
+    assert sw.pareto(rows, rel_tol=0.0) == [0, 1, 2]
