@@ -475,9 +475,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             client.close()
     rows = result.rows
     errors = [r for r in rows if r.get("error")]
+    several = len({r.get("arch") for r in rows}) > 1  # a sweep over several designs: label them
     cols = [
         c
-        for c in dict.fromkeys(("arch_name", "cascade", "fusion", *objectives, "area_mm2"))
+        for c in dict.fromkeys(
+            (*(("arch",) if several else ()), "arch_name", "cascade", "fusion", *objectives, "area_mm2")
+        )
         if c in result.columns()
     ]
     params = [c for c in result.columns() if c.startswith("param.")]

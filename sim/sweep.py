@@ -162,14 +162,20 @@ def points(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
     names = sorted(str(k) for k in params)
     params = {str(k): v for k, v in params.items()}
     combos = list(itertools.product(*(params[k] for k in names))) or [()]
+    archs = spec.get("arch", "fusemax")
+    archs = archs if isinstance(archs, list) else [archs]
+    if not archs or not all(isinstance(a, str) and a for a in archs):
+        raise ConfigError(
+            f"sweep: arch is a preset or an architecture file, or a list of them, found {spec.get('arch')!r}"
+        )
     out = []
-    for combo in combos:
+    for arch_name, combo in itertools.product(archs, combos):
         arch_params = {k: _number(v, f"params.{k}") for k, v in zip(names, combo, strict=True)}
         for w in spec["workloads"]:
             for c in spec["cascades"]:
                 out.append(
                     {
-                        "arch": str(spec.get("arch", "fusemax")),
+                        "arch": arch_name,
                         "params": arch_params,
                         "workload": _workload_entry(w),
                         "cascade": str(c),

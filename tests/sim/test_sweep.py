@@ -433,3 +433,23 @@ def test_pareto_treats_noise_as_equal() -> None:
     ]
     assert sw.pareto(rows) == [0, 2]  # 1 is 0 within noise; 3 is dominated by 2
     assert sw.pareto(rows, rel_tol=0.0) == [0, 1, 2]
+
+
+def test_a_sweep_over_several_architecture_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import mapper
+
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    mapper.fusemax(array_dim=16).save(a)
+    mapper.flat(array_dim=16).save(b)
+    spec = {
+        "name": "m",
+        "arch": [str(a), str(b)],
+        "workloads": [{"model": "BERT", "seq": "1K"}],
+        "cascades": ["attention_1pass"],
+    }
+    rows = sw.sweep(spec, workers=1).rows
+    assert [r["arch"] for r in rows] == [str(a), str(b)] and all(not r["error"] for r in rows)
+    with pytest.raises(
+        ConfigError, match=r"sweep: arch is a preset or an architecture file, or a list of them"
+    ):
+        sw.points({**spec, "arch": [7]})
