@@ -141,6 +141,16 @@ def kernel_tasks(
     return tasks
 
 
+def _tiles(
+    schedule: Schedule, full: Mapping[str, int], tile: Mapping[str, int], lay: Layout, instances: int
+) -> tuple[int, int]:
+    """Query tiles (over every instance) and steps per query tile of a schedule's kernels."""
+    q_tiles = instances * math.prod(
+        -(-full[r] // tile[r]) for r in schedule.tile if not (r == lay.key and lay.whole)
+    )
+    return q_tiles, (full[lay.step] if lay.step else 1)
+
+
 @dataclasses.dataclass(frozen=True)
 class ScheduleTiming:
     """The latency of a schedule and its parts. ``kernels`` holds, per tiled kernel, its tasks and
@@ -180,10 +190,7 @@ def schedule_timing(
     over its tiles (or tile by tile, ``DRAM.transfers = "tile"``), at least ``buffer_words`` at the
     buffer's bandwidth."""
     facts = {f.name: f for f in einsum_facts(cascade)}
-    q_tiles = instances * math.prod(
-        -(-full[r] // tile[r]) for r in schedule.tile if not (r == lay.key and lay.whole)
-    )
-    steps = full[lay.step] if lay.step else 1
+    q_tiles, steps = _tiles(schedule, full, tile, lay, instances)
     bpc = arch.dram.bandwidth_bytes_per_s / arch.clock_hz
     cycles = 0.0
     kernels: list[tuple[tuple[Task, ...], KernelTiming]] = []
@@ -240,10 +247,7 @@ def latency_lower_bound(
     The search prunes by it: a candidate whose bound exceeds the best timed latency is never
     timed, and cannot be better."""
     facts = {f.name: f for f in einsum_facts(cascade)}
-    q_tiles = instances * math.prod(
-        -(-full[r] // tile[r]) for r in schedule.tile if not (r == lay.key and lay.whole)
-    )
-    steps = full[lay.step] if lay.step else 1
+    q_tiles, steps = _tiles(schedule, full, tile, lay, instances)
     bpc = arch.dram.bandwidth_bytes_per_s / arch.clock_hz
     total = 0.0
     for ki, kernel in enumerate(schedule.kernels):

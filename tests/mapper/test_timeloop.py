@@ -16,6 +16,7 @@ from einsum.errors import EinforgeError
 from mapper import timeloop
 from mapper.analysis import DataSpace, LevelMapping, Problem, Storage, analyze
 from mapper.errors import ScheduleError
+from tests.fuzz.test_inputs import mutate
 
 HERE = Path(__file__).parent / "timeloop"
 SEEDS = 200  # seeded mutations of the designs in the default run
@@ -149,43 +150,13 @@ def test_bad_designs_are_typed_errors(tmp_path: Path) -> None:
         timeloop.load(bad)
 
 
-def _mutations(rng: random.Random, data: object) -> object:
-    """One random change somewhere in a parsed YAML document."""
-    if isinstance(data, dict) and data:
-        k = rng.choice(list(data))
-        out = dict(data)
-        r = rng.random()
-        if r < 0.15:
-            del out[k]
-        elif r < 0.3:
-            out[k] = rng.choice([None, 7, -1, 2**64, "x", [], {}, 1.5, True])
-        elif r < 0.4:
-            out[k + "_typo"] = out.pop(k)
-        else:
-            out[k] = _mutations(rng, data[k])
-        return out
-    if isinstance(data, list) and data:
-        i = rng.randrange(len(data))
-        out_l = list(data)
-        if rng.random() < 0.2:
-            del out_l[i]
-        else:
-            out_l[i] = _mutations(rng, data[i])
-        return out_l
-    if isinstance(data, str):
-        return rng.choice([data + "0", data[:-1], "P0", "K-3", "Q16", "", "P16 P16"])
-    if isinstance(data, int) and not isinstance(data, bool):
-        return rng.choice([0, -data, data * 7, 2**64, 1])
-    return rng.choice([None, "y", 3])
-
-
 @pytest.mark.parametrize("seed", range(SEEDS))
 def test_mutated_designs_give_a_result_or_a_typed_error(seed: int, tmp_path: Path) -> None:
     rng = random.Random(seed)
     names = ("3levelspatial.arch.yaml", "conv1d+oc+ic.prob.yaml", "3levelspatial-kp.map.yaml")
     docs = [yaml.safe_load((HERE / n).read_text()) for n in names]
     j = rng.randrange(3)
-    docs[j] = _mutations(rng, docs[j])
+    docs[j] = mutate(rng, docs[j])
     paths = []
     for n, d in zip(names, docs, strict=True):
         p = tmp_path / n
