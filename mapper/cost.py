@@ -34,7 +34,6 @@ from mapper.schedule import (
     Schedule,
     _accesses,
     actions_at,
-    einsum_cycles,
     einsum_facts,
     tensor_sizes,
 )
@@ -214,7 +213,6 @@ class Estimate:
 
     latency_cycles: float
     energy_pj: float
-    busy_cycles: Mapping[str, float]
     dram_bytes: float
     instances: int = 1
     timed: bool = True  # False: latency_cycles is the proven lower bound (not timed by the engine)
@@ -246,22 +244,9 @@ def estimate(
     inst = instances
     moved = traffic(cascade, schedule, full=full, tile=tile, instances=inst, word_bytes=word, lay=lay)
     nests = schedule_nests(cascade, schedule, arch, full, sram_model=sram_model, systolic=systolic)
-    q_tiles = math.prod(-(-full[r] // tile[r]) for r in schedule.tile if not (r == lay.key and lay.whole))
-    steps = full[lay.step] if lay.step else 1
     skip, skipping = schedule_skip(cascade, schedule, arch, full=full, tile=tile, lay=lay)
     live = {n: skip.live_fraction for n in skipping}
-    busy = {a.name: 0.0 for a in arch.arrays}
-    for name, (_p, c) in nests.items():
-        busy[schedule.nests[name].array] += c.compute_cycles * inst
-    for kernel in schedule.kernels:
-        for name in kernel:
-            f = facts[name]
-            arr = arch.array(schedule.binding[name])
-            cyc = einsum_cycles(f, arr, schedule.spatial[arr.name], tile, systolic=systolic)
-            cyc *= live.get(name, 1.0)
-            n = q_tiles if (not f.step and lay.step) else q_tiles * steps
-            busy[arr.name] += cyc * n * inst
-    latency = (schedule_timing if timed else _bound_timing)(
+    timing = (schedule_timing if timed else latency_lower_bound)(
         cascade,
         schedule,
         arch,
@@ -295,14 +280,9 @@ def estimate(
     dram = moved.dram_total + sum(c.dram_words for _p, c in nests.values()) * inst * word
     energy += reads * read_pj + writes * write_pj + dram * 8 * arch.dram.pj_per_bit
     return Estimate(
-        latency_cycles=latency if isinstance(latency, float) else latency.cycles,
+        latency_cycles=timing if isinstance(timing, float) else timing.cycles,
         energy_pj=energy,
-        busy_cycles=busy,
         dram_bytes=dram,
         instances=inst,
         timed=timed,
     )
-
-
-def _bound_timing(*args: object, **kwargs: object) -> float:
-    return float(latency_lower_bound(*args, **kwargs))  # type: ignore[arg-type]
