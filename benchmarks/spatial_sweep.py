@@ -19,8 +19,9 @@ import mapper
 import sim
 from mapper.schedule import einsum_facts, layout
 from mapper.search import SearchOptions, search
+from mapper.timing import kernel_tasks as _tasks
 from sim.engine import simulate_kernel
-from sim.model import _sizes, _tasks
+from sim.model import _sizes
 
 
 def _per_tile_peer() -> tuple[float, float]:

@@ -29,7 +29,7 @@ from mapper.schedule import (
     read_tensors,
 )
 from mapper.sram import SRAMModel
-from mapper.timing import kernel_tasks, kernel_transfers, read_latency, schedule_timing
+from mapper.timing import read_latency, schedule_timing
 from sim.accounting import Accounting, constant_scalings
 from sim.accounting import accounting as _accounting
 from sim.errors import EvaluationError
@@ -301,12 +301,6 @@ def evaluate(
     )
     _self_check(report, cascade, full, inst, word, lay, {a.name: a.pes for a in arch.arrays}, useful)
     return report
-
-
-# the names the tests and benchmarks used before the timing moved to mapper.timing
-_read_latency = read_latency
-_transfers = kernel_transfers
-_tasks = kernel_tasks
 
 
 def _self_check(

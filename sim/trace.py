@@ -37,7 +37,8 @@ def trace(
 ) -> dict[str, Any]:
     """The trace of ``schedule`` (the first ``max_tiles`` tiles of each kernel); written to
     ``path`` as JSON when given. ``systolic`` as in :func:`sim.evaluate` (physical accounting)."""
-    from sim.model import _sizes, _tasks, traffic
+    from mapper.timing import kernel_tasks as _tasks
+    from sim.model import _sizes, traffic
 
     lay = layout(cascade)
     full, tile = _sizes(cascade, schedule, workload)

@@ -67,7 +67,7 @@ def test_a_run_must_fit_the_tile() -> None:
 def test_tile_beats_are_the_models_transfers() -> None:
     """The RTL's loader and the simulator's tile-by-tile transfers move the same beats per tile."""
     from mapper.schedule import layout
-    from sim.model import _transfers
+    from mapper.timing import kernel_transfers as _transfers
 
     arch = tile_arch(array=4, dram_bandwidth=1.0, buffer_bytes=buffer_for(4, 32, 8, 6))
     report, schedule = model_attention(arch, p=16, m=32, e=8, f=6)

@@ -112,7 +112,7 @@ def test_steady_state_jump_is_exact(interleave, query_tiles, steps):
     s = search(c, arch, SearchOptions(fusion="fused", sizes=TOY.sizes, interleave=interleave))
     facts = {f.name: f for f in einsum_facts(c)}
     from mapper.schedule import layout
-    from sim.model import _tasks
+    from mapper.timing import kernel_tasks as _tasks
 
     tasks = _tasks(
         s.kernels[0],

@@ -54,7 +54,7 @@ def test_jumps_are_exact_with_tile_transfers(
     sizes = {"P": 4 * query_tiles, "M": 4 * steps, "E": 8, "F": 8}
     s = search(c, arch, SearchOptions(fusion="fused", sizes=sizes, interleave=interleave))
     from mapper.schedule import einsum_facts, layout
-    from sim.model import _tasks
+    from mapper.timing import kernel_tasks as _tasks
 
     facts = {f.name: f for f in einsum_facts(c)}
     tile = {"P": 4, "M0": 4, "M1": 1, "M": sizes["M"], "E": 8, "F": 8}
