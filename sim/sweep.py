@@ -34,7 +34,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -432,20 +431,19 @@ def write_atomic(path: Path, text: str) -> None:
     reader (or a resumed sweep) sees the old file or the new one, never half of one. The file
     gets the mode a plain ``open`` would give it (0644 under the usual umask 022)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # a name of this process and thread, opened with a plain open(): the file gets the mode a user
+    # expects (0666 less the umask: 0644), not mkstemp's private 0600
+    import threading
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
-        # mkstemp makes the file private (0600); results are for others to read too, as a plain
-        # open() would make them (0666 less the umask)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+        with tmp.open("w", encoding="utf-8", newline="") as f:  # a leftover of a dead process: overwritten
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        Path(tmp).replace(path)
+        tmp.replace(path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
