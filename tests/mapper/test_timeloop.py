@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import mapper
 from einforge.cli import main
 from einsum.errors import EinforgeError
 from mapper import timeloop
@@ -166,3 +167,36 @@ def test_mutated_designs_give_a_result_or_a_typed_error(seed: int, tmp_path: Pat
         timeloop.load(*paths).analyze()
     except EinforgeError:
         pass
+
+
+def test_analysis_errors_say_what_and_where() -> None:
+    z = DataSpace(name="Z", projection=((("M", 1),),), output=True)
+    a = DataSpace(name="A", projection=((("M", 1),),))
+    with pytest.raises(
+        ScheduleError,
+        match=r"^problem p: exactly one data space must be read-write \(the output\), found none$",
+    ):
+        Problem(name="p", dims=(("M", 4),), spaces=(a,))
+    with pytest.raises(
+        ScheduleError, match=r"^problem p: data space Q projects onto 'N', which is no dimension"
+    ):
+        Problem(name="p", dims=(("M", 4),), spaces=(z, DataSpace(name="Q", projection=((("N", 1),),))))
+    p = Problem(name="p", dims=(("M", 4),), spaces=(a, z))
+    st = [Storage(name="DRAM"), Storage(name="Reg", instances=2)]
+    with pytest.raises(
+        ScheduleError, match=r"^mapping: the spatial factors above Reg use 4 instances, but it has 2$"
+    ):
+        analyze(p, st, [LevelMapping(target="DRAM", spatial=(("M", 4),)), LevelMapping(target="Reg")])
+    with pytest.raises(ScheduleError, match=r"^mapping: mapping of Reg: keeps 'B', which is no data space"):
+        analyze(
+            p,
+            st,
+            [
+                LevelMapping(target="DRAM", temporal=(("M", 4),)),
+                LevelMapping(target="Reg", keep=frozenset({"B"})),
+            ],
+        )
+    with pytest.raises(
+        mapper.ArchError, match=r"^storage 'X': block_size must be an integer in 1 .. 2\*\*40, found 0$"
+    ):
+        Storage(name="X", block_size=0)
