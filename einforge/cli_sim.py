@@ -545,15 +545,53 @@ def _whole(x: float) -> float | int:
 
 
 def cmd_timeloop(args: argparse.Namespace) -> int:
-    from mapper import timeloop
+    import yaml
+
+    from mapper import hsearch, timeloop
 
     design = timeloop.load(*args.files, ert=args.ert)
-    a = design.analyze()
+    found = None
+    if design.mappings is None:
+        if args.write_mapping:
+            from einforge.cli import check_output_file
+
+            check_output_file(args.write_mapping, "--write-mapping")  # before the search
+        tty = not args.json and sys.stderr.isatty()
+
+        def progress(done: int, total: int) -> None:
+            print(f"\r  searching: {done:,} of {total:,} mappings", end="", file=sys.stderr, flush=True)
+
+        found = design.search(
+            metric=args.metric, budget=args.budget, seed=args.seed, progress=progress if tty else None
+        )
+        if tty:
+            print("\r" + " " * 60 + "\r", end="", file=sys.stderr, flush=True)
+        a = found.analysis
+        dims = [d for d, _n in design.problem.dims]
+        if args.write_mapping:
+            text = yaml.safe_dump({"mapping": hsearch.to_timeloop(found.mappings, dims)}, sort_keys=False)
+            from sim.sweep import write_atomic
+
+            write_atomic(Path(args.write_mapping), text)
+    elif args.write_mapping:
+        raise timeloop.TimeloopError("--write-mapping writes a searched mapping: the files give one already")
+    else:
+        a = design.analyze()
     out = a.to_dict()
     if not design.priced:
         out["energy_pj"] = None
         for lv in out["levels"].values():  # type: ignore[union-attr]
             lv["energy_pj"] = None
+    if found is not None:
+        out["search"] = {
+            "metric": found.metric if design.priced or found.metric == "cycles" else "cycles, then accesses",
+            "valid": found.evaluated,
+            "rejected": found.rejected,
+            "space": found.space,
+            "exhaustive": found.exhaustive,
+            "seed": found.seed,
+        }
+        out["mapping"] = hsearch.to_timeloop(found.mappings, [d for d, _n in design.problem.dims])
     if args.json:
         print(json.dumps(out))
         return 0
@@ -561,6 +599,9 @@ def cmd_timeloop(args: argparse.Namespace) -> int:
         f"{design.problem.name}: {a.computes} computes on {a.compute_instances} x {design.compute_name}, "
         f"{a.cycles:.6g} cycles, utilization {a.utilization:.3f}"
     )
+    if found is not None:
+        print(found.describe() + ("" if design.priced else " (energy not priced: cycles, then accesses)"))
+        print(yaml.safe_dump({"mapping": out["mapping"]}, sort_keys=False, width=120).rstrip())
     print(f"energy: {a.energy_pj:.6g} pJ" if design.priced else "energy: not priced (give --ert ERT.yaml)")
     rows = []
     for level, stats in a.levels.items():
@@ -683,6 +724,22 @@ def add_parsers(sub: Any) -> None:
     tl.add_argument("--ert", help="Timeloop's ERT YAML: energies per action (else energy is not priced)")
     tl.add_argument(
         "--json", action="store_true", help="one object: cycles, energy_pj, computes, utilization, levels"
+    )
+    tl.add_argument(
+        "--metric",
+        choices=("edp", "energy", "cycles"),
+        default="edp",
+        help="without a mapping in the files, search one minimising this (default edp)",
+    )
+    tl.add_argument(
+        "--budget",
+        type=_positive_int,
+        default=20_000,
+        help="search: at most this many candidates (all of them when the space is smaller; default 20000)",
+    )
+    tl.add_argument("--seed", type=int, default=0, help="search: the seed of the random draws (default 0)")
+    tl.add_argument(
+        "--write-mapping", metavar="FILE", help="search: write the mapping found as Timeloop YAML"
     )
     tl.set_defaults(func=cmd_timeloop)
     cp = sub.add_parser("compare", help="the five FuseMax configurations over models and lengths, with plots")

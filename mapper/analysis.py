@@ -25,6 +25,8 @@ The rules (Timeloop's uniform, dense model; checked against its reference output
   at the innermost keeper), divided by the spatial reduction across dimensions the output does
   not project onto; its reads are its updates less its partition (the words one instance holds
   over the run): the first update of each word an instance holds over the run reads nothing.
+- **Capacity**: the tiles of the tensors a level keeps must fit one instance's capacity, else the
+  mapping is a :class:`~mapper.errors.ScheduleError` (Timeloop rejects it too).
 - Cycles are the computes over the utilised compute instances (no bandwidth throttling).
 - Energy: per level, tensor and action, ``ceil(accesses per instance / block size)`` vector
   accesses at that action's energy, times the instances; plus computes at the compute energy.
@@ -106,12 +108,14 @@ class Problem:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Storage:
-    """One storage level: its name, instances (at most), block size (words per vector access) and
-    the energy of one vector access per action (pJ)."""
+    """One storage level: its name, instances (at most), block size (words per vector access),
+    capacity of one instance in words (``None``: unbounded, as DRAM) and the energy of one vector
+    access per action (pJ)."""
 
     name: str
     instances: int = 1
     block_size: int = 1
+    capacity: int | None = None
     read_pj: float = 0.0
     fill_pj: float = 0.0
     update_pj: float = 0.0
@@ -121,6 +125,11 @@ class Storage:
             v = getattr(self, f)
             if isinstance(v, bool) or not isinstance(v, int) or not 0 < v <= MAX_RANK_SIZE:
                 raise ArchError(f"storage {self.name!r}: {f} must be an integer in 1 .. 2**40, found {v!r}")
+        c = self.capacity
+        if c is not None and (isinstance(c, bool) or not isinstance(c, int) or not 0 < c <= 2**62):
+            raise ArchError(
+                f"storage {self.name!r}: capacity must be a word count in 1 .. 2**62 or None, found {c!r}"
+            )
         for f in ("read_pj", "fill_pj", "update_pj"):
             v = getattr(self, f)
             if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
@@ -277,6 +286,24 @@ def _fills(space: DataSpace, inner: Sequence[_Loop], above: Sequence[_Loop]) -> 
     return total
 
 
+def loops_of(mappings: Sequence[LevelMapping], level: int = 0) -> list[_Loop]:
+    """The loops of ``mappings[level:]``, outermost first (temporal, then spatial, per level)."""
+    loops: list[_Loop] = []
+    for i, m in enumerate(mappings):
+        if i >= level:
+            loops += [_Loop(i, d, f, False) for d, f in m.temporal]
+            loops += [_Loop(i, d, f, True) for d, f in m.spatial]
+    return loops
+
+
+def tile_words(problem: Problem, inner: Sequence[_Loop], kept: Sequence[str]) -> int:
+    """Words of the tiles of ``kept`` tensors that the loops ``inner`` span (one instance)."""
+    spans: dict[str, int] = {}
+    for lp in inner:
+        spans[lp.dim] = spans.get(lp.dim, 1) * lp.factor
+    return sum(math.prod(_extent(s, spans)) for s in problem.spaces if s.name in kept)
+
+
 def analyze(
     problem: Problem,
     storages: Sequence[Storage],
@@ -287,10 +314,7 @@ def analyze(
 ) -> Analysis:
     """Per level and tensor: reads, fills and updates; computes, cycles, energy (module text)."""
     _check(problem, storages, mappings)
-    loops: list[_Loop] = []
-    for i, m in enumerate(mappings):
-        loops += [_Loop(i, d, f, False) for d, f in m.temporal]
-        loops += [_Loop(i, d, f, True) for d, f in m.spatial]
+    loops = loops_of(mappings)
     n = len(storages)
     computes = math.prod(problem.size.values())
     instances = [math.prod(lp.factor for lp in loops if lp.spatial and lp.level < i) for i in range(n)]
@@ -305,6 +329,14 @@ def analyze(
             f"mapping: the spatial factors use {pes} compute units, but there are {compute_instances}"
         )
     keeps = [[s.name for s in problem.spaces if m.keep is None or s.name in m.keep] for m in mappings]
+    for i, st in enumerate(storages):
+        if st.capacity is not None:
+            words = tile_words(problem, loops_of(mappings, i), keeps[i])
+            if words > st.capacity:
+                raise ScheduleError(
+                    f"mapping: the tiles {st.name} keeps ({', '.join(keeps[i])}) take {words} words, "
+                    f"but one instance holds {st.capacity}"
+                )
 
     def spatial_between(lo: int, hi: int, relevant: frozenset[str]) -> int:
         """The spatial factor of levels lo .. hi-1 over dimensions not in ``relevant``."""

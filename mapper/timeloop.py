@@ -4,8 +4,9 @@ action from Timeloop's ERT file.
 
 ``load(*paths, ert=None)`` reads the files (merged by their top-level keys, as Timeloop does) and
 returns a :class:`Design`; ``Design.analyze()`` returns the :class:`mapper.analysis.Analysis`.
-Unsupported features (sparse optimisations, compressed formats, mapping constraints without a
-mapping) are typed errors that name them.
+Without a mapping, ``Design.search()`` finds one (:mod:`mapper.hsearch`). Unsupported features
+(sparse optimisations, compressed formats) are typed errors that name them; mapping constraints
+are not read (the search spans the whole space).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 import yaml
 
 from einsum.errors import suggest
+from mapper import hsearch
 from mapper.analysis import Analysis, DataSpace, LevelMapping, Problem, Storage, analyze
 from mapper.errors import ArchError, ScheduleError
 
@@ -37,13 +39,27 @@ class TimeloopError(ArchError):
 class Design:
     problem: Problem
     storages: tuple[Storage, ...]
-    mappings: tuple[LevelMapping, ...]
+    mappings: tuple[LevelMapping, ...] | None  # None: the files give no mapping (search one)
     compute_name: str
     compute_instances: int
     compute_pj: float
     priced: bool  # energies came from an ERT
+    constraints: tuple[hsearch.Constraint, ...] = ()
+
+    def search(self, **options: Any) -> hsearch.HierarchyResult:
+        """The best mapping over this architecture (:func:`mapper.hsearch.search`'s options)."""
+        return hsearch.search(
+            self.problem,
+            self.storages,
+            compute_instances=self.compute_instances,
+            compute_pj=self.compute_pj,
+            constraints=self.constraints,
+            **options,
+        )
 
     def analyze(self) -> Analysis:
+        if self.mappings is None:
+            raise TimeloopError("the design has no mapping: give one, or search one (Design.search)")
         return analyze(
             self.problem,
             self.storages,
@@ -158,6 +174,14 @@ def _block(attrs: Mapping[str, Any]) -> int:
     if isinstance(bits, int) and isinstance(width, int) and bits > 0 and width >= bits:
         return width // bits
     return 1
+
+
+def _capacity(attrs: Mapping[str, Any], block: int) -> int | None:
+    """Words one instance holds: ``depth`` rows of ``block`` words (no depth: unbounded, as DRAM)."""
+    for key in ("depth", "memory_depth", "memory-depth", "entries"):
+        if key in attrs:
+            return _int(attrs[key], f"architecture: {key}") * block
+    return None
 
 
 def _problem(data: Any) -> Problem:
@@ -275,6 +299,74 @@ def _mappings(data: Any, levels: list[str], problem: Problem) -> tuple[LevelMapp
     )
 
 
+_CONSTRAINT_KEYS = ("mapspace_constraints", "architecture_constraints", "constraints")
+
+
+def _constraint_entries(merged: Mapping[str, Any]) -> list[Any]:
+    """Timeloop's constraint lists, wherever the version puts them."""
+    out: list[Any] = []
+    places = [merged.get(k) for k in _CONSTRAINT_KEYS]
+    mapspace = merged.get("mapspace")
+    if isinstance(mapspace, dict):
+        places.append(mapspace.get("constraints"))
+    for p in places:
+        if isinstance(p, dict):
+            p = p.get("targets", [])
+        if p is None:
+            continue
+        if not isinstance(p, list):
+            raise TimeloopError(f"constraints: expected a list of {{target, type, ...}}, found {p!r}")
+        out += p
+    return out
+
+
+def _constraints(entries: list[Any], levels: list[str], problem: Problem) -> tuple[hsearch.Constraint, ...]:
+    dims = [d for d, _n in problem.dims]
+    names = [s.name for s in problem.spaces]
+    out = []
+    for i, e in enumerate(entries):
+        where = f"constraints[{i}]"
+        if not isinstance(e, dict):
+            raise TimeloopError(f"{where}: expected {{target, type, ...}}, found {e!r}")
+        target = str(e.get("target"))
+        if target not in levels:
+            raise TimeloopError(f"{where}: target {target!r} is no storage level{suggest(target, levels)}")
+        kind = e.get("type")
+        if kind in ("bypass", "dataspace", "datatype"):
+            bypassed = e.get("bypass", []) or []
+            kept = e.get("keep", []) or []
+            for t in [*kept, *bypassed]:
+                if t not in names:
+                    raise TimeloopError(f"{where}: data space {t!r} is unknown{suggest(str(t), names)}")
+            out.append(
+                hsearch.Constraint(target=target, keep=frozenset(t for t in names if t not in bypassed))
+            )
+        elif kind in ("temporal", "spatial"):
+            text = e.get("factors", "")
+            if isinstance(text, list):
+                text = " ".join(map(str, text))
+            # a factor of 0 leaves it to the mapper
+            toks = [
+                t
+                for t in str(text).replace("=", "").split()
+                if not re.fullmatch(r"[A-Za-z_]\w*?\D0+|[A-Za-z_]0+", t)
+            ]
+            factors = _factors(" ".join(toks), where) if toks else {}
+            for d in factors:
+                if d not in dims:
+                    raise TimeloopError(f"{where}: factor of {d!r}, which is no dimension{suggest(d, dims)}")
+            perm = e.get("permutation")
+            order = tuple(_permutation(perm, dims, where)) if perm and kind == "temporal" else None
+            out.append(
+                hsearch.Constraint(target=target, spatial=kind == "spatial", factors=factors, order=order)
+            )
+        elif kind in ("utilization", "max_overbooked_proportion"):
+            continue  # bounds on the search, not on the mappings' meaning
+        else:
+            raise TimeloopError(f"{where}: type {kind!r} is not temporal, spatial, bypass or utilization")
+    return tuple(out)
+
+
 def _ert(data: Any) -> dict[str, dict[str, float]]:
     tables = (data.get("ERT", data) if isinstance(data, dict) else {}).get("tables", [])
     out: dict[str, dict[str, float]] = {}
@@ -320,11 +412,6 @@ def _load(paths: tuple[str | Path, ...], ert: str | Path | None) -> Design:
                 f"no '{key}' in {', '.join(map(str, paths))}; expected the architecture, problem and "
                 "mapping (the files Timeloop's front end reads, or its parsed-processed-input.yaml)"
             )
-    if "mapping" not in merged:
-        raise TimeloopError(
-            "no 'mapping': einforge evaluates a given Timeloop mapping; searching one over a Timeloop "
-            "architecture is not built yet"
-        )
     comps = _components(merged["architecture"])
     compute = [c for c in comps if any(k in c["class"].lower() for k in _COMPUTE_CLASSES)]
     storage = [c for c in comps if c not in compute]
@@ -340,11 +427,13 @@ def _load(paths: tuple[str | Path, ...], ert: str | Path | None) -> Design:
         acts = energies.get(c["name"], {})
         read = acts.get("read", 0.0)
         write = acts.get("write", acts.get("update", read))
+        block = _block(c["attributes"])
         storages.append(
             Storage(
                 name=c["name"],
                 instances=int(c["instances"]),
-                block_size=_block(c["attributes"]),
+                block_size=block,
+                capacity=None if "dram" in c["class"].lower() else _capacity(c["attributes"], block),
                 read_pj=read,
                 fill_pj=write,
                 update_pj=acts.get("update", write),
@@ -352,7 +441,7 @@ def _load(paths: tuple[str | Path, ...], ert: str | Path | None) -> Design:
         )
     problem = _problem(merged["problem"])
     levels = [s.name for s in storages]
-    mappings = _mappings(merged["mapping"], levels, problem)
+    mappings = _mappings(merged["mapping"], levels, problem) if "mapping" in merged else None
     comp = compute[-1]
     cacts = energies.get(comp["name"], {})
     mac = next((v for k, v in cacts.items() if k.startswith("mac") or k == "compute"), 0.0)
@@ -366,4 +455,5 @@ def _load(paths: tuple[str | Path, ...], ert: str | Path | None) -> Design:
         compute_instances=int(comp["instances"]),
         compute_pj=mac,
         priced=ert is not None,
+        constraints=_constraints(_constraint_entries(merged), levels, problem),
     )

@@ -135,8 +135,8 @@ def test_bad_designs_are_typed_errors(tmp_path: Path) -> None:
     bad.write_text("mapping:\n  - {target: GlobalBuffer, type: temporal, factors: P15 K32 R3}\n")
     with pytest.raises(ScheduleError, match=r"the factors of P multiply to 15, but P = 16"):
         timeloop.load(*files, bad).analyze()
-    with pytest.raises(timeloop.TimeloopError, match=r"no 'mapping'"):
-        timeloop.load(*files)
+    with pytest.raises(timeloop.TimeloopError, match=r"no mapping: give one, or search one"):
+        timeloop.load(*files).analyze()
     bad.write_text("sparse_optimizations:\n  targets: []\n  x: 1\n")
     with pytest.raises(timeloop.TimeloopError, match=r"sparse optimisations"):
         timeloop.load(*files, bad)

@@ -1,0 +1,333 @@
+"""Mapping search over a storage hierarchy of any depth: the mapper for :mod:`mapper.analysis`.
+
+The space, as Timeloop's mapper spans it for one Einsum: every way to split each dimension's size
+into one factor per slot (each level's temporal loops, and its spatial loops where the level fans
+out to more instances below it), a loop order per level, and every level keeping every tensor. A
+candidate is valid when each level's spatial factors fit its fanout and its tiles fit its
+capacity (the analysis checks the latter). Each valid candidate is costed by
+:func:`mapper.analysis.analyze`, the one analysis; the search only enumerates and compares.
+
+Loop orders: per level, the distinct orders that make one tensor stationary (the dimensions it
+does not project onto innermost, the rest in the problem's order), plus the problem's order. A
+level with fewer than two temporal loops has one order.
+
+The search is exhaustive when the space holds at most ``budget`` candidates; otherwise it draws
+``budget`` candidates at random (seeded, so a run repeats): each prime factor of each dimension
+goes to a slot uniformly, each level's order uniformly from its candidates. The result says which.
+
+Metrics: ``edp`` (energy x cycles, the default), ``energy`` or ``cycles``; ties go to the lower
+other figure, then to the fewer accesses at the outermost level, then to the first found. Without
+energies (a design with no prices), ``energy`` and ``edp`` rank by accesses per level, outermost
+first, after cycles.
+
+>>> from mapper.analysis import DataSpace, Problem, Storage
+>>> gemv = Problem(name="gemv", dims=(("M", 8), ("K", 4)), spaces=(
+...     DataSpace(name="A", projection=((("M", 1),), (("K", 1),))),
+...     DataSpace(name="B", projection=((("K", 1),),)),
+...     DataSpace(name="Z", projection=((("M", 1),),), output=True)))
+>>> levels = [Storage(name="DRAM", read_pj=100, fill_pj=100, update_pj=100),
+...           Storage(name="Reg", instances=4, capacity=8, read_pj=1, fill_pj=1, update_pj=1)]
+>>> r = search(gemv, levels, compute_instances=4, compute_pj=1)
+>>> r.exhaustive, r.analysis.cycles, r.analysis.utilization
+(True, 8.0, 1.0)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import random
+from collections.abc import Callable, Iterator, Mapping, Sequence
+
+from einsum.errors import suggest
+from mapper.analysis import Analysis, LevelMapping, Problem, Storage, analyze
+from mapper.errors import ArchError, ScheduleError
+
+__all__ = ["METRICS", "Constraint", "HierarchyResult", "fanouts", "search", "to_timeloop"]
+
+METRICS = ("edp", "energy", "cycles")
+DEFAULT_BUDGET = 20_000
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Constraint:
+    """A constraint on one level's mappings (Timeloop's mapspace constraints): the tensors it keeps
+    (``None``: free), fixed factors of its temporal (or, with ``spatial``, spatial) loops, and a
+    fixed temporal loop order (outermost first; dimensions not named go innermost)."""
+
+    target: str
+    spatial: bool = False
+    keep: frozenset[str] | None = None
+    factors: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    order: tuple[str, ...] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class HierarchyResult:
+    """The best mapping found, its analysis, and what the search covered."""
+
+    mappings: tuple[LevelMapping, ...]
+    analysis: Analysis
+    metric: str
+    evaluated: int  # candidates analysed
+    rejected: int  # candidates over a fanout or a capacity
+    space: int  # candidates in the space
+    exhaustive: bool
+    seed: int | None
+
+    def describe(self) -> str:
+        how = (
+            f"all {self.space:,} candidates"
+            if self.exhaustive
+            else f"{self.evaluated + self.rejected:,} of {self.space:,} candidates drawn at random "
+            f"(seed {self.seed})"
+        )
+        return (
+            f"searched {how}: {self.evaluated:,} valid, {self.rejected:,} over a fanout or a capacity; "
+            f"best by {self.metric}"
+        )
+
+
+def fanouts(storages: Sequence[Storage], compute_instances: int) -> list[int]:
+    """Per level, how many instances below one instance of it (the next level's, or the compute
+    units' under the innermost level)."""
+    counts = [s.instances for s in storages] + [compute_instances]
+    out = []
+    for i, s in enumerate(storages):
+        below = counts[i + 1]
+        if below % counts[i]:
+            below_name = storages[i + 1].name if i + 1 < len(storages) else "the compute units"
+            raise ArchError(
+                f"{below_name} has {below} instances, not a multiple of {s.name}'s {counts[i]}: "
+                "each instance must fan out to the same number below it"
+            )
+        out.append(below // counts[i])
+    return out
+
+
+def _primes(n: int) -> list[int]:
+    out, p = [], 2
+    while p * p <= n:
+        while n % p == 0:
+            out.append(p)
+            n //= p
+        p += 1
+    if n > 1:
+        out.append(n)
+    return out
+
+
+def _splits(n: int, k: int) -> list[tuple[int, ...]]:
+    """Every ordered way to write ``n`` as a product of ``k`` factors."""
+    out: set[tuple[int, ...]] = {(1,) * k}
+    for p in _primes(n):
+        out = {t[:i] + (t[i] * p,) + t[i + 1 :] for t in out for i in range(k)}
+    return sorted(out)
+
+
+def _split_count(n: int, k: int) -> int:
+    exps: dict[int, int] = {}
+    for p in _primes(n):
+        exps[p] = exps.get(p, 0) + 1
+    return math.prod(math.comb(e + k - 1, k - 1) for e in exps.values())
+
+
+def _orders(problem: Problem) -> list[tuple[str, ...]]:
+    """Candidate loop orders, outermost first: the problem's, then each tensor stationary."""
+    dims = [d for d, _n in problem.dims]
+    out = [tuple(dims)]
+    for s in problem.spaces:
+        order = tuple([d for d in dims if d in s.dims] + [d for d in dims if d not in s.dims])
+        if order not in out:
+            out.append(order)
+    return out
+
+
+def _metric(metric: str, a: Analysis, priced: bool) -> tuple[float, ...]:
+    outer = tuple(a.scalar_accesses(name) for name in a.levels)
+    e = a.energy_pj if priced else 0.0
+    if metric == "cycles":
+        return (a.cycles, e, *outer)
+    if not priced:
+        return (a.cycles, *outer)
+    if metric == "energy":
+        return (e, a.cycles, *outer)
+    return (e * a.cycles, e, a.cycles, *outer)
+
+
+def search(
+    problem: Problem,
+    storages: Sequence[Storage],
+    *,
+    compute_instances: int,
+    compute_pj: float = 0.0,
+    metric: str = "edp",
+    budget: int = DEFAULT_BUDGET,
+    seed: int = 0,
+    constraints: Sequence[Constraint] = (),
+    progress: Callable[[int, int], None] | None = None,
+) -> HierarchyResult:
+    """The best mapping of ``problem`` over ``storages`` (outermost first) by ``metric``, within
+    ``constraints`` (Timeloop's: the tensors a level keeps, fixed factors, a fixed loop order)."""
+    if metric not in METRICS:
+        raise ScheduleError(f"metric must be one of {', '.join(METRICS)}, found {metric!r}")
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+        raise ScheduleError(f"budget must be a positive number of candidates, found {budget!r}")
+    if not storages:
+        raise ArchError("a hierarchy needs at least one storage level")
+    fan = fanouts(storages, compute_instances)
+    priced = compute_pj > 0 or any(s.read_pj or s.fill_pj or s.update_pj for s in storages)
+    # slots: (level, spatial?)
+    slots = [(i, sp) for i in range(len(storages)) for sp in (False, True) if not sp or fan[i] > 1]
+    dims = list(problem.dims)
+    names = [s.name for s in storages]
+    tensors = [s.name for s in problem.spaces]
+    keep: list[frozenset[str] | None] = [None] * len(storages)
+    level_orders = [_orders(problem) if len(dims) > 1 else [tuple(d for d, _n in dims)] for _ in storages]
+    fixed: list[dict[int, int]] = [{} for _ in dims]  # per dimension: slot -> factor
+    for c in constraints:
+        if c.target not in names:
+            raise ScheduleError(
+                f"constraint: target {c.target!r} is no storage level{suggest(c.target, names)}"
+            )
+        i = names.index(c.target)
+        if c.keep is not None:
+            for t in c.keep:
+                if t not in tensors:
+                    raise ScheduleError(f"constraint on {c.target}: no tensor {t!r}{suggest(t, tensors)}")
+            keep[i] = c.keep
+        if c.spatial and fan[i] == 1 and any(f > 1 for f in c.factors.values()):
+            raise ScheduleError(f"constraint on {c.target}: spatial factors, but it fans out to no instances")
+        for d, f in c.factors.items():
+            k = next((k for k, (dd, _n) in enumerate(dims) if dd == d), None)
+            if k is None:
+                raise ScheduleError(
+                    f"constraint on {c.target}: no dimension {d!r}{suggest(d, [d for d, _n in dims])}"
+                )
+            if (i, c.spatial) in slots:
+                fixed[k][slots.index((i, c.spatial))] = f
+        if c.order is not None:
+            level_orders[i] = [tuple(c.order) + tuple(d for d, _n in dims if d not in c.order)]
+    rests = []
+    for k, (d, n) in enumerate(dims):
+        prod = math.prod(fixed[k].values())
+        free = [j for j in range(len(slots)) if j not in fixed[k]]
+        if n % prod or (not free and prod != n):
+            raise ScheduleError(
+                f"constraints: the fixed factors of {d} multiply to {prod}, which does not "
+                f"{'divide' if free else 'equal'} {d} = {n}"
+            )
+        rests.append((n // prod, free))
+    space = math.prod(_split_count(r, len(free)) for r, free in rests) * math.prod(
+        len(o) for o in level_orders
+    )
+
+    def build(split: Sequence[tuple[int, ...]], order_ix: Sequence[int]) -> tuple[LevelMapping, ...] | None:
+        mappings = []
+        for i in range(len(storages)):
+            t_ix = slots.index((i, False))
+            s_ix = slots.index((i, True)) if (i, True) in slots else None
+            factor = {d: split[k][t_ix] for k, (d, _n) in enumerate(dims)}
+            temporal = tuple((d, factor[d]) for d in level_orders[i][order_ix[i]] if factor[d] > 1)
+            spatial: tuple[tuple[str, int], ...] = ()
+            if s_ix is not None:
+                spatial = tuple((d, split[k][s_ix]) for k, (d, _n) in enumerate(dims) if split[k][s_ix] > 1)
+                if math.prod(f for _d, f in spatial) > fan[i]:
+                    return None
+            mappings.append(
+                LevelMapping(target=storages[i].name, temporal=temporal, spatial=spatial, keep=keep[i])
+            )
+        return tuple(mappings)
+
+    def place(k: int, free_factors: Sequence[int]) -> tuple[int, ...]:
+        f = [1] * len(slots)
+        for j, v in fixed[k].items():
+            f[j] = v
+        for j, v in zip(rests[k][1], free_factors, strict=True):
+            f[j] = v
+        return tuple(f)
+
+    def candidates() -> Iterator[tuple[tuple[tuple[int, ...], ...], tuple[int, ...]]]:
+        if space <= budget:
+            per_dim = [[place(k, t) for t in _splits(r, len(free))] for k, (r, free) in enumerate(rests)]
+            for split in itertools.product(*per_dim):
+                loops = [
+                    sum(1 for t in split if t[slots.index((i, False))] > 1) for i in range(len(storages))
+                ]
+                for order_ix in itertools.product(
+                    *[range(len(level_orders[i]) if loops[i] > 1 else 1) for i in range(len(storages))]
+                ):
+                    yield split, order_ix
+            return
+        rng = random.Random(seed)
+        primes = [_primes(r) for r, _free in rests]
+        for _ in range(budget):
+            split = []
+            for k, ps in enumerate(primes):
+                f = [1] * len(rests[k][1])
+                for p in ps:
+                    f[rng.randrange(len(f))] *= p
+                split.append(place(k, f))
+            yield tuple(split), tuple(rng.randrange(len(o)) for o in level_orders)
+
+    best: tuple[tuple[float, ...], tuple[LevelMapping, ...], Analysis] | None = None
+    evaluated = rejected = seen = 0
+    total = min(space, budget)
+    for split, order_ix in candidates():
+        seen += 1
+        if progress is not None and seen % 1000 == 0:
+            progress(seen, total)
+        mappings = build(split, order_ix)
+        if mappings is None:
+            rejected += 1
+            continue
+        try:
+            a = analyze(
+                problem, storages, mappings, compute_pj=compute_pj, compute_instances=compute_instances
+            )
+        except ScheduleError:
+            rejected += 1
+            continue
+        evaluated += 1
+        key = _metric(metric, a, priced)
+        if best is None or key < best[0]:
+            best = (key, mappings, a)
+    if best is None:
+        raise ScheduleError(
+            f"no mapping of {problem.name} fits: all {rejected:,} candidates searched exceed a level's "
+            "fanout or capacity (is a buffer smaller than one word of each tensor?)"
+        )
+    return HierarchyResult(
+        mappings=best[1],
+        analysis=best[2],
+        metric=metric,
+        evaluated=evaluated,
+        rejected=rejected,
+        space=seen if space <= budget else space,  # exhaustive: exactly the candidates enumerated
+        exhaustive=space <= budget,
+        seed=None if space <= budget else seed,
+    )
+
+
+def to_timeloop(mappings: Sequence[LevelMapping], dims: Sequence[str]) -> list[dict[str, object]]:
+    """``mappings`` in Timeloop's mapping format (factors of every dimension, permutations
+    innermost first), so ``einforge timeloop`` and Timeloop can read the result back."""
+    out = []
+    for m in mappings:
+        for kind, loops in (("temporal", m.temporal), ("spatial", m.spatial)):
+            if kind == "spatial" and not loops:
+                continue
+            f = dict(loops)
+            named = [d for d, _f in loops]
+            order = list(reversed(named)) + [d for d in dims if d not in named]
+            out.append(
+                {
+                    "target": m.target,
+                    "type": kind,
+                    "factors": " ".join(f"{d}{f.get(d, 1)}" for d in dims),
+                    # Timeloop reads "PQC" for one-letter dimensions, a list otherwise
+                    "permutation": "".join(order) if all(len(d) == 1 for d in dims) else order,
+                }
+            )
+    return out
