@@ -549,7 +549,7 @@ def cmd_timeloop(args: argparse.Namespace) -> int:
 
     from mapper import hsearch, timeloop
 
-    design = timeloop.load(*args.files, ert=args.ert)
+    design = timeloop.load(*args.files, ert=args.ert, cold_output_fills=args.cold_output_fills)
     found = None
     if design.mappings is None:
         if args.write_mapping:
@@ -736,6 +736,11 @@ def add_parsers(sub: Any) -> None:
         type=_positive_int,
         default=20_000,
         help="search: at most this many candidates (all of them when the space is smaller; default 20000)",
+    )
+    tl.add_argument(
+        "--cold-output-fills",
+        action="store_true",
+        help="count each output word's first fill, as Timeloop did before v0.4 (its 2021 exercises)",
     )
     tl.add_argument("--seed", type=int, default=0, help="search: the seed of the random draws (default 0)")
     tl.add_argument(

@@ -16,8 +16,10 @@ The rules (Timeloop's uniform, dense model; checked against its reference output
   the words the new tile does not share with the old. An advance moves the loop's dimension by
   its stride and resets every loop inside it, so a loop over a dimension the tensor does not
   project onto refetches nothing when it is innermost, and everything when a relevant loop sits
-  inside it; a sliding window (``P + R``) that moves forward fetches only the new halo, one that
-  moves back (an inner loop resetting) is fetched anew.
+  inside it; a sliding window (``P + R``) fetches only the new halo when its loop is the innermost
+  running loop above the level, and is fetched anew otherwise (Timeloop resets its deltas when
+  the tile's stride changes). An output's first visit of each word needs no fill (Timeloop v0.4;
+  ``cold_output_fills=True`` counts it, as Timeloop's earlier releases did).
 - **Reads** of a level: what the next level inward that keeps the tensor fills (over all its
   instances), or, where no level inside keeps it, one per compute; a spatial loop over a
   dimension the tensor does not project onto multicasts (one read serves its instances).
@@ -29,7 +31,8 @@ The rules (Timeloop's uniform, dense model; checked against its reference output
   mapping is a :class:`~mapper.errors.ScheduleError` (Timeloop rejects it too).
 - Cycles are the computes over the utilised compute instances (no bandwidth throttling).
 - Energy: per level, tensor and action, ``ceil(accesses per instance / block size)`` vector
-  accesses at that action's energy, times the instances; plus computes at the compute energy.
+  accesses at that action's energy, times the instances; plus each level's leakage per instance
+  in use and cycle; plus computes at the compute energy.
 """
 
 from __future__ import annotations
@@ -119,6 +122,7 @@ class Storage:
     read_pj: float = 0.0
     fill_pj: float = 0.0
     update_pj: float = 0.0
+    leak_pj: float = 0.0  # per instance in use, per cycle
 
     def __post_init__(self) -> None:
         for f in ("instances", "block_size"):
@@ -130,7 +134,7 @@ class Storage:
             raise ArchError(
                 f"storage {self.name!r}: capacity must be a word count in 1 .. 2**62 or None, found {c!r}"
             )
-        for f in ("read_pj", "fill_pj", "update_pj"):
+        for f in ("read_pj", "fill_pj", "update_pj", "leak_pj"):
             v = getattr(self, f)
             if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
                 raise ArchError(f"storage {self.name!r}: {f} must be a finite number >= 0, found {v!r}")
@@ -274,13 +278,16 @@ def _fills(space: DataSpace, inner: Sequence[_Loop], above: Sequence[_Loop]) -> 
                 inn = loops[j]
                 shift[inn.dim] = shift.get(inn.dim, 0) - (inn.factor - 1) * strides[j]
             moved = [sum(c * shift.get(d, 0) for d, c in rank) for rank in space.projection]
-            # a window that slides forward keeps its overlap; one that moves back is fetched anew
-            # (Timeloop's deltas)
-            overlap = (
-                0
-                if any(m < 0 for m in moved)
-                else math.prod(max(0, e - m) for e, m in zip(ext, moved, strict=True))
-            )
+            # a window that slides forward under the innermost loop keeps its overlap; one that
+            # moves back, or advances past a running inner loop, is fetched anew (Timeloop's
+            # deltas reset when the tile's stride changes)
+            innermost = all(inn.factor == 1 for inn in loops[i + 1 :])
+            if not any(moved):
+                overlap = tile  # stationary
+            elif any(m < 0 for m in moved) or not innermost:
+                overlap = 0
+            else:
+                overlap = math.prod(max(0, e - m) for e, m in zip(ext, moved, strict=True))
             total += (lp.factor - 1) * outer * (tile - overlap)
         outer *= lp.factor
     return total
@@ -311,8 +318,13 @@ def analyze(
     *,
     compute_pj: float = 0.0,
     compute_instances: int | None = None,
+    cold_output_fills: bool = False,
 ) -> Analysis:
-    """Per level and tensor: reads, fills and updates; computes, cycles, energy (module text)."""
+    """Per level and tensor: reads, fills and updates; computes, cycles, energy (module text).
+
+    ``cold_output_fills`` reproduces the bookkeeping of Timeloop before v0.4 (the 2021 exercises'
+    reference outputs): a level's output fills count the first visit of each word too, which no
+    level above reads."""
     _check(problem, storages, mappings)
     loops = loops_of(mappings)
     n = len(storages)
@@ -367,12 +379,14 @@ def analyze(
             fills = per_inst[(i, t)] * instances[i]
             if space.output:
                 # the words an instance ever holds (its partition): the first update of each
-                # reads nothing
+                # reads nothing, and the first visit of each needs no fill
                 spans: dict[str, int] = {}
                 for lp in loops:
                     if lp.level >= i or not lp.spatial:
                         spans[lp.dim] = spans.get(lp.dim, 1) * lp.factor
                 fresh = math.prod(_extent(space, spans)) * instances[i]
+                if fills and not cold_output_fills:
+                    fills -= fresh
                 s = TensorStats(reads=flow - fresh, fills=fills, updates=flow)
             else:
                 s = TensorStats(reads=flow, fills=fills, updates=0.0)
@@ -384,7 +398,7 @@ def analyze(
                 + math.ceil(s.updates / k / st.block_size) * st.update_pj
             )
         levels[st.name] = stats
-        energy[st.name] = e
+        energy[st.name] = e + st.leak_pj * instances[i] * computes / pes
     cycles = computes / pes
     units = compute_instances if compute_instances is not None else pes
     return Analysis(

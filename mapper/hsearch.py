@@ -54,7 +54,8 @@ DEFAULT_BUDGET = 20_000
 class Constraint:
     """A constraint on one level's mappings (Timeloop's mapspace constraints): the tensors it keeps
     (``None``: free), fixed factors of its temporal (or, with ``spatial``, spatial) loops, and a
-    fixed temporal loop order (outermost first; dimensions not named go innermost)."""
+    temporal loop order: ``order`` (outermost first) goes innermost, the dimensions it does not name
+    go outside it in any candidate order (Timeloop's partial permutations)."""
 
     target: str
     spatial: bool = False
@@ -166,6 +167,7 @@ def search(
     budget: int = DEFAULT_BUDGET,
     seed: int = 0,
     constraints: Sequence[Constraint] = (),
+    cold_output_fills: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> HierarchyResult:
     """The best mapping of ``problem`` over ``storages`` (outermost first) by ``metric``, within
@@ -208,7 +210,13 @@ def search(
             if (i, c.spatial) in slots:
                 fixed[k][slots.index((i, c.spatial))] = f
         if c.order is not None:
-            level_orders[i] = [tuple(c.order) + tuple(d for d, _n in dims if d not in c.order)]
+            for d in c.order:
+                if d not in [dd for dd, _n in dims]:
+                    raise ScheduleError(f"constraint on {c.target}: order names {d!r}, which is no dimension")
+            named = tuple(c.order)
+            level_orders[i] = list(
+                dict.fromkeys(tuple(d for d in o if d not in named) + named for o in level_orders[i])
+            )
     rests = []
     for k, (d, n) in enumerate(dims):
         prod = math.prod(fixed[k].values())
@@ -284,7 +292,12 @@ def search(
             continue
         try:
             a = analyze(
-                problem, storages, mappings, compute_pj=compute_pj, compute_instances=compute_instances
+                problem,
+                storages,
+                mappings,
+                compute_pj=compute_pj,
+                compute_instances=compute_instances,
+                cold_output_fills=cold_output_fills,
             )
         except ScheduleError:
             rejected += 1

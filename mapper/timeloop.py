@@ -45,6 +45,8 @@ class Design:
     compute_pj: float
     priced: bool  # energies came from an ERT
     constraints: tuple[hsearch.Constraint, ...] = ()
+    #: count outputs' first fills, as Timeloop did before v0.4 (:func:`mapper.analysis.analyze`)
+    cold_output_fills: bool = False
 
     def search(self, **options: Any) -> hsearch.HierarchyResult:
         """The best mapping over this architecture (:func:`mapper.hsearch.search`'s options)."""
@@ -54,6 +56,7 @@ class Design:
             compute_instances=self.compute_instances,
             compute_pj=self.compute_pj,
             constraints=self.constraints,
+            cold_output_fills=self.cold_output_fills,
             **options,
         )
 
@@ -66,6 +69,7 @@ class Design:
             self.mappings,
             compute_pj=self.compute_pj,
             compute_instances=self.compute_instances,
+            cold_output_fills=self.cold_output_fills,
         )
 
 
@@ -207,7 +211,8 @@ def _problem(data: Any) -> Problem:
                 if len(term) == 1:
                     terms.append((str(term[0]), 1))
                 elif len(term) == 2:
-                    c, d = term
+                    # [coefficient, dimension] (v0.2/v0.3) or [dimension, coefficient] (v0.4)
+                    c, d = (term[1], term[0]) if term[0] in dims and term[1] not in dims else term
                     if c not in coefs:
                         raise TimeloopError(
                             f"problem: data space {ds.get('name')}: unknown coefficient {c!r}"
@@ -232,7 +237,7 @@ def _factors(text: Any, where: str) -> dict[str, int]:
     if isinstance(text, list):
         text = " ".join(str(t) for t in text)
     out: dict[str, int] = {}
-    for tok in str(text).replace("=", "").split():
+    for tok in str(text).replace("=", "").replace(",", " ").split():
         m = re.fullmatch(r"([A-Za-z_]\w*?)(\d+)", tok)
         if not m:
             raise TimeloopError(f"{where}: factor {tok!r} is not DIMsize such as P16")
@@ -348,7 +353,7 @@ def _constraints(entries: list[Any], levels: list[str], problem: Problem) -> tup
             # a factor of 0 leaves it to the mapper
             toks = [
                 t
-                for t in str(text).replace("=", "").split()
+                for t in str(text).replace("=", "").replace(",", " ").split()
                 if not re.fullmatch(r"[A-Za-z_]\w*?\D0+|[A-Za-z_]0+", t)
             ]
             factors = _factors(" ".join(toks), where) if toks else {}
@@ -356,7 +361,15 @@ def _constraints(entries: list[Any], levels: list[str], problem: Problem) -> tup
                 if d not in dims:
                     raise TimeloopError(f"{where}: factor of {d!r}, which is no dimension{suggest(d, dims)}")
             perm = e.get("permutation")
-            order = tuple(_permutation(perm, dims, where)) if perm and kind == "temporal" else None
+            order = None
+            if perm and kind == "temporal":  # the dimensions it names go innermost, the rest are free
+                full = _permutation(perm, dims, where)
+                named = (
+                    len(perm)
+                    if isinstance(perm, list)
+                    else len(re.findall(r"[A-Z][a-z0-9_]*|[a-z]\w*", str(perm)))
+                )
+                order = tuple(full[len(full) - named :])
             out.append(
                 hsearch.Constraint(target=target, spatial=kind == "spatial", factors=factors, order=order)
             )
@@ -371,7 +384,8 @@ def _ert(data: Any) -> dict[str, dict[str, float]]:
     tables = (data.get("ERT", data) if isinstance(data, dict) else {}).get("tables", [])
     out: dict[str, dict[str, float]] = {}
     for t in tables:
-        name, _ = _instances_of(str(t.get("name", "")).split(".")[-1])
+        name, _ = _instances_of(str(t.get("name", "")))  # "top.shared_glb[1..1]"
+        name = name.split(".")[-1]
         acts: dict[str, float] = {}
         for a in t.get("actions", []):
             e = a.get("energy")
@@ -384,11 +398,12 @@ def _ert(data: Any) -> dict[str, dict[str, float]]:
     return out
 
 
-def load(*paths: str | Path, ert: str | Path | None = None) -> Design:
+def load(*paths: str | Path, ert: str | Path | None = None, cold_output_fills: bool = False) -> Design:
     """A Timeloop design from its YAML files (architecture, problem, mapping: one file or several,
-    merged by top-level keys), priced by ``ert`` (Timeloop's ERT YAML) when given."""
+    merged by top-level keys), priced by ``ert`` (Timeloop's ERT YAML) when given.
+    ``cold_output_fills`` counts outputs' first fills as Timeloop did before v0.4."""
     try:
-        return _load(paths, ert)
+        return dataclasses.replace(_load(paths, ert), cold_output_fills=cold_output_fills)
     except (TypeError, AttributeError, KeyError, ValueError) as exc:
         if isinstance(exc, ArchError | ScheduleError):
             raise
@@ -437,6 +452,7 @@ def _load(paths: tuple[str | Path, ...], ert: str | Path | None) -> Design:
                 read_pj=read,
                 fill_pj=write,
                 update_pj=acts.get("update", write),
+                leak_pj=acts.get("leak", 0.0),
             )
         )
     problem = _problem(merged["problem"])
