@@ -48,6 +48,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import einsum
+from mapper.analysis import DataSpace, LevelMapping, Problem, Storage
 from mapper.arch import ArchSpec, PEArray
 from mapper.errors import ScheduleError
 from mapper.schedule import (
@@ -69,6 +70,7 @@ __all__ = [
     "NestSearch",
     "action_pj",
     "nest_cost",
+    "nest_hierarchy",
     "nest_problem",
     "objective_value",
     "schedule_nests",
@@ -261,7 +263,7 @@ def _refetch_loops(loops: Sequence[tuple[str, int]], ranks: frozenset[str]) -> i
         if r in ranks and n > 1:
             last = i
     out = 1
-    for r, n in loops[:last]:
+    for r, n in loops[: max(last, 0)]:  # no relevant loop runs: the tile never changes
         if r not in ranks:
             out *= n
     return out
@@ -378,6 +380,65 @@ def nest_cost(problem: NestProblem, nest: LoopNest, *, systolic: bool = False) -
         spatial_utilization=util,
         fits=fits,
     )
+
+
+def nest_hierarchy(
+    problem: NestProblem, nest: LoopNest
+) -> tuple[Problem, tuple[Storage, ...], tuple[LevelMapping, ...]]:
+    """``nest`` as a mapping over a storage hierarchy (:mod:`mapper.analysis`): DRAM, the global
+    buffer, one register file per PE, with the DRAM level's and the buffer level's loops in the
+    nest's order and the spatial ranks across the array. A register file keeps every operand
+    where ``rf_words`` holds a word of each, and the output unless it is reduced across the array
+    (no PE register holds the reduced sum). :func:`nest_cost` is this analysis specialised: its DRAM
+    words, buffer writes and tile words equal the analysis's, and its buffer reads equal the
+    analysis's plus the output's words drained to DRAM (read out of the buffer to send them up),
+    wherever the spatial ranks divide their sizes (``tests/mapper/test_cost_model.py`` checks it).
+    ``to_timeloop`` (:mod:`mapper.hsearch`) writes the result in Timeloop's mapping format."""
+    p = problem
+    if p.on_chip:
+        raise ScheduleError(
+            f"nest {nest.describe()}: tensors resident in the buffer ({', '.join(sorted(p.on_chip))}) "
+            "have no place in a single-Einsum hierarchy"
+        )
+    dims = _dims(p.array)
+    t_all = trips(p, nest.spatial)
+    outer = {r: -(-t_all[r] // nest.tiles[r]) for r in p.ranks}
+    spatial = tuple(
+        (r, min(d, p.sizes[r]))
+        for d, r in zip(dims, nest.spatial, strict=True)
+        if r is not None and p.sizes[r] > 1
+    )
+    for r, f in spatial:
+        if p.sizes[r] % f:
+            raise ScheduleError(
+                f"nest {nest.describe()}: rank {r} ({p.sizes[r]}) does not divide over {f} PEs; "
+                "the hierarchy analysis needs exact factors"
+            )
+    reduced_across = any(r in p.reduced for r in nest.spatial if r is not None)
+    problem_h = Problem(
+        name=p.fact.name,
+        dims=tuple((r, p.sizes[r]) for r in p.ranks),
+        spaces=tuple(
+            DataSpace(name=t, projection=tuple(((r, 1),) for r in sorted(rs)), output=t == p.output)
+            for t, rs in p.tensors.items()
+        ),
+    )
+    rf_keep = frozenset(t for t in p.tensors if p.rf_holds and not (t == p.output and reduced_across))
+    storages = (
+        Storage(name="DRAM"),
+        Storage(name="buffer"),  # nest_cost flags a tile over capacity (fits) rather than refusing it
+        Storage(name="rf", instances=math.prod(f for _r, f in spatial)),
+    )
+    mappings = (
+        LevelMapping(target="DRAM", temporal=tuple((r, outer[r]) for r in nest.order if outer[r] > 1)),
+        LevelMapping(
+            target="buffer",
+            temporal=tuple((r, nest.tiles[r]) for r in nest.order if nest.tiles[r] > 1),
+            spatial=spatial,
+        ),
+        LevelMapping(target="rf", keep=rf_keep),
+    )
+    return problem_h, storages, mappings
 
 
 def spatial_choices(problem: NestProblem) -> list[tuple[str | None, ...]]:

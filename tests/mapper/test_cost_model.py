@@ -224,3 +224,93 @@ def test_auto_says_why_the_fused_tilings_are_not_in_the_space() -> None:
         "fused: no fused tiling of attention_1pass fits 'fusemax'"
     )
     assert "  not in the space: fused: no fused tiling" in found.describe()
+
+
+# -- one analysis: the loop-nest cost is the hierarchy analysis specialised -------------------------
+
+
+def _random_nests(n: int, seed: int) -> list[tuple[str, dict[str, int], int, int, LoopNest]]:
+    """Random GEMM and attention nests on arrays whose dimensions divide the spatial ranks."""
+    import random
+
+    from mapper.nest import _divisors
+
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        rows, cols = rng.choice([(2, 3), (4, 4), (8, 2)])
+        name = rng.choice(["matmul", "attention_3pass"])
+        if name == "matmul":
+            sizes = {
+                "M": rows * rng.randint(1, 4),
+                "N": cols * rng.randint(1, 4),
+                "K": rng.choice([1, 3, 5, 8]),
+            }
+        else:
+            sizes = {"P": rows * rng.randint(1, 3), "M": cols * rng.randint(1, 3), "E": 4, "F": 4}
+        cascade = einsum.library.get(name)
+        facts = [f for f in mapper.schedule.einsum_facts(cascade) if f.kind == "contraction"]
+        fact = rng.choice(facts)
+        ranks = list(fact.ranks)
+        spatial = tuple(rng.sample(ranks + [None], 2))
+        sp = {r: d for d, r in zip((rows, cols), spatial, strict=True) if r is not None}
+        if any(sizes[r] % d for r, d in sp.items()):
+            continue
+        trips = {r: sizes[r] // sp.get(r, 1) for r in ranks}
+        tiles = {r: rng.choice(_divisors(trips[r])) for r in ranks}
+        order = tuple(rng.sample(ranks, len(ranks)))
+        out.append((name, sizes, rows, cols, LoopNest(fact.name, "2d", spatial, tiles, order)))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_nest_cost_equals_the_hierarchy_analysis_of_the_same_mapping(seed: int) -> None:
+    """nest_cost's DRAM words, buffer writes, buffer reads (less the output's drains, which it counts
+    as reads AccelForge's way) and tile words equal mapper.analysis's counts of the same nest as a
+    DRAM / buffer / register-file hierarchy, on random GEMM and attention nests."""
+    from mapper.analysis import analyze, loops_of, tile_words
+    from mapper.nest import nest_cost, nest_hierarchy, nest_problem
+    from mapper.schedule import einsum_facts
+
+    checked = 0
+    for name, sizes, rows, cols, nest in _random_nests(40, seed):
+        cascade = einsum.library.get(name)
+        arch = mapper.fusemax()
+        arr = dataclasses.replace([a for a in arch.arrays if a.is_2d][0], rows=rows, cols=cols)
+        arch = arch.replace(arrays=(arr,))
+        fact = next(f for f in einsum_facts(cascade) if f.name == nest.einsum)
+        full = {**{r: 1 for r in fact.ranks}, **{r: sizes[r] for r in fact.ranks if r in sizes}}
+        p = nest_problem(cascade, fact, arr, arch, full)
+        cost = nest_cost(p, nest)
+        problem, storages, mappings = nest_hierarchy(p, nest)
+        a = analyze(problem, storages, mappings)
+        dram = sum(s.accesses for s in a.levels["DRAM"].values())
+        buf = a.levels["buffer"]
+        drains = a.levels["DRAM"][p.output].updates
+        assert cost.dram_words == dram, nest.describe()
+        assert cost.buffer_writes == sum(s.fills + s.updates for s in buf.values()), nest.describe()
+        assert cost.buffer_reads == sum(s.reads for s in buf.values()) + drains, nest.describe()
+        assert cost.buffer_words_held == tile_words(problem, loops_of(mappings, 1), list(buf)), (
+            nest.describe()
+        )
+        checked += 1
+    assert checked >= 20
+
+
+def test_an_operand_that_never_moves_is_read_from_the_buffer_once() -> None:
+    """AV = A V on a 4 x 4 array with F down the rows and M across the columns: V (M x F, 16 words)
+    sits in the PEs for the whole run, so the buffer sends it once. The loop-nest cost used to
+    charge it again on every one of the 12 steps over P (192 reads: a slice of the loop list that
+    meant "none" read as "all but the last"); the hierarchy analysis caught it."""
+    from mapper.nest import nest_cost, nest_problem
+    from mapper.schedule import einsum_facts
+
+    cascade = einsum.library.get("attention_3pass")
+    arch = mapper.fusemax()
+    arr = dataclasses.replace([a for a in arch.arrays if a.is_2d][0], rows=4, cols=4)
+    fact = next(f for f in einsum_facts(cascade) if f.name == "AV")
+    p = nest_problem(cascade, fact, arr, arch.replace(arrays=(arr,)), {"P": 12, "F": 4, "M": 4})
+    cost = nest_cost(p, LoopNest("AV", "2d", ("F", "M"), {"P": 6, "F": 1, "M": 1}, ("P", "F", "M")))
+    # A: 4 words a step for 12 steps; V: once; AV: drained once (reduced across the columns)
+    assert cost.buffer_reads == 48 + 16 + 48
+    assert cost.buffer_writes == 48 + 16 + 48 and cost.dram_words == 48 + 16 + 48
