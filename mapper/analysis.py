@@ -29,7 +29,10 @@ The rules (Timeloop's uniform, dense model; checked against its reference output
   over the run): the first update of each word an instance holds over the run reads nothing.
 - **Capacity**: the tiles of the tensors a level keeps must fit one instance's capacity, else the
   mapping is a :class:`~mapper.errors.ScheduleError` (Timeloop rejects it too).
-- Cycles are the computes over the utilised compute instances (no bandwidth throttling).
+- Cycles: the computes over the utilised compute instances, or, where more, the cycles a level's
+  bandwidth needs (per instance: reads over ``read_bandwidth``, fills and updates over
+  ``write_bandwidth``, all of them over ``shared_bandwidth``; tiles are multiple-buffered, so
+  transfers overlap the computes and the slowest bounds).
 - Energy: per level, tensor and action, ``ceil(accesses per instance / block size)`` vector
   accesses at that action's energy, times the instances; plus each level's leakage per instance
   in use and cycle; plus computes at the compute energy.
@@ -123,6 +126,9 @@ class Storage:
     fill_pj: float = 0.0
     update_pj: float = 0.0
     leak_pj: float = 0.0  # per instance in use, per cycle
+    read_bandwidth: float | None = None  # words per cycle per instance; None: unbounded
+    write_bandwidth: float | None = None
+    shared_bandwidth: float | None = None
 
     def __post_init__(self) -> None:
         for f in ("instances", "block_size"):
@@ -134,6 +140,12 @@ class Storage:
             raise ArchError(
                 f"storage {self.name!r}: capacity must be a word count in 1 .. 2**62 or None, found {c!r}"
             )
+        for f in ("read_bandwidth", "write_bandwidth", "shared_bandwidth"):
+            v = getattr(self, f)
+            if v is not None and (
+                isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v <= 0
+            ):
+                raise ArchError(f"storage {self.name!r}: {f} must be a positive number or None, found {v!r}")
         for f in ("read_pj", "fill_pj", "update_pj", "leak_pj"):
             v = getattr(self, f)
             if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
@@ -167,13 +179,21 @@ class TensorStats:
 @dataclasses.dataclass(frozen=True)
 class Analysis:
     computes: int
-    cycles: float
+    cycles: float  # the most of the compute cycles and every level's bandwidth cycles
     utilization: float
     compute_instances: int
     levels: Mapping[str, Mapping[str, TensorStats]]
     level_energy_pj: Mapping[str, float]
     compute_energy_pj: float
     instances: Mapping[str, int]
+    compute_cycles: float = 0.0
+    level_cycles: Mapping[str, float] = dataclasses.field(default_factory=dict)
+
+    @property
+    def bound_by(self) -> str:
+        """What sets the cycles: ``compute`` or the level whose bandwidth does."""
+        worst = max(self.level_cycles.items(), key=lambda kv: kv[1], default=("compute", 0.0))
+        return worst[0] if worst[1] > self.compute_cycles else "compute"
 
     @property
     def energy_pj(self) -> float:
@@ -366,6 +386,8 @@ def analyze(
             per_inst[(i, t)] = _fills(space, inner, above) if has_parent else 0
     levels: dict[str, dict[str, TensorStats]] = {}
     energy: dict[str, float] = {}
+    energy_no_leak: dict[str, float] = {}
+    level_cycles: dict[str, float] = {}
     for i, st in enumerate(storages):
         stats: dict[str, TensorStats] = {}
         e = 0.0
@@ -398,8 +420,20 @@ def analyze(
                 + math.ceil(s.updates / k / st.block_size) * st.update_pj
             )
         levels[st.name] = stats
-        energy[st.name] = e + st.leak_pj * instances[i] * computes / pes
-    cycles = computes / pes
+        k = instances[i]
+        reads = sum(x.reads for x in stats.values()) / k
+        writes = sum(x.fills + x.updates for x in stats.values()) / k
+        need = [
+            reads / st.read_bandwidth if st.read_bandwidth else 0.0,
+            writes / st.write_bandwidth if st.write_bandwidth else 0.0,
+            (reads + writes) / st.shared_bandwidth if st.shared_bandwidth else 0.0,
+        ]
+        level_cycles[st.name] = max(need)
+        energy_no_leak[st.name] = e
+    compute_cycles = computes / pes
+    cycles = max(compute_cycles, *level_cycles.values())
+    for i, st in enumerate(storages):
+        energy[st.name] = energy_no_leak[st.name] + st.leak_pj * instances[i] * cycles
     units = compute_instances if compute_instances is not None else pes
     return Analysis(
         computes=computes,
@@ -410,4 +444,6 @@ def analyze(
         level_energy_pj=energy,
         compute_energy_pj=computes * compute_pj,
         instances={s.name: k for s, k in zip(storages, instances, strict=True)},
+        compute_cycles=compute_cycles,
+        level_cycles=level_cycles,
     )

@@ -459,6 +459,59 @@ class ArchSpec:
         out["buffer"] = self.buffer.costs(self.word_bits, sram_model).area_um2
         return out
 
+    def hierarchy(self, array: str | None = None, sram_model: SRAMModel | None = None) -> Any:
+        """This architecture as a storage hierarchy (:class:`mapper.hierarchy.Hierarchy`) for one
+        of its arrays (default: the first 2D one): DRAM, the global buffer, a register file of
+        ``rf_words`` in every PE, and the PEs' MACs, with the energies the loop-nest cost charges
+        (DRAM per bit, the buffer's priced geometry per word, the register file's and the MAC's
+        tables) and the buffer's and DRAM's bandwidths in words per cycle."""
+        from mapper.hierarchy import Compute, Hierarchy, Level
+
+        arr = (
+            self.array(array)
+            if array is not None
+            else next((a for a in self.arrays if a.is_2d), self.arrays[0])
+        )
+        buf = self.buffer.costs(self.word_bits, sram_model)
+        dram_words = self.dram.bandwidth_bytes_per_s / self.clock_hz / self.word_bytes
+        buf_words = self.buffer.words_per_cycle(self.word_bits)
+        mesh = (arr.cols, arr.rows)
+        return Hierarchy(
+            name=f"{self.name}:{arr.name}",
+            word_bits=self.word_bits,
+            clock_hz=self.clock_hz,
+            dram_pj_per_bit=self.dram.pj_per_bit,
+            levels=(
+                Level(
+                    name="DRAM",
+                    kind="dram",
+                    shared_bandwidth=dram_words,
+                    read_pj=self.word_bits * self.dram.pj_per_bit,
+                    write_pj=self.word_bits * self.dram.pj_per_bit,
+                ),
+                Level(
+                    name="buffer",
+                    capacity_words=self.buffer.capacity_bytes // self.word_bytes,
+                    shared_bandwidth=None if math.isinf(buf_words) else buf_words,
+                    read_pj=buf.read_pj_per_word,
+                    write_pj=buf.write_pj_per_word,
+                    area_um2=buf.area_um2,
+                ),
+                Level(
+                    name="rf",
+                    kind="regfile",
+                    mesh=mesh,
+                    capacity_words=arr.rf_words,
+                    read_pj=arr.rf_read_pj,
+                    write_pj=arr.rf_write_pj,
+                    area_um2=arr.rf_area_um2,
+                ),
+            ),
+            compute=Compute(
+                name="mac", mesh=mesh, energy_pj=self.energy.mac_pj, area_um2=self.energy.mac_area_um2
+            ),
+        )
+
     # -- serialisation ----------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:

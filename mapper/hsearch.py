@@ -41,7 +41,7 @@ import random
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from einsum.errors import suggest
-from mapper.analysis import Analysis, LevelMapping, Problem, Storage, analyze
+from mapper.analysis import Analysis, LevelMapping, Problem, Storage, _extent, analyze
 from mapper.errors import ArchError, ScheduleError
 
 __all__ = ["METRICS", "Constraint", "HierarchyResult", "fanouts", "search", "to_timeloop"]
@@ -269,15 +269,60 @@ def search(
                     yield split, order_ix
             return
         rng = random.Random(seed)
-        primes = [_primes(r) for r, _free in rests]
         for _ in range(budget):
-            split = []
-            for k, ps in enumerate(primes):
-                f = [1] * len(rests[k][1])
-                for p in ps:
-                    f[rng.randrange(len(f))] *= p
-                split.append(place(k, f))
-            yield tuple(split), tuple(rng.randrange(len(o)) for o in level_orders)
+            yield draw(rng), tuple(rng.randrange(len(o)) for o in level_orders)
+
+    spaces = {sp.name: sp for sp in problem.spaces}
+    kept_names = [
+        [t for t in spaces if keep[i] is None or t in keep[i]]  # type: ignore[operator]
+        for i in range(len(storages))
+    ]
+
+    def tile(f: list[list[int]], i: int) -> int:
+        spans = {
+            d: math.prod(f[k][j] for j, (lv, _sp) in enumerate(slots) if lv >= i)
+            for k, (d, _n) in enumerate(dims)
+        }
+        return sum(math.prod(_extent(spaces[t], spans)) for t in kept_names[i])
+
+    def draw(rng: random.Random) -> tuple[tuple[int, ...], ...]:
+        """A random candidate: each prime of each dimension to a free slot that its fanout still
+        admits; then, innermost level first, primes moved outward until every tile fits."""
+        f = [list(place(k, [1] * len(free))) for k, (_r, free) in enumerate(rests)]
+        used = {j: math.prod(f[k][j] for k in range(len(dims))) for j, (_lv, sp) in enumerate(slots) if sp}
+        work = [(k, p) for k, (r, _free) in enumerate(rests) for p in _primes(r)]
+        rng.shuffle(work)
+        for k, p in work:
+            free = rests[k][1]
+            ok = [j for j in free if not slots[j][1] or used[j] * p <= fan[slots[j][0]]]
+            j = rng.choice(ok or free)
+            f[k][j] *= p
+            if slots[j][1]:
+                used[j] *= p
+        for i in range(len(storages) - 1, 0, -1):
+            cap = storages[i].capacity
+            if cap is None:
+                continue
+            while tile(f, i) > cap:
+                movable = [
+                    (f[k][j], k, j)
+                    for k in range(len(dims))
+                    for j, (lv, _sp) in enumerate(slots)
+                    if lv >= i and j in rests[k][1] and f[k][j] > 1
+                ]
+                dest = [j for j, (lv, sp) in enumerate(slots) if lv < i and not sp]
+                if not movable:
+                    break
+                _v, k, j = max(movable)
+                out = next((d for d in reversed(dest) if d in rests[k][1]), None)
+                if out is None:
+                    break
+                p = _primes(f[k][j])[0]
+                f[k][j] //= p
+                f[k][out] *= p
+                if slots[j][1]:
+                    used[j] //= p
+        return tuple(tuple(x) for x in f)
 
     best: tuple[tuple[float, ...], tuple[LevelMapping, ...], Analysis] | None = None
     evaluated = rejected = seen = 0

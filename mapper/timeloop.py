@@ -24,6 +24,7 @@ from einsum.errors import suggest
 from mapper import hsearch
 from mapper.analysis import Analysis, DataSpace, LevelMapping, Problem, Storage, analyze
 from mapper.errors import ArchError, ScheduleError
+from mapper.hierarchy import Compute, Hierarchy, Level
 
 __all__ = ["Design", "TimeloopError", "load"]
 
@@ -47,6 +48,8 @@ class Design:
     constraints: tuple[hsearch.Constraint, ...] = ()
     #: count outputs' first fills, as Timeloop did before v0.4 (:func:`mapper.analysis.analyze`)
     cold_output_fills: bool = False
+    hierarchy: Hierarchy | None = None  # the architecture in einforge's terms
+    unpriced: str = ""  # why the energies are not priced, where they are not
 
     def search(self, **options: Any) -> hsearch.HierarchyResult:
         """The best mapping over this architecture (:func:`mapper.hsearch.search`'s options)."""
@@ -178,6 +181,14 @@ def _block(attrs: Mapping[str, Any]) -> int:
     if isinstance(bits, int) and isinstance(width, int) and bits > 0 and width >= bits:
         return width // bits
     return 1
+
+
+def _bandwidth(attrs: Mapping[str, Any], *keys: str) -> float | None:
+    for key in keys:
+        v = attrs.get(key)
+        if isinstance(v, int | float) and not isinstance(v, bool) and v > 0 and math.isfinite(v):
+            return float(v)
+    return None
 
 
 def _capacity(attrs: Mapping[str, Any], block: int) -> int | None:
@@ -437,39 +448,71 @@ def _load(paths: tuple[str | Path, ...], ert: str | Path | None) -> Design:
             f"found {[c['name'] + ':' + c['class'] for c in comps]}"
         )
     energies = _ert(_read(ert)) if ert is not None else {}
-    storages = []
+    levels = []
     for c in storage:
         acts = energies.get(c["name"], {})
-        read = acts.get("read", 0.0)
+        attrs = c["attributes"]
+        block = _block(attrs)
+        cls = c["class"].lower()
+        kind = "dram" if "dram" in cls else "regfile" if "regfile" in cls or cls.endswith("_rf") else "sram"
+        read = acts.get("read")
         write = acts.get("write", acts.get("update", read))
-        block = _block(c["attributes"])
-        storages.append(
-            Storage(
+        if "dummy" in cls:  # a level that only fans out: it holds nothing and costs nothing
+            read = write = 0.0
+        bits = attrs.get("word-bits", attrs.get("datawidth", attrs.get("word_bits")))
+        levels.append(
+            Level(
                 name=c["name"],
+                kind=kind,
                 instances=int(c["instances"]),
-                block_size=block,
-                capacity=None if "dram" in c["class"].lower() else _capacity(c["attributes"], block),
+                capacity_words=None if kind == "dram" else _capacity(attrs, block),
+                word_bits=bits if isinstance(bits, int) and not isinstance(bits, bool) and bits > 0 else None,
+                block_words=block,
+                read_bandwidth=_bandwidth(attrs, "read_bandwidth", "read-bandwidth"),
+                write_bandwidth=_bandwidth(attrs, "write_bandwidth", "write-bandwidth"),
+                shared_bandwidth=_bandwidth(attrs, "shared_bandwidth", "shared-bandwidth"),
+                multiple_buffering=float(
+                    attrs.get("multiple_buffering", attrs.get("multiple-buffering", 1)) or 1
+                ),
                 read_pj=read,
-                fill_pj=write,
+                write_pj=write,
                 update_pj=acts.get("update", write),
                 leak_pj=acts.get("leak", 0.0),
             )
         )
     problem = _problem(merged["problem"])
-    levels = [s.name for s in storages]
-    mappings = _mappings(merged["mapping"], levels, problem) if "mapping" in merged else None
+    names = [lv.name for lv in levels]
+    mappings = _mappings(merged["mapping"], names, problem) if merged.get("mapping") else None
     comp = compute[-1]
     cacts = energies.get(comp["name"], {})
     mac = next((v for k, v in cacts.items() if k.startswith("mac") or k == "compute"), 0.0)
     if ert is not None and comp["name"] not in energies:
         raise TimeloopError(f"{ert}: no table for the compute unit {comp['name']!r}")
+    arch = merged["architecture"]
+    hierarchy = Hierarchy(
+        name=str(arch.get("name", "timeloop")) if isinstance(arch, dict) else "timeloop",
+        levels=tuple(levels),
+        compute=Compute(name=comp["name"], instances=int(comp["instances"]), energy_pj=mac),
+    )
+    unpriced = ""
+    try:
+        storages = hierarchy.storages(problem)
+    except ArchError as exc:  # no ERT and a level einforge's models cannot price
+        unpriced = str(exc)
+        storages = hierarchy.storages(problem, priced=False)
     return Design(
         problem=problem,
-        storages=tuple(storages),
+        storages=storages,
         mappings=mappings,
         compute_name=comp["name"],
         compute_instances=int(comp["instances"]),
-        compute_pj=mac,
-        priced=ert is not None,
-        constraints=_constraints(_constraint_entries(merged), levels, problem),
+        compute_pj=mac if not unpriced else 0.0,
+        priced=not unpriced and (ert is not None or mac > 0),
+        constraints=_constraints(_constraint_entries(merged), names, problem),
+        hierarchy=hierarchy,
+        unpriced=unpriced
+        if unpriced
+        else ""
+        if ert is not None or mac > 0
+        else "no energy for the compute unit",
     )

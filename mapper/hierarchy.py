@@ -1,0 +1,418 @@
+"""An accelerator as a storage hierarchy of any depth, as pure data: the architecture that
+:mod:`mapper.analysis` costs and :mod:`mapper.hsearch` maps one Einsum onto.
+
+A :class:`Hierarchy` lists storage :class:`Level` s outermost (DRAM) first, each with its instances
+(a ``mesh`` of X x Y, or a count), capacity per instance, block size, bandwidths, multiple
+buffering, the tensors it may keep and its energy per action, then the :class:`Compute` units at
+the leaves. A level that only fans out (Timeloop's ``dummy_storage``) keeps nothing
+(``keep: []``). It reads and writes YAML or JSON with a did-you-mean for every unknown key::
+
+    name: eyeriss-like
+    word_bits: 16
+    levels:
+      - {name: DRAM, kind: dram, block_words: 4, read_pj: 512, write_pj: 512}
+      - {name: shared_glb, capacity_words: 65536, block_words: 4, keep: [input0, output],
+         read_pj: 18.18, write_pj: 14.14, read_bandwidth: 16, write_bandwidth: 16}
+      - {name: pe_columns, instances: 14, keep: []}
+      - {name: ifmap_spad, mesh: [14, 12], capacity_words: 12, keep: [input0], read_pj: 0.2, write_pj: 0.18}
+      ...
+    compute: {name: mac, instances: 168, energy_pj: 0.21}
+
+``keep`` names tensors, or roles that fit any Einsum: ``output``, ``inputs``, and ``input0``,
+``input1``, ... (the operands in the order the Einsum names them). Energies are pJ per access of
+one block (``block_words`` words); a level that gives none is priced by a model where einforge has
+one: ``kind: dram`` at ``dram_pj_per_bit`` per bit, ``kind: sram`` by the SRAM model
+(:mod:`mapper.sram`, 16 KiB to 64 MiB), and ``kind: regfile`` not at all (give the numbers).
+
+:meth:`Hierarchy.storages` turns the levels into the analysis's :class:`~mapper.analysis.Storage`
+for one :class:`~mapper.analysis.Problem`; :func:`einsum_problem` makes that problem from an Einsum
+of a cascade; :meth:`mapper.ArchSpec.hierarchy` states a preset (FuseMax, FLAT, ...) as a
+hierarchy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from einsum.errors import MAX_RANK_SIZE, read_text, suggest
+from mapper import hsearch, sram
+from mapper.analysis import Analysis, DataSpace, LevelMapping, Problem, Storage, analyze
+from mapper.errors import ArchError, ScheduleError
+
+__all__ = ["KINDS", "Compute", "Hierarchy", "Level", "einsum_problem", "load"]
+
+KINDS = ("dram", "sram", "regfile")
+#: DRAM energy per bit when a DRAM level gives none (einforge's :class:`mapper.DRAM` default)
+DRAM_PJ_PER_BIT = 3.9
+
+
+def _count(owner: str, name: str, value: object, *, zero: bool = False, top: int = MAX_RANK_SIZE) -> None:
+    low = 0 if zero else 1
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= top:
+        raise ArchError(f"{owner}: {name} must be an integer in {low} .. {top}, found {value!r}")
+
+
+def _number(owner: str, name: str, value: object, *, positive: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ArchError(f"{owner}: {name} must be a finite number, found {value!r}")
+    if value < 0 or (positive and value == 0):
+        raise ArchError(f"{owner}: {name} must be {'positive' if positive else '>= 0'}, found {value!r}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Level:
+    """One storage level. ``instances`` in all (or ``mesh``: X x Y); capacity of one instance in
+    words (``None``: unbounded); bandwidths in words per cycle per instance (``None``: unbounded);
+    energies in pJ per access of a block (``None``: priced by the ``kind``'s model)."""
+
+    name: str
+    kind: str = "sram"
+    instances: int = 1
+    mesh: tuple[int, int] | None = None
+    capacity_words: int | None = None
+    word_bits: int | None = None  # None: the hierarchy's
+    block_words: int = 1
+    read_bandwidth: float | None = None
+    write_bandwidth: float | None = None
+    shared_bandwidth: float | None = None
+    multiple_buffering: float = 1.0
+    keep: tuple[str, ...] | None = None  # None: every tensor
+    read_pj: float | None = None
+    write_pj: float | None = None
+    update_pj: float | None = None  # None: write_pj
+    leak_pj: float = 0.0  # per instance and cycle
+    area_um2: float | None = None
+
+    def __post_init__(self) -> None:
+        owner = f"level {self.name!r}"
+        if not isinstance(self.name, str) or not self.name:
+            raise ArchError(f"a level needs a name, found {self.name!r}")
+        if self.kind not in KINDS:
+            raise ArchError(
+                f"{owner}: kind must be one of {', '.join(KINDS)}, found {self.kind!r}"
+                f"{suggest(str(self.kind), KINDS)}"
+            )
+        if self.mesh is not None:
+            mesh = tuple(self.mesh) if isinstance(self.mesh, list | tuple) else None
+            if mesh is None or len(mesh) != 2:
+                raise ArchError(f"{owner}: mesh must be [X, Y], found {self.mesh!r}")
+            for v in mesh:
+                _count(owner, "mesh", v, top=2**20)
+            object.__setattr__(self, "mesh", mesh)
+            if self.instances not in (1, mesh[0] * mesh[1]):
+                raise ArchError(f"{owner}: instances {self.instances} disagree with mesh {list(mesh)}")
+            object.__setattr__(self, "instances", mesh[0] * mesh[1])
+        _count(owner, "instances", self.instances)
+        if self.capacity_words is not None:
+            _count(owner, "capacity_words", self.capacity_words, top=2**62)
+        if self.word_bits is not None:
+            _count(owner, "word_bits", self.word_bits, top=1024)
+        _count(owner, "block_words", self.block_words, top=2**20)
+        for f in ("read_bandwidth", "write_bandwidth", "shared_bandwidth"):
+            v = getattr(self, f)
+            if v is not None:
+                _number(owner, f, v, positive=True)
+        _number(owner, "multiple_buffering", self.multiple_buffering, positive=True)
+        if self.multiple_buffering < 1:
+            raise ArchError(f"{owner}: multiple_buffering must be >= 1, found {self.multiple_buffering!r}")
+        for f in ("read_pj", "write_pj", "update_pj", "area_um2"):
+            v = getattr(self, f)
+            if v is not None:
+                _number(owner, f, v)
+        _number(owner, "leak_pj", self.leak_pj)
+        if self.keep is not None:
+            if isinstance(self.keep, str) or not isinstance(self.keep, list | tuple):
+                raise ArchError(f"{owner}: keep must be a list of tensors or roles, found {self.keep!r}")
+            object.__setattr__(self, "keep", tuple(str(k) for k in self.keep))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Compute:
+    """The compute units at the leaves: how many, and pJ per operation (a MAC)."""
+
+    name: str = "mac"
+    instances: int = 1
+    mesh: tuple[int, int] | None = None
+    energy_pj: float = 0.0
+    area_um2: float = 0.0
+
+    def __post_init__(self) -> None:
+        owner = f"compute {self.name!r}"
+        if self.mesh is not None:
+            if not isinstance(self.mesh, list | tuple) or len(self.mesh) != 2:
+                raise ArchError(f"{owner}: mesh must be [X, Y], found {self.mesh!r}")
+            for v in self.mesh:
+                _count(owner, "mesh", v, top=2**20)
+            object.__setattr__(self, "mesh", tuple(self.mesh))
+            object.__setattr__(self, "instances", self.mesh[0] * self.mesh[1])
+        _count(owner, "instances", self.instances)
+        _number(owner, "energy_pj", self.energy_pj)
+        _number(owner, "area_um2", self.area_um2)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Hierarchy:
+    """Storage levels outermost first, then the compute units."""
+
+    name: str
+    levels: tuple[Level, ...]
+    compute: Compute
+    word_bits: int = 16
+    clock_hz: float = 1e9
+    dram_pj_per_bit: float = DRAM_PJ_PER_BIT
+
+    def __post_init__(self) -> None:
+        owner = f"hierarchy {self.name!r}"
+        object.__setattr__(self, "levels", tuple(self.levels))
+        if not self.levels:
+            raise ArchError(f"{owner}: no storage level; expected DRAM and the levels below it")
+        names = [lv.name for lv in self.levels]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ArchError(f"{owner}: level names must be unique, {twice} repeat")
+        _count(owner, "word_bits", self.word_bits, top=1024)
+        _number(owner, "clock_hz", self.clock_hz, positive=True)
+        _number(owner, "dram_pj_per_bit", self.dram_pj_per_bit)
+        counts = [lv.instances for lv in self.levels] + [self.compute.instances]
+        for i in range(len(counts) - 1):
+            if counts[i + 1] % counts[i]:
+                below = self.levels[i + 1].name if i + 1 < len(self.levels) else self.compute.name
+                raise ArchError(
+                    f"{owner}: {below} has {counts[i + 1]} instances, not a multiple of "
+                    f"{self.levels[i].name}'s {counts[i]}; each instance fans out to the same number below"
+                )
+
+    # -- one Einsum on it ------------------------------------------------------------------
+
+    def _keep(self, level: Level, problem: Problem) -> frozenset[str] | None:
+        if level.keep is None:
+            return None
+        names = [s.name for s in problem.spaces]
+        inputs = [s.name for s in problem.spaces if not s.output]
+        roles = {"output": [problem.output.name], "inputs": inputs}
+        roles.update({f"input{i}": [t] for i, t in enumerate(inputs)})
+        out: set[str] = set()
+        for k in level.keep:
+            if k in names:
+                out.add(k)
+            elif k in roles:
+                out.update(roles[k])
+            elif k.startswith("input") and k[5:].isdigit():
+                continue  # an operand this Einsum does not have
+            else:
+                raise ArchError(
+                    f"level {level.name!r}: keeps {k!r}, which is neither a tensor of {problem.name} "
+                    f"({', '.join(names)}) nor a role (output, inputs, input0, input1, ...)"
+                    f"{suggest(k, [*names, *roles])}"
+                )
+        return frozenset(out)
+
+    def _prices(self, level: Level) -> tuple[float, float]:
+        """(read, write) pJ per access of a block, given or from the kind's model."""
+        bits = (level.word_bits or self.word_bits) * level.block_words
+        if level.read_pj is not None and level.write_pj is not None:
+            return level.read_pj, level.write_pj
+        if level.kind == "dram":
+            e = bits * self.dram_pj_per_bit
+        elif level.kind == "sram":
+            if level.capacity_words is None:
+                raise ArchError(f"level {level.name!r}: an SRAM without capacity_words cannot be priced")
+            cap = level.capacity_words * (level.word_bits or self.word_bits) // 8
+            try:
+                c = sram.cacti_table(capacity_bytes=cap, width_bits=bits, ports=1, banks=1)
+            except sram.SRAMError as exc:
+                raise ArchError(f"level {level.name!r}: give read_pj and write_pj ({exc})") from None
+            return (
+                level.read_pj if level.read_pj is not None else c.read_pj,
+                level.write_pj if level.write_pj is not None else c.write_pj,
+            )
+        else:
+            raise ArchError(
+                f"level {level.name!r}: a register file needs read_pj and write_pj (einforge has no "
+                "register-file model by depth yet)"
+            )
+        return (
+            level.read_pj if level.read_pj is not None else e,
+            level.write_pj if level.write_pj is not None else e,
+        )
+
+    def storages(self, problem: Problem, *, priced: bool = True) -> tuple[Storage, ...]:
+        """The analysis's storage levels for ``problem`` (``priced=False``: no energies)."""
+        out = []
+        for lv in self.levels:
+            read, write = self._prices(lv) if priced else (0.0, 0.0)
+            cap = lv.capacity_words
+            out.append(
+                Storage(
+                    name=lv.name,
+                    instances=lv.instances,
+                    block_size=lv.block_words,
+                    capacity=None if cap is None else max(1, int(cap // lv.multiple_buffering)),
+                    read_pj=read,
+                    fill_pj=write,
+                    update_pj=(lv.update_pj if lv.update_pj is not None else write) if priced else 0.0,
+                    leak_pj=lv.leak_pj if priced else 0.0,
+                    read_bandwidth=lv.read_bandwidth,
+                    write_bandwidth=lv.write_bandwidth,
+                    shared_bandwidth=lv.shared_bandwidth,
+                )
+            )
+        return tuple(out)
+
+    def keeps(self, problem: Problem) -> tuple[hsearch.Constraint, ...]:
+        """The levels' ``keep`` as search constraints."""
+        return tuple(
+            hsearch.Constraint(target=lv.name, keep=k)
+            for lv in self.levels
+            if (k := self._keep(lv, problem)) is not None
+        )
+
+    def analyze(self, problem: Problem, mappings: Sequence[LevelMapping], **options: Any) -> Analysis:
+        """The analysis of ``mappings``; a level's ``keep`` applies where a mapping leaves it open."""
+        keeps = {c.target: c.keep for c in self.keeps(problem)}
+        ms = [
+            m if m.keep is not None or m.target not in keeps else dataclasses.replace(m, keep=keeps[m.target])
+            for m in mappings
+        ]
+        return analyze(
+            problem,
+            self.storages(problem),
+            ms,
+            compute_pj=self.compute.energy_pj,
+            compute_instances=self.compute.instances,
+            **options,
+        )
+
+    def search(self, problem: Problem, **options: Any) -> hsearch.HierarchyResult:
+        """The best mapping of ``problem`` (:func:`mapper.hsearch.search`'s options)."""
+        constraints = (*self.keeps(problem), *options.pop("constraints", ()))
+        return hsearch.search(
+            problem,
+            self.storages(problem),
+            compute_instances=self.compute.instances,
+            compute_pj=self.compute.energy_pj,
+            constraints=constraints,
+            **options,
+        )
+
+    # -- serialisation ----------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        def clean(d: dict[str, Any], kind: type) -> dict[str, Any]:
+            defaults = {f.name: f.default for f in dataclasses.fields(kind)}
+            return {
+                k: (list(v) if isinstance(v, tuple) else v)
+                for k, v in d.items()
+                if k == "name" or v != defaults.get(k)
+            }
+
+        return {
+            "name": self.name,
+            "word_bits": self.word_bits,
+            "clock_hz": self.clock_hz,
+            "dram_pj_per_bit": self.dram_pj_per_bit,
+            "levels": [clean(dataclasses.asdict(lv), Level) for lv in self.levels],
+            "compute": clean(dataclasses.asdict(self.compute), Compute),
+        }
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return str(yaml.safe_dump(self.to_dict(), sort_keys=False, width=120))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Hierarchy:
+        if not isinstance(data, Mapping):
+            raise ArchError(f"a hierarchy must be a mapping, found {type(data).__name__}")
+        fields = _fields(data, cls, "hierarchy")
+        levels = fields.get("levels")
+        if not isinstance(levels, list | tuple):
+            raise ArchError(
+                f"hierarchy: 'levels' must be a list of levels, outermost first, found {levels!r}"
+            )
+        fields["levels"] = tuple(Level(**_fields(lv, Level, f"levels[{i}]")) for i, lv in enumerate(levels))
+        fields["compute"] = Compute(**_fields(fields.get("compute"), Compute, "compute"))
+        return cls(**fields)
+
+
+def _fields(data: object, kind: type, where: str) -> dict[str, Any]:
+    if not isinstance(data, Mapping):
+        raise ArchError(f"{where} must be a mapping, found {data!r}")
+    known = [f.name for f in dataclasses.fields(kind)]
+    for key in data:
+        if key not in known:
+            raise ArchError(
+                f"{where}: unknown key {key!r}{suggest(str(key), known)} (known keys: {', '.join(known)})"
+            )
+    required = [
+        f.name
+        for f in dataclasses.fields(kind)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    missing = [k for k in required if k not in data]
+    if missing:
+        raise ArchError(f"{where}: missing key(s) {', '.join(map(repr, missing))}")
+    return dict(data)
+
+
+def load(path: str | Path) -> Hierarchy:
+    """A hierarchy from a YAML or JSON file (:meth:`Hierarchy.to_yaml`'s format)."""
+    from mapper.arch import _yaml12_loader
+
+    p = Path(path)
+    text = read_text(p, "hierarchy file", ArchError)
+    if p.suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ArchError(f"{p}: not valid JSON: {exc}") from None
+    else:
+        import yaml
+
+        try:
+            data = yaml.load(text, Loader=_yaml12_loader())  # noqa: S506 (a SafeLoader)
+        except yaml.YAMLError as exc:
+            raise ArchError(f"{p}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    if isinstance(data, Mapping) and "hierarchy" in data and len(data) == 1:
+        data = data["hierarchy"]
+    try:
+        return Hierarchy.from_dict(data)
+    except TypeError as exc:
+        raise ArchError(f"{p}: {exc}") from None
+
+
+def einsum_problem(cascade: Any, name: str, sizes: Mapping[str, int]) -> Problem:
+    """The Einsum of ``cascade`` that writes ``name`` as an analysis problem: its ranks with
+    ``sizes``, its operands (parameters left out) in the order it names them, then its output."""
+    from mapper.schedule import _accesses, _index_vars
+
+    steps = [e for e in cascade.einsums if e.output == name and not e.init]
+    if not steps:
+        outs = [e.output for e in cascade.einsums]
+        raise ScheduleError(f"cascade {cascade.name} has no Einsum {name!r}{suggest(name, outs)}")
+    e = steps[0]
+    operands: dict[str, tuple[str, ...]] = {}
+    for a in _accesses(e.expr):
+        if a.tensor in cascade.params or a.tensor in operands or a.tensor == name:
+            continue
+        operands[a.tensor] = tuple(v.upper() for v in _index_vars(a))
+    out_ranks = tuple(v.upper() for v in e.indices)
+    ranks: list[str] = []
+    for rs in (*operands.values(), out_ranks):
+        ranks += [r for r in rs if r not in ranks]
+    missing = [r for r in ranks if r not in sizes]
+    if missing:
+        raise ScheduleError(f"Einsum {name}: no size for rank(s) {', '.join(missing)}")
+    return Problem(
+        name=name,
+        dims=tuple((r, sizes[r]) for r in ranks),
+        spaces=(
+            *(DataSpace(name=t, projection=tuple(((r, 1),) for r in rs)) for t, rs in operands.items()),
+            DataSpace(name=name, projection=tuple(((r, 1),) for r in out_ranks), output=True),
+        ),
+    )
