@@ -544,14 +544,26 @@ def _whole(x: float) -> float | int:
     return int(x) if float(x).is_integer() else x
 
 
-def cmd_timeloop(args: argparse.Namespace) -> int:
+def _map_and_report(
+    args: argparse.Namespace,
+    problem: Any,
+    mappings: Any,
+    search: Any,
+    analyze: Any,
+    *,
+    compute_name: str,
+    priced: bool,
+    unpriced: str,
+) -> int:
+    """Analyse the given mapping, or search one and analyse it; print the table or one object
+    (``einforge timeloop`` and ``einforge map``)."""
     import yaml
 
-    from mapper import hsearch, timeloop
+    from mapper import hsearch
 
-    design = timeloop.load(*args.files, ert=args.ert, cold_output_fills=args.cold_output_fills)
     found = None
-    if design.mappings is None:
+    dims = [d for d, _n in problem.dims]
+    if mappings is None:
         if args.write_mapping:
             from einforge.cli import check_output_file
 
@@ -561,48 +573,48 @@ def cmd_timeloop(args: argparse.Namespace) -> int:
         def progress(done: int, total: int) -> None:
             print(f"\r  searching: {done:,} of {total:,} mappings", end="", file=sys.stderr, flush=True)
 
-        found = design.search(
+        found = search(
             metric=args.metric, budget=args.budget, seed=args.seed, progress=progress if tty else None
         )
         if tty:
             print("\r" + " " * 60 + "\r", end="", file=sys.stderr, flush=True)
         a = found.analysis
-        dims = [d for d, _n in design.problem.dims]
         if args.write_mapping:
-            text = yaml.safe_dump({"mapping": hsearch.to_timeloop(found.mappings, dims)}, sort_keys=False)
             from sim.sweep import write_atomic
 
+            text = yaml.safe_dump({"mapping": hsearch.to_timeloop(found.mappings, dims)}, sort_keys=False)
             write_atomic(Path(args.write_mapping), text)
     elif args.write_mapping:
-        raise timeloop.TimeloopError("--write-mapping writes a searched mapping: the files give one already")
+        raise ConfigError("--write-mapping writes a searched mapping: the files give one already")
     else:
-        a = design.analyze()
+        a = analyze(mappings)
     out = a.to_dict()
-    if not design.priced:
+    out["bound_by"] = a.bound_by
+    if not priced:
         out["energy_pj"] = None
         for lv in out["levels"].values():  # type: ignore[union-attr]
             lv["energy_pj"] = None
     if found is not None:
         out["search"] = {
-            "metric": found.metric if design.priced or found.metric == "cycles" else "cycles, then accesses",
+            "metric": found.metric if priced or found.metric == "cycles" else "cycles, then accesses",
             "valid": found.evaluated,
             "rejected": found.rejected,
             "space": found.space,
             "exhaustive": found.exhaustive,
             "seed": found.seed,
         }
-        out["mapping"] = hsearch.to_timeloop(found.mappings, [d for d, _n in design.problem.dims])
+        out["mapping"] = hsearch.to_timeloop(found.mappings, dims)
     if args.json:
         print(json.dumps(out))
         return 0
     print(
-        f"{design.problem.name}: {a.computes} computes on {a.compute_instances} x {design.compute_name}, "
-        f"{a.cycles:.6g} cycles, utilization {a.utilization:.3f}"
+        f"{problem.name}: {a.computes} computes on {a.compute_instances} x {compute_name}, "
+        f"{a.cycles:.6g} cycles (bound by {a.bound_by}), utilization {a.utilization:.3f}"
     )
     if found is not None:
-        print(found.describe() + ("" if design.priced else " (energy not priced: cycles, then accesses)"))
+        print(found.describe() + ("" if priced else " (energy not priced: cycles, then accesses)"))
         print(yaml.safe_dump({"mapping": out["mapping"]}, sort_keys=False, width=120).rstrip())
-    print(f"energy: {a.energy_pj:.6g} pJ" if design.priced else "energy: not priced (give --ert ERT.yaml)")
+    print(f"energy: {a.energy_pj:.6g} pJ" if priced else f"energy: not priced ({unpriced})")
     rows = []
     for level, stats in a.levels.items():
         for t, st in stats.items():
@@ -618,6 +630,100 @@ def cmd_timeloop(args: argparse.Namespace) -> int:
             )
     print(sim.table(rows, list(rows[0])) if rows else "(no storage)")
     return 0
+
+
+def cmd_timeloop(args: argparse.Namespace) -> int:
+    from mapper import timeloop
+
+    if args.write_arch:
+        from einforge.cli import check_output_file
+
+        check_output_file(args.write_arch, "--write-arch")
+    design = timeloop.load(*args.files, ert=args.ert, cold_output_fills=args.cold_output_fills)
+    if args.write_arch and design.hierarchy is not None:
+        from sim.sweep import write_atomic
+
+        write_atomic(Path(args.write_arch), design.hierarchy.to_yaml())
+    return _map_and_report(
+        args,
+        design.problem,
+        design.mappings,
+        lambda **o: design.search(**o),
+        lambda _m: design.analyze(),
+        compute_name=design.compute_name,
+        priced=design.priced,
+        unpriced=f"{design.unpriced}; give --ert ERT.yaml",
+    )
+
+
+def cmd_map(args: argparse.Namespace) -> int:
+    from mapper import hierarchy, timeloop
+
+    if Path(args.arch).suffix in (".yaml", ".yml", ".json"):
+        h = hierarchy.load(args.arch)
+        if args.array:
+            raise ConfigError("--array picks an array of a preset; a hierarchy file has one")
+    else:
+        h = archs.preset(args.arch).hierarchy(args.array)
+    cascade = _cascade(args.cascade, "")
+    sizes = sim.workload(sizes=args.sizes).sizes
+    name = args.einsum
+    if name is None:
+        outs = [e.output for e in cascade.einsums if not e.init]
+        if len(outs) != 1:
+            raise ConfigError(
+                f"cascade {cascade.name} has {len(outs)} Einsums ({', '.join(outs)}): name one with --einsum"
+            )
+        name = outs[0]
+    problem = hierarchy.einsum_problem(cascade, name, sizes)
+    unpriced = ""
+    try:
+        h.storages(problem)
+    except archs.ArchError as exc:
+        unpriced = str(exc)
+    mappings = None
+    if args.mapping:
+        mappings = timeloop.read_mapping(args.mapping, [lv.name for lv in h.levels], problem)
+
+    def search(**o: Any) -> Any:
+        if unpriced:
+            from mapper import hsearch
+
+            return hsearch.search(
+                problem,
+                h.storages(problem, priced=False),
+                compute_instances=h.compute.instances,
+                constraints=h.keeps(problem),
+                **o,
+            )
+        return h.search(problem, **o)
+
+    def analyze(m: Any) -> Any:
+        if unpriced:
+            import dataclasses
+
+            from mapper.analysis import analyze as run
+
+            keeps = {c.target: c.keep for c in h.keeps(problem)}
+            ms = [
+                x
+                if x.keep is not None or x.target not in keeps
+                else dataclasses.replace(x, keep=keeps[x.target])
+                for x in m
+            ]
+            return run(problem, h.storages(problem, priced=False), ms, compute_instances=h.compute.instances)
+        return h.analyze(problem, m)
+
+    return _map_and_report(
+        args,
+        problem,
+        mappings,
+        search,
+        analyze,
+        compute_name=h.compute.name,
+        priced=not unpriced,
+        unpriced=unpriced,
+    )
 
 
 def add_parsers(sub: Any) -> None:
@@ -742,11 +848,38 @@ def add_parsers(sub: Any) -> None:
         action="store_true",
         help="count each output word's first fill, as Timeloop did before v0.4 (its 2021 exercises)",
     )
+    tl.add_argument(
+        "--write-arch", metavar="FILE", help="write the architecture as an einforge hierarchy (YAML)"
+    )
     tl.add_argument("--seed", type=int, default=0, help="search: the seed of the random draws (default 0)")
     tl.add_argument(
         "--write-mapping", metavar="FILE", help="search: write the mapping found as Timeloop YAML"
     )
     tl.set_defaults(func=cmd_timeloop)
+    mp = sub.add_parser(
+        "map",
+        help="map one Einsum of a cascade onto a storage hierarchy (a hierarchy file or a preset's array)",
+    )
+    mp.add_argument(
+        "--arch", required=True, help="a hierarchy file (.yaml/.json) or a preset (fusemax, flat, ...)"
+    )
+    mp.add_argument("--array", help="with a preset: which array (default: the first 2D one)")
+    mp.add_argument("--cascade", required=True, help="a library cascade or a cascade file (.ein)")
+    mp.add_argument("--einsum", help="the Einsum's output tensor (needed when the cascade has several)")
+    mp.add_argument("--sizes", required=True, help="rank sizes such as M=1024,K=768,N=768")
+    mp.add_argument("--mapping", help="evaluate this mapping (Timeloop's mapping YAML) instead of searching")
+    mp.add_argument("--json", action="store_true", help="one object: cycles, energy_pj, levels, mapping, ...")
+    mp.add_argument(
+        "--metric", choices=("edp", "energy", "cycles"), default="edp", help="search: minimise this"
+    )
+    mp.add_argument(
+        "--budget", type=_positive_int, default=20_000, help="search: at most this many candidates"
+    )
+    mp.add_argument("--seed", type=int, default=0, help="search: the seed of the random draws (default 0)")
+    mp.add_argument(
+        "--write-mapping", metavar="FILE", help="search: write the mapping found as Timeloop YAML"
+    )
+    mp.set_defaults(func=cmd_map)
     cp = sub.add_parser("compare", help="the five FuseMax configurations over models and lengths, with plots")
     cp.add_argument("--model", default="BERT,TrXL,T5,XLM")
     cp.add_argument("--seq", default="1K,4K,16K,64K,256K,1M")

@@ -54,7 +54,8 @@ DRAM_PJ_PER_BIT = 3.9
 def _count(owner: str, name: str, value: object, *, zero: bool = False, top: int = MAX_RANK_SIZE) -> None:
     low = 0 if zero else 1
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= top:
-        raise ArchError(f"{owner}: {name} must be an integer in {low} .. {top}, found {value!r}")
+        most = f"2**{top.bit_length() - 1}" if top > 1024 and top & (top - 1) == 0 else str(top)
+        raise ArchError(f"{owner}: {name} must be an integer in {low} .. {most}, found {value!r}")
 
 
 def _number(owner: str, name: str, value: object, *, positive: bool = False) -> None:
@@ -394,7 +395,10 @@ def einsum_problem(cascade: Any, name: str, sizes: Mapping[str, int]) -> Problem
     steps = [e for e in cascade.einsums if e.output == name and not e.init]
     if not steps:
         outs = [e.output for e in cascade.einsums]
-        raise ScheduleError(f"cascade {cascade.name} has no Einsum {name!r}{suggest(name, outs)}")
+        raise ScheduleError(
+            f"cascade {cascade.name} has no Einsum {name!r}{suggest(name, outs)}; its Einsums write "
+            f"{', '.join(dict.fromkeys(outs))}"
+        )
     e = steps[0]
     operands: dict[str, tuple[str, ...]] = {}
     for a in _accesses(e.expr):

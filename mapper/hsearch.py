@@ -7,6 +7,8 @@ candidate is valid when each level's spatial factors fit its fanout and its tile
 capacity (the analysis checks the latter). Each valid candidate is costed by
 :func:`mapper.analysis.analyze`, the one analysis; the search only enumerates and compares.
 
+A level that keeps no tensor only fans out: it gets spatial loops, no temporal ones.
+
 Loop orders: per level, the distinct orders that make one tensor stationary (the dimensions it
 does not project onto innermost, the rest in the problem's order), plus the problem's order. A
 level with fewer than two temporal loops has one order.
@@ -217,6 +219,11 @@ def search(
             level_orders[i] = list(
                 dict.fromkeys(tuple(d for d in o if d not in named) + named for o in level_orders[i])
             )
+    for i, kept in enumerate(keep):
+        if i and kept is not None and not kept:  # holds nothing: it only fans out, no loops in time
+            for k in range(len(dims)):
+                fixed[k].setdefault(slots.index((i, False)), 1)
+            level_orders[i] = level_orders[i][:1]
     rests = []
     for k, (d, n) in enumerate(dims):
         prod = math.prod(fixed[k].values())

@@ -26,7 +26,7 @@ from mapper.analysis import Analysis, DataSpace, LevelMapping, Problem, Storage,
 from mapper.errors import ArchError, ScheduleError
 from mapper.hierarchy import Compute, Hierarchy, Level
 
-__all__ = ["Design", "TimeloopError", "load"]
+__all__ = ["Design", "TimeloopError", "load", "read_mapping"]
 
 _COMPUTE_CLASSES = ("mac", "intmac", "fpmac", "compute", "multiplier", "adder")
 _UNSUPPORTED = ("sparse_optimizations", "sparse-optimizations")
@@ -391,6 +391,20 @@ def _constraints(entries: list[Any], levels: list[str], problem: Problem) -> tup
     return tuple(out)
 
 
+def read_mapping(path: str | Path, levels: list[str], problem: Problem) -> tuple[LevelMapping, ...]:
+    """A mapping in Timeloop's YAML format (a ``mapping:`` list of ``{target, type, factors,
+    permutation}``, or the list alone) over storage levels named ``levels``, for ``problem``."""
+    data = _read(path) if Path(path).suffix in (".yaml", ".yml") else None
+    if data is None:
+        raise TimeloopError(f"{path}: expected a Timeloop mapping in a .yaml file")
+    if "mapping" not in data:
+        raise TimeloopError(f"{path}: no 'mapping' list")
+    try:
+        return _mappings(data["mapping"], levels, problem)
+    except (TypeError, AttributeError, KeyError, ValueError) as exc:
+        raise TimeloopError(f"{path}: a field has the wrong shape ({type(exc).__name__}: {exc})") from None
+
+
 def _ert(data: Any) -> dict[str, dict[str, float]]:
     tables = (data.get("ERT", data) if isinstance(data, dict) else {}).get("tables", [])
     out: dict[str, dict[str, float]] = {}
@@ -500,6 +514,17 @@ def _load(paths: tuple[str | Path, ...], ert: str | Path | None) -> Design:
     except ArchError as exc:  # no ERT and a level einforge's models cannot price
         unpriced = str(exc)
         storages = hierarchy.storages(problem, priced=False)
+    constraints = _constraints(_constraint_entries(merged), names, problem)
+    kept = {c.target: c.keep for c in constraints if c.keep is not None}
+    if mappings is not None:
+        kept.update({m.target: m.keep for m in mappings if m.keep is not None})
+    hierarchy = dataclasses.replace(
+        hierarchy,
+        levels=tuple(
+            dataclasses.replace(lv, keep=tuple(sorted(kept[lv.name]))) if lv.name in kept else lv
+            for lv in hierarchy.levels
+        ),
+    )
     return Design(
         problem=problem,
         storages=storages,
@@ -508,7 +533,7 @@ def _load(paths: tuple[str | Path, ...], ert: str | Path | None) -> Design:
         compute_instances=int(comp["instances"]),
         compute_pj=mac if not unpriced else 0.0,
         priced=not unpriced and (ert is not None or mac > 0),
-        constraints=_constraints(_constraint_entries(merged), names, problem),
+        constraints=constraints,
         hierarchy=hierarchy,
         unpriced=unpriced
         if unpriced
