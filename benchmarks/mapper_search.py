@@ -11,6 +11,7 @@ mapping fixed, and the benchmark counts the mappings its cost model evaluates.
     python benchmarks/mapper_search.py                      # einforge only
     python benchmarks/mapper_search.py --zigzag-python PY   # and ZigZag, run by that interpreter
     python benchmarks/mapper_search.py --setup-zigzag       # first make that environment (pip)
+    python benchmarks/mapper_search.py --accelforge-python PY   # and AccelForge's mapper (FFM)
 
 Prints both tools' evaluations per second, their ratio, and each tool's best latency, energy and
 mapping side by side.
@@ -114,18 +115,54 @@ def zigzag(python: str) -> dict[str, object]:
     return row
 
 
+def accelforge(python: str) -> dict[str, object]:
+    """AccelForge's mapper on the same GEMM and architecture, priced with einforge's numbers."""
+    arch = tpu_like()
+    arr = arch.arrays[0]
+    buf = arch.buffer.costs(arch.word_bits)
+    w = arch.word_bits
+    prices = {
+        "word_bits": w,
+        "rows": arr.rows,
+        "cols": arr.cols,
+        "buffer_bits": arch.buffer.capacity_bytes * 8,
+        "dram_pj_bit": arch.dram.pj_per_bit,
+        "buffer_read_pj_bit": buf.read_pj_per_word / w,
+        "buffer_write_pj_bit": buf.write_pj_per_word / w,
+        "rf_read_pj_bit": arr.rf_read_pj / w,
+        "rf_write_pj_bit": arr.rf_write_pj / w,
+        "mac_pj": arch.energy.mac_pj,
+    }
+    out = subprocess.run(
+        [python, str(HERE / "peers" / "accelforge_gemm.py"), str(M), str(K), str(N), json.dumps(prices)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=str(Path.home()),
+    )
+    if out.returncode:
+        raise SystemExit(f"AccelForge failed:\n{out.stderr[-3000:]}")
+    row: dict[str, object] = json.loads(out.stdout.strip().splitlines()[-1])
+    return row
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--zigzag-python", help="the Python of an environment with zigzag-dse installed")
     ap.add_argument("--setup-zigzag", action="store_true", help=f"make that environment in {ENV}")
+    ap.add_argument(
+        "--accelforge-python",
+        help="the Python of an environment with accelforge==1.0.467 (see benchmarks/accelforge.py)",
+    )
     ap.add_argument("--repeat", type=int, default=3, help="einforge's runs; the fastest counts")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     a = ours(args.repeat)
     python = str(setup_zigzag()) if args.setup_zigzag else args.zigzag_python
     z = zigzag(python) if python else None
+    af = accelforge(args.accelforge_python) if args.accelforge_python else None
     if args.json:
-        print(json.dumps({"einforge": a, "zigzag": z}))
+        print(json.dumps({"einforge": a, "zigzag": z, "accelforge": af}))
         return
     print(f"GEMM M={M} K={K} N={N} (16-bit) on a TPU-like 32x32 array, 2 MiB buffer, DRAM 64 bit/cycle")
     print(
@@ -150,6 +187,13 @@ def main() -> None:
         f"{'einforge':10s} {a['latency_cycles']:18,.0f} {a['energy_pj']:14.4g}  "
         f"{a['mapping']} ({a['bound_by']}-bound)"
     )
+    if af is not None:
+        ps_s = float(ps["seconds"])
+        print(
+            f"{'AccelForge':10s} {af['latency_cycles']:18,.0f} {af['energy_pj']:14.4g}  "
+            f"(its mapper, FFM: {af['seconds']:.1f} s end to end; einforge's certified search "
+            f"{ps_s:.2f} s, {float(af['seconds']) / ps_s:,.0f}x faster)"  # type: ignore[arg-type]
+        )
     if z is not None:
         print(f"{'ZigZag':10s} {z['latency_cycles']:18,.0f} {z['energy_pj']:14.4g}  {z['mapping']}")
         print(
