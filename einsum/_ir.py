@@ -26,7 +26,7 @@ from einsum._expr import (
 )
 from einsum._plan import Stage, plan_stages, where_is
 from einsum._stmt import Einsum, Input, ParamDef, Partition
-from einsum.errors import CascadeError, EinsumError, suggest
+from einsum.errors import MAX_RANK_SIZE, CascadeError, EinsumError, suggest
 
 __all__ = ["Cascade"]
 
@@ -404,6 +404,11 @@ def _access_problems(
             yield (
                 f"{where}: reads {node}: index {dim} ({to_text(index)}) must be an integer affine "
                 "expression of indices, rank sizes and integers"
+            )
+        elif big := [n.value for n in walk(index) if isinstance(n, Num) and abs(n.value) > MAX_RANK_SIZE]:
+            yield (
+                f"{where}: reads {node}: index {dim} ({to_text(index)}) holds the constant {big[0]:.6g}, "
+                "beyond 2**40, the largest rank size einforge models"
             )
         elif isinstance(index, Var):
             if index.rank != rank:

@@ -106,6 +106,11 @@ PARSE_CASES = [
 
 CASCADE_CASES = [
     (
+        "index-offset-beyond-2**40",  # it overflowed int64 in the interpreter and in Numba
+        "input X[p]\nY[p] = X[p + 100000000000000000000000]\noutput Y",
+        r"reads X\[p \+ 1e\+23\]: index 0 \(p \+ 1e\+23\) holds the constant 1e\+23, beyond 2\*\*40",
+    ),
+    (
         "undefined-tensor",
         MATMUL + "Z[m, n] = A[m, k] * T[k, n]",
         r"einsums\[0\] Z\[m, n\] \(line 3\): reads T\[k, n\], but T is neither a declared input nor "
