@@ -170,3 +170,15 @@ def test_ctrl_c_ends_a_command_with_one_line_and_130(
     monkeypatch.setattr(cli_mod, "_parser", lambda: type("P", (), {"parse_args": lambda self, a: args})())
     assert cli_mod.main(["list"]) == 130
     assert capsys.readouterr().err == "\neinforge: interrupted (list)\n"
+
+
+def test_the_compile_outputs_shown_in_variants_md_are_current(capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/variants.md shows `einforge compile` outputs; they must be what the command prints."""
+    import re
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "variants.md").read_text()
+    shown = re.findall(r"^\$ einforge compile (\w+)\n((?:(?!\$ ).*\n)+)", doc, re.M)
+    assert len(shown) >= 2
+    for name, text in shown:
+        assert main(["compile", name]) == 0
+        assert capsys.readouterr().out == text, name
