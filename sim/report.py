@@ -203,12 +203,19 @@ def plot_compare(results: Sequence[Mapping[str, Any]], out_dir: str | Path, fmt:
                         ys.append(base.latency_s / rep.latency_s)
                     else:
                         ys.append(rep.energy_pj / base.energy_pj)
+                n = configs.index(c)
+                marker, style = _STYLES[n % len(_STYLES)]
+                # a small sideways shift per configuration, so equal values (+Architecture's
+                # energy is FuseMax's) draw side by side instead of one over the other
+                shift = (n - (len(configs) - 1) / 2) * 0.06
                 ax.plot(
-                    range(len(seqs)),
+                    [i + shift for i in range(len(seqs))],
                     ys,
-                    marker="o",
+                    marker=marker,
+                    linestyle=style,
+                    markersize=4,
                     label=c,
-                    color=_PALETTE[configs.index(c) % len(_PALETTE)],
+                    color=_PALETTE[n % len(_PALETTE)],
                 )
             ax.set_xticks(range(len(seqs)), [_seq(s) for s in seqs])
             ax.set_title(model)
@@ -275,7 +282,6 @@ def plot_compare(results: Sequence[Mapping[str, Any]], out_dir: str | Path, fmt:
             lambda r, k: r.latency_breakdown.get(k, 0.0) / r.clock_hz_or_one(),
             "latency (s)",
             out / f"latency_breakdown.{fmt}",
-            log=True,
         )
     )
     return paths
@@ -289,24 +295,35 @@ def _stacked(
     value: Any,
     ylabel: str,
     path: Path,
-    *,
-    log: bool = False,
 ) -> Path:
     """Stacked bars of ``value(report, key)`` per configuration, one panel per (model, length),
-    every key its own colour, the legend outside the panels."""
+    every key its own colour (hatched past the palette's ten strong colours), each bar's total
+    written above it, the legend outside the panels. The axis is linear: stacked parts on a log
+    axis misstate their shares and hide the shortest bars."""
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(picks), figsize=(2.6 * len(picks) + 2.2, 3.6), squeeze=False)
-    colour = {k: _PALETTE[i % len(_PALETTE)] for i, k in enumerate(keys)}
+    colour = {k: _PALETTE[i % 10] for i, k in enumerate(keys)}
+    hatch = {k: None if i < 10 else ("//", "..", "xx")[(i // 10 - 1) % 3] for i, k in enumerate(keys)}
     for ax, (model, seq) in zip(axes[0], picks, strict=True):
         shown = [c for c in configs if (c, model, seq) in by]
         bottom = [0.0] * len(shown)
         for k in keys:
             vals = [value(by[(c, model, seq)], k) for c in shown]
-            ax.bar(shown, vals, bottom=bottom, label=k.replace("_", " "), color=colour[k])
+            ax.bar(
+                shown,
+                vals,
+                bottom=bottom,
+                label=k.replace("_", " "),
+                color=colour[k],
+                hatch=hatch[k],
+                edgecolor="white" if hatch[k] else None,
+                linewidth=0,
+            )
             bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
-        if log:
-            ax.set_yscale("log")
+        for x, total in enumerate(bottom):
+            ax.annotate(f"{total:.3g}", (x, total), ha="center", va="bottom", fontsize=6)
+        ax.set_ylim(0, max(bottom, default=1.0) * 1.12 or 1.0)
         ax.set_title(f"{model}, {_seq(seq)}", fontsize=9)
         ax.tick_params(axis="x", labelrotation=60, labelsize=7)
     axes[0][0].set_ylabel(ylabel)
@@ -342,6 +359,10 @@ _PALETTE = [
     "#dbdb8d",
     "#9edae5",
 ]
+
+
+#: Marker and line style per configuration in the line plots, so that no two look alike even in grey.
+_STYLES = [("o", "-"), ("s", "--"), ("^", "-."), ("D", ":"), ("v", "-"), ("P", "--"), ("X", "-.")]
 
 
 def _seq(n: int) -> str:
