@@ -25,6 +25,7 @@ same table whatever the executor, the worker count or ``PYTHONHASHSEED``.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import csv
 import dataclasses
 import hashlib
@@ -35,7 +36,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -529,6 +530,60 @@ def check_out_dir(out: str | Path) -> Path:
     return p
 
 
+LOCK = ".sweep.lock"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def folder_lock(out: Path) -> Iterator[None]:
+    """Hold ``out/.sweep.lock`` while a sweep writes to ``out``: a second sweep into the same folder
+    is a typed error that names the first (its process id and start), not a second run of the same
+    points. A lock left by a sweep that died (its process is gone) is taken over with a warning."""
+    import socket
+
+    path = out / LOCK
+    me = f"{os.getpid()} {socket.gethostname()} {time.strftime('%Y-%m-%d %H:%M:%S')}"
+    for _attempt in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                held = path.read_text(encoding="utf-8").split(maxsplit=2)
+                pid, host = int(held[0]), held[1]
+                since = held[2] if len(held) > 2 else "?"
+            except (OSError, ValueError, IndexError):
+                pid, host, since = -1, "", "?"
+            if pid > 0 and (host != socket.gethostname() or _alive(pid)):
+                raise ConfigError(
+                    f"output folder {str(out)!r} is in use by another sweep (process {pid} on {host}, "
+                    f"since {since}); wait for it to finish, or give another --out (if no sweep runs, "
+                    f"delete {str(path)!r})"
+                ) from None
+            log.warning("sweep: %s was left by a sweep that is gone; taking it over", path)
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            continue
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(me + "\n")
+        break
+    else:
+        raise ConfigError(f"output folder {str(out)!r}: could not take its lock {str(path)!r}")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
 def sweep(
     spec: Mapping[str, Any],
     *,
@@ -553,9 +608,26 @@ def sweep(
     t0 = time.perf_counter()
     pts = points(spec)
     validate(pts)
+    if out is None:
+        return _sweep(spec, pts, None, t0, workers, executor, progress, area_model)
+    base = check_out_dir(out)
+    with folder_lock(base):
+        return _sweep(spec, pts, base, t0, workers, executor, progress, area_model)
+
+
+def _sweep(
+    spec: Mapping[str, Any],
+    pts: list[dict[str, Any]],
+    out: Path | None,
+    t0: float,
+    workers: int | None,
+    executor: Any,
+    progress: Callable[[int, int], None] | None,
+    area_model: Any,
+) -> SweepResult:
     store = None
     if out is not None:
-        store = check_out_dir(out) / "store"
+        store = out / "store"
         store.mkdir(parents=True, exist_ok=True)
     keys = [point_key(p) for p in pts]
     rows: dict[int, dict[str, Any]] = {}

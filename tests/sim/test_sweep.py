@@ -453,3 +453,31 @@ def test_a_sweep_over_several_architecture_files(tmp_path: Path, capsys: pytest.
         ConfigError, match=r"sweep: arch is a preset or an architecture file, or a list of them"
     ):
         sw.points({**spec, "arch": [7]})
+
+
+def test_two_sweeps_into_one_folder(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A sweep holds its folder: a second sweep into it, while the first runs, is a typed error
+    naming the first; a lock left by a sweep that died is taken over; the lock goes at the end."""
+    import socket
+
+    spec = {
+        **SPEC,
+        "params": {"array_dim": [16]},
+        "cascades": ["attention_1pass"],
+        "workloads": SPEC["workloads"][:1],
+    }
+    lock = tmp_path / sw.LOCK
+    # a live sweep: a process that is running now
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock.write_text(f"{sleeper.pid} {socket.gethostname()} 2026-12-07 10:00:00\n")
+        with pytest.raises(ConfigError, match=rf"is in use by another sweep \(process {sleeper.pid} on "):
+            sw.sweep(spec, out=tmp_path, workers=1)
+        assert not (tmp_path / "store").exists()  # refused before any work
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    # the same process id, now gone: the lock is stale
+    first = sw.sweep(spec, out=tmp_path, workers=1)
+    assert first.computed == 1 and "left by a sweep that is gone" in caplog.text
+    assert not lock.exists()
