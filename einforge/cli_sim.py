@@ -369,6 +369,8 @@ def cmd_costs(args: argparse.Namespace) -> int:
         if args.buffer_bytes:
             raise ConfigError("--buffer-bytes applies to a preset; edit the buffer in the architecture file")
         arch = _arch(args.arch, args.array_dim)
+    if args.node is not None:
+        arch = arch.at_node(args.node)
     acct = sim.accounting(args.accounting)
     buffer = acct.priced_buffer(arch.buffer)
     buf = buffer.costs(arch.word_bits)
@@ -808,6 +810,12 @@ def add_parsers(sub: Any) -> None:
     co.add_argument("--array-dim", type=int, default=None, help="a preset's PE array dimension (default 256)")
     co.add_argument("--buffer-bytes", help="buffer capacity such as 4M, 64MiB (default: the preset's)")
     co.add_argument("--accounting", choices=tuple(sim.ACCOUNTINGS), default="physical")
+    co.add_argument(
+        "--node",
+        type=float,
+        default=None,
+        help="CMOS node in nm (7 ... 130): on-chip energies and areas scaled from 45 nm (Stillmaker & Baas)",
+    )
     co.add_argument("--json", action="store_true")
     co.set_defaults(func=cmd_costs)
     sw = sub.add_parser("sweep", help="a design-space sweep from a YAML/JSON file: table, Pareto front, plot")

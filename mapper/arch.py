@@ -396,6 +396,8 @@ class ArchSpec:
     word_bits: int = 16
     score_row_blocks: tuple[int, ...] = ()
     topk_engines: tuple[TopKEngine, ...] = ()
+    #: the CMOS node its energy and area tables are at (nm); :meth:`at_node` moves them
+    node_nm: float = 45.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "arrays", tuple(self.arrays))
@@ -413,6 +415,15 @@ class ArchSpec:
         _positive(f"architecture {self.name!r}", clock_hz=self.clock_hz)
         _integer(f"architecture {self.name!r}", word_bits=self.word_bits)
         _positive(f"architecture {self.name!r}", word_bits=self.word_bits)
+        from mapper.technology import check_node
+
+        object.__setattr__(self, "node_nm", check_node(self.node_nm, f"architecture {self.name!r}: node_nm"))
+        if self.buffer.technology_nm != self.node_nm:
+            raise ArchError(
+                f"architecture {self.name!r} is at {self.node_nm:g} nm but its buffer at "
+                f"{self.buffer.technology_nm:g} nm; build it at 45 nm and call at_node(), "
+                "or give both one node"
+            )
         blocks = tuple(self.score_row_blocks)
         object.__setattr__(self, "score_row_blocks", blocks)
         for b in blocks:
@@ -458,6 +469,43 @@ class ArchSpec:
             out[f"topk:{t.name}"] = t.comparators * e.max_area_um2  # the comparators only
         out["buffer"] = self.buffer.costs(self.word_bits, sram_model).area_um2
         return out
+
+    def at_node(
+        self, node_nm: float, *, vdd: float | None = None, sram_model: SRAMModel | None = None
+    ) -> ArchSpec:
+        """This architecture at another CMOS node: every energy and area on chip (functional
+        units, register files, the buffer, leakage) scaled by :mod:`mapper.technology`'s factors
+        from ``node_nm`` to the new node; DRAM (off chip) and the clock stay. The name gains
+        ``@<node>nm``."""
+        from mapper.technology import DEFAULT_VDD, area_factor, check_node, energy_factor
+
+        node = check_node(node_nm)
+        e = energy_factor(self.node_nm, node, DEFAULT_VDD if vdd is None else vdd)
+        a = area_factor(self.node_nm, node)
+        energy = Energy(
+            **{
+                f.name: getattr(self.energy, f.name) * (a if f.name.endswith("area_um2") else e)
+                for f in dataclasses.fields(Energy)
+            }
+        )
+        arrays = tuple(
+            dataclasses.replace(
+                x, rf_read_pj=x.rf_read_pj * e, rf_write_pj=x.rf_write_pj * e, rf_area_um2=x.rf_area_um2 * a
+            )
+            for x in self.arrays
+        )
+        c = self.buffer.costs(self.word_bits, sram_model)
+        buffer = dataclasses.replace(
+            self.buffer,
+            read_pj_per_word=c.read_pj_per_word * e,
+            write_pj_per_word=c.write_pj_per_word * e,
+            area_um2=c.area_um2 * a,
+            leakage_mw=c.leakage_mw * e,
+            technology_nm=node,
+        )
+        base = self.name.split("@")[0]
+        name = base if node == 45.0 and self.node_nm == 45.0 else f"{base}@{node:g}nm"
+        return dataclasses.replace(self, name=name, node_nm=node, energy=energy, arrays=arrays, buffer=buffer)
 
     def hierarchy(self, array: str | None = None, sram_model: SRAMModel | None = None) -> Any:
         """This architecture as a storage hierarchy (:class:`mapper.hierarchy.Hierarchy`) for one
@@ -903,7 +951,8 @@ def preset(name: str, **params: Any) -> ArchSpec:
         )
     import inspect
 
-    known = list(inspect.signature(_PRESETS[name]).parameters)
+    known = [*inspect.signature(_PRESETS[name]).parameters, "node_nm"]
+    node = params.pop("node_nm", None)
     unknown = [k for k in params if k not in known]
     if unknown:
         raise ArchError(
@@ -919,4 +968,6 @@ def preset(name: str, **params: Any) -> ArchSpec:
     changed = {k: v for k, v in params.items() if defaults.get(k) != v}
     if changed:
         arch = arch.replace(name=name + "(" + ", ".join(f"{k}={v!r}" for k, v in changed.items()) + ")")
+    if node is not None:
+        arch = arch.at_node(node)
     return arch
