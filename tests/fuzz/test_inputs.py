@@ -1,5 +1,5 @@
-"""Seeded mutation tests over every kind of input: cascade text, architecture files, sweep specs
-and command lines. Each case must give a result or a typed einforge error, never another
+"""Seeded mutation tests over every kind of input: cascade text, architecture files, hierarchy
+files, sweep specs and command lines. Each case must give a result or a typed einforge error, never another
 exception, and finish within a bound. ``FUZZ_CASES`` cases per kind in the default run;
 ``--run-slow`` runs ``SLOW_CASES`` per kind."""
 
@@ -33,6 +33,9 @@ SWEEP = {
     "cascades": ["attention_1pass"],
     "options": {"objective": "latency"},
 }
+HIERARCHY = yaml.safe_load(
+    (Path(__file__).resolve().parents[2] / "examples" / "eyeriss_like.yaml").read_text()
+)
 VALUES = [None, 0, -1, 2**64, 1e308, float("nan"), "", "x", [], {}, True, 1.5, "16M", [None], {"a": 1}]
 
 
@@ -126,6 +129,15 @@ def _run(kind: str, seed: int, tmp_path: Path) -> None:
             path.write_text(yaml.safe_dump(data) if path.suffix == ".yaml" else json.dumps(data))
             a = mapper.load(path)
             a.area_um2()
+        elif kind == "hierarchy":
+            from mapper import hierarchy
+
+            data = mutate(rng, HIERARCHY)
+            path = tmp_path / ("h.yaml" if rng.random() < 0.5 else "h.json")
+            path.write_text(yaml.safe_dump(data) if path.suffix == ".yaml" else json.dumps(data))
+            h = hierarchy.load(path)
+            problem = hierarchy.einsum_problem(einsum.library.get("matmul"), "Z", {"M": 28, "K": 12, "N": 16})
+            h.search(problem, budget=40)
         elif kind == "sweep":
             spec = mutate(rng, SWEEP)
             if not isinstance(spec, dict):
@@ -182,7 +194,7 @@ def _run(kind: str, seed: int, tmp_path: Path) -> None:
 
 
 def _cases(n: int) -> list[tuple[str, int]]:
-    return [(k, s) for k in ("cascade", "arch", "sweep", "cli") for s in range(n)]
+    return [(k, s) for k in ("cascade", "arch", "hierarchy", "sweep", "cli") for s in range(n)]
 
 
 @pytest.mark.parametrize(("kind", "seed"), _cases(FUZZ_CASES))
@@ -198,7 +210,7 @@ def test_input_gives_a_result_or_a_typed_error(
 def test_many_inputs_give_a_result_or_a_typed_error(
     kind: str, seed: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The slow run: SLOW_CASES cases of each kind (5,200 in all)."""
+    """The slow run: SLOW_CASES cases of each kind (6,500 in all)."""
     monkeypatch.chdir(tmp_path)
     failures = []
     for k, s in _cases(SLOW_CASES):
