@@ -222,6 +222,7 @@ _SIM_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # CI runs it (.ci/run); about 5 to 15 s
 def test_cuda_kernels_on_the_simulator(tmp_path) -> None:
     """numba.cuda kernels on numba's CUDA simulator: several query and key tiles, ragged edges,
     causal and not, both dtypes."""
@@ -389,6 +390,7 @@ def test_bottom_right_needs_as_many_keys_as_queries() -> None:
         golden.attention(q, q, q, causal=True, causal_alignment="bottom_right")
 
 
+@pytest.mark.slow  # CI runs it (.ci/run); about 5 to 15 s
 def test_cuda_bottom_right_on_the_simulator(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """The CUDA kernels' causal alignment (bottom-right: P = 3 queries at the end of M = 70 keys,
     over several key tiles), on numba's CUDA simulator, against the float64 reference."""

@@ -264,6 +264,7 @@ def _cuda_run(
         _check(np.load(tmp_path / f"out{i}_float32.npy"), want, _naive32(c, x, sizes))
 
 
+@pytest.mark.slow  # CI runs it (.ci/run); about 5 to 15 s
 def test_compiled_kernels_on_the_cuda_simulator(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """P = 6, M = 12 with blocks of 3 queries and 4 keys (several of each); P = M = 1; P = 3,
     M = 37 (a prime: blocks of 1); E = 4, F = 3 (the real-GPU test takes P = 113, M = 1023)."""

@@ -63,6 +63,7 @@ def test_priced_memories_keep_the_logic_that_writes_them() -> None:
     assert a.by_cell.get("DFF_X1") == 16
 
 
+@pytest.mark.slow  # CI runs it (.ci/run); about 5 to 15 s
 def test_parts_against_flat_synthesis() -> None:
     """At 2 x 2 the flat synthesis is feasible: the parts' sum is within 2% of it (they lose the
     optimisation across their ports), with the same flip-flops; the critical path timed across
@@ -106,6 +107,7 @@ def test_the_rest_instantiates_every_part_once() -> None:
         tile_area(tile, synth=wrong, jobs=1, timing=False)  # type: ignore[arg-type]
 
 
+@pytest.mark.slow  # CI runs it (.ci/run); about 5 to 15 s
 def test_dse_area_from_the_tile_parts(tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
     """A sweep's area: rtl_tile prices the 2D array as its PEs and columns, the 1D array as its PEs."""
     import einforge.rtl_area as ra
