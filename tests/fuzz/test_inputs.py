@@ -19,7 +19,7 @@ import mapper
 from einsum.errors import EinforgeError
 from sim import sweep as sw
 
-FUZZ_CASES = 75
+FUZZ_CASES = 60
 SLOW_CASES = 1300
 BOUND_S = 20.0
 

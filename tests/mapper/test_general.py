@@ -72,7 +72,7 @@ def test_every_cascade_maps_and_simulates(name, cascade, sizes, arch) -> None:  
 
 
 def test_every_library_cascade_evaluates() -> None:
-    sizes = {"P": 120, "M": 280, "E": 64, "F": 64, "K": 96, "N": 80, "L": 3, "H": 2, "C": 8, "P0": 4}
+    sizes = {"P": 64, "M": 112, "E": 64, "F": 64, "K": 96, "N": 80, "L": 3, "H": 2, "C": 8, "P0": 4}
     blocks = {n: {"M0": 28} for n in ("seer_attention", "landmark_attention", "lightning_attention2")}
     for name in einsum.library.names():
         c = einsum.library.get(name)
