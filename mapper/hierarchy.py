@@ -22,7 +22,9 @@ the leaves. A level that only fans out (Timeloop's ``dummy_storage``) keeps noth
 ``input1``, ... (the operands in the order the Einsum names them). Energies are pJ per access of
 one block (``block_words`` words); a level that gives none is priced by a model where einforge has
 one: ``kind: dram`` at ``dram_pj_per_bit`` per bit, ``kind: sram`` by the SRAM model
-(:mod:`mapper.sram`, 16 KiB to 64 MiB), and ``kind: regfile`` not at all (give the numbers).
+(:mod:`mapper.sram`, 16 KiB to 64 MiB), ``kind: regfile`` by the register-file model
+(:mod:`mapper.regfile`: rows of a block, ``capacity_words / block_words`` deep, up to 4096 x
+1024 bits).
 
 :meth:`Hierarchy.storages` turns the levels into the analysis's :class:`~mapper.analysis.Storage`
 for one :class:`~mapper.analysis.Problem`; :func:`einsum_problem` makes that problem from an Einsum
@@ -233,9 +235,21 @@ class Hierarchy:
                 level.write_pj if level.write_pj is not None else c.write_pj,
             )
         else:
-            raise ArchError(
-                f"level {level.name!r}: a register file needs read_pj and write_pj (einforge has no "
-                "register-file model by depth yet)"
+            from mapper import regfile
+
+            if level.capacity_words is None:
+                raise ArchError(
+                    f"level {level.name!r}: a register file without capacity_words cannot be priced"
+                )
+            try:
+                # a row holds a block: capacity_words / block_words rows of a block's bits
+                depth = -(-level.capacity_words // level.block_words)
+                c = regfile.costs(depth=depth, width_bits=bits)
+            except ArchError as exc:
+                raise ArchError(f"level {level.name!r}: give read_pj and write_pj ({exc})") from None
+            return (
+                level.read_pj if level.read_pj is not None else c.read_pj,
+                level.write_pj if level.write_pj is not None else c.write_pj,
             )
         return (
             level.read_pj if level.read_pj is not None else e,

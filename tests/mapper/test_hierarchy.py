@@ -12,7 +12,7 @@ import pytest
 import einsum
 import mapper
 from einforge.cli import main
-from mapper import hierarchy, timeloop
+from mapper import hierarchy, regfile, timeloop
 from mapper.analysis import DataSpace, LevelMapping, Problem, Storage, analyze
 from mapper.errors import ArchError, ScheduleError
 from tests.mapper.test_timeloop import _timeloop_stats
@@ -143,10 +143,18 @@ def test_levels_without_energies_are_priced_by_the_models_or_refused() -> None:
     c = mapper.sram.cacti_table(capacity_bytes=65536, width_bits=256, ports=1, banks=1)
     assert (buf.read_pj, buf.fill_pj) == (pytest.approx(c.read_pj), pytest.approx(c.write_pj))
     rf = dataclasses.replace(
-        h, levels=(*h.levels, hierarchy.Level(name="rf", kind="regfile", capacity_words=4))
+        h, levels=(*h.levels, hierarchy.Level(name="rf", kind="regfile", capacity_words=32, block_words=1))
     )
-    with pytest.raises(ArchError, match=r"level 'rf': a register file needs read_pj and write_pj"):
-        rf.storages(p)
+    regs = rf.storages(p)[2]
+    model = regfile.costs(depth=32, width_bits=16)
+    assert (regs.read_pj, regs.fill_pj) == (model.read_pj, model.write_pj)
+    deep = dataclasses.replace(
+        h, levels=(*h.levels, hierarchy.Level(name="rf", kind="regfile", capacity_words=8192))
+    )
+    with pytest.raises(
+        ArchError, match=r"level 'rf': give read_pj and write_pj \(register file: depth must be"
+    ):
+        deep.storages(p)
     tiny = dataclasses.replace(h, levels=(h.levels[0], hierarchy.Level(name="buf", capacity_words=64)))
     with pytest.raises(ArchError, match=r"level 'buf': give read_pj and write_pj \("):
         tiny.storages(p)
