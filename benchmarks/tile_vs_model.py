@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from einforge.rtl_tile import TOLERANCE, run_attention
+from einforge.rtlflow.tile import TOLERANCE, run_attention
 
 
 def _ints(text: str) -> list[int]:

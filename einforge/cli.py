@@ -21,6 +21,7 @@ import numpy as np
 
 import einsum
 import golden
+from einforge._common import check_output_file
 from einsum import Cascade, EinforgeError
 from golden import spatten
 
@@ -377,32 +378,6 @@ def _parser() -> argparse.ArgumentParser:
 
     cli_spatten.add_parsers(sub)
     return parser
-
-
-def check_output_file(path: str, what: str) -> Path:
-    """An output file, checked before any work: its folder exists and is writable, and the path
-    is not a folder."""
-    import os
-
-    p = Path(path)
-    if p.is_dir():
-        raise EinforgeError(f"{what} {path!r} is a folder; give a file name")
-    parent = p.parent if str(p.parent) else Path()
-    if not parent.exists():
-        raise EinforgeError(f"{what} {path!r}: folder {str(parent)!r} does not exist")
-    if not parent.is_dir():
-        raise EinforgeError(f"{what} {path!r}: {str(parent)!r} is a file, not a folder")
-    if not os.access(parent, os.W_OK):
-        raise EinforgeError(f"{what} {path!r}: folder {str(parent)!r} is not writable")
-    existed = p.exists()
-    try:  # what os.access cannot tell (root in /proc, a read-only mount): try it
-        with p.open("a", encoding="utf-8"):
-            pass
-    except OSError as exc:
-        raise EinforgeError(f"{what} {path!r}: cannot write there ({exc.strerror or exc})") from None
-    if not existed:
-        p.unlink()
-    return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -25,7 +25,7 @@ def _params(items: list[str]) -> dict[str, str]:
 
 
 def cmd_list(_: argparse.Namespace) -> int:
-    from einforge.rtl_check import TEST_PARAMS, describe_cycles
+    from einforge.rtlflow.check import TEST_PARAMS, describe_cycles
     from rtl.blocks import BLOCKS, resolve
 
     for name, spec in BLOCKS.items():
@@ -45,8 +45,8 @@ def cmd_list(_: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from einforge.cli import check_output_file
-    from einforge.rtl_check import export
+    from einforge._common import check_output_file
+    from einforge.rtlflow.check import export
 
     check_output_file(args.output, "-o")  # before the work
     text = export(args.block, _params(args.param))
@@ -56,7 +56,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from einforge.rtl_check import check
+    from einforge.rtlflow.check import check
 
     res = check(
         args.block,
@@ -91,7 +91,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_area(args: argparse.Namespace) -> int:
-    from einforge.rtl_check import area
+    from einforge.rtlflow.check import area
 
     tile_args = {k: getattr(args, k) for k in ("array", "seq", "e", "f", "reduction", "div_latency")}
     given = [f"--{k.replace('_', '-')}" for k, v in tile_args.items() if v is not None]
@@ -135,7 +135,7 @@ def cmd_area(args: argparse.Namespace) -> int:
 
 
 def _area_attention(args: argparse.Namespace, kw: dict[str, Any]) -> int:
-    from einforge.rtl_area import attention_area
+    from einforge.rtlflow.area import attention_area
 
     res = attention_area(**kw, interleave=args.interleave, flat=args.flat, quiet=args.json)
     if args.json:
@@ -177,7 +177,7 @@ def _area_attention(args: argparse.Namespace, kw: dict[str, Any]) -> int:
 
 
 def cmd_exp_error(args: argparse.Namespace) -> int:
-    from einforge.rtl_check import exp_error
+    from einforge.rtlflow.check import exp_error
 
     res = exp_error(args.width, args.frac, args.degree)
     if args.json:
@@ -226,7 +226,7 @@ def cmd_prove(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from einforge.rtl_tile import TOLERANCE, run_attention
+    from einforge.rtlflow.tile import TOLERANCE, run_attention
 
     res = run_attention(
         array=args.array,

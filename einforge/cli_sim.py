@@ -12,6 +12,7 @@ from typing import Any
 
 import einsum
 import sim
+from einforge._common import arch_from_text, check_output_file
 from einsum.errors import ConfigError, suggest
 from mapper import arch as archs
 from mapper.search import SearchOptions, explore
@@ -54,24 +55,6 @@ def _row(r: sim.Report) -> dict[str, Any]:
     }
 
 
-def _arch(text: str, array_dim: int | None) -> archs.ArchSpec:
-    """A preset name, or an architecture file (``.yaml``, ``.yml``, ``.json``)."""
-    if text in archs.presets():
-        return archs.preset(text, **({"array_dim": array_dim} if array_dim is not None else {}))
-    if text.endswith((".yaml", ".yml", ".json")) or Path(text).exists():
-        if array_dim is not None:
-            raise ConfigError(
-                "--array-dim applies to a preset; edit the rows and cols in the architecture file"
-            )
-        return archs.load(text)
-    from einsum.errors import suggest
-
-    raise ConfigError(
-        f"--arch {text!r} is neither a preset ({', '.join(archs.presets())}) nor an architecture "
-        f"file (.yaml, .yml or .json){suggest(text, archs.presets())}"
-    )
-
-
 def _cascade(text: str | None, arch: str) -> einsum.Cascade:
     """A library cascade's name, or a cascade file (``.ein``) in the notation."""
     if text is None:
@@ -110,12 +93,10 @@ def _bind(items: list[str]) -> dict[str, str]:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from einforge.cli import check_output_file
-
     for flag, path in (("--html", args.html), ("--trace", args.trace)):
         if path:
             check_output_file(path, flag)  # before the work
-    arch = _arch(args.arch, args.array_dim)
+    arch = arch_from_text(args.arch, args.array_dim)
     cascade = _cascade(args.cascade, args.arch)
     if args.prune and not arch.topk_engines:
         raise ConfigError(
@@ -368,7 +349,7 @@ def cmd_costs(args: argparse.Namespace) -> int:
     else:
         if args.buffer_bytes:
             raise ConfigError("--buffer-bytes applies to a preset; edit the buffer in the architecture file")
-        arch = _arch(args.arch, args.array_dim)
+        arch = arch_from_text(args.arch, args.array_dim)
     if args.node is not None:
         arch = arch.at_node(args.node)
     acct = sim.accounting(args.accounting)
@@ -453,11 +434,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     try:
         area_model = None
         if spec.get("area", "tables") == "rtl":
-            from einforge.rtl_area import arch_area_from_rtl
+            from einforge.rtlflow.area import arch_area_from_rtl
 
             area_model = arch_area_from_rtl
         elif spec.get("area", "tables") == "rtl_tile":
-            from einforge.rtl_area import arch_area_from_tile_parts
+            from einforge.rtlflow.area import arch_area_from_tile_parts
 
             area_model = arch_area_from_tile_parts
         elif spec.get("area", "tables") != "tables":
@@ -567,8 +548,6 @@ def _map_and_report(
     dims = [d for d, _n in problem.dims]
     if mappings is None:
         if args.write_mapping:
-            from einforge.cli import check_output_file
-
             check_output_file(args.write_mapping, "--write-mapping")  # before the search
         tty = not args.json and sys.stderr.isatty()
 
@@ -638,8 +617,6 @@ def cmd_timeloop(args: argparse.Namespace) -> int:
     from mapper import timeloop
 
     if args.write_arch:
-        from einforge.cli import check_output_file
-
         check_output_file(args.write_arch, "--write-arch")
     design = timeloop.load(*args.files, ert=args.ert, cold_output_fills=args.cold_output_fills)
     if args.write_arch and design.hierarchy is not None:

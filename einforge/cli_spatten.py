@@ -145,7 +145,7 @@ def evaluate_pipeline(
 
 
 def cmd_spatten(args: argparse.Namespace) -> int:
-    from einforge.cli_sim import _arch
+    from einforge._common import arch_from_text as _arch
     from sim import spatten
 
     arch = _arch(args.arch, None)

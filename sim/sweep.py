@@ -602,7 +602,7 @@ def sweep(
     pool of ``workers`` (default: the machine's CPUs) runs the points. ``progress(done, total)``
     is called as points finish. ``area_model(arch) -> {component: um^2}`` (a module-level
     function, so that workers can receive it) adds a second area to every row (``area_mm2_rtl``):
-    ``einforge sweep`` passes :func:`einforge.rtl_area.arch_area_from_rtl` where the sweep file
+    ``einforge sweep`` passes :func:`einforge.rtlflow.area.arch_area_from_rtl` where the sweep file
     says ``area: rtl``.
     """
     t0 = time.perf_counter()

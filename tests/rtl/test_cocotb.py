@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from einforge.rtl_check import check
+from einforge.rtlflow.check import check
 from rtl.runner import simulator_available
 
 pytestmark = pytest.mark.rtl

@@ -190,7 +190,7 @@ def test_cli_export_and_exp_error(tmp_path, capsys: pytest.CaptureFixture[str]) 
 
 
 def test_runner_and_check_errors() -> None:
-    from einforge.rtl_check import check
+    from einforge.rtlflow.check import check
     from rtl.formal import prove
     from rtl.runner import SimulatorError, build
 
@@ -205,7 +205,7 @@ def test_runner_and_check_errors() -> None:
 def test_topk_verilog_grows_as_p_log_p() -> None:
     """SpAtten's zero eliminator (prefix sum + log2 P shift stages) keeps the engine's Verilog
     about P log P: from P = 4 to P = 16 it grows under 8x (P log P: 8x; P^2: 16x; it was ~48x)."""
-    from einforge.rtl_check import export
+    from einforge.rtlflow.check import export
 
     sizes = {p: len(export("topk", {"n": 64, "parallelism": p})) for p in (4, 16)}
     assert sizes[16] / sizes[4] < 8, sizes

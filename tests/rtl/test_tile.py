@@ -9,7 +9,7 @@ import dataclasses
 import pytest
 
 import einsum
-from einforge.rtl_tile import TOLERANCE, buffer_for, model_attention, run_attention, tile_arch
+from einforge.rtlflow.tile import TOLERANCE, buffer_for, model_attention, run_attention, tile_arch
 from rtl._params import RTLConfigError
 from rtl.runner import simulator_available
 from rtl.tile import TASKS, TASKS_2D, AttentionTile, DramLayout

@@ -110,7 +110,7 @@ def test_the_rest_instantiates_every_part_once() -> None:
 @pytest.mark.slow  # CI runs it (.ci/run); about 5 to 15 s
 def test_dse_area_from_the_tile_parts(tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
     """A sweep's area: rtl_tile prices the 2D array as its PEs and columns, the 1D array as its PEs."""
-    import einforge.rtl_area as ra
+    import einforge.rtlflow.area as ra
     from mapper.arch import fusemax_tile
 
     monkeypatch.setattr(ra, "CACHE", tmp_path / "rtl-area.json")  # type: ignore[operator]

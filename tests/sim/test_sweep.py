@@ -205,7 +205,7 @@ def test_fusemax_fig12_latency_and_area_trend(tmp_path: Path) -> None:
 def test_area_from_our_synthesised_rtl(tmp_path: Path) -> None:
     """area: rtl adds a second area: each array's PEs as einforge's own blocks synthesised (one PE,
     times the PE count), the buffer from CACTI."""
-    from einforge.rtl_area import arch_area_from_rtl, pe_area_um2
+    from einforge.rtlflow.area import arch_area_from_rtl, pe_area_um2
 
     spec = {
         **SPEC,
@@ -358,8 +358,8 @@ def test_the_store_verifies_itself(tmp_path: Path, caplog: pytest.LogCaptureFixt
 def test_a_damaged_rtl_area_cache_is_rebuilt(
     content: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import einforge.rtl_area as ra
-    import einforge.rtl_check as rc
+    import einforge.rtlflow.area as ra
+    import einforge.rtlflow.check as rc
     from rtl import blocks
 
     cache = tmp_path / "rtl-area.json"

@@ -187,7 +187,7 @@ def run_attention(
         _say(f"rtl run attention: simulating a whole head, seed {seed}", quiet)
         t_sim = time.perf_counter()
         failed = model.test(
-            "einforge.tb.tb_attention",
+            "einforge.rtlflow.tb.tb_attention",
             env={"EINFORGE_TB": json.dumps(cfg)},
             log_file=log,
             results_name=f"results-{os.getpid()}.xml",

@@ -7,7 +7,7 @@ from typing import Any
 
 import cocotb
 
-from einforge.tb.streams import (
+from einforge.rtlflow.tb.streams import (
     Driver,
     Monitor,
     Scoreboard,

@@ -39,7 +39,7 @@ CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "einfor
 
 def pe_area_um2(block: str) -> float:
     """um^2 of one PE of ``block`` (``array2d`` or ``array1d``), default parameters, synthesised."""
-    from einforge.rtl_check import area
+    from einforge.rtlflow.check import area
     from rtl import blocks
 
     params = {"rows": 1, "cols": 1} if block == "array2d" else {"pes": 1}
@@ -123,7 +123,7 @@ def attention_area(
     """The attention tile's area by synthesis by parts (:func:`rtl.area.tile_area`): a 2D PE, a
     column, a 1D PE, the rest; each part cached. ``flat`` also synthesises the whole tile flat
     (feasible at 4 x 4 or so: minutes) and reports the parts' error against it."""
-    from einforge.rtl_tile import buffer_for, tile_arch
+    from einforge.rtlflow.tile import buffer_for, tile_arch
     from rtl.tile import AttentionTile
 
     start = time.perf_counter()

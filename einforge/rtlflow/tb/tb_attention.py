@@ -21,7 +21,7 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import Edge, FallingEdge, First, ReadOnly, RisingEdge
 
-from einforge.tb.streams import config, pack, unpack, write_result
+from einforge.rtlflow.tb.streams import config, pack, unpack, write_result
 from einsum import Fixed
 from golden import fixed
 from rtl.tile import TASKS

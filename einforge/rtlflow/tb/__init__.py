@@ -2,5 +2,5 @@
 
 They run inside the HDL simulator, started by ``einforge rtl check`` and by ``tests/rtl`` through
 :mod:`rtl.runner`. Each reads its configuration from ``EINFORGE_TB`` (JSON) and writes a result
-file that ``einforge.rtl_check`` reads back.
+file that ``einforge.rtlflow.check`` reads back.
 """

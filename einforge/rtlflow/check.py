@@ -26,9 +26,9 @@ from rtl.area import synthesize
 __all__ = ["TESTBENCHES", "area", "check", "exp_error", "export"]
 
 TESTBENCHES = {
-    "array2d": "einforge.tb.tb_array2d",
-    "array1d": "einforge.tb.tb_array1d",
-    "topk": "einforge.tb.tb_topk",
+    "array2d": "einforge.rtlflow.tb.tb_array2d",
+    "array1d": "einforge.rtlflow.tb.tb_array1d",
+    "topk": "einforge.rtlflow.tb.tb_topk",
 }
 TEST_PARAMS: dict[str, dict[str, Any]] = {"topk": {"k": None}}
 

@@ -8,7 +8,7 @@ from typing import Any
 import cocotb
 import numpy as np
 
-from einforge.tb.streams import (
+from einforge.rtlflow.tb.streams import (
     ALL,
     Driver,
     Monitor,
