@@ -205,11 +205,58 @@ def _arch(point: Mapping[str, Any]) -> Any:
     if name in archs.presets():
         return archs.preset(name, **params)
     a = archs.load(name)
-    if params:
-        raise ConfigError(
-            f"sweep: params apply to a preset; {name!r} is a file (sweep several files instead)"
-        )
-    return a
+    if not params:
+        return a
+    # a file's own fields: dotted paths into it (buffer.capacity_bytes, arrays.0.rows, ...)
+    data = json.loads(json.dumps(a.to_dict()))  # plain lists and dicts
+    node = params.get("node_nm")
+    for path, value in params.items():
+        if path != "node_nm":
+            _set_field(data, str(path), value, name)
+    try:
+        a = archs.ArchSpec.from_dict(data)
+        if node is not None:
+            a = a.at_node(node)
+    except archs.ArchError as exc:
+        raise ConfigError(f"sweep: {name} with {params}: {exc}") from None
+    label = ", ".join(f"{k}={v!r}" for k, v in params.items())
+    return a.replace(name=f"{a.name}({label})")
+
+
+def _set_field(data: Any, path: str, value: Any, file: str) -> None:
+    """Set the field at a dotted ``path`` (``arrays.0.rows``) of an architecture's dict; an unknown
+    key or index is a ConfigError with a did-you-mean."""
+    from einsum.errors import suggest
+
+    parts = path.split(".")
+    node = data
+    for i, part in enumerate(parts):
+        where = ".".join(parts[: i + 1])
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                at = ".".join(parts[:i]) or "the top"
+                raise ConfigError(
+                    f"sweep: params.{path}: {file} has {len(node)} item(s) at {at}; "
+                    f"{part!r} is no index of them"
+                )
+            key: Any = int(part)
+        elif isinstance(node, dict):
+            if part not in node:
+                known = [str(k) for k in node]
+                raise ConfigError(
+                    f"sweep: params.{path}: {file} has no field {where!r}{suggest(part, known)} "
+                    f"(fields there: {', '.join(known)})"
+                )
+            key = part
+        else:
+            raise ConfigError(
+                f"sweep: params.{path}: {'.'.join(parts[:i])} of {file} is a value, not a group"
+            )
+        if last:
+            node[key] = value
+        else:
+            node = node[key]
 
 
 def _workload(spec: Mapping[str, Any]) -> Any:

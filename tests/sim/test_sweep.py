@@ -481,3 +481,36 @@ def test_two_sweeps_into_one_folder(tmp_path: Path, caplog: pytest.LogCaptureFix
     first = sw.sweep(spec, out=tmp_path, workers=1)
     assert first.computed == 1 and "left by a sweep that is gone" in caplog.text
     assert not lock.exists()
+
+
+def test_a_sweep_over_fields_of_one_s_own_file(tmp_path: Path) -> None:
+    """params of a file sweep its own fields by dotted path (arrays.0.rows, buffer.capacity_bytes),
+    and node_nm moves it to another node; a wrong path is a typed error with a did-you-mean."""
+    import mapper
+
+    mine = tmp_path / "mine.yaml"
+    mapper.fusemax(array_dim=16).save(mine)
+    spec = {
+        "name": "fields",
+        "arch": str(mine),
+        "params": {"buffer.capacity_bytes": ["1M", "4M"], "arrays.0.rows": [8], "node_nm": [45, 7]},
+        "workloads": [{"model": "BERT", "seq": "1K", "batch": 1}],
+        "cascades": ["attention_1pass"],
+        "options": {"fusion": "fused"},
+    }
+    rows = sw.sweep(spec, workers=1).rows
+    assert len(rows) == 4 and all(not r["error"] for r in rows)
+    archs = [sw._arch(p) for p in sw.points(spec)]
+    assert {a.buffer.capacity_bytes for a in archs} == {2**20, 4 * 2**20}
+    assert {a.arrays[0].rows for a in archs} == {8} and {a.node_nm for a in archs} == {45.0, 7.0}
+    at = {(r["param.node_nm"], r["param.buffer.capacity_bytes"]): r["energy_pj"] for r in rows}
+    assert at[(7, 2**20)] < 0.5 * at[(45, 2**20)]
+    with pytest.raises(
+        ConfigError,
+        match=r"params\.buffer\.capacity: .* has no field 'buffer\.capacity'; did you mean 'capacity_bytes'\?",
+    ):
+        sw.validate(sw.points({**spec, "params": {"buffer.capacity": ["1M"]}}))
+    with pytest.raises(
+        ConfigError, match=r"params\.arrays\.5\.rows: .* has 2 item\(s\) at arrays; '5' is no index"
+    ):
+        sw.validate(sw.points({**spec, "params": {"arrays.5.rows": [8]}}))
