@@ -619,13 +619,15 @@ class ArchSpec:
 
 
 def _checked(data: object, kind: type, where: str) -> dict[str, Any]:
+    """``data`` as a dataclass's fields: a mapping with no unknown key (did-you-mean) and every
+    required one."""
     if not isinstance(data, Mapping):
         raise ArchError(f"{where} must be a mapping, found {data!r}")
     known = [f.name for f in dataclasses.fields(kind)]
     for key in data:
         if key not in known:
             raise ArchError(
-                f"{where}: unknown key {key!r}{suggest(key, known)} (known keys: {', '.join(known)})"
+                f"{where}: unknown key {key!r}{suggest(str(key), known)} (known keys: {', '.join(known)})"
             )
     required = [
         f.name
@@ -656,25 +658,29 @@ def _yaml12_loader() -> type:
     return Loader
 
 
-def load(path: str | Path) -> ArchSpec:
-    """Read an architecture written by :meth:`ArchSpec.save` (JSON or YAML)."""
+def read_data(path: str | Path, what: str) -> Any:
+    """The data of a JSON (``.json``) or YAML (``.yaml``, ``.yml``; YAML 1.2's floats) file; an
+    :class:`ArchError` naming the file for unreadable text, bad syntax or another suffix."""
     p = Path(path)
-    text = read_text(p, "architecture file", ArchError)
+    if p.suffix not in (".json", ".yaml", ".yml"):
+        raise ArchError(f"cannot tell the format of {str(p)!r}: expected a .json, .yaml or .yml file")
+    text = read_text(p, what, ArchError)
     if p.suffix == ".json":
         try:
-            data = json.loads(text)
+            return json.loads(text)
         except json.JSONDecodeError as exc:
             raise ArchError(f"{p}: not valid JSON: {exc}") from None
-    elif p.suffix in (".yaml", ".yml"):
-        import yaml
+    import yaml
 
-        try:
-            data = yaml.load(text, Loader=_yaml12_loader())  # noqa: S506 (a SafeLoader)
-        except yaml.YAMLError as exc:
-            raise ArchError(f"{p}: not valid YAML: {exc}") from None
-    else:
-        raise ArchError(f"cannot tell the format of {str(p)!r}: expected a .json, .yaml or .yml file")
-    return ArchSpec.from_dict(data)
+    try:
+        return yaml.load(text, Loader=_yaml12_loader())  # noqa: S506 (a SafeLoader)
+    except yaml.YAMLError as exc:
+        raise ArchError(f"{p}: not valid YAML: {exc}") from None
+
+
+def load(path: str | Path) -> ArchSpec:
+    """Read an architecture written by :meth:`ArchSpec.save` (JSON or YAML)."""
+    return ArchSpec.from_dict(read_data(path, "architecture file"))
 
 
 # -- presets (FuseMax "cloud" scale; fusemax.md section 2) ----------------------------------------

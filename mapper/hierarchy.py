@@ -35,15 +35,15 @@ hierarchy.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from einsum.errors import MAX_RANK_SIZE, read_text, suggest
+from einsum.errors import MAX_RANK_SIZE, suggest
 from mapper import hsearch, sram
 from mapper.analysis import Analysis, DataSpace, LevelMapping, Problem, Storage, analyze
+from mapper.arch import _checked
 from mapper.errors import ArchError, ScheduleError
 
 __all__ = ["KINDS", "Compute", "Hierarchy", "Level", "einsum_problem", "load"]
@@ -344,55 +344,23 @@ class Hierarchy:
     def from_dict(cls, data: Mapping[str, Any]) -> Hierarchy:
         if not isinstance(data, Mapping):
             raise ArchError(f"a hierarchy must be a mapping, found {type(data).__name__}")
-        fields = _fields(data, cls, "hierarchy")
+        fields = _checked(data, cls, "hierarchy")
         levels = fields.get("levels")
         if not isinstance(levels, list | tuple):
             raise ArchError(
                 f"hierarchy: 'levels' must be a list of levels, outermost first, found {levels!r}"
             )
-        fields["levels"] = tuple(Level(**_fields(lv, Level, f"levels[{i}]")) for i, lv in enumerate(levels))
-        fields["compute"] = Compute(**_fields(fields.get("compute"), Compute, "compute"))
+        fields["levels"] = tuple(Level(**_checked(lv, Level, f"levels[{i}]")) for i, lv in enumerate(levels))
+        fields["compute"] = Compute(**_checked(fields.get("compute"), Compute, "compute"))
         return cls(**fields)
-
-
-def _fields(data: object, kind: type, where: str) -> dict[str, Any]:
-    if not isinstance(data, Mapping):
-        raise ArchError(f"{where} must be a mapping, found {data!r}")
-    known = [f.name for f in dataclasses.fields(kind)]
-    for key in data:
-        if key not in known:
-            raise ArchError(
-                f"{where}: unknown key {key!r}{suggest(str(key), known)} (known keys: {', '.join(known)})"
-            )
-    required = [
-        f.name
-        for f in dataclasses.fields(kind)
-        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-    ]
-    missing = [k for k in required if k not in data]
-    if missing:
-        raise ArchError(f"{where}: missing key(s) {', '.join(map(repr, missing))}")
-    return dict(data)
 
 
 def load(path: str | Path) -> Hierarchy:
     """A hierarchy from a YAML or JSON file (:meth:`Hierarchy.to_yaml`'s format)."""
-    from mapper.arch import _yaml12_loader
+    from mapper.arch import read_data
 
     p = Path(path)
-    text = read_text(p, "hierarchy file", ArchError)
-    if p.suffix == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ArchError(f"{p}: not valid JSON: {exc}") from None
-    else:
-        import yaml
-
-        try:
-            data = yaml.load(text, Loader=_yaml12_loader())  # noqa: S506 (a SafeLoader)
-        except yaml.YAMLError as exc:
-            raise ArchError(f"{p}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    data = read_data(p, "hierarchy file")
     if isinstance(data, Mapping) and "hierarchy" in data and len(data) == 1:
         data = data["hierarchy"]
     try:
