@@ -705,6 +705,24 @@ def cmd_map(args: argparse.Namespace) -> int:
     )
 
 
+def _add_search_flags(p: Any) -> None:
+    """The mapping search's flags, shared by ``timeloop`` and ``map``."""
+    p.add_argument(
+        "--metric",
+        choices=("edp", "energy", "cycles"),
+        default="edp",
+        help="without a mapping, search one minimising this (default edp)",
+    )
+    p.add_argument(
+        "--budget",
+        type=_positive_int,
+        default=20_000,
+        help="search: at most this many candidates (all of them when the space is smaller; default 20000)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="search: the seed of the random draws (default 0)")
+    p.add_argument("--write-mapping", metavar="FILE", help="search: write the mapping found as Timeloop YAML")
+
+
 def add_parsers(sub: Any) -> None:
     ev = sub.add_parser("evaluate", help="map a cascade onto an accelerator and simulate it")
     ev.add_argument(
@@ -816,18 +834,7 @@ def add_parsers(sub: Any) -> None:
     tl.add_argument(
         "--json", action="store_true", help="one object: cycles, energy_pj, computes, utilization, levels"
     )
-    tl.add_argument(
-        "--metric",
-        choices=("edp", "energy", "cycles"),
-        default="edp",
-        help="without a mapping in the files, search one minimising this (default edp)",
-    )
-    tl.add_argument(
-        "--budget",
-        type=_positive_int,
-        default=20_000,
-        help="search: at most this many candidates (all of them when the space is smaller; default 20000)",
-    )
+    _add_search_flags(tl)
     tl.add_argument(
         "--cold-output-fills",
         action="store_true",
@@ -835,10 +842,6 @@ def add_parsers(sub: Any) -> None:
     )
     tl.add_argument(
         "--write-arch", metavar="FILE", help="write the architecture as an einforge hierarchy (YAML)"
-    )
-    tl.add_argument("--seed", type=int, default=0, help="search: the seed of the random draws (default 0)")
-    tl.add_argument(
-        "--write-mapping", metavar="FILE", help="search: write the mapping found as Timeloop YAML"
     )
     tl.set_defaults(func=cmd_timeloop)
     mp = sub.add_parser(
@@ -854,16 +857,7 @@ def add_parsers(sub: Any) -> None:
     mp.add_argument("--sizes", required=True, help="rank sizes such as M=1024,K=768,N=768")
     mp.add_argument("--mapping", help="evaluate this mapping (Timeloop's mapping YAML) instead of searching")
     mp.add_argument("--json", action="store_true", help="one object: cycles, energy_pj, levels, mapping, ...")
-    mp.add_argument(
-        "--metric", choices=("edp", "energy", "cycles"), default="edp", help="search: minimise this"
-    )
-    mp.add_argument(
-        "--budget", type=_positive_int, default=20_000, help="search: at most this many candidates"
-    )
-    mp.add_argument("--seed", type=int, default=0, help="search: the seed of the random draws (default 0)")
-    mp.add_argument(
-        "--write-mapping", metavar="FILE", help="search: write the mapping found as Timeloop YAML"
-    )
+    _add_search_flags(mp)
     mp.set_defaults(func=cmd_map)
     cp = sub.add_parser("compare", help="the five FuseMax configurations over models and lengths, with plots")
     cp.add_argument("--model", default="BERT,TrXL,T5,XLM")
