@@ -304,6 +304,18 @@ _FUNC_CATEGORY = {
     Func.MAX: "max",
     Func.MIN: "max",
 }
+#: Built-ins that cost several actions: each as the operations its usual evaluation takes
+#: (tanh(x) = (e^2x - 1) / (e^2x + 1); silu(x) = x / (1 + e^-x); softplus(x) = max(x, 0) +
+#: log1p(e^-|x|); gelu(x) = x (1 + erf(x / sqrt 2)) / 2; gelu_tanh with tanh of a cubic).
+_FUNC_COST = {
+    Func.TANH: Actions(mac=1, add=2, exp=1, div=1),
+    Func.SILU: Actions(add=1, exp=1, div=1),
+    Func.SOFTPLUS: Actions(add=1, max=2, exp=1, other=1),
+    Func.GELU: Actions(mac=3, add=1, other=1),
+    Func.GELU_TANH: Actions(mac=6, add=4, exp=1, div=1),
+    Func.ERF: Actions(other=1),
+    Func.LOG1P: Actions(other=1),
+}
 _BINOP_CATEGORY = {BinOp.ADD: "add", BinOp.SUB: "add", BinOp.MUL: "mac", BinOp.DIV: "div"}
 _REDUCE_CATEGORY = {ReduceOp.SUM: "add", ReduceOp.MAX: "max", ReduceOp.MIN: "max", ReduceOp.PROD: "mac"}
 
@@ -340,7 +352,13 @@ def _cost(expr: Expr) -> OpCounts:
         inner = OpCounts()
         for a in expr.args:
             inner = inner + _cost(a)
-        own = _actions(expr.func.cost) if isinstance(expr.func, Operator) else _one(_FUNC_CATEGORY[expr.func])
+        own = (
+            _actions(expr.func.cost)
+            if isinstance(expr.func, Operator)
+            else _actions(_FUNC_COST[expr.func])
+            if expr.func in _FUNC_COST
+            else _one(_FUNC_CATEGORY[expr.func])
+        )
         return inner + own.scaled(here)
     if isinstance(expr, TopK):
         return _cost(expr.body) + _one("other").scaled(_points(free_vars(expr.body)))

@@ -41,7 +41,7 @@ QK[p, m] = Q[p, e] * K[m, e]
 S[p, m]  = where(p >= m, QK[p, m] * scale - slope * (p - m), -inf)
 """
     + _SOFTMAX_TAIL,
-    # Logit soft-capping (Gemma 2, arXiv 2408.00118): cap * tanh(s / cap), tanh(x) = 2 sigmoid(2x) - 1.
+    # Logit soft-capping (Gemma 2, arXiv 2408.00118): cap * tanh(s / cap).
     "softcap_attention": """
 cascade softcap_attention
 input Q[p, e], K[m, e], V[m, f]
@@ -50,7 +50,7 @@ param cap = 50
 output AV
 
 QK[p, m] = Q[p, e] * K[m, e]
-S[p, m]  = cap * (2 * sigmoid(2 * QK[p, m] * scale / cap) - 1)
+S[p, m]  = cap * tanh(QK[p, m] * scale / cap)
 """
     + _SOFTMAX_TAIL,
     # Causal sliding window (Longformer, Mistral): query p sees keys p - window < m <= p.

@@ -66,6 +66,13 @@ __all__ = [
     "prod_over",
     "relu",
     "sigmoid",
+    "tanh",
+    "erf",
+    "log1p",
+    "silu",
+    "softplus",
+    "gelu",
+    "gelu_tanh",
     "size",
     "sqrt",
     "sum_over",
@@ -213,6 +220,42 @@ def sqrt(x: object) -> Call:
 def sigmoid(x: object) -> Call:
     """``sigmoid(x)``: ``1 / (1 + exp(-x))``."""
     return _call(Func.SIGMOID, x)
+
+
+def tanh(x: object) -> Call:
+    """``tanh(x)``: point-wise hyperbolic tangent (Gemma 2's soft-cap is ``cap * tanh(s / cap)``)."""
+    return _call(Func.TANH, x)
+
+
+def erf(x: object) -> Call:
+    """``erf(x)``: the error function."""
+    return _call(Func.ERF, x)
+
+
+def log1p(x: object) -> Call:
+    """``log1p(x)``: ``log(1 + x)``, exact for small ``x``."""
+    return _call(Func.LOG1P, x)
+
+
+def silu(x: object) -> Call:
+    """``silu(x)``: ``x * sigmoid(x)``."""
+    return _call(Func.SILU, x)
+
+
+def softplus(x: object) -> Call:
+    """``softplus(x)``: ``log(1 + exp(x))``, evaluated stably."""
+    return _call(Func.SOFTPLUS, x)
+
+
+def gelu(x: object) -> Call:
+    """``gelu(x)``: ``x * (1 + erf(x / sqrt(2))) / 2`` (the erf form, evaluated as
+    ``x * erfc(-x / sqrt(2)) / 2``, exact in the tails)."""
+    return _call(Func.GELU, x)
+
+
+def gelu_tanh(x: object) -> Call:
+    """``gelu_tanh(x)``: GELU's tanh approximation, ``x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) / 2``."""
+    return _call(Func.GELU_TANH, x)
 
 
 def relu(x: object) -> Call:

@@ -143,11 +143,30 @@ def _check_inputs(cascade: Cascade, inputs: Mapping[str, ArrayLike], dt: Any = n
     return arrays
 
 
+def _erf(x: Any) -> Any:
+    from scipy.special import erf
+
+    return erf(x)
+
+
+def _erfc(x: Any) -> Any:
+    from scipy.special import erfc
+
+    return erfc(x)
+
+
 _UNARY: dict[Func, Callable[[Any], Any]] = {
     Func.EXP: np.exp,
     Func.LOG: np.log,
     Func.SQRT: np.sqrt,
     Func.SIGMOID: lambda x: 1.0 / (1.0 + np.exp(-x)),
+    Func.TANH: np.tanh,
+    Func.ERF: lambda x: _erf(x),
+    Func.LOG1P: np.log1p,
+    Func.SILU: lambda x: x / (1.0 + np.exp(-x)),
+    Func.SOFTPLUS: lambda x: np.maximum(x, 0.0) + np.log1p(np.exp(-np.abs(x))),
+    Func.GELU: lambda x: 0.5 * x * _erfc(-x / np.sqrt(2.0)),  # x Phi(x), exact in the tails
+    Func.GELU_TANH: lambda x: 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x**3))),
     Func.RELU: lambda x: np.maximum(x, 0.0),
     Func.ABS: np.abs,
     Func.CEIL: np.ceil,

@@ -33,7 +33,7 @@ PARSE_CASES = [
     (
         "unknown-function",
         MATMUL + "Z[m, n] = foo(A[m, k]) * B[k, n]",
-        r"^line 3, column 11: unknown function 'foo'; did you mean 'floor'\? \(known: abs, ceil, exp,",
+        r"^line 3, column 11: unknown function 'foo'; did you mean 'floor'\? \(known: abs, ceil, erf, exp,",
     ),
     (
         "unknown-function-hint",
