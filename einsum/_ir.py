@@ -93,7 +93,18 @@ class Cascade:
 
     @property
     def ranks(self) -> tuple[str, ...]:
-        """Every rank the cascade mentions, sorted."""
+        """Every rank the cascade mentions, sorted (remembered per cascade object: a compiled
+        kernel's every call asks for it)."""
+        hit = _RANKS.get(id(self))
+        if hit is not None and hit[0] is self:
+            return hit[1]
+        out = self._ranks()
+        if len(_RANKS) >= 256:
+            _RANKS.clear()
+        _RANKS[id(self)] = (self, out)
+        return out
+
+    def _ranks(self) -> tuple[str, ...]:
         found: set[str] = set()
         for t in self.inputs:
             found.update(t.ranks)
@@ -126,6 +137,10 @@ class Cascade:
         lines.append("")
         lines.extend(str(e) for e in self.einsums)
         return "\n".join(lines) + "\n"
+
+
+#: Cascade.ranks per cascade object (the object is kept, so its id cannot be reused meanwhile).
+_RANKS: dict[int, tuple[Cascade, tuple[str, ...]]] = {}
 
 
 def _where(c: Cascade, i: int) -> str:

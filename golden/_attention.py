@@ -197,7 +197,17 @@ def _compiled(cascade: Any, backend: str) -> CompiledCascade:
     golden.attention reuse it; the kernels themselves are cached on disk besides)."""
     from golden._compile import compile as compile_cascade
 
-    return compile_cascade(cascade, backend=backend)
+    hit = _COMPILED.get((id(cascade), backend))
+    if hit is not None and hit[0] is cascade:
+        return hit[1]
+    fn = compile_cascade(cascade, backend=backend)
+    if len(_COMPILED) >= 64:
+        _COMPILED.clear()
+    _COMPILED[(id(cascade), backend)] = (cascade, fn)  # the cascade kept: its id stays its own
+    return fn
+
+
+_COMPILED: dict[tuple[int, str], tuple[Any, CompiledCascade]] = {}
 
 
 @cache
