@@ -664,41 +664,12 @@ def cmd_map(args: argparse.Namespace) -> int:
     if args.mapping:
         mappings = timeloop.read_mapping(args.mapping, [lv.name for lv in h.levels], problem)
 
-    def search(**o: Any) -> Any:
-        if unpriced:
-            from mapper import hsearch
-
-            return hsearch.search(
-                problem,
-                h.storages(problem, priced=False),
-                compute_instances=h.compute.instances,
-                constraints=h.keeps(problem),
-                **o,
-            )
-        return h.search(problem, **o)
-
-    def analyze(m: Any) -> Any:
-        if unpriced:
-            import dataclasses
-
-            from mapper.analysis import analyze as run
-
-            keeps = {c.target: c.keep for c in h.keeps(problem)}
-            ms = [
-                x
-                if x.keep is not None or x.target not in keeps
-                else dataclasses.replace(x, keep=keeps[x.target])
-                for x in m
-            ]
-            return run(problem, h.storages(problem, priced=False), ms, compute_instances=h.compute.instances)
-        return h.analyze(problem, m)
-
     return _map_and_report(
         args,
         problem,
         mappings,
-        search,
-        analyze,
+        lambda **o: h.search(problem, priced=not unpriced, **o),
+        lambda m: h.analyze(problem, m, priced=not unpriced),
         compute_name=h.compute.name,
         priced=not unpriced,
         unpriced=unpriced,

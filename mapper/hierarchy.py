@@ -287,8 +287,11 @@ class Hierarchy:
             if (k := self._keep(lv, problem)) is not None
         )
 
-    def analyze(self, problem: Problem, mappings: Sequence[LevelMapping], **options: Any) -> Analysis:
-        """The analysis of ``mappings``; a level's ``keep`` applies where a mapping leaves it open."""
+    def analyze(
+        self, problem: Problem, mappings: Sequence[LevelMapping], *, priced: bool = True, **options: Any
+    ) -> Analysis:
+        """The analysis of ``mappings``; a level's ``keep`` applies where a mapping leaves it open.
+        ``priced=False``: counts and cycles only (no energy), for levels no model can price."""
         keeps = {c.target: c.keep for c in self.keeps(problem)}
         ms = [
             m if m.keep is not None or m.target not in keeps else dataclasses.replace(m, keep=keeps[m.target])
@@ -296,21 +299,22 @@ class Hierarchy:
         ]
         return analyze(
             problem,
-            self.storages(problem),
+            self.storages(problem, priced=priced),
             ms,
-            compute_pj=self.compute.energy_pj,
+            compute_pj=self.compute.energy_pj if priced else 0.0,
             compute_instances=self.compute.instances,
             **options,
         )
 
-    def search(self, problem: Problem, **options: Any) -> hsearch.HierarchyResult:
-        """The best mapping of ``problem`` (:func:`mapper.hsearch.search`'s options)."""
+    def search(self, problem: Problem, *, priced: bool = True, **options: Any) -> hsearch.HierarchyResult:
+        """The best mapping of ``problem`` (:func:`mapper.hsearch.search`'s options);
+        ``priced=False`` ranks by cycles, then accesses."""
         constraints = (*self.keeps(problem), *options.pop("constraints", ()))
         return hsearch.search(
             problem,
-            self.storages(problem),
+            self.storages(problem, priced=priced),
             compute_instances=self.compute.instances,
-            compute_pj=self.compute.energy_pj,
+            compute_pj=self.compute.energy_pj if priced else 0.0,
             constraints=constraints,
             **options,
         )

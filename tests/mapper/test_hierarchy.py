@@ -259,3 +259,20 @@ def test_einforge_map_searches_or_evaluates(tmp_path: Path, capsys: pytest.Captu
     assert "name one with --einsum" in capsys.readouterr().err
     assert main(["map", "--arch", "fusemax", "--cascade", "matmul", "--sizes", "M=4,K=4"]) == 2
     assert "no size for rank(s) N" in capsys.readouterr().err
+
+
+def test_einforge_map_on_a_level_no_model_prices(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A register file deeper than the model's 4096 rows and no energies: the mapping is searched
+    and counted, and the energy is reported as not priced, saying why."""
+    f = tmp_path / "u.yaml"
+    f.write_text(
+        "name: x\nlevels:\n - {name: DRAM, kind: dram}\n"
+        " - {name: rf, kind: regfile, capacity_words: 99999}\ncompute: {instances: 1}\n"
+    )
+    assert (
+        main(["map", "--arch", str(f), "--cascade", "matmul", "--sizes", "M=4,K=4,N=4", "--budget", "50"])
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "energy not priced: cycles, then accesses" in out
+    assert "energy: not priced (level 'rf': give read_pj and write_pj (register file: depth must be" in out
