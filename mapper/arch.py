@@ -507,6 +507,38 @@ class ArchSpec:
         name = base if node == 45.0 and self.node_nm == 45.0 else f"{base}@{node:g}nm"
         return dataclasses.replace(self, name=name, node_nm=node, energy=energy, arrays=arrays, buffer=buffer)
 
+    def with_register_files(self, depths: Mapping[str, int], *, scaled_area: bool = True) -> ArchSpec:
+        """This architecture with the named arrays' PE register files ``depths[array]`` words deep,
+        their energy per access and area priced by :mod:`mapper.regfile` (Accelergy's
+        ``smartbuffer_RF`` at this architecture's word width and node). ``scaled_area=False`` is
+        the FuseMax artifact's bookkeeping (:func:`mapper.regfile.costs`). Arrays not named keep
+        theirs.
+
+        >>> a = fusemax(array_dim=16).with_register_files({"2d": 64})
+        >>> a.array("2d").rf_words, round(a.array("2d").rf_area_um2)
+        (64, 8500)
+        """
+        from mapper import regfile
+        from mapper.technology import area_factor, energy_factor
+
+        names = [a.name for a in self.arrays]
+        for name in depths:
+            if name not in names:
+                raise ArchError(
+                    f"architecture {self.name!r}: register files for an array {name!r} it does not have"
+                    f"{suggest(str(name), names)} (it has {names})"
+                )
+        e, a = energy_factor(regfile.TABLE_NM, self.node_nm), area_factor(regfile.TABLE_NM, self.node_nm)
+        arrays = []
+        for x in self.arrays:
+            if x.name in depths:
+                c = regfile.costs(depth=depths[x.name], width_bits=self.word_bits, scaled_area=scaled_area)
+                x = dataclasses.replace(
+                    x, rf_words=c.depth, rf_read_pj=c.read_pj * e, rf_write_pj=c.write_pj * e, rf_area_um2=c.area_um2 * a
+                )
+            arrays.append(x)
+        return dataclasses.replace(self, arrays=tuple(arrays))
+
     def hierarchy(self, array: str | None = None, sram_model: SRAMModel | None = None) -> Any:
         """This architecture as a storage hierarchy (:class:`mapper.hierarchy.Hierarchy`) for one
         of its arrays (default: the first 2D one): DRAM, the global buffer, a register file of

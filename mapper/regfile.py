@@ -58,8 +58,18 @@ class RegisterFileCosts:
     width_bits: int
 
 
-def costs(*, depth: int, width_bits: int) -> RegisterFileCosts:
-    """Energy per read and write of ``width_bits`` and area of a ``depth``-entry register file."""
+def costs(*, depth: int, width_bits: int, scaled_area: bool = True) -> RegisterFileCosts:
+    """Energy per read and write of ``width_bits`` and area of a ``depth``-entry register file.
+
+    ``scaled_area=False`` is the FuseMax artifact's bookkeeping: its Accelergy run did not apply
+    the compound's ``area_share`` to the storage (its ``ART_summary_verbose.yaml`` lists
+    ``area_scale: 1`` for a 32 x 16-bit file), so a file smaller than 64 entries x 32 bits was
+    charged the whole 64 x 32 regfile's area (16,791 um^2 of registers and comparators). Energy
+    is scaled either way, as the artifact's ERT shows.
+
+    >>> round(costs(depth=4, width_bits=16, scaled_area=False).area_um2, 1)
+    16825.8
+    """
     for name, v, top in (("depth", depth, MAX_DEPTH), ("width_bits", width_bits, MAX_WIDTH_BITS)):
         if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= top:
             raise ArchError(
@@ -68,7 +78,7 @@ def costs(*, depth: int, width_bits: int) -> RegisterFileCosts:
             )
     mw, md = max(MIN_WIDTH_BITS, width_bits), max(MIN_DEPTH, depth)
     energy_share = (width_bits / mw) * (depth / md) ** 0.78
-    area_share = (width_bits / mw) * (depth / md)
+    area_share = (width_bits / mw) * (depth / md) if scaled_area else 1.0
     bits = max(1, math.ceil(math.log2(depth))) if depth > 1 else 1
     addr_pj = bits * ADDER_PJ_PER_BIT
     compare = md * COMPARATOR_PJ

@@ -3,7 +3,7 @@
 The default model, :func:`cacti_table`, interpolates a table of CACTI 7 runs at 45 nm that ships
 with einforge (``mapper/cacti/sram_45nm.csv``; the script that regenerates it, the CACTI
 configuration and version are beside it). The grid spans capacities of 16 KiB to 64 MiB, access
-widths of 64 to 4096 bits, 1 to 4 read/write ports and 1 to 32 banks. Between grid points the model
+widths of 64 to 8192 bits, 1 to 4 read/write ports and 1 to 32 banks. Between grid points the model
 interpolates log-log (the logarithm of each cost is multilinear in the logarithms of capacity,
 width, ports and banks); a geometry outside the grid is an :class:`SRAMError`, never an
 extrapolation. CACTI is C++ and is not a dependency: another model (a live CACTI, ``hwcomponents``)

@@ -29,6 +29,12 @@ cycle per element); with ``leakage=True`` the buffer's leakage over the run's la
 - ``buffer_one_port_one_bank``: the Accelergy class ``smartbuffer_SRAM`` hands CACTI ``width``,
   ``depth`` and ``n_rdwr_ports``, but the CACTI plug-in reads ``n_rw_ports`` and ``n_banks``, so
   every buffer is priced as one bank with one read/write port, whatever the specification says.
+- ``rf_area_unscaled``: the artifact's Accelergy run did not apply ``smartbuffer_RF``'s
+  ``area_share`` to its storage (its ``ART_summary_verbose.yaml`` lists ``area_scale: 1`` for a
+  32 x 16-bit file), so every register file of at most 64 entries of 32 bits costs a whole
+  64 x 32 regfile's area, whatever its depth. It applies where register files are priced by
+  :mod:`mapper.regfile` from their depth (a sweep's ``rf_words: fusemax-fig12``,
+  :meth:`mapper.arch.ArchSpec.with_register_files`); the presets' given areas stay.
 - no leakage (``leakage=True`` is refused).
 """
 
@@ -56,6 +62,7 @@ class Accounting:
     scaling_unpriced: bool = False
     buffer_one_port_one_bank: bool = False
     gemms_bypass_buffer: bool = False
+    rf_area_unscaled: bool = False
     allows_leakage: bool = True
 
     def priced_buffer(self, buffer: Buffer) -> Buffer:
@@ -78,6 +85,7 @@ ACCOUNTINGS = {
         scaling_unpriced=True,
         buffer_one_port_one_bank=True,
         gemms_bypass_buffer=True,
+        rf_area_unscaled=True,
         allows_leakage=False,
     ),
 }

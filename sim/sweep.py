@@ -302,14 +302,9 @@ def validate(pts: Sequence[Mapping[str, Any]]) -> None:
             c = cascades[name]
             if isinstance(c, EinforgeError):
                 raise c
-            buffer = point["params"].get("buffer_bytes")
-            if isinstance(buffer, str):
-                if buffer not in BUFFER_RULES:
-                    raise ConfigError(
-                        f"sweep: buffer_bytes {buffer!r} is neither a size nor a rule "
-                        f"({', '.join(BUFFER_RULES)})"
-                    )
-                _arch({**point, "params": {k: v for k, v in point["params"].items() if k != "buffer_bytes"}})
+            plain, rules = _split_rules(point)
+            if rules:
+                _arch({**point, "params": plain})
             else:
                 arch = _arch(point)
                 # the report prices the buffer: a geometry outside the SRAM model fails here
@@ -358,7 +353,31 @@ def validate(pts: Sequence[Mapping[str, Any]]) -> None:
 
 
 #: Named rules for a parameter that depends on the others (an anchor's own rule, behind its name).
-BUFFER_RULES = ("fusemax-fig12",)
+RULES = {"buffer_bytes": ("fusemax-fig12",), "rf_words": ("fusemax-fig12",)}
+BUFFER_RULES = RULES["buffer_bytes"]
+
+
+def _split_rules(point: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """A point's parameters: the plain ones, and those given as a named rule (checked)."""
+    plain, rules = {}, {}
+    for k, v in point["params"].items():
+        if isinstance(v, str) and k in RULES:
+            if v not in RULES[k]:
+                what = "a size" if k == "buffer_bytes" else "a number"
+                raise ConfigError(f"sweep: {k} {v!r} is neither {what} nor a rule ({', '.join(RULES[k])})")
+            rules[k] = v
+        else:
+            plain[k] = v
+    if rules and (point["arch"] != "fusemax" or "array_dim" not in plain):
+        k, v = next(iter(rules.items()))
+        raise ConfigError(f"sweep: {k}: {v} needs arch: fusemax and an array_dim")
+    return plain, rules
+
+
+def fig12_min_tiles(array_dim: int, e: int) -> int:
+    """The fewest query tiles that keep FuseMax's arrays busy, by the artifact's rule
+    (``get_l3_sz`` in workspace/src/utils/pareto.py): ``2 * max(1, PE // E)``."""
+    return max(1, array_dim // e) * 2
 
 
 def fig12_buffer_bytes(array_dim: int, e: int, seq: int, multiplier: int = 1) -> int:
@@ -367,10 +386,18 @@ def fig12_buffer_bytes(array_dim: int, e: int, seq: int, multiplier: int = 1) ->
     Q and running-state fibres of the fewest query tiles that keep the arrays busy,
     ``PE * P1 * E * 8 fibres * 2 bytes`` with ``P1 = max(1, min_tiles // (seq / PE))`` and
     ``min_tiles = 2 * max(1, PE // E)``, times ``multiplier``."""
-    min_tiles = max(1, array_dim // e) * 2
+    min_tiles = fig12_min_tiles(array_dim, e)
     num_tiles = max(1, seq // array_dim)
     min_p1 = max(1, min_tiles // num_tiles)
     return array_dim * min_p1 * e * 8 * 2 * multiplier
+
+
+def fig12_rf_words(array_dim: int, e: int) -> dict[str, int]:
+    """The FuseMax artifact's PE register files for its Figure 12 sweep (``accelergy_arch_cb`` in
+    workspace/src/utils/pareto.py): ``2 * min_tiles`` words in each 2D PE, ``8 * min_tiles`` in
+    each 1D PE."""
+    t = fig12_min_tiles(array_dim, e)
+    return {"2d": 2 * t, "1d": 8 * t}
 
 
 def _evaluate(point: Mapping[str, Any], arch: Any, w: Any, c: einsum.Cascade) -> tuple[Any, Any]:
@@ -383,27 +410,47 @@ def _evaluate(point: Mapping[str, Any], arch: Any, w: Any, c: einsum.Cascade) ->
     return found, sim.evaluate(c, found.best, arch, w, accounting=point["accounting"])
 
 
-def _with_buffer_rule(point: Mapping[str, Any], w: Any, c: einsum.Cascade) -> tuple[Any, Any, Any]:
-    """``buffer_bytes: fusemax-fig12``: the artifact's smallest buffer, doubled until the point is
-    compute-bound (its DRAM time no longer exceeds the busiest array's time), as the artifact's
-    Figure 12 sweep does."""
-    from mapper import arch as archs
+def _with_rules(point: Mapping[str, Any], w: Any, c: einsum.Cascade) -> tuple[Any, Any, Any]:
+    """The point's architecture with its named rules applied, searched and simulated.
 
-    params = dict(point["params"])
-    rule = params.pop("buffer_bytes")
-    if rule not in BUFFER_RULES:
-        raise ConfigError(
-            f"sweep: buffer_bytes {rule!r} is neither a size nor a rule ({', '.join(BUFFER_RULES)})"
-        )
-    if point["arch"] != "fusemax" or "array_dim" not in params:
-        raise ConfigError("sweep: buffer_bytes: fusemax-fig12 needs arch: fusemax and an array_dim")
+    - ``buffer_bytes: fusemax-fig12``: the artifact's smallest buffer, one PE row of words wide
+      (``accelergy_arch_cb`` sets the width to ``PE * 16`` bits), doubled until the point is
+      compute-bound (its DRAM time no longer exceeds the busiest array's time), as the artifact's
+      Figure 12 sweep does.
+    - ``rf_words: fusemax-fig12``: the artifact's PE register files (:func:`fig12_rf_words`),
+      priced by :mod:`mapper.regfile` from their depth; under the ``fusemax-artifact`` accounting
+      their area is the artifact's (``rf_area_unscaled``).
+    """
+    from dataclasses import replace
+
+    from mapper import arch as archs
+    from sim.accounting import accounting
+
+    params, rules = _split_rules(point)
+    e = w.E or 64
+    if "rf_words" in rules:
+        params.pop("rf_words", None)
     multiplier = 1
     while True:
-        size = fig12_buffer_bytes(params["array_dim"], w.E or 64, w.seq, multiplier)
-        arch = archs.preset("fusemax", **params, buffer_bytes=size)
+        extra = {}
+        if "buffer_bytes" in rules:
+            extra["buffer_bytes"] = fig12_buffer_bytes(params["array_dim"], e, w.seq, multiplier)
+        arch = archs.preset("fusemax", **params, **extra)
+        if "buffer_bytes" in rules:
+            arch = arch.replace(buffer=replace(arch.buffer, width_bits=params["array_dim"] * arch.word_bits))
+        if "rf_words" in rules:
+            arch = arch.with_register_files(
+                fig12_rf_words(params["array_dim"], e),
+                scaled_area=not accounting(point["accounting"]).rf_area_unscaled,
+            )
+            rf = f"rf_words={rules['rf_words']}"
+            name = f"{arch.name[:-1]}, {rf})" if arch.name.endswith(")") else f"{arch.name}({rf})"
+            arch = arch.replace(name=name)
         found, r = _evaluate(point, arch, w, c)
+        if "buffer_bytes" not in rules:
+            return arch, found, r
         dram_cycles = r.memory_bound_fraction * r.latency_cycles
-        if dram_cycles <= max(r.busy_cycles.values()) or size >= 64 * 2**20:
+        if dram_cycles <= max(r.busy_cycles.values()) or arch.buffer.capacity_bytes >= 64 * 2**20:
             return arch, found, r
         multiplier *= 2
 
@@ -428,8 +475,8 @@ def run_point(
     try:
         w = _workload(point["workload"])
         c = _cascade(point["cascade"])
-        if isinstance(point["params"].get("buffer_bytes"), str):
-            arch, found, r = _with_buffer_rule(point, w, c)
+        if _split_rules(point)[1]:
+            arch, found, r = _with_rules(point, w, c)
         else:
             arch = _arch(point)
             found, r = _evaluate(point, arch, w, c)

@@ -8,6 +8,7 @@ FuseMax artifact used), fetched with pip by name and version and checked against
     python -m mapper.cacti.generate                 # the whole grid (about 25 min on 2 cores)
     python -m mapper.cacti.generate --check 24      # rerun 24 grid points, compare with the table
     python -m mapper.cacti.generate --cacti DIR     # use a CACTI source tree you already have
+    python -m mapper.cacti.generate --missing       # run only the grid points the table lacks
 
 Each grid point is one CACTI run of a plain RAM (``cache type "ram"``, one way, no tag) with the
 plug-in's default configuration (``cacti_default.cfg`` beside this file: itrs-lstp cells and
@@ -46,7 +47,7 @@ WHEEL_SHA256 = "0bec35a55fedef890b4c6e12e8c553f765e3eb0e00a7dce41062a35cf889669e
 
 TECH_UM = 0.045
 CAPACITIES = tuple(2**k for k in range(14, 27))  # 16 KiB .. 64 MiB
-WIDTHS = (64, 128, 256, 512, 1024, 2048, 4096)  # bits per access
+WIDTHS = (64, 128, 256, 512, 1024, 2048, 4096, 8192)  # bits per access (8192: 512 16-bit words)
 PORTS = (1, 2, 3, 4)  # read/write ports
 BANKS = (1, 2, 4, 8, 16, 32)
 
@@ -212,6 +213,17 @@ def write_table(results: dict) -> None:
     print(f"wrote {TABLE} ({len(grid()) - len(failed)} points; CACTI gave no result for {len(failed)})")
 
 
+def shipped_results() -> dict:
+    """The table's points (CACTI's values as text) and the points CACTI gave no result for."""
+    known: dict = {}
+    with TABLE.open() as f:
+        for row in csv.DictReader(f):
+            known[tuple(int(row[c]) for c in COLUMNS[:4])] = [row[c] for c in COLUMNS[4:]]
+    for p in json.loads(META.read_text())["no_result"]:
+        known[tuple(p)] = None
+    return known
+
+
 def check(results: dict) -> int:
     shipped = {}
     with TABLE.open() as f:
@@ -233,6 +245,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--check", type=int, metavar="N", help="rerun N random grid points and compare")
     ap.add_argument("--seed", type=int, default=0, help="which points --check reruns")
     ap.add_argument("--jobs", type=int, default=2, help="CACTI runs in parallel (default 2)")
+    ap.add_argument(
+        "--missing", action="store_true",
+        help="run only the grid points neither in the table nor in its no-result list, and merge them",
+    )  # fmt: skip
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="einforge-cacti-") as tmp:
         work = Path(tmp)
@@ -241,7 +257,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.check is not None:
             points = random.Random(args.seed).sample(grid(), args.check)
             return check(run_points(tree, points, args.jobs))
-        write_table(run_points(tree, grid(), args.jobs))
+        if args.missing:
+            known = shipped_results()
+            todo = [p for p in grid() if p not in known]
+            print(f"{len(todo)} grid points missing from the table", flush=True)
+            write_table({**known, **run_points(tree, todo, args.jobs)})
+        else:
+            write_table(run_points(tree, grid(), args.jobs))
     return 0
 
 

@@ -64,3 +64,45 @@ def test_energy_and_area_grow_with_depth_and_width() -> None:
 def test_outside_the_model_s_range(depth: object, width: object, match: str) -> None:
     with pytest.raises(ArchError, match=match):
         regfile.costs(depth=depth, width_bits=width)  # type: ignore[arg-type]
+
+
+# the artifact's workspace/outputs/pregenerated-check/accelergy_area/ART_summary_verbose.yaml: the
+# same 32 x 16-bit reg_file in the run that made its results, where the storage's area_share was
+# not applied ("area_scale: 1")
+ARTIFACT_UNSCALED_STORAGE_UM2 = 12247.04 + 4544.0
+
+
+def test_the_artifact_s_unscaled_area() -> None:
+    for depth in (4, 16, 32, 64):
+        c = regfile.costs(depth=depth, width_bits=16, scaled_area=False)
+        bits = max(1, (depth - 1).bit_length())
+        addr_um2 = 2 * bits * regfile.ADDER_AREA_UM2_PER_BIT
+        assert c.area_um2 - addr_um2 == pytest.approx(ARTIFACT_UNSCALED_STORAGE_UM2, rel=1e-9)
+        # energy is scaled either way
+        assert c.read_pj == regfile.costs(depth=depth, width_bits=16).read_pj
+    # past the 64 x 32 regfile the file is priced whole both ways
+    assert regfile.costs(depth=128, width_bits=16, scaled_area=False).area_um2 == pytest.approx(
+        2 * regfile.costs(depth=128, width_bits=16).area_um2 - 2 * 7 * regfile.ADDER_AREA_UM2_PER_BIT, rel=1e-9
+    )
+
+
+def test_architectures_take_register_files_by_depth() -> None:
+    from mapper.arch import preset
+
+    a = preset("fusemax", array_dim=16)
+    deep = a.with_register_files({"2d": 64, "1d": 256})
+    assert deep.array("2d").rf_words == 64 and deep.array("1d").rf_words == 256
+    assert deep.array("2d").rf_area_um2 == regfile.costs(depth=64, width_bits=16).area_um2
+    assert deep.array("1d").rf_read_pj == regfile.costs(depth=256, width_bits=16).read_pj
+    assert deep.area_um2()["2d"] - a.area_um2()["2d"] == pytest.approx(
+        256 * (deep.array("2d").rf_area_um2 - a.array("2d").rf_area_um2)
+    )
+    # at another node the model's 45 nm figures scale like every other component
+    seven = preset("fusemax", array_dim=16, node_nm=7).with_register_files({"2d": 64})
+    from mapper.technology import area_factor
+
+    assert seven.array("2d").rf_area_um2 == pytest.approx(deep.array("2d").rf_area_um2 * area_factor(45, 7))
+    with pytest.raises(ArchError, match=r"register files for an array '3d' it does not have .*\['2d', '1d'\]"):
+        a.with_register_files({"3d": 8})
+    with pytest.raises(ArchError, match=r"depth must be an integer in 1 \.\. 4096"):
+        a.with_register_files({"2d": 0})

@@ -93,8 +93,8 @@ def test_outside_the_grid_is_an_error_that_says_so():
         r"your own sram_model",
     ):
         cacti_table(capacity_bytes=128 * MIB, width_bits=4096)
-    with pytest.raises(SRAMError, match=r"SRAM width 8192 bits is outside"):
-        cacti_table(capacity_bytes=MIB, width_bits=8192)
+    with pytest.raises(SRAMError, match=r"SRAM width 16384 bits is outside"):
+        cacti_table(capacity_bytes=MIB, width_bits=16384)
     with pytest.raises(SRAMError, match=r"the CACTI table is for 45 nm, not 22 nm"):
         cacti_table(capacity_bytes=MIB, width_bits=4096, technology_nm=22)
     with pytest.raises(
@@ -159,11 +159,11 @@ def test_the_table_records_how_it_was_made():
     assert "hwcomponents-cacti 1.0.40" in meta["source"]
     grid = sram.grid()
     assert grid["capacity_bytes"][0] == 16 * 1024 and grid["capacity_bytes"][-1] == 64 * MIB
-    assert grid["width_bits"] == (64, 128, 256, 512, 1024, 2048, 4096)
+    assert grid["width_bits"] == (64, 128, 256, 512, 1024, 2048, 4096, 8192)
     assert grid["ports"] == (1, 2, 3, 4) and grid["banks"] == (1, 2, 4, 8, 16, 32)
     with sram.TABLE.open() as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) + len(meta["no_result"]) == 13 * 7 * 4 * 6
+    assert len(rows) + len(meta["no_result"]) == 13 * 8 * 4 * 6
 
 
 @pytest.mark.slow

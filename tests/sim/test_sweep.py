@@ -178,10 +178,11 @@ def test_end_to_end_memory_fraction_counts_the_gemms() -> None:
     assert e2e.memory_bound_fraction != pytest.approx(att.memory_bound_fraction)
 
 
-def test_fusemax_fig12_latency_and_area_trend(tmp_path: Path) -> None:
+def test_fusemax_fig12_latency_and_area(tmp_path: Path) -> None:
     """examples/fusemax_fig12.yaml against the artifact's Figure 12 data: the latency at every PE
-    dimension within 0.5%, and area growing towards 4x per doubling of the dimension as the
-    artifact's does (einforge's PEs are smaller: the absolute area is about a third of it)."""
+    dimension within 0.5%, and the area within 1% (the issue asks 15%): the artifact's register
+    files, deepened by its rule and priced by mapper.regfile under its accounting, and its buffer,
+    one PE row wide, priced by the CACTI table."""
     import sim
 
     spec = sw.load_spec(Path(__file__).resolve().parents[2] / "examples" / "fusemax_fig12.yaml")
@@ -190,15 +191,33 @@ def test_fusemax_fig12_latency_and_area_trend(tmp_path: Path) -> None:
     dims = [r["param.array_dim"] for r in rows]
     assert dims == [16, 32, 64, 128, 256, 512]
     for r in rows:
-        assert r["latency_s"] == pytest.approx(art[("BERT", r["param.array_dim"])]["latency_s"], rel=0.005)
-    areas = [r["area_mm2"] for r in rows]
-    assert areas == sorted(areas)
-    for a0, a1, d in zip(areas[2:], areas[3:], dims[3:], strict=False):
-        ours, theirs = a1 / a0, art[("BERT", d)]["area_mm2"] / art[("BERT", d // 2)]["area_mm2"]
-        assert ours == pytest.approx(theirs, rel=0.1)
+        theirs = art[("BERT", r["param.array_dim"])]
+        assert r["latency_s"] == pytest.approx(theirs["latency_s"], rel=0.005)
+        assert r["area_mm2"] == pytest.approx(theirs["area_mm2"], rel=0.01)
     assert sw.pareto(rows, ("latency_s", "area_mm2")) == list(
         range(6)
     )  # every point trades one for the other
+
+
+def test_fusemax_fig12_register_files_physical(tmp_path: Path) -> None:
+    """The same sweep under the physical accounting: the register files are priced at their depth
+    (a 4-word file is a sixteenth of the 64-word regfile it is scaled from), so each 2D PE is
+    smaller than the artifact's and grows with the rule's depth; latency is the same."""
+    spec = sw.load_spec(Path(__file__).resolve().parents[2] / "examples" / "fusemax_fig12.yaml")
+    spec = {**spec, "accounting": "physical", "params": {**spec["params"], "array_dim": [64, 512]}}
+    art = sw.sweep({**spec, "accounting": "fusemax-artifact"}, workers=1).rows
+    phys = sw.sweep(spec, workers=1).rows
+    from mapper import regfile
+
+    for a, p in zip(art, phys, strict=True):
+        d = p["param.array_dim"]
+        assert p["latency_s"] == a["latency_s"]
+        depth = sw.fig12_rf_words(d, 64)["2d"]
+        pe = regfile.costs(depth=depth, width_bits=16).area_um2 + 1545.0 + 49.29
+        assert p["area_mm2.2d"] == pytest.approx(d * d * pe / 1e6)
+        assert p["area_mm2.2d"] < a["area_mm2.2d"] / 3
+    assert sw.fig12_rf_words(64, 64) == {"2d": 4, "1d": 16}
+    assert sw.fig12_rf_words(512, 64) == {"2d": 32, "1d": 128}
 
 
 @pytest.mark.rtl
@@ -514,3 +533,16 @@ def test_a_sweep_over_fields_of_one_s_own_file(tmp_path: Path) -> None:
         ConfigError, match=r"params\.arrays\.5\.rows: .* has 2 item\(s\) at arrays; '5' is no index"
     ):
         sw.validate(sw.points({**spec, "params": {"arrays.5.rows": [8]}}))
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"array_dim": [16], "rf_words": ["deep"]}, "sweep: rf_words 'deep' is neither a number nor a rule (fusemax-fig12)"),
+        ({"rf_words": ["fusemax-fig12"]}, "sweep: rf_words: fusemax-fig12 needs arch: fusemax and an array_dim"),
+    ],
+)
+def test_register_file_rule_errors(params, message) -> None:  # type: ignore[no-untyped-def]
+    bad = {**SPEC, "params": params, "cascades": ["attention_1pass"], "workloads": SPEC["workloads"][:1]}
+    with pytest.raises(ConfigError, match=re_escape(message)):
+        sw.sweep(bad, workers=1)
