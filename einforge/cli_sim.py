@@ -339,6 +339,21 @@ def _bytes(text: str) -> int:
         raise ConfigError(f"buffer size {text!r} is not a size like 16M, 16MiB, 4096K or 1048576") from None
 
 
+def _dram_option(text: str, old: Any) -> Any:
+    """``--dram HBM3x2``: that memory type and device count, keeping the latency and transfers."""
+    import re
+
+    m = re.fullmatch(r"([A-Za-z0-9]+?)(?:x(\d+))?", text.strip())
+    if not m:
+        raise ConfigError(f"--dram: expected TYPE or TYPExN such as HBM2 or HBM3x2, found {text!r}")
+    return archs.DRAM(
+        type=m.group(1),
+        devices=int(m.group(2) or 1),
+        latency_cycles=old.latency_cycles,
+        transfers=old.transfers,
+    )
+
+
 def cmd_costs(args: argparse.Namespace) -> int:
     """The architecture's energy and area reference tables (Accelergy's ERT and ART)."""
     if args.arch in archs.presets():
@@ -352,6 +367,8 @@ def cmd_costs(args: argparse.Namespace) -> int:
         arch = arch_from_text(args.arch, args.array_dim)
     if args.node is not None:
         arch = arch.at_node(args.node)
+    if args.dram is not None:
+        arch = arch.replace(dram=_dram_option(args.dram, arch.dram))
     acct = sim.accounting(args.accounting)
     buffer = acct.priced_buffer(arch.buffer)
     buf = buffer.costs(arch.word_bits)
@@ -379,6 +396,12 @@ def cmd_costs(args: argparse.Namespace) -> int:
     out = {
         "arch": arch.name,
         "accounting": acct.name,
+        "dram": {
+            "type": arch.dram.type,
+            "devices": arch.dram.devices,
+            "bandwidth_bytes_per_s": arch.dram.bandwidth_bytes_per_s,
+            "pj_per_bit": arch.dram.pj_per_bit,
+        },
         "buffer": {
             "capacity_bytes": buffer.capacity_bytes,
             "width_bits": buffer.width_bits,
@@ -400,6 +423,9 @@ def cmd_costs(args: argparse.Namespace) -> int:
         f"{b['width_bits']}-bit rows, {b['banks']} bank(s), {b['ports']} port(s), {b['technology_nm']:g} nm "
         f"({b['source']}); leakage {b['leakage_mw']:.4g} mW"
     )
+    d = out["dram"]
+    kind = f"{d['type']} x {d['devices']}" if d["type"] else "given figures"
+    print(f"dram: {kind}, {d['bandwidth_bytes_per_s'] / 1e9:.4g} GB/s, {d['pj_per_bit']:g} pJ/bit")
     print("\nenergy per action:")
     print(sim.table(rows, ["component", "action", "pj"]))
     print("\narea:")
@@ -781,6 +807,13 @@ def add_parsers(sub: Any) -> None:
         type=float,
         default=None,
         help="CMOS node in nm (7 ... 130): on-chip energies and areas scaled from 45 nm (Stillmaker & Baas)",
+    )
+    co.add_argument(
+        "--dram",
+        metavar="TYPE[xN]",
+        default=None,
+        help="off-chip memory: a type of mapper.dram (HBM2, HBM3, LPDDR4, ...) and how many devices, "
+        "such as HBM3x2",
     )
     co.add_argument("--json", action="store_true")
     co.set_defaults(func=cmd_costs)

@@ -291,6 +291,11 @@ class BufferCosts:
 class DRAM:
     """Off-chip memory: bandwidth, latency and energy per bit moved.
 
+    ``type`` names a memory type of :mod:`mapper.dram` (``HBM2``, ``HBM3``, ``LPDDR4``, ...) and
+    ``devices`` how many (stacks, channels or chips): the type's energy per bit and its bandwidth
+    per device times ``devices`` fill ``pj_per_bit`` and ``bandwidth_bytes_per_s`` where they are
+    not given. Without a type, the bandwidth must be given and the energy is 3.9 pJ/bit (HBM2).
+
     ``transfers`` says how the simulator times a tiled kernel's DRAM traffic: ``"average"`` (the
     presets, as the FuseMax artifact does) spreads the kernel's bytes evenly over its tiles;
     ``"tile"`` moves what each tile needs when it needs it, as ``rtl.AttentionTile`` does: a query
@@ -298,20 +303,59 @@ class DRAM:
     tile of each group that shares a pass over them, each transfer arriving ``latency_cycles``
     after its last request; reads and writes on channels of their own, so writes cost only the
     last query tile's output, drained after it is computed.
+
+    >>> d = DRAM(type="HBM3", devices=2)
+    >>> d.pj_per_bit, d.bandwidth_bytes_per_s / 1e9
+    (4.05, 1638.4)
     """
 
-    bandwidth_bytes_per_s: float
-    pj_per_bit: float = 3.9
+    bandwidth_bytes_per_s: float = None  # type: ignore[assignment]  # filled from the type
+    pj_per_bit: float = None  # type: ignore[assignment]
     latency_cycles: float = 0.0
     transfers: str = "average"
+    type: str | None = None
+    devices: int = 1
 
     def __post_init__(self) -> None:
+        _integer("dram", devices=self.devices)
+        _positive("dram", devices=self.devices)
+        if self.type is not None:
+            from mapper.dram import dram_type
+
+            t = dram_type(self.type)
+            object.__setattr__(self, "type", t.name)
+            if self.bandwidth_bytes_per_s is None:
+                object.__setattr__(self, "bandwidth_bytes_per_s", t.bandwidth_bytes_per_s * self.devices)
+            if self.pj_per_bit is None:
+                object.__setattr__(self, "pj_per_bit", t.pj_per_bit)
+        elif self.devices != 1:
+            raise ArchError(f"dram: devices ({self.devices}) needs a type (one of the types of mapper.dram)")
+        if self.bandwidth_bytes_per_s is None:
+            raise ArchError("dram: give bandwidth_bytes_per_s, or a type (such as HBM2) and devices")
+        if self.pj_per_bit is None:
+            object.__setattr__(self, "pj_per_bit", 3.9)
         _positive("dram", bandwidth_bytes_per_s=self.bandwidth_bytes_per_s)
         _non_negative("dram", pj_per_bit=self.pj_per_bit, latency_cycles=self.latency_cycles)
         if self.transfers not in DRAM_TRANSFERS:
             raise ArchError(
                 f"dram: transfers must be one of {', '.join(DRAM_TRANSFERS)}, found {self.transfers!r}"
             )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Its fields; with a type, only what differs from the type's figures (so that changing
+        the type of a saved file changes them)."""
+        d = dataclasses.asdict(self)
+        if self.type is None:
+            del d["type"], d["devices"]
+            return d
+        from mapper.dram import TYPES
+
+        t = TYPES[self.type]
+        if d["bandwidth_bytes_per_s"] == t.bandwidth_bytes_per_s * self.devices:
+            del d["bandwidth_bytes_per_s"]
+        if d["pj_per_bit"] == t.pj_per_bit:
+            del d["pj_per_bit"]
+        return d
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -534,7 +578,11 @@ class ArchSpec:
             if x.name in depths:
                 c = regfile.costs(depth=depths[x.name], width_bits=self.word_bits, scaled_area=scaled_area)
                 x = dataclasses.replace(
-                    x, rf_words=c.depth, rf_read_pj=c.read_pj * e, rf_write_pj=c.write_pj * e, rf_area_um2=c.area_um2 * a
+                    x,
+                    rf_words=c.depth,
+                    rf_read_pj=c.read_pj * e,
+                    rf_write_pj=c.write_pj * e,
+                    rf_area_um2=c.area_um2 * a,
                 )
             arrays.append(x)
         return dataclasses.replace(self, arrays=tuple(arrays))
@@ -596,6 +644,7 @@ class ArchSpec:
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
+        d["dram"] = self.dram.to_dict()
         d["score_row_blocks"] = list(d["score_row_blocks"])
         d["topk_engines"] = list(d["topk_engines"])
         for a in d["arrays"]:

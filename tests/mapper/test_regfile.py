@@ -82,7 +82,8 @@ def test_the_artifact_s_unscaled_area() -> None:
         assert c.read_pj == regfile.costs(depth=depth, width_bits=16).read_pj
     # past the 64 x 32 regfile the file is priced whole both ways
     assert regfile.costs(depth=128, width_bits=16, scaled_area=False).area_um2 == pytest.approx(
-        2 * regfile.costs(depth=128, width_bits=16).area_um2 - 2 * 7 * regfile.ADDER_AREA_UM2_PER_BIT, rel=1e-9
+        2 * regfile.costs(depth=128, width_bits=16).area_um2 - 2 * 7 * regfile.ADDER_AREA_UM2_PER_BIT,
+        rel=1e-9,
     )
 
 
@@ -102,7 +103,9 @@ def test_architectures_take_register_files_by_depth() -> None:
     from mapper.technology import area_factor
 
     assert seven.array("2d").rf_area_um2 == pytest.approx(deep.array("2d").rf_area_um2 * area_factor(45, 7))
-    with pytest.raises(ArchError, match=r"register files for an array '3d' it does not have .*\['2d', '1d'\]"):
+    with pytest.raises(
+        ArchError, match=r"register files for an array '3d' it does not have .*\['2d', '1d'\]"
+    ):
         a.with_register_files({"3d": 8})
     with pytest.raises(ArchError, match=r"depth must be an integer in 1 \.\. 4096"):
         a.with_register_files({"2d": 0})

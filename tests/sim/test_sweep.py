@@ -538,8 +538,14 @@ def test_a_sweep_over_fields_of_one_s_own_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("params", "message"),
     [
-        ({"array_dim": [16], "rf_words": ["deep"]}, "sweep: rf_words 'deep' is neither a number nor a rule (fusemax-fig12)"),
-        ({"rf_words": ["fusemax-fig12"]}, "sweep: rf_words: fusemax-fig12 needs arch: fusemax and an array_dim"),
+        (
+            {"array_dim": [16], "rf_words": ["deep"]},
+            "sweep: rf_words 'deep' is neither a number nor a rule (fusemax-fig12)",
+        ),
+        (
+            {"rf_words": ["fusemax-fig12"]},
+            "sweep: rf_words: fusemax-fig12 needs arch: fusemax and an array_dim",
+        ),
     ],
 )
 def test_register_file_rule_errors(params, message) -> None:  # type: ignore[no-untyped-def]
