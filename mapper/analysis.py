@@ -46,6 +46,7 @@ from collections.abc import Mapping, Sequence
 
 from einsum.errors import MAX_RANK_SIZE, suggest
 from mapper.errors import ArchError, ScheduleError
+from mapper.network import NetworkStats, fanout_hops, place
 
 __all__ = [
     "Analysis",
@@ -129,6 +130,15 @@ class Storage:
     read_bandwidth: float | None = None  # words per cycle per instance; None: unbounded
     write_bandwidth: float | None = None
     shared_bandwidth: float | None = None
+    # the network across its fanout to the next level's instances (mapper.network)
+    fanout_mesh: tuple[int, int] | None = None  # X x Y; None: as the mapping's loops span
+    hop_pj: float = 0.0  # per word and hop
+    router_pj: float = 0.0  # per word and router passed
+    reduction_pj: float = 0.0  # per spatial reduction (an add of two partial sums)
+
+    @property
+    def prices_network(self) -> bool:
+        return bool(self.hop_pj or self.router_pj or self.reduction_pj)
 
     def __post_init__(self) -> None:
         for f in ("instances", "block_size"):
@@ -146,7 +156,7 @@ class Storage:
                 isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v <= 0
             ):
                 raise ArchError(f"storage {self.name!r}: {f} must be a positive number or None, found {v!r}")
-        for f in ("read_pj", "fill_pj", "update_pj", "leak_pj"):
+        for f in ("read_pj", "fill_pj", "update_pj", "leak_pj", "hop_pj", "router_pj", "reduction_pj"):
             v = getattr(self, f)
             if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
                 raise ArchError(f"storage {self.name!r}: {f} must be a finite number >= 0, found {v!r}")
@@ -154,13 +164,16 @@ class Storage:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class LevelMapping:
-    """A level's loops: ``temporal`` outermost first, ``spatial`` across its fanout, and the
-    tensors it keeps (``None``: all)."""
+    """A level's loops: ``temporal`` outermost first, ``spatial`` across its fanout (outermost
+    first; the innermost ``split`` of them along the fanout's X axis, the others along Y,
+    Timeloop's ``split``; ``None``: as many as fit along X), and the tensors it keeps
+    (``None``: all)."""
 
     target: str
     temporal: tuple[tuple[str, int], ...] = ()
     spatial: tuple[tuple[str, int], ...] = ()
     keep: frozenset[str] | None = None
+    split: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,6 +201,10 @@ class Analysis:
     instances: Mapping[str, int]
     compute_cycles: float = 0.0
     level_cycles: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    #: per level with a fanout in use, per tensor crossing it (mapper.network); empty unless
+    #: asked for or priced
+    networks: Mapping[str, Mapping[str, NetworkStats]] = dataclasses.field(default_factory=dict)
+    network_energy_pj: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
     @property
     def bound_by(self) -> str:
@@ -197,7 +214,9 @@ class Analysis:
 
     @property
     def energy_pj(self) -> float:
-        return self.compute_energy_pj + sum(self.level_energy_pj.values())
+        return (
+            self.compute_energy_pj + sum(self.level_energy_pj.values()) + sum(self.network_energy_pj.values())
+        )
 
     def scalar_accesses(self, level: str) -> float:
         return sum(s.accesses for s in self.levels[level].values())
@@ -219,6 +238,19 @@ class Analysis:
                 }
                 for name, stats in self.levels.items()
             },
+            **(
+                {
+                    "networks": {
+                        name: {
+                            "energy_pj": self.network_energy_pj.get(name, 0.0),
+                            "per_tensor": {t: dataclasses.asdict(n) for t, n in stats.items()},
+                        }
+                        for name, stats in self.networks.items()
+                    }
+                }
+                if self.networks
+                else {}
+            ),
         }
 
 
@@ -339,12 +371,14 @@ def analyze(
     compute_pj: float = 0.0,
     compute_instances: int | None = None,
     cold_output_fills: bool = False,
+    network_stats: bool = False,
 ) -> Analysis:
     """Per level and tensor: reads, fills and updates; computes, cycles, energy (module text).
 
     ``cold_output_fills`` reproduces the bookkeeping of Timeloop before v0.4 (the 2021 exercises'
     reference outputs): a level's output fills count the first visit of each word too, which no
-    level above reads."""
+    level above reads. The networks across the fanouts (:mod:`mapper.network`) are analysed when
+    a level prices them or ``network_stats`` asks."""
     _check(problem, storages, mappings)
     loops = loops_of(mappings)
     n = len(storages)
@@ -430,6 +464,10 @@ def analyze(
         ]
         level_cycles[st.name] = max(need)
         energy_no_leak[st.name] = e
+    networks: dict[str, dict[str, NetworkStats]] = {}
+    network_energy: dict[str, float] = {}
+    if network_stats or any(st.prices_network for st in storages):
+        networks, network_energy = _networks(problem, storages, mappings, keeps, levels)
     compute_cycles = computes / pes
     cycles = max(compute_cycles, *level_cycles.values())
     for i, st in enumerate(storages):
@@ -446,4 +484,50 @@ def analyze(
         instances={s.name: k for s, k in zip(storages, instances, strict=True)},
         compute_cycles=compute_cycles,
         level_cycles=level_cycles,
+        networks=networks,
+        network_energy_pj=network_energy,
     )
+
+
+def _networks(
+    problem: Problem,
+    storages: Sequence[Storage],
+    mappings: Sequence[LevelMapping],
+    keeps: Sequence[Sequence[str]],
+    levels: Mapping[str, Mapping[str, TensorStats]],
+) -> tuple[dict[str, dict[str, NetworkStats]], dict[str, float]]:
+    """Each tensor from the level that keeps it across every fanout down to the next level that
+    keeps it (or to the computes): the words entering each fanout, their multicast and hops, and
+    an output's spatial reductions (mapper.network)."""
+    n = len(storages)
+    out: dict[str, dict[str, NetworkStats]] = {}
+    energy: dict[str, float] = {}
+    for i in range(n):
+        for t in keeps[i]:
+            space = next(s for s in problem.spaces if s.name == t)
+            child = next((k for k in range(i + 1, n) if t in keeps[k]), n)
+            s = levels[storages[i].name][t]
+            words = s.reads + s.updates if space.output else s.reads
+            reduced = s.updates if space.output else 0.0
+            reach = 1  # instances of the fanout's level one word of level i reaches
+            for j in range(i, child):
+                m, st = mappings[j], storages[j]
+                if not m.spatial:
+                    continue
+                x, y = place(m.spatial, m.split, st.fanout_mesh[0] if st.fanout_mesh else None)
+                f = fanout_hops(x, y, relevant=space.dims, mesh=st.fanout_mesh)
+                w = words * reach
+                hops = w * f.hops_per_word
+                routers = w * (1 + math.floor(f.hops_per_word))
+                reductions = reduced * reach * (f.multicast - 1)
+                out.setdefault(st.name, {})[t] = NetworkStats(
+                    words=w, multicast=f.multicast, hops=hops, routers=routers, reductions=reductions
+                )
+                energy[st.name] = (
+                    energy.get(st.name, 0.0)
+                    + hops * st.hop_pj
+                    + routers * st.router_pj
+                    + reductions * st.reduction_pj
+                )
+                reach *= f.multicast
+    return out, energy

@@ -90,6 +90,10 @@ class Level:
     update_pj: float | None = None  # None: write_pj
     leak_pj: float = 0.0  # per instance and cycle
     area_um2: float | None = None
+    # the network across its fanout to the next level inward (mapper.network)
+    hop_pj: float = 0.0  # per word and hop
+    router_pj: float = 0.0  # per word and router passed
+    reduction_pj: float = 0.0  # per spatial reduction of two partial sums
 
     def __post_init__(self) -> None:
         owner = f"level {self.name!r}"
@@ -127,7 +131,8 @@ class Level:
             v = getattr(self, f)
             if v is not None:
                 _number(owner, f, v)
-        _number(owner, "leak_pj", self.leak_pj)
+        for f in ("leak_pj", "hop_pj", "router_pj", "reduction_pj"):
+            _number(owner, f, getattr(self, f))
         if self.keep is not None:
             if isinstance(self.keep, str) or not isinstance(self.keep, list | tuple):
                 raise ArchError(f"{owner}: keep must be a list of tensors or roles, found {self.keep!r}")
@@ -259,8 +264,12 @@ class Hierarchy:
     def storages(self, problem: Problem, *, priced: bool = True) -> tuple[Storage, ...]:
         """The analysis's storage levels for ``problem`` (``priced=False``: no energies)."""
         out = []
-        for lv in self.levels:
+        for k, lv in enumerate(self.levels):
             read, write = self._prices(lv) if priced else (0.0, 0.0)
+            below = self.levels[k + 1] if k + 1 < len(self.levels) else self.compute
+            px, py = lv.mesh or (lv.instances, 1)
+            cx, cy = below.mesh or (below.instances, 1)
+            fanout = (cx // px, cy // py) if cx % px == 0 and cy % py == 0 else None
             cap = lv.capacity_words
             out.append(
                 Storage(
@@ -275,6 +284,10 @@ class Hierarchy:
                     read_bandwidth=lv.read_bandwidth,
                     write_bandwidth=lv.write_bandwidth,
                     shared_bandwidth=lv.shared_bandwidth,
+                    fanout_mesh=fanout,
+                    hop_pj=lv.hop_pj if priced else 0.0,
+                    router_pj=lv.router_pj if priced else 0.0,
+                    reduction_pj=lv.reduction_pj if priced else 0.0,
                 )
             )
         return tuple(out)

@@ -386,13 +386,14 @@ def to_timeloop(mappings: Sequence[LevelMapping], dims: Sequence[str]) -> list[d
             f = dict(loops)
             named = [d for d, _f in loops]
             order = list(reversed(named)) + [d for d in dims if d not in named]
-            out.append(
-                {
-                    "target": m.target,
-                    "type": kind,
-                    "factors": " ".join(f"{d}{f.get(d, 1)}" for d in dims),
-                    # Timeloop reads "PQC" for one-letter dimensions, a list otherwise
-                    "permutation": "".join(order) if all(len(d) == 1 for d in dims) else order,
-                }
-            )
+            entry: dict[str, object] = {
+                "target": m.target,
+                "type": kind,
+                "factors": " ".join(f"{d}{f.get(d, 1)}" for d in dims),
+                # Timeloop reads "PQC" for one-letter dimensions, a list otherwise
+                "permutation": "".join(order) if all(len(d) == 1 for d in dims) else order,
+            }
+            if kind == "spatial" and m.split is not None:
+                entry["split"] = m.split  # the innermost loops along X, as Timeloop counts them
+            out.append(entry)
     return out

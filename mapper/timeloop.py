@@ -280,6 +280,7 @@ def _mappings(data: Any, levels: list[str], problem: Problem) -> tuple[LevelMapp
     temporal: dict[str, list[tuple[str, int]]] = {n: [] for n in levels}
     spatial: dict[str, list[tuple[str, int]]] = {n: [] for n in levels}
     keep: dict[str, frozenset[str] | None] = {n: None for n in levels}
+    split: dict[str, int | None] = {n: None for n in levels}
     for i, e in enumerate(entries):
         where = f"mapping[{i}]"
         if not isinstance(e, dict):
@@ -299,6 +300,14 @@ def _mappings(data: Any, levels: list[str], problem: Problem) -> tuple[LevelMapp
             order = _permutation(e.get("permutation", ""), dims, where)
             loops = [(d, f.get(d, 1)) for d in order if f.get(d, 1) > 1]
             (temporal if kind == "temporal" else spatial)[target].extend(loops)
+            if kind == "spatial":
+                # Timeloop's split: the first `split` dimensions of the permutation (innermost
+                # first) lie along X; all of them when it is not given
+                cut = e.get("split", len(dims))
+                if isinstance(cut, bool) or not isinstance(cut, int) or cut < 0:
+                    raise TimeloopError(f"{where}: split must be a count of dimensions, found {cut!r}")
+                along_x = set(list(reversed(order))[:cut])
+                split[target] = sum(1 for d, _f in loops if d in along_x)
         elif kind in ("bypass", "dataspace", "datatype"):
             names = [s.name for s in problem.spaces]
             kept = e.get("keep", []) or []
@@ -310,7 +319,9 @@ def _mappings(data: Any, levels: list[str], problem: Problem) -> tuple[LevelMapp
         else:
             raise TimeloopError(f"{where}: type {kind!r} is not temporal, spatial or bypass")
     return tuple(
-        LevelMapping(target=n, temporal=tuple(temporal[n]), spatial=tuple(spatial[n]), keep=keep[n])
+        LevelMapping(
+            target=n, temporal=tuple(temporal[n]), spatial=tuple(spatial[n]), keep=keep[n], split=split[n]
+        )
         for n in levels
     )
 
