@@ -40,7 +40,7 @@ from einsum._expr import (
     Var,
 )
 from einsum._fixed import Fixed, exp2_coefficients, log2e_raw, quantizer
-from einsum._ir import Cascade
+from einsum._ir import Cascade, affine_terms, window_accesses
 from einsum._parse import parse, parse_expr
 from einsum._plan import Stage
 from einsum._sizes import bind_sizes, eval_params
@@ -92,11 +92,13 @@ __all__ = [
     "TopK",
     "Var",
     "bind_sizes",
+    "affine_terms",
     "builder",
     "dependency_graph",
     "eval_params",
     "exp2_coefficients",
     "library",
+    "window_accesses",
     "log2e_raw",
     "mask_tensors",
     "op_counts",

@@ -439,13 +439,78 @@ def _access_problems(
                     + ("" if iterative.get(node.tensor) == dim else ", which is not iterative")
                 )
         else:
+            # a compound position walks the rank's own partition (K[m1 * M0 + m0, e]), or is a
+            # window over other indices (a convolution's I[c, 2 * p + r]); not a mix of both
             allowed = {rank} | set(partition_family(rank, parts))
-            for var in free_vars(index):
+            used = sorted(free_vars(index))
+            own = [v for v in used if v.upper() in allowed]
+            for var in used if own else ():
                 if var.upper() not in allowed:
                     yield (
                         f"{where}: reads {node}: index {dim} ({to_text(index)}) uses {var}, "
-                        f"which walks neither rank {rank} nor a part of its partition"
+                        f"which walks neither rank {rank} nor a part of its partition (a position "
+                        f"walks the rank's partition or is a window over other indices, not both)"
                     )
+
+
+def affine_terms(index: Expr, sizes: Mapping[str, int] | None = None) -> tuple[dict[str, int], int]:
+    """An integer affine position as ``({index: coefficient}, constant)``: ``2 * p + r - 1`` gives
+    ``({"p": 2, "r": 1}, -1)``. Rank sizes in it (``m1 * M0 + m0``) take their value from
+    ``sizes``; a position that is not integer affine, or names a size ``sizes`` lacks, is an
+    EinsumError."""
+    sizes = sizes or {}
+
+    def go(e: Expr) -> tuple[dict[str, int], int]:
+        if isinstance(e, Var):
+            return {e.name: 1}, 0
+        if isinstance(e, Num) and float(e.value).is_integer():
+            return {}, int(e.value)
+        if isinstance(e, Size):
+            if e.rank not in sizes:
+                raise EinsumError(f"position {to_text(index)}: no size for rank {e.rank}")
+            return {}, int(sizes[e.rank])
+        if isinstance(e, Neg):
+            t, k = go(e.operand)
+            return {v: -c for v, c in t.items()}, -k
+        if isinstance(e, Binary) and e.op in (BinOp.ADD, BinOp.SUB):
+            (ta, ka), (tb, kb) = go(e.lhs), go(e.rhs)
+            sign = 1 if e.op is BinOp.ADD else -1
+            out = dict(ta)
+            for v, c in tb.items():
+                out[v] = out.get(v, 0) + sign * c
+            return {v: c for v, c in out.items() if c}, ka + sign * kb
+        if isinstance(e, Binary) and e.op is BinOp.MUL:
+            (ta, ka), (tb, kb) = go(e.lhs), go(e.rhs)
+            if ta and tb:
+                raise EinsumError(f"position {to_text(index)} multiplies two indices")
+            scale, terms, k = (ka, tb, kb) if not ta else (kb, ta, ka)
+            return {v: c * scale for v, c in terms.items() if c * scale}, ka * kb
+        raise EinsumError(f"position {to_text(index)} is not an integer affine expression of indices")
+
+    return go(index)
+
+
+def window_accesses(c: Cascade) -> list[str]:
+    """The accesses of ``c`` that read a rank through a window over other indices (a
+    convolution's ``I[c, 2 * p + r]``), as ``"O[k, p] reads I[c, 2 * p + r]"``; partition
+    positions (``K[m1 * M0 + m0, e]``) are not windows."""
+    parts = {p.rank: p.parts for p in c.partitions}
+    ranks_of = {t.name: t.ranks for t in c.inputs}
+    out: list[str] = []
+    for e in c.einsums:
+        ranks_of.setdefault(e.output, tuple(i.upper() for i in e.indices))
+    for e in c.einsums:
+        for node in walk(e.expr):
+            if not isinstance(node, Access) or node.tensor not in ranks_of:
+                continue
+            for index, rank in zip(node.indices, ranks_of[node.tensor], strict=False):
+                if isinstance(index, Var | Size | Num):
+                    continue
+                allowed = {rank} | set(partition_family(rank, parts))
+                if any(v.upper() not in allowed for v in free_vars(index)):
+                    out.append(f"{e.output}[{', '.join(e.indices)}] reads {to_text(node)}")
+                    break
+    return out
 
 
 def partition_family(rank: str, parts: Mapping[str, tuple[str, ...]]) -> list[str]:

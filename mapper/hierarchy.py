@@ -387,8 +387,14 @@ def load(path: str | Path) -> Hierarchy:
 
 
 def einsum_problem(cascade: Any, name: str, sizes: Mapping[str, int]) -> Problem:
-    """The Einsum of ``cascade`` that writes ``name`` as an analysis problem: its ranks with
-    ``sizes``, its operands (parameters left out) in the order it names them, then its output."""
+    """The Einsum of ``cascade`` that writes ``name`` as an analysis problem: its indices' ranks
+    with ``sizes``, its operands (parameters left out) in the order it names them, then its
+    output. Each position is an affine projection of the indices: a convolution's
+    ``I[c, 2 * p + r]`` reads rank 2 of ``I`` at ``2P + R`` (stride 2), a partition's
+    ``K[m1 * M0 + m0, e]`` at ``M0 * M1 + M0``; constant offsets (padding) are left out, as
+    Timeloop does."""
+    import einsum
+    from einsum._expr import to_text
     from mapper.schedule import _accesses, _index_vars
 
     steps = [e for e in cascade.einsums if e.output == name and not e.init]
@@ -399,23 +405,39 @@ def einsum_problem(cascade: Any, name: str, sizes: Mapping[str, int]) -> Problem
             f"{', '.join(dict.fromkeys(outs))}"
         )
     e = steps[0]
-    operands: dict[str, tuple[str, ...]] = {}
+    accesses: dict[str, Any] = {}
     for a in _accesses(e.expr):
-        if a.tensor in cascade.params or a.tensor in operands or a.tensor == name:
+        if a.tensor in cascade.params or a.tensor in accesses or a.tensor == name:
             continue
-        operands[a.tensor] = tuple(v.upper() for v in _index_vars(a))
-    out_ranks = tuple(v.upper() for v in e.indices)
+        accesses[a.tensor] = a
     ranks: list[str] = []
-    for rs in (*operands.values(), out_ranks):
-        ranks += [r for r in rs if r not in ranks]
+    for a in accesses.values():
+        ranks += [v.upper() for v in _index_vars(a) if v.upper() not in ranks]
+    ranks += [v.upper() for v in e.indices if v.upper() not in ranks]
     missing = [r for r in ranks if r not in sizes]
     if missing:
         raise ScheduleError(f"Einsum {name}: no size for rank(s) {', '.join(missing)}")
+
+    def projection(a: Any) -> tuple[tuple[tuple[str, int], ...], ...]:
+        out = []
+        for index in a.indices:
+            try:
+                terms, _offset = einsum.affine_terms(index, sizes)
+            except einsum.EinsumError as exc:
+                raise ScheduleError(f"Einsum {name}: reads {to_text(a)}: {exc}") from None
+            if any(c < 0 for c in terms.values()):
+                raise ScheduleError(
+                    f"Einsum {name}: reads {to_text(a)}: a position with a negative "
+                    "coefficient (a reversed window) is not modelled"
+                )
+            out.append(tuple((v.upper(), c) for v, c in terms.items()))
+        return tuple(out)
+
     return Problem(
         name=name,
         dims=tuple((r, sizes[r]) for r in ranks),
         spaces=(
-            *(DataSpace(name=t, projection=tuple(((r, 1),) for r in rs)) for t, rs in operands.items()),
-            DataSpace(name=name, projection=tuple(((r, 1),) for r in out_ranks), output=True),
+            *(DataSpace(name=t, projection=projection(a)) for t, a in accesses.items()),
+            DataSpace(name=name, projection=tuple(((v.upper(), 1),) for v in e.indices), output=True),
         ),
     )

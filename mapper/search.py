@@ -305,6 +305,13 @@ def _binding_text(s: Schedule) -> str:
 
 
 def _validate(cascade: einsum.Cascade, arch: ArchSpec, options: SearchOptions) -> None:
+    windows = einsum.window_accesses(cascade)
+    if windows:
+        raise ScheduleError(
+            f"{cascade.name}: {windows[0]}, a window over other indices (a convolution or sliding "
+            "window); the PE-array templates do not model its reuse. Map it on a storage hierarchy "
+            "(einforge map --arch FILE or a preset, mapper.hierarchy), which does"
+        )
     names = [f.name for f in einsum_facts(cascade)]
     views = [o for o in cascade.outputs if o not in names]
     if views:

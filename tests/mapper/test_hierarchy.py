@@ -276,3 +276,30 @@ def test_einforge_map_on_a_level_no_model_prices(tmp_path: Path, capsys: pytest.
     out = capsys.readouterr().out
     assert "energy not priced: cycles, then accesses" in out
     assert "energy: not priced (level 'rf': give read_pj and write_pj (register file: depth must be" in out
+
+
+def test_a_convolution_cascade_is_timeloop_s_cnn_layer() -> None:
+    """examples/cascades/conv2d.ein (stride 2) as an analysis problem has the projections of
+    Timeloop's CNN layer (Inputs[N, C, R + 2P, S + 2Q]); costed with timeloop-mapper's mapping
+    of the Eyeriss-like design it gives Timeloop's own counts."""
+    c = einsum.parse((ROOT / "examples" / "cascades" / "conv2d.ein").read_text())
+    design = timeloop.load(EY / "parsed-processed-input.yaml", EY / "timeloop-mapper.map.yaml")
+    sizes = dict(design.problem.dims)
+    p = hierarchy.einsum_problem(c, "O", sizes)
+    assert dict(p.dims) == sizes
+    names = {"I": "Inputs", "F": "Weights", "O": "Outputs"}
+    ours = {names[s.name]: {tuple(sorted(r)) for r in s.projection} for s in p.spaces}
+    theirs = {s.name: {tuple(sorted(r)) for r in s.projection} for s in design.problem.spaces}
+    assert ours == theirs
+    assert ours["Inputs"] == {(("N", 1),), (("C", 1),), (("P", 2), ("R", 1)), (("Q", 2), ("S", 1))}
+    renamed = dataclasses.replace(
+        p, spaces=tuple(dataclasses.replace(s, name=names[s.name]) for s in p.spaces)
+    )
+    a = dataclasses.replace(design, problem=renamed).analyze()
+    b = design.analyze()
+    assert a.to_dict() == b.to_dict()
+    # the PE-array templates do not model a window's reuse: a typed error that says where to go
+    with pytest.raises(ScheduleError, match=r"reads I\[n, c, r \+ 2 \* p, s \+ 2 \* q\], a window"):
+        from mapper.search import SearchOptions, explore
+
+        explore(c, mapper.fusemax(array_dim=16), SearchOptions(sizes=sizes))
