@@ -33,7 +33,7 @@ def _attention_inputs() -> dict[str, np.ndarray]:
 
 
 def test_the_doc_has_the_examples_we_check() -> None:
-    assert len(BLOCKS) == 9
+    assert len(BLOCKS) == 10
 
 
 def test_section1_three_pass_attention_is_softmax_attention() -> None:
@@ -53,6 +53,19 @@ def test_section3_partition_splits_m() -> None:
             np.testing.assert_array_equal(bk[m1, m0], k[m1 * 4 + m0])  # m = m1 * M0 + m0
 
 
+def test_section3_a_window_is_a_strided_convolution() -> None:
+    c = einsum.parse(BLOCKS[2])
+    x = RNG.normal(size=(1, 2, 9, 7))
+    f = RNG.normal(size=(2, 3, 3, 3))
+    out = golden.run(c, {"I": x, "F": f}, sizes={"P": 4, "Q": 3})["O"]
+    assert out.shape == (1, 3, 3, 4)
+    for m in range(3):
+        for q in range(3):
+            for p in range(4):  # stride 2: the 3 x 3 window at (2p, 2q)
+                want = np.sum(x[0, :, 2 * p : 2 * p + 3, 2 * q : 2 * q + 3] * f[:, m])
+                assert out[0, m, q, p] == pytest.approx(want, rel=1e-12)
+
+
 def test_section4_running_max_and_final_position() -> None:
     # The fragment reads LM, and RNV and RD at their final positions: declare them.
     context = (
@@ -60,7 +73,7 @@ def test_section4_running_max_and_final_position() -> None:
         "init RD[p, m1 = 0] = 0\nRD[p, m1 + 1] = RD[p, m1] + SLD[p, m1]\n"
         "init RNV[p, f, m1 = 0] = 0\nRNV[p, f, m1 + 1] = RNV[p, f, m1] + SLNV[p, f, m1]\n"
     )
-    c = einsum.parse(context + BLOCKS[2])
+    c = einsum.parse(context + BLOCKS[3])
     lm, sld, slnv = RNG.normal(size=(3, 5)), RNG.uniform(1, 2, size=(3, 5)), RNG.normal(size=(3, 2, 5))
     out = golden.run(c, {"LM": lm, "SLD": sld, "SLNV": slnv})
     assert out["RM"].shape == (3, 6)  # positions 0 .. M1
@@ -71,7 +84,7 @@ def test_section4_running_max_and_final_position() -> None:
 
 @pytest.mark.parametrize("m", [1, 3, 4, 9])
 def test_section5_topk_keeps_a_quarter(m: int) -> None:
-    c = einsum.parse("input s[m]\noutput keep\n" + BLOCKS[3])  # the fragment reads s
+    c = einsum.parse("input s[m]\noutput keep\n" + BLOCKS[4])  # the fragment reads s
     s = RNG.permutation(m).astype(float)
     keep = golden.run(c, {"s": s})["keep"]
     k = math.ceil(0.25 * m)
@@ -80,7 +93,7 @@ def test_section5_topk_keeps_a_quarter(m: int) -> None:
 
 
 def test_section6_fusemax_cascade_is_softmax_attention_to_1e12() -> None:
-    c = einsum.parse(BLOCKS[4])
+    c = einsum.parse(BLOCKS[5])
     x = _attention_inputs()
     out = golden.run(c, x, sizes={"M0": 5})["AV"]
     ref = golden.softmax_attention(x["Q"], x["K"], x["V"])
@@ -94,27 +107,27 @@ def test_section7_pass_counts() -> None:
 
 def test_section8_matrix_product() -> None:
     a, b = RNG.normal(size=(3, 4)), RNG.normal(size=(4, 2))
-    np.testing.assert_allclose(golden.run(einsum.parse(BLOCKS[5]), {"A": a, "B": b})["Z"], a @ b, rtol=1e-14)
+    np.testing.assert_allclose(golden.run(einsum.parse(BLOCKS[6]), {"A": a, "B": b})["Z"], a @ b, rtol=1e-14)
 
 
 def test_section8_running_sum_is_the_sum() -> None:
     x = RNG.normal(size=7)
-    y = golden.run(einsum.parse(BLOCKS[6]), {"X": x})["Y"]
+    y = golden.run(einsum.parse(BLOCKS[7]), {"X": x})["Y"]
     assert y.shape == ()
     assert y == pytest.approx(x.sum(), rel=1e-14)
 
 
 def test_section8_topk_example_value() -> None:
-    keep = golden.run(einsum.parse(BLOCKS[7]), {"s": np.array([3.0, 1.0, 3.0, 2.0])})["keep"]
+    keep = golden.run(einsum.parse(BLOCKS[8]), {"s": np.array([3.0, 1.0, 3.0, 2.0])})["keep"]
     np.testing.assert_array_equal(keep, [1, 0, 1, 0])
 
 
-@pytest.mark.parametrize("index", range(8))
+@pytest.mark.parametrize("index", range(9))
 def test_every_example_prints_back_to_itself(index: int) -> None:
     contexts = {
         1: "input K[m, e]\noutput BK\n",
-        3: "input s[m]\noutput keep\n",
-        2: "input LM[p, m1], SLD[p, m1], SLNV[p, f, m1]\noutput RM, AV\n"
+        4: "input s[m]\noutput keep\n",
+        3: "input LM[p, m1], SLD[p, m1], SLNV[p, f, m1]\noutput RM, AV\n"
         "init RD[p, m1 = 0] = 0\nRD[p, m1 + 1] = RD[p, m1] + SLD[p, m1]\n"
         "init RNV[p, f, m1 = 0] = 0\nRNV[p, f, m1 + 1] = RNV[p, f, m1] + SLNV[p, f, m1]\n",
     }
@@ -124,7 +137,7 @@ def test_every_example_prints_back_to_itself(index: int) -> None:
 
 
 def test_section8_per_fiber_topk() -> None:
-    c = einsum.parse(BLOCKS[8])
+    c = einsum.parse(BLOCKS[9])
     s = np.array([[3.0, 1, 3, 2], [0, 0, 1, 1]])
     keep = golden.run(c, {"s": s, "KN": np.array([1.0, 3.0])})["keep"]
     assert keep.tolist() == [[1, 0, 0, 0], [1, 0, 1, 1]]
