@@ -894,6 +894,7 @@ def spatten(
     bandwidth_bytes_per_s: float = 512e9,
     topk_parallelism: int = 16,
     clock_hz: float = 1e9,
+    node_nm: float = 40.0,
 ) -> ArchSpec:
     """SpAtten (Wang, Zhang, Han, HPCA 2021, arXiv 2012.09852, §5 and Table I): ``multipliers``
     12-bit multipliers for Q x K (a reconfigurable adder tree: ``multipliers / head_dim`` scores a
@@ -902,9 +903,10 @@ def spatten(
     ``topk_parallelism`` comparators a side (one for token and head pruning, one for local value
     pruning), HBM2 at 512 GB/s (16 channels x 32 GB/s), 1 GHz, 12-bit words.
 
-    SpAtten was synthesised at 40 nm; its SRAM and unit energies here are the 45 nm tables (the
-    shipped CACTI grid is 45 nm; SpAtten itself took its FPU figures from a 45 nm source as an
-    upper bound). :func:`spatten_eighth` is the 1/8 configuration."""
+    SpAtten was synthesised at 40 nm, and the preset is at ``node_nm = 40``: its SRAM and unit
+    energies and areas are the 45 nm tables scaled by :mod:`mapper.technology` (Stillmaker and
+    Baas: energy x 0.869, area x 0.792 from 45 to 40 nm); DRAM is off chip and stays.
+    :func:`spatten_eighth` is the 1/8 configuration."""
     _integer("spatten", multipliers=multipliers, head_dim=head_dim, softmax_parallelism=softmax_parallelism)
     _positive("spatten", multipliers=multipliers, head_dim=head_dim, softmax_parallelism=softmax_parallelism)
     if multipliers % head_dim:
@@ -951,7 +953,7 @@ def spatten(
             TopKEngine(name="token", role="token", parallelism=topk_parallelism, input_rate=lanes),
             TopKEngine(name="value", role="value", parallelism=topk_parallelism, input_rate=lanes),
         ),
-    )
+    ).at_node(node_nm).replace(name="spatten")
 
 
 def spatten_eighth(**params: Any) -> ArchSpec:
