@@ -369,6 +369,10 @@ def cmd_costs(args: argparse.Namespace) -> int:
         arch = arch.at_node(args.node)
     if args.dram is not None:
         arch = arch.replace(dram=_dram_option(args.dram, arch.dram))
+    if args.energy_model == "hwcomponents":
+        from mapper import plugins
+
+        arch = plugins.price(arch)
     acct = sim.accounting(args.accounting)
     buffer = acct.priced_buffer(arch.buffer)
     buf = buffer.costs(arch.word_bits)
@@ -814,6 +818,13 @@ def add_parsers(sub: Any) -> None:
         default=None,
         help="off-chip memory: a type of mapper.dram (HBM2, HBM3, LPDDR4, ...) and how many devices, "
         "such as HBM3x2",
+    )
+    co.add_argument(
+        "--energy-model",
+        choices=("tables", "hwcomponents"),
+        default="tables",
+        help="price the buffer, register files and typed DRAM through Accelergy's hwcomponents "
+        "(installed separately, Python 3.12+); default: einforge's shipped tables",
     )
     co.add_argument("--json", action="store_true")
     co.set_defaults(func=cmd_costs)

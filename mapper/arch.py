@@ -929,31 +929,35 @@ def spatten(
             rf_area_um2=0.0,
         )
 
-    return ArchSpec(
-        name="spatten",
-        arrays=(
-            tree("qk"),
-            tree("pv"),
-            PEArray(
-                name="softmax",
-                rows=1,
-                cols=softmax_parallelism,
-                units=("mac", "max", "exp", "div"),
-                rf_words=128,
-                rf_read_pj=0.385,
-                rf_write_pj=0.336,
-                rf_area_um2=2145.0,
+    return (
+        ArchSpec(
+            name="spatten",
+            arrays=(
+                tree("qk"),
+                tree("pv"),
+                PEArray(
+                    name="softmax",
+                    rows=1,
+                    cols=softmax_parallelism,
+                    units=("mac", "max", "exp", "div"),
+                    rf_words=128,
+                    rf_read_pj=0.385,
+                    rf_write_pj=0.336,
+                    rf_area_um2=2145.0,
+                ),
             ),
-        ),
-        buffer=Buffer(capacity_bytes=sram_bytes, width_bits=4096, banks=2),
-        dram=DRAM(bandwidth_bytes_per_s=bandwidth_bytes_per_s),
-        clock_hz=clock_hz,
-        word_bits=12,
-        topk_engines=(
-            TopKEngine(name="token", role="token", parallelism=topk_parallelism, input_rate=lanes),
-            TopKEngine(name="value", role="value", parallelism=topk_parallelism, input_rate=lanes),
-        ),
-    ).at_node(node_nm).replace(name="spatten")
+            buffer=Buffer(capacity_bytes=sram_bytes, width_bits=4096, banks=2),
+            dram=DRAM(bandwidth_bytes_per_s=bandwidth_bytes_per_s),
+            clock_hz=clock_hz,
+            word_bits=12,
+            topk_engines=(
+                TopKEngine(name="token", role="token", parallelism=topk_parallelism, input_rate=lanes),
+                TopKEngine(name="value", role="value", parallelism=topk_parallelism, input_rate=lanes),
+            ),
+        )
+        .at_node(node_nm)
+        .replace(name="spatten")
+    )
 
 
 def spatten_eighth(**params: Any) -> ArchSpec:
@@ -1032,7 +1036,10 @@ def presets() -> tuple[str, ...]:
 
 def preset(name: str, **params: Any) -> ArchSpec:
     """The named preset with its parameters (``array_dim``, ``buffer_bytes``, ...). Parameters
-    other than the preset's defaults show in its name (``fusemax(array_dim=128)``)."""
+    other than the preset's defaults show in its name (``fusemax(array_dim=128)``). ``node_nm``
+    moves it to another CMOS node (:meth:`ArchSpec.at_node`); ``energy_model="hwcomponents"``
+    prices its memories through Accelergy's hwcomponents where installed (:mod:`mapper.plugins`;
+    the default ``"tables"`` uses einforge's shipped tables)."""
     if name not in _PRESETS:
         raise ArchError(
             f"unknown architecture preset {name!r}{suggest(name, _PRESETS)} "
@@ -1040,8 +1047,9 @@ def preset(name: str, **params: Any) -> ArchSpec:
         )
     import inspect
 
-    known = [*inspect.signature(_PRESETS[name]).parameters, "node_nm"]
+    known = [*inspect.signature(_PRESETS[name]).parameters, "node_nm", "energy_model"]
     node = params.pop("node_nm", None)
+    energy_model = params.pop("energy_model", "tables")
     unknown = [k for k in params if k not in known]
     if unknown:
         raise ArchError(
@@ -1059,4 +1067,13 @@ def preset(name: str, **params: Any) -> ArchSpec:
         arch = arch.replace(name=name + "(" + ", ".join(f"{k}={v!r}" for k, v in changed.items()) + ")")
     if node is not None:
         arch = arch.at_node(node)
+    from mapper import plugins
+
+    if energy_model not in plugins.ENERGY_MODELS:
+        raise ArchError(
+            f"preset {name!r}: unknown energy_model {energy_model!r}{suggest(str(energy_model), plugins.ENERGY_MODELS)} "
+            f"(expected one of {', '.join(plugins.ENERGY_MODELS)})"
+        )
+    if energy_model == "hwcomponents":
+        arch = plugins.price(arch)
     return arch
