@@ -1069,10 +1069,11 @@ def preset(name: str, **params: Any) -> ArchSpec:
         arch = arch.at_node(node)
     from mapper import plugins
 
-    if energy_model not in plugins.ENERGY_MODELS:
+    models = plugins.ENERGY_MODELS
+    if energy_model not in models:
         raise ArchError(
-            f"preset {name!r}: unknown energy_model {energy_model!r}{suggest(str(energy_model), plugins.ENERGY_MODELS)} "
-            f"(expected one of {', '.join(plugins.ENERGY_MODELS)})"
+            f"preset {name!r}: unknown energy_model {energy_model!r}{suggest(str(energy_model), models)} "
+            f"(expected one of {', '.join(models)})"
         )
     if energy_model == "hwcomponents":
         arch = plugins.price(arch)
