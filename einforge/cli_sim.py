@@ -676,6 +676,10 @@ def cmd_map(args: argparse.Namespace) -> int:
         h = archs.preset(args.arch).hierarchy(args.array)
     cascade = _cascade(args.cascade, "")
     sizes = sim.workload(sizes=args.sizes).sizes
+    if args.fuse:
+        return _map_fused(args, h, cascade, sizes)
+    if args.fusion_level:
+        raise ConfigError("--fusion-level goes with --fuse E1,E2,...")
     name = args.einsum
     if name is None:
         outs = [e.output for e in cascade.einsums if not e.init]
@@ -704,6 +708,52 @@ def cmd_map(args: argparse.Namespace) -> int:
         priced=not unpriced,
         unpriced=unpriced,
     )
+
+
+def _map_fused(args: argparse.Namespace, h: Any, cascade: Any, sizes: Any) -> int:
+    """``einforge map --fuse E1,E2``: the best fused mapping of the chain, beside the Einsums
+    mapped one at a time."""
+    from mapper import fusion
+
+    if args.einsum or args.mapping or args.write_mapping:
+        raise ConfigError("--fuse maps a group; it does not take --einsum, --mapping or --write-mapping")
+    names = _split(args.fuse)
+    outs = [e.output for e in cascade.einsums if not e.init]
+    for n in names:
+        if n not in outs:
+            raise ConfigError(
+                f"--fuse: cascade {cascade.name} has no Einsum {n!r}{suggest(n, outs)} "
+                f"(its Einsums: {', '.join(outs)})"
+            )
+    problems = fusion.problems_of(cascade, names, sizes)
+    progress = None if args.json else (lambda msg: print(f"  searching {msg}", file=sys.stderr, flush=True))
+    r = fusion.search(
+        h,
+        problems,
+        names=names,
+        level=args.fusion_level,
+        metric=args.metric,
+        budget=args.budget,
+        seed=args.seed,
+        progress=progress,
+    )
+    cyc, en = fusion.unfused_figures(h, problems, metric=args.metric, budget=args.budget, seed=args.seed)
+    if args.json:
+        print(json.dumps({**r.to_dict(), "unfused": {"cycles": cyc, "energy_pj": en}}, indent=1))
+        return 0
+    print(r.describe())
+    print(
+        f"one at a time: {cyc:,.0f} cycles, {en:,.0f} pJ (fused: {cyc / r.cycles:.2f}x the speed, "
+        f"{en / r.energy_pj:.2f}x less energy); {r.evaluated} fused candidates costed"
+    )
+    rows = []
+    for n, a in zip(r.names, r.analyses, strict=True):
+        for lv, stats in a.levels.items():
+            for t, st in stats.items():
+                rows.append({"einsum": n, "level": lv, "tensor": t, "reads": st.reads, "fills": st.fills,
+                             "updates": st.updates})  # fmt: skip
+    print(sim.table(rows, ["einsum", "level", "tensor", "reads", "fills", "updates"]))
+    return 0
 
 
 def _add_search_flags(p: Any) -> None:
@@ -871,6 +921,13 @@ def add_parsers(sub: Any) -> None:
     mp.add_argument("--einsum", help="the Einsum's output tensor (needed when the cascade has several)")
     mp.add_argument("--sizes", required=True, help="rank sizes such as M=1024,K=768,N=768")
     mp.add_argument("--mapping", help="evaluate this mapping (Timeloop's mapping YAML) instead of searching")
+    mp.add_argument(
+        "--fuse",
+        metavar="E1,E2,...",
+        help="map a chain of Einsums as one fused group: the tensors one makes and the next reads stay "
+        "on chip (mapper.fusion); compared with mapping them one at a time",
+    )
+    mp.add_argument("--fusion-level", help="with --fuse: the level to fuse at (default: search every level)")
     mp.add_argument("--json", action="store_true", help="one object: cycles, energy_pj, levels, mapping, ...")
     _add_search_flags(mp)
     mp.set_defaults(func=cmd_map)

@@ -262,7 +262,12 @@ class _Loop:
     spatial: bool
 
 
-def _check(problem: Problem, storages: Sequence[Storage], mappings: Sequence[LevelMapping]) -> None:
+def _check(
+    problem: Problem,
+    storages: Sequence[Storage],
+    mappings: Sequence[LevelMapping],
+    produced: frozenset[str] = frozenset(),
+) -> None:
     names = [s.name for s in storages]
     if len(set(names)) != len(names):
         raise ArchError(f"storage level names repeat: {names}")
@@ -294,8 +299,14 @@ def _check(problem: Problem, storages: Sequence[Storage], mappings: Sequence[Lev
     for d, n in size.items():
         if product[d] != n:
             problems.append(f"the factors of {d} multiply to {product[d]}, but {d} = {n}")
-    if mappings and mappings[0].keep is not None and set(mappings[0].keep) != set(tensors):
-        problems.append(f"the outermost level {names[0]} must keep every tensor")
+    for t in produced:
+        if t not in tensors:
+            problems.append(f"produced names {t!r}, which is no data space{suggest(t, tensors)}")
+        elif not any(m.keep is None or t in m.keep for m in mappings):
+            problems.append(f"{t} is made on chip (produced) but no level keeps it")
+    outer = set(tensors) - set(produced)
+    if mappings and mappings[0].keep is not None and not outer <= set(mappings[0].keep):
+        problems.append(f"the outermost level {names[0]} must keep every tensor not made on chip")
     if problems:
         raise ScheduleError("mapping: " + "; ".join(problems))
 
@@ -372,14 +383,20 @@ def analyze(
     compute_instances: int | None = None,
     cold_output_fills: bool = False,
     network_stats: bool = False,
+    produced: frozenset[str] = frozenset(),
 ) -> Analysis:
     """Per level and tensor: reads, fills and updates; computes, cycles, energy (module text).
 
     ``cold_output_fills`` reproduces the bookkeeping of Timeloop before v0.4 (the 2021 exercises'
     reference outputs): a level's output fills count the first visit of each word too, which no
     level above reads. The networks across the fanouts (:mod:`mapper.network`) are analysed when
-    a level prices them or ``network_stats`` asks."""
-    _check(problem, storages, mappings)
+    a level prices them or ``network_stats`` asks.
+
+    ``produced`` names tensors another Einsum of a fused group makes on chip (:mod:`mapper.fusion`):
+    the outermost level that keeps one has no parent, so nothing fills it from above (an input)
+    and its updates go no further (an output)."""
+    produced = frozenset(produced)
+    _check(problem, storages, mappings, produced)
     loops = loops_of(mappings)
     n = len(storages)
     computes = math.prod(problem.size.values())

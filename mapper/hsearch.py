@@ -171,9 +171,11 @@ def search(
     constraints: Sequence[Constraint] = (),
     cold_output_fills: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    produced: frozenset[str] = frozenset(),
 ) -> HierarchyResult:
     """The best mapping of ``problem`` over ``storages`` (outermost first) by ``metric``, within
-    ``constraints`` (Timeloop's: the tensors a level keeps, fixed factors, a fixed loop order)."""
+    ``constraints`` (Timeloop's: the tensors a level keeps, fixed factors, a fixed loop order).
+    ``produced``: tensors made on chip by a fused group (:func:`mapper.analysis.analyze`)."""
     if metric not in METRICS:
         raise ScheduleError(f"metric must be one of {', '.join(METRICS)}, found {metric!r}")
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
@@ -350,6 +352,7 @@ def search(
                 compute_pj=compute_pj,
                 compute_instances=compute_instances,
                 cold_output_fills=cold_output_fills,
+                produced=produced,
             )
         except ScheduleError:
             rejected += 1

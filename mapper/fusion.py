@@ -1,0 +1,383 @@
+"""Fused mappings over a storage hierarchy: a chain of Einsums that share the loops above one
+level, so the tensors one makes and the next reads stay on chip.
+
+A fused mapping of Einsums ``E1 .. En`` (each reading what an earlier one writes) names a
+**fusion level** L of the hierarchy and the **shared loops** above it: temporal loops of the
+levels outside L over the *fused ranks* (the ranks every Einsum of the group keeps in its output,
+so no partial result crosses a shared loop). For each iteration of the shared loops, each Einsum
+in turn computes its tile under its own mapping of L and the levels inside it. The
+**intermediates** (tensors made by one Einsum of the group and read by a later one) are kept first
+at L: no level outside L holds them, nothing fills them from above, and their updates go no
+further. This is the fused-mapping space of LoopTree and AccelForge (Timeloop's successors),
+restricted to shared temporal loops.
+
+The figures: each Einsum is analysed by :func:`mapper.analysis.analyze` with the shared loops and
+its own loops; the group's accesses and energy are the sums, its cycles the sum (the Einsums of a
+tile run one after another). L holds, at once, every intermediate's tile and the largest of the
+Einsums' own tiles there; a mapping whose tiles exceed its capacity is refused.
+
+The search (:func:`search`) tries every fusion level below the outermost and every split of the
+fused ranks over the levels outside it; for each, it maps each Einsum below the shared loops with
+:func:`mapper.hsearch.search` and keeps the group with the best metric. Each Einsum's own mapping
+is chosen by the metric on its own: exact for ``energy`` and ``cycles`` (sums of the Einsums'),
+a heuristic for ``edp``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from einsum.errors import suggest
+from mapper import hsearch
+from mapper.analysis import Analysis, LevelMapping, Problem, loops_of, tile_words
+from mapper.errors import ScheduleError
+
+__all__ = ["FusedMapping", "FusedResult", "evaluate", "fused_ranks", "intermediates", "search"]
+
+
+@dataclasses.dataclass(frozen=True)
+class FusedMapping:
+    """Where a group is fused (``level``), the shared loops above it (per outer level, outermost
+    first: ``(rank, factor)`` temporal loops), and each Einsum's own mappings (one per level; the
+    levels outside ``level`` carry only the shared loops)."""
+
+    level: str
+    shared: tuple[tuple[tuple[str, int], ...], ...]
+    mappings: tuple[tuple[LevelMapping, ...], ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class FusedResult:
+    """A fused group's figures: per Einsum its analysis, and the sums."""
+
+    names: tuple[str, ...]
+    mapping: FusedMapping
+    analyses: tuple[Analysis, ...]
+    intermediates: tuple[str, ...]
+    footprint_words: int  # what the fusion level holds at once
+    evaluated: int = 0  # candidate groups costed by the search
+
+    @property
+    def cycles(self) -> float:
+        return sum(a.cycles for a in self.analyses)
+
+    @property
+    def energy_pj(self) -> float:
+        return sum(a.energy_pj for a in self.analyses)
+
+    def scalar_accesses(self, level: str) -> float:
+        return sum(a.scalar_accesses(level) for a in self.analyses)
+
+    def describe(self) -> str:
+        shared = ", ".join(
+            f"{lv}: " + (" ".join(f"{r}{f}" for r, f in loops) or "-")
+            for lv, loops in zip(self._outer_names(), self.mapping.shared, strict=True)
+        )
+        lines = [
+            f"fused {' -> '.join(self.names)} at {self.mapping.level} (shared loops {shared}); "
+            f"on chip: {', '.join(self.intermediates) or 'nothing'}",
+            f"{self.cycles:,.0f} cycles, {self.energy_pj:,.0f} pJ; {self.mapping.level} holds "
+            f"{self.footprint_words:,} words at once",
+        ]
+        for n, a in zip(self.names, self.analyses, strict=True):
+            lines.append(f"  {n}: {a.cycles:,.0f} cycles, {a.energy_pj:,.0f} pJ")
+        return "\n".join(lines)
+
+    def _outer_names(self) -> list[str]:
+        first = self.mapping.mappings[0]
+        k = [m.target for m in first].index(self.mapping.level)
+        return [m.target for m in first[:k]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "einsums": list(self.names),
+            "fusion_level": self.mapping.level,
+            "shared_loops": {
+                lv: [[r, f] for r, f in loops]
+                for lv, loops in zip(self._outer_names(), self.mapping.shared, strict=True)
+            },
+            "intermediates": list(self.intermediates),
+            "footprint_words": self.footprint_words,
+            "cycles": self.cycles,
+            "energy_pj": self.energy_pj,
+            "per_einsum": {n: a.to_dict() for n, a in zip(self.names, self.analyses, strict=True)},
+        }
+
+
+def intermediates(problems: Sequence[Problem]) -> tuple[str, ...]:
+    """Tensors one problem of the chain writes and a later one reads."""
+    out = []
+    for i, p in enumerate(problems):
+        name = p.output.name
+        if any(name in {s.name for s in q.spaces if not s.output} for q in problems[i + 1 :]):
+            out.append(name)
+    return tuple(out)
+
+
+def fused_ranks(problems: Sequence[Problem]) -> tuple[str, ...]:
+    """The ranks every problem of the chain has in its output (so no shared loop splits a
+    reduction), in the first problem's order."""
+    sets = [p.output.dims for p in problems]
+    first = [d for d, _n in problems[0].dims]
+    return tuple(d for d in first if all(d in s for s in sets))
+
+
+def _check_chain(problems: Sequence[Problem], names: Sequence[str]) -> tuple[str, ...]:
+    if len(problems) < 2:
+        raise ScheduleError("a fused group needs at least two Einsums")
+    made = intermediates(problems)
+    for i, p in enumerate(problems[1:], 1):
+        reads = {s.name for s in p.spaces if not s.output}
+        if not reads & {q.output.name for q in problems[:i]}:
+            raise ScheduleError(
+                f"fusion: {names[i]} reads nothing that {', '.join(names[:i])} write(s); a fused group "
+                "is a chain whose Einsums read what earlier ones write"
+            )
+    ranks = fused_ranks(problems)
+    if not ranks:
+        raise ScheduleError(
+            f"fusion: {', '.join(names)} share no rank in all their outputs; nothing to fuse over"
+        )
+    for r in ranks:
+        sizes = {dict(p.dims)[r] for p in problems}
+        if len(sizes) > 1:
+            raise ScheduleError(f"fusion: rank {r} has different sizes in the group: {sorted(sizes)}")
+    return made
+
+
+def _keeps(hierarchy: Any, problem: Problem, level: int, made: Sequence[str]) -> list[frozenset[str]] | None:
+    """Each level's keep for one Einsum of the group: the hierarchy's, without the
+    intermediates outside the fusion level and with them at it (None: the hierarchy does not let
+    the fusion level keep one of them)."""
+    names = [s.name for s in problem.spaces]
+    mine = [t for t in made if t in names]
+    out = []
+    for i, lv in enumerate(hierarchy.levels):
+        base = hierarchy._keep(lv, problem)
+        kept = set(names if base is None else base)
+        if i < level:
+            kept -= set(mine)
+        elif i == level:
+            if base is not None and not set(mine) <= set(base):
+                return None
+            kept |= set(mine)
+        out.append(frozenset(kept))
+    return out
+
+
+def _footprint(
+    problems: Sequence[Problem], mappings: Sequence[Sequence[LevelMapping]], level: int, made: Sequence[str]
+) -> int:
+    """Words the fusion level holds at once: every intermediate's tile, and the largest of the
+    Einsums' own tiles there."""
+    inter = 0
+    own = 0
+    seen: set[str] = set()
+    for p, ms in zip(problems, mappings, strict=True):
+        loops = loops_of(ms, level)
+        kept = [s.name for s in p.spaces if ms[level].keep is None or s.name in ms[level].keep]
+        mine = [t for t in kept if t in made]
+        for t in mine:
+            if t not in seen:
+                seen.add(t)
+                inter += tile_words(p, loops, [t])
+        own = max(own, tile_words(p, loops, [t for t in kept if t not in made]))
+    return inter + own
+
+
+def evaluate(
+    hierarchy: Any,
+    problems: Sequence[Problem],
+    mapping: FusedMapping,
+    *,
+    names: Sequence[str] | None = None,
+    priced: bool = True,
+) -> FusedResult:
+    """The figures of a fused mapping of the chain ``problems`` over ``hierarchy``."""
+    names = tuple(names or [p.name for p in problems])
+    made = _check_chain(problems, names)
+    levels = [lv.name for lv in hierarchy.levels]
+    if mapping.level not in levels[1:]:
+        raise ScheduleError(
+            f"fusion: level {mapping.level!r} is not a level below the outermost"
+            f"{suggest(mapping.level, levels[1:])}"
+        )
+    k = levels.index(mapping.level)
+    if len(mapping.shared) != k or len(mapping.mappings) != len(problems):
+        raise ScheduleError(
+            f"fusion: expected shared loops for the {k} level(s) outside {mapping.level} and one mapping "
+            f"per Einsum ({len(problems)})"
+        )
+    ranks = set(fused_ranks(problems))
+    for lv, loops in zip(levels, mapping.shared, strict=False):
+        for r, _f in loops:
+            if r not in ranks:
+                raise ScheduleError(
+                    f"fusion: the shared loop over {r} at {lv}: {r} is not a fused rank ({sorted(ranks)})"
+                )
+    analyses = []
+    for p, n, ms in zip(problems, names, mapping.mappings, strict=True):
+        for i in range(k):
+            if tuple(ms[i].temporal) != tuple(mapping.shared[i]) or ms[i].spatial:
+                raise ScheduleError(
+                    f"fusion: {n}'s mapping of {levels[i]} must be the shared loops "
+                    f"{list(mapping.shared[i])}, "
+                    f"found temporal {list(ms[i].temporal)}, spatial {list(ms[i].spatial)}"
+                )
+        keeps = _keeps(hierarchy, p, k, made)
+        if keeps is None:
+            raise ScheduleError(f"fusion: {mapping.level} may not keep {n}'s on-chip tensors")
+        ms = tuple(dataclasses.replace(m, keep=kp) for m, kp in zip(ms, keeps, strict=True))
+        mine = frozenset(t for t in made if t in {s.name for s in p.spaces})
+        analyses.append(hierarchy.analyze(p, ms, priced=priced, produced=mine))
+    fixed = [
+        tuple(
+            dataclasses.replace(m, keep=kp)
+            for m, kp in zip(ms, _keeps(hierarchy, p, k, made) or [], strict=True)
+        )
+        for p, ms in zip(problems, mapping.mappings, strict=True)
+    ]
+    foot = _footprint(problems, fixed, k, made)
+    cap = hierarchy.levels[k].capacity_words
+    if cap is not None and foot > cap // max(1, int(hierarchy.levels[k].multiple_buffering)):
+        raise ScheduleError(
+            f"fusion: {mapping.level} must hold {foot} words at once (every intermediate's tile and the "
+            f"largest Einsum's own), but it holds {cap}"
+        )
+    return FusedResult(
+        names=names, mapping=mapping, analyses=tuple(analyses), intermediates=made, footprint_words=foot
+    )
+
+
+def _splits(n: int, k: int) -> list[tuple[int, ...]]:
+    """Every way to write n as an ordered product of k factors (the rest is the last)."""
+    if k == 0:
+        return [()]
+    out = []
+    for f in range(1, n + 1):
+        if n % f == 0:
+            out += [(f, *rest) for rest in _splits(n // f, k - 1)]
+    return out
+
+
+def search(
+    hierarchy: Any,
+    problems: Sequence[Problem],
+    *,
+    names: Sequence[str] | None = None,
+    level: str | None = None,
+    metric: str = "edp",
+    budget: int = 2000,
+    seed: int = 0,
+    priced: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> FusedResult:
+    """The best fused mapping of the chain ``problems`` over ``hierarchy`` (see the module text):
+    every fusion level below the outermost (or ``level``), every split of the fused ranks over
+    the levels outside it; each Einsum mapped below with ``budget`` candidates."""
+    if metric not in hsearch.METRICS:
+        raise ScheduleError(f"metric must be one of {', '.join(hsearch.METRICS)}, found {metric!r}")
+    names = tuple(names or [p.name for p in problems])
+    made = _check_chain(problems, names)
+    ranks = fused_ranks(problems)
+    size = dict(problems[0].dims)
+    levels = [lv.name for lv in hierarchy.levels]
+    if level is not None and level not in levels[1:]:
+        raise ScheduleError(
+            f"fusion: level {level!r} is not a level below the outermost{suggest(level, levels[1:])}"
+        )
+    where = [levels.index(level)] if level is not None else list(range(1, len(levels)))
+    best: tuple[float, ...] | None = None
+    found: FusedResult | None = None
+    evaluated = 0
+    problems_left: list[str] = []
+    for k in where:
+        per_rank = [_splits(size[r], k + 1) for r in ranks]  # k outer levels + the rest below
+        for split in itertools.product(*per_rank):
+            shared = tuple(
+                tuple((r, s[i]) for r, s in zip(ranks, split, strict=True) if s[i] > 1) for i in range(k)
+            )
+            if progress is not None:
+                progress(f"{levels[k]}: shared {[list(x) for x in shared]}")
+            results = []
+            for p, n in zip(problems, names, strict=True):
+                keeps = _keeps(hierarchy, p, k, made)
+                if keeps is None:
+                    break
+                dims = [d for d, _n in p.dims]
+                cons = []
+                for i in range(k):
+                    fac = {d: 1 for d in dims}
+                    fac.update(dict(shared[i]))
+                    cons.append(
+                        hsearch.Constraint(
+                            target=levels[i],
+                            keep=keeps[i],
+                            factors=fac,
+                            order=tuple(r for r, _f in shared[i]),
+                        )
+                    )
+                    cons.append(
+                        hsearch.Constraint(target=levels[i], spatial=True, factors={d: 1 for d in dims})
+                    )
+                for i in range(k, len(levels)):
+                    cons.append(hsearch.Constraint(target=levels[i], keep=keeps[i]))
+                mine = frozenset(t for t in made if t in {s.name for s in p.spaces})
+                try:
+                    r = hierarchy.search(
+                        p,
+                        priced=priced,
+                        metric=metric,
+                        budget=budget,
+                        seed=seed,
+                        constraints=cons,
+                        produced=mine,
+                    )
+                except ScheduleError as exc:
+                    problems_left.append(f"{levels[k]}, shared {shared}: {n}: {exc}")
+                    break
+                if r.evaluated == 0:
+                    break
+                results.append(r)
+            if len(results) != len(problems):
+                continue
+            fm = FusedMapping(level=levels[k], shared=shared, mappings=tuple(r.mappings for r in results))
+            try:
+                res = evaluate(hierarchy, problems, fm, names=names, priced=priced)
+            except ScheduleError as exc:
+                problems_left.append(str(exc))
+                continue
+            evaluated += 1
+            cyc, en = res.cycles, res.energy_pj
+            key = {"edp": (cyc * en, cyc, en), "energy": (en, cyc), "cycles": (cyc, en)}[metric]
+            if not priced:
+                key = (cyc, sum(res.scalar_accesses(lv) for lv in levels[:1]))
+            if best is None or key < best:
+                best, found = key, res
+    if found is None:
+        why = "; ".join(problems_left[:3]) or "no fusion level can keep the intermediates"
+        raise ScheduleError(f"fusion: no fused mapping of {', '.join(names)} fits ({why})")
+    return dataclasses.replace(found, evaluated=evaluated)
+
+
+def problems_of(cascade: Any, names: Sequence[str], sizes: Mapping[str, int]) -> list[Problem]:
+    """The analysis problems of the Einsums ``names`` of ``cascade`` (each as
+    :func:`mapper.hierarchy.einsum_problem` makes it)."""
+    from mapper.hierarchy import einsum_problem
+
+    return [einsum_problem(cascade, n, sizes) for n in names]
+
+
+def unfused_figures(hierarchy: Any, problems: Sequence[Problem], **options: Any) -> tuple[float, float]:
+    """(cycles, energy) of the chain mapped one Einsum at a time (each intermediate written to and
+    read back from the outermost level), each by :meth:`Hierarchy.search`: the baseline fusion
+    beats or not."""
+    cyc = en = 0.0
+    for p in problems:
+        r = hierarchy.search(p, **options)
+        cyc += r.analysis.cycles
+        en += r.analysis.energy_pj
+    return cyc, en

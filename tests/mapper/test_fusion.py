@@ -1,0 +1,203 @@
+"""Fused mappings over a hierarchy (mapper.fusion): a two-GEMM chain counted by hand, the search
+against mapping one Einsum at a time, attention fused at the buffer (FLAT's dataflow), and the
+errors of a group that cannot be fused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import einsum
+from einforge.cli import main
+from mapper import fusion, hierarchy
+from mapper.analysis import LevelMapping
+from mapper.errors import ScheduleError
+
+CHAIN = """
+cascade chain
+input A[m, k], B[k, n], D[n, p]
+output E
+
+C[m, n] = A[m, k] * B[k, n]
+E[m, p] = C[m, n] * D[n, p]
+"""
+
+
+def _toy(capacity: int = 1000) -> hierarchy.Hierarchy:
+    return hierarchy.Hierarchy.from_dict(
+        {
+            "name": "toy",
+            "levels": [
+                {"name": "DRAM", "kind": "dram", "read_pj": 10, "write_pj": 10},
+                {"name": "buf", "capacity_words": capacity, "read_pj": 1, "write_pj": 1},
+            ],
+            "compute": {"name": "mac", "energy_pj": 0},
+        }
+    )
+
+
+def _problems(m: int = 8) -> list:
+    return fusion.problems_of(einsum.parse(CHAIN), ["C", "E"], {"M": m, "K": 4, "N": 4, "P": 4})
+
+
+def test_two_gemms_fused_at_the_buffer_by_hand() -> None:
+    """M = 8 in two tiles of 4 at DRAM; each GEMM's tile at the buffer. C never leaves the buffer:
+    DRAM moves A once (32), B and D once (16 each, stationary) and writes E once (32)."""
+    ps = _problems()
+    shared = ((("M", 2),),)
+    mapping = fusion.FusedMapping(
+        level="buf",
+        shared=shared,
+        mappings=(
+            (
+                LevelMapping(target="DRAM", temporal=(("M", 2),)),
+                LevelMapping(target="buf", temporal=(("M", 4), ("N", 4), ("K", 4))),
+            ),
+            (
+                LevelMapping(target="DRAM", temporal=(("M", 2),)),
+                LevelMapping(target="buf", temporal=(("M", 4), ("P", 4), ("N", 4))),
+            ),
+        ),
+    )
+    r = fusion.evaluate(_toy(), ps, mapping, names=["C", "E"])
+    c, e = r.analyses
+    assert r.intermediates == ("C",)
+    assert set(c.levels["DRAM"]) == {"A", "B"} and set(e.levels["DRAM"]) == {"D", "E"}
+    assert (c.levels["DRAM"]["A"].reads, c.levels["DRAM"]["B"].reads) == (32, 16)
+    assert (e.levels["DRAM"]["D"].reads, e.levels["DRAM"]["E"].updates, e.levels["DRAM"]["E"].reads) == (
+        16,
+        32,
+        0,
+    )
+    # C at the buffer: made there (no fills), one update per MAC, its first update of each word reads nothing
+    cc = c.levels["buf"]["C"]
+    assert (cc.fills, cc.updates, cc.reads) == (0, 128, 128 - 32)
+    ce = e.levels["buf"]["C"]
+    assert (ce.fills, ce.reads) == (0, 128)
+    # the buffer holds C's tile (16) and the larger GEMM's own tiles (A 16 + B 16, or D 16 + E 16)
+    assert r.footprint_words == 16 + 32
+    assert r.cycles == c.cycles + e.cycles == 2 * 128
+    assert r.energy_pj == pytest.approx(c.energy_pj + e.energy_pj)
+    dram = 10 * (32 + 16 + 16 + 32)
+    assert c.level_energy_pj["DRAM"] + e.level_energy_pj["DRAM"] == dram
+    # too small a buffer for one GEMM's tiles
+    with pytest.raises(
+        ScheduleError, match=r"the tiles buf keeps \(A, B, C\) take 48 words, but one instance holds 40"
+    ):
+        fusion.evaluate(_toy(40), ps, mapping, names=["C", "E"])
+
+
+def test_a_longer_chain_must_hold_every_intermediate_at_once() -> None:
+    """C -> E -> G: each GEMM's tiles fit 50 words (48), but fused the buffer holds C's and E's
+    tiles (16 each) and the largest GEMM's own (32): 64."""
+    text = CHAIN.replace("input A[m, k], B[k, n], D[n, p]", "input A[m, k], B[k, n], D[n, p], F[p, q]")
+    text = text.replace("output E", "output G") + "G[m, q] = E[m, p] * F[p, q]\n"
+    ps = fusion.problems_of(einsum.parse(text), ["C", "E", "G"], {"M": 8, "K": 4, "N": 4, "P": 4, "Q": 4})
+    assert fusion.intermediates(ps) == ("C", "E")
+    own = {"C": ("N", "K"), "E": ("P", "N"), "G": ("Q", "P")}
+    mapping = fusion.FusedMapping(
+        level="buf",
+        shared=((("M", 2),),),
+        mappings=tuple(
+            (
+                LevelMapping(target="DRAM", temporal=(("M", 2),)),
+                LevelMapping(target="buf", temporal=(("M", 4), (own[n][0], 4), (own[n][1], 4))),
+            )
+            for n in ("C", "E", "G")
+        ),
+    )
+    assert fusion.evaluate(_toy(64), ps, mapping, names=["C", "E", "G"]).footprint_words == 64
+    with pytest.raises(ScheduleError, match=r"buf must hold 64 words at once .* but it holds 50"):
+        fusion.evaluate(_toy(50), ps, mapping, names=["C", "E", "G"])
+
+
+def test_the_search_beats_one_at_a_time_and_agrees_with_evaluate() -> None:
+    ps = _problems(64)
+    h = _toy(4096)
+    r = fusion.search(h, ps, names=["C", "E"], metric="energy", budget=400)
+    assert r.mapping.level == "buf"
+    assert "C" not in {t for a in r.analyses for t in a.levels["DRAM"]}
+    again = fusion.evaluate(h, ps, r.mapping, names=["C", "E"])
+    assert again.energy_pj == pytest.approx(r.energy_pj) and again.cycles == r.cycles
+    cyc, en = fusion.unfused_figures(h, ps, metric="energy", budget=400)
+    # one at a time, C goes to DRAM (64 x 4 words written, then read back): 2 x 256 x 10 pJ at least
+    assert en - r.energy_pj >= 2 * 256 * 10 * 0.99
+
+
+def test_attention_fused_at_the_buffer() -> None:
+    """attention_3pass's seven Einsums on FuseMax's 2D array as a hierarchy, fused over P at the
+    buffer (FLAT's dataflow): only Q, K, V and AV cross DRAM."""
+    c = einsum.library.get("attention_3pass")
+    names = ["QK", "S", "GM", "SN", "SD", "A", "AV"]
+    import mapper
+
+    h = mapper.fusemax(array_dim=16).hierarchy()
+    ps = fusion.problems_of(c, names, {"P": 64, "M": 256, "E": 16, "F": 16})
+    assert fusion.fused_ranks(ps) == ("P",)
+    r = fusion.search(h, ps, names=names, level="buffer", budget=60)
+    dram = {t for a in r.analyses for t in a.levels["DRAM"]}
+    assert dram == {"Q", "K", "V", "AV"}
+    assert r.intermediates == ("QK", "S", "GM", "SN", "SD", "A")
+
+
+def test_groups_that_cannot_be_fused() -> None:
+    c = einsum.parse(CHAIN)
+    ps = _problems()
+    with pytest.raises(ScheduleError, match="needs at least two Einsums"):
+        fusion.search(_toy(), ps[:1])
+    with pytest.raises(ScheduleError, match="E reads nothing that C write"):
+        fusion.search(
+            _toy(),
+            [ps[0], fusion.problems_of(einsum.library.get("matmul"), ["Z"], {"M": 8, "K": 4, "N": 4})[0]],
+            names=["C", "E"],
+        )
+    with pytest.raises(
+        ScheduleError, match=r"level 'bufer' is not a level below the outermost; did you mean 'buf'"
+    ):
+        fusion.search(_toy(), ps, level="bufer")
+    del c
+
+
+def test_einforge_map_fuse(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cas = tmp_path / "chain.ein"
+    cas.write_text(CHAIN)
+    arch = tmp_path / "toy.yaml"
+    arch.write_text(_toy(4096).to_yaml())
+    assert (
+        main(
+            [
+                "map",
+                "--arch",
+                str(arch),
+                "--cascade",
+                str(cas),
+                "--sizes",
+                "M=64,K=4,N=4,P=4",
+                "--fuse",
+                "C,E",
+                "--budget",
+                "200",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert out.startswith("fused C -> E at buf") and "one at a time:" in out
+    assert (
+        main(
+            [
+                "map",
+                "--arch",
+                str(arch),
+                "--cascade",
+                str(cas),
+                "--sizes",
+                "M=64,K=4,N=4,P=4",
+                "--fuse",
+                "C,F",
+            ]
+        )
+        == 2
+    )
+    assert "has no Einsum 'F'" in capsys.readouterr().err
