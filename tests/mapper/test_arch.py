@@ -106,7 +106,7 @@ def test_non_numeric_field_and_bad_preset_parameter():
     with pytest.raises(
         ArchError,
         match=r"^preset 'flat' has no parameter 'rows' \(its parameters: array_dim, buffer_bytes, "
-        r"bandwidth_bytes_per_s, clock_hz, score_row_blocks, node_nm\)$",
+        r"bandwidth_bytes_per_s, clock_hz, score_row_blocks, node_nm, energy_model\)$",
     ):
         mapper.preset("flat", rows=8)
     with pytest.raises(
