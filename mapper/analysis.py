@@ -74,11 +74,14 @@ class DataSpace:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Problem:
-    """One Einsum as Timeloop describes it: dimensions and their sizes, and data spaces."""
+    """One Einsum as Timeloop describes it: dimensions and their sizes, and data spaces. ``ops``:
+    the operations of one compute point by category (``mac``, ``add``, ``max``, ``exp``, ``div``,
+    ``other``), where known (an Einsum of a cascade; empty: one MAC)."""
 
     name: str
     dims: tuple[tuple[str, int], ...]
     spaces: tuple[DataSpace, ...]
+    ops: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
         names = [d for d, _n in self.dims]

@@ -590,9 +590,10 @@ class ArchSpec:
     def hierarchy(self, array: str | None = None, sram_model: SRAMModel | None = None) -> Any:
         """This architecture as a storage hierarchy (:class:`mapper.hierarchy.Hierarchy`) for one
         of its arrays (default: the first 2D one): DRAM, the global buffer, a register file of
-        ``rf_words`` in every PE, and the PEs' MACs, with the energies the loop-nest cost charges
-        (DRAM per bit, the buffer's priced geometry per word, the register file's and the MAC's
-        tables) and the buffer's and DRAM's bandwidths in words per cycle."""
+        ``rf_words`` in every PE, and the PEs' functional units (``Compute.units``: the MAC, its
+        adder, max, exp and divide where the array has them), with the energies the loop-nest cost
+        charges (DRAM per bit, the buffer's priced geometry per word, the register file's and the
+        units' tables) and the buffer's and DRAM's bandwidths in words per cycle."""
         from mapper.hierarchy import Compute, Hierarchy, Level
 
         arr = (
@@ -636,9 +637,28 @@ class ArchSpec:
                 ),
             ),
             compute=Compute(
-                name="mac", mesh=mesh, energy_pj=self.energy.mac_pj, area_um2=self.energy.mac_area_um2
+                name="mac",
+                mesh=mesh,
+                energy_pj=self.energy.mac_pj,
+                area_um2=self.energy.mac_area_um2,
+                units=self._units(arr),
             ),
         )
+
+    def _units(self, arr: PEArray) -> dict[str, float]:
+        """What an array's PEs pay per operation, by category: its functional units' energies (an
+        add on the MAC's adder; an exponential on the MAC, ``exp_macs`` of them, where the PE has
+        no exp unit but ``exp_on_mac``)."""
+        e = self.energy
+        units: dict[str, float] = {}
+        if "mac" in arr.units:
+            units.update(mac=e.mac_pj, add=e.add_pj)
+            if arr.exp_on_mac:
+                units["exp"] = arr.exp_macs * e.mac_pj
+        for u, pj in (("max", e.max_pj), ("exp", e.exp_pj), ("div", e.div_pj)):
+            if u in arr.units:
+                units[u] = pj
+        return units
 
     # -- serialisation ----------------------------------------------------------------------
 

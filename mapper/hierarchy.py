@@ -49,6 +49,8 @@ from mapper.errors import ArchError, ScheduleError
 __all__ = ["KINDS", "Compute", "Hierarchy", "Level", "einsum_problem", "load"]
 
 KINDS = ("dram", "sram", "regfile")
+#: the categories of operation a compute unit prices (einsum.OpCounts')
+OP_CATEGORIES = ("mac", "add", "max", "exp", "div", "other")
 #: DRAM energy per bit when a DRAM level gives none (einforge's :class:`mapper.DRAM` default)
 DRAM_PJ_PER_BIT = 3.9
 
@@ -141,13 +143,18 @@ class Level:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Compute:
-    """The compute units at the leaves: how many, and pJ per operation (a MAC)."""
+    """The compute units at the leaves: how many, and pJ per operation (a MAC). ``units`` prices
+    each category of operation a PE's functional units perform (``mac``, ``add``, ``max``,
+    ``exp``, ``div``, ``other``: :class:`einsum.OpCounts`' categories); with it, an Einsum's compute
+    energy is its operations at those prices, and an operation the PEs have no unit for is an
+    error. Without it every compute point costs ``energy_pj``."""
 
     name: str = "mac"
     instances: int = 1
     mesh: tuple[int, int] | None = None
     energy_pj: float = 0.0
     area_um2: float = 0.0
+    units: Mapping[str, float] | None = None
 
     def __post_init__(self) -> None:
         owner = f"compute {self.name!r}"
@@ -161,6 +168,31 @@ class Compute:
         _count(owner, "instances", self.instances)
         _number(owner, "energy_pj", self.energy_pj)
         _number(owner, "area_um2", self.area_um2)
+        if self.units is not None:
+            if not isinstance(self.units, Mapping):
+                raise ArchError(f"{owner}: units must map operations to pJ, found {self.units!r}")
+            for op, pj in self.units.items():
+                if op not in OP_CATEGORIES:
+                    raise ArchError(
+                        f"{owner}: units: unknown operation {op!r}{suggest(str(op), OP_CATEGORIES)} "
+                        f"(operations: {', '.join(OP_CATEGORIES)})"
+                    )
+                _number(owner, f"units.{op}", pj)
+            object.__setattr__(self, "units", dict(self.units))
+
+    def pj_per_point(self, problem: Problem) -> float:
+        """Compute energy of one point of ``problem``: its operations at ``units`` (where both
+        are known), else ``energy_pj``."""
+        if self.units is None or not problem.ops:
+            return self.energy_pj
+        missing = [op for op, n in problem.ops if n and op not in self.units]
+        if missing:
+            raise ArchError(
+                f"compute {self.name!r} has no unit for {', '.join(missing)}, which {problem.name} needs "
+                f"(its units: {', '.join(self.units) or 'none'}); map it where the PEs have one, or give "
+                f"the compute units.{missing[0]}"
+            )
+        return sum(n * self.units[op] for op, n in problem.ops if n)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -314,7 +346,7 @@ class Hierarchy:
             problem,
             self.storages(problem, priced=priced),
             ms,
-            compute_pj=self.compute.energy_pj if priced else 0.0,
+            compute_pj=self.compute.pj_per_point(problem) if priced else 0.0,
             compute_instances=self.compute.instances,
             **options,
         )
@@ -327,7 +359,7 @@ class Hierarchy:
             problem,
             self.storages(problem, priced=priced),
             compute_instances=self.compute.instances,
-            compute_pj=self.compute.energy_pj if priced else 0.0,
+            compute_pj=self.compute.pj_per_point(problem) if priced else 0.0,
             constraints=constraints,
             **options,
         )
@@ -433,6 +465,8 @@ def einsum_problem(cascade: Any, name: str, sizes: Mapping[str, int]) -> Problem
             out.append(tuple((v.upper(), c) for v, c in terms.items()))
         return tuple(out)
 
+    points = math.prod(sizes[r] for r in ranks)
+    counts = einsum.op_counts(cascade)[list(cascade.einsums).index(e)].at(dict(sizes))
     return Problem(
         name=name,
         dims=tuple((r, sizes[r]) for r in ranks),
@@ -440,4 +474,5 @@ def einsum_problem(cascade: Any, name: str, sizes: Mapping[str, int]) -> Problem
             *(DataSpace(name=t, projection=projection(a)) for t, a in accesses.items()),
             DataSpace(name=name, projection=tuple(((v.upper(), 1),) for v in e.indices), output=True),
         ),
+        ops=tuple((op, n / points) for op, n in counts.items() if n),
     )

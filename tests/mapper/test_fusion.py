@@ -132,7 +132,7 @@ def test_attention_fused_at_the_buffer() -> None:
     names = ["QK", "S", "GM", "SN", "SD", "A", "AV"]
     import mapper
 
-    h = mapper.fusemax(array_dim=16).hierarchy()
+    h = mapper.fusemax(array_dim=16).hierarchy("1d")  # its PEs have the divide unit A needs
     ps = fusion.problems_of(c, names, {"P": 64, "M": 256, "E": 16, "F": 16})
     assert fusion.fused_ranks(ps) == ("P",)
     r = fusion.search(h, ps, names=names, level="buffer", budget=60)
