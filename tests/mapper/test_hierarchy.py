@@ -303,3 +303,34 @@ def test_a_convolution_cascade_is_timeloop_s_cnn_layer() -> None:
         from mapper.search import SearchOptions, explore
 
         explore(c, mapper.fusemax(array_dim=16), SearchOptions(sizes=sizes))
+
+
+def test_compute_units_price_each_einsum_by_its_operations() -> None:
+    """attention_3pass's GM (a max over m) pays the max unit, SN (a subtract and an exp) the adder
+    and the exp unit, QK a MAC per point; a PE without a divider cannot run A."""
+    c = einsum.library.get("attention_3pass")
+    sizes = {"P": 8, "M": 16, "E": 4, "F": 4}
+    units = {"mac": 2.0, "add": 1.0, "max": 0.5, "exp": 10.0, "div": 7.0}
+    h = hierarchy.Hierarchy.from_dict(
+        {
+            "name": "units",
+            "levels": [{"name": "DRAM", "kind": "dram", "read_pj": 0, "write_pj": 0}],
+            "compute": {"name": "pe", "energy_pj": 99.0, "units": units},
+        }
+    )
+    assert hierarchy.Hierarchy.from_dict(h.to_dict()) == h
+    for name, per_point in (("QK", 2.0), ("GM", 0.5), ("SN", 1.0 + 10.0), ("A", 7.0), ("AV", 2.0)):
+        p = hierarchy.einsum_problem(c, name, sizes)
+        a = h.search(p, budget=50).analysis
+        assert a.compute_energy_pj == pytest.approx(a.computes * per_point), name
+    no_div = dataclasses.replace(h, compute=dataclasses.replace(h.compute, units={"mac": 2.0, "add": 1.0}))
+    with pytest.raises(
+        ArchError, match=r"compute 'pe' has no unit for div, which A needs \(its units: mac, add\)"
+    ):
+        no_div.search(hierarchy.einsum_problem(c, "A", sizes), budget=10)
+    with pytest.raises(ArchError, match=r"units: unknown operation 'exps'; did you mean 'exp'"):
+        hierarchy.Compute(units={"exps": 1.0})
+    # a preset's array has its PEs' units: FuseMax's 2D PEs run exp on the MAC and have no divider
+    two_d = mapper.fusemax(array_dim=16).hierarchy().compute.units
+    assert two_d == {"mac": 17.1645, "add": 8.3395, "exp": 6 * 17.1645, "max": 0.028036}
+    assert "div" in mapper.fusemax(array_dim=16).hierarchy("1d").compute.units
