@@ -15,8 +15,9 @@ holds the bit-true fixed-point models that mirror the RTL.
 """
 
 from golden._attention import attention
-from golden._compile import TILES, CompiledCascade, Plan, Step, compile, plan
+from golden._compile import TILES, CompiledCascade, compile
 from golden._interp import run
+from golden._plan import Plan, Step, plan
 from golden._reference import softmax_attention
 from golden.errors import EvaluationError
 

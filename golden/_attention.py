@@ -8,7 +8,6 @@ oracle; ``backend="golden"`` runs it here, head by head, in float64, for checks.
 from __future__ import annotations
 
 import math
-import threading
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +15,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from einsum.errors import suggest
+from golden._runtime import _CPU_LOCK, _blas_controller, c_array
 from golden.errors import EvaluationError
 
 if TYPE_CHECKING:
@@ -31,7 +31,6 @@ ALIGNMENTS = ("top-left", "bottom-right")
 # shape, see benchmarks/golden_cpu.py). The 3-pass slab is capped at _SLAB_BYTES per thread.
 _BQ, _BK = 256, 512
 _SLAB_BYTES = 8 << 20
-_CPU_LOCK = threading.Lock()
 
 
 def attention(
@@ -278,22 +277,6 @@ def _masked(
     return _compiled(c, backend)(x)["AV"]
 
 
-def c_array(x: NDArray[Any], dtype: Any = None) -> NDArray[Any]:
-    """``x`` as a C-contiguous array with the natural strides on every axis, copied only where it
-    is not one already. (NumPy calls an array contiguous whatever the stride of a length-1 axis,
-    and a broadcast view's is 0; a BLAS call given that stride as a leading dimension rejects it,
-    as ``P = 1`` did.)"""
-    a = np.asarray(x, dtype=dtype)
-    natural = []
-    step = a.itemsize
-    for n in reversed(a.shape):
-        natural.append(step)
-        step *= n
-    if a.flags.c_contiguous and tuple(reversed(natural)) == a.strides:
-        return a
-    return np.array(a, order="C", copy=True)
-
-
 def _check_choice(what: str, value: object, known: tuple[str, ...]) -> None:
     if isinstance(value, str) and value in known:
         return
@@ -394,16 +377,6 @@ def _cpu(
     # threads launch parallel kernels at once.
     with _CPU_LOCK, _blas_controller().limit(limits=1, user_api="blas"):
         kernel(q, k, v, out, scale, causal, shift, bq, _BK)
-
-
-@cache
-def _blas_controller() -> Any:
-    """threadpoolctl's view of the loaded BLAS libraries, made once (about 0.5 ms), after
-    scipy's BLAS, which np.dot in the kernels uses, is loaded."""
-    import scipy.linalg.cython_blas  # noqa: F401
-    from threadpoolctl import ThreadpoolController
-
-    return ThreadpoolController()
 
 
 def _golden(

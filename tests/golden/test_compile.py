@@ -13,7 +13,7 @@ import pytest
 import einsum
 import golden
 from golden import variants
-from golden._compile import plan
+from golden._plan import plan
 
 # The kernels each library variant compiles to (golden.plan's template names, in order of use).
 PLANS = {

@@ -1,0 +1,139 @@
+"""The CPU (Numba) kernel templates of the attention cores: a thread per query tile, an online
+softmax over key tiles. :mod:`golden._codegen` fills in the cascade's expressions."""
+
+_KEY_RANGE = """        klo = M
+        khi = 0
+        for i in range(n):
+            pi = p0 + i
+{qunflat}            lo = 0
+            hi = M
+{bounds}            if lo < hi:
+                klo = min(klo, lo)
+                khi = max(khi, hi)
+"""
+
+_PROLOGUE = """
+def kernel(q, k, v, out, prm, sz, szi, {extra}, bq, bk):
+    G, P, _ = q.shape
+    M, F = k.shape[1], v.shape[2]
+    ONE = q.dtype.type(1.0)
+    ZERO = q.dtype.type(0.0)
+    INF = q.dtype.type(np.inf)
+    BIG = q.dtype.type(8886110.520507872)  # exp(16)
+    nqb = (P + bq - 1) // bq
+    for w in prange(G * nqb):
+        g = w // nqb
+        p0 = (w % nqb) * bq
+        n = min(bq, P - p0)
+        qt = q[g, p0 : p0 + n]
+"""
+
+_SOFTMAX = (
+    _PROLOGUE
+    + """        rm = np.full(n, -np.inf, q.dtype)
+        rd = np.zeros(n, q.dtype)
+        acc = out[g, p0 : p0 + n]  # the weighted sum accumulates in place; / rd at the end
+        acc[:] = ZERO
+        s = np.empty((n, bk), q.dtype)
+{key_range}        for m0 in range({krange}, bk):
+            nk = min({kend}, m0 + bk) - m0
+{tile_check}            _gemm(qt, k[g, m0 : m0 + nk], s, True, 0.0)  # the tile's Q . K, into s[:, :nk]
+            for i in range(n):
+                pi = p0 + i
+{qunflat}                row = s[i]
+                # Conditional rescaling (as the hand-written 1-pass kernel, FlashAttention-4): the
+                # row's running reference RM serves as the exp's shift while this tile's exp-sum
+                # against it stays below exp(16). A strided sample of 32 scores raises the
+                # reference first where the tile's scores have grown past it (a bias along the
+                # row, as ALiBi's). Past exp(16) (or inf / NaN), or where the sample is all
+                # masked, the row takes two passes against its true max. Softmax is
+                # shift-invariant, so either gives the same AV.
+                ref = rm[i]
+                smp = -INF
+                for j in range(0, nk, max(1, nk // 32)):
+                    mi = m0 + j
+{kunflat2}                    qk = row[j]
+                    smp = _fmax(smp, q.dtype.type({body}))
+                if smp != -INF and (ref == -INF or smp > ref + 8):
+                    if ref != -INF:
+                        prm_ = exp_fast(ref - smp)
+                        rd[i] *= prm_
+                        for f in range(F):
+                            acc[i, f] *= prm_
+                    ref = smp
+                    rm[i] = smp
+                tot = ZERO
+                if ref != -INF:
+                    for j in range(nk):
+                        mi = m0 + j
+{kunflat3}                        qk = row[j]
+                        e = exp_fast(q.dtype.type({body}) - ref)
+                        row[j] = e
+                        tot += e
+                if ref != -INF and tot <= BIG:
+                    rd[i] += tot
+                    continue
+                if ref != -INF:  # the exps overwrote the row's products: recompute them
+                    _gemm(qt[i : i + 1], k[g, m0 : m0 + nk], s[i : i + 1], True, 0.0)
+                mx = -INF
+                for j in range(nk):
+                    mi = m0 + j
+{kunflat}                    qk = row[j]
+                    val = q.dtype.type({body})
+                    row[j] = val
+                    mx = _fmax(mx, val)
+                if mx == -INF:  # every key of the tile masked for this query
+                    row[:nk] = ZERO
+                    continue
+                new = mx if mx > rm[i] else rm[i]
+                tot = ZERO
+                for j in range(nk):
+                    e = exp_fast(row[j] - new)  # a masked key: exp(-inf) = 0; NaN stays NaN
+                    row[j] = e
+                    tot += e
+                if new != rm[i]:
+                    prm_ = exp_fast(rm[i] - new)
+                    rd[i] *= prm_
+                    for f in range(F):
+                        acc[i, f] *= prm_
+                    rm[i] = new
+                rd[i] += tot
+            _gemm(s[:, :nk], v[g, m0 : m0 + nk], acc, False, 1.0)  # acc += weights V
+        for i in range(n):
+            for f in range(F):
+                acc[i, f] = acc[i, f] / rd[i]
+"""
+)
+
+_WEIGHTED = (
+    _PROLOGUE
+    + """        acc = out[g, p0 : p0 + n]
+        acc[:] = ZERO
+        s = np.empty((n, bk), q.dtype)
+{key_range}        for m0 in range({krange}, bk):
+            nk = min({kend}, m0 + bk) - m0
+{tile_check}            _gemm(qt, k[g, m0 : m0 + nk], s, True, 0.0)
+            for i in range(n):
+                pi = p0 + i
+{qunflat}                row = s[i]
+                for j in range(nk):
+                    mi = m0 + j
+{kunflat}                    qk = row[j]
+                    row[j] = {body}
+            _gemm(s[:, :nk], v[g, m0 : m0 + nk], acc, False, 1.0)
+"""
+)
+
+_TILE_CHECK = """            live = False
+            for i in range(n):
+                pi = p0 + i
+{qunflat}                for j in range(nk):
+                    mi = m0 + j
+{kunflat}                    if {cond} != ZERO:
+                        live = True
+                        break
+                if live:
+                    break
+            if not live:
+                continue
+"""
