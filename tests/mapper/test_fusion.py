@@ -164,40 +164,11 @@ def test_einforge_map_fuse(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     cas.write_text(CHAIN)
     arch = tmp_path / "toy.yaml"
     arch.write_text(_toy(4096).to_yaml())
-    assert (
-        main(
-            [
-                "map",
-                "--arch",
-                str(arch),
-                "--cascade",
-                str(cas),
-                "--sizes",
-                "M=64,K=4,N=4,P=4",
-                "--fuse",
-                "C,E",
-                "--budget",
-                "200",
-            ]
-        )
-        == 0
-    )
+    base = ["map", "--arch", str(arch), "--cascade", str(cas), "--sizes", "M=64,K=4,N=4,P=4"]
+    assert main([*base, "--fuse", "C,E", "--budget", "200"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("fused C -> E at buf") and "one at a time:" in out
-    assert (
-        main(
-            [
-                "map",
-                "--arch",
-                str(arch),
-                "--cascade",
-                str(cas),
-                "--sizes",
-                "M=64,K=4,N=4,P=4",
-                "--fuse",
-                "C,F",
-            ]
-        )
-        == 2
-    )
+    assert main([*base, "--fuse", "C,F"]) == 2
     assert "has no Einsum 'F'" in capsys.readouterr().err
+    assert main([*base, "--fuse", "C,E", "--einsum", "C"]) == 2
+    assert "--fuse maps a group; it does not take --einsum" in capsys.readouterr().err
