@@ -28,7 +28,7 @@ from einsum import (
 )
 from einsum._expr import ordered_vars, product_factors, walk
 from golden._plan import _ARITH, _CMP, _FUNCS, NoTemplate, Step, _names, _rename
-from golden._templates_cpu import _KEY_RANGE, _SOFTMAX, _TILE_CHECK, _WEIGHTED
+from golden._templates_cpu import _BLOCK_MASK, _KEY_RANGE, _SOFTMAX, _TILE_CHECK, _WEIGHTED
 from golden._templates_cuda import _CUDA, _CUDA_SOFTMAX, _CUDA_SOFTMAX_END, _CUDA_WEIGHTED, _CUDA_WEIGHTED_END
 
 
@@ -499,7 +499,7 @@ def _source(st: Step, params: list[str], sizes: list[str]) -> str:
         kunflat2=_unflatten(20, "mi", st.kranks, gen),
         kunflat3=_unflatten(24, "mi", st.kranks, gen),
     )
-    tile_check = _TILE_CHECK.format(cond=gen.py(cond), **fill) if cond is not None else ""
+    tile_check = _TILE_CHECK if cond is not None else ""
     key_range, krange = _key_range(st, gen, cond)
     template = _SOFTMAX if st.kind == "softmax" else _WEIGHTED
     src = template.format(
@@ -516,4 +516,11 @@ def _source(st: Step, params: list[str], sizes: list[str]) -> str:
         "from golden._attn_cpu import _fmax, _gemm, exp_fast\n\n\n"
         '@njit(parallel=True, fastmath={"reassoc", "contract", "nsz", "arcp", "afn"}, cache=True)'
     )
+    if cond is not None:
+        src += _BLOCK_MASK.format(
+            extra=fill["extra"],
+            cond=gen.py(cond),
+            bqunflat=_unflatten(12, "pi", st.qranks, gen),
+            bkunflat=_unflatten(16, "mi", st.kranks, gen),
+        )
     return header + src

@@ -13,7 +13,7 @@ _KEY_RANGE = """        klo = M
 """
 
 _PROLOGUE = """
-def kernel(q, k, v, out, prm, sz, szi, {extra}, bq, bk):
+def kernel(q, k, v, out, prm, sz, szi, {extra}, bq, bk, blk):
     G, P, _ = q.shape
     M, F = k.shape[1], v.shape[2]
     ONE = q.dtype.type(1.0)
@@ -124,16 +124,47 @@ _WEIGHTED = (
 """
 )
 
+# A key tile none of whose (bq x bk) blocks holds a live key for this query tile (the call's
+# block mask: block_mask below, once per call) contributes nothing.
 _TILE_CHECK = """            live = False
-            for i in range(n):
-                pi = p0 + i
-{qunflat}                for j in range(nk):
-                    mi = m0 + j
-{kunflat}                    if {cond} != ZERO:
-                        live = True
-                        break
-                if live:
+            for kb in range(m0 // bk, (m0 + nk - 1) // bk + 1):
+                if blk[g % blk.shape[0], p0 // bq, kb]:
+                    live = True
                     break
             if not live:
                 continue
+"""
+
+# Where a score's condition can be false over whole tiles (documents apart, blocks not
+# selected), the blocks where it holds somewhere: evaluated once per call (for one batch entry
+# where the condition reads nothing that varies over the batch), in parallel over blocks, each
+# stopping at its first live key.
+_BLOCK_MASK = """
+
+@njit(parallel=True, cache=True)
+def block_mask(q, prm, sz, szi, {extra}, bq, bk, G, P, M, blk):
+    ONE = q.dtype.type(1.0)
+    ZERO = q.dtype.type(0.0)
+    INF = q.dtype.type(np.inf)
+    nqb = (P + bq - 1) // bq
+    nkb = (M + bk - 1) // bk
+    for w in prange(G * nqb * nkb):
+        g = w // (nqb * nkb)
+        qb = (w // nkb) % nqb
+        kb = w % nkb
+        p0 = qb * bq
+        m0 = kb * bk
+        n = min(bq, P - p0)
+        nk = min(bk, M - m0)
+        live = False
+        for i in range(n):
+            pi = p0 + i
+{bqunflat}            for j in range(nk):
+                mi = m0 + j
+{bkunflat}                if {cond} != ZERO:
+                    live = True
+                    break
+            if live:
+                break
+        blk[g, qb, kb] = live
 """

@@ -171,6 +171,23 @@ def test_batches_and_shared_row_inputs() -> None:
             np.testing.assert_allclose(got[b, h], want, rtol=1e-10, atol=1e-12)
 
 
+def test_the_block_mask_per_batch_entry_where_the_condition_varies() -> None:
+    """Documents that differ per batch entry: the call's block mask is made per entry (a mask
+    shared across the batch would skip live keys), and dead key tiles of each are skipped (small
+    tiles, so that there are several)."""
+    c = einsum.library.get("document_mask_attention")
+    rng = np.random.default_rng(5)
+    q, k, v = rng.normal(size=(2, 64, 8)), rng.normal(size=(2, 96, 8)), rng.normal(size=(2, 96, 4))
+    dq = np.stack([np.repeat(np.arange(4.0), 16), np.repeat(np.arange(2.0), 32)])
+    dk = np.stack([np.repeat(np.arange(4.0), 24), np.repeat(np.arange(2.0), 48)])
+    fn = golden.compile(c, block_q=8, block_k=8)
+    got = fn({"Q": q, "K": k, "V": v, "DQ": dq, "DK": dk})["AV"]
+    assert "def block_mask" in fn.kernel_source()
+    for b in range(2):
+        want = golden.run(c, {"Q": q[b], "K": k[b], "V": v[b], "DQ": dq[b], "DK": dk[b]})["AV"]
+        np.testing.assert_allclose(got[b], want, rtol=1e-10, atol=1e-12)
+
+
 def test_no_template_runs_in_the_interpreter_and_says_why() -> None:
     c = einsum.library.get("spatten_progressive_quantization")
     rng = np.random.default_rng(1)
