@@ -89,6 +89,38 @@ def exp_fast(x):  # type: ignore[no-untyped-def]
     return math.exp(x)
 
 
+def tanh_fast(x):  # type: ignore[no-untyped-def]
+    """``tanh(x)``: in float32 vectorisable (an odd Taylor polynomial to x^13 below |x| = 0.3,
+    where its error is under 1e-10; ``1 - 2 / (exp_fast(2|x|) + 1)`` with the sign above, a few
+    ulp; NaN stays NaN), else ``math.tanh``."""
+    return math.tanh(x)
+
+
+@overload(tanh_fast, jit_options={"fastmath": {"contract", "nsz", "arcp", "afn"}})
+def _tanh_fast_impl(x):  # type: ignore[no-untyped-def]
+    if x == types.float32:
+
+        def impl(x):  # type: ignore[no-untyped-def]
+            a = abs(x)
+            x2 = x * x
+            small = x * (
+                np.float32(1.0) + x2 * (_T3 + x2 * (_T5 + x2 * (_T7 + x2 * (_T9 + x2 * (_T11 + x2 * _T13)))))
+            )
+            big = np.float32(1.0) - np.float32(2.0) / (exp_fast(np.float32(2.0) * a) + np.float32(1.0))
+            big = big if x >= np.float32(0.0) else -big
+            out = small if a < np.float32(0.3) else big
+            return out if x == x else x
+
+        return impl
+    return lambda x: math.tanh(x)
+
+
+# tanh's odd Taylor coefficients (x^3 .. x^13)
+_T3, _T5, _T7, _T9, _T11, _T13 = (
+    np.float32(c) for c in (-1 / 3, 2 / 15, -17 / 315, 62 / 2835, -1382 / 155925, 21844 / 6081075)
+)
+
+
 # No "reassoc" here: it would fold the Cody-Waite pair back into one rounded ln 2 (4 ulp at |x| = 87).
 @overload(exp_fast, jit_options={"fastmath": {"contract", "nsz", "arcp", "afn"}})
 def _exp_fast_impl(x):  # type: ignore[no-untyped-def]

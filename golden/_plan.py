@@ -485,14 +485,14 @@ _FUNCS = {
     Func.LOG: "math.log({0})",
     Func.SQRT: "math.sqrt({0})",
     Func.SIGMOID: "({one} / ({one} + {exp}(-{0})))",
-    Func.TANH: "math.tanh({0})",
+    Func.TANH: "{tanh}({0})",
     Func.ERF: "math.erf({0})",
     Func.LOG1P: "math.log1p({0})",
     Func.SILU: "(({0}) / ({one} + {exp}(-({0}))))",
     Func.SOFTPLUS: "(max({0}, {zero}) + math.log1p({exp}(-abs({0}))))",
     Func.GELU: "(0.5 * ({0}) * math.erfc(-({0}) * 0.7071067811865476))",
     Func.GELU_TANH: (
-        "(0.5 * ({0}) * ({one} + math.tanh(0.7978845608028654 * (({0}) + 0.044715 * ({0}) * ({0}) * ({0})))))"
+        "(0.5 * ({0}) * ({one} + {tanh}(0.7978845608028654 * (({0}) + 0.044715 * ({0}) * ({0}) * ({0})))))"
     ),
     Func.RELU: "max({0}, {zero})",
     Func.ABS: "abs({0})",

@@ -3,6 +3,7 @@ with FlashAttention's tolerance rule, on shapes the kernels were not tuned on.""
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from typing import Any
@@ -384,3 +385,27 @@ def test_compiled_kernels_refuse_complex_and_string_inputs(dtype) -> None:  # ty
         golden.EvaluationError, match=r"^golden.compile: input A must be a real numeric array, got dtype "
     ):
         fn({"A": a, "B": a})
+
+
+def test_tanh_fast_in_float32_is_within_three_ulp() -> None:
+    """The cores' float32 tanh (softcap, tanh-form GELU) against float64 tanh: within 3 ulp from
+    -20 to 20, exact at +-0 and +-inf, NaN for NaN."""
+    from numba import njit
+
+    from golden._attn_cpu import tanh_fast
+
+    @njit(cache=False)
+    def apply(a):  # type: ignore[no-untyped-def]
+        out = np.empty_like(a)
+        for i in range(a.size):
+            out[i] = tanh_fast(a[i])
+        return out
+
+    x = np.linspace(-20, 20, 200_001).astype(np.float32)
+    got = apply(x).astype(np.float64)
+    want = np.tanh(x.astype(np.float64))
+    ulp = np.spacing(np.abs(want).astype(np.float32)).astype(np.float64)
+    assert np.max(np.abs(got - want) / np.maximum(ulp, 1e-45)) <= 3
+    special = apply(np.array([0.0, -0.0, np.inf, -np.inf, np.nan], np.float32))
+    assert special[:4].tolist() == [0.0, 0.0, 1.0, -1.0] and np.isnan(special[4])
+    assert apply(np.array([0.5], np.float64))[0] == math.tanh(0.5)  # float64: math.tanh itself
