@@ -172,3 +172,21 @@ def test_einforge_map_fuse(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert "has no Einsum 'F'" in capsys.readouterr().err
     assert main([*base, "--fuse", "C,E", "--einsum", "C"]) == 2
     assert "--fuse maps a group; it does not take --einsum" in capsys.readouterr().err
+
+
+def test_einforge_map_fuse_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    cas = tmp_path / "chain.ein"
+    cas.write_text(CHAIN)
+    arch = tmp_path / "toy.yaml"
+    arch.write_text(_toy(4096).to_yaml())
+    args = ["map", "--arch", str(arch), "--cascade", str(cas), "--sizes", "M=64,K=4,N=4,P=4"]
+    assert main([*args, "--fuse", "C,E", "--fusion-level", "buf", "--budget", "100", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["einsums"] == ["C", "E"] and out["fusion_level"] == "buf" and out["intermediates"] == ["C"]
+    assert out["cycles"] == sum(e["cycles"] for e in out["per_einsum"].values())
+    assert "C" not in out["per_einsum"]["C"]["levels"]["DRAM"]["per_tensor"]
+    assert out["unfused"]["energy_pj"] > out["energy_pj"]
+    assert main([*args, "--einsum", "C", "--fusion-level", "buf"]) == 2
+    assert "--fusion-level goes with --fuse" in capsys.readouterr().err
