@@ -427,6 +427,15 @@ def key_bounds(cond: Expr | None, kranks: tuple[str, ...]) -> list[tuple[str, Ex
     return out
 
 
+def bounded_only(cond: Expr | None, kranks: tuple[str, ...]) -> bool:
+    """Whether every factor of ``cond`` is a key bound (:func:`key_bounds`): then the key range
+    already leaves out the dead keys of a tile's rows, and a block mask would find no more."""
+    if cond is None or len(kranks) != 1:
+        return False
+    factors = list(product_factors(cond))
+    return len(key_bounds(cond, kranks)) >= len(factors) and all(key_bounds(f, kranks) for f in factors)
+
+
 def _key_range(st: Step, gen: _Gen, cond: Expr | None) -> tuple[str, str]:
     """Code that narrows a query tile's keys to ``[klo, khi)`` from :func:`key_bounds` (each row's
     range, conservatively rounded outward; the score still masks exactly), and the key loop's
@@ -500,7 +509,8 @@ def _source(st: Step, params: list[str], sizes: list[str]) -> str:
         kunflat2=_unflatten(20, "mi", st.kranks, gen),
         kunflat3=_unflatten(24, "mi", st.kranks, gen),
     )
-    tile_check = _TILE_CHECK if cond is not None else ""
+    masked = cond is not None and not bounded_only(cond, st.kranks)
+    tile_check = _TILE_CHECK if masked else ""
     key_range, krange = _key_range(st, gen, cond)
     template = _SOFTMAX if st.kind == "softmax" else _WEIGHTED
     src = template.format(
@@ -517,7 +527,7 @@ def _source(st: Step, params: list[str], sizes: list[str]) -> str:
         "from golden._attn_cpu import _fmax, _gemm, exp_fast, tanh_fast\n\n\n"
         '@njit(parallel=True, fastmath={"reassoc", "contract", "nsz", "arcp", "afn"}, cache=True)'
     )
-    if cond is not None:
+    if masked and cond is not None:
         src += _BLOCK_MASK.format(
             extra=fill["extra"],
             cond=gen.py(cond),

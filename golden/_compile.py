@@ -178,6 +178,8 @@ class CompiledCascade:
     block_k: int | None
     source: str = ""
     _kernels: dict[Any, tuple[str, Any, Any]] = field(default_factory=dict, repr=False)
+    # per call signature (input shapes and dtypes, sizes): what follows from it alone
+    _shapes: dict[Any, tuple[Any, ...]] = field(default_factory=dict, repr=False)
 
     @property
     def template(self) -> str | None:
@@ -210,20 +212,13 @@ class CompiledCascade:
             parts.append(f"# ---- {st.describe(self.cascade)}\n{src}")
         return "\n\n".join(parts)
 
-    def __call__(
-        self, inputs: Mapping[str, ArrayLike], sizes: Mapping[str, int] | None = None
-    ) -> dict[str, NDArray[Any]]:
-        from golden._interp import run
-
-        c, pl = self.cascade, self.plan
-        if pl.template is None:
-            warnings.warn(
-                f"golden.compile: {c.name or 'the cascade'} runs in the float64 interpreter: {pl.reason}",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-            return run(c, inputs, sizes)
-        arrays = {n: np.asarray(a) for n, a in inputs.items()}
+    def _signature(
+        self, arrays: Mapping[str, NDArray[Any]], sizes: Mapping[str, int] | None
+    ) -> tuple[Any, ...]:
+        """What a call's input shapes, dtypes and sizes determine (checked once per signature):
+        the dtype, the ranks' sizes, the batch, the params' and sizes' arrays, every tensor's
+        shape and layout, and which inputs are the same for every batch entry."""
+        c = self.cascade
         missing = [i.name for i in c.inputs if i.name not in arrays]
         if missing:
             raise EvaluationError(f"golden.compile: missing input(s) {', '.join(missing)}")
@@ -254,12 +249,6 @@ class CompiledCascade:
         params = eval_params(c, bound)
         pnames, snames = self._names()
         g = int(np.prod(lead, dtype=np.int64))
-        tensors: dict[str, Any] = {
-            i.name: c_array(
-                np.broadcast_to(arrays[i.name], (*lead, *tails[i.name])).reshape(g, *tails[i.name]), dtype
-            )
-            for i in c.inputs
-        }
         prm64 = np.array([params[n] for n in pnames], np.float64)
         sz64 = np.array([bound[n] for n in snames], np.float64)
         szi = np.array([bound[n] for n in snames], np.int64)
@@ -270,6 +259,42 @@ class CompiledCascade:
             if e.step is not None:
                 shape[e.indices.index(e.step)] += 1
             shapes[e.output] = (g, *(shape[i] for i in lay.get(e.output, range(len(shape)))))
+        uniform = frozenset(
+            i.name for i in c.inputs if int(np.prod(arrays[i.name].shape[: -len(i.ranks) or None])) == 1
+        )
+        return dtype, tails, lead, g, prm64, sz64, szi, shapes, lay, pnames, snames, uniform
+
+    def __call__(
+        self, inputs: Mapping[str, ArrayLike], sizes: Mapping[str, int] | None = None
+    ) -> dict[str, NDArray[Any]]:
+        from golden._interp import run
+
+        c, pl = self.cascade, self.plan
+        if pl.template is None:
+            warnings.warn(
+                f"golden.compile: {c.name or 'the cascade'} runs in the float64 interpreter: {pl.reason}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return run(c, inputs, sizes)
+        arrays = {n: np.asarray(a) for n, a in inputs.items()}
+        key = (
+            tuple((n, a.shape, a.dtype.str) for n, a in arrays.items()),
+            tuple(sorted((sizes or {}).items())),
+        )
+        known = self._shapes.get(key)
+        if known is None:
+            known = self._signature(arrays, sizes)
+            if len(self._shapes) >= 16:  # a few signatures per kernel (decode steps, batches)
+                self._shapes.pop(next(iter(self._shapes)))
+            self._shapes[key] = known
+        dtype, tails, lead, g, prm64, sz64, szi, shapes, lay, pnames, snames, uniform = known
+        tensors: dict[str, Any] = {
+            i.name: c_array(
+                np.broadcast_to(arrays[i.name], (*lead, *tails[i.name])).reshape(g, *tails[i.name]), dtype
+            )
+            for i in c.inputs
+        }
         cuda = self.backend == "cuda"
         if cuda:
             from numba import cuda as nbcuda
@@ -285,9 +310,6 @@ class CompiledCascade:
         else:
             prm_c, sz_c, szi_k = prm64.astype(dtype), sz64.astype(dtype), None  # cores: the dtype
             prm_l, sz_l = prm64, sz64  # loop nests compute in float64
-        uniform = frozenset(
-            i.name for i in c.inputs if int(np.prod(arrays[i.name].shape[: -len(i.ranks) or None])) == 1
-        )
         core_run = _Run(tensors, shapes, pnames, snames, prm_c, sz_c, szi, dtype, g, szi_k, uniform)
         loop_run = _Run(tensors, shapes, pnames, snames, prm_l, sz_l, szi, dtype, g, szi_k)
         from golden._runtime import _CPU_LOCK, _blas_controller
