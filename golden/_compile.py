@@ -180,6 +180,7 @@ class CompiledCascade:
     _kernels: dict[Any, tuple[str, Any, Any]] = field(default_factory=dict, repr=False)
     # per call signature (input shapes and dtypes, sizes): what follows from it alone
     _shapes: dict[Any, tuple[Any, ...]] = field(default_factory=dict, repr=False)
+    _masks: dict[str, Any] = field(default_factory=dict, repr=False)  # a core's block-mask kernel
 
     @property
     def template(self) -> str | None:
@@ -289,12 +290,12 @@ class CompiledCascade:
                 self._shapes.pop(next(iter(self._shapes)))
             self._shapes[key] = known
         dtype, tails, lead, g, prm64, sz64, szi, shapes, lay, pnames, snames, uniform = known
-        tensors: dict[str, Any] = {
-            i.name: c_array(
-                np.broadcast_to(arrays[i.name], (*lead, *tails[i.name])).reshape(g, *tails[i.name]), dtype
-            )
-            for i in c.inputs
-        }
+        tensors: dict[str, Any] = {}
+        for i in c.inputs:
+            a, full = arrays[i.name], (*lead, *tails[i.name])
+            if a.shape != full:  # a broadcast input (shared across the batch)
+                a = np.broadcast_to(a, full)
+            tensors[i.name] = c_array(a.reshape(g, *tails[i.name]), dtype)
         cuda = self.backend == "cuda"
         if cuda:
             from numba import cuda as nbcuda
@@ -418,7 +419,9 @@ class CompiledCascade:
                 bq = int(szi[sn.index(st.qranks[-1].upper())])
             if len(st.kranks) > 1:
                 bk = int(szi[sn.index(st.kranks[-1].upper())])
-            mask = getattr(_module(src), "block_mask", None)
+            if src not in self._masks:
+                self._masks[src] = getattr(_module(src), "block_mask", None)
+            mask = self._masks[src]
             if mask is not None and len(st.kranks) == 1:
                 bk = min(bk, MASKED_KEYS)
             bq, bk = self.block_q or bq, self.block_k or bk
