@@ -92,6 +92,10 @@ class Level:
     update_pj: float | None = None  # None: write_pj
     leak_pj: float = 0.0  # per instance and cycle
     area_um2: float | None = None
+    # kind: dram: a memory type of mapper.dram and how many devices (stacks, channels, chips):
+    # its energy per bit and its bandwidth where the level gives none
+    dram_type: str | None = None
+    devices: int = 1
     # the network across its fanout to the next level inward (mapper.network)
     hop_pj: float = 0.0  # per word and hop
     router_pj: float = 0.0  # per word and router passed
@@ -135,6 +139,17 @@ class Level:
                 _number(owner, f, v)
         for f in ("leak_pj", "hop_pj", "router_pj", "reduction_pj"):
             _number(owner, f, getattr(self, f))
+        _count(owner, "devices", self.devices, top=2**20)
+        if self.dram_type is not None:
+            from mapper.dram import dram_type
+
+            if self.kind != "dram":
+                raise ArchError(
+                    f"{owner}: dram_type {self.dram_type!r} is for a level of kind dram, not {self.kind}"
+                )
+            object.__setattr__(self, "dram_type", dram_type(self.dram_type, owner).name)
+        elif self.devices != 1:
+            raise ArchError(f"{owner}: devices ({self.devices}) goes with a dram_type")
         if self.keep is not None:
             if isinstance(self.keep, str) or not isinstance(self.keep, list | tuple):
                 raise ArchError(f"{owner}: keep must be a list of tensors or roles, found {self.keep!r}")
@@ -258,7 +273,12 @@ class Hierarchy:
         if level.read_pj is not None and level.write_pj is not None:
             return level.read_pj, level.write_pj
         if level.kind == "dram":
-            e = bits * self.dram_pj_per_bit
+            if level.dram_type is not None:
+                from mapper.dram import TYPES
+
+                e = bits * TYPES[level.dram_type].pj_per_bit
+            else:
+                e = bits * self.dram_pj_per_bit
         elif level.kind == "sram":
             if level.capacity_words is None:
                 raise ArchError(f"level {level.name!r}: an SRAM without capacity_words cannot be priced")
@@ -315,7 +335,7 @@ class Hierarchy:
                     leak_pj=lv.leak_pj if priced else 0.0,
                     read_bandwidth=lv.read_bandwidth,
                     write_bandwidth=lv.write_bandwidth,
-                    shared_bandwidth=lv.shared_bandwidth,
+                    shared_bandwidth=self._shared_bandwidth(lv),
                     fanout_mesh=fanout,
                     hop_pj=lv.hop_pj if priced else 0.0,
                     router_pj=lv.router_pj if priced else 0.0,
@@ -323,6 +343,16 @@ class Hierarchy:
                 )
             )
         return tuple(out)
+
+    def _shared_bandwidth(self, level: Level) -> float | None:
+        """Words per cycle a level moves in all: given, or a DRAM type's bandwidth times its
+        devices at this hierarchy's clock and word width."""
+        if level.shared_bandwidth is not None or level.dram_type is None:
+            return level.shared_bandwidth
+        from mapper.dram import TYPES
+
+        bytes_per_s = TYPES[level.dram_type].bandwidth_bytes_per_s * level.devices
+        return bytes_per_s / self.clock_hz / ((level.word_bits or self.word_bits) / 8)
 
     def keeps(self, problem: Problem) -> tuple[hsearch.Constraint, ...]:
         """The levels' ``keep`` as search constraints."""

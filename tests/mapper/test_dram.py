@@ -3,6 +3,7 @@ loaded, swept, and refused with a typed error when unknown."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -104,3 +105,39 @@ def test_costs_command_takes_a_dram_type() -> None:
     bad = subprocess.run([*run, "--dram", "DDR4"], capture_output=True, text=True)
     assert bad.returncode != 0 and "Traceback" not in bad.stderr
     assert "no energy figure with a source ships for DRAM type 'DDR4'" in bad.stderr
+
+
+def test_a_hierarchy_s_dram_level_takes_a_type() -> None:
+    """kind: dram with dram_type HBM3 and 2 devices: 4.05 pJ a bit for a 4-word block, and 2 x
+    819.2 GB/s as 819.2 16-bit words a cycle at 1 GHz; given figures win; bad fields are named."""
+    import einsum
+    from mapper import hierarchy
+
+    h = hierarchy.Hierarchy.from_dict(
+        {
+            "name": "typed",
+            "clock_hz": 1e9,
+            "levels": [
+                {"name": "DRAM", "kind": "dram", "dram_type": "hbm3", "devices": 2, "block_words": 4},
+                {"name": "buf", "capacity_words": 4096, "read_pj": 1, "write_pj": 1},
+            ],
+            "compute": {"name": "mac"},
+        }
+    )
+    assert h.levels[0].dram_type == "HBM3"
+    p = hierarchy.einsum_problem(einsum.library.get("matmul"), "Z", {"M": 8, "K": 8, "N": 8})
+    dram = h.storages(p)[0]
+    assert dram.read_pj == pytest.approx(64 * 4.05) and dram.fill_pj == pytest.approx(64 * 4.05)
+    assert dram.shared_bandwidth == pytest.approx(819.2)
+    assert hierarchy.Hierarchy.from_dict(h.to_dict()) == h
+    given = dataclasses.replace(h.levels[0], read_pj=1.0, write_pj=1.0, shared_bandwidth=8.0)
+    st = dataclasses.replace(h, levels=(given, h.levels[1])).storages(p)[0]
+    assert (st.read_pj, st.shared_bandwidth) == (1.0, 8.0)
+    for fields, message in (
+        ({"kind": "sram", "dram_type": "HBM2"}, "dram_type 'HBM2' is for a level of kind dram, not sram"),
+        ({"kind": "dram", "dram_type": "HMB3"}, "unknown DRAM type 'HMB3'; did you mean 'HBM3'"),
+        ({"kind": "dram", "devices": 2}, r"devices \(2\) goes with a dram_type"),
+        ({"kind": "dram", "dram_type": "DDR4"}, "no energy figure with a source ships for DRAM type 'DDR4'"),
+    ):
+        with pytest.raises(ArchError, match=message):
+            hierarchy.Level(name="x", **fields)
