@@ -47,7 +47,15 @@ from einsum import (
     bind_sizes,
     eval_params,
 )
-from golden._codegen import _cuda_source, _loops_source, _source, layouts, loop_tensors
+from golden._codegen import (
+    CUDA_TILE_ROWS,
+    _cuda_source,
+    _cuda_tiled_source,
+    _loops_source,
+    _source,
+    layouts,
+    loop_tensors,
+)
 from golden._plan import Plan, Step, _view_of, plan
 from golden._runtime import c_array
 from golden.errors import EvaluationError
@@ -177,6 +185,8 @@ class CompiledCascade:
     block_q: int | None
     block_k: int | None
     source: str = ""
+    #: the CUDA cores: tiled (K and V tiles in shared memory), or the one-thread-per-row reference
+    cuda_tiled: bool = True
     _kernels: dict[Any, tuple[str, Any, Any]] = field(default_factory=dict, repr=False)
     # per call signature (input shapes and dtypes, sizes): what follows from it alone
     _shapes: dict[Any, tuple[Any, ...]] = field(default_factory=dict, repr=False)
@@ -197,9 +207,10 @@ class CompiledCascade:
         """The params and rank sizes the kernels read, in the order of their ``prm`` and ``sz``."""
         return sorted(p.name for p in self.cascade.params), sorted(self.cascade.ranks)
 
-    def kernel_source(self, f: int = 0) -> str:
+    def kernel_source(self, f: int = 0, e: int = 0, dtype: str = "float32") -> str:
         """The Numba source of every kernel the backend generates ("" without a template); the
-        CUDA core templates need V's width ``f``."""
+        CUDA core templates need V's width ``f`` (and the tiled ones Q's width ``e`` and the
+        dtype)."""
         pn, sn = self._names()
         parts = []
         for st in self.plan.steps:
@@ -207,7 +218,12 @@ class CompiledCascade:
                 parts.append(f"# ---- {st.describe(self.cascade)}")
                 continue
             if st.core:
-                src = _cuda_source(st, pn, sn, f or 1) if self.backend == "cuda" else _source(st, pn, sn)
+                if self.backend != "cuda":
+                    src = _source(st, pn, sn)
+                elif self.cuda_tiled:
+                    src = _cuda_tiled_source(st, pn, sn, f or 1, e or 1, dtype)
+                else:
+                    src = _cuda_source(st, pn, sn, f or 1)
             else:
                 src = _loops_source(self.cascade, st, pn, sn, self.backend == "cuda")[0]
             parts.append(f"# ---- {st.describe(self.cascade)}\n{src}")
@@ -338,7 +354,7 @@ class CompiledCascade:
             result[name] = x.reshape(*lead, *tuple(x.shape)[1:])
         return result
 
-    def _kernel(self, st: Step, source: Any, f: int = 0) -> tuple[str, Any, Any]:
+    def _kernel(self, st: Step, source: Any, f: Any = 0) -> tuple[str, Any, Any]:
         """The step's generated source, compiled kernel and what ``source()`` gives besides the
         source (a loop step's split index), generated once per instance."""
         key = (st.statements, f)
@@ -404,8 +420,15 @@ class CompiledCascade:
             out = nbcuda.device_array((g, p, f), dtype)
             if not extras:
                 extras = [nbcuda.to_device(np.zeros((1, 1), dtype))]
-            src, kernel, _ = self._kernel(st, lambda: (_cuda_source(st, pn, sn, f), None), f)
-            threads = 64
+            if self.cuda_tiled:
+                e, dt = qs[-1], "float32" if dtype == np.float32 else "float64"
+                src, kernel, _ = self._kernel(
+                    st, lambda: (_cuda_tiled_source(st, pn, sn, f, e, dt), None), (f, e, dt)
+                )
+                threads = CUDA_TILE_ROWS
+            else:
+                src, kernel, _ = self._kernel(st, lambda: (_cuda_source(st, pn, sn, f), None), f)
+                threads = 64
             kernel[(-(-p // threads), g), threads](q3, k3, v3, out, prm, sz, szi_k, *extras)
         else:
             out = np.empty((g, p, f), dtype)

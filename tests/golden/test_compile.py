@@ -229,10 +229,10 @@ def test_compile_errors() -> None:
 
 
 _SIM = """
-import json, sys
+import dataclasses, json, sys
 import numpy as np
 import einsum, golden
-names, sizes = json.loads(sys.argv[1]), json.loads(sys.argv[3])
+names, sizes, reference = json.loads(sys.argv[1]), json.loads(sys.argv[3]), sys.argv[4] == "1"
 for i, name in enumerate(names):
     c = einsum.library.get(name)
     x = dict(np.load(f"{sys.argv[2]}/in{i}.npz"))
@@ -240,14 +240,25 @@ for i, name in enumerate(names):
         fn = golden.compile(c, backend="cuda")
         out = fn({k: a.astype(dt) for k, a in x.items()}, sizes[i])[c.outputs[0]]
         np.save(f"{sys.argv[2]}/out{i}_{dt}.npy", out)
+    if reference:  # the one-thread-per-row cores, the simple reference
+        fn = dataclasses.replace(golden.compile(c, backend="cuda"), cuda_tiled=False)
+        np.save(f"{sys.argv[2]}/ref{i}.npy", fn(x, sizes[i])[c.outputs[0]])
 """
 
 
 def _cuda_run(
-    tmp_path: Any, shape: tuple[int, int], e: int, f: int, block: int, sim: bool, cache: Any = None
+    tmp_path: Any,
+    shape: tuple[int, int],
+    e: int,
+    f: int,
+    block: int,
+    sim: bool,
+    cache: Any = None,
+    reference: bool = False,
 ) -> None:
-    """Every variant compiled for numba.cuda, float64 and float32, in a child process (numba's
-    simulator, or a real device), against the references and FlashAttention's rule."""
+    """Every variant compiled for numba.cuda (the tiled cores), float64 and float32, in a child
+    process (numba's simulator, or a real device), against the references and FlashAttention's
+    rule; with ``reference``, the one-thread-per-row cores in float64 too."""
     import json
     import os
     import subprocess
@@ -270,6 +281,7 @@ def _cuda_run(
             json.dumps(list(PLANS)),
             str(tmp_path),
             json.dumps([c[1] for c in cases]),
+            "1" if reference else "0",
         ],
         env=env,
         capture_output=True,
@@ -283,6 +295,10 @@ def _cuda_run(
         got = np.load(tmp_path / f"out{i}_float64.npy")
         np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12, err_msg=name)
         _check(np.load(tmp_path / f"out{i}_float32.npy"), want, _naive32(c, x, sizes))
+        if reference:
+            np.testing.assert_allclose(
+                np.load(tmp_path / f"ref{i}.npy"), want, rtol=1e-9, atol=1e-12, err_msg=name
+            )
 
 
 @pytest.mark.slow  # CI runs it (.ci/run); about 5 to 15 s
@@ -291,7 +307,7 @@ def test_compiled_kernels_on_the_cuda_simulator(tmp_path) -> None:  # type: igno
     M = 37 (a prime: blocks of 1); E = 4, F = 3 (the real-GPU test takes P = 113, M = 1023)."""
     for i, shape in enumerate([(6, 12), (1, 1), (3, 37)]):
         (tmp_path / str(i)).mkdir()
-        _cuda_run(tmp_path / str(i), shape, 4, 3, 4, sim=True, cache=tmp_path / "cache")
+        _cuda_run(tmp_path / str(i), shape, 4, 3, 4, sim=True, cache=tmp_path / "cache", reference=i == 2)
 
 
 @pytest.mark.gpu
@@ -304,6 +320,19 @@ def test_compiled_kernels_on_a_gpu(tmp_path) -> None:  # type: ignore[no-untyped
     for i, shape in enumerate([(1, 1), (113, 1023), (7, 64)]):
         (tmp_path / str(i)).mkdir()
         _cuda_run(tmp_path / str(i), shape, 64, 64, 64, sim=False, cache=tmp_path / "cache")
+
+
+def test_the_cuda_cores_are_tiled() -> None:
+    """The CUDA cores stage K and V tiles in shared memory, a thread block per query tile, and
+    accumulate in the inputs' dtype; the one-thread-per-row kernels stay as the reference."""
+    import dataclasses
+
+    fn = golden.compile(einsum.library.get("attention_3pass"), backend="cuda")
+    src = fn.kernel_source(3, 4, "float32")
+    assert "cuda.shared.array((32, 4), float32)" in src and src.count("cuda.syncthreads()") == 2
+    assert "acc = cuda.local.array(3, float32)" in src
+    ref = dataclasses.replace(fn, cuda_tiled=False).kernel_source(3)
+    assert "cuda.shared" not in ref and "cuda.local.array(3, float64)" in ref
 
 
 def test_cuda_backend_without_a_device_says_so() -> None:
