@@ -457,6 +457,15 @@ def _load(paths: tuple[str | Path, ...], ert: str | Path | None) -> Design:
     for key in _UNSUPPORTED:
         if merged.get(key):
             raise TimeloopError(f"{key}: sparse optimisations and compressed formats are not modelled")
+    densities = ((merged.get("problem") or {}).get("instance") or {}).get("densities") or {}
+    if isinstance(densities, dict):
+        for tensor, d in densities.items():
+            value = d.get("density", 1.0) if isinstance(d, dict) else d
+            if isinstance(value, int | float) and value < 1:
+                raise TimeloopError(
+                    f"problem: densities: {tensor} has density {value:g}; sparse workloads (densities "
+                    "below 1, compressed formats, skipping and gating) are not modelled"
+                )
     for key in ("architecture", "problem"):
         if key not in merged:
             raise TimeloopError(

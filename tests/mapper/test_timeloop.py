@@ -152,6 +152,45 @@ def test_the_eyeriss_like_design_matches_timeloop_v04() -> None:
             assert m.keep is not None and len(m.keep) == 1
 
 
+@pytest.mark.parametrize("design", ["simba_like", "simple_output_stationary", "simple_weight_stationary"])
+def test_more_timeloop_designs_match(design: str) -> None:
+    """Timeloop's Simba-like design (per-PE input, weight and accumulation buffers and weight
+    registers under a global buffer, vector MACs) and its simple output- and weight-stationary
+    designs, each on the same stride-2 convolution with the mapping timeloop-mapper chose: every
+    per-instance count and every level's total of its stats.txt exactly; cycles, utilisation and
+    computes exactly; energy within 0.1 %."""
+    d = HERE / design
+    ref = _timeloop_stats(d / "timeloop-mapper.stats.txt")
+    t = timeloop.load(
+        d / "parsed-processed-input.yaml", d / "timeloop-mapper.map.yaml", ert=d / "timeloop-mapper.ERT.yaml"
+    )
+    a = t.analyze()
+    assert (a.computes, a.cycles) == (ref["computes"], ref["cycles"])
+    assert a.utilization == pytest.approx(ref["utilization"], abs=5e-5)  # printed to 0.01 %
+    per_level = ref["levels"]
+    assert isinstance(per_level, dict) and len(per_level) >= 4  # the MACs and three storage levels or more
+    for level, tensors in per_level.items():
+        if level == t.compute_name:
+            continue
+        k = a.instances[level]
+        got = {n: [s.reads / k, s.fills / k, s.updates / k] for n, s in a.levels[level].items()}
+        assert got == tensors, level
+    level_totals = ref["totals"]
+    assert isinstance(level_totals, dict) and len(level_totals) >= 3
+    for level, total in level_totals.items():
+        assert a.scalar_accesses(level) == total, level
+    assert a.energy_pj == pytest.approx(ref["energy_pj"], rel=1e-3)
+
+
+def test_a_sparse_design_is_refused_by_name() -> None:
+    """Timeloop's sparse tensor-core-like design: a density below 1 is a typed error that says
+    sparse workloads are not modelled, before anything else is read."""
+    with pytest.raises(
+        timeloop.TimeloopError, match=r"densities: A has density 0.5; sparse workloads .* are not modelled"
+    ):
+        timeloop.load(HERE / "sparse_tensor_core_like" / "parsed-processed-input.yaml")
+
+
 def test_the_command_line_prints_one_object(capsys: pytest.CaptureFixture[str]) -> None:
     files = [str(HERE / f) for f in ("3level.arch.yaml", "conv1d+oc.prob.yaml", "3level.map.yaml")]
     ert = str(HERE / "3level.ERT.yaml")
