@@ -334,3 +334,25 @@ def test_compute_units_price_each_einsum_by_its_operations() -> None:
     two_d = mapper.fusemax(array_dim=16).hierarchy().compute.units
     assert two_d == {"mac": 17.1645, "add": 8.3395, "exp": 6 * 17.1645, "max": 0.028036}
     assert "div" in mapper.fusemax(array_dim=16).hierarchy("1d").compute.units
+
+
+def test_the_simba_example_reproduces_timeloop_s_simba() -> None:
+    """examples/simba_like.yaml (Timeloop's Simba-like design, keep written as roles) with the
+    convolution cascade and timeloop-mapper's mapping: Timeloop's counts and energy."""
+    sb = Path(__file__).parent / "timeloop" / "simba_like"
+    design = timeloop.load(
+        sb / "parsed-processed-input.yaml",
+        sb / "timeloop-mapper.map.yaml",
+        ert=sb / "timeloop-mapper.ERT.yaml",
+    )
+    h = hierarchy.load(ROOT / "examples" / "simba_like.yaml")
+    c = einsum.parse((ROOT / "examples" / "cascades" / "conv2d.ein").read_text())
+    p = hierarchy.einsum_problem(c, "O", dict(design.problem.dims))
+    names = {"I": "Inputs", "F": "Weights", "O": "Outputs"}
+    p = dataclasses.replace(p, spaces=tuple(dataclasses.replace(s, name=names[s.name]) for s in p.spaces))
+    ms = [dataclasses.replace(m, keep=None) for m in design.mappings]  # the example's roles decide
+    ours, theirs = h.analyze(p, ms), design.analyze()
+    assert (ours.cycles, ours.computes) == (theirs.cycles, theirs.computes)
+    for level, stats in theirs.levels.items():
+        assert ours.levels[level] == stats, level
+    assert ours.energy_pj == pytest.approx(theirs.energy_pj, rel=1e-9)
