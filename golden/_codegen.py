@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from einsum import (
     Access,
@@ -41,6 +41,8 @@ from golden._templates_cuda import (
     _CUDA_WEIGHTED,
     _CUDA_WEIGHTED_END,
 )
+
+_T = TypeVar("_T")
 
 
 class _Gen:
@@ -85,7 +87,7 @@ class _Gen:
             return f"({self.ix(x.lhs)} {_ARITH[x.op]} {self.ix(x.rhs)})"
         raise NoTemplate(f"{x} is not an integer index expression")
 
-    def physical(self, tensor: str, idx: list[str]) -> list[str]:
+    def physical(self, tensor: str, idx: list[_T]) -> list[_T]:
         order = self.layouts.get(tensor)
         return idx if order is None else [idx[i] for i in order]
 
@@ -155,6 +157,8 @@ class _Gen:
         lhs = [v for v in e.indices if not (e.init and v == e.step)]
         if not self.cuda and self._gemm(e, ind, bound):
             return
+        if not self.cuda and self._sum_outside(e, ind, bound):
+            return
         ind = self.loops(ind, [v for v in lhs if v not in bound])
         inner = bound | set(lhs)
         if e.summed:
@@ -176,6 +180,41 @@ class _Gen:
                 target.append(f"i_{v}")
         target = self.physical(e.output, target)
         self.emit(ind, f"t{self.tensors.index(e.output)}[{', '.join(['g', *target])}] = {val}")
+
+    def _sum_outside(self, e: Any, ind: int, bound: set[str]) -> bool:
+        """A sum whose operands walk the output's last (contiguous) index last, and a summed index
+        earlier (a pooling ``AG[p1, e] = sum[p0] BQ[p1, p0, e] / P0``): the sum's loops go
+        outside that index, so the innermost loop runs along contiguous memory and accumulates
+        into the output row in place. False (nothing emitted) where that does not apply."""
+        if e.init or e.step is not None:
+            return False
+        if e.summed:
+            summed, body = list(e.summed), e.expr
+        elif isinstance(e.expr, Reduce) and e.expr.op is ReduceOp.SUM:
+            summed, body = list(e.expr.indices), e.expr.body
+        else:
+            return False
+        free = [v for v in e.indices if v not in bound]
+        target = self.physical(e.output, [f"i_{v}" for v in e.indices])
+        last = target[-1][2:]
+        if not free or last not in free or any(isinstance(n, Reduce | TopK) for n in walk(body)):
+            return False
+        strided = False
+        for a in (n for n in walk(body) if isinstance(n, Access)):
+            uses = self.physical(a.tensor, [set(ordered_vars(i)) for i in a.indices])
+            if any(last in u for u in uses[:-1]) or (uses and uses[-1] and uses[-1] != {last}):
+                return False
+            strided = strided or any(set(summed) & u for u in uses[:-1])
+        if not strided:
+            return False
+        out = f"t{self.tensors.index(e.output)}[{', '.join(['g', *target])}]"
+        row = self.loops(ind, [v for v in free if v != last])
+        self.emit(row, f"for i_{last} in range({self.szi(last)}):")
+        self.emit(row + 4, f"{out} = 0.0")
+        inner = self.loops(row, summed)
+        self.emit(inner, f"for i_{last} in range({self.szi(last)}):")
+        self.emit(inner + 4, f"{out} += {self.py(body, inner + 4)}")
+        return True
 
     def gemm_form(self, e: Any, bound: set[str]) -> tuple[Any, ...] | None:
         """``e`` as ``C[.., i, J..] = X + sum[K..] A' * B[.., K.., J..]`` (or ``B[.., J.., K..]``)
@@ -211,7 +250,7 @@ class _Gen:
         if len(bs) != 1 or not isinstance(bs[0], Access) or None in _names(bs[0].indices):
             return None
         b = bs[0]
-        bn = self.physical(b.tensor, _names(b.indices))  # type: ignore[arg-type]
+        bn = self.physical(b.tensor, _names(b.indices))
         tail = len(js) + len(ks)
         if tuple(bn[-tail:]) not in ((*ks, *js), (*js, *ks)) or any(v not in bound for v in bn[:-tail]):
             return None
