@@ -441,3 +441,19 @@ def test_tanh_fast_in_float32_is_within_three_ulp() -> None:
     special = apply(np.array([0.0, -0.0, np.inf, -np.inf, np.nan], np.float32))
     assert special[:4].tolist() == [0.0, 0.0, 1.0, -1.0] and np.isnan(special[4])
     assert apply(np.array([0.5], np.float64))[0] == math.tanh(0.5)  # float64: math.tanh itself
+
+
+def test_a_pooling_sums_along_contiguous_memory() -> None:
+    """Agent attention's pooling ``AG[p1, e] = sum[p0] BQ[p1, p0, e] / P0``: the sum's loop runs
+    outside the output's contiguous index, accumulating into the row in place (the results are
+    the references', checked with every variant above)."""
+    src = golden.compile(einsum.library.get("agent_attention")).kernel_source()
+    assert "for i_p0 in range(szi[4]):\n            for i_e in range(szi[0]):" in src
+    assert "t0[g, i_p1, i_e] += (t1[g, i_p1, i_p0, i_e] / sz[4])" in src
+    # a sum whose operand reads the output's last index elsewhere keeps the accumulator form
+    c = einsum.parse("cascade t\ninput A[m, k], B[k, j]\noutput Z\nZ[m, k] = sum[j] B[k, j] * A[m, k]\n")
+    fn = golden.compile(c)
+    assert "+= (t" not in fn.kernel_source()
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(size=(5, 7)), rng.normal(size=(7, 3))
+    np.testing.assert_allclose(fn({"A": a, "B": b})["Z"], a * b.sum(1)[None, :], rtol=1e-12)
