@@ -640,6 +640,22 @@ def _map_and_report(
                 }
             )
     print(sim.table(rows, list(rows[0])) if rows else "(no storage)")
+    if a.networks:  # a level prices its network: what crosses each fanout
+        net = [
+            {
+                "fanout of": level,
+                "tensor": t,
+                "words": _whole(n.words),
+                "multicast": n.multicast,
+                "hops": _whole(n.hops),
+                "reductions": _whole(n.reductions),
+                "pJ": a.network_energy_pj.get(level, 0.0) if i == 0 else "",
+            }
+            for level, stats in a.networks.items()
+            for i, (t, n) in enumerate(stats.items())
+        ]
+        print("\non-chip networks:")
+        print(sim.table(net, list(net[0])))
     return 0
 
 

@@ -150,3 +150,56 @@ def test_timeloop_split_is_read() -> None:
     assert m["inter_PE_column_spatial"].split == 1
     a = design.analyze()
     assert a.networks == {}  # its networks cost nothing in the design: not analysed
+
+
+def test_einforge_map_prints_the_networks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from einforge.cli import main
+
+    arch = tmp_path / "net.yaml"
+    arch.write_text(
+        "name: net-toy\n"
+        "levels:\n"
+        "  - {name: DRAM, kind: dram, read_pj: 100, write_pj: 100}\n"
+        "  - {name: buf, capacity_words: 65536, read_pj: 2, write_pj: 2, hop_pj: 0.5, reduction_pj: 0.3}\n"
+        "  - {name: pe, mesh: [8, 8], capacity_words: 16, read_pj: 0.1, write_pj: 0.1}\n"
+        "compute: {name: mac, mesh: [8, 8], energy_pj: 1}\n"
+    )
+    assert (
+        main(
+            [
+                "map",
+                "--arch",
+                str(arch),
+                "--cascade",
+                "matmul",
+                "--sizes",
+                "M=16,K=16,N=16",
+                "--budget",
+                "200",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "on-chip networks:" in out
+    table = out.split("on-chip networks:")[1]
+    assert "fanout of" in table and " buf " in table and "multicast" in table
+    # a hierarchy that prices no network prints none
+    arch.write_text(arch.read_text().replace(", hop_pj: 0.5, reduction_pj: 0.3", ""))
+    assert (
+        main(
+            [
+                "map",
+                "--arch",
+                str(arch),
+                "--cascade",
+                "matmul",
+                "--sizes",
+                "M=16,K=16,N=16",
+                "--budget",
+                "200",
+            ]
+        )
+        == 0
+    )
+    assert "on-chip networks" not in capsys.readouterr().out
