@@ -248,12 +248,21 @@ def search(
             factor = {d: split[k][t_ix] for k, (d, _n) in enumerate(dims)}
             temporal = tuple((d, factor[d]) for d in level_orders[i][order_ix[i]] if factor[d] > 1)
             spatial: tuple[tuple[str, int], ...] = ()
+            axis: int | None = None
             if s_ix is not None:
                 spatial = tuple((d, split[k][s_ix]) for k, (d, _n) in enumerate(dims) if split[k][s_ix] > 1)
                 if math.prod(f for _d, f in spatial) > fan[i]:
                     return None
+                mesh = storages[i].fanout_mesh
+                if mesh is not None and mesh[0] > 1 and mesh[1] > 1 and len(spatial) > 1:
+                    placed = _on_mesh(spatial, mesh)
+                    if placed is None:  # no split of the loops fits the X x Y mesh
+                        return None
+                    spatial, axis = placed
             mappings.append(
-                LevelMapping(target=storages[i].name, temporal=temporal, spatial=spatial, keep=keep[i])
+                LevelMapping(
+                    target=storages[i].name, temporal=temporal, spatial=spatial, keep=keep[i], split=axis
+                )
             )
         return tuple(mappings)
 
@@ -366,6 +375,9 @@ def search(
             f"no mapping of {problem.name} fits: all {rejected:,} candidates searched exceed a level's "
             "fanout or capacity (is a buffer smaller than one word of each tensor?)"
         )
+    if any(st.prices_network for st in storages):
+        best = _place(problem, storages, best, metric, priced, compute_pj, compute_instances,
+                      cold_output_fills, produced)  # fmt: skip
     return HierarchyResult(
         mappings=best[1],
         analysis=best[2],
@@ -400,3 +412,66 @@ def to_timeloop(mappings: Sequence[LevelMapping], dims: Sequence[str]) -> list[d
                 entry["split"] = m.split  # the innermost loops along X, as Timeloop counts them
             out.append(entry)
     return out
+
+
+def _on_mesh(
+    spatial: Sequence[tuple[str, int]], mesh: tuple[int, int]
+) -> tuple[tuple[tuple[str, int], ...], int] | None:
+    """Spatial loops placed on an X x Y mesh: the loops reordered so that those along X are the
+    innermost, and their count (the ``split``); the first fitting choice, X filled first with the
+    innermost loops where that fits; None where no subset of the loops fits X with the rest
+    fitting Y."""
+    loops = list(spatial)
+    n = len(loops)
+    subsets = sorted(range(1 << n), key=lambda b: (-bin(b).count("1"), -b))
+    for bits in subsets:
+        x = [lp for j, lp in enumerate(loops) if bits >> j & 1]
+        y = [lp for j, lp in enumerate(loops) if not bits >> j & 1]
+        if math.prod(f for _d, f in x) <= mesh[0] and math.prod(f for _d, f in y) <= mesh[1]:
+            return (*y, *x), len(x)
+    return None
+
+
+def _place(
+    problem: Problem,
+    storages: Sequence[Storage],
+    best: tuple[tuple[float, ...], tuple[LevelMapping, ...], Analysis],
+    metric: str,
+    priced: bool,
+    compute_pj: float,
+    compute_instances: int,
+    cold_output_fills: bool,
+    produced: frozenset[str],
+) -> tuple[tuple[float, ...], tuple[LevelMapping, ...], Analysis]:
+    """The best mapping's spatial loops placed on the X and Y axes of each fanout whose network
+    is priced: every split that fits the mesh, level by level, kept where it lowers the metric
+    (the default placement fills X first)."""
+    key, mappings, a = best
+    for i, st in enumerate(storages):
+        m = mappings[i]
+        if not st.prices_network or len(m.spatial) < 2:
+            continue
+        for split in range(len(m.spatial) + 1):
+            x, y = m.spatial[len(m.spatial) - split :], m.spatial[: len(m.spatial) - split]
+            if st.fanout_mesh is not None and (
+                math.prod(f for _d, f in x) > st.fanout_mesh[0]
+                or math.prod(f for _d, f in y) > st.fanout_mesh[1]
+            ):
+                continue
+            trial = (*mappings[:i], dataclasses.replace(m, split=split), *mappings[i + 1 :])
+            try:
+                b = analyze(
+                    problem,
+                    storages,
+                    trial,
+                    compute_pj=compute_pj,
+                    compute_instances=compute_instances,
+                    cold_output_fills=cold_output_fills,
+                    produced=produced,
+                )
+            except ScheduleError:
+                continue
+            k = _metric(metric, b, priced)
+            if k < key:
+                key, mappings, a = k, trial, b
+    return key, mappings, a

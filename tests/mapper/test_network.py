@@ -4,6 +4,7 @@ Timeloop's ``split`` read from its mapping files."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -203,3 +204,48 @@ def test_einforge_map_prints_the_networks(tmp_path: Path, capsys: pytest.Capture
         == 0
     )
     assert "on-chip networks" not in capsys.readouterr().out
+
+
+def test_the_search_places_spatial_loops_where_the_network_costs_least() -> None:
+    """On a priced 8 x 8 fanout every candidate's spatial loops must fit the mesh (X and Y
+    apart, not only their product); the search then tries the best mapping's other splits that
+    fit, and keeps the cheapest: no valid split of its result costs less."""
+    import dataclasses
+
+    from mapper import hsearch
+
+    p = _gemm()
+    p = dataclasses.replace(p, dims=(("M", 8), ("N", 8), ("K", 8)))
+    storages = [
+        Storage(name="DRAM", read_pj=100, fill_pj=100, update_pj=100),
+        Storage(name="buf", capacity=4096, read_pj=2, fill_pj=2, update_pj=2, fanout_mesh=(8, 8), hop_pj=1.0),
+        Storage(name="pe", instances=64, capacity=64, read_pj=0.1, fill_pj=0.1, update_pj=0.1),
+    ]
+    r = hsearch.search(p, storages, compute_instances=64, compute_pj=1, metric="edp", budget=300)
+    m = r.mappings[1]
+    assert len(m.spatial) >= 2 and m.split is not None
+    # the placement fits the mesh: the innermost `split` loops along X, the rest along Y
+    x_loops, y_loops = m.spatial[len(m.spatial) - m.split :], m.spatial[: len(m.spatial) - m.split]
+    assert math.prod(f for _d, f in x_loops) <= 8 and math.prod(f for _d, f in y_loops) <= 8
+    for split in range(len(m.spatial) + 1):
+        x, y = m.spatial[len(m.spatial) - split :], m.spatial[: len(m.spatial) - split]
+        if math.prod(f for _d, f in x) > 8 or math.prod(f for _d, f in y) > 8:
+            continue
+        trial = (r.mappings[0], dataclasses.replace(m, split=split), r.mappings[2])
+        other = analyze(p, storages, trial, compute_pj=1, compute_instances=64)
+        assert r.analysis.energy_pj <= other.energy_pj + 1e-9
+
+
+def test_spatial_loops_that_fit_no_mesh_split_are_refused() -> None:
+    from mapper.hsearch import _on_mesh
+
+    # 4 x 8 x 2 = 64 PEs on 8 x 8: N along X, M and K along Y
+    placed = _on_mesh((("M", 4), ("N", 8), ("K", 2)), (8, 8))
+    assert placed is not None
+    loops, split = placed
+    assert math.prod(f for _d, f in loops[len(loops) - split :]) <= 8
+    assert math.prod(f for _d, f in loops[: len(loops) - split]) <= 8
+    assert _on_mesh((("M", 16), ("N", 4)), (8, 8)) is None  # 16 fits neither axis
+    # 27 PEs fit 64, but 3 x 3 x 3 splits into no X <= 8 and Y <= 8
+    assert _on_mesh((("M", 3), ("N", 3), ("K", 3)), (8, 8)) is None
+    assert _on_mesh((("M", 3), ("N", 3)), (8, 8)) == ((("M", 3), ("N", 3)), 1)
