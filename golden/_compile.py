@@ -50,7 +50,6 @@ from einsum import (
 from golden._codegen import (
     CUDA_TILE_ROWS,
     _cuda_source,
-    _cuda_tiled_source,
     _loops_source,
     _source,
     layouts,
@@ -221,7 +220,7 @@ class CompiledCascade:
                 if self.backend != "cuda":
                     src = _source(st, pn, sn)
                 elif self.cuda_tiled:
-                    src = _cuda_tiled_source(st, pn, sn, f or 1, e or 1, dtype)
+                    src = _cuda_source(st, pn, sn, f or 1, e or 1, dtype, tiled=True)
                 else:
                     src = _cuda_source(st, pn, sn, f or 1)
             else:
@@ -423,7 +422,7 @@ class CompiledCascade:
             if self.cuda_tiled:
                 e, dt = qs[-1], "float32" if dtype == np.float32 else "float64"
                 src, kernel, _ = self._kernel(
-                    st, lambda: (_cuda_tiled_source(st, pn, sn, f, e, dt), None), (f, e, dt)
+                    st, lambda: (_cuda_source(st, pn, sn, f, e, dt, tiled=True), None), (f, e, dt)
                 )
                 threads = CUDA_TILE_ROWS
             else:

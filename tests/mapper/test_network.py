@@ -165,44 +165,15 @@ def test_einforge_map_prints_the_networks(tmp_path: Path, capsys: pytest.Capture
         "  - {name: pe, mesh: [8, 8], capacity_words: 16, read_pj: 0.1, write_pj: 0.1}\n"
         "compute: {name: mac, mesh: [8, 8], energy_pj: 1}\n"
     )
-    assert (
-        main(
-            [
-                "map",
-                "--arch",
-                str(arch),
-                "--cascade",
-                "matmul",
-                "--sizes",
-                "M=16,K=16,N=16",
-                "--budget",
-                "200",
-            ]
-        )
-        == 0
-    )
+    args = ["map", "--arch", str(arch), "--cascade", "matmul", "--sizes", "M=16,K=16,N=16", "--budget", "200"]
+    assert main(args) == 0
     out = capsys.readouterr().out
     assert "on-chip networks:" in out
     table = out.split("on-chip networks:")[1]
     assert "fanout of" in table and " buf " in table and "multicast" in table
     # a hierarchy that prices no network prints none
     arch.write_text(arch.read_text().replace(", hop_pj: 0.5, reduction_pj: 0.3", ""))
-    assert (
-        main(
-            [
-                "map",
-                "--arch",
-                str(arch),
-                "--cascade",
-                "matmul",
-                "--sizes",
-                "M=16,K=16,N=16",
-                "--budget",
-                "200",
-            ]
-        )
-        == 0
-    )
+    assert main(args) == 0
     assert "on-chip networks" not in capsys.readouterr().out
 
 
