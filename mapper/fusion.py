@@ -219,6 +219,7 @@ def evaluate(
                     f"fusion: the shared loop over {r} at {lv}: {r} is not a fused rank ({sorted(ranks)})"
                 )
     analyses = []
+    fixed = []  # each Einsum's mappings with the levels' keep for the group
     for p, n, ms in zip(problems, names, mapping.mappings, strict=True):
         for i in range(k):
             if tuple(ms[i].temporal) != tuple(mapping.shared[i]) or ms[i].spatial:
@@ -231,15 +232,9 @@ def evaluate(
         if keeps is None:
             raise ScheduleError(f"fusion: {mapping.level} may not keep {n}'s on-chip tensors")
         ms = tuple(dataclasses.replace(m, keep=kp) for m, kp in zip(ms, keeps, strict=True))
+        fixed.append(ms)
         mine = frozenset(t for t in made if t in {s.name for s in p.spaces})
         analyses.append(hierarchy.analyze(p, ms, priced=priced, produced=mine))
-    fixed = [
-        tuple(
-            dataclasses.replace(m, keep=kp)
-            for m, kp in zip(ms, _keeps(hierarchy, p, k, made) or [], strict=True)
-        )
-        for p, ms in zip(problems, mapping.mappings, strict=True)
-    ]
     foot = _footprint(problems, fixed, k, made)
     cap = hierarchy.levels[k].capacity_words
     if cap is not None and foot > cap // max(1, int(hierarchy.levels[k].multiple_buffering)):

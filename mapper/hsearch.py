@@ -37,6 +37,7 @@ first, after cycles.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
 import random
@@ -414,6 +415,12 @@ def to_timeloop(mappings: Sequence[LevelMapping], dims: Sequence[str]) -> list[d
     return out
 
 
+@functools.lru_cache(maxsize=16)
+def _subsets(n: int) -> tuple[int, ...]:
+    """The subsets of n loops as bit masks, the largest first (X filled first)."""
+    return tuple(sorted(range(1 << n), key=lambda b: (-bin(b).count("1"), -b)))
+
+
 def _on_mesh(
     spatial: Sequence[tuple[str, int]], mesh: tuple[int, int]
 ) -> tuple[tuple[tuple[str, int], ...], int] | None:
@@ -422,9 +429,7 @@ def _on_mesh(
     innermost loops where that fits; None where no subset of the loops fits X with the rest
     fitting Y."""
     loops = list(spatial)
-    n = len(loops)
-    subsets = sorted(range(1 << n), key=lambda b: (-bin(b).count("1"), -b))
-    for bits in subsets:
+    for bits in _subsets(len(loops)):
         x = [lp for j, lp in enumerate(loops) if bits >> j & 1]
         y = [lp for j, lp in enumerate(loops) if not bits >> j & 1]
         if math.prod(f for _d, f in x) <= mesh[0] and math.prod(f for _d, f in y) <= mesh[1]:

@@ -190,3 +190,45 @@ def test_einforge_map_fuse_json(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert out["unfused"]["energy_pj"] > out["energy_pj"]
     assert main([*args, "--einsum", "C", "--fusion-level", "buf"]) == 2
     assert "--fusion-level goes with --fuse" in capsys.readouterr().err
+
+
+def test_fused_mappings_that_break_the_rules() -> None:
+    ps = _problems()
+    own = (LevelMapping(target="buf", temporal=(("M", 4), ("N", 4), ("K", 4))),)
+    own_e = (LevelMapping(target="buf", temporal=(("M", 4), ("P", 4), ("N", 4))),)
+
+    def mapping(shared_c, shared_e, shared=((("M", 2),),)):  # type: ignore[no-untyped-def]
+        return fusion.FusedMapping(
+            level="buf",
+            shared=shared,
+            mappings=(
+                (LevelMapping(target="DRAM", temporal=shared_c), *own),
+                (LevelMapping(target="DRAM", temporal=shared_e), *own_e),
+            ),
+        )
+
+    with pytest.raises(
+        ScheduleError,
+        match=r"E's mapping of DRAM must be the shared loops \[\('M', 2\)\], found temporal \[\('M', 4\)\]",
+    ):
+        fusion.evaluate(_toy(), ps, mapping((("M", 2),), (("M", 4),)), names=["C", "E"])
+    with pytest.raises(
+        ScheduleError, match=r"the shared loop over K at DRAM: K is not a fused rank \(\['M'\]\)"
+    ):
+        fusion.evaluate(
+            _toy(), ps, mapping((("K", 2),), (("K", 2),), shared=((("K", 2),),)), names=["C", "E"]
+        )
+    with pytest.raises(ScheduleError, match=r"expected shared loops for the 1 level\(s\) outside buf"):
+        fusion.evaluate(_toy(), ps, mapping((("M", 2),), (("M", 2),), shared=()), names=["C", "E"])
+    keeps_nothing = hierarchy.Hierarchy.from_dict(
+        {
+            "name": "t",
+            "levels": [
+                {"name": "DRAM", "kind": "dram", "read_pj": 10, "write_pj": 10},
+                {"name": "buf", "capacity_words": 1000, "read_pj": 1, "write_pj": 1, "keep": ["inputs"]},
+            ],
+            "compute": {"name": "mac"},
+        }
+    )
+    with pytest.raises(ScheduleError, match=r"buf may not keep C's on-chip tensors"):
+        fusion.evaluate(keeps_nothing, ps, mapping((("M", 2),), (("M", 2),)), names=["C", "E"])
