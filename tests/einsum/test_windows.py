@@ -85,3 +85,19 @@ BK[m1, p, e] = K[m1 * M0 + p, e]
 """
     with pytest.raises(CascadeError, match=r"uses p, which walks neither rank M nor a part of its partition"):
         einsum.parse(text)
+
+
+def test_positions_the_mapper_cannot_project() -> None:
+    from einsum._parse import parse_expr
+    from mapper import hierarchy
+    from mapper.errors import ScheduleError
+
+    with pytest.raises(EinsumError, match=r"position p \* r multiplies two indices"):
+        einsum.affine_terms(parse_expr("p * r"))
+    c = einsum.parse(
+        "cascade rev\ninput I[c, w], F[k, c, r]\noutput O\nO[k, p] = I[c, p - r + 2] * F[k, c, r]\n"
+    )
+    with pytest.raises(
+        ScheduleError, match=r"reads I\[c, p - r \+ 2\]: a position with a negative coefficient"
+    ):
+        hierarchy.einsum_problem(c, "O", {"K": 2, "C": 2, "P": 4, "R": 3})

@@ -141,3 +141,10 @@ def test_a_hierarchy_s_dram_level_takes_a_type() -> None:
     ):
         with pytest.raises(ArchError, match=message):
             hierarchy.Level(name="x", **fields)
+
+
+def test_costs_dram_option_format() -> None:
+    run = [sys.executable, "-m", "einforge", "costs", "--array-dim", "16", "--dram", "HBM-2"]
+    bad = subprocess.run(run, capture_output=True, text=True)
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr
+    assert "--dram: expected TYPE or TYPExN such as HBM2 or HBM3x2, found 'HBM-2'" in bad.stderr

@@ -220,3 +220,11 @@ def test_spatial_loops_that_fit_no_mesh_split_are_refused() -> None:
     # 27 PEs fit 64, but 3 x 3 x 3 splits into no X <= 8 and Y <= 8
     assert _on_mesh((("M", 3), ("N", 3), ("K", 3)), (8, 8)) is None
     assert _on_mesh((("M", 3), ("N", 3)), (8, 8)) == ((("M", 3), ("N", 3)), 1)
+
+
+def test_a_bad_timeloop_split_is_named(tmp_path: Path) -> None:
+    text = (EY / "timeloop-mapper.map.yaml").read_text().replace("split: 1", "split: -1", 1)
+    bad = tmp_path / "map.yaml"
+    bad.write_text(text)
+    with pytest.raises(timeloop.TimeloopError, match=r"split must be a count of dimensions, found -1"):
+        timeloop.load(EY / "parsed-processed-input.yaml", bad)
