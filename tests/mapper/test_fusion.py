@@ -232,3 +232,26 @@ def test_fused_mappings_that_break_the_rules() -> None:
     )
     with pytest.raises(ScheduleError, match=r"buf may not keep C's on-chip tensors"):
         fusion.evaluate(keeps_nothing, ps, mapping((("M", 2),), (("M", 2),)), names=["C", "E"])
+
+
+def test_analyze_names_bad_produced_tensors() -> None:
+    from mapper.analysis import analyze
+
+    p = _problems()[0]
+    storages = [s for s in _toy().storages(p)]
+    maps = [
+        LevelMapping(target="DRAM", keep=frozenset({"A", "B"})),
+        LevelMapping(target="buf", temporal=(("M", 8), ("N", 4), ("K", 4))),
+    ]
+    with pytest.raises(ScheduleError, match=r"produced names 'X', which is no data space"):
+        analyze(p, storages, maps, produced=frozenset({"X"}))
+    hidden = [maps[0], LevelMapping(target="buf", temporal=maps[1].temporal, keep=frozenset({"A", "B"}))]
+    with pytest.raises(ScheduleError, match=r"C is made on chip \(produced\) but no level keeps it"):
+        analyze(p, storages, hidden, produced=frozenset({"C"}))
+    with pytest.raises(
+        ScheduleError, match=r"the outermost level DRAM must keep every tensor not made on chip"
+    ):
+        analyze(p, storages, maps)
+    # made on chip and kept at the buffer: no parent, so no fills and no DRAM traffic for C
+    a = analyze(p, storages, maps, produced=frozenset({"C"}))
+    assert "C" not in a.levels["DRAM"] and a.levels["buf"]["C"].fills == 0
