@@ -118,7 +118,7 @@ def _timeloop_stats(path: Path) -> dict[str, object]:
     return out
 
 
-def _matches_reference(name: str, levels: int, totals: int) -> tuple[Any, Any]:
+def _matches_reference(name: str, levels: int, totals: int) -> tuple[Any, Any, Any]:
     """A design of the exercises with timeloop-mapper's mapping and its ERT, analysed: every
     per-instance read, fill and update of its stats.txt and every level's total scalar accesses
     equal (``levels`` and ``totals`` entries at least), cycles and computes equal, utilisation as
