@@ -103,7 +103,9 @@ def attention(
         or not math.isfinite(scale)
     ):
         raise EvaluationError(f"attention: scale must be a finite number or None, got {scale!r}")
-    qa, ka, va = _check_arrays(q, k, v, enable_gqa=bool(enable_gqa))
+    # the CPU kernels map each query head to its K/V head: K and V are not repeated for them
+    in_kernel = backend == "cpu" and attn_mask is None
+    qa, ka, va = _check_arrays(q, k, v, enable_gqa=bool(enable_gqa), repeat_kv=not in_kernel)
     lead = qa.shape[:-2]
     P, E = qa.shape[-2:]
     M, F = va.shape[-2:]
@@ -123,7 +125,9 @@ def attention(
             qa = qa.astype(np.float64) * (float(scale) * math.sqrt(E))
         return _golden(qa, ka, va, cascade, bool(causal), shift)
     g = int(np.prod(lead, dtype=np.int64))
-    q3, k3, v3 = (c_array(a.reshape(g, *a.shape[-2:])) for a in (qa, ka, va))
+    gk = int(np.prod(ka.shape[:-2], dtype=np.int64))  # fewer than g with grouped-query attention
+    q3 = c_array(qa.reshape(g, *qa.shape[-2:]))
+    k3, v3 = (c_array(a.reshape(gk, *a.shape[-2:])) for a in (ka, va))
     out = np.empty((g, P, F), qa.dtype)
     scale = qa.dtype.type(1.0 / math.sqrt(E) if scale is None else scale)
     if backend == "cpu":
@@ -286,8 +290,12 @@ def _check_choice(what: str, value: object, known: tuple[str, ...]) -> None:
 
 
 def _check_arrays(
-    q: ArrayLike, k: ArrayLike, v: ArrayLike, *, enable_gqa: bool = False
+    q: ArrayLike, k: ArrayLike, v: ArrayLike, *, enable_gqa: bool = False, repeat_kv: bool = True
 ) -> tuple[NDArray[Any], ...]:
+    """``q``, ``k``, ``v`` checked and broadcast to common leading dimensions. With
+    ``enable_gqa``, K and V are repeated over the query heads, or (``repeat_kv=False``, for a
+    kernel that maps each query head to its K/V head itself) keep their own heads, broadcast over
+    the batch dimensions only."""
     arrays = []
     for name, x, dims in (("q", q, "(..., P, E)"), ("k", k, "(..., M, E)"), ("v", v, "(..., M, F)")):
         a = np.asarray(x)
@@ -320,7 +328,20 @@ def _check_arrays(
                 f"attention: with enable_gqa the query heads ({hq}) must be a multiple of the key/value "
                 f"heads ({hkv}): {shapes}"
             )
-        ka, va = (np.repeat(a, hq // hkv, axis=-3) for a in (ka, va))
+        if repeat_kv:
+            ka, va = (np.repeat(a, hq // hkv, axis=-3) for a in (ka, va))
+        elif hq != hkv:
+            try:
+                batch = np.broadcast_shapes(qa.shape[:-3], ka.shape[:-3])
+            except ValueError:
+                raise EvaluationError(
+                    f"attention: the leading (batch) dimensions do not broadcast: {shapes}"
+                ) from None
+            qa = np.broadcast_to(qa, (*batch, *qa.shape[-3:])) if qa.shape[:-3] != batch else qa
+            ka, va = (
+                np.broadcast_to(a, (*batch, *a.shape[-3:])) if a.shape[:-3] != batch else a for a in (ka, va)
+            )
+            return _check_sizes(qa, ka, va, shapes)
     try:
         lead = np.broadcast_shapes(qa.shape[:-2], ka.shape[:-2])
     except ValueError:
@@ -335,6 +356,12 @@ def _check_arrays(
     qa, ka, va = (
         a if a.shape[:-2] == lead else np.broadcast_to(a, (*lead, *a.shape[-2:])) for a in (qa, ka, va)
     )
+    return _check_sizes(qa, ka, va, shapes)
+
+
+def _check_sizes(
+    qa: NDArray[Any], ka: NDArray[Any], va: NDArray[Any], shapes: str
+) -> tuple[NDArray[Any], ...]:
     if qa.shape[-1] != ka.shape[-1]:
         raise EvaluationError(f"attention: q and k must share E (the last dimension): {shapes}")
     if ka.shape[-2] != va.shape[-2]:

@@ -236,6 +236,7 @@ def fwd_1pass(q, k, v, out, scale, causal, shift, bq, bk):  # type: ignore[no-un
     nqb = (P + bq - 1) // bq
     for w in prange(G * nqb):
         g, p0, n, qt = _work_item(q, w, nqb, bq)
+        kg = g // (G // k.shape[0])  # grouped-query attention: several query heads share a K/V head
         rm = np.full(n, -np.inf, q.dtype)
         rd = np.zeros(n, q.dtype)
         rnv = out[g, p0 : p0 + n]  # RNV accumulates in place; AV = RNV / RD at the end
@@ -244,7 +245,7 @@ def fwd_1pass(q, k, v, out, scale, causal, shift, bq, bk):  # type: ignore[no-un
         mend = min(M, p0 + n + shift) if causal else M
         for m0 in range(0, mend, bk):
             nk = min(mend, m0 + bk) - m0
-            kt = k[g, m0 : m0 + nk]
+            kt = k[kg, m0 : m0 + nk]
             _gemm(qt, kt, s, True, 0.0)  # QK for the tile, into s[:, :nk]
             for i in range(n):
                 row = s[i]
@@ -270,7 +271,7 @@ def fwd_1pass(q, k, v, out, scale, causal, shift, bq, bk):  # type: ignore[no-un
                     for f in range(F):
                         rnv[i, f] *= prm
                 rd[i] += sld
-            _gemm(s[:, :nk], v[g, m0 : m0 + nk], rnv, False, 1.0)  # RNV += SLN V
+            _gemm(s[:, :nk], v[kg, m0 : m0 + nk], rnv, False, 1.0)  # RNV += SLN V
         for i in range(n):
             for f in range(F):
                 rnv[i, f] = finish(rnv[i, f], rd[i])
@@ -291,13 +292,14 @@ def fwd_2pass(q, k, v, out, scale, causal, shift, bq, bk):  # type: ignore[no-un
     nqb = (P + bq - 1) // bq
     for w in prange(G * nqb):
         g, p0, n, qt = _work_item(q, w, nqb, bq)
+        kg = g // (G // k.shape[0])  # grouped-query attention: several query heads share a K/V head
         mend = min(M, p0 + n + shift) if causal else M
         ntiles = (mend + bk - 1) // bk
         lm = np.full((n, ntiles), -np.inf, q.dtype)
         sld = np.zeros((n, ntiles), q.dtype)
         # pass 1: LM[p, m1] = max[m0] S, SLD[p, m1] = sum[m0] exp(S - LM)
         for t in range(ntiles):
-            s, m0, nk = _tile_scores(qt, k, g, t, bk, mend)
+            s, m0, nk = _tile_scores(qt, k, kg, t, bk, mend)
             for i in range(n):
                 c = visible_keys(p0 + i + shift, m0, nk, causal)
                 if c > 0:
@@ -317,7 +319,7 @@ def fwd_2pass(q, k, v, out, scale, causal, shift, bq, bk):  # type: ignore[no-un
         # exp(S - GM) / SD (the same value with one exp and one rounding fewer)
         acc = np.zeros((n, F), q.dtype)
         for t in range(ntiles):
-            s, m0, nk = _tile_scores(qt, k, g, t, bk, mend)
+            s, m0, nk = _tile_scores(qt, k, kg, t, bk, mend)
             for i in range(n):
                 row = s[i]
                 c = visible_keys(p0 + i + shift, m0, nk, causal)
@@ -327,7 +329,7 @@ def fwd_2pass(q, k, v, out, scale, causal, shift, bq, bk):  # type: ignore[no-un
                 _row_exp(row, c, nk, scale, gm[i])
                 for j in range(c):
                     row[j] = finish(row[j], sd[i])
-            acc += np.dot(s, v[g, m0 : m0 + nk])
+            acc += np.dot(s, v[kg, m0 : m0 + nk])
         out[g, p0 : p0 + n] = acc
 
 
@@ -338,8 +340,9 @@ def fwd_3pass(q, k, v, out, scale, causal, shift, bq, bk):  # type: ignore[no-un
     nqb = (P + bq - 1) // bq
     for w in prange(G * nqb):
         g, p0, n, qt = _work_item(q, w, nqb, bq)
+        kg = g // (G // k.shape[0])  # grouped-query attention: several query heads share a K/V head
         mend = min(M, p0 + n + shift) if causal else M  # keys past the tile's last query are all masked
-        s = np.dot(qt, k[g, :mend].T)  # QK for the query tile: an n x mend slab (S = QK * scale)
+        s = np.dot(qt, k[kg, :mend].T)  # QK for the query tile: an n x mend slab (S = QK * scale)
         for i in range(n):
             row = s[i]
             c = visible_keys(p0 + i + shift, 0, mend, causal)
@@ -347,4 +350,4 @@ def fwd_3pass(q, k, v, out, scale, causal, shift, bq, bk):  # type: ignore[no-un
             sd = _row_exp(row, c, mend, scale, gm)  # pass 2: SN and SD
             for j in range(c):  # pass 3: A = SN / SD (then A x V below)
                 row[j] = finish(row[j], sd)
-        out[g, p0 : p0 + n] = np.dot(s, v[g, :mend])
+        out[g, p0 : p0 + n] = np.dot(s, v[kg, :mend])

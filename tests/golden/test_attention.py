@@ -496,3 +496,25 @@ def test_attn_mask_errors() -> None:
         golden.attention(q, q, q, attn_mask=np.ones((5, 4), bool))
     with pytest.raises(golden.EvaluationError, match=r"'alibi_attention' cannot run here: .*attn_mask"):
         golden.attention(q, q, q, attn_mask=np.ones((5, 5), bool), cascade="alibi_attention")
+
+
+@pytest.mark.parametrize("cascade", ["attention_1pass", "attention_2pass", "attention_3pass"])
+@pytest.mark.parametrize("causal", [False, True])
+def test_grouped_query_attention_in_the_cpu_kernels(cascade: str, causal: bool) -> None:
+    """enable_gqa on the CPU: each query head reads its K/V head in the kernel (K and V are not
+    repeated); the same as the float64 interpreter on repeated K and V, batch dimensions
+    broadcast, bottom-right causal."""
+    import numpy as np
+
+    import golden
+
+    rng = np.random.default_rng(11)
+    q = rng.standard_normal((2, 8, 33, 16)).astype(np.float32)
+    k = rng.standard_normal((1, 2, 47, 16)).astype(np.float32)
+    v = rng.standard_normal((1, 2, 47, 8)).astype(np.float32)
+    kw = dict(cascade=cascade, causal=causal, causal_alignment="bottom-right")
+    got = golden.attention(q, k, v, enable_gqa=True, **kw)
+    rk, rv = (np.repeat(np.broadcast_to(a, (2, *a.shape[1:])), 4, axis=1) for a in (k, v))
+    want = golden.attention(q, rk, rv, backend="golden", **kw)
+    assert got.shape == (2, 8, 33, 8)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=2e-6)
