@@ -723,6 +723,10 @@ def _sweep(
     if out is not None:
         store = out / "store"
         store.mkdir(parents=True, exist_ok=True)
+        # the temporary files of a sweep killed mid-write (this one holds the folder's lock, so
+        # no live sweep is writing them): never read, removed
+        for leftover in (*store.glob(".*.tmp"), *out.glob(".*.tmp")):
+            leftover.unlink(missing_ok=True)
     keys = [point_key(p) for p in pts]
     rows: dict[int, dict[str, Any]] = {}
     if store is not None:

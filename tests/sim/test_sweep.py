@@ -552,3 +552,19 @@ def test_register_file_rule_errors(params, message) -> None:  # type: ignore[no-
     bad = {**SPEC, "params": params, "cascades": ["attention_1pass"], "workloads": SPEC["workloads"][:1]}
     with pytest.raises(ConfigError, match=re_escape(message)):
         sw.sweep(bad, workers=1)
+
+
+def test_a_resumed_sweep_removes_a_killed_writer_s_temporary_files(tmp_path: Path) -> None:
+    """A sweep killed while writing a point leaves its temporary file (SIGKILL runs no cleanup);
+    the next sweep of the folder, holding its lock, removes it and never reads it."""
+    spec = {
+        **SPEC,
+        "params": {"array_dim": [16]},
+        "cascades": ["attention_1pass"],
+        "workloads": SPEC["workloads"][:1],
+    }
+    sw.sweep(spec, out=tmp_path, workers=1)
+    leftover = tmp_path / "store" / ".0123abcd.json.4242.1.tmp"
+    leftover.write_text('{"half": ')
+    again = sw.sweep(spec, out=tmp_path, workers=1)
+    assert again.reused == 1 and not leftover.exists()
