@@ -58,6 +58,7 @@ def test_area_json() -> None:
     assert row["block"] == "topk" and row["cells"] > 100 and row["area_um2"] > 100.0
 
 
+@pytest.mark.slow  # CI runs it (.ci/run): synthesis of four array sizes, about 6 s warm
 def test_area_array2d_is_per_pe() -> None:
     """array2d synthesises in seconds (it once hung in ABC's SAT sweep) and its area is per PE:
     four PEs cost three to four and a half times one (one multiplier each, little shared logic)."""
@@ -67,6 +68,7 @@ def test_area_array2d_is_per_pe() -> None:
     assert 3.0 < four["area_um2"] / one["area_um2"] < 4.5
 
 
+@pytest.mark.slow  # CI runs it (.ci/run)
 def test_memories_priced_as_register_files() -> None:
     """topk n=16, P=4 holds three 64-bit x 4-row memories: priced from the library's cells, a
     flip-flop (4.522 um^2) and a hold multiplexer (1.862) a bit plus a read tree of 3
