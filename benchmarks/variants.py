@@ -215,16 +215,16 @@ def main() -> int:
         rows.append(row)
         if not args.json:
             parts = [
-                f"{name:26s} ours {row['ours_ms']:8.1f} ms",
-                f"eager {row['eager_ms']:8.1f} ms ({row['eager_ms'] / row['ours_ms']:.2f}x)",
+                f"{name:26s} ours {row['ours_ms']:8.3g} ms",
+                f"eager {row['eager_ms']:8.3g} ms ({row['eager_ms'] / row['ours_ms']:.2f}x)",
             ]
             if row["flex_ms"] is not None:
-                parts.append(f"flex {row['flex_ms']:8.1f} ms ({row['flex_ms'] / row['ours_ms']:.2f}x)")
+                parts.append(f"flex {row['flex_ms']:8.3g} ms ({row['flex_ms'] / row['ours_ms']:.2f}x)")
             else:
                 parts.append("flex: does not fit")
             if "sdpa_ms" in row:
-                parts.append(f"sdpa {row['sdpa_ms']:.1f} ms ({row['sdpa_ms'] / row['ours_ms']:.2f}x)")
-                parts.append(f"hand-written 1-pass {row['handwritten_1pass_ms']:.1f} ms")
+                parts.append(f"sdpa {row['sdpa_ms']:.3g} ms ({row['sdpa_ms'] / row['ours_ms']:.2f}x)")
+                parts.append(f"hand-written 1-pass {row['handwritten_1pass_ms']:.3g} ms")
             print("; ".join(parts) + f"; |diff| {err:.1e}", flush=True)
     if args.json:
         print(json.dumps({"shape": [1, h, n, d], "threads": torch.get_num_threads(), "rows": rows}))

@@ -15,7 +15,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from einsum.errors import suggest
-from golden._runtime import _CPU_LOCK, _blas_controller, c_array
+from golden._runtime import _CPU_LOCK, c_array, one_blas_thread
 from golden.errors import EvaluationError
 
 if TYPE_CHECKING:
@@ -402,7 +402,7 @@ def _cpu(
     # One call at a time: the kernel already uses every core, and numba's workqueue threading
     # layer (its fallback where neither OpenMP nor TBB loads) aborts the process when two Python
     # threads launch parallel kernels at once.
-    with _CPU_LOCK, _blas_controller().limit(limits=1, user_api="blas"):
+    with _CPU_LOCK, one_blas_thread():
         kernel(q, k, v, out, scale, causal, shift, bq, _BK)
 
 

@@ -31,7 +31,7 @@ says why (``CompiledCascade.reason``).
 
 from __future__ import annotations
 
-import dataclasses
+import math
 import sys
 import threading
 import warnings
@@ -167,9 +167,24 @@ class _Run:
     szi_k: Any = None  # the sizes as the CUDA kernels read them (on the device)
     uniform: frozenset[str] = frozenset()  # inputs the same for every batch entry
 
+    key: Any = None  # the call's signature, for what a step derives from it alone
+
     def fields(self) -> tuple[Any, ...]:
-        """The fields in order, not copied (``dataclasses.astuple`` copies the tensors' dict)."""
-        return tuple(getattr(self, f.name) for f in dataclasses.fields(self))
+        """The fields but ``key``, in order, not copied (``dataclasses.astuple`` copies the
+        tensors' dict)."""
+        return (
+            self.tensors,
+            self.shapes,
+            self.pn,
+            self.sn,
+            self.prm,
+            self.sz,
+            self.szi,
+            self.dtype,
+            self.g,
+            self.szi_k,
+            self.uniform,
+        )
 
 
 @dataclass
@@ -190,6 +205,8 @@ class CompiledCascade:
     # per call signature (input shapes and dtypes, sizes): what follows from it alone
     _shapes: dict[Any, tuple[Any, ...]] = field(default_factory=dict, repr=False)
     _masks: dict[str, Any] = field(default_factory=dict, repr=False)  # a core's block-mask kernel
+    # per (call signature, step): a CPU core's launch settings (CompiledCascade._cpu_launch)
+    _launches: dict[Any, tuple[Any, ...]] = field(default_factory=dict, repr=False)
 
     @property
     def template(self) -> str | None:
@@ -278,7 +295,9 @@ class CompiledCascade:
         uniform = frozenset(
             i.name for i in c.inputs if int(np.prod(arrays[i.name].shape[: -len(i.ranks) or None])) == 1
         )
-        return dtype, tails, lead, g, prm64, sz64, szi, shapes, lay, pnames, snames, uniform
+        # the cores read the params and sizes in the dtype; loop nests compute in float64
+        prm_c, sz_c = prm64.astype(dtype), sz64.astype(dtype)
+        return dtype, tails, lead, g, prm64, sz64, szi, shapes, lay, pnames, snames, uniform, prm_c, sz_c
 
     def __call__(
         self, inputs: Mapping[str, ArrayLike], sizes: Mapping[str, int] | None = None
@@ -304,7 +323,7 @@ class CompiledCascade:
             if len(self._shapes) >= 16:  # a few signatures per kernel (decode steps, batches)
                 self._shapes.pop(next(iter(self._shapes)))
             self._shapes[key] = known
-        dtype, tails, lead, g, prm64, sz64, szi, shapes, lay, pnames, snames, uniform = known
+        dtype, tails, lead, g, prm64, sz64, szi, shapes, lay, pnames, snames, uniform, prm_c, sz_c = known
         tensors: dict[str, Any] = {}
         for i in c.inputs:
             a, full = arrays[i.name], (*lead, *tails[i.name])
@@ -324,14 +343,14 @@ class CompiledCascade:
             prm_c, sz_c, szi_k = (nbcuda.to_device(a) for a in (prm64, sz64, szi))
             prm_l, sz_l = prm_c, sz_c  # float64 for every CUDA kernel
         else:
-            prm_c, sz_c, szi_k = prm64.astype(dtype), sz64.astype(dtype), None  # cores: the dtype
+            szi_k = None
             prm_l, sz_l = prm64, sz64  # loop nests compute in float64
-        core_run = _Run(tensors, shapes, pnames, snames, prm_c, sz_c, szi, dtype, g, szi_k, uniform)
-        loop_run = _Run(tensors, shapes, pnames, snames, prm_l, sz_l, szi, dtype, g, szi_k)
-        from golden._runtime import _CPU_LOCK, _blas_controller
+        core_run = _Run(tensors, shapes, pnames, snames, prm_c, sz_c, szi, dtype, g, szi_k, uniform, key)
+        loop_run = _Run(tensors, shapes, pnames, snames, prm_l, sz_l, szi, dtype, g, szi_k, key=key)
+        from golden._runtime import _CPU_LOCK, one_blas_thread
 
         sources = []
-        with _CPU_LOCK, _blas_controller().limit(limits=1, user_api="blas"):
+        with _CPU_LOCK, one_blas_thread():
             for st in pl.steps:
                 if st.kind == "view":
                     e = c.einsums[st.statements[0]]
@@ -383,6 +402,28 @@ class CompiledCascade:
                 np.full(shapes[name], np.nan, dtype) if iterative else np.empty(shapes[name], dtype)
             )
 
+    def _cpu_launch(self, st: Step, run: _Run) -> tuple[Any, ...]:
+        """What a CPU core's launch takes from the call's signature alone (worked out once per
+        signature): its source and kernel, its block-mask kernel, the tiles, the batch the block
+        mask spans and the placeholder for a core without extra tensors."""
+        _, _, pn, sn, _, _, szi, dtype, g, _, uniform = run.fields()
+        src, kernel, _ = self._kernel(st, lambda: (_source(st, pn, sn), None))
+        bq, bk = TILES[st.kind]
+        # a blocked query or key (SeerAttention's): a tile per block, so that a block the
+        # selection dropped is skipped whole
+        if len(st.qranks) > 1:
+            bq = int(szi[sn.index(st.qranks[-1].upper())])
+        if len(st.kranks) > 1:
+            bk = int(szi[sn.index(st.kranks[-1].upper())])
+        if src not in self._masks:
+            self._masks[src] = getattr(_module(src), "block_mask", None)
+        mask = self._masks[src]
+        if mask is not None and len(st.kranks) == 1:
+            bk = min(bk, MASKED_KEYS)
+        bq, bk = self.block_q or bq, self.block_k or bk
+        gm = 1 if all(x in uniform for x in st.extras) else g
+        return src, kernel, mask, bq, bk, gm, np.zeros((1, 1), dtype)
+
     def _loops(self, st: Step, run: _Run) -> str:
         tensors, shapes, pn, sn, prm, sz, szi, dtype, g, szi_k, uniform = run.fields()
         c = self.cascade
@@ -407,8 +448,7 @@ class CompiledCascade:
             tuple(k.shape),
             tuple(v.shape),
         )  # (the CUDA simulator's shapes are not tuples)
-        p = int(np.prod(qs[1:-1], dtype=np.int64))
-        m = int(np.prod(ks[1:-1], dtype=np.int64))
+        p, m = math.prod(qs[1:-1]), math.prod(ks[1:-1])
         f = vs[-1]
         q3, k3, v3 = q.reshape(g, p, qs[-1]), k.reshape(g, m, ks[-1]), v.reshape(g, m, f)
         extras = [tensors[x] for x in st.extras]
@@ -431,24 +471,17 @@ class CompiledCascade:
             kernel[(-(-p // threads), g), threads](q3, k3, v3, out, prm, sz, szi_k, *extras)
         else:
             out = np.empty((g, p, f), dtype)
+            lkey = (run.key, st.statements, self.block_q, self.block_k)
+            launch = self._launches.get(lkey)
+            if launch is None:
+                launch = self._cpu_launch(st, run)
+                if len(self._launches) >= 64:
+                    self._launches.pop(next(iter(self._launches)))
+                self._launches[lkey] = launch
+            src, kernel, mask, bq, bk, gm, blank = launch
             if not extras:
-                extras = [np.zeros((1, 1), dtype)]
-            src, kernel, _ = self._kernel(st, lambda: (_source(st, pn, sn), None))
-            bq, bk = TILES[st.kind]
-            # a blocked query or key (SeerAttention's): a tile per block, so that a block the
-            # selection dropped is skipped whole
-            if len(st.qranks) > 1:
-                bq = int(szi[sn.index(st.qranks[-1].upper())])
-            if len(st.kranks) > 1:
-                bk = int(szi[sn.index(st.kranks[-1].upper())])
-            if src not in self._masks:
-                self._masks[src] = getattr(_module(src), "block_mask", None)
-            mask = self._masks[src]
-            if mask is not None and len(st.kranks) == 1:
-                bk = min(bk, MASKED_KEYS)
-            bq, bk = self.block_q or bq, self.block_k or bk
+                extras = [blank]
             if mask is not None:  # the blocks where the score's condition holds, once per call
-                gm = 1 if all(x in uniform for x in st.extras) else g
                 blk = np.empty((gm, -(-p // bq), -(-m // bk)), np.bool_)
                 mask(q3, prm, sz, szi, *extras, bq, bk, gm, p, m, blk)
             else:

@@ -39,3 +39,53 @@ def _blas_controller() -> Any:
     from threadpoolctl import ThreadpoolController
 
     return ThreadpoolController()
+
+
+class _OneBlasThread:
+    """``with one_blas_thread():`` runs its body with every loaded BLAS on one thread (the
+    kernels call BLAS from each of their own threads), and restores the counts after. OpenBLAS
+    libraries are set through their own ``openblas_set_num_threads`` (about 0.5 us a call);
+    threadpoolctl's ``limit`` costs 10 to 30 us, which a decode step (0.2 ms) feels. Any other
+    BLAS goes through threadpoolctl. Not reentrant: it is used under ``_CPU_LOCK``."""
+
+    def __init__(self) -> None:
+        ctl = _blas_controller()
+        self._raw: list[tuple[Any, Any]] = []
+        others = []
+        for lib in ctl.lib_controllers:
+            if lib.user_api != "blas":
+                continue
+            get = set_ = None
+            if lib.internal_api == "openblas":
+                try:
+                    get = lib._get_symbol("openblas_get_num_threads")
+                    set_ = lib._get_symbol("openblas_set_num_threads")
+                except Exception:  # a build without the symbols: threadpoolctl's way
+                    get = set_ = None
+            if get is not None and set_ is not None:
+                self._raw.append((get, set_))
+            else:
+                others.append(lib)
+        self._others = bool(others)
+        self._saved: list[int] = []
+        self._limiter: Any = None
+
+    def __enter__(self) -> None:
+        self._saved = [get() for get, _ in self._raw]
+        for _, set_ in self._raw:
+            set_(1)
+        if self._others:
+            self._limiter = _blas_controller().limit(limits=1, user_api="blas")
+
+    def __exit__(self, *exc: object) -> None:
+        if self._limiter is not None:
+            self._limiter.restore_original_limits()
+            self._limiter = None
+        for (_, set_), n in zip(self._raw, self._saved, strict=True):
+            set_(n)
+
+
+@cache
+def one_blas_thread() -> _OneBlasThread:
+    """The process's :class:`_OneBlasThread` (made once, after the BLAS libraries load)."""
+    return _OneBlasThread()

@@ -457,3 +457,42 @@ def test_a_pooling_sums_along_contiguous_memory() -> None:
     rng = np.random.default_rng(2)
     a, b = rng.normal(size=(5, 7)), rng.normal(size=(7, 3))
     np.testing.assert_allclose(fn({"A": a, "B": b})["Z"], a * b.sum(1)[None, :], rtol=1e-12)
+
+
+def test_a_call_leaves_the_blas_thread_counts_as_it_found_them() -> None:
+    """The kernels run BLAS on one thread inside their own threads; after a call (and after one
+    that raised inside the limit), every BLAS library has the count it had before."""
+    from threadpoolctl import threadpool_info
+
+    from golden._runtime import one_blas_thread
+
+    def counts() -> list[int]:
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    c = einsum.library.get("attention_decode")
+    rng = np.random.default_rng(6)
+    x = {"Q": rng.normal(size=(2, 1, 8)), "K": rng.normal(size=(2, 40, 8)), "V": rng.normal(size=(2, 40, 4))}
+    fn = golden.compile(c)
+    fn(x)  # loads every BLAS the kernels use
+    before = counts()
+    fn(x)
+    assert counts() == before
+    with pytest.raises(RuntimeError), one_blas_thread():
+        assert set(counts()) <= {1}
+        raise RuntimeError("inside the limit")
+    assert counts() == before
+
+
+def test_changing_the_tiles_after_a_call_takes_effect() -> None:
+    """A call's launch settings are kept per signature; setting block_q / block_k afterwards is
+    not ignored (the generated source is the same; the tiles are the kernel's arguments)."""
+    c = einsum.library.get("document_mask_attention")
+    rng = np.random.default_rng(7)
+    x = {"Q": rng.normal(size=(64, 8)), "K": rng.normal(size=(96, 8)), "V": rng.normal(size=(96, 4))}
+    x["DQ"], x["DK"] = np.repeat(np.arange(4.0), 16), np.repeat(np.arange(4.0), 24)
+    fn = golden.compile(c)
+    first = fn(x)["AV"]
+    fn.block_q, fn.block_k = 8, 8
+    second = fn(x)["AV"]
+    assert {lk[2:] for lk in fn._launches} == {(None, None), (8, 8)}
+    np.testing.assert_allclose(second, first, rtol=1e-12, atol=1e-12)
