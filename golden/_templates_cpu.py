@@ -50,10 +50,16 @@ _SOFTMAX = (
                 # shift-invariant, so either gives the same AV.
                 ref = rm[i]
                 smp = -INF
-                for j in range(0, nk, max(1, nk // 32)):
-                    mi = m0 + j
-{kunflat2}                    qk = row[j]
-                    smp = _fmax(smp, q.dtype.type({body}))
+                if nk < 64:  # the sample is the whole tile: a unit-stride loop, vectorised
+                    for j in range(nk):
+                        mi = m0 + j
+{kunflat3}                        qk = row[j]
+                        smp = _fmax(smp, q.dtype.type({body}))
+                else:
+                    for j in range(0, nk, nk // 32):
+                        mi = m0 + j
+{kunflat3}                        qk = row[j]
+                        smp = _fmax(smp, q.dtype.type({body}))
                 if smp != -INF and (ref == -INF or smp > ref + 8):
                     if ref != -INF:
                         prm_ = exp_fast(ref - smp)
