@@ -103,8 +103,8 @@ def attention(
         or not math.isfinite(scale)
     ):
         raise EvaluationError(f"attention: scale must be a finite number or None, got {scale!r}")
-    # the CPU kernels map each query head to its K/V head: K and V are not repeated for them
-    in_kernel = backend == "cpu" and attn_mask is None
+    # the kernels map each query head to its K/V head: K and V are not repeated for them
+    in_kernel = backend != "golden"
     qa, ka, va = _check_arrays(q, k, v, enable_gqa=bool(enable_gqa), repeat_kv=not in_kernel)
     lead = qa.shape[:-2]
     P, E = qa.shape[-2:]
@@ -119,7 +119,8 @@ def attention(
             )
         shift = M - P
     if attn_mask is not None:
-        return _masked(qa, ka, va, attn_mask, bool(causal), causal_alignment, scale, backend)
+        gqa = bool(enable_gqa)
+        return _masked(qa, ka, va, attn_mask, bool(causal), causal_alignment, scale, backend, gqa)
     if backend == "golden":
         if scale is not None:  # the cascades scale by 1/sqrt(E): fold the rest into Q (float64)
             qa = qa.astype(np.float64) * (float(scale) * math.sqrt(E))
@@ -249,7 +250,11 @@ def _masked(
     alignment: str,
     scale: float | None,
     backend: str,
+    gqa: bool = False,
 ) -> NDArray[Any]:
+    """Attention with torch's ``attn_mask``, through the masked softmax cascade's kernels: the
+    mask is read in the kernel at its own batch entries (not copied across batch and heads), and
+    with ``gqa`` each query head reads its K/V head (K and V are not repeated)."""
     from golden._interp import run
 
     mask = np.asarray(attn_mask)
@@ -259,7 +264,9 @@ def _masked(
             f"got dtype {mask.dtype}"
         )
     P, M = qa.shape[-2], ka.shape[-2]
-    lead = np.broadcast_shapes(qa.shape[:-2], ka.shape[:-2])
+    heads = ka.shape[-3] != qa.shape[-3] if gqa else False  # K/V keep their own (fewer) heads
+    kv_lead = (*ka.shape[:-3], qa.shape[-3]) if heads else ka.shape[:-2]
+    lead = np.broadcast_shapes(qa.shape[:-2], kv_lead)
     try:
         np.broadcast_shapes(mask.shape, (*lead, P, M))
         lead = np.broadcast_shapes(lead, mask.shape[:-2])
@@ -270,15 +277,18 @@ def _masked(
         ) from None
     boolean = mask.dtype.kind == "b"
     c = masked_cascade(boolean, causal, alignment, scale)
-    m = np.broadcast_to(mask, (*lead, P, M)).astype(qa.dtype)
+    # the cascade reads MASK[p, m]: broadcast within the scores' two dimensions only
+    m = np.broadcast_to(mask, (*mask.shape[:-2], P, M)).astype(qa.dtype)
     x = {"Q": qa, "K": ka, "V": va, "MASK": m}
     if backend == "golden":
+        m = np.broadcast_to(mask, (*lead, P, M)).astype(qa.dtype)
+        x["MASK"] = m
         out = np.empty((*lead, P, va.shape[-1]))
         for idx in np.ndindex(*lead):
             at = {n: np.broadcast_to(a, (*lead, *a.shape[-2:]))[idx] for n, a in x.items()}
             out[idx] = run(c, at)["AV"]
         return out
-    return _compiled(c, backend)(x)["AV"]
+    return _compiled(c, backend)(x, enable_gqa=heads)["AV"]
 
 
 def _check_choice(what: str, value: object, known: tuple[str, ...]) -> None:

@@ -177,6 +177,7 @@ def _kernel(dtype_name: str, E: int, F: int, BQ: int, BK: int, NPASS: int) -> An
         tfac = cuda.shared.array(BQ, dt)  # 2 passes: exp(LM - GM) on this tile's SLD
         red = cuda.shared.array((BQ, W), dt)  # partial maxima / sums
         g, qb = cuda.blockIdx.x, cuda.blockIdx.y
+        kg = g // (cuda.gridDim.x // k.shape[0])  # grouped-query attention: query heads share a K/V head
         tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
         tid = ty * _T + tx
         sr, part = tid // W, tid % W  # the row and column stripe of the row statistics
@@ -198,7 +199,7 @@ def _kernel(dtype_name: str, E: int, F: int, BQ: int, BK: int, NPASS: int) -> An
             last = sweep == NPASS - 1
             for m0 in range(0, mend, BK):
                 cuda.syncthreads()
-                load_kv(k, v, g, m0, M, ks, vs, tid)
+                load_kv(k, v, kg, m0, M, ks, vs, tid)
                 cuda.syncthreads()
                 scores(qs, ks, ss, p0, m0, M, causal, qshift, scale, tx, ty)
                 cuda.syncthreads()

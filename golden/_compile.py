@@ -150,6 +150,59 @@ def _module(src: str) -> Any:
     return module
 
 
+def _batch_shape(
+    leads: Mapping[str, tuple[int, ...]], gqa: bool, shapes: Mapping[str, tuple[int, ...]]
+) -> tuple[int, ...]:
+    """The batch the inputs' leading dimensions broadcast to (torch's rules; with ``gqa`` the last
+    of them, the heads, may also be a divisor of the others'). ``shapes``: the inputs' whole
+    shapes, for the error."""
+    n = max((len(x) for x in leads.values()), default=0)
+    padded = {k: (1,) * (n - len(x)) + tuple(x) for k, x in leads.items()}
+    out = []
+    for d in range(n):
+        sizes = {x[d] for x in padded.values()} - {1}
+        big = max(sizes, default=1)
+        if len(sizes) > 1 and not (gqa and d == n - 1 and all(big % s == 0 for s in sizes)):
+            got = ", ".join(f"{k} {tuple(x)}" for k, x in shapes.items())
+            hint = (
+                "; with enable_gqa the last of them (the heads) may divide the others'"
+                if d == n - 1 and not gqa and all(big % s == 0 for s in sizes)
+                else ""
+            )
+            raise EvaluationError(
+                f"golden.compile: the inputs' leading (batch) dimensions do not broadcast: {got}{hint}"
+            )
+        out.append(big)
+    return tuple(out)
+
+
+def _unbroadcast(a: NDArray[Any], nranks: int) -> NDArray[Any]:
+    """``a`` with its leading dimensions that are broadcast views (stride 0) cut to length 1: the
+    kernels read such an input at one batch entry, rather than a copy per entry."""
+    lead = a.ndim - nranks
+    if lead <= 0 or all(a.strides[d] != 0 or a.shape[d] <= 1 for d in range(lead)):
+        return a
+    return a[tuple(slice(0, 1) if a.strides[d] == 0 and a.shape[d] > 1 else slice(None) for d in range(lead))]
+
+
+def _group_map(own: tuple[int, ...], lead: tuple[int, ...]) -> NDArray[np.int64]:
+    """For each batch entry (row-major over ``lead``), the entry of an input whose leading
+    dimensions are ``own`` that it reads: 0 along a broadcast dimension, ``i // (n // m)`` along
+    one of ``m`` heads shared by ``n`` (grouped-query attention)."""
+    g = math.prod(lead)
+    own = (1,) * (len(lead) - len(own)) + tuple(own)
+    if own == tuple(lead):
+        return np.arange(g, dtype=np.int64)
+    coords = np.unravel_index(np.arange(g, dtype=np.int64), lead) if lead else ()
+    idx = np.zeros(g, np.int64)
+    stride = 1
+    for d in reversed(range(len(lead))):
+        if own[d] != 1:
+            idx += (coords[d] // (lead[d] // own[d])) * stride
+        stride *= own[d]
+    return idx
+
+
 @dataclass
 class _Run:
     """One call's state, shared by its kernels: the tensors by name (each ``(G, ...)``), their
@@ -168,6 +221,9 @@ class _Run:
     uniform: frozenset[str] = frozenset()  # inputs the same for every batch entry
 
     key: Any = None  # the call's signature, for what a step derives from it alone
+    #: per tensor held at its own batch entries (inputs and their views): the entry each batch
+    #: entry reads; any other tensor is held at every batch entry
+    maps: Mapping[str, Any] = field(default_factory=dict)
 
     def fields(self) -> tuple[Any, ...]:
         """The fields but ``key``, in order, not copied (``dataclasses.astuple`` copies the
@@ -207,6 +263,8 @@ class CompiledCascade:
     _masks: dict[str, Any] = field(default_factory=dict, repr=False)  # a core's block-mask kernel
     # per (call signature, step): a CPU core's launch settings (CompiledCascade._cpu_launch)
     _launches: dict[Any, tuple[Any, ...]] = field(default_factory=dict, repr=False)
+    # per (call signature, step): the step's group map (CompiledCascade._gmap)
+    _gmaps: dict[Any, Any] = field(default_factory=dict, repr=False)
 
     @property
     def template(self) -> str | None:
@@ -246,7 +304,11 @@ class CompiledCascade:
         return "\n\n".join(parts)
 
     def _signature(
-        self, arrays: Mapping[str, NDArray[Any]], sizes: Mapping[str, int] | None
+        self,
+        arrays: Mapping[str, NDArray[Any]],
+        sizes: Mapping[str, int] | None,
+        enable_gqa: bool = False,
+        compact: Mapping[str, NDArray[Any]] | None = None,
     ) -> tuple[Any, ...]:
         """What a call's input shapes, dtypes and sizes determine (checked once per signature):
         the dtype, the ranks' sizes, the batch, the params' and sizes' arrays, every tensor's
@@ -271,13 +333,8 @@ class CompiledCascade:
         if dtype not in (np.float32, np.float64):
             dtype = np.dtype(np.float64)
         tails = {i.name: arrays[i.name].shape[arrays[i.name].ndim - len(i.ranks) :] for i in c.inputs}
-        try:
-            lead = np.broadcast_shapes(*(arrays[i.name].shape[: -len(i.ranks) or None] for i in c.inputs))
-        except ValueError:
-            got = ", ".join(f"{i.name} {arrays[i.name].shape}" for i in c.inputs)
-            raise EvaluationError(
-                f"golden.compile: the inputs' leading (batch) dimensions do not broadcast: {got}"
-            ) from None
+        leads = {i.name: arrays[i.name].shape[: arrays[i.name].ndim - len(i.ranks)] for i in c.inputs}
+        lead = _batch_shape(leads, enable_gqa, {i.name: arrays[i.name].shape for i in c.inputs})
         bound = bind_sizes(c, tails, sizes)
         params = eval_params(c, bound)
         pnames, snames = self._names()
@@ -292,16 +349,36 @@ class CompiledCascade:
             if e.step is not None:
                 shape[e.indices.index(e.step)] += 1
             shapes[e.output] = (g, *(shape[i] for i in lay.get(e.output, range(len(shape)))))
-        uniform = frozenset(
-            i.name for i in c.inputs if int(np.prod(arrays[i.name].shape[: -len(i.ranks) or None])) == 1
-        )
+        # each input at its own batch entries (not copied across the batch): the entry each
+        # batch entry reads; a view of an input reads as the input does
+        compact = compact or arrays
+        own = {i.name: compact[i.name].shape[: compact[i.name].ndim - len(i.ranks)] for i in c.inputs}
+        uniform = frozenset(i.name for i in c.inputs if math.prod(own[i.name]) == 1)
+        maps = {n: _group_map(o, lead) for n, o in own.items()}
+        for st in self.plan.steps:
+            if st.kind == "view":
+                e = c.einsums[st.statements[0]]
+                src = _view_of(c, e)
+                if src in maps:
+                    maps[e.output] = maps[src]
         # the cores read the params and sizes in the dtype; loop nests compute in float64
         prm_c, sz_c = prm64.astype(dtype), sz64.astype(dtype)
-        return dtype, tails, lead, g, prm64, sz64, szi, shapes, lay, pnames, snames, uniform, prm_c, sz_c
+        return (
+            dtype, tails, lead, g, prm64, sz64, szi, shapes, lay, pnames, snames, uniform, prm_c, sz_c, maps
+        )  # fmt: skip
 
     def __call__(
-        self, inputs: Mapping[str, ArrayLike], sizes: Mapping[str, int] | None = None
+        self,
+        inputs: Mapping[str, ArrayLike],
+        sizes: Mapping[str, int] | None = None,
+        *,
+        enable_gqa: bool = False,
     ) -> dict[str, NDArray[Any]]:
+        """Run the kernels. Inputs broadcast over their leading (batch) dimensions as torch's do,
+        and are not copied across the batch: each kernel reads an input at its own batch entry.
+        ``enable_gqa`` (torch's grouped-query attention) lets the last batch dimension (the
+        heads) of an input divide the others' instead of equal them: query head ``h`` of ``H``
+        reads head ``h // (H // Hkv)`` of an input with ``Hkv`` heads."""
         from golden._interp import run
 
         c, pl = self.cascade, self.plan
@@ -311,25 +388,33 @@ class CompiledCascade:
                 RuntimeWarning,
                 stacklevel=2,
             )
+            if enable_gqa:
+                raise EvaluationError(
+                    f"golden.compile: enable_gqa needs the compiled kernels, and {c.name or 'the cascade'} "
+                    f"runs in the interpreter ({pl.reason}); repeat K and V over the query heads instead"
+                )
             return run(c, inputs, sizes)
+        ranks = {i.name: len(i.ranks) for i in c.inputs}
         arrays = {n: np.asarray(a) for n, a in inputs.items()}
+        # broadcast views cut to one batch entry: the kernels read each at its own entries
+        compact = {n: _unbroadcast(a, ranks.get(n, 0)) for n, a in arrays.items()}
         key = (
-            tuple((n, a.shape, a.dtype.str) for n, a in arrays.items()),
+            tuple((n, a.shape, compact[n].shape, a.dtype.str) for n, a in arrays.items()),
             tuple(sorted((sizes or {}).items())),
+            bool(enable_gqa),
         )
         known = self._shapes.get(key)
         if known is None:
-            known = self._signature(arrays, sizes)
+            known = self._signature(arrays, sizes, bool(enable_gqa), compact)
             if len(self._shapes) >= 16:  # a few signatures per kernel (decode steps, batches)
                 self._shapes.pop(next(iter(self._shapes)))
             self._shapes[key] = known
-        dtype, tails, lead, g, prm64, sz64, szi, shapes, lay, pnames, snames, uniform, prm_c, sz_c = known
+        dtype, tails, lead, g, prm64, sz64, szi, shapes, lay, pnames, snames, uniform, prm_c, sz_c, maps = (
+            known
+        )
         tensors: dict[str, Any] = {}
-        for i in c.inputs:
-            a, full = arrays[i.name], (*lead, *tails[i.name])
-            if a.shape != full:  # a broadcast input (shared across the batch)
-                a = np.broadcast_to(a, full)
-            tensors[i.name] = c_array(a.reshape(g, *tails[i.name]), dtype)
+        for i in c.inputs:  # each at its own batch entries (the group maps say which one is read)
+            tensors[i.name] = c_array(compact[i.name].reshape(-1, *tails[i.name]), dtype)
         cuda = self.backend == "cuda"
         if cuda:
             from numba import cuda as nbcuda
@@ -345,8 +430,9 @@ class CompiledCascade:
         else:
             szi_k = None
             prm_l, sz_l = prm64, sz64  # loop nests compute in float64
-        core_run = _Run(tensors, shapes, pnames, snames, prm_c, sz_c, szi, dtype, g, szi_k, uniform, key)
-        loop_run = _Run(tensors, shapes, pnames, snames, prm_l, sz_l, szi, dtype, g, szi_k, key=key)
+        names = (tensors, shapes, pnames, snames)
+        core_run = _Run(*names, prm_c, sz_c, szi, dtype, g, szi_k, uniform, key, maps)
+        loop_run = _Run(*names, prm_l, sz_l, szi, dtype, g, szi_k, key=key, maps=maps)
         from golden._runtime import _CPU_LOCK, one_blas_thread
 
         sources = []
@@ -354,7 +440,8 @@ class CompiledCascade:
             for st in pl.steps:
                 if st.kind == "view":
                     e = c.einsums[st.statements[0]]
-                    tensors[e.output] = tensors[_view_of(c, e)].reshape(shapes[e.output])  # type: ignore[index]
+                    src = tensors[_view_of(c, e)]  # type: ignore[index]
+                    tensors[e.output] = src.reshape((src.shape[0], *shapes[e.output][1:]))
                     continue
                 src = self._core(st, core_run) if st.core else self._loops(st, loop_run)
                 sources.append(src)
@@ -365,6 +452,8 @@ class CompiledCascade:
         for name in c.outputs:
             x = tensors[name]
             x = x.copy_to_host() if cuda else x
+            if name in maps and x.shape[0] != g:  # an output that is an input's view
+                x = x[maps[name]]
             if name in lay:  # back to the logical order
                 x = np.ascontiguousarray(
                     np.transpose(x, (0, *(1 + lay[name].index(i) for i in range(x.ndim - 1))))
@@ -424,10 +513,29 @@ class CompiledCascade:
         gm = 1 if all(x in uniform for x in st.extras) else g
         return src, kernel, mask, bq, bk, gm, np.zeros((1, 1), dtype)
 
+    def _gmap(self, st: Step, run: _Run, names: list[str]) -> Any:
+        """The step's group map, a row per tensor of ``names`` (its kernel's): the batch entry
+        each batch entry reads it at (made once per call signature; on the device for CUDA)."""
+        gkey = (run.key, st.statements)
+        gm = self._gmaps.get(gkey)
+        if gm is None:
+            ident = np.arange(run.g, dtype=np.int64)
+            gm = np.stack([run.maps.get(t, ident) for t in names]) if names else ident[None]
+            gm = np.ascontiguousarray(gm)
+            if self.backend == "cuda":
+                from numba import cuda as nbcuda
+
+                gm = nbcuda.to_device(gm)
+            if len(self._gmaps) >= 64:
+                self._gmaps.pop(next(iter(self._gmaps)))
+            self._gmaps[gkey] = gm
+        return gm
+
     def _loops(self, st: Step, run: _Run) -> str:
         tensors, shapes, pn, sn, prm, sz, szi, dtype, g, szi_k, uniform = run.fields()
         c = self.cascade
         names = loop_tensors(c, st)
+        gmap = self._gmap(st, run, names)
         for i in st.statements:
             self._alloc(c.einsums[i].output, tensors, shapes, dtype)
         src, kernel, par = self._kernel(st, lambda: _loops_source(c, st, pn, sn, self.backend == "cuda"))
@@ -435,9 +543,9 @@ class CompiledCascade:
         args = [tensors[t] for t in names]
         if self.backend == "cuda":
             threads = 128
-            kernel[max(1, -(-(g * n) // threads)), threads](*args, prm, sz, szi_k)
+            kernel[max(1, -(-(g * n) // threads)), threads](*args, prm, sz, szi_k, gmap)
         else:
-            kernel(*args, prm, sz, szi)
+            kernel(*args, prm, sz, szi, gmap)
         return str(src)
 
     def _core(self, st: Step, run: _Run) -> str:
@@ -450,8 +558,10 @@ class CompiledCascade:
         )  # (the CUDA simulator's shapes are not tuples)
         p, m = math.prod(qs[1:-1]), math.prod(ks[1:-1])
         f = vs[-1]
-        q3, k3, v3 = q.reshape(g, p, qs[-1]), k.reshape(g, m, ks[-1]), v.reshape(g, m, f)
+        # each at its own batch entries (an input shared across the batch, K/V heads under GQA)
+        q3, k3, v3 = q.reshape(qs[0], p, qs[-1]), k.reshape(ks[0], m, ks[-1]), v.reshape(vs[0], m, f)
         extras = [tensors[x] for x in st.extras]
+        gmap = self._gmap(st, run, [st.q, st.k, st.v, *st.extras])
         cuda = self.backend == "cuda"
         if cuda:
             from numba import cuda as nbcuda
@@ -468,7 +578,7 @@ class CompiledCascade:
             else:
                 src, kernel, _ = self._kernel(st, lambda: (_cuda_source(st, pn, sn, f), None), f)
                 threads = 64
-            kernel[(-(-p // threads), g), threads](q3, k3, v3, out, prm, sz, szi_k, *extras)
+            kernel[(-(-p // threads), g), threads](q3, k3, v3, out, prm, sz, szi_k, *extras, gmap)
         else:
             out = np.empty((g, p, f), dtype)
             lkey = (run.key, st.statements, self.block_q, self.block_k)
@@ -483,10 +593,10 @@ class CompiledCascade:
                 extras = [blank]
             if mask is not None:  # the blocks where the score's condition holds, once per call
                 blk = np.empty((gm, -(-p // bq), -(-m // bk)), np.bool_)
-                mask(q3, prm, sz, szi, *extras, bq, bk, gm, p, m, blk)
+                mask(q3, prm, sz, szi, *extras, bq, bk, gm, p, m, blk, gmap)
             else:
                 blk = _NO_BLOCKS
-            kernel(q3, k3, v3, out, prm, sz, szi, *extras, bq, bk, blk)
+            kernel(q3, k3, v3, out, prm, sz, szi, *extras, bq, bk, blk, gmap)
         tensors[st.output] = out.reshape(shapes[st.output])
         return src
 

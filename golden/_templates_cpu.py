@@ -13,8 +13,8 @@ _KEY_RANGE = """        klo = M
 """
 
 _PROLOGUE = """
-def kernel(q, k, v, out, prm, sz, szi, {extra}, bq, bk, blk):
-    G, P, _ = q.shape
+def kernel(q, k, v, out, prm, sz, szi, {extra}, bq, bk, blk, gmap):
+    G, P, _ = out.shape
     M, F = k.shape[1], v.shape[2]
     ONE = q.dtype.type(1.0)
     ZERO = q.dtype.type(0.0)
@@ -23,9 +23,10 @@ def kernel(q, k, v, out, prm, sz, szi, {extra}, bq, bk, blk):
     nqb = (P + bq - 1) // bq
     for w in prange(G * nqb):
         g = w // nqb
-        p0 = (w % nqb) * bq
+        gq, gk, gv = gmap[0, g], gmap[1, g], gmap[2, g]  # the entries Q, K and V are read at
+{xgroups}        p0 = (w % nqb) * bq
         n = min(bq, P - p0)
-        qt = q[g, p0 : p0 + n]
+        qt = q[gq, p0 : p0 + n]
 """
 
 _SOFTMAX = (
@@ -37,7 +38,7 @@ _SOFTMAX = (
         s = np.empty((n, bk), q.dtype)
 {key_range}        for m0 in range({krange}, bk):
             nk = min({kend}, m0 + bk) - m0
-{tile_check}            _gemm(qt, k[g, m0 : m0 + nk], s, True, 0.0)  # the tile's Q . K, into s[:, :nk]
+{tile_check}            _gemm(qt, k[gk, m0 : m0 + nk], s, True, 0.0)  # the tile's Q . K, into s[:, :nk]
             for i in range(n):
                 pi = p0 + i
 {qunflat}                row = s[i]
@@ -80,7 +81,7 @@ _SOFTMAX = (
                     rd[i] += tot
                     continue
                 if ref != -INF:  # the exps overwrote the row's products: recompute them
-                    _gemm(qt[i : i + 1], k[g, m0 : m0 + nk], s[i : i + 1], True, 0.0)
+                    _gemm(qt[i : i + 1], k[gk, m0 : m0 + nk], s[i : i + 1], True, 0.0)
                 mx = -INF
                 for j in range(nk):
                     mi = m0 + j
@@ -104,7 +105,7 @@ _SOFTMAX = (
                         acc[i, f] *= prm_
                     rm[i] = new
                 rd[i] += tot
-            _gemm(s[:, :nk], v[g, m0 : m0 + nk], acc, False, 1.0)  # acc += weights V
+            _gemm(s[:, :nk], v[gv, m0 : m0 + nk], acc, False, 1.0)  # acc += weights V
         for i in range(n):
             for f in range(F):
                 acc[i, f] = acc[i, f] / rd[i]
@@ -118,7 +119,7 @@ _WEIGHTED = (
         s = np.empty((n, bk), q.dtype)
 {key_range}        for m0 in range({krange}, bk):
             nk = min({kend}, m0 + bk) - m0
-{tile_check}            _gemm(qt, k[g, m0 : m0 + nk], s, True, 0.0)
+{tile_check}            _gemm(qt, k[gk, m0 : m0 + nk], s, True, 0.0)
             for i in range(n):
                 pi = p0 + i
 {qunflat}                row = s[i]
@@ -126,7 +127,7 @@ _WEIGHTED = (
                     mi = m0 + j
 {kunflat}                    qk = row[j]
                     row[j] = {body}
-            _gemm(s[:, :nk], v[g, m0 : m0 + nk], acc, False, 1.0)
+            _gemm(s[:, :nk], v[gv, m0 : m0 + nk], acc, False, 1.0)
 """
 )
 
@@ -148,7 +149,7 @@ _TILE_CHECK = """            live = False
 _BLOCK_MASK = """
 
 @njit(parallel=True, cache=True)
-def block_mask(q, prm, sz, szi, {extra}, bq, bk, G, P, M, blk):
+def block_mask(q, prm, sz, szi, {extra}, bq, bk, G, P, M, blk, gmap):
     ONE = q.dtype.type(1.0)
     ZERO = q.dtype.type(0.0)
     INF = q.dtype.type(np.inf)
@@ -156,7 +157,7 @@ def block_mask(q, prm, sz, szi, {extra}, bq, bk, G, P, M, blk):
     nkb = (M + bk - 1) // bk
     for w in prange(G * nqb * nkb):
         g = w // (nqb * nkb)
-        qb = (w // nkb) % nqb
+{xgroups}        qb = (w // nkb) % nqb
         kb = w % nkb
         p0 = qb * bq
         m0 = kb * bk

@@ -3,9 +3,10 @@ simple reference. :mod:`golden._codegen` fills in the cascade's expressions."""
 
 _CUDA = """
 @cuda.jit(cache=True)
-def kernel(q, k, v, out, prm, sz, szi, {extra}):
+def kernel(q, k, v, out, prm, sz, szi, {extra}, gmap):
     g = cuda.blockIdx.y
-    pi = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+    gq, gk, gv = gmap[0, g], gmap[1, g], gmap[2, g]  # the entries Q, K and V are read at
+{xgroups}    pi = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
     P, E = q.shape[1], q.shape[2]
     M = k.shape[1]
     if pi >= P:
@@ -19,7 +20,7 @@ def kernel(q, k, v, out, prm, sz, szi, {extra}):
 {qunflat}    for mi in range(M):
         qk = 0.0
         for e in range(E):
-            qk += q[g, pi, e] * k[g, mi, e]
+            qk += q[gq, pi, e] * k[gk, mi, e]
 {kunflat}        val = {body}
 {update}
 {finish}
@@ -31,12 +32,12 @@ _CUDA_SOFTMAX = """        if val != -INF:
             w = math.exp(val - new)
             rd = rd * old + w
             for f in range({F}):
-                acc[f] = acc[f] * old + w * v[g, mi, f]
+                acc[f] = acc[f] * old + w * v[gv, mi, f]
             rm = new"""
 _CUDA_SOFTMAX_END = """    for f in range({F}):
         out[g, pi, f] = acc[f] / rd"""
 _CUDA_WEIGHTED = """        for f in range({F}):
-            acc[f] += val * v[g, mi, f]"""
+            acc[f] += val * v[gv, mi, f]"""
 _CUDA_WEIGHTED_END = """    for f in range({F}):
         out[g, pi, f] = acc[f]"""
 
@@ -46,9 +47,10 @@ _CUDA_WEIGHTED_END = """    for f in range({F}):
 # float32 inputs). Threads past the last row still stage tiles and meet every barrier.
 _CUDA_TILED = """
 @cuda.jit(cache=True)
-def kernel(q, k, v, out, prm, sz, szi, {extra}):
+def kernel(q, k, v, out, prm, sz, szi, {extra}, gmap):
     g = cuda.blockIdx.y
-    t = cuda.threadIdx.x
+    gq, gk, gv = gmap[0, g], gmap[1, g], gmap[2, g]  # the entries Q, K and V are read at
+{xgroups}    t = cuda.threadIdx.x
     pi = cuda.blockIdx.x * {TQ} + t
     P = q.shape[1]
     M = k.shape[1]
@@ -61,7 +63,7 @@ def kernel(q, k, v, out, prm, sz, szi, {extra}):
     acc = cuda.local.array({F}, {dt})
     live = pi < P
     for e in range({E}):
-        qr[e] = q[g, pi, e] if live else ZERO
+        qr[e] = q[gq, pi, e] if live else ZERO
     for f in range({F}):
         acc[f] = ZERO
     rm = -INF
@@ -69,9 +71,9 @@ def kernel(q, k, v, out, prm, sz, szi, {extra}):
 {qunflat}    for m0 in range(0, M, {BK}):
         nk = min({BK}, M - m0)
         for idx in range(t, nk * {E}, {TQ}):
-            ks[idx // {E}, idx % {E}] = k[g, m0 + idx // {E}, idx % {E}]
+            ks[idx // {E}, idx % {E}] = k[gk, m0 + idx // {E}, idx % {E}]
         for idx in range(t, nk * {F}, {TQ}):
-            vs[idx // {F}, idx % {F}] = v[g, m0 + idx // {F}, idx % {F}]
+            vs[idx // {F}, idx % {F}] = v[gv, m0 + idx // {F}, idx % {F}]
         cuda.syncthreads()
         if live:
             for j in range(nk):

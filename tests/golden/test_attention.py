@@ -518,3 +518,67 @@ def test_grouped_query_attention_in_the_cpu_kernels(cascade: str, causal: bool) 
     want = golden.attention(q, rk, rv, backend="golden", **kw)
     assert got.shape == (2, 8, 33, 8)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=2e-6)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "golden"])
+def test_attn_mask_with_grouped_query_attention(backend: str) -> None:
+    """attn_mask and enable_gqa together: each query head reads its K/V head in the kernel, the
+    mask at its own batch entries (a key-padding row (M,) broadcast within the scores, a mask per
+    query head, one per batch entry); the same as repeating K and V."""
+    rng = np.random.default_rng(12)
+    q = rng.normal(size=(2, 6, 17, 8)).astype(np.float32)
+    k, v = (
+        rng.normal(size=(2, 2, 23, 8)).astype(np.float32),
+        rng.normal(size=(2, 2, 23, 5)).astype(np.float32),
+    )
+    rk, rv = np.repeat(k, 3, axis=1), np.repeat(v, 3, axis=1)
+    masks = [
+        rng.random(23) > 0.3,
+        rng.normal(size=(6, 17, 23)).astype(np.float32),
+        rng.random((2, 1, 17, 23)) > 0.5,
+    ]
+    for mask in masks:
+        got = golden.attention(q, k, v, attn_mask=mask, enable_gqa=True, backend=backend, scale=0.3)
+        want = _masked_reference(q, rk, rv, mask, False, 0.3)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5, equal_nan=True)
+    with pytest.raises(
+        golden.EvaluationError, match=r"does not broadcast to the scores' shape \(2, 6, 17, 23\)"
+    ):
+        golden.attention(q, k, v, attn_mask=np.ones((2, 17, 23), bool), enable_gqa=True)  # K/V's heads
+
+
+@pytest.mark.slow  # CI runs it (.ci/run); about 10 to 30 s
+def test_cuda_gqa_and_attn_mask_on_the_simulator(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """On numba's CUDA simulator: the hand-written kernel with K/V heads shared by query heads
+    (read in the kernel), and attn_mask (a (P, M) mask for every batch entry and head) with GQA,
+    through the compiled masked cascade; against repeating K and V in float64."""
+    rng = np.random.default_rng(13)
+    q = rng.normal(size=(1, 4, 5, 4))
+    k, v = rng.normal(size=(1, 2, 37, 4)), rng.normal(size=(1, 2, 37, 3))
+    mask = rng.random((5, 37)) > 0.3
+    np.savez(tmp_path / "x.npz", q=q, k=k, v=v, mask=mask)
+    script = (
+        "import sys, numpy as np, golden\n"
+        "x = np.load(sys.argv[1] + '/x.npz')\n"
+        "np.save(sys.argv[1] + '/gqa.npy', golden.attention(x['q'], x['k'], x['v'], enable_gqa=True,"
+        " backend='cuda'))\n"
+        "np.save(sys.argv[1] + '/masked.npy', golden.attention(x['q'], x['k'], x['v'], enable_gqa=True,"
+        " attn_mask=x['mask'], backend='cuda'))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)],
+        env=dict(os.environ, NUMBA_ENABLE_CUDASIM="1"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rk, rv = np.repeat(k, 2, axis=1), np.repeat(v, 2, axis=1)
+    np.testing.assert_allclose(
+        np.load(tmp_path / "gqa.npy"),
+        _masked_reference(q, rk, rv, np.ones((5, 37), bool), False, 0.5),
+        rtol=1e-10,
+    )
+    want = _masked_reference(q, rk, rv, mask, False, 0.5)
+    np.testing.assert_allclose(np.load(tmp_path / "masked.npy"), want, rtol=1e-10, atol=1e-12)

@@ -449,7 +449,7 @@ def test_a_pooling_sums_along_contiguous_memory() -> None:
     the references', checked with every variant above)."""
     src = golden.compile(einsum.library.get("agent_attention")).kernel_source()
     assert "for i_p0 in range(szi[4]):\n            for i_e in range(szi[0]):" in src
-    assert "t0[g, i_p1, i_e] += (t1[g, i_p1, i_p0, i_e] / sz[4])" in src
+    assert "t0[g, i_p1, i_e] += (t1[gt1, i_p1, i_p0, i_e] / sz[4])" in src
     # a sum whose operand reads the output's last index elsewhere keeps the accumulator form
     c = einsum.parse("cascade t\ninput A[m, k], B[k, j]\noutput Z\nZ[m, k] = sum[j] B[k, j] * A[m, k]\n")
     fn = golden.compile(c)
@@ -496,3 +496,46 @@ def test_changing_the_tiles_after_a_call_takes_effect() -> None:
     second = fn(x)["AV"]
     assert {lk[2:] for lk in fn._launches} == {(None, None), (8, 8)}
     np.testing.assert_allclose(second, first, rtol=1e-12, atol=1e-12)
+
+
+def test_inputs_shared_across_the_batch_are_read_in_place() -> None:
+    """An input broadcast over the batch (a document id per key, shared by every batch entry and
+    head; one per batch entry) is read at its own entries: no copy per batch entry (traced
+    allocations stay below one copy of the shared input per head) and the results are each
+    entry's own."""
+    import tracemalloc
+
+    c = einsum.library.get("document_mask_attention")
+    rng = np.random.default_rng(14)
+    b, h, p, m = 2, 64, 8, 4096
+    q, k, v = rng.normal(size=(b, h, p, 4)), rng.normal(size=(1, h, m, 4)), rng.normal(size=(1, h, m, 2))
+    dq, dk = np.zeros(p), np.repeat(np.arange(2.0), m // 2)  # (P,), (M,): every batch entry's
+    fn = golden.compile(c)
+    x = {"Q": q, "K": k, "V": v, "DQ": dq, "DK": dk}
+    fn(x)
+    tracemalloc.start()
+    got = fn(x)["AV"]
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    # Q, K and V at their own entries, the output, block masks; a copy of K and V per batch
+    # entry alone would be b * h * m * 6 * 8 bytes (25 MB)
+    assert peak < (q.nbytes + k.nbytes + v.nbytes + got.nbytes) * 1.5, peak
+    for bi, hi in ((0, 0), (1, 63), (1, 5)):
+        at = {"Q": q[bi, hi], "K": k[0, hi], "V": v[0, hi], "DQ": dq, "DK": dk}
+        np.testing.assert_allclose(got[bi, hi], golden.run(c, at)["AV"], rtol=1e-10, atol=1e-12)
+
+
+def test_grouped_query_inputs_need_enable_gqa() -> None:
+    """enable_gqa lets an input's last batch dimension (the heads) divide the others': query head
+    h reads K/V head h // (H // Hkv); without it, a typed error that names the option."""
+    c = einsum.library.get("attention_3pass")
+    rng = np.random.default_rng(15)
+    q, k, v = rng.normal(size=(2, 6, 5, 4)), rng.normal(size=(2, 3, 9, 4)), rng.normal(size=(2, 3, 9, 2))
+    fn = golden.compile(c)
+    with pytest.raises(golden.EvaluationError, match=r"do not broadcast: .*with enable_gqa the last of them"):
+        fn({"Q": q, "K": k, "V": v})
+    got = fn({"Q": q, "K": k, "V": v}, enable_gqa=True)["AV"]
+    want = fn({"Q": q, "K": np.repeat(k, 2, axis=1), "V": np.repeat(v, 2, axis=1)})["AV"]
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    with pytest.raises(golden.EvaluationError, match=r"do not broadcast"):  # 4 does not divide 6
+        fn({"Q": q, "K": k[:, :2].repeat(2, 1), "V": v[:, :2].repeat(2, 1)}, enable_gqa=True)
