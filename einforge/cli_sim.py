@@ -585,7 +585,11 @@ def _map_and_report(
             print(f"\r  searching: {done:,} of {total:,} mappings", end="", file=sys.stderr, flush=True)
 
         found = search(
-            metric=args.metric, budget=args.budget, seed=args.seed, progress=progress if tty else None
+            metric=args.metric,
+            budget=args.budget,
+            seed=args.seed,
+            progress=progress if tty else None,
+            imperfect=args.imperfect,
         )
         if tty:
             print("\r" + " " * 60 + "\r", end="", file=sys.stderr, flush=True)
@@ -752,8 +756,11 @@ def _map_fused(args: argparse.Namespace, h: Any, cascade: Any, sizes: Any) -> in
         budget=args.budget,
         seed=args.seed,
         progress=progress,
+        imperfect=args.imperfect,
     )
-    cyc, en = fusion.unfused_figures(h, problems, metric=args.metric, budget=args.budget, seed=args.seed)
+    cyc, en = fusion.unfused_figures(
+        h, problems, metric=args.metric, budget=args.budget, seed=args.seed, imperfect=args.imperfect
+    )
     if args.json:
         print(json.dumps({**r.to_dict(), "unfused": {"cycles": cyc, "energy_pj": en}}, indent=1))
         return 0
@@ -787,6 +794,12 @@ def _add_search_flags(p: Any) -> None:
         help="search: at most this many candidates (all of them when the space is smaller; default 20000)",
     )
     p.add_argument("--seed", type=int, default=0, help="search: the seed of the random draws (default 0)")
+    p.add_argument(
+        "--imperfect",
+        action="store_true",
+        help="search: also try imperfect factors (a dimension padded up to a multiple of each fanout, "
+        "its last trips short), as AccelForge's tile shapes; default exact factors, as Timeloop's mapper",
+    )
     p.add_argument("--write-mapping", metavar="FILE", help="search: write the mapping found as Timeloop YAML")
 
 

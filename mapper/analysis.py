@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from einsum.errors import MAX_RANK_SIZE, suggest
 from mapper.errors import ArchError, ScheduleError
@@ -300,8 +300,27 @@ def _check(
                     f"mapping of {m.target}: keeps {t!r}, which is no data space{suggest(t, tensors)}"
                 )
     for d, n in size.items():
-        if product[d] != n:
-            problems.append(f"the factors of {d} multiply to {product[d]}, but {d} = {n}")
+        if product[d] < n:
+            problems.append(
+                f"the factors of {d} multiply to {product[d]}, but {d} = {n}: they must cover it "
+                f"(exactly, or more with a shorter last trip)"
+            )
+        elif product[d] > n:
+            # imperfect: a loop of d steps over its inner tile (the product of d's factors inside
+            # it), its last trip short; each loop's last trip must start within d
+            own = [
+                f for m in mappings for dd, f in (*m.temporal, *m.spatial) if dd == d and isinstance(f, int)
+            ]
+            for j, f in enumerate(own):
+                inner = math.prod(own[j + 1 :])
+                if (f - 1) * inner >= n:
+                    problems.append(
+                        f"the factors of {d} ({' x '.join(map(str, own))}) multiply to {product[d]} for "
+                        f"{d} = {n}, but the loop of factor {f} over tiles of {inner} would start trips "
+                        f"past {n}: at most {-(-n // inner)} cover it (imperfect factors leave only a "
+                        "last trip short, none empty)"
+                    )
+                    break
     for t in produced:
         if t not in tensors:
             problems.append(f"produced names {t!r}, which is no data space{suggest(t, tensors)}")
@@ -328,11 +347,14 @@ def _fills(space: DataSpace, inner: Sequence[_Loop], above: Sequence[_Loop]) -> 
     tile = math.prod(ext)
     total = tile
     loops = [lp for lp in above if not lp.spatial]
-    # the stride of each loop: the span of its dimension under it
+    # the stride of each loop: the span of its dimension under it (the level's tile, and every
+    # loop between, a spatial one too: an instance's tile steps over its siblings' tiles)
     strides = []
-    for i, lp in enumerate(loops):
+    for j, lp in enumerate(above):
+        if lp.spatial:
+            continue
         s = spans.get(lp.dim, 1)
-        for later in loops[i + 1 :]:
+        for later in above[j + 1 :]:
             if later.dim == lp.dim:
                 s *= later.factor
         strides.append(s)
@@ -370,10 +392,13 @@ def loops_of(mappings: Sequence[LevelMapping], level: int = 0) -> list[_Loop]:
 
 
 def tile_words(problem: Problem, inner: Sequence[_Loop], kept: Sequence[str]) -> int:
-    """Words of the tiles of ``kept`` tensors that the loops ``inner`` span (one instance)."""
+    """Words of the tiles of ``kept`` tensors that the loops ``inner`` span (one instance; the
+    largest tile where factors are imperfect: a span at most the dimension)."""
     spans: dict[str, int] = {}
     for lp in inner:
         spans[lp.dim] = spans.get(lp.dim, 1) * lp.factor
+    size = problem.size
+    spans = {d: min(v, size[d]) for d, v in spans.items()}
     return sum(math.prod(_extent(s, spans)) for s in problem.spaces if s.name in kept)
 
 
@@ -424,12 +449,97 @@ def analyze(
                     f"but one instance holds {st.capacity}"
                 )
 
+    imperfect = _imperfect_dims(problem, loops)
+    if imperfect:
+        _check_imperfect(problem, storages, mappings, loops, imperfect, network_stats)
+        totals, used, compute_cycles = _general(problem, n, loops, keeps, cold_output_fills, False)
+        # the first instance's own accesses, for the bandwidths (it holds the largest tiles)
+        limited = any(st.read_bandwidth or st.write_bandwidth or st.shared_bandwidth for st in storages)
+        first = _general(problem, n, loops, keeps, cold_output_fills, True)[0] if limited else totals
+        instances = used
+        stats_at = {i: totals[i] for i in range(n)}
+        per_instance = {
+            i: (
+                sum(x.reads for x in first[i].values()),
+                sum(x.fills + x.updates for x in first[i].values()),
+            )
+            for i in range(n)
+        }
+    else:
+        stats_at = _perfect(problem, n, loops, keeps, instances, cold_output_fills)
+        compute_cycles = computes / pes
+        per_instance = {
+            i: (
+                sum(x.reads for x in stats_at[i].values()) / instances[i],
+                sum(x.fills + x.updates for x in stats_at[i].values()) / instances[i],
+            )
+            for i in range(n)
+        }
+    levels: dict[str, dict[str, TensorStats]] = {}
+    energy: dict[str, float] = {}
+    energy_no_leak: dict[str, float] = {}
+    level_cycles: dict[str, float] = {}
+    for i, st in enumerate(storages):
+        stats = stats_at[i]
+        k = instances[i]
+        e = 0.0
+        for s in stats.values():
+            e += k * (
+                math.ceil(s.reads / k / st.block_size) * st.read_pj
+                + math.ceil(s.fills / k / st.block_size) * st.fill_pj
+                + math.ceil(s.updates / k / st.block_size) * st.update_pj
+            )
+        levels[st.name] = stats
+        reads, writes = per_instance[i]
+        need = [
+            reads / st.read_bandwidth if st.read_bandwidth else 0.0,
+            writes / st.write_bandwidth if st.write_bandwidth else 0.0,
+            (reads + writes) / st.shared_bandwidth if st.shared_bandwidth else 0.0,
+        ]
+        level_cycles[st.name] = max(need)
+        energy_no_leak[st.name] = e
+    networks: dict[str, dict[str, NetworkStats]] = {}
+    network_energy: dict[str, float] = {}
+    if network_stats or any(st.prices_network for st in storages):
+        networks, network_energy = _networks(problem, storages, mappings, keeps, levels)
+    cycles = max(compute_cycles, *level_cycles.values())
+    for i, st in enumerate(storages):
+        energy[st.name] = energy_no_leak[st.name] + st.leak_pj * instances[i] * cycles
+    units = compute_instances if compute_instances is not None else pes
+    return Analysis(
+        computes=computes,
+        cycles=cycles,
+        utilization=pes / units if not imperfect else computes / (compute_cycles * units),
+        compute_instances=units,
+        levels=levels,
+        level_energy_pj=energy,
+        compute_energy_pj=computes * compute_pj,
+        instances={s.name: k for s, k in zip(storages, instances, strict=True)},
+        compute_cycles=compute_cycles,
+        level_cycles=level_cycles,
+        networks=networks,
+        network_energy_pj=network_energy,
+    )
+
+
+def _perfect(
+    problem: Problem,
+    n: int,
+    loops: Sequence[_Loop],
+    keeps: Sequence[Sequence[str]],
+    instances: Sequence[int],
+    cold_output_fills: bool,
+) -> dict[int, dict[str, TensorStats]]:
+    """The counts of :func:`analyze` where every dimension's factors multiply to its size (the
+    closed forms, per instance times the instances): per level (by index) and tensor."""
+
     def spatial_between(lo: int, hi: int, relevant: frozenset[str]) -> int:
         """The spatial factor of levels lo .. hi-1 over dimensions not in ``relevant``."""
         return math.prod(
             lp.factor for lp in loops if lp.spatial and lo <= lp.level < hi and lp.dim not in relevant
         )
 
+    computes = math.prod(problem.size.values())
     per_inst: dict[tuple[int, str], int] = {}  # fills per instance
     for i in range(n):
         for t in keeps[i]:
@@ -438,13 +548,9 @@ def analyze(
             inner = [lp for lp in loops if lp.level >= i]
             above = [lp for lp in loops if lp.level < i]
             per_inst[(i, t)] = _fills(space, inner, above) if has_parent else 0
-    levels: dict[str, dict[str, TensorStats]] = {}
-    energy: dict[str, float] = {}
-    energy_no_leak: dict[str, float] = {}
-    level_cycles: dict[str, float] = {}
-    for i, st in enumerate(storages):
+    out: dict[int, dict[str, TensorStats]] = {}
+    for i in range(n):
         stats: dict[str, TensorStats] = {}
-        e = 0.0
         for t in keeps[i]:
             space = next(s for s in problem.spaces if s.name == t)
             child = next((k for k in range(i + 1, n) if t in keeps[k]), None)
@@ -463,50 +569,292 @@ def analyze(
                 fresh = math.prod(_extent(space, spans)) * instances[i]
                 if fills and not cold_output_fills:
                     fills -= fresh
-                s = TensorStats(reads=flow - fresh, fills=fills, updates=flow)
+                stats[t] = TensorStats(reads=flow - fresh, fills=fills, updates=flow)
             else:
-                s = TensorStats(reads=flow, fills=fills, updates=0.0)
-            stats[t] = s
-            k = instances[i]
-            e += k * (
-                math.ceil(s.reads / k / st.block_size) * st.read_pj
-                + math.ceil(s.fills / k / st.block_size) * st.fill_pj
-                + math.ceil(s.updates / k / st.block_size) * st.update_pj
+                stats[t] = TensorStats(reads=flow, fills=fills, updates=0.0)
+        out[i] = stats
+    return out
+
+
+# ---- imperfect factors ----------------------------------------------------------------------
+#
+# A dimension's factors over every loop of the nest (temporal and spatial, outermost first) may
+# multiply to more than its size, as AccelForge's and Timeloop's imperfect factorisations: each
+# loop steps over tiles of its nominal inner size (the product of the dimension's factors inside
+# it), and the last of its trips is cut to what remains. The outermost factor must be the
+# ceiling, so that no trip is empty at the top. Every count is a sum over the points of the loop
+# nest of a product over dimensions, so it factorises: per dimension, the paths through its
+# loops above a level fall into a few classes by the span they leave the level (full tiles, and
+# the cut ones), each with a count (:class:`_Paths`).
+
+
+class _Paths:
+    """Per dimension, its loops (positions in the nest's list of loops, outermost first) and
+    nominal inner tiles, and the spans its paths leave a level with."""
+
+    def __init__(self, size: Mapping[str, int], loops: Sequence[_Loop]) -> None:
+        self.size = dict(size)
+        self.chain: dict[str, list[tuple[int, _Loop, int]]] = {}
+        for d in self.size:
+            own = [(k, lp) for k, lp in enumerate(loops) if lp.dim == d]
+            tiles = [math.prod(lp.factor for _k, lp in own[j + 1 :]) for j in range(len(own))]
+            self.chain[d] = [(k, lp, t) for (k, lp), t in zip(own, tiles, strict=True)]
+        self._dists: dict[tuple[str, int, tuple[str | None, ...]], dict[int, int]] = {}
+        self._above: dict[tuple[str, int], tuple[int, ...]] = {}
+        self.exact = {
+            d: math.prod(lp.factor for _k, lp, _t in self.chain[d]) == n for d, n in self.size.items()
+        }
+
+    def dist(self, d: str, cut: int, cons: Mapping[int, str]) -> dict[int, int]:
+        """The spans ``d``'s paths through its loops above level ``cut`` leave it with, and how
+        many paths leave each. ``cons`` (by loop position): ``zero`` keeps a loop at its first
+        trip, ``pos`` at the others, ``one`` at its first where it takes one trip alone (its
+        dimension's outer loops left it one tile or less); any other loop runs every trip."""
+        chain = self.chain[d]
+        above = self._above.get((d, cut))
+        if above is None:
+            above = self._above[(d, cut)] = tuple(pos for pos, lp, _t in chain if lp.level < cut)
+        mine = tuple(map(cons.get, above))
+        hit = self._dists.get((d, cut, mine))
+        if hit is not None:
+            return hit
+        if self.exact[d]:  # every loop takes its factor's trips everywhere: one class
+            count, span = 1, self.size[d]
+            for (_pos, lp, _t), c in zip(chain, mine, strict=False):
+                f = lp.factor
+                span //= f
+                count *= {"zero": 1, "pos": f - 1, "one": 1 if f == 1 else 0}.get(c, f)  # type: ignore[arg-type]
+            out = {span: count} if count else {}
+            self._dists[(d, cut, mine)] = out
+            return out
+        # the spans the paths reach each loop with, and how many reach it with each
+        frontier = {self.size[d]: 1}
+        for (_pos, _lp, tile), c in zip(chain, mine, strict=False):
+            nxt: dict[int, int] = {}
+            for rem, cnt in frontier.items():
+                full, part = divmod(rem, tile)  # trips of the whole tile, then one of ``part``
+                if c == "one":  # at its first trip, in a context where it takes no other
+                    if full + (1 if part else 0) == 1:
+                        nxt[rem] = nxt.get(rem, 0) + cnt
+                    continue
+                if c == "zero":
+                    ext = tile if full else part
+                    nxt[ext] = nxt.get(ext, 0) + cnt
+                    continue
+                n = full - 1 if c == "pos" else full
+                if n > 0:
+                    nxt[tile] = nxt.get(tile, 0) + cnt * n
+                if part and (full or c != "pos"):
+                    nxt[part] = nxt.get(part, 0) + cnt
+            frontier = nxt
+        self._dists[(d, cut, mine)] = frontier
+        return frontier
+
+    def count(self, d: str, cut: int, cons: Mapping[int, str]) -> int:
+        return sum(self.dist(d, cut, cons).values())
+
+
+def _imperfect_dims(problem: Problem, loops: Sequence[_Loop]) -> list[str]:
+    """The dimensions whose factors multiply to more than their size (checked: the outermost
+    factor is the ceiling, and no window rank uses them)."""
+    out = []
+    for d, n in problem.dims:
+        own = [lp for lp in loops if lp.dim == d]
+        if math.prod(lp.factor for lp in own) == n:
+            continue
+        out.append(d)
+    return out
+
+
+def _check_imperfect(
+    problem: Problem,
+    storages: Sequence[Storage],
+    mappings: Sequence[LevelMapping],
+    loops: Sequence[_Loop],
+    imperfect: Sequence[str],
+    network_stats: bool,
+) -> None:
+    """What imperfect factors are modelled with: dimensions that no window rank uses, an output
+    of plain ranks, and no network analysed across a fanout with a short trip."""
+    problems = []
+    for d in imperfect:
+        for s in problem.spaces:
+            for rank in s.projection:
+                if len(rank) > 1 and any(dd == d for dd, _c in rank):
+                    terms = " + ".join(f"{c}*{dd}" if c != 1 else dd for dd, c in rank)
+                    problems.append(
+                        f"{d} has imperfect factors, but {s.name}'s rank {terms} is a window over it "
+                        "(windows need exact factors)"
+                    )
+    out = problem.output
+    if any(len(rank) > 1 or rank[0][1] != 1 for rank in out.projection):
+        problems.append(
+            f"the output {out.name} has a window or strided rank (imperfect factors need plain ones)"
+        )
+    short = {lp.level for lp in loops if lp.spatial and lp.dim in imperfect and lp.factor > 1}
+    for i in sorted(short):
+        if network_stats or storages[i].prices_network:
+            problems.append(
+                f"{storages[i].name}'s network is analysed, but a spatial loop across its fanout has "
+                "imperfect factors (network counts need exact ones)"
             )
-        levels[st.name] = stats
-        k = instances[i]
-        reads = sum(x.reads for x in stats.values()) / k
-        writes = sum(x.fills + x.updates for x in stats.values()) / k
-        need = [
-            reads / st.read_bandwidth if st.read_bandwidth else 0.0,
-            writes / st.write_bandwidth if st.write_bandwidth else 0.0,
-            (reads + writes) / st.shared_bandwidth if st.shared_bandwidth else 0.0,
-        ]
-        level_cycles[st.name] = max(need)
-        energy_no_leak[st.name] = e
-    networks: dict[str, dict[str, NetworkStats]] = {}
-    network_energy: dict[str, float] = {}
-    if network_stats or any(st.prices_network for st in storages):
-        networks, network_energy = _networks(problem, storages, mappings, keeps, levels)
-    compute_cycles = computes / pes
-    cycles = max(compute_cycles, *level_cycles.values())
-    for i, st in enumerate(storages):
-        energy[st.name] = energy_no_leak[st.name] + st.leak_pj * instances[i] * cycles
-    units = compute_instances if compute_instances is not None else pes
-    return Analysis(
-        computes=computes,
-        cycles=cycles,
-        utilization=pes / units,
-        compute_instances=units,
-        levels=levels,
-        level_energy_pj=energy,
-        compute_energy_pj=computes * compute_pj,
-        instances={s.name: k for s, k in zip(storages, instances, strict=True)},
-        compute_cycles=compute_cycles,
-        level_cycles=level_cycles,
-        networks=networks,
-        network_energy_pj=network_energy,
-    )
+    if problems:
+        raise ScheduleError(f"mapping of {problem.name}: " + "; ".join(problems))
+
+
+def _ranks(space: DataSpace) -> tuple[dict[str, list[int]], list[tuple[tuple[str, int], ...]]]:
+    """A data space's single-dimension ranks (per dimension, their coefficients) and its window
+    ranks (sums over several dimensions)."""
+    single: dict[str, list[int]] = {}
+    windows = []
+    for rank in space.projection:
+        if len(rank) == 1:
+            single.setdefault(rank[0][0], []).append(rank[0][1])
+        else:
+            windows.append(rank)
+    return single, windows
+
+
+def _general(
+    problem: Problem,
+    n: int,
+    loops: Sequence[_Loop],
+    keeps: Sequence[Sequence[str]],
+    cold_output_fills: bool,
+    inst0: bool,
+) -> tuple[dict[int, dict[str, TensorStats]], list[int], float]:
+    """The counts of :func:`analyze` where factors may be imperfect: per level (by index) and
+    tensor, the reads, fills and updates over every instance (``inst0``: of the first instance
+    alone, which holds the largest tiles); the instances in use per level; the compute cycles."""
+    paths = _Paths(problem.size, loops)
+    dims = list(problem.size)
+    spaces = {s.name: s for s in problem.spaces}
+    shapes = {s.name: _ranks(s) for s in problem.spaces}
+
+    def nominal(lo: int) -> dict[str, int]:
+        spans: dict[str, int] = {}
+        for lp in loops:
+            if lp.level >= lo:
+                spans[lp.dim] = spans.get(lp.dim, 1) * lp.factor
+        return {d: min(s, problem.size[d]) for d, s in spans.items()}
+
+    def spatial(lo: int, hi: int, keep: Callable[[_Loop], bool]) -> dict[int, str]:
+        return {k: "zero" for k, lp in enumerate(loops) if lp.spatial and lo <= lp.level < hi and keep(lp)}
+
+    def value(t: str, cut: int, cons: Mapping[int, str], wf: float) -> float:
+        """The sum over the points the constraints allow (paths of every dimension's loops above
+        ``cut``) of the words of t's tile: per dimension, the paths' counts times the extents of
+        its single ranks; ``wf`` the window ranks' factor (their dimensions' factors are exact)."""
+        single, _w = shapes[t]
+        total = float(wf)
+        for d in dims:
+            dist = paths.dist(d, cut, cons)
+            coefs = single.get(d)
+            if coefs:
+                total *= sum(m * math.prod(c * (s - 1) + 1 for c in coefs) for s, m in dist.items())
+            else:
+                total *= sum(dist.values())
+        return total
+
+    def fills(t: str, lvl: int, base: Mapping[int, str]) -> float:
+        """The words the instances of level ``lvl`` fetch of ``t`` (module text: the tile, then
+        what each advance of a temporal loop above brings)."""
+        space = spaces[t]
+        _s, windows = shapes[t]
+        spans = nominal(lvl)
+        ext = {w: sum(c * (spans.get(d, 1) - 1) for d, c in w) + 1 for w in windows}
+        wf = math.prod(ext.values())
+        temporal = [k for k, lp in enumerate(loops) if lp.level < lvl and not lp.spatial]
+        total = value(t, lvl, {**base, **{k: "zero" for k in temporal}}, wf)
+        tl = [loops[k] for k in temporal]
+        strides = []  # each loop's step: the span of its dimension under it, spatial loops too
+        for k in temporal:
+            s = spans.get(loops[k].dim, 1)
+            for later in loops[k + 1 :]:
+                if later.level < lvl and later.dim == loops[k].dim:
+                    s *= later.factor
+            strides.append(s)
+        single = set(shapes[t][0])  # dimensions of t's plain ranks
+        for j, k in enumerate(temporal):
+            lp = tl[j]
+            if lp.factor == 1:
+                continue
+            # An advance of loop k resets the loops inside it. A plain rank of t moves where k or
+            # an inner loop over its dimension moved; an inner loop moved where it took more
+            # than one trip, which a short last trip of its dimension can deny it (the ``one``
+            # constraint counts those points). A window rank moves by the shifts of its
+            # dimensions (their factors are exact), and may come back to where it was.
+            inner = temporal[j + 1 :]
+            cons = {**base, k: "pos", **{kk: "zero" for kk in inner}}
+            every = value(t, lvl, cons, wf)
+            if lp.dim in single:
+                total += every
+                continue
+            plain = [kk for kk in inner if loops[kk].dim in single]
+            still_plain = value(t, lvl, {**cons, **{kk: "one" for kk in plain}}, wf) if plain else every
+            total += every - still_plain  # a plain rank moved: the whole tile
+            shift: dict[str, int] = {lp.dim: strides[j]}
+            for jj in range(j + 1, len(tl)):
+                if tl[jj].dim not in single:
+                    shift[tl[jj].dim] = shift.get(tl[jj].dim, 0) - (tl[jj].factor - 1) * strides[jj]
+            moved = {r: sum(c * shift.get(d, 0) for d, c in r) for r in windows}
+            moving = [(r, m) for r, m in moved.items() if m]
+            if not moving:
+                continue  # the tile did not move
+            window_inner = any(
+                loops[kk].factor > 1 and loops[kk].dim in space.dims and loops[kk].dim not in single
+                for kk in inner
+            )
+            halo_ok = (
+                not window_inner and all(m > 0 for _r, m in moving) and all(ext[r] > m for r, m in moving)
+            )
+            if not halo_ok:
+                total += still_plain
+                continue
+            # a sliding window's halo, where every inner loop takes one trip (Timeloop's deltas
+            # reset when the tile's stride changes, so a running inner loop refetches it whole)
+            still = math.prod(ext[r] for r in windows if r not in dict(moving))
+            halo = still * (
+                math.prod(ext[r] for r, _m in moving) - math.prod(max(0, ext[r] - m) for r, m in moving)
+            )
+            one = {**cons, **{kk: "one" for kk in inner}}
+            total += still_plain - value(t, lvl, one, wf) + value(t, lvl, one, halo)
+        return total
+
+    above0 = (lambda hi: spatial(0, hi, lambda lp: True)) if inst0 else (lambda hi: {})
+    levels: dict[int, dict[str, TensorStats]] = {}
+    for i in range(n):
+        stats: dict[str, TensorStats] = {}
+        for t in keeps[i]:
+            space = spaces[t]
+            has_parent = any(t in keeps[j] for j in range(i))
+            raw = fills(t, i, above0(i)) if has_parent else 0.0
+            child = next((k for k in range(i + 1, n) if t in keeps[k]), None)
+            multicast = spatial(i, n if child is None else child, lambda lp, s=space: lp.dim not in s.dims)
+            base = {**above0(i), **multicast}
+            if child is None:  # one access per compute, one per multicast (or reduction) group
+                flow = math.prod(paths.count(d, n, base) for d in dims)
+            else:
+                flow = fills(t, child, base)
+            if space.output:
+                temporal_off = {
+                    k: "zero"
+                    for k, lp in enumerate(loops)
+                    if lp.level < i and not lp.spatial and lp.dim not in space.dims
+                }
+                fresh = value(t, i, {**above0(i), **temporal_off}, 1.0)
+                f = raw - fresh if raw and not cold_output_fills else raw
+                stats[t] = TensorStats(reads=flow - fresh, fills=f, updates=flow)
+            else:
+                stats[t] = TensorStats(reads=flow, fills=raw, updates=0.0)
+        levels[i] = stats
+    used = []
+    for i in range(n):
+        first = {k: "zero" for k, lp in enumerate(loops) if lp.level < i and not lp.spatial}
+        used.append(math.prod(paths.count(d, i, first) for d in dims))
+    every = {k: "zero" for k, lp in enumerate(loops) if lp.spatial}
+    cycles = float(math.prod(paths.count(d, n, every) for d in dims))
+    return levels, used, cycles
 
 
 def _networks(

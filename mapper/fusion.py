@@ -269,10 +269,12 @@ def search(
     seed: int = 0,
     priced: bool = True,
     progress: Callable[[str], None] | None = None,
+    imperfect: bool = False,
 ) -> FusedResult:
     """The best fused mapping of the chain ``problems`` over ``hierarchy`` (see the module text):
     every fusion level below the outermost (or ``level``), every split of the fused ranks over
-    the levels outside it; each Einsum mapped below with ``budget`` candidates."""
+    the levels outside it; each Einsum mapped below with ``budget`` candidates (``imperfect``:
+    with imperfect factors below the shared loops too, :func:`mapper.hsearch.search`)."""
     if metric not in hsearch.METRICS:
         raise ScheduleError(f"metric must be one of {', '.join(hsearch.METRICS)}, found {metric!r}")
     names = tuple(names or [p.name for p in problems])
@@ -330,6 +332,7 @@ def search(
                         seed=seed,
                         constraints=cons,
                         produced=mine,
+                        imperfect=imperfect,
                     )
                 except ScheduleError as exc:
                     problems_left.append(f"{levels[k]}, shared {shared}: {n}: {exc}")

@@ -122,6 +122,31 @@ def _primes(n: int) -> list[int]:
     return out
 
 
+def _padded(n: int, fan: Sequence[int]) -> list[int]:
+    """The sizes a dimension of ``n`` may be split as with imperfect factors: ``n``, and ``n``
+    rounded up to a multiple of each fanout and to a power of two (each under ``2 n``)."""
+    out = {n}
+    for f in fan:
+        if f > 1:
+            out.add(-(-n // f) * f)
+    out.add(1 << (n - 1).bit_length())
+    return sorted(x for x in out if x < 2 * n or x == n)
+
+
+def _tight(f: Sequence[int], n: int) -> tuple[int, ...]:
+    """Slot factors (outermost slot first) of a dimension of size ``n`` whose product may exceed
+    it: the outermost factor above 1 becomes the trips that cover ``n`` over the tile inside it
+    (the analysis checks the inner ones)."""
+    out = list(f)
+    if math.prod(out) > n:
+        for j, v in enumerate(out):
+            if v > 1:
+                inner = math.prod(out[j + 1 :])
+                out[j] = -(-n // inner)
+                break
+    return tuple(out)
+
+
 def _splits(n: int, k: int) -> list[tuple[int, ...]]:
     """Every ordered way to write ``n`` as a product of ``k`` factors."""
     out: set[tuple[int, ...]] = {(1,) * k}
@@ -173,10 +198,15 @@ def search(
     cold_output_fills: bool = False,
     progress: Callable[[int, int], None] | None = None,
     produced: frozenset[str] = frozenset(),
+    imperfect: bool = False,
 ) -> HierarchyResult:
     """The best mapping of ``problem`` over ``storages`` (outermost first) by ``metric``, within
     ``constraints`` (Timeloop's: the tensors a level keeps, fixed factors, a fixed loop order).
-    ``produced``: tensors made on chip by a fused group (:func:`mapper.analysis.analyze`)."""
+    ``produced``: tensors made on chip by a fused group (:func:`mapper.analysis.analyze`).
+    ``imperfect``: also try imperfect factors (:mod:`mapper.analysis`), a dimension's size
+    padded up to a multiple of each fanout and to a power of two, the factors of the padded size
+    split over the slots and the outermost made the trips that cover the real size (a dimension
+    with fixed factors stays exact)."""
     if metric not in METRICS:
         raise ScheduleError(f"metric must be one of {', '.join(METRICS)}, found {metric!r}")
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
@@ -228,6 +258,7 @@ def search(
                 fixed[k].setdefault(slots.index((i, False)), 1)
             level_orders[i] = level_orders[i][:1]
     rests = []
+    sizes: list[list[int]] = []  # per dimension, the sizes its free factors split (padded ones too)
     for k, (d, n) in enumerate(dims):
         prod = math.prod(fixed[k].values())
         free = [j for j in range(len(slots)) if j not in fixed[k]]
@@ -237,9 +268,9 @@ def search(
                 f"{'divide' if free else 'equal'} {d} = {n}"
             )
         rests.append((n // prod, free))
-    space = math.prod(_split_count(r, len(free)) for r, free in rests) * math.prod(
-        len(o) for o in level_orders
-    )
+        sizes.append(_padded(n, fan) if imperfect and prod == 1 and free else [n // prod])
+    space = math.prod(sum(_split_count(r, len(free)) for r in sizes[k]) for k, (_r, free) in enumerate(rests))
+    space *= math.prod(len(o) for o in level_orders)
 
     def build(split: Sequence[tuple[int, ...]], order_ix: Sequence[int]) -> tuple[LevelMapping, ...] | None:
         mappings = []
@@ -273,11 +304,14 @@ def search(
             f[j] = v
         for j, v in zip(rests[k][1], free_factors, strict=True):
             f[j] = v
-        return tuple(f)
+        return _tight(f, dims[k][1])
 
     def candidates() -> Iterator[tuple[tuple[tuple[int, ...], ...], tuple[int, ...]]]:
         if space <= budget:
-            per_dim = [[place(k, t) for t in _splits(r, len(free))] for k, (r, free) in enumerate(rests)]
+            per_dim = [
+                list(dict.fromkeys(place(k, t) for r in sizes[k] for t in _splits(r, len(free))))
+                for k, (_r, free) in enumerate(rests)
+            ]
             for split in itertools.product(*per_dim):
                 loops = [
                     sum(1 for t in split if t[slots.index((i, False))] > 1) for i in range(len(storages))
@@ -299,8 +333,8 @@ def search(
 
     def tile(f: list[list[int]], i: int) -> int:
         spans = {
-            d: math.prod(f[k][j] for j, (lv, _sp) in enumerate(slots) if lv >= i)
-            for k, (d, _n) in enumerate(dims)
+            d: min(n, math.prod(f[k][j] for j, (lv, _sp) in enumerate(slots) if lv >= i))
+            for k, (d, n) in enumerate(dims)
         }
         return sum(math.prod(_extent(spaces[t], spans)) for t in kept_names[i])
 
@@ -309,7 +343,7 @@ def search(
         admits; then, innermost level first, primes moved outward until every tile fits."""
         f = [list(place(k, [1] * len(free))) for k, (_r, free) in enumerate(rests)]
         used = {j: math.prod(f[k][j] for k in range(len(dims))) for j, (_lv, sp) in enumerate(slots) if sp}
-        work = [(k, p) for k, (r, _free) in enumerate(rests) for p in _primes(r)]
+        work = [(k, p) for k in range(len(rests)) for p in _primes(rng.choice(sizes[k]))]
         rng.shuffle(work)
         for k, p in work:
             free = rests[k][1]
@@ -341,7 +375,7 @@ def search(
                 f[k][out] *= p
                 if slots[j][1]:
                     used[j] //= p
-        return tuple(tuple(x) for x in f)
+        return tuple(_tight(x, dims[k][1]) for k, x in enumerate(f))
 
     best: tuple[tuple[float, ...], tuple[LevelMapping, ...], Analysis] | None = None
     evaluated = rejected = seen = 0
