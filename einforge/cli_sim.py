@@ -757,6 +757,8 @@ def _map_fused(args: argparse.Namespace, h: Any, cascade: Any, sizes: Any) -> in
         seed=args.seed,
         progress=progress,
         imperfect=args.imperfect,
+        steps=fusion.steps_of(cascade),
+        drain=fusion.read_after(cascade, names),
     )
     cyc, en = fusion.unfused_figures(
         h, problems, metric=args.metric, budget=args.budget, seed=args.seed, imperfect=args.imperfect

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -59,6 +60,12 @@ class FusedResult:
     intermediates: tuple[str, ...]
     footprint_words: int  # what the fusion level holds at once
     evaluated: int = 0  # candidate groups costed by the search
+    #: on-chip tensors read after the group, written out once from the fusion level to the
+    #: outermost: (tensor, words); a recurrence's state only its last step
+    drained: tuple[tuple[str, int], ...] = ()
+    drain_pj: float = 0.0
+    #: recurrences' running states kept on chip across the shared loops: tensor -> rank stepped
+    states: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def cycles(self) -> float:
@@ -66,10 +73,14 @@ class FusedResult:
 
     @property
     def energy_pj(self) -> float:
-        return sum(a.energy_pj for a in self.analyses)
+        return sum(a.energy_pj for a in self.analyses) + self.drain_pj
 
     def scalar_accesses(self, level: str) -> float:
-        return sum(a.scalar_accesses(level) for a in self.analyses)
+        own = sum(a.scalar_accesses(level) for a in self.analyses)
+        outer = self.mapping.mappings[0][0].target
+        if level in (outer, self.mapping.level):  # the drain: read at the one, written at the other
+            own += sum(w for _t, w in self.drained)
+        return own
 
     def describe(self) -> str:
         shared = ", ".join(
@@ -82,6 +93,17 @@ class FusedResult:
             f"{self.cycles:,.0f} cycles, {self.energy_pj:,.0f} pJ; {self.mapping.level} holds "
             f"{self.footprint_words:,} words at once",
         ]
+        if self.states:
+            lines.append(
+                "running states kept on chip: "
+                + ", ".join(f"{t} (over {r}, one step a tile)" for t, r in self.states.items())
+            )
+        if self.drained:
+            lines.append(
+                "written out after the group: "
+                + ", ".join(f"{t} ({w:,} words)" for t, w in self.drained)
+                + f", {self.drain_pj:,.0f} pJ"
+            )
         for n, a in zip(self.names, self.analyses, strict=True):
             lines.append(f"  {n}: {a.cycles:,.0f} cycles, {a.energy_pj:,.0f} pJ")
         return "\n".join(lines)
@@ -100,6 +122,9 @@ class FusedResult:
                 for lv, loops in zip(self._outer_names(), self.mapping.shared, strict=True)
             },
             "intermediates": list(self.intermediates),
+            "running_states": dict(self.states),
+            "drained": {t: w for t, w in self.drained},
+            "drain_pj": self.drain_pj,
             "footprint_words": self.footprint_words,
             "cycles": self.cycles,
             "energy_pj": self.energy_pj,
@@ -117,6 +142,42 @@ def intermediates(problems: Sequence[Problem]) -> tuple[str, ...]:
     return tuple(out)
 
 
+def carried(problems: Sequence[Problem], steps: Mapping[str, str]) -> dict[str, str]:
+    """The running states of the chain's recurrences: tensors one problem writes and an earlier
+    one reads (the reader takes the previous step's value), each with the rank it steps over,
+    from ``steps`` (tensor -> rank; :func:`steps_of`)."""
+    out = {}
+    for j, p in enumerate(problems):
+        name = p.output.name
+        if any(name in {s.name for s in q.spaces if not s.output} for q in problems[:j]):
+            if name not in steps:
+                raise ScheduleError(
+                    f"fusion: {name} is read by an Einsum before the one that writes it, but it is no "
+                    "recurrence's state (a fused group runs its Einsums in order within each tile)"
+                )
+            out[name] = steps[name]
+    return out
+
+
+def steps_of(cascade: Any) -> dict[str, str]:
+    """Each recurrence's state tensor of ``cascade`` and the rank it steps over (upper case):
+    ``RM[p, m1 + 1] = max(RM[p, m1], LM[p, m1])`` steps ``RM`` over ``M1``."""
+    return {e.output: e.step.upper() for e in cascade.einsums if e.step is not None and not e.init}
+
+
+def read_after(cascade: Any, names: Sequence[str]) -> frozenset[str]:
+    """The tensors the Einsums ``names`` write that an Einsum of ``cascade`` outside them reads,
+    or that are the cascade's outputs: what the group must write out."""
+    group = set(names)
+    made = {e.output for e in cascade.einsums if e.output in group}
+    out = {t for t in made if t in cascade.outputs}
+    for e in cascade.einsums:
+        if e.output in group or e.init:
+            continue
+        out |= {t for t in made if t in e.reads}
+    return frozenset(out)
+
+
 def fused_ranks(problems: Sequence[Problem]) -> tuple[str, ...]:
     """The ranks every problem of the chain has in its output (so no shared loop splits a
     reduction), in the first problem's order."""
@@ -125,16 +186,21 @@ def fused_ranks(problems: Sequence[Problem]) -> tuple[str, ...]:
     return tuple(d for d in first if all(d in s for s in sets))
 
 
-def _check_chain(problems: Sequence[Problem], names: Sequence[str]) -> tuple[str, ...]:
+def _check_chain(
+    problems: Sequence[Problem], names: Sequence[str], steps: Mapping[str, str] | None = None
+) -> tuple[str, ...]:
+    """The tensors the group keeps on chip (intermediates, and recurrences' running states),
+    after checking it is a chain over ranks every Einsum keeps."""
     if len(problems) < 2:
         raise ScheduleError("a fused group needs at least two Einsums")
-    made = intermediates(problems)
+    state = carried(problems, steps or {})
+    made = (*intermediates(problems), *(t for t in state if t not in intermediates(problems)))
     for i, p in enumerate(problems[1:], 1):
         reads = {s.name for s in p.spaces if not s.output}
-        if not reads & {q.output.name for q in problems[:i]}:
+        if not reads & ({q.output.name for q in problems[:i]} | set(state)):
             raise ScheduleError(
-                f"fusion: {names[i]} reads nothing that {', '.join(names[:i])} write(s); a fused group "
-                "is a chain whose Einsums read what earlier ones write"
+                f"fusion: {names[i]} reads nothing that {', '.join(names[:i])} write(s), nor a running "
+                "state of the group; a fused group is a chain whose Einsums read what earlier ones write"
             )
     ranks = fused_ranks(problems)
     if not ranks:
@@ -145,6 +211,12 @@ def _check_chain(problems: Sequence[Problem], names: Sequence[str]) -> tuple[str
         sizes = {dict(p.dims)[r] for p in problems}
         if len(sizes) > 1:
             raise ScheduleError(f"fusion: rank {r} has different sizes in the group: {sorted(sizes)}")
+    for t, r in state.items():
+        if r not in ranks:
+            raise ScheduleError(
+                f"fusion: the recurrence of {t} steps over {r}, which is not a rank every Einsum of the "
+                f"group keeps ({', '.join(ranks)}): its steps cannot be the group's tiles"
+            )
     return made
 
 
@@ -195,10 +267,16 @@ def evaluate(
     *,
     names: Sequence[str] | None = None,
     priced: bool = True,
+    steps: Mapping[str, str] | None = None,
+    drain: frozenset[str] = frozenset(),
 ) -> FusedResult:
-    """The figures of a fused mapping of the chain ``problems`` over ``hierarchy``."""
+    """The figures of a fused mapping of the chain ``problems`` over ``hierarchy``. ``steps``:
+    the recurrences' state tensors and the ranks they step over (:func:`steps_of`); a state
+    read before it is written in the chain stays on chip, one step per tile. ``drain``: the
+    group's tensors read after it (:func:`read_after`), written out once."""
     names = tuple(names or [p.name for p in problems])
-    made = _check_chain(problems, names)
+    made = _check_chain(problems, names, steps)
+    state = carried(problems, steps or {})
     levels = [lv.name for lv in hierarchy.levels]
     if mapping.level not in levels[1:]:
         raise ScheduleError(
@@ -218,6 +296,16 @@ def evaluate(
                 raise ScheduleError(
                     f"fusion: the shared loop over {r} at {lv}: {r} is not a fused rank ({sorted(ranks)})"
                 )
+    size = dict(problems[0].dims)
+    for t, r in state.items():
+        shared_r = 1
+        for loops in mapping.shared:
+            shared_r *= dict(loops).get(r, 1)
+        if shared_r != size[r]:
+            raise ScheduleError(
+                f"fusion: {t} is a running state over {r}: the shared loops must step {r} one at a time "
+                f"(their factors of {r} multiply to {shared_r}, but {r} = {size[r]})"
+            )
     analyses = []
     fixed = []  # each Einsum's mappings with the levels' keep for the group
     for p, n, ms in zip(problems, names, mapping.mappings, strict=True):
@@ -242,9 +330,46 @@ def evaluate(
             f"fusion: {mapping.level} must hold {foot} words at once (every intermediate's tile and the "
             f"largest Einsum's own), but it holds {cap}"
         )
+    drained, drain_pj = _drain(hierarchy, problems, made, state, drain, k, priced)
     return FusedResult(
-        names=names, mapping=mapping, analyses=tuple(analyses), intermediates=made, footprint_words=foot
+        names=names,
+        mapping=mapping,
+        analyses=tuple(analyses),
+        intermediates=made,
+        footprint_words=foot,
+        drained=drained,
+        drain_pj=drain_pj,
+        states=dict(state),
     )
+
+
+def _drain(
+    hierarchy: Any,
+    problems: Sequence[Problem],
+    made: Sequence[str],
+    state: Mapping[str, str],
+    drain: frozenset[str],
+    level: int,
+    priced: bool,
+) -> tuple[tuple[tuple[str, int], ...], float]:
+    """The on-chip tensors read after the group, written out once: a whole intermediate, or a
+    running state's last step; their words, and the energy of reading them at the fusion level
+    and writing them at the outermost (per block, as the analysis prices accesses)."""
+    out = []
+    pj = 0.0
+    for t in made:
+        if t not in drain:
+            continue
+        writer = next(p for p in problems if p.output.name == t)
+        size = dict(writer.dims)
+        words = math.prod(size[d] for d in writer.output.dims if d != state.get(t))
+        out.append((t, words))
+        if priced:
+            st = hierarchy.storages(writer, priced=True)
+            inner, outer = st[level], st[0]
+            pj += math.ceil(words / inner.block_size) * inner.read_pj
+            pj += math.ceil(words / outer.block_size) * outer.update_pj
+    return tuple(out), pj
 
 
 def _splits(n: int, k: int) -> list[tuple[int, ...]]:
@@ -270,6 +395,8 @@ def search(
     priced: bool = True,
     progress: Callable[[str], None] | None = None,
     imperfect: bool = False,
+    steps: Mapping[str, str] | None = None,
+    drain: frozenset[str] = frozenset(),
 ) -> FusedResult:
     """The best fused mapping of the chain ``problems`` over ``hierarchy`` (see the module text):
     every fusion level below the outermost (or ``level``), every split of the fused ranks over
@@ -278,7 +405,8 @@ def search(
     if metric not in hsearch.METRICS:
         raise ScheduleError(f"metric must be one of {', '.join(hsearch.METRICS)}, found {metric!r}")
     names = tuple(names or [p.name for p in problems])
-    made = _check_chain(problems, names)
+    made = _check_chain(problems, names, steps)
+    state = carried(problems, steps or {})
     ranks = fused_ranks(problems)
     size = dict(problems[0].dims)
     levels = [lv.name for lv in hierarchy.levels]
@@ -292,7 +420,10 @@ def search(
     evaluated = 0
     problems_left: list[str] = []
     for k in where:
-        per_rank = [_splits(size[r], k + 1) for r in ranks]  # k outer levels + the rest below
+        # k outer levels + the rest below; a running state's rank all in the shared loops
+        per_rank = [
+            [x for x in _splits(size[r], k + 1) if r not in state.values() or x[-1] == 1] for r in ranks
+        ]
         for split in itertools.product(*per_rank):
             shared = tuple(
                 tuple((r, s[i]) for r, s in zip(ranks, split, strict=True) if s[i] > 1) for i in range(k)
@@ -344,7 +475,7 @@ def search(
                 continue
             fm = FusedMapping(level=levels[k], shared=shared, mappings=tuple(r.mappings for r in results))
             try:
-                res = evaluate(hierarchy, problems, fm, names=names, priced=priced)
+                res = evaluate(hierarchy, problems, fm, names=names, priced=priced, steps=steps, drain=drain)
             except ScheduleError as exc:
                 problems_left.append(str(exc))
                 continue

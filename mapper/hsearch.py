@@ -343,7 +343,12 @@ def search(
         admits; then, innermost level first, primes moved outward until every tile fits."""
         f = [list(place(k, [1] * len(free))) for k, (_r, free) in enumerate(rests)]
         used = {j: math.prod(f[k][j] for k in range(len(dims))) for j, (_lv, sp) in enumerate(slots) if sp}
-        work = [(k, p) for k in range(len(rests)) for p in _primes(rng.choice(sizes[k]))]
+        # (a padded size drawn only where there are several: exact searches draw as before)
+        work = [
+            (k, p)
+            for k in range(len(rests))
+            for p in _primes(sizes[k][0] if len(sizes[k]) == 1 else rng.choice(sizes[k]))
+        ]
         rng.shuffle(work)
         for k, p in work:
             free = rests[k][1]

@@ -4,6 +4,7 @@ errors of a group that cannot be fused."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -255,3 +256,82 @@ def test_analyze_names_bad_produced_tensors() -> None:
     # made on chip and kept at the buffer: no parent, so no fills and no DRAM traffic for C
     a = analyze(p, storages, maps, produced=frozenset({"C"}))
     assert "C" not in a.levels["DRAM"] and a.levels["buf"]["C"].fills == 0
+
+
+DECAY = """
+cascade decay
+input X[p, m]
+partition M -> M1, M0
+output Y
+
+BX[p, m1, m0] = X[p, m1 * M0 + m0]
+init R[p, m1 = 0] = 0
+L[p, m1] = sum[m0] BX[p, m1, m0]
+D[p, m1] = R[p, m1] * 0.5
+R[p, m1 + 1] = D[p, m1] + L[p, m1]
+Y[p] = R[p, M1]
+"""
+
+
+def test_a_recurrence_fused_keeps_its_state_on_chip_by_hand() -> None:
+    """A decayed running sum over key blocks (the shape of FuseMax's 1-pass RD and RNV): D reads
+    the state R that a later Einsum of the group writes, so R is a running state over M1, on chip
+    one step a tile; only X crosses DRAM, once (P x M = 64 words), and R's last step is written
+    out once (P = 4 words) for Y, which is outside the group."""
+    c = einsum.parse(DECAY)
+    names = ["L", "D", "R"]
+    sizes = {"P": 4, "M": 16, "M1": 4, "M0": 4}
+    ps = fusion.problems_of(c, names, sizes)
+    steps, drain = fusion.steps_of(c), fusion.read_after(c, names)
+    assert steps == {"R": "M1"} and drain == {"R"}
+    h = _toy()
+    r = fusion.search(h, ps, names=names, level="buf", metric="energy", budget=50, steps=steps, drain=drain)
+    assert r.states == {"R": "M1"} and set(r.intermediates) == {"L", "D", "R"}
+    assert r.mapping.shared == ((("M1", 4),),)  # one step of the recurrence a tile
+    dram = {t: s for a in r.analyses for t, s in a.levels["DRAM"].items()}
+    assert set(dram) == {"BX"} and dram["BX"].reads == 64
+    assert r.drained == (("R", 4),)
+    assert r.drain_pj == 4 * 1 + 4 * 10  # read at the buffer, written to DRAM
+    assert r.scalar_accesses("DRAM") == 64 + 4
+    # the state's tile (P = 4), L's and D's, and the largest Einsum's own tiles fit the buffer
+    assert r.footprint_words <= 1000
+    # a mapping that does not step M1 one at a time in the shared loops is refused
+    bad = fusion.FusedMapping(
+        level="buf",
+        shared=((("M1", 2),),),
+        mappings=tuple(
+            (
+                LevelMapping(target="DRAM", temporal=(("M1", 2),)),
+                LevelMapping(
+                    target="buf", temporal=tuple((d, n // 2 if d == "M1" else n) for d, n in p.dims)
+                ),
+            )
+            for p in ps
+        ),
+    )
+    with pytest.raises(ScheduleError, match=r"R is a running state over M1: the shared loops must step M1"):
+        fusion.evaluate(h, ps, bad, names=names, steps=steps, drain=drain)
+    # without the cascade's recurrences, a read before the write is no chain
+    with pytest.raises(ScheduleError, match=r"R is read by an Einsum before the one that writes it"):
+        fusion.evaluate(h, ps, r.mapping, names=names)
+
+
+def test_fusemax_s_1_pass_attention_is_a_fused_mapping(capsys) -> None:  # type: ignore[no-untyped-def]
+    """The 1-pass cascade fused at FuseMax's buffer, one key block a tile (the shared loop over
+    M1): RD and RNV are running states on chip, every intermediate stays there, and DRAM moves Q,
+    K and V once, and RD's and RNV's last step once for AV (FuseMax's dataflow)."""
+    args = [
+        "map", "--arch", "fusemax", "--array", "1d", "--cascade", "attention_1pass",
+        "--fuse", "QK,LM,RM,SLN,SLD,SLNV,PRM,SPD,RD,SPNV,RNV",
+        "--sizes", "P=16,M=64,E=8,F=8,M0=16,M1=4", "--budget", "30", "--fusion-level", "buffer", "--json",
+    ]  # fmt: skip
+    assert main(args) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["running_states"] == {"RD": "M1", "RNV": "M1"}
+    assert d["shared_loops"] == {"DRAM": [["M1", 4]]} and d["drained"] == {"RD": 16, "RNV": 16 * 8}
+    dram = {
+        (n, t): s["reads"]
+        for n, a in d["per_einsum"].items()
+        for t, s in a["levels"]["DRAM"]["per_tensor"].items()
+    }
+    assert dram == {("QK", "Q"): 16 * 8, ("QK", "BK"): 64 * 8, ("SLNV", "BV"): 64 * 8}
