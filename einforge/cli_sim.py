@@ -690,16 +690,27 @@ def cmd_map(args: argparse.Namespace) -> int:
 
     if Path(args.arch).suffix in (".yaml", ".yml", ".json"):
         h = hierarchy.load(args.arch)
+        if args.array and not h.branches:
+            raise ConfigError(
+                "--array picks a branch (an array) of a hierarchy with branches; this one has none"
+            )
         if args.array:
-            raise ConfigError("--array picks an array of a preset; a hierarchy file has one")
+            h = h.branch(args.array)
     else:
-        h = archs.preset(args.arch).hierarchy(args.array)
+        spec = archs.preset(args.arch)
+        # a fused group on a preset binds its Einsums to the arrays, unless --array picks one
+        h = spec.branched_hierarchy() if args.fuse and not args.array else spec.hierarchy(args.array)
     cascade = _cascade(args.cascade, "")
     sizes = sim.workload(sizes=args.sizes).sizes
     if args.fuse:
         return _map_fused(args, h, cascade, sizes)
     if args.fusion_level:
         raise ConfigError("--fusion-level goes with --fuse E1,E2,...")
+    if h.branches:
+        raise ConfigError(
+            f"{args.arch} has branches ({', '.join(b.name for b in h.branches)}): pick one for a single "
+            "Einsum with --array NAME (a fused group, --fuse, binds each Einsum to one)"
+        )
     name = args.einsum
     if name is None:
         outs = [e.output for e in cascade.einsums if not e.init]
@@ -724,7 +735,7 @@ def cmd_map(args: argparse.Namespace) -> int:
         mappings,
         lambda **o: h.search(problem, priced=not unpriced, **o),
         lambda m: h.analyze(problem, m, priced=not unpriced),
-        compute_name=h.compute.name,
+        compute_name=h.compute.name if h.compute is not None else "",
         priced=not unpriced,
         unpriced=unpriced,
     )
@@ -947,7 +958,11 @@ def add_parsers(sub: Any) -> None:
     mp.add_argument(
         "--arch", required=True, help="a hierarchy file (.yaml/.json) or a preset (fusemax, flat, ...)"
     )
-    mp.add_argument("--array", help="with a preset: which array (default: the first 2D one)")
+    mp.add_argument(
+        "--array",
+        help="a preset's array (default: the first 2D one; with --fuse, every array, each Einsum bound to "
+        "one), or a branch of a hierarchy file with branches",
+    )
     mp.add_argument("--cascade", required=True, help="a library cascade or a cascade file (.ein)")
     mp.add_argument("--einsum", help="the Einsum's output tensor (needed when the cascade has several)")
     mp.add_argument("--sizes", required=True, help="rank sizes such as M=1024,K=768,N=768")

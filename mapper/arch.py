@@ -645,6 +645,24 @@ class ArchSpec:
             ),
         )
 
+    def branched_hierarchy(self, sram_model: SRAMModel | None = None) -> Any:
+        """This architecture as one storage tree: DRAM and the global buffer shared, then a
+        branch per array (named as the array) with its register files (``rf_<array>``) and PEs,
+        as :meth:`hierarchy` states each. A fused group binds each Einsum to a branch
+        (:mod:`mapper.fusion`), as FuseMax runs QK and SLNV on its 2D array and the rest on the
+        1D one."""
+        from mapper.hierarchy import Branch
+
+        first = self.hierarchy(self.arrays[0].name, sram_model)
+        branches = []
+        for arr in self.arrays:
+            h = self.hierarchy(arr.name, sram_model)
+            rf = dataclasses.replace(h.levels[-1], name=f"rf_{arr.name}")
+            branches.append(Branch(name=arr.name, levels=(rf,), compute=h.compute))
+        return dataclasses.replace(
+            first, name=self.name, levels=first.levels[:-1], compute=None, branches=tuple(branches)
+        )
+
     def _units(self, arr: PEArray) -> dict[str, float]:
         """What an array's PEs pay per operation, by category: its functional units' energies (an
         add on the MAC's adder; an exponential on the MAC, ``exp_macs`` of them, where the PE has

@@ -34,7 +34,7 @@ from typing import Any
 from einsum.errors import suggest
 from mapper import hsearch
 from mapper.analysis import Analysis, LevelMapping, Problem, loops_of, tile_words
-from mapper.errors import ScheduleError
+from mapper.errors import ArchError, ScheduleError
 
 __all__ = ["FusedMapping", "FusedResult", "evaluate", "fused_ranks", "intermediates", "search"]
 
@@ -48,6 +48,13 @@ class FusedMapping:
     level: str
     shared: tuple[tuple[tuple[str, int], ...], ...]
     mappings: tuple[tuple[LevelMapping, ...], ...]
+    #: on a hierarchy with branches, the branch each Einsum runs on (empty: one path)
+    binding: tuple[str, ...] = ()
+
+    @property
+    def tiles(self) -> int:
+        """Iterations of the shared loops: the tiles the group runs one after another."""
+        return math.prod(f for loops in self.shared for _r, f in loops)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +76,10 @@ class FusedResult:
 
     @property
     def cycles(self) -> float:
-        return sum(a.cycles for a in self.analyses)
+        """The Einsums of a tile one after another; on several branches (arrays), pipelined across
+        tiles: the first tile passes every branch, then each further tile costs the busiest
+        branch's share (:func:`pipelined`)."""
+        return pipelined([a.cycles for a in self.analyses], self.mapping.binding, self.mapping.tiles)
 
     @property
     def energy_pj(self) -> float:
@@ -104,8 +114,16 @@ class FusedResult:
                 + ", ".join(f"{t} ({w:,} words)" for t, w in self.drained)
                 + f", {self.drain_pj:,.0f} pJ"
             )
-        for n, a in zip(self.names, self.analyses, strict=True):
-            lines.append(f"  {n}: {a.cycles:,.0f} cycles, {a.energy_pj:,.0f} pJ")
+        on = self.mapping.binding or ("",) * len(self.names)
+        for n, a, b in zip(self.names, self.analyses, on, strict=True):
+            where = f" on {b}" if b else ""
+            lines.append(f"  {n}{where}: {a.cycles:,.0f} cycles, {a.energy_pj:,.0f} pJ")
+        if len(set(self.mapping.binding)) > 1:
+            lines.append(
+                f"  pipelined over {self.mapping.tiles:,} tiles across "
+                f"{', '.join(dict.fromkeys(self.mapping.binding))}: {self.cycles:,.0f} cycles "
+                f"(one after another: {sum(a.cycles for a in self.analyses):,.0f})"
+            )
         return "\n".join(lines)
 
     def _outer_names(self) -> list[str]:
@@ -122,14 +140,31 @@ class FusedResult:
                 for lv, loops in zip(self._outer_names(), self.mapping.shared, strict=True)
             },
             "intermediates": list(self.intermediates),
+            "binding": dict(zip(self.names, self.mapping.binding, strict=True))
+            if self.mapping.binding
+            else {},
             "running_states": dict(self.states),
-            "drained": {t: w for t, w in self.drained},
+            "drained": dict(self.drained),
             "drain_pj": self.drain_pj,
             "footprint_words": self.footprint_words,
             "cycles": self.cycles,
             "energy_pj": self.energy_pj,
             "per_einsum": {n: a.to_dict() for n, a in zip(self.names, self.analyses, strict=True)},
         }
+
+
+def pipelined(cycles: Sequence[float], binding: Sequence[str], tiles: int) -> float:
+    """A group's cycles: with one branch (or none), the sum; with Einsums on several branches
+    (arrays that run at once), a pipeline over the tiles, as FuseMax overlaps its 2D and 1D
+    arrays: each branch's work per tile ``w_b`` (its Einsums' cycles over the tiles), the first
+    tile through every branch, then ``tiles - 1`` more at the busiest branch's pace:
+    ``sum(w) + (tiles - 1) * max(w)``."""
+    if len(set(binding)) < 2:
+        return float(sum(cycles))
+    per: dict[str, float] = {}
+    for c, b in zip(cycles, binding, strict=True):
+        per[b] = per.get(b, 0.0) + c / tiles
+    return sum(per.values()) + (tiles - 1) * max(per.values())
 
 
 def intermediates(problems: Sequence[Problem]) -> tuple[str, ...]:
@@ -306,9 +341,10 @@ def evaluate(
                 f"fusion: {t} is a running state over {r}: the shared loops must step {r} one at a time "
                 f"(their factors of {r} multiply to {shared_r}, but {r} = {size[r]})"
             )
+    paths = _paths(hierarchy, mapping, names)
     analyses = []
     fixed = []  # each Einsum's mappings with the levels' keep for the group
-    for p, n, ms in zip(problems, names, mapping.mappings, strict=True):
+    for p, n, ms, path in zip(problems, names, mapping.mappings, paths, strict=True):
         for i in range(k):
             if tuple(ms[i].temporal) != tuple(mapping.shared[i]) or ms[i].spatial:
                 raise ScheduleError(
@@ -316,13 +352,13 @@ def evaluate(
                     f"{list(mapping.shared[i])}, "
                     f"found temporal {list(ms[i].temporal)}, spatial {list(ms[i].spatial)}"
                 )
-        keeps = _keeps(hierarchy, p, k, made)
+        keeps = _keeps(path, p, k, made)
         if keeps is None:
             raise ScheduleError(f"fusion: {mapping.level} may not keep {n}'s on-chip tensors")
         ms = tuple(dataclasses.replace(m, keep=kp) for m, kp in zip(ms, keeps, strict=True))
         fixed.append(ms)
         mine = frozenset(t for t in made if t in {s.name for s in p.spaces})
-        analyses.append(hierarchy.analyze(p, ms, priced=priced, produced=mine))
+        analyses.append(path.analyze(p, ms, priced=priced, produced=mine))
     foot = _footprint(problems, fixed, k, made)
     cap = hierarchy.levels[k].capacity_words
     if cap is not None and foot > cap // max(1, int(hierarchy.levels[k].multiple_buffering)):
@@ -330,7 +366,7 @@ def evaluate(
             f"fusion: {mapping.level} must hold {foot} words at once (every intermediate's tile and the "
             f"largest Einsum's own), but it holds {cap}"
         )
-    drained, drain_pj = _drain(hierarchy, problems, made, state, drain, k, priced)
+    drained, drain_pj = _drain(paths[0], problems, made, state, drain, k, priced)
     return FusedResult(
         names=names,
         mapping=mapping,
@@ -341,6 +377,21 @@ def evaluate(
         drain_pj=drain_pj,
         states=dict(state),
     )
+
+
+def _paths(hierarchy: Any, mapping: FusedMapping, names: Sequence[str]) -> list[Any]:
+    """Each Einsum's path through the hierarchy: its branch (``mapping.binding``) on a hierarchy
+    with branches, else the hierarchy itself."""
+    if not hierarchy.branches:
+        if mapping.binding:
+            raise ScheduleError(f"fusion: {hierarchy.name} has no branches to bind Einsums to")
+        return [hierarchy] * len(names)
+    if len(mapping.binding) != len(names):
+        raise ScheduleError(
+            f"fusion: {hierarchy.name} has branches ({', '.join(b.name for b in hierarchy.branches)}): "
+            f"bind each of the {len(names)} Einsums to one (found {len(mapping.binding)})"
+        )
+    return [hierarchy.branch(b) for b in mapping.binding]
 
 
 def _drain(
@@ -415,6 +466,7 @@ def search(
             f"fusion: level {level!r} is not a level below the outermost{suggest(level, levels[1:])}"
         )
     where = [levels.index(level)] if level is not None else list(range(1, len(levels)))
+    branches: list[str | None] = [b.name for b in hierarchy.branches] or [None]
     best: tuple[float, ...] | None = None
     found: FusedResult | None = None
     evaluated = 0
@@ -432,64 +484,125 @@ def search(
                 progress(f"{levels[k]}: shared {[list(x) for x in shared]}")
             results = []
             for p, n in zip(problems, names, strict=True):
-                keeps = _keeps(hierarchy, p, k, made)
-                if keeps is None:
+                options = []
+                for b in branches:
+                    path = hierarchy if b is None else hierarchy.branch(b)
+                    r = _map_one(path, p, n, k, levels, shared, made, priced, metric, budget, seed, imperfect,
+                                 problems_left)  # fmt: skip
+                    if r is not None:
+                        options.append((b, r))
+                if not options:
                     break
-                dims = [d for d, _n in p.dims]
-                cons = []
-                for i in range(k):
-                    fac = {d: 1 for d in dims}
-                    fac.update(dict(shared[i]))
-                    cons.append(
-                        hsearch.Constraint(
-                            target=levels[i],
-                            keep=keeps[i],
-                            factors=fac,
-                            order=tuple(r for r, _f in shared[i]),
-                        )
-                    )
-                    cons.append(
-                        hsearch.Constraint(target=levels[i], spatial=True, factors={d: 1 for d in dims})
-                    )
-                for i in range(k, len(levels)):
-                    cons.append(hsearch.Constraint(target=levels[i], keep=keeps[i]))
-                mine = frozenset(t for t in made if t in {s.name for s in p.spaces})
-                try:
-                    r = hierarchy.search(
-                        p,
-                        priced=priced,
-                        metric=metric,
-                        budget=budget,
-                        seed=seed,
-                        constraints=cons,
-                        produced=mine,
-                        imperfect=imperfect,
-                    )
-                except ScheduleError as exc:
-                    problems_left.append(f"{levels[k]}, shared {shared}: {n}: {exc}")
-                    break
-                if r.evaluated == 0:
-                    break
-                results.append(r)
+                results.append(options)
             if len(results) != len(problems):
                 continue
-            fm = FusedMapping(level=levels[k], shared=shared, mappings=tuple(r.mappings for r in results))
-            try:
-                res = evaluate(hierarchy, problems, fm, names=names, priced=priced, steps=steps, drain=drain)
-            except ScheduleError as exc:
-                problems_left.append(str(exc))
-                continue
-            evaluated += 1
-            cyc, en = res.cycles, res.energy_pj
-            key = {"edp": (cyc * en, cyc, en), "energy": (en, cyc), "cycles": (cyc, en)}[metric]
-            if not priced:
-                key = (cyc, sum(res.scalar_accesses(lv) for lv in levels[:1]))
-            if best is None or key < best:
-                best, found = key, res
+            for binding in _bindings(results, metric, shared):
+                fm = FusedMapping(
+                    level=levels[k],
+                    shared=shared,
+                    mappings=tuple(r.mappings for _b, r in binding),
+                    binding=tuple(b for b, _r in binding) if hierarchy.branches else (),
+                )
+                try:
+                    res = evaluate(
+                        hierarchy, problems, fm, names=names, priced=priced, steps=steps, drain=drain
+                    )
+                except ScheduleError as exc:
+                    problems_left.append(str(exc))
+                    continue
+                evaluated += 1
+                cyc, en = res.cycles, res.energy_pj
+                key = {"edp": (cyc * en, cyc, en), "energy": (en, cyc), "cycles": (cyc, en)}[metric]
+                if not priced:
+                    key = (cyc, sum(res.scalar_accesses(lv) for lv in levels[:1]))
+                if best is None or key < best:
+                    best, found = key, res
+                break  # the best binding that fits
     if found is None:
         why = "; ".join(problems_left[:3]) or "no fusion level can keep the intermediates"
         raise ScheduleError(f"fusion: no fused mapping of {', '.join(names)} fits ({why})")
     return dataclasses.replace(found, evaluated=evaluated)
+
+
+def _map_one(
+    path: Any,
+    p: Problem,
+    n: str,
+    k: int,
+    levels: Sequence[str],
+    shared: tuple[tuple[tuple[str, int], ...], ...],
+    made: Sequence[str],
+    priced: bool,
+    metric: str,
+    budget: int,
+    seed: int,
+    imperfect: bool,
+    problems_left: list[str],
+) -> Any:
+    """One Einsum of the group mapped on one path below the shared loops (None where it cannot
+    be: the path's units cannot run it, or nothing fits)."""
+    keeps = _keeps(path, p, k, made)
+    if keeps is None:
+        return None
+    dims = [d for d, _n in p.dims]
+    cons = []
+    for i in range(k):
+        fac = {d: 1 for d in dims}
+        fac.update(dict(shared[i]))
+        cons.append(
+            hsearch.Constraint(
+                target=levels[i], keep=keeps[i], factors=fac, order=tuple(r for r, _f in shared[i])
+            )
+        )
+        cons.append(hsearch.Constraint(target=levels[i], spatial=True, factors={d: 1 for d in dims}))
+    for i in range(k, len(path.levels)):
+        cons.append(hsearch.Constraint(target=path.levels[i].name, keep=keeps[i]))
+    mine = frozenset(t for t in made if t in {s.name for s in p.spaces})
+    try:
+        r = path.search(
+            p,
+            priced=priced,
+            metric=metric,
+            budget=budget,
+            seed=seed,
+            constraints=cons,
+            produced=mine,
+            imperfect=imperfect,
+        )
+    except (ScheduleError, ArchError) as exc:
+        problems_left.append(f"{levels[k]}, shared {shared}: {n} on {path.name}: {exc}")
+        return None
+    return r if r.evaluated else None
+
+
+#: at most this many bindings of Einsums to branches are compared by their sums; past it, each
+#: Einsum goes where it alone is best, and to the other branches in turn
+MAX_BINDINGS = 4096
+
+
+def _bindings(
+    options: Sequence[Sequence[tuple[str | None, Any]]],
+    metric: str,
+    shared: tuple[tuple[tuple[str, int], ...], ...],
+) -> list[list[tuple[str | None, Any]]]:
+    """The group's bindings of Einsums to branches, best first by the metric of their summed
+    energy and pipelined cycles (:func:`pipelined`); the fusion level's footprint is checked by
+    :func:`evaluate` after."""
+    tiles = math.prod(f for loops in shared for _r, f in loops)
+    if math.prod(len(o) for o in options) <= MAX_BINDINGS:
+        every = [list(c) for c in itertools.product(*options)]
+    else:
+        own = [min(o, key=lambda br: (br[1].analysis.cycles, br[1].analysis.energy_pj)) for o in options]
+        every = [own]
+        for i, o in enumerate(options):
+            every += [[*own[:i], alt, *own[i + 1 :]] for alt in o if alt is not own[i]]
+
+    def key(binding: Sequence[tuple[str | None, Any]]) -> tuple[float, ...]:
+        cyc = pipelined([r.analysis.cycles for _b, r in binding], [b or "" for b, _r in binding], tiles)
+        en = sum(r.analysis.energy_pj for _b, r in binding)
+        return {"edp": (cyc * en, cyc, en), "energy": (en, cyc), "cycles": (cyc, en)}[metric]
+
+    return sorted(every, key=key)[:8]
 
 
 def problems_of(cascade: Any, names: Sequence[str], sizes: Mapping[str, int]) -> list[Problem]:
@@ -505,8 +618,18 @@ def unfused_figures(hierarchy: Any, problems: Sequence[Problem], **options: Any)
     read back from the outermost level), each by :meth:`Hierarchy.search`: the baseline fusion
     beats or not."""
     cyc = en = 0.0
-    for p in problems:
-        r = hierarchy.search(p, **options)
-        cyc += r.analysis.cycles
-        en += r.analysis.energy_pj
+    paths = [hierarchy.branch(b.name) for b in hierarchy.branches] or [hierarchy]
+    for p in problems:  # on a hierarchy with branches, each on the branch where it is fastest
+        found = []
+        for path in paths:
+            try:
+                found.append(path.search(p, **options).analysis)
+            except (ArchError, ScheduleError):
+                if len(paths) == 1:
+                    raise
+        if not found:
+            raise ScheduleError(f"fusion: no branch of {hierarchy.name} can run {p.name} on its own")
+        a = min(found, key=lambda x: (x.cycles, x.energy_pj))
+        cyc += a.cycles
+        en += a.energy_pj
     return cyc, en

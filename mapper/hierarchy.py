@@ -46,7 +46,7 @@ from mapper.analysis import Analysis, DataSpace, LevelMapping, Problem, Storage,
 from mapper.arch import _checked
 from mapper.errors import ArchError, ScheduleError
 
-__all__ = ["KINDS", "Compute", "Hierarchy", "Level", "einsum_problem", "load"]
+__all__ = ["KINDS", "Branch", "Compute", "Hierarchy", "Level", "einsum_problem", "load"]
 
 KINDS = ("dram", "sram", "regfile")
 #: the categories of operation a compute unit prices (einsum.OpCounts')
@@ -211,12 +211,25 @@ class Compute:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class Branch:
+    """One subtree under a hierarchy's shared levels (FuseMax's 2D and 1D arrays under one
+    buffer): its own levels, outermost first, and its compute units."""
+
+    name: str
+    levels: tuple[Level, ...] = ()
+    compute: Compute
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Hierarchy:
-    """Storage levels outermost first, then the compute units."""
+    """Storage levels outermost first, then the compute units; or, with ``branches``, the levels
+    the branches share, then each branch's own levels and compute units (a tree: an Einsum maps
+    onto one path, :meth:`branch`)."""
 
     name: str
     levels: tuple[Level, ...]
-    compute: Compute
+    compute: Compute | None = None
+    branches: tuple[Branch, ...] = ()
     word_bits: int = 16
     clock_hz: float = 1e9
     dram_pj_per_bit: float = DRAM_PJ_PER_BIT
@@ -224,23 +237,68 @@ class Hierarchy:
     def __post_init__(self) -> None:
         owner = f"hierarchy {self.name!r}"
         object.__setattr__(self, "levels", tuple(self.levels))
+        object.__setattr__(self, "branches", tuple(self.branches))
         if not self.levels:
             raise ArchError(f"{owner}: no storage level; expected DRAM and the levels below it")
-        names = [lv.name for lv in self.levels]
+        if (self.compute is None) == (not self.branches):
+            raise ArchError(
+                f"{owner}: give either compute (one path down to the compute units) or branches "
+                "(subtrees under the shared levels, each with its compute), not "
+                + ("both" if self.compute is not None else "neither")
+            )
+        names = [lv.name for lv in self.levels] + [lv.name for b in self.branches for lv in b.levels]
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
             raise ArchError(f"{owner}: level names must be unique, {twice} repeat")
+        bnames = [b.name for b in self.branches]
+        twice = sorted({n for n in bnames if bnames.count(n) > 1})
+        if twice:
+            raise ArchError(f"{owner}: branch names must be unique, {twice} repeat")
         _count(owner, "word_bits", self.word_bits, top=1024)
         _number(owner, "clock_hz", self.clock_hz, positive=True)
         _number(owner, "dram_pj_per_bit", self.dram_pj_per_bit)
-        counts = [lv.instances for lv in self.levels] + [self.compute.instances]
-        for i in range(len(counts) - 1):
-            if counts[i + 1] % counts[i]:
-                below = self.levels[i + 1].name if i + 1 < len(self.levels) else self.compute.name
-                raise ArchError(
-                    f"{owner}: {below} has {counts[i + 1]} instances, not a multiple of "
-                    f"{self.levels[i].name}'s {counts[i]}; each instance fans out to the same number below"
-                )
+        paths = (
+            [(self.levels, self.compute)]
+            if self.compute is not None
+            else [((*self.levels, *b.levels), b.compute) for b in self.branches]
+        )
+        for levels, compute in paths:
+            counts = [lv.instances for lv in levels] + [compute.instances]
+            for i in range(len(counts) - 1):
+                if counts[i + 1] % counts[i]:
+                    below = levels[i + 1].name if i + 1 < len(levels) else compute.name
+                    raise ArchError(
+                        f"{owner}: {below} has {counts[i + 1]} instances, not a multiple of "
+                        f"{levels[i].name}'s {counts[i]}; each instance fans out to the same number below"
+                    )
+
+    # -- branches ------------------------------------------------------------------------------
+
+    def branch(self, name: str) -> Hierarchy:
+        """The path through branch ``name``: the shared levels, the branch's, its compute."""
+        names = [b.name for b in self.branches]
+        if name not in names:
+            raise ArchError(
+                f"hierarchy {self.name!r} has "
+                + (f"no branch {name!r}{suggest(name, names)} (its branches: {', '.join(names)})" if names
+                   else f"no branches (asked for {name!r})")
+            )  # fmt: skip
+        b = self.branches[names.index(name)]
+        return dataclasses.replace(
+            self,
+            name=f"{self.name}/{b.name}",
+            levels=(*self.levels, *b.levels),
+            compute=b.compute,
+            branches=(),
+        )
+
+    def _path(self) -> Compute:
+        if self.compute is None:
+            raise ArchError(
+                f"hierarchy {self.name!r} has branches ({', '.join(b.name for b in self.branches)}): pick "
+                "one for an Einsum (Hierarchy.branch(name), --array NAME on the command line)"
+            )
+        return self.compute
 
     # -- one Einsum on it ------------------------------------------------------------------
 
@@ -315,10 +373,11 @@ class Hierarchy:
 
     def storages(self, problem: Problem, *, priced: bool = True) -> tuple[Storage, ...]:
         """The analysis's storage levels for ``problem`` (``priced=False``: no energies)."""
+        compute = self._path()
         out = []
         for k, lv in enumerate(self.levels):
             read, write = self._prices(lv) if priced else (0.0, 0.0)
-            below = self.levels[k + 1] if k + 1 < len(self.levels) else self.compute
+            below = self.levels[k + 1] if k + 1 < len(self.levels) else compute
             px, py = lv.mesh or (lv.instances, 1)
             cx, cy = below.mesh or (below.instances, 1)
             fanout = (cx // px, cy // py) if cx % px == 0 and cy % py == 0 else None
@@ -372,24 +431,26 @@ class Hierarchy:
             m if m.keep is not None or m.target not in keeps else dataclasses.replace(m, keep=keeps[m.target])
             for m in mappings
         ]
+        compute = self._path()
         return analyze(
             problem,
             self.storages(problem, priced=priced),
             ms,
-            compute_pj=self.compute.pj_per_point(problem) if priced else 0.0,
-            compute_instances=self.compute.instances,
+            compute_pj=compute.pj_per_point(problem) if priced else 0.0,
+            compute_instances=compute.instances,
             **options,
         )
 
     def search(self, problem: Problem, *, priced: bool = True, **options: Any) -> hsearch.HierarchyResult:
         """The best mapping of ``problem`` (:func:`mapper.hsearch.search`'s options);
         ``priced=False`` ranks by cycles, then accesses."""
+        compute = self._path()
         constraints = (*self.keeps(problem), *options.pop("constraints", ()))
         return hsearch.search(
             problem,
             self.storages(problem, priced=priced),
-            compute_instances=self.compute.instances,
-            compute_pj=self.compute.pj_per_point(problem) if priced else 0.0,
+            compute_instances=compute.instances,
+            compute_pj=compute.pj_per_point(problem) if priced else 0.0,
             constraints=constraints,
             **options,
         )
@@ -405,14 +466,25 @@ class Hierarchy:
                 if k == "name" or v != defaults.get(k)
             }
 
-        return {
+        out: dict[str, Any] = {
             "name": self.name,
             "word_bits": self.word_bits,
             "clock_hz": self.clock_hz,
             "dram_pj_per_bit": self.dram_pj_per_bit,
             "levels": [clean(dataclasses.asdict(lv), Level) for lv in self.levels],
-            "compute": clean(dataclasses.asdict(self.compute), Compute),
         }
+        if self.compute is not None:
+            out["compute"] = clean(dataclasses.asdict(self.compute), Compute)
+        else:
+            out["branches"] = [
+                {
+                    "name": b.name,
+                    "levels": [clean(dataclasses.asdict(lv), Level) for lv in b.levels],
+                    "compute": clean(dataclasses.asdict(b.compute), Compute),
+                }
+                for b in self.branches
+            ]
+        return out
 
     def to_yaml(self) -> str:
         import yaml
@@ -430,7 +502,27 @@ class Hierarchy:
                 f"hierarchy: 'levels' must be a list of levels, outermost first, found {levels!r}"
             )
         fields["levels"] = tuple(Level(**_checked(lv, Level, f"levels[{i}]")) for i, lv in enumerate(levels))
-        fields["compute"] = Compute(**_checked(fields.get("compute"), Compute, "compute"))
+        if "compute" in fields or "branches" not in fields:
+            fields["compute"] = Compute(**_checked(fields.get("compute"), Compute, "compute"))
+        if "branches" in fields:
+            branches = fields["branches"]
+            if not isinstance(branches, list | tuple) or not branches:
+                raise ArchError(
+                    "hierarchy: 'branches' must be a list of subtrees (name, levels, compute), "
+                    f"found {branches!r}"
+                )
+            out = []
+            for j, b in enumerate(branches):
+                bf = _checked(b, Branch, f"branches[{j}]")
+                blevels = bf.get("levels", ())
+                if not isinstance(blevels, list | tuple):
+                    raise ArchError(f"branches[{j}]: 'levels' must be a list of levels, found {blevels!r}")
+                bf["levels"] = tuple(
+                    Level(**_checked(lv, Level, f"branches[{j}].levels[{i}]")) for i, lv in enumerate(blevels)
+                )
+                bf["compute"] = Compute(**_checked(bf.get("compute"), Compute, f"branches[{j}].compute"))
+                out.append(Branch(**bf))
+            fields["branches"] = tuple(out)
         return cls(**fields)
 
 

@@ -4,6 +4,7 @@ errors of a group that cannot be fused."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import einsum
 from einforge.cli import main
 from mapper import fusion, hierarchy
 from mapper.analysis import LevelMapping
-from mapper.errors import ScheduleError
+from mapper.errors import ArchError, ScheduleError
 
 CHAIN = """
 cascade chain
@@ -335,3 +336,125 @@ def test_fusemax_s_1_pass_attention_is_a_fused_mapping(capsys) -> None:  # type:
         for t, s in a["levels"]["DRAM"]["per_tensor"].items()
     }
     assert dram == {("QK", "Q"): 16 * 8, ("QK", "BK"): 64 * 8, ("SLNV", "BV"): 64 * 8}
+
+
+SCALE = """
+cascade scaled
+input A[m, k], B[k, n], D[m]
+output E
+
+C[m, n] = A[m, k] * B[k, n]
+E[m, n] = C[m, n] / D[m]
+"""
+
+
+def _tree() -> hierarchy.Hierarchy:
+    """DRAM and a buffer shared by two arrays: 'mac' (4 PEs, multiply-accumulate only) and
+    'div' (2 PEs that also divide)."""
+    return hierarchy.Hierarchy.from_dict(
+        {
+            "name": "tree",
+            "levels": [
+                {"name": "DRAM", "kind": "dram", "read_pj": 10, "write_pj": 10},
+                {"name": "buf", "capacity_words": 1000, "read_pj": 1, "write_pj": 1},
+            ],
+            "branches": [
+                {
+                    "name": "mac",
+                    "levels": [
+                        {
+                            "name": "rf_mac",
+                            "instances": 4,
+                            "capacity_words": 64,
+                            "read_pj": 0.1,
+                            "write_pj": 0.1,
+                        }
+                    ],
+                    "compute": {"name": "pe", "instances": 4, "units": {"mac": 1, "add": 0.5}},
+                },
+                {
+                    "name": "div",
+                    "levels": [
+                        {
+                            "name": "rf_div",
+                            "instances": 2,
+                            "capacity_words": 64,
+                            "read_pj": 0.1,
+                            "write_pj": 0.1,
+                        }
+                    ],
+                    "compute": {"name": "pe", "instances": 2, "units": {"mac": 1, "add": 0.5, "div": 4}},
+                },
+            ],
+        }
+    )
+
+
+def test_a_hierarchy_with_branches_round_trips_and_names_its_errors(tmp_path: Path) -> None:
+    h = _tree()
+    f = tmp_path / "tree.yaml"
+    f.write_text(h.to_yaml())
+    assert hierarchy.load(f) == h
+    path = h.branch("div")
+    assert [lv.name for lv in path.levels] == ["DRAM", "buf", "rf_div"] and path.compute.instances == 2
+    with pytest.raises(ArchError, match=r"no branch 'dvi'; did you mean 'div'"):
+        h.branch("dvi")
+    d = h.to_dict()
+    with pytest.raises(ArchError, match=r"give either compute .* or branches .*, not both"):
+        hierarchy.Hierarchy.from_dict({**d, "compute": {"name": "x"}})
+    twice = {**d, "branches": [d["branches"][0], {**d["branches"][1], "levels": d["branches"][0]["levels"]}]}
+    with pytest.raises(ArchError, match=r"level names must be unique, \['rf_mac'\] repeat"):
+        hierarchy.Hierarchy.from_dict(twice)
+    with pytest.raises(ArchError, match=r"branches\[0\]: unknown key 'level'; did you mean 'levels'"):
+        hierarchy.Hierarchy.from_dict({**d, "branches": [{"name": "x", "level": [], "compute": {}}]})
+    p = fusion.problems_of(einsum.parse(SCALE), ["C"], {"M": 4, "K": 2, "N": 2})[0]
+    with pytest.raises(ArchError, match=r"has branches \(mac, div\): pick one"):
+        h.search(p)
+
+
+def test_pipelined_cycles_by_hand() -> None:
+    """Two arrays, 4 tiles: per tile 10 cycles on one and 30 on the other; the first tile passes
+    both (40), then 3 more at the busier one's pace (90): 130, against 160 one after another."""
+    assert fusion.pipelined([40, 120], ["a", "b"], 4) == 40 / 4 + 120 / 4 + 3 * 30 == 130
+    assert fusion.pipelined([40, 120], ["a", "a"], 4) == fusion.pipelined([40, 120], [], 4) == 160
+
+
+def test_a_group_binds_each_einsum_to_a_branch_that_can_run_it() -> None:
+    """C = A B, then E = C / D: E divides, so it runs on the 'div' array; C goes where the group's
+    pipelined cycles are least. The figures are each Einsum's on its own path, the cycles the
+    pipeline's, and the intermediate C stays in the shared buffer."""
+    c = einsum.parse(SCALE)
+    ps = fusion.problems_of(c, ["C", "E"], {"M": 8, "K": 4, "N": 4})
+    r = fusion.search(_tree(), ps, names=["C", "E"], metric="cycles", budget=200)
+    assert r.mapping.binding[1] == "div" and r.intermediates == ("C",)
+    again = fusion.evaluate(_tree(), ps, r.mapping, names=["C", "E"])
+    assert again.analyses == r.analyses and again.cycles == r.cycles
+    want = fusion.pipelined([a.cycles for a in r.analyses], r.mapping.binding, r.mapping.tiles)
+    assert r.cycles == want
+    if r.mapping.binding[0] == "mac":
+        assert r.cycles < sum(a.cycles for a in r.analyses)
+    # bound by hand to the wrong array, E cannot run: the 'mac' PEs do not divide
+    with pytest.raises(ArchError, match=r"has no unit for div"):
+        fusion.evaluate(_tree(), ps, dataclasses.replace(r.mapping, binding=("mac", "mac")), names=["C", "E"])
+
+
+def test_fusemax_s_arrays_as_branches(capsys) -> None:  # type: ignore[no-untyped-def]
+    """A preset's arrays are branches under its buffer (ArchSpec.branched_hierarchy); the 1-pass
+    cascade fused there binds its Einsums to both arrays and pipelines them."""
+    import mapper
+
+    h = mapper.fusemax().branched_hierarchy()
+    assert [lv.name for lv in h.levels] == ["DRAM", "buffer"] and [b.name for b in h.branches] == ["2d", "1d"]
+    assert h.branch("1d").compute.units is not None and "div" in h.branch("1d").compute.units
+    args = [
+        "map", "--arch", "fusemax", "--cascade", "attention_1pass",
+        "--fuse", "QK,LM,RM,SLN,SLD,SLNV,PRM,SPD,RD,SPNV,RNV",
+        "--sizes", "P=16,M=64,E=8,F=8,M0=16,M1=4", "--budget", "30", "--fusion-level", "buffer", "--json",
+    ]  # fmt: skip
+    assert main(args) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert set(d["binding"].values()) == {"2d", "1d"}
+    assert d["cycles"] < sum(a["cycles"] for a in d["per_einsum"].values())
+    bad = ["map", "--arch", "fusemax", "--cascade", "attention_1pass", "--einsum", "QK"]
+    assert main([*bad, "--sizes", "P=4,M=8,E=4,F=4,M0=4,M1=2", "--array", "3d"]) != 0
+    assert "has no array '3d'" in capsys.readouterr().err
