@@ -36,6 +36,7 @@ SWEEP = {
 HIERARCHY = yaml.safe_load(
     (Path(__file__).resolve().parents[2] / "examples" / "eyeriss_like.yaml").read_text()
 )
+BRANCHED = mapper.fusemax(array_dim=8).branched_hierarchy().to_dict()  # two arrays under the buffer
 VALUES = [None, 0, -1, 2**64, 1e308, float("nan"), "", "x", [], {}, True, 1.5, "16M", [None], {"a": 1}]
 
 
@@ -132,12 +133,15 @@ def _run(kind: str, seed: int, tmp_path: Path) -> None:
         elif kind == "hierarchy":
             from mapper import hierarchy
 
-            data = mutate(rng, HIERARCHY)
+            tree = seed % 2 == 1
+            data = mutate(rng, BRANCHED if tree else HIERARCHY)
             path = tmp_path / ("h.yaml" if rng.random() < 0.5 else "h.json")
             path.write_text(yaml.safe_dump(data) if path.suffix == ".yaml" else json.dumps(data))
             h = hierarchy.load(path)
             problem = hierarchy.einsum_problem(einsum.library.get("matmul"), "Z", {"M": 28, "K": 12, "N": 16})
-            h.search(problem, budget=40)
+            if h.branches:
+                h = h.branch(h.branches[-1].name)
+            h.search(problem, budget=40, imperfect=rng.random() < 0.5)
         elif kind == "sweep":
             spec = mutate(rng, SWEEP)
             if not isinstance(spec, dict):
