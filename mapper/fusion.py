@@ -73,13 +73,22 @@ class FusedResult:
     drain_pj: float = 0.0
     #: recurrences' running states kept on chip across the shared loops: tensor -> rank stepped
     states: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    #: on several branches: the tile engine's cycles (:func:`timed`); -1: one after another
+    engine_cycles: float = -1.0
 
     @property
     def cycles(self) -> float:
-        """The Einsums of a tile one after another; on several branches (arrays), pipelined across
-        tiles: the first tile passes every branch, then each further tile costs the busiest
-        branch's share (:func:`pipelined`)."""
-        return pipelined([a.cycles for a in self.analyses], self.mapping.binding, self.mapping.tiles)
+        """The Einsums of a tile one after another (the sum); on several branches (arrays that
+        run at once), the tile engine's time for the tiles flowing through them (:func:`timed`:
+        overlap across the arrays, fill and drain, stalls on producers)."""
+        if self.engine_cycles >= 0:
+            return self.engine_cycles
+        return float(sum(a.cycles for a in self.analyses))
+
+    @property
+    def bound(self) -> float:
+        """A lower bound of :attr:`cycles`: the busiest branch's work (:func:`busiest`)."""
+        return busiest([a.cycles for a in self.analyses], self.mapping.binding)
 
     @property
     def energy_pj(self) -> float:
@@ -120,9 +129,9 @@ class FusedResult:
             lines.append(f"  {n}{where}: {a.cycles:,.0f} cycles, {a.energy_pj:,.0f} pJ")
         if len(set(self.mapping.binding)) > 1:
             lines.append(
-                f"  pipelined over {self.mapping.tiles:,} tiles across "
-                f"{', '.join(dict.fromkeys(self.mapping.binding))}: {self.cycles:,.0f} cycles "
-                f"(one after another: {sum(a.cycles for a in self.analyses):,.0f})"
+                f"  {self.mapping.tiles:,} tiles through {', '.join(dict.fromkeys(self.mapping.binding))} "
+                f"at once (the tile engine): {self.cycles:,.0f} cycles; the busiest array's work "
+                f"{self.bound:,.0f}, one after another {sum(a.cycles for a in self.analyses):,.0f}"
             )
         return "\n".join(lines)
 
@@ -153,18 +162,84 @@ class FusedResult:
         }
 
 
-def pipelined(cycles: Sequence[float], binding: Sequence[str], tiles: int) -> float:
-    """A group's cycles: with one branch (or none), the sum; with Einsums on several branches
-    (arrays that run at once), a pipeline over the tiles, as FuseMax overlaps its 2D and 1D
-    arrays: each branch's work per tile ``w_b`` (its Einsums' cycles over the tiles), the first
-    tile through every branch, then ``tiles - 1`` more at the busiest branch's pace:
-    ``sum(w) + (tiles - 1) * max(w)``."""
-    if len(set(binding)) < 2:
-        return float(sum(cycles))
+def busiest(cycles: Sequence[float], binding: Sequence[str]) -> float:
+    """A lower bound of a group's cycles: the most work any one branch does (each branch runs
+    its Einsums one at a time); with one branch (or none), the sum, which is the cycles."""
     per: dict[str, float] = {}
-    for c, b in zip(cycles, binding, strict=True):
-        per[b] = per.get(b, 0.0) + c / tiles
-    return sum(per.values()) + (tiles - 1) * max(per.values())
+    for c, b in zip(cycles, binding or [""] * len(cycles), strict=True):
+        per[b] = per.get(b, 0.0) + c
+    return max(per.values(), default=0.0)
+
+
+#: tiles an array's first Einsums may run ahead of the others (the template's default)
+LOOKAHEAD = 3
+
+
+def timed(
+    problems: Sequence[Problem],
+    names: Sequence[str],
+    cycles: Sequence[float],
+    binding: Sequence[str],
+    shared: tuple[tuple[tuple[str, int], ...], ...],
+    steps: Mapping[str, str],
+) -> float:
+    """A group's cycles on several branches by the simulator's tile engine
+    (:func:`mapper.engine.simulate_kernel`), on the analysis's numbers: each Einsum a task on its
+    branch of ``cycles / tiles`` a tile, waiting for the Einsums of the group it reads in the
+    same tile and, for a recurrence, for the previous step's state; the arrays' first Einsums
+    run up to :data:`LOOKAHEAD` tiles ahead. The recurrences' rank must be the innermost shared
+    loop (its steps are consecutive tiles)."""
+    from mapper.engine import Task, simulate_kernel
+
+    tiles = math.prod(f for loops in shared for _r, f in loops)
+    state = carried(problems, steps)
+    ranks = {steps[p.output.name] for p in problems if p.output.name in steps} | set(state.values())
+    order = [r for loops in shared for r, f in loops if f > 1]
+    nsteps = 1
+    if ranks:
+        stepped = [r for r in order if r in ranks]
+        if stepped and order[-len(stepped) :] != stepped:
+            raise ScheduleError(
+                f"fusion: the recurrences step over {', '.join(sorted(ranks))}, which must be the "
+                f"innermost shared loops (found {order})"
+            )
+        nsteps = math.prod(f for loops in shared for r, f in loops if r in ranks)
+    made = {p.output.name: n for p, n in zip(problems, names, strict=True)}
+    unit = dict(zip(names, binding, strict=True))
+    needs_other: dict[str, bool] = {}
+    tasks = []
+    for j, (p, n) in enumerate(zip(problems, names, strict=True)):
+        reads = [s.name for s in p.spaces if not s.output]
+        earlier = {q.output.name for q in problems[:j]}
+        deps = tuple(made[t] for t in reads if t in earlier)
+        prev = tuple(made[t] for t in reads if t in state)
+        if p.output.name in steps:  # a recurrence reads its own previous step
+            prev = (*prev, n)
+        # a task that waits on another branch in its tile, or on a previous step, may not run ahead
+        other = any(unit[d] != unit[n] for d in deps) or bool(prev)
+        other = other or any(needs_other.get(d, False) for d in deps)
+        needs_other[n] = other
+        tasks.append(
+            Task(
+                name=n,
+                unit=unit[n],
+                cycles=cycles[j] / tiles,
+                latency=0.0,
+                deps=deps,
+                prev=tuple(dict.fromkeys(prev)),
+                final=False,
+                head=not other,
+                reads_dram=False,
+            )
+        )
+    return simulate_kernel(
+        tasks,
+        query_tiles=tiles // nsteps,
+        steps=nsteps,
+        lookahead=LOOKAHEAD,
+        interleave=True,
+        dram_cycles_per_tile=0.0,
+    ).cycles
 
 
 def intermediates(problems: Sequence[Problem]) -> tuple[str, ...]:
@@ -367,6 +442,11 @@ def evaluate(
             f"largest Einsum's own), but it holds {cap}"
         )
     drained, drain_pj = _drain(paths[0], problems, made, state, drain, k, priced)
+    engine = -1.0
+    if len(set(mapping.binding)) > 1:
+        engine = timed(
+            problems, names, [a.cycles for a in analyses], mapping.binding, mapping.shared, steps or {}
+        )
     return FusedResult(
         names=names,
         mapping=mapping,
@@ -376,6 +456,7 @@ def evaluate(
         drained=drained,
         drain_pj=drain_pj,
         states=dict(state),
+        engine_cycles=engine,
     )
 
 
@@ -496,7 +577,28 @@ def search(
                 results.append(options)
             if len(results) != len(problems):
                 continue
-            for binding in _bindings(results, metric, shared):
+
+            def score(
+                binding: Sequence[tuple[str | None, Any]],
+                shared: tuple[tuple[tuple[str, int], ...], ...] = shared,
+            ) -> tuple[float, ...]:
+                """The metric's key of a binding from the Einsums' analyses (the tile engine's
+                cycles where it spans several branches)."""
+                cycles = [r.analysis.cycles for _b, r in binding]
+                on = [b or "" for b, _r in binding]
+                cyc = float(sum(cycles))
+                if len(set(on)) > 1:
+                    try:
+                        cyc = timed(problems, names, cycles, on, shared, steps or {})
+                    except ScheduleError as exc:  # the engine cannot order it: not a schedule
+                        problems_left.append(f"binding {on}: {exc}")
+                        return (math.inf, math.inf, math.inf)
+                if not priced:
+                    return (cyc, -math.inf)
+                en = sum(r.analysis.energy_pj for _b, r in binding)
+                return {"edp": (cyc * en, cyc, en), "energy": (en, cyc), "cycles": (cyc, en)}[metric]
+
+            for binding in _bindings(results, metric, priced, score, best):
                 fm = FusedMapping(
                     level=levels[k],
                     shared=shared,
@@ -517,7 +619,7 @@ def search(
                     key = (cyc, sum(res.scalar_accesses(lv) for lv in levels[:1]))
                 if best is None or key < best:
                     best, found = key, res
-                break  # the best binding that fits
+                break  # the best binding whose tiles fit
     if found is None:
         why = "; ".join(problems_left[:3]) or "no fusion level can keep the intermediates"
         raise ScheduleError(f"fusion: no fused mapping of {', '.join(names)} fits ({why})")
@@ -575,34 +677,74 @@ def _map_one(
     return r if r.evaluated else None
 
 
-#: at most this many bindings of Einsums to branches are compared by their sums; past it, each
-#: Einsum goes where it alone is best, and to the other branches in turn
-MAX_BINDINGS = 4096
+#: up to this many bindings of Einsums to branches are searched exhaustively (in the order of a
+#: lower bound, each timed by the engine until the bound cannot beat the best); past it, a local
+#: search moves one Einsum at a time from the best of two starts
+EXHAUSTIVE_BINDINGS = 64
 
 
 def _bindings(
     options: Sequence[Sequence[tuple[str | None, Any]]],
     metric: str,
-    shared: tuple[tuple[tuple[str, int], ...], ...],
+    priced: bool,
+    score: Callable[[Sequence[tuple[str | None, Any]]], tuple[float, ...]],
+    best: tuple[float, ...] | None,
 ) -> list[list[tuple[str | None, Any]]]:
-    """The group's bindings of Einsums to branches, best first by the metric of their summed
-    energy and pipelined cycles (:func:`pipelined`); the fusion level's footprint is checked by
-    :func:`evaluate` after."""
-    tiles = math.prod(f for loops in shared for _r, f in loops)
-    if math.prod(len(o) for o in options) <= MAX_BINDINGS:
-        every = [list(c) for c in itertools.product(*options)]
-    else:
-        own = [min(o, key=lambda br: (br[1].analysis.cycles, br[1].analysis.energy_pj)) for o in options]
-        every = [own]
-        for i, o in enumerate(options):
-            every += [[*own[:i], alt, *own[i + 1 :]] for alt in o if alt is not own[i]]
+    """The group's bindings of Einsums to branches worth checking in full (footprint, one
+    analysis), best first by ``score``: exhaustive over few bindings, pruned by a lower bound (the
+    energy is the sum, exact; the cycles at least the busiest branch's work, :func:`busiest`);
+    over many, a local search. Only those whose score beats ``best`` (a binding found before)."""
 
-    def key(binding: Sequence[tuple[str | None, Any]]) -> tuple[float, ...]:
-        cyc = pipelined([r.analysis.cycles for _b, r in binding], [b or "" for b, _r in binding], tiles)
+    def bound(binding: Sequence[tuple[str | None, Any]]) -> tuple[float, ...]:
+        cyc = busiest([r.analysis.cycles for _b, r in binding], [b or "" for b, _r in binding])
+        if not priced:  # the search ranks by cycles, then accesses
+            return (cyc, -math.inf)
         en = sum(r.analysis.energy_pj for _b, r in binding)
         return {"edp": (cyc * en, cyc, en), "energy": (en, cyc), "cycles": (cyc, en)}[metric]
 
-    return sorted(every, key=key)[:8]
+    scored: list[tuple[tuple[float, ...], list[tuple[str | None, Any]]]] = []
+    if math.prod(len(o) for o in options) <= EXHAUSTIVE_BINDINGS:
+        top = best
+        for b, binding in sorted(
+            ((bound(c), list(c)) for c in itertools.product(*options)), key=lambda kb: kb[0]
+        ):
+            if top is not None and b >= top:
+                break
+            k = score(binding)
+            scored.append((k, binding))
+            top = k if top is None or k < top else top
+    else:
+        own = [min(o, key=lambda br: (br[1].analysis.cycles, br[1].analysis.energy_pj)) for o in options]
+        # and the longest Einsums first, each to the branch least loaded after it (balancing)
+        load: dict[str | None, float] = {}
+        lpt: list[tuple[str | None, Any]] = list(own)
+        for i in sorted(range(len(options)), key=lambda j: -own[j][1].analysis.cycles):
+            pick = min(options[i], key=lambda br: load.get(br[0], 0.0) + br[1].analysis.cycles)
+            lpt[i] = pick
+            load[pick[0]] = load.get(pick[0], 0.0) + pick[1].analysis.cycles
+        starts = [own, lpt]
+        seen: set[tuple[int, ...]] = set()
+        for start in starts:
+            cur, cur_k = list(start), score(start)
+            scored.append((cur_k, list(cur)))
+            while True:
+                moves = []
+                for i, o in enumerate(options):
+                    for alt in o:
+                        if alt is cur[i]:
+                            continue
+                        cand = [*cur[:i], alt, *cur[i + 1 :]]
+                        ident = tuple(id(x) for x in cand)
+                        if ident in seen:
+                            continue
+                        seen.add(ident)
+                        moves.append((score(cand), cand))
+                scored += moves
+                better = min(moves, key=lambda kb: kb[0], default=None)
+                if better is None or better[0] >= cur_k:
+                    break
+                cur_k, cur = better
+    return [b for k, b in sorted(scored, key=lambda kb: kb[0]) if best is None or k < best]
 
 
 def problems_of(cascade: Any, names: Sequence[str], sizes: Mapping[str, int]) -> list[Problem]:
