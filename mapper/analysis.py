@@ -409,6 +409,7 @@ def analyze(
     *,
     compute_pj: float = 0.0,
     compute_instances: int | None = None,
+    point_cycles: float = 1.0,
     cold_output_fills: bool = False,
     network_stats: bool = False,
     produced: frozenset[str] = frozenset(),
@@ -419,6 +420,9 @@ def analyze(
     reference outputs): a level's output fills count the first visit of each word too, which no
     level above reads. The networks across the fanouts (:mod:`mapper.network`) are analysed when
     a level prices them or ``network_stats`` asks.
+
+    ``point_cycles``: the cycles a compute unit spends on one point (1: a MAC a cycle; an Einsum
+    whose exponential runs on the MAC over several cycles takes more, :meth:`Compute.point_cycles`).
 
     ``produced`` names tensors another Einsum of a fused group makes on chip (:mod:`mapper.fusion`):
     the outermost level that keeps one has no parent, so nothing fills it from above (an input)
@@ -453,6 +457,7 @@ def analyze(
     if imperfect:
         _check_imperfect(problem, storages, mappings, loops, imperfect, network_stats)
         totals, used, compute_cycles = _general(problem, n, loops, keeps, cold_output_fills, False)
+        compute_cycles *= point_cycles
         # the first instance's own accesses, for the bandwidths (it holds the largest tiles)
         limited = any(st.read_bandwidth or st.write_bandwidth or st.shared_bandwidth for st in storages)
         first = _general(problem, n, loops, keeps, cold_output_fills, True)[0] if limited else totals
@@ -467,7 +472,7 @@ def analyze(
         }
     else:
         stats_at = _perfect(problem, n, loops, keeps, instances, cold_output_fills)
-        compute_cycles = computes / pes
+        compute_cycles = computes / pes * point_cycles
         per_instance = {
             i: (
                 sum(x.reads for x in stats_at[i].values()) / instances[i],
@@ -509,7 +514,7 @@ def analyze(
     return Analysis(
         computes=computes,
         cycles=cycles,
-        utilization=pes / units if not imperfect else computes / (compute_cycles * units),
+        utilization=pes / units if not imperfect else computes * point_cycles / (compute_cycles * units),
         compute_instances=units,
         levels=levels,
         level_energy_pj=energy,

@@ -642,6 +642,7 @@ class ArchSpec:
                 energy_pj=self.energy.mac_pj,
                 area_um2=self.energy.mac_area_um2,
                 units=self._units(arr),
+                issue=self._issue(arr),
             ),
         )
 
@@ -662,6 +663,19 @@ class ArchSpec:
         return dataclasses.replace(
             first, name=self.name, levels=first.levels[:-1], compute=None, branches=tuple(branches)
         )
+
+    @staticmethod
+    def _issue(arr: PEArray) -> dict[str, Any]:
+        """Which of an array's functional units issues each category of operation, and for how
+        many cycles (the loop-nest cost's ``fu_ops``): adds and the rest on the MAC, an
+        exponential on the MAC over ``exp_macs`` cycles where the PE has no exp unit."""
+        issue: dict[str, Any] = {"mac": "mac", "add": "mac", "other": "mac"}
+        for u in ("max", "exp", "div"):
+            if u in arr.units:
+                issue[u] = u
+        if "exp" not in arr.units and arr.exp_on_mac:
+            issue["exp"] = ["mac", arr.exp_macs]
+        return issue
 
     def _units(self, arr: PEArray) -> dict[str, float]:
         """What an array's PEs pay per operation, by category: its functional units' energies (an

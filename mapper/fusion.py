@@ -88,7 +88,7 @@ class FusedResult:
     @property
     def bound(self) -> float:
         """A lower bound of :attr:`cycles`: the busiest branch's work (:func:`busiest`)."""
-        return busiest([a.cycles for a in self.analyses], self.mapping.binding)
+        return busiest(self.analyses, self.mapping.binding)
 
     @property
     def energy_pj(self) -> float:
@@ -130,8 +130,9 @@ class FusedResult:
         if len(set(self.mapping.binding)) > 1:
             lines.append(
                 f"  {self.mapping.tiles:,} tiles through {', '.join(dict.fromkeys(self.mapping.binding))} "
-                f"at once (the tile engine): {self.cycles:,.0f} cycles; the busiest array's work "
-                f"{self.bound:,.0f}, one after another {sum(a.cycles for a in self.analyses):,.0f}"
+                f"at once (the tile engine): {self.cycles:,.0f} cycles; lower bound {self.bound:,.0f} "
+                f"(the busiest array's work, or DRAM's); one Einsum after another "
+                f"{sum(a.cycles for a in self.analyses):,.0f}"
             )
         return "\n".join(lines)
 
@@ -162,13 +163,30 @@ class FusedResult:
         }
 
 
-def busiest(cycles: Sequence[float], binding: Sequence[str]) -> float:
-    """A lower bound of a group's cycles: the most work any one branch does (each branch runs
-    its Einsums one at a time); with one branch (or none), the sum, which is the cycles."""
+def _busy(c: float | Analysis) -> tuple[float, float]:
+    """An Einsum's (on-array, DRAM) cycles: its compute and on-chip levels' cycles, and its
+    outermost level's; a bare number is all on the array."""
+    if not isinstance(c, Analysis):
+        return float(c), 0.0
+    outer = next(iter(c.level_cycles), None)
+    on_chip = [v for lv, v in c.level_cycles.items() if lv != outer]
+    return max([c.compute_cycles, *on_chip]), (c.level_cycles.get(outer, 0.0) if outer is not None else 0.0)
+
+
+def busiest(cycles: Sequence[float | Analysis], binding: Sequence[str]) -> float:
+    """A lower bound of a group's cycles. On one branch (or none) the cycles are the sum of the
+    Einsums', which this returns. On several, the tile engine's time is at least each branch's
+    work (it runs its Einsums one at a time) and the DRAM's (its transfers go one at a time):
+    the largest of those."""
+    if len(set(binding)) < 2:
+        return float(sum(c.cycles if isinstance(c, Analysis) else c for c in cycles))
     per: dict[str, float] = {}
-    for c, b in zip(cycles, binding or [""] * len(cycles), strict=True):
-        per[b] = per.get(b, 0.0) + c
-    return max(per.values(), default=0.0)
+    dram = 0.0
+    for c, b in zip(cycles, binding, strict=True):
+        on, off = _busy(c)
+        per[b] = per.get(b, 0.0) + on
+        dram += off
+    return max(*per.values(), dram)
 
 
 #: tiles an array's first Einsums may run ahead of the others (the template's default)
@@ -178,17 +196,20 @@ LOOKAHEAD = 3
 def timed(
     problems: Sequence[Problem],
     names: Sequence[str],
-    cycles: Sequence[float],
+    cycles: Sequence[float | Analysis],
     binding: Sequence[str],
     shared: tuple[tuple[tuple[str, int], ...], ...],
     steps: Mapping[str, str],
 ) -> float:
     """A group's cycles on several branches by the simulator's tile engine
     (:func:`mapper.engine.simulate_kernel`), on the analysis's numbers: each Einsum a task on its
-    branch of ``cycles / tiles`` a tile, waiting for the Einsums of the group it reads in the
+    branch for its cycles over the tiles, waiting for the Einsums of the group it reads in the
     same tile and, for a recurrence, for the previous step's state; the arrays' first Einsums
-    run up to :data:`LOOKAHEAD` tiles ahead. The recurrences' rank must be the innermost shared
-    loop (its steps are consecutive tiles)."""
+    run up to :data:`LOOKAHEAD` tiles ahead. Given the Einsums' analyses, the outermost level
+    (DRAM) is the engine's own unit: a task takes its compute and on-chip levels' cycles, and
+    each tile's DRAM transfer (the Einsums' DRAM cycles over the tiles) runs ahead, double
+    buffered, as the template's. The recurrences' rank must be the innermost shared loop (its
+    steps are consecutive tiles)."""
     from mapper.engine import Task, simulate_kernel
 
     tiles = math.prod(f for loops in shared for _r, f in loops)
@@ -206,6 +227,17 @@ def timed(
         nsteps = math.prod(f for loops in shared for r, f in loops if r in ranks)
     made = {p.output.name: n for p, n in zip(problems, names, strict=True)}
     unit = dict(zip(names, binding, strict=True))
+    dram = 0.0
+    busy: list[float] = []
+    reads_dram: list[bool] = []
+    for c in cycles:
+        on, off = _busy(c)
+        busy.append(on)
+        dram += off
+        outer = next(iter(c.level_cycles), None) if isinstance(c, Analysis) else None
+        reads_dram.append(
+            isinstance(c, Analysis) and outer is not None and any(s.reads for s in c.levels[outer].values())
+        )
     needs_other: dict[str, bool] = {}
     tasks = []
     for j, (p, n) in enumerate(zip(problems, names, strict=True)):
@@ -223,13 +255,13 @@ def timed(
             Task(
                 name=n,
                 unit=unit[n],
-                cycles=cycles[j] / tiles,
+                cycles=busy[j] / tiles,
                 latency=0.0,
                 deps=deps,
                 prev=tuple(dict.fromkeys(prev)),
                 final=False,
                 head=not other,
-                reads_dram=False,
+                reads_dram=reads_dram[j] and dram > 0,
             )
         )
     return simulate_kernel(
@@ -238,7 +270,7 @@ def timed(
         steps=nsteps,
         lookahead=LOOKAHEAD,
         interleave=True,
-        dram_cycles_per_tile=0.0,
+        dram_cycles_per_tile=dram / tiles,
     ).cycles
 
 
@@ -444,9 +476,7 @@ def evaluate(
     drained, drain_pj = _drain(paths[0], problems, made, state, drain, k, priced)
     engine = -1.0
     if len(set(mapping.binding)) > 1:
-        engine = timed(
-            problems, names, [a.cycles for a in analyses], mapping.binding, mapping.shared, steps or {}
-        )
+        engine = timed(problems, names, analyses, mapping.binding, mapping.shared, steps or {})
     return FusedResult(
         names=names,
         mapping=mapping,
@@ -589,7 +619,9 @@ def search(
                 cyc = float(sum(cycles))
                 if len(set(on)) > 1:
                     try:
-                        cyc = timed(problems, names, cycles, on, shared, steps or {})
+                        cyc = timed(
+                            problems, names, [r.analysis for _b, r in binding], on, shared, steps or {}
+                        )
                     except ScheduleError as exc:  # the engine cannot order it: not a schedule
                         problems_left.append(f"binding {on}: {exc}")
                         return (math.inf, math.inf, math.inf)
@@ -696,7 +728,7 @@ def _bindings(
     over many, a local search. Only those whose score beats ``best`` (a binding found before)."""
 
     def bound(binding: Sequence[tuple[str | None, Any]]) -> tuple[float, ...]:
-        cyc = busiest([r.analysis.cycles for _b, r in binding], [b or "" for b, _r in binding])
+        cyc = busiest([r.analysis for _b, r in binding], [b or "" for b, _r in binding])
         if not priced:  # the search ranks by cycles, then accesses
             return (cyc, -math.inf)
         en = sum(r.analysis.energy_pj for _b, r in binding)

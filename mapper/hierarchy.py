@@ -170,6 +170,11 @@ class Compute:
     energy_pj: float = 0.0
     area_um2: float = 0.0
     units: Mapping[str, float] | None = None
+    #: which functional unit issues each category of operation, and for how many cycles:
+    #: ``{add: mac, exp: [mac, 6]}`` (an exponential on the MAC takes 6 of its cycles); a category
+    #: not named issues on its own unit in one cycle. The units run at once, so a point takes the
+    #: busiest unit's cycles (:meth:`point_cycles`). None: one point a cycle.
+    issue: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         owner = f"compute {self.name!r}"
@@ -194,6 +199,38 @@ class Compute:
                     )
                 _number(owner, f"units.{op}", pj)
             object.__setattr__(self, "units", dict(self.units))
+        if self.issue is not None:
+            if not isinstance(self.issue, Mapping):
+                raise ArchError(
+                    f"{owner}: issue must map operations to a unit or [unit, cycles], found {self.issue!r}"
+                )
+            for op, how in self.issue.items():
+                if op not in OP_CATEGORIES:
+                    raise ArchError(
+                        f"{owner}: issue: unknown operation {op!r}{suggest(str(op), OP_CATEGORIES)} "
+                        f"(operations: {', '.join(OP_CATEGORIES)})"
+                    )
+                try:
+                    _issue(how)
+                except ValueError:
+                    raise ArchError(
+                        f"{owner}: issue.{op} must be a unit name or [unit, cycles] with cycles > 0, "
+                        f"found {how!r}"
+                    ) from None
+            object.__setattr__(
+                self, "issue", {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.issue.items()}
+            )
+
+    def point_cycles(self, problem: Problem) -> float:
+        """Cycles one PE spends on one point of ``problem``: per functional unit, the operations
+        it issues times their cycles (:attr:`issue`); the busiest unit's. 1 without ``issue``."""
+        if self.issue is None or not problem.ops:
+            return 1.0
+        per: dict[str, float] = {}
+        for op, n in problem.ops:
+            unit, cycles = _issue(self.issue.get(op, op))
+            per[unit] = per.get(unit, 0.0) + n * cycles
+        return max(per.values(), default=1.0)
 
     def pj_per_point(self, problem: Problem) -> float:
         """Compute energy of one point of ``problem``: its operations at ``units`` (where both
@@ -208,6 +245,17 @@ class Compute:
                 f"the compute units.{missing[0]}"
             )
         return sum(n * self.units[op] for op, n in problem.ops if n)
+
+
+def _issue(how: Any) -> tuple[str, float]:
+    """(unit, cycles) from a unit name or [unit, cycles]."""
+    if isinstance(how, str) and how:
+        return how, 1.0
+    if isinstance(how, list | tuple) and len(how) == 2 and isinstance(how[0], str) and how[0]:
+        c = how[1]
+        if not isinstance(c, bool) and isinstance(c, int | float) and math.isfinite(c) and c > 0:
+            return how[0], float(c)
+    raise ValueError(how)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -438,6 +486,7 @@ class Hierarchy:
             ms,
             compute_pj=compute.pj_per_point(problem) if priced else 0.0,
             compute_instances=compute.instances,
+            point_cycles=compute.point_cycles(problem),
             **options,
         )
 
@@ -451,6 +500,7 @@ class Hierarchy:
             self.storages(problem, priced=priced),
             compute_instances=compute.instances,
             compute_pj=compute.pj_per_point(problem) if priced else 0.0,
+            point_cycles=compute.point_cycles(problem),
             constraints=constraints,
             **options,
         )

@@ -199,6 +199,7 @@ def search(
     progress: Callable[[int, int], None] | None = None,
     produced: frozenset[str] = frozenset(),
     imperfect: bool = False,
+    point_cycles: float = 1.0,
 ) -> HierarchyResult:
     """The best mapping of ``problem`` over ``storages`` (outermost first) by ``metric``, within
     ``constraints`` (Timeloop's: the tensors a level keeps, fixed factors, a fixed loop order).
@@ -402,6 +403,7 @@ def search(
                 compute_instances=compute_instances,
                 cold_output_fills=cold_output_fills,
                 produced=produced,
+                point_cycles=point_cycles,
             )
         except ScheduleError:
             rejected += 1
@@ -417,7 +419,7 @@ def search(
         )
     if any(st.prices_network for st in storages):
         best = _place(problem, storages, best, metric, priced, compute_pj, compute_instances,
-                      cold_output_fills, produced)  # fmt: skip
+                      cold_output_fills, produced, point_cycles)  # fmt: skip
     return HierarchyResult(
         mappings=best[1],
         analysis=best[2],
@@ -486,6 +488,7 @@ def _place(
     compute_instances: int,
     cold_output_fills: bool,
     produced: frozenset[str],
+    point_cycles: float = 1.0,
 ) -> tuple[tuple[float, ...], tuple[LevelMapping, ...], Analysis]:
     """The best mapping's spatial loops placed on the X and Y axes of each fanout whose network
     is priced: every split that fits the mesh, level by level, kept where it lowers the metric
@@ -512,6 +515,7 @@ def _place(
                     compute_instances=compute_instances,
                     cold_output_fills=cold_output_fills,
                     produced=produced,
+                    point_cycles=point_cycles,
                 )
             except ScheduleError:
                 continue
