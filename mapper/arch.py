@@ -643,6 +643,7 @@ class ArchSpec:
                 area_um2=self.energy.mac_area_um2,
                 units=self._units(arr),
                 issue=self._issue(arr),
+                row_reduction=arr.row_reduction if arr.is_2d else None,
             ),
         )
 

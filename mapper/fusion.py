@@ -173,6 +173,17 @@ def _busy(c: float | Analysis) -> tuple[float, float]:
     return max([c.compute_cycles, *on_chip]), (c.level_cycles.get(outer, 0.0) if outer is not None else 0.0)
 
 
+def latency(path: Any, problem: Problem, mappings: Sequence[LevelMapping]) -> float:
+    """Cycles after ``problem`` ends on ``path`` (a hierarchy of one branch) before its result may
+    be used: its compute units' :meth:`~mapper.hierarchy.Compute.reduction_latency` on the mesh
+    of the last level whose loops fan out."""
+    last = next((i for i in range(len(mappings) - 1, -1, -1) if mappings[i].spatial), None)
+    if last is None:
+        return 0.0
+    mesh = path.storages(problem, priced=False)[last].fanout_mesh
+    return float(path._path().reduction_latency(problem, mappings, mesh[0] if mesh else None))
+
+
 def busiest(cycles: Sequence[float | Analysis], binding: Sequence[str]) -> float:
     """A lower bound of a group's cycles. On one branch (or none) the cycles are the sum of the
     Einsums', which this returns. On several, the tile engine's time is at least each branch's
@@ -200,12 +211,15 @@ def timed(
     binding: Sequence[str],
     shared: tuple[tuple[tuple[str, int], ...], ...],
     steps: Mapping[str, str],
+    latencies: Sequence[float] | None = None,
 ) -> float:
     """A group's cycles on several branches by the simulator's tile engine
     (:func:`mapper.engine.simulate_kernel`), on the analysis's numbers: each Einsum a task on its
     branch for its cycles over the tiles, waiting for the Einsums of the group it reads in the
     same tile and, for a recurrence, for the previous step's state; the arrays' first Einsums
-    run up to :data:`LOOKAHEAD` tiles ahead. Given the Einsums' analyses, the outermost level
+    run up to :data:`LOOKAHEAD` tiles ahead; ``latencies``: cycles after an Einsum ends before its
+    result may be used (a max reduced along a chain of rows, :func:`latency`). Given the Einsums'
+    analyses, the outermost level
     (DRAM) is the engine's own unit: a task takes its compute and on-chip levels' cycles, and
     each tile's DRAM transfer (the Einsums' DRAM cycles over the tiles) runs ahead, double
     buffered, as the template's. The recurrences' rank must be the innermost shared loop (its
@@ -218,8 +232,8 @@ def timed(
     order = [r for loops in shared for r, f in loops if f > 1]
     nsteps = 1
     if ranks:
-        stepped = [r for r in order if r in ranks]
-        if stepped and order[-len(stepped) :] != stepped:
+        inner = [r for r in order if r in ranks]
+        if inner and order[-len(inner) :] != inner:
             raise ScheduleError(
                 f"fusion: the recurrences step over {', '.join(sorted(ranks))}, which must be the "
                 f"innermost shared loops (found {order})"
@@ -227,6 +241,7 @@ def timed(
         nsteps = math.prod(f for loops in shared for r, f in loops if r in ranks)
     made = {p.output.name: n for p, n in zip(problems, names, strict=True)}
     unit = dict(zip(names, binding, strict=True))
+    last = finals(problems, steps)
     dram = 0.0
     busy: list[float] = []
     reads_dram: list[bool] = []
@@ -255,12 +270,13 @@ def timed(
             Task(
                 name=n,
                 unit=unit[n],
-                cycles=busy[j] / tiles,
-                latency=0.0,
+                # a final runs once per query tile (its cycles over the query tiles)
+                cycles=busy[j] / (tiles // nsteps if j in last else tiles),
+                latency=float(latencies[j]) if latencies is not None else 0.0,
                 deps=deps,
                 prev=tuple(dict.fromkeys(prev)),
-                final=False,
-                head=not other,
+                final=j in last,
+                head=not other and j not in last,
                 reads_dram=reads_dram[j] and dram > 0,
             )
         )
@@ -320,12 +336,43 @@ def read_after(cascade: Any, names: Sequence[str]) -> frozenset[str]:
     return frozenset(out)
 
 
-def fused_ranks(problems: Sequence[Problem]) -> tuple[str, ...]:
+def fused_ranks(problems: Sequence[Problem], steps: Mapping[str, str] | None = None) -> tuple[str, ...]:
     """The ranks every problem of the chain has in its output (so no shared loop splits a
-    reduction), in the first problem's order."""
-    sets = [p.output.dims for p in problems]
+    reduction), in the first problem's order; the group's finals (:func:`finals`) left out."""
+    last = finals(problems, steps or {})
+    sets = [p.output.dims for i, p in enumerate(problems) if i not in last]
     first = [d for d, _n in problems[0].dims]
     return tuple(d for d in first if all(d in s for s in sets))
+
+
+def stepped(problems: Sequence[Problem], steps: Mapping[str, str]) -> frozenset[str]:
+    """The ranks the group's recurrences step over (``M1``)."""
+    return frozenset(steps[p.output.name] for p in problems if p.output.name in steps)
+
+
+def finals(problems: Sequence[Problem], steps: Mapping[str, str]) -> frozenset[int]:
+    """The group's **finals**: Einsums after its recurrences that read their last step and do not
+    keep the rank they step over (FuseMax's ``AV = RNV[M1] / RD[M1]``). They run once per query
+    tile, after its last step (the shared loops without the recurrences' rank)."""
+    ranks = stepped(problems, steps)
+    if not ranks:
+        return frozenset()
+    states = {p.output.name for p in problems if p.output.name in steps}
+    out = set()
+    for i, p in enumerate(problems):
+        reads = {s.name for s in p.spaces if not s.output}
+        if reads & states and not ranks & p.output.dims and p.output.name not in steps:
+            out.add(i)
+    return frozenset(out)
+
+
+def _own_shared(
+    shared: tuple[tuple[tuple[str, int], ...], ...], final: bool, ranks: frozenset[str]
+) -> tuple[tuple[tuple[str, int], ...], ...]:
+    """The shared loops an Einsum of the group runs under: a final's leave the recurrences'."""
+    if not final:
+        return shared
+    return tuple(tuple((r, f) for r, f in loops if r not in ranks) for loops in shared)
 
 
 def _check_chain(
@@ -344,13 +391,23 @@ def _check_chain(
                 f"fusion: {names[i]} reads nothing that {', '.join(names[:i])} write(s), nor a running "
                 "state of the group; a fused group is a chain whose Einsums read what earlier ones write"
             )
-    ranks = fused_ranks(problems)
+    ranks = fused_ranks(problems, steps)
     if not ranks:
         raise ScheduleError(
             f"fusion: {', '.join(names)} share no rank in all their outputs; nothing to fuse over"
         )
+    last = finals(problems, steps or {})
+    over = stepped(problems, steps or {})
+    for i in last:
+        missing = [r for r in ranks if r not in over and r not in problems[i].output.dims]
+        if missing or any(j > i and j not in last for j in range(len(problems))):
+            raise ScheduleError(
+                f"fusion: {names[i]} reads the recurrences' last step, so it runs once they are done: it "
+                "must come after every other Einsum of the group and keep its ranks but "
+                f"{', '.join(sorted(over))}" + (f" (it lacks {', '.join(missing)})" if missing else "")
+            )
     for r in ranks:
-        sizes = {dict(p.dims)[r] for p in problems}
+        sizes = {dict(p.dims)[r] for p in problems if r in dict(p.dims)}
         if len(sizes) > 1:
             raise ScheduleError(f"fusion: rank {r} has different sizes in the group: {sorted(sizes)}")
     for t, r in state.items():
@@ -431,7 +488,9 @@ def evaluate(
             f"fusion: expected shared loops for the {k} level(s) outside {mapping.level} and one mapping "
             f"per Einsum ({len(problems)})"
         )
-    ranks = set(fused_ranks(problems))
+    ranks = set(fused_ranks(problems, steps))
+    last = finals(problems, steps or {})
+    over = stepped(problems, steps or {})
     for lv, loops in zip(levels, mapping.shared, strict=False):
         for r, _f in loops:
             if r not in ranks:
@@ -451,12 +510,13 @@ def evaluate(
     paths = _paths(hierarchy, mapping, names)
     analyses = []
     fixed = []  # each Einsum's mappings with the levels' keep for the group
-    for p, n, ms, path in zip(problems, names, mapping.mappings, paths, strict=True):
+    for j, (p, n, ms, path) in enumerate(zip(problems, names, mapping.mappings, paths, strict=True)):
+        mine_shared = _own_shared(mapping.shared, j in last, over)
         for i in range(k):
-            if tuple(ms[i].temporal) != tuple(mapping.shared[i]) or ms[i].spatial:
+            if tuple(ms[i].temporal) != tuple(mine_shared[i]) or ms[i].spatial:
                 raise ScheduleError(
                     f"fusion: {n}'s mapping of {levels[i]} must be the shared loops "
-                    f"{list(mapping.shared[i])}, "
+                    f"{list(mine_shared[i])}, "
                     f"found temporal {list(ms[i].temporal)}, spatial {list(ms[i].spatial)}"
                 )
         keeps = _keeps(path, p, k, made)
@@ -476,7 +536,8 @@ def evaluate(
     drained, drain_pj = _drain(paths[0], problems, made, state, drain, k, priced)
     engine = -1.0
     if len(set(mapping.binding)) > 1:
-        engine = timed(problems, names, analyses, mapping.binding, mapping.shared, steps or {})
+        lat = [latency(path, p, ms) for path, p, ms in zip(paths, problems, fixed, strict=True)]
+        engine = timed(problems, names, analyses, mapping.binding, mapping.shared, steps or {}, lat)
     return FusedResult(
         names=names,
         mapping=mapping,
@@ -569,7 +630,11 @@ def search(
     names = tuple(names or [p.name for p in problems])
     made = _check_chain(problems, names, steps)
     state = carried(problems, steps or {})
-    ranks = fused_ranks(problems)
+    ranks = fused_ranks(problems, steps)
+    last = finals(problems, steps or {})
+    over = stepped(problems, steps or {})
+    # a running state, or a final after the recurrences, needs their rank stepped a tile at a time
+    restricted = set(state.values()) | (set(over) if last else set())
     size = dict(problems[0].dims)
     levels = [lv.name for lv in hierarchy.levels]
     if level is not None and level not in levels[1:]:
@@ -584,9 +649,7 @@ def search(
     problems_left: list[str] = []
     for k in where:
         # k outer levels + the rest below; a running state's rank all in the shared loops
-        per_rank = [
-            [x for x in _splits(size[r], k + 1) if r not in state.values() or x[-1] == 1] for r in ranks
-        ]
+        per_rank = [[x for x in _splits(size[r], k + 1) if r not in restricted or x[-1] == 1] for r in ranks]
         for split in itertools.product(*per_rank):
             shared = tuple(
                 tuple((r, s[i]) for r, s in zip(ranks, split, strict=True) if s[i] > 1) for i in range(k)
@@ -594,12 +657,13 @@ def search(
             if progress is not None:
                 progress(f"{levels[k]}: shared {[list(x) for x in shared]}")
             results = []
-            for p, n in zip(problems, names, strict=True):
+            for j, (p, n) in enumerate(zip(problems, names, strict=True)):
                 options = []
+                mine_shared = _own_shared(shared, j in last, over)
                 for b in branches:
                     path = hierarchy if b is None else hierarchy.branch(b)
-                    r = _map_one(path, p, n, k, levels, shared, made, priced, metric, budget, seed, imperfect,
-                                 problems_left)  # fmt: skip
+                    r = _map_one(path, p, n, k, levels, mine_shared, made, priced, metric, budget, seed,
+                                 imperfect, problems_left)  # fmt: skip
                     if r is not None:
                         options.append((b, r))
                 if not options:
@@ -607,10 +671,18 @@ def search(
                 results.append(options)
             if len(results) != len(problems):
                 continue
+            lats = {
+                (j, id(r)): latency(
+                    hierarchy.branch(b) if b is not None else hierarchy, problems[j], r.mappings
+                )
+                for j, opts in enumerate(results)
+                for b, r in opts
+            }
 
             def score(
                 binding: Sequence[tuple[str | None, Any]],
                 shared: tuple[tuple[tuple[str, int], ...], ...] = shared,
+                lats: Mapping[tuple[int, int], float] = lats,
             ) -> tuple[float, ...]:
                 """The metric's key of a binding from the Einsums' analyses (the tile engine's
                 cycles where it spans several branches)."""
@@ -619,8 +691,9 @@ def search(
                 cyc = float(sum(cycles))
                 if len(set(on)) > 1:
                     try:
+                        lat = [lats[(j, id(r))] for j, (_b, r) in enumerate(binding)]
                         cyc = timed(
-                            problems, names, [r.analysis for _b, r in binding], on, shared, steps or {}
+                            problems, names, [r.analysis for _b, r in binding], on, shared, steps or {}, lat
                         )
                     except ScheduleError as exc:  # the engine cannot order it: not a schedule
                         problems_left.append(f"binding {on}: {exc}")

@@ -175,6 +175,10 @@ class Compute:
     #: not named issues on its own unit in one cycle. The units run at once, so a point takes the
     #: busiest unit's cycles (:meth:`point_cycles`). None: one point a cycle.
     issue: Mapping[str, Any] | None = None
+    #: how a max reduced across the Y axis of the mesh above these units (a 2D array's rows) is
+    #: combined: ``chain`` (one comparator per row: ready Y cycles after), ``registered_tree``
+    #: (ceil(log2 Y)), ``tree`` (0); None: no latency (:meth:`reduction_latency`)
+    row_reduction: str | None = None
 
     def __post_init__(self) -> None:
         owner = f"compute {self.name!r}"
@@ -199,6 +203,14 @@ class Compute:
                     )
                 _number(owner, f"units.{op}", pj)
             object.__setattr__(self, "units", dict(self.units))
+        if self.row_reduction is not None:
+            from mapper.arch import ROW_REDUCTIONS
+
+            if self.row_reduction not in ROW_REDUCTIONS:
+                raise ArchError(
+                    f"{owner}: row_reduction must be one of {', '.join(ROW_REDUCTIONS)}, found "
+                    f"{self.row_reduction!r}{suggest(str(self.row_reduction), ROW_REDUCTIONS)}"
+                )
         if self.issue is not None:
             if not isinstance(self.issue, Mapping):
                 raise ArchError(
@@ -220,6 +232,26 @@ class Compute:
             object.__setattr__(
                 self, "issue", {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.issue.items()}
             )
+
+    def reduction_latency(
+        self, problem: Problem, mappings: Sequence[LevelMapping], mesh_x: int | None
+    ) -> float:
+        """Cycles after an Einsum ends before its result may be used: a max (``problem.ops``)
+        reduced across the Y axis of the spatial loops just above these units (the last level
+        with spatial loops; X holds the innermost of them, as many as fit ``mesh_x``), combined
+        by :attr:`row_reduction` over the Y extent used. 0 otherwise."""
+        from mapper.arch import row_reduction_latency
+        from mapper.network import place
+
+        if self.row_reduction is None or not dict(problem.ops).get("max"):
+            return 0.0
+        last = next((m for m in reversed(mappings) if m.spatial), None)
+        if last is None:
+            return 0.0
+        _x, y = place(last.spatial, last.split, mesh_x)
+        reduced = [d for d, _n in problem.dims if d not in problem.output.dims]
+        rows = math.prod(f for d, f in y if d in reduced)
+        return float(row_reduction_latency(self.row_reduction, rows)) if rows > 1 else 0.0
 
     def point_cycles(self, problem: Problem) -> float:
         """Cycles one PE spends on one point of ``problem``: per functional unit, the operations
