@@ -442,7 +442,7 @@ def test_a_group_binds_each_einsum_to_a_branch_that_can_run_it() -> None:
     intermediate C stays in the shared buffer."""
     c = einsum.parse(SCALE)
     ps = fusion.problems_of(c, ["C", "E"], {"M": 8, "K": 4, "N": 4})
-    r = fusion.search(_tree(), ps, names=["C", "E"], metric="cycles", budget=200)
+    r = fusion.search(_tree(), ps, names=["C", "E"], metric="cycles", budget=60)
     assert r.mapping.binding[1] == "div" and r.intermediates == ("C",)
     again = fusion.evaluate(_tree(), ps, r.mapping, names=["C", "E"])
     assert again.analyses == r.analyses and again.cycles == r.cycles
@@ -466,8 +466,8 @@ def test_fusemax_s_arrays_as_branches(capsys) -> None:  # type: ignore[no-untype
     assert h.branch("1d").compute.units is not None and "div" in h.branch("1d").compute.units
     args = [
         "map", "--arch", "fusemax", "--cascade", "attention_1pass",
-        "--fuse", "QK,LM,RM,SLN,SLD,SLNV,PRM,SPD,RD,SPNV,RNV",
-        "--sizes", "P=16,M=64,E=8,F=8,M0=16,M1=4", "--budget", "30", "--fusion-level", "buffer", "--json",
+        "--fuse", "QK,LM,RM,SLN,SLD,SLNV",
+        "--sizes", "P=16,M=64,E=8,F=8,M0=16,M1=4", "--budget", "20", "--fusion-level", "buffer", "--json",
     ]  # fmt: skip
     assert main(args) == 0
     d = json.loads(capsys.readouterr().out)
