@@ -272,6 +272,8 @@ def search(
         sizes.append(_padded(n, fan) if imperfect and prod == 1 and free else [n // prod])
     space = math.prod(sum(_split_count(r, len(free)) for r in sizes[k]) for k, (_r, free) in enumerate(rests))
     space *= math.prod(len(o) for o in level_orders)
+    #: sampled searches add this many fanout-filling draws to the budget's uniform ones
+    fill_draws = 0 if space <= budget else max(1, budget // 20)
 
     def build(split: Sequence[tuple[int, ...]], order_ix: Sequence[int]) -> tuple[LevelMapping, ...] | None:
         mappings = []
@@ -325,6 +327,12 @@ def search(
         rng = random.Random(seed)
         for _ in range(budget):
             yield draw(rng), tuple(rng.randrange(len(o)) for o in level_orders)
+        # then a few that fill the fanouts first (Timeloop's mapper filters by utilisation for the
+        # same reason: uniform draws rarely fill a large array); their own seeded stream, so the
+        # draws above are the same with or without them
+        fill = random.Random(seed + 1)
+        for _ in range(fill_draws):
+            yield draw(fill, spatial_first=True), tuple(fill.randrange(len(o)) for o in level_orders)
 
     spaces = {sp.name: sp for sp in problem.spaces}
     kept_names = [
@@ -339,9 +347,10 @@ def search(
         }
         return sum(math.prod(_extent(spaces[t], spans)) for t in kept_names[i])
 
-    def draw(rng: random.Random) -> tuple[tuple[int, ...], ...]:
+    def draw(rng: random.Random, spatial_first: bool = False) -> tuple[tuple[int, ...], ...]:
         """A random candidate: each prime of each dimension to a free slot that its fanout still
-        admits; then, innermost level first, primes moved outward until every tile fits."""
+        admits (``spatial_first``: a spatial slot wherever one still admits it); then, innermost
+        level first, primes moved outward until every tile fits."""
         f = [list(place(k, [1] * len(free))) for k, (_r, free) in enumerate(rests)]
         used = {j: math.prod(f[k][j] for k in range(len(dims))) for j, (_lv, sp) in enumerate(slots) if sp}
         # (a padded size drawn only where there are several: exact searches draw as before)
@@ -354,6 +363,8 @@ def search(
         for k, p in work:
             free = rests[k][1]
             ok = [j for j in free if not slots[j][1] or used[j] * p <= fan[slots[j][0]]]
+            if spatial_first and any(slots[j][1] for j in ok):
+                ok = [j for j in ok if slots[j][1]]
             j = rng.choice(ok or free)
             f[k][j] *= p
             if slots[j][1]:
@@ -385,7 +396,7 @@ def search(
 
     best: tuple[tuple[float, ...], tuple[LevelMapping, ...], Analysis] | None = None
     evaluated = rejected = seen = 0
-    total = min(space, budget)
+    total = min(space, budget + fill_draws)
     for split, order_ix in candidates():
         seen += 1
         if progress is not None and seen % 1000 == 0:
