@@ -383,16 +383,16 @@ class CompiledCascade:
 
         c, pl = self.cascade, self.plan
         if pl.template is None:
-            warnings.warn(
-                f"golden.compile: {c.name or 'the cascade'} runs in the float64 interpreter: {pl.reason}",
-                RuntimeWarning,
-                stacklevel=2,
-            )
             if enable_gqa:
                 raise EvaluationError(
                     f"golden.compile: enable_gqa needs the compiled kernels, and {c.name or 'the cascade'} "
                     f"runs in the interpreter ({pl.reason}); repeat K and V over the query heads instead"
                 )
+            warnings.warn(
+                f"golden.compile: {c.name or 'the cascade'} runs in the float64 interpreter: {pl.reason}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
             return run(c, inputs, sizes)
         ranks = {i.name: len(i.ranks) for i in c.inputs}
         arrays = {n: np.asarray(a) for n, a in inputs.items()}

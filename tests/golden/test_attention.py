@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import zlib
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,6 +21,19 @@ import pytest
 import golden
 from golden import _attn_cpu
 from golden._attention import CASCADES
+
+
+def _on_the_simulator(script: str, tmp_path: Any, *args: str) -> None:
+    """Run ``script`` in a child process on numba's CUDA simulator (its arguments ``args``, then
+    ``tmp_path``); fail with its stderr where it fails."""
+    proc = subprocess.run(
+        [sys.executable, "-c", script, *args, str(tmp_path)],
+        env=dict(os.environ, NUMBA_ENABLE_CUDASIM="1"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
 
 
 def naive(q, k, v, causal, dtype):
@@ -239,14 +253,7 @@ def test_cuda_kernels_on_the_simulator(tmp_path) -> None:
         q, k, v = inputs(rng, lead, p, m, e, f, np.dtype(dtype).type)
         np.savez(tmp_path / f"case{i}.npz", q=q, k=k, v=v)
         data.append((q, k, v))
-    proc = subprocess.run(
-        [sys.executable, "-c", _SIM_SCRIPT, json.dumps([c[:2] for c in cases]), str(tmp_path)],
-        env=dict(os.environ, NUMBA_ENABLE_CUDASIM="1"),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    _on_the_simulator(_SIM_SCRIPT, tmp_path, json.dumps([c[:2] for c in cases]))
     for i, ((cascade, causal, *_), (q, k, v)) in enumerate(zip(cases, data, strict=True)):
         check(np.load(tmp_path / f"out{i}.npy"), q, k, v, cascade, causal)
 
@@ -405,14 +412,7 @@ def test_cuda_bottom_right_on_the_simulator(tmp_path) -> None:  # type: ignore[n
         " causal_alignment='bottom-right', backend='cuda')\n"
         "    np.save(sys.argv[1] + f'/{c}.npy', out)\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path)],
-        env=dict(os.environ, NUMBA_ENABLE_CUDASIM="1"),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    _on_the_simulator(script, tmp_path)
     want = golden.softmax_attention(q, k, v, causal=True, causal_alignment="bottom-right")
     for c in ("attention_1pass", "attention_3pass"):
         np.testing.assert_allclose(np.load(tmp_path / f"{c}.npy"), want, rtol=1e-10, atol=1e-12)
@@ -566,14 +566,7 @@ def test_cuda_gqa_and_attn_mask_on_the_simulator(tmp_path) -> None:  # type: ign
         "np.save(sys.argv[1] + '/masked.npy', golden.attention(x['q'], x['k'], x['v'], enable_gqa=True,"
         " attn_mask=x['mask'], backend='cuda'))\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path)],
-        env=dict(os.environ, NUMBA_ENABLE_CUDASIM="1"),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    _on_the_simulator(script, tmp_path)
     rk, rv = np.repeat(k, 2, axis=1), np.repeat(v, 2, axis=1)
     np.testing.assert_allclose(
         np.load(tmp_path / "gqa.npy"),

@@ -539,3 +539,13 @@ def test_grouped_query_inputs_need_enable_gqa() -> None:
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
     with pytest.raises(golden.EvaluationError, match=r"do not broadcast"):  # 4 does not divide 6
         fn({"Q": q, "K": k[:, :2].repeat(2, 1), "V": v[:, :2].repeat(2, 1)}, enable_gqa=True)
+
+
+def test_enable_gqa_needs_the_compiled_kernels() -> None:
+    """A cascade with no kernel template runs in the interpreter, which takes no grouped heads: a
+    typed error that says so, not a silent broadcast."""
+    c = einsum.library.get("spatten_progressive_quantization")
+    with pytest.raises(
+        golden.EvaluationError, match=r"enable_gqa needs the compiled kernels.*repeat K and V"
+    ):
+        golden.compile(c)({}, enable_gqa=True)

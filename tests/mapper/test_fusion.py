@@ -564,3 +564,43 @@ def test_fusemax_s_own_schedule_stated_in_the_hierarchy(capsys) -> None:  # type
     assert r.cycles == pytest.approx(point["latency_cycles"], rel=1e-12)
     assert r.bound == pytest.approx(point["search"]["bound"]["latency_cycles"], rel=1e-12)
     assert r.scalar_accesses("DRAM") * 2 == point["traffic_bytes"] and not r.drained
+
+
+def test_the_tree_s_errors_are_typed(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """A row reduction that is none of the kinds; --array on a file without branches; a single
+    Einsum on a tree without --array; a final that is not last; recurrences whose rank is not the
+    innermost shared loop."""
+    with pytest.raises(
+        ArchError, match=r"row_reduction must be one of chain, registered_tree, tree, found 'chian'"
+    ):
+        hierarchy.Compute(row_reduction="chian")
+    flat = tmp_path / "flat.yaml"
+    flat.write_text(_toy().to_yaml())
+    tree = tmp_path / "tree.yaml"
+    tree.write_text(_tree().to_yaml())
+    base = ["map", "--cascade", "matmul", "--sizes", "M=8,K=4,N=4"]
+    assert main([*base, "--arch", str(flat), "--array", "mac"]) != 0
+    assert "this one has none" in capsys.readouterr().err
+    assert main([*base, "--arch", str(tree)]) != 0
+    assert (
+        "has branches (mac, div): pick one for a single Einsum with --array NAME" in capsys.readouterr().err
+    )
+    c = einsum.parse(DECAY.replace("Y[p] = R[p, M1]", "Y[p] = R[p, M1]\nZ[p, m1] = L[p, m1] * 2"))
+    names = ["L", "D", "R", "Y", "Z"]
+    ps = fusion.problems_of(c, names, {"P": 4, "M": 16, "M1": 4, "M0": 4})
+    with pytest.raises(
+        ScheduleError, match=r"Y reads the recurrences' last step, .* must come after every other"
+    ):
+        fusion.search(_toy(), ps, names=names, steps=fusion.steps_of(c))
+    ps = fusion.problems_of(c, ["L", "D", "R"], {"P": 4, "M": 16, "M1": 4, "M0": 4})
+    with pytest.raises(
+        ScheduleError, match=r"the recurrences step over M1, which must be the innermost shared loops"
+    ):
+        fusion.timed(
+            ps,
+            ["L", "D", "R"],
+            [1.0, 1.0, 1.0],
+            ["a", "b", "a"],
+            ((("M1", 4), ("P", 2)),),
+            fusion.steps_of(c),
+        )

@@ -173,6 +173,15 @@ CONV1D = Problem(  # O[k, p] = I[c, p + r] * W[k, c, r]
     ),
 )
 LEVELS = [Storage(name="DRAM"), Storage(name="Buf", instances=64), Storage(name="Reg", instances=4096)]
+GEMV_7x5 = Problem(
+    name="gemv",
+    dims=(("M", 7), ("K", 5)),
+    spaces=(
+        DataSpace(name="A", projection=((("M", 1),), (("K", 1),))),
+        DataSpace(name="B", projection=((("K", 1),),)),
+        DataSpace(name="Z", projection=((("M", 1),),), output=True),
+    ),
+)
 
 
 def _random_case(rng: random.Random, perfect: bool) -> tuple[Problem, list[LevelMapping]]:
@@ -251,15 +260,7 @@ def test_the_analysis_counts_what_the_brute_force_counts(seed: int) -> None:
 def test_a_gemv_of_7_rows_on_4_pes_by_hand() -> None:
     """M = 7 rows over 4 PEs, 2 rows each (the last PE 1), K = 5 in time at DRAM: 10 cycles, not
     the 35 or 14 of exact factors; 35 / (10 x 4) = 0.875 of the PEs."""
-    p = Problem(
-        name="gemv",
-        dims=(("M", 7), ("K", 5)),
-        spaces=(
-            DataSpace(name="A", projection=((("M", 1),), (("K", 1),))),
-            DataSpace(name="B", projection=((("K", 1),),)),
-            DataSpace(name="Z", projection=((("M", 1),),), output=True),
-        ),
-    )
+    p = GEMV_7x5
     levels = [Storage(name="DRAM"), Storage(name="Reg", instances=4, capacity=8)]
     ms = [
         LevelMapping(target="DRAM", temporal=(("K", 5),), spatial=(("M", 4),)),
@@ -323,15 +324,7 @@ def test_imperfect_factors_that_do_not_fit_are_typed_errors() -> None:
 def test_the_search_tries_imperfect_factors() -> None:
     """On a 7 x 5 GEMV and 4 PEs, exact factors leave 3 PEs idle (35 cycles, 7 and 5 prime); with
     ``imperfect`` the exhaustive search finds 10 cycles, and what it reports is its mapping's."""
-    p = Problem(
-        name="gemv",
-        dims=(("M", 7), ("K", 5)),
-        spaces=(
-            DataSpace(name="A", projection=((("M", 1),), (("K", 1),))),
-            DataSpace(name="B", projection=((("K", 1),),)),
-            DataSpace(name="Z", projection=((("M", 1),),), output=True),
-        ),
-    )
+    p = GEMV_7x5
     levels = [
         Storage(name="DRAM", read_pj=100, fill_pj=100, update_pj=100),
         Storage(name="Reg", instances=4, capacity=8, read_pj=1, fill_pj=1, update_pj=1),
