@@ -394,6 +394,19 @@ def search(
                     used[j] //= p
         return tuple(_tight(x, dims[k][1]) for k, x in enumerate(f))
 
+    def cost(mappings: Sequence[LevelMapping]) -> Analysis:
+        """The one analysis of a candidate (:func:`mapper.analysis.analyze`)."""
+        return analyze(
+            problem,
+            storages,
+            mappings,
+            compute_pj=compute_pj,
+            compute_instances=compute_instances,
+            cold_output_fills=cold_output_fills,
+            produced=produced,
+            point_cycles=point_cycles,
+        )
+
     best: tuple[tuple[float, ...], tuple[LevelMapping, ...], Analysis] | None = None
     evaluated = rejected = seen = 0
     total = min(space, budget + fill_draws)
@@ -406,16 +419,7 @@ def search(
             rejected += 1
             continue
         try:
-            a = analyze(
-                problem,
-                storages,
-                mappings,
-                compute_pj=compute_pj,
-                compute_instances=compute_instances,
-                cold_output_fills=cold_output_fills,
-                produced=produced,
-                point_cycles=point_cycles,
-            )
+            a = cost(mappings)
         except ScheduleError:
             rejected += 1
             continue
@@ -429,8 +433,7 @@ def search(
             "fanout or capacity (is a buffer smaller than one word of each tensor?)"
         )
     if any(st.prices_network for st in storages):
-        best = _place(problem, storages, best, metric, priced, compute_pj, compute_instances,
-                      cold_output_fills, produced, point_cycles)  # fmt: skip
+        best = _place(storages, best, metric, priced, cost)
     return HierarchyResult(
         mappings=best[1],
         analysis=best[2],
@@ -490,20 +493,15 @@ def _on_mesh(
 
 
 def _place(
-    problem: Problem,
     storages: Sequence[Storage],
     best: tuple[tuple[float, ...], tuple[LevelMapping, ...], Analysis],
     metric: str,
     priced: bool,
-    compute_pj: float,
-    compute_instances: int,
-    cold_output_fills: bool,
-    produced: frozenset[str],
-    point_cycles: float = 1.0,
+    cost: Callable[[Sequence[LevelMapping]], Analysis],
 ) -> tuple[tuple[float, ...], tuple[LevelMapping, ...], Analysis]:
     """The best mapping's spatial loops placed on the X and Y axes of each fanout whose network
     is priced: every split that fits the mesh, level by level, kept where it lowers the metric
-    (the default placement fills X first)."""
+    (the default placement fills X first); ``cost`` is the search's analysis of a candidate."""
     key, mappings, a = best
     for i, st in enumerate(storages):
         m = mappings[i]
@@ -518,16 +516,7 @@ def _place(
                 continue
             trial = (*mappings[:i], dataclasses.replace(m, split=split), *mappings[i + 1 :])
             try:
-                b = analyze(
-                    problem,
-                    storages,
-                    trial,
-                    compute_pj=compute_pj,
-                    compute_instances=compute_instances,
-                    cold_output_fills=cold_output_fills,
-                    produced=produced,
-                    point_cycles=point_cycles,
-                )
+                b = cost(trial)
             except ScheduleError:
                 continue
             k = _metric(metric, b, priced)
