@@ -9,7 +9,10 @@ in turn computes its tile under its own mapping of L and the levels inside it. T
 **intermediates** (tensors made by one Einsum of the group and read by a later one) are kept first
 at L: no level outside L holds them, nothing fills them from above, and their updates go no
 further. This is the fused-mapping space of LoopTree and AccelForge (Timeloop's successors),
-restricted to shared temporal loops.
+restricted to shared temporal loops. An on-chip tensor may instead be kept at a level below the
+fusion level (``FusedMapping.kept``: a branch's register files, where FuseMax keeps a tile's
+scores) when its writer and readers share that path, spread it over the instances alike and
+run no temporal loop over its ranks above it (:func:`_kept_levels`).
 
 The figures: each Einsum is analysed by :func:`mapper.analysis.analyze` with the shared loops and
 its own loops; the group's accesses and energy are the sums, its cycles the sum (the Einsums of a
@@ -50,6 +53,10 @@ class FusedMapping:
     mappings: tuple[tuple[LevelMapping, ...], ...]
     #: on a hierarchy with branches, the branch each Einsum runs on (empty: one path)
     binding: tuple[str, ...] = ()
+    #: tensors the group keeps below the fusion level, each at a level of the one path its
+    #: writer and readers share (a branch's register files: FuseMax's scores in its PEs);
+    #: ``(tensor, level)``; every other on-chip tensor is kept at the fusion level
+    kept: tuple[tuple[str, str], ...] = ()
 
     @property
     def tiles(self) -> int:
@@ -75,6 +82,9 @@ class FusedResult:
     states: Mapping[str, str] = dataclasses.field(default_factory=dict)
     #: on several branches: the tile engine's cycles (:func:`timed`); -1: one after another
     engine_cycles: float = -1.0
+    #: levels below the fusion level that keep some of the group's tensors (``mapping.kept``):
+    #: (level, words one instance holds at once)
+    held_below: tuple[tuple[str, int], ...] = ()
 
     @property
     def cycles(self) -> float:
@@ -106,11 +116,18 @@ class FusedResult:
             f"{lv}: " + (" ".join(f"{r}{f}" for r, f in loops) or "-")
             for lv, loops in zip(self._outer_names(), self.mapping.shared, strict=True)
         )
+        below = dict(self.mapping.kept)
+        at_level = [t for t in self.intermediates if t not in below]
         lines = [
             f"fused {' -> '.join(self.names)} at {self.mapping.level} (shared loops {shared}); "
-            f"on chip: {', '.join(self.intermediates) or 'nothing'}",
+            f"on chip: {', '.join(at_level) or 'nothing'}"
+            + "".join(
+                f"; in {lv}: {', '.join(t for t in self.intermediates if below.get(t) == lv)}"
+                for lv in dict.fromkeys(below.values())
+            ),
             f"{self.cycles:,.0f} cycles, {self.energy_pj:,.0f} pJ; {self.mapping.level} holds "
-            f"{self.footprint_words:,} words at once",
+            f"{self.footprint_words:,} words at once"
+            + "".join(f", {lv} {w:,} per instance" for lv, w in self.held_below),
         ]
         if self.states:
             lines.append(
@@ -150,6 +167,8 @@ class FusedResult:
                 for lv, loops in zip(self._outer_names(), self.mapping.shared, strict=True)
             },
             "intermediates": list(self.intermediates),
+            "kept_below": dict(self.mapping.kept),
+            "held_below_words": dict(self.held_below),
             "binding": dict(zip(self.names, self.mapping.binding, strict=True))
             if self.mapping.binding
             else {},
@@ -419,44 +438,153 @@ def _check_chain(
     return made
 
 
-def _keeps(hierarchy: Any, problem: Problem, level: int, made: Sequence[str]) -> list[frozenset[str]] | None:
-    """Each level's keep for one Einsum of the group: the hierarchy's, without the
-    intermediates outside the fusion level and with them at it (None: the hierarchy does not let
-    the fusion level keep one of them)."""
+def _keeps(
+    hierarchy: Any,
+    problem: Problem,
+    level: int,
+    made: Sequence[str],
+    kept: Mapping[str, int] | None = None,
+) -> list[frozenset[str]] | None:
+    """Each level's keep for one Einsum of the group: the hierarchy's, without the group's
+    on-chip tensors outside the level that keeps them, and with them at it (the fusion level, or
+    ``kept``'s level index below it). None: the hierarchy does not let that level keep one."""
     names = [s.name for s in problem.spaces]
     mine = [t for t in made if t in names]
+    at = {t: (kept or {}).get(t, level) for t in mine}
     out = []
     for i, lv in enumerate(hierarchy.levels):
         base = hierarchy._keep(lv, problem)
-        kept = set(names if base is None else base)
-        if i < level:
-            kept -= set(mine)
-        elif i == level:
-            if base is not None and not set(mine) <= set(base):
-                return None
-            kept |= set(mine)
-        out.append(frozenset(kept))
+        kept_here = {t for t in mine if at[t] == i}
+        kept_set = set(names if base is None else base)
+        kept_set -= {t for t in mine if i < at[t]}
+        if base is not None and not kept_here <= set(base):
+            return None
+        kept_set |= kept_here
+        out.append(frozenset(kept_set))
     return out
 
 
+def _tensors(problem: Problem) -> frozenset[str]:
+    return frozenset(s.name for s in problem.spaces)
+
+
 def _footprint(
-    problems: Sequence[Problem], mappings: Sequence[Sequence[LevelMapping]], level: int, made: Sequence[str]
-) -> int:
-    """Words the fusion level holds at once: every intermediate's tile, and the largest of the
-    Einsums' own tiles there."""
-    inter = 0
-    own = 0
-    seen: set[str] = set()
-    for p, ms in zip(problems, mappings, strict=True):
-        loops = loops_of(ms, level)
-        kept = [s.name for s in p.spaces if ms[level].keep is None or s.name in ms[level].keep]
-        mine = [t for t in kept if t in made]
-        for t in mine:
-            if t not in seen:
-                seen.add(t)
-                inter += tile_words(p, loops, [t])
-        own = max(own, tile_words(p, loops, [t for t in kept if t not in made]))
-    return inter + own
+    problems: Sequence[Problem],
+    mappings: Sequence[Sequence[LevelMapping]],
+    level: int,
+    made: Sequence[str],
+    kept: Mapping[str, int],
+    paths: Sequence[Any],
+) -> dict[str, tuple[Any, int]]:
+    """Words each level that keeps the group's on-chip tensors holds at once (one instance): the
+    tiles of those it keeps, and the largest of the Einsums' own tiles there: the fusion level,
+    and each level below it in ``kept`` (on the path of the Einsums that use it)."""
+    where = {level} | set(kept.values())
+    out: dict[str, tuple[Any, int]] = {}
+    for i in sorted(where):
+        # every Einsum that reaches the level runs its own tiles there while the kept ones wait
+        users = [j for j, pa in enumerate(paths) if len(pa.levels) > i]
+        # levels of that index on different branches are different memories
+        by_name: dict[str, list[int]] = {}
+        for j in users:
+            by_name.setdefault(paths[j].levels[i].name, []).append(j)
+        for name, js in by_name.items():
+            inter = 0
+            own = 0
+            seen: set[str] = set()
+            for j in js:
+                p, ms = problems[j], mappings[j]
+                loops = loops_of(ms, i)
+                here = [s.name for s in p.spaces if ms[i].keep is None or s.name in ms[i].keep]
+                mine = [t for t in here if t in made and kept.get(t, level) == i]
+                for t in mine:
+                    if t not in seen:
+                        seen.add(t)
+                        inter += tile_words(p, loops, [t])
+                own = max(own, tile_words(p, loops, [t for t in here if t not in mine]))
+            if i == level or seen:
+                out[name] = (paths[js[0]].levels[i], inter + own)
+    return out
+
+
+def _kept_levels(
+    problems: Sequence[Problem],
+    names: Sequence[str],
+    mapping: FusedMapping,
+    paths: Sequence[Any],
+    made: Sequence[str],
+    k: int,
+    drain: frozenset[str],
+) -> dict[str, int]:
+    """``mapping.kept`` as level indices, after checking each: one of the group's on-chip tensors,
+    not read after the group, at a level below the fusion level on the one path its writer and
+    readers share, which each of them reaches by the same spatial loops over its ranks (every
+    PE reads what it wrote) and no temporal loop over them (the tile stays whole until it is
+    read)."""
+    out: dict[str, int] = {}
+    for t, lvname in mapping.kept:
+        if t not in made:
+            raise ScheduleError(
+                f"fusion: kept names {t!r}, which is none of the group's on-chip tensors "
+                f"({', '.join(made) or 'none'}){suggest(t, list(made))}"
+            )
+        if t in out:
+            raise ScheduleError(f"fusion: kept names {t} twice")
+        if t in drain:
+            raise ScheduleError(
+                f"fusion: {t} is read after the group, so it is written out from the fusion level "
+                f"{mapping.level}; it cannot be kept at {lvname}"
+            )
+        users = [j for j, p in enumerate(problems) if t in _tensors(p)]
+        idx = set()
+        for j in users:
+            lvs = [lv.name for lv in paths[j].levels]
+            if lvname not in lvs[k + 1 :]:
+                on = f" (on {mapping.binding[j]})" if mapping.binding else ""
+                raise ScheduleError(
+                    f"fusion: {t} cannot be kept at {lvname}: {names[j]}, which uses it, reaches no such "
+                    f"level below the fusion level {mapping.level}{on}: its levels there are "
+                    f"{', '.join(lvs[k + 1 :]) or 'none'}{suggest(lvname, lvs[k + 1 :])}"
+                )
+            idx.add(lvs.index(lvname))
+        if len(idx) != 1 or (mapping.binding and len({mapping.binding[j] for j in users}) != 1):
+            raise ScheduleError(
+                f"fusion: {t} is kept at {lvname}, but {', '.join(names[j] for j in users)} run on different "
+                "paths: a tensor kept below the fusion level must stay on one branch"
+            )
+        i = idx.pop()
+        spatial = []
+        for j in users:
+            p, ms = problems[j], mapping.mappings[j]
+            ranks = next(s for s in p.spaces if s.name == t).dims
+            loops = []
+            for m in ms[k:i]:
+                for d, f in m.temporal:
+                    if d in ranks and f > 1:
+                        raise ScheduleError(
+                            f"fusion: {t} is kept at {lvname}, but {names[j]} runs a temporal loop over {d} "
+                            f"({f}) at {m.target}, above it: {t}'s tile there would be replaced before "
+                            "the group's next Einsum reads it"
+                        )
+                loops.append(tuple((d, f) for d, f in m.spatial if f > 1))
+            spatial.append((j, tuple(loops)))
+            off = [d for lv in loops for d, _f in lv if d not in ranks]
+            if off:
+                raise ScheduleError(
+                    f"fusion: {t} is kept at {lvname}, but {names[j]} spreads {', '.join(off)} (none of "
+                    f"{t}'s ranks) across the instances above it: {t}'s elements would not be where "
+                    "its other users find them"
+                )
+        first = spatial[0][1]
+        for j, loops in spatial[1:]:
+            if loops != first:
+                raise ScheduleError(
+                    f"fusion: {t} is kept at {lvname}, but {names[users[0]]} and {names[j]} spread it across "
+                    f"the instances differently ({list(first)} and {list(loops)}): each instance must read "
+                    "what it wrote"
+                )
+        out[t] = i
+    return out
 
 
 def evaluate(
@@ -508,6 +636,7 @@ def evaluate(
                 f"(their factors of {r} multiply to {shared_r}, but {r} = {size[r]})"
             )
     paths = _paths(hierarchy, mapping, names)
+    kept_at = _kept_levels(problems, names, mapping, paths, made, k, drain)
     analyses = []
     fixed = []  # each Einsum's mappings with the levels' keep for the group
     for j, (p, n, ms, path) in enumerate(zip(problems, names, mapping.mappings, paths, strict=True)):
@@ -519,20 +648,24 @@ def evaluate(
                     f"{list(mine_shared[i])}, "
                     f"found temporal {list(ms[i].temporal)}, spatial {list(ms[i].spatial)}"
                 )
-        keeps = _keeps(path, p, k, made)
+        keeps = _keeps(path, p, k, made, kept_at)
         if keeps is None:
-            raise ScheduleError(f"fusion: {mapping.level} may not keep {n}'s on-chip tensors")
+            where = sorted({path.levels[kept_at.get(t, k)].name for t in made if t in _tensors(p)})
+            raise ScheduleError(f"fusion: {', '.join(where)} may not keep {n}'s on-chip tensors")
         ms = tuple(dataclasses.replace(m, keep=kp) for m, kp in zip(ms, keeps, strict=True))
         fixed.append(ms)
         mine = frozenset(t for t in made if t in {s.name for s in p.spaces})
         analyses.append(path.analyze(p, ms, priced=priced, produced=mine))
-    foot = _footprint(problems, fixed, k, made)
-    cap = hierarchy.levels[k].capacity_words
-    if cap is not None and foot > cap // max(1, int(hierarchy.levels[k].multiple_buffering)):
-        raise ScheduleError(
-            f"fusion: {mapping.level} must hold {foot} words at once (every intermediate's tile and the "
-            f"largest Einsum's own), but it holds {cap}"
-        )
+    held = _footprint(problems, fixed, k, made, kept_at, paths)
+    for name, (lv, words) in held.items():
+        cap = lv.capacity_words
+        if cap is not None and words > cap // max(1, int(lv.multiple_buffering)):
+            raise ScheduleError(
+                f"fusion: {name} must hold {words} words at once (the tiles of the group's tensors kept "
+                f"there and the largest Einsum's own), but "
+                f"{'it' if name == mapping.level else 'one instance'} holds {cap}"
+            )
+    foot = held[mapping.level][1]
     drained, drain_pj = _drain(paths[0], problems, made, state, drain, k, priced)
     engine = -1.0
     if len(set(mapping.binding)) > 1:
@@ -548,6 +681,7 @@ def evaluate(
         drain_pj=drain_pj,
         states=dict(state),
         engine_cycles=engine,
+        held_below=tuple((n, w) for n, (_lv, w) in held.items() if n != mapping.level),
     )
 
 
@@ -599,6 +733,8 @@ def _splits(n: int, k: int) -> list[tuple[int, ...]]:
     """Every way to write n as an ordered product of k factors (the rest is the last)."""
     if k == 0:
         return [()]
+    if k == 1:
+        return [(n,)]
     out = []
     for f in range(1, n + 1):
         if n % f == 0:
@@ -647,6 +783,14 @@ def search(
     found: FusedResult | None = None
     evaluated = 0
     problems_left: list[str] = []
+    pool: list[tuple[tuple[float, ...], FusedResult, Callable[..., Any]]] = []
+
+    def key_of(res: FusedResult) -> tuple[float, ...]:
+        cyc, en = res.cycles, res.energy_pj
+        if not priced:
+            return (cyc, sum(res.scalar_accesses(lv) for lv in levels[:1]))
+        return {"edp": (cyc * en, cyc, en), "energy": (en, cyc), "cycles": (cyc, en)}[metric]
+
     for k in where:
         # k outer levels + the rest below; a running state's rank all in the shared loops
         per_rank = [[x for x in _splits(size[r], k + 1) if r not in restricted or x[-1] == 1] for r in ranks]
@@ -718,17 +862,128 @@ def search(
                     problems_left.append(str(exc))
                     continue
                 evaluated += 1
-                cyc, en = res.cycles, res.energy_pj
-                key = {"edp": (cyc * en, cyc, en), "energy": (en, cyc), "cycles": (cyc, en)}[metric]
-                if not priced:
-                    key = (cyc, sum(res.scalar_accesses(lv) for lv in levels[:1]))
+
+                def remap(
+                    j: int,
+                    extra: Sequence[hsearch.Constraint],
+                    kept: Mapping[str, int],
+                    fm: FusedMapping = fm,
+                    k: int = k,
+                    shared: tuple[tuple[tuple[str, int], ...], ...] = shared,
+                ) -> Any:
+                    b = fm.binding[j] if fm.binding else None
+                    path = hierarchy if b is None else hierarchy.branch(b)
+                    mine_shared = _own_shared(shared, j in last, over)
+                    return _map_one(path, problems[j], names[j], k, levels, mine_shared, made, priced, metric,
+                                    budget, seed, imperfect, problems_left, extra, kept)  # fmt: skip
+
+                key = key_of(res)
+                pool.append((key, res, remap))
                 if best is None or key < best:
                     best, found = key, res
                 break  # the best binding whose tiles fit
     if found is None:
         why = "; ".join(problems_left[:3]) or "no fusion level can keep the intermediates"
         raise ScheduleError(f"fusion: no fused mapping of {', '.join(names)} fits ({why})")
+    # the best few (each improved on those found before it), with their tensors moved into the
+    # levels below the fusion level where that pays
+    for _key, res, remap in sorted(pool, key=lambda x: x[0])[:SINK_CANDIDATES]:
+        if not hierarchy.branches and len(hierarchy.levels) - 1 == levels.index(res.mapping.level):
+            continue  # nothing below the fusion level
+        res, tried = _sink(
+            hierarchy, problems, res, key_of, remap, names=names, priced=priced, steps=steps, drain=drain
+        )
+        evaluated += tried
+        if best is None or key_of(res) < best:
+            best, found = key_of(res), res
     return dataclasses.replace(found, evaluated=evaluated)
+
+
+#: how many of the fused search's best candidates (by the metric with every on-chip tensor at the
+#: fusion level; each one that improved on the best before it) it then tries with tensors kept
+#: below the fusion level (:func:`_sink`)
+SINK_CANDIDATES = 4
+
+
+def _sink(
+    hierarchy: Any,
+    problems: Sequence[Problem],
+    res: FusedResult,
+    key_of: Callable[[FusedResult], tuple[float, ...]],
+    remap: Callable[[int, Sequence[hsearch.Constraint], Mapping[str, int]], Any],
+    **options: Any,
+) -> tuple[FusedResult, int]:
+    """``res`` with its on-chip tensors moved below the fusion level where that pays: each in turn
+    (the group's order), to the innermost level of its users' one path where it can stay. Its
+    writer is mapped again with no temporal loop over its ranks above that level and its spatial
+    loops there over its ranks only; each reader then with the same spatial loops (``remap``:
+    an Einsum's index, constraints, the tensors kept below so far). The group is evaluated
+    (:func:`evaluate`) and kept if the metric improves. Returns the result and the mappings
+    evaluated."""
+    fm = res.mapping
+    levels = [lv.name for lv in hierarchy.levels]
+    k = levels.index(fm.level)
+    paths = _paths(hierarchy, fm, res.names)
+    drain = options.get("drain", frozenset())
+    best, best_key, tried = res, key_of(res), 0
+    extra: dict[int, list[hsearch.Constraint]] = {}
+    for t in res.intermediates:
+        if t in drain:
+            continue
+        users = [j for j, p in enumerate(problems) if t in _tensors(p)]
+        if fm.binding and len({fm.binding[j] for j in users}) != 1:
+            continue
+        path = paths[users[0]]
+        writer = next(j for j in users if problems[j].output.name == t)
+        ranks = next(s for s in problems[writer].spaces if s.name == t).dims
+        on_path = [lv.name for lv in path.levels]
+        # what this path keeps below so far (a tensor kept on another branch none of its users reads)
+        kept = {x: on_path.index(lv) for x, lv in best.mapping.kept if lv in on_path}
+        for i in range(len(path.levels) - 1, k, -1):
+            now = {**kept, t: i}
+            mappings = list(best.mapping.mappings)
+            cons: dict[int, list[hsearch.Constraint]] = {}
+            ok = True
+            for j in [writer, *(u for u in users if u != writer)]:
+                dims = [d for d, _n in problems[j].dims]
+                mine = [
+                    hsearch.Constraint(target=path.levels[x].name, factors={d: 1 for d in dims if d in ranks})
+                    for x in range(k, i)
+                ]
+                for x in range(k, i):
+                    if j == writer:  # its spatial loops over the tensor's ranks only
+                        fac = {d: 1 for d in dims if d not in ranks}
+                    else:  # the writer's spatial loops, exactly
+                        fac = {d: 1 for d in dims} | dict(mappings[writer][x].spatial)
+                    mine.append(hsearch.Constraint(target=path.levels[x].name, spatial=True, factors=fac))
+                cons[j] = [*extra.get(j, []), *mine]
+                r = remap(j, cons[j], now)
+                tried += 1
+                if r is None:
+                    ok = False
+                    break
+                ms = list(r.mappings)
+                if j != writer:  # the writer's order across the instances
+                    for x in range(k, i):
+                        want = tuple((d, f) for d, f in mappings[writer][x].spatial if f > 1)
+                        if sorted(want) == sorted((d, f) for d, f in ms[x].spatial if f > 1):
+                            ms[x] = dataclasses.replace(ms[x], spatial=want)
+                mappings[j] = tuple(ms)
+            if not ok:
+                continue
+            cand = dataclasses.replace(
+                best.mapping, mappings=tuple(mappings), kept=(*best.mapping.kept, (t, path.levels[i].name))
+            )
+            try:
+                r = evaluate(hierarchy, problems, cand, **options)
+            except ScheduleError:
+                continue
+            if key_of(r) < best_key:
+                best, best_key = r, key_of(r)
+                for j, c in cons.items():
+                    extra[j] = c
+                break
+    return best, tried
 
 
 def _map_one(
@@ -745,10 +1000,13 @@ def _map_one(
     seed: int,
     imperfect: bool,
     problems_left: list[str],
+    extra: Sequence[hsearch.Constraint] = (),
+    kept: Mapping[str, int] | None = None,
 ) -> Any:
     """One Einsum of the group mapped on one path below the shared loops (None where it cannot
-    be: the path's units cannot run it, or nothing fits)."""
-    keeps = _keeps(path, p, k, made)
+    be: the path's units cannot run it, or nothing fits); ``extra`` constraints, and the group's
+    tensors ``kept`` below the fusion level (level indices)."""
+    keeps = _keeps(path, p, k, made, kept)
     if keeps is None:
         return None
     dims = [d for d, _n in p.dims]
@@ -764,6 +1022,7 @@ def _map_one(
         cons.append(hsearch.Constraint(target=levels[i], spatial=True, factors={d: 1 for d in dims}))
     for i in range(k, len(path.levels)):
         cons.append(hsearch.Constraint(target=path.levels[i].name, keep=keeps[i]))
+    cons += extra
     mine = frozenset(t for t in made if t in {s.name for s in p.spaces})
     try:
         r = path.search(

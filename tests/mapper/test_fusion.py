@@ -564,6 +564,29 @@ def test_fusemax_s_own_schedule_stated_in_the_hierarchy(capsys) -> None:  # type
     assert r.cycles == pytest.approx(point["latency_cycles"], rel=1e-12)
     assert r.bound == pytest.approx(point["search"]["bound"]["latency_cycles"], rel=1e-12)
     assert r.scalar_accesses("DRAM") * 2 == point["traffic_bytes"] and not r.drained
+    # FuseMax keeps a tile's scores in the PEs: QK and SLN in the 2D array's register files, PRM
+    # and SPD in the 1D array's (what stays on one array); the timing does not change
+    kept = (("QK", "rf_2d"), ("SLN", "rf_2d"), ("PRM", "rf_1d"), ("SPD", "rf_1d"))
+    pes = fusion.evaluate(
+        mapper.fusemax().branched_hierarchy(), ps, dataclasses.replace(fm, kept=kept), names=names,
+        steps=fusion.steps_of(c), drain=fusion.read_after(c, names),
+    )  # fmt: skip
+    assert pes.cycles == r.cycles and pes.held_below == (("rf_2d", 4), ("rf_1d", 5))
+    comp = point["per_component_pj"]
+    assert sum(a.compute_energy_pj for a in pes.analyses) == pytest.approx(
+        sum(v for k, v in comp.items() if k.split(".")[-1] in ("mac", "add", "max", "exp", "div")), rel=1e-12
+    )
+    assert sum(a.level_energy_pj["DRAM"] for a in pes.analyses) == pytest.approx(comp["dram"], rel=1e-12)
+    # the buffer: the inputs exactly as FuseMax's accounting moves them (Q filled once and read each
+    # step, K and V blocks once each), and what crosses between the arrays or steps
+    at_buf = {t: s for a in pes.analyses for t, s in a.levels["buffer"].items() if t in ("Q", "BK", "BV")}
+    assert {t: (s.fills, s.reads) for t, s in at_buf.items()} == {
+        "Q": (16384, 65536), "BK": (65536, 65536), "BV": (65536, 65536)
+    }  # fmt: skip
+    assert {t for a in pes.analyses for t in a.levels["buffer"]} == {
+        "Q", "BK", "BV", "LM", "RM", "SLD", "SLNV", "RD", "SPNV", "RNV", "AV"
+    }  # fmt: skip
+    assert 0.77e9 < pes.energy_pj < 0.78e9 < 0.85e9 < r.energy_pj  # the template: 0.695e9
 
 
 def test_the_tree_s_errors_are_typed(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
@@ -604,3 +627,150 @@ def test_the_tree_s_errors_are_typed(tmp_path: Path, capsys) -> None:  # type: i
             ((("M1", 4), ("P", 2)),),
             fusion.steps_of(c),
         )
+
+
+def _with_rf(capacity: int = 16) -> hierarchy.Hierarchy:
+    """The toy with a register file of ``capacity`` words in each of 4 PEs under its buffer."""
+    d = _toy().to_dict()
+    d["levels"].append(
+        {
+            "name": "rf",
+            "kind": "regfile",
+            "instances": 4,
+            "capacity_words": capacity,
+            "read_pj": 0.1,
+            "write_pj": 0.1,
+        }
+    )
+    d["compute"]["instances"] = 4
+    return hierarchy.Hierarchy.from_dict(d)
+
+
+def _chain_in_pes(  # type: ignore[no-untyped-def]
+    e_buf: LevelMapping | None = None,
+    kept: tuple[tuple[str, str], ...] = (("C", "rf"),),
+    e_rf: tuple[tuple[str, int], ...] = (("M", 4),),
+):
+    """C and E over M = 8 in two tiles; both spread N across the 4 PEs and run M inside them."""
+    c_maps = (
+        LevelMapping(target="DRAM", temporal=(("M", 2),)),
+        LevelMapping(target="buf", temporal=(("K", 4),), spatial=(("N", 4),)),
+        LevelMapping(target="rf", temporal=(("M", 4),)),
+    )
+    e_maps = (
+        LevelMapping(target="DRAM", temporal=(("M", 2),)),
+        e_buf or LevelMapping(target="buf", temporal=(("P", 4),), spatial=(("N", 4),)),
+        LevelMapping(target="rf", temporal=e_rf),
+    )
+    return fusion.FusedMapping(level="buf", shared=((("M", 2),),), mappings=(c_maps, e_maps), kept=kept)
+
+
+def test_an_intermediate_kept_in_the_pes_by_hand() -> None:
+    """C kept in the PEs' register files, below the fusion level: each PE n writes C[m, n] for
+    its 4 m and E reads them there. The buffer never sees C (it did: 32 updates, 32 reads); the
+    register file takes C's 128 updates (96 reads back) and E's 128 reads, with no fills."""
+    ps = _problems()
+    at_buf = fusion.evaluate(_with_rf(), ps, _chain_in_pes(kept=()), names=["C", "E"])
+    assert at_buf.analyses[0].levels["buf"]["C"].updates == 32
+    assert at_buf.analyses[1].levels["buf"]["C"].reads == 32
+    r = fusion.evaluate(_with_rf(), ps, _chain_in_pes(), names=["C", "E"])
+    c, e = r.analyses
+    assert "C" not in c.levels["buf"] and "C" not in e.levels["buf"]
+    cc, ce = c.levels["rf"]["C"], e.levels["rf"]["C"]
+    assert (cc.fills, cc.updates, cc.reads) == (0, 128, 96)
+    assert (ce.fills, ce.reads, ce.updates) == (0, 128, 0)
+    # the buffer's saving is C's 64 accesses (1 pJ each); the register file's cost is C's fills
+    # it no longer takes from the buffer (32 x 0.1 pJ for E) and nothing else
+    assert at_buf.energy_pj - r.energy_pj == pytest.approx(64 * 1 + 32 * 0.1)
+    # each PE holds C's 4 words and the larger Einsum's own (A 4 + B 1): 9
+    assert r.held_below == (("rf", 9),)
+    assert r.to_dict()["kept_below"] == {"C": "rf"}
+    assert "in rf: C" in r.describe()
+    with pytest.raises(
+        ScheduleError, match=r"the tiles rf keeps \(A, B, C\) take 9 words, but one instance holds 8"
+    ):
+        fusion.evaluate(_with_rf(8), ps, _chain_in_pes(), names=["C", "E"])
+    # C -> E -> G with E in the PEs: each Einsum's tiles take 9 words there, but while C runs
+    # the PE holds E's 4 beside C's own 9 (A, B, C: C is kept at the buffer, and in the PEs
+    # while it is made): 13
+    text = CHAIN.replace("input A[m, k], B[k, n], D[n, p]", "input A[m, k], B[k, n], D[n, p], F[p, q]")
+    text = text.replace("output E", "output G") + "G[m, q] = E[m, p] * F[p, q]\n"
+    ps3 = fusion.problems_of(einsum.parse(text), ["C", "E", "G"], {"M": 8, "K": 4, "N": 4, "P": 4, "Q": 4})
+    two = _chain_in_pes()
+    g = (
+        LevelMapping(target="DRAM", temporal=(("M", 2),)),
+        LevelMapping(target="buf", temporal=(("Q", 4),), spatial=(("P", 4),)),
+        LevelMapping(target="rf", temporal=(("M", 4),)),
+    )
+    e = (
+        two.mappings[1][0],
+        LevelMapping(target="buf", temporal=(("N", 4),), spatial=(("P", 4),)),
+        two.mappings[1][2],
+    )
+    three = dataclasses.replace(two, mappings=(two.mappings[0], e, g), kept=(("E", "rf"),))
+    assert fusion.evaluate(_with_rf(13), ps3, three, names=["C", "E", "G"]).held_below == (("rf", 13),)
+    with pytest.raises(ScheduleError, match=r"rf must hold 13 words at once .* but one instance holds 12"):
+        fusion.evaluate(_with_rf(12), ps3, three, names=["C", "E", "G"])
+    with pytest.raises(ScheduleError, match=r"spreads N \(none of C's ranks\)|temporal loop over N"):
+        fusion.evaluate(_with_rf(9), ps3, dataclasses.replace(three, kept=(("C", "rf"), ("E", "rf"))))
+
+
+def test_what_may_not_be_kept_below_the_fusion_level() -> None:
+    """Each mapping here is valid with C at the buffer; kept in the PEs, each breaks one rule."""
+    ps = _problems()
+    h = _with_rf(64)
+    with pytest.raises(ScheduleError, match=r"temporal loop over N \(4\) at buf, above it"):
+        fusion.evaluate(h, ps, _chain_in_pes(LevelMapping(target="buf", temporal=(("P", 4), ("N", 4)))))
+    with pytest.raises(ScheduleError, match=r"spreads P \(none of C's ranks\) across the instances"):
+        e = LevelMapping(target="buf", spatial=(("P", 4),))
+        fusion.evaluate(h, ps, _chain_in_pes(e, e_rf=(("M", 4), ("N", 4))))
+    fusion.evaluate(h, ps, _chain_in_pes(e, e_rf=(("M", 4), ("N", 4)), kept=()))  # valid at the buffer
+    with pytest.raises(ScheduleError, match=r"C and E spread it across the instances differently"):
+        e = LevelMapping(target="buf", temporal=(("P", 4),), spatial=(("M", 4),))
+        fusion.evaluate(h, ps, _chain_in_pes(e, e_rf=(("N", 4),)))
+    fusion.evaluate(h, ps, _chain_in_pes(e, e_rf=(("N", 4),), kept=()))
+    with pytest.raises(ScheduleError, match=r"kept names 'D', which is none of the group's on-chip tensors"):
+        fusion.evaluate(h, ps, _chain_in_pes(kept=(("D", "rf"),)))
+    with pytest.raises(
+        ScheduleError, match=r"reaches no such level below the fusion level buf.*did you mean 'rf'"
+    ):
+        fusion.evaluate(h, ps, _chain_in_pes(kept=(("C", "rff"),)))
+    with pytest.raises(ScheduleError, match=r"C is read after the group"):
+        fusion.evaluate(h, ps, _chain_in_pes(), drain=frozenset({"C"}))
+
+
+def test_the_search_keeps_an_intermediate_in_the_pes_when_that_pays() -> None:
+    """On a tree the fusion level is a shared one (the buffer); the search then moves C into the
+    register files of the branch both GEMMs run on, which saves energy."""
+    ps = _problems(16)
+    h = _tree()
+    r = fusion.search(h, ps, names=["C", "E"], metric="energy", budget=400)
+    assert r.mapping.level == "buf" and len(set(r.mapping.binding)) == 1
+    assert r.mapping.kept == (("C", f"rf_{r.mapping.binding[0]}"),)
+    again = fusion.evaluate(h, ps, r.mapping, names=["C", "E"])
+    assert again.energy_pj == pytest.approx(r.energy_pj)
+    flat = dataclasses.replace(r.mapping, kept=())
+    assert fusion.evaluate(h, ps, flat, names=["C", "E"]).energy_pj > r.energy_pj
+
+
+def test_the_fused_search_tries_each_split_of_the_shared_loops_once() -> None:
+    """Each split of a fused rank over the levels outside the fusion level multiplies to the rank
+    (the last factor is the rest); a running state's rank is stepped whole in the shared loops."""
+    assert fusion._splits(4, 2) == [(1, 4), (2, 2), (4, 1)]
+    assert fusion._splits(8, 3) == [
+        (1, 1, 8),
+        (1, 2, 4),
+        (1, 4, 2),
+        (1, 8, 1),
+        (2, 1, 4),
+        (2, 2, 2),
+        (2, 4, 1),
+        (4, 1, 2),
+        (4, 2, 1),
+        (8, 1, 1),
+    ]
+    seen: list[str] = []
+    fusion.search(
+        _toy(4096), _problems(16), names=["C", "E"], metric="energy", budget=50, progress=seen.append
+    )
+    assert len(seen) == len(set(seen)) == 5  # M = 16 over DRAM: 1, 2, 4, 8, 16
