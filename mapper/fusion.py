@@ -596,13 +596,17 @@ def evaluate(
     priced: bool = True,
     steps: Mapping[str, str] | None = None,
     drain: frozenset[str] = frozenset(),
+    resident: frozenset[str] = frozenset(),
 ) -> FusedResult:
     """The figures of a fused mapping of the chain ``problems`` over ``hierarchy``. ``steps``:
     the recurrences' state tensors and the ranks they step over (:func:`steps_of`); a state
     read before it is written in the chain stays on chip, one step per tile. ``drain``: the
-    group's tensors read after it (:func:`read_after`), written out once."""
+    group's tensors read after it (:func:`read_after`), written out once. ``resident``: tensors
+    that live whole at the fusion level beside the group (made by an earlier group of a staged
+    schedule, or read by a later one, :func:`staged`): read and written there, never above."""
     names = tuple(names or [p.name for p in problems])
     made = _check_chain(problems, names, steps)
+    onchip = (*made, *(t for t in sorted(resident) if t not in made))
     state = carried(problems, steps or {})
     levels = [lv.name for lv in hierarchy.levels]
     if mapping.level not in levels[1:]:
@@ -648,13 +652,13 @@ def evaluate(
                     f"{list(mine_shared[i])}, "
                     f"found temporal {list(ms[i].temporal)}, spatial {list(ms[i].spatial)}"
                 )
-        keeps = _keeps(path, p, k, made, kept_at)
+        keeps = _keeps(path, p, k, onchip, kept_at)
         if keeps is None:
             where = sorted({path.levels[kept_at.get(t, k)].name for t in made if t in _tensors(p)})
             raise ScheduleError(f"fusion: {', '.join(where)} may not keep {n}'s on-chip tensors")
         ms = tuple(dataclasses.replace(m, keep=kp) for m, kp in zip(ms, keeps, strict=True))
         fixed.append(ms)
-        mine = frozenset(t for t in made if t in {s.name for s in p.spaces})
+        mine = frozenset(t for t in onchip if t in {s.name for s in p.spaces})
         analyses.append(path.analyze(p, ms, priced=priced, produced=mine))
     held = _footprint(problems, fixed, k, made, kept_at, paths)
     for name, (lv, words) in held.items():
@@ -756,6 +760,7 @@ def search(
     imperfect: bool = False,
     steps: Mapping[str, str] | None = None,
     drain: frozenset[str] = frozenset(),
+    resident: frozenset[str] = frozenset(),
 ) -> FusedResult:
     """The best fused mapping of the chain ``problems`` over ``hierarchy`` (see the module text):
     every fusion level below the outermost (or ``level``), every split of the fused ranks over
@@ -765,6 +770,7 @@ def search(
         raise ScheduleError(f"metric must be one of {', '.join(hsearch.METRICS)}, found {metric!r}")
     names = tuple(names or [p.name for p in problems])
     made = _check_chain(problems, names, steps)
+    onchip = (*made, *(t for t in sorted(resident) if t not in made))
     state = carried(problems, steps or {})
     ranks = fused_ranks(problems, steps)
     last = finals(problems, steps or {})
@@ -806,7 +812,7 @@ def search(
                 mine_shared = _own_shared(shared, j in last, over)
                 for b in branches:
                     path = hierarchy if b is None else hierarchy.branch(b)
-                    r = _map_one(path, p, n, k, levels, mine_shared, made, priced, metric, budget, seed,
+                    r = _map_one(path, p, n, k, levels, mine_shared, onchip, priced, metric, budget, seed,
                                  imperfect, problems_left)  # fmt: skip
                     if r is not None:
                         options.append((b, r))
@@ -856,8 +862,9 @@ def search(
                 )
                 try:
                     res = evaluate(
-                        hierarchy, problems, fm, names=names, priced=priced, steps=steps, drain=drain
-                    )
+                        hierarchy, problems, fm, names=names, priced=priced, steps=steps, drain=drain,
+                        resident=resident,
+                    )  # fmt: skip
                 except ScheduleError as exc:
                     problems_left.append(str(exc))
                     continue
@@ -874,8 +881,8 @@ def search(
                     b = fm.binding[j] if fm.binding else None
                     path = hierarchy if b is None else hierarchy.branch(b)
                     mine_shared = _own_shared(shared, j in last, over)
-                    return _map_one(path, problems[j], names[j], k, levels, mine_shared, made, priced, metric,
-                                    budget, seed, imperfect, problems_left, extra, kept)  # fmt: skip
+                    return _map_one(path, problems[j], names[j], k, levels, mine_shared, onchip, priced,
+                                    metric, budget, seed, imperfect, problems_left, extra, kept)  # fmt: skip
 
                 key = key_of(res)
                 pool.append((key, res, remap))
@@ -891,7 +898,16 @@ def search(
         if not hierarchy.branches and len(hierarchy.levels) - 1 == levels.index(res.mapping.level):
             continue  # nothing below the fusion level
         res, tried = _sink(
-            hierarchy, problems, res, key_of, remap, names=names, priced=priced, steps=steps, drain=drain
+            hierarchy,
+            problems,
+            res,
+            key_of,
+            remap,
+            names=names,
+            priced=priced,
+            steps=steps,
+            drain=drain,
+            resident=resident,
         )
         evaluated += tried
         if best is None or key_of(res) < best:

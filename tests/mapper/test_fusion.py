@@ -169,7 +169,8 @@ def test_einforge_map_fuse(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     base = ["map", "--arch", str(arch), "--cascade", str(cas), "--sizes", "M=64,K=4,N=4,P=4"]
     assert main([*base, "--fuse", "C,E", "--budget", "200"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("fused C -> E at buf") and "one at a time:" in out
+    assert out.startswith("fused C -> E at buf") and "in 2 stages, one after another:" in out
+    assert "best by edp:" in out
     assert main([*base, "--fuse", "C,F"]) == 2
     assert "has no Einsum 'F'" in capsys.readouterr().err
     assert main([*base, "--fuse", "C,E", "--einsum", "C"]) == 2
@@ -189,7 +190,8 @@ def test_einforge_map_fuse_json(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert out["einsums"] == ["C", "E"] and out["fusion_level"] == "buf" and out["intermediates"] == ["C"]
     assert out["cycles"] == sum(e["cycles"] for e in out["per_einsum"].values())
     assert "C" not in out["per_einsum"]["C"]["levels"]["DRAM"]["per_tensor"]
-    assert out["unfused"]["energy_pj"] > out["energy_pj"]
+    assert [s["einsums"] for s in out["staged"]["stages"]] == [["C"], ["E"]]
+    assert out["best"] in ("fused", "stages")
     assert main([*args, "--einsum", "C", "--fusion-level", "buf"]) == 2
     assert "--fusion-level goes with --fuse" in capsys.readouterr().err
 

@@ -1,0 +1,345 @@
+"""A chain of Einsums run in **stages**, one after another: the layer-by-layer schedules of a
+hierarchy, beside the fused groups of :mod:`mapper.fusion`.
+
+Each stage is one Einsum, or the few Einsums a recurrence ties together (``SPD`` reads ``RD``'s
+previous step and ``RD`` reads ``SPD``: neither can run whole before the other), which run as a
+fused group stepping the recurrence's rank one tile at a time. Stage by stage, the tensors that
+cross from one stage to a later one live whole at one **between level** (the buffer): written
+there once, read there by each later stage, never at the levels outside it. Or, where nothing
+fits, they go through the outermost level (DRAM), as :func:`mapper.fusion.unfused_figures` sends
+them.
+
+- A stage of one Einsum is mapped by the hierarchy search, the crossing tensors it reads or
+  writes kept first at the between level (``produced``: nothing fills them from above, their
+  updates go no further); on a tree, on every branch that can run it, the best by the metric.
+- A stage of several is a fused group (:func:`mapper.fusion.search`) at the between level with
+  the crossing tensors resident there.
+- The stages run one after another: the schedule's cycles and energy are the sums. The between
+  level must hold, during each stage, every crossing tensor alive then (made before it and read
+  by it or after it) beside the stage's own tiles.
+
+This is the layer-by-layer schedule of the FuseMax template (each Einsum a loop nest, its
+intermediates in the buffer), stated over any hierarchy. Unlike the template it refuses to run
+a recurrence's two halves one whole after the other.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from mapper import fusion, hsearch
+from mapper.analysis import Analysis, LevelMapping, Problem, loops_of, tile_words
+from mapper.errors import ArchError, ScheduleError
+
+__all__ = ["Stage", "StagedResult", "stages_of", "staged"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One stage: its Einsums, the branch each runs on (empty: one path), and its figures (a
+    single Einsum's analysis and mapping, or a fused group's result)."""
+
+    names: tuple[str, ...]
+    binding: tuple[str, ...]
+    cycles: float
+    energy_pj: float
+    analyses: tuple[Analysis, ...]
+    mappings: tuple[tuple[LevelMapping, ...], ...] = ()
+    group: fusion.FusedResult | None = None
+    footprint_words: int = 0  # what the between level holds of the stage's own tiles
+
+
+@dataclasses.dataclass(frozen=True)
+class StagedResult:
+    """A staged schedule: the stages in order, the level the crossing tensors live at (the
+    outermost: through DRAM), and those tensors with their words."""
+
+    stages: tuple[Stage, ...]
+    between: str
+    crossing: tuple[tuple[str, int], ...]
+    peak_words: int  # the most the between level holds at once (crossing tensors and tiles)
+    evaluated: int = 0
+    through_outermost: bool = False  # the crossing tensors go out to the outermost level and back
+
+    @property
+    def cycles(self) -> float:
+        return float(sum(s.cycles for s in self.stages))
+
+    @property
+    def energy_pj(self) -> float:
+        return float(sum(s.energy_pj for s in self.stages))
+
+    def scalar_accesses(self, level: str) -> float:
+        return sum(a.scalar_accesses(level) for s in self.stages for a in s.analyses if level in a.levels)
+
+    def describe(self) -> str:
+        where = f"through {self.between}" if self.through_outermost else f"in {self.between}"
+        held = f" ({sum(w for _t, w in self.crossing):,} words; at most {self.peak_words:,} held at once)"
+        lines = [
+            f"in {len(self.stages)} stages, one after another: {self.cycles:,.0f} cycles, "
+            f"{self.energy_pj:,.0f} pJ; "
+            + (f"tensors between stages {where}" if self.crossing else "no tensor crosses between stages")
+            + (held if self.crossing and not self.through_outermost else "")
+        ]
+        for s in self.stages:
+            on = sorted(set(s.binding))
+            branch = f" on {', '.join(on)}" if on else ""
+            kind = "fused" if s.group is not None else "alone"
+            lines.append(
+                f"  {' -> '.join(s.names)} ({kind}){branch}: {s.cycles:,.0f} cycles, {s.energy_pj:,.0f} pJ"
+            )
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "cycles": self.cycles,
+            "energy_pj": self.energy_pj,
+            "between": self.between,
+            "crossing": dict(self.crossing),
+            "peak_words": self.peak_words,
+            "through_outermost": self.through_outermost,
+            "stages": [
+                {
+                    "einsums": list(s.names),
+                    "binding": dict(zip(s.names, s.binding, strict=True)) if s.binding else {},
+                    "cycles": s.cycles,
+                    "energy_pj": s.energy_pj,
+                    **({"fused": s.group.to_dict()} if s.group is not None else {}),
+                    **({"analysis": s.analyses[0].to_dict()} if s.group is None else {}),
+                }
+                for s in self.stages
+            ],
+        }
+
+
+def _reads(p: Problem) -> set[str]:
+    return {s.name for s in p.spaces if not s.output}
+
+
+def stages_of(problems: Sequence[Problem], steps: Mapping[str, str]) -> list[tuple[int, int]]:
+    """The stages of the chain, as ``(first, last)`` indices: each Einsum alone, except where a
+    recurrence's state is read by an earlier Einsum than the one that writes it (the two run
+    together, stepping the recurrence), with everything between them."""
+    spans = []
+    for j, p in enumerate(problems):
+        t = p.output.name
+        if t in steps:
+            readers = [i for i in range(j) if t in _reads(problems[i])]
+            if readers:
+                spans.append((min(readers), j))
+    out: list[tuple[int, int]] = []
+    i = 0
+    while i < len(problems):
+        end = i
+        changed = True
+        while changed:
+            changed = False
+            for a, b in spans:
+                if a <= end and b > end and a >= i:
+                    end, changed = b, True
+        out.append((i, end))
+        i = end + 1
+    return out
+
+
+def _words(p: Problem, tensor: str) -> int:
+    """The whole tensor's words, as ``p`` (its writer) makes it."""
+    return tile_words(p, loops_of([LevelMapping(target="x", temporal=tuple(p.dims))]), [tensor])
+
+
+def staged(
+    hierarchy: Any,
+    problems: Sequence[Problem],
+    *,
+    names: Sequence[str] | None = None,
+    steps: Mapping[str, str] | None = None,
+    after: frozenset[str] = frozenset(),
+    metric: str = "edp",
+    budget: int = 2000,
+    seed: int = 0,
+    priced: bool = True,
+    imperfect: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> StagedResult:
+    """The chain ``problems`` in stages (module text), the crossing tensors at each level below
+    the outermost that every Einsum reaches, or through the outermost; the best by ``metric``.
+    ``after``: the chain's tensors read after it (written out to the outermost level)."""
+    if metric not in hsearch.METRICS:
+        raise ScheduleError(f"metric must be one of {', '.join(hsearch.METRICS)}, found {metric!r}")
+    names = tuple(names or [p.name for p in problems])
+    steps = steps or {}
+    spans = stages_of(problems, steps)
+    writer = {p.output.name: j for j, p in enumerate(problems)}
+    stage_of = {j: s for s, (a, b) in enumerate(spans) for j in range(a, b + 1)}
+    # tensors one stage writes and a later stage reads: tensor -> (writer's stage, last reader's)
+    crossing: dict[str, tuple[int, int]] = {}
+    for j, p in enumerate(problems):
+        for t in _reads(p):
+            if t in writer and stage_of[writer[t]] < stage_of[j]:
+                w = stage_of[writer[t]]
+                crossing[t] = (w, max(stage_of[j], crossing.get(t, (w, w))[1]))
+    words = {t: _words(problems[writer[t]], t) for t in crossing}
+    levels = [lv.name for lv in hierarchy.levels]
+    best: StagedResult | None = None
+    why: list[str] = []
+    evaluated = 0
+    for k in [*range(1, len(levels)), 0]:
+        try:
+            r = _at(hierarchy, problems, names, spans, crossing, words, k, steps, after, metric, budget, seed,
+                    priced, imperfect, progress)  # fmt: skip
+        except ScheduleError as exc:
+            why.append(f"between stages in {levels[k]}: {exc}")
+            continue
+        evaluated += r.evaluated
+        if best is None or _key(r, metric, priced) < _key(best, metric, priced):
+            best = r
+    if best is None:
+        raise ScheduleError(
+            f"staged: no schedule of {', '.join(names)} in stages fits ({'; '.join(why[:3])})"
+        )
+    return dataclasses.replace(best, evaluated=evaluated)
+
+
+def _key(r: StagedResult, metric: str, priced: bool) -> tuple[float, ...]:
+    cyc, en = r.cycles, r.energy_pj
+    if not priced:
+        return (cyc, r.scalar_accesses(r.between))
+    return {"edp": (cyc * en, cyc, en), "energy": (en, cyc), "cycles": (cyc, en)}[metric]
+
+
+def _at(
+    hierarchy: Any,
+    problems: Sequence[Problem],
+    names: Sequence[str],
+    spans: Sequence[tuple[int, int]],
+    crossing: Mapping[str, tuple[int, int]],
+    words: Mapping[str, int],
+    k: int,
+    steps: Mapping[str, str],
+    after: frozenset[str],
+    metric: str,
+    budget: int,
+    seed: int,
+    priced: bool,
+    imperfect: bool,
+    progress: Callable[[str], None] | None,
+) -> StagedResult:
+    """The staged schedule with the crossing tensors at level ``k`` (0: through the outermost)."""
+    level = hierarchy.levels[k]
+    stages = []
+    evaluated = 0
+    resident = frozenset(crossing) if k > 0 else frozenset()
+    for a, b in spans:
+        ps, ns = problems[a : b + 1], names[a : b + 1]
+        mine = frozenset(t for t in resident for p in ps if t in {x.name for x in p.spaces})
+        if progress is not None:
+            progress(f"stage {' -> '.join(ns)} (between stages: {level.name})")
+        if b > a:
+            made = {p.output.name for p in ps}
+            drain = frozenset(t for t in made if (t in after or t in crossing) and t not in mine)
+            g = fusion.search(
+                hierarchy, ps, names=ns, level=level.name if k > 0 else None, metric=metric, budget=budget,
+                seed=seed, priced=priced, imperfect=imperfect, steps=steps, drain=drain, resident=mine,
+            )  # fmt: skip
+            evaluated += g.evaluated
+            stages.append(
+                Stage(
+                    names=tuple(ns),
+                    binding=g.mapping.binding,
+                    cycles=g.cycles,
+                    energy_pj=g.energy_pj,
+                    analyses=g.analyses,
+                    mappings=g.mapping.mappings,
+                    group=g,
+                    footprint_words=g.footprint_words if k > 0 else 0,
+                )  # fmt: skip
+            )
+            continue
+        stages.append(_alone(hierarchy, ps[0], ns[0], k, mine, metric, budget, seed, priced, imperfect))
+        evaluated += 1
+    # the between level holds, during each stage, the crossing tensors alive then and its tiles
+    peak = 0
+    if k > 0:
+        for s, st in enumerate(stages):
+            alive = sum(words[t] for t, (w, last) in crossing.items() if w <= s <= last)
+            peak = max(peak, alive + st.footprint_words)
+        cap = level.capacity_words
+        if cap is not None and peak > cap // max(1, int(level.multiple_buffering)):
+            raise ScheduleError(
+                f"{level.name} must hold {peak:,} words at once (the tensors between stages and a stage's "
+                f"tiles), but it holds {cap:,}"
+            )
+    return StagedResult(
+        stages=tuple(stages),
+        between=level.name,
+        crossing=tuple((t, words[t]) for t in crossing),
+        peak_words=peak,
+        evaluated=evaluated,
+        through_outermost=k == 0,
+    )
+
+
+def _alone(
+    hierarchy: Any,
+    p: Problem,
+    name: str,
+    k: int,
+    resident: frozenset[str],
+    metric: str,
+    budget: int,
+    seed: int,
+    priced: bool,
+    imperfect: bool,
+) -> Stage:
+    """A stage of one Einsum: the best mapping on each branch that can run it, the ``resident``
+    tensors kept first at level ``k``."""
+    paths = [(b.name, hierarchy.branch(b.name)) for b in hierarchy.branches] or [("", hierarchy)]
+    found = []
+    problems_left = []
+    for b, path in paths:
+        keeps = fusion._keeps(path, p, k, sorted(resident))
+        if keeps is None:
+            problems_left.append(
+                f"{path.name}: {path.levels[k].name} may not keep {', '.join(sorted(resident))}"
+            )
+            continue
+        cons = [
+            hsearch.Constraint(target=lv.name, keep=kp) for lv, kp in zip(path.levels, keeps, strict=True)
+        ]
+        try:
+            r = path.search(
+                p, priced=priced, metric=metric, budget=budget, seed=seed, constraints=cons,
+                produced=resident, imperfect=imperfect,
+            )  # fmt: skip
+        except (ScheduleError, ArchError) as exc:
+            problems_left.append(f"{path.name}: {exc}")
+            continue
+        if r.evaluated:
+            found.append((b, r))
+    if not found:
+        raise ScheduleError(f"no branch can run {name} alone: {'; '.join(problems_left[:2])}")
+
+    def key(br: tuple[str, Any]) -> tuple[float, ...]:
+        a = br[1].analysis
+        if not priced:
+            return (a.cycles, 0.0)
+        return {"edp": (a.cycles * a.energy_pj, a.cycles), "energy": (a.energy_pj, a.cycles),
+                "cycles": (a.cycles, a.energy_pj)}[metric]  # fmt: skip
+
+    b, r = min(found, key=key)
+    held = 0
+    if k > 0:
+        ms = r.mappings
+        here = [s.name for s in p.spaces if ms[k].keep is None or s.name in ms[k].keep]
+        held = tile_words(p, loops_of(ms, k), [t for t in here if t not in resident])
+    return Stage(
+        names=(name,),
+        binding=(b,) if b else (),
+        cycles=r.analysis.cycles,
+        energy_pj=r.analysis.energy_pj,
+        analyses=(r.analysis,),
+        mappings=(r.mappings,),
+        footprint_words=held,
+    )
