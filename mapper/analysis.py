@@ -82,6 +82,10 @@ class Problem:
     dims: tuple[tuple[str, int], ...]
     spaces: tuple[DataSpace, ...]
     ops: tuple[tuple[str, float], ...] = ()
+    #: an Einsum of a cascade: ``contraction``, ``reduce`` or ``map`` (:class:`mapper.schedule.
+    #: EinsumFacts`), and the contraction it only scales, if any (its epilogue); empty: unknown
+    kind: str = ""
+    epilogue_of: str = ""
 
     def __post_init__(self) -> None:
         names = [d for d, _n in self.dims]

@@ -594,7 +594,7 @@ class ArchSpec:
         adder, max, exp and divide where the array has them), with the energies the loop-nest cost
         charges (DRAM per bit, the buffer's priced geometry per word, the register file's and the
         units' tables) and the buffer's and DRAM's bandwidths in words per cycle."""
-        from mapper.hierarchy import Compute, Hierarchy, Level
+        from mapper.hierarchy import EINSUM_KINDS, Compute, Hierarchy, Level
 
         arr = (
             self.array(array)
@@ -644,6 +644,7 @@ class ArchSpec:
                 units=self._units(arr),
                 issue=self._issue(arr),
                 row_reduction=arr.row_reduction if arr.is_2d else None,
+                kinds=None if set(arr.einsum_kinds) >= set(EINSUM_KINDS) else tuple(arr.einsum_kinds),
             ),
         )
 

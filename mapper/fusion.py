@@ -659,7 +659,8 @@ def evaluate(
         ms = tuple(dataclasses.replace(m, keep=kp) for m, kp in zip(ms, keeps, strict=True))
         fixed.append(ms)
         mine = frozenset(t for t in onchip if t in {s.name for s in p.spaces})
-        analyses.append(path.analyze(p, ms, priced=priced, produced=mine))
+        beside = _beside(problems, mapping, j)
+        analyses.append(path.analyze(p, ms, priced=priced, produced=mine, with_producer=beside))
     held = _footprint(problems, fixed, k, made, kept_at, paths)
     for name, (lv, words) in held.items():
         cap = lv.capacity_words
@@ -687,6 +688,31 @@ def evaluate(
         engine_cycles=engine,
         held_below=tuple((n, w) for n, (_lv, w) in held.items() if n != mapping.level),
     )
+
+
+def _epilogues_beside(hierarchy: Any, problems: Sequence[Problem], binding: Sequence[str | None]) -> bool:
+    """Whether every epilogue of the group bound to units that run it only beside its contraction
+    has its contraction on the same branch."""
+    if not hierarchy.branches:
+        return True
+    made = {q.output.name: i for i, q in enumerate(problems)}
+    for p, b in zip(problems, binding, strict=True):
+        i = made.get(p.epilogue_of) if p.epilogue_of else None
+        if i is None or binding[i] == b or b is None:
+            continue
+        if hierarchy.branch(b)._path().kind_error(p) is not None:
+            return False
+    return True
+
+
+def _beside(problems: Sequence[Problem], mapping: FusedMapping, j: int) -> bool:
+    """Whether Einsum ``j``, an epilogue, runs beside its contraction (in the group, on the same
+    branch)."""
+    p = problems[j]
+    producer = next((i for i, q in enumerate(problems) if q.output.name == p.epilogue_of), None)
+    if producer is None:
+        return False
+    return not mapping.binding or mapping.binding[producer] == mapping.binding[j]
 
 
 def _paths(hierarchy: Any, mapping: FusedMapping, names: Sequence[str]) -> list[Any]:
@@ -835,7 +861,10 @@ def search(
                 lats: Mapping[tuple[int, int], float] = lats,
             ) -> tuple[float, ...]:
                 """The metric's key of a binding from the Einsums' analyses (the tile engine's
-                cycles where it spans several branches)."""
+                cycles where it spans several branches); an epilogue away from its contraction
+                on units that run it only beside it: no schedule."""
+                if not _epilogues_beside(hierarchy, problems, [b for b, _r in binding]):
+                    return (math.inf, math.inf, math.inf)
                 cycles = [r.analysis.cycles for _b, r in binding]
                 on = [b or "" for b, _r in binding]
                 cyc = float(sum(cycles))
@@ -865,7 +894,7 @@ def search(
                         hierarchy, problems, fm, names=names, priced=priced, steps=steps, drain=drain,
                         resident=resident,
                     )  # fmt: skip
-                except ScheduleError as exc:
+                except (ScheduleError, ArchError) as exc:
                     problems_left.append(str(exc))
                     continue
                 evaluated += 1
@@ -992,7 +1021,7 @@ def _sink(
             )
             try:
                 r = evaluate(hierarchy, problems, cand, **options)
-            except ScheduleError:
+            except (ScheduleError, ArchError):
                 continue
             if key_of(r) < best_key:
                 best, best_key = r, key_of(r)
@@ -1043,6 +1072,7 @@ def _map_one(
     try:
         r = path.search(
             p,
+            with_producer=bool(p.epilogue_of) and p.epilogue_of in made,  # bound beside it, or refused
             priced=priced,
             metric=metric,
             budget=budget,
@@ -1140,18 +1170,21 @@ def unfused_figures(hierarchy: Any, problems: Sequence[Problem], **options: Any)
     read back from the outermost level), each by :meth:`Hierarchy.search`: the baseline fusion
     beats or not."""
     cyc = en = 0.0
-    paths = [hierarchy.branch(b.name) for b in hierarchy.branches] or [hierarchy]
+    paths = [(b.name, hierarchy.branch(b.name)) for b in hierarchy.branches] or [("", hierarchy)]
+    ran: dict[str, str] = {}  # each Einsum's output -> the branch it ran on
     for p in problems:  # on a hierarchy with branches, each on the branch where it is fastest
         found = []
-        for path in paths:
+        for b, path in paths:
             try:
-                found.append(path.search(p, **options).analysis)
+                a = path.search(p, with_producer=ran.get(p.epilogue_of) == b, **options).analysis
+                found.append((a, b))
             except (ArchError, ScheduleError):
                 if len(paths) == 1:
                     raise
         if not found:
             raise ScheduleError(f"fusion: no branch of {hierarchy.name} can run {p.name} on its own")
-        a = min(found, key=lambda x: (x.cycles, x.energy_pj))
+        a, b = min(found, key=lambda x: (x[0].cycles, x[0].energy_pj))
+        ran[p.output.name] = b
         cyc += a.cycles
         en += a.energy_pj
     return cyc, en

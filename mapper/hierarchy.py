@@ -51,6 +51,8 @@ __all__ = ["KINDS", "Branch", "Compute", "Hierarchy", "Level", "einsum_problem",
 KINDS = ("dram", "sram", "regfile")
 #: the categories of operation a compute unit prices (einsum.OpCounts')
 OP_CATEGORIES = ("mac", "add", "max", "exp", "div", "other")
+#: the kinds of Einsum a compute unit may run (mapper.schedule.EinsumFacts.kind)
+EINSUM_KINDS = ("contraction", "reduce", "map")
 #: DRAM energy per bit when a DRAM level gives none (einforge's :class:`mapper.DRAM` default)
 DRAM_PJ_PER_BIT = 3.9
 
@@ -179,9 +181,24 @@ class Compute:
     #: combined: ``chain`` (one comparator per row: ready Y cycles after), ``registered_tree``
     #: (ceil(log2 Y)), ``tree`` (0); None: no latency (:meth:`reduction_latency`)
     row_reduction: str | None = None
+    #: the kinds of Einsum these units run (``contraction``, ``reduce``, ``map``; a preset's
+    #: ``einsum_kinds``), and a map that only scales a contraction run here; None: any
+    kinds: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         owner = f"compute {self.name!r}"
+        if self.kinds is not None:
+            if not isinstance(self.kinds, list | tuple) or not self.kinds:
+                raise ArchError(
+                    f"{owner}: kinds must be a non-empty list of Einsum kinds, found {self.kinds!r}"
+                )
+            for k in self.kinds:
+                if k not in EINSUM_KINDS:
+                    raise ArchError(
+                        f"{owner}: kinds: unknown Einsum kind {k!r}{suggest(str(k), EINSUM_KINDS)} "
+                        f"(kinds: {', '.join(EINSUM_KINDS)})"
+                    )
+            object.__setattr__(self, "kinds", tuple(self.kinds))
         if self.mesh is not None:
             if not isinstance(self.mesh, list | tuple) or len(self.mesh) != 2:
                 raise ArchError(f"{owner}: mesh must be [X, Y], found {self.mesh!r}")
@@ -232,6 +249,21 @@ class Compute:
             object.__setattr__(
                 self, "issue", {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.issue.items()}
             )
+
+    def kind_error(self, problem: Problem, with_producer: bool = False) -> str | None:
+        """Why these units may not run ``problem`` by its kind (None: they may). A map that only
+        scales a contraction (an epilogue) runs where its contraction does: ``with_producer``
+        says the contraction runs on these units too."""
+        if self.kinds is None or not problem.kind or problem.kind in self.kinds:
+            return None
+        if problem.epilogue_of and with_producer:
+            return None
+        also = (
+            f" (an epilogue of {problem.epilogue_of}, it runs here only beside it)"
+            if problem.epilogue_of
+            else ""
+        )
+        return f"{problem.name} is a {problem.kind}{also}; {self.name} runs {', '.join(self.kinds)}"
 
     def reduction_latency(
         self, problem: Problem, mappings: Sequence[LevelMapping], mesh_x: int | None
@@ -501,11 +533,19 @@ class Hierarchy:
             if (k := self._keep(lv, problem)) is not None
         )
 
+    def _check_kind(self, problem: Problem, with_producer: bool) -> None:
+        why = self._path().kind_error(problem, with_producer)
+        if why is not None:
+            raise ArchError(f"{self.name}: {why}")
+
     def analyze(
         self, problem: Problem, mappings: Sequence[LevelMapping], *, priced: bool = True, **options: Any
     ) -> Analysis:
         """The analysis of ``mappings``; a level's ``keep`` applies where a mapping leaves it open.
-        ``priced=False``: counts and cycles only (no energy), for levels no model can price."""
+        ``priced=False``: counts and cycles only (no energy), for levels no model can price.
+        ``with_producer``: an epilogue's contraction runs on these units too
+        (:meth:`Compute.kind_error`)."""
+        self._check_kind(problem, options.pop("with_producer", False))
         keeps = {c.target: c.keep for c in self.keeps(problem)}
         ms = [
             m if m.keep is not None or m.target not in keeps else dataclasses.replace(m, keep=keeps[m.target])
@@ -524,7 +564,8 @@ class Hierarchy:
 
     def search(self, problem: Problem, *, priced: bool = True, **options: Any) -> hsearch.HierarchyResult:
         """The best mapping of ``problem`` (:func:`mapper.hsearch.search`'s options);
-        ``priced=False`` ranks by cycles, then accesses."""
+        ``priced=False`` ranks by cycles, then accesses; ``with_producer`` as :meth:`analyze`."""
+        self._check_kind(problem, options.pop("with_producer", False))
         compute = self._path()
         constraints = (*self.keeps(problem), *options.pop("constraints", ()))
         return hsearch.search(
@@ -671,7 +712,12 @@ def einsum_problem(cascade: Any, name: str, sizes: Mapping[str, int]) -> Problem
 
     points = math.prod(sizes[r] for r in ranks)
     counts = einsum.op_counts(cascade)[list(cascade.einsums).index(e)].at(dict(sizes))
+    from mapper.schedule import einsum_facts
+
+    facts = next((f for f in einsum_facts(cascade) if f.name == name), None)
     return Problem(
+        kind=facts.kind if facts is not None else "",
+        epilogue_of=(facts.epilogue_of or "") if facts is not None else "",
         name=name,
         dims=tuple((r, sizes[r]) for r in ranks),
         spaces=(

@@ -257,7 +257,10 @@ def _at(
                 )  # fmt: skip
             )
             continue
-        stages.append(_alone(hierarchy, ps[0], ns[0], k, mine, metric, budget, seed, priced, imperfect))
+        where = _producer_branch(problems, names, stages, ps[0])
+        stages.append(
+            _alone(hierarchy, ps[0], ns[0], k, mine, metric, budget, seed, priced, imperfect, where)
+        )
         evaluated += 1
     # the between level holds, during each stage, the crossing tensors alive then and its tiles
     peak = 0
@@ -281,6 +284,21 @@ def _at(
     )
 
 
+def _producer_branch(
+    problems: Sequence[Problem], names: Sequence[str], stages: Sequence[Stage], p: Problem
+) -> str | None:
+    """Where ``p``'s contraction ran, if ``p`` is an epilogue of one in an earlier stage: its
+    branch ("" on one path); None otherwise."""
+    if not p.epilogue_of:
+        return None
+    for st in stages:
+        for n, b in zip(st.names, st.binding or ("",) * len(st.names), strict=True):
+            q = problems[list(names).index(n)]
+            if q.output.name == p.epilogue_of:
+                return b
+    return None
+
+
 def _alone(
     hierarchy: Any,
     p: Problem,
@@ -292,9 +310,11 @@ def _alone(
     seed: int,
     priced: bool,
     imperfect: bool,
+    producer: str | None = None,
 ) -> Stage:
     """A stage of one Einsum: the best mapping on each branch that can run it, the ``resident``
-    tensors kept first at level ``k``."""
+    tensors kept first at level ``k``; an epilogue also where its contraction ran (``producer``:
+    that branch)."""
     paths = [(b.name, hierarchy.branch(b.name)) for b in hierarchy.branches] or [("", hierarchy)]
     found = []
     problems_left = []
@@ -311,7 +331,7 @@ def _alone(
         try:
             r = path.search(
                 p, priced=priced, metric=metric, budget=budget, seed=seed, constraints=cons,
-                produced=resident, imperfect=imperfect,
+                produced=resident, imperfect=imperfect, with_producer=producer == b,
             )  # fmt: skip
         except (ScheduleError, ArchError) as exc:
             problems_left.append(f"{path.name}: {exc}")

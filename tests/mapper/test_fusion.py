@@ -776,3 +776,37 @@ def test_the_fused_search_tries_each_split_of_the_shared_loops_once() -> None:
         _toy(4096), _problems(16), names=["C", "E"], metric="energy", budget=50, progress=seen.append
     )
     assert len(seen) == len(set(seen)) == 5  # M = 16 over DRAM: 1, 2, 4, 8, 16
+
+
+def test_a_compute_unit_runs_the_einsum_kinds_its_array_does() -> None:
+    """FLAT's 2D array runs contractions only (its preset's einsum_kinds), and a map that only
+    scales one (S, QK's epilogue) beside it: the tree says so, and a fused group or stages never
+    put GM, SN, SD or A there; S goes there only with QK."""
+    import mapper
+
+    h = mapper.flat().branched_hierarchy()
+    assert [b.compute.kinds for b in h.branches] == [("contraction",), None]
+    c = einsum.library.get("attention_3pass")
+    names = ["QK", "S", "GM", "SN", "SD", "A", "AV"]
+    ps = fusion.problems_of(c, names, {"P": 64, "M": 256, "E": 16, "F": 16})
+    assert [(p.kind, p.epilogue_of) for p in ps[:3]] == [("contraction", ""), ("map", "QK"), ("reduce", "")]
+    two_d = h.branch("2d")
+    with pytest.raises(ArchError, match=r"SD is a reduce; mac runs contraction"):
+        two_d.search(ps[4], budget=10)
+    with pytest.raises(ArchError, match=r"S is a map \(an epilogue of QK, it runs here only beside it\)"):
+        two_d.search(ps[1], budget=10)
+    assert two_d.search(ps[1], budget=10, with_producer=True).evaluated
+    r = fusion.search(h, ps, names=names, metric="cycles", budget=40, level="buffer")
+    on = dict(zip(names, r.mapping.binding, strict=True))
+    assert all(on[n] == "1d" for n in ("GM", "SN", "SD", "A"))
+    assert on["S"] == "1d" or on["QK"] == "2d"
+    with pytest.raises(
+        ArchError, match=r"compute 'pe': kinds: unknown Einsum kind 'reduction'; did you mean 'reduce'"
+    ):
+        hierarchy.Compute(name="pe", kinds=["contraction", "reduction"])
+    # a hierarchy file says it, and round trips
+    d = _tree().to_dict()
+    d["branches"][0]["compute"]["kinds"] = ["contraction"]
+    back = hierarchy.Hierarchy.from_dict(d)
+    assert back.branches[0].compute.kinds == ("contraction",)
+    assert hierarchy.Hierarchy.from_dict(back.to_dict()) == back
