@@ -62,6 +62,9 @@ class StagedResult:
     peak_words: int  # the most the between level holds at once (crossing tensors and tiles)
     evaluated: int = 0
     through_outermost: bool = False  # the crossing tensors go out to the outermost level and back
+    #: crossing tensors that go out and back although the between level is on chip (read after
+    #: the chain too)
+    out_and_back: tuple[str, ...] = ()
 
     @property
     def cycles(self) -> float:
@@ -75,13 +78,21 @@ class StagedResult:
         return sum(a.scalar_accesses(level) for s in self.stages for a in s.analyses if level in a.levels)
 
     def describe(self) -> str:
-        where = f"through {self.between}" if self.through_outermost else f"in {self.between}"
-        held = f" ({sum(w for _t, w in self.crossing):,} words; at most {self.peak_words:,} held at once)"
+        kept = [(t, w) for t, w in self.crossing if t not in self.out_and_back]
+        if not self.crossing:
+            where = "no tensor crosses between stages"
+        elif self.through_outermost:
+            where = f"tensors between stages through {self.between}"
+        else:
+            where = (
+                f"tensors between stages in {self.between} ({sum(w for _t, w in kept):,} words; at most "
+                f"{self.peak_words:,} held at once)"
+            )
+            if self.out_and_back:
+                where += f"; {', '.join(self.out_and_back)} out and back (read after the chain too)"
         lines = [
             f"in {len(self.stages)} stages, one after another: {self.cycles:,.0f} cycles, "
-            f"{self.energy_pj:,.0f} pJ; "
-            + (f"tensors between stages {where}" if self.crossing else "no tensor crosses between stages")
-            + (held if self.crossing and not self.through_outermost else "")
+            f"{self.energy_pj:,.0f} pJ; {where}"
         ]
         for s in self.stages:
             on = sorted(set(s.binding))
@@ -100,6 +111,7 @@ class StagedResult:
             "crossing": dict(self.crossing),
             "peak_words": self.peak_words,
             "through_outermost": self.through_outermost,
+            "out_and_back": list(self.out_and_back),
             "stages": [
                 {
                     "einsums": list(s.names),
@@ -230,7 +242,8 @@ def _at(
     level = hierarchy.levels[k]
     stages = []
     evaluated = 0
-    resident = frozenset(crossing) if k > 0 else frozenset()
+    # a tensor also read after the chain goes out to the outermost level, and is read back there
+    resident = frozenset(t for t in crossing if t not in after) if k > 0 else frozenset()
     for a, b in spans:
         ps, ns = problems[a : b + 1], names[a : b + 1]
         mine = frozenset(t for t in resident for p in ps if t in {x.name for x in p.spaces})
@@ -266,7 +279,7 @@ def _at(
     peak = 0
     if k > 0:
         for s, st in enumerate(stages):
-            alive = sum(words[t] for t, (w, last) in crossing.items() if w <= s <= last)
+            alive = sum(words[t] for t, (w, last) in crossing.items() if w <= s <= last and t in resident)
             peak = max(peak, alive + st.footprint_words)
         cap = level.capacity_words
         if cap is not None and peak > cap // max(1, int(level.multiple_buffering)):
@@ -278,6 +291,7 @@ def _at(
         stages=tuple(stages),
         between=level.name,
         crossing=tuple((t, words[t]) for t in crossing),
+        out_and_back=tuple(t for t in crossing if k > 0 and t not in resident),
         peak_words=peak,
         evaluated=evaluated,
         through_outermost=k == 0,

@@ -57,6 +57,16 @@ def test_two_gemms_in_stages_by_hand() -> None:
     assert r.to_dict()["crossing"] == {"C": 32}
 
 
+def test_a_tensor_read_after_the_chain_goes_out_even_between_stages() -> None:
+    """C is also read after the chain: it is written to DRAM once (32 words) and read back by E
+    (32), beside A, B, D and E's own traffic."""
+    r = staged.staged(
+        _toy(1000), _chain(), names=["C", "E"], after=frozenset({"C", "E"}), metric="energy", budget=200
+    )
+    assert r.out_and_back == ("C",) and r.scalar_accesses("DRAM") == 32 + 16 + 16 + 32 + 2 * 32
+    assert "C out and back (read after the chain too)" in r.describe()
+
+
 def test_stages_go_through_dram_when_the_buffer_cannot_hold_what_crosses() -> None:
     """A 40-word buffer holds one GEMM's tiles but not C beside them: C goes to DRAM and back
     (32 words written, 32 read)."""
