@@ -15,9 +15,11 @@ scores) when its writer and readers share that path, spread it over the instance
 run no temporal loop over its ranks above it (:func:`_kept_levels`).
 
 The figures: each Einsum is analysed by :func:`mapper.analysis.analyze` with the shared loops and
-its own loops; the group's accesses and energy are the sums, its cycles the sum (the Einsums of a
-tile run one after another). L holds, at once, every intermediate's tile and the largest of the
-Einsums' own tiles there; a mapping whose tiles exceed its capacity is refused.
+its own loops; the group's accesses and energy are the sums, its cycles the simulator's tile
+engine's on those numbers (:func:`timed`: the Einsums of a tile one after another on their
+array, each tile's DRAM transfer ahead of its compute, arrays at once). L holds, at once,
+every intermediate's tile and the largest of the Einsums' own tiles there; a mapping whose
+tiles exceed its capacity is refused.
 
 The search (:func:`search`) tries every fusion level below the outermost and every split of the
 fused ranks over the levels outside it; for each, it maps each Einsum below the shared loops with
@@ -88,9 +90,9 @@ class FusedResult:
 
     @property
     def cycles(self) -> float:
-        """The Einsums of a tile one after another (the sum); on several branches (arrays that
-        run at once), the tile engine's time for the tiles flowing through them (:func:`timed`:
-        overlap across the arrays, fill and drain, stalls on producers)."""
+        """The tile engine's time for the tiles flowing through the group's arrays
+        (:func:`timed`): each tile's DRAM transfer ahead of its compute, overlap across the arrays,
+        fill and drain, stalls on producers. (-1 set by hand: the sum of the Einsums'.)"""
         if self.engine_cycles >= 0:
             return self.engine_cycles
         return float(sum(a.cycles for a in self.analyses))
@@ -144,13 +146,14 @@ class FusedResult:
         for n, a, b in zip(self.names, self.analyses, on, strict=True):
             where = f" on {b}" if b else ""
             lines.append(f"  {n}{where}: {a.cycles:,.0f} cycles, {a.energy_pj:,.0f} pJ")
-        if len(set(self.mapping.binding)) > 1:
-            lines.append(
-                f"  {self.mapping.tiles:,} tiles through {', '.join(dict.fromkeys(self.mapping.binding))} "
-                f"at once (the tile engine): {self.cycles:,.0f} cycles; lower bound {self.bound:,.0f} "
-                f"(the busiest array's work, or DRAM's); one Einsum after another "
-                f"{sum(a.cycles for a in self.analyses):,.0f}"
-            )
+        arrays = list(dict.fromkeys(self.mapping.binding))
+        lines.append(
+            f"  {self.mapping.tiles:,} tiles "
+            + (f"through {', '.join(arrays)} at once" if len(arrays) > 1 else "one after another, DRAM ahead")
+            + f" (the tile engine): {self.cycles:,.0f} cycles; lower bound {self.bound:,.0f} "
+            f"(the busiest array's work, or DRAM's); each Einsum on its own "
+            f"{sum(a.cycles for a in self.analyses):,.0f}"
+        )
         return "\n".join(lines)
 
     def _outer_names(self) -> list[str]:
@@ -204,12 +207,10 @@ def latency(path: Any, problem: Problem, mappings: Sequence[LevelMapping]) -> fl
 
 
 def busiest(cycles: Sequence[float | Analysis], binding: Sequence[str]) -> float:
-    """A lower bound of a group's cycles. On one branch (or none) the cycles are the sum of the
-    Einsums', which this returns. On several, the tile engine's time is at least each branch's
-    work (it runs its Einsums one at a time) and the DRAM's (its transfers go one at a time):
-    the largest of those."""
-    if len(set(binding)) < 2:
-        return float(sum(c.cycles if isinstance(c, Analysis) else c for c in cycles))
+    """A lower bound of a group's cycles (the tile engine's, :func:`timed`): at least each
+    branch's work (it runs its Einsums one at a time) and the DRAM's (its transfers go one at a
+    time): the largest of those. ``binding`` empty: one path."""
+    binding = binding or ("",) * len(cycles)
     per: dict[str, float] = {}
     dram = 0.0
     for c, b in zip(cycles, binding, strict=True):
@@ -672,10 +673,9 @@ def evaluate(
             )
     foot = held[mapping.level][1]
     drained, drain_pj = _drain(paths[0], problems, made, state, drain, k, priced)
-    engine = -1.0
-    if len(set(mapping.binding)) > 1:
-        lat = [latency(path, p, ms) for path, p, ms in zip(paths, problems, fixed, strict=True)]
-        engine = timed(problems, names, analyses, mapping.binding, mapping.shared, steps or {}, lat)
+    lat = [latency(path, p, ms) for path, p, ms in zip(paths, problems, fixed, strict=True)]
+    on = mapping.binding or ("",) * len(problems)
+    engine = timed(problems, names, analyses, on, mapping.shared, steps or {}, lat)
     return FusedResult(
         names=names,
         mapping=mapping,
@@ -865,18 +865,15 @@ def search(
                 on units that run it only beside it: no schedule."""
                 if not _epilogues_beside(hierarchy, problems, [b for b, _r in binding]):
                     return (math.inf, math.inf, math.inf)
-                cycles = [r.analysis.cycles for _b, r in binding]
                 on = [b or "" for b, _r in binding]
-                cyc = float(sum(cycles))
-                if len(set(on)) > 1:
-                    try:
-                        lat = [lats[(j, id(r))] for j, (_b, r) in enumerate(binding)]
-                        cyc = timed(
-                            problems, names, [r.analysis for _b, r in binding], on, shared, steps or {}, lat
-                        )
-                    except ScheduleError as exc:  # the engine cannot order it: not a schedule
-                        problems_left.append(f"binding {on}: {exc}")
-                        return (math.inf, math.inf, math.inf)
+                try:
+                    lat = [lats[(j, id(r))] for j, (_b, r) in enumerate(binding)]
+                    cyc = timed(
+                        problems, names, [r.analysis for _b, r in binding], on, shared, steps or {}, lat
+                    )
+                except ScheduleError as exc:  # the engine cannot order it: not a schedule
+                    problems_left.append(f"binding {on}: {exc}")
+                    return (math.inf, math.inf, math.inf)
                 if not priced:
                     return (cyc, -math.inf)
                 en = sum(r.analysis.energy_pj for _b, r in binding)
