@@ -59,6 +59,9 @@ class FusedMapping:
     #: writer and readers share (a branch's register files: FuseMax's scores in its PEs);
     #: ``(tensor, level)``; every other on-chip tensor is kept at the fusion level
     kept: tuple[tuple[str, str], ...] = ()
+    #: inputs of the group loaded whole into the fusion level once, before its tiles, and read
+    #: there by every tile (FuseMax's query tiles and K/V blocks held on chip for the kernel)
+    preload: tuple[str, ...] = ()
 
     @property
     def tiles(self) -> int:
@@ -87,6 +90,11 @@ class FusedResult:
     #: levels below the fusion level that keep some of the group's tensors (``mapping.kept``):
     #: (level, words one instance holds at once)
     held_below: tuple[tuple[str, int], ...] = ()
+    #: inputs loaded whole into the fusion level before the tiles (``mapping.preload``): (tensor,
+    #: words), and the energy of reading them at the outermost level and filling the fusion level
+    loaded: tuple[tuple[str, int], ...] = ()
+    load_pj: float = 0.0
+    load_cycles: float = 0.0  # their transfer's cycles at the outermost level's bandwidth
 
     @property
     def cycles(self) -> float:
@@ -99,18 +107,19 @@ class FusedResult:
 
     @property
     def bound(self) -> float:
-        """A lower bound of :attr:`cycles`: the busiest branch's work (:func:`busiest`)."""
-        return busiest(self.analyses, self.mapping.binding)
+        """A lower bound of :attr:`cycles`: the busiest branch's work, or the DRAM's
+        (:func:`busiest`)."""
+        return busiest(self.analyses, self.mapping.binding, extra_dram=self.load_cycles)
 
     @property
     def energy_pj(self) -> float:
-        return sum(a.energy_pj for a in self.analyses) + self.drain_pj
+        return sum(a.energy_pj for a in self.analyses) + self.drain_pj + self.load_pj
 
     def scalar_accesses(self, level: str) -> float:
         own = sum(a.scalar_accesses(level) for a in self.analyses)
         outer = self.mapping.mappings[0][0].target
-        if level in (outer, self.mapping.level):  # the drain: read at the one, written at the other
-            own += sum(w for _t, w in self.drained)
+        if level in (outer, self.mapping.level):  # drains and loads: at the one and the other
+            own += sum(w for _t, w in self.drained) + sum(w for _t, w in self.loaded)
         return own
 
     def describe(self) -> str:
@@ -135,6 +144,12 @@ class FusedResult:
             lines.append(
                 "running states kept on chip: "
                 + ", ".join(f"{t} (over {r}, one step a tile)" for t, r in self.states.items())
+            )
+        if self.loaded:
+            lines.append(
+                f"loaded whole into {self.mapping.level} before the tiles: "
+                + ", ".join(f"{t} ({w:,} words)" for t, w in self.loaded)
+                + f", {self.load_pj:,.0f} pJ"
             )
         if self.drained:
             lines.append(
@@ -177,6 +192,8 @@ class FusedResult:
             else {},
             "running_states": dict(self.states),
             "drained": dict(self.drained),
+            "preloaded": dict(self.loaded),
+            "load_pj": self.load_pj,
             "drain_pj": self.drain_pj,
             "footprint_words": self.footprint_words,
             "cycles": self.cycles,
@@ -206,13 +223,13 @@ def latency(path: Any, problem: Problem, mappings: Sequence[LevelMapping]) -> fl
     return float(path._path().reduction_latency(problem, mappings, mesh[0] if mesh else None))
 
 
-def busiest(cycles: Sequence[float | Analysis], binding: Sequence[str]) -> float:
+def busiest(cycles: Sequence[float | Analysis], binding: Sequence[str], extra_dram: float = 0.0) -> float:
     """A lower bound of a group's cycles (the tile engine's, :func:`timed`): at least each
     branch's work (it runs its Einsums one at a time) and the DRAM's (its transfers go one at a
-    time): the largest of those. ``binding`` empty: one path."""
+    time; ``extra_dram``: a preload's): the largest of those. ``binding`` empty: one path."""
     binding = binding or ("",) * len(cycles)
     per: dict[str, float] = {}
-    dram = 0.0
+    dram = extra_dram
     for c, b in zip(cycles, binding, strict=True):
         on, off = _busy(c)
         per[b] = per.get(b, 0.0) + on
@@ -232,6 +249,8 @@ def timed(
     shared: tuple[tuple[tuple[str, int], ...], ...],
     steps: Mapping[str, str],
     latencies: Sequence[float] | None = None,
+    extra_dram: float = 0.0,
+    preloaded: frozenset[str] = frozenset(),
 ) -> float:
     """A group's cycles on several branches by the simulator's tile engine
     (:func:`mapper.engine.simulate_kernel`), on the analysis's numbers: each Einsum a task on its
@@ -273,6 +292,10 @@ def timed(
         reads_dram.append(
             isinstance(c, Analysis) and outer is not None and any(s.reads for s in c.levels[outer].values())
         )
+    for j, p in enumerate(problems):  # the Einsums that read a preloaded input wait on its transfers
+        if preloaded & {s.name for s in p.spaces if not s.output}:
+            reads_dram[j] = True
+    dram += extra_dram
     needs_other: dict[str, bool] = {}
     tasks = []
     for j, (p, n) in enumerate(zip(problems, names, strict=True)):
@@ -607,7 +630,8 @@ def evaluate(
     schedule, or read by a later one, :func:`staged`): read and written there, never above."""
     names = tuple(names or [p.name for p in problems])
     made = _check_chain(problems, names, steps)
-    onchip = (*made, *(t for t in sorted(resident) if t not in made))
+    loaded = _loads(problems, names, mapping, made, resident)
+    onchip = (*made, *(t for t in sorted(resident | set(mapping.preload)) if t not in made))
     state = carried(problems, steps or {})
     levels = [lv.name for lv in hierarchy.levels]
     if mapping.level not in levels[1:]:
@@ -672,10 +696,21 @@ def evaluate(
                 f"{'it' if name == mapping.level else 'one instance'} holds {cap}"
             )
     foot = held[mapping.level][1]
+    if loaded:  # the preloaded inputs stay whole beside the tiles
+        foot += sum(w for _t, w in loaded)
+        lv = hierarchy.levels[k]
+        cap = lv.capacity_words
+        if cap is not None and foot > cap // max(1, int(lv.multiple_buffering)):
+            raise ScheduleError(
+                f"fusion: {lv.name} must hold {foot} words at once (the preloaded "
+                f"{', '.join(t for t, _w in loaded)} whole, and the tiles), but it holds {cap}"
+            )
     drained, drain_pj = _drain(paths[0], problems, made, state, drain, k, priced)
+    load_pj, load_cycles = _load_costs(paths, problems, loaded, k, priced)
     lat = [latency(path, p, ms) for path, p, ms in zip(paths, problems, fixed, strict=True)]
     on = mapping.binding or ("",) * len(problems)
-    engine = timed(problems, names, analyses, on, mapping.shared, steps or {}, lat)
+    engine = timed(problems, names, analyses, on, mapping.shared, steps or {}, lat, extra_dram=load_cycles,
+                   preloaded=frozenset(mapping.preload))  # fmt: skip
     return FusedResult(
         names=names,
         mapping=mapping,
@@ -687,6 +722,9 @@ def evaluate(
         states=dict(state),
         engine_cycles=engine,
         held_below=tuple((n, w) for n, (_lv, w) in held.items() if n != mapping.level),
+        loaded=loaded,
+        load_pj=load_pj,
+        load_cycles=load_cycles,
     )
 
 
@@ -728,6 +766,58 @@ def _paths(hierarchy: Any, mapping: FusedMapping, names: Sequence[str]) -> list[
             f"bind each of the {len(names)} Einsums to one (found {len(mapping.binding)})"
         )
     return [hierarchy.branch(b) for b in mapping.binding]
+
+
+def _loads(
+    problems: Sequence[Problem],
+    names: Sequence[str],
+    mapping: FusedMapping,
+    made: Sequence[str],
+    resident: frozenset[str],
+) -> tuple[tuple[str, int], ...]:
+    """``mapping.preload`` with each tensor's words, after checking each is an input of the group
+    (read by it, made by none of it, not resident already)."""
+    out: list[tuple[str, int]] = []
+    inputs = {s.name for p in problems for s in p.spaces if not s.output} - set(made)
+    for t in mapping.preload:
+        if t not in inputs or t in resident:
+            raise ScheduleError(
+                f"fusion: preload names {t!r}, which is no input of {', '.join(names)} read from outside "
+                f"it ({', '.join(sorted(inputs - resident)) or 'none'}){suggest(t, sorted(inputs))}"
+            )
+        if t in dict(out):
+            raise ScheduleError(f"fusion: preload names {t} twice")
+        reader = next(p for p in problems if t in {s.name for s in p.spaces})
+        out.append((t, _whole(reader, t)))
+    return tuple(out)
+
+
+def _whole(p: Problem, tensor: str) -> int:
+    """The words of all of ``tensor`` as ``p`` reads or writes it."""
+    return tile_words(p, loops_of([LevelMapping(target="x", temporal=tuple(p.dims))]), [tensor])
+
+
+def _load_costs(
+    paths: Sequence[Any],
+    problems: Sequence[Problem],
+    loaded: Sequence[tuple[str, int]],
+    level: int,
+    priced: bool,
+) -> tuple[float, float]:
+    """The preloads' energy (read at the outermost level, filled at the fusion level, per block)
+    and their cycles at the outermost level's bandwidth."""
+    pj = cycles = 0.0
+    for t, words in loaded:
+        j = next(i for i, p in enumerate(problems) if t in {s.name for s in p.spaces})
+        st = paths[j].storages(problems[j], priced=priced)
+        outer, inner = st[0], st[level]
+        pj += (
+            math.ceil(words / outer.block_size) * outer.read_pj
+            + math.ceil(words / inner.block_size) * inner.fill_pj
+        )
+        bw = outer.read_bandwidth or outer.shared_bandwidth
+        cycles += words / bw if bw else 0.0
+    return pj, cycles
 
 
 def _drain(
@@ -923,6 +1013,9 @@ def search(
     for _key, res, remap in sorted(pool, key=lambda x: x[0])[:SINK_CANDIDATES]:
         if not hierarchy.branches and len(hierarchy.levels) - 1 == levels.index(res.mapping.level):
             continue  # nothing below the fusion level
+        res, tried = _preloaded(hierarchy, problems, res, key_of, names=names, priced=priced, steps=steps,
+                                drain=drain, resident=resident)  # fmt: skip
+        evaluated += tried
         res, tried = _sink(
             hierarchy,
             problems,
@@ -945,6 +1038,34 @@ def search(
 #: fusion level; each one that improved on the best before it) it then tries with tensors kept
 #: below the fusion level (:func:`_sink`)
 SINK_CANDIDATES = 4
+
+
+def _preloaded(
+    hierarchy: Any,
+    problems: Sequence[Problem],
+    res: FusedResult,
+    key_of: Callable[[FusedResult], tuple[float, ...]],
+    **options: Any,
+) -> tuple[FusedResult, int]:
+    """``res`` with every input of the group that several tiles read loaded whole into the fusion
+    level before the tiles, if that fits and the metric improves; and the mappings evaluated."""
+    made = set(res.intermediates) | {p.output.name for p in problems}
+    resident = options.get("resident", frozenset())
+    inputs = [
+        s.name
+        for p in problems
+        for s in p.spaces
+        if not s.output and s.name not in made and s.name not in resident
+    ]
+    inputs = list(dict.fromkeys(inputs))
+    if not inputs or res.mapping.tiles < 2:
+        return res, 0
+    cand = dataclasses.replace(res.mapping, preload=tuple(inputs))
+    try:
+        r = evaluate(hierarchy, problems, cand, **options)
+    except (ScheduleError, ArchError):
+        return res, 1
+    return (r if key_of(r) < key_of(res) else res), 1
 
 
 def _sink(

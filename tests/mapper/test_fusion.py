@@ -337,7 +337,9 @@ def test_fusemax_s_1_pass_attention_is_a_fused_mapping(capsys) -> None:  # type:
         for n, a in d["per_einsum"].items()
         for t, s in a["levels"]["DRAM"]["per_tensor"].items()
     }
-    assert dram == {("QK", "Q"): 16 * 8, ("QK", "BK"): 64 * 8, ("SLNV", "BV"): 64 * 8}
+    # each once: read by the Einsums, or loaded whole into the buffer before the tiles
+    moved = {t: w for (_n, t), w in dram.items()} | d["preloaded"]
+    assert moved == {"Q": 16 * 8, "BK": 64 * 8, "BV": 64 * 8} and len(dram) + len(d["preloaded"]) == 3
 
 
 SCALE = """
@@ -810,3 +812,107 @@ def test_a_compute_unit_runs_the_einsum_kinds_its_array_does() -> None:
     back = hierarchy.Hierarchy.from_dict(d)
     assert back.branches[0].compute.kinds == ("contraction",)
     assert hierarchy.Hierarchy.from_dict(back.to_dict()) == back
+
+
+def _fusemax_template_as_tree(p_size: int, m_size: int):  # type: ignore[no-untyped-def]
+    """The template's fused schedule of the 1-pass cascade at P x M (``einforge evaluate --fusion
+    fused``) and the same schedule as a fused mapping of FuseMax's tree: query tiles and key
+    blocks as the template tiles them, its bindings, and Q and the K and V blocks loaded whole
+    into the buffer before the tiles (the template's query tiles held on chip)."""
+    import io
+    from contextlib import redirect_stdout
+
+    import mapper
+
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert main(["evaluate", "--arch", "fusemax", "--sizes", f"P={p_size},M={m_size},E=64,F=64",
+                     "--fusion", "fused", "--json"]) == 0  # fmt: skip
+    point = json.loads(out.getvalue())[0]
+    sched = point["search"]["schedule"]
+    tp, tm = sched["tile"]["P"], sched["tile"]["M0"]
+    q, m1 = p_size // tp, m_size // tm
+    c = einsum.library.get("attention_1pass")
+    names = "QK,LM,RM,SLN,SLD,SLNV,PRM,SPD,RD,SPNV,RNV,AV".split(",")
+    ps = fusion.problems_of(c, names, {"P": p_size, "M": m_size, "E": 64, "F": 64, "M0": tm, "M1": m1})
+    on = {n: sched["binding"][n] for n in names}
+    outer = ((("P", q),) if q > 1 else ()) + (("M1", m1),)
+
+    def own(p, n):  # type: ignore[no-untyped-def]
+        dims = dict(p.dims)
+        spatial = (*((("M0", tm),) if on[n] == "2d" and "M0" in dims else ()), ("P", tp))
+        return (
+            LevelMapping(target="DRAM", temporal=outer if n != "AV" else outer[:-1]),
+            LevelMapping(
+                target="buffer",
+                temporal=tuple((d, dims[d]) for d in ("E", "F") if d in dims),
+                spatial=spatial,
+            ),  # fmt: skip
+            LevelMapping(target=f"rf_{on[n]}"),
+        )
+
+    fm = fusion.FusedMapping(
+        level="buffer", shared=(outer,), mappings=tuple(own(p, n) for p, n in zip(ps, names, strict=True)),
+        binding=tuple(on[n] for n in names), preload=("Q", "BK", "BV"),
+    )  # fmt: skip
+    r = fusion.evaluate(
+        mapper.fusemax().branched_hierarchy(), ps, fm, names=names, steps=fusion.steps_of(c),
+        drain=fusion.read_after(c, names),
+    )  # fmt: skip
+    return point, r
+
+
+@pytest.mark.parametrize(("p_size", "m_size"), [(256, 1024), (1024, 4096), (4096, 4096)])
+def test_fusemax_s_fused_schedules_are_instances_of_its_tree(p_size: int, m_size: int) -> None:
+    """At every size the template's fused schedule, stated in the tree with its inputs loaded
+    whole into the buffer, takes the template's latency to the last digit (the tile engine on
+    the analysis's numbers), and DRAM moves the template's bytes. At 1024 x 4096 the template
+    holds 4 query tiles on chip and at 4096 x 4096 16: each K and V block is loaded once."""
+    point, r = _fusemax_template_as_tree(p_size, m_size)
+    assert r.cycles == pytest.approx(point["latency_cycles"], rel=1e-12)
+    assert r.scalar_accesses("DRAM") * 2 == point["traffic_bytes"]
+    assert r.bound <= r.cycles
+    assert dict(r.loaded) == {"Q": p_size * 64, "BK": m_size * 64, "BV": m_size * 64}
+    if p_size == 256:
+        assert r.bound == pytest.approx(point["search"]["bound"]["latency_cycles"], rel=1e-12)
+
+
+def test_an_input_preloaded_into_the_fusion_level_by_hand() -> None:
+    """B loaded whole into the buffer before the two tiles: DRAM reads it once there (16 words,
+    10 pJ each) and the buffer takes 16 fills (1 pJ each); C's own analysis no longer reads B
+    from DRAM. The totals do not move (B was stationary), the accounting does."""
+    ps = _problems()
+    plain = fusion.evaluate(_toy(), ps, _two_tiles(), names=["C", "E"])
+    r = fusion.evaluate(_toy(), ps, dataclasses.replace(_two_tiles(), preload=("B",)), names=["C", "E"])
+    assert "B" not in r.analyses[0].levels["DRAM"] and r.analyses[0].levels["buf"]["B"].fills == 0
+    assert r.loaded == (("B", 16),) and r.load_pj == 16 * 10 + 16 * 1
+    assert r.scalar_accesses("DRAM") == plain.scalar_accesses("DRAM")
+    assert r.energy_pj == pytest.approx(plain.energy_pj)
+    assert "loaded whole into buf before the tiles: B (16 words" in r.describe()
+    assert r.to_dict()["preloaded"] == {"B": 16}
+    with pytest.raises(
+        ScheduleError, match=r"preload names 'C', which is no input of C, E read from outside it"
+    ):
+        fusion.evaluate(_toy(), ps, dataclasses.replace(_two_tiles(), preload=("C",)), names=["C", "E"])
+    with pytest.raises(ScheduleError, match=r"preload names 'BB'.*did you mean 'B'"):
+        fusion.evaluate(_toy(), ps, dataclasses.replace(_two_tiles(), preload=("BB",)), names=["C", "E"])
+    with pytest.raises(ScheduleError, match=r"buf must hold 64 words at once \(the preloaded B whole"):
+        fusion.evaluate(_toy(63), ps, dataclasses.replace(_two_tiles(), preload=("B",)), names=["C", "E"])
+
+
+def _two_tiles() -> fusion.FusedMapping:
+    """The hand-counted chain's mapping: M in two tiles at DRAM, each GEMM's tile at the buffer."""
+    return fusion.FusedMapping(
+        level="buf",
+        shared=((("M", 2),),),
+        mappings=(
+            (
+                LevelMapping(target="DRAM", temporal=(("M", 2),)),
+                LevelMapping(target="buf", temporal=(("M", 4), ("N", 4), ("K", 4))),
+            ),
+            (
+                LevelMapping(target="DRAM", temporal=(("M", 2),)),
+                LevelMapping(target="buf", temporal=(("M", 4), ("P", 4), ("N", 4))),
+            ),
+        ),
+    )
