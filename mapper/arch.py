@@ -651,9 +651,10 @@ class ArchSpec:
     def branched_hierarchy(self, sram_model: SRAMModel | None = None) -> Any:
         """This architecture as one storage tree: DRAM and the global buffer shared, then a
         branch per array (named as the array) with its register files (``rf_<array>``) and PEs,
-        as :meth:`hierarchy` states each. A fused group binds each Einsum to a branch
-        (:mod:`mapper.fusion`), as FuseMax runs QK and SLNV on its 2D array and the rest on the
-        1D one."""
+        as :meth:`hierarchy` states each, each array linked to the others at no wire cost (a
+        tensor a fused group keeps in one array's register files may cross to another's). A fused
+        group binds each Einsum to a branch (:mod:`mapper.fusion`), as FuseMax runs QK and SLNV
+        on its 2D array and the rest on the 1D one."""
         from mapper.hierarchy import Branch
 
         first = self.hierarchy(self.arrays[0].name, sram_model)
@@ -661,7 +662,10 @@ class ArchSpec:
         for arr in self.arrays:
             h = self.hierarchy(arr.name, sram_model)
             rf = dataclasses.replace(h.levels[-1], name=f"rf_{arr.name}")
-            branches.append(Branch(name=arr.name, levels=(rf,), compute=h.compute))
+            # the arrays pass results to one another directly, as the template's fused schedules
+            # do; it prices no wire, so neither do these links (the far register file's fill is)
+            links = {a.name: 0.0 for a in self.arrays if a.name != arr.name}
+            branches.append(Branch(name=arr.name, levels=(rf,), compute=h.compute, links=links))
         return dataclasses.replace(
             first, name=self.name, levels=first.levels[:-1], compute=None, branches=tuple(branches)
         )

@@ -95,6 +95,11 @@ class FusedResult:
     loaded: tuple[tuple[str, int], ...] = ()
     load_pj: float = 0.0
     load_cycles: float = 0.0  # their transfer's cycles at the outermost level's bandwidth
+    #: tensors kept below the fusion level that cross a link between branches: (tensor, from, to,
+    #: words), the fills they make at the receiving levels (level, words), and the energy of both
+    linked: tuple[tuple[str, str, str, int], ...] = ()
+    link_fills: tuple[tuple[str, int], ...] = ()
+    link_pj: float = 0.0
 
     @property
     def cycles(self) -> float:
@@ -113,14 +118,14 @@ class FusedResult:
 
     @property
     def energy_pj(self) -> float:
-        return sum(a.energy_pj for a in self.analyses) + self.drain_pj + self.load_pj
+        return sum(a.energy_pj for a in self.analyses) + self.drain_pj + self.load_pj + self.link_pj
 
     def scalar_accesses(self, level: str) -> float:
-        own = sum(a.scalar_accesses(level) for a in self.analyses)
+        own = sum(a.scalar_accesses(level) for a in self.analyses if level in a.levels)
         outer = self.mapping.mappings[0][0].target
         if level in (outer, self.mapping.level):  # drains and loads: at the one and the other
             own += sum(w for _t, w in self.drained) + sum(w for _t, w in self.loaded)
-        return own
+        return own + dict(self.link_fills).get(level, 0)
 
     def describe(self) -> str:
         shared = ", ".join(
@@ -150,6 +155,12 @@ class FusedResult:
                 f"loaded whole into {self.mapping.level} before the tiles: "
                 + ", ".join(f"{t} ({w:,} words)" for t, w in self.loaded)
                 + f", {self.load_pj:,.0f} pJ"
+            )
+        if self.linked:
+            lines.append(
+                "across links: "
+                + ", ".join(f"{t} {a} -> {b} ({w:,} words)" for t, a, b, w in self.linked)
+                + f", {self.link_pj:,.0f} pJ with the fills at the far end"
             )
         if self.drained:
             lines.append(
@@ -193,6 +204,8 @@ class FusedResult:
             "running_states": dict(self.states),
             "drained": dict(self.drained),
             "preloaded": dict(self.loaded),
+            "linked": [{"tensor": t, "from": a, "to": b, "words": w} for t, a, b, w in self.linked],
+            "link_pj": self.link_pj,
             "load_pj": self.load_pj,
             "drain_pj": self.drain_pj,
             "footprint_words": self.footprint_words,
@@ -539,12 +552,16 @@ def _kept_levels(
     made: Sequence[str],
     k: int,
     drain: frozenset[str],
+    hierarchy: Any = None,
 ) -> dict[str, int]:
-    """``mapping.kept`` as level indices, after checking each: one of the group's on-chip tensors,
-    not read after the group, at a level below the fusion level on the one path its writer and
-    readers share, which each of them reaches by the same spatial loops over its ranks (every
-    PE reads what it wrote) and no temporal loop over them (the tile stays whole until it is
-    read)."""
+    """``mapping.kept`` as level indices (on its writer's path), after checking each: one of the
+    group's on-chip tensors, not read after the group, at a level below the fusion level that its
+    writer and readers reach with no temporal loop over its ranks above it (the tile stays whole
+    until it is read). Readers on the writer's path use the same spatial loops, all over its ranks
+    (every PE reads what it wrote). A reader on another branch needs a link from the writer's
+    branch (:attr:`mapper.hierarchy.Branch.links`) and reads it at the same depth of its own
+    path, spread over the instances by the writer's spatial loops over the tensor's ranks (the
+    writer may reduce across its instances first, the reader multicast across its own)."""
     out: dict[str, int] = {}
     for t, lvname in mapping.kept:
         if t not in made:
@@ -560,28 +577,35 @@ def _kept_levels(
                 f"{mapping.level}; it cannot be kept at {lvname}"
             )
         users = [j for j, p in enumerate(problems) if t in _tensors(p)]
-        idx = set()
-        for j in users:
-            lvs = [lv.name for lv in paths[j].levels]
-            if lvname not in lvs[k + 1 :]:
-                on = f" (on {mapping.binding[j]})" if mapping.binding else ""
-                raise ScheduleError(
-                    f"fusion: {t} cannot be kept at {lvname}: {names[j]}, which uses it, reaches no such "
-                    f"level below the fusion level {mapping.level}{on}: its levels there are "
-                    f"{', '.join(lvs[k + 1 :]) or 'none'}{suggest(lvname, lvs[k + 1 :])}"
-                )
-            idx.add(lvs.index(lvname))
-        if len(idx) != 1 or (mapping.binding and len({mapping.binding[j] for j in users}) != 1):
+        writer = next(j for j in users if problems[j].output.name == t)
+        on = mapping.binding or ("",) * len(problems)
+        lvs = [lv.name for lv in paths[writer].levels]
+        if lvname not in lvs[k + 1 :]:
+            where = f" (on {on[writer]})" if on[writer] else ""
             raise ScheduleError(
-                f"fusion: {t} is kept at {lvname}, but {', '.join(names[j] for j in users)} run on different "
-                "paths: a tensor kept below the fusion level must stay on one branch"
+                f"fusion: {t} cannot be kept at {lvname}: {names[writer]}, which writes it, reaches no such "
+                f"level below the fusion level {mapping.level}{where}: its levels there are "
+                f"{', '.join(lvs[k + 1 :]) or 'none'}{suggest(lvname, lvs[k + 1 :])}"
             )
-        i = idx.pop()
-        spatial = []
+        i = lvs.index(lvname)
+        ranks = next(s for s in problems[writer].spaces if s.name == t).dims
+        loops: dict[int, tuple[tuple[tuple[str, int], ...], ...]] = {}
         for j in users:
-            p, ms = problems[j], mapping.mappings[j]
-            ranks = next(s for s in p.spaces if s.name == t).dims
-            loops = []
+            if on[j] != on[writer]:
+                links = _links(hierarchy, on[writer])
+                if on[j] not in links:
+                    raise ScheduleError(
+                        f"fusion: {t} is kept at {lvname} on {on[writer]}, but {names[j]} reads it on "
+                        f"{on[j]}, and no link runs from {on[writer]} to {on[j]}: a tensor kept below the "
+                        "fusion level stays on its branch, or crosses a link (branches' links:)"
+                    )
+                if len(paths[j].levels) <= i:
+                    raise ScheduleError(
+                        f"fusion: {t} crosses from {on[writer]} to {on[j]}, but {on[j]} has no level at the "
+                        f"depth of {lvname} for {names[j]} to read it from"
+                    )
+            ms = mapping.mappings[j]
+            mine = []
             for m in ms[k:i]:
                 for d, f in m.temporal:
                     if d in ranks and f > 1:
@@ -590,25 +614,80 @@ def _kept_levels(
                             f"({f}) at {m.target}, above it: {t}'s tile there would be replaced before "
                             "the group's next Einsum reads it"
                         )
-                loops.append(tuple((d, f) for d, f in m.spatial if f > 1))
-            spatial.append((j, tuple(loops)))
-            off = [d for lv in loops for d, _f in lv if d not in ranks]
-            if off:
+                mine.append(tuple((d, f) for d, f in m.spatial if f > 1))
+            loops[j] = tuple(mine)
+        same = [j for j in users if on[j] == on[writer]]
+        if len(same) > 1:  # readers on the writer's own instances: each reads what it wrote
+            for j in same:
+                off = [d for lv in loops[j] for d, _f in lv if d not in ranks]
+                if off:
+                    raise ScheduleError(
+                        f"fusion: {t} is kept at {lvname}, but {names[j]} spreads {', '.join(off)} (none of "
+                        f"{t}'s ranks) across the instances above it: {t}'s elements would not be where "
+                        "its other users find them"
+                    )
+                if loops[j] != loops[writer]:
+                    raise ScheduleError(
+                        f"fusion: {t} is kept at {lvname}, but {names[writer]} and {names[j]} spread it "
+                        f"across the instances differently ({list(loops[writer])} and {list(loops[j])}): "
+                        "each instance must read what it wrote"
+                    )
+
+        over = {j: tuple(tuple((d, f) for d, f in lv if d in ranks) for lv in loops[j]) for j in users}
+        for j in users:
+            if on[j] != on[writer] and over[j] != over[writer]:
                 raise ScheduleError(
-                    f"fusion: {t} is kept at {lvname}, but {names[j]} spreads {', '.join(off)} (none of "
-                    f"{t}'s ranks) across the instances above it: {t}'s elements would not be where "
-                    "its other users find them"
-                )
-        first = spatial[0][1]
-        for j, loops in spatial[1:]:
-            if loops != first:
-                raise ScheduleError(
-                    f"fusion: {t} is kept at {lvname}, but {names[users[0]]} and {names[j]} spread it across "
-                    f"the instances differently ({list(first)} and {list(loops)}): each instance must read "
-                    "what it wrote"
+                    f"fusion: {t} crosses the link from {on[writer]} to {on[j]}, but {names[j]} spreads its "
+                    f"ranks differently from {names[writer]} ({list(over[j])} and {list(over[writer])}): "
+                    "each instance must receive what it reads"
                 )
         out[t] = i
     return out
+
+
+def _links(hierarchy: Any, branch: str) -> Mapping[str, float]:
+    """The links from ``branch`` of ``hierarchy`` (none on one path)."""
+    if hierarchy is None or not branch:
+        return {}
+    return next((b.links for b in hierarchy.branches if b.name == branch), {})
+
+
+def _link_costs(
+    hierarchy: Any,
+    problems: Sequence[Problem],
+    mapping: FusedMapping,
+    paths: Sequence[Any],
+    kept: Mapping[str, int],
+    k: int,
+    priced: bool,
+) -> tuple[tuple[tuple[str, str, str, int], ...], tuple[tuple[str, int], ...], float]:
+    """The tensors kept below the fusion level that cross a link: ``(tensor, from, to, words)``
+    once per receiving branch (every word the writer makes), the fills at the receiving level
+    (each word into every instance its readers multicast it to), and the energy of both."""
+    on = mapping.binding or ("",) * len(problems)
+    crossed: list[tuple[str, str, str, int]] = []
+    fills: dict[str, int] = {}
+    pj = 0.0
+    for t, i in kept.items():
+        users = [j for j, p in enumerate(problems) if t in _tensors(p)]
+        writer = next(j for j in users if problems[j].output.name == t)
+        ranks = next(s for s in problems[writer].spaces if s.name == t).dims
+        words = _whole(problems[writer], t)
+        for b in dict.fromkeys(on[j] for j in users if on[j] != on[writer]):
+            readers = [j for j in users if on[j] == b]
+            crossed.append((t, on[writer], b, words))
+            pj += words * _links(hierarchy, on[writer])[b] if priced else 0.0
+            # each reader's spatial loops above the level over other ranks copy every word
+            copies = max(
+                math.prod(f for m in mapping.mappings[j][k:i] for d, f in m.spatial if d not in ranks)
+                for j in readers
+            )
+            level = paths[readers[0]].levels[i].name
+            fills[level] = fills.get(level, 0) + words * copies
+            if priced:
+                st = paths[readers[0]].storages(problems[readers[0]], priced=True)[i]
+                pj += math.ceil(words * copies / st.block_size) * st.fill_pj
+    return tuple(crossed), tuple(fills.items()), pj
 
 
 def evaluate(
@@ -665,7 +744,7 @@ def evaluate(
                 f"(their factors of {r} multiply to {shared_r}, but {r} = {size[r]})"
             )
     paths = _paths(hierarchy, mapping, names)
-    kept_at = _kept_levels(problems, names, mapping, paths, made, k, drain)
+    kept_at = _kept_levels(problems, names, mapping, paths, made, k, drain, hierarchy)
     analyses = []
     fixed = []  # each Einsum's mappings with the levels' keep for the group
     for j, (p, n, ms, path) in enumerate(zip(problems, names, mapping.mappings, paths, strict=True)):
@@ -707,6 +786,7 @@ def evaluate(
             )
     drained, drain_pj = _drain(paths[0], problems, made, state, drain, k, priced)
     load_pj, load_cycles = _load_costs(paths, problems, loaded, k, priced)
+    linked, link_fills, link_pj = _link_costs(hierarchy, problems, mapping, paths, kept_at, k, priced)
     lat = [latency(path, p, ms) for path, p, ms in zip(paths, problems, fixed, strict=True)]
     on = mapping.binding or ("",) * len(problems)
     engine = timed(problems, names, analyses, on, mapping.shared, steps or {}, lat, extra_dram=load_cycles,
@@ -725,6 +805,9 @@ def evaluate(
         loaded=loaded,
         load_pj=load_pj,
         load_cycles=load_cycles,
+        linked=linked,
+        link_fills=link_fills,
+        link_pj=link_pj,
     )
 
 
@@ -1077,12 +1160,13 @@ def _sink(
     **options: Any,
 ) -> tuple[FusedResult, int]:
     """``res`` with its on-chip tensors moved below the fusion level where that pays: each in turn
-    (the group's order), to the innermost level of its users' one path where it can stay. Its
-    writer is mapped again with no temporal loop over its ranks above that level and its spatial
-    loops there over its ranks only; each reader then with the same spatial loops (``remap``:
-    an Einsum's index, constraints, the tensors kept below so far). The group is evaluated
-    (:func:`evaluate`) and kept if the metric improves. Returns the result and the mappings
-    evaluated."""
+    (the largest first), to the innermost level of its writer's path where it can stay, its
+    readers on other branches reached by links. Its writer is mapped again with no temporal loop
+    over its ranks above that level and its spatial loops there over its ranks only (any, when
+    every reader is across a link); each reader then with the same spatial loops (over the
+    tensor's ranks, across a link) (``remap``: an Einsum's index, constraints, the tensors kept
+    below so far). The group is evaluated (:func:`evaluate`) and kept if the metric improves.
+    Returns the result and the mappings evaluated."""
     fm = res.mapping
     levels = [lv.name for lv in hierarchy.levels]
     k = levels.index(fm.level)
@@ -1090,35 +1174,49 @@ def _sink(
     drain = options.get("drain", frozenset())
     best, best_key, tried = res, key_of(res), 0
     extra: dict[int, list[hsearch.Constraint]] = {}
-    for t in res.intermediates:
+    made_by = {p.output.name: p for p in problems}
+    # the largest first: the most buffer traffic to save, before smaller moves constrain them
+    for t in sorted(res.intermediates, key=lambda x: -_whole(made_by[x], x)):
         if t in drain:
             continue
         users = [j for j, p in enumerate(problems) if t in _tensors(p)]
-        if fm.binding and len({fm.binding[j] for j in users}) != 1:
-            continue
-        path = paths[users[0]]
         writer = next(j for j in users if problems[j].output.name == t)
+        on = fm.binding or ("",) * len(problems)
+        links = _links(hierarchy, on[writer])
+        if any(on[j] != on[writer] and on[j] not in links for j in users):
+            continue  # it crosses to a branch no link reaches: it stays at the fusion level
+        path = paths[writer]
         ranks = next(s for s in problems[writer].spaces if s.name == t).dims
-        on_path = [lv.name for lv in path.levels]
-        # what this path keeps below so far (a tensor kept on another branch none of its users reads)
-        kept = {x: on_path.index(lv) for x, lv in best.mapping.kept if lv in on_path}
+        # readers on the writer's own instances read what it wrote; across a link it may reduce first
+        alone = all(on[j] != on[writer] for j in users if j != writer)
+        # what the group keeps below so far, as depths on each tensor's writer's path
+        kept = {}
+        for x, lv in best.mapping.kept:
+            w = next(j for j, p in enumerate(problems) if p.output.name == x)
+            kept[x] = [v.name for v in paths[w].levels].index(lv)
         for i in range(len(path.levels) - 1, k, -1):
+            if any(len(paths[j].levels) <= i for j in users):
+                continue
             now = {**kept, t: i}
             mappings = list(best.mapping.mappings)
             cons: dict[int, list[hsearch.Constraint]] = {}
             ok = True
             for j in [writer, *(u for u in users if u != writer)]:
                 dims = [d for d, _n in problems[j].dims]
+                names_j = [lv.name for lv in paths[j].levels]
                 mine = [
-                    hsearch.Constraint(target=path.levels[x].name, factors={d: 1 for d in dims if d in ranks})
+                    hsearch.Constraint(target=names_j[x], factors={d: 1 for d in dims if d in ranks})
                     for x in range(k, i)
                 ]
                 for x in range(k, i):
-                    if j == writer:  # its spatial loops over the tensor's ranks only
-                        fac = {d: 1 for d in dims if d not in ranks}
-                    else:  # the writer's spatial loops, exactly
+                    if j == writer:  # its spatial loops over the tensor's ranks only, or any across a link
+                        fac = {} if alone else {d: 1 for d in dims if d not in ranks}
+                    elif on[j] == on[writer]:  # the writer's spatial loops, exactly
                         fac = {d: 1 for d in dims} | dict(mappings[writer][x].spatial)
-                    mine.append(hsearch.Constraint(target=path.levels[x].name, spatial=True, factors=fac))
+                    else:  # over the tensor's ranks, the writer's; multicast over the others
+                        fac = {d: f for d, f in mappings[writer][x].spatial if d in ranks}
+                        fac |= {d: 1 for d in dims if d in ranks and d not in fac}
+                    mine.append(hsearch.Constraint(target=names_j[x], spatial=True, factors=fac))
                 cons[j] = [*extra.get(j, []), *mine]
                 r = remap(j, cons[j], now)
                 tried += 1
@@ -1126,7 +1224,7 @@ def _sink(
                     ok = False
                     break
                 ms = list(r.mappings)
-                if j != writer:  # the writer's order across the instances
+                if j != writer and on[j] == on[writer]:  # the writer's order across the instances
                     for x in range(k, i):
                         want = tuple((d, f) for d, f in mappings[writer][x].spatial if f > 1)
                         if sorted(want) == sorted((d, f) for d, f in ms[x].spatial if f > 1):

@@ -330,6 +330,11 @@ class Branch:
     name: str
     levels: tuple[Level, ...] = ()
     compute: Compute
+    #: direct connections from this branch's arrays to other branches' (FuseMax's 2D array hands
+    #: its row results to the 1D array): branch name -> pJ per word sent. A tensor a fused group
+    #: keeps in this branch's levels may cross a link into the same level of the other branch
+    #: instead of going through the shared levels (:mod:`mapper.fusion`).
+    links: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -366,6 +371,18 @@ class Hierarchy:
         twice = sorted({n for n in bnames if bnames.count(n) > 1})
         if twice:
             raise ArchError(f"{owner}: branch names must be unique, {twice} repeat")
+        for b in self.branches:
+            if not isinstance(b.links, Mapping):
+                raise ArchError(f"{owner}: branch {b.name!r}: links must map branch names to pJ per word")
+            for to, pj in b.links.items():
+                if to not in bnames or to == b.name:
+                    others = [n for n in bnames if n != b.name]
+                    raise ArchError(
+                        f"{owner}: branch {b.name!r} links to {to!r}, which is no other branch"
+                        f"{suggest(str(to), others)} (its others: {', '.join(others) or 'none'})"
+                    )
+                _number(owner, f"branch {b.name}: links.{to}", pj)
+            object.__setattr__(b, "links", dict(b.links))
         _count(owner, "word_bits", self.word_bits, top=1024)
         _number(owner, "clock_hz", self.clock_hz, positive=True)
         _number(owner, "dram_pj_per_bit", self.dram_pj_per_bit)
@@ -604,6 +621,7 @@ class Hierarchy:
                     "name": b.name,
                     "levels": [clean(dataclasses.asdict(lv), Level) for lv in b.levels],
                     "compute": clean(dataclasses.asdict(b.compute), Compute),
+                    **({"links": dict(b.links)} if b.links else {}),
                 }
                 for b in self.branches
             ]

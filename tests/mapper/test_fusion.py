@@ -591,6 +591,20 @@ def test_fusemax_s_own_schedule_stated_in_the_hierarchy(capsys) -> None:  # type
         "Q", "BK", "BV", "LM", "RM", "SLD", "SLNV", "RD", "SPNV", "RNV", "AV"
     }  # fmt: skip
     assert 0.77e9 < pes.energy_pj < 0.78e9 < 0.85e9 < r.energy_pj  # the template: 0.695e9
+    # LM and SLD cross the preset's link from the 2D array into the 1D one (no wire cost; the 1D
+    # register files' fills are charged); SLNV cannot: the 2D array makes it one F at a time
+    more = dataclasses.replace(fm, kept=(*kept, ("LM", "rf_2d"), ("SLD", "rf_2d")))
+    linked = fusion.evaluate(
+        mapper.fusemax().branched_hierarchy(), ps, more, names=names, steps=fusion.steps_of(c),
+        drain=fusion.read_after(c, names),
+    )  # fmt: skip
+    assert linked.linked == (("LM", "2d", "1d", 1024), ("SLD", "2d", "1d", 1024))
+    assert linked.cycles == r.cycles and linked.energy_pj < pes.energy_pj
+    with pytest.raises(ScheduleError, match=r"SLNV runs a temporal loop over F \(64\) at buffer"):
+        fusion.evaluate(
+            mapper.fusemax().branched_hierarchy(), ps, dataclasses.replace(fm, kept=(("SLNV", "rf_2d"),)),
+            names=names, steps=fusion.steps_of(c), drain=fusion.read_after(c, names),
+        )  # fmt: skip
 
 
 def test_the_tree_s_errors_are_typed(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
@@ -916,3 +930,59 @@ def _two_tiles() -> fusion.FusedMapping:
             ),
         ),
     )
+
+
+def _linked(pj: float = 0.5) -> hierarchy.Hierarchy:
+    """The two-array tree with a link from the 'mac' array to the 'div' one."""
+    d = _tree().to_dict()
+    d["branches"][0]["links"] = {"div": pj}
+    return hierarchy.Hierarchy.from_dict(d)
+
+
+def _across():  # type: ignore[no-untyped-def]
+    """C = A B on 'mac' and E = C / D on 'div', M = 8 in two tiles; each spreads M over 2 of its PEs."""
+    c = (
+        LevelMapping(target="DRAM", temporal=(("M", 2),)),
+        LevelMapping(target="buf", temporal=(("K", 4),), spatial=(("M", 2),)),
+        LevelMapping(target="rf_mac", temporal=(("M", 2), ("N", 4))),
+    )
+    e = (
+        LevelMapping(target="DRAM", temporal=(("M", 2),)),
+        LevelMapping(target="buf", spatial=(("M", 2),)),
+        LevelMapping(target="rf_div", temporal=(("M", 2), ("N", 4))),
+    )
+    return fusion.FusedMapping(
+        level="buf", shared=((("M", 2),),), mappings=(c, e), binding=("mac", "div"), kept=(("C", "rf_mac"),)
+    )
+
+
+def test_a_tensor_crosses_a_link_between_arrays_by_hand() -> None:
+    """C made in the 'mac' PEs' register files crosses the link into the 'div' PEs' (0.5 pJ a
+    word): its 32 words go over the link once and fill the far register files once (0.1 pJ each);
+    the buffer never sees C, and E reads it where it arrived."""
+    ps = fusion.problems_of(einsum.parse(SCALE), ["C", "E"], {"M": 8, "K": 4, "N": 4})
+    r = fusion.evaluate(_linked(), ps, _across(), names=["C", "E"])
+    assert r.linked == (("C", "mac", "div", 32),) and r.link_fills == (("rf_div", 32),)
+    assert r.link_pj == pytest.approx(32 * 0.5 + 32 * 0.1)
+    assert "C" not in r.analyses[0].levels["buf"] and "C" not in r.analyses[1].levels["buf"]
+    assert r.analyses[1].levels["rf_div"]["C"].reads == 32 and r.analyses[1].levels["rf_div"]["C"].fills == 0
+    assert r.scalar_accesses("rf_div") == sum(a.scalar_accesses("rf_div") for a in r.analyses[1:]) + 32
+    assert "across links: C mac -> div (32 words)" in r.describe()
+    at_buf = fusion.evaluate(_linked(), ps, dataclasses.replace(_across(), kept=()), names=["C", "E"])
+    assert at_buf.energy_pj - r.energy_pj > 0  # 64 buffer accesses at 1 pJ saved, 16 + 3.2 paid
+    with pytest.raises(ScheduleError, match=r"no link runs from mac to div"):
+        fusion.evaluate(_tree(), ps, _across(), names=["C", "E"])
+    with pytest.raises(
+        ScheduleError, match=r"C crosses the link from mac to div, but E spreads its ranks differently"
+    ):
+        m = _across()
+        e = (m.mappings[1][0], LevelMapping(target="buf", spatial=(("N", 2),)),
+             LevelMapping(target="rf_div", temporal=(("M", 4), ("N", 2))))  # fmt: skip
+        fusion.evaluate(_linked(), ps, dataclasses.replace(m, mappings=(m.mappings[0], e)), names=["C", "E"])
+    with pytest.raises(
+        ArchError, match=r"branch 'mac' links to 'dvi', which is no other branch; did you mean 'div'"
+    ):
+        d = _tree().to_dict()
+        d["branches"][0]["links"] = {"dvi": 1.0}
+        hierarchy.Hierarchy.from_dict(d)
+    assert hierarchy.Hierarchy.from_dict(_linked().to_dict()) == _linked()
