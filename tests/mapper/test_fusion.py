@@ -986,3 +986,17 @@ def test_a_tensor_crosses_a_link_between_arrays_by_hand() -> None:
         d["branches"][0]["links"] = {"dvi": 1.0}
         hierarchy.Hierarchy.from_dict(d)
     assert hierarchy.Hierarchy.from_dict(_linked().to_dict()) == _linked()
+
+
+def test_the_documented_two_array_tree_parses_and_its_link_carries_a_tensor() -> None:
+    """docs/architecture.md's two-array hierarchy, as written there, with its link from 'mac' to
+    'div': the chain C = A B, E = C / D keeps C in 'mac''s register files and reads it in 'div''s."""
+    import yaml
+
+    text = (Path(__file__).parents[2] / "docs" / "architecture.md").read_text()
+    block = text.split("```yaml\nname: two-arrays\n", 1)[1].split("```", 1)[0]
+    h = hierarchy.Hierarchy.from_dict(yaml.safe_load("name: two-arrays\n" + block))
+    assert h.branches[0].links == {"div": 0.5}
+    ps = fusion.problems_of(einsum.parse(SCALE), ["C", "E"], {"M": 8, "K": 4, "N": 4})
+    r = fusion.evaluate(h, ps, _across(), names=["C", "E"])
+    assert r.linked == (("C", "mac", "div", 32),)
