@@ -651,17 +651,21 @@ class ArchSpec:
     def branched_hierarchy(self, sram_model: SRAMModel | None = None) -> Any:
         """This architecture as one storage tree: DRAM and the global buffer shared, then a
         branch per array (named as the array) with its register files (``rf_<array>``) and PEs,
-        as :meth:`hierarchy` states each, each array linked to the others at no wire cost (a
-        tensor a fused group keeps in one array's register files may cross to another's). A fused
-        group binds each Einsum to a branch (:mod:`mapper.fusion`), as FuseMax runs QK and SLNV
-        on its 2D array and the rest on the 1D one."""
+        as :meth:`hierarchy` states each: the register files keep outputs and the tensors a fused
+        group keeps there, and operands stream past them, as the template charges registers. Each
+        array is linked to the others at no wire cost: a tensor a fused group keeps in one
+        array's register files may cross to another's. A fused group binds each Einsum to a
+        branch (:mod:`mapper.fusion`), as FuseMax runs QK and SLNV on its 2D array and the rest
+        on the 1D one."""
         from mapper.hierarchy import Branch
 
         first = self.hierarchy(self.arrays[0].name, sram_model)
         branches = []
         for arr in self.arrays:
             h = self.hierarchy(arr.name, sram_model)
-            rf = dataclasses.replace(h.levels[-1], name=f"rf_{arr.name}")
+            # the PEs' registers hold outputs (accumulators) and what a fused group keeps there;
+            # operands stream from the buffer, as the template charges them (no operand register)
+            rf = dataclasses.replace(h.levels[-1], name=f"rf_{arr.name}", keep=("output", "on_chip"))
             # the arrays pass results to one another directly, as the template's fused schedules
             # do; it prices no wire, so neither do these links (the far register file's fill is)
             links = {a.name: 0.0 for a in self.arrays if a.name != arr.name}

@@ -491,6 +491,8 @@ def _keeps(
     out = []
     for i, lv in enumerate(hierarchy.levels):
         base = hierarchy._keep(lv, problem)
+        if base is not None and lv.keep is not None and "on_chip" in lv.keep:
+            base = frozenset(base | set(mine))  # the role: the group's tensors made on chip
         kept_here = {t for t in mine if at[t] == i}
         kept_set = set(names if base is None else base)
         kept_set -= {t for t in mine if i < at[t]}

@@ -436,7 +436,8 @@ class Hierarchy:
             return None
         names = [s.name for s in problem.spaces]
         inputs = [s.name for s in problem.spaces if not s.output]
-        roles = {"output": [problem.output.name], "inputs": inputs}
+        # ``on_chip``: the tensors a fused group makes on chip, which mapper.fusion adds; alone, none
+        roles = {"output": [problem.output.name], "inputs": inputs, "on_chip": []}
         roles.update({f"input{i}": [t] for i, t in enumerate(inputs)})
         out: set[str] = set()
         for k in level.keep:
@@ -449,7 +450,7 @@ class Hierarchy:
             else:
                 raise ArchError(
                     f"level {level.name!r}: keeps {k!r}, which is neither a tensor of {problem.name} "
-                    f"({', '.join(names)}) nor a role (output, inputs, input0, input1, ...)"
+                    f"({', '.join(names)}) nor a role (output, inputs, input0, input1, ..., on_chip)"
                     f"{suggest(k, [*names, *roles])}"
                 )
         return frozenset(out)

@@ -575,7 +575,7 @@ def test_fusemax_s_own_schedule_stated_in_the_hierarchy(capsys) -> None:  # type
         mapper.fusemax().branched_hierarchy(), ps, dataclasses.replace(fm, kept=kept), names=names,
         steps=fusion.steps_of(c), drain=fusion.read_after(c, names),
     )  # fmt: skip
-    assert pes.cycles == r.cycles and pes.held_below == (("rf_2d", 4), ("rf_1d", 5))
+    assert pes.cycles == r.cycles and pes.held_below == (("rf_2d", 3), ("rf_1d", 5))
     comp = point["per_component_pj"]
     assert sum(a.compute_energy_pj for a in pes.analyses) == pytest.approx(
         sum(v for k, v in comp.items() if k.split(".")[-1] in ("mac", "add", "max", "exp", "div")), rel=1e-12
@@ -590,7 +590,14 @@ def test_fusemax_s_own_schedule_stated_in_the_hierarchy(capsys) -> None:  # type
     assert {t for a in pes.analyses for t in a.levels["buffer"]} == {
         "Q", "BK", "BV", "LM", "RM", "SLD", "SLNV", "RD", "SPNV", "RNV", "AV"
     }  # fmt: skip
-    assert 0.77e9 < pes.energy_pj < 0.78e9 < 0.85e9 < r.energy_pj  # the template: 0.695e9
+    # the tree's registers hold outputs and the group's tensors, operands stream past them: its
+    # 2D register files cost what the template's output-register charge does, within its first
+    # reads (the tree skips them) and the outputs of Einsums that reduce nothing (it writes them)
+    rf = sum(a.level_energy_pj["rf_2d"] for a in pes.analyses if "rf_2d" in a.level_energy_pj)
+    assert rf == pytest.approx(comp["2d.rf"], rel=0.005)
+    # what is left over the template (0.695e9): SLNV and SPNV through the buffer (groups nested in
+    # the group, not in the space), and the states read once per reader
+    assert 0.709e9 < pes.energy_pj < 0.711e9 < 0.79e9 < r.energy_pj
     # LM and SLD cross the preset's link from the 2D array into the 1D one (no wire cost; the 1D
     # register files' fills are charged); SLNV cannot: the 2D array makes it one F at a time
     more = dataclasses.replace(fm, kept=(*kept, ("LM", "rf_2d"), ("SLD", "rf_2d")))
