@@ -1007,3 +1007,59 @@ def test_the_documented_two_array_tree_parses_and_its_link_carries_a_tensor() ->
     ps = fusion.problems_of(einsum.parse(SCALE), ["C", "E"], {"M": 8, "K": 4, "N": 4})
     r = fusion.evaluate(h, ps, _across(), names=["C", "E"])
     assert r.linked == (("C", "mac", "div", 32),)
+
+
+def _flat_template_as_tree(p_size: int, m_size: int):  # type: ignore[no-untyped-def]
+    """The template's fused schedule of the 3-pass cascade on FLAT at P x M and the same schedule
+    as a fused mapping of FLAT's tree: query tiles as the template tiles them (the scores of a tile
+    whole, M down the 2D array's rows and P across), QK, S and AV on the 2D array and the softmax
+    on the 1D one, Q, K and V preloaded where several query tiles share them."""
+    import io
+    from contextlib import redirect_stdout
+
+    import mapper
+
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert main(["evaluate", "--arch", "flat", "--sizes", f"P={p_size},M={m_size},E=64,F=64",
+                     "--fusion", "fused", "--json"]) == 0  # fmt: skip
+    point = json.loads(out.getvalue())[0]
+    sched = point["search"]["schedule"]
+    q = p_size // sched["tile"]["P"]
+    c = einsum.library.get("attention_3pass")
+    names = ["QK", "S", "GM", "SN", "SD", "A", "AV"]
+    ps = fusion.problems_of(c, names, {"P": p_size, "M": m_size, "E": 64, "F": 64})
+    on = sched["binding"]
+    outer = (("P", q),) if q > 1 else ()
+
+    def own(p, n):  # type: ignore[no-untyped-def]
+        dims = dict(p.dims)
+        if on[n] == "2d":  # M down the rows, P across the columns; the rest of M, E and F in time
+            spatial = (("M", 256), ("P", 256)) if "M" in dims else (("P", 256),)
+            steps = {"M": dims.get("M", 1) // 256, "E": dims.get("E", 1), "F": dims.get("F", 1)}
+            temporal = tuple((d, f) for d, f in steps.items() if d in dims and f > 1)
+        else:  # P across the 1D array, M in time
+            spatial, temporal = (("P", 256),), tuple((d, dims[d]) for d in ("M",) if d in dims)
+        return (
+            LevelMapping(target="DRAM", temporal=outer),
+            LevelMapping(target="buffer", temporal=temporal, spatial=spatial),
+            LevelMapping(target=f"rf_{on[n]}"),
+        )
+
+    fm = fusion.FusedMapping(
+        level="buffer", shared=(outer,), mappings=tuple(own(p, n) for p, n in zip(ps, names, strict=True)),
+        binding=tuple(on[n] for n in names), preload=("Q", "K", "V") if q > 1 else (),
+    )  # fmt: skip
+    return point, fusion.evaluate(mapper.flat().branched_hierarchy(), ps, fm, names=names)
+
+
+@pytest.mark.parametrize(("p_size", "m_size"), [(256, 1024), (1024, 1024), (256, 4096)])
+def test_flat_s_fused_schedules_are_instances_of_its_tree(p_size: int, m_size: int) -> None:
+    """FLAT's fused schedule (every score of a query tile on chip, the arrays one after another)
+    stated in FLAT's tree takes the template's latency to the last digit, with the template's
+    busy cycles Einsum by Einsum and its DRAM bytes."""
+    point, r = _flat_template_as_tree(p_size, m_size)
+    assert r.cycles == pytest.approx(point["latency_cycles"], rel=1e-12)
+    assert r.scalar_accesses("DRAM") * 2 == point["traffic_bytes"]
+    busy = {n: a.compute_cycles for n, a in zip(r.names, r.analyses, strict=True)}
+    assert busy == {n: v["busy_cycles"] for n, v in point["per_einsum"].items()}
