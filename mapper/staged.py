@@ -29,6 +29,7 @@ import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from einsum.errors import suggest
 from mapper import fusion, hsearch
 from mapper.analysis import Analysis, LevelMapping, Problem, loops_of, tile_words
 from mapper.errors import ArchError, ScheduleError
@@ -174,15 +175,21 @@ def staged(
     priced: bool = True,
     imperfect: bool = False,
     progress: Callable[[str], None] | None = None,
+    spans: Sequence[tuple[int, int]] | None = None,
+    between: str | None = None,
 ) -> StagedResult:
     """The chain ``problems`` in stages (module text), the crossing tensors at each level below
     the outermost that every Einsum reaches, or through the outermost; the best by ``metric``.
-    ``after``: the chain's tensors read after it (written out to the outermost level)."""
+    ``after``: the chain's tensors read after it (written out to the outermost level).
+    ``spans``: the stages as ``(first, last)`` indices, a stage of several Einsums a fused group
+    (the Unfused baseline's kernels), instead of :func:`stages_of`'s; ``between``: the one level
+    the crossing tensors live at (the outermost: through DRAM)."""
     if metric not in hsearch.METRICS:
         raise ScheduleError(f"metric must be one of {', '.join(hsearch.METRICS)}, found {metric!r}")
     names = tuple(names or [p.name for p in problems])
     steps = steps or {}
-    spans = stages_of(problems, steps)
+    least = stages_of(problems, steps)
+    spans = least if spans is None else _checked_spans(spans, least, names)
     writer = {p.output.name: j for j, p in enumerate(problems)}
     stage_of = {j: s for s, (a, b) in enumerate(spans) for j in range(a, b + 1)}
     # tensors one stage writes and a later stage reads: tensor -> (writer's stage, last reader's)
@@ -194,10 +201,15 @@ def staged(
                 crossing[t] = (w, max(stage_of[j], crossing.get(t, (w, w))[1]))
     words = {t: _words(problems[writer[t]], t) for t in crossing}
     levels = [lv.name for lv in hierarchy.levels]
+    if between is not None and between not in levels:
+        raise ScheduleError(
+            f"staged: between names {between!r}, which is no level the stages share"
+            f"{suggest(between, levels)} (they share {', '.join(levels)})"
+        )
     best: StagedResult | None = None
     why: list[str] = []
     evaluated = 0
-    for k in [*range(1, len(levels)), 0]:
+    for k in [levels.index(between)] if between is not None else [*range(1, len(levels)), 0]:
         try:
             r = _at(hierarchy, problems, names, spans, crossing, words, k, steps, after, metric, budget, seed,
                     priced, imperfect, progress)  # fmt: skip
@@ -212,6 +224,27 @@ def staged(
             f"staged: no schedule of {', '.join(names)} in stages fits ({'; '.join(why[:3])})"
         )
     return dataclasses.replace(best, evaluated=evaluated)
+
+
+def _checked_spans(
+    spans: Sequence[tuple[int, int]], least: Sequence[tuple[int, int]], names: Sequence[str]
+) -> list[tuple[int, int]]:
+    """``spans`` after checking they cover the chain in order, each stage whole, and cut no
+    recurrence's stage (``least``: the smallest stages)."""
+    out = [tuple(x) for x in spans]
+    flat = [i for a, b in out for i in range(a, b + 1)] if all(len(x) == 2 for x in out) else []
+    if flat != list(range(len(names))):
+        raise ScheduleError(
+            f"staged: spans must cover the Einsums 0 .. {len(names) - 1} in order, each once, as "
+            f"(first, last) pairs; found {list(spans)}"
+        )
+    starts = {a for a, _b in out}
+    for a, b in least:
+        if any(a < x <= b for x in starts):
+            raise ScheduleError(
+                f"staged: spans cut {', '.join(names[a : b + 1])}, which a recurrence ties into one stage"
+            )
+    return [(int(a), int(b)) for a, b in out]
 
 
 def _key(r: StagedResult, metric: str, priced: bool) -> tuple[float, ...]:

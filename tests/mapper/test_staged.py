@@ -130,3 +130,36 @@ def test_staged_errors_are_typed() -> None:
         staged.staged(_toy(1000), _chain(), metric="speed")
     with pytest.raises(ScheduleError, match=r"no schedule of C, E in stages fits"):
         staged.staged(_toy(2), _chain(), names=["C", "E"], budget=20)
+
+
+def test_stages_given_by_hand_as_the_unfused_baseline_s_kernels() -> None:
+    """The Unfused baseline's three kernels (QK with its epilogue S, the softmax, AV) as given
+    stages, their tensors through DRAM: S and A go out and come back, QK, GM and SD stay inside
+    their kernel."""
+    import mapper
+
+    c = einsum.library.get("attention_3pass")
+    names = ["QK", "S", "GM", "SN", "SD", "A", "AV"]
+    ps = fusion.problems_of(c, names, {"P": 64, "M": 256, "E": 16, "F": 16})
+    r = staged.staged(
+        mapper.unfused(array_dim=16).branched_hierarchy(), ps, names=names, after=fusion.read_after(c, names),
+        spans=[(0, 1), (2, 5), (6, 6)], between="DRAM", budget=40,
+    )  # fmt: skip
+    assert [s.names for s in r.stages] == [("QK", "S"), ("GM", "SN", "SD", "A"), ("AV",)]
+    assert r.through_outermost and dict(r.crossing) == {"S": 64 * 256, "A": 64 * 256}
+    dram = {t for s in r.stages for a in s.analyses for t in a.levels["DRAM"]}
+    assert {"S", "A"} <= dram and not {"QK", "GM", "SD"} & dram
+    with pytest.raises(ScheduleError, match=r"spans must cover the Einsums 0 .. 6 in order"):
+        staged.staged(
+            mapper.unfused(array_dim=16).branched_hierarchy(), ps, names=names, spans=[(0, 1), (3, 6)]
+        )
+    with pytest.raises(ScheduleError, match=r"between names 'dram', which is no level .*did you mean 'DRAM'"):
+        staged.staged(mapper.unfused(array_dim=16).branched_hierarchy(), ps, names=names, between="dram")
+
+
+def test_given_stages_may_not_cut_a_recurrence() -> None:
+    c = einsum.parse(DECAY)
+    names = ["L", "D", "R", "Y"]
+    ps = fusion.problems_of(c, names, {"P": 4, "M": 16, "M1": 4, "M0": 4})
+    with pytest.raises(ScheduleError, match=r"spans cut D, R, which a recurrence ties into one stage"):
+        staged.staged(_toy(1000), ps, names=names, steps=fusion.steps_of(c), spans=[(0, 1), (2, 3)])
