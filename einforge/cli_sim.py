@@ -741,15 +741,10 @@ def cmd_map(args: argparse.Namespace) -> int:
     )
 
 
-def _metric_key(r: Any, metric: str) -> tuple[float, ...]:
-    cyc, en = r.cycles, r.energy_pj
-    return {"edp": (cyc * en, cyc, en), "energy": (en, cyc), "cycles": (cyc, en)}[metric]
-
-
 def _map_fused(args: argparse.Namespace, h: Any, cascade: Any, sizes: Any) -> int:
     """``einforge map --fuse E1,E2``: the best fused mapping of the chain, beside the chain in
     stages (each Einsum alone, a recurrence's halves together; :mod:`mapper.staged`)."""
-    from mapper import fusion, staged
+    from mapper import fusion, hsearch, staged
 
     if args.einsum or args.mapping or args.write_mapping:
         raise ConfigError("--fuse maps a group; it does not take --einsum, --mapping or --write-mapping")
@@ -788,7 +783,12 @@ def _map_fused(args: argparse.Namespace, h: Any, cascade: Any, sizes: Any) -> in
         imperfect=args.imperfect,
         progress=progress,
     )
-    best = "fused" if _metric_key(r, args.metric) <= _metric_key(st, args.metric) else "stages"
+    key = hsearch.metric_key
+    best = (
+        "fused"
+        if key(r.cycles, r.energy_pj, args.metric) <= key(st.cycles, st.energy_pj, args.metric)
+        else "stages"
+    )
     if args.json:
         print(json.dumps({**r.to_dict(), "staged": st.to_dict(), "best": best}, indent=1))
         return 0

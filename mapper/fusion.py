@@ -996,7 +996,7 @@ def search(
         cyc, en = res.cycles, res.energy_pj
         if not priced:
             return (cyc, sum(res.scalar_accesses(lv) for lv in levels[:1]))
-        return {"edp": (cyc * en, cyc, en), "energy": (en, cyc), "cycles": (cyc, en)}[metric]
+        return hsearch.metric_key(cyc, en, metric)
 
     for k in where:
         # k outer levels + the rest below; a running state's rank all in the shared loops
@@ -1052,7 +1052,7 @@ def search(
                 if not priced:
                     return (cyc, -math.inf)
                 en = sum(r.analysis.energy_pj for _b, r in binding)
-                return {"edp": (cyc * en, cyc, en), "energy": (en, cyc), "cycles": (cyc, en)}[metric]
+                return hsearch.metric_key(cyc, en, metric)
 
             for binding in _bindings(results, metric, priced, score, best):
                 fm = FusedMapping(
@@ -1328,7 +1328,7 @@ def _bindings(
         if not priced:  # the search ranks by cycles, then accesses
             return (cyc, -math.inf)
         en = sum(r.analysis.energy_pj for _b, r in binding)
-        return {"edp": (cyc * en, cyc, en), "energy": (en, cyc), "cycles": (cyc, en)}[metric]
+        return hsearch.metric_key(cyc, en, metric)
 
     scored: list[tuple[tuple[float, ...], list[tuple[str | None, Any]]]] = []
     if math.prod(len(o) for o in options) <= EXHAUSTIVE_BINDINGS:

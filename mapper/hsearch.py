@@ -47,9 +47,21 @@ from einsum.errors import suggest
 from mapper.analysis import Analysis, LevelMapping, Problem, Storage, _extent, analyze
 from mapper.errors import ArchError, ScheduleError
 
-__all__ = ["METRICS", "Constraint", "HierarchyResult", "fanouts", "search", "to_timeloop"]
+__all__ = ["METRICS", "Constraint", "HierarchyResult", "fanouts", "metric_key", "search", "to_timeloop"]
 
 METRICS = ("edp", "energy", "cycles")
+
+
+def metric_key(cycles: float, energy_pj: float, metric: str) -> tuple[float, ...]:
+    """How a schedule ranks by ``metric`` (smaller is better): the metric, then the other figure
+    to break ties."""
+    return {
+        "edp": (cycles * energy_pj, cycles, energy_pj),
+        "energy": (energy_pj, cycles),
+        "cycles": (cycles, energy_pj),
+    }[metric]
+
+
 DEFAULT_BUDGET = 20_000
 
 

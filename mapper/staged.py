@@ -157,11 +157,6 @@ def stages_of(problems: Sequence[Problem], steps: Mapping[str, str]) -> list[tup
     return out
 
 
-def _words(p: Problem, tensor: str) -> int:
-    """The whole tensor's words, as ``p`` (its writer) makes it."""
-    return tile_words(p, loops_of([LevelMapping(target="x", temporal=tuple(p.dims))]), [tensor])
-
-
 def staged(
     hierarchy: Any,
     problems: Sequence[Problem],
@@ -199,7 +194,7 @@ def staged(
             if t in writer and stage_of[writer[t]] < stage_of[j]:
                 w = stage_of[writer[t]]
                 crossing[t] = (w, max(stage_of[j], crossing.get(t, (w, w))[1]))
-    words = {t: _words(problems[writer[t]], t) for t in crossing}
+    words = {t: fusion._whole(problems[writer[t]], t) for t in crossing}
     levels = [lv.name for lv in hierarchy.levels]
     if between is not None and between not in levels:
         raise ScheduleError(
@@ -251,7 +246,7 @@ def _key(r: StagedResult, metric: str, priced: bool) -> tuple[float, ...]:
     cyc, en = r.cycles, r.energy_pj
     if not priced:
         return (cyc, r.scalar_accesses(r.between))
-    return {"edp": (cyc * en, cyc, en), "energy": (en, cyc), "cycles": (cyc, en)}[metric]
+    return hsearch.metric_key(cyc, en, metric)
 
 
 def _at(
@@ -392,8 +387,7 @@ def _alone(
         a = br[1].analysis
         if not priced:
             return (a.cycles, 0.0)
-        return {"edp": (a.cycles * a.energy_pj, a.cycles), "energy": (a.energy_pj, a.cycles),
-                "cycles": (a.cycles, a.energy_pj)}[metric]  # fmt: skip
+        return hsearch.metric_key(a.cycles, a.energy_pj, metric)
 
     b, r = min(found, key=key)
     held = 0

@@ -835,21 +835,27 @@ def test_a_compute_unit_runs_the_einsum_kinds_its_array_does() -> None:
     assert hierarchy.Hierarchy.from_dict(back.to_dict()) == back
 
 
+def _template_point(arch: str, p_size: int, m_size: int) -> dict:  # type: ignore[type-arg]
+    """``einforge evaluate --arch ARCH --sizes P=..,M=..,E=64,F=64 --fusion fused --json``: the
+    template's fused schedule and its figures."""
+    import io
+    from contextlib import redirect_stdout
+
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert main(["evaluate", "--arch", arch, "--sizes", f"P={p_size},M={m_size},E=64,F=64",
+                     "--fusion", "fused", "--json"]) == 0  # fmt: skip
+    return json.loads(out.getvalue())[0]  # type: ignore[no-any-return]
+
+
 def _fusemax_template_as_tree(p_size: int, m_size: int):  # type: ignore[no-untyped-def]
     """The template's fused schedule of the 1-pass cascade at P x M (``einforge evaluate --fusion
     fused``) and the same schedule as a fused mapping of FuseMax's tree: query tiles and key
     blocks as the template tiles them, its bindings, and Q and the K and V blocks loaded whole
     into the buffer before the tiles (the template's query tiles held on chip)."""
-    import io
-    from contextlib import redirect_stdout
-
     import mapper
 
-    out = io.StringIO()
-    with redirect_stdout(out):
-        assert main(["evaluate", "--arch", "fusemax", "--sizes", f"P={p_size},M={m_size},E=64,F=64",
-                     "--fusion", "fused", "--json"]) == 0  # fmt: skip
-    point = json.loads(out.getvalue())[0]
+    point = _template_point("fusemax", p_size, m_size)
     sched = point["search"]["schedule"]
     tp, tm = sched["tile"]["P"], sched["tile"]["M0"]
     q, m1 = p_size // tp, m_size // tm
@@ -1014,16 +1020,9 @@ def _flat_template_as_tree(p_size: int, m_size: int):  # type: ignore[no-untyped
     as a fused mapping of FLAT's tree: query tiles as the template tiles them (the scores of a tile
     whole, M down the 2D array's rows and P across), QK, S and AV on the 2D array and the softmax
     on the 1D one, Q, K and V preloaded where several query tiles share them."""
-    import io
-    from contextlib import redirect_stdout
-
     import mapper
 
-    out = io.StringIO()
-    with redirect_stdout(out):
-        assert main(["evaluate", "--arch", "flat", "--sizes", f"P={p_size},M={m_size},E=64,F=64",
-                     "--fusion", "fused", "--json"]) == 0  # fmt: skip
-    point = json.loads(out.getvalue())[0]
+    point = _template_point("flat", p_size, m_size)
     sched = point["search"]["schedule"]
     q = p_size // sched["tile"]["P"]
     c = einsum.library.get("attention_3pass")

@@ -7,30 +7,9 @@ from __future__ import annotations
 import pytest
 
 import einsum
-from mapper import fusion, hierarchy, staged
+from mapper import fusion, staged
 from mapper.errors import ScheduleError
-
-CHAIN = """
-cascade chain
-input A[m, k], B[k, n], D[n, p]
-output E
-
-C[m, n] = A[m, k] * B[k, n]
-E[m, p] = C[m, n] * D[n, p]
-"""
-
-
-def _toy(capacity: int) -> hierarchy.Hierarchy:
-    return hierarchy.Hierarchy.from_dict(
-        {
-            "name": "toy",
-            "levels": [
-                {"name": "DRAM", "kind": "dram", "read_pj": 10, "write_pj": 10},
-                {"name": "buf", "capacity_words": capacity, "read_pj": 1, "write_pj": 1},
-            ],
-            "compute": {"name": "mac", "energy_pj": 0},
-        }
-    )
+from tests.mapper.test_fusion import CHAIN, DECAY, _toy
 
 
 def _chain():  # type: ignore[no-untyped-def]
@@ -74,21 +53,6 @@ def test_stages_go_through_dram_when_the_buffer_cannot_hold_what_crosses() -> No
     assert r.between == "DRAM" and r.peak_words == 0
     assert r.scalar_accesses("DRAM") == 32 + 16 + 16 + 32 + 2 * 32
     assert "through DRAM" in r.describe()
-
-
-DECAY = """
-cascade decay
-input X[p, m]
-partition M -> M1, M0
-output Y
-
-BX[p, m1, m0] = X[p, m1 * M0 + m0]
-init R[p, m1 = 0] = 0
-L[p, m1] = sum[m0] BX[p, m1, m0]
-D[p, m1] = R[p, m1] * 0.5
-R[p, m1 + 1] = D[p, m1] + L[p, m1]
-Y[p] = R[p, M1]
-"""
 
 
 def test_a_recurrence_s_halves_run_as_one_stage() -> None:
