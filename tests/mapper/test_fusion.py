@@ -1062,3 +1062,32 @@ def test_flat_s_fused_schedules_are_instances_of_its_tree(p_size: int, m_size: i
     assert r.scalar_accesses("DRAM") * 2 == point["traffic_bytes"]
     busy = {n: a.compute_cycles for n, a in zip(r.names, r.analyses, strict=True)}
     assert busy == {n: v["busy_cycles"] for n, v in point["per_einsum"].items()}
+
+
+def test_the_rest_of_the_kept_preload_and_link_errors() -> None:
+    """A tensor kept twice, an input preloaded twice, a crossing whose far branch has no level at
+    that depth, and links that are not a map of branches to non-negative pJ."""
+    ps = _problems()
+    with pytest.raises(ScheduleError, match=r"kept names C twice"):
+        fusion.evaluate(_with_rf(), ps, _chain_in_pes(kept=(("C", "rf"), ("C", "rf"))))
+    with pytest.raises(ScheduleError, match=r"preload names B twice"):
+        fusion.evaluate(_toy(), ps, dataclasses.replace(_two_tiles(), preload=("B", "B")), names=["C", "E"])
+    d = _linked().to_dict()
+    d["branches"][1]["levels"] = []  # 'div' has no register file below the buffer
+    d["branches"][1]["compute"]["instances"] = 1
+    shallow = hierarchy.Hierarchy.from_dict(d)
+    ps2 = fusion.problems_of(einsum.parse(SCALE), ["C", "E"], {"M": 8, "K": 4, "N": 4})
+    m = _across()
+    e = (m.mappings[1][0], LevelMapping(target="buf", temporal=(("M", 4), ("N", 4))))
+    with pytest.raises(
+        ScheduleError, match=r"C crosses from mac to div, but div has no level at the depth of rf_mac"
+    ):
+        fusion.evaluate(shallow, ps2, dataclasses.replace(m, mappings=(m.mappings[0], e)), names=["C", "E"])
+    for links, why in (
+        ([1], r"links must map branch names to pJ per word"),
+        ({"div": -1}, r"links.div must be >= 0"),
+    ):
+        d = _tree().to_dict()
+        d["branches"][0]["links"] = links
+        with pytest.raises(ArchError, match=why):
+            hierarchy.Hierarchy.from_dict(d)
