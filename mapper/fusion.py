@@ -94,7 +94,8 @@ class FusedResult:
     #: words), and the energy of reading them at the outermost level and filling the fusion level
     loaded: tuple[tuple[str, int], ...] = ()
     load_pj: float = 0.0
-    load_cycles: float = 0.0  # their transfer's cycles at the outermost level's bandwidth
+    #: the preloads' and drains' transfer cycles at the outermost level's bandwidth
+    load_cycles: float = 0.0
     #: tensors kept below the fusion level that cross a link between branches: (tensor, from, to,
     #: words), the fills they make at the receiving levels (level, words), and the energy of both
     linked: tuple[tuple[str, str, str, int], ...] = ()
@@ -788,10 +789,15 @@ def evaluate(
             )
     drained, drain_pj = _drain(paths[0], problems, made, state, drain, k, priced)
     load_pj, load_cycles = _load_costs(paths, problems, loaded, k, priced)
+    # the drain's transfer at the outermost level's write bandwidth, timed with the tiles' own
+    outer = paths[0].storages(problems[0], priced=False)[0]
+    bw = outer.write_bandwidth or outer.shared_bandwidth
+    drain_cycles = sum(w for _t, w in drained) / bw if bw else 0.0
     linked, link_fills, link_pj = _link_costs(hierarchy, problems, mapping, paths, kept_at, k, priced)
     lat = [latency(path, p, ms) for path, p, ms in zip(paths, problems, fixed, strict=True)]
     on = mapping.binding or ("",) * len(problems)
-    engine = timed(problems, names, analyses, on, mapping.shared, steps or {}, lat, extra_dram=load_cycles,
+    engine = timed(problems, names, analyses, on, mapping.shared, steps or {}, lat,
+                   extra_dram=load_cycles + drain_cycles,
                    preloaded=frozenset(mapping.preload))  # fmt: skip
     return FusedResult(
         names=names,
@@ -806,7 +812,7 @@ def evaluate(
         held_below=tuple((n, w) for n, (_lv, w) in held.items() if n != mapping.level),
         loaded=loaded,
         load_pj=load_pj,
-        load_cycles=load_cycles,
+        load_cycles=load_cycles + drain_cycles,
         linked=linked,
         link_fills=link_fills,
         link_pj=link_pj,

@@ -14,7 +14,12 @@ them.
   updates go no further); on a tree, on every branch that can run it, the best by the metric.
 - A stage of several is a fused group (:func:`mapper.fusion.search`) at the between level with
   the crossing tensors resident there.
-- The stages run one after another: the schedule's cycles and energy are the sums. The between
+- The stages run one after another: the schedule's cycles and energy are the sums. A stage of
+  one Einsum is timed as a loop nest, as Timeloop times a mapping and the template its
+  layer-by-layer nests: the busiest of its compute and its levels' bandwidths, each level double
+  buffered. A fused group is timed by the tile engine, as the template times its kernels;
+  :func:`engine_cycles` times one Einsum as a kernel of its own (the Unfused baseline's AV). The
+  between
   level must hold, during each stage, every crossing tensor alive then (made before it and read
   by it or after it) beside the stage's own tiles.
 
@@ -34,7 +39,7 @@ from mapper import fusion, hsearch
 from mapper.analysis import Analysis, LevelMapping, Problem, loops_of, tile_words
 from mapper.errors import ArchError, ScheduleError
 
-__all__ = ["Stage", "StagedResult", "stages_of", "staged"]
+__all__ = ["Stage", "StagedResult", "engine_cycles", "stages_of", "staged"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -326,6 +331,15 @@ def _at(
     )
 
 
+def engine_cycles(path: Any, p: Problem, name: str, analysis: Analysis, mappings: Any) -> float:
+    """One Einsum's cycles on ``path`` as the tile engine times a kernel (:func:`mapper.fusion.
+    timed`): its outermost level's temporal loops are the tiles, and each tile's DRAM transfer
+    runs ahead of its compute, double buffered. At least the analysis's cycles (the busiest of
+    the compute and the levels' bandwidths), which are a proven lower bound of it."""
+    lat = fusion.latency(path, p, mappings)
+    return fusion.timed([p], [name], [analysis], [""], (tuple(mappings[0].temporal),), {}, [lat])
+
+
 def _producer_branch(
     problems: Sequence[Problem], names: Sequence[str], stages: Sequence[Stage], p: Problem
 ) -> str | None:
@@ -379,17 +393,16 @@ def _alone(
             problems_left.append(f"{path.name}: {exc}")
             continue
         if r.evaluated:
-            found.append((b, r))
+            found.append((b, r, r.analysis.cycles))
     if not found:
         raise ScheduleError(f"no branch can run {name} alone: {'; '.join(problems_left[:2])}")
 
-    def key(br: tuple[str, Any]) -> tuple[float, ...]:
-        a = br[1].analysis
+    def key(br: tuple[str, Any, float]) -> tuple[float, ...]:
         if not priced:
-            return (a.cycles, 0.0)
-        return hsearch.metric_key(a.cycles, a.energy_pj, metric)
+            return (br[2], 0.0)
+        return hsearch.metric_key(br[2], br[1].analysis.energy_pj, metric)
 
-    b, r = min(found, key=key)
+    b, r, cycles = min(found, key=key)
     held = 0
     if k > 0:
         ms = r.mappings
@@ -398,7 +411,7 @@ def _alone(
     return Stage(
         names=(name,),
         binding=(b,) if b else (),
-        cycles=r.analysis.cycles,
+        cycles=cycles,
         energy_pj=r.analysis.energy_pj,
         analyses=(r.analysis,),
         mappings=(r.mappings,),

@@ -1015,6 +1015,24 @@ def test_the_documented_two_array_tree_parses_and_its_link_carries_a_tensor() ->
     assert r.linked == (("C", "mac", "div", 32),)
 
 
+def _flat_mapping(p, array: str, outer: tuple[tuple[str, int], ...]):  # type: ignore[no-untyped-def]
+    """How FLAT's template maps an Einsum of a query tile: on the 2D array M down the rows and P
+    across the columns, the rest of M, E and F in time; on the 1D array P across, M in time;
+    ``outer``: the query tiles at DRAM."""
+    dims = dict(p.dims)
+    if array == "2d":
+        spatial = (("M", 256), ("P", 256)) if "M" in dims else (("P", 256),)
+        steps = {"M": dims.get("M", 1) // 256, "E": dims.get("E", 1), "F": dims.get("F", 1)}
+        temporal = tuple((d, f) for d, f in steps.items() if d in dims and f > 1)
+    else:
+        spatial, temporal = (("P", 256),), tuple((d, dims[d]) for d in ("M",) if d in dims)
+    return (
+        LevelMapping(target="DRAM", temporal=outer),
+        LevelMapping(target="buffer", temporal=temporal, spatial=spatial),
+        LevelMapping(target=f"rf_{array}"),
+    )
+
+
 def _flat_template_as_tree(p_size: int, m_size: int):  # type: ignore[no-untyped-def]
     """The template's fused schedule of the 3-pass cascade on FLAT at P x M and the same schedule
     as a fused mapping of FLAT's tree: query tiles as the template tiles them (the scores of a tile
@@ -1031,22 +1049,8 @@ def _flat_template_as_tree(p_size: int, m_size: int):  # type: ignore[no-untyped
     on = sched["binding"]
     outer = (("P", q),) if q > 1 else ()
 
-    def own(p, n):  # type: ignore[no-untyped-def]
-        dims = dict(p.dims)
-        if on[n] == "2d":  # M down the rows, P across the columns; the rest of M, E and F in time
-            spatial = (("M", 256), ("P", 256)) if "M" in dims else (("P", 256),)
-            steps = {"M": dims.get("M", 1) // 256, "E": dims.get("E", 1), "F": dims.get("F", 1)}
-            temporal = tuple((d, f) for d, f in steps.items() if d in dims and f > 1)
-        else:  # P across the 1D array, M in time
-            spatial, temporal = (("P", 256),), tuple((d, dims[d]) for d in ("M",) if d in dims)
-        return (
-            LevelMapping(target="DRAM", temporal=outer),
-            LevelMapping(target="buffer", temporal=temporal, spatial=spatial),
-            LevelMapping(target=f"rf_{on[n]}"),
-        )
-
     fm = fusion.FusedMapping(
-        level="buffer", shared=(outer,), mappings=tuple(own(p, n) for p, n in zip(ps, names, strict=True)),
+        level="buffer", shared=(outer,), mappings=tuple(_flat_mapping(p, on[n], outer) for p, n in zip(ps, names, strict=True)),
         binding=tuple(on[n] for n in names), preload=("Q", "K", "V") if q > 1 else (),
     )  # fmt: skip
     return point, fusion.evaluate(mapper.flat().branched_hierarchy(), ps, fm, names=names)

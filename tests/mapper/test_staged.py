@@ -127,3 +127,49 @@ def test_given_stages_may_not_cut_a_recurrence() -> None:
     ps = fusion.problems_of(c, names, {"P": 4, "M": 16, "M1": 4, "M0": 4})
     with pytest.raises(ScheduleError, match=r"spans cut D, R, which a recurrence ties into one stage"):
         staged.staged(_toy(1000), ps, names=names, steps=fusion.steps_of(c), spans=[(0, 1), (2, 3)])
+
+
+@pytest.mark.parametrize(("p_size", "m_size"), [(256, 1024), (1024, 1024), (256, 4096)])
+def test_the_unfused_baseline_s_schedules_are_instances_of_its_tree(p_size: int, m_size: int) -> None:
+    """The Unfused baseline's schedule (three kernels: QK with S, the softmax, AV; S and A through
+    DRAM) stated as stages of FLAT's arrays: the two groups fused at the buffer, with the inputs
+    several of their Einsums or query tiles read loaded once (the template's kernels hold them),
+    and AV a kernel of its own. Each timed by the tile engine, as the template times its kernels,
+    they take the template's latency to the last digit, and move its DRAM bytes."""
+    import mapper
+    from tests.mapper.test_fusion import _flat_mapping, _template_point
+
+    point = _template_point("unfused", p_size, m_size)
+    sched = point["search"]["schedule"]
+    on, q = sched["binding"], p_size // sched["tile"]["P"]
+    c = einsum.library.get("attention_3pass")
+    names = ["QK", "S", "GM", "SN", "SD", "A", "AV"]
+    ps = fusion.problems_of(c, names, {"P": p_size, "M": m_size, "E": 64, "F": 64})
+    outer = (("P", q),) if q > 1 else ()
+
+    def own(p, n):  # type: ignore[no-untyped-def]
+        return _flat_mapping(p, on[n], outer)
+
+    h = mapper.unfused().branched_hierarchy()
+    cycles = words = 0.0
+    for a, b in [(0, 1), (2, 5), (6, 6)]:
+        sub, ns = ps[a : b + 1], names[a : b + 1]
+        made = {p.output.name for p in sub}
+        ins = [s.name for p in sub for s in p.spaces if not s.output and s.name not in made]
+        again = tuple(dict.fromkeys(t for t in ins if ins.count(t) > 1 or (q > 1 and t in ("K", "V"))))
+        if b > a:
+            fm = fusion.FusedMapping(
+                level="buffer", shared=(outer,), mappings=tuple(own(p, n) for p, n in zip(sub, ns, strict=True)),
+                binding=tuple(on[n] for n in ns), preload=again,
+            )  # fmt: skip
+            r = fusion.evaluate(h, sub, fm, names=ns)
+            cycles += r.cycles
+            words += r.scalar_accesses("DRAM")
+        else:
+            path = h.branch(on[ns[0]])
+            an = path.analyze(sub[0], own(sub[0], ns[0]))
+            cycles += staged.engine_cycles(path, sub[0], ns[0], an, own(sub[0], ns[0]))
+            words += an.scalar_accesses("DRAM")
+            assert staged.engine_cycles(path, sub[0], ns[0], an, own(sub[0], ns[0])) >= an.cycles
+    assert cycles == pytest.approx(point["latency_cycles"], rel=1e-12)
+    assert words * 2 == point["traffic_bytes"]
