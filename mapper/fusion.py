@@ -1387,28 +1387,3 @@ def problems_of(cascade: Any, names: Sequence[str], sizes: Mapping[str, int]) ->
     from mapper.hierarchy import einsum_problem
 
     return [einsum_problem(cascade, n, sizes) for n in names]
-
-
-def unfused_figures(hierarchy: Any, problems: Sequence[Problem], **options: Any) -> tuple[float, float]:
-    """(cycles, energy) of the chain mapped one Einsum at a time (each intermediate written to and
-    read back from the outermost level), each by :meth:`Hierarchy.search`: the baseline fusion
-    beats or not."""
-    cyc = en = 0.0
-    paths = [(b.name, hierarchy.branch(b.name)) for b in hierarchy.branches] or [("", hierarchy)]
-    ran: dict[str, str] = {}  # each Einsum's output -> the branch it ran on
-    for p in problems:  # on a hierarchy with branches, each on the branch where it is fastest
-        found = []
-        for b, path in paths:
-            try:
-                a = path.search(p, with_producer=ran.get(p.epilogue_of) == b, **options).analysis
-                found.append((a, b))
-            except (ArchError, ScheduleError):
-                if len(paths) == 1:
-                    raise
-        if not found:
-            raise ScheduleError(f"fusion: no branch of {hierarchy.name} can run {p.name} on its own")
-        a, b = min(found, key=lambda x: (x[0].cycles, x[0].energy_pj))
-        ran[p.output.name] = b
-        cyc += a.cycles
-        en += a.energy_pj
-    return cyc, en

@@ -6,8 +6,8 @@ previous step and ``RD`` reads ``SPD``: neither can run whole before the other),
 fused group stepping the recurrence's rank one tile at a time. Stage by stage, the tensors that
 cross from one stage to a later one live whole at one **between level** (the buffer): written
 there once, read there by each later stage, never at the levels outside it. Or, where nothing
-fits, they go through the outermost level (DRAM), as :func:`mapper.fusion.unfused_figures` sends
-them.
+fits, they go through the outermost level (DRAM): written there once and read back by each
+later stage.
 
 - A stage of one Einsum is mapped by the hierarchy search, the crossing tensors it reads or
   writes kept first at the between level (``produced``: nothing fills them from above, their
