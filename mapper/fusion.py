@@ -593,6 +593,7 @@ def _kept_levels(
         i = lvs.index(lvname)
         ranks = next(s for s in problems[writer].spaces if s.name == t).dims
         loops: dict[int, tuple[tuple[tuple[str, int], ...], ...]] = {}
+        stepped: dict[int, tuple[tuple[int, str, int], ...]] = {}
         for j in users:
             if on[j] != on[writer]:
                 links = _links(hierarchy, on[writer])
@@ -610,15 +611,11 @@ def _kept_levels(
             ms = mapping.mappings[j]
             mine = []
             for m in ms[k:i]:
-                for d, f in m.temporal:
-                    if d in ranks and f > 1:
-                        raise ScheduleError(
-                            f"fusion: {t} is kept at {lvname}, but {names[j]} runs a temporal loop over {d} "
-                            f"({f}) at {m.target}, above it: {t}'s tile there would be replaced before "
-                            "the group's next Einsum reads it"
-                        )
                 mine.append(tuple((d, f) for d, f in m.spatial if f > 1))
             loops[j] = tuple(mine)
+            stepped[j] = _lockstep(ms, k, i, ranks)
+        _check_lockstep(t, lvname, names, users, writer, stepped, mapping.mappings, ranks)
+        _check_nested_readers(t, lvname, problems, names, users, writer, stepped[writer])
         same = [j for j in users if on[j] == on[writer]]
         if len(same) > 1:  # readers on the writer's own instances: each reads what it wrote
             for j in same:
@@ -646,6 +643,94 @@ def _kept_levels(
                 )
         out[t] = i
     return out
+
+
+def _lockstep(
+    ms: Sequence[LevelMapping], k: int, i: int, ranks: Sequence[str]
+) -> tuple[tuple[int, str, int], ...]:
+    """The temporal loops of ``ms`` between levels ``k`` and ``i`` (above ``i``), outermost first,
+    up to the innermost one over ``ranks``: the steps over which a tile kept at ``i`` changes.
+    Empty: the tile stays whole."""
+    seq = [(lv, d, f) for lv in range(k, i) for d, f in ms[lv].temporal if f > 1]
+    last = max((n for n, (_lv, d, _f) in enumerate(seq) if d in ranks), default=-1)
+    return tuple(seq[: last + 1])
+
+
+def _check_lockstep(
+    t: str,
+    lvname: str,
+    names: Sequence[str],
+    users: Sequence[int],
+    writer: int,
+    stepped: Mapping[int, tuple[tuple[int, str, int], ...]],
+    mappings: Sequence[Sequence[LevelMapping]],
+    ranks: Sequence[str],
+) -> None:
+    """A tile kept below the fusion level may change under temporal loops above it only if its
+    writer and every reader step those loops together (a group nested in the group: the writer
+    makes one slice, the readers read it, then the next): the same loops, factors and order, down
+    to the innermost one over the tensor's ranks."""
+    for j in users:
+        if stepped[j] == stepped[writer]:
+            continue
+        a, b = stepped[j], stepped[writer]
+        n = next((n for n, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+        own, other = (j, writer) if n < len(a) else (writer, j)
+        lv, d, f = next(x for x in stepped[own][n:] if x[1] in ranks)
+        raise ScheduleError(
+            f"fusion: {t} is kept at {lvname}, but {names[own]} runs a temporal loop over {d} ({f}) at "
+            f"{mappings[own][lv].target}, above it, which {names[other]} does not step with it: {t}'s "
+            f"tile there would be replaced before {names[other]} is done with it (its writer and readers "
+            "may step such loops only together: the same loops, factors and order above the level, "
+            f"down to the innermost over {t}'s ranks)"
+        )
+
+
+def _depends(problems: Sequence[Problem], tensor: str, on: str) -> bool:
+    """Whether the group makes ``tensor`` (transitively) from ``on``."""
+    made = {p.output.name: p for p in problems}
+    seen: set[str] = set()
+    todo = [tensor]
+    while todo:
+        u = todo.pop()
+        if u == on:
+            return True
+        if u in seen or u not in made:
+            continue
+        seen.add(u)
+        todo += [s.name for s in made[u].spaces if s.name != u]
+    return False
+
+
+def _check_nested_readers(
+    t: str,
+    lvname: str,
+    problems: Sequence[Problem],
+    names: Sequence[str],
+    users: Sequence[int],
+    writer: int,
+    stepped: tuple[tuple[int, str, int], ...],
+) -> None:
+    """A reader that steps with the writer of ``t`` reads each slice as it is made, so it may not
+    also read a tensor made from ``t`` over the stepped loops' ranks (a sum over them is complete
+    only after the last step: FLAT's ``A`` reads ``SN`` and ``SD``, the sum of ``SN`` over M)."""
+    if not stepped:
+        return
+    ranks = {d for _lv, d, _f in stepped}
+    for j in users:
+        if j == writer:
+            continue
+        for s in problems[j].spaces:
+            if s.name in (t, problems[j].output.name) or not _depends(problems, s.name, t):
+                continue
+            missing = sorted(ranks - set(s.dims))
+            if missing:
+                raise ScheduleError(
+                    f"fusion: {t} is kept at {lvname} and made one step of {', '.join(missing)} at a "
+                    f"time, but {names[j]} reads it beside {s.name}, which is made from {t} over all of "
+                    f"{', '.join(missing)}: {s.name} is complete only after {t}'s last step, when its "
+                    f"earlier steps are gone (keep {t} at a level above the loops over {', '.join(missing)})"
+                )
 
 
 def _links(hierarchy: Any, branch: str) -> Mapping[str, float]:
@@ -1206,6 +1291,15 @@ def _sink(
             if any(len(paths[j].levels) <= i for j in users):
                 continue
             now = {**kept, t: i}
+            # as mapped, where its users already step together (a group nested in the group)
+            here: tuple[FusedResult, dict[int, list[hsearch.Constraint]]] | None = None
+            try:
+                tried += 1
+                r = evaluate(hierarchy, problems, _keeping(best.mapping, t, path.levels[i].name), **options)
+                if key_of(r) < best_key:
+                    here = (r, {})
+            except (ScheduleError, ArchError):
+                pass
             mappings = list(best.mapping.mappings)
             cons: dict[int, list[hsearch.Constraint]] = {}
             ok = True
@@ -1238,21 +1332,24 @@ def _sink(
                         if sorted(want) == sorted((d, f) for d, f in ms[x].spatial if f > 1):
                             ms[x] = dataclasses.replace(ms[x], spatial=want)
                 mappings[j] = tuple(ms)
-            if not ok:
-                continue
-            cand = dataclasses.replace(
-                best.mapping, mappings=tuple(mappings), kept=(*best.mapping.kept, (t, path.levels[i].name))
-            )
-            try:
-                r = evaluate(hierarchy, problems, cand, **options)
-            except (ScheduleError, ArchError):
-                continue
-            if key_of(r) < best_key:
-                best, best_key = r, key_of(r)
-                for j, c in cons.items():
-                    extra[j] = c
+            if ok:
+                stepped = dataclasses.replace(best.mapping, mappings=tuple(mappings))
+                cand = _keeping(stepped, t, path.levels[i].name)
+                try:
+                    r = evaluate(hierarchy, problems, cand, **options)
+                    if key_of(r) < (key_of(here[0]) if here else best_key):
+                        here = (r, cons)
+                except (ScheduleError, ArchError):
+                    pass
+            if here:
+                best, best_key = here[0], key_of(here[0])
+                extra.update(here[1])
                 break
     return best, tried
+
+
+def _keeping(fm: FusedMapping, t: str, level: str) -> FusedMapping:
+    return dataclasses.replace(fm, kept=(*fm.kept, (t, level)))
 
 
 def _map_one(

@@ -598,11 +598,11 @@ def test_fusemax_s_own_schedule_stated_in_the_hierarchy(capsys) -> None:  # type
     # reads (the tree skips them) and the outputs of Einsums that reduce nothing (it writes them)
     rf = sum(a.level_energy_pj["rf_2d"] for a in pes.analyses if "rf_2d" in a.level_energy_pj)
     assert rf == pytest.approx(comp["2d.rf"], rel=0.005)
-    # what is left over the template (0.695e9): SLNV and SPNV through the buffer (groups nested in
-    # the group, not in the space), and the states read once per reader
+    # over the template (0.695e9): SLNV and SPNV through the buffer, and the states read once per
+    # reader
     assert 0.709e9 < pes.energy_pj < 0.711e9 < 0.79e9 < r.energy_pj
     # LM and SLD cross the preset's link from the 2D array into the 1D one (no wire cost; the 1D
-    # register files' fills are charged); SLNV cannot: the 2D array makes it one F at a time
+    # register files' fills are charged)
     more = dataclasses.replace(fm, kept=(*kept, ("LM", "rf_2d"), ("SLD", "rf_2d")))
     linked = fusion.evaluate(
         mapper.fusemax().branched_hierarchy(), ps, more, names=names, steps=fusion.steps_of(c),
@@ -610,9 +610,41 @@ def test_fusemax_s_own_schedule_stated_in_the_hierarchy(capsys) -> None:  # type
     )  # fmt: skip
     assert linked.linked == (("LM", "2d", "1d", 1024), ("SLD", "2d", "1d", 1024))
     assert linked.cycles == r.cycles and linked.energy_pj < pes.energy_pj
-    with pytest.raises(ScheduleError, match=r"SLNV runs a temporal loop over F \(64\) at buffer"):
+    # SLNV and SPNV, made one F at a time (the F loop at the buffer), stay in the PEs too: RNV
+    # steps F with them, a group nested in the group. SLNV crosses the link one F at a time. Each
+    # register file holds a slice: a word of SLNV, of SPNV. Now the buffer sees only Q, K, V, the
+    # states, RM and AV, and the energy is the template's within 0.1%
+    nested = dataclasses.replace(fm, kept=(*more.kept, ("SLNV", "rf_2d"), ("SPNV", "rf_1d")))
+    inner = fusion.evaluate(
+        mapper.fusemax().branched_hierarchy(), ps, nested, names=names, steps=fusion.steps_of(c),
+        drain=fusion.read_after(c, names),
+    )  # fmt: skip
+    assert inner.cycles == r.cycles and inner.held_below == (("rf_2d", 6), ("rf_1d", 9))
+    assert inner.linked[-1] == ("SLNV", "2d", "1d", 65536)
+    assert {t for a in inner.analyses for t in a.levels["buffer"]} == {
+        "Q",
+        "BK",
+        "BV",
+        "RM",
+        "RD",
+        "RNV",
+        "AV",
+    }
+    assert inner.energy_pj == pytest.approx(point["energy_pj"], rel=1e-3)
+    # RNV stepping F inside its register file instead does not step with SLNV's writer
+    rnv = names.index("RNV")
+    apart = list(nested.mappings)
+    apart[rnv] = (
+        apart[rnv][0],
+        dataclasses.replace(apart[rnv][1], temporal=()),
+        dataclasses.replace(apart[rnv][2], temporal=(("F", 64),)),
+    )
+    with pytest.raises(
+        ScheduleError,
+        match=r"SLNV runs a temporal loop over F \(64\) at buffer, above it, which RNV does not",
+    ):
         fusion.evaluate(
-            mapper.fusemax().branched_hierarchy(), ps, dataclasses.replace(fm, kept=(("SLNV", "rf_2d"),)),
+            mapper.fusemax().branched_hierarchy(), ps, dataclasses.replace(nested, mappings=tuple(apart)),
             names=names, steps=fusion.steps_of(c), drain=fusion.read_after(c, names),
         )  # fmt: skip
 
@@ -1069,6 +1101,28 @@ def test_flat_s_fused_schedules_are_instances_of_its_tree(p_size: int, m_size: i
     assert r.scalar_accesses("DRAM") * 2 == point["traffic_bytes"]
     busy = {n: a.compute_cycles for n, a in zip(r.names, r.analyses, strict=True)}
     assert busy == {n: v["busy_cycles"] for n, v in point["per_einsum"].items()}
+
+
+def test_flat_s_scores_handed_to_their_epilogue_inside_the_pes() -> None:
+    """FLAT hands QK to its epilogue S one M block at a time (both step M at the buffer): QK
+    kept in the 2D array's register files is a group nested in the group, and the buffer no longer
+    sees it. SN cannot stay in the 1D PEs the same way: A reads it beside SD, their sum over M."""
+    import mapper
+
+    point, r = _flat_template_as_tree(256, 1024)
+    c = einsum.library.get("attention_3pass")
+    names = ["QK", "S", "GM", "SN", "SD", "A", "AV"]
+    ps = fusion.problems_of(c, names, {"P": 256, "M": 1024, "E": 64, "F": 64})
+    h = mapper.flat().branched_hierarchy()
+    inner = fusion.evaluate(h, ps, dataclasses.replace(r.mapping, kept=(("QK", "rf_2d"),)), names=names)
+    assert inner.cycles == r.cycles == pytest.approx(point["latency_cycles"], rel=1e-12)
+    assert all("QK" not in a.levels["buffer"] for a in inner.analyses)
+    # QK's 262,144 words written and read once each at the buffer are gone
+    saved = sum(a.levels["buffer"]["QK"].accesses for a in r.analyses if "QK" in a.levels["buffer"])
+    assert saved == 2 * 256 * 1024
+    assert inner.energy_pj < r.energy_pj
+    with pytest.raises(ScheduleError, match=r"A reads it beside SD, which is made from SN over all of M"):
+        fusion.evaluate(h, ps, dataclasses.replace(r.mapping, kept=(("SN", "rf_1d"),)), names=names)
 
 
 def test_the_rest_of_the_kept_preload_and_link_errors() -> None:
