@@ -5,7 +5,7 @@ float64; ``out (G, P, F)`` is written. With ``causal``, query ``p`` sits at posi
 and sees the keys up to it (``shift = 0``: top-left aligned; ``M - P``: bottom-right).
 ``prange`` runs over (group, query tile); each work item
 keeps its tile's state in its own buffers, so no two threads write the same memory. The matrix
-products of a tile go to BLAS (``np.dot`` or :func:`_gemm`, both scipy's OpenBLAS; the caller
+products of a tile go to BLAS (:func:`_gemm`: MKL where installed, else scipy's OpenBLAS; the caller
 limits BLAS to one thread so that it does not fight ``prange``'s threads); the elementwise work
 runs in loops that LLVM vectorises: a ``llvm.maxnum`` reduction for row maxima and, in float32,
 an exp built from Cody-Waite range reduction, a degree-6 polynomial and an exponent-field bitcast
@@ -32,8 +32,11 @@ from numba import njit, prange, types
 from numba.extending import intrinsic, overload, register_jitable
 
 from golden._attnops import finish, online_max, visible_keys
+from golden._blas import backend, bind_at_import, xgemm
 
 __all__ = ["EXP_COEFFS", "exp_fast", "fwd_1pass", "fwd_2pass", "fwd_3pass"]
+
+bind_at_import()  # before any kernel below loads from the disk cache
 
 # Fast-math without nnan/ninf: the running max starts at -inf and must compare correctly.
 _FM = {"reassoc", "contract", "nsz", "arcp", "afn"}
@@ -168,44 +171,49 @@ def _row_exp(row, c, nk, scale, shift):  # type: ignore[no-untyped-def]
 
 def _gemm(a, b, c, b_transposed, beta):  # type: ignore[no-untyped-def]
     """``c[:m, :n] = a @ (b.T if b_transposed else b) + beta * c[:m, :n]`` for row-major 2D
-    arrays with unit column stride (``m = a.shape[0]``). Jit-only: BLAS ``?gemm`` through numba's
-    own ``numba_xxgemm`` (the entry its ``np.dot`` uses; scipy's BLAS), so that a product can write
-    into part of a buffer and accumulate (beta = 1), and the kernels stay cacheable."""
+    arrays with unit column stride (``m = a.shape[0]``). Jit-only: BLAS ``?gemm`` through
+    :func:`golden._blas.xgemm` (MKL where installed, else scipy's OpenBLAS), so that a product
+    can write into part of a buffer and accumulate (beta = 1), and the kernels stay cacheable."""
     raise NotImplementedError("_gemm is only callable from compiled code")
 
 
 @overload(_gemm)
 def _gemm_impl(a, b, c, b_transposed, beta):  # type: ignore[no-untyped-def]
-    from numba.np.linalg import _BLAS
-
-    xxgemm = _BLAS().numba_xxgemm(c.dtype)
-    kind = ord("s") if c.dtype == types.float32 else ord("d")
+    backend()  # the symbols xgemm calls (bound at import; this raises a wrong EINFORGE_BLAS)
+    real = c.dtype
 
     def impl(a, b, c, b_transposed, beta):  # type: ignore[no-untyped-def]
         # Row-major C = A B is column-major C^T = B^T A^T: hence B first.
         m, kk = a.shape
         n = b.shape[0] if b_transposed else b.shape[1]
-        sc = np.empty(2, c.dtype)
-        sc[0] = 1
-        sc[1] = beta
-        xxgemm(
-            kind,
+        if m == 0 or n == 0:
+            return
+        xgemm(
             ord("T") if b_transposed else ord("N"),
             ord("N"),
             n,
             m,
             kk,
-            sc[0:].ctypes,
-            b.ctypes,
-            b.strides[0] // b.itemsize,
-            a.ctypes,
-            a.strides[0] // a.itemsize,
-            sc[1:].ctypes,
-            c.ctypes,
-            c.strides[0] // c.itemsize,
+            real(1),
+            b.ctypes.data,
+            max(1, b.strides[0] // b.itemsize),
+            a.ctypes.data,
+            max(1, a.strides[0] // a.itemsize),
+            real(beta),
+            c.ctypes.data,
+            max(1, c.strides[0] // c.itemsize),
         )
 
     return impl
+
+
+@register_jitable
+def _dot(a, b, b_transposed):  # type: ignore[no-untyped-def]
+    """``a @ (b.T if b_transposed else b)`` as a new array, through :func:`_gemm`."""
+    n = b.shape[0] if b_transposed else b.shape[1]
+    c = np.empty((a.shape[0], n), a.dtype)
+    _gemm(a, b, c, b_transposed, 0.0)
+    return c
 
 
 @register_jitable
@@ -282,7 +290,7 @@ def _tile_scores(qt, k, g, t, bk, mend):  # type: ignore[no-untyped-def]
     """Key tile ``t``'s scores ``qt K[m0 : m0 + nk]^T``, with ``m0`` and ``nk``."""
     m0 = t * bk
     nk = min(mend, m0 + bk) - m0
-    return np.dot(qt, k[g, m0 : m0 + nk].T), m0, nk
+    return _dot(qt, k[g, m0 : m0 + nk], True), m0, nk
 
 
 @njit(parallel=True, fastmath=_FM, cache=True)
@@ -329,7 +337,7 @@ def fwd_2pass(q, k, v, out, scale, causal, shift, bq, bk):  # type: ignore[no-un
                 _row_exp(row, c, nk, scale, gm[i])
                 for j in range(c):
                     row[j] = finish(row[j], sd[i])
-            acc += np.dot(s, v[kg, m0 : m0 + nk])
+            _gemm(s, v[kg, m0 : m0 + nk], acc, False, 1.0)
         out[g, p0 : p0 + n] = acc
 
 
@@ -342,7 +350,7 @@ def fwd_3pass(q, k, v, out, scale, causal, shift, bq, bk):  # type: ignore[no-un
         g, p0, n, qt = _work_item(q, w, nqb, bq)
         kg = g // (G // k.shape[0])  # grouped-query attention: several query heads share a K/V head
         mend = min(M, p0 + n + shift) if causal else M  # keys past the tile's last query are all masked
-        s = np.dot(qt, k[kg, :mend].T)  # QK for the query tile: an n x mend slab (S = QK * scale)
+        s = _dot(qt, k[kg, :mend], True)  # QK for the query tile: an n x mend slab (S = QK * scale)
         for i in range(n):
             row = s[i]
             c = visible_keys(p0 + i + shift, 0, mend, causal)
@@ -350,4 +358,4 @@ def fwd_3pass(q, k, v, out, scale, causal, shift, bq, bk):  # type: ignore[no-un
             sd = _row_exp(row, c, mend, scale, gm)  # pass 2: SN and SD
             for j in range(c):  # pass 3: A = SN / SD (then A x V below)
                 row[j] = finish(row[j], sd)
-        out[g, p0 : p0 + n] = np.dot(s, v[kg, :mend])
+        _gemm(s, v[kg, :mend], out[g, p0 : p0 + n], False, 0.0)

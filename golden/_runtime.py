@@ -52,9 +52,13 @@ class _OneBlasThread:
         ctl = _blas_controller()
         self._raw: list[tuple[Any, Any]] = []
         others = []
+        from golden._blas import threads_of_its_own
+
         for lib in ctl.lib_controllers:
             if lib.user_api != "blas":
                 continue
+            if lib.internal_api == "mkl" and not threads_of_its_own():
+                continue  # the kernels' MKL runs its sequential layer: no threads to limit
             get = set_ = None
             if lib.internal_api == "openblas":
                 try:
@@ -87,5 +91,10 @@ class _OneBlasThread:
 
 @cache
 def one_blas_thread() -> _OneBlasThread:
-    """The process's :class:`_OneBlasThread` (made once, after the BLAS libraries load)."""
+    """The process's :class:`_OneBlasThread` (made once, after the BLAS libraries load). Checks
+    the kernels' BLAS first (:func:`golden._blas.backend`: a wrong ``EINFORGE_BLAS`` is a typed
+    error on every call)."""
+    from golden._blas import backend
+
+    backend()
     return _OneBlasThread()
