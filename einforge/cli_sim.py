@@ -704,8 +704,9 @@ def cmd_map(args: argparse.Namespace) -> int:
     sizes = sim.workload(sizes=args.sizes).sizes
     if args.fuse:
         return _map_fused(args, h, cascade, sizes)
-    if args.fusion_level:
-        raise ConfigError("--fusion-level goes with --fuse E1,E2,...")
+    if args.fusion_level or args.mixed:
+        flag = "--fusion-level" if args.fusion_level else "--mixed"
+        raise ConfigError(f"{flag} goes with --fuse E1,E2,...")
     if h.branches:
         raise ConfigError(
             f"{args.arch} has branches ({', '.join(b.name for b in h.branches)}): pick one for a single "
@@ -783,19 +784,35 @@ def _map_fused(args: argparse.Namespace, h: Any, cascade: Any, sizes: Any) -> in
         imperfect=args.imperfect,
         progress=progress,
     )
+    mix = None
+    if args.mixed:
+        mix = staged.mixed(
+            h,
+            problems,
+            names=names,
+            steps=fusion.steps_of(cascade),
+            after=fusion.read_after(cascade, names),
+            metric=args.metric,
+            budget=args.budget,
+            seed=args.seed,
+            imperfect=args.imperfect,
+            progress=progress,
+            longest=args.mixed,
+        )
     key = hsearch.metric_key
-    best = (
-        "fused"
-        if key(r.cycles, r.energy_pj, args.metric) <= key(st.cycles, st.energy_pj, args.metric)
-        else "stages"
-    )
+    options = {"fused": r, "stages": st, **({"mixed": mix} if mix is not None else {})}
+    best = min(options, key=lambda n: key(options[n].cycles, options[n].energy_pj, args.metric))
     if args.json:
-        print(json.dumps({**r.to_dict(), "staged": st.to_dict(), "best": best}, indent=1))
+        extra = {"mixed": mix.to_dict()} if mix is not None else {}
+        print(json.dumps({**r.to_dict(), "staged": st.to_dict(), **extra, "best": best}, indent=1))
         return 0
     print(r.describe())
     print(st.describe())
+    if mix is not None:
+        print(f"cut searched (runs of up to {args.mixed} stages): {mix.describe()}")
+    what = {"fused": "the fused group", "stages": "the stages", "mixed": "the cut searched"}[best]
     print(
-        f"best by {args.metric}: {'the fused group' if best == 'fused' else 'the stages'} (fused: "
+        f"best by {args.metric}: {what} (fused: "
         f"{st.cycles / r.cycles:.2f}x the speed of the stages, {st.energy_pj / r.energy_pj:.2f}x less "
         f"energy); {r.evaluated} fused candidates costed"
     )
@@ -991,6 +1008,15 @@ def add_parsers(sub: Any) -> None:
         "on chip (mapper.fusion); compared with running them in stages, one after another (mapper.staged)",
     )
     mp.add_argument("--fusion-level", help="with --fuse: the level to fuse at (default: search every level)")
+    mp.add_argument(
+        "--mixed",
+        nargs="?",
+        const=4,
+        type=_positive_int,
+        metavar="N",
+        help="with --fuse: also search where to cut the chain into stages, each one Einsum or a fused group "
+        "of up to N of the smallest stages (default 4; mapper.staged.mixed; slower: each run is searched)",
+    )
     mp.add_argument("--json", action="store_true", help="one object: cycles, energy_pj, levels, mapping, ...")
     _add_search_flags(mp)
     mp.set_defaults(func=cmd_map)

@@ -39,7 +39,7 @@ from mapper import fusion, hsearch
 from mapper.analysis import Analysis, LevelMapping, Problem, loops_of, tile_words
 from mapper.errors import ArchError, ScheduleError
 
-__all__ = ["Stage", "StagedResult", "engine_cycles", "stages_of", "staged"]
+__all__ = ["Stage", "StagedResult", "engine_cycles", "mixed", "stages_of", "staged"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,6 +177,7 @@ def staged(
     progress: Callable[[str], None] | None = None,
     spans: Sequence[tuple[int, int]] | None = None,
     between: str | None = None,
+    _cache: dict[Any, Any] | None = None,
 ) -> StagedResult:
     """The chain ``problems`` in stages (module text), the crossing tensors at each level below
     the outermost that every Einsum reaches, or through the outermost; the best by ``metric``.
@@ -212,7 +213,7 @@ def staged(
     for k in [levels.index(between)] if between is not None else [*range(1, len(levels)), 0]:
         try:
             r = _at(hierarchy, problems, names, spans, crossing, words, k, steps, after, metric, budget, seed,
-                    priced, imperfect, progress)  # fmt: skip
+                    priced, imperfect, progress, _cache)  # fmt: skip
         except ScheduleError as exc:
             why.append(f"between stages in {levels[k]}: {exc}")
             continue
@@ -270,44 +271,23 @@ def _at(
     priced: bool,
     imperfect: bool,
     progress: Callable[[str], None] | None,
+    cache: dict[Any, Any] | None = None,
 ) -> StagedResult:
-    """The staged schedule with the crossing tensors at level ``k`` (0: through the outermost)."""
+    """The staged schedule with the crossing tensors at level ``k`` (0: through the outermost);
+    ``cache``: stages already searched (:func:`_stage`)."""
     level = hierarchy.levels[k]
-    stages = []
+    stages: list[Stage] = []
     evaluated = 0
     # a tensor also read after the chain goes out to the outermost level, and is read back there
     resident = frozenset(t for t in crossing if t not in after) if k > 0 else frozenset()
     for a, b in spans:
-        ps, ns = problems[a : b + 1], names[a : b + 1]
-        mine = frozenset(t for t in resident for p in ps if t in {x.name for x in p.spaces})
-        if progress is not None:
-            progress(f"stage {' -> '.join(ns)} (between stages: {level.name})")
-        if b > a:
-            made = {p.output.name for p in ps}
-            drain = frozenset(t for t in made if (t in after or t in crossing) and t not in mine)
-            g = fusion.search(
-                hierarchy, ps, names=ns, level=level.name if k > 0 else None, metric=metric, budget=budget,
-                seed=seed, priced=priced, imperfect=imperfect, steps=steps, drain=drain, resident=mine,
-            )  # fmt: skip
-            evaluated += g.evaluated
-            stages.append(
-                Stage(
-                    names=tuple(ns),
-                    binding=g.mapping.binding,
-                    cycles=g.cycles,
-                    energy_pj=g.energy_pj,
-                    analyses=g.analyses,
-                    mappings=g.mapping.mappings,
-                    group=g,
-                    footprint_words=g.footprint_words if k > 0 else 0,
-                )  # fmt: skip
-            )
-            continue
-        where = _producer_branch(problems, names, stages, ps[0])
-        stages.append(
-            _alone(hierarchy, ps[0], ns[0], k, mine, metric, budget, seed, priced, imperfect, where)
-        )
-        evaluated += 1
+        producer = _producer_branch(problems, names, stages, problems[a]) if a == b else None
+        st, n = _stage(hierarchy, problems, names, a, b, k, frozenset(crossing), resident, steps, after,
+                       metric, budget, seed, priced, imperfect, progress, producer, cache)  # fmt: skip
+        if st is None:
+            raise ScheduleError(n)  # type: ignore[arg-type]
+        stages.append(st)
+        evaluated += n  # type: ignore[operator]
     # the between level holds, during each stage, the crossing tensors alive then and its tiles
     peak = 0
     if k > 0:
@@ -329,6 +309,175 @@ def _at(
         evaluated=evaluated,
         through_outermost=k == 0,
     )
+
+
+def _stage(
+    hierarchy: Any,
+    problems: Sequence[Problem],
+    names: Sequence[str],
+    a: int,
+    b: int,
+    k: int,
+    crossing: frozenset[str],
+    resident: frozenset[str],
+    steps: Mapping[str, str],
+    after: frozenset[str],
+    metric: str,
+    budget: int,
+    seed: int,
+    priced: bool,
+    imperfect: bool,
+    progress: Callable[[str], None] | None,
+    producer: str | None,
+    cache: dict[Any, Any] | None,
+) -> tuple[Stage | None, int | str]:
+    """The stage of ``problems[a..b]`` with the crossing tensors at level ``k``: its best mapping
+    (one Einsum alone, or a fused group at level ``k``) and the mappings costed, or None and why
+    it cannot run. A stage's figures depend only on its Einsums, which of their tensors cross to
+    other stages (``crossing``), which of those stay at level ``k`` (``resident``) and, for an
+    epilogue alone, where its contraction ran (``producer``), so ``cache`` keeps them by those."""
+    ps, ns = problems[a : b + 1], names[a : b + 1]
+    here = {x.name for p in ps for x in p.spaces}
+    mine = frozenset(t for t in resident if t in here)
+    made = {p.output.name for p in ps}
+    drain = frozenset(t for t in made if (t in after or t in crossing) and t not in mine)
+    key = (a, b, k, mine, drain, producer)
+    if cache is not None and key in cache:
+        return cache[key]  # type: ignore[no-any-return]
+    if progress is not None:
+        progress(f"stage {' -> '.join(ns)} (between stages: {hierarchy.levels[k].name})")
+    out: tuple[Stage | None, int | str]
+    try:
+        if b > a:
+            g = fusion.search(
+                hierarchy, ps, names=ns, level=hierarchy.levels[k].name if k > 0 else None, metric=metric,
+                budget=budget, seed=seed, priced=priced, imperfect=imperfect, steps=steps, drain=drain,
+                resident=mine,
+            )  # fmt: skip
+            out = (
+                Stage(
+                    names=tuple(ns),
+                    binding=g.mapping.binding,
+                    cycles=g.cycles,
+                    energy_pj=g.energy_pj,
+                    analyses=g.analyses,
+                    mappings=g.mapping.mappings,
+                    group=g,
+                    footprint_words=g.footprint_words if k > 0 else 0,
+                ),
+                g.evaluated,
+            )
+        else:
+            one = _alone(hierarchy, ps[0], ns[0], k, mine, metric, budget, seed, priced, imperfect, producer)
+            out = (one, 1)
+    except (ScheduleError, ArchError) as exc:
+        if cache is None:
+            raise
+        out = (None, str(exc))
+    if cache is not None:
+        cache[key] = out
+    return out
+
+
+def _crossing_of(problems: Sequence[Problem], a: int, b: int) -> frozenset[str]:
+    """The tensors of ``problems[a..b]`` that cross to or from the rest of the chain."""
+    inside = range(a, b + 1)
+    writer = {p.output.name: j for j, p in enumerate(problems)}
+    out = set()
+    for j, p in enumerate(problems):
+        for t in _reads(p):
+            if t in writer and (writer[t] in inside) != (j in inside):
+                out.add(t)
+    return frozenset(out)
+
+
+def mixed(
+    hierarchy: Any,
+    problems: Sequence[Problem],
+    *,
+    names: Sequence[str] | None = None,
+    steps: Mapping[str, str] | None = None,
+    after: frozenset[str] = frozenset(),
+    metric: str = "edp",
+    budget: int = 2000,
+    seed: int = 0,
+    priced: bool = True,
+    imperfect: bool = False,
+    progress: Callable[[str], None] | None = None,
+    between: str | None = None,
+    longest: int = 4,
+) -> StagedResult:
+    """The chain cut into stages searched, not given: each stage a run of up to ``longest`` of
+    :func:`stages_of`'s smallest stages, one Einsum alone or a fused group at the between level.
+    Every run is searched once (:func:`_stage`); since the stages run one after another their
+    cycles and energies add, so a dynamic programme over the cuts keeps, for each prefix of the
+    chain, the cuts no other beats on both cycles and energy, and the best of the whole chain's
+    by ``metric`` is then evaluated exactly (:func:`staged` with those spans), the between level's
+    capacity checked (the next best where it does not fit). All in stages and all in one group
+    (where the chain is at most ``longest`` stages) are among the cuts tried."""
+    if metric not in hsearch.METRICS:
+        raise ScheduleError(f"metric must be one of {', '.join(hsearch.METRICS)}, found {metric!r}")
+    if longest < 1:
+        raise ScheduleError(f"mixed: longest must be at least 1 (stages a run may join), found {longest}")
+    names = tuple(names or [p.name for p in problems])
+    steps = steps or {}
+    units = stages_of(problems, steps)
+    levels = [lv.name for lv in hierarchy.levels]
+    if between is not None and between not in levels:
+        raise ScheduleError(
+            f"mixed: between names {between!r}, which is no level the stages share"
+            f"{suggest(between, levels)} (they share {', '.join(levels)})"
+        )
+    best: StagedResult | None = None
+    why: list[str] = []
+    evaluated = 0
+    for k in [levels.index(between)] if between is not None else [*range(1, len(levels)), 0]:
+        cache: dict[Any, Any] = {}
+        fronts: list[list[tuple[float, float, tuple[tuple[int, int], ...]]]] = [[(0.0, 0.0, ())]]
+        for last in range(len(units)):
+            cands = []
+            for first in range(max(0, last - longest + 1), last + 1):
+                a, b = units[first][0], units[last][1]
+                cross = _crossing_of(problems, a, b)
+                resident = frozenset(t for t in cross if t not in after) if k > 0 else frozenset()
+                st, n = _stage(hierarchy, problems, names, a, b, k, cross, resident, steps, after, metric,
+                               budget, seed, priced, imperfect, progress, None, cache)  # fmt: skip
+                if st is None:
+                    continue
+                evaluated += n  # type: ignore[operator]
+                for c, e, sp in fronts[first]:
+                    cands.append((c + st.cycles, e + st.energy_pj, (*sp, (a, b))))
+            fronts.append(_pareto(cands))
+        order = sorted(
+            fronts[-1], key=lambda x: hsearch.metric_key(x[0], x[1], metric) if priced else (x[0],)
+        )
+        for _c, _e, spans in order:
+            try:
+                r = staged(
+                    hierarchy, problems, names=names, steps=steps, after=after, metric=metric, budget=budget,
+                    seed=seed, priced=priced, imperfect=imperfect, spans=spans, between=levels[k],
+                    _cache=cache,
+                )  # fmt: skip
+            except ScheduleError as exc:
+                why.append(f"between stages in {levels[k]}: {exc}")
+                continue
+            if best is None or _key(r, metric, priced) < _key(best, metric, priced):
+                best = r
+            break
+    if best is None:
+        raise ScheduleError(f"mixed: no cut of {', '.join(names)} into stages fits ({'; '.join(why[:3])})")
+    return dataclasses.replace(best, evaluated=evaluated)
+
+
+def _pareto(
+    points: list[tuple[float, float, tuple[tuple[int, int], ...]]],
+) -> list[tuple[float, float, tuple[tuple[int, int], ...]]]:
+    """The points no other beats on both cycles and energy (the first of equals)."""
+    out: list[tuple[float, float, tuple[tuple[int, int], ...]]] = []
+    for c, e, sp in sorted(points, key=lambda x: (x[0], x[1])):
+        if not out or e < out[-1][1]:
+            out.append((c, e, sp))
+    return out
 
 
 def engine_cycles(path: Any, p: Problem, name: str, analysis: Analysis, mappings: Any) -> float:

@@ -197,6 +197,20 @@ def test_einforge_map_fuse_json(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert out["best"] in ("fused", "stages")
     assert main([*args, "--einsum", "C", "--fusion-level", "buf"]) == 2
     assert "--fusion-level goes with --fuse" in capsys.readouterr().err
+    # --mixed: the cut searched too (here C | E or C E), and the best of the three by the metric
+    assert main([*args, "--fuse", "C,E", "--budget", "100", "--mixed", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    cuts = [[s["einsums"] for s in out["mixed"]["stages"]]]
+    assert cuts[0] in ([["C"], ["E"]], [["C", "E"]])
+    figures = {"fused": out["cycles"] * out["energy_pj"]} | {
+        n: out[k]["cycles"] * out[k]["energy_pj"] for n, k in (("stages", "staged"), ("mixed", "mixed"))
+    }
+    assert figures[out["best"]] == min(figures.values())
+    with pytest.raises(SystemExit):  # argparse: not a positive integer
+        main([*args, "--fuse", "C,E", "--budget", "100", "--mixed", "0"])
+    assert "--mixed: " in capsys.readouterr().err
+    assert main([*args, "--einsum", "C", "--mixed"]) == 2
+    assert "--mixed goes with --fuse" in capsys.readouterr().err
 
 
 def test_fused_mappings_that_break_the_rules() -> None:

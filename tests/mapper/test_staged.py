@@ -173,3 +173,39 @@ def test_the_unfused_baseline_s_schedules_are_instances_of_its_tree(p_size: int,
             assert staged.engine_cycles(path, sub[0], ns[0], an, own(sub[0], ns[0])) >= an.cycles
     assert cycles == pytest.approx(point["latency_cycles"], rel=1e-12)
     assert words * 2 == point["traffic_bytes"]
+
+
+def _decay():  # type: ignore[no-untyped-def]
+    c = einsum.parse(DECAY)
+    names = ["L", "D", "R", "Y"]
+    ps = fusion.problems_of(c, names, {"P": 4, "M": 16, "M1": 4, "M0": 4})
+    return ps, names, dict(steps=fusion.steps_of(c), after=fusion.read_after(c, names))
+
+
+@pytest.mark.parametrize("metric", ["cycles", "energy", "edp"])
+def test_the_cut_searched_beats_all_in_stages_and_all_in_one_group(metric: str) -> None:
+    """L, then D and R (a recurrence: one stage at least), then Y: the cut is searched over the
+    runs of those stages (L | DR | Y, L DR | Y, L | DR Y, L DR Y). Its figure is what staged()
+    gives for its spans, never worse than all in stages or the whole chain in one group at the
+    buffer, and with runs of one it is all in stages."""
+    from mapper import hsearch
+
+    ps, names, chain = _decay()
+    h = _toy(1000)
+    r = staged.mixed(h, ps, names=names, metric=metric, budget=50, **chain)
+    spans = [(names.index(s.names[0]), names.index(s.names[-1])) for s in r.stages]
+    again = staged.staged(h, ps, names=names, metric=metric, budget=50, spans=spans, between=r.between, **chain)
+    assert (again.cycles, again.energy_pj) == (r.cycles, r.energy_pj)
+    key = lambda x: hsearch.metric_key(x.cycles, x.energy_pj, metric)  # noqa: E731
+    whole = fusion.search(h, ps, names=names, level="buf", metric=metric, budget=50, steps=chain["steps"],
+                          drain=chain["after"])  # fmt: skip
+    assert key(r) <= key(staged.staged(h, ps, names=names, metric=metric, budget=50, **chain))
+    assert key(r) <= key(whole)
+    one = staged.mixed(h, ps, names=names, metric=metric, budget=50, longest=1, **chain)
+    plain = staged.staged(h, ps, names=names, metric=metric, budget=50, **chain)
+    assert [s.names for s in one.stages] == [s.names for s in plain.stages] == [("L",), ("D", "R"), ("Y",)]
+    assert (one.cycles, one.energy_pj) == (plain.cycles, plain.energy_pj)
+    with pytest.raises(ScheduleError, match="longest must be at least 1"):
+        staged.mixed(h, ps, names=names, longest=0, **chain)
+    with pytest.raises(ScheduleError, match="between names 'buff'.*did you mean 'buf'"):
+        staged.mixed(h, ps, names=names, between="buff", **chain)
