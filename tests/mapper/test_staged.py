@@ -194,7 +194,9 @@ def test_the_cut_searched_beats_all_in_stages_and_all_in_one_group(metric: str) 
     h = _toy(1000)
     r = staged.mixed(h, ps, names=names, metric=metric, budget=50, **chain)
     spans = [(names.index(s.names[0]), names.index(s.names[-1])) for s in r.stages]
-    again = staged.staged(h, ps, names=names, metric=metric, budget=50, spans=spans, between=r.between, **chain)
+    again = staged.staged(
+        h, ps, names=names, metric=metric, budget=50, spans=spans, between=r.between, **chain
+    )
     assert (again.cycles, again.energy_pj) == (r.cycles, r.energy_pj)
     key = lambda x: hsearch.metric_key(x.cycles, x.energy_pj, metric)  # noqa: E731
     whole = fusion.search(h, ps, names=names, level="buf", metric=metric, budget=50, steps=chain["steps"],
