@@ -62,6 +62,15 @@ class FusedMapping:
     #: inputs of the group loaded whole into the fusion level once, before its tiles, and read
     #: there by every tile (FuseMax's query tiles and K/V blocks held on chip for the kernel)
     preload: tuple[str, ...] = ()
+    #: shared spatial loops (per outer level, as ``shared``): fused ranks spread across the
+    #: instances below that level, every Einsum of the group alike, so that each instance of the
+    #: fusion level runs the group on its own part (a Simba-like design's PE buffers); empty:
+    #: none (the group runs on one instance of the fusion level)
+    shared_spatial: tuple[tuple[tuple[str, int], ...], ...] = ()
+
+    def spatial_at(self, i: int) -> tuple[tuple[str, int], ...]:
+        """The shared spatial loops at outer level ``i``."""
+        return self.shared_spatial[i] if i < len(self.shared_spatial) else ()
 
     @property
     def tiles(self) -> int:
@@ -130,8 +139,15 @@ class FusedResult:
 
     def describe(self) -> str:
         shared = ", ".join(
-            f"{lv}: " + (" ".join(f"{r}{f}" for r, f in loops) or "-")
-            for lv, loops in zip(self._outer_names(), self.mapping.shared, strict=True)
+            f"{lv}: "
+            + (
+                " ".join(
+                    [f"{r}{f}" for r, f in loops]
+                    + [f"{r}{f} across" for r, f in self.mapping.spatial_at(i) if f > 1]
+                )
+                or "-"
+            )
+            for i, (lv, loops) in enumerate(zip(self._outer_names(), self.mapping.shared, strict=True))
         )
         below = dict(self.mapping.kept)
         at_level = [t for t in self.intermediates if t not in below]
@@ -195,6 +211,11 @@ class FusedResult:
             "shared_loops": {
                 lv: [[r, f] for r, f in loops]
                 for lv, loops in zip(self._outer_names(), self.mapping.shared, strict=True)
+            },
+            "shared_spatial_loops": {
+                lv: [[r, f] for r, f in self.mapping.spatial_at(i) if f > 1]
+                for i, lv in enumerate(self._outer_names())
+                if any(f > 1 for _r, f in self.mapping.spatial_at(i))
             },
             "intermediates": list(self.intermediates),
             "kept_below": dict(self.mapping.kept),
@@ -474,6 +495,36 @@ def _check_chain(
                 f"group keeps ({', '.join(ranks)}): its steps cannot be the group's tiles"
             )
     return made
+
+
+def _check_shared_spatial(
+    mapping: FusedMapping, levels: Sequence[str], k: int, ranks: set[str], stepped_ranks: set[str]
+) -> None:
+    """The shared spatial loops: at most one entry per level outside the fusion level, over fused
+    ranks that no recurrence steps (a state steps its rank one tile at a time), and no preload
+    beside them (each instance would hold its own copy)."""
+    if len(mapping.shared_spatial) > k:
+        raise ScheduleError(
+            f"fusion: shared_spatial gives {len(mapping.shared_spatial)} levels, but only {k} lie outside "
+            f"the fusion level {mapping.level}"
+        )
+    for lv, loops in zip(levels, mapping.shared_spatial, strict=False):
+        for r, f in loops:
+            if r not in ranks:
+                raise ScheduleError(
+                    f"fusion: the shared spatial loop over {r} at {lv}: {r} is not a fused rank "
+                    f"({sorted(ranks)})"
+                )
+            if r in stepped_ranks and f > 1:
+                raise ScheduleError(
+                    f"fusion: the shared spatial loop over {r} at {lv}: a recurrence steps {r} one tile at a "
+                    "time, so its steps cannot run side by side"
+                )
+    if mapping.preload and any(f > 1 for loops in mapping.shared_spatial for _r, f in loops):
+        raise ScheduleError(
+            "fusion: preload with shared spatial loops: each instance of the fusion level would load "
+            f"{', '.join(mapping.preload)} whole; preload goes with temporal shared loops only"
+        )
 
 
 def _keeps(
@@ -821,6 +872,7 @@ def evaluate(
                 raise ScheduleError(
                     f"fusion: the shared loop over {r} at {lv}: {r} is not a fused rank ({sorted(ranks)})"
                 )
+    _check_shared_spatial(mapping, levels, k, ranks, set(state.values()) | set(over))
     size = dict(problems[0].dims)
     for t, r in state.items():
         shared_r = 1
@@ -838,11 +890,16 @@ def evaluate(
     for j, (p, n, ms, path) in enumerate(zip(problems, names, mapping.mappings, paths, strict=True)):
         mine_shared = _own_shared(mapping.shared, j in last, over)
         for i in range(k):
-            if tuple(ms[i].temporal) != tuple(mine_shared[i]) or ms[i].spatial:
+            want = tuple((r, f) for r, f in mapping.spatial_at(i) if f > 1)
+            if (
+                tuple(ms[i].temporal) != tuple(mine_shared[i])
+                or tuple((r, f) for r, f in ms[i].spatial if f > 1) != want
+            ):
                 raise ScheduleError(
                     f"fusion: {n}'s mapping of {levels[i]} must be the shared loops "
-                    f"{list(mine_shared[i])}, "
-                    f"found temporal {list(ms[i].temporal)}, spatial {list(ms[i].spatial)}"
+                    f"{list(mine_shared[i])}"
+                    + (f" and the shared spatial loops {list(want)}" if want else "")
+                    + f", found temporal {list(ms[i].temporal)}, spatial {list(ms[i].spatial)}"
                 )
         keeps = _keeps(path, p, k, onchip, kept_at)
         if keeps is None:
@@ -1025,6 +1082,26 @@ def _drain(
     return tuple(out), pj
 
 
+def _spatial_options(
+    hierarchy: Any, k: int, ranks: Sequence[str], size: Mapping[str, int], restricted: set[str]
+) -> list[tuple[tuple[str, int], ...]]:
+    """The shared spatial loops the search tries for fusion level ``k``: none, and where the level
+    has several instances under the one above, each fused rank no recurrence steps spread over
+    them by its largest factor that fits the fanout."""
+    out: list[tuple[tuple[str, int], ...]] = [()]
+    levels = hierarchy.levels
+    fanout = levels[k].instances // max(1, levels[k - 1].instances) if k > 0 else 1
+    if fanout <= 1:
+        return out
+    for r in ranks:
+        if r in restricted:
+            continue
+        f = max(d for d in range(1, min(fanout, size[r]) + 1) if size[r] % d == 0)
+        if f > 1:
+            out.append(((r, f),))
+    return out
+
+
 def _splits(n: int, k: int) -> list[tuple[int, ...]]:
     """Every way to write n as an ordered product of k factors (the rest is the last)."""
     if k == 0:
@@ -1089,15 +1166,22 @@ def search(
             return (cyc, sum(res.scalar_accesses(lv) for lv in levels[:1]))
         return hsearch.metric_key(cyc, en, metric)
 
-    for k in where:
-        # k outer levels + the rest below; a running state's rank all in the shared loops
-        per_rank = [[x for x in _splits(size[r], k + 1) if r not in restricted or x[-1] == 1] for r in ranks]
+    choices = [(k, sp) for k in where for sp in _spatial_options(hierarchy, k, ranks, size, restricted)]
+    for k, across in choices:
+        # k outer levels + the rest below; a running state's rank all in the shared loops; a rank
+        # spread across the fusion level's instances splits what is left of it
+        left = {r: size[r] // dict(across).get(r, 1) for r in ranks}
+        per_rank = [[x for x in _splits(left[r], k + 1) if r not in restricted or x[-1] == 1] for r in ranks]
+        spatial = tuple(across if i == k - 1 else () for i in range(k)) if across else ()
         for split in itertools.product(*per_rank):
             shared = tuple(
                 tuple((r, s[i]) for r, s in zip(ranks, split, strict=True) if s[i] > 1) for i in range(k)
             )
             if progress is not None:
-                progress(f"{levels[k]}: shared {[list(x) for x in shared]}")
+                progress(
+                    f"{levels[k]}: shared {[list(x) for x in shared]}"
+                    + (f", across {levels[k]}'s instances {list(across)}" if across else "")
+                )
             results = []
             for j, (p, n) in enumerate(zip(problems, names, strict=True)):
                 options = []
@@ -1105,7 +1189,7 @@ def search(
                 for b in branches:
                     path = hierarchy if b is None else hierarchy.branch(b)
                     r = _map_one(path, p, n, k, levels, mine_shared, onchip, priced, metric, budget, seed,
-                                 imperfect, problems_left)  # fmt: skip
+                                 imperfect, problems_left, spatial=spatial)  # fmt: skip
                     if r is not None:
                         options.append((b, r))
                 if not options:
@@ -1151,6 +1235,7 @@ def search(
                     shared=shared,
                     mappings=tuple(r.mappings for _b, r in binding),
                     binding=tuple(b for b, _r in binding) if hierarchy.branches else (),
+                    shared_spatial=spatial,
                 )
                 try:
                     res = evaluate(
@@ -1169,12 +1254,14 @@ def search(
                     fm: FusedMapping = fm,
                     k: int = k,
                     shared: tuple[tuple[tuple[str, int], ...], ...] = shared,
+                    spatial: tuple[tuple[tuple[str, int], ...], ...] = spatial,
                 ) -> Any:
                     b = fm.binding[j] if fm.binding else None
                     path = hierarchy if b is None else hierarchy.branch(b)
                     mine_shared = _own_shared(shared, j in last, over)
                     return _map_one(path, problems[j], names[j], k, levels, mine_shared, onchip, priced,
-                                    metric, budget, seed, imperfect, problems_left, extra, kept)  # fmt: skip
+                                    metric, budget, seed, imperfect, problems_left, extra, kept,
+                                    spatial)  # fmt: skip
 
                 key = key_of(res)
                 pool.append((key, res, remap))
@@ -1368,10 +1455,11 @@ def _map_one(
     problems_left: list[str],
     extra: Sequence[hsearch.Constraint] = (),
     kept: Mapping[str, int] | None = None,
+    spatial: tuple[tuple[tuple[str, int], ...], ...] = (),
 ) -> Any:
     """One Einsum of the group mapped on one path below the shared loops (None where it cannot
-    be: the path's units cannot run it, or nothing fits); ``extra`` constraints, and the group's
-    tensors ``kept`` below the fusion level (level indices)."""
+    be: the path's units cannot run it, or nothing fits); ``extra`` constraints, the group's
+    tensors ``kept`` below the fusion level (level indices), and the shared ``spatial`` loops."""
     keeps = _keeps(path, p, k, made, kept)
     if keeps is None:
         return None
@@ -1385,7 +1473,8 @@ def _map_one(
                 target=levels[i], keep=keeps[i], factors=fac, order=tuple(r for r, _f in shared[i])
             )
         )
-        cons.append(hsearch.Constraint(target=levels[i], spatial=True, factors={d: 1 for d in dims}))
+        across = {d: 1 for d in dims} | dict(spatial[i] if i < len(spatial) else ())
+        cons.append(hsearch.Constraint(target=levels[i], spatial=True, factors=across))
     for i in range(k, len(path.levels)):
         cons.append(hsearch.Constraint(target=path.levels[i].name, keep=keeps[i]))
     cons += extra

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -1166,3 +1167,87 @@ def test_the_rest_of_the_kept_preload_and_link_errors() -> None:
         d["branches"][0]["links"] = links
         with pytest.raises(ArchError, match=why):
             hierarchy.Hierarchy.from_dict(d)
+
+
+def _pes_with_buffers(capacity: int = 64) -> hierarchy.Hierarchy:
+    """DRAM, a global buffer, and 4 PEs each with a buffer of its own and one MAC (Simba-like)."""
+    return hierarchy.Hierarchy.from_dict(
+        {
+            "name": "pe-buffers",
+            "levels": [
+                {"name": "DRAM", "kind": "dram", "read_pj": 10, "write_pj": 10},
+                {"name": "glb", "capacity_words": 4096, "read_pj": 2, "write_pj": 2},
+                {"name": "pebuf", "instances": 4, "capacity_words": capacity, "read_pj": 1, "write_pj": 1},
+            ],
+            "compute": {"name": "mac", "instances": 4, "energy_pj": 0},
+        }
+    )
+
+
+def _split_across_pes(spatial: tuple[tuple[str, int], ...] = (("M", 4),)) -> fusion.FusedMapping:
+    """C then E fused at the PE buffers, M = 16 spread over the 4 PEs (4 rows each), no temporal
+    shared loop: each PE makes its 4 x 4 block of C and reads it back for E."""
+    rows = 16 // math.prod(f for _r, f in spatial)
+    c = (
+        LevelMapping(target="DRAM"),
+        LevelMapping(target="glb", spatial=spatial),
+        LevelMapping(target="pebuf", temporal=(("M", rows), ("N", 4), ("K", 4))),
+    )
+    e = (
+        LevelMapping(target="DRAM"),
+        LevelMapping(target="glb", spatial=spatial),
+        LevelMapping(target="pebuf", temporal=(("M", rows), ("P", 4), ("N", 4))),
+    )
+    return fusion.FusedMapping(
+        level="pebuf", shared=((), ()), mappings=(c, e), shared_spatial=((), spatial)
+    )
+
+
+def test_a_group_fused_at_the_pes_buffers_with_shared_spatial_loops_by_hand() -> None:
+    """Fused at the PE buffers, the group spreads M over the 4 PEs as one shared spatial loop:
+    each PE makes its 4 rows of C (64 MACs) and E reads them there (64): 128 cycles, against
+    512 on one PE. C never reaches the global buffer or DRAM; B and D are read once from DRAM and
+    multicast to the 4 PEs; A and E move once. Each PE holds C's block (16) beside the larger
+    Einsum's own tiles (32): 48 words."""
+    ps = _problems(16)
+    h = _pes_with_buffers()
+    r = fusion.evaluate(h, ps, _split_across_pes(), names=["C", "E"])
+    assert r.cycles == 128 and r.footprint_words == 48
+    assert all("C" not in a.levels[lv] for a in r.analyses for lv in ("DRAM", "glb"))
+    dram = {t: s for a in r.analyses for t, s in a.levels["DRAM"].items()}
+    assert {t: (s.reads, s.updates) for t, s in dram.items()} == {
+        "A": (64, 0), "B": (16, 0), "D": (16, 0), "E": (0, 64)
+    }  # fmt: skip
+    assert r.analyses[0].levels["pebuf"]["B"].fills == 64  # each PE its copy of B
+    one = fusion.evaluate(_pes_with_buffers(256), ps, _split_across_pes(()), names=["C", "E"])
+    assert one.cycles == 512  # on one PE (whose buffer must then hold 16 rows)
+    assert r.to_dict()["shared_spatial_loops"] == {"glb": [["M", 4]]}
+    assert "glb: M4 across" in r.describe()
+    # the search tries it: the fusion level has 4 instances under the global buffer
+    best = fusion.search(h, ps, names=["C", "E"], level="pebuf", metric="cycles", budget=200)
+    assert best.cycles == 128 and best.mapping.shared_spatial == ((), (("M", 4),))
+
+
+def test_the_shared_spatial_loops_errors() -> None:
+    ps = _problems(16)
+    h = _pes_with_buffers()
+    bad = dataclasses.replace(_split_across_pes(), shared_spatial=((), (("K", 4),)))
+    with pytest.raises(ScheduleError, match=r"shared spatial loop over K at glb: K is not a fused rank"):
+        fusion.evaluate(h, ps, bad, names=["C", "E"])
+    with pytest.raises(ScheduleError, match=r"preload with shared spatial loops"):
+        fusion.evaluate(h, ps, dataclasses.replace(_split_across_pes(), preload=("B",)), names=["C", "E"])
+    with pytest.raises(ScheduleError, match=r"shared_spatial gives 3 levels, but only 2 lie outside"):
+        fusion.evaluate(h, ps, dataclasses.replace(_split_across_pes(), shared_spatial=((), (), ())))
+    apart = _split_across_pes()
+    e = (apart.mappings[1][0], LevelMapping(target="glb", spatial=(("M", 2),)), apart.mappings[1][2])
+    with pytest.raises(ScheduleError, match=r"E's mapping of glb must be the shared loops \[\] and the shared "):
+        fusion.evaluate(h, ps, dataclasses.replace(apart, mappings=(apart.mappings[0], e)), names=["C", "E"])
+    c = einsum.parse(DECAY)
+    dps = fusion.problems_of(c, ["D", "R"], {"P": 4, "M": 16, "M1": 4, "M0": 4})
+    with pytest.raises(ScheduleError, match=r"a recurrence steps M1 one tile at a time"):
+        fusion.evaluate(
+            h, dps,
+            fusion.FusedMapping(level="pebuf", shared=((("M1", 4),), ()), mappings=((), ()),
+                                shared_spatial=((), (("M1", 2),))),
+            names=["D", "R"], steps=fusion.steps_of(c),
+        )  # fmt: skip
