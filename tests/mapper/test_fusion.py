@@ -1198,9 +1198,7 @@ def _split_across_pes(spatial: tuple[tuple[str, int], ...] = (("M", 4),)) -> fus
         LevelMapping(target="glb", spatial=spatial),
         LevelMapping(target="pebuf", temporal=(("M", rows), ("P", 4), ("N", 4))),
     )
-    return fusion.FusedMapping(
-        level="pebuf", shared=((), ()), mappings=(c, e), shared_spatial=((), spatial)
-    )
+    return fusion.FusedMapping(level="pebuf", shared=((), ()), mappings=(c, e), shared_spatial=((), spatial))
 
 
 def test_a_group_fused_at_the_pes_buffers_with_shared_spatial_loops_by_hand() -> None:
@@ -1240,7 +1238,9 @@ def test_the_shared_spatial_loops_errors() -> None:
         fusion.evaluate(h, ps, dataclasses.replace(_split_across_pes(), shared_spatial=((), (), ())))
     apart = _split_across_pes()
     e = (apart.mappings[1][0], LevelMapping(target="glb", spatial=(("M", 2),)), apart.mappings[1][2])
-    with pytest.raises(ScheduleError, match=r"E's mapping of glb must be the shared loops \[\] and the shared "):
+    with pytest.raises(
+        ScheduleError, match=r"E's mapping of glb must be the shared loops \[\] and the shared "
+    ):
         fusion.evaluate(h, ps, dataclasses.replace(apart, mappings=(apart.mappings[0], e)), names=["C", "E"])
     c = einsum.parse(DECAY)
     dps = fusion.problems_of(c, ["D", "R"], {"P": 4, "M": 16, "M1": 4, "M0": 4})
