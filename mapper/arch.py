@@ -617,6 +617,8 @@ class ArchSpec:
                     shared_bandwidth=dram_words,
                     read_pj=self.word_bits * self.dram.pj_per_bit,
                     write_pj=self.word_bits * self.dram.pj_per_bit,
+                    transfers=self.dram.transfers,
+                    latency_cycles=self.dram.latency_cycles if self.dram.transfers == "tile" else 0.0,
                 ),
                 Level(
                     name="buffer",
@@ -625,6 +627,7 @@ class ArchSpec:
                     read_pj=buf.read_pj_per_word,
                     write_pj=buf.write_pj_per_word,
                     area_um2=buf.area_um2,
+                    latency_cycles=self.buffer.read_latency,
                 ),
                 Level(
                     name="rf",
@@ -645,6 +648,7 @@ class ArchSpec:
                 issue=self._issue(arr),
                 row_reduction=arr.row_reduction if arr.is_2d else None,
                 kinds=None if set(arr.einsum_kinds) >= set(EINSUM_KINDS) else tuple(arr.einsum_kinds),
+                pipeline={"div": arr.div_latency} if arr.div_latency and "div" in arr.units else None,
             ),
         )
 

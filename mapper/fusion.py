@@ -44,6 +44,10 @@ from mapper.errors import ArchError, ScheduleError
 __all__ = ["FusedMapping", "FusedResult", "evaluate", "fused_ranks", "intermediates", "search"]
 
 
+#: tiles an array's first Einsums may run ahead of the others (the template's default)
+LOOKAHEAD = 3
+
+
 @dataclasses.dataclass(frozen=True)
 class FusedMapping:
     """Where a group is fused (``level``), the shared loops above it (per outer level, outermost
@@ -67,6 +71,11 @@ class FusedMapping:
     #: fusion level runs the group on its own part (a Simba-like design's PE buffers); empty:
     #: none (the group runs on one instance of the fusion level)
     shared_spatial: tuple[tuple[tuple[str, int], ...], ...] = ()
+    #: the tile engine's schedule (:func:`timed`): how many tiles an array's first Einsums may
+    #: run ahead of the others, and whether the arrays interleave tiles at all (False: each waits
+    #: for its consumers on other arrays to take a tile's results, FuseMax without interleaving)
+    lookahead: int = LOOKAHEAD
+    interleave: bool = True
 
     def spatial_at(self, i: int) -> tuple[tuple[str, int], ...]:
         """The shared spatial loops at outer level ``i``."""
@@ -110,6 +119,9 @@ class FusedResult:
     linked: tuple[tuple[str, str, str, int], ...] = ()
     link_fills: tuple[tuple[str, int], ...] = ()
     link_pj: float = 0.0
+    #: the outermost level's transfers run tile by tile (``transfers: tile``): its reads and
+    #: the drains use channels of their own, and :attr:`bound` leaves them out
+    tile_transfers: bool = False
 
     @property
     def cycles(self) -> float:
@@ -124,7 +136,12 @@ class FusedResult:
     def bound(self) -> float:
         """A lower bound of :attr:`cycles`: the busiest branch's work, or the DRAM's
         (:func:`busiest`)."""
-        return busiest(self.analyses, self.mapping.binding, extra_dram=self.load_cycles)
+        return busiest(
+            self.analyses,
+            self.mapping.binding,
+            extra_dram=self.load_cycles,
+            with_dram=not self.tile_transfers,
+        )
 
     @property
     def energy_pj(self) -> float:
@@ -258,10 +275,16 @@ def latency(path: Any, problem: Problem, mappings: Sequence[LevelMapping]) -> fl
     return float(path._path().reduction_latency(problem, mappings, mesh[0] if mesh else None))
 
 
-def busiest(cycles: Sequence[float | Analysis], binding: Sequence[str], extra_dram: float = 0.0) -> float:
+def busiest(
+    cycles: Sequence[float | Analysis],
+    binding: Sequence[str],
+    extra_dram: float = 0.0,
+    with_dram: bool = True,
+) -> float:
     """A lower bound of a group's cycles (the tile engine's, :func:`timed`): at least each
     branch's work (it runs its Einsums one at a time) and the DRAM's (its transfers go one at a
-    time; ``extra_dram``: a preload's): the largest of those. ``binding`` empty: one path."""
+    time; ``extra_dram``: a preload's): the largest of those. ``binding`` empty: one path.
+    ``with_dram=False``: the branches' work only (transfers tile by tile)."""
     binding = binding or ("",) * len(cycles)
     per: dict[str, float] = {}
     dram = extra_dram
@@ -269,11 +292,7 @@ def busiest(cycles: Sequence[float | Analysis], binding: Sequence[str], extra_dr
         on, off = _busy(c)
         per[b] = per.get(b, 0.0) + on
         dram += off
-    return max(*per.values(), dram)
-
-
-#: tiles an array's first Einsums may run ahead of the others (the template's default)
-LOOKAHEAD = 3
+    return max(*per.values(), dram if with_dram else 0.0)
 
 
 def timed(
@@ -286,6 +305,11 @@ def timed(
     latencies: Sequence[float] | None = None,
     extra_dram: float = 0.0,
     preloaded: frozenset[str] = frozenset(),
+    *,
+    lookahead: int = LOOKAHEAD,
+    interleave: bool = True,
+    per_tile: Sequence[float] | None = None,
+    transfers: Any = None,
 ) -> float:
     """A group's cycles on several branches by the simulator's tile engine
     (:func:`mapper.engine.simulate_kernel`), on the analysis's numbers: each Einsum a task on its
@@ -297,7 +321,10 @@ def timed(
     (DRAM) is the engine's own unit: a task takes its compute and on-chip levels' cycles, and
     each tile's DRAM transfer (the Einsums' DRAM cycles over the tiles) runs ahead, double
     buffered, as the template's. The recurrences' rank must be the innermost shared loop (its
-    steps are consecutive tiles)."""
+    steps are consecutive tiles). ``per_tile``: cycles each Einsum adds to every tile (a stream's
+    read latency, a pipeline's drain, :func:`tile_overheads`); ``transfers``: the outermost
+    level's transfers tile by tile (:class:`mapper.engine.Transfers`, :func:`tile_transfers`)
+    instead of spread evenly; ``lookahead``, ``interleave``: :class:`FusedMapping`'s."""
     from mapper.engine import Task, simulate_kernel
 
     tiles = math.prod(f for loops in shared for _r, f in loops)
@@ -349,7 +376,8 @@ def timed(
                 name=n,
                 unit=unit[n],
                 # a final runs once per query tile (its cycles over the query tiles)
-                cycles=busy[j] / (tiles // nsteps if j in last else tiles),
+                cycles=busy[j] / (tiles // nsteps if j in last else tiles)
+                + (per_tile[j] if per_tile else 0.0),
                 latency=float(latencies[j]) if latencies is not None else 0.0,
                 deps=deps,
                 prev=tuple(dict.fromkeys(prev)),
@@ -362,10 +390,97 @@ def timed(
         tasks,
         query_tiles=tiles // nsteps,
         steps=nsteps,
-        lookahead=LOOKAHEAD,
-        interleave=True,
-        dram_cycles_per_tile=dram / tiles,
+        lookahead=lookahead,
+        interleave=interleave,
+        dram_cycles_per_tile=transfers if transfers is not None else dram / tiles,
     ).cycles
+
+
+def _nsteps(problems: Sequence[Problem], shared: Any, steps: Mapping[str, str]) -> tuple[int, set[str]]:
+    """The steps of the group's recurrences per query tile, and the ranks they step over."""
+    state = carried(problems, steps)
+    ranks = {steps[p.output.name] for p in problems if p.output.name in steps} | set(state.values())
+    return math.prod(f for loops in shared for r, f in loops if r in ranks), ranks
+
+
+def tile_overheads(
+    paths: Sequence[Any], problems: Sequence[Problem], analyses: Sequence[Analysis]
+) -> list[float]:
+    """Cycles each Einsum of a group adds to every tile in the tile engine: the largest
+    ``latency_cycles`` of the on-chip levels it streams one of the group's inputs from (a
+    tensor no Einsum of the group writes, read there), and the longest ``pipeline`` drain of
+    the operations it issues (:class:`mapper.hierarchy.Compute`)."""
+    made = {p.output.name for p in problems}
+    out = []
+    for path, p, a in zip(paths, problems, analyses, strict=True):
+        stream = 0.0
+        for lv in path.levels[1:]:
+            stats = a.levels.get(lv.name, {})
+            if lv.latency_cycles and any(t not in made and s.reads for t, s in stats.items()):
+                stream = max(stream, float(lv.latency_cycles))
+        pipe = path._path().pipeline or {}
+        drain = max((float(pipe.get(op, 0)) for op, n in p.ops if n), default=0.0)
+        out.append(stream + drain)
+    return out
+
+
+def tile_transfers(
+    hierarchy: Any,
+    problems: Sequence[Problem],
+    mapping: FusedMapping,
+    analyses: Sequence[Analysis],
+    loaded: Sequence[tuple[str, int]],
+    drained: Sequence[tuple[str, int]],
+    steps: Mapping[str, str],
+) -> Any:
+    """The outermost level's transfers tile by tile (``transfers: tile``), as
+    :class:`mapper.engine.Transfers`: each query tile's inputs without the recurrences' rank at
+    its first step, the inputs with it at every step (of the first query tile only, where they
+    are preloaded: they stay in the fusion level for the others), the outputs after each query
+    tile (on the write channel); in cycles of the level's bandwidth, arriving ``latency_cycles``
+    after their last request."""
+    from mapper.engine import Transfers
+
+    outer = hierarchy.levels[0]
+    read_bw = outer.read_bandwidth or hierarchy._shared_bandwidth(outer)
+    write_bw = outer.write_bandwidth or hierarchy._shared_bandwidth(outer)
+    if not read_bw or not write_bw:
+        raise ScheduleError(
+            f"fusion: {outer.name} times its transfers tile by tile (transfers: tile) but has no bandwidth"
+        )
+    nsteps, ranks = _nsteps(problems, mapping.shared, steps)
+    query_tiles = mapping.tiles // max(1, nsteps)
+    query = key = out = 0.0
+    for p, a in zip(problems, analyses, strict=True):
+        dims = {s.name: s.dims for s in p.spaces}
+        for t, s in a.levels.get(outer.name, {}).items():
+            if s.reads:
+                if ranks & set(dims[t]):
+                    key += s.reads
+                else:
+                    query += s.reads
+            out += s.updates
+    held = 0.0
+    for t, words in loaded:
+        dims = next(s.dims for p in problems for s in p.spaces if s.name == t)
+        if ranks & set(dims):
+            held += words
+        else:
+            query += words
+    if held and key:
+        raise ScheduleError(
+            "fusion: with transfers tile by tile, the inputs over the recurrences' rank are preloaded all "
+            "or none (their first pass fills the fusion level for every query tile, or each query tile "
+            "fetches its own)"
+        )
+    out += sum(w for _t, w in drained)
+    return Transfers(
+        query=query / query_tiles / read_bw,
+        key=(held / max(1, nsteps) if held else key / (query_tiles * max(1, nsteps))) / read_bw,
+        group=query_tiles if held else 1,
+        latency=float(outer.latency_cycles),
+        drain=out / query_tiles / write_bw,
+    )
 
 
 def intermediates(problems: Sequence[Problem]) -> tuple[str, ...]:
@@ -938,9 +1053,17 @@ def evaluate(
     linked, link_fills, link_pj = _link_costs(hierarchy, problems, mapping, paths, kept_at, k, priced)
     lat = [latency(path, p, ms) for path, p, ms in zip(paths, problems, fixed, strict=True)]
     on = mapping.binding or ("",) * len(problems)
+    if isinstance(mapping.lookahead, bool) or not isinstance(mapping.lookahead, int) or mapping.lookahead < 0:
+        raise ScheduleError(f"fusion: lookahead must be an integer >= 0, found {mapping.lookahead!r}")
+    by_tile = hierarchy.levels[0].transfers == "tile"
+    moves = None
+    if by_tile:
+        moves = tile_transfers(hierarchy, problems, mapping, analyses, loaded, drained, steps or {})
     engine = timed(problems, names, analyses, on, mapping.shared, steps or {}, lat,
-                   extra_dram=load_cycles + drain_cycles,
-                   preloaded=frozenset(mapping.preload))  # fmt: skip
+                   extra_dram=0.0 if by_tile else load_cycles + drain_cycles,
+                   preloaded=frozenset(mapping.preload), lookahead=mapping.lookahead,
+                   interleave=mapping.interleave, per_tile=tile_overheads(paths, problems, analyses),
+                   transfers=moves)  # fmt: skip
     return FusedResult(
         names=names,
         mapping=mapping,
@@ -958,6 +1081,7 @@ def evaluate(
         linked=linked,
         link_fills=link_fills,
         link_pj=link_pj,
+        tile_transfers=by_tile,
     )
 
 

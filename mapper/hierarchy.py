@@ -71,6 +71,10 @@ def _number(owner: str, name: str, value: object, *, positive: bool = False) -> 
         raise ArchError(f"{owner}: {name} must be {'positive' if positive else '>= 0'}, found {value!r}")
 
 
+#: how the outermost level's transfers are timed (:attr:`Level.transfers`)
+TRANSFERS = ("average", "tile")
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Level:
     """One storage level. ``instances`` in all (or ``mesh``: X x Y); capacity of one instance in
@@ -102,9 +106,25 @@ class Level:
     hop_pj: float = 0.0  # per word and hop
     router_pj: float = 0.0  # per word and router passed
     reduction_pj: float = 0.0  # per spatial reduction of two partial sums
+    #: cycles from a request to its data. At the outermost level with ``transfers: tile``, each
+    #: tile's transfer arrives that long after its last request; at a level below, an Einsum of a
+    #: fused group that streams one of the group's inputs from it pays it once per tile (a
+    #: buffer's synchronous read). Both in the tile engine (:func:`mapper.fusion.timed`).
+    latency_cycles: float = 0.0
+    #: the outermost level only: ``average`` (a group's transfers spread evenly over its tiles,
+    #: each running ahead of its compute) or ``tile`` (each tile fetches what it needs when it
+    #: needs it: its query-side inputs at its first step, its key-side ones at each step of the
+    #: first query tile that reads them, its outputs after it, as ``rtl.AttentionTile`` does)
+    transfers: str = "average"
 
     def __post_init__(self) -> None:
         owner = f"level {self.name!r}"
+        _number(owner, "latency_cycles", self.latency_cycles)
+        if self.transfers not in TRANSFERS:
+            raise ArchError(
+                f"{owner}: transfers must be one of {', '.join(TRANSFERS)}, found {self.transfers!r}"
+                f"{suggest(str(self.transfers), TRANSFERS)}"
+            )
         if not isinstance(self.name, str) or not self.name:
             raise ArchError(f"a level needs a name, found {self.name!r}")
         if self.kind not in KINDS:
@@ -184,9 +204,24 @@ class Compute:
     #: the kinds of Einsum these units run (``contraction``, ``reduce``, ``map``; a preset's
     #: ``einsum_kinds``), and a map that only scales a contraction run here; None: any
     kinds: tuple[str, ...] | None = None
+    #: cycles a functional unit takes to drain its pipeline, by category of operation
+    #: (``{div: 4}``): an Einsum of a fused group that issues such operations pays it once per
+    #: tile (:func:`mapper.fusion.timed`); none named: 0
+    pipeline: Mapping[str, int] | None = None
 
     def __post_init__(self) -> None:
         owner = f"compute {self.name!r}"
+        if self.pipeline is not None:
+            if not isinstance(self.pipeline, Mapping):
+                raise ArchError(f"{owner}: pipeline must map operations to cycles, found {self.pipeline!r}")
+            for op, n in self.pipeline.items():
+                if op not in OP_CATEGORIES:
+                    raise ArchError(
+                        f"{owner}: pipeline: unknown operation {op!r}{suggest(str(op), OP_CATEGORIES)} "
+                        f"(operations: {', '.join(OP_CATEGORIES)})"
+                    )
+                _count(owner, f"pipeline[{op}]", n, zero=True, top=2**20)
+            object.__setattr__(self, "pipeline", dict(self.pipeline))
         if self.kinds is not None:
             if not isinstance(self.kinds, list | tuple) or not self.kinds:
                 raise ArchError(
@@ -367,6 +402,12 @@ class Hierarchy:
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
             raise ArchError(f"{owner}: level names must be unique, {twice} repeat")
+        for lv in [*self.levels[1:], *(x for b in self.branches for x in b.levels)]:
+            if lv.transfers != "average":
+                raise ArchError(
+                    f"{owner}: level {lv.name!r}: transfers: {lv.transfers} is for the outermost level "
+                    f"({self.levels[0].name}), whose transfers the tile engine times"
+                )
         bnames = [b.name for b in self.branches]
         twice = sorted({n for n in bnames if bnames.count(n) > 1})
         if twice:

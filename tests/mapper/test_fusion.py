@@ -1251,3 +1251,142 @@ def test_the_shared_spatial_loops_errors() -> None:
                                 shared_spatial=((), (("M1", 2),))),
             names=["D", "R"], steps=fusion.steps_of(c),
         )  # fmt: skip
+
+
+def _tile_template_as_tree(arch, p: int, m: int, e: int, f: int, interleave: bool):  # type: ignore[no-untyped-def]
+    """The RTL attention tile's schedule (``einforge.rtlflow.tile.model_attention``: the template's
+    fused 1-pass schedule, an array's rows over M0 and columns over P, every query tile sharing one
+    pass over K and V) and the same schedule as a fused mapping of the tile preset's tree: K and V
+    preloaded (fetched by the first query tile, kept for the others), the template's lookahead and
+    interleaving; the preset's DRAM times its transfers tile by tile with its latency, the buffer's
+    synchronous read costs a cycle a tile to the Einsums that stream an input, the divider drains
+    once a tile."""
+    from einforge.rtlflow.tile import model_attention
+
+    report, sched = model_attention(arch, p=p, m=m, e=e, f=f, interleave=interleave)
+    tp, tm = sched.tile["P"], sched.tile["M0"]
+    q, m1 = p // tp, m // tm
+    c = einsum.library.get("attention_1pass")
+    names = "QK,LM,RM,SLN,SLD,SLNV,PRM,SPD,RD,SPNV,RNV,AV".split(",")
+    ps = fusion.problems_of(c, names, {"P": p, "M": m, "E": e, "F": f, "M0": tm, "M1": m1})
+    on = sched.binding
+    outer = ((("P", q),) if q > 1 else ()) + (("M1", m1),)
+
+    def own(pr, n):  # type: ignore[no-untyped-def]
+        dims = dict(pr.dims)
+        spatial = (*((("M0", tm),) if on[n] == "2d" and "M0" in dims else ()), ("P", tp))
+        return (
+            LevelMapping(target="DRAM", temporal=outer if n != "AV" else outer[:-1]),
+            LevelMapping(
+                target="buffer",
+                temporal=tuple((d, dims[d]) for d in ("E", "F") if d in dims),
+                spatial=spatial,
+            ),
+            LevelMapping(target=f"rf_{on[n]}"),
+        )
+
+    fm = fusion.FusedMapping(
+        level="buffer", shared=(outer,), mappings=tuple(own(pr, n) for pr, n in zip(ps, names, strict=True)),
+        binding=tuple(on[n] for n in names), preload=("BK", "BV") if sched.query_tiles_on_chip[0] > 1 else (),
+        lookahead=sched.lookahead, interleave=sched.interleave,
+    )  # fmt: skip
+    r = fusion.evaluate(
+        arch.branched_hierarchy(),
+        ps,
+        fm,
+        names=names,
+        steps=fusion.steps_of(c),
+        drain=fusion.read_after(c, names),
+    )
+    return report, r, ps
+
+
+@pytest.mark.parametrize("reduction", ["chain", "registered_tree", "tree"])
+@pytest.mark.parametrize("interleave", [True, False])
+@pytest.mark.parametrize(("e", "f"), [(16, 24), (64, 8)])
+def test_the_rtl_tile_s_schedule_is_an_instance_of_its_tree(
+    reduction: str, interleave: bool, e: int, f: int
+) -> None:
+    """The tile preset (``fusemax_tile``, the RTL's timing) as a tree, with the configurations of
+    ``tests/rtl/test_tile.py::test_task_cycles_are_the_models``: the tile engine on the tree's
+    numbers gives the template's latency to the last digit, and DRAM moves its bytes."""
+    from einforge.rtlflow.tile import buffer_for, tile_arch
+
+    div = 4 if interleave else 0
+    arch = tile_arch(array=8, reduction=reduction, buffer_bytes=buffer_for(8, 128, e, f), div_latency=div)
+    report, r, _ps = _tile_template_as_tree(arch, 64, 128, e, f, interleave)
+    assert r.cycles == report.latency_cycles
+    assert r.scalar_accesses("DRAM") * 2 == report.traffic_bytes
+    assert r.tile_transfers and r.bound <= r.cycles
+
+
+def test_the_rtl_tile_s_measured_cycles_are_the_tree_s() -> None:
+    """The runs of ``tests/rtl/test_tile.py::test_deterministic_dram_cycles_equal_the_model``, where
+    the RTL's measured cycles are the template's exactly (a DRAM of fixed latency 7, one beat a
+    cycle): the tree gives the same cycles, with and without interleaving, with a 3-stage
+    divider. Recorded RTL runs: 1,910, 2,664 and 1,934 cycles at 32 queries and keys; 4,174, 5,944
+    and 4,210 at 48."""
+    from einforge.rtlflow.tile import buffer_for, tile_arch
+
+    got = []
+    for seq in (32, 48):
+        for interleave, div in ((True, 0), (False, 0), (True, 3)):
+            arch = tile_arch(array=4, dram_bandwidth=1.0, dram_latency=7, dram_jitter=0,
+                             buffer_bytes=buffer_for(4, 48, 8, 8), div_latency=div)  # fmt: skip
+            report, r, _ps = _tile_template_as_tree(arch, seq, seq, 8, 8, interleave)
+            assert r.cycles == report.latency_cycles
+            got.append(r.cycles)
+    assert got == [1910, 2664, 1934, 4174, 5944, 4210]
+
+
+def test_tile_transfers_and_latencies_in_a_hierarchy_file() -> None:
+    """``transfers: tile`` and ``latency_cycles`` on the outermost level, ``latency_cycles`` on a
+    buffer, ``pipeline`` on compute units: they round trip, and the errors are typed."""
+    from mapper.arch import fusemax_tile
+
+    h = fusemax_tile(div_latency=2).branched_hierarchy()
+    assert (h.levels[0].transfers, h.levels[0].latency_cycles, h.levels[1].latency_cycles) == (
+        "tile",
+        20.0,
+        1,
+    )
+    assert {b.name: b.compute.pipeline for b in h.branches} == {"2d": None, "1d": {"div": 2}}
+    back = hierarchy.Hierarchy.from_dict(h.to_dict())
+    assert back == h
+    d = h.to_dict()
+    d["levels"][1]["transfers"] = "tile"
+    with pytest.raises(
+        ArchError, match=r"level 'buffer': transfers: tile is for the outermost level \(DRAM\)"
+    ):
+        hierarchy.Hierarchy.from_dict(d)
+    d = h.to_dict()
+    d["levels"][0]["transfers"] = "tiles"
+    with pytest.raises(
+        ArchError, match=r"transfers must be one of average, tile, found 'tiles'; did you mean"
+    ):
+        hierarchy.Hierarchy.from_dict(d)
+    d = h.to_dict()
+    d["branches"][1]["compute"]["pipeline"] = {"dvi": 2}
+    with pytest.raises(ArchError, match=r"pipeline: unknown operation 'dvi'; did you mean 'div'"):
+        hierarchy.Hierarchy.from_dict(d)
+    d["branches"][1]["compute"]["pipeline"] = {"div": -1}
+    with pytest.raises(ArchError, match=r"pipeline\[div\] must be an integer in 0 \.\. "):
+        hierarchy.Hierarchy.from_dict(d)
+
+
+def test_the_tile_engine_s_settings_are_checked() -> None:
+    """A negative lookahead, and with transfers tile by tile K preloaded but V fetched by every query
+    tile, are typed errors."""
+    from einforge.rtlflow.tile import buffer_for, tile_arch
+
+    arch = tile_arch(
+        array=4, dram_bandwidth=1.0, dram_latency=7, dram_jitter=0, buffer_bytes=buffer_for(4, 32, 8, 8)
+    )
+    _report, r, ps = _tile_template_as_tree(arch, 32, 32, 8, 8, True)
+    c = einsum.library.get("attention_1pass")
+    kw = dict(names=r.names, steps=fusion.steps_of(c), drain=fusion.read_after(c, r.names))
+    with pytest.raises(ScheduleError, match=r"lookahead must be an integer >= 0, found -1"):
+        fusion.evaluate(arch.branched_hierarchy(), ps, dataclasses.replace(r.mapping, lookahead=-1), **kw)
+    with pytest.raises(ScheduleError, match=r"preloaded all or none"):
+        half = dataclasses.replace(r.mapping, preload=("BK",))
+        fusion.evaluate(arch.branched_hierarchy(), ps, half, **kw)
