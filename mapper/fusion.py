@@ -76,6 +76,10 @@ class FusedMapping:
     #: for its consumers on other arrays to take a tile's results, FuseMax without interleaving)
     lookahead: int = LOOKAHEAD
     interleave: bool = True
+    #: how many of the outermost shared loops the preloads repeat under (each iteration loads
+    #: its slice again: FuseMax's K and V once per group of query tiles held on chip); None: the
+    #: shared loops over the tensor's own ranks outside the first over a rank it lacks
+    preload_outside: int | None = None
 
     def spatial_at(self, i: int) -> tuple[tuple[str, int], ...]:
         """The shared spatial loops at outer level ``i``."""
@@ -461,23 +465,26 @@ def tile_transfers(
                     query += s.reads
             out += s.updates
     held = 0.0
+    copies = set()
     for t, words in loaded:
         dims = next(s.dims for p in problems for s in p.spaces if s.name == t)
         if ranks & set(dims):
             held += words
+            copies.add(_preload_copies(problems, mapping, t))
         else:
             query += words
-    if held and key:
+    if (held and key) or len(copies) > 1:
         raise ScheduleError(
             "fusion: with transfers tile by tile, the inputs over the recurrences' rank are preloaded all "
-            "or none (their first pass fills the fusion level for every query tile, or each query tile "
-            "fetches its own)"
+            "or none, alike (their first pass fills the fusion level for the query tiles that share it, "
+            "or each query tile fetches its own)"
         )
+    reps = copies.pop() if copies else 1
     out += sum(w for _t, w in drained)
     return Transfers(
         query=query / query_tiles / read_bw,
-        key=(held / max(1, nsteps) if held else key / (query_tiles * max(1, nsteps))) / read_bw,
-        group=query_tiles if held else 1,
+        key=(held / reps / max(1, nsteps) if held else key / (query_tiles * max(1, nsteps))) / read_bw,
+        group=query_tiles // reps if held else 1,
         latency=float(outer.latency_cycles),
         drain=out / query_tiles / write_bw,
     )
@@ -648,10 +655,14 @@ def _keeps(
     level: int,
     made: Sequence[str],
     kept: Mapping[str, int] | None = None,
+    own: Sequence[str] = (),
 ) -> list[frozenset[str]] | None:
     """Each level's keep for one Einsum of the group: the hierarchy's, without the group's
-    on-chip tensors outside the level that keeps them, and with them at it (the fusion level, or
-    ``kept``'s level index below it). None: the hierarchy does not let that level keep one."""
+    on-chip tensors (``made``: those it makes, and inputs resident or preloaded at the fusion
+    level) outside the level that keeps them, and with them at it (the fusion level, or
+    ``kept``'s level index below it). The ``on_chip`` role names the tensors the group makes
+    itself (``own``): inputs stream past such a level. None: the hierarchy does not let that level
+    keep one."""
     names = [s.name for s in problem.spaces]
     mine = [t for t in made if t in names]
     at = {t: (kept or {}).get(t, level) for t in mine}
@@ -659,7 +670,7 @@ def _keeps(
     for i, lv in enumerate(hierarchy.levels):
         base = hierarchy._keep(lv, problem)
         if base is not None and lv.keep is not None and "on_chip" in lv.keep:
-            base = frozenset(base | set(mine))  # the role: the group's tensors made on chip
+            base = frozenset(base | {t for t in own if t in names})  # the role: what the group makes
         kept_here = {t for t in mine if at[t] == i}
         kept_set = set(names if base is None else base)
         kept_set -= {t for t in mine if i < at[t]}
@@ -1016,7 +1027,7 @@ def evaluate(
                     + (f" and the shared spatial loops {list(want)}" if want else "")
                     + f", found temporal {list(ms[i].temporal)}, spatial {list(ms[i].spatial)}"
                 )
-        keeps = _keeps(path, p, k, onchip, kept_at)
+        keeps = _keeps(path, p, k, onchip, kept_at, own=made)
         if keeps is None:
             where = sorted({path.levels[kept_at.get(t, k)].name for t in made if t in _tensors(p)})
             raise ScheduleError(f"fusion: {', '.join(where)} may not keep {n}'s on-chip tensors")
@@ -1035,14 +1046,14 @@ def evaluate(
                 f"{'it' if name == mapping.level else 'one instance'} holds {cap}"
             )
     foot = held[mapping.level][1]
-    if loaded:  # the preloaded inputs stay whole beside the tiles
-        foot += sum(w for _t, w in loaded)
+    if loaded:  # the preloaded inputs' slices stay beside the tiles
+        foot += sum(w // _preload_copies(problems, mapping, t) for t, w in loaded)
         lv = hierarchy.levels[k]
         cap = lv.capacity_words
         if cap is not None and foot > cap // max(1, int(lv.multiple_buffering)):
             raise ScheduleError(
-                f"fusion: {lv.name} must hold {foot} words at once (the preloaded "
-                f"{', '.join(t for t, _w in loaded)} whole, and the tiles), but it holds {cap}"
+                f"fusion: {lv.name} must hold {foot} words at once (what it keeps of the preloaded "
+                f"{', '.join(t for t, _w in loaded)}, and the tiles), but it holds {cap}"
             )
     drained, drain_pj = _drain(paths[0], problems, made, state, drain, k, priced)
     load_pj, load_cycles = _load_costs(paths, problems, loaded, k, priced)
@@ -1135,6 +1146,16 @@ def _loads(
     """``mapping.preload`` with each tensor's words, after checking each is an input of the group
     (read by it, made by none of it, not resident already)."""
     out: list[tuple[str, int]] = []
+    n_shared = sum(len(loops) for loops in mapping.shared)
+    if mapping.preload_outside is not None and (
+        isinstance(mapping.preload_outside, bool)
+        or not isinstance(mapping.preload_outside, int)
+        or not 0 <= mapping.preload_outside <= n_shared
+    ):
+        raise ScheduleError(
+            f"fusion: preload_outside must be an integer in 0 .. {n_shared} (the shared loops), found "
+            f"{mapping.preload_outside!r}"
+        )
     inputs = {s.name for p in problems for s in p.spaces if not s.output} - set(made)
     for t in mapping.preload:
         if t not in inputs or t in resident:
@@ -1145,8 +1166,32 @@ def _loads(
         if t in dict(out):
             raise ScheduleError(f"fusion: preload names {t} twice")
         reader = next(p for p in problems if t in {s.name for s in p.spaces})
-        out.append((t, _whole(reader, t)))
+        dims = next(s.dims for s in reader.spaces if s.name == t)
+        outside = _outside(mapping, dims)
+        # loaded once per iteration of the loops outside: again where they run over a rank the
+        # tensor lacks (the same words), a slice of it where over its own
+        again = math.prod(f for r, f in outside if r not in dims)
+        out.append((t, _whole(reader, t) * again))
     return tuple(out)
+
+
+def _outside(mapping: FusedMapping, dims: frozenset[str]) -> list[tuple[str, int]]:
+    """The shared loops a preloaded input with ranks ``dims`` is loaded under (once per
+    iteration): ``mapping.preload_outside`` of the outermost, or by default those over its own
+    ranks outside the first over a rank it lacks (what is loaded then stays for that loop and
+    everything inside it: FuseMax's K and V of one head, kept for all its query tiles)."""
+    flat = [(r, f) for loops in mapping.shared for r, f in loops]
+    if mapping.preload_outside is not None:
+        return flat[: mapping.preload_outside]
+    n = next((i for i, (r, _f) in enumerate(flat) if r not in dims), len(flat))
+    return flat[:n]
+
+
+def _preload_copies(problems: Sequence[Problem], mapping: FusedMapping, tensor: str) -> int:
+    """How many times a preloaded input is loaded (:func:`_outside`): its loaded words over this
+    are what the fusion level holds of it at once."""
+    dims = next(s.dims for p in problems for s in p.spaces if s.name == tensor)
+    return math.prod(f for _r, f in _outside(mapping, dims))
 
 
 def _whole(p: Problem, tensor: str) -> int:
@@ -1313,7 +1358,7 @@ def search(
                 for b in branches:
                     path = hierarchy if b is None else hierarchy.branch(b)
                     r = _map_one(path, p, n, k, levels, mine_shared, onchip, priced, metric, budget, seed,
-                                 imperfect, problems_left, spatial=spatial)  # fmt: skip
+                                 imperfect, problems_left, spatial=spatial, own=made)  # fmt: skip
                     if r is not None:
                         options.append((b, r))
                 if not options:
@@ -1385,7 +1430,7 @@ def search(
                     mine_shared = _own_shared(shared, j in last, over)
                     return _map_one(path, problems[j], names[j], k, levels, mine_shared, onchip, priced,
                                     metric, budget, seed, imperfect, problems_left, extra, kept,
-                                    spatial)  # fmt: skip
+                                    spatial, own=made)  # fmt: skip
 
                 key = key_of(res)
                 pool.append((key, res, remap))
@@ -1580,11 +1625,13 @@ def _map_one(
     extra: Sequence[hsearch.Constraint] = (),
     kept: Mapping[str, int] | None = None,
     spatial: tuple[tuple[tuple[str, int], ...], ...] = (),
+    own: Sequence[str] = (),
 ) -> Any:
     """One Einsum of the group mapped on one path below the shared loops (None where it cannot
     be: the path's units cannot run it, or nothing fits); ``extra`` constraints, the group's
-    tensors ``kept`` below the fusion level (level indices), and the shared ``spatial`` loops."""
-    keeps = _keeps(path, p, k, made, kept)
+    tensors ``kept`` below the fusion level (level indices), the shared ``spatial`` loops, and
+    the tensors the group makes itself (``own``, :func:`_keeps`)."""
+    keeps = _keeps(path, p, k, made, kept, own=own)
     if keeps is None:
         return None
     dims = [d for d, _n in p.dims]
@@ -1691,9 +1738,33 @@ def _bindings(
     return [b for k, b in sorted(scored, key=lambda kb: kb[0]) if best is None or k < best]
 
 
-def problems_of(cascade: Any, names: Sequence[str], sizes: Mapping[str, int]) -> list[Problem]:
+#: the rank :func:`problems_of` adds for independent instances (batch x heads)
+INSTANCE_RANK = "INST"
+
+
+def problems_of(
+    cascade: Any, names: Sequence[str], sizes: Mapping[str, int], instances: int = 1
+) -> list[Problem]:
     """The analysis problems of the Einsums ``names`` of ``cascade`` (each as
-    :func:`mapper.hierarchy.einsum_problem` makes it)."""
+    :func:`mapper.hierarchy.einsum_problem` makes it). ``instances`` > 1: that many independent
+    copies (a batch's heads), as a rank :data:`INSTANCE_RANK` that every tensor has (outermost),
+    for a fused mapping's shared loops to step."""
     from mapper.hierarchy import einsum_problem
 
-    return [einsum_problem(cascade, n, sizes) for n in names]
+    out = [einsum_problem(cascade, n, sizes) for n in names]
+    if isinstance(instances, bool) or not isinstance(instances, int) or instances < 1:
+        raise ScheduleError(f"instances must be a positive integer, found {instances!r}")
+    if instances == 1:
+        return out
+    if any(INSTANCE_RANK in p.size for p in out):
+        raise ScheduleError(f"instances: the cascade already has a rank {INSTANCE_RANK}")
+    return [
+        dataclasses.replace(
+            p,
+            dims=((INSTANCE_RANK, instances), *p.dims),
+            spaces=tuple(
+                dataclasses.replace(sp, projection=(((INSTANCE_RANK, 1),), *sp.projection)) for sp in p.spaces
+            ),
+        )
+        for p in out
+    ]

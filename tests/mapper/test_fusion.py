@@ -973,8 +973,20 @@ def test_an_input_preloaded_into_the_fusion_level_by_hand() -> None:
         fusion.evaluate(_toy(), ps, dataclasses.replace(_two_tiles(), preload=("C",)), names=["C", "E"])
     with pytest.raises(ScheduleError, match=r"preload names 'BB'.*did you mean 'B'"):
         fusion.evaluate(_toy(), ps, dataclasses.replace(_two_tiles(), preload=("BB",)), names=["C", "E"])
-    with pytest.raises(ScheduleError, match=r"buf must hold 64 words at once \(the preloaded B whole"):
+    with pytest.raises(
+        ScheduleError, match=r"buf must hold 64 words at once \(what it keeps of the preloaded B"
+    ):
         fusion.evaluate(_toy(63), ps, dataclasses.replace(_two_tiles(), preload=("B",)), names=["C", "E"])
+    # loaded again under the shared loop over M (B has no M): twice, 32 words, 16 held at once
+    again = fusion.evaluate(
+        _toy(), ps, dataclasses.replace(_two_tiles(), preload=("B",), preload_outside=1), names=["C", "E"]
+    )
+    assert again.loaded == (("B", 32),) and again.footprint_words == r.footprint_words
+    assert again.scalar_accesses("DRAM") == plain.scalar_accesses("DRAM") + 16
+    with pytest.raises(
+        ScheduleError, match=r"preload_outside must be an integer in 0 \.\. 1 \(the shared loops\), found 2"
+    ):
+        fusion.evaluate(_toy(), ps, dataclasses.replace(_two_tiles(), preload=("B",), preload_outside=2))
 
 
 def _two_tiles() -> fusion.FusedMapping:

@@ -1,0 +1,75 @@
+"""The template's fused schedules at the FuseMax artifact's points, costed again in the preset's
+tree (mapper.as_tree): per point, whether the tree's latency and DRAM bytes equal the template's,
+the ratio of their energies, and the time each takes; or the typed error for what the tree does
+not state yet.
+
+    python benchmarks/template_in_tree.py [--arch fusemax|flat] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import einsum
+import mapper
+import sim
+from mapper import as_tree
+from mapper.errors import ScheduleError
+from mapper.search import SearchOptions, search
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--arch", choices=("fusemax", "flat"), default="fusemax")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    arch = mapper.preset(args.arch)
+    c = einsum.library.get("attention_1pass" if args.arch == "fusemax" else "attention_3pass")
+    rows = []
+    for model in ("BERT", "TrXL", "T5", "XLM"):
+        for seq in ("1K", "4K", "16K", "64K", "256K", "1M"):
+            w = sim.workload(model, seq, batch=64)
+            t0 = time.perf_counter()
+            s = search(c, arch, SearchOptions(sizes=w.sizes, fusion="fused"))
+            report = sim.evaluate(c, s, arch, w)
+            t1 = time.perf_counter()
+            row: dict[str, object] = {"model": model, "seq": seq, "instances": w.instances}
+            try:
+                r = as_tree.fused(c, s, arch, w.for_cascade(c).sizes, w.instances).evaluate()
+            except ScheduleError as exc:
+                row["not_stated"] = str(exc).split(":")[1].strip()
+            else:
+                row.update(
+                    latency_equal=r.cycles == report.latency_cycles,
+                    dram_equal=r.scalar_accesses("DRAM") * arch.word_bytes == report.traffic_bytes,
+                    energy_ratio=r.energy_pj / report.energy_pj,
+                )
+            row.update(template_s=t1 - t0, tree_s=time.perf_counter() - t1)
+            rows.append(row)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    stated = [r for r in rows if "not_stated" not in r]
+    for r in rows:
+        head = f"{r['model']:5} {r['seq']:>4}  {r['instances']:5} instances  "
+        if "not_stated" in r:
+            print(head + f"not stated: {r['not_stated']}")
+        else:
+            print(
+                head + f"latency {'equal' if r['latency_equal'] else 'DIFFERENT'}, DRAM "
+                f"{'equal' if r['dram_equal'] else 'DIFFERENT'}, energy x{r['energy_ratio']:.4f}  "
+                f"(template {r['template_s']:.2f} s, tree {r['tree_s']:.2f} s)"
+            )
+    exact = sum(1 for r in stated if r["latency_equal"] and r["dram_equal"])
+    worst = max((abs(float(r["energy_ratio"]) - 1) for r in stated), default=0.0)  # type: ignore[arg-type]
+    print(
+        f"{len(stated)} of {len(rows)} points stated in the tree; latency and DRAM bytes equal at {exact}; "
+        f"energy within {worst:.2%}"
+    )
+    return 0 if exact == len(stated) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,238 @@
+"""The template's schedules stated in the presets' trees: one cost model under both.
+
+The cascade search (:func:`mapper.search.explore`) enumerates schedules of a fixed template (two
+arrays under one buffer): bindings, tiles, kernels, where each tensor lives. :func:`fused`
+states such a schedule, a kernel of the whole cascade fused under the buffer (FuseMax's and
+FLAT's), as a fused mapping of the architecture's tree (:meth:`mapper.arch.ArchSpec.
+branched_hierarchy`), so the hierarchy analysis and the tile engine (:func:`mapper.fusion.
+evaluate`) cost it:
+
+- **Shared loops** at DRAM: the instances (batch x heads, :data:`mapper.fusion.INSTANCE_RANK`),
+  the query tiles, then the recurrence's steps (the key blocks), innermost.
+- **Each Einsum** below them: on its array (the schedule's binding), the template's spatial
+  ranks across the array's rows and columns (as far as the tile spans them), the rest of its
+  tile in time at the buffer; its register files below.
+- **Inputs** over the key rank are preloaded (fetched once per instance and kept for every query
+  tile) where the template holds all of an instance's query tiles on chip.
+- **What stays in the PEs**: the intermediates the template keeps in the arrays (``residency:
+  array``) are kept in the register files of their writer's array, where the tree's rules allow
+  (:attr:`mapper.fusion.FusedMapping.kept`).
+- The tile engine's ``lookahead`` and ``interleave`` are the schedule's.
+
+``tests/mapper/test_as_tree.py`` checks that FuseMax's and FLAT's fused schedules, the RTL tile's
+among them, take the template's latency to the last digit and move its DRAM bytes, with FuseMax's
+energy within 0.1%.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import einsum
+from mapper import fusion
+from mapper.analysis import LevelMapping, Problem
+from mapper.arch import ArchSpec
+from mapper.errors import ScheduleError
+from mapper.schedule import Schedule, complete_partitions, layout
+
+__all__ = ["TreeSchedule", "fused"]
+
+
+@dataclasses.dataclass(frozen=True)
+class TreeSchedule:
+    """A template schedule as a fused mapping of a tree, with what :func:`mapper.fusion.evaluate`
+    needs besides."""
+
+    hierarchy: Any
+    problems: tuple[Problem, ...]
+    names: tuple[str, ...]
+    mapping: fusion.FusedMapping
+    steps: Mapping[str, str]
+    drain: frozenset[str]
+
+    def evaluate(self, **options: Any) -> fusion.FusedResult:
+        return fusion.evaluate(
+            self.hierarchy,
+            self.problems,
+            self.mapping,
+            names=self.names,
+            steps=self.steps,
+            drain=self.drain,
+            **options,
+        )
+
+
+def _sizes(
+    cascade: einsum.Cascade, schedule: Schedule, sizes: Mapping[str, int]
+) -> tuple[dict[str, int], dict[str, int]]:
+    """Full rank sizes (the key rank split as the schedule tiles it) and one tile's."""
+    lay = layout(cascade)
+    full = complete_partitions(cascade, sizes, lay)
+    tile = dict(full)
+    if lay.whole is not None and lay.key is not None:
+        m0 = schedule.tile[lay.key]
+        if full[lay.whole] % m0:
+            raise ScheduleError(
+                f"as_tree: {lay.whole} = {full[lay.whole]} is not a multiple of the key tile {m0}: ragged "
+                "tiles are not stated in the tree yet"
+            )
+        full[lay.key] = tile[lay.key] = m0
+        if lay.outer is not None:
+            full[lay.outer] = full[lay.whole] // m0
+        if lay.step is not None:
+            tile[lay.step] = 1
+    for r, size in schedule.tile.items():
+        if r == lay.key and lay.whole is not None:
+            continue
+        if full[r] % size:
+            raise ScheduleError(
+                f"as_tree: {r} = {full[r]} is not a multiple of its tile {size}: ragged tiles are not "
+                "stated in the tree yet"
+            )
+        tile[r] = min(size, full[r])
+    return full, tile
+
+
+def fused(
+    cascade: einsum.Cascade,
+    schedule: Schedule,
+    arch: ArchSpec,
+    sizes: Mapping[str, int],
+    instances: int = 1,
+) -> TreeSchedule:
+    """``schedule`` (one kernel of the whole cascade, fused under the buffer) as a fused mapping
+    of ``arch``'s tree for a workload of rank ``sizes`` and ``instances`` (module text). Other
+    schedules (loop nests, several kernels, spills, ragged tiles, a share of the query tiles on
+    chip) are typed errors that say what is not stated yet."""
+    names = tuple(e.output for e in cascade.einsums if not e.init and e.output in schedule.binding)
+    if schedule.nests or len(schedule.kernels) != 1 or set(schedule.kernels[0]) != set(names):
+        raise ScheduleError(
+            "as_tree: only a schedule that fuses the whole cascade in one kernel is stated in the tree "
+            f"yet; this one has kernels {[list(k) for k in schedule.kernels]} and loop nests "
+            f"{sorted(schedule.nests) or 'none'}"
+        )
+    if schedule.spill_fraction:
+        raise ScheduleError("as_tree: a schedule that spills to DRAM is not stated in the tree yet")
+    through = sorted(t for t in names if schedule.residency.get(t) == "dram" and t not in cascade.outputs)
+    if through:
+        raise ScheduleError(
+            f"as_tree: the schedule streams {', '.join(through)} through DRAM between passes: not stated in "
+            "the tree yet"
+        )
+    lay = layout(cascade)
+    full, tile = _sizes(cascade, schedule, sizes)
+    problems = fusion.problems_of(cascade, names, full, instances)
+    steps = fusion.steps_of(cascade)
+    q = full[lay.query] // tile[lay.query] if lay.query else 1
+    nsteps = full[lay.step] if lay.step else 1
+    on_chip = min(q, schedule.query_tiles_on_chip[0])
+    if not lay.step and on_chip < q:
+        raise ScheduleError(
+            f"as_tree: the schedule holds the score rows of {on_chip} of {q} query tiles on chip and streams "
+            "K and V again for each such group; the tree keeps them for every query tile where they fit: "
+            "not stated in the tree yet"
+        )
+    if q % on_chip:
+        raise ScheduleError(
+            f"as_tree: the schedule holds {on_chip} of {q} query tiles on chip, which does not divide them: "
+            "not stated in the tree yet"
+        )
+    # the instances, the groups of query tiles that share a pass over the keys, the query tiles of
+    # a group, the key blocks
+    outer: list[tuple[str, int]] = []
+    if instances > 1:
+        outer.append((fusion.INSTANCE_RANK, instances))
+    groups = len(outer)
+    if q // on_chip > 1:
+        outer.append((lay.query, q // on_chip))
+        groups += 1
+    if on_chip > 1:
+        outer.append((lay.query, on_chip))
+    if nsteps > 1:
+        outer.append((lay.step, nsteps))
+    last = fusion.finals(problems, steps)
+    mappings = []
+    for j, (p, n) in enumerate(zip(problems, names, strict=True)):
+        arr = arch.array(schedule.binding[n])
+        dims = p.size
+        own_outer = tuple((r, f) for r, f in outer if not (j in last and r == lay.step))
+        spatial = []
+        # one tile of each rank: the instances and the recurrence's steps are all in the shared loops
+        left = {r: 1 if r == fusion.INSTANCE_RANK else tile.get(r, dims[r]) for r in dims}
+        extents = (arr.rows, arr.cols) if arr.is_2d else (arr.cols,)
+        for rank, extent in zip(schedule.spatial[arr.name], extents, strict=False):
+            if rank in dims and left[rank] > 1:
+                used = min(extent, left[rank])
+                spatial.append((rank, used))
+                left[rank] = -(-left[rank] // used)
+        # the rest of the tile in time, the array's ranks first (FLAT's M blocks outside E)
+        first = [r for r in schedule.spatial[arr.name] if r in left]
+        order = [*first, *(r for r in left if r not in first)]
+        temporal = tuple((r, left[r]) for r in order if left[r] > 1)
+        mappings.append(
+            (
+                LevelMapping(target="DRAM", temporal=own_outer),
+                LevelMapping(target="buffer", temporal=temporal, spatial=tuple(spatial)),
+                LevelMapping(target=f"rf_{arr.name}"),
+            )
+        )
+    made = {p.output.name for p in problems}
+    key_side = (
+        [
+            s.name
+            for p in problems
+            for s in p.spaces
+            if not s.output and s.name not in made and lay.step in s.dims
+        ]
+        if lay.step and on_chip > 1
+        else []
+    )
+    mapping = fusion.FusedMapping(
+        level="buffer",
+        shared=(tuple(outer),),
+        mappings=tuple(mappings),
+        binding=tuple(schedule.binding[n] for n in names),
+        preload=tuple(dict.fromkeys(key_side)),
+        preload_outside=groups if key_side else None,
+        lookahead=schedule.lookahead,
+        interleave=schedule.interleave,
+    )
+    tree = TreeSchedule(
+        hierarchy=arch.branched_hierarchy(),
+        problems=tuple(problems),
+        names=names,
+        mapping=mapping,
+        steps=steps,
+        drain=fusion.read_after(cascade, names),
+    )
+    try:
+        tree.evaluate()
+    except ScheduleError as exc:
+        if key_side and "must hold" in str(exc):
+            raise ScheduleError(
+                f"as_tree: the schedule holds {on_chip} query tiles on chip and streams K and V past them a "
+                "block at a time (the key blocks outside its query tiles); the tree's tiles step a "
+                "recurrence innermost, so it keeps an instance's K and V whole instead, which does not fit: "
+                f"{exc}"
+            ) from None
+        raise
+    return _in_the_pes(tree, schedule)
+
+
+def _in_the_pes(tree: TreeSchedule, schedule: Schedule) -> TreeSchedule:
+    """``tree`` with the intermediates the template keeps in the arrays kept in their writer's
+    register files, one by one in the cascade's order, each where the tree's rules allow."""
+    kept: list[tuple[str, str]] = []
+    for p, n in zip(tree.problems, tree.names, strict=True):
+        t = p.output.name
+        if schedule.residency.get(t) != "array" or t in tree.drain:
+            continue
+        trial = dataclasses.replace(tree.mapping, kept=(*kept, (t, f"rf_{schedule.binding[n]}")))
+        try:
+            dataclasses.replace(tree, mapping=trial).evaluate()
+        except ScheduleError:
+            continue
+        kept.append((t, f"rf_{schedule.binding[n]}"))
+    return dataclasses.replace(tree, mapping=dataclasses.replace(tree.mapping, kept=tuple(kept)))
