@@ -27,7 +27,7 @@ energy within 0.1%.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import einsum
@@ -37,7 +37,7 @@ from mapper.arch import ArchSpec
 from mapper.errors import ScheduleError
 from mapper.schedule import Schedule, complete_partitions, layout
 
-__all__ = ["TreeSchedule", "fused"]
+__all__ = ["KernelsResult", "TreeKernels", "TreeSchedule", "fused", "kernels"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,31 +153,7 @@ def fused(
     if nsteps > 1:
         outer.append((lay.step, nsteps))
     last = fusion.finals(problems, steps)
-    mappings = []
-    for j, (p, n) in enumerate(zip(problems, names, strict=True)):
-        arr = arch.array(schedule.binding[n])
-        dims = p.size
-        own_outer = tuple((r, f) for r, f in outer if not (j in last and r == lay.step))
-        spatial = []
-        # one tile of each rank: the instances and the recurrence's steps are all in the shared loops
-        left = {r: 1 if r == fusion.INSTANCE_RANK else tile.get(r, dims[r]) for r in dims}
-        extents = (arr.rows, arr.cols) if arr.is_2d else (arr.cols,)
-        for rank, extent in zip(schedule.spatial[arr.name], extents, strict=False):
-            if rank in dims and left[rank] > 1:
-                used = min(extent, left[rank])
-                spatial.append((rank, used))
-                left[rank] = -(-left[rank] // used)
-        # the rest of the tile in time, the array's ranks first (FLAT's M blocks outside E)
-        first = [r for r in schedule.spatial[arr.name] if r in left]
-        order = [*first, *(r for r in left if r not in first)]
-        temporal = tuple((r, left[r]) for r in order if left[r] > 1)
-        mappings.append(
-            (
-                LevelMapping(target="DRAM", temporal=own_outer),
-                LevelMapping(target="buffer", temporal=temporal, spatial=tuple(spatial)),
-                LevelMapping(target=f"rf_{arr.name}"),
-            )
-        )
+    mappings = _own(problems, names, schedule, arch, tile, outer, last, lay)
     made = {p.output.name for p in problems}
     key_side = (
         [
@@ -219,6 +195,177 @@ def fused(
             ) from None
         raise
     return _in_the_pes(tree, schedule)
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelsResult:
+    """A schedule of several kernels in the tree: each kernel's names, cycles, energy and the
+    words it moves at DRAM; the kernels run one after another (cycles and energy add)."""
+
+    parts: tuple[tuple[tuple[str, ...], float, float, float], ...]
+
+    @property
+    def cycles(self) -> float:
+        return float(sum(c for _n, c, _e, _w in self.parts))
+
+    @property
+    def energy_pj(self) -> float:
+        return float(sum(e for _n, _c, e, _w in self.parts))
+
+    @property
+    def dram_words(self) -> float:
+        return float(sum(w for _n, _c, _e, w in self.parts))
+
+
+@dataclasses.dataclass(frozen=True)
+class TreeKernels:
+    """A template schedule of several kernels, each a fused group of the tree (:class:`TreeSchedule`)
+    or one Einsum alone on its branch: ``(path, problem, name, mappings, lookahead, interleave)``."""
+
+    kernels: tuple[Any, ...]
+
+    def evaluate(self) -> KernelsResult:
+        from mapper import staged
+
+        parts = []
+        for k in self.kernels:
+            if isinstance(k, TreeSchedule):
+                r = k.evaluate()
+                outer = k.hierarchy.levels[0].name
+                parts.append((k.names, r.cycles, r.energy_pj, r.scalar_accesses(outer)))
+            else:
+                path, p, n, ms, lookahead, interleave = k
+                a = path.analyze(p, ms)
+                cyc = staged.engine_cycles(path, p, n, a, ms, lookahead, interleave)
+                parts.append(((n,), cyc, a.energy_pj, a.scalar_accesses(path.levels[0].name)))
+        return KernelsResult(parts=tuple(parts))
+
+
+def kernels(
+    cascade: einsum.Cascade,
+    schedule: Schedule,
+    arch: ArchSpec,
+    sizes: Mapping[str, int],
+    instances: int = 1,
+) -> TreeKernels:
+    """``schedule``'s kernels (the Unfused baseline's: QK with S, the softmax, AV), each as a
+    fused group of ``arch``'s tree, or one Einsum alone on its branch, one after another; what
+    crosses between kernels goes through DRAM, as the template's kernels pass it. Each kernel
+    loads an input once: one that several of its Einsums read, or that its query tiles share (K
+    and V across the query tiles), is preloaded. Without recurrences only (the 3-pass cascades);
+    loop nests and spills are typed errors."""
+    names = tuple(e.output for e in cascade.einsums if not e.init and e.output in schedule.binding)
+    if schedule.nests or schedule.spill_fraction:
+        raise ScheduleError("as_tree: loop nests and spills are not stated in the tree yet")
+    lay = layout(cascade)
+    if lay.step:
+        raise ScheduleError(
+            "as_tree: kernels of a cascade with recurrences are not stated in the tree yet (fused: one "
+            "kernel)"
+        )
+    full, tile = _sizes(cascade, schedule, sizes)
+    q = full[lay.query] // tile[lay.query] if lay.query else 1
+    outer: list[tuple[str, int]] = []
+    if instances > 1:
+        outer.append((fusion.INSTANCE_RANK, instances))
+    if q > 1:
+        outer.append((lay.query, q))
+    tree = arch.branched_hierarchy()
+    out: list[Any] = []
+    for kernel in schedule.kernels:
+        ns = tuple(n for n in names if n in kernel)
+        ps = fusion.problems_of(cascade, ns, full, instances)
+        ms = _own(ps, ns, schedule, arch, tile, outer, frozenset(), lay)
+        if len(ns) == 1:
+            out.append(
+                (
+                    tree.branch(schedule.binding[ns[0]]),
+                    ps[0],
+                    ns[0],
+                    ms[0],
+                    schedule.lookahead,
+                    schedule.interleave,
+                )
+            )
+            continue
+        made = {p.output.name for p in ps}
+        ins = [s.name for p in ps for s in p.spaces if not s.output and s.name not in made]
+        again = tuple(
+            dict.fromkeys(t for t in ins if ins.count(t) > 1 or (q > 1 and lay.query not in _dims_of(ps, t)))
+        )
+        mapping = fusion.FusedMapping(
+            level="buffer",
+            shared=(tuple(outer),),
+            mappings=tuple(ms),
+            binding=tuple(schedule.binding[n] for n in ns),
+            preload=again,
+            lookahead=schedule.lookahead,
+            interleave=schedule.interleave,
+        )
+        out.append(
+            TreeSchedule(
+                hierarchy=tree,
+                problems=tuple(ps),
+                names=ns,
+                mapping=mapping,
+                steps={},
+                drain=fusion.read_after(cascade, ns),
+            )
+        )
+    stated = TreeKernels(kernels=tuple(out))
+    try:
+        stated.evaluate()
+    except ScheduleError as exc:
+        raise ScheduleError(
+            f"as_tree: a kernel does not fit as the tree states it, whole rows of {lay.key or 'the keys'} at "
+            f"the buffer, where the template streams them: not stated in the tree yet ({exc})"
+        ) from None
+    return stated
+
+
+def _dims_of(problems: Sequence[Problem], tensor: str) -> frozenset[str]:
+    return next(s.dims for p in problems for s in p.spaces if s.name == tensor)
+
+
+def _own(
+    problems: Sequence[Problem],
+    names: Sequence[str],
+    schedule: Schedule,
+    arch: ArchSpec,
+    tile: Mapping[str, int],
+    outer: Sequence[tuple[str, int]],
+    last: frozenset[int],
+    lay: Any,
+) -> list[tuple[LevelMapping, ...]]:
+    """Each Einsum's mappings: the shared loops at DRAM (a final's without the recurrence's
+    steps), at the buffer the template's spatial ranks across its array as far as the tile spans
+    them and the rest of the tile in time, the array's ranks first; its register files below."""
+    mappings = []
+    for j, (p, n) in enumerate(zip(problems, names, strict=True)):
+        arr = arch.array(schedule.binding[n])
+        dims = p.size
+        own_outer = tuple((r, f) for r, f in outer if not (j in last and r == lay.step))
+        spatial = []
+        # one tile of each rank: the instances and the recurrence's steps are all in the shared loops
+        left = {r: 1 if r == fusion.INSTANCE_RANK else tile.get(r, dims[r]) for r in dims}
+        extents = (arr.rows, arr.cols) if arr.is_2d else (arr.cols,)
+        for rank, extent in zip(schedule.spatial[arr.name], extents, strict=False):
+            if rank in dims and left[rank] > 1:
+                used = min(extent, left[rank])
+                spatial.append((rank, used))
+                left[rank] = -(-left[rank] // used)
+        # the rest of the tile in time, the array's ranks first (FLAT's M blocks outside E)
+        first = [r for r in schedule.spatial[arr.name] if r in left]
+        order = [*first, *(r for r in left if r not in first)]
+        temporal = tuple((r, left[r]) for r in order if left[r] > 1)
+        mappings.append(
+            (
+                LevelMapping(target="DRAM", temporal=own_outer),
+                LevelMapping(target="buffer", temporal=temporal, spatial=tuple(spatial)),
+                LevelMapping(target=f"rf_{arr.name}"),
+            )
+        )
+    return mappings
 
 
 def _in_the_pes(tree: TreeSchedule, schedule: Schedule) -> TreeSchedule:

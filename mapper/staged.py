@@ -480,13 +480,24 @@ def _pareto(
     return out
 
 
-def engine_cycles(path: Any, p: Problem, name: str, analysis: Analysis, mappings: Any) -> float:
+def engine_cycles(
+    path: Any,
+    p: Problem,
+    name: str,
+    analysis: Analysis,
+    mappings: Any,
+    lookahead: int = fusion.LOOKAHEAD,
+    interleave: bool = True,
+) -> float:
     """One Einsum's cycles on ``path`` as the tile engine times a kernel (:func:`mapper.fusion.
     timed`): its outermost level's temporal loops are the tiles, and each tile's DRAM transfer
     runs ahead of its compute, double buffered. At least the analysis's cycles (the busiest of
     the compute and the levels' bandwidths), which are a proven lower bound of it."""
     lat = fusion.latency(path, p, mappings)
-    return fusion.timed([p], [name], [analysis], [""], (tuple(mappings[0].temporal),), {}, [lat])
+    return fusion.timed(
+        [p], [name], [analysis], [""], (tuple(mappings[0].temporal),), {}, [lat],
+        lookahead=lookahead, interleave=interleave,
+    )  # fmt: skip
 
 
 def _producer_branch(

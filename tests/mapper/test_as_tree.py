@@ -87,3 +87,27 @@ def test_what_is_not_stated_in_the_tree_yet() -> None:
         _both("fusemax", "attention_1pass", sim.workload("BERT", "64K", batch=1))
     with pytest.raises(ScheduleError, match=r"only a schedule that fuses the whole cascade in one kernel"):
         _both("fusemax", "attention_1pass", sim.workload(sizes="P=256,M=1024,E=64,F=64"), "layerwise")
+
+
+@pytest.mark.parametrize(
+    "sizes", ["P=256,M=1024,E=64,F=64", "P=256,M=4096,E=64,F=64", "P=1024,M=1024,E=64,F=64,B=2,H=3"]
+)
+def test_the_unfused_baseline_s_kernels_in_its_tree(sizes: str) -> None:
+    """The Unfused baseline's three kernels (QK with S, the softmax, AV; S and A through DRAM), each
+    a fused group of the tree or AV alone, one after another: the template's latency to the last
+    digit (its lookahead in the engine, instances included) and its DRAM bytes."""
+    arch = mapper.preset("unfused")
+    c = einsum.library.get("attention_3pass")
+    w = sim.workload(sizes=sizes)
+    s = search(c, arch, SearchOptions(sizes=w.sizes, fusion="fused", fuse=False))
+    assert [list(k) for k in s.kernels] == [["QK", "S"], ["GM", "SN", "SD", "A"], ["AV"]]
+    report = sim.evaluate(c, s, arch, w)
+    r = as_tree.kernels(c, s, arch, w.for_cascade(c).sizes, w.instances).evaluate()
+    assert r.cycles == report.latency_cycles
+    assert r.dram_words * arch.word_bytes == report.traffic_bytes
+    assert [n for n, _c, _e, _w in r.parts] == [("QK", "S"), ("GM", "SN", "SD", "A"), ("AV",)]
+    with pytest.raises(ScheduleError, match=r"kernels of a cascade with recurrences are not stated"):
+        c1 = einsum.library.get("attention_1pass")
+        f = mapper.preset("fusemax")
+        s1 = search(c1, f, SearchOptions(sizes=w.sizes, fusion="fused"))
+        as_tree.kernels(c1, s1, f, w.for_cascade(c1).sizes, w.instances)
