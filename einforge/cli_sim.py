@@ -772,9 +772,7 @@ def _map_fused(args: argparse.Namespace, h: Any, cascade: Any, sizes: Any) -> in
         steps=fusion.steps_of(cascade),
         drain=fusion.read_after(cascade, names),
     )
-    st = staged.staged(
-        h,
-        problems,
+    chain: dict[str, Any] = dict(
         names=names,
         steps=fusion.steps_of(cascade),
         after=fusion.read_after(cascade, names),
@@ -784,21 +782,8 @@ def _map_fused(args: argparse.Namespace, h: Any, cascade: Any, sizes: Any) -> in
         imperfect=args.imperfect,
         progress=progress,
     )
-    mix = None
-    if args.mixed:
-        mix = staged.mixed(
-            h,
-            problems,
-            names=names,
-            steps=fusion.steps_of(cascade),
-            after=fusion.read_after(cascade, names),
-            metric=args.metric,
-            budget=args.budget,
-            seed=args.seed,
-            imperfect=args.imperfect,
-            progress=progress,
-            longest=args.mixed,
-        )
+    st = staged.staged(h, problems, **chain)
+    mix = staged.mixed(h, problems, **chain, longest=args.mixed) if args.mixed else None
     key = hsearch.metric_key
     options = {"fused": r, "stages": st, **({"mixed": mix} if mix is not None else {})}
     best = min(options, key=lambda n: key(options[n].cycles, options[n].energy_pj, args.metric))

@@ -1268,49 +1268,19 @@ def test_the_shared_spatial_loops_errors() -> None:
 def _tile_template_as_tree(arch, p: int, m: int, e: int, f: int, interleave: bool):  # type: ignore[no-untyped-def]
     """The RTL attention tile's schedule (``einforge.rtlflow.tile.model_attention``: the template's
     fused 1-pass schedule, an array's rows over M0 and columns over P, every query tile sharing one
-    pass over K and V) and the same schedule as a fused mapping of the tile preset's tree: K and V
-    preloaded (fetched by the first query tile, kept for the others), the template's lookahead and
-    interleaving; the preset's DRAM times its transfers tile by tile with its latency, the buffer's
-    synchronous read costs a cycle a tile to the Einsums that stream an input, the divider drains
-    once a tile."""
+    pass over K and V) as a fused mapping of the tile preset's tree (:func:`mapper.as_tree.fused`):
+    K and V preloaded (fetched by the first query tile, kept for the others), the template's
+    lookahead and interleaving; the preset's DRAM times its transfers tile by tile with its latency,
+    the buffer's synchronous read costs a cycle a tile to the Einsums that stream an input, the
+    divider drains once a tile."""
     from einforge.rtlflow.tile import model_attention
+    from mapper import as_tree
 
     report, sched = model_attention(arch, p=p, m=m, e=e, f=f, interleave=interleave)
-    tp, tm = sched.tile["P"], sched.tile["M0"]
-    q, m1 = p // tp, m // tm
     c = einsum.library.get("attention_1pass")
-    names = "QK,LM,RM,SLN,SLD,SLNV,PRM,SPD,RD,SPNV,RNV,AV".split(",")
-    ps = fusion.problems_of(c, names, {"P": p, "M": m, "E": e, "F": f, "M0": tm, "M1": m1})
-    on = sched.binding
-    outer = ((("P", q),) if q > 1 else ()) + (("M1", m1),)
-
-    def own(pr, n):  # type: ignore[no-untyped-def]
-        dims = dict(pr.dims)
-        spatial = (*((("M0", tm),) if on[n] == "2d" and "M0" in dims else ()), ("P", tp))
-        return (
-            LevelMapping(target="DRAM", temporal=outer if n != "AV" else outer[:-1]),
-            LevelMapping(
-                target="buffer",
-                temporal=tuple((d, dims[d]) for d in ("E", "F") if d in dims),
-                spatial=spatial,
-            ),
-            LevelMapping(target=f"rf_{on[n]}"),
-        )
-
-    fm = fusion.FusedMapping(
-        level="buffer", shared=(outer,), mappings=tuple(own(pr, n) for pr, n in zip(ps, names, strict=True)),
-        binding=tuple(on[n] for n in names), preload=("BK", "BV") if sched.query_tiles_on_chip[0] > 1 else (),
-        lookahead=sched.lookahead, interleave=sched.interleave,
-    )  # fmt: skip
-    r = fusion.evaluate(
-        arch.branched_hierarchy(),
-        ps,
-        fm,
-        names=names,
-        steps=fusion.steps_of(c),
-        drain=fusion.read_after(c, names),
-    )
-    return report, r, ps
+    tree = as_tree.fused(c, sched, arch, {"P": p, "M": m, "E": e, "F": f}, 1)
+    assert tree.mapping.preload == ("BK", "BV") and tree.mapping.lookahead == sched.lookahead
+    return report, tree.evaluate(), list(tree.problems)
 
 
 @pytest.mark.parametrize("reduction", ["chain", "registered_tree", "tree"])
