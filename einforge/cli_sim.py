@@ -169,6 +169,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             accounting=args.accounting,
             leakage=args.leakage,
         )
+        checked = _tree_check(cascade, found.best, arch, w, report, args) if args.check_tree else None
         if args.end_to_end:
             report = report.with_gemms(
                 [
@@ -186,14 +187,27 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
             trace(cascade, found.best, arch, w, args.trace, systolic=args.systolic)
             print(f"wrote {args.trace} (open it in https://ui.perfetto.dev)", file=sys.stderr)
-        rows.append((report, found))
+        rows.append((report, found, checked))
         if not args.json and (len(work) == 1 or args.details):
             print(found.describe())
             print(found.best.describe())
             print(report)
+            if checked is not None:
+                print(
+                    "checked against the tree (mapper.as_tree): latency and DRAM bytes equal"
+                    if checked["stated"]
+                    else f"not checked against the tree: {checked['why']}"
+                )
             print()
     if args.json:
-        print(json.dumps([{**_row(r), "search": _search_row(f)} for r, f in rows]))
+        print(
+            json.dumps(
+                [
+                    {**_row(r), "search": _search_row(f), **({"tree_check": c} if c is not None else {})}
+                    for r, f, c in rows
+                ]
+            )
+        )
     elif len(work) > 1:  # several points: one line each (--details for the full reports)
         table = [
             {
@@ -206,12 +220,46 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 **{f"util_{a}": u for a, u in sorted(r.utilization.items())},
                 "traffic_bytes": r.traffic_bytes,
                 "search": "certified" if f.certified else "sampled",
+                **({"tree": "equal" if c["stated"] else "not stated"} if c is not None else {}),
             }
-            for r, f in rows
+            for r, f, c in rows
         ]
         print(f"{cascade.name} on {arch.name} ({args.accounting} accounting):")
         print(sim.table(table, list(table[0])))
     return 0
+
+
+def _tree_check(cascade: Any, schedule: Any, arch: Any, w: Any, report: Any, args: Any) -> dict[str, Any]:
+    """``--check-tree``: the schedule stated in the preset's tree (:mod:`mapper.as_tree`) must give
+    the report's latency and DRAM bytes; ``{"stated": False, "why": ...}`` where the tree does not
+    state it yet. A difference is an error (two costings of one schedule that disagree)."""
+    from mapper import as_tree
+    from mapper.errors import ScheduleError
+
+    why = None
+    if args.systolic or args.accounting != "physical":
+        why = "the tree states the physical accounting without the systolic fill and drain"
+    elif report.tiles_skipped:
+        why = "a mask skips tiles, which the tree does not state yet"
+    if why is None:
+        wc = w.for_cascade(cascade)
+        state = as_tree.fused if len(schedule.kernels) == 1 else as_tree.kernels
+        try:
+            r = state(cascade, schedule, arch, wc.sizes, wc.instances).evaluate()
+        except ScheduleError as exc:
+            why = str(exc).removeprefix("as_tree: ")
+    if why is not None:
+        return {"stated": False, "why": why}
+    words = r.dram_words if isinstance(r, as_tree.KernelsResult) else r.scalar_accesses("DRAM")
+    same_cycles = abs(r.cycles - report.latency_cycles) <= 1e-9 * max(1.0, report.latency_cycles)
+    if not same_cycles or words * arch.word_bytes != report.traffic_bytes:
+        raise sim.EvaluationError(
+            f"--check-tree: the tree gives {r.cycles:,.3f} cycles and {words * arch.word_bytes:,.0f} DRAM "
+            f"bytes for {w.model} {sim.format_seq(w.seq)}, the report {report.latency_cycles:,.3f} and "
+            f"{report.traffic_bytes:,.0f}: two costings of one schedule disagree (a bug: please report it "
+            "with this command)"
+        )
+    return {"stated": True, "equal": True}
 
 
 def _search_row(f: Any) -> dict[str, Any]:
@@ -899,6 +947,13 @@ def add_parsers(sub: Any) -> None:
         help="physical (default) or fusemax-artifact (the FuseMax artifact's bookkeeping)",
     )
     ev.add_argument("--leakage", action="store_true", help="add the buffer's leakage over the latency")
+    ev.add_argument(
+        "--check-tree",
+        action="store_true",
+        help="check each point's latency and DRAM bytes against the same schedule stated in the preset's "
+        "tree and costed by the hierarchy analysis and the tile engine (mapper.as_tree); a difference is "
+        "an error",
+    )
     ev.add_argument(
         "--prune",
         metavar="token=R,head=R,requant=F",

@@ -111,3 +111,36 @@ def test_the_unfused_baseline_s_kernels_in_its_tree(sizes: str) -> None:
         f = mapper.preset("fusemax")
         s1 = search(c1, f, SearchOptions(sizes=w.sizes, fusion="fused"))
         as_tree.kernels(c1, s1, f, w.for_cascade(c1).sizes, w.instances)
+
+
+def test_einforge_evaluate_check_tree(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``einforge evaluate --check-tree``: each point's schedule is costed again in the preset's tree;
+    equal where stated, the reason where not, and an error where the two disagree."""
+    import json
+
+    from einforge.cli import main
+
+    args = ["evaluate", "--arch", "fusemax", "--sizes", "P=256,M=1024,E=64,F=64", "--check-tree", "--json"]
+    assert main([*args, "--fusion", "fused"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["tree_check"] == {"stated": True, "equal": True}
+    assert main(args) == 0  # the default search's best is layer by layer: loop nests
+    check = json.loads(capsys.readouterr().out)[0]["tree_check"]
+    assert check["stated"] is False and "loop nests" in check["why"]
+    assert main([*args[:-1], "--fusion", "fused", "--accounting", "fusemax-artifact"]) == 0
+    assert "not checked against the tree: the tree states the physical accounting" in capsys.readouterr().out
+
+    class Off:
+        def evaluate(self):  # type: ignore[no-untyped-def]
+            class R:
+                cycles = 1.0
+
+                def scalar_accesses(self, level: str) -> float:
+                    return 0.0
+
+            return R()
+
+    monkeypatch.setattr(as_tree, "fused", lambda *a, **k: Off())
+    assert main([*args, "--fusion", "fused"]) == 2
+    assert "--check-tree: the tree gives 1.000 cycles and 0 DRAM bytes" in capsys.readouterr().err
