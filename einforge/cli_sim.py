@@ -797,8 +797,8 @@ def _map_fused(args: argparse.Namespace, h: Any, cascade: Any, sizes: Any) -> in
 
     if args.einsum or args.mapping or args.write_mapping:
         raise ConfigError("--fuse maps a group; it does not take --einsum, --mapping or --write-mapping")
-    names = _split(args.fuse)
     outs = [e.output for e in cascade.einsums if not e.init]
+    names = list(dict.fromkeys(outs)) if args.fuse.strip().lower() == "all" else _split(args.fuse)
     for n in names:
         if n not in outs:
             raise ConfigError(
@@ -1044,8 +1044,9 @@ def add_parsers(sub: Any) -> None:
     mp.add_argument(
         "--fuse",
         metavar="E1,E2,...",
-        help="map a chain of Einsums as one fused group: the tensors one makes and the next reads stay "
-        "on chip (mapper.fusion); compared with running them in stages, one after another (mapper.staged)",
+        help="map a chain of Einsums as one fused group (all: every Einsum of the cascade): the tensors one "
+        "makes and the next reads stay on chip (mapper.fusion); compared with running them in stages, one "
+        "after another (mapper.staged)",
     )
     mp.add_argument("--fusion-level", help="with --fuse: the level to fuse at (default: search every level)")
     mp.add_argument(

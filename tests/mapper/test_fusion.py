@@ -1372,3 +1372,15 @@ def test_the_tile_engine_s_settings_are_checked() -> None:
     with pytest.raises(ScheduleError, match=r"preloaded all or none"):
         half = dataclasses.replace(r.mapping, preload=("BK",))
         fusion.evaluate(arch.branched_hierarchy(), ps, half, **kw)
+
+
+def test_the_pe_buffers_example_fuses_a_chain_across_its_pes() -> None:
+    """``examples/pe_buffers.yaml``: two GEMMs fused at the 16 PE buffers spread M over them (a
+    shared spatial loop), each PE running both on its own rows."""
+    h = hierarchy.load(Path(__file__).parents[2] / "examples" / "pe_buffers.yaml")
+    text = (Path(__file__).parents[2] / "examples" / "cascades" / "two_gemms.ein").read_text()
+    ps = fusion.problems_of(einsum.parse(text), ["C", "E"], {"M": 64, "K": 16, "N": 16, "P": 16})
+    r = fusion.search(h, ps, names=["C", "E"], level="pebuf", metric="cycles", budget=60)
+    assert r.mapping.shared_spatial == ((), (("M", 16),))
+    # 2 x 16,384 MACs on 256 MACs would take 128 cycles at best; one PE's 16 MACs, 2,048
+    assert 128 <= r.cycles < 256
