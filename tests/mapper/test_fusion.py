@@ -175,6 +175,8 @@ def test_einforge_map_fuse(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     out = capsys.readouterr().out
     assert out.startswith("fused C -> E at buf") and "in 2 stages, one after another:" in out
     assert "best by edp:" in out
+    assert main([*base, "--fuse", "all", "--budget", "50"]) == 0  # every Einsum of the cascade
+    assert capsys.readouterr().out.startswith("fused C -> E at buf")
     assert main([*base, "--fuse", "C,F"]) == 2
     assert "has no Einsum 'F'" in capsys.readouterr().err
     assert main([*base, "--fuse", "C,E", "--einsum", "C"]) == 2
