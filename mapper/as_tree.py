@@ -43,7 +43,11 @@ __all__ = ["KernelsResult", "TreeKernels", "TreeSchedule", "fused", "kernels"]
 @dataclasses.dataclass(frozen=True)
 class TreeSchedule:
     """A template schedule as a fused mapping of a tree, with what :func:`mapper.fusion.evaluate`
-    needs besides."""
+    needs besides. ``coarser``: the tree's tiles are several of the template's (a group of query
+    tiles at one key block, where the template streams each key block past them), so the tile
+    engine's fill and drain differ from the template's: the DRAM traffic is the same, the latency
+    longer by at most two tiles of the busiest array's work (a few parts in a million at the
+    artifact's points)."""
 
     hierarchy: Any
     problems: tuple[Problem, ...]
@@ -51,6 +55,7 @@ class TreeSchedule:
     mapping: fusion.FusedMapping
     steps: Mapping[str, str]
     drain: frozenset[str]
+    coarser: bool = False
 
     def evaluate(self, **options: Any) -> fusion.FusedResult:
         return fusion.evaluate(
@@ -148,7 +153,12 @@ def fused(
     if q // on_chip > 1:
         outer.append((lay.query, q // on_chip))
         groups += 1
-    if on_chip > 1:
+    streamed = bool(lay.step) and 1 < on_chip < q
+    if streamed:
+        # the template streams each key block past the group's query tiles: in the tree a tile is
+        # the group's query tiles at one key block (their states held, the block fetched once)
+        tile = {**tile, lay.query: tile[lay.query] * on_chip}
+    elif on_chip > 1:
         outer.append((lay.query, on_chip))
     if nsteps > 1:
         outer.append((lay.step, nsteps))
@@ -162,7 +172,7 @@ def fused(
             for s in p.spaces
             if not s.output and s.name not in made and lay.step in s.dims
         ]
-        if lay.step and on_chip > 1
+        if lay.step and on_chip > 1 and not streamed
         else []
     )
     mapping = fusion.FusedMapping(
@@ -182,19 +192,14 @@ def fused(
         mapping=mapping,
         steps=steps,
         drain=fusion.read_after(cascade, names),
+        coarser=streamed,
     )
     try:
-        tree.evaluate()
+        return _in_the_pes(tree, schedule)
     except ScheduleError as exc:
-        if key_side and "must hold" in str(exc):
-            raise ScheduleError(
-                f"as_tree: the schedule holds {on_chip} query tiles on chip and streams K and V past them a "
-                "block at a time (the key blocks outside its query tiles); the tree's tiles step a "
-                "recurrence innermost, so it keeps an instance's K and V whole instead, which does not fit: "
-                f"{exc}"
-            ) from None
-        raise
-    return _in_the_pes(tree, schedule)
+        raise ScheduleError(
+            f"as_tree: the schedule as the tree states it does not fit or run: {exc}"
+        ) from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -370,16 +375,23 @@ def _own(
 
 def _in_the_pes(tree: TreeSchedule, schedule: Schedule) -> TreeSchedule:
     """``tree`` with the intermediates the template keeps in the arrays kept in their writer's
-    register files, one by one in the cascade's order, each where the tree's rules allow."""
-    kept: list[tuple[str, str]] = []
-    for p, n in zip(tree.problems, tree.names, strict=True):
-        t = p.output.name
-        if schedule.residency.get(t) != "array" or t in tree.drain:
-            continue
-        trial = dataclasses.replace(tree.mapping, kept=(*kept, (t, f"rf_{schedule.binding[n]}")))
+    register files where the tree's rules allow: all of them first, then without each one a rule
+    refuses (the error names it), until the group evaluates."""
+    wanted = [
+        (p.output.name, f"rf_{schedule.binding[n]}")
+        for p, n in zip(tree.problems, tree.names, strict=True)
+        if schedule.residency.get(p.output.name) == "array" and p.output.name not in tree.drain
+    ]
+    kept = list(wanted)
+    while True:
+        trial = dataclasses.replace(tree, mapping=dataclasses.replace(tree.mapping, kept=tuple(kept)))
         try:
-            dataclasses.replace(tree, mapping=trial).evaluate()
-        except ScheduleError:
+            trial.evaluate()
+        except ScheduleError as exc:
+            text = str(exc)
+            refused = next((k for k in kept if text.startswith(f"fusion: {k[0]} ")), None)
+            if refused is None:
+                raise
+            kept.remove(refused)
             continue
-        kept.append((t, f"rf_{schedule.binding[n]}"))
-    return dataclasses.replace(tree, mapping=dataclasses.replace(tree.mapping, kept=tuple(kept)))
+        return trial
