@@ -188,6 +188,7 @@ def test_exhaustive_search_is_certified_and_agrees_with_brute_force() -> None:
     assert sampled.best[1].latency_cycles >= search_nests(p).best[1].latency_cycles
 
 
+@pytest.mark.slow  # CI's slow step runs it (.ci/run)
 def test_search_returns_top_n_and_a_pareto_set() -> None:
     c = einsum.library.get("attention_1pass")
     w = sim.workload("BERT", "4K")
@@ -411,6 +412,7 @@ def test_a_budget_samples_loop_nests_and_is_not_certified() -> None:
     assert sampled.estimate.latency_cycles >= exact.estimate.latency_cycles
 
 
+@pytest.mark.slow  # CI's slow step runs it (.ci/run)
 def test_a_space_too_large_to_enumerate_is_sampled_and_says_so() -> None:
     """Six ranks with many divisors each: billions of loop nests. The search samples instead of
     hanging, and does not claim a certified optimum."""

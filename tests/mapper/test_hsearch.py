@@ -104,6 +104,7 @@ def test_a_mapping_over_a_level_s_capacity_is_refused() -> None:
         analyze(GEMV, levels, mp)
 
 
+@pytest.mark.slow  # CI's slow step runs it (.ci/run)
 @pytest.mark.parametrize(
     ("files", "ert"),
     [

@@ -69,6 +69,7 @@ def test_a_recurrence_s_halves_run_as_one_stage() -> None:
     assert {t for s in r.stages for a in s.analyses for t in a.levels["DRAM"]} == {"BX", "Y"}
 
 
+@pytest.mark.slow  # CI's slow step runs it (.ci/run)
 def test_fusemax_s_layer_by_layer_schedule_on_its_tree() -> None:
     """FuseMax's 1-pass cascade at P = 256, M = 1024 in stages on the preset's tree, by cycles:
     the template's best schedule of this workload is layer by layer (801.163 cycles); the tree's

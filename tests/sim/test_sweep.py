@@ -74,6 +74,7 @@ def test_same_table_whatever_the_workers_and_hash_seed(tmp_path: Path) -> None:
     assert (tmp_path / "c" / "results.csv").read_bytes() == (tmp_path / "a" / "results.csv").read_bytes()
 
 
+@pytest.mark.slow  # CI's slow step runs it (.ci/run)
 def test_a_killed_sweep_resumes_with_the_same_files(tmp_path: Path) -> None:
     spec = {**SPEC, "params": {"array_dim": [16, 32, 64], "buffer_bytes": ["1M", "4M", "16M"]}}
     import json
@@ -454,6 +455,7 @@ def test_pareto_treats_noise_as_equal() -> None:
     assert sw.pareto(rows, rel_tol=0.0) == [0, 1, 2]
 
 
+@pytest.mark.slow  # CI's slow step runs it (.ci/run)
 def test_a_sweep_over_several_architecture_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import mapper
 
