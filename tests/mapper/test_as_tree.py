@@ -4,6 +4,8 @@ digit and its DRAM bytes, instances (batch x heads) included; FuseMax's energy w
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 import einsum
@@ -157,3 +159,43 @@ def test_einforge_evaluate_check_tree(
     monkeypatch.setattr(as_tree, "fused", lambda *a, **k: Off())
     assert main([*args, "--fusion", "fused"]) == 2
     assert "--check-tree: the tree gives 1.000 cycles and 0 DRAM bytes" in capsys.readouterr().err
+
+
+def test_the_rest_of_what_is_not_stated_names_itself() -> None:
+    """FLAT spilling (16K) or streaming its scores through DRAM (256K), a ragged query rank, the
+    Unfused kernels at 256K (their rows of M do not fit as the tree keeps them whole), and bad
+    instance counts: typed errors that say what."""
+    with pytest.raises(ScheduleError, match=r"a schedule that spills to DRAM is not stated in the tree yet"):
+        _both("flat", "attention_3pass", sim.workload("BERT", "16K", batch=1))
+    with pytest.raises(ScheduleError, match=r"streams A, S, SN through DRAM between passes"):
+        _both("flat", "attention_3pass", sim.workload("BERT", "256K", batch=1))
+    with pytest.raises(ScheduleError, match=r"P = 300 is not a multiple of its tile 256: ragged tiles"):
+        _both("fusemax", "attention_1pass", sim.workload(sizes="P=300,M=1024,E=64,F=64"))
+    arch = mapper.preset("unfused")
+    c = einsum.library.get("attention_3pass")
+    w = sim.workload("BERT", "256K", batch=1)
+    s = search(c, arch, SearchOptions(sizes=w.sizes, fusion="fused", fuse=False))
+    with pytest.raises(ScheduleError, match=r"a kernel does not fit as the tree states it, whole rows of M"):
+        as_tree.kernels(c, s, arch, w.for_cascade(c).sizes, w.instances)
+    with pytest.raises(ScheduleError, match=r"instances must be a positive integer, found 0"):
+        fusion.problems_of(c, ["QK"], {"P": 4, "M": 4, "E": 4, "F": 4}, instances=0)
+
+
+def test_tile_transfers_need_the_outermost_level_s_bandwidth() -> None:
+    from mapper import hierarchy
+    from mapper.arch import fusemax_tile
+
+    d = fusemax_tile().branched_hierarchy().to_dict()
+    del d["levels"][0]["shared_bandwidth"]
+    h = hierarchy.Hierarchy.from_dict(d)
+    c = einsum.library.get("attention_1pass")
+    from einforge.rtlflow.tile import _schedule
+
+    arch = fusemax_tile()
+    w = sim.workload(sizes="P=64,M=64,E=8,F=8")
+    s = _schedule(arch, w, True)
+    tree = as_tree.fused(c, s, arch, w.for_cascade(c).sizes, 1)
+    with pytest.raises(
+        ScheduleError, match=r"DRAM times its transfers tile by tile \(transfers: tile\) but has no bandwidth"
+    ):
+        dataclasses.replace(tree, hierarchy=h).evaluate()
