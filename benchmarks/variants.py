@@ -226,8 +226,16 @@ def main() -> int:
                 parts.append(f"sdpa {row['sdpa_ms']:.3g} ms ({row['sdpa_ms'] / row['ours_ms']:.2f}x)")
                 parts.append(f"hand-written 1-pass {row['handwritten_1pass_ms']:.3g} ms")
             print("; ".join(parts) + f"; |diff| {err:.1e}", flush=True)
+    from golden._blas import backend
+
     if args.json:
-        print(json.dumps({"shape": [1, h, n, d], "threads": torch.get_num_threads(), "rows": rows}))
+        print(
+            json.dumps(
+                {"shape": [1, h, n, d], "threads": torch.get_num_threads(), "blas": backend(), "rows": rows}
+            )
+        )
+    elif dev == "cpu":
+        print(f"(our CPU kernels' products on {backend()}; EINFORGE_BLAS picks, docs/variants.md)")
     return 0
 
 
