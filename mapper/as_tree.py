@@ -35,7 +35,7 @@ from mapper import fusion
 from mapper.analysis import LevelMapping, Problem
 from mapper.arch import ArchSpec
 from mapper.errors import ScheduleError
-from mapper.schedule import Schedule, complete_partitions, layout
+from mapper.schedule import Schedule, complete_partitions, layout, split_sizes
 
 __all__ = ["KernelsResult", "TreeKernels", "TreeSchedule", "fused", "kernels"]
 
@@ -72,31 +72,18 @@ class TreeSchedule:
 def _sizes(
     cascade: einsum.Cascade, schedule: Schedule, sizes: Mapping[str, int]
 ) -> tuple[dict[str, int], dict[str, int]]:
-    """Full rank sizes (the key rank split as the schedule tiles it) and one tile's."""
+    """Full rank sizes (the key rank split as the schedule tiles it) and one tile's
+    (:func:`mapper.schedule.split_sizes`), every rank a whole number of tiles."""
     lay = layout(cascade)
-    full = complete_partitions(cascade, sizes, lay)
-    tile = dict(full)
-    if lay.whole is not None and lay.key is not None:
-        m0 = schedule.tile[lay.key]
-        if full[lay.whole] % m0:
-            raise ScheduleError(
-                f"as_tree: {lay.whole} = {full[lay.whole]} is not a multiple of the key tile {m0}: ragged "
-                "tiles are not stated in the tree yet"
-            )
-        full[lay.key] = tile[lay.key] = m0
-        if lay.outer is not None:
-            full[lay.outer] = full[lay.whole] // m0
-        if lay.step is not None:
-            tile[lay.step] = 1
+    whole = complete_partitions(cascade, sizes, lay)
+    full, tile = split_sizes(schedule, whole, lay)
     for r, size in schedule.tile.items():
-        if r == lay.key and lay.whole is not None:
-            continue
-        if full[r] % size:
+        rank = lay.whole if r == lay.key and lay.whole is not None else r
+        if whole[rank] % size:
             raise ScheduleError(
-                f"as_tree: {r} = {full[r]} is not a multiple of its tile {size}: ragged tiles are not "
-                "stated in the tree yet"
+                f"as_tree: {rank} = {whole[rank]} is not a multiple of its tile {size}: ragged tiles are "
+                "not stated in the tree yet"
             )
-        tile[r] = min(size, full[r])
     return full, tile
 
 

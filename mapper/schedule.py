@@ -496,6 +496,30 @@ class Layout:
     outer: str | None = None  # the partition's outer part (M1), iterative or not
 
 
+def split_sizes(
+    schedule: Schedule, full: Mapping[str, int], lay: Layout
+) -> tuple[dict[str, int], dict[str, int]]:
+    """Full rank sizes with the layout's key rank split as ``schedule`` tiles it (``full``:
+    :func:`complete_partitions`'), and the sizes of one tile. Ragged ranks (a length that is not
+    a multiple of its tile) get ``ceil`` tiles."""
+    full = dict(full)
+    tile = dict(full)
+    if lay.whole is not None and lay.key is not None:
+        m0 = schedule.tile.get(lay.key)
+        if m0 is None:
+            raise ScheduleError(f"schedule gives no tile for {lay.key}")
+        full[lay.key] = tile[lay.key] = m0
+        if lay.outer is not None:
+            full[lay.outer] = tile[lay.outer] = -(-full[lay.whole] // m0)
+        if lay.step is not None:
+            tile[lay.step] = 1
+    for r, size in schedule.tile.items():
+        if r == lay.key and lay.whole is not None:
+            continue
+        tile[r] = min(size, full[r])
+    return full, tile
+
+
 def complete_partitions(cascade: einsum.Cascade, sizes: Mapping[str, int], lay: Layout) -> dict[str, int]:
     """``sizes`` with the parts of every partition but the layout's (whose key part the mapper
     chooses): the outer part from the whole and the inner (``P1 = ceil(P / P0)``) or the inner from

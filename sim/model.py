@@ -14,6 +14,7 @@ import einsum
 from einsum.errors import ConfigError
 from mapper.arch import ArchSpec, PEArray
 from mapper.cost import traffic
+from mapper.errors import ScheduleError
 from mapper.masks import schedule_skip
 from mapper.nest import schedule_nests
 from mapper.schedule import (
@@ -27,6 +28,7 @@ from mapper.schedule import (
     fu_ops,
     layout,
     read_tensors,
+    split_sizes,
 )
 from mapper.sram import SRAMModel
 from mapper.timing import read_latency, schedule_timing
@@ -68,21 +70,10 @@ def _sizes(
             f"workload {workload.model} gives no size for rank(s) {', '.join(missing)} "
             f"of {cascade.name}; it gives {', '.join(f'{k}={v}' for k, v in full.items())}"
         )
-    tile = dict(full)
-    if lay.whole is not None and lay.key is not None:
-        m0 = schedule.tile.get(lay.key)
-        if m0 is None:
-            raise EvaluationError(f"schedule gives no tile for {lay.key}")
-        full[lay.key] = tile[lay.key] = m0
-        if lay.outer is not None:
-            full[lay.outer] = tile[lay.outer] = -(-full[lay.whole] // m0)
-        if lay.step is not None:
-            tile[lay.step] = 1
-    for r, size in schedule.tile.items():
-        if r == lay.key and lay.whole is not None:
-            continue
-        tile[r] = min(size, full[r])
-    return full, tile
+    try:
+        return split_sizes(schedule, full, lay)
+    except ScheduleError as exc:
+        raise EvaluationError(str(exc)) from None
 
 
 def evaluate(
