@@ -253,7 +253,7 @@ def _tree_check(cascade: Any, schedule: Any, arch: Any, w: Any, report: Any, arg
     if why is not None:
         return {"stated": False, "why": why}
     words = r.dram_words if isinstance(r, as_tree.KernelsResult) else r.scalar_accesses("DRAM")
-    coarser = getattr(tree, "coarser", False)  # the engine's tiles differ: the DRAM bytes only
+    coarser = tree.coarser  # the engine's tiles differ from the template's: the DRAM bytes only
     same_cycles = coarser or abs(r.cycles - report.latency_cycles) <= 1e-9 * max(1.0, report.latency_cycles)
     if not same_cycles or words * arch.word_bytes != report.traffic_bytes:
         raise sim.EvaluationError(

@@ -215,6 +215,7 @@ class TreeKernels:
     or one Einsum alone on its branch: ``(path, problem, name, mappings, lookahead, interleave)``."""
 
     kernels: tuple[Any, ...]
+    coarser: bool = False  # the kernels' tiles are the template's (:attr:`TreeSchedule.coarser`)
 
     def evaluate(self) -> KernelsResult:
         from mapper import staged

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import einsum
 from mapper.arch import ArchSpec
@@ -60,19 +60,24 @@ class Traffic:
         return self.buffer_reads + self.buffer_writes
 
 
-def _depends(facts: Mapping[str, EinsumFacts], tensor: str, on: str) -> bool:
-    """Whether ``tensor`` is computed (transitively) from ``on``."""
+def depends(reads: Mapping[str, Iterable[str]], tensor: str, on: str) -> bool:
+    """Whether ``tensor`` is computed (transitively) from ``on``; ``reads``: what each computed
+    tensor is made from."""
     seen: set[str] = set()
     todo = [tensor]
     while todo:
         t = todo.pop()
         if t == on:
             return True
-        if t in seen or t not in facts:
+        if t in seen or t not in reads:
             continue
         seen.add(t)
-        todo.extend(facts[t].reads)
+        todo.extend(reads[t])
     return False
+
+
+def _depends(facts: Mapping[str, EinsumFacts], tensor: str, on: str) -> bool:
+    return depends({n: f.reads for n, f in facts.items()}, tensor, on)
 
 
 def same_pass_readers(

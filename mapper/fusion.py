@@ -39,6 +39,7 @@ from typing import Any
 from einsum.errors import suggest
 from mapper import hsearch
 from mapper.analysis import Analysis, LevelMapping, Problem, loops_of, tile_words
+from mapper.cost import depends
 from mapper.errors import ArchError, ScheduleError
 
 __all__ = ["FusedMapping", "FusedResult", "evaluate", "fused_ranks", "intermediates", "search"]
@@ -865,18 +866,8 @@ def _check_lockstep(
 
 def _depends(problems: Sequence[Problem], tensor: str, on: str) -> bool:
     """Whether the group makes ``tensor`` (transitively) from ``on``."""
-    made = {p.output.name: p for p in problems}
-    seen: set[str] = set()
-    todo = [tensor]
-    while todo:
-        u = todo.pop()
-        if u == on:
-            return True
-        if u in seen or u not in made:
-            continue
-        seen.add(u)
-        todo += [s.name for s in made[u].spaces if s.name != u]
-    return False
+    reads = {p.output.name: [s.name for s in p.spaces if s.name != p.output.name] for p in problems}
+    return depends(reads, tensor, on)
 
 
 def _check_nested_readers(
