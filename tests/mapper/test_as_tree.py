@@ -146,7 +146,9 @@ def test_einforge_evaluate_check_tree(
     assert main([*args[:-1], "--fusion", "fused", "--accounting", "fusemax-artifact"]) == 0
     assert "not checked against the tree: the tree states the physical accounting" in capsys.readouterr().out
 
-    class Off:
+    class Off:  # a tree statement whose figures disagree with the report's
+        coarser = False
+
         def evaluate(self):  # type: ignore[no-untyped-def]
             class R:
                 cycles = 1.0
