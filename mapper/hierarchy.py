@@ -212,14 +212,7 @@ class Compute:
     def __post_init__(self) -> None:
         owner = f"compute {self.name!r}"
         if self.pipeline is not None:
-            if not isinstance(self.pipeline, Mapping):
-                raise ArchError(f"{owner}: pipeline must map operations to cycles, found {self.pipeline!r}")
-            for op, n in self.pipeline.items():
-                if op not in OP_CATEGORIES:
-                    raise ArchError(
-                        f"{owner}: pipeline: unknown operation {op!r}{suggest(str(op), OP_CATEGORIES)} "
-                        f"(operations: {', '.join(OP_CATEGORIES)})"
-                    )
+            for op, n in _by_operation(owner, "pipeline", self.pipeline, "cycles").items():
                 _count(owner, f"pipeline[{op}]", n, zero=True, top=2**20)
             object.__setattr__(self, "pipeline", dict(self.pipeline))
         if self.kinds is not None:
@@ -245,14 +238,7 @@ class Compute:
         _number(owner, "energy_pj", self.energy_pj)
         _number(owner, "area_um2", self.area_um2)
         if self.units is not None:
-            if not isinstance(self.units, Mapping):
-                raise ArchError(f"{owner}: units must map operations to pJ, found {self.units!r}")
-            for op, pj in self.units.items():
-                if op not in OP_CATEGORIES:
-                    raise ArchError(
-                        f"{owner}: units: unknown operation {op!r}{suggest(str(op), OP_CATEGORIES)} "
-                        f"(operations: {', '.join(OP_CATEGORIES)})"
-                    )
+            for op, pj in _by_operation(owner, "units", self.units, "pJ").items():
                 _number(owner, f"units.{op}", pj)
             object.__setattr__(self, "units", dict(self.units))
         if self.row_reduction is not None:
@@ -264,16 +250,7 @@ class Compute:
                     f"{self.row_reduction!r}{suggest(str(self.row_reduction), ROW_REDUCTIONS)}"
                 )
         if self.issue is not None:
-            if not isinstance(self.issue, Mapping):
-                raise ArchError(
-                    f"{owner}: issue must map operations to a unit or [unit, cycles], found {self.issue!r}"
-                )
-            for op, how in self.issue.items():
-                if op not in OP_CATEGORIES:
-                    raise ArchError(
-                        f"{owner}: issue: unknown operation {op!r}{suggest(str(op), OP_CATEGORIES)} "
-                        f"(operations: {', '.join(OP_CATEGORIES)})"
-                    )
+            for op, how in _by_operation(owner, "issue", self.issue, "a unit or [unit, cycles]").items():
                 try:
                     _issue(how)
                 except ValueError:
@@ -344,6 +321,20 @@ class Compute:
                 f"the compute units.{missing[0]}"
             )
         return sum(n * self.units[op] for op, n in problem.ops if n)
+
+
+def _by_operation(owner: str, field: str, value: Any, what: str) -> Mapping[str, Any]:
+    """``value`` after checking it maps categories of operation (:data:`OP_CATEGORIES`) to
+    ``what``; the unknown category named, with the nearest."""
+    if not isinstance(value, Mapping):
+        raise ArchError(f"{owner}: {field} must map operations to {what}, found {value!r}")
+    for op in value:
+        if op not in OP_CATEGORIES:
+            raise ArchError(
+                f"{owner}: {field}: unknown operation {op!r}{suggest(str(op), OP_CATEGORIES)} "
+                f"(operations: {', '.join(OP_CATEGORIES)})"
+            )
+    return value
 
 
 def _issue(how: Any) -> tuple[str, float]:

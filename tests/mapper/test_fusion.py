@@ -1353,6 +1353,9 @@ def test_tile_transfers_and_latencies_in_a_hierarchy_file() -> None:
     d["branches"][1]["compute"]["pipeline"] = {"dvi": 2}
     with pytest.raises(ArchError, match=r"pipeline: unknown operation 'dvi'; did you mean 'div'"):
         hierarchy.Hierarchy.from_dict(d)
+    d["branches"][1]["compute"]["pipeline"] = 3
+    with pytest.raises(ArchError, match=r"compute 'mac': pipeline must map operations to cycles, found 3"):
+        hierarchy.Hierarchy.from_dict(d)
     d["branches"][1]["compute"]["pipeline"] = {"div": -1}
     with pytest.raises(ArchError, match=r"pipeline\[div\] must be an integer in 0 \.\. "):
         hierarchy.Hierarchy.from_dict(d)
