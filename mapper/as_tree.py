@@ -17,6 +17,11 @@ evaluate`) cost it:
 - **What stays in the PEs**: the intermediates the template keeps in the arrays (``residency:
   array``) are kept in the register files of their writer's array, where the tree's rules allow
   (:attr:`mapper.fusion.FusedMapping.kept`).
+- **K and V streamed past a group of query tiles** (a cascade without recurrences whose
+  schedule holds the score rows of some of the query tiles, FLAT's at 4K): a tile is the group;
+  the Einsums that read K or V, and those on the same array that take their results from the
+  PEs, run their own loop over the key blocks above the buffer, so the buffer holds one block
+  of K or V at a time and the score rows whole (``coarser``).
 - The tile engine's ``lookahead`` and ``interleave`` are the schedule's.
 
 ``tests/mapper/test_as_tree.py`` checks that FuseMax's and FLAT's fused schedules, the RTL tile's
@@ -120,12 +125,10 @@ def fused(
     q = full[lay.query] // tile[lay.query] if lay.query else 1
     nsteps = full[lay.step] if lay.step else 1
     on_chip = min(q, schedule.query_tiles_on_chip[0])
-    if not lay.step and on_chip < q:
-        raise ScheduleError(
-            f"as_tree: the schedule holds the score rows of {on_chip} of {q} query tiles on chip and streams "
-            "K and V again for each such group; the tree keeps them for every query tile where they fit: "
-            "not stated in the tree yet"
-        )
+    # without recurrences, a schedule that holds the score rows of a group of query tiles streams
+    # K and V past them, once per group: in the tree a tile is the group, and each Einsum that reads
+    # a key-side input runs its own loop over the key blocks above the buffer
+    blocks = not lay.step and on_chip < q
     if q % on_chip:
         raise ScheduleError(
             f"as_tree: the schedule holds {on_chip} of {q} query tiles on chip, which does not divide them: "
@@ -140,7 +143,7 @@ def fused(
     if q // on_chip > 1:
         outer.append((lay.query, q // on_chip))
         groups += 1
-    streamed = bool(lay.step) and 1 < on_chip < q
+    streamed = (bool(lay.step) or blocks) and 1 < on_chip < q
     if streamed:
         # the template streams each key block past the group's query tiles: in the tree a tile is
         # the group's query tiles at one key block (their states held, the block fetched once)
@@ -150,7 +153,32 @@ def fused(
     if nsteps > 1:
         outer.append((lay.step, nsteps))
     last = fusion.finals(problems, steps)
-    mappings = _own(problems, names, schedule, arch, tile, outer, last, lay)
+    made_here = {p.output.name for p in problems}
+    streams: set[int] = set()
+    if blocks:
+        # the Einsums that stream K or V, and those on the same array that take what they make from
+        # the PEs, a block at a time, over the keys (FLAT's S beside QK)
+        streams = {
+            j
+            for j, p in enumerate(problems)
+            if any(not s.output and s.name not in made_here and lay.key in s.dims for s in p.spaces)
+        }
+        grew = True
+        while grew:
+            grew = False
+            for j, p in enumerate(problems):
+                reads = {s.name for s in p.spaces if not s.output}
+                if j in streams or lay.key not in p.output.dims:
+                    continue
+                if any(
+                    problems[i].output.name in reads
+                    and schedule.residency.get(problems[i].output.name) == "array"
+                    and schedule.binding[names[i]] == schedule.binding[names[j]]
+                    for i in streams
+                ):
+                    streams.add(j)
+                    grew = True
+    mappings = _own(problems, names, schedule, arch, tile, outer, last, lay, streams=streams)
     made = {p.output.name for p in problems}
     key_side = (
         [
@@ -329,10 +357,15 @@ def _own(
     outer: Sequence[tuple[str, int]],
     last: frozenset[int],
     lay: Any,
+    streams: set[int] | frozenset[int] = frozenset(),
 ) -> list[tuple[LevelMapping, ...]]:
     """Each Einsum's mappings: the shared loops at DRAM (a final's without the recurrence's
     steps), at the buffer the template's spatial ranks across its array as far as the tile spans
-    them and the rest of the tile in time, the array's ranks first; its register files below."""
+    them and the rest of the tile in time, the array's ranks first; its register files below. The
+    Einsums in ``streams`` (those that read K or V, which the template streams through the buffer
+    one block at a time, or make a tensor over the keys) run their time over the key rank at
+    DRAM, below the shared loops: the buffer holds one block of keys (one pass of the array) at a
+    time, and the score rows whole."""
     mappings = []
     for j, (p, n) in enumerate(zip(problems, names, strict=True)):
         arr = arch.array(schedule.binding[n])
@@ -350,10 +383,14 @@ def _own(
         # the rest of the tile in time, the array's ranks first (FLAT's M blocks outside E)
         first = [r for r in schedule.spatial[arr.name] if r in left]
         order = [*first, *(r for r in left if r not in first)]
+        stream: tuple[tuple[str, int], ...] = ()
+        if j in streams and left.get(lay.key, 1) > 1:
+            stream = ((lay.key, left[lay.key]),)
+            left[lay.key] = 1
         temporal = tuple((r, left[r]) for r in order if left[r] > 1)
         mappings.append(
             (
-                LevelMapping(target="DRAM", temporal=own_outer),
+                LevelMapping(target="DRAM", temporal=(*own_outer, *stream)),
                 LevelMapping(target="buffer", temporal=temporal, spatial=tuple(spatial)),
                 LevelMapping(target=f"rf_{arr.name}"),
             )

@@ -693,10 +693,17 @@ def _footprint(
     made: Sequence[str],
     kept: Mapping[str, int],
     paths: Sequence[Any],
+    own_loops: Sequence[tuple[tuple[str, int], ...]] = (),
+    lasting: frozenset[str] | set[str] = frozenset(),
 ) -> dict[str, tuple[Any, int]]:
     """Words each level that keeps the group's on-chip tensors holds at once (one instance): the
-    tiles of those it keeps, and the largest of the Einsums' own tiles there: the fusion level,
-    and each level below it in ``kept`` (on the path of the Einsums that use it)."""
+    fusion level, and each level below it in ``kept`` (on the path of the Einsums that use it).
+    The Einsums of a tile run one after another; while one runs, the level holds its own tiles
+    and the on-chip tensors it keeps that are live: made by it or an earlier Einsum of the tile
+    and read by it or a later one (``lasting``: the running states and the tensors read after the
+    group, live throughout). The footprint is the most over the Einsums. At the fusion level an
+    on-chip tensor's tile spans its users' own loops above it (``own_loops``: it stays whole
+    while they step through it), an Einsum's other tiles only its loops at and below it."""
     where = {level} | set(kept.values())
     out: dict[str, tuple[Any, int]] = {}
     for i in sorted(where):
@@ -707,22 +714,82 @@ def _footprint(
         for j in users:
             by_name.setdefault(paths[j].levels[i].name, []).append(j)
         for name, js in by_name.items():
-            inter = 0
-            own = 0
-            seen: set[str] = set()
+            words: dict[str, int] = {}
+            span: dict[str, tuple[int, int]] = {}
+            own: dict[int, int] = {}
             for j in js:
                 p, ms = problems[j], mappings[j]
-                loops = loops_of(ms, i)
                 here = [s.name for s in p.spaces if ms[i].keep is None or s.name in ms[i].keep]
                 mine = [t for t in here if t in made and kept.get(t, level) == i]
                 for t in mine:
-                    if t not in seen:
-                        seen.add(t)
-                        inter += tile_words(p, loops, [t])
-                own = max(own, tile_words(p, loops, [t for t in here if t not in mine]))
-            if i == level or seen:
-                out[name] = (paths[js[0]].levels[i], inter + own)
+                    # the largest of its users' tiles (with their own loops above the level)
+                    tile = tile_words(p, [*_above(own_loops, j, i == level), *loops_of(ms, i)], [t])
+                    words[t] = max(words.get(t, 0), tile)
+                    first, _last = span.get(t, (j, j))
+                    span[t] = (first, j)
+                own[j] = tile_words(p, loops_of(ms, i), [t for t in here if t not in mine])
+            if i != level and not words:
+                continue
+            for t in words:
+                # live from its making (on another branch, where it crosses a link) to its last read
+                writer = next((j for j, p in enumerate(problems) if p.output.name == t), span[t][0])
+                span[t] = (min(writer, span[t][0]), span[t][1])
+                if t in lasting:
+                    span[t] = (min(js[0], span[t][0]), js[-1])
+            held = max(own[j] + sum(w for t, w in words.items() if span[t][0] <= j <= span[t][1]) for j in js)
+            out[name] = (paths[js[0]].levels[i], held)
     return out
+
+
+def _above(own_loops: Sequence[tuple[tuple[str, int], ...]], j: int, here: bool) -> list[Any]:
+    """Einsum ``j``'s own loops above the fusion level (none where ``here`` is false)."""
+    if not here or not own_loops or not own_loops[j]:
+        return []
+    return loops_of([LevelMapping(target="", temporal=own_loops[j])])
+
+
+def _check_own_loops(
+    problem: Problem,
+    name: str,
+    own: tuple[tuple[str, int], ...],
+    level: str,
+    made: Sequence[str],
+    recurrent: bool,
+) -> None:
+    """An Einsum's own loops at the level just outside the fusion level, below the shared loops
+    (LoopTree's loops of one Einsum above the level where the group's tensors stay): over its own
+    ranks, in a group without running states, never over a rank its on-chip output is reduced
+    over (its partial sums would have no level above to go to). A tensor kept below the fusion
+    level changes under such a loop over its ranks, so its writer and readers step it together
+    (:func:`_check_lockstep`). Each on-chip tensor
+    stays whole at the fusion level while the loop steps through it (:func:`_footprint`); the
+    Einsum's other tiles there are one step's (the inputs it streams)."""
+    if not own:
+        return
+    dims = dict(problem.dims)
+    for r, f in own:
+        if r not in dims:
+            raise ScheduleError(
+                f"fusion: {name}'s own loop over {r} at {level}: {name} has no rank {r} "
+                f"({', '.join(dims)}){suggest(r, list(dims))}"
+            )
+        if not isinstance(f, int) or isinstance(f, bool) or f < 1:
+            raise ScheduleError(
+                f"fusion: {name}'s own loop over {r} at {level}: factor {f!r} is not a positive integer"
+            )
+    if recurrent:
+        raise ScheduleError(
+            f"fusion: {name} runs loops of its own at {level} ({own}), in a group with running states: not "
+            "supported (a state steps one tile at a time under the shared loops)"
+        )
+    out = problem.output
+    reduced = sorted({r for r, _f in own if r not in out.dims})
+    if reduced and out.name in made:
+        raise ScheduleError(
+            f"fusion: {name} runs loops of its own over {', '.join(reduced)} at {level}, which it reduces, "
+            f"but its output {out.name} stays on chip: its partial sums would cross a loop above the level "
+            "that keeps them (move the loop below the fusion level)"
+        )
 
 
 def _kept_levels(
@@ -734,6 +801,7 @@ def _kept_levels(
     k: int,
     drain: frozenset[str],
     hierarchy: Any = None,
+    own_loops: Sequence[tuple[tuple[str, int], ...]] = (),
 ) -> dict[str, int]:
     """``mapping.kept`` as level indices (on its writer's path), after checking each: one of the
     group's on-chip tensors, not read after the group, at a level below the fusion level that its
@@ -791,7 +859,7 @@ def _kept_levels(
             for m in ms[k:i]:
                 mine.append(tuple((d, f) for d, f in m.spatial if f > 1))
             loops[j] = tuple(mine)
-            stepped[j] = _lockstep(ms, k, i, ranks)
+            stepped[j] = _lockstep(ms, k, i, ranks, own_loops[j] if own_loops else ())
         _check_lockstep(t, lvname, names, users, writer, stepped, mapping.mappings, ranks)
         _check_nested_readers(t, lvname, problems, names, users, writer, stepped[writer])
         same = [j for j in users if on[j] == on[writer]]
@@ -824,12 +892,17 @@ def _kept_levels(
 
 
 def _lockstep(
-    ms: Sequence[LevelMapping], k: int, i: int, ranks: Sequence[str]
+    ms: Sequence[LevelMapping],
+    k: int,
+    i: int,
+    ranks: Sequence[str],
+    own: tuple[tuple[str, int], ...] = (),
 ) -> tuple[tuple[int, str, int], ...]:
-    """The temporal loops of ``ms`` between levels ``k`` and ``i`` (above ``i``), outermost first,
-    up to the innermost one over ``ranks``: the steps over which a tile kept at ``i`` changes.
-    Empty: the tile stays whole."""
-    seq = [(lv, d, f) for lv in range(k, i) for d, f in ms[lv].temporal if f > 1]
+    """The temporal loops of ``ms`` between levels ``k`` and ``i`` (above ``i``), after the
+    Einsum's ``own`` loops just outside ``k``, outermost first, up to the innermost one over
+    ``ranks``: the steps over which a tile kept at ``i`` changes. Empty: the tile stays whole."""
+    seq = [(k - 1, d, f) for d, f in own if f > 1]
+    seq += [(lv, d, f) for lv in range(k, i) for d, f in ms[lv].temporal if f > 1]
     last = max((n for n, (_lv, d, _f) in enumerate(seq) if d in ranks), default=-1)
     return tuple(seq[: last + 1])
 
@@ -1001,23 +1074,40 @@ def evaluate(
                 f"(their factors of {r} multiply to {shared_r}, but {r} = {size[r]})"
             )
     paths = _paths(hierarchy, mapping, names)
-    kept_at = _kept_levels(problems, names, mapping, paths, made, k, drain, hierarchy)
-    analyses = []
-    fixed = []  # each Einsum's mappings with the levels' keep for the group
-    for j, (p, n, ms, path) in enumerate(zip(problems, names, mapping.mappings, paths, strict=True)):
+    own_loops = []  # each Einsum's own loops above the fusion level, below the shared ones
+    recurrent = bool(state) or bool(over) or any(q.output.name in (steps or {}) for q in problems)
+    for j, (p, n, ms) in enumerate(zip(problems, names, mapping.mappings, strict=True)):
         mine_shared = _own_shared(mapping.shared, j in last, over)
+        extra: tuple[tuple[str, int], ...] = ()
         for i in range(k):
             want = tuple((r, f) for r, f in mapping.spatial_at(i) if f > 1)
+            have = tuple(ms[i].temporal)
+            base = tuple(mine_shared[i])
+            rest = have[len(base) :] if have[: len(base)] == base else None
             if (
-                tuple(ms[i].temporal) != tuple(mine_shared[i])
+                rest is None
+                or (rest and i != k - 1)
                 or tuple((r, f) for r, f in ms[i].spatial if f > 1) != want
             ):
                 raise ScheduleError(
                     f"fusion: {n}'s mapping of {levels[i]} must be the shared loops "
                     f"{list(mine_shared[i])}"
                     + (f" and the shared spatial loops {list(want)}" if want else "")
-                    + f", found temporal {list(ms[i].temporal)}, spatial {list(ms[i].spatial)}"
+                    + (
+                        f", then (at {levels[k - 1]}, just outside the fusion level) loops of its own"
+                        if k >= 1
+                        else ""
+                    )
+                    + f"; found temporal {list(ms[i].temporal)}, spatial {list(ms[i].spatial)}"
                 )
+            if i == k - 1:
+                extra = tuple((r, f) for r, f in rest if f > 1)
+        _check_own_loops(p, n, extra, levels[k - 1], made, recurrent)
+        own_loops.append(extra)
+    kept_at = _kept_levels(problems, names, mapping, paths, made, k, drain, hierarchy, own_loops)
+    analyses = []
+    fixed = []  # each Einsum's mappings with the levels' keep for the group
+    for j, (p, n, ms, path) in enumerate(zip(problems, names, mapping.mappings, paths, strict=True)):
         keeps = _keeps(path, p, k, onchip, kept_at, own=made)
         if keeps is None:
             where = sorted({path.levels[kept_at.get(t, k)].name for t in made if t in _tensors(p)})
@@ -1027,13 +1117,13 @@ def evaluate(
         mine = frozenset(t for t in onchip if t in {s.name for s in p.spaces})
         beside = _beside(problems, mapping, j)
         analyses.append(path.analyze(p, ms, priced=priced, produced=mine, with_producer=beside))
-    held = _footprint(problems, fixed, k, made, kept_at, paths)
+    held = _footprint(problems, fixed, k, made, kept_at, paths, own_loops, set(state) | set(drain))
     for name, (lv, words) in held.items():
         cap = lv.capacity_words
         if cap is not None and words > cap // max(1, int(lv.multiple_buffering)):
             raise ScheduleError(
-                f"fusion: {name} must hold {words} words at once (the tiles of the group's tensors kept "
-                f"there and the largest Einsum's own), but "
+                f"fusion: {name} must hold {words} words at once (while one Einsum of a tile runs: its own "
+                f"tiles and the group's tensors kept there that are live), but "
                 f"{'it' if name == mapping.level else 'one instance'} holds {cap}"
             )
     foot = held[mapping.level][1]
