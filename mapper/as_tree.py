@@ -153,31 +153,7 @@ def fused(
     if nsteps > 1:
         outer.append((lay.step, nsteps))
     last = fusion.finals(problems, steps)
-    made_here = {p.output.name for p in problems}
-    streams: set[int] = set()
-    if blocks:
-        # the Einsums that stream K or V, and those on the same array that take what they make from
-        # the PEs, a block at a time, over the keys (FLAT's S beside QK)
-        streams = {
-            j
-            for j, p in enumerate(problems)
-            if any(not s.output and s.name not in made_here and lay.key in s.dims for s in p.spaces)
-        }
-        grew = True
-        while grew:
-            grew = False
-            for j, p in enumerate(problems):
-                reads = {s.name for s in p.spaces if not s.output}
-                if j in streams or lay.key not in p.output.dims:
-                    continue
-                if any(
-                    problems[i].output.name in reads
-                    and schedule.residency.get(problems[i].output.name) == "array"
-                    and schedule.binding[names[i]] == schedule.binding[names[j]]
-                    for i in streams
-                ):
-                    streams.add(j)
-                    grew = True
+    streams = _streams(problems, names, schedule, lay) if blocks else set()
     mappings = _own(problems, names, schedule, arch, tile, outer, last, lay, streams=streams)
     made = {p.output.name for p in problems}
     key_side = (
@@ -273,8 +249,11 @@ def kernels(
     fused group of ``arch``'s tree, or one Einsum alone on its branch, one after another; what
     crosses between kernels goes through DRAM, as the template's kernels pass it. Each kernel
     loads an input once: one that several of its Einsums read, or that its query tiles share (K
-    and V across the query tiles), is preloaded. Without recurrences only (the 3-pass cascades);
-    loop nests and spills are typed errors."""
+    and V across the query tiles), is preloaded. Where the schedule has a kernel's query tiles
+    share a pass over K and V in groups, a tile of the tree is a group and K and V stream past it
+    a block at a time (as :func:`fused` states FLAT's). What a kernel's Einsums hand one another
+    in the arrays stays in their register files where the rules allow (QK to S). Without
+    recurrences only (the 3-pass cascades); loop nests and spills are typed errors."""
     names = tuple(e.output for e in cascade.einsums if not e.init and e.output in schedule.binding)
     if schedule.nests or schedule.spill_fraction:
         raise ScheduleError("as_tree: loop nests and spills are not stated in the tree yet")
@@ -286,17 +265,30 @@ def kernels(
         )
     full, tile = _sizes(cascade, schedule, sizes)
     q = full[lay.query] // tile[lay.query] if lay.query else 1
-    outer: list[tuple[str, int]] = []
-    if instances > 1:
-        outer.append((fusion.INSTANCE_RANK, instances))
-    if q > 1:
-        outer.append((lay.query, q))
     tree = arch.branched_hierarchy()
     out: list[Any] = []
-    for kernel in schedule.kernels:
+    coarser = False
+    for k, kernel in enumerate(schedule.kernels):
         ns = tuple(n for n in names if n in kernel)
         ps = fusion.problems_of(cascade, ns, full, instances)
-        ms = _own(ps, ns, schedule, arch, tile, outer, frozenset(), lay)
+        # the query tiles that share a pass over K and V: all of them (K and V preloaded once), or
+        # a group (a tile of the tree, K and V streamed past it a block at a time, once per group)
+        on_chip = min(q, schedule.query_tiles_on_chip[k])
+        if q % on_chip:
+            raise ScheduleError(
+                f"as_tree: kernel {k + 1} holds {on_chip} of {q} query tiles on chip, which does not divide "
+                "them: not stated in the tree yet"
+            )
+        grouped = on_chip < q
+        ktile = {**tile, lay.query: tile[lay.query] * on_chip} if grouped else tile
+        coarser = coarser or (grouped and on_chip > 1)
+        outer: list[tuple[str, int]] = []
+        if instances > 1:
+            outer.append((fusion.INSTANCE_RANK, instances))
+        if (q // on_chip if grouped else q) > 1:
+            outer.append((lay.query, q // on_chip if grouped else q))
+        streams = _streams(ps, ns, schedule, lay) if grouped else set()
+        ms = _own(ps, ns, schedule, arch, ktile, outer, frozenset(), lay, streams=streams)
         if len(ns) == 1:
             out.append(
                 (
@@ -312,7 +304,11 @@ def kernels(
         made = {p.output.name for p in ps}
         ins = [s.name for p in ps for s in p.spaces if not s.output and s.name not in made]
         again = tuple(
-            dict.fromkeys(t for t in ins if ins.count(t) > 1 or (q > 1 and lay.query not in _dims_of(ps, t)))
+            dict.fromkeys(
+                t
+                for t in ins
+                if ins.count(t) > 1 or (q > 1 and not grouped and lay.query not in _dims_of(ps, t))
+            )
         )
         mapping = fusion.FusedMapping(
             level="buffer",
@@ -323,25 +319,65 @@ def kernels(
             lookahead=schedule.lookahead,
             interleave=schedule.interleave,
         )
-        out.append(
-            TreeSchedule(
-                hierarchy=tree,
-                problems=tuple(ps),
-                names=ns,
-                mapping=mapping,
-                steps={},
-                drain=fusion.read_after(cascade, ns),
-            )
+        group = TreeSchedule(
+            hierarchy=tree,
+            problems=tuple(ps),
+            names=ns,
+            mapping=mapping,
+            steps={},
+            drain=fusion.read_after(cascade, ns),
         )
-    stated = TreeKernels(kernels=tuple(out))
+        try:
+            out.append(_in_the_pes(group, schedule))
+        except ScheduleError as exc:
+            how = (
+                f"a tile the {on_chip} query tiles that share a pass over the keys, K and V streamed past "
+                "them, what it reads from DRAM over the keys whole in the buffer"
+                if grouped
+                else "whole rows of the keys in the buffer"
+            )
+            raise ScheduleError(
+                f"as_tree: kernel {k + 1} ({', '.join(ns)}) does not fit or run as the tree states it "
+                f"({how}); the template streams them: not stated in the tree yet ({exc})"
+            ) from None
+    stated = TreeKernels(kernels=tuple(out), coarser=coarser)
     try:
         stated.evaluate()
     except ScheduleError as exc:
-        raise ScheduleError(
-            f"as_tree: a kernel does not fit as the tree states it, whole rows of {lay.key or 'the keys'} at "
-            f"the buffer, where the template streams them: not stated in the tree yet ({exc})"
-        ) from None
+        raise ScheduleError(f"as_tree: a kernel does not fit or run as the tree states it: {exc}") from None
     return stated
+
+
+def _streams(problems: Sequence[Problem], names: Sequence[str], schedule: Schedule, lay: Any) -> set[int]:
+    """The Einsums of a group that run their own loop over the key blocks above the buffer, where
+    the template streams K and V through it: those that read a key-side input (over the key rank,
+    not the query rank, made by no Einsum of the group), and those on the same array that take
+    what they make from the PEs, a block at a time, over the keys (FLAT's S beside QK)."""
+    made = {p.output.name for p in problems}
+    streams = {
+        j
+        for j, p in enumerate(problems)
+        if any(
+            not s.output and s.name not in made and lay.key in s.dims and lay.query not in s.dims
+            for s in p.spaces
+        )
+    }
+    grew = True
+    while grew:
+        grew = False
+        for j, p in enumerate(problems):
+            reads = {s.name for s in p.spaces if not s.output}
+            if j in streams or lay.key not in p.output.dims:
+                continue
+            if any(
+                problems[i].output.name in reads
+                and schedule.residency.get(problems[i].output.name) == "array"
+                and schedule.binding[names[i]] == schedule.binding[names[j]]
+                for i in streams
+            ):
+                streams.add(j)
+                grew = True
+    return streams
 
 
 def _dims_of(problems: Sequence[Problem], tensor: str) -> frozenset[str]:
