@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from einsum.errors import ConfigError, EinforgeError
 
-__all__ = ["ArchError", "ScheduleError"]
+__all__ = ["ArchError", "CapacityError", "ScheduleError"]
 
 
 class ArchError(ConfigError):
@@ -14,3 +14,7 @@ class ArchError(ConfigError):
 class ScheduleError(EinforgeError, ValueError):
     """A schedule cannot run the cascade on the architecture: no unit can execute an Einsum, a tile
     does not fit, a size does not divide, a hand-written schedule contradicts the cascade."""
+
+
+class CapacityError(ScheduleError):
+    """A fused group's tensors and tiles do not fit a level that must hold them at once."""

@@ -40,7 +40,7 @@ from einsum.errors import suggest
 from mapper import hsearch
 from mapper.analysis import Analysis, LevelMapping, Problem, loops_of, tile_words
 from mapper.cost import depends
-from mapper.errors import ArchError, ScheduleError
+from mapper.errors import ArchError, CapacityError, ScheduleError
 
 __all__ = ["FusedMapping", "FusedResult", "evaluate", "fused_ranks", "intermediates", "search"]
 
@@ -1121,7 +1121,7 @@ def evaluate(
     for name, (lv, words) in held.items():
         cap = lv.capacity_words
         if cap is not None and words > cap // max(1, int(lv.multiple_buffering)):
-            raise ScheduleError(
+            raise CapacityError(
                 f"fusion: {name} must hold {words} words at once (while one Einsum of a tile runs: its own "
                 f"tiles and the group's tensors kept there that are live), but "
                 f"{'it' if name == mapping.level else 'one instance'} holds {cap}"
@@ -1396,6 +1396,7 @@ def search(
     over = stepped(problems, steps or {})
     # a running state, or a final after the recurrences, needs their rank stepped a tile at a time
     restricted = set(state.values()) | (set(over) if last else set())
+    recurrent = bool(state) or bool(over) or any(p.output.name in (steps or {}) for p in problems)
     size = dict(problems[0].dims)
     levels = [lv.name for lv in hierarchy.levels]
     if level is not None and level not in levels[1:]:
@@ -1439,7 +1440,8 @@ def search(
                 for b in branches:
                     path = hierarchy if b is None else hierarchy.branch(b)
                     r = _map_one(path, p, n, k, levels, mine_shared, onchip, priced, metric, budget, seed,
-                                 imperfect, problems_left, spatial=spatial, own=made)  # fmt: skip
+                                 imperfect, problems_left, spatial=spatial, own=made,
+                                 streams=not recurrent)  # fmt: skip
                     if r is not None:
                         options.append((b, r))
                 if not options:
@@ -1492,6 +1494,15 @@ def search(
                         hierarchy, problems, fm, names=names, priced=priced, steps=steps, drain=drain,
                         resident=resident,
                     )  # fmt: skip
+                except CapacityError as exc:
+                    # the group does not fit where each Einsum alone does: stream more of the inputs
+                    # through the fusion level, a smaller block at a time
+                    narrowed = None if recurrent else _narrowed(hierarchy, problems, fm, names, priced, steps,
+                                                                drain, resident, made)  # fmt: skip
+                    if narrowed is None:
+                        problems_left.append(str(exc))
+                        continue
+                    fm, res = narrowed
                 except (ScheduleError, ArchError) as exc:
                     problems_left.append(str(exc))
                     continue
@@ -1707,11 +1718,14 @@ def _map_one(
     kept: Mapping[str, int] | None = None,
     spatial: tuple[tuple[tuple[str, int], ...], ...] = (),
     own: Sequence[str] = (),
+    streams: bool = False,
 ) -> Any:
     """One Einsum of the group mapped on one path below the shared loops (None where it cannot
     be: the path's units cannot run it, or nothing fits); ``extra`` constraints, the group's
     tensors ``kept`` below the fusion level (level indices), the shared ``spatial`` loops, and
-    the tensors the group makes itself (``own``, :func:`_keeps`)."""
+    the tensors the group makes itself (``own``, :func:`_keeps`). With ``streams`` (a group
+    without running states), where nothing fits, it is mapped again with loops of its own just
+    outside the fusion level (:func:`_streamable`)."""
     keeps = _keeps(path, p, k, made, kept, own=own)
     if keeps is None:
         return None
@@ -1745,8 +1759,114 @@ def _map_one(
         )
     except (ScheduleError, ArchError) as exc:
         problems_left.append(f"{levels[k]}, shared {shared}: {n} on {path.name}: {exc}")
+        r = None
+    if r is not None and r.evaluated:
+        return r
+    free = [] if kept or not k or not streams else _streamable(p, made, shared)
+    if not free:
+        return None
+    # nothing fits below the shared loops: the Einsum streams its inputs through the fusion level
+    # with loops of its own just outside it (over its ranks no shared loop covers, none that it
+    # reduces into an on-chip output), the group's tensors whole there
+    base = cons[2 * (k - 1)]
+    fac = {d: f for d, f in base.factors.items() if d not in free}
+    cons[2 * (k - 1)] = dataclasses.replace(
+        base, factors=fac, order=None, outer=tuple(r for r, _f in shared[k - 1])
+    )
+    try:
+        r = path.search(
+            p,
+            with_producer=bool(p.epilogue_of) and p.epilogue_of in made,
+            priced=priced,
+            metric=metric,
+            budget=budget,
+            seed=seed,
+            constraints=cons,
+            produced=mine,
+            imperfect=imperfect,
+        )
+    except (ScheduleError, ArchError) as exc:
+        problems_left.append(f"{levels[k]}, shared {shared}: {n} on {path.name}, streaming {free}: {exc}")
         return None
     return r if r.evaluated else None
+
+
+#: how many times :func:`_narrowed` makes the streamed blocks smaller before it gives up
+NARROWINGS = 16
+
+
+def _narrowed(
+    hierarchy: Any,
+    problems: Sequence[Problem],
+    fm: FusedMapping,
+    names: Sequence[str],
+    priced: bool,
+    steps: Mapping[str, str] | None,
+    drain: frozenset[str],
+    resident: frozenset[str],
+    made: Sequence[str],
+) -> tuple[FusedMapping, FusedResult] | None:
+    """``fm`` with its Einsums' streamed blocks made smaller until the group fits: each Einsum's
+    temporal loops at the fusion level over the ranks it may stream (:func:`_streamable`) give
+    their smallest prime factor to its own loop just outside the level, all at once, up to
+    :data:`NARROWINGS` times; the first that fits, evaluated. None: none fits."""
+    levels = [lv.name for lv in hierarchy.levels]
+    k = levels.index(fm.level)
+    if not k:
+        return None
+    for _ in range(NARROWINGS):
+        changed = False
+        mappings = []
+        for p, ms in zip(problems, fm.mappings, strict=True):
+            free = set(_streamable(p, made, fm.shared))
+            outer, inner = ms[k - 1], ms[k]
+            own = dict(outer.temporal[len(fm.shared[k - 1]) :])
+            temporal = list(inner.temporal)
+            for i, (r, f) in enumerate(temporal):
+                if r in free and f > 1:
+                    q = next(d for d in range(2, f + 1) if f % d == 0)
+                    temporal[i] = (r, f // q)
+                    own[r] = own.get(r, 1) * q
+                    changed = True
+            new_outer = dataclasses.replace(outer, temporal=(*fm.shared[k - 1], *own.items()))
+            new_inner = dataclasses.replace(inner, temporal=tuple((r, f) for r, f in temporal if f > 1))
+            mappings.append((*ms[: k - 1], new_outer, new_inner, *ms[k + 1 :]))
+        if not changed:
+            return None
+        fm = dataclasses.replace(fm, mappings=tuple(mappings))
+        try:
+            res = evaluate(
+                hierarchy,
+                problems,
+                fm,
+                names=names,
+                priced=priced,
+                steps=steps,
+                drain=drain,
+                resident=resident,
+            )
+        except CapacityError:
+            continue
+        except (ScheduleError, ArchError):
+            return None
+        return fm, res
+    return None
+
+
+def _streamable(
+    p: Problem, made: Sequence[str], shared: tuple[tuple[tuple[str, int], ...], ...]
+) -> list[str]:
+    """The ranks an Einsum of the group may run loops of its own over, above the fusion level
+    (:func:`_check_own_loops`): those of an input the group does not make, that no shared loop
+    covers and that it does not reduce into an on-chip output."""
+    covered = {r for loops in shared for r, _f in loops}
+    out = p.output
+    streamed = {d for s in p.spaces if not s.output and s.name not in made for d in s.dims}
+    return [
+        d
+        for d, _n in p.dims
+        if d in streamed and d not in covered and not (d not in out.dims and out.name in made)
+    ]
 
 
 #: up to this many bindings of Einsums to branches are searched exhaustively (in the order of a

@@ -70,13 +70,16 @@ class Constraint:
     """A constraint on one level's mappings (Timeloop's mapspace constraints): the tensors it keeps
     (``None``: free), fixed factors of its temporal (or, with ``spatial``, spatial) loops, and a
     temporal loop order: ``order`` (outermost first) goes innermost, the dimensions it does not name
-    go outside it in any candidate order (Timeloop's partial permutations)."""
+    go outside it in any candidate order (Timeloop's partial permutations); ``outer`` (outermost
+    first) goes outermost, the others inside it in any candidate order (a fused group's shared
+    loops above an Einsum's own)."""
 
     target: str
     spatial: bool = False
     keep: frozenset[str] | None = None
     factors: Mapping[str, int] = dataclasses.field(default_factory=dict)
     order: tuple[str, ...] | None = None
+    outer: tuple[str, ...] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -264,6 +267,14 @@ def search(
             named = tuple(c.order)
             level_orders[i] = list(
                 dict.fromkeys(tuple(d for d in o if d not in named) + named for o in level_orders[i])
+            )
+        if c.outer is not None:
+            for d in c.outer:
+                if d not in [dd for dd, _n in dims]:
+                    raise ScheduleError(f"constraint on {c.target}: outer names {d!r}, which is no dimension")
+            first = tuple(c.outer)
+            level_orders[i] = list(
+                dict.fromkeys(first + tuple(d for d in o if d not in first) for o in level_orders[i])
             )
     for i, kept in enumerate(keep):
         if i and kept is not None and not kept:  # holds nothing: it only fans out, no loops in time

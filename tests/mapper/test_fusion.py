@@ -149,6 +149,32 @@ def test_own_loops_above_the_fusion_level_by_hand() -> None:
         fusion.evaluate(_toy(), ps, dataclasses.replace(mapping, shared=((("M", 4),),)), names=["C", "E"])
 
 
+def test_the_search_streams_what_does_not_fit_whole() -> None:
+    """B (4 x 16) and D (16 x 16) do not fit a 48-word buffer beside the group's C. The search maps
+    an Einsum that fits nowhere below the shared loops again with loops of its own above the
+    buffer, and where each fits alone but the group does not, streams smaller blocks until it
+    does: it finds a fused mapping at every buffer down to 24 words, each within the buffer,
+    B and D fetched once per M tile in blocks, C never leaving the buffer."""
+    ps = fusion.problems_of(einsum.parse(CHAIN), ["C", "E"], {"M": 8, "K": 4, "N": 16, "P": 16})
+    whole = fusion.search(_toy(), ps, names=["C", "E"], level="buf", metric="energy", budget=300)
+    assert whole.footprint_words > 48 and all(len(ms[0].temporal) <= 1 for ms in whole.mapping.mappings)
+    for cap in (48, 24):
+        r = fusion.search(_toy(cap), ps, names=["C", "E"], level="buf", metric="energy", budget=300)
+        assert r.footprint_words <= cap
+        shared = r.mapping.shared[0]
+        own = [ms[0].temporal[len(shared) :] for ms in r.mapping.mappings]
+        assert own[0] and own[1]  # both stream their weights
+        assert {r for loops in own for r, _f in loops} <= {"N", "P"}  # never C's reduced K
+        again = fusion.evaluate(_toy(cap), ps, r.mapping, names=["C", "E"])
+        assert again.energy_pj == r.energy_pj and again.cycles == r.cycles
+        dram = {t: s for a in r.analyses for t, s in a.levels["DRAM"].items()}
+        m_tiles = dict(shared)["M"]
+        assert dram["B"].reads == 64 * m_tiles and dram["D"].reads == 256 * m_tiles
+        assert "C" not in dram
+    with pytest.raises(ScheduleError, match=r"no fused mapping of C, E fits"):
+        fusion.search(_toy(16), ps, names=["C", "E"], level="buf", metric="energy", budget=300)
+
+
 def test_a_longer_chain_holds_the_intermediates_that_are_live() -> None:
     """C -> E -> G, one tile after another on one path: while an Einsum runs, the buffer holds its
     own tiles and the intermediates still to be read. At C: C (16) beside A and B (32); at E: C,
