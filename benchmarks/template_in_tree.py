@@ -4,7 +4,9 @@ kernels (as_tree.kernels). Per point, whether the tree's latency and DRAM bytes 
 template's, the ratio of their energies, and the time each takes; or the typed error for what the
 tree does not state yet.
 
-    python benchmarks/template_in_tree.py [--arch fusemax|flat|unfused] [--json]
+    python benchmarks/template_in_tree.py [--arch fusemax|flat|unfused] [--cascade NAME] [--json]
+
+The cascade defaults to the artifact's: attention_1pass on FuseMax, attention_3pass on the others.
 """
 
 from __future__ import annotations
@@ -24,10 +26,13 @@ from mapper.search import SearchOptions, search
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--arch", choices=("fusemax", "flat", "unfused"), default="fusemax")
+    ap.add_argument("--cascade", default=None, help="a library cascade (default: the artifact's)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     arch = mapper.preset(args.arch)
-    c = einsum.library.get("attention_1pass" if args.arch == "fusemax" else "attention_3pass")
+    c = einsum.library.get(
+        args.cascade or ("attention_1pass" if args.arch == "fusemax" else "attention_3pass")
+    )
     rows = []
     for model in ("BERT", "TrXL", "T5", "XLM"):
         for seq in ("1K", "4K", "16K", "64K", "256K", "1M"):

@@ -417,6 +417,7 @@ def analyze(
     cold_output_fills: bool = False,
     network_stats: bool = False,
     produced: frozenset[str] = frozenset(),
+    in_place: Mapping[str, str] | None = None,
 ) -> Analysis:
     """Per level and tensor: reads, fills and updates; computes, cycles, energy (module text).
 
@@ -430,7 +431,9 @@ def analyze(
 
     ``produced`` names tensors another Einsum of a fused group makes on chip (:mod:`mapper.fusion`):
     the outermost level that keeps one has no parent, so nothing fills it from above (an input)
-    and its updates go no further (an output)."""
+    and its updates go no further (an output). ``in_place`` maps the output to the input it
+    overwrites element by element (:attr:`mapper.fusion.FusedMapping.in_place`): a level that
+    keeps both holds one tile of the two."""
     produced = frozenset(produced)
     _check(problem, storages, mappings, produced)
     loops = loops_of(mappings)
@@ -451,6 +454,9 @@ def analyze(
     for i, st in enumerate(storages):
         if st.capacity is not None:
             words = tile_words(problem, loops_of(mappings, i), keeps[i])
+            for out, over in (in_place or {}).items():
+                if out in keeps[i] and over in keeps[i]:
+                    words -= tile_words(problem, loops_of(mappings, i), [over])
             if words > st.capacity:
                 raise ScheduleError(
                     f"mapping: the tiles {st.name} keeps ({', '.join(keeps[i])}) take {words} words, "

@@ -351,9 +351,11 @@ def kernels(
 def _streams(problems: Sequence[Problem], names: Sequence[str], schedule: Schedule, lay: Any) -> set[int]:
     """The Einsums of a group that run their own loop over the key blocks above the buffer, where
     the template streams K and V through it: those that read a key-side input (over the key rank,
-    not the query rank, made by no Einsum of the group), and those on the same array that take
-    what they make from the PEs, a block at a time, over the keys (FLAT's S beside QK)."""
+    not the query rank, made by no Einsum of the group), and those that take what they make from
+    the PEs, a block at a time, keeping the blocks' rank (FLAT's S beside QK, FuseMax's LM and SLN
+    beside BQK)."""
     made = {p.output.name for p in problems}
+    block = lay.outer if any(lay.outer in p.output.dims for p in problems) else lay.key
     streams = {
         j
         for j, p in enumerate(problems)
@@ -367,12 +369,11 @@ def _streams(problems: Sequence[Problem], names: Sequence[str], schedule: Schedu
         grew = False
         for j, p in enumerate(problems):
             reads = {s.name for s in p.spaces if not s.output}
-            if j in streams or lay.key not in p.output.dims:
+            if j in streams or block not in p.output.dims:
                 continue
             if any(
                 problems[i].output.name in reads
                 and schedule.residency.get(problems[i].output.name) == "array"
-                and schedule.binding[names[i]] == schedule.binding[names[j]]
                 for i in streams
             ):
                 streams.add(j)
@@ -416,13 +417,22 @@ def _own(
                 used = min(extent, left[rank])
                 spatial.append((rank, used))
                 left[rank] = -(-left[rank] // used)
-        # the rest of the tile in time, the array's ranks first (FLAT's M blocks outside E)
+        # the rest of the tile in time, the array's ranks first (FLAT's M blocks outside E), the
+        # ranks it reduces innermost (each PE accumulates an output in its register across them)
         first = [r for r in schedule.spatial[arr.name] if r in left]
-        order = [*first, *(r for r in left if r not in first)]
+        rest = [r for r in left if r not in first]
+        order = [
+            *first,
+            *(r for r in rest if r in p.output.dims),
+            *(r for r in rest if r not in p.output.dims),
+        ]
         stream: tuple[tuple[str, int], ...] = ()
-        if j in streams and left.get(lay.key, 1) > 1:
-            stream = ((lay.key, left[lay.key]),)
-            left[lay.key] = 1
+        # the key blocks: the rank over the blocks where the cascade partitions the keys (M1 of
+        # BK[m1, m0, e]), a block the template's key tile; else the key rank's time
+        block = lay.outer if lay.outer in left else lay.key
+        if j in streams and left.get(block, 1) > 1:
+            stream = ((block, left[block]),)
+            left[block] = 1
         temporal = tuple((r, left[r]) for r in order if left[r] > 1)
         mappings.append(
             (
@@ -437,15 +447,24 @@ def _own(
 def _in_the_pes(tree: TreeSchedule, schedule: Schedule) -> TreeSchedule:
     """``tree`` with the intermediates the template keeps in the arrays kept in their writer's
     register files where the tree's rules allow: all of them first, then without each one a rule
-    refuses (the error names it), until the group evaluates."""
+    refuses (the error names it), until the group evaluates. An elementwise Einsum writes its
+    output over the input it reads last, where both stay at one level
+    (:attr:`mapper.fusion.FusedMapping.in_place`): the template holds one copy of the score rows."""
     wanted = [
         (p.output.name, f"rf_{schedule.binding[n]}")
         for p, n in zip(tree.problems, tree.names, strict=True)
         if schedule.residency.get(p.output.name) == "array" and p.output.name not in tree.drain
     ]
+    states = fusion.carried(tree.problems, tree.steps)
+    made = (*fusion.intermediates(tree.problems), *states)
+    pairs = fusion.in_place_pairs(tree.problems, made, set(states) | set(tree.drain))
     kept = list(wanted)
     while True:
-        trial = dataclasses.replace(tree, mapping=dataclasses.replace(tree.mapping, kept=tuple(kept)))
+        where = dict(kept)
+        over = tuple((o, i) for o, i in pairs if where.get(o) == where.get(i))
+        trial = dataclasses.replace(
+            tree, mapping=dataclasses.replace(tree.mapping, kept=tuple(kept), in_place=over)
+        )
         try:
             trial.evaluate()
         except ScheduleError as exc:

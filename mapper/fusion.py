@@ -81,6 +81,10 @@ class FusedMapping:
     #: its slice again: FuseMax's K and V once per group of query tiles held on chip); None: the
     #: shared loops over the tensor's own ranks outside the first over a rank it lacks
     preload_outside: int | None = None
+    #: ``(output, input)`` pairs: an Einsum that overwrites an on-chip input with its output, element
+    #: by element (an elementwise Einsum, its last reader: FuseMax's SLN over BQK, FLAT's A over
+    #: SN); the level that keeps both holds one tile of the two
+    in_place: tuple[tuple[str, str], ...] = ()
 
     def spatial_at(self, i: int) -> tuple[tuple[str, int], ...]:
         """The shared spatial loops at outer level ``i``."""
@@ -695,6 +699,7 @@ def _footprint(
     paths: Sequence[Any],
     own_loops: Sequence[tuple[tuple[str, int], ...]] = (),
     lasting: frozenset[str] | set[str] = frozenset(),
+    in_place: Mapping[str, str] | None = None,
 ) -> dict[str, tuple[Any, int]]:
     """Words each level that keeps the group's on-chip tensors holds at once (one instance): the
     fusion level, and each level below it in ``kept`` (on the path of the Einsums that use it).
@@ -703,7 +708,9 @@ def _footprint(
     and read by it or a later one (``lasting``: the running states and the tensors read after the
     group, live throughout). The footprint is the most over the Einsums. At the fusion level an
     on-chip tensor's tile spans its users' own loops above it (``own_loops``: it stays whole
-    while they step through it), an Einsum's other tiles only its loops at and below it."""
+    while they step through it), an Einsum's other tiles only its loops at and below it. An
+    Einsum that writes its output over an input (``in_place``: output -> input) holds one tile of
+    the two."""
     where = {level} | set(kept.values())
     out: dict[str, tuple[Any, int]] = {}
     for i in sorted(where):
@@ -736,9 +743,83 @@ def _footprint(
                 span[t] = (min(writer, span[t][0]), span[t][1])
                 if t in lasting:
                     span[t] = (min(js[0], span[t][0]), js[-1])
-            held = max(own[j] + sum(w for t, w in words.items() if span[t][0] <= j <= span[t][1]) for j in js)
+
+            held = 0
+            for j in js:
+                live = own[j] + sum(w for t, w in words.items() if span[t][0] <= j <= span[t][1])
+                made_here = problems[j].output.name
+                over = (in_place or {}).get(made_here)
+                if over is not None and made_here in words and over in words:
+                    live -= min(words[made_here], words[over])  # one tile of the two
+                held = max(held, live)
             out[name] = (paths[js[0]].levels[i], held)
     return out
+
+
+def in_place_pairs(
+    problems: Sequence[Problem], made: Sequence[str], lasting: frozenset[str] | set[str]
+) -> tuple[tuple[str, str], ...]:
+    """Every ``(output, input)`` pair of the group that may be written in place
+    (:func:`_check_in_place`'s rules), at most one input per output."""
+    out = []
+    for j, p in enumerate(problems):
+        for s in p.spaces:
+            if s.output or s.name not in made or s.name in lasting or p.output.name not in made:
+                continue
+            if s.projection != p.output.projection or _last_reader(problems, s.name) != j:
+                continue
+            out.append((p.output.name, s.name))
+            break
+    return tuple(out)
+
+
+def _last_reader(problems: Sequence[Problem], tensor: str) -> int:
+    return max(
+        (j for j, p in enumerate(problems) if any(s.name == tensor and not s.output for s in p.spaces)),
+        default=-1,
+    )
+
+
+def _check_in_place(
+    problems: Sequence[Problem],
+    names: Sequence[str],
+    mapping: FusedMapping,
+    made: Sequence[str],
+    kept_at: Mapping[str, int],
+    lasting: set[str],
+) -> None:
+    """``mapping.in_place``: each output written over an on-chip input of its Einsum, element by
+    element (the same ranks, indexed alike), its last reader in the group, not read after it nor
+    a running state, kept at the same level."""
+    writer = {p.output.name: j for j, p in enumerate(problems)}
+    seen: set[str] = set()
+    for out, over in mapping.in_place:
+        j = writer.get(out)
+        if j is None or out not in made:
+            raise ScheduleError(
+                f"fusion: in_place names {out!r}, which is none of the group's on-chip tensors "
+                f"({', '.join(made) or 'none'}){suggest(out, list(made))}"
+            )
+        if out in seen:
+            raise ScheduleError(f"fusion: in_place writes {out} over two inputs")
+        seen.add(out)
+        p, n = problems[j], names[j]
+        space = next((s for s in p.spaces if s.name == over and not s.output), None)
+        why = None
+        if space is None:
+            why = f"{n} does not read {over}"
+        elif over not in made:
+            why = f"{over} is not one of the group's on-chip tensors"
+        elif space.projection != p.output.projection:
+            why = f"{n} does not read {over} element by element as it writes {out} (the same ranks, alike)"
+        elif _last_reader(problems, over) != j:
+            why = f"{names[_last_reader(problems, over)]} reads {over} after {n}"
+        elif over in lasting:
+            why = f"{over} is read after the group or carried across tiles"
+        elif kept_at.get(over, -1) != kept_at.get(out, -1):
+            why = f"{out} and {over} are kept at different levels"
+        if why:
+            raise ScheduleError(f"fusion: {out} cannot be written over {over} in place: {why}")
 
 
 def _above(own_loops: Sequence[tuple[tuple[str, int], ...]], j: int, here: bool) -> list[Any]:
@@ -1105,6 +1186,7 @@ def evaluate(
         _check_own_loops(p, n, extra, levels[k - 1], made, recurrent)
         own_loops.append(extra)
     kept_at = _kept_levels(problems, names, mapping, paths, made, k, drain, hierarchy, own_loops)
+    _check_in_place(problems, names, mapping, made, kept_at, set(state) | set(drain))
     analyses = []
     fixed = []  # each Einsum's mappings with the levels' keep for the group
     for j, (p, n, ms, path) in enumerate(zip(problems, names, mapping.mappings, paths, strict=True)):
@@ -1116,8 +1198,13 @@ def evaluate(
         fixed.append(ms)
         mine = frozenset(t for t in onchip if t in {s.name for s in p.spaces})
         beside = _beside(problems, mapping, j)
-        analyses.append(path.analyze(p, ms, priced=priced, produced=mine, with_producer=beside))
-    held = _footprint(problems, fixed, k, made, kept_at, paths, own_loops, set(state) | set(drain))
+        over = {o: i for o, i in mapping.in_place if o == p.output.name}
+        analyses.append(
+            path.analyze(p, ms, priced=priced, produced=mine, with_producer=beside, in_place=over or None)
+        )
+    held = _footprint(
+        problems, fixed, k, made, kept_at, paths, own_loops, set(state) | set(drain), dict(mapping.in_place)
+    )
     for name, (lv, words) in held.items():
         cap = lv.capacity_words
         if cap is not None and words > cap // max(1, int(lv.multiple_buffering)):

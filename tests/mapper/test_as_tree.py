@@ -99,7 +99,7 @@ def test_flat_s_score_rows_of_a_group_of_query_tiles_with_k_and_v_streamed_past_
     """FLAT at 4K holds the score rows of 4 of 16 query tiles and streams K and V past them, once
     per group. The tree states a tile as the group; QK with S and AV run their own loop over the
     key blocks above the buffer (one block of K or V at a time), and the score rows stay whole
-    in the buffer, two of them live at once (S, SN, A one after another). The DRAM bytes are the
+    in the buffer, SN written over S and A over SN. The DRAM bytes are the
     template's; the latency is longer by the coarser tiles' fill and drain, at most two tiles of
     the busiest array's work; the energy is higher by the template's bookkeeping, as at 1K (Q read
     once, SN read by SD from the registers), 6.2% here."""
@@ -122,9 +122,30 @@ def test_flat_s_score_rows_of_a_group_of_query_tiles_with_k_and_v_streamed_past_
     # K and V are fetched once per group of query tiles, a block of 256 keys at a time
     qk = r.analyses[0].levels
     assert qk["DRAM"]["K"].reads == qk["buffer"]["K"].fills == 4 * 4096 * 64
-    # the buffer holds at most two copies of a group's score rows at once (SN beside S, A beside
-    # SN; GM and SD in the PEs): 8M of FLAT's 16M words
-    assert r.footprint_words == 2 * 1024 * 4096
+    # SN is written over S, A over SN (in place, as the template holds one copy of the score rows;
+    # GM and SD in the PEs): the buffer holds a group's score rows once, and beside A while AV runs
+    # a block of V and the group's output rows, 4.3M of FLAT's 16M words
+    assert tree.mapping.in_place == (("SN", "S"), ("A", "SN"))
+    assert r.footprint_words == 1024 * 4096 + 256 * 64 + 1024 * 64
+
+
+def test_fusemax_s_2_pass_schedule_in_its_tree() -> None:
+    """FuseMax's 2-pass cascade at BERT 16K: the score rows of a query tile stay in the buffer
+    between the passes, A written over SLN in place as the template holds one copy. The tree gives
+    the template's latency to the last digit and its DRAM bytes. Its energy is 2.15 times the
+    template's, almost all of it A read from the buffer again for each of AV's 64 F (the
+    template reads it once, as if each PE held its element across the F loop at no register
+    cost; the tree's register files keep outputs only); without those re-reads, 5.2% above."""
+    report, tree, r = _both("fusemax", "attention_2pass", sim.workload("BERT", "16K", batch=1))
+    assert not tree.coarser and ("A", "SLN") in tree.mapping.in_place
+    assert r.cycles == report.latency_cycles
+    assert r.scalar_accesses("DRAM") * 2 == report.traffic_bytes
+    size = 12 * 16384 * 16384  # A: 12 heads of 16K x 16K
+    reads = r.analyses[r.names.index("AV")].levels["buffer"]["A"].reads
+    assert reads == 64 * size
+    again = (reads - size) * mapper.preset("fusemax").branched_hierarchy().levels[1].read_pj
+    assert r.energy_pj / report.energy_pj == pytest.approx(2.153, abs=1e-3)
+    assert (r.energy_pj - again) / report.energy_pj == pytest.approx(1.052, abs=1e-3)
 
 
 def test_what_is_not_stated_in_the_tree_yet() -> None:

@@ -175,6 +175,59 @@ def test_the_search_streams_what_does_not_fit_whole() -> None:
         fusion.search(_toy(16), ps, names=["C", "E"], level="buf", metric="energy", budget=300)
 
 
+SOFT = """
+cascade soft
+input A[m, k], B[k, n], D[n, p]
+output E
+
+C[m, n] = A[m, k] * B[k, n]
+S[m, n] = exp(C[m, n])
+E[m, p] = S[m, n] * D[n, p]
+"""
+
+
+def test_an_elementwise_einsum_writes_over_its_input_in_place() -> None:
+    """S = exp(C) reads C last and element by element: with ``in_place`` it writes S where C was.
+    A tile of C or S is 4 x 16 = 64 words; while S runs the buffer holds both (128), in place one
+    (64), and the group's footprint falls to the larger of C's (A 4, B 16, C 64) and E's (S 64,
+    D 16, E 4): 84. The accesses do not change."""
+    ps = fusion.problems_of(einsum.parse(SOFT), ["C", "S", "E"], {"M": 8, "K": 1, "N": 16, "P": 1})
+    assert fusion.in_place_pairs(ps, fusion.intermediates(ps), set()) == (("S", "C"),)
+
+    def fm(in_place):  # type: ignore[no-untyped-def]
+        own = ((("M", 4), ("N", 16), ("K", 1)), (("M", 4), ("N", 16)), (("M", 4), ("P", 1), ("N", 16)))
+        return fusion.FusedMapping(
+            level="buf",
+            shared=((("M", 2),),),
+            mappings=tuple(
+                (LevelMapping(target="DRAM", temporal=(("M", 2),)), LevelMapping(target="buf", temporal=t))
+                for t in own
+            ),
+            in_place=in_place,
+        )
+
+    apart = fusion.evaluate(_toy(), ps, fm(()), names=["C", "S", "E"])
+    over = fusion.evaluate(_toy(84), ps, fm((("S", "C"),)), names=["C", "S", "E"])
+    assert (apart.footprint_words, over.footprint_words) == (128, 84)
+    assert over.energy_pj == apart.energy_pj and over.cycles == apart.cycles
+    with pytest.raises(ScheduleError, match=r"buf keeps \(C, S\) take 128 words, but one instance holds 84"):
+        fusion.evaluate(_toy(84), ps, fm(()), names=["C", "S", "E"])
+    with pytest.raises(
+        ScheduleError, match=r"in_place names 'E', which is none of the group's on-chip tensors"
+    ):
+        fusion.evaluate(_toy(), ps, fm((("E", "S"),)), names=["C", "S", "E"])
+    with pytest.raises(ScheduleError, match=r"S cannot be written over A in place: S does not read A"):
+        fusion.evaluate(_toy(), ps, fm((("S", "A"),)), names=["C", "S", "E"])
+    # transposed, S would not read C element by element as it writes it
+    flipped = SOFT.replace("S[m, n] = exp(C[m, n])", "S[n, m] = exp(C[m, n])").replace(
+        "S[m, n] * D", "S[n, m] * D"
+    )
+    pt = fusion.problems_of(einsum.parse(flipped), ["C", "S", "E"], {"M": 8, "K": 1, "N": 16, "P": 1})
+    assert fusion.in_place_pairs(pt, fusion.intermediates(pt), set()) == ()
+    with pytest.raises(ScheduleError, match=r"S does not read C element by element as it writes S"):
+        fusion.evaluate(_toy(), pt, fm((("S", "C"),)), names=["C", "S", "E"])
+
+
 def test_a_longer_chain_holds_the_intermediates_that_are_live() -> None:
     """C -> E -> G, one tile after another on one path: while an Einsum runs, the buffer holds its
     own tiles and the intermediates still to be read. At C: C (16) beside A and B (32); at E: C,
