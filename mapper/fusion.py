@@ -199,6 +199,16 @@ class FusedResult:
                 + ", ".join(f"{t} ({w:,} words)" for t, w in self.loaded)
                 + f", {self.load_pj:,.0f} pJ"
             )
+        own = self.own_loops()
+        if any(own.values()):
+            lines.append(
+                f"loops of their own above {self.mapping.level} (streaming a block at a time): "
+                + ", ".join(
+                    f"{n} " + " ".join(f"{r}{f}" for r, f in loops) for n, loops in own.items() if loops
+                )
+            )
+        if self.mapping.in_place:
+            lines.append("written in place: " + ", ".join(f"{o} over {i}" for o, i in self.mapping.in_place))
         if self.linked:
             lines.append(
                 "across links: "
@@ -225,6 +235,25 @@ class FusedResult:
         )
         return "\n".join(lines)
 
+    def own_loops(self) -> dict[str, tuple[tuple[str, int], ...]]:
+        """Each Einsum's own loops above the fusion level, below the shared loops."""
+        k = len(self.mapping.shared)
+        out = {}
+        for n, ms in zip(self.names, self.mapping.mappings, strict=True):
+            loops: tuple[tuple[str, int], ...] = ()
+            if k:
+                shared = self.mapping.shared[k - 1]
+                temporal = tuple(ms[k - 1].temporal)
+                # a final's shared loops leave the recurrences' ranks (none here: own loops are
+                # refused beside recurrences), so the shared loops are a prefix
+                loops = (
+                    tuple((r, f) for r, f in temporal[len(shared) :] if f > 1)
+                    if temporal[: len(shared)] == tuple(shared)
+                    else ()
+                )
+            out[n] = loops
+        return out
+
     def _outer_names(self) -> list[str]:
         first = self.mapping.mappings[0]
         k = [m.target for m in first].index(self.mapping.level)
@@ -244,6 +273,8 @@ class FusedResult:
                 if any(f > 1 for _r, f in self.mapping.spatial_at(i))
             },
             "intermediates": list(self.intermediates),
+            "own_loops": {n: [[r, f] for r, f in loops] for n, loops in self.own_loops().items() if loops},
+            "in_place": dict(self.mapping.in_place),
             "kept_below": dict(self.mapping.kept),
             "held_below_words": dict(self.held_below),
             "binding": dict(zip(self.names, self.mapping.binding, strict=True))

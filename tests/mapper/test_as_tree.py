@@ -126,6 +126,10 @@ def test_flat_s_score_rows_of_a_group_of_query_tiles_with_k_and_v_streamed_past_
     # GM and SD in the PEs): the buffer holds a group's score rows once, and beside A while AV runs
     # a block of V and the group's output rows, 4.3M of FLAT's 16M words
     assert tree.mapping.in_place == (("SN", "S"), ("A", "SN"))
+    assert r.to_dict()["own_loops"] == {"QK": [["M", 16]], "S": [["M", 16]], "AV": [["M", 16]]}
+    assert (
+        "QK M16, S M16, AV M16" in r.describe() and "written in place: SN over S, A over SN" in r.describe()
+    )
     assert r.footprint_words == 1024 * 4096 + 256 * 64 + 1024 * 64
 
 
