@@ -418,6 +418,7 @@ def analyze(
     network_stats: bool = False,
     produced: frozenset[str] = frozenset(),
     in_place: Mapping[str, str] | None = None,
+    live: float = 1.0,
 ) -> Analysis:
     """Per level and tensor: reads, fills and updates; computes, cycles, energy (module text).
 
@@ -433,7 +434,11 @@ def analyze(
     the outermost level that keeps one has no parent, so nothing fills it from above (an input)
     and its updates go no further (an output). ``in_place`` maps the output to the input it
     overwrites element by element (:attr:`mapper.fusion.FusedMapping.in_place`): a level that
-    keeps both holds one tile of the two."""
+    keeps both holds one tile of the two. ``live``: the fraction of the Einsum's tiles computed
+    where a mask leaves the others wholly masked (:attr:`mapper.fusion.FusedMapping.live`): the
+    computes' energy and cycles, and the on-chip levels' reads and updates and the fills below the
+    level under the outermost, scale by it; the outermost level's traffic, and the fills it
+    makes, do not (a skipped tile's inputs are fetched for the tiles beside it)."""
     produced = frozenset(produced)
     _check(problem, storages, mappings, produced)
     loops = loops_of(mappings)
@@ -490,6 +495,18 @@ def analyze(
             )
             for i in range(n)
         }
+    if not 0.0 < live <= 1.0:
+        raise ScheduleError(f"analysis: live must be a fraction in (0, 1], found {live!r}")
+    if live < 1.0:
+        for i in range(1, n):
+            stats_at[i] = {
+                t: TensorStats(
+                    reads=x.reads * live, fills=x.fills * (live if i > 1 else 1.0), updates=x.updates * live
+                )
+                for t, x in stats_at[i].items()
+            }
+            per_instance[i] = (per_instance[i][0] * live, per_instance[i][1] * live)
+        compute_cycles *= live
     levels: dict[str, dict[str, TensorStats]] = {}
     energy: dict[str, float] = {}
     energy_no_leak: dict[str, float] = {}
@@ -524,11 +541,13 @@ def analyze(
     return Analysis(
         computes=computes,
         cycles=cycles,
-        utilization=pes / units if not imperfect else computes * point_cycles / (compute_cycles * units),
+        utilization=pes / units
+        if not imperfect
+        else computes * live * point_cycles / (compute_cycles * units),
         compute_instances=units,
         levels=levels,
         level_energy_pj=energy,
-        compute_energy_pj=computes * compute_pj,
+        compute_energy_pj=computes * compute_pj * live,
         instances={s.name: k for s, k in zip(storages, instances, strict=True)},
         compute_cycles=compute_cycles,
         level_cycles=level_cycles,

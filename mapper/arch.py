@@ -693,12 +693,13 @@ class ArchSpec:
 
     def _units(self, arr: PEArray) -> dict[str, float]:
         """What an array's PEs pay per operation, by category: its functional units' energies (an
-        add on the MAC's adder; an exponential on the MAC, ``exp_macs`` of them, where the PE has
-        no exp unit but ``exp_on_mac``)."""
+        add on the MAC's adder, any other operation as a MAC; an exponential on the MAC,
+        ``exp_macs`` of them, where the PE has no exp unit but ``exp_on_mac``)."""
         e = self.energy
         units: dict[str, float] = {}
         if "mac" in arr.units:
-            units.update(mac=e.mac_pj, add=e.add_pj)
+            # the rest (a select, a compare) priced as a MAC, as the template's cost table does
+            units.update(mac=e.mac_pj, add=e.add_pj, other=e.mac_pj)
             if arr.exp_on_mac:
                 units["exp"] = arr.exp_macs * e.mac_pj
         for u, pj in (("max", e.max_pj), ("exp", e.exp_pj), ("div", e.div_pj)):

@@ -40,6 +40,7 @@ from mapper import fusion
 from mapper.analysis import LevelMapping, Problem
 from mapper.arch import ArchSpec
 from mapper.errors import ScheduleError
+from mapper.masks import schedule_skip
 from mapper.schedule import Schedule, complete_partitions, layout, split_sizes
 
 __all__ = ["KernelsResult", "TreeKernels", "TreeSchedule", "fused", "kernels"]
@@ -61,6 +62,11 @@ class TreeSchedule:
     steps: Mapping[str, str]
     drain: frozenset[str]
     coarser: bool = False
+
+    @property
+    def live(self) -> tuple[tuple[str, float], ...]:
+        """The Einsums a mask lets skip tiles, with the share they compute."""
+        return self.mapping.live
 
     def evaluate(self, **options: Any) -> fusion.FusedResult:
         return fusion.evaluate(
@@ -120,6 +126,7 @@ def fused(
         )
     lay = layout(cascade)
     full, tile = _sizes(cascade, schedule, sizes)
+    live = _live(cascade, schedule, arch, full, tile)
     problems = fusion.problems_of(cascade, names, full, instances)
     steps = fusion.steps_of(cascade)
     q = full[lay.query] // tile[lay.query] if lay.query else 1
@@ -175,6 +182,7 @@ def fused(
         preload_outside=groups if key_side else None,
         lookahead=schedule.lookahead,
         interleave=schedule.interleave,
+        live=tuple((n, f) for n, f in live if n in names),
     )
     tree = TreeSchedule(
         hierarchy=arch.branched_hierarchy(),
@@ -221,6 +229,11 @@ class TreeKernels:
     kernels: tuple[Any, ...]
     coarser: bool = False  # the kernels' tiles are the template's (:attr:`TreeSchedule.coarser`)
 
+    @property
+    def live(self) -> tuple[tuple[str, float], ...]:
+        """The Einsums a mask lets skip tiles, with the share they compute (:attr:`TreeSchedule.live`)."""
+        return tuple(x for k in self.kernels if isinstance(k, TreeSchedule) for x in k.live)
+
     def evaluate(self) -> KernelsResult:
         from mapper import staged
 
@@ -264,6 +277,7 @@ def kernels(
             "kernel)"
         )
     full, tile = _sizes(cascade, schedule, sizes)
+    live = _live(cascade, schedule, arch, full, tile)
     q = full[lay.query] // tile[lay.query] if lay.query else 1
     tree = arch.branched_hierarchy()
     out: list[Any] = []
@@ -318,6 +332,7 @@ def kernels(
             preload=again,
             lookahead=schedule.lookahead,
             interleave=schedule.interleave,
+            live=tuple((n, f) for n, f in live if n in ns),
         )
         group = TreeSchedule(
             hierarchy=tree,
@@ -379,6 +394,21 @@ def _streams(problems: Sequence[Problem], names: Sequence[str], schedule: Schedu
                 streams.add(j)
                 grew = True
     return streams
+
+
+def _live(
+    cascade: einsum.Cascade,
+    schedule: Schedule,
+    arch: ArchSpec,
+    full: Mapping[str, int],
+    tile: Mapping[str, int],
+) -> tuple[tuple[str, float], ...]:
+    """The share of its tiles each Einsum computes where a mask leaves the others wholly masked
+    (:func:`mapper.masks.schedule_skip`, the template's (query tile, key block) pairs)."""
+    skip, skipping = schedule_skip(cascade, schedule, arch, full=full, tile=tile, lay=layout(cascade))
+    if not skipping or skip.live_fraction >= 1.0:
+        return ()
+    return tuple((n, skip.live_fraction) for n in sorted(skipping))
 
 
 def _dims_of(problems: Sequence[Problem], tensor: str) -> frozenset[str]:

@@ -85,6 +85,11 @@ class FusedMapping:
     #: by element (an elementwise Einsum, its last reader: FuseMax's SLN over BQK, FLAT's A over
     #: SN); the level that keeps both holds one tile of the two
     in_place: tuple[tuple[str, str], ...] = ()
+    #: ``(einsum, fraction)``: the share of the group's tiles an Einsum computes, where a mask
+    #: leaves the others wholly masked (the template's causal tiles); its compute and on-chip
+    #: accesses scale by it, averaged over the tiles as the tile engine runs them
+    #: (:func:`mapper.analysis.analyze`'s ``live``)
+    live: tuple[tuple[str, float], ...] = ()
 
     def spatial_at(self, i: int) -> tuple[tuple[str, int], ...]:
         """The shared spatial loops at outer level ``i``."""
@@ -787,6 +792,22 @@ def _footprint(
     return out
 
 
+def _live(mapping: FusedMapping, names: Sequence[str]) -> dict[str, float]:
+    """``mapping.live`` checked: Einsums of the group, once each, fractions in (0, 1]."""
+    out: dict[str, float] = {}
+    for n, f in mapping.live:
+        if n not in names:
+            raise ScheduleError(
+                f"fusion: live names {n!r}, which is no Einsum of the group{suggest(n, list(names))}"
+            )
+        if n in out:
+            raise ScheduleError(f"fusion: live names {n} twice")
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0.0 < f <= 1.0:
+            raise ScheduleError(f"fusion: live share of {n} must be a fraction in (0, 1], found {f!r}")
+        out[n] = float(f)
+    return out
+
+
 def in_place_pairs(
     problems: Sequence[Problem], made: Sequence[str], lasting: frozenset[str] | set[str]
 ) -> tuple[tuple[str, str], ...]:
@@ -1217,6 +1238,7 @@ def evaluate(
         _check_own_loops(p, n, extra, levels[k - 1], made, recurrent)
         own_loops.append(extra)
     kept_at = _kept_levels(problems, names, mapping, paths, made, k, drain, hierarchy, own_loops)
+    share = _live(mapping, names)
     _check_in_place(problems, names, mapping, made, kept_at, set(state) | set(drain))
     analyses = []
     fixed = []  # each Einsum's mappings with the levels' keep for the group
@@ -1231,8 +1253,11 @@ def evaluate(
         beside = _beside(problems, mapping, j)
         over = {o: i for o, i in mapping.in_place if o == p.output.name}
         analyses.append(
-            path.analyze(p, ms, priced=priced, produced=mine, with_producer=beside, in_place=over or None)
-        )
+            path.analyze(
+                p, ms, priced=priced, produced=mine, with_producer=beside, in_place=over or None,
+                live=share.get(n, 1.0),
+            )
+        )  # fmt: skip
     held = _footprint(
         problems, fixed, k, made, kept_at, paths, own_loops, set(state) | set(drain), dict(mapping.in_place)
     )

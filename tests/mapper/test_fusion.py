@@ -228,6 +228,41 @@ def test_an_elementwise_einsum_writes_over_its_input_in_place() -> None:
         fusion.evaluate(_toy(), pt, fm((("S", "C"),)), names=["C", "S", "E"])
 
 
+def test_a_mask_s_skipped_tiles_by_hand() -> None:
+    """``live``: C computes half of its tiles (a mask leaves the others wholly masked). Its
+    computes' cycles and its buffer reads and updates halve; what DRAM sends, and the buffer
+    fills it makes, do not (a skipped tile's inputs are fetched for the tiles beside it)."""
+    ps = _problems()
+    shared = ((("M", 2),),)
+    mappings = (
+        (
+            LevelMapping(target="DRAM", temporal=(("M", 2),)),
+            LevelMapping(target="buf", temporal=(("M", 4), ("N", 4), ("K", 4))),
+        ),
+        (
+            LevelMapping(target="DRAM", temporal=(("M", 2),)),
+            LevelMapping(target="buf", temporal=(("M", 4), ("P", 4), ("N", 4))),
+        ),
+    )
+    full = fusion.evaluate(
+        _toy(), ps, fusion.FusedMapping(level="buf", shared=shared, mappings=mappings), names=["C", "E"]
+    )
+    half = fusion.evaluate(
+        _toy(),
+        ps,
+        fusion.FusedMapping(level="buf", shared=shared, mappings=mappings, live=(("C", 0.5),)),
+        names=["C", "E"],
+    )
+    c0, c1 = full.analyses[0], half.analyses[0]
+    assert c1.compute_cycles == c0.compute_cycles / 2 == 64
+    assert c1.levels["DRAM"] == c0.levels["DRAM"]
+    a0, a1 = c0.levels["buf"]["A"], c1.levels["buf"]["A"]
+    assert (a1.fills, a1.reads) == (a0.fills, a0.reads / 2)
+    assert c1.levels["buf"]["C"].updates == c0.levels["buf"]["C"].updates / 2
+    assert half.analyses[1] == full.analyses[1]
+    assert half.cycles == 64 + 128
+
+
 def test_a_longer_chain_holds_the_intermediates_that_are_live() -> None:
     """C -> E -> G, one tile after another on one path: while an Einsum runs, the buffer holds its
     own tiles and the intermediates still to be read. At C: C (16) beside A and B (32); at E: C,

@@ -331,9 +331,10 @@ def test_compute_units_price_each_einsum_by_its_operations() -> None:
         no_div.search(hierarchy.einsum_problem(c, "A", sizes), budget=10)
     with pytest.raises(ArchError, match=r"units: unknown operation 'exps'; did you mean 'exp'"):
         hierarchy.Compute(units={"exps": 1.0})
-    # a preset's array has its PEs' units: FuseMax's 2D PEs run exp on the MAC and have no divider
+    # a preset's array has its PEs' units: FuseMax's 2D PEs run exp on the MAC and have no divider;
+    # any other operation (a mask's select) is priced as a MAC, as the template prices it
     two_d = mapper.fusemax(array_dim=16).hierarchy().compute.units
-    assert two_d == {"mac": 17.1645, "add": 8.3395, "exp": 6 * 17.1645, "max": 0.028036}
+    assert two_d == {"mac": 17.1645, "add": 8.3395, "other": 17.1645, "exp": 6 * 17.1645, "max": 0.028036}
     assert "div" in mapper.fusemax(array_dim=16).hierarchy("1d").compute.units
 
 
