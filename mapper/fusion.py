@@ -1540,6 +1540,8 @@ def search(
     # a running state, or a final after the recurrences, needs their rank stepped a tile at a time
     restricted = set(state.values()) | (set(over) if last else set())
     recurrent = bool(state) or bool(over) or any(p.output.name in (steps or {}) for p in problems)
+    # an elementwise Einsum writes over the on-chip input it reads last: free room, no other cost
+    pairs = in_place_pairs(problems, made, set(state) | set(drain))
     size = dict(problems[0].dims)
     levels = [lv.name for lv in hierarchy.levels]
     if level is not None and level not in levels[1:]:
@@ -1631,6 +1633,7 @@ def search(
                     mappings=tuple(r.mappings for _b, r in binding),
                     binding=tuple(b for b, _r in binding) if hierarchy.branches else (),
                     shared_spatial=spatial,
+                    in_place=pairs,
                 )
                 try:
                     res = evaluate(
@@ -1840,7 +1843,10 @@ def _sink(
 
 
 def _keeping(fm: FusedMapping, t: str, level: str) -> FusedMapping:
-    return dataclasses.replace(fm, kept=(*fm.kept, (t, level)))
+    """``fm`` with ``t`` kept at ``level``, below the fusion level; it is written in place over
+    nothing, nor anything over it (the two of a pair stay at one level)."""
+    in_place = tuple(pair for pair in fm.in_place if t not in pair)
+    return dataclasses.replace(fm, kept=(*fm.kept, (t, level)), in_place=in_place)
 
 
 def _map_one(
