@@ -1894,22 +1894,27 @@ def _map_one(
         cons.append(hsearch.Constraint(target=path.levels[i].name, keep=keeps[i]))
     cons += extra
     mine = frozenset(t for t in made if t in {s.name for s in p.spaces})
-    try:
-        r = path.search(
-            p,
-            with_producer=bool(p.epilogue_of) and p.epilogue_of in made,  # bound beside it, or refused
-            priced=priced,
-            metric=metric,
-            budget=budget,
-            seed=seed,
-            constraints=cons,
-            produced=mine,
-            imperfect=imperfect,
-        )
-    except (ScheduleError, ArchError) as exc:
-        problems_left.append(f"{levels[k]}, shared {shared}: {n} on {path.name}: {exc}")
-        r = None
-    if r is not None and r.evaluated:
+
+    def attempt(cons: list[hsearch.Constraint], how: str) -> Any:
+        try:
+            r = path.search(
+                p,
+                with_producer=bool(p.epilogue_of) and p.epilogue_of in made,  # bound beside it, or refused
+                priced=priced,
+                metric=metric,
+                budget=budget,
+                seed=seed,
+                constraints=cons,
+                produced=mine,
+                imperfect=imperfect,
+            )
+        except (ScheduleError, ArchError) as exc:
+            problems_left.append(f"{levels[k]}, shared {shared}: {n} on {path.name}{how}: {exc}")
+            return None
+        return r if r.evaluated else None
+
+    r = attempt(cons, "")
+    if r is not None:
         return r
     free = [] if kept or not k or not streams else _streamable(p, made, shared)
     if not free:
@@ -1922,22 +1927,7 @@ def _map_one(
     cons[2 * (k - 1)] = dataclasses.replace(
         base, factors=fac, order=None, outer=tuple(r for r, _f in shared[k - 1])
     )
-    try:
-        r = path.search(
-            p,
-            with_producer=bool(p.epilogue_of) and p.epilogue_of in made,
-            priced=priced,
-            metric=metric,
-            budget=budget,
-            seed=seed,
-            constraints=cons,
-            produced=mine,
-            imperfect=imperfect,
-        )
-    except (ScheduleError, ArchError) as exc:
-        problems_left.append(f"{levels[k]}, shared {shared}: {n} on {path.name}, streaming {free}: {exc}")
-        return None
-    return r if r.evaluated else None
+    return attempt(cons, f", streaming {free}")
 
 
 #: how many times :func:`_narrowed` makes the streamed blocks smaller before it gives up

@@ -260,21 +260,20 @@ def search(
                 )
             if (i, c.spatial) in slots:
                 fixed[k][slots.index((i, c.spatial))] = f
-        if c.order is not None:
-            for d in c.order:
+        for field, named in (("order", c.order), ("outer", c.outer)):  # innermost, or outermost
+            if named is None:
+                continue
+            for d in named:
                 if d not in [dd for dd, _n in dims]:
-                    raise ScheduleError(f"constraint on {c.target}: order names {d!r}, which is no dimension")
-            named = tuple(c.order)
+                    raise ScheduleError(
+                        f"constraint on {c.target}: {field} names {d!r}, which is no dimension"
+                    )
+            fixed_part = tuple(named)
             level_orders[i] = list(
-                dict.fromkeys(tuple(d for d in o if d not in named) + named for o in level_orders[i])
-            )
-        if c.outer is not None:
-            for d in c.outer:
-                if d not in [dd for dd, _n in dims]:
-                    raise ScheduleError(f"constraint on {c.target}: outer names {d!r}, which is no dimension")
-            first = tuple(c.outer)
-            level_orders[i] = list(
-                dict.fromkeys(first + tuple(d for d in o if d not in first) for o in level_orders[i])
+                dict.fromkeys(
+                    (rest + fixed_part if field == "order" else fixed_part + rest)
+                    for rest in (tuple(d for d in o if d not in fixed_part) for o in level_orders[i])
+                )
             )
     for i, kept in enumerate(keep):
         if i and kept is not None and not kept:  # holds nothing: it only fans out, no loops in time

@@ -155,6 +155,22 @@ def test_constraints_fix_keeps_factors_and_orders(tmp_path: Path) -> None:
     assert order == sorted(order, key="RKCP".index)
 
 
+def test_an_outer_order_puts_its_loops_outermost() -> None:
+    """``Constraint.outer`` (a fused group's shared loops above an Einsum's own): the loops it
+    names go outermost at the level, in its order; every mapping the search returns has them so,
+    whatever the other loops there; a name that is no dimension is a typed error."""
+    levels = _levels(3)
+    for first, then in ((("M", 3), ("K", 2)), (("K", 2), ("M", 3))):
+        cons = [hsearch.Constraint(target="DRAM", factors={"M": 3, "K": 2}, outer=(first[0],))]
+        for seed in range(3):
+            r = hsearch.search(GEMV, levels, compute_instances=4, constraints=cons, budget=20, seed=seed)
+            assert r.mappings[0].temporal == (first, then)
+    with pytest.raises(ScheduleError, match=r"constraint on DRAM: outer names 'Q', which is no dimension"):
+        hsearch.search(
+            GEMV, levels, compute_instances=4, constraints=[hsearch.Constraint(target="DRAM", outer=("Q",))]
+        )
+
+
 def test_bad_constraints_are_typed_errors(tmp_path: Path) -> None:
     files = [HERE / "3levelspatial.arch.yaml", HERE / "conv1d+oc+ic.prob.yaml"]
     path = tmp_path / "c.yaml"
