@@ -255,7 +255,10 @@ def _tree_check(cascade: Any, schedule: Any, arch: Any, w: Any, report: Any, arg
         why = "the tree states the physical accounting without the systolic fill and drain"
     if why is None:
         wc = w.for_cascade(cascade)
-        state = as_tree.fused if len(schedule.kernels) == 1 else as_tree.kernels
+        if schedule.nests and not schedule.kernels:
+            state = as_tree.layerwise
+        else:
+            state = as_tree.fused if len(schedule.kernels) == 1 else as_tree.kernels
         try:
             tree = state(cascade, schedule, arch, wc.sizes, wc.instances)
             r = tree.evaluate()

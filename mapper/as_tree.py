@@ -43,7 +43,7 @@ from mapper.errors import ScheduleError
 from mapper.masks import schedule_skip
 from mapper.schedule import Schedule, complete_partitions, layout, split_sizes
 
-__all__ = ["KernelsResult", "TreeKernels", "TreeSchedule", "fused", "kernels"]
+__all__ = ["KernelsResult", "TreeKernels", "TreeNests", "TreeSchedule", "fused", "kernels", "layerwise"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,9 +112,9 @@ def fused(
     names = tuple(e.output for e in cascade.einsums if not e.init and e.output in schedule.binding)
     if schedule.nests or len(schedule.kernels) != 1 or set(schedule.kernels[0]) != set(names):
         raise ScheduleError(
-            "as_tree: only a schedule that fuses the whole cascade in one kernel is stated in the tree "
-            f"yet; this one has kernels {[list(k) for k in schedule.kernels]} and loop nests "
-            f"{sorted(schedule.nests) or 'none'}"
+            "as_tree: fused states a schedule that fuses the whole cascade in one kernel (kernels: "
+            "as_tree.kernels, loop nests alone: as_tree.layerwise); this one has kernels "
+            f"{[list(k) for k in schedule.kernels]} and loop nests {sorted(schedule.nests) or 'none'}"
         )
     if schedule.spill_fraction:
         raise ScheduleError("as_tree: a schedule that spills to DRAM is not stated in the tree yet")
@@ -394,6 +394,67 @@ def _streams(problems: Sequence[Problem], names: Sequence[str], schedule: Schedu
                 streams.add(j)
                 grew = True
     return streams
+
+
+@dataclasses.dataclass(frozen=True)
+class TreeNests:
+    """A layer-by-layer schedule in the tree: each Einsum's loop nest as a mapping of DRAM, the
+    buffer and its array's register files (:func:`mapper.nest.nest_hierarchy`), analysed on its
+    array's path of the preset's hierarchy (:meth:`mapper.arch.ArchSpec.hierarchy`), the tensors
+    kept in the buffer between nests made on chip; the nests one after another, each instance's
+    in turn: ``(name, hierarchy, problem, mappings, produced)``."""
+
+    nests: tuple[tuple[str, Any, Problem, tuple[LevelMapping, ...], frozenset[str]], ...]
+    instances: int = 1
+    coarser: bool = False
+    live: tuple[tuple[str, float], ...] = ()
+
+    def evaluate(self) -> KernelsResult:
+        parts = []
+        for name, h, p, ms, produced in self.nests:
+            a = h.analyze(p, ms, produced=produced)
+            n = self.instances
+            parts.append(((name,), a.cycles * n, a.energy_pj * n, a.scalar_accesses(h.levels[0].name) * n))
+        return KernelsResult(parts=tuple(parts))
+
+
+def layerwise(
+    cascade: einsum.Cascade,
+    schedule: Schedule,
+    arch: ArchSpec,
+    sizes: Mapping[str, int],
+    instances: int = 1,
+) -> TreeNests:
+    """A schedule that runs every Einsum as a loop nest (the template's layer-by-layer schedules)
+    as mappings of the tree (:class:`TreeNests`). Each nest's cycles are the analysis's (the most
+    of its compute and its levels' bandwidth cycles), as the template's nest cost takes them; the
+    schedule's latency is their sum. Tiled kernels beside the nests are a typed error."""
+    names = tuple(e.output for e in cascade.einsums if not e.init and e.output in schedule.binding)
+    if schedule.kernels or set(schedule.nests) != set(names):
+        raise ScheduleError(
+            "as_tree: layerwise states a schedule whose Einsums all run as loop nests; this one has "
+            f"kernels {[list(k) for k in schedule.kernels]}"
+        )
+    from mapper.nest import nest_hierarchy, schedule_nests
+
+    full, _tile = _sizes(cascade, schedule, sizes)
+    out = []
+    for name, (prob, _cost) in schedule_nests(cascade, schedule, arch, full).items():
+        nest = schedule.nests[name]
+        _p, _storages, ms = nest_hierarchy(prob, nest, resident=True)
+        # the Einsum with its operations (the nest's problem has its ranks and tensors only)
+        p = fusion.problems_of(cascade, [name], full)[0]
+        h = arch.hierarchy(nest.array)
+        ms = tuple(dataclasses.replace(m, target=lv.name) for m, lv in zip(ms, h.levels, strict=True))
+        out.append((name, h, p, ms, frozenset(prob.on_chip)))
+    stated = TreeNests(nests=tuple(out), instances=instances)
+    try:
+        stated.evaluate()
+    except ScheduleError as exc:
+        raise ScheduleError(
+            f"as_tree: a loop nest does not fit or run as the tree states it: {exc}"
+        ) from None
+    return stated
 
 
 def _live(

@@ -383,7 +383,7 @@ def nest_cost(problem: NestProblem, nest: LoopNest, *, systolic: bool = False) -
 
 
 def nest_hierarchy(
-    problem: NestProblem, nest: LoopNest
+    problem: NestProblem, nest: LoopNest, *, resident: bool = False
 ) -> tuple[Problem, tuple[Storage, ...], tuple[LevelMapping, ...]]:
     """``nest`` as a mapping over a storage hierarchy (:mod:`mapper.analysis`): DRAM, the global
     buffer, one register file per PE, with the DRAM level's and the buffer level's loops in the
@@ -393,9 +393,12 @@ def nest_hierarchy(
     words, buffer writes and tile words equal the analysis's, and its buffer reads equal the
     analysis's plus the output's words drained to DRAM (read out of the buffer to send them up),
     wherever the spatial ranks divide their sizes (``tests/mapper/test_cost_model.py`` checks it).
-    ``to_timeloop`` (:mod:`mapper.hsearch`) writes the result in Timeloop's mapping format."""
+    ``to_timeloop`` (:mod:`mapper.hsearch`) writes the result in Timeloop's mapping format.
+    With ``resident``, the tensors the schedule keeps in the buffer between nests
+    (``problem.on_chip``) are kept by the buffer and not by DRAM: analyse it with them
+    ``produced`` (:func:`mapper.analysis.analyze`), so nothing fills them from DRAM."""
     p = problem
-    if p.on_chip:
+    if p.on_chip and not resident:
         raise ScheduleError(
             f"nest {nest.describe()}: tensors resident in the buffer ({', '.join(sorted(p.on_chip))}) "
             "have no place in a single-Einsum hierarchy"
@@ -430,7 +433,11 @@ def nest_hierarchy(
         Storage(name="rf", instances=math.prod(f for _r, f in spatial)),
     )
     mappings = (
-        LevelMapping(target="DRAM", temporal=tuple((r, outer[r]) for r in nest.order if outer[r] > 1)),
+        LevelMapping(
+            target="DRAM",
+            temporal=tuple((r, outer[r]) for r in nest.order if outer[r] > 1),
+            keep=frozenset(t for t in p.tensors if t not in p.on_chip) if p.on_chip else None,
+        ),
         LevelMapping(
             target="buffer",
             temporal=tuple((r, nest.tiles[r]) for r in nest.order if nest.tiles[r] > 1),
