@@ -984,7 +984,8 @@ def add_parsers(sub: Any) -> None:
         action="store_true",
         help="check each point's latency and DRAM bytes against the same schedule stated in the preset's "
         "tree and costed by the hierarchy analysis and the tile engine (mapper.as_tree); a difference is "
-        "an error",
+        "an error (where the tree's tiles are coarser or a mask skips tiles, the DRAM bytes only, and the "
+        "latency's difference is reported)",
     )
     ev.add_argument(
         "--prune",
