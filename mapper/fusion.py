@@ -900,15 +900,11 @@ def _check_own_loops(
     if not own:
         return
     dims = dict(problem.dims)
-    for r, f in own:
+    for r, _f in own:
         if r not in dims:
             raise ScheduleError(
                 f"fusion: {name}'s own loop over {r} at {level}: {name} has no rank {r} "
                 f"({', '.join(dims)}){suggest(r, list(dims))}"
-            )
-        if not isinstance(f, int) or isinstance(f, bool) or f < 1:
-            raise ScheduleError(
-                f"fusion: {name}'s own loop over {r} at {level}: factor {f!r} is not a positive integer"
             )
     if recurrent:
         raise ScheduleError(

@@ -228,6 +228,94 @@ def test_an_elementwise_einsum_writes_over_its_input_in_place() -> None:
         fusion.evaluate(_toy(), pt, fm((("S", "C"),)), names=["C", "S", "E"])
 
 
+def test_what_may_not_be_written_in_place() -> None:
+    """Each rule of ``in_place`` refuses with its reason: an output over two inputs, over an input
+    the group does not make, over one a later Einsum still reads, over one read after the group,
+    and with the two at different levels."""
+    text = SOFT.replace(
+        "E[m, p] = S[m, n] * D[n, p]", "T[m, n] = S[m, n] + C[m, n]\nE[m, p] = T[m, n] * D[n, p]"
+    )
+    names = ["C", "S", "T", "E"]
+    ps = fusion.problems_of(einsum.parse(text), names, {"M": 8, "K": 1, "N": 4, "P": 1})
+    assert fusion.in_place_pairs(ps, fusion.intermediates(ps), set()) == (("T", "S"),)
+    buf = {"C": (("M", 4), ("N", 4), ("K", 1)), "S": (("M", 4), ("N", 4)), "T": (("M", 4), ("N", 4))}
+    buf["E"] = (("M", 4), ("P", 1), ("N", 4))
+
+    def fm(in_place, hier_rf=False, kept=()):  # type: ignore[no-untyped-def]
+        rf = (LevelMapping(target="rf"),) if hier_rf else ()
+        return fusion.FusedMapping(
+            level="buf",
+            shared=((("M", 2),),),
+            mappings=tuple(
+                (
+                    LevelMapping(target="DRAM", temporal=(("M", 2),)),
+                    LevelMapping(target="buf", temporal=buf[n]),
+                    *rf,
+                )
+                for n in names
+            ),
+            in_place=in_place,
+            kept=kept,
+        )
+
+    assert fusion.evaluate(_toy(), ps, fm((("T", "S"),)), names=names).mapping.in_place == (("T", "S"),)
+    cases = [
+        ((("T", "S"), ("T", "S")), {}, r"in_place writes T over two inputs"),
+        (
+            (("C", "A"),),
+            {},
+            r"C cannot be written over A in place: A is not one of the group's on-chip tensors",
+        ),
+        ((("S", "C"),), {}, r"S cannot be written over C in place: T reads C after S"),
+        (
+            (("T", "S"),),
+            {"drain": frozenset({"S"})},
+            r"T cannot be written over S in place: S is read after the group",
+        ),
+    ]
+    for in_place, options, match in cases:
+        with pytest.raises(ScheduleError, match=match):
+            fusion.evaluate(_toy(), ps, fm(in_place), names=names, **options)
+    with pytest.raises(
+        ScheduleError, match=r"T cannot be written over S in place: T and S are kept at different levels"
+    ):
+        fusion.evaluate(_with_rf(), ps, fm((("T", "S"),), True, kept=(("S", "rf"),)), names=names)
+
+
+def test_bad_own_loops_and_live_shares_are_typed_errors() -> None:
+    """A loop of one Einsum above the fusion level with a factor that is no positive integer (the
+    analysis's check), a mask's share named twice, and a share the analysis is given outside
+    (0, 1]."""
+    ps = _problems()
+    own = (
+        (
+            LevelMapping(target="DRAM", temporal=(("M", 2), ("N", 0))),
+            LevelMapping(target="buf", temporal=(("M", 4), ("N", 4), ("K", 4))),
+        ),
+        (
+            LevelMapping(target="DRAM", temporal=(("M", 2),)),
+            LevelMapping(target="buf", temporal=(("M", 4), ("P", 4), ("N", 4))),
+        ),
+    )
+    with pytest.raises(
+        ScheduleError, match=r"mapping of DRAM: factor of N must be an integer in 1 .. 2\*\*40, found 0"
+    ):
+        fusion.evaluate(
+            _toy(),
+            ps,
+            fusion.FusedMapping(level="buf", shared=((("M", 2),),), mappings=own),
+            names=["C", "E"],
+        )
+    fine = ((LevelMapping(target="DRAM", temporal=(("M", 2),)), own[0][1]), own[1])  # C without the bad loop
+    twice = fusion.FusedMapping(
+        level="buf", shared=((("M", 2),),), mappings=fine, live=(("C", 0.5), ("C", 0.5))
+    )
+    with pytest.raises(ScheduleError, match=r"live names C twice"):
+        fusion.evaluate(_toy(), ps, twice, names=["C", "E"])
+    with pytest.raises(ScheduleError, match=r"analysis: live must be a fraction in \(0, 1\], found 1.5"):
+        _toy().analyze(ps[0], fine[0], live=1.5)
+
+
 def test_a_mask_s_skipped_tiles_by_hand() -> None:
     """``live``: C computes half of its tiles (a mask leaves the others wholly masked). Its
     computes' cycles and its buffer reads and updates halve; what DRAM sends, and the buffer
