@@ -269,7 +269,7 @@ def _tree_check(cascade: Any, schedule: Any, arch: Any, w: Any, report: Any, arg
     words = r.dram_words if isinstance(r, as_tree.KernelsResult) else r.scalar_accesses("DRAM")
     # the engine's tiles differ from the template's, or a mask skips tiles (the template rounds each
     # unit's operations up per tile, the mask's index arithmetic a cycle a tile): the DRAM bytes only
-    masked = bool(getattr(tree, "live", False))
+    masked = bool(tree.live)
     coarser = tree.coarser or masked
     same_cycles = coarser or abs(r.cycles - report.latency_cycles) <= 1e-9 * max(1.0, report.latency_cycles)
     if not same_cycles or words * arch.word_bytes != report.traffic_bytes:

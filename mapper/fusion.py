@@ -1921,7 +1921,7 @@ def _map_one(
     base = cons[2 * (k - 1)]
     fac = {d: f for d, f in base.factors.items() if d not in free}
     cons[2 * (k - 1)] = dataclasses.replace(
-        base, factors=fac, order=None, outer=tuple(r for r, _f in shared[k - 1])
+        base, factors=fac, order=None, outer=tuple(rank for rank, _f in shared[k - 1])
     )
     return attempt(cons, f", streaming {free}")
 

@@ -288,6 +288,7 @@ def test_einforge_evaluate_check_tree(
 
     class Off:  # a tree statement whose figures disagree with the report's
         coarser = False
+        live = ()
 
         def evaluate(self):  # type: ignore[no-untyped-def]
             class R:
