@@ -322,6 +322,11 @@ def test_the_rest_of_what_is_not_stated_names_itself() -> None:
         ScheduleError, match=r"kernel 2 \(GM, SN, SD, A\) does not fit or run .* take 17179869184"
     ):
         as_tree.kernels(c, s, arch, w.for_cascade(c).sizes, w.instances)
+    # a layer-by-layer schedule whose spatial ranks do not divide the array (ragged): the nest says so
+    fm = mapper.preset("fusemax")
+    lw = search(c, fm, SearchOptions(sizes={"P": 300, "M": 1000, "E": 64, "F": 64}, fusion="layerwise"))
+    with pytest.raises(ScheduleError, match=r"rank P \(300\) does not divide over 256 PEs"):
+        as_tree.layerwise(c, lw, fm, {"P": 300, "M": 1000, "E": 64, "F": 64}, 1)
     with pytest.raises(ScheduleError, match=r"instances must be a positive integer, found 0"):
         fusion.problems_of(c, ["QK"], {"P": 4, "M": 4, "E": 4, "F": 4}, instances=0)
 
