@@ -26,7 +26,7 @@ from einsum import (
     TopK,
     Var,
 )
-from einsum._expr import ordered_vars, product_factors, walk
+from einsum._expr import free_vars, ordered_vars, product_factors, walk
 from golden._plan import _ARITH, _CMP, _FUNCS, NoTemplate, Step, _names, _rename
 from golden._templates_cpu import _BLOCK_MASK, _KEY_RANGE, _SOFTMAX, _TILE_CHECK, _WEIGHTED
 from golden._templates_cuda import (
@@ -127,6 +127,8 @@ class _Gen:
                 return "qk"
             return f"float(i_{x.name})" if self.cuda or not self.core else f"q.dtype.type(i_{x.name})"
         if isinstance(x, ParamRef):
+            if self.core and not self.cuda:  # read once at the kernel's top (_param_lines)
+                return f"pv{self.params.index(x.name)}"
             return f"prm[{self.params.index(x.name)}]"
         if isinstance(x, Size):
             return f"sz[{self.sizes.index(x.rank)}]"
@@ -610,6 +612,12 @@ def _cuda_source(
     return header + src
 
 
+def _param_lines(params: list[str], ind: int) -> str:
+    """A CPU core's parameters, read into locals once (``pv<n>``): a read of ``prm`` inside a loop
+    that writes the score row is one LLVM cannot hoist, as it cannot tell the arrays apart."""
+    return "".join(f"{' ' * ind}pv{i} = q.dtype.type(prm[{i}])\n" for i in range(len(params)))
+
+
 def _source(st: Step, params: list[str], sizes: list[str]) -> str:
     gen = _core_gen(st, params, sizes, False)
     body = gen.py(st.body)  # type: ignore[arg-type]
@@ -620,12 +628,17 @@ def _source(st: Step, params: list[str], sizes: list[str]) -> str:
         kunflat=_unflatten(20, "mi", st.kranks, gen),
         kunflat3=_unflatten(24, "mi", st.kranks, gen),
         xgroups=_xgroups(st, 8),
+        params=_param_lines(params, 4),
     )
     masked = cond is not None and not bounded_only(cond, st.kranks)
     tile_check = _TILE_CHECK if masked else ""
     key_range, krange = _key_range(st, gen, cond)
     template = _SOFTMAX if st.kind == "softmax" else _WEIGHTED
+    # a score that reads more than qk (an index, a tensor) may drift along the row: each key tile's
+    # sample may raise the reference (the softmax template); plain qk times constants does not
+    drift = bool(free_vars(st.body) - {"qk"}) or any(isinstance(x, Access) for x in walk(st.body))
     src = template.format(
+        drift=drift,
         body=body,
         tile_check=tile_check,
         key_range=key_range,
@@ -645,6 +658,7 @@ def _source(st: Step, params: list[str], sizes: list[str]) -> str:
             extra=fill["extra"],
             cond=gen.py(cond),
             xgroups=_xgroups(st, 8),
+            params=_param_lines(params, 4),
             bqunflat=_unflatten(12, "pi", st.qranks, gen),
             bkunflat=_unflatten(16, "mi", st.kranks, gen),
         )

@@ -20,7 +20,7 @@ def kernel(q, k, v, out, prm, sz, szi, {extra}, bq, bk, blk, gmap):
     ZERO = q.dtype.type(0.0)
     INF = q.dtype.type(np.inf)
     BIG = q.dtype.type(8886110.520507872)  # exp(16)
-    nqb = (P + bq - 1) // bq
+{params}    nqb = (P + bq - 1) // bq
     for w in prange(G * nqb):
         g = w // nqb
         gq, gk, gv = gmap[0, g], gmap[1, g], gmap[2, g]  # the entries Q, K and V are read at
@@ -44,15 +44,18 @@ _SOFTMAX = (
 {qunflat}                row = s[i]
                 # Conditional rescaling (as the hand-written 1-pass kernel, FlashAttention-4): the
                 # row's running reference RM serves as the exp's shift while this tile's exp-sum
-                # against it stays below exp(16). A strided sample of 32 scores raises the
-                # reference first where the tile's scores have grown past it (a bias along the
-                # row, as ALiBi's). Past exp(16) (or inf / NaN), or where the sample is all
-                # masked, the row takes two passes against its true max. Softmax is
-                # shift-invariant, so either gives the same AV.
+                # against it stays below exp(16). A sample of 32 scores sets the reference at a
+                # row's first tile (its first 32) and, where the score reads an index or a tensor
+                # beside qk (a bias along the row, as ALiBi's: DRIFT), a strided one raises it
+                # first where a tile's scores have grown past it. Past exp(16) (or inf / NaN), or
+                # where the sample is all masked, the row takes two passes against its true max.
+                # Softmax is shift-invariant, so either gives the same AV.
                 ref = rm[i]
                 smp = -INF
-                if nk < 64:  # the sample is the whole tile: a unit-stride loop, vectorised
-                    for j in range(nk):
+                if ref != -INF and not {drift}:
+                    pass
+                elif nk < 64 or not {drift}:  # unit stride (vectorised): a short tile whole, or
+                    for j in range(nk if nk < 64 else 32):  # a row's first 32 scores
                         mi = m0 + j
 {kunflat3}                        qk = row[j]
                         smp = _fmax(smp, q.dtype.type({body}))
@@ -153,7 +156,7 @@ def block_mask(q, prm, sz, szi, {extra}, bq, bk, G, P, M, blk, gmap):
     ONE = q.dtype.type(1.0)
     ZERO = q.dtype.type(0.0)
     INF = q.dtype.type(np.inf)
-    nqb = (P + bq - 1) // bq
+{params}    nqb = (P + bq - 1) // bq
     nkb = (M + bk - 1) // bk
     for w in prange(G * nqb * nkb):
         g = w // (nqb * nkb)
