@@ -549,3 +549,23 @@ def test_enable_gqa_needs_the_compiled_kernels() -> None:
         golden.EvaluationError, match=r"enable_gqa needs the compiled kernels.*repeat K and V"
     ):
         golden.compile(c)({}, enable_gqa=True)
+
+
+def test_a_row_s_reference_is_resampled_per_key_tile_only_where_the_score_can_drift() -> None:
+    """A softmax core's running reference: set from a row's first 32 scores, raised per key tile
+    by a strided sample only where the score reads an index or a tensor beside ``qk`` (ALiBi's
+    bias along the row); plain ``qk * scale`` skips the sample and takes two passes over a tile
+    whose scores grew past exp(16). Both give the interpreter's AV, here with scores that grow
+    by 40 per key tile of 16."""
+    rng = np.random.default_rng(11)
+    q = np.abs(rng.normal(size=(32, 8))) + 1.0
+    k = np.abs(rng.normal(size=(128, 8))) * np.repeat(np.arange(1.0, 9.0), 16)[:, None] * 2.0
+    v = rng.normal(size=(128, 4))
+    for name, drift in (("attention_3pass", False), ("alibi_attention", True)):
+        c = einsum.library.get(name)
+        fn = golden.compile(c, block_q=8, block_k=16)
+        assert f"if ref != -INF and not {drift}:" in fn.kernel_source()
+        x = {"Q": q[None], "K": k[None], "V": v[None]}
+        got = fn(x)[c.outputs[0]][0]
+        want = golden.run(c, {"Q": q, "K": k, "V": v})[c.outputs[0]]
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
