@@ -22,6 +22,10 @@ evaluate`) cost it:
   the Einsums that read K or V, and those on the same array that take their results from the
   PEs, run their own loop over the key blocks above the buffer, so the buffer holds one block
   of K or V at a time and the score rows whole (``coarser``).
+- **Loop order**: each Einsum's time at the buffer runs its array's ranks first, then the ranks it
+  reduces innermost or outermost, whichever costs less energy at no longer latency (outermost: a
+  PE holds an operand across the output's ranks, AV's A across F). One Einsum alone in a kernel
+  may also keep that operand in its register files (:func:`kernels`).
 - The tile engine's ``lookahead`` and ``interleave`` are the schedule's.
 
 ``tests/mapper/test_as_tree.py`` checks that FuseMax's and FLAT's fused schedules, the RTL tile's
@@ -304,16 +308,24 @@ def kernels(
         streams = _streams(ps, ns, schedule, lay) if grouped else set()
         ms = _own(ps, ns, schedule, arch, ktile, outer, frozenset(), lay, streams=streams)
         if len(ns) == 1:
-            out.append(
-                (
-                    tree.branch(schedule.binding[ns[0]]),
-                    ps[0],
-                    ns[0],
-                    ms[0],
-                    schedule.lookahead,
-                    schedule.interleave,
-                )
+            alone = (
+                tree.branch(schedule.binding[ns[0]]),
+                ps[0],
+                ns[0],
+                ms[0],
+                schedule.lookahead,
+                schedule.interleave,
             )
+            # of its orders at the buffer, with or without the operands the innermost loop does not
+            # index held in the PEs, the one of less energy, the latency no longer (as _orders)
+            swapped = _reduced_outside(ps[0], ns[0], ms[0], schedule)
+            tries = [ms[0], *(() if swapped is None else (swapped,))]
+            tries += [h for m in tries if (h := _held(alone[0], ps[0], m)) != m]
+            parts = TreeKernels(kernels=tuple((*alone[:3], m, *alone[4:]) for m in tries)).evaluate().parts
+            c0 = parts[0][1]
+            pick = min(range(len(tries)), key=lambda i: (parts[i][1] > c0, parts[i][2]))
+            alone = (*alone[:3], tries[pick], *alone[4:])
+            out.append(alone)
             continue
         made = {p.output.name for p in ps}
         ins = [s.name for p in ps for s in p.spaces if not s.output and s.name not in made]
@@ -565,4 +577,64 @@ def _in_the_pes(tree: TreeSchedule, schedule: Schedule) -> TreeSchedule:
                 raise
             kept.remove(refused)
             continue
-        return trial
+        return _orders(trial, schedule)
+
+
+def _orders(tree: TreeSchedule, schedule: Schedule) -> TreeSchedule:
+    """``tree`` with each Einsum's time at the buffer in the order of less energy, where the
+    template's schedule leaves it open: after its array's ranks, the ranks it reduces innermost
+    (a PE accumulates its output across them in its register; an operand not indexed by them is
+    read again for each output rank's step) or outermost (the PE holds an operand across the
+    output ranks' steps, AV's A across F, and the partial sums go back to the buffer once per
+    step of the reduced ranks). Kept where the energy is lower and the latency no longer."""
+    best, result = tree, tree.evaluate()
+    for i, (p, n) in enumerate(zip(tree.problems, tree.names, strict=True)):
+        swapped = _reduced_outside(p, n, best.mapping.mappings[i], schedule)
+        if swapped is None:
+            continue
+        mappings = (*best.mapping.mappings[:i], swapped, *best.mapping.mappings[i + 1 :])
+        trial = dataclasses.replace(best, mapping=dataclasses.replace(best.mapping, mappings=mappings))
+        try:
+            r = trial.evaluate()
+        except ScheduleError:
+            continue
+        if r.energy_pj < result.energy_pj and r.cycles <= result.cycles:
+            best, result = trial, r
+    return best
+
+
+def _held(path: Any, p: Problem, ms: tuple[LevelMapping, ...]) -> tuple[LevelMapping, ...]:
+    """``ms`` with the register files below the buffer keeping, beside what their level keeps,
+    the operands that the buffer's innermost loop does not index: a PE holds such an operand (AV's
+    A across F) in a register rather than reading it from the buffer again at each step."""
+    at = next(j for j, m in enumerate(ms) if m.target == "buffer")
+    loops = ms[at].temporal
+    if not loops or at + 1 >= len(ms):
+        return ms
+    inner = loops[-1][0]
+    rf = ms[at + 1]
+    level = next(lv for lv in path.levels if lv.name == rf.target)
+    base = path._keep(level, p)
+    held = {s.name for s in p.spaces if not s.output and inner not in s.dims}
+    if base is None or held <= base:
+        return ms
+    return (*ms[: at + 1], dataclasses.replace(rf, keep=tuple(sorted(base | held))), *ms[at + 2 :])
+
+
+def _reduced_outside(
+    p: Problem, name: str, ms: tuple[LevelMapping, ...], schedule: Schedule
+) -> tuple[LevelMapping, ...] | None:
+    """``ms`` with the ranks the Einsum reduces outside its output's ranks in its time at the
+    buffer (after its array's ranks); None where that is the order it has, or no other."""
+    at = next((j for j, m in enumerate(ms) if m.target == "buffer"), None)
+    if at is None:
+        return None
+    loops = ms[at].temporal
+    first = [x for x in loops if x[0] in schedule.spatial[schedule.binding[name]]]
+    rest = [x for x in loops if x not in first]
+    outs = [x for x in rest if x[0] in p.output.dims]
+    reduced = [x for x in rest if x[0] not in p.output.dims]
+    alt = (*first, *reduced, *outs)
+    if not outs or not reduced or alt == loops:
+        return None
+    return (*ms[:at], dataclasses.replace(ms[at], temporal=alt), *ms[at + 1 :])
