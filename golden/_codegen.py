@@ -636,7 +636,9 @@ def _source(st: Step, params: list[str], sizes: list[str]) -> str:
     template = _SOFTMAX if st.kind == "softmax" else _WEIGHTED
     # a score that reads more than qk (an index, a tensor) may drift along the row: each key tile's
     # sample may raise the reference (the softmax template); plain qk times constants does not
-    drift = bool(free_vars(st.body) - {"qk"}) or any(isinstance(x, Access) for x in walk(st.body))
+    drift = st.body is not None and (
+        bool(free_vars(st.body) - {"qk"}) or any(isinstance(x, Access) for x in walk(st.body))
+    )
     src = template.format(
         drift=drift,
         body=body,

@@ -22,6 +22,9 @@ evaluate`) cost it:
   the Einsums that read K or V, and those on the same array that take their results from the
   PEs, run their own loop over the key blocks above the buffer, so the buffer holds one block
   of K or V at a time and the score rows whole (``coarser``).
+- **Same-pass readers**: a tensor the template keeps in the buffer reaches the readers it lets
+  take it from the PEs as it is made (FLAT's SD summing SN) from its writer's register files
+  (:attr:`mapper.fusion.FusedMapping.forward`), where the tree's rules allow.
 - **Loop order**: each Einsum's time at the buffer runs its array's ranks first, then the ranks it
   reduces innermost or outermost, whichever costs less energy at no longer latency (outermost: a
   PE holds an operand across the output's ranks, AV's A across F). One Einsum alone in a kernel
@@ -43,9 +46,10 @@ import einsum
 from mapper import fusion
 from mapper.analysis import LevelMapping, Problem
 from mapper.arch import ArchSpec
+from mapper.cost import same_pass_readers
 from mapper.errors import ScheduleError
 from mapper.masks import schedule_skip
-from mapper.schedule import Schedule, complete_partitions, layout, split_sizes
+from mapper.schedule import Schedule, complete_partitions, einsum_facts, layout, split_sizes
 
 __all__ = ["KernelsResult", "TreeKernels", "TreeNests", "TreeSchedule", "fused", "kernels", "layerwise"]
 
@@ -198,7 +202,7 @@ def fused(
         coarser=streamed,
     )
     try:
-        return _in_the_pes(tree, schedule)
+        return _in_the_pes(tree, schedule, _forward(cascade, schedule, names))
     except ScheduleError as exc:
         raise ScheduleError(
             f"as_tree: the schedule as the tree states it does not fit or run: {exc}"
@@ -355,7 +359,7 @@ def kernels(
             drain=fusion.read_after(cascade, ns),
         )
         try:
-            out.append(_in_the_pes(group, schedule))
+            out.append(_in_the_pes(group, schedule, _forward(cascade, schedule, ns)))
         except ScheduleError as exc:
             how = (
                 f"a tile the {on_chip} query tiles that share a pass over the keys, K and V streamed past "
@@ -547,12 +551,31 @@ def _own(
     return mappings
 
 
-def _in_the_pes(tree: TreeSchedule, schedule: Schedule) -> TreeSchedule:
+def _forward(cascade: einsum.Cascade, schedule: Schedule, names: Sequence[str]) -> list[tuple[str, str]]:
+    """The template's same-pass readers (:func:`mapper.cost.same_pass_readers`) of the tensors it
+    keeps in the buffer, among ``names``: ``(tensor, reader)``, the reader taking the tensor from
+    the PEs as it is made (:attr:`mapper.fusion.FusedMapping.forward`)."""
+    facts = {f.name: f for f in einsum_facts(cascade)}
+    key = layout(cascade).key
+    return [
+        (n, r)
+        for n in names
+        if schedule.residency.get(n, "array") == "buffer" and n not in cascade.iterative
+        for r in sorted(same_pass_readers(facts, schedule, n, key))
+        if r in names
+    ]
+
+
+def _in_the_pes(
+    tree: TreeSchedule, schedule: Schedule, forward: Sequence[tuple[str, str]] = ()
+) -> TreeSchedule:
     """``tree`` with the intermediates the template keeps in the arrays kept in their writer's
     register files where the tree's rules allow: all of them first, then without each one a rule
     refuses (the error names it), until the group evaluates. An elementwise Einsum writes its
     output over the input it reads last, where both stay at one level
-    (:attr:`mapper.fusion.FusedMapping.in_place`): the template holds one copy of the score rows."""
+    (:attr:`mapper.fusion.FusedMapping.in_place`): the template holds one copy of the score rows.
+    The ``forward`` pairs (:func:`_forward`) take their tensor from the writer's registers where the
+    rules allow, likewise."""
     wanted = [
         (p.output.name, f"rf_{schedule.binding[n]}")
         for p, n in zip(tree.problems, tree.names, strict=True)
@@ -562,20 +585,29 @@ def _in_the_pes(tree: TreeSchedule, schedule: Schedule) -> TreeSchedule:
     made = (*fusion.intermediates(tree.problems), *states)
     pairs = fusion.in_place_pairs(tree.problems, made, set(states) | set(tree.drain))
     kept = list(wanted)
+    fwd = [(t, r) for t, r in forward if t not in dict(kept)]
     while True:
         where = dict(kept)
         over = tuple((o, i) for o, i in pairs if where.get(o) == where.get(i))
         trial = dataclasses.replace(
-            tree, mapping=dataclasses.replace(tree.mapping, kept=tuple(kept), in_place=over)
+            tree,
+            mapping=dataclasses.replace(tree.mapping, kept=tuple(kept), in_place=over, forward=tuple(fwd)),
         )
         try:
             trial.evaluate()
         except ScheduleError as exc:
             text = str(exc)
             refused = next((k for k in kept if text.startswith(f"fusion: {k[0]} ")), None)
-            if refused is None:
+            if refused is not None:
+                kept.remove(refused)
+                continue
+            # a pair the rules refuse (the error is one of the pair's two tensors kept at the
+            # writer's registers: its name, or the pair's) goes; the others stay
+            named = {x: (f"fusion: forward ({x[0]}, {x[1]})", f"fusion: {x[0]} ") for x in fwd}
+            gone = next((x for x in fwd if text.startswith(named[x])), None)
+            if gone is None:
                 raise
-            kept.remove(refused)
+            fwd.remove(gone)
             continue
         return _orders(trial, schedule)
 

@@ -90,6 +90,12 @@ class FusedMapping:
     #: accesses scale by it, averaged over the tiles as the tile engine runs them
     #: (:func:`mapper.analysis.analyze`'s ``live``)
     live: tuple[tuple[str, float], ...] = ()
+    #: ``(tensor, reader)`` pairs: the reader takes an on-chip tensor kept at the fusion level from
+    #: its writer's register files (the innermost level of the branch they share) as it is made,
+    #: the two in lockstep over its ranks below the fusion level (as :attr:`kept` requires), and
+    #: not from the fusion level, where the group's other readers find it: the 3-pass cascade's
+    #: SD sums SN as SN is written, while A, which needs SD whole, reads SN later
+    forward: tuple[tuple[str, str], ...] = ()
 
     def spatial_at(self, i: int) -> tuple[tuple[str, int], ...]:
         """The shared spatial loops at outer level ``i``."""
@@ -214,6 +220,11 @@ class FusedResult:
             )
         if self.mapping.in_place:
             lines.append("written in place: " + ", ".join(f"{o} over {i}" for o, i in self.mapping.in_place))
+        if self.mapping.forward:
+            lines.append(
+                "taken from the writer's registers as made: "
+                + ", ".join(f"{t} by {r}" for t, r in self.mapping.forward)
+            )
         if self.linked:
             lines.append(
                 "across links: "
@@ -280,6 +291,7 @@ class FusedResult:
             "intermediates": list(self.intermediates),
             "own_loops": {n: [[r, f] for r, f in loops] for n, loops in self.own_loops().items() if loops},
             "in_place": dict(self.mapping.in_place),
+            "forward": [[t, r] for t, r in self.mapping.forward],
             "kept_below": dict(self.mapping.kept),
             "held_below_words": dict(self.held_below),
             "binding": dict(zip(self.names, self.mapping.binding, strict=True))
@@ -1020,6 +1032,77 @@ def _kept_levels(
     return out
 
 
+def _forwarded(
+    problems: Sequence[Problem],
+    names: Sequence[str],
+    mapping: FusedMapping,
+    paths: Sequence[Any],
+    made: Sequence[str],
+    k: int,
+    kept_at: Mapping[str, int],
+    states: set[str],
+    hierarchy: Any = None,
+    own_loops: Sequence[tuple[tuple[str, int], ...]] = (),
+) -> dict[int, dict[str, int]]:
+    """``mapping.forward`` as, per reader (its index), the tensors it takes from its writer's
+    register files and their level index, after checking each pair: an on-chip tensor of the
+    group kept at the fusion level, not a running state, read by a later Einsum on the writer's
+    branch, the two as :func:`_kept_levels` requires of a tensor kept at the branch's innermost
+    level (in lockstep over its ranks, every PE reading what it wrote)."""
+    out: dict[int, dict[str, int]] = {}
+    on = mapping.binding or ("",) * len(problems)
+    for t, reader in mapping.forward:
+        if t not in made or t in states:
+            what = [x for x in made if x not in states]
+            raise ScheduleError(
+                f"fusion: forward names {t!r}, which is none of the group's on-chip tensors other than "
+                f"running states ({', '.join(what) or 'none'}){suggest(t, what)}"
+            )
+        if t in kept_at:
+            raise ScheduleError(
+                f"fusion: forward names {t}, which is kept below the fusion level already (every reader "
+                "takes it there)"
+            )
+        if reader not in names:
+            raise ScheduleError(
+                f"fusion: forward names {reader!r}, which is no Einsum of the group"
+                f"{suggest(reader, list(names))}"
+            )
+        j = names.index(reader)
+        writer = next(i for i, p in enumerate(problems) if p.output.name == t)
+        if j <= writer or t not in _tensors(problems[j]):
+            raise ScheduleError(
+                f"fusion: forward ({t}, {reader}): {reader} is no later Einsum that reads {t}"
+            )
+        if t in out.get(j, {}):
+            raise ScheduleError(f"fusion: forward names ({t}, {reader}) twice")
+        if on[j] != on[writer]:
+            raise ScheduleError(
+                f"fusion: forward ({t}, {reader}): {reader} runs on {on[j]}, {names[writer]} on "
+                f"{on[writer]}; a reader takes a tensor from its writer's registers on their branch only"
+            )
+        inner = paths[writer].levels[-1].name
+        if len(paths[writer].levels) <= k + 1:
+            raise ScheduleError(
+                f"fusion: forward ({t}, {reader}): {names[writer]} has no level below the fusion level "
+                f"{mapping.level} to hand {t} over in"
+            )
+        pair = dataclasses.replace(
+            mapping,
+            mappings=(mapping.mappings[writer], mapping.mappings[j]),
+            binding=(on[writer], on[j]) if mapping.binding else (),
+            kept=((t, inner),),
+            forward=(),
+        )
+        loops = (own_loops[writer], own_loops[j]) if own_loops else ()
+        at = _kept_levels(
+            (problems[writer], problems[j]), (names[writer], reader), pair, (paths[writer], paths[j]),
+            (t,), k, frozenset(), hierarchy, loops,
+        )  # fmt: skip
+        out.setdefault(j, {})[t] = at[t]
+    return out
+
+
 def _lockstep(
     ms: Sequence[LevelMapping],
     k: int,
@@ -1234,12 +1317,13 @@ def evaluate(
         _check_own_loops(p, n, extra, levels[k - 1], made, recurrent)
         own_loops.append(extra)
     kept_at = _kept_levels(problems, names, mapping, paths, made, k, drain, hierarchy, own_loops)
+    fwd = _forwarded(problems, names, mapping, paths, made, k, kept_at, set(state), hierarchy, own_loops)
     share = _live(mapping, names)
     _check_in_place(problems, names, mapping, made, kept_at, set(state) | set(drain))
     analyses = []
     fixed = []  # each Einsum's mappings with the levels' keep for the group
     for j, (p, n, ms, path) in enumerate(zip(problems, names, mapping.mappings, paths, strict=True)):
-        keeps = _keeps(path, p, k, onchip, kept_at, own=made)
+        keeps = _keeps(path, p, k, onchip, {**kept_at, **fwd.get(j, {})}, own=made)
         if keeps is None:
             where = sorted({path.levels[kept_at.get(t, k)].name for t in made if t in _tensors(p)})
             raise ScheduleError(f"fusion: {', '.join(where)} may not keep {n}'s on-chip tensors")
