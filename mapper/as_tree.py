@@ -39,6 +39,7 @@ energy within 0.1%.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -462,7 +463,7 @@ def layerwise(
         p = fusion.problems_of(cascade, [name], full)[0]
         h = arch.hierarchy(nest.array)
         ms = tuple(dataclasses.replace(m, target=lv.name) for m, lv in zip(ms, h.levels, strict=True))
-        out.append((name, h, p, ms, frozenset(prob.on_chip)))
+        out.append((name, h, p, _bypass(h, p, ms, frozenset(prob.on_chip)), frozenset(prob.on_chip)))
     stated = TreeNests(nests=tuple(out), instances=instances)
     try:
         stated.evaluate()
@@ -471,6 +472,38 @@ def layerwise(
             f"as_tree: a loop nest does not fit or run as the tree states it: {exc}"
         ) from None
     return stated
+
+
+def _bypass(
+    h: Any, p: Problem, ms: tuple[LevelMapping, ...], produced: frozenset[str]
+) -> tuple[LevelMapping, ...]:
+    """``ms`` with the register files keeping what a PE holds (Timeloop's keep and bypass): the
+    output where the Einsum reduces a rank (its accumulator, read and written at each operation,
+    the reduction across the array's PEs too, as AccelForge charges it), not where it reduces
+    none; of the operands, those whose keep costs less energy than reading them from the level
+    above at every use, at no longer latency (a register that holds an operand across the loops
+    below pays its fills and reads back; one whose operand changes at every step only adds them)."""
+    rf = len(ms) - 1
+    out = next(s.name for s in p.spaces if s.output)
+    reduces = any(d not in next(s.dims for s in p.spaces if s.output) for d, n in p.size.items() if n > 1)
+    kept = [s.name for s in p.spaces if (ms[rf].keep is None or s.name in ms[rf].keep) and not s.output]
+    if reduces:
+        kept.append(out)
+    ms = (*ms[:rf], dataclasses.replace(ms[rf], keep=tuple(kept)))
+    ins = [t for t in kept if t != out]
+    base = h.analyze(p, ms, produced=produced)
+    best, best_pj = ms, base.energy_pj
+    for n in range(len(ins)):
+        for drop in itertools.combinations(ins, n + 1):
+            keep = tuple(t for t in kept if t not in drop)
+            trial = (*ms[:rf], dataclasses.replace(ms[rf], keep=keep))
+            try:
+                a = h.analyze(p, trial, produced=produced)
+            except ScheduleError:
+                continue
+            if a.energy_pj < best_pj and a.cycles <= base.cycles:
+                best, best_pj = trial, a.energy_pj
+    return best
 
 
 def _live(
