@@ -301,9 +301,13 @@ def test_einforge_evaluate_check_tree(
 
     args = ["evaluate", "--arch", "fusemax", "--sizes", "P=256,M=1024,E=64,F=64", "--check-tree", "--json"]
     assert main([*args, "--fusion", "fused"]) == 0
-    assert json.loads(capsys.readouterr().out)[0]["tree_check"] == {"stated": True, "equal": True}
+    check = json.loads(capsys.readouterr().out)[0]["tree_check"]
+    assert check == {"stated": True, "equal": True, "energy_rel": pytest.approx(-0.0007, abs=1e-4)}
     assert main(args) == 0  # the default search's best is layer by layer: loop nests, stated too
-    assert json.loads(capsys.readouterr().out)[0]["tree_check"] == {"stated": True, "equal": True}
+    check = json.loads(capsys.readouterr().out)[0]["tree_check"]
+    assert check == {"stated": True, "equal": True, "energy_rel": pytest.approx(-0.0019, abs=1e-4)}
+    assert main([*args[:-1], "--fusion", "fused", "--seq", "1K,4K", "--model", "BERT"]) == 0
+    assert "equal, energy -0.1%" in capsys.readouterr().out  # the table's tree column
     # a causal mask: the DRAM bytes compared, the latency's difference reported
     causal = [
         "evaluate",
@@ -330,6 +334,7 @@ def test_einforge_evaluate_check_tree(
         def evaluate(self):  # type: ignore[no-untyped-def]
             class R:
                 cycles = 1.0
+                energy_pj = 1.0
 
                 def scalar_accesses(self, level: str) -> float:
                     return 0.0
