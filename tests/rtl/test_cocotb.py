@@ -34,12 +34,22 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("sim", SIMS)
-@pytest.mark.parametrize(
-    ("block", "params", "items"),
-    CASES,
-    ids=[f"{b}-{'-'.join(f'{k}{v}' for k, v in p.items()) or 'default'}" for b, p, _ in CASES],
-)
+def _runs() -> list[object]:
+    """Each case on Verilator; on Icarus, each block's default case in the default run and the
+    others marked slow (CI runs them in its slow step), to keep the default run short."""
+    runs = []
+    first = {b: i for i, (b, _p, _n) in reversed(list(enumerate(CASES)))}
+    for i, (b, p, n) in enumerate(CASES):
+        name = f"{b}-{'-'.join(f'{k}{v}' for k, v in p.items()) or 'default'}"
+        for sim in ("verilator", "icarus"):
+            marks = [pytest.mark.skipif(not simulator_available(sim), reason=f"{sim} not installed")]
+            if sim == "icarus" and first[b] != i:
+                marks.append(pytest.mark.slow)
+            runs.append(pytest.param(sim, b, p, n, marks=marks, id=f"{name}-{sim}"))
+    return runs
+
+
+@pytest.mark.parametrize(("sim", "block", "params", "items"), _runs())
 def test_block_matches_golden_and_cycle_model(
     sim: str, block: str, params: dict[str, int], items: int
 ) -> None:
