@@ -1047,8 +1047,9 @@ def _forwarded(
     """``mapping.forward`` as, per reader (its index), the tensors it takes from its writer's
     register files and their level index, after checking each pair: an on-chip tensor of the
     group kept at the fusion level, not a running state, read by a later Einsum on the writer's
-    branch, the two as :func:`_kept_levels` requires of a tensor kept at the branch's innermost
-    level (in lockstep over its ranks, every PE reading what it wrote)."""
+    branch that reads nothing else the group makes from it (SD sums SN as SN is made; A, which
+    reads SD too, cannot), the two as :func:`_kept_levels` requires of a tensor kept at the
+    branch's innermost level (in lockstep over its ranks, every PE reading what it wrote)."""
     out: dict[int, dict[str, int]] = {}
     on = mapping.binding or ("",) * len(problems)
     for t, reader in mapping.forward:
@@ -1076,6 +1077,17 @@ def _forwarded(
             )
         if t in out.get(j, {}):
             raise ScheduleError(f"fusion: forward names ({t}, {reader}) twice")
+        # what the group makes from t (transitively): a reader of one of them needs t whole first
+        after = {t}
+        for q in problems[writer + 1 :]:
+            if any(s.name in after for s in q.spaces if not s.output):
+                after.add(q.output.name)
+        late = sorted(s.name for s in problems[j].spaces if not s.output and s.name in after - {t})
+        if late:
+            raise ScheduleError(
+                f"fusion: forward ({t}, {reader}): {reader} also reads {', '.join(late)}, made from {t}, "
+                f"so it runs after {t} is whole, not as {t} is made"
+            )
         if on[j] != on[writer]:
             raise ScheduleError(
                 f"fusion: forward ({t}, {reader}): {reader} runs on {on[j]}, {names[writer]} on "
@@ -1779,9 +1791,52 @@ def search(
             resident=resident,
         )
         evaluated += tried
+        res, tried = _forwarding(hierarchy, problems, res, key_of, names=names, priced=priced, steps=steps,
+                                 drain=drain, resident=resident)  # fmt: skip
+        evaluated += tried
         if best is None or key_of(res) < best:
             best, found = key_of(res), res
     return dataclasses.replace(found, evaluated=evaluated)
+
+
+def _forwarding(
+    hierarchy: Any,
+    problems: Sequence[Problem],
+    res: FusedResult,
+    key_of: Callable[[FusedResult], tuple[float, ...]],
+    **options: Any,
+) -> tuple[FusedResult, int]:
+    """``res`` with each of its on-chip tensors still at the fusion level taken by a later reader
+    on its writer's branch from the writer's registers (:attr:`FusedMapping.forward`), in turn, as
+    mapped or with the reader on the writer's loops (where its ranks are the writer's), where that
+    evaluates and the metric improves. Returns the result and the mappings evaluated."""
+    fm = res.mapping
+    on = fm.binding or ("",) * len(problems)
+    below = dict(fm.kept)
+    states = set(res.states)
+    best, best_key, tried = res, key_of(res), 0
+    for w, p in enumerate(problems):
+        t = p.output.name
+        if t not in res.intermediates or t in below or t in states:
+            continue
+        for j in range(w + 1, len(problems)):
+            if on[j] != on[w] or t not in _tensors(problems[j]):
+                continue
+            cand = dataclasses.replace(best.mapping, forward=(*best.mapping.forward, (t, res.names[j])))
+            tries = [cand]
+            if dict(problems[j].dims) == dict(p.dims):  # the reader stepping with the writer: its loops
+                ms = list(cand.mappings)
+                ms[j] = ms[w]
+                tries.append(dataclasses.replace(cand, mappings=tuple(ms)))
+            for x in tries:
+                tried += 1
+                try:
+                    r = evaluate(hierarchy, problems, x, **options)
+                except (ScheduleError, ArchError):
+                    continue
+                if key_of(r) < best_key:
+                    best, best_key = r, key_of(r)
+    return best, tried
 
 
 #: how many of the fused search's best candidates (by the metric with every on-chip tensor at the

@@ -412,6 +412,7 @@ def test_a_tensor_taken_from_its_writer_s_registers_as_it_is_made() -> None:
         ),
         ((("SN", "SX"),), r"forward names 'SX', which is no Einsum of the group.*did you mean"),
         ((("SN", "AV"),), r"forward \(SN, AV\): AV is no later Einsum that reads SN"),
+        ((("SN", "A"),), r"forward \(SN, A\): A also reads SD, made from SN, so it runs after SN is whole"),
         ((("QK", "S"),), r"forward names QK, which is kept below the fusion level already"),
         ((("S", "GM"),), r"forward \(S, GM\): GM runs on 1d, S on 2d"),
         ((("SN", "SD"), ("SN", "SD")), r"forward names \(SN, SD\) twice"),

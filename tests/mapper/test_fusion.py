@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import einsum
+import mapper
 from einforge.cli import main
 from mapper import fusion, hierarchy
 from mapper.analysis import LevelMapping
@@ -1665,3 +1666,25 @@ def test_the_pe_buffers_example_fuses_a_chain_across_its_pes() -> None:
     assert r.mapping.shared_spatial == ((), (("M", 16),))
     # 2 x 16,384 MACs on 256 MACs would take 128 cycles at best; one PE's 16 MACs, 2,048
     assert 128 <= r.cycles < 256
+
+
+def test_the_search_hands_a_tensor_to_a_reader_in_the_registers_when_that_pays() -> None:
+    """FLAT's 3-pass cascade on its tree: SN stays in the buffer for A, which needs SD whole, and
+    the search lets SD take it from the 1D array's registers as SN is made, SD stepping SN's loops
+    (``FusedMapping.forward``), which saves energy; the same mapping without it costs more."""
+    import einsum
+
+    arch = mapper.preset("flat")
+    h = arch.branched_hierarchy()
+    c = einsum.library.get("attention_3pass")
+    names = [e.output for e in c.einsums]
+    ps = fusion.problems_of(c, names, {"P": 64, "M": 256, "E": 16, "F": 16})
+    drain = fusion.read_after(c, names)
+    r = fusion.search(h, ps, names=names, metric="energy", budget=50, drain=drain)
+    assert r.mapping.forward == (("SN", "SD"),)
+    assert r.mapping.mappings[names.index("SD")] == r.mapping.mappings[names.index("SN")]
+    without = fusion.evaluate(h, ps, dataclasses.replace(r.mapping, forward=()), names=names, drain=drain)
+    assert without.energy_pj > r.energy_pj
+    assert without.analyses[names.index("SD")].levels["buffer"]["SN"].reads == 64 * 256
+    assert "SN" not in r.analyses[names.index("SD")].levels["buffer"]
+    assert r.analyses[names.index("A")].levels["buffer"]["SN"].reads == 64 * 256
