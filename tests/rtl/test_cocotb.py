@@ -36,14 +36,16 @@ CASES = [
 
 def _runs() -> list[object]:
     """Each case on Verilator; on Icarus, each block's default case in the default run and the
-    others marked slow (CI runs them in its slow step), to keep the default run short."""
+    others marked slow (CI runs them in its slow step), to keep the default run short; top-k's
+    k = 1 and k = n cases slow on both."""
     runs = []
     first = {b: i for i, (b, _p, _n) in reversed(list(enumerate(CASES)))}
     for i, (b, p, n) in enumerate(CASES):
         name = f"{b}-{'-'.join(f'{k}{v}' for k, v in p.items()) or 'default'}"
         for sim in ("verilator", "icarus"):
             marks = [pytest.mark.skipif(not simulator_available(sim), reason=f"{sim} not installed")]
-            if sim == "icarus" and first[b] != i:
+            # k = 1 and k = n: corners the default case's testbench visits too
+            if (sim == "icarus" and first[b] != i) or ("k" in p and p["k"] in (1, p.get("n"))):
                 marks.append(pytest.mark.slow)
             runs.append(pytest.param(sim, b, p, n, marks=marks, id=f"{name}-{sim}"))
     return runs

@@ -113,7 +113,10 @@ def _need(sim: str) -> None:
 
 
 @pytest.mark.rtl
-@pytest.mark.parametrize(("interleave", "div_latency"), [(True, 0), (False, 0), (True, 3)])
+@pytest.mark.parametrize(
+    ("interleave", "div_latency"),
+    [(True, 0), pytest.param(False, 0, marks=pytest.mark.slow), pytest.param(True, 3, marks=pytest.mark.slow)],
+)
 def test_deterministic_dram_cycles_equal_the_model(interleave: bool, div_latency: int) -> None:
     """A DRAM with a fixed latency and no back-pressure: the model's cycles are the RTL's, exactly,
     with FuseMax's interleaving and without, with a combinational divider and a pipelined one
