@@ -4,9 +4,12 @@ kernels (as_tree.kernels). Per point, whether the tree's latency and DRAM bytes 
 template's, the ratio of their energies, and the time each takes; or the typed error for what the
 tree does not state yet.
 
-    python benchmarks/template_in_tree.py [--arch fusemax|flat|unfused] [--cascade NAME] [--json]
+    python benchmarks/template_in_tree.py [--arch fusemax|flat|unfused] [--cascade NAME]
+        [--accounting physical|fusemax-artifact] [--json]
 
 The cascade defaults to the artifact's: attention_1pass on FuseMax, attention_3pass on the others.
+With ``--accounting fusemax-artifact`` both sides keep the artifact's books (the tree through
+``Accounting.bookkeeping``: ``mapper.as_tree.Bookkeeping``).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--arch", choices=("fusemax", "flat", "unfused"), default="fusemax")
     ap.add_argument("--cascade", default=None, help="a library cascade (default: the artifact's)")
+    ap.add_argument("--accounting", choices=tuple(sim.ACCOUNTINGS), default="physical")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     arch = mapper.preset(args.arch)
@@ -39,12 +43,13 @@ def main() -> int:
             w = sim.workload(model, seq, batch=64)
             t0 = time.perf_counter()
             s = search(c, arch, SearchOptions(sizes=w.sizes, fusion="fused", fuse=args.arch != "unfused"))
-            report = sim.evaluate(c, s, arch, w)
+            report = sim.evaluate(c, s, arch, w, accounting=args.accounting)
             t1 = time.perf_counter()
             row: dict[str, object] = {"model": model, "seq": seq, "instances": w.instances}
             state = as_tree.kernels if args.arch == "unfused" else as_tree.fused
             try:
-                r = state(c, s, arch, w.for_cascade(c).sizes, w.instances).evaluate()
+                book = sim.accounting(args.accounting).bookkeeping(c)
+                r = state(c, s, arch, w.for_cascade(c).sizes, w.instances, bookkeeping=book).evaluate()
             except ScheduleError as exc:
                 row["not_stated"] = str(exc).split(":", 1)[1].strip()
             else:

@@ -256,16 +256,17 @@ def _tree_check(cascade: Any, schedule: Any, arch: Any, w: Any, report: Any, arg
     from mapper.errors import ScheduleError
 
     why = None
-    if args.systolic or args.accounting != "physical":
-        why = "the tree states the physical accounting without the systolic fill and drain"
+    if args.systolic:
+        why = "the tree states the schedule without the systolic fill and drain"
     if why is None:
         wc = w.for_cascade(cascade)
         if schedule.nests and not schedule.kernels:
             state = as_tree.layerwise
         else:
             state = as_tree.fused if len(schedule.kernels) == 1 else as_tree.kernels
+        book = sim.accounting(args.accounting).bookkeeping(cascade)
         try:
-            tree = state(cascade, schedule, arch, wc.sizes, wc.instances)
+            tree = state(cascade, schedule, arch, wc.sizes, wc.instances, bookkeeping=book)
             r = tree.evaluate()
         except ScheduleError as exc:
             why = str(exc).removeprefix("as_tree: ")

@@ -86,6 +86,9 @@ class Problem:
     #: EinsumFacts`), and the contraction it only scales, if any (its epilogue); empty: unknown
     kind: str = ""
     epilogue_of: str = ""
+    #: operations of one point, among ``ops``, that cost no energy but take their cycles (an
+    #: accounting that leaves them unpriced: the FuseMax artifact's constant scalings)
+    unpriced: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
         names = [d for d, _n in self.dims]

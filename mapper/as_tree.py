@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -52,7 +53,95 @@ from mapper.errors import ScheduleError
 from mapper.masks import schedule_skip
 from mapper.schedule import Schedule, complete_partitions, einsum_facts, layout, split_sizes
 
-__all__ = ["KernelsResult", "TreeKernels", "TreeNests", "TreeSchedule", "fused", "kernels", "layerwise"]
+__all__ = [
+    "Bookkeeping",
+    "KernelsResult",
+    "TreeKernels",
+    "TreeNests",
+    "TreeSchedule",
+    "fused",
+    "kernels",
+    "layerwise",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class Bookkeeping:
+    """An accounting's switches as the tree states them; all off (the default): what the hardware
+    does. :meth:`sim.accounting.Accounting.bookkeeping` makes the FuseMax artifact's for a cascade:
+
+    - ``rf_one_instance``: each register file's energy per access divided by its array's PEs (the
+      artifact charges one instance);
+    - ``exp_unpriced``: the arrays' exp units cost nothing (its 1-pass models' misspelt key);
+    - ``serial``: a PE's functional units do not overlap in a tiled kernel, a point takes the sum
+      of their cycles (its 1-pass models; loop nests keep the busiest unit's);
+    - ``buffer_one_port_one_bank``: the buffer priced as one bank with one read/write port;
+    - ``scalings``: per Einsum, its operation counts with and without a scaling by a constant of
+      the cascade (:func:`sim.accounting.constant_scalings`); the difference costs no energy and
+      keeps its cycles."""
+
+    rf_one_instance: bool = False
+    exp_unpriced: bool = False
+    serial: bool = False
+    buffer_one_port_one_bank: bool = False
+    scalings: Mapping[str, tuple[Any, Any]] = dataclasses.field(default_factory=dict)
+
+
+PHYSICAL = Bookkeeping()
+
+
+def _priced(arch: ArchSpec, book: Bookkeeping) -> ArchSpec:
+    """``arch`` with its buffer as ``book`` prices it."""
+    if not book.buffer_one_port_one_bank:
+        return arch
+    return arch.replace(buffer=dataclasses.replace(arch.buffer, ports=1, banks=1))
+
+
+def _booked(h: Any, arch: ArchSpec, book: Bookkeeping, array: str | None = None, tiled: bool = True) -> Any:
+    """The hierarchy ``h`` (a preset's tree, or the path of ``array``) with ``book``'s register
+    files, exp units and functional-unit overlap."""
+    if book == PHYSICAL:
+        return h
+
+    def branch(levels: Any, compute: Any, name: str) -> tuple[Any, Any]:
+        arr = arch.array(name)
+        share = 1 / arr.pes if book.rf_one_instance else 1.0
+        rf = levels[-1]
+        rf = dataclasses.replace(rf, read_pj=rf.read_pj * share, write_pj=rf.write_pj * share)
+        units = dict(compute.units or {})
+        if book.exp_unpriced and "exp" in arr.units:
+            units["exp"] = 0.0
+        compute = dataclasses.replace(compute, units=units or None, serial=book.serial and tiled)
+        return (*levels[:-1], rf), compute
+
+    if h.branches:
+        branches = []
+        for b in h.branches:
+            levels, compute = branch(b.levels, b.compute, b.name)
+            branches.append(dataclasses.replace(b, levels=levels, compute=compute))
+        return dataclasses.replace(h, branches=tuple(branches))
+    levels, compute = branch(h.levels, h.compute, array or "")
+    return dataclasses.replace(h, levels=levels, compute=compute)
+
+
+def _unpriced(
+    problems: Sequence[Problem], names: Sequence[str], full: Mapping[str, int], book: Bookkeeping
+) -> list[Problem]:
+    """``problems`` with ``book``'s unpriced scalings (the MACs a scaling adds, per point)."""
+    out = []
+    for p, n in zip(problems, names, strict=True):
+        if n in book.scalings:
+            with_scale, without = book.scalings[n]
+            points = math.prod(p.size.values())
+            extra = (
+                (with_scale.at(full)["mac"] - without.at(full)["mac"])
+                / points
+                * (p.size.get(fusion.INSTANCE_RANK, 1))
+            )
+            if extra:
+                p = dataclasses.replace(p, unpriced=(("mac", extra),))
+        out.append(p)
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,6 +202,8 @@ def fused(
     arch: ArchSpec,
     sizes: Mapping[str, int],
     instances: int = 1,
+    *,
+    bookkeeping: Bookkeeping = PHYSICAL,
 ) -> TreeSchedule:
     """``schedule`` (one kernel of the whole cascade, fused under the buffer) as a fused mapping
     of ``arch``'s tree for a workload of rank ``sizes`` and ``instances`` (module text). Other
@@ -136,7 +227,7 @@ def fused(
     lay = layout(cascade)
     full, tile = _sizes(cascade, schedule, sizes)
     live = _live(cascade, schedule, arch, full, tile)
-    problems = fusion.problems_of(cascade, names, full, instances)
+    problems = _unpriced(fusion.problems_of(cascade, names, full, instances), names, full, bookkeeping)
     steps = fusion.steps_of(cascade)
     q = full[lay.query] // tile[lay.query] if lay.query else 1
     nsteps = full[lay.step] if lay.step else 1
@@ -194,7 +285,7 @@ def fused(
         live=tuple((n, f) for n, f in live if n in names),
     )
     tree = TreeSchedule(
-        hierarchy=arch.branched_hierarchy(),
+        hierarchy=_booked(_priced(arch, bookkeeping).branched_hierarchy(), arch, bookkeeping),
         problems=tuple(problems),
         names=names,
         mapping=mapping,
@@ -266,6 +357,8 @@ def kernels(
     arch: ArchSpec,
     sizes: Mapping[str, int],
     instances: int = 1,
+    *,
+    bookkeeping: Bookkeeping = PHYSICAL,
 ) -> TreeKernels:
     """``schedule``'s kernels (the Unfused baseline's: QK with S, the softmax, AV), each as a
     fused group of ``arch``'s tree, or one Einsum alone on its branch, one after another; what
@@ -288,12 +381,12 @@ def kernels(
     full, tile = _sizes(cascade, schedule, sizes)
     live = _live(cascade, schedule, arch, full, tile)
     q = full[lay.query] // tile[lay.query] if lay.query else 1
-    tree = arch.branched_hierarchy()
+    tree = _booked(_priced(arch, bookkeeping).branched_hierarchy(), arch, bookkeeping)
     out: list[Any] = []
     coarser = False
     for k, kernel in enumerate(schedule.kernels):
         ns = tuple(n for n in names if n in kernel)
-        ps = fusion.problems_of(cascade, ns, full, instances)
+        ps = _unpriced(fusion.problems_of(cascade, ns, full, instances), ns, full, bookkeeping)
         # the query tiles that share a pass over K and V: all of them (K and V preloaded once), or
         # a group (a tile of the tree, K and V streamed past it a block at a time, once per group)
         on_chip = min(q, schedule.query_tiles_on_chip[k])
@@ -441,6 +534,8 @@ def layerwise(
     arch: ArchSpec,
     sizes: Mapping[str, int],
     instances: int = 1,
+    *,
+    bookkeeping: Bookkeeping = PHYSICAL,
 ) -> TreeNests:
     """A schedule that runs every Einsum as a loop nest (the template's layer-by-layer schedules)
     as mappings of the tree (:class:`TreeNests`). Each nest's cycles are the analysis's (the most
@@ -456,12 +551,13 @@ def layerwise(
 
     full, _tile = _sizes(cascade, schedule, sizes)
     out = []
-    for name, (prob, _cost) in schedule_nests(cascade, schedule, arch, full).items():
+    priced = _priced(arch, bookkeeping)
+    for name, (prob, _cost) in schedule_nests(cascade, schedule, priced, full).items():
         nest = schedule.nests[name]
         _p, _storages, ms = nest_hierarchy(prob, nest, resident=True)
         # the Einsum with its operations (the nest's problem has its ranks and tensors only)
-        p = fusion.problems_of(cascade, [name], full)[0]
-        h = arch.hierarchy(nest.array)
+        p = _unpriced(fusion.problems_of(cascade, [name], full), [name], full, bookkeeping)[0]
+        h = _booked(priced.hierarchy(nest.array), arch, bookkeeping, nest.array, tiled=False)
         ms = tuple(dataclasses.replace(m, target=lv.name) for m, lv in zip(ms, h.levels, strict=True))
         out.append((name, h, p, _bypass(h, p, ms, frozenset(prob.on_chip)), frozenset(prob.on_chip)))
     stated = TreeNests(nests=tuple(out), instances=instances)

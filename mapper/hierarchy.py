@@ -208,9 +208,15 @@ class Compute:
     #: (``{div: 4}``): an Einsum of a fused group that issues such operations pays it once per
     #: tile (:func:`mapper.fusion.timed`); none named: 0
     pipeline: Mapping[str, int] | None = None
+    #: the functional units do not overlap: a point takes the sum of their cycles rather than the
+    #: busiest unit's (the FuseMax artifact's bookkeeping of its 1-pass cascade,
+    #: :mod:`sim.accounting`'s ``summed_op_cycles_one_pass``)
+    serial: bool = False
 
     def __post_init__(self) -> None:
         owner = f"compute {self.name!r}"
+        if not isinstance(self.serial, bool):
+            raise ArchError(f"{owner}: serial must be true or false, found {self.serial!r}")
         if self.pipeline is not None:
             for op, n in _by_operation(owner, "pipeline", self.pipeline, "cycles").items():
                 _count(owner, f"pipeline[{op}]", n, zero=True, top=2**20)
@@ -299,13 +305,16 @@ class Compute:
 
     def point_cycles(self, problem: Problem) -> float:
         """Cycles one PE spends on one point of ``problem``: per functional unit, the operations
-        it issues times their cycles (:attr:`issue`); the busiest unit's. 1 without ``issue``."""
+        it issues times their cycles (:attr:`issue`); the busiest unit's (their sum where the units
+        are :attr:`serial`). 1 without ``issue``."""
         if self.issue is None or not problem.ops:
             return 1.0
         per: dict[str, float] = {}
         for op, n in problem.ops:
             unit, cycles = _issue(self.issue.get(op, op))
             per[unit] = per.get(unit, 0.0) + n * cycles
+        if self.serial:
+            return sum(per.values()) or 1.0
         return max(per.values(), default=1.0)
 
     def pj_per_point(self, problem: Problem) -> float:
@@ -320,7 +329,8 @@ class Compute:
                 f"(its units: {', '.join(self.units) or 'none'}); map it where the PEs have one, or give "
                 f"the compute units.{missing[0]}"
             )
-        return sum(n * self.units[op] for op, n in problem.ops if n)
+        free = sum(n * self.units.get(op, 0.0) for op, n in problem.unpriced if n)
+        return sum(n * self.units[op] for op, n in problem.ops if n) - free
 
 
 def _by_operation(owner: str, field: str, value: Any, what: str) -> Mapping[str, Any]:

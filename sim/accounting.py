@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import Any
 
 import einsum
 from einsum._expr import Access, Binary, BinOp, Expr, Reduce, free_vars, product_factors, walk
@@ -68,6 +69,22 @@ class Accounting:
     def priced_buffer(self, buffer: Buffer) -> Buffer:
         """The buffer as this accounting prices it (one bank, one port under the artifact's)."""
         return dataclasses.replace(buffer, ports=1, banks=1) if self.buffer_one_port_one_bank else buffer
+
+    def bookkeeping(self, cascade: einsum.Cascade) -> Any:
+        """These switches as the presets' trees state them for ``cascade``
+        (:class:`mapper.as_tree.Bookkeeping`: ``einforge evaluate --check-tree`` under either
+        accounting); the ones the tree has no place for (the GEMMs' buffer bypass, the register
+        files' area, leakage) do not change what it checks."""
+        from mapper.as_tree import Bookkeeping
+
+        one_pass = bool(cascade.iterative)
+        return Bookkeeping(
+            rf_one_instance=self.rf_one_instance,
+            exp_unpriced=self.exp_unit_unpriced_one_pass and one_pass,
+            serial=self.summed_op_cycles_one_pass and one_pass,
+            buffer_one_port_one_bank=self.buffer_one_port_one_bank,
+            scalings=constant_scalings(cascade) if self.scaling_unpriced else {},
+        )
 
     def rf_share(self, array: PEArray) -> float:
         """The share of the array's register-file accesses that is charged (1 / PEs under the

@@ -324,8 +324,16 @@ def test_einforge_evaluate_check_tree(
     assert check["latency_rel"] == pytest.approx(-0.0031, abs=1e-4)
     assert main([*causal, "--fusion", "fused", "--check-tree"]) == 0
     assert "the tree's latency -0.31%" in capsys.readouterr().out
+    # the artifact's bookkeeping: the tree keeps its books too (mapper.as_tree.Bookkeeping)
     assert main([*args[:-1], "--fusion", "fused", "--accounting", "fusemax-artifact"]) == 0
-    assert "not checked against the tree: the tree states the physical accounting" in capsys.readouterr().out
+    assert (
+        "checked against the tree (mapper.as_tree): latency and DRAM bytes equal" in capsys.readouterr().out
+    )
+    assert main([*args[:-1], "--fusion", "fused", "--systolic"]) == 0
+    assert (
+        "not checked against the tree: the tree states the schedule without the systolic"
+        in capsys.readouterr().out
+    )
 
     class Off:  # a tree statement whose figures disagree with the report's
         coarser = False
@@ -419,3 +427,40 @@ def test_a_tensor_taken_from_its_writer_s_registers_as_it_is_made() -> None:
     ]:
         with pytest.raises(ScheduleError, match=match):
             dataclasses.replace(tree, mapping=dataclasses.replace(tree.mapping, forward=pairs)).evaluate()
+
+
+def test_the_artifact_s_bookkeeping_in_the_tree() -> None:
+    """``einforge evaluate --accounting fusemax-artifact`` keeps the FuseMax artifact's books
+    (sim.accounting); the tree keeps them too (``Accounting.bookkeeping``: register files charged
+    one instance, the 1-pass models' exp units free and functional units not overlapping, constant
+    scalings free, the buffer priced with one port and one bank). FuseMax's cascade on FLAT's
+    arrays (the artifact's +Cascade) at BERT 1K: the latency is the artifact-accounting report's to
+    the last digit (28% longer than the physical one: the 1D PEs' subtract and exponential in
+    turn), and the energy within 0.25%; each switch changes what it says."""
+    arch = mapper.preset("flat")
+    c = einsum.library.get("attention_1pass")
+    w = sim.workload("BERT", "1K", batch=64)
+    s = search(c, arch, SearchOptions(sizes=w.sizes, fusion="fused"))
+    physical = sim.evaluate(c, s, arch, w)
+    report = sim.evaluate(c, s, arch, w, accounting="fusemax-artifact")
+    book = sim.accounting("fusemax-artifact").bookkeeping(c)
+    assert book.serial and book.exp_unpriced and book.rf_one_instance and book.buffer_one_port_one_bank
+    assert (
+        book.scalings
+        and not sim.accounting("fusemax-artifact").bookkeeping(einsum.library.get("attention_3pass")).serial
+    )
+
+    def tree(b: as_tree.Bookkeeping) -> fusion.FusedResult:
+        return as_tree.fused(c, s, arch, w.for_cascade(c).sizes, w.instances, bookkeeping=b).evaluate()
+
+    r = tree(book)
+    assert r.cycles == report.latency_cycles and report.latency_cycles / physical.latency_cycles > 1.28
+    assert r.scalar_accesses("DRAM") * 2 == report.traffic_bytes
+    assert r.energy_pj == pytest.approx(report.energy_pj, rel=2.5e-3)
+    assert tree(dataclasses.replace(book, serial=False)).cycles == physical.latency_cycles
+    for off in ({"scalings": {}}, {"exp_unpriced": False}, {"rf_one_instance": False}):
+        assert tree(dataclasses.replace(book, **off)).energy_pj > r.energy_pj  # type: ignore[arg-type]
+    banked = arch.replace(buffer=dataclasses.replace(arch.buffer, banks=4, ports=2))  # the presets' have 1
+    assert (as_tree._priced(banked, book).buffer.banks, as_tree._priced(banked, book).buffer.ports) == (1, 1)
+    assert as_tree._priced(banked, as_tree.PHYSICAL).buffer.banks == 4
+    assert tree(as_tree.PHYSICAL).energy_pj == pytest.approx(physical.energy_pj, rel=2.5e-3)

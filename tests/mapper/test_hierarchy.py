@@ -358,3 +358,24 @@ def test_the_simba_example_reproduces_timeloop_s_simba() -> None:
     for level, stats in theirs.levels.items():
         assert ours.levels[level] == stats, level
     assert ours.energy_pj == pytest.approx(theirs.energy_pj, rel=1e-9)
+
+
+def test_serial_units_and_unpriced_operations() -> None:
+    """A compute whose functional units do not overlap (``serial``) takes the sum of their cycles
+    per point, not the busiest unit's; operations a problem lists as ``unpriced`` take their cycles
+    and cost no energy. Both as the FuseMax artifact's bookkeeping needs them (mapper.as_tree)."""
+    p = Problem(
+        name="SN",
+        dims=(("P", 4),),
+        spaces=(
+            DataSpace(name="S", projection=((("P", 1),),)),
+            DataSpace(name="SN", projection=((("P", 1),),), output=True),
+        ),
+        ops=(("add", 1.0), ("exp", 1.0)),
+    )
+    c = hierarchy.Compute(units={"add": 0.5, "exp": 3.0}, issue={"add": "mac", "exp": ["exp", 2]})
+    assert c.point_cycles(p) == 2.0 and dataclasses.replace(c, serial=True).point_cycles(p) == 3.0
+    assert c.pj_per_point(p) == 3.5
+    assert c.pj_per_point(dataclasses.replace(p, unpriced=(("add", 1.0),))) == 3.0
+    with pytest.raises(mapper.ArchError, match=r"compute 'mac': serial must be true or false, found 'yes'"):
+        hierarchy.Compute(serial="yes")  # type: ignore[arg-type]

@@ -115,7 +115,11 @@ def _need(sim: str) -> None:
 @pytest.mark.rtl
 @pytest.mark.parametrize(
     ("interleave", "div_latency"),
-    [(True, 0), pytest.param(False, 0, marks=pytest.mark.slow), pytest.param(True, 3, marks=pytest.mark.slow)],
+    [
+        (True, 0),
+        pytest.param(False, 0, marks=pytest.mark.slow),
+        pytest.param(True, 3, marks=pytest.mark.slow),
+    ],
 )
 def test_deterministic_dram_cycles_equal_the_model(interleave: bool, div_latency: int) -> None:
     """A DRAM with a fixed latency and no back-pressure: the model's cycles are the RTL's, exactly,
