@@ -453,7 +453,9 @@ def kernels(
             drain=fusion.read_after(cascade, ns),
         )
         try:
-            out.append(_in_the_pes(group, schedule, _forward(cascade, schedule, ns)))
+            # what the template sends to DRAM (S, A) goes from the PEs, never written into the buffer
+            sent = tuple(t for t in ns if schedule.residency.get(t) == "dram" and t in group.drain)
+            out.append(_in_the_pes(group, schedule, _forward(cascade, schedule, ns), sent))
         except ScheduleError as exc:
             how = (
                 f"a tile the {on_chip} query tiles that share a pass over the keys, K and V streamed past "
@@ -696,7 +698,10 @@ def _forward(cascade: einsum.Cascade, schedule: Schedule, names: Sequence[str]) 
 
 
 def _in_the_pes(
-    tree: TreeSchedule, schedule: Schedule, forward: Sequence[tuple[str, str]] = ()
+    tree: TreeSchedule,
+    schedule: Schedule,
+    forward: Sequence[tuple[str, str]] = (),
+    bypass: Sequence[str] = (),
 ) -> TreeSchedule:
     """``tree`` with the intermediates the template keeps in the arrays kept in their writer's
     register files where the tree's rules allow: all of them first, then without each one a rule
@@ -704,7 +709,7 @@ def _in_the_pes(
     output over the input it reads last, where both stay at one level
     (:attr:`mapper.fusion.FusedMapping.in_place`): the template holds one copy of the score rows.
     The ``forward`` pairs (:func:`_forward`) take their tensor from the writer's registers where the
-    rules allow, likewise."""
+    rules allow, likewise, and the ``bypass`` tensors go from their writer's registers to DRAM."""
     wanted = [
         (p.output.name, f"rf_{schedule.binding[n]}")
         for p, n in zip(tree.problems, tree.names, strict=True)
@@ -715,12 +720,17 @@ def _in_the_pes(
     pairs = fusion.in_place_pairs(tree.problems, made, set(states) | set(tree.drain))
     kept = list(wanted)
     fwd = [(t, r) for t, r in forward if t not in dict(kept)]
+    sent = [t for t in bypass if t not in dict(kept)]
     while True:
         where = dict(kept)
-        over = tuple((o, i) for o, i in pairs if where.get(o) == where.get(i))
+        over = tuple(
+            (o, i) for o, i in pairs if where.get(o) == where.get(i) and o not in sent and i not in sent
+        )
         trial = dataclasses.replace(
             tree,
-            mapping=dataclasses.replace(tree.mapping, kept=tuple(kept), in_place=over, forward=tuple(fwd)),
+            mapping=dataclasses.replace(
+                tree.mapping, kept=tuple(kept), in_place=over, forward=tuple(fwd), bypass=tuple(sent)
+            ),
         )
         try:
             trial.evaluate()
@@ -734,10 +744,13 @@ def _in_the_pes(
             # writer's registers: its name, or the pair's) goes; the others stay
             named = {x: (f"fusion: forward ({x[0]}, {x[1]})", f"fusion: {x[0]} ") for x in fwd}
             gone = next((x for x in fwd if text.startswith(named[x])), None)
-            if gone is None:
-                raise
-            fwd.remove(gone)
-            continue
+            if gone is not None:
+                fwd.remove(gone)
+                continue
+            if sent and text.startswith("fusion: bypass names"):
+                sent.clear()  # sent through the buffer, as drained tensors are
+                continue
+            raise
         return _orders(trial, schedule)
 
 

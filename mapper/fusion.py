@@ -96,6 +96,10 @@ class FusedMapping:
     #: not from the fusion level, where the group's other readers find it: the 3-pass cascade's
     #: SD sums SN as SN is written, while A, which needs SD whole, reads SN later
     forward: tuple[tuple[str, str], ...] = ()
+    #: tensors read after the group (drained) that their writer sends from its register files
+    #: straight to the outermost level, never held at the fusion level (Timeloop's bypass): no
+    #: read there to drain them, no room taken (the Unfused baseline's S and A on their way to DRAM)
+    bypass: tuple[str, ...] = ()
 
     def spatial_at(self, i: int) -> tuple[tuple[str, int], ...]:
         """The shared spatial loops at outer level ``i``."""
@@ -220,6 +224,10 @@ class FusedResult:
             )
         if self.mapping.in_place:
             lines.append("written in place: " + ", ".join(f"{o} over {i}" for o, i in self.mapping.in_place))
+        if self.mapping.bypass:
+            lines.append(
+                f"sent from the registers past {self.mapping.level}: " + ", ".join(self.mapping.bypass)
+            )
         if self.mapping.forward:
             lines.append(
                 "taken from the writer's registers as made: "
@@ -292,6 +300,7 @@ class FusedResult:
             "own_loops": {n: [[r, f] for r, f in loops] for n, loops in self.own_loops().items() if loops},
             "in_place": dict(self.mapping.in_place),
             "forward": [[t, r] for t, r in self.mapping.forward],
+            "bypass": list(self.mapping.bypass),
             "kept_below": dict(self.mapping.kept),
             "held_below_words": dict(self.held_below),
             "binding": dict(zip(self.names, self.mapping.binding, strict=True))
@@ -1032,6 +1041,54 @@ def _kept_levels(
     return out
 
 
+def _bypassed(
+    problems: Sequence[Problem],
+    names: Sequence[str],
+    mapping: FusedMapping,
+    paths: Sequence[Any],
+    made: Sequence[str],
+    k: int,
+    kept_at: Mapping[str, int],
+    states: set[str],
+    drain: frozenset[str],
+) -> dict[int, str]:
+    """``mapping.bypass`` as writer index -> tensor, after checking each: a tensor the group makes
+    and drains (read after the group), or one of its outputs that the writer's analysis writes to
+    the outermost level; not a running state, not kept below the fusion level, read by no other
+    Einsum of the group, not written in place, and with a level below the fusion level on its
+    writer's path to send it from."""
+    out: dict[int, str] = {}
+    over = {x for pair in mapping.in_place for x in pair}
+    finals = [p.output.name for p in problems if p.output.name not in made]
+    for t in mapping.bypass:
+        if not ((t in made and t in drain) or t in finals) or t in states:
+            what = [x for x in made if x in drain and x not in states] + finals
+            raise ScheduleError(
+                f"fusion: bypass names {t!r}, which is none of the tensors the group makes and writes out "
+                f"({', '.join(what) or 'none'}){suggest(t, what)}"
+            )
+        w = next(i for i, p in enumerate(problems) if p.output.name == t)
+        readers = [names[j] for j, p in enumerate(problems) if j != w and t in _tensors(p)]
+        if readers or t in kept_at or t in over or w in out:
+            why = (
+                f"{', '.join(readers)} read{'s' if len(readers) == 1 else ''} it in the group"
+                if readers
+                else "it is kept below the fusion level"
+                if t in kept_at
+                else "it is written in place"
+                if t in over
+                else "it is named twice"
+            )
+            raise ScheduleError(f"fusion: bypass names {t}, but {why}: only its writer may send it out")
+        if len(paths[w].levels) <= k + 1:
+            raise ScheduleError(
+                f"fusion: bypass names {t}, but {names[w]} has no level below the fusion level "
+                f"{mapping.level} to send it from"
+            )
+        out[w] = t
+    return out
+
+
 def _forwarded(
     problems: Sequence[Problem],
     names: Sequence[str],
@@ -1330,6 +1387,10 @@ def evaluate(
         own_loops.append(extra)
     kept_at = _kept_levels(problems, names, mapping, paths, made, k, drain, hierarchy, own_loops)
     fwd = _forwarded(problems, names, mapping, paths, made, k, kept_at, set(state), hierarchy, own_loops)
+    sent = _bypassed(problems, names, mapping, paths, made, k, kept_at, set(state), drain)
+    for w, t in sent.items():  # the writer keeps a drained one in its registers only
+        if t in made:
+            fwd.setdefault(w, {})[t] = len(paths[w].levels) - 1
     share = _live(mapping, names)
     _check_in_place(problems, names, mapping, made, kept_at, set(state) | set(drain))
     analyses = []
@@ -1339,6 +1400,8 @@ def evaluate(
         if keeps is None:
             where = sorted({path.levels[kept_at.get(t, k)].name for t in made if t in _tensors(p)})
             raise ScheduleError(f"fusion: {', '.join(where)} may not keep {n}'s on-chip tensors")
+        if sent.get(j) is not None and sent[j] not in made:  # an output sent past the fusion level
+            keeps[k] = keeps[k] - {sent[j]}
         ms = tuple(dataclasses.replace(m, keep=kp) for m, kp in zip(ms, keeps, strict=True))
         fixed.append(ms)
         mine = frozenset(t for t in onchip if t in {s.name for s in p.spaces})
@@ -1350,8 +1413,9 @@ def evaluate(
                 live=share.get(n, 1.0),
             )
         )  # fmt: skip
+    below = {**kept_at, **{t: len(paths[w].levels) - 1 for w, t in sent.items() if t in made}}
     held = _footprint(
-        problems, fixed, k, made, kept_at, paths, own_loops, set(state) | set(drain), dict(mapping.in_place)
+        problems, fixed, k, made, below, paths, own_loops, set(state) | set(drain), dict(mapping.in_place)
     )
     for name, (lv, words) in held.items():
         cap = lv.capacity_words
@@ -1371,7 +1435,7 @@ def evaluate(
                 f"fusion: {lv.name} must hold {foot} words at once (what it keeps of the preloaded "
                 f"{', '.join(t for t, _w in loaded)}, and the tiles), but it holds {cap}"
             )
-    drained, drain_pj = _drain(paths[0], problems, made, state, drain, k, priced)
+    drained, drain_pj = _drain(paths[0], problems, made, state, drain, k, priced, frozenset(sent.values()))
     load_pj, load_cycles = _load_costs(paths, problems, loaded, k, priced)
     # the drain's transfer at the outermost level's write bandwidth, timed with the tiles' own
     outer = paths[0].storages(problems[0], priced=False)[0]
@@ -1546,10 +1610,12 @@ def _drain(
     drain: frozenset[str],
     level: int,
     priced: bool,
+    bypass: frozenset[str] = frozenset(),
 ) -> tuple[tuple[tuple[str, int], ...], float]:
     """The on-chip tensors read after the group, written out once: a whole intermediate, or a
     running state's last step; their words, and the energy of reading them at the fusion level
-    and writing them at the outermost (per block, as the analysis prices accesses)."""
+    (not for those sent from the registers, ``bypass``) and writing them at the outermost (per
+    block, as the analysis prices accesses)."""
     out = []
     pj = 0.0
     for t in made:
@@ -1562,7 +1628,8 @@ def _drain(
         if priced:
             st = hierarchy.storages(writer, priced=True)
             inner, outer = st[level], st[0]
-            pj += math.ceil(words / inner.block_size) * inner.read_pj
+            if t not in bypass:
+                pj += math.ceil(words / inner.block_size) * inner.read_pj
             pj += math.ceil(words / outer.block_size) * outer.update_pj
     return tuple(out), pj
 
@@ -1808,8 +1875,10 @@ def _forwarding(
 ) -> tuple[FusedResult, int]:
     """``res`` with each of its on-chip tensors still at the fusion level taken by a later reader
     on its writer's branch from the writer's registers (:attr:`FusedMapping.forward`), in turn, as
-    mapped or with the reader on the writer's loops (where its ranks are the writer's), where that
-    evaluates and the metric improves. Returns the result and the mappings evaluated."""
+    mapped or with the reader on the writer's loops (where its ranks are the writer's); and each
+    tensor that leaves the group sent from its writer's registers past the fusion level
+    (:attr:`FusedMapping.bypass`); each where that evaluates and the metric improves. Returns the
+    result and the mappings evaluated."""
     fm = res.mapping
     on = fm.binding or ("",) * len(problems)
     below = dict(fm.kept)
@@ -1836,6 +1905,22 @@ def _forwarding(
                     continue
                 if key_of(r) < best_key:
                     best, best_key = r, key_of(r)
+    # what leaves the group, sent from the writer's registers past the fusion level
+    drain = options.get("drain", frozenset())
+    for w, p in enumerate(problems):
+        t = p.output.name
+        if t in states or t in below or (t in res.intermediates and t not in drain):
+            continue
+        if any(t in _tensors(q) for j, q in enumerate(problems) if j != w):
+            continue
+        cand = dataclasses.replace(best.mapping, bypass=(*best.mapping.bypass, t))
+        tried += 1
+        try:
+            r = evaluate(hierarchy, problems, cand, **options)
+        except (ScheduleError, ArchError):
+            continue
+        if key_of(r) < best_key:
+            best, best_key = r, key_of(r)
     return best, tried
 
 
