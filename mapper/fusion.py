@@ -1156,6 +1156,13 @@ def _forwarded(
                 f"fusion: forward ({t}, {reader}): {names[writer]} has no level below the fusion level "
                 f"{mapping.level} to hand {t} over in"
             )
+        lv = paths[writer].levels[-1]
+        may = paths[writer]._keep(lv, problems[writer])
+        if may is not None and t not in may and "on_chip" not in (lv.keep or ()):
+            raise ScheduleError(
+                f"fusion: forward ({t}, {reader}): {inner} does not keep {t} for {names[writer]} (its keep: "
+                f"{', '.join(sorted(may)) or 'nothing'}), so there is nothing to hand over there"
+            )
         pair = dataclasses.replace(
             mapping,
             mappings=(mapping.mappings[writer], mapping.mappings[j]),

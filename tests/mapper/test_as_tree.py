@@ -432,6 +432,22 @@ def test_a_tensor_taken_from_its_writer_s_registers_as_it_is_made() -> None:
     ]:
         with pytest.raises(ScheduleError, match=match):
             dataclasses.replace(tree, mapping=dataclasses.replace(tree.mapping, forward=pairs)).evaluate()
+    # register files that keep operands only: SN's writer leaves nothing there to hand over
+    h = tree.hierarchy
+    operands = tuple(
+        dataclasses.replace(b, levels=(dataclasses.replace(b.levels[0], keep=("inputs",)),))
+        if b.name == "1d"
+        else b
+        for b in h.branches
+    )
+    bare = dataclasses.replace(tree, hierarchy=dataclasses.replace(h, branches=operands))
+    bare = dataclasses.replace(bare, mapping=dataclasses.replace(bare.mapping, kept=(("QK", "rf_2d"),)))
+    with pytest.raises(
+        ScheduleError, match=r"forward \(SN, SD\): rf_1d does not keep SN for SN \(its keep: GM, S\)"
+    ):
+        dataclasses.replace(
+            bare, mapping=dataclasses.replace(bare.mapping, forward=(("SN", "SD"),))
+        ).evaluate()
 
 
 def test_the_artifact_s_bookkeeping_in_the_tree() -> None:
