@@ -56,6 +56,7 @@ from mapper.schedule import Schedule, complete_partitions, einsum_facts, layout,
 __all__ = [
     "Bookkeeping",
     "KernelsResult",
+    "PHYSICAL",
     "TreeKernels",
     "TreeNests",
     "TreeSchedule",
@@ -87,6 +88,7 @@ class Bookkeeping:
     scalings: Mapping[str, tuple[Any, Any]] = dataclasses.field(default_factory=dict)
 
 
+#: what the hardware does: every switch off
 PHYSICAL = Bookkeeping()
 
 
