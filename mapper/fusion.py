@@ -1048,15 +1048,13 @@ def _bypassed(
     paths: Sequence[Any],
     made: Sequence[str],
     k: int,
-    kept_at: Mapping[str, int],
     states: set[str],
     drain: frozenset[str],
 ) -> dict[int, str]:
     """``mapping.bypass`` as writer index -> tensor, after checking each: a tensor the group makes
     and drains (read after the group), or one of its outputs that the writer's analysis writes to
-    the outermost level; not a running state, not kept below the fusion level, read by no other
-    Einsum of the group, not written in place, and with a level below the fusion level on its
-    writer's path to send it from."""
+    the outermost level; not a running state, read by no other Einsum of the group, not written in
+    place, and with a level below the fusion level on its writer's path to send it from."""
     out: dict[int, str] = {}
     over = {x for pair in mapping.in_place for x in pair}
     finals = [p.output.name for p in problems if p.output.name not in made]
@@ -1069,12 +1067,11 @@ def _bypassed(
             )
         w = next(i for i, p in enumerate(problems) if p.output.name == t)
         readers = [names[j] for j, p in enumerate(problems) if j != w and t in _tensors(p)]
-        if readers or t in kept_at or t in over or w in out:
+        # (a tensor kept below the fusion level is never drained: _kept_levels refuses that)
+        if readers or t in over or w in out:
             why = (
                 f"{', '.join(readers)} read{'s' if len(readers) == 1 else ''} it in the group"
                 if readers
-                else "it is kept below the fusion level"
-                if t in kept_at
                 else "it is written in place"
                 if t in over
                 else "it is named twice"
@@ -1393,17 +1390,19 @@ def evaluate(
         _check_own_loops(p, n, extra, levels[k - 1], made, recurrent)
         own_loops.append(extra)
     kept_at = _kept_levels(problems, names, mapping, paths, made, k, drain, hierarchy, own_loops)
-    fwd = _forwarded(problems, names, mapping, paths, made, k, kept_at, set(state), hierarchy, own_loops)
-    sent = _bypassed(problems, names, mapping, paths, made, k, kept_at, set(state), drain)
-    for w, t in sent.items():  # the writer keeps a drained one in its registers only
+    # per Einsum, the tensors it holds in its registers beside mapping.kept: what a reader takes
+    # from its writer's (forward), and a drained tensor its writer sends from there (bypass)
+    in_regs = _forwarded(problems, names, mapping, paths, made, k, kept_at, set(state), hierarchy, own_loops)
+    sent = _bypassed(problems, names, mapping, paths, made, k, set(state), drain)
+    for w, t in sent.items():
         if t in made:
-            fwd.setdefault(w, {})[t] = len(paths[w].levels) - 1
+            in_regs.setdefault(w, {})[t] = len(paths[w].levels) - 1
     share = _live(mapping, names)
     _check_in_place(problems, names, mapping, made, kept_at, set(state) | set(drain))
     analyses = []
     fixed = []  # each Einsum's mappings with the levels' keep for the group
     for j, (p, n, ms, path) in enumerate(zip(problems, names, mapping.mappings, paths, strict=True)):
-        keeps = _keeps(path, p, k, onchip, {**kept_at, **fwd.get(j, {})}, own=made)
+        keeps = _keeps(path, p, k, onchip, {**kept_at, **in_regs.get(j, {})}, own=made)
         if keeps is None:
             where = sorted({path.levels[kept_at.get(t, k)].name for t in made if t in _tensors(p)})
             raise ScheduleError(f"fusion: {', '.join(where)} may not keep {n}'s on-chip tensors")

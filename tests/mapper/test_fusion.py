@@ -1105,6 +1105,16 @@ def test_the_search_keeps_an_intermediate_in_the_pes_when_that_pays() -> None:
     assert again.energy_pj == pytest.approx(r.energy_pj)
     flat = dataclasses.replace(r.mapping, kept=())
     assert fusion.evaluate(h, ps, flat, names=["C", "E"]).energy_pj > r.energy_pj
+    # C also read after the group, E reading it in the group: it cannot be sent past the buffer
+    with pytest.raises(ScheduleError, match=r"bypass names C, but E reads it in the group: only its writer"):
+        fusion.evaluate(
+            h, ps, dataclasses.replace(flat, bypass=("C",)), names=["C", "E"], drain=frozenset({"C"})
+        )
+    # E, the group's output, can: the same DRAM words, no buffer update of E
+    sent = fusion.evaluate(h, ps, dataclasses.replace(flat, bypass=("E",)), names=["C", "E"])
+    assert "E" not in sent.analyses[1].levels["buf"] and sent.scalar_accesses("DRAM") == fusion.evaluate(
+        h, ps, flat, names=["C", "E"]
+    ).scalar_accesses("DRAM")
 
 
 def test_the_fused_search_tries_each_split_of_the_shared_loops_once() -> None:
