@@ -450,6 +450,19 @@ def test_a_tensor_taken_from_its_writer_s_registers_as_it_is_made() -> None:
         ).evaluate()
 
 
+def test_a_tensor_written_in_place_is_not_sent_past_the_fusion_level() -> None:
+    """FLAT's group without AV drains A, which it writes over SN in place: it stays at the fusion
+    level, and ``bypass`` naming it is a typed error."""
+    _report, tree, _r = _both("flat", "attention_3pass", sim.workload(sizes="P=256,M=1024,E=64,F=64"))
+    m = tree.mapping
+    sub = dataclasses.replace(m, mappings=m.mappings[:-1], binding=m.binding[:-1], forward=(), bypass=("A",))
+    names = tree.names[:-1]
+    drain = fusion.read_after(einsum.library.get("attention_3pass"), names)
+    assert drain == {"A"} and ("A", "SN") in sub.in_place
+    with pytest.raises(ScheduleError, match=r"bypass names A, but it is written in place: only its writer"):
+        fusion.evaluate(tree.hierarchy, tree.problems[:-1], sub, names=names, drain=drain)
+
+
 def test_the_artifact_s_bookkeeping_in_the_tree() -> None:
     """``einforge evaluate --accounting fusemax-artifact`` keeps the FuseMax artifact's books
     (sim.accounting); the tree keeps them too (``Accounting.bookkeeping``: register files charged

@@ -74,6 +74,11 @@ def test_two_gemms_fused_at_the_buffer_by_hand() -> None:
         32,
         0,
     )
+    # nothing below the buffer to hand C to E in, or to send E from
+    with pytest.raises(ScheduleError, match=r"forward \(C, E\): C has no level below the fusion level buf"):
+        fusion.evaluate(_toy(), ps, dataclasses.replace(mapping, forward=(("C", "E"),)), names=["C", "E"])
+    with pytest.raises(ScheduleError, match=r"bypass names E, but E has no level below the fusion level buf"):
+        fusion.evaluate(_toy(), ps, dataclasses.replace(mapping, bypass=("E",)), names=["C", "E"])
     # C at the buffer: made there (no fills), one update per MAC, its first update of each word reads nothing
     cc = c.levels["buf"]["C"]
     assert (cc.fills, cc.updates, cc.reads) == (0, 128, 128 - 32)
