@@ -563,7 +563,7 @@ def layerwise(
         p = _unpriced(fusion.problems_of(cascade, [name], full), [name], full, bookkeeping)[0]
         h = _booked(priced.hierarchy(nest.array), arch, bookkeeping, nest.array, tiled=False)
         ms = tuple(dataclasses.replace(m, target=lv.name) for m, lv in zip(ms, h.levels, strict=True))
-        out.append((name, h, p, _bypass(h, p, ms, frozenset(prob.on_chip)), frozenset(prob.on_chip)))
+        out.append((name, h, p, _nest_keeps(h, p, ms, frozenset(prob.on_chip)), frozenset(prob.on_chip)))
     stated = TreeNests(nests=tuple(out), instances=instances)
     try:
         stated.evaluate()
@@ -574,7 +574,7 @@ def layerwise(
     return stated
 
 
-def _bypass(
+def _nest_keeps(
     h: Any, p: Problem, ms: tuple[LevelMapping, ...], produced: frozenset[str]
 ) -> tuple[LevelMapping, ...]:
     """``ms`` with the register files keeping what a PE holds (Timeloop's keep and bypass): the
