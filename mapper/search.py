@@ -34,7 +34,7 @@ from collections.abc import Callable, Mapping
 import einsum
 from einsum.errors import suggest
 from mapper.arch import ArchSpec, PEArray
-from mapper.cost import Estimate, estimate
+from mapper.cost import Estimate, depends, estimate
 from mapper.errors import ScheduleError
 from mapper.masks import live_lower_bound
 from mapper.nest import (
@@ -911,6 +911,10 @@ def _classify(cascade, facts, binding, kernels, lay, sizes, tile):  # type: igno
             and not any(g.epilogue_of == f.name and binding[g.name] == binding[f.name] for g in consumers)
         ):
             where[f.name] = "long"
+        elif lay.whole is not None and _held_whole(f, consumers, facts, lay):
+            # read in a later pass over the whole rank (FuseMax's 2-pass A reads SLN beside SD, a
+            # sum over every key block): every key block's slice waits on chip or in DRAM
+            where[f.name] = "long"
         elif (
             lay.whole is not None
             and lay.key in f.ranks
@@ -924,6 +928,26 @@ def _classify(cascade, facts, binding, kernels, lay, sizes, tile):  # type: igno
         else:
             where[f.name] = "array"
     return where, crossing
+
+
+def _held_whole(f, consumers, facts, lay: Layout) -> bool:  # type: ignore[no-untyped-def]
+    """Whether a partitioned tensor over the key rank (``SLN[p, m1, m0]``) is read in a later
+    pass: by an Einsum that also reads something made from it and reduced over the whole rank
+    (neither the key rank nor the outer rank left: ``SD[p]``), so that it is known only once the
+    pass over every key block ends."""
+    if lay.key not in f.ranks or lay.key in f.reduced or lay.outer is None or lay.outer not in f.ranks:
+        return False
+    made = {g.name: g for g in facts}
+    reads = {n: g.reads for n, g in made.items()}
+    kept = {n: set(g.ranks) - set(g.reduced) for n, g in made.items()}
+    return any(
+        r != f.name
+        and r in made
+        and not kept[r] & {lay.key, lay.outer}
+        and depends(reads, r, f.name)
+        for g in consumers
+        for r in g.reads
+    )
 
 
 def _long_tensors(cascade, facts, binding, kernels, lay, sizes, tile) -> list[str]:  # type: ignore[no-untyped-def]
@@ -963,7 +987,7 @@ def _residency(cascade, facts, binding, kernels, arch, lay, sizes, tile, *, scor
     if long_tensors:
         # the score rows of the queries held (q_tile x M words each) stay on chip while the softmax
         # passes over them, beside the key tile and the held queries' Q and output rows
-        row = sizes[lay.key] * word
+        row = sizes[lay.whole or lay.key] * word
         need = held * row
         avail = cap - kv_bytes - held * e_f * word
         if need <= avail:

@@ -73,6 +73,33 @@ def test_flat_spills_then_streams():
     assert 0 < s.spill_fraction < 0.01
 
 
+def test_a_2_pass_tensor_read_after_the_whole_key_rank_is_held_whole():
+    # FuseMax's 2-pass A reads SLN beside SD, a sum over every key block: SLN waits for the
+    # whole key rank, as the 3-pass cascade's S does. One query tile's rows of it (256 x M words)
+    # fit the 16 MiB buffer at 16K (8 MiB) and not at 64K (32 MiB), where SLN goes through DRAM:
+    # written once by the 2D array and read once by A on the 1D array. (Held a key block at a
+    # time, 128 query tiles' blocks took the whole buffer with no room for LM.)
+    import sim
+
+    c = LIB("attention_2pass")
+    at = {}
+    for seq in ("16K", "64K"):
+        w = sim.workload("BERT", seq, batch=1)
+        s = search(c, mapper.fusemax(), SearchOptions(fusion="fused", sizes=w.sizes))
+        at[seq] = (s, sim.evaluate(c, s, mapper.fusemax(), w))
+    assert at["16K"][0].residency["SLN"] == "buffer" and at["16K"][0].query_tiles_on_chip == (64,)
+    s, report = at["64K"]
+    assert s.residency["SLN"] == "dram" and s.spill_fraction == 0
+    n, heads = 1 << 16, sim.workload("BERT", "64K", batch=1).instances
+    sln = n * n * heads * 2  # bytes
+    # 3-pass's S at the same point goes the same way, and moves the same K, V, Q and output bytes
+    c3 = LIB("attention_3pass")
+    s3 = search(c3, mapper.fusemax(), SearchOptions(fusion="fused", sizes=sim.workload("BERT", "64K").sizes))
+    assert s3.residency["S"] == "dram" and s3.query_tiles_on_chip == s.query_tiles_on_chip
+    inputs = report.traffic_bytes - 2 * sln
+    assert 0 < inputs < sln / 100
+
+
 def test_unfused_kernels():
     s = search(
         LIB("attention_3pass"), mapper.unfused(), SearchOptions(fusion="fused", sizes=BERT_1K, fuse=False)
