@@ -255,23 +255,19 @@ def _tree_check(cascade: Any, schedule: Any, arch: Any, w: Any, report: Any, arg
     from mapper import as_tree
     from mapper.errors import ScheduleError
 
-    why = None
-    if args.systolic:
-        why = "the tree states the schedule without the systolic fill and drain"
-    if why is None:
-        wc = w.for_cascade(cascade)
-        if schedule.nests and not schedule.kernels:
-            state = as_tree.layerwise
-        else:
-            state = as_tree.fused if len(schedule.kernels) == 1 else as_tree.kernels
-        book = sim.accounting(args.accounting).bookkeeping(cascade)
-        try:
-            tree = state(cascade, schedule, arch, wc.sizes, wc.instances, bookkeeping=book)
-            r = tree.evaluate()
-        except ScheduleError as exc:
-            why = str(exc).removeprefix("as_tree: ")
-    if why is not None:
-        return {"stated": False, "why": why}
+    wc = w.for_cascade(cascade)
+    if schedule.nests and not schedule.kernels:
+        state = as_tree.layerwise
+    else:
+        state = as_tree.fused if len(schedule.kernels) == 1 else as_tree.kernels
+    book = sim.accounting(args.accounting).bookkeeping(cascade)
+    try:
+        tree = state(
+            cascade, schedule, arch, wc.sizes, wc.instances, bookkeeping=book, systolic=args.systolic
+        )
+        r = tree.evaluate()
+    except ScheduleError as exc:
+        return {"stated": False, "why": str(exc).removeprefix("as_tree: ")}
     words = r.dram_words if isinstance(r, as_tree.KernelsResult) else r.scalar_accesses("DRAM")
     # the engine's tiles differ from the template's, or a mask skips tiles (the template rounds each
     # unit's operations up per tile, the mask's index arithmetic a cycle a tile): the DRAM bytes only

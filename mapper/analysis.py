@@ -398,6 +398,53 @@ def loops_of(mappings: Sequence[LevelMapping], level: int = 0) -> list[_Loop]:
     return loops
 
 
+def _systolic(
+    problem: Problem, storages: Sequence[Storage], mappings: Sequence[LevelMapping], loops: Sequence[_Loop]
+) -> float | None:
+    """Compute cycles of a contraction on a systolic mesh, with its fill and drain as SCALE-Sim
+    counts them (:func:`mapper.schedule.systolic_gemm_cycles`), block by block: a block is what
+    the loops at the last level that fans out (and below) span, one rank along each axis of its
+    mesh; the temporal loops above repeat it. A rank the block reduces down the Y axis is weight
+    stationary (the block of the operand the X rank indexes stays; the other output ranks
+    stream), else output stationary (the reduced ranks stream), as
+    :func:`mapper.schedule.einsum_cycles` times a tile with ``systolic``. None where the
+    contraction is not spread over one rank per axis (no fill to charge)."""
+    from mapper.network import place
+    from mapper.schedule import systolic_gemm_cycles
+
+    if problem.kind != "contraction":
+        return None
+    last = next((i for i in range(len(mappings) - 1, -1, -1) if mappings[i].spatial), None)
+    if last is None:
+        return None
+    mesh = storages[last].fanout_mesh
+    x, y = place(
+        [(d, f) for d, f in mappings[last].spatial if f > 1], mappings[last].split, mesh[0] if mesh else None
+    )
+    if len(x) != 1 or len(y) != 1:
+        return None
+    cols_rank, rows_rank = x[0][0], y[0][0]
+    cols, rows = mesh if mesh else (x[0][1], y[0][1])
+    block: dict[str, int] = {}
+    outer = 1
+    for lp in loops:
+        if lp.level >= last:
+            block[lp.dim] = block.get(lp.dim, 1) * lp.factor
+        elif not lp.spatial:
+            outer *= lp.factor
+    out = set(problem.output.dims)
+    reduced = [d for d in block if d not in out and d not in (rows_rank, cols_rank)]
+    others = [d for d in block if d in out and d not in (rows_rank, cols_rank)]
+    temporal = math.prod(block[d] for d in reduced)
+    extra = math.prod(block[d] for d in others)
+    m = block.get(cols_rank, 1)
+    if rows_rank not in out:  # reduced down the rows: weight stationary
+        per = systolic_gemm_cycles(extra, m, block[rows_rank], rows, cols, "ws")
+    else:
+        per = extra * systolic_gemm_cycles(m, block[rows_rank], temporal, cols, rows, "os")
+    return float(outer * per)
+
+
 def tile_words(problem: Problem, inner: Sequence[_Loop], kept: Sequence[str]) -> int:
     """Words of the tiles of ``kept`` tensors that the loops ``inner`` span (one instance; the
     largest tile where factors are imperfect: a span at most the dimension)."""
@@ -422,6 +469,7 @@ def analyze(
     produced: frozenset[str] = frozenset(),
     in_place: Mapping[str, str] | None = None,
     live: float = 1.0,
+    systolic: bool = False,
 ) -> Analysis:
     """Per level and tensor: reads, fills and updates; computes, cycles, energy (module text).
 
@@ -491,6 +539,8 @@ def analyze(
     else:
         stats_at = _perfect(problem, n, loops, keeps, instances, cold_output_fills)
         compute_cycles = computes / pes * point_cycles
+        if systolic:
+            compute_cycles = _systolic(problem, storages, mappings, loops) or compute_cycles
         per_instance = {
             i: (
                 sum(x.reads for x in stats_at[i].values()) / instances[i],

@@ -126,6 +126,23 @@ def _booked(h: Any, arch: ArchSpec, book: Bookkeeping, array: str | None = None,
     return dataclasses.replace(h, levels=levels, compute=compute)
 
 
+def _systolic(h: Any, arch: ArchSpec, systolic: bool, array: str | None = None) -> Any:
+    """The hierarchy ``h`` (a preset's tree, or the path of ``array``) with its 2D arrays'
+    compute units systolic where ``systolic`` (the template's ``systolic`` option: a contraction
+    pays the array's fill and drain, :attr:`mapper.hierarchy.Compute.systolic`)."""
+    if not systolic:
+        return h
+    if h.branches:
+        branches = tuple(
+            dataclasses.replace(b, compute=dataclasses.replace(b.compute, systolic=arch.array(b.name).is_2d))
+            for b in h.branches
+        )
+        return dataclasses.replace(h, branches=branches)
+    return dataclasses.replace(
+        h, compute=dataclasses.replace(h.compute, systolic=arch.array(array or "").is_2d)
+    )
+
+
 def _unpriced(
     problems: Sequence[Problem], names: Sequence[str], full: Mapping[str, int], book: Bookkeeping
 ) -> list[Problem]:
@@ -206,6 +223,7 @@ def fused(
     instances: int = 1,
     *,
     bookkeeping: Bookkeeping = PHYSICAL,
+    systolic: bool = False,
 ) -> TreeSchedule:
     """``schedule`` (one kernel of the whole cascade, fused under the buffer) as a fused mapping
     of ``arch``'s tree for a workload of rank ``sizes`` and ``instances`` (module text). Other
@@ -287,7 +305,9 @@ def fused(
         live=tuple((n, f) for n, f in live if n in names),
     )
     tree = TreeSchedule(
-        hierarchy=_booked(_priced(arch, bookkeeping).branched_hierarchy(), arch, bookkeeping),
+        hierarchy=_systolic(
+            _booked(_priced(arch, bookkeeping).branched_hierarchy(), arch, bookkeeping), arch, systolic
+        ),
         problems=tuple(problems),
         names=names,
         mapping=mapping,
@@ -361,6 +381,7 @@ def kernels(
     instances: int = 1,
     *,
     bookkeeping: Bookkeeping = PHYSICAL,
+    systolic: bool = False,
 ) -> TreeKernels:
     """``schedule``'s kernels (the Unfused baseline's: QK with S, the softmax, AV), each as a
     fused group of ``arch``'s tree, or one Einsum alone on its branch, one after another; what
@@ -383,7 +404,9 @@ def kernels(
     full, tile = _sizes(cascade, schedule, sizes)
     live = _live(cascade, schedule, arch, full, tile)
     q = full[lay.query] // tile[lay.query] if lay.query else 1
-    tree = _booked(_priced(arch, bookkeeping).branched_hierarchy(), arch, bookkeeping)
+    tree = _systolic(
+        _booked(_priced(arch, bookkeeping).branched_hierarchy(), arch, bookkeeping), arch, systolic
+    )
     out: list[Any] = []
     coarser = False
     for k, kernel in enumerate(schedule.kernels):
@@ -540,6 +563,7 @@ def layerwise(
     instances: int = 1,
     *,
     bookkeeping: Bookkeeping = PHYSICAL,
+    systolic: bool = False,
 ) -> TreeNests:
     """A schedule that runs every Einsum as a loop nest (the template's layer-by-layer schedules)
     as mappings of the tree (:class:`TreeNests`). Each nest's cycles are the analysis's (the most
@@ -553,6 +577,12 @@ def layerwise(
         )
     from mapper.nest import nest_hierarchy, schedule_nests
 
+    if systolic:
+        raise ScheduleError(
+            "as_tree: layerwise states loop nests without the systolic fill and drain: the template times a "
+            "systolic nest as SCALE-Sim's count of its whole GEMM (mapper.nest.systolic_cycles), the tree "
+            "block by block under the nest's loops; not stated in the tree yet"
+        )
     full, _tile = _sizes(cascade, schedule, sizes)
     out = []
     priced = _priced(arch, bookkeeping)
@@ -561,7 +591,12 @@ def layerwise(
         _p, _storages, ms = nest_hierarchy(prob, nest, resident=True)
         # the Einsum with its operations (the nest's problem has its ranks and tensors only)
         p = _unpriced(fusion.problems_of(cascade, [name], full), [name], full, bookkeeping)[0]
-        h = _booked(priced.hierarchy(nest.array), arch, bookkeeping, nest.array, tiled=False)
+        h = _systolic(
+            _booked(priced.hierarchy(nest.array), arch, bookkeeping, nest.array, tiled=False),
+            arch,
+            systolic,
+            nest.array,
+        )
         ms = tuple(dataclasses.replace(m, target=lv.name) for m, lv in zip(ms, h.levels, strict=True))
         out.append((name, h, p, _nest_keeps(h, p, ms, frozenset(prob.on_chip)), frozenset(prob.on_chip)))
     stated = TreeNests(nests=tuple(out), instances=instances)

@@ -212,11 +212,16 @@ class Compute:
     #: busiest unit's (the FuseMax artifact's bookkeeping of its 1-pass cascade,
     #: :mod:`sim.accounting`'s ``summed_op_cycles_one_pass``)
     serial: bool = False
+    #: a systolic mesh: a contraction spread over one rank along each axis pays the mesh's fill
+    #: and drain per block, as SCALE-Sim counts them (:func:`mapper.analysis.analyze`'s
+    #: ``systolic``; the template's ``sim.evaluate(..., systolic=True)``)
+    systolic: bool = False
 
     def __post_init__(self) -> None:
         owner = f"compute {self.name!r}"
-        if not isinstance(self.serial, bool):
-            raise ArchError(f"{owner}: serial must be true or false, found {self.serial!r}")
+        for flag in ("serial", "systolic"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ArchError(f"{owner}: {flag} must be true or false, found {getattr(self, flag)!r}")
         if self.pipeline is not None:
             for op, n in _by_operation(owner, "pipeline", self.pipeline, "cycles").items():
                 _count(owner, f"pipeline[{op}]", n, zero=True, top=2**20)
@@ -619,6 +624,7 @@ class Hierarchy:
             compute_pj=compute.pj_per_point(problem) if priced else 0.0,
             compute_instances=compute.instances,
             point_cycles=compute.point_cycles(problem),
+            systolic=compute.systolic,
             **options,
         )
 

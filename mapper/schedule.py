@@ -466,7 +466,9 @@ def einsum_cycles(
             extra *= sizes[r]
         m_ = sizes[cols_rank] if cols_rank in fact.ranks else 1
         if rows_rank in fact.reduced:  # reduction across the rows: weight stationary
-            cycles = systolic_gemm_cycles(m_, extra, sizes[rows_rank], array.rows, array.cols, "ws")
+            # the k x n block across the array (k down the rows, the columns' rank across) stays;
+            # the other output ranks stream, one step a cycle (AV: A stays, V streams over F)
+            cycles = systolic_gemm_cycles(extra, m_, sizes[rows_rank], array.rows, array.cols, "ws")
         else:
             n_ = sizes[rows_rank] if rows_rank in fact.ranks else 1
             cycles = extra * systolic_gemm_cycles(m_, n_, temporal, array.cols, array.rows, "os")

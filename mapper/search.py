@@ -941,10 +941,7 @@ def _held_whole(f, consumers, facts, lay: Layout) -> bool:  # type: ignore[no-un
     reads = {n: g.reads for n, g in made.items()}
     kept = {n: set(g.ranks) - set(g.reduced) for n, g in made.items()}
     return any(
-        r != f.name
-        and r in made
-        and not kept[r] & {lay.key, lay.outer}
-        and depends(reads, r, f.name)
+        r != f.name and r in made and not kept[r] & {lay.key, lay.outer} and depends(reads, r, f.name)
         for g in consumers
         for r in g.reads
     )

@@ -379,3 +379,41 @@ def test_serial_units_and_unpriced_operations() -> None:
     assert c.pj_per_point(dataclasses.replace(p, unpriced=(("add", 1.0),))) == 3.0
     with pytest.raises(mapper.ArchError, match=r"compute 'mac': serial must be true or false, found 'yes'"):
         hierarchy.Compute(serial="yes")  # type: ignore[arg-type]
+
+
+def test_a_systolic_mesh_pays_its_fill_and_drain_per_block() -> None:
+    """``compute: {systolic: true}``: a GEMM on a 4 x 4 mesh pays SCALE-Sim's fill and drain for
+    each block of the loops at the level that fans out, the loops above repeating it. Hand counts:
+    M and N across the mesh, K = 8 streamed, output stationary: 4 + 4 + 8 - 2 - 1 = 13 cycles a
+    block; K down the rows and N across, M = 8 streamed, weight stationary: 2*4 + 4 + 8 - 2 - 1 =
+    17; twice each where a DRAM loop over M repeats the block. Without it, 8 cycles a block."""
+    p = hierarchy.einsum_problem(einsum.library.get("matmul"), "Z", {"M": 8, "K": 8, "N": 4})
+    doc = {
+        "name": "systolic",
+        "levels": [
+            {"name": "DRAM", "kind": "dram", "read_pj": 1, "write_pj": 1},
+            {"name": "buf", "capacity_words": 4096, "read_pj": 1, "write_pj": 1},
+        ],
+        "compute": {"name": "pe", "mesh": [4, 4], "energy_pj": 1.0, "systolic": True},
+    }
+    h = hierarchy.Hierarchy.from_dict(doc)
+    assert hierarchy.Hierarchy.from_dict(h.to_dict()) == h
+    plain = hierarchy.Hierarchy.from_dict(
+        {**doc, "compute": {"name": "pe", "mesh": [4, 4], "energy_pj": 1.0}}
+    )
+
+    def cycles(hier: hierarchy.Hierarchy, outer: tuple, temporal: tuple, spatial: tuple) -> float:
+        ms = [
+            LevelMapping(target="DRAM", temporal=outer),
+            LevelMapping(target="buf", temporal=temporal, spatial=spatial),
+        ]
+        return hier.analyze(p, ms).compute_cycles
+
+    os_ = (("M", 2),), (("K", 8),), (("M", 4), ("N", 4))
+    assert cycles(h, *os_) == 2 * 13 and cycles(plain, *os_) == 2 * 8
+    p8 = hierarchy.einsum_problem(einsum.library.get("matmul"), "Z", {"M": 16, "K": 4, "N": 4})
+    ws = [LevelMapping(target="DRAM", temporal=(("M", 2),)),
+          LevelMapping(target="buf", temporal=(("M", 8),), spatial=(("K", 4), ("N", 4)))]  # fmt: skip
+    assert h.analyze(p8, ws).compute_cycles == 2 * 17
+    with pytest.raises(ArchError, match=r"compute 'pe': systolic must be true or false, found 'yes'"):
+        hierarchy.Hierarchy.from_dict({**doc, "compute": {"name": "pe", "systolic": "yes"}})

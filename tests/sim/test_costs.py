@@ -64,6 +64,22 @@ def test_systolic_option_charges_fill_and_drain():
     )
 
 
+def test_systolic_option_with_the_reduced_rank_down_the_rows_is_weight_stationary():
+    # Z[m, n] = A[m, k] B[k, n], K down the 4 rows and N across the 4 columns: the 4 x 4 block of
+    # B stays in the array and A's 8 rows stream through it (SCALE-Sim's ws with M = 8 streamed):
+    # one fold of 2R + C + T - 2 = 8 + 4 + 8 - 2 cycles, less one. The loop nest's systolic count
+    # is the same. (The tiled kernels once swapped M and N here: two folds, 27 cycles.)
+    from mapper.nest import nest_problem, systolic_cycles
+
+    arch = mapper.fusemax(array_dim=4)
+    f = _facts("matmul")["Z"]
+    sizes = {"M": 8, "N": 4, "K": 4}
+    tiled = einsum_cycles(f, arch.array("2d"), ("K", "N"), sizes, systolic=True)
+    assert tiled == systolic_gemm_cycles(8, 4, 4, 4, 4, "ws") == 17
+    nest = nest_problem(LIB("matmul"), f, arch.array("2d"), arch, sizes)
+    assert systolic_cycles(nest, ("K", "N")) == tiled
+
+
 def test_toy_traffic_energy_and_latency():
     arch = mapper.fusemax(array_dim=2, buffer_bytes=1 << 20)
     c = LIB("attention_1pass")
