@@ -5,11 +5,12 @@ template's, the ratio of their energies, and the time each takes; or the typed e
 tree does not state yet.
 
     python benchmarks/template_in_tree.py [--arch fusemax|flat|unfused] [--cascade NAME]
-        [--accounting physical|fusemax-artifact] [--json]
+        [--accounting physical|fusemax-artifact] [--systolic] [--json]
 
 The cascade defaults to the artifact's: attention_1pass on FuseMax, attention_3pass on the others.
 With ``--accounting fusemax-artifact`` both sides keep the artifact's books (the tree through
-``Accounting.bookkeeping``: ``mapper.as_tree.Bookkeeping``).
+``Accounting.bookkeeping``: ``mapper.as_tree.Bookkeeping``). With ``--systolic`` both charge the 2D
+array's systolic fill and drain (the tree's 2D compute units ``systolic``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ def main() -> int:
     ap.add_argument("--arch", choices=("fusemax", "flat", "unfused"), default="fusemax")
     ap.add_argument("--cascade", default=None, help="a library cascade (default: the artifact's)")
     ap.add_argument("--accounting", choices=tuple(sim.ACCOUNTINGS), default="physical")
+    ap.add_argument("--systolic", action="store_true", help="charge the 2D array's systolic fill and drain")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     arch = mapper.preset(args.arch)
@@ -42,14 +44,19 @@ def main() -> int:
         for seq in ("1K", "4K", "16K", "64K", "256K", "1M"):
             w = sim.workload(model, seq, batch=64)
             t0 = time.perf_counter()
-            s = search(c, arch, SearchOptions(sizes=w.sizes, fusion="fused", fuse=args.arch != "unfused"))
-            report = sim.evaluate(c, s, arch, w, accounting=args.accounting)
+            opts = SearchOptions(
+                sizes=w.sizes, fusion="fused", fuse=args.arch != "unfused", systolic=args.systolic
+            )
+            s = search(c, arch, opts)
+            report = sim.evaluate(c, s, arch, w, accounting=args.accounting, systolic=args.systolic)
             t1 = time.perf_counter()
             row: dict[str, object] = {"model": model, "seq": seq, "instances": w.instances}
             state = as_tree.kernels if args.arch == "unfused" else as_tree.fused
             try:
                 book = sim.accounting(args.accounting).bookkeeping(c)
-                r = state(c, s, arch, w.for_cascade(c).sizes, w.instances, bookkeeping=book).evaluate()
+                r = state(
+                    c, s, arch, w.for_cascade(c).sizes, w.instances, bookkeeping=book, systolic=args.systolic
+                ).evaluate()
             except ScheduleError as exc:
                 row["not_stated"] = str(exc).split(":", 1)[1].strip()
             else:
