@@ -406,7 +406,8 @@ def _systolic(
     the loops at the last level that fans out (and below) span, one rank along each axis of its
     mesh; the temporal loops above repeat it. A rank the block reduces down the Y axis is weight
     stationary (the block of the operand the X rank indexes stays; the other output ranks
-    stream), else output stationary (the reduced ranks stream), as
+    stream), and along the X axis the same with the mesh turned; else output stationary (the
+    reduced ranks stream), as
     :func:`mapper.schedule.einsum_cycles` times a tile with ``systolic``. None where the
     contraction is not spread over one rank per axis (no fill to charge)."""
     from mapper.network import place
@@ -440,6 +441,8 @@ def _systolic(
     m = block.get(cols_rank, 1)
     if rows_rank not in out:  # reduced down the rows: weight stationary
         per = systolic_gemm_cycles(extra, m, block[rows_rank], rows, cols, "ws")
+    elif cols_rank not in out:  # reduced along the columns: the same, the mesh turned
+        per = systolic_gemm_cycles(extra, block[rows_rank], m, cols, rows, "ws")
     else:
         per = extra * systolic_gemm_cycles(m, block[rows_rank], temporal, cols, rows, "os")
     return float(outer * per)

@@ -415,5 +415,8 @@ def test_a_systolic_mesh_pays_its_fill_and_drain_per_block() -> None:
     ws = [LevelMapping(target="DRAM", temporal=(("M", 2),)),
           LevelMapping(target="buf", temporal=(("M", 8),), spatial=(("K", 4), ("N", 4)))]  # fmt: skip
     assert h.analyze(p8, ws).compute_cycles == 2 * 17
+    # K along the columns instead: the mesh turned, 2*4 + 4 + 8 - 2 - 1 cycles again
+    turned = [ws[0], dataclasses.replace(ws[1], spatial=(("N", 4), ("K", 4)))]
+    assert h.analyze(p8, turned).compute_cycles == 2 * 17
     with pytest.raises(ArchError, match=r"compute 'pe': systolic must be true or false, found 'yes'"):
         hierarchy.Hierarchy.from_dict({**doc, "compute": {"name": "pe", "systolic": "yes"}})
