@@ -407,9 +407,8 @@ def _systolic(
     mesh; the temporal loops above repeat it. A rank the block reduces down the Y axis is weight
     stationary (the block of the operand the X rank indexes stays; the other output ranks
     stream), and along the X axis the same with the mesh turned; else output stationary (the
-    reduced ranks stream), as
-    :func:`mapper.schedule.einsum_cycles` times a tile with ``systolic``. None where the
-    contraction is not spread over one rank per axis (no fill to charge)."""
+    reduced ranks stream), as :func:`mapper.schedule.einsum_cycles` times a tile with
+    ``systolic``. None where the contraction is not spread over one rank per axis (no fill)."""
     from mapper.network import place
     from mapper.schedule import systolic_gemm_cycles
 
@@ -523,6 +522,12 @@ def analyze(
                 )
 
     imperfect = _imperfect_dims(problem, loops)
+    if imperfect and systolic and problem.kind == "contraction":
+        raise ScheduleError(
+            f"mapping: {problem.name} runs on a systolic mesh with imperfect factors of "
+            f"{', '.join(sorted(imperfect))}: its fill and drain per block is modelled for exact factors "
+            "only (factors that divide each dimension)"
+        )
     if imperfect:
         _check_imperfect(problem, storages, mappings, loops, imperfect, network_stats)
         totals, used, compute_cycles = _general(problem, n, loops, keeps, cold_output_fills, False)

@@ -418,5 +418,13 @@ def test_a_systolic_mesh_pays_its_fill_and_drain_per_block() -> None:
     # K along the columns instead: the mesh turned, 2*4 + 4 + 8 - 2 - 1 cycles again
     turned = [ws[0], dataclasses.replace(ws[1], spatial=(("N", 4), ("K", 4)))]
     assert h.analyze(p8, turned).compute_cycles == 2 * 17
+    p6 = hierarchy.einsum_problem(einsum.library.get("matmul"), "Z", {"M": 6, "K": 8, "N": 4})
+    ragged = [LevelMapping(target="DRAM", temporal=(("M", 2),)),
+              LevelMapping(target="buf", temporal=(("K", 8),), spatial=(("M", 4), ("N", 4)))]  # fmt: skip
+    assert plain.analyze(p6, ragged).computes == 6 * 8 * 4
+    with pytest.raises(
+        ScheduleError, match=r"Z runs on a systolic mesh with imperfect factors of M: its fill"
+    ):
+        h.analyze(p6, ragged)
     with pytest.raises(ArchError, match=r"compute 'pe': systolic must be true or false, found 'yes'"):
         hierarchy.Hierarchy.from_dict({**doc, "compute": {"name": "pe", "systolic": "yes"}})
