@@ -126,21 +126,18 @@ def _booked(h: Any, arch: ArchSpec, book: Bookkeeping, array: str | None = None,
     return dataclasses.replace(h, levels=levels, compute=compute)
 
 
-def _systolic(h: Any, arch: ArchSpec, systolic: bool, array: str | None = None) -> Any:
-    """The hierarchy ``h`` (a preset's tree, or the path of ``array``) with its 2D arrays'
-    compute units systolic where ``systolic`` (the template's ``systolic`` option: a contraction
-    pays the array's fill and drain, :attr:`mapper.hierarchy.Compute.systolic`)."""
+def _tree(arch: ArchSpec, book: Bookkeeping, systolic: bool) -> Any:
+    """``arch``'s tree (:meth:`ArchSpec.branched_hierarchy`) with ``book``'s pricing and, where
+    ``systolic``, its 2D arrays' compute units systolic (the template's ``systolic`` option: a
+    contraction pays the array's fill and drain, :attr:`mapper.hierarchy.Compute.systolic`)."""
+    h = _booked(_priced(arch, book).branched_hierarchy(), arch, book)
     if not systolic:
         return h
-    if h.branches:
-        branches = tuple(
-            dataclasses.replace(b, compute=dataclasses.replace(b.compute, systolic=arch.array(b.name).is_2d))
-            for b in h.branches
-        )
-        return dataclasses.replace(h, branches=branches)
-    return dataclasses.replace(
-        h, compute=dataclasses.replace(h.compute, systolic=arch.array(array or "").is_2d)
+    branches = tuple(
+        dataclasses.replace(b, compute=dataclasses.replace(b.compute, systolic=arch.array(b.name).is_2d))
+        for b in h.branches
     )
+    return dataclasses.replace(h, branches=branches)
 
 
 def _unpriced(
@@ -305,9 +302,7 @@ def fused(
         live=tuple((n, f) for n, f in live if n in names),
     )
     tree = TreeSchedule(
-        hierarchy=_systolic(
-            _booked(_priced(arch, bookkeeping).branched_hierarchy(), arch, bookkeeping), arch, systolic
-        ),
+        hierarchy=_tree(arch, bookkeeping, systolic),
         problems=tuple(problems),
         names=names,
         mapping=mapping,
@@ -404,9 +399,7 @@ def kernels(
     full, tile = _sizes(cascade, schedule, sizes)
     live = _live(cascade, schedule, arch, full, tile)
     q = full[lay.query] // tile[lay.query] if lay.query else 1
-    tree = _systolic(
-        _booked(_priced(arch, bookkeeping).branched_hierarchy(), arch, bookkeeping), arch, systolic
-    )
+    tree = _tree(arch, bookkeeping, systolic)
     out: list[Any] = []
     coarser = False
     for k, kernel in enumerate(schedule.kernels):
@@ -591,12 +584,7 @@ def layerwise(
         _p, _storages, ms = nest_hierarchy(prob, nest, resident=True)
         # the Einsum with its operations (the nest's problem has its ranks and tensors only)
         p = _unpriced(fusion.problems_of(cascade, [name], full), [name], full, bookkeeping)[0]
-        h = _systolic(
-            _booked(priced.hierarchy(nest.array), arch, bookkeeping, nest.array, tiled=False),
-            arch,
-            systolic,
-            nest.array,
-        )
+        h = _booked(priced.hierarchy(nest.array), arch, bookkeeping, nest.array, tiled=False)
         ms = tuple(dataclasses.replace(m, target=lv.name) for m, lv in zip(ms, h.levels, strict=True))
         out.append((name, h, p, _nest_keeps(h, p, ms, frozenset(prob.on_chip)), frozenset(prob.on_chip)))
     stated = TreeNests(nests=tuple(out), instances=instances)

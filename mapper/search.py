@@ -894,6 +894,7 @@ def _classify(cascade, facts, binding, kernels, lay, sizes, tile):  # type: igno
     kernel_of = {e: i for i, k in enumerate(kernels) for e in k}
     where: dict[str, str] = {}
     crossing: list[str] = []
+    held_whole = _held_whole(facts, lay)
     for f in facts:
         consumers = [g for g in facts if f.name in g.reads]
         if f.name in cascade.outputs:
@@ -911,7 +912,7 @@ def _classify(cascade, facts, binding, kernels, lay, sizes, tile):  # type: igno
             and not any(g.epilogue_of == f.name and binding[g.name] == binding[f.name] for g in consumers)
         ):
             where[f.name] = "long"
-        elif lay.whole is not None and _held_whole(f, consumers, facts, lay):
+        elif f.name in held_whole:
             # read in a later pass over the whole rank (FuseMax's 2-pass A reads SLN beside SD, a
             # sum over every key block): every key block's slice waits on chip or in DRAM
             where[f.name] = "long"
@@ -930,21 +931,29 @@ def _classify(cascade, facts, binding, kernels, lay, sizes, tile):  # type: igno
     return where, crossing
 
 
-def _held_whole(f, consumers, facts, lay: Layout) -> bool:  # type: ignore[no-untyped-def]
-    """Whether a partitioned tensor over the key rank (``SLN[p, m1, m0]``) is read in a later
-    pass: by an Einsum that also reads something made from it and reduced over the whole rank
-    (neither the key rank nor the outer rank left: ``SD[p]``), so that it is known only once the
-    pass over every key block ends."""
-    if lay.key not in f.ranks or lay.key in f.reduced or lay.outer is None or lay.outer not in f.ranks:
-        return False
+def _held_whole(facts, lay: Layout) -> set[str]:  # type: ignore[no-untyped-def]
+    """The partitioned tensors over the key rank (``SLN[p, m1, m0]``) read in a later pass: by an
+    Einsum that also reads something made from them and reduced over the whole rank (neither the
+    key rank nor the outer rank left: ``SD[p]``), so that they are known only once the pass over
+    every key block ends."""
+    if lay.whole is None or lay.outer is None:
+        return set()
     made = {g.name: g for g in facts}
     reads = {n: g.reads for n, g in made.items()}
-    kept = {n: set(g.ranks) - set(g.reduced) for n, g in made.items()}
-    return any(
-        r != f.name and r in made and not kept[r] & {lay.key, lay.outer} and depends(reads, r, f.name)
-        for g in consumers
-        for r in g.reads
-    )
+    whole = {n for n, g in made.items() if not (set(g.ranks) - set(g.reduced)) & {lay.key, lay.outer}}
+    return {
+        f.name
+        for f in facts
+        if lay.key in f.ranks
+        and lay.key not in f.reduced
+        and lay.outer in f.ranks
+        and any(
+            r != f.name and r in whole and depends(reads, r, f.name)
+            for g in facts
+            if f.name in g.reads
+            for r in g.reads
+        )
+    }
 
 
 def _long_tensors(cascade, facts, binding, kernels, lay, sizes, tile) -> list[str]:  # type: ignore[no-untyped-def]
