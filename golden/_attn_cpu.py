@@ -85,6 +85,18 @@ def _fmax(typingctx, a, b):  # type: ignore[no-untyped-def]
     return a(a, a), codegen
 
 
+@intrinsic
+def _wide_vectors(typingctx):  # type: ignore[no-untyped-def]
+    """Let LLVM's loop vectoriser use 512-bit vectors in the calling function (the attribute
+    ``"prefer-vector-width"="512"``; x86 tunes for 256 by default)."""
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        set.add(builder.function.attributes, '"prefer-vector-width"="512"')
+        return context.get_dummy_value()
+
+    return types.none(), codegen
+
+
 def exp_fast(x):  # type: ignore[no-untyped-def]
     """``exp(x)``: in float32 a vectorisable Cody-Waite reduction and polynomial (inputs clamped to
     [-88, 88]: 0 where exp is denormal, as flushing would; never inf; NaN stays NaN), else

@@ -22,7 +22,7 @@ def kernel(q, k, v, out, prm, sz, szi, {extra}, bq, bk, blk, gmap):
     BIG = q.dtype.type(8886110.520507872)  # exp(16)
 {params}    nqb = (P + bq - 1) // bq
     for w in prange(G * nqb):
-        g = w // nqb
+{wide}        g = w // nqb
         gq, gk, gv = gmap[0, g], gmap[1, g], gmap[2, g]  # the entries Q, K and V are read at
 {xgroups}        p0 = (w % nqb) * bq
         n = min(bq, P - p0)

@@ -443,6 +443,31 @@ def test_tanh_fast_in_float32_is_within_three_ulp() -> None:
     assert apply(np.array([0.5], np.float64))[0] == math.tanh(0.5)  # float64: math.tanh itself
 
 
+def test_long_key_rows_vectorise_512_bits_wide_and_short_ones_do_not() -> None:
+    """A CPU core whose key tiles hold at least WIDE_KEYS keys lets LLVM use 512-bit vectors (the
+    function attribute set by ``_wide_vectors``); a core over fewer keys keeps 256-bit ones, whose
+    vector loop starts at 32 keys. Both compute the same softmax attention, within FlashAttention's
+    rule against the float64 oracle."""
+    from golden._compile import WIDE_KEYS
+
+    c = einsum.library.get("attention_3pass")
+    fn = golden.compile(c)
+    rng = np.random.default_rng(5)
+    for m, wide in ((WIDE_KEYS, True), (WIDE_KEYS - 1, False), (40, False), (1000, True)):
+        x = {
+            "Q": rng.normal(size=(2, 37, 16)),
+            "K": rng.normal(size=(2, m, 16)),
+            "V": rng.normal(size=(2, m, 8)),
+        }
+        x32 = {n: a.astype(np.float32) for n, a in x.items()}
+        got = fn(x32)["AV"]
+        assert ("_wide_vectors()" in fn.source) is wide, m
+        ref = np.stack([golden.run(c, {n: a[b] for n, a in x.items()})["AV"] for b in range(2)])
+        naive = np.stack([_naive32(c, {n: a[b] for n, a in x.items()}, {}) for b in range(2)])
+        _check(got, ref, naive)
+    assert fn.kernel_source().count("_wide_vectors()") == 0  # the listing shows the 256-bit form
+
+
 def test_a_pooling_sums_along_contiguous_memory() -> None:
     """Agent attention's pooling ``AG[p1, e] = sum[p0] BQ[p1, p0, e] / P0``: the sum's loop runs
     outside the output's contiguous index, accumulating into the row in place (the results are
