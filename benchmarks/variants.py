@@ -6,7 +6,10 @@ arrays to host arrays, copies included; torch's on device tensors). Ratios are p
 time (above 1: ours is faster). Needs ``pip install -e ".[bench]"``.
 
     python benchmarks/variants.py [--seq 2048] [--heads 8] [--dim 64] [--repeat 5] [--json]
-                                  [--device cpu|cuda] [--only NAME ...]
+                                  [--device cpu|cuda] [--only NAME ...] [--narrow]
+
+``--narrow`` keeps every CPU core's loops at 256-bit vectors (the kernels before long key rows
+took 512-bit ones; golden._compile.WIDE_KEYS), for a before-and-after on the same machine.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ def main() -> int:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     ap.add_argument("--only", nargs="*", help="variants to run (default: all)")
+    ap.add_argument("--narrow", action="store_true", help="256-bit vectors in every CPU core")
     args = ap.parse_args()
     try:
         import torch
@@ -43,6 +47,10 @@ def main() -> int:
         print('benchmarks/variants.py needs torch: pip install -e ".[bench]"', file=sys.stderr)
         return 2
     n, h, d = args.seq, args.heads, args.dim
+    if args.narrow:
+        from golden import _compile as kernels
+
+        kernels.WIDE_KEYS = 1 << 62
     rng = np.random.default_rng(0)
     q, k, v = (rng.standard_normal((1, h, n, d), dtype=np.float32) for _ in range(3))
     dev = args.device
