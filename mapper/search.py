@@ -986,6 +986,7 @@ def _residency(cascade, facts, binding, kernels, arch, lay, sizes, tile, *, scor
         if w != "long":
             residency[t] = w
     spill = 0.0
+    shared_pass = 0  # the busy kernel's query tiles per pass over K and V, where set above
     q_tile = tile[lay.query]
     n_tiles = max(1, sizes[lay.query] // q_tile)
     fused = bool(long_tensors) and score_rows is not None  # FLAT's granularity: rows held together
@@ -1012,6 +1013,15 @@ def _residency(cascade, facts, binding, kernels, arch, lay, sizes, tile, *, scor
             residency[t] = where_long
         per_query = e_f * word  # the Q and output rows of the queries in flight
         avail = cap - kv_bytes - staged
+        if where_long == "buffer" and not spill and not fused:
+            # Query tiles that share a pass over K and V: all of them where K and V fit whole
+            # beside one tile's rows (K and V loaded once, the tiles one after another); else a
+            # group streaming K and V past it, each of its tiles holding its own rows.
+            whole_kv = sizes[lay.whole or lay.key] * key_words * word
+            if whole_kv + held * (row + e_f * word) <= cap:
+                shared_pass = n_tiles
+            else:
+                per_query, avail = row + e_f * word, cap - kv_bytes
     elif cascade.iterative:
         state = sum(_per_query_words(cascade, t, lay, sizes) for t in cascade.iterative if t in produced)
         state += len(crossing) * tile[lay.key]  # the staged tiles' words per query
@@ -1038,7 +1048,9 @@ def _residency(cascade, facts, binding, kernels, arch, lay, sizes, tile, *, scor
     busy_kernels = {kernel_of[t] for t in long_tensors + [t for t in cascade.iterative if t in produced]}
     fused_tiles = max(1, held // q_tile) if fused else None
     p1s = tuple(
-        (fused_tiles or fit(avail, per_query)) if i in busy_kernels else fit(cap - kv_bytes, e_f * word)
+        (fused_tiles or shared_pass or fit(avail, per_query))
+        if i in busy_kernels
+        else fit(cap - kv_bytes, e_f * word)
         for i in range(len(kernels))
     )
     return residency, spill, p1s

@@ -100,6 +100,33 @@ def test_a_2_pass_tensor_read_after_the_whole_key_rank_is_held_whole():
     assert 0 < inputs < sln / 100
 
 
+def test_query_tiles_sharing_a_pass_over_k_and_v_hold_their_own_rows():
+    # A 2-pass schedule whose SLN rows (256 x M words a query tile) stay in the buffer lets its
+    # query tiles share a pass over K and V in one of two ways: all of them, K and V whole in the
+    # buffer beside one tile's rows (BERT 16K: 2M + 4M words of 8M), or a group streaming K and V
+    # past it, each tile holding its own rows. XLM 16K (E = F = 128) fits neither (K and V whole
+    # and one tile's rows, or two tiles' rows, take the whole buffer with no room for the key tile
+    # or the Q and output rows): one tile a pass. (The template let 32 tiles share a pass while
+    # holding one tile's rows: 1/32 of the K and V traffic, and a schedule the tree could not fit.)
+    import sim
+    from mapper import as_tree
+
+    c = LIB("attention_2pass")
+    arch = mapper.fusemax()
+    words = arch.buffer.capacity_bytes // arch.word_bytes
+    for model, tiles in (("BERT", 64), ("XLM", 1)):
+        w = sim.workload(model, "16K", batch=1)
+        s = search(c, arch, SearchOptions(fusion="fused", sizes=w.sizes))
+        assert s.residency["SLN"] == "buffer" and s.query_tiles_on_chip == (tiles,), model
+        rows = 256 * (1 << 14)  # one query tile's SLN
+        kv = (1 << 14) * (w.sizes["E"] + w.sizes["F"])
+        assert rows + kv < words if tiles > 1 else (2 * rows >= words and rows + kv >= words)
+        report = sim.evaluate(c, s, arch, w)
+        tree = as_tree.fused(c, s, arch, w.for_cascade(c).sizes, w.instances).evaluate()
+        assert tree.scalar_accesses("DRAM") * arch.word_bytes == report.traffic_bytes, model
+        assert tree.cycles == report.latency_cycles, model
+
+
 def test_unfused_kernels():
     s = search(
         LIB("attention_3pass"), mapper.unfused(), SearchOptions(fusion="fused", sizes=BERT_1K, fuse=False)
