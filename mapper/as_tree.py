@@ -437,6 +437,9 @@ def kernels(
             swapped = _reduced_outside(ps[0], ns[0], ms[0], schedule)
             tries = [ms[0], *(() if swapped is None else (swapped,))]
             tries += [h for m in tries if (h := _held(alone[0], ps[0], m)) != m]
+            if schedule.residency.get(ns[0]) == "dram" and ns[0] not in cascade.outputs:
+                # what the template sends to DRAM goes from the PEs past the buffer (bypass)
+                tries = [_past_buffer(alone[0], ps[0], m) for m in tries]
             parts = TreeKernels(kernels=tuple((*alone[:3], m, *alone[4:]) for m in tries)).evaluate().parts
             c0 = parts[0][1]
             pick = min(range(len(tries)), key=lambda i: (parts[i][1] > c0, parts[i][2]))
@@ -818,6 +821,16 @@ def _held(path: Any, p: Problem, ms: tuple[LevelMapping, ...]) -> tuple[LevelMap
     if base is None or held <= base:
         return ms
     return (*ms[: at + 1], dataclasses.replace(rf, keep=tuple(sorted(base | held))), *ms[at + 2 :])
+
+
+def _past_buffer(path: Any, p: Problem, ms: tuple[LevelMapping, ...]) -> tuple[LevelMapping, ...]:
+    """``ms`` with the buffer not keeping the output (Timeloop's bypass): the register files below
+    accumulate it and send it on to DRAM, never written into the buffer nor read there."""
+    at = next(j for j, m in enumerate(ms) if m.target == "buffer")
+    level = next(lv for lv in path.levels if lv.name == "buffer")
+    base = path._keep(level, p)
+    keep = (base if base is not None else frozenset(s.name for s in p.spaces)) - {p.output.name}
+    return (*ms[:at], dataclasses.replace(ms[at], keep=keep), *ms[at + 1 :])
 
 
 def _reduced_outside(

@@ -295,6 +295,30 @@ def test_the_unfused_baseline_s_kernels_in_its_tree(sizes: str) -> None:
         as_tree.kernels(c1, s1, f, w.for_cascade(c1).sizes, w.instances)
 
 
+def test_a_kernel_of_one_einsum_sends_what_the_template_streams_to_dram_past_the_buffer() -> None:
+    """The Unfused baseline's 2-pass cascade runs BQK alone, its scores streamed from the PEs to
+    DRAM as the template sends them: in the tree the buffer does not keep BQK (Timeloop's
+    bypass), so it is neither written nor read there and takes no room (at 256K, 256 query tiles'
+    blocks of it would take more than the buffer). A cascade's output keeps its buffer."""
+    arch = mapper.preset("unfused")
+    c = einsum.library.get("attention_2pass")
+    w = sim.workload(sizes="P=256,M=4096,E=64,F=64")
+    s = search(c, arch, SearchOptions(sizes=w.sizes, fusion="fused", fuse=False))
+    assert [list(k) for k in s.kernels][0] == ["BQK"] and s.residency["BQK"] == "dram"
+    tk = as_tree.kernels(c, s, arch, w.for_cascade(c).sizes, w.instances)
+    path, p, _n, ms, _la, _il = tk.kernels[0]
+    a = path.analyze(p, ms)
+    assert "BQK" not in a.levels["buffer"]
+    assert a.levels["DRAM"]["BQK"].updates == w.sizes["P"] * w.sizes["M"]
+    path, p, _n, ms, _la, _il = tk.kernels[-1]
+    assert p.output.name == "AV" and "AV" in path.analyze(p, ms).levels["buffer"]
+    report = sim.evaluate(c, s, arch, w)
+    r = tk.evaluate()
+    assert r.cycles == report.latency_cycles
+    assert r.dram_words * arch.word_bytes == report.traffic_bytes
+    assert 1.04 < r.energy_pj / report.energy_pj < 1.06  # 1.08-1.09 with BQK through the buffer
+
+
 @pytest.mark.parametrize(
     ("preset", "cascade", "seq", "latency"),
     [
