@@ -956,6 +956,31 @@ def _held_whole(facts, lay: Layout) -> set[str]:  # type: ignore[no-untyped-def]
     }
 
 
+def _block_stats(facts, lay: Layout, sizes: Mapping[str, int]) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    """The per-block statistics a pass over the keys makes and a later step reads (the 2-pass's
+    ``LM[p, m1]``, read by PRM beside GM, and ``SLD[p, m1]``, read by SD beside PRM): over the outer
+    key rank, not the key rank, made before and read after a result of the whole pass (GM), so
+    that every key block's value waits on chip for the pass to end. Each with its words per query."""
+    if lay.whole is None or lay.outer is None or lay.step is not None:
+        return {}  # (a recurrence's running values are its state, sized as such)
+    made = {g.name: g for g in facts}
+    reads = {n: g.reads for n, g in made.items()}
+    dims = {n: set(g.ranks) - set(g.reduced) for n, g in made.items()}
+    keyside = {n for n in made if dims[n] & {lay.key, lay.outer}}
+    # the pass's whole results (GM, SD: neither the key rank nor the outer rank left), and what
+    # is computed after one of them
+    results = {n for n in made if n not in keyside and any(depends(reads, n, k) for k in keyside)}
+    late = {n for n in made if any(depends(reads, n, r) for r in results)}
+    return {
+        f.name: math.prod(sizes.get(r, 1) for r in dims[f.name] if r != lay.query)
+        for f in facts
+        if f.name not in late
+        and lay.outer in dims[f.name]
+        and lay.key not in dims[f.name]
+        and any(f.name in g.reads and g.name in late for g in facts)
+    }
+
+
 def _long_tensors(cascade, facts, binding, kernels, lay, sizes, tile) -> list[str]:  # type: ignore[no-untyped-def]
     where, _ = _classify(cascade, facts, binding, kernels, lay, sizes, tile)
     return [t for t, w in where.items() if w == "long"]
@@ -993,7 +1018,10 @@ def _residency(cascade, facts, binding, kernels, arch, lay, sizes, tile, *, scor
     held = score_rows if fused else q_tile
     if long_tensors:
         # the score rows of the queries held (q_tile x M words each) stay on chip while the softmax
-        # passes over them, beside the key tile and the held queries' Q and output rows
+        # passes over them, beside the key tile and the held queries' Q and output rows, and their
+        # per-block statistics (LM, SLD: a word per key block each)
+        kernel = kernel_of[long_tensors[0]]
+        e_f += sum(w for t, w in _block_stats(facts, lay, sizes).items() if kernel_of[t] == kernel)
         row = sizes[lay.whole or lay.key] * word
         need = held * row
         avail = cap - kv_bytes - held * e_f * word
@@ -1043,6 +1071,7 @@ def _residency(cascade, facts, binding, kernels, arch, lay, sizes, tile, *, scor
             p1 -= 1
         return p1
 
+    e_f = q_in_words + q_out_words  # the other kernels' queries hold their Q and output rows only
     # the kernel holding the score rows or the running state gets what they leave; a kernel that
     # streams its results to DRAM holds the Q and output rows of as many query tiles as fit
     busy_kernels = {kernel_of[t] for t in long_tensors + [t for t in cascade.iterative if t in produced]}
