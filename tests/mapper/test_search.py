@@ -108,7 +108,7 @@ def test_a_2_pass_query_tile_holds_its_block_statistics_until_the_pass_ends():
     # LM[p, m1] and SLD[p, m1] are made a key block at a time and read after GM, the max over every
     # block (PRM beside GM, SD beside PRM): each query holds M1 words of each through the pass.
     # At 64K (M1 = 256) the Q and output rows (128 words a query) and these (512) of 128 query
-    # tiles took 21 MB of a 16 MiB buffer; 32 tiles (5.2 MB) fit beside the SLN row being staged
+    # tiles took 42 MB of a 16 MiB buffer; 32 tiles (10.5 MB) fit beside the SLN row being staged
     from mapper.search import _block_stats, einsum_facts, layout
 
     c = LIB("attention_2pass")
