@@ -8,6 +8,7 @@ oracle; ``backend="golden"`` runs it here, head by head, in float64, for checks.
 from __future__ import annotations
 
 import math
+import warnings
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -393,8 +394,9 @@ def _cpu(
     shift: int = 0,
 ) -> None:
     import numba
+    from numba.core.errors import NumbaIRAssumptionWarning
 
-    from golden import _attn_cpu
+    from golden import _attn_cpu, _compile
 
     g, p, _ = q.shape
     m = k.shape[1]
@@ -404,15 +406,20 @@ def _cpu(
         bq = max(1, min(bq, _SLAB_BYTES // (m * q.itemsize)))
     while bq > 16 and g * -(-p // bq) < 2 * threads:  # enough work items for every thread
         bq //= 2
+    # the 1-pass kernel's row loops 512 bits wide over rows of enough keys (golden.compile's rule)
+    wide = min(_BK, m) >= _compile.WIDE_KEYS
     kernel = {
-        "attention_1pass": _attn_cpu.fwd_1pass,
+        "attention_1pass": _attn_cpu.fwd_1pass_wide if wide else _attn_cpu.fwd_1pass,
         "attention_2pass": _attn_cpu.fwd_2pass,
         "attention_3pass": _attn_cpu.fwd_3pass,
     }[cascade]
     # One call at a time: the kernel already uses every core, and numba's workqueue threading
     # layer (its fallback where neither OpenMP nor TBB loads) aborts the process when two Python
     # threads launch parallel kernels at once.
-    with _CPU_LOCK, one_blas_thread():
+    with _CPU_LOCK, one_blas_thread(), warnings.catch_warnings():
+        # numba's pedantic SSA check flags the row helpers' accumulators once they are inlined
+        # into the 1-pass kernel's loop (inline="always"); the compiled code is unaffected
+        warnings.simplefilter("ignore", NumbaIRAssumptionWarning)
         kernel(q, k, v, out, scale, causal, shift, bq, _BK)
 
 

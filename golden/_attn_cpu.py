@@ -156,7 +156,7 @@ def _exp_fast_impl(x):  # type: ignore[no-untyped-def]
     return lambda x: math.exp(x)
 
 
-@register_jitable
+@register_jitable(inline="always")
 def _row_max(row, c):  # type: ignore[no-untyped-def]
     mx = row[0]
     for j in range(1, c):
@@ -164,7 +164,7 @@ def _row_max(row, c):  # type: ignore[no-untyped-def]
     return mx
 
 
-@register_jitable
+@register_jitable(inline="always")
 def _row_exp(row, c, nk, scale, shift):  # type: ignore[no-untyped-def]
     """``row[:c] = exp(row[:c] * scale - shift)``, ``row[c:nk] = 0``; returns the sum.
 
@@ -243,6 +243,55 @@ def _work_item(q, w, nqb, bq):  # type: ignore[no-untyped-def]
 RESCALE_LIMIT = 16.0
 
 
+@njit(inline="always")
+def _1pass_item(q, k, v, out, scale, causal, shift, bq, bk, w):  # type: ignore[no-untyped-def]
+    """Work item ``w`` of :func:`fwd_1pass` (inlined into its parallel loop)."""
+    G, P, _ = q.shape
+    M, F = k.shape[1], v.shape[2]
+    big = q.dtype.type(math.exp(RESCALE_LIMIT))
+    nqb = (P + bq - 1) // bq
+    g, p0, n, qt = _work_item(q, w, nqb, bq)
+    kg = g // (G // k.shape[0])  # grouped-query attention: several query heads share a K/V head
+    rm = np.full(n, -np.inf, q.dtype)
+    rd = np.zeros(n, q.dtype)
+    rnv = out[g, p0 : p0 + n]  # RNV accumulates in place; AV = RNV / RD at the end
+    rnv[:] = 0
+    s = np.empty((n, bk), q.dtype)
+    mend = min(M, p0 + n + shift) if causal else M
+    for m0 in range(0, mend, bk):
+        nk = min(mend, m0 + bk) - m0
+        kt = k[kg, m0 : m0 + nk]
+        _gemm(qt, kt, s, True, 0.0)  # QK for the tile, into s[:, :nk]
+        for i in range(n):
+            row = s[i]
+            c = visible_keys(p0 + i + shift, m0, nk, causal)
+            if c == 0:
+                row[:nk] = 0
+                continue
+            # First visible tile: the max of its first 32 scores as the reference. (The first
+            # score alone left some rows' references far below their max, and the float32
+            # error of those rows at up to 2.8 x a naive computation's: 2 of 180 random draws
+            # broke the tests' tolerance rule; with 32 scores, none did.)
+            ref = rm[i] if rm[i] != -np.inf else _row_max(row, min(c, 32)) * scale
+            sld = _row_exp(row, c, nk, scale, ref)
+            if not sld <= big:  # recompute the row's scores; its true max becomes the reference
+                _gemm(qt[i : i + 1], kt, s[i : i + 1], True, 0.0)
+                lm = _row_max(row, c) * scale
+                ref = lm if lm > ref else ref
+                sld = _row_exp(row, c, nk, scale, ref)
+            if ref != rm[i]:
+                ref, prm = online_max(rm[i], ref)
+                rm[i] = ref
+                rd[i] *= prm
+                for f in range(F):
+                    rnv[i, f] *= prm
+            rd[i] += sld
+        _gemm(s[:, :nk], v[kg, m0 : m0 + nk], rnv, False, 1.0)  # RNV += SLN V
+    for i in range(n):
+        for f in range(F):
+            rnv[i, f] = finish(rnv[i, f], rd[i])
+
+
 @njit(parallel=True, fastmath=_FM, cache=True)
 def fwd_1pass(q, k, v, out, scale, causal, shift, bq, bk):  # type: ignore[no-untyped-def]
     """The 1-pass cascade with conditional rescaling (as in FlashAttention-4): RM is a running
@@ -250,51 +299,19 @@ def fwd_1pass(q, k, v, out, scale, causal, shift, bq, bk):  # type: ignore[no-un
     exp-sum against it gets large, so the row max costs no pass of its own in the common case.
     Softmax is shift-invariant: AV = RNV / RD is the same for any reference that keeps the
     exponents in range."""
-    G, P, _ = q.shape
-    M, F = k.shape[1], v.shape[2]
-    big = q.dtype.type(math.exp(RESCALE_LIMIT))
-    nqb = (P + bq - 1) // bq
-    for w in prange(G * nqb):
-        g, p0, n, qt = _work_item(q, w, nqb, bq)
-        kg = g // (G // k.shape[0])  # grouped-query attention: several query heads share a K/V head
-        rm = np.full(n, -np.inf, q.dtype)
-        rd = np.zeros(n, q.dtype)
-        rnv = out[g, p0 : p0 + n]  # RNV accumulates in place; AV = RNV / RD at the end
-        rnv[:] = 0
-        s = np.empty((n, bk), q.dtype)
-        mend = min(M, p0 + n + shift) if causal else M
-        for m0 in range(0, mend, bk):
-            nk = min(mend, m0 + bk) - m0
-            kt = k[kg, m0 : m0 + nk]
-            _gemm(qt, kt, s, True, 0.0)  # QK for the tile, into s[:, :nk]
-            for i in range(n):
-                row = s[i]
-                c = visible_keys(p0 + i + shift, m0, nk, causal)
-                if c == 0:
-                    row[:nk] = 0
-                    continue
-                # First visible tile: the max of its first 32 scores as the reference. (The first
-                # score alone left some rows' references far below their max, and the float32
-                # error of those rows at up to 2.8 x a naive computation's: 2 of 180 random draws
-                # broke the tests' tolerance rule; with 32 scores, none did.)
-                ref = rm[i] if rm[i] != -np.inf else _row_max(row, min(c, 32)) * scale
-                sld = _row_exp(row, c, nk, scale, ref)
-                if not sld <= big:  # recompute the row's scores; its true max becomes the reference
-                    _gemm(qt[i : i + 1], kt, s[i : i + 1], True, 0.0)
-                    lm = _row_max(row, c) * scale
-                    ref = lm if lm > ref else ref
-                    sld = _row_exp(row, c, nk, scale, ref)
-                if ref != rm[i]:
-                    ref, prm = online_max(rm[i], ref)
-                    rm[i] = ref
-                    rd[i] *= prm
-                    for f in range(F):
-                        rnv[i, f] *= prm
-                rd[i] += sld
-            _gemm(s[:, :nk], v[kg, m0 : m0 + nk], rnv, False, 1.0)  # RNV += SLN V
-        for i in range(n):
-            for f in range(F):
-                rnv[i, f] = finish(rnv[i, f], rd[i])
+    nqb = (q.shape[1] + bq - 1) // bq
+    for w in prange(q.shape[0] * nqb):
+        _1pass_item(q, k, v, out, scale, causal, shift, bq, bk, w)
+
+
+@njit(parallel=True, fastmath=_FM, cache=True)
+def fwd_1pass_wide(q, k, v, out, scale, causal, shift, bq, bk):  # type: ignore[no-untyped-def]
+    """:func:`fwd_1pass` with its loops vectorised 512 bits wide (:func:`_wide_vectors`), for key
+    tiles of at least ``golden._compile.WIDE_KEYS`` keys."""
+    nqb = (q.shape[1] + bq - 1) // bq
+    for w in prange(q.shape[0] * nqb):
+        _wide_vectors()
+        _1pass_item(q, k, v, out, scale, causal, shift, bq, bk, w)
 
 
 @register_jitable

@@ -124,6 +124,25 @@ def test_cpu_1pass_within_the_rule_over_many_draws(causal) -> None:
         check(golden.attention(q, k, v, causal=causal), q, k, v, "attention_1pass", causal)
 
 
+def test_cpu_1pass_takes_512_bit_vectors_over_long_rows(monkeypatch) -> None:
+    """golden.attention's 1-pass kernel runs its row loops 512 bits wide where a key tile holds
+    at least WIDE_KEYS keys (golden.compile's rule), 256 bits wide below; both within the rule
+    (SHAPES above check both over every cascade and dtype)."""
+    from golden._compile import WIDE_KEYS
+
+    calls: list[str] = []
+    for name in ("fwd_1pass", "fwd_1pass_wide"):
+        real = getattr(_attn_cpu, name)
+        monkeypatch.setattr(
+            _attn_cpu, name, lambda *a, real=real, name=name: (calls.append(name), real(*a))[1]
+        )
+    rng = np.random.default_rng(3)
+    for m, want in ((WIDE_KEYS, "fwd_1pass_wide"), (WIDE_KEYS - 1, "fwd_1pass"), (2000, "fwd_1pass_wide")):
+        q, k, v = inputs(rng, (2,), 70, m, 16, 8, np.float32)
+        check(golden.attention(q, k, v), q, k, v, "attention_1pass", False)
+        assert calls.pop() == want, m
+
+
 def test_cpu_equal_scores_average_values() -> None:
     q = np.zeros((1, 5, 4), np.float32)
     k = np.ones((1, 9, 4), np.float32)
