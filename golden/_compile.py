@@ -69,10 +69,10 @@ TILES = {"softmax": (256, 512), "weighted": (128, 256)}
 # finer blocks skip more dead keys (document masks at P = M = 2048: 17.0 ms at 512, 10.7 at 256).
 MASKED_KEYS = 256
 # A CPU core whose key tiles hold at least this many keys lets LLVM vectorise its row loops
-# 512 bits wide (x86 compilers tune for 256): the exponentials go from 0.35 to 0.23 ns a score
-# on this machine's AVX-512 cores. Shorter rows stay 256 bits wide: a 512-bit loop unrolled four
-# times needs 64 keys before its vector body runs at all (agent attention's 32-agent rows ran
-# scalar and lost 10-25%).
+# 512 bits wide (x86 compilers tune for 256). On this machine's AVX-512 cores the exponentials
+# over rows of 512 keys go from 0.34 to 0.24 ns a score, over 128 from 0.37 to 0.24, but over
+# 64 from 0.39 to 0.50 (the wide loop's remainder); with every core wide, agent attention (rows
+# of 32 agents) lost 2-26% against eager.
 WIDE_KEYS = 128
 _LOCK = threading.Lock()
 
