@@ -417,6 +417,9 @@ def read_mapping(path: str | Path, levels: list[str], problem: Problem) -> tuple
 
 
 def _ert(data: Any) -> dict[str, dict[str, float]]:
+    """Per component, each action's energy. An action listed once per argument combination
+    (``address_delta``, ``data_delta``: Accelergy's ERTs of 2020) costs its most expensive one,
+    as Timeloop's ``Topology::ParseAccelergyERT`` reads it."""
     tables = (data.get("ERT", data) if isinstance(data, dict) else {}).get("tables", [])
     out: dict[str, dict[str, float]] = {}
     for t in tables:
@@ -429,7 +432,8 @@ def _ert(data: Any) -> dict[str, dict[str, float]]:
                 args = a["arguments"]
                 e = (args[0] if isinstance(args, list) else args).get("energy")
             if isinstance(e, int | float):
-                acts.setdefault(str(a.get("name")), float(e))
+                key = str(a.get("name"))
+                acts[key] = max(acts.get(key, float(e)), float(e))
         out[name] = acts
     return out
 
