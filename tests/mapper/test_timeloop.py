@@ -119,6 +119,31 @@ def test_an_action_listed_per_argument_costs_its_most_expensive_entry() -> None:
     assert ert == {"GlobalBuffer": {"read": 102.865, "idle": 0.028}}
 
 
+@pytest.mark.parametrize("dataflow", ["os", "ws"])
+def test_the_2020_two_level_conv1d_in_timeloop_v04_format(dataflow: str) -> None:
+    """Exercise 01 (`01_accelergy_timeloop_2020_ispass/timeloop/01-model-conv1d-2level`, rerun by
+    Timeloop v0.4: `ref-output/{os,ws}`): the front end's input (a v0.4 tree), an output- and a
+    weight-stationary mapping, and that run's ERT, whose reads and writes are listed per argument
+    combination (priced at the most expensive, 39.06 pJ a MainMemory block read). Timeloop counts
+    both dataflows alike: in the weight-stationary one the outputs stay in the buffer across the
+    MainMemory loop over R, which they do not index, and the sliding windows of the inputs overlap.
+    Every per-instance count of its stats.txt, the cycles, and the energy it prints (the sum of
+    its rounded figures, leakage included: 334.78 pJ)."""
+    d = HERE / "conv1d_2level"
+    design = timeloop.load(d / "input.yaml", d / f"{dataflow}.map.yaml", ert=d / "timeloop-model.ERT.yaml")
+    a = design.analyze()
+    assert (a.computes, a.cycles, a.utilization) == (48, 48, 1.0)
+    want = {
+        "MainMemory": {"Weights": (3, 0, 0), "Inputs": (18, 0, 0), "Outputs": (0, 0, 16)},
+        "Buffer": {"Weights": (48, 3, 0), "Inputs": (48, 18, 0), "Outputs": (32, 0, 48)},
+    }
+    for level, tensors in want.items():
+        got = {t: (s.reads, s.fills, s.updates) for t, s in a.levels[level].items()}
+        assert got == {t: tuple(float(x) for x in v) for t, v in tensors.items()}, level
+    assert (a.scalar_accesses("MainMemory"), a.scalar_accesses("Buffer")) == (37, 197)
+    assert a.energy_pj == pytest.approx(334.78, abs=0.01)
+
+
 def test_timeloop_v04_nodes_give_the_same_counts() -> None:
     files = ("3levelspatial.v04.arch.yaml", "conv1d+oc+ic.prob.yaml", "3levelspatial-kp.map.yaml")
     a = timeloop.load(
