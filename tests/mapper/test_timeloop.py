@@ -144,6 +144,45 @@ def test_the_2020_two_level_conv1d_in_timeloop_v04_format(dataflow: str) -> None
     assert a.energy_pj == pytest.approx(334.78, abs=0.01)
 
 
+@pytest.mark.parametrize(
+    ("tiling", "main_memory", "buffer", "energy_pj"),
+    [
+        # K whole at MainMemory: the inputs' window fetched again for every K (no reference ERT:
+        # that run's Accelergy priced MainMemory at 43.35 pJ a block, not the ERT kept here)
+        ("no-tiling", {"Weights": (96, 0, 0), "Inputs": (576, 0, 0), "Outputs": (0, 0, 512)}, 576, None),
+        # two K per buffer tile: the window fetched once per pair
+        ("tiling", {"Weights": (96, 0, 0), "Inputs": (288, 0, 0), "Outputs": (0, 0, 512)}, 288, 7465.88),
+    ],
+)
+def test_the_2020_two_level_conv1d_with_output_channels_in_timeloop_v04_format(
+    tiling: str, main_memory: dict, buffer: int, energy_pj: float | None
+) -> None:
+    """Exercise 02 (`02-model-conv1d+oc-2level`, rerun by Timeloop v0.4: `ref-output/no-tiling` and
+    `tiling`): K = 32 output channels over the same two levels. Every per-instance count of each
+    run's stats.txt, the totals (1184 and 896 scalar accesses at MainMemory, 6304 and 6016 at the
+    buffer) and, for the tiled run, the 7465.88 pJ its figures add to (the ERT of exercise 01's
+    runs, which this run's printed energies match)."""
+    d = HERE / "conv1d_oc_2level"
+    design = timeloop.load(
+        d / "input.yaml", d / f"{tiling}.map.yaml", ert=HERE / "conv1d_2level" / "timeloop-model.ERT.yaml"
+    )
+    a = design.analyze()
+    assert (a.computes, a.cycles, a.utilization) == (1536, 1536, 1.0)
+    want = {
+        "MainMemory": main_memory,
+        "Buffer": {"Weights": (1536, 96, 0), "Inputs": (1536, buffer, 0), "Outputs": (1024, 0, 1536)},
+    }
+    for level, tensors in want.items():
+        got = {t: (s.reads, s.fills, s.updates) for t, s in a.levels[level].items()}
+        assert got == {t: tuple(float(x) for x in v) for t, v in tensors.items()}, level
+    assert (a.scalar_accesses("MainMemory"), a.scalar_accesses("Buffer")) == (
+        {"no-tiling": 1184, "tiling": 896}[tiling],
+        {"no-tiling": 6304, "tiling": 6016}[tiling],
+    )
+    if energy_pj is not None:
+        assert a.energy_pj == pytest.approx(energy_pj, abs=0.01)
+
+
 def test_timeloop_v04_nodes_give_the_same_counts() -> None:
     files = ("3levelspatial.v04.arch.yaml", "conv1d+oc+ic.prob.yaml", "3levelspatial-kp.map.yaml")
     a = timeloop.load(
