@@ -91,6 +91,8 @@ def _wide_vectors(typingctx):  # type: ignore[no-untyped-def]
     ``"prefer-vector-width"="512"``; x86 tunes for 256 by default)."""
 
     def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        # llvmlite's FunctionAttributes admits only its list of flag names; a string attribute
+        # ("key"="value") goes into the function's definition as written, through set.add
         set.add(builder.function.attributes, '"prefer-vector-width"="512"')
         return context.get_dummy_value()
 

@@ -1021,10 +1021,10 @@ def _residency(cascade, facts, binding, kernels, arch, lay, sizes, tile, *, scor
         # passes over them, beside the key tile and the held queries' Q and output rows, and their
         # per-block statistics (LM, SLD: a word per key block each)
         kernel = kernel_of[long_tensors[0]]
-        e_f += sum(w for t, w in _block_stats(facts, lay, sizes).items() if kernel_of[t] == kernel)
+        held_f = e_f + sum(w for t, w in _block_stats(facts, lay, sizes).items() if kernel_of[t] == kernel)
         row = sizes[lay.whole or lay.key] * word
         need = held * row
-        avail = cap - kv_bytes - held * e_f * word
+        avail = cap - kv_bytes - held * held_f * word
         if need <= avail:
             where_long, staged = "buffer", need
         elif 1 - avail / need < 0.5 and avail > 0:
@@ -1039,17 +1039,17 @@ def _residency(cascade, facts, binding, kernels, arch, lay, sizes, tile, *, scor
             )
         for t in long_tensors:
             residency[t] = where_long
-        per_query = e_f * word  # the Q and output rows of the queries in flight
+        per_query = held_f * word  # the Q and output rows (and statistics) of the queries in flight
         avail = cap - kv_bytes - staged
         if where_long == "buffer" and not spill and not fused:
             # Query tiles that share a pass over K and V: all of them where K and V fit whole
             # beside one tile's rows (K and V loaded once, the tiles one after another); else a
             # group streaming K and V past it, each of its tiles holding its own rows.
             whole_kv = sizes[lay.whole or lay.key] * key_words * word
-            if whole_kv + held * (row + e_f * word) <= cap:
+            if whole_kv + held * (row + held_f * word) <= cap:
                 shared_pass = n_tiles
             else:
-                per_query, avail = row + e_f * word, cap - kv_bytes
+                per_query, avail = row + held_f * word, cap - kv_bytes
     elif cascade.iterative:
         state = sum(_per_query_words(cascade, t, lay, sizes) for t in cascade.iterative if t in produced)
         state += len(crossing) * tile[lay.key]  # the staged tiles' words per query
@@ -1071,7 +1071,6 @@ def _residency(cascade, facts, binding, kernels, arch, lay, sizes, tile, *, scor
             p1 -= 1
         return p1
 
-    e_f = q_in_words + q_out_words  # the other kernels' queries hold their Q and output rows only
     # the kernel holding the score rows or the running state gets what they leave; a kernel that
     # streams its results to DRAM holds the Q and output rows of as many query tiles as fit
     busy_kernels = {kernel_of[t] for t in long_tensors + [t for t in cascade.iterative if t in produced]}

