@@ -235,12 +235,9 @@ def fused(
         )
     if schedule.spill_fraction:
         raise ScheduleError("as_tree: a schedule that spills to DRAM is not stated in the tree yet")
-    through = sorted(t for t in names if schedule.residency.get(t) == "dram" and t not in cascade.outputs)
-    if through:
-        raise ScheduleError(
-            f"as_tree: the schedule streams {', '.join(through)} through DRAM between passes: not stated in "
-            "the tree yet"
-        )
+    # what the template streams through DRAM between a kernel's passes: its writer sends it from the
+    # PEs, a same-pass reader takes it there, the others read it back (FusedMapping.through)
+    through = tuple(t for t in names if schedule.residency.get(t) == "dram" and t not in cascade.outputs)
     lay = layout(cascade)
     full, tile = _sizes(cascade, schedule, sizes)
     live = _live(cascade, schedule, arch, full, tile)
@@ -277,7 +274,8 @@ def fused(
     if nsteps > 1:
         outer.append((lay.step, nsteps))
     last = fusion.finals(problems, steps)
-    streams = _streams(problems, names, schedule, lay) if blocks else set()
+    fwd = _forward(cascade, schedule, names)
+    streams = _streams(problems, names, schedule, lay, fwd) if blocks else set()
     mappings = _own(problems, names, schedule, arch, tile, outer, last, lay, streams=streams)
     made = {p.output.name for p in problems}
     key_side = (
@@ -300,6 +298,8 @@ def fused(
         lookahead=schedule.lookahead,
         interleave=schedule.interleave,
         live=tuple((n, f) for n, f in live if n in names),
+        through=through,
+        together=_together(problems, names, schedule, streams),
     )
     tree = TreeSchedule(
         hierarchy=_tree(arch, bookkeeping, systolic),
@@ -311,10 +311,16 @@ def fused(
         coarser=streamed,
     )
     try:
-        return _in_the_pes(tree, schedule, _forward(cascade, schedule, names))
+        return _in_the_pes(tree, schedule, fwd)
     except ScheduleError as exc:
+        how = (
+            f" (it streams {', '.join(sorted(through))} through DRAM between passes, each reader that runs "
+            "after the writer's pass reading it back)"
+            if through
+            else ""
+        )
         raise ScheduleError(
-            f"as_tree: the schedule as the tree states it does not fit or run: {exc}"
+            f"as_tree: the schedule as the tree states it{how} does not fit or run: {exc}"
         ) from None
 
 
@@ -496,12 +502,18 @@ def kernels(
     return stated
 
 
-def _streams(problems: Sequence[Problem], names: Sequence[str], schedule: Schedule, lay: Any) -> set[int]:
+def _streams(
+    problems: Sequence[Problem],
+    names: Sequence[str],
+    schedule: Schedule,
+    lay: Any,
+    forward: Sequence[tuple[str, str]] = (),
+) -> set[int]:
     """The Einsums of a group that run their own loop over the key blocks above the buffer, where
     the template streams K and V through it: those that read a key-side input (over the key rank,
     not the query rank, made by no Einsum of the group), and those that take what they make from
     the PEs, a block at a time, keeping the blocks' rank (FLAT's S beside QK, FuseMax's LM and SLN
-    beside BQK)."""
+    beside BQK; a same-pass reader, ``forward``: the 2-pass SLD beside SLN)."""
     made = {p.output.name for p in problems}
     block = lay.outer if any(lay.outer in p.output.dims for p in problems) else lay.key
     streams = {
@@ -521,12 +533,40 @@ def _streams(problems: Sequence[Problem], names: Sequence[str], schedule: Schedu
                 continue
             if any(
                 problems[i].output.name in reads
-                and schedule.residency.get(problems[i].output.name) == "array"
+                and (
+                    schedule.residency.get(problems[i].output.name) == "array"
+                    or (problems[i].output.name, names[j]) in forward
+                )
                 for i in streams
             ):
                 streams.add(j)
                 grew = True
     return streams
+
+
+def _together(
+    problems: Sequence[Problem], names: Sequence[str], schedule: Schedule, streams: set[int]
+) -> tuple[tuple[str, ...], ...]:
+    """The runs of streamed Einsums that step the key blocks together
+    (:attr:`mapper.fusion.FusedMapping.together`): a writer and its readers of a tensor the
+    template keeps in the buffer a block at a time, consecutive and all streamed (FuseMax's 2-pass
+    A and AV, where SLN goes through DRAM), merged where they overlap."""
+    runs: list[set[int]] = []
+    for w, p in enumerate(problems):
+        t = p.output.name
+        if w not in streams or schedule.residency.get(t) != "buffer":
+            continue
+        readers = [j for j, q in enumerate(problems) if j != w and any(s.name == t for s in q.spaces)]
+        if not readers:
+            continue
+        span = set(range(w, max(readers) + 1))
+        if not span <= streams:
+            continue
+        for run in [r for r in runs if r & span]:
+            runs.remove(run)
+            span |= run
+        runs.append(span)
+    return tuple(tuple(names[j] for j in sorted(run)) for run in sorted(runs, key=min))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -719,7 +759,7 @@ def _forward(cascade: einsum.Cascade, schedule: Schedule, names: Sequence[str]) 
     return [
         (n, r)
         for n in names
-        if schedule.residency.get(n, "array") == "buffer" and n not in cascade.iterative
+        if schedule.residency.get(n, "array") in ("buffer", "dram") and n not in cascade.iterative
         for r in sorted(same_pass_readers(facts, schedule, n, key))
         if r in names
     ]
@@ -751,9 +791,8 @@ def _in_the_pes(
     sent = [t for t in bypass if t not in dict(kept)]
     while True:
         where = dict(kept)
-        over = tuple(
-            (o, i) for o, i in pairs if where.get(o) == where.get(i) and o not in sent and i not in sent
-        )
+        away = {*sent, *tree.mapping.through}
+        over = tuple((o, i) for o, i in pairs if where.get(o) == where.get(i) and not {o, i} & away)
         trial = dataclasses.replace(
             tree,
             mapping=dataclasses.replace(

@@ -100,6 +100,18 @@ class FusedMapping:
     #: straight to the outermost level, never held at the fusion level (Timeloop's bypass): no
     #: read there to drain them, no room taken (the Unfused baseline's S and A on their way to DRAM)
     bypass: tuple[str, ...] = ()
+    #: tensors the group makes that go through the outermost level between its passes: the writer
+    #: sends each from its register files to the outermost level (as ``bypass``), and each later
+    #: reader that does not take it from the writer's registers (``forward``) reads it back from
+    #: there, as it reads an input, under its own loops: a tensor read after one that needs it
+    #: whole (FuseMax's 2-pass SLN, read by A after SD, the sum over every key block) whose rows do
+    #: not fit at the fusion level. Never held there: no room taken
+    through: tuple[str, ...] = ()
+    #: runs of consecutive Einsums (by name) whose own loops above the fusion level are the same
+    #: and step together, one step of each in turn (LoopTree's loops shared by part of a group):
+    #: a tensor made and read within a run is held one step at a time at the fusion level, not
+    #: whole across the loops (FuseMax's 2-pass A and AV over the key blocks, A a block at a time)
+    together: tuple[tuple[str, ...], ...] = ()
 
     def spatial_at(self, i: int) -> tuple[tuple[str, int], ...]:
         """The shared spatial loops at outer level ``i``."""
@@ -228,6 +240,16 @@ class FusedResult:
             lines.append(
                 f"sent from the registers past {self.mapping.level}: " + ", ".join(self.mapping.bypass)
             )
+        if self.mapping.through:
+            lines.append(
+                f"through {self._outer_names()[0]} between passes (sent from the registers, read back): "
+                + ", ".join(self.mapping.through)
+            )
+        if self.mapping.together:
+            lines.append(
+                "stepping their own loops together: "
+                + "; ".join(", ".join(run) for run in self.mapping.together)
+            )
         if self.mapping.forward:
             lines.append(
                 "taken from the writer's registers as made: "
@@ -301,6 +323,8 @@ class FusedResult:
             "in_place": dict(self.mapping.in_place),
             "forward": [[t, r] for t, r in self.mapping.forward],
             "bypass": list(self.mapping.bypass),
+            "through": list(self.mapping.through),
+            "together": [list(run) for run in self.mapping.together],
             "kept_below": dict(self.mapping.kept),
             "held_below_words": dict(self.held_below),
             "binding": dict(zip(self.names, self.mapping.binding, strict=True))
@@ -757,6 +781,8 @@ def _footprint(
     own_loops: Sequence[tuple[tuple[str, int], ...]] = (),
     lasting: frozenset[str] | set[str] = frozenset(),
     in_place: Mapping[str, str] | None = None,
+    back: Mapping[int, frozenset[str]] | None = None,
+    together: Sequence[frozenset[int]] = (),
 ) -> dict[str, tuple[Any, int]]:
     """Words each level that keeps the group's on-chip tensors holds at once (one instance): the
     fusion level, and each level below it in ``kept`` (on the path of the Einsums that use it).
@@ -767,7 +793,17 @@ def _footprint(
     on-chip tensor's tile spans its users' own loops above it (``own_loops``: it stays whole
     while they step through it), an Einsum's other tiles only its loops at and below it. An
     Einsum that writes its output over an input (``in_place``: output -> input) holds one tile of
-    the two."""
+    the two. An Einsum that reads one of them back from the outermost level (``back``, per Einsum:
+    :attr:`FusedMapping.through`) holds its own tile of it, as of an input. A tensor made and
+    read within one run of Einsums that step their own loops together (``together``, index sets)
+    is held one step at a time, and lives from the writer's step to the last reader's."""
+    users_of = {
+        t: {j for j, p in enumerate(problems) if t in _tensors(p) and t not in (back or {}).get(j, ())}
+        for t in made
+    }
+    stepwise = {
+        t for t in made if t not in lasting and any(users_of[t] <= run for run in together) and users_of[t]
+    }
     where = {level} | set(kept.values())
     out: dict[str, tuple[Any, int]] = {}
     for i in sorted(where):
@@ -784,10 +820,15 @@ def _footprint(
             for j in js:
                 p, ms = problems[j], mappings[j]
                 here = [s.name for s in p.spaces if ms[i].keep is None or s.name in ms[i].keep]
-                mine = [t for t in here if t in made and kept.get(t, level) == i]
+                mine = [
+                    t
+                    for t in here
+                    if t in made and kept.get(t, level) == i and t not in (back or {}).get(j, ())
+                ]
                 for t in mine:
                     # the largest of its users' tiles (with their own loops above the level)
-                    tile = tile_words(p, [*_above(own_loops, j, i == level), *loops_of(ms, i)], [t])
+                    above = [] if t in stepwise else _above(own_loops, j, i == level)
+                    tile = tile_words(p, [*above, *loops_of(ms, i)], [t])
                     words[t] = max(words.get(t, 0), tile)
                     first, _last = span.get(t, (j, j))
                     span[t] = (first, j)
@@ -860,10 +901,11 @@ def _check_in_place(
     made: Sequence[str],
     kept_at: Mapping[str, int],
     lasting: set[str],
+    through: set[str] | None = None,
 ) -> None:
     """``mapping.in_place``: each output written over an on-chip input of its Einsum, element by
     element (the same ranks, indexed alike), its last reader in the group, not read after it nor
-    a running state, kept at the same level."""
+    a running state, kept at the same level, neither going through the outermost level."""
     writer = {p.output.name: j for j, p in enumerate(problems)}
     seen: set[str] = set()
     for out, over in mapping.in_place:
@@ -889,6 +931,10 @@ def _check_in_place(
             why = f"{names[_last_reader(problems, over)]} reads {over} after {n}"
         elif over in lasting:
             why = f"{over} is read after the group or carried across tiles"
+        elif {out, over} & (through or set()):
+            gone = sorted({out, over} & (through or set()))
+            verb = "goes" if len(gone) == 1 else "go"
+            why = f"{', '.join(gone)} {verb} through the outermost level (through)"
         elif kept_at.get(over, -1) != kept_at.get(out, -1):
             why = f"{out} and {over} are kept at different levels"
         if why:
@@ -1084,6 +1130,92 @@ def _bypassed(
             )
         out[w] = t
     return out
+
+
+def _together(
+    mapping: FusedMapping, names: Sequence[str], own_loops: Sequence[tuple[tuple[str, int], ...]]
+) -> list[frozenset[int]]:
+    """``mapping.together`` as index sets, after checking each run: at least two Einsums of the
+    group, each named once, consecutive, with the same own loops above the fusion level (not
+    none)."""
+    out: list[frozenset[int]] = []
+    seen: set[str] = set()
+    for run in mapping.together:
+        for n in run:
+            if n not in names:
+                raise ScheduleError(
+                    f"fusion: together names {n!r}, which is no Einsum of the group{suggest(n, list(names))}"
+                )
+            if n in seen:
+                raise ScheduleError(f"fusion: together names {n} twice")
+            seen.add(n)
+        idx = sorted(names.index(n) for n in run)
+        if len(idx) < 2 or idx != list(range(idx[0], idx[0] + len(idx))):
+            raise ScheduleError(
+                f"fusion: together runs {', '.join(run)}: a run is two or more consecutive Einsums of the "
+                f"group ({', '.join(names)})"
+            )
+        loops = {own_loops[j] for j in idx}
+        if len(loops) != 1 or not next(iter(loops)):
+            raise ScheduleError(
+                f"fusion: together runs {', '.join(run)}, whose own loops above {mapping.level} differ or "
+                f"are none ({'; '.join(f'{names[j]}: {list(own_loops[j])}' for j in idx)}): a run steps "
+                "the same loops together"
+            )
+        out.append(frozenset(idx))
+    return out
+
+
+def _through(
+    problems: Sequence[Problem],
+    names: Sequence[str],
+    mapping: FusedMapping,
+    paths: Sequence[Any],
+    made: Sequence[str],
+    k: int,
+    states: set[str],
+    kept_at: Mapping[str, int],
+) -> dict[int, frozenset[str]]:
+    """``mapping.through`` checked: each a tensor the group makes, not a running state, named once,
+    neither kept below the fusion level nor in ``bypass``, read by a later Einsum of the group,
+    with a level below the fusion level on its writer's path to send it from. Per Einsum, the
+    tensors it reads back from the outermost level: every reader that does not take them from the
+    writer's registers (``forward``)."""
+    out: dict[int, set[str]] = {}
+    taken = set(mapping.forward)
+    seen: set[str] = set()
+    for t in mapping.through:
+        if t not in made or t in states:
+            what = [x for x in made if x not in states]
+            raise ScheduleError(
+                f"fusion: through names {t!r}, which is none of the tensors the group makes other than "
+                f"running states ({', '.join(what) or 'none'}){suggest(t, what)}"
+            )
+        if t in seen:
+            raise ScheduleError(f"fusion: through names {t} twice")
+        seen.add(t)
+        if t in kept_at or t in mapping.bypass:
+            where = "kept below the fusion level" if t in kept_at else "in bypass"
+            raise ScheduleError(
+                f"fusion: through names {t}, which is {where} too; a tensor goes through the outermost "
+                "level, or is held on chip, or only sent out"
+            )
+        w = next(i for i, p in enumerate(problems) if p.output.name == t)
+        readers = [j for j, p in enumerate(problems) if j != w and t in _tensors(p)]
+        if not readers:
+            raise ScheduleError(
+                f"fusion: through names {t}, which no Einsum of the group reads: a tensor only read after "
+                "the group is drained, or sent out with bypass"
+            )
+        if len(paths[w].levels) <= k + 1:
+            raise ScheduleError(
+                f"fusion: through names {t}, but {names[w]} has no level below the fusion level "
+                f"{mapping.level} to send it from"
+            )
+        for j in readers:
+            if (t, names[j]) not in taken:
+                out.setdefault(j, set()).add(t)
+    return {j: frozenset(v) for j, v in out.items()}
 
 
 def _forwarded(
@@ -1394,15 +1526,21 @@ def evaluate(
     # from its writer's (forward), and a drained tensor its writer sends from there (bypass)
     in_regs = _forwarded(problems, names, mapping, paths, made, k, kept_at, set(state), hierarchy, own_loops)
     sent = _bypassed(problems, names, mapping, paths, made, k, set(state), drain)
+    back = _through(problems, names, mapping, paths, made, k, set(state), kept_at)
+    sent.update((next(j for j, p in enumerate(problems) if p.output.name == t), t) for t in mapping.through)
     for w, t in sent.items():
         if t in made:
             in_regs.setdefault(w, {})[t] = len(paths[w].levels) - 1
     share = _live(mapping, names)
-    _check_in_place(problems, names, mapping, made, kept_at, set(state) | set(drain))
+    _check_in_place(problems, names, mapping, made, kept_at, set(state) | set(drain), set(mapping.through))
     analyses = []
     fixed = []  # each Einsum's mappings with the levels' keep for the group
     for j, (p, n, ms, path) in enumerate(zip(problems, names, mapping.mappings, paths, strict=True)):
-        keeps = _keeps(path, p, k, onchip, {**kept_at, **in_regs.get(j, {})}, own=made)
+        # what it reads back from the outermost level (mapping.through) is an input to it
+        mine_on = tuple(t for t in onchip if t not in back.get(j, ()))
+        keeps = _keeps(
+            path, p, k, mine_on, {**kept_at, **in_regs.get(j, {})}, own=[t for t in made if t in mine_on]
+        )
         if keeps is None:
             where = sorted({path.levels[kept_at.get(t, k)].name for t in made if t in _tensors(p)})
             raise ScheduleError(f"fusion: {', '.join(where)} may not keep {n}'s on-chip tensors")
@@ -1410,7 +1548,7 @@ def evaluate(
             keeps[k] = keeps[k] - {sent[j]}
         ms = tuple(dataclasses.replace(m, keep=kp) for m, kp in zip(ms, keeps, strict=True))
         fixed.append(ms)
-        mine = frozenset(t for t in onchip if t in {s.name for s in p.spaces})
+        mine = frozenset(t for t in mine_on if t in {s.name for s in p.spaces})
         beside = _beside(problems, mapping, j)
         over = {o: i for o, i in mapping.in_place if o == p.output.name}
         analyses.append(
@@ -1421,8 +1559,9 @@ def evaluate(
         )  # fmt: skip
     below = {**kept_at, **{t: len(paths[w].levels) - 1 for w, t in sent.items() if t in made}}
     held = _footprint(
-        problems, fixed, k, made, below, paths, own_loops, set(state) | set(drain), dict(mapping.in_place)
-    )
+        problems, fixed, k, made, below, paths, own_loops, set(state) | set(drain), dict(mapping.in_place),
+        back, _together(mapping, names, own_loops),
+    )  # fmt: skip
     for name, (lv, words) in held.items():
         cap = lv.capacity_words
         if cap is not None and words > cap // max(1, int(lv.multiple_buffering)):
@@ -1441,7 +1580,9 @@ def evaluate(
                 f"fusion: {lv.name} must hold {foot} words at once (what it keeps of the preloaded "
                 f"{', '.join(t for t, _w in loaded)}, and the tiles), but it holds {cap}"
             )
-    drained, drain_pj = _drain(paths[0], problems, made, state, drain, k, priced, frozenset(sent.values()))
+    # what goes through the outermost level is written out once, as a drained tensor
+    out_once = drain | frozenset(mapping.through)
+    drained, drain_pj = _drain(paths[0], problems, made, state, out_once, k, priced, frozenset(sent.values()))
     load_pj, load_cycles = _load_costs(paths, problems, loaded, k, priced)
     # the drain's transfer at the outermost level's write bandwidth, timed with the tiles' own
     outer = paths[0].storages(problems[0], priced=False)[0]

@@ -1703,3 +1703,100 @@ def test_the_search_hands_a_tensor_to_a_reader_in_the_registers_when_that_pays()
     assert without.analyses[names.index("SD")].levels["buffer"]["SN"].reads == 64 * 256
     assert "SN" not in r.analyses[names.index("SD")].levels["buffer"]
     assert r.analyses[names.index("A")].levels["buffer"]["SN"].reads == 64 * 256
+
+
+def test_a_tensor_through_the_outermost_level_between_passes_by_hand() -> None:
+    """C made in the PEs and sent to DRAM (``through``): C's writer writes it once from its
+    register files (32 words, never into the buffer) and E reads it back as an input, filling the
+    buffer from DRAM per M tile (32 words). DRAM moves 64 words more than with C held in the
+    buffer (96); the buffer holds C's tile as one of E's own tiles (16 + D 16 + E 16 = 48), and
+    the register files hold what C's writer holds (9 per PE)."""
+    ps = _problems()
+    held = fusion.evaluate(_with_rf(), ps, _chain_in_pes(kept=()), names=["C", "E"])
+    m = dataclasses.replace(_chain_in_pes(kept=()), through=("C",))
+    r = fusion.evaluate(_with_rf(), ps, m, names=["C", "E"])
+    c, e = r.analyses
+    assert "C" not in c.levels["buf"] and "C" not in c.levels["DRAM"]
+    assert r.drained == (("C", 32),)
+    assert (e.levels["DRAM"]["C"].reads, e.levels["buf"]["C"].fills, e.levels["buf"]["C"].reads) == (
+        32,
+        32,
+        32,
+    )
+    assert (held.scalar_accesses("DRAM"), r.scalar_accesses("DRAM")) == (96, 96 + 32 + 32)
+    assert r.footprint_words == 48 and r.held_below == (("rf", 9),)
+    # the write out is priced at DRAM (10 pJ a word) and the read back as E's fills
+    assert r.drain_pj == 32 * 10
+    assert r.to_dict()["through"] == ["C"] and "through DRAM between passes" in r.describe()
+    bad = {
+        "E": r"through names 'E', which is none of the tensors the group makes other than running states",
+        "X": r"through names 'X'",
+    }
+    for t, msg in bad.items():
+        with pytest.raises(ScheduleError, match=msg):
+            fusion.evaluate(_with_rf(), ps, dataclasses.replace(m, through=(t,)), names=["C", "E"])
+    with pytest.raises(ScheduleError, match=r"through names C twice"):
+        fusion.evaluate(_with_rf(), ps, dataclasses.replace(m, through=("C", "C")), names=["C", "E"])
+    with pytest.raises(ScheduleError, match=r"through names C, which is kept below the fusion level too"):
+        fusion.evaluate(_with_rf(), ps, dataclasses.replace(m, kept=(("C", "rf"),)), names=["C", "E"])
+    with pytest.raises(
+        ScheduleError, match=r"through names C, but C has no level below the fusion level buf"
+    ):
+        fusion.evaluate(_toy(), ps, dataclasses.replace(_two(), through=("C",)), names=["C", "E"])
+
+
+def _two(together: tuple[tuple[str, ...], ...] = ()) -> fusion.FusedMapping:
+    """C and E each stream N in halves at DRAM, below the shared M2."""
+    return fusion.FusedMapping(
+        level="buf",
+        shared=((("M", 2),),),
+        mappings=(
+            (
+                LevelMapping(target="DRAM", temporal=(("M", 2), ("N", 2))),
+                LevelMapping(target="buf", temporal=(("M", 4), ("N", 2), ("K", 4))),
+            ),
+            (
+                LevelMapping(target="DRAM", temporal=(("M", 2), ("N", 2))),
+                LevelMapping(target="buf", temporal=(("M", 4), ("P", 4), ("N", 2))),
+            ),
+        ),
+        together=together,
+    )
+
+
+def test_einsums_that_step_their_own_loops_together_hold_one_step_by_hand() -> None:
+    """C and E both run N in halves of their own at DRAM. One after the other, the buffer holds C
+    whole (16) while C steps through it, beside the larger Einsum's own tiles (A 16 + B 8 = 24):
+    40. Stepping together (``together``), C then E for each half, it holds one half of C (8):
+    32. The accesses and the cycles are the same."""
+    ps = _problems()
+    apart = fusion.evaluate(_toy(), ps, _two(), names=["C", "E"])
+    r = fusion.evaluate(_toy(), ps, _two((("C", "E"),)), names=["C", "E"])
+    assert (apart.footprint_words, r.footprint_words) == (40, 32)
+    assert (r.energy_pj, r.cycles) == (apart.energy_pj, apart.cycles)
+    with pytest.raises(ScheduleError, match=r"buf must hold 40 words at once"):
+        fusion.evaluate(_toy(39), ps, _two(), names=["C", "E"])
+    assert fusion.evaluate(_toy(32), ps, _two((("C", "E"),)), names=["C", "E"]).footprint_words == 32
+    assert (
+        r.to_dict()["together"] == [["C", "E"]] and "stepping their own loops together: C, E" in r.describe()
+    )
+    with pytest.raises(ScheduleError, match=r"together names 'G', which is no Einsum of the group"):
+        fusion.evaluate(_toy(), ps, _two((("C", "G"),)), names=["C", "E"])
+    with pytest.raises(ScheduleError, match=r"together runs C: a run is two or more consecutive Einsums"):
+        fusion.evaluate(_toy(), ps, _two((("C",),)), names=["C", "E"])
+    with pytest.raises(ScheduleError, match=r"together names C twice"):
+        fusion.evaluate(_toy(), ps, _two((("C", "E"), ("C",))), names=["C", "E"])
+    differ = dataclasses.replace(
+        _two((("C", "E"),)),
+        mappings=(
+            _two().mappings[0],
+            (
+                LevelMapping(target="DRAM", temporal=(("M", 2), ("P", 2))),
+                LevelMapping(target="buf", temporal=(("M", 4), ("P", 2), ("N", 4))),
+            ),
+        ),
+    )
+    with pytest.raises(
+        ScheduleError, match=r"together runs C, E, whose own loops above buf differ or are none"
+    ):
+        fusion.evaluate(_toy(), ps, differ, names=["C", "E"])
