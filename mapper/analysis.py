@@ -438,10 +438,11 @@ def _systolic(
     temporal = math.prod(block[d] for d in reduced)
     extra = math.prod(block[d] for d in others)
     m = block.get(cols_rank, 1)
+    # weight stationary: a rank the block also reduces in time loads a block of weights per step
     if rows_rank not in out:  # reduced down the rows: weight stationary
-        per = systolic_gemm_cycles(extra, m, block[rows_rank], rows, cols, "ws")
+        per = temporal * systolic_gemm_cycles(extra, m, block[rows_rank], rows, cols, "ws")
     elif cols_rank not in out:  # reduced along the columns: the same, the mesh turned
-        per = systolic_gemm_cycles(extra, block[rows_rank], m, cols, rows, "ws")
+        per = temporal * systolic_gemm_cycles(extra, block[rows_rank], m, cols, rows, "ws")
     else:
         per = extra * systolic_gemm_cycles(m, block[rows_rank], temporal, cols, rows, "os")
     return float(outer * per)

@@ -48,7 +48,7 @@ import einsum
 from mapper import fusion
 from mapper.analysis import LevelMapping, Problem
 from mapper.arch import ArchSpec
-from mapper.cost import same_pass_readers
+from mapper.cost import dram_readers, same_pass_readers
 from mapper.errors import ScheduleError
 from mapper.masks import schedule_skip
 from mapper.schedule import Schedule, complete_partitions, einsum_facts, layout, split_sizes
@@ -275,6 +275,7 @@ def fused(
         outer.append((lay.step, nsteps))
     last = fusion.finals(problems, steps)
     fwd = _forward(cascade, schedule, names)
+    _check_read_back(cascade, schedule, names, through, fwd)
     streams = _streams(problems, names, schedule, lay, fwd) if blocks else set()
     mappings = _own(problems, names, schedule, arch, tile, outer, last, lay, streams=streams)
     made = {p.output.name for p in problems}
@@ -311,7 +312,14 @@ def fused(
         coarser=streamed,
     )
     try:
-        return _in_the_pes(tree, schedule, fwd)
+        stated = _in_the_pes(tree, schedule, fwd)
+        lost = [(t, r) for t, r in fwd if t in through and (t, r) not in stated.mapping.forward]
+        if lost:
+            raise ScheduleError(
+                "; ".join(f"{r} cannot take {t} from the PEs as it is made" for t, r in lost)
+                + ", so it would read it back from DRAM, where the template does not"
+            )
+        return stated
     except ScheduleError as exc:
         how = (
             f" (it streams {', '.join(sorted(through))} through DRAM between passes, each reader that runs "
@@ -516,11 +524,17 @@ def _streams(
     beside BQK; a same-pass reader, ``forward``: the 2-pass SLD beside SLN)."""
     made = {p.output.name for p in problems}
     block = lay.outer if any(lay.outer in p.output.dims for p in problems) else lay.key
+    # what the template sends through DRAM between passes is read back a block at a time
+    back = {t for t in made if schedule.residency.get(t) == "dram"}
     streams = {
         j
         for j, p in enumerate(problems)
         if any(
-            not s.output and s.name not in made and lay.key in s.dims and lay.query not in s.dims
+            not s.output
+            and s.name not in made
+            and lay.key in s.dims
+            and lay.query not in s.dims
+            or (s.name in back and not s.output and block in s.dims and block in p.output.dims)
             for s in p.spaces
         )
     }
@@ -528,20 +542,50 @@ def _streams(
     while grew:
         grew = False
         for j, p in enumerate(problems):
-            reads = {s.name for s in p.spaces if not s.output}
-            if j in streams or block not in p.output.dims:
+            if j in streams:
                 continue
-            if any(
-                problems[i].output.name in reads
-                and (
-                    schedule.residency.get(problems[i].output.name) == "array"
-                    or (problems[i].output.name, names[j]) in forward
-                )
-                for i in streams
-            ):
-                streams.add(j)
-                grew = True
+            reads = {s.name for s in p.spaces if not s.output}
+            for i in streams:
+                t = problems[i].output.name
+                # a same-pass reader steps with its writer, reducing the blocks as they come (the
+                # 3-pass's GM and SD); what the PEs hand on keeps the blocks' rank (LM, SLN)
+                if t in reads and (
+                    (t, names[j]) in forward
+                    or (schedule.residency.get(t) == "array" and block in p.output.dims)
+                ):
+                    streams.add(j)
+                    grew = True
+                    break
     return streams
+
+
+def _check_read_back(
+    cascade: einsum.Cascade,
+    schedule: Schedule,
+    names: Sequence[str],
+    through: Sequence[str],
+    forward: Sequence[tuple[str, str]],
+) -> None:
+    """In the tree each reader of a tensor sent through DRAM that does not take it from the PEs
+    reads it back on its own; the template lets each kernel and array that reads it load it once
+    and hold its rows for all its passes (:func:`mapper.cost.dram_readers`). Where the two
+    differ (FLAT from 256K: GM and SN read S on the 1D array, and SN stays there for A), the
+    tree does not state the schedule yet: a typed error that says which."""
+    facts = {f.name: f for f in einsum_facts(cascade)}
+    key = layout(cascade).key
+    for t in through:
+        back = [n for n in names if n != t and t in facts[n].reads and (t, n) not in forward]
+        loads = dram_readers(
+            facts, schedule, t, key, [facts[n] for n in names if n != t and t in facts[n].reads]
+        )
+        arrays = [schedule.binding[n] for n in back]
+        if len(set(arrays)) != len(arrays) or {a for _k, a in loads} != set(arrays):
+            raise ScheduleError(
+                f"as_tree: {', '.join(back) or 'no Einsum'} read{'s' if len(back) == 1 else ''} {t} back "
+                f"from DRAM in the tree, while the template has {len(loads) or 'no'} array"
+                f"{'' if len(loads) == 1 else 's'} load it once and hold its rows for every pass "
+                f"({', '.join(sorted(a for _k, a in loads)) or 'none'}): not stated in the tree yet"
+            )
 
 
 def _together(
@@ -708,8 +752,10 @@ def _own(
     Einsums in ``streams`` (those that read K or V, which the template streams through the buffer
     one block at a time, or make a tensor over the keys) run their time over the key rank at
     DRAM, below the shared loops: the buffer holds one block of keys (one pass of the array) at a
-    time, and the score rows whole."""
-    mappings = []
+    time, and the score rows whole. Each streams the key blocks the arrays that spread the keys
+    make (the fewest an Einsum of ``streams`` has): one on an array that does not spread them (the
+    3-pass's A on the 1D array) runs a block's keys in time inside the buffer."""
+    parts = []
     for j, (p, n) in enumerate(zip(problems, names, strict=True)):
         arr = arch.array(schedule.binding[n])
         dims = p.size
@@ -732,13 +778,23 @@ def _own(
             *(r for r in rest if r in p.output.dims),
             *(r for r in rest if r not in p.output.dims),
         ]
-        stream: tuple[tuple[str, int], ...] = ()
         # the key blocks: the rank over the blocks where the cascade partitions the keys (M1 of
         # BK[m1, m0, e]), a block the template's key tile; else the key rank's time
         block = lay.outer if lay.outer in left else lay.key
+        parts.append((arr, own_outer, spatial, left, order, block))
+    counts = [left[block] for j, (_a, _o, _s, left, _r, block) in enumerate(parts) if j in streams]
+    nblocks = min((c for c in counts if c > 1), default=1)
+    mappings = []
+    for j, (arr, own_outer, spatial, left, order, block) in enumerate(parts):
+        stream: tuple[tuple[str, int], ...] = ()
         if j in streams and left.get(block, 1) > 1:
-            stream = ((block, left[block]),)
-            left[block] = 1
+            if left[block] % nblocks:
+                raise ScheduleError(
+                    f"as_tree: {names[j]} runs {left[block]} steps of {block} in time, which the "
+                    f"{nblocks} key blocks the others stream do not divide: not stated in the tree yet"
+                )
+            stream = ((block, nblocks),)
+            left[block] //= nblocks
         temporal = tuple((r, left[r]) for r in order if left[r] > 1)
         mappings.append(
             (
@@ -829,18 +885,30 @@ def _orders(tree: TreeSchedule, schedule: Schedule) -> TreeSchedule:
     output ranks' steps, AV's A across F, and the partial sums go back to the buffer once per
     step of the reduced ranks). Kept where the energy is lower and the latency no longer."""
     best, result = tree, tree.evaluate()
+    taken = set(tree.mapping.forward)
     for i, (p, n) in enumerate(zip(tree.problems, tree.names, strict=True)):
-        swapped = _reduced_outside(p, n, best.mapping.mappings[i], schedule)
-        if swapped is None:
-            continue
-        mappings = (*best.mapping.mappings[:i], swapped, *best.mapping.mappings[i + 1 :])
-        trial = dataclasses.replace(best, mapping=dataclasses.replace(best.mapping, mappings=mappings))
-        try:
-            r = trial.evaluate()
-        except ScheduleError:
-            continue
-        if r.energy_pj < result.energy_pj and r.cycles <= result.cycles:
-            best, result = trial, r
+        ms = best.mapping.mappings[i]
+        swapped = _reduced_outside(p, n, ms, schedule)
+        tries = [] if swapped is None else [swapped]
+        # one that reads a tensor back from DRAM into its registers holds it there across the
+        # steps of its innermost loop that do not index it (AV's A across F), or reads it again
+        back = {
+            s.name
+            for s in p.spaces
+            if not s.output and s.name in tree.mapping.through and (s.name, n) not in taken
+        }
+        if back:
+            path = tree.hierarchy.branch(schedule.binding[n])
+            tries += [h for m in (ms, *tries) if (h := _held(path, p, m)) != m]
+        for alt in tries:
+            mappings = (*best.mapping.mappings[:i], alt, *best.mapping.mappings[i + 1 :])
+            trial = dataclasses.replace(best, mapping=dataclasses.replace(best.mapping, mappings=mappings))
+            try:
+                r = trial.evaluate()
+            except ScheduleError:
+                continue
+            if r.energy_pj < result.energy_pj and r.cycles <= result.cycles:
+                best, result = trial, r
     return best
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import einsum
 from mapper.arch import ArchSpec
@@ -109,6 +109,30 @@ def same_pass_readers(
     return out
 
 
+def dram_readers(
+    facts: Mapping[str, EinsumFacts],
+    schedule: Schedule,
+    tensor: str,
+    key: str | None,
+    readers: Sequence[EinsumFacts] | None = None,
+) -> set[tuple[int, str]]:
+    """The (kernel, array) pairs that read a DRAM-resident ``tensor`` back from DRAM, once each:
+    each kernel and array that reads it loads it once and holds its rows for its passes; the
+    writer's own array reads it back in a later pass, unless it made it from rows it holds so
+    (FLAT's SN from S on the 1D array), where it keeps it in their place."""
+    kernel_of = {e: i for i, k in enumerate(schedule.kernels) for e in k}
+    if readers is None:
+        readers = [f for f in facts.values() if tensor in f.reads and f.name != tensor]
+    home = (kernel_of[tensor], schedule.binding[tensor])
+    same = same_pass_readers(facts, schedule, tensor, key)
+    held = any(schedule.residency.get(r) == "dram" for r in facts[tensor].reads)
+    return {
+        (kernel_of[g.name], schedule.binding[g.name])
+        for g in readers
+        if (kernel_of[g.name], schedule.binding[g.name]) != home or (g.name not in same and not held)
+    }
+
+
 def traffic(
     cascade: einsum.Cascade,
     schedule: Schedule,
@@ -179,11 +203,7 @@ def traffic(
             continue
         readers = consumers.get(name, [])
         if where == "dram":
-            away = {
-                (kernel_of[g.name], schedule.binding[g.name])
-                for g in readers
-                if kernel_of[g.name] != kernel_of[name] or schedule.binding[g.name] != schedule.binding[name]
-            }
+            away = dram_readers(facts, schedule, name, key, readers)
             if away:
                 dram[kernel_of[name]] += size_of[name] * word_bytes
                 for kk, _arr in away:

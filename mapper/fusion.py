@@ -955,11 +955,15 @@ def _check_own_loops(
     level: str,
     made: Sequence[str],
     recurrent: bool,
+    away: Mapping[str, str] | None = None,
 ) -> None:
     """An Einsum's own loops at the level just outside the fusion level, below the shared loops
     (LoopTree's loops of one Einsum above the level where the group's tensors stay): over its own
-    ranks, in a group without running states, never over a rank its on-chip output is reduced
-    over (its partial sums would have no level above to go to). A tensor kept below the fusion
+    ranks, in a group without running states. Over a rank it reduces only where its output stays
+    at the fusion level (made there: its tile spans the loop, so the partial sums stay there, read
+    and updated once a step) or leaves the group; not where it is held below the fusion level or
+    sent from the registers (``away``: the partial sums would cross a loop above the level that
+    keeps them). A tensor kept below the fusion
     level changes under such a loop over its ranks, so its writer and readers step it together
     (:func:`_check_lockstep`). Each on-chip tensor
     stays whole at the fusion level while the loop steps through it (:func:`_footprint`); the
@@ -980,11 +984,11 @@ def _check_own_loops(
         )
     out = problem.output
     reduced = sorted({r for r, _f in own if r not in out.dims})
-    if reduced and out.name in made:
+    if reduced and out.name in made and out.name in (away or {}):
         raise ScheduleError(
             f"fusion: {name} runs loops of its own over {', '.join(reduced)} at {level}, which it reduces, "
-            f"but its output {out.name} stays on chip: its partial sums would cross a loop above the level "
-            "that keeps them (move the loop below the fusion level)"
+            f"but its output {out.name} is {(away or {})[out.name]}: its partial sums would cross a loop "
+            "above the level that keeps them (move the loop below the fusion level)"
         )
 
 
@@ -1491,6 +1495,10 @@ def evaluate(
                 f"(their factors of {r} multiply to {shared_r}, but {r} = {size[r]})"
             )
     paths = _paths(hierarchy, mapping, names)
+    # the group's tensors not held at the fusion level: kept below it, or sent from the registers
+    away = {t: "kept below the fusion level" for t, _lv in mapping.kept} | {
+        t: "sent from the registers" for t in (*mapping.through, *mapping.bypass)
+    }
     own_loops = []  # each Einsum's own loops above the fusion level, below the shared ones
     recurrent = bool(state) or bool(over) or any(q.output.name in (steps or {}) for q in problems)
     for j, (p, n, ms) in enumerate(zip(problems, names, mapping.mappings, strict=True)):
@@ -1519,7 +1527,7 @@ def evaluate(
                 )
             if i == k - 1:
                 extra = tuple((r, f) for r, f in rest if f > 1)
-        _check_own_loops(p, n, extra, levels[k - 1], made, recurrent)
+        _check_own_loops(p, n, extra, levels[k - 1], made, recurrent, away)
         own_loops.append(extra)
     kept_at = _kept_levels(problems, names, mapping, paths, made, k, drain, hierarchy, own_loops)
     # per Einsum, the tensors it holds in its registers beside mapping.kept: what a reader takes
@@ -1546,6 +1554,16 @@ def evaluate(
             raise ScheduleError(f"fusion: {', '.join(where)} may not keep {n}'s on-chip tensors")
         if sent.get(j) is not None and sent[j] not in made:  # an output sent past the fusion level
             keeps[k] = keeps[k] - {sent[j]}
+        # what it reads back from the outermost level comes past the fusion level into the
+        # registers, as its writer sent it (staged there, the readers' tiles of it would be the
+        # whole group's, where the pass needs one tile at a time)
+        keeps[k] = keeps[k] - back.get(j, frozenset())
+        # below the fusion level a mapping may keep more of what the group does not hold on chip
+        # (a PE holding an operand across its innermost loop, Timeloop's keep)
+        for i in range(k + 1, len(ms)):
+            extra = set(ms[i].keep or ()) - set(mine_on)
+            if extra:
+                keeps[i] = keeps[i] | extra
         ms = tuple(dataclasses.replace(m, keep=kp) for m, kp in zip(ms, keeps, strict=True))
         fixed.append(ms)
         mine = frozenset(t for t in mine_on if t in {s.name for s in p.spaces})

@@ -467,8 +467,12 @@ def einsum_cycles(
         m_ = sizes[cols_rank] if cols_rank in fact.ranks else 1
         if rows_rank in fact.reduced:  # reduction across the rows: weight stationary
             # the k x n block across the array (k down the rows, the columns' rank across) stays;
-            # the other output ranks stream, one step a cycle (AV: A stays, V streams over F)
-            cycles = systolic_gemm_cycles(extra, m_, sizes[rows_rank], array.rows, array.cols, "ws")
+            # the other output ranks stream, one step a cycle (AV: A stays, V streams over F); a
+            # rank it also reduces in time loads a block of weights per step (the 2-pass's AV
+            # over the key blocks M1), each filled and drained
+            cycles = temporal * systolic_gemm_cycles(
+                extra, m_, sizes[rows_rank], array.rows, array.cols, "ws"
+            )
         else:
             n_ = sizes[rows_rank] if rows_rank in fact.ranks else 1
             cycles = extra * systolic_gemm_cycles(m_, n_, temporal, array.cols, array.rows, "os")

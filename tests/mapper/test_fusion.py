@@ -139,12 +139,18 @@ def test_own_loops_above_the_fusion_level_by_hand() -> None:
     )
     assert r2.analyses[1].levels["DRAM"]["E"].updates == 32 and r2.analyses[1].levels["DRAM"]["E"].reads == 0
     # what is refused, with the reason
+    # C reduces K in a loop of its own: C stays whole at the buffer across it (16 words), so its
+    # partial sums stay there, read back and updated each step; never where C is sent from the
+    # registers (or held below the buffer), as they would cross the loop above that level
+    over_k = fm((("K", 2),), (("M", 4), ("N", 4), ("K", 2)), (), (("M", 4), ("P", 4), ("N", 4)))
+    r3 = fusion.evaluate(_toy(), ps, over_k, names=["C", "E"])
+    cc = r3.analyses[0].levels["buf"]["C"]
+    assert (cc.updates, cc.reads, cc.fills) == (128, 128 - 32, 0) and "C" not in r3.analyses[0].levels["DRAM"]
     with pytest.raises(
-        ScheduleError, match=r"C runs loops of its own over K at DRAM, which it reduces, but its output C"
+        ScheduleError,
+        match=r"C runs loops of its own over K at DRAM, which it reduces, but its output C is sent",
     ):
-        fusion.evaluate(
-            _toy(), ps, fm((("K", 2),), (("M", 4), ("N", 4), ("K", 2)), (), (("M", 4), ("P", 4), ("N", 4)))
-        )
+        fusion.evaluate(_toy(), ps, dataclasses.replace(over_k, through=("C",)), names=["C", "E"])
     with pytest.raises(ScheduleError, match=r"C's own loop over Q at DRAM: C has no rank Q"):
         fusion.evaluate(
             _toy(), ps, fm((("Q", 2),), (("M", 4), ("N", 4), ("K", 4)), (), (("M", 4), ("P", 4), ("N", 4)))
@@ -1707,10 +1713,10 @@ def test_the_search_hands_a_tensor_to_a_reader_in_the_registers_when_that_pays()
 
 def test_a_tensor_through_the_outermost_level_between_passes_by_hand() -> None:
     """C made in the PEs and sent to DRAM (``through``): C's writer writes it once from its
-    register files (32 words, never into the buffer) and E reads it back as an input, filling the
-    buffer from DRAM per M tile (32 words). DRAM moves 64 words more than with C held in the
-    buffer (96); the buffer holds C's tile as one of E's own tiles (16 + D 16 + E 16 = 48), and
-    the register files hold what C's writer holds (9 per PE)."""
+    register files (32 words, never into the buffer) and E reads it back into its register files
+    past the buffer, as an input, once per M tile (32 words). DRAM moves 64 words more than with C
+    held in the buffer (96); the buffer holds E's own tiles (D 16 + E 16 = 32, where C's tile took
+    16 more), and the register files what C's writer holds (9 per PE)."""
     ps = _problems()
     held = fusion.evaluate(_with_rf(), ps, _chain_in_pes(kept=()), names=["C", "E"])
     m = dataclasses.replace(_chain_in_pes(kept=()), through=("C",))
@@ -1718,13 +1724,9 @@ def test_a_tensor_through_the_outermost_level_between_passes_by_hand() -> None:
     c, e = r.analyses
     assert "C" not in c.levels["buf"] and "C" not in c.levels["DRAM"]
     assert r.drained == (("C", 32),)
-    assert (e.levels["DRAM"]["C"].reads, e.levels["buf"]["C"].fills, e.levels["buf"]["C"].reads) == (
-        32,
-        32,
-        32,
-    )
+    assert "C" not in e.levels["buf"] and (e.levels["DRAM"]["C"].reads, e.levels["rf"]["C"].fills) == (32, 32)
     assert (held.scalar_accesses("DRAM"), r.scalar_accesses("DRAM")) == (96, 96 + 32 + 32)
-    assert r.footprint_words == 48 and r.held_below == (("rf", 9),)
+    assert (held.footprint_words, r.footprint_words) == (48, 32) and r.held_below == (("rf", 9),)
     # the write out is priced at DRAM (10 pJ a word) and the read back as E's fills
     assert r.drain_pj == 32 * 10
     assert r.to_dict()["through"] == ["C"] and "through DRAM between passes" in r.describe()

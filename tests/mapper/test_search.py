@@ -102,6 +102,11 @@ def test_a_2_pass_tensor_read_after_the_whole_key_rank_is_held_whole():
     # beside SLN: Q read and AV written once, K (pass 1) and V (pass 2) once per group of 32 tiles
     word = n * 64 * 2  # bytes of one of Q, K, V, AV per head
     assert report.traffic_bytes - 2 * sln == heads * (2 * word + (256 // 32) * 2 * word)
+    # the 3-pass's S, SN and A: each written once and read back once (SN's pass on the 2D array
+    # reads S back: until 2026-12 the template charged it nothing, 4 x N^2 words)
+    r3 = sim.evaluate(c3, s3, mapper.fusemax(), sim.workload("BERT", "64K"))
+    heads3 = sim.workload("BERT", "64K").instances
+    assert r3.traffic_bytes == heads3 * (3 * 2 * n * n * 2 + 2 * word + (256 // 128) * 2 * word)
 
 
 def test_a_2_pass_query_tile_holds_its_block_statistics_until_the_pass_ends():

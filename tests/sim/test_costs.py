@@ -80,6 +80,20 @@ def test_systolic_option_with_the_reduced_rank_down_the_rows_is_weight_stationar
     assert systolic_cycles(nest, ("K", "N")) == tiled
 
 
+def test_a_weight_stationary_block_reduced_in_time_too_is_loaded_once_a_step():
+    # The 2-pass's AV[p, f] = A[p, m1, m0] BV[m1, m0, f]: M0 down the rows (weight stationary), P
+    # across the columns, and the key blocks M1 reduced in time. Each M1 step holds its own block
+    # of A, filled and drained: 16 blocks of one ws fold each. (Until 2026-12 one fold was charged
+    # for all 16, 830 cycles for 1,024 cycles of MACs, fewer than the array can do.)
+    arch = mapper.fusemax()
+    f = _facts("attention_2pass")["AV"]
+    tile = {"P": 256, "M0": 256, "M1": 16, "F": 64}
+    macs = einsum_cycles(f, arch.array("2d"), ("M0", "P"), tile)
+    ws = einsum_cycles(f, arch.array("2d"), ("M0", "P"), tile, systolic=True)
+    assert macs == 16 * 64
+    assert ws == 16 * systolic_gemm_cycles(64, 256, 256, 256, 256, "ws") >= macs
+
+
 def test_toy_traffic_energy_and_latency():
     arch = mapper.fusemax(array_dim=2, buffer_bytes=1 << 20)
     c = LIB("attention_1pass")
