@@ -519,9 +519,11 @@ def _streams(
 ) -> set[int]:
     """The Einsums of a group that run their own loop over the key blocks above the buffer, where
     the template streams K and V through it: those that read a key-side input (over the key rank,
-    not the query rank, made by no Einsum of the group), and those that take what they make from
-    the PEs, a block at a time, keeping the blocks' rank (FLAT's S beside QK, FuseMax's LM and SLN
-    beside BQK; a same-pass reader, ``forward``: the 2-pass SLD beside SLN)."""
+    not the query rank, made by no Einsum of the group) or read back, over the blocks, a tensor
+    the template sends through DRAM (the 3-pass's SN, A and AV); those that take what they make
+    from the PEs, a block at a time, keeping the blocks' rank (FLAT's S beside QK, FuseMax's LM and
+    SLN beside BQK); and a same-pass reader (``forward``) of one of them, which may reduce the
+    blocks as they come (the 2-pass SLD beside SLN, the 3-pass GM beside S)."""
     made = {p.output.name for p in problems}
     block = lay.outer if any(lay.outer in p.output.dims for p in problems) else lay.key
     # what the template sends through DRAM between passes is read back a block at a time
@@ -530,11 +532,8 @@ def _streams(
         j
         for j, p in enumerate(problems)
         if any(
-            not s.output
-            and s.name not in made
-            and lay.key in s.dims
-            and lay.query not in s.dims
-            or (s.name in back and not s.output and block in s.dims and block in p.output.dims)
+            (not s.output and s.name not in made and lay.key in s.dims and lay.query not in s.dims)
+            or (not s.output and s.name in back and block in s.dims and block in p.output.dims)
             for s in p.spaces
         )
     }
