@@ -884,30 +884,18 @@ def _orders(tree: TreeSchedule, schedule: Schedule) -> TreeSchedule:
     output ranks' steps, AV's A across F, and the partial sums go back to the buffer once per
     step of the reduced ranks). Kept where the energy is lower and the latency no longer."""
     best, result = tree, tree.evaluate()
-    taken = set(tree.mapping.forward)
     for i, (p, n) in enumerate(zip(tree.problems, tree.names, strict=True)):
-        ms = best.mapping.mappings[i]
-        swapped = _reduced_outside(p, n, ms, schedule)
-        tries = [] if swapped is None else [swapped]
-        # one that reads a tensor back from DRAM into its registers holds it there across the
-        # steps of its innermost loop that do not index it (AV's A across F), or reads it again
-        back = {
-            s.name
-            for s in p.spaces
-            if not s.output and s.name in tree.mapping.through and (s.name, n) not in taken
-        }
-        if back:
-            path = tree.hierarchy.branch(schedule.binding[n])
-            tries += [h for m in (ms, *tries) if (h := _held(path, p, m)) != m]
-        for alt in tries:
-            mappings = (*best.mapping.mappings[:i], alt, *best.mapping.mappings[i + 1 :])
-            trial = dataclasses.replace(best, mapping=dataclasses.replace(best.mapping, mappings=mappings))
-            try:
-                r = trial.evaluate()
-            except ScheduleError:
-                continue
-            if r.energy_pj < result.energy_pj and r.cycles <= result.cycles:
-                best, result = trial, r
+        swapped = _reduced_outside(p, n, best.mapping.mappings[i], schedule)
+        if swapped is None:
+            continue
+        mappings = (*best.mapping.mappings[:i], swapped, *best.mapping.mappings[i + 1 :])
+        trial = dataclasses.replace(best, mapping=dataclasses.replace(best.mapping, mappings=mappings))
+        try:
+            r = trial.evaluate()
+        except ScheduleError:
+            continue
+        if r.energy_pj < result.energy_pj and r.cycles <= result.cycles:
+            best, result = trial, r
     return best
 
 

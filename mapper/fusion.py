@@ -1546,9 +1546,8 @@ def evaluate(
     for j, (p, n, ms, path) in enumerate(zip(problems, names, mapping.mappings, paths, strict=True)):
         # what it reads back from the outermost level (mapping.through) is an input to it
         mine_on = tuple(t for t in onchip if t not in back.get(j, ()))
-        keeps = _keeps(
-            path, p, k, mine_on, {**kept_at, **in_regs.get(j, {})}, own=[t for t in made if t in mine_on]
-        )
+        # (its register files may hold it, as they may what the group makes: the on_chip role)
+        keeps = _keeps(path, p, k, mine_on, {**kept_at, **in_regs.get(j, {})}, own=made)
         if keeps is None:
             where = sorted({path.levels[kept_at.get(t, k)].name for t in made if t in _tensors(p)})
             raise ScheduleError(f"fusion: {', '.join(where)} may not keep {n}'s on-chip tensors")
@@ -1558,12 +1557,6 @@ def evaluate(
         # registers, as its writer sent it (staged there, the readers' tiles of it would be the
         # whole group's, where the pass needs one tile at a time)
         keeps[k] = keeps[k] - back.get(j, frozenset())
-        # below the fusion level a mapping may keep more of what the group does not hold on chip
-        # (a PE holding an operand across its innermost loop, Timeloop's keep)
-        for i in range(k + 1, len(ms)):
-            extra = set(ms[i].keep or ()) - set(mine_on)
-            if extra:
-                keeps[i] = keeps[i] | extra
         ms = tuple(dataclasses.replace(m, keep=kp) for m, kp in zip(ms, keeps, strict=True))
         fixed.append(ms)
         mine = frozenset(t for t in mine_on if t in {s.name for s in p.spaces})
