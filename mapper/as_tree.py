@@ -236,8 +236,17 @@ def fused(
     if schedule.spill_fraction:
         raise ScheduleError("as_tree: a schedule that spills to DRAM is not stated in the tree yet")
     # what the template streams through DRAM between a kernel's passes: its writer sends it from the
-    # PEs, a same-pass reader takes it there, the others read it back (FusedMapping.through)
-    through = tuple(t for t in names if schedule.residency.get(t) == "dram" and t not in cascade.outputs)
+    # PEs, a same-pass reader takes it there, the others read it back (FusedMapping.through); one
+    # that only same-pass readers take (sigmoid attention's SG, by AV) never reaches DRAM in the
+    # template, and stays in the PEs as what it keeps in the arrays does (_in_the_pes)
+    facts = {f.name: f for f in einsum_facts(cascade)}
+    through = tuple(
+        t
+        for t in names
+        if schedule.residency.get(t) == "dram"
+        and t not in cascade.outputs
+        and dram_readers(facts, schedule, t, layout(cascade).key)
+    )
     lay = layout(cascade)
     full, tile = _sizes(cascade, schedule, sizes)
     live = _live(cascade, schedule, arch, full, tile)
@@ -836,7 +845,11 @@ def _in_the_pes(
     wanted = [
         (p.output.name, f"rf_{schedule.binding[n]}")
         for p, n in zip(tree.problems, tree.names, strict=True)
-        if schedule.residency.get(p.output.name) == "array" and p.output.name not in tree.drain
+        if p.output.name not in tree.drain
+        and (
+            schedule.residency.get(p.output.name) == "array"
+            or (schedule.residency.get(p.output.name) == "dram" and p.output.name not in tree.mapping.through)
+        )
     ]
     states = fusion.carried(tree.problems, tree.steps)
     made = (*fusion.intermediates(tree.problems), *states)

@@ -218,6 +218,18 @@ def test_the_3_pass_s_tensors_through_dram_in_the_tree() -> None:
     assert r.energy_pj / report.energy_pj == pytest.approx(0.9376, abs=1e-4)
 
 
+def test_a_tensor_only_same_pass_readers_take_stays_in_the_pes() -> None:
+    """Sigmoid attention at BERT 64K: the template does not hold SG's rows in the buffer
+    (residency ``dram``), but AV takes SG from the PEs as it is made, so SG never reaches DRAM
+    (``mapper.cost.dram_readers``: no reader reads it back). The tree keeps SG in the 2D array's
+    register files rather than sending it ``through`` DRAM: the DRAM bytes are the template's. (Sent
+    through, SG's 51.5 G words went out for nothing: 172 times the template's bytes.)"""
+    report, tree, r = _both("fusemax", "sigmoid_attention", sim.workload("BERT", "64K", batch=1))
+    assert tree.mapping.through == () and ("SG", "rf_2d") in tree.mapping.kept
+    assert r.scalar_accesses("DRAM") * 2 == report.traffic_bytes
+    assert 0 <= r.cycles - report.latency_cycles <= 2 * r.bound / r.mapping.tiles
+
+
 def test_a_causal_mask_s_skipped_tiles_in_the_tree() -> None:
     """FuseMax's causal 1-pass at 1,024 x 1,024: 6 of the 16 (query tile, key block) pairs are
     wholly masked. The tree computes 62.5% of the masked Einsums' tiles (``FusedMapping.live``),
