@@ -368,11 +368,15 @@ class TreeKernels:
 
     kernels: tuple[Any, ...]
     coarser: bool = False  # the kernels' tiles are the template's (:attr:`TreeSchedule.coarser`)
+    #: the lone Einsums a mask lets skip tiles, with the share they compute (the fused groups
+    #: carry theirs in their mapping)
+    alone_live: tuple[tuple[str, float], ...] = ()
 
     @property
     def live(self) -> tuple[tuple[str, float], ...]:
         """The Einsums a mask lets skip tiles, with the share they compute (:attr:`TreeSchedule.live`)."""
-        return tuple(x for k in self.kernels if isinstance(k, TreeSchedule) for x in k.live)
+        grouped = tuple(x for k in self.kernels if isinstance(k, TreeSchedule) for x in k.live)
+        return grouped + self.alone_live
 
     def evaluate(self) -> KernelsResult:
         from mapper import staged
@@ -385,7 +389,7 @@ class TreeKernels:
                 parts.append((k.names, r.cycles, r.energy_pj, r.scalar_accesses(outer)))
             else:
                 path, p, n, ms, lookahead, interleave = k
-                a = path.analyze(p, ms)
+                a = path.analyze(p, ms, live=dict(self.alone_live).get(n, 1.0))
                 cyc = staged.engine_cycles(path, p, n, a, ms, lookahead, interleave)
                 parts.append(((n,), cyc, a.energy_pj, a.scalar_accesses(path.levels[0].name)))
         return KernelsResult(parts=tuple(parts))
@@ -463,7 +467,12 @@ def kernels(
             if schedule.residency.get(ns[0]) == "dram" and ns[0] not in cascade.outputs:
                 # what the template sends to DRAM goes from the PEs past the buffer (bypass)
                 tries = [_past_buffer(alone[0], ps[0], m) for m in tries]
-            parts = TreeKernels(kernels=tuple((*alone[:3], m, *alone[4:]) for m in tries)).evaluate().parts
+            mine = tuple((x, f) for x, f in live if x == ns[0])
+            parts = (
+                TreeKernels(kernels=tuple((*alone[:3], m, *alone[4:]) for m in tries), alone_live=mine)
+                .evaluate()
+                .parts
+            )
             c0 = parts[0][1]
             pick = min(range(len(tries)), key=lambda i: (parts[i][1] > c0, parts[i][2]))
             alone = (*alone[:3], tries[pick], *alone[4:])
@@ -511,7 +520,10 @@ def kernels(
                 f"as_tree: kernel {k + 1} ({', '.join(ns)}) does not fit or run as the tree states it "
                 f"({how}); the template streams them: not stated in the tree yet ({exc})"
             ) from None
-    stated = TreeKernels(kernels=tuple(out), coarser=coarser)
+    lone = {k[2] for k in out if not isinstance(k, TreeSchedule)}
+    stated = TreeKernels(
+        kernels=tuple(out), coarser=coarser, alone_live=tuple((x, f) for x, f in live if x in lone)
+    )
     try:
         stated.evaluate()
     except ScheduleError as exc:

@@ -174,8 +174,6 @@ def traffic(
             continue
         ranks = facts[name].ranks if name in facts else inp.ranks  # type: ignore[union-attr]
         query_side = query in ranks
-        k = kernel_of[readers[0].name]
-        p1 = schedule.query_tiles_on_chip[k]
         # tiles over ranks the input does not index each need all of it again; the tiles over
         # a rank it does index (a GEMM's N tiles of B) each need only their own slice
         other = math.prod(
@@ -183,15 +181,18 @@ def traffic(
             for r in schedule.tile
             if not (r == key and whole) and r not in ranks and r in full
         )
-        loads = 1 if query_side else max(1, other // p1)
-        per_use = steps * other if query_side else p1
-        n_kernels = max(1, len({kernel_of[r.name] for r in readers}))
-        if name in nested and schedule.residency.get(name) == "buffer":
-            reads += size_of[name] * loads * per_use * n_kernels  # already on chip
-            continue
-        dram[k] += size_of[name] * word_bytes * loads
-        writes += size_of[name] * loads  # fill
-        reads += size_of[name] * loads * per_use * n_kernels
+        on_chip = name in nested and schedule.residency.get(name) == "buffer"
+        # each kernel that reads it loads it: the kernels run one after another over every tile
+        # (landmark attention's Q, read by LS's kernel and by BS's)
+        for k in sorted({kernel_of[r.name] for r in readers}):
+            p1 = schedule.query_tiles_on_chip[k]
+            loads = 1 if query_side else max(1, other // p1)
+            per_use = steps * other if query_side else p1
+            reads += size_of[name] * loads * per_use
+            if on_chip:
+                continue  # already in the buffer
+            dram[k] += size_of[name] * word_bytes * loads
+            writes += size_of[name] * loads  # fill
     for out in cascade.outputs:
         if out in nested:
             continue
