@@ -1802,3 +1802,32 @@ def test_einsums_that_step_their_own_loops_together_hold_one_step_by_hand() -> N
         ScheduleError, match=r"together runs C, E, whose own loops above buf differ or are none"
     ):
         fusion.evaluate(_toy(), ps, differ, names=["C", "E"])
+
+
+def test_a_tensor_through_the_outermost_level_is_not_written_over_in_place() -> None:
+    """D = 2 C element by element may write D over C in place where C stays on chip; not where C
+    goes out through DRAM and comes back (``through``): the error says which tensor goes."""
+    text = """
+cascade scaled
+input A[m, k], B[k, n]
+output E
+
+C[m, n] = A[m, k] * B[k, n]
+D[m, n] = C[m, n] * 2
+E[m, n] = D[m, n] * D[m, n]
+"""
+    ps = fusion.problems_of(einsum.parse(text), ["C", "D", "E"], {"M": 8, "K": 4, "N": 4})
+    maps = tuple(
+        (
+            LevelMapping(target="DRAM", temporal=(("M", 2),)),
+            LevelMapping(target="buf", temporal=loops, spatial=(("N", 4),)),
+            LevelMapping(target="rf", temporal=(("M", 4),)),
+        )
+        for loops in ((("K", 4),), (), ())
+    )
+    m = fusion.FusedMapping(level="buf", shared=((("M", 2),),), mappings=maps, in_place=(("D", "C"),))
+    assert fusion.evaluate(_with_rf(), ps, m, names=["C", "D", "E"]).footprint_words > 0
+    with pytest.raises(
+        ScheduleError, match=r"D cannot be written over C in place: C goes through the outermost"
+    ):
+        fusion.evaluate(_with_rf(), ps, dataclasses.replace(m, through=("C",)), names=["C", "D", "E"])
