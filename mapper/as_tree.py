@@ -239,15 +239,15 @@ def fused(
     # PEs, a same-pass reader takes it there, the others read it back (FusedMapping.through); one
     # that only same-pass readers take (sigmoid attention's SG, by AV) never reaches DRAM in the
     # template, and stays in the PEs as what it keeps in the arrays does (_in_the_pes)
+    lay = layout(cascade)
     facts = {f.name: f for f in einsum_facts(cascade)}
     through = tuple(
         t
         for t in names
         if schedule.residency.get(t) == "dram"
         and t not in cascade.outputs
-        and dram_readers(facts, schedule, t, layout(cascade).key)
+        and dram_readers(facts, schedule, t, lay.key)
     )
-    lay = layout(cascade)
     full, tile = _sizes(cascade, schedule, sizes)
     live = _live(cascade, schedule, arch, full, tile)
     problems = _unpriced(fusion.problems_of(cascade, names, full, instances), names, full, bookkeeping)
@@ -284,8 +284,8 @@ def fused(
         outer.append((lay.step, nsteps))
     last = fusion.finals(problems, steps)
     fwd = _forward(cascade, schedule, names)
-    _check_read_back(cascade, schedule, names, through, fwd)
-    streams = _streams(problems, names, schedule, lay, fwd) if blocks else set()
+    _check_read_back(facts, schedule, names, through, fwd, lay.key)
+    streams = _streams(problems, names, schedule, lay, fwd, through) if blocks else set()
     mappings = _own(problems, names, schedule, arch, tile, outer, last, lay, streams=streams)
     made = {p.output.name for p in problems}
     key_side = (
@@ -537,18 +537,19 @@ def _streams(
     schedule: Schedule,
     lay: Any,
     forward: Sequence[tuple[str, str]] = (),
+    through: Sequence[str] = (),
 ) -> set[int]:
     """The Einsums of a group that run their own loop over the key blocks above the buffer, where
     the template streams K and V through it: those that read a key-side input (over the key rank,
     not the query rank, made by no Einsum of the group) or read back, over the blocks, a tensor
-    the template sends through DRAM (the 3-pass's SN, A and AV); those that take what they make
+    the template sends through DRAM (``through``: the 3-pass's SN, A and AV); those that take what they make
     from the PEs, a block at a time, keeping the blocks' rank (FLAT's S beside QK, FuseMax's LM and
     SLN beside BQK); and a same-pass reader (``forward``) of one of them, which may reduce the
     blocks as they come (the 2-pass SLD beside SLN, the 3-pass GM beside S)."""
     made = {p.output.name for p in problems}
     block = lay.outer if any(lay.outer in p.output.dims for p in problems) else lay.key
     # what the template sends through DRAM between passes is read back a block at a time
-    back = {t for t in made if schedule.residency.get(t) == "dram"}
+    back = set(through)
     streams = {
         j
         for j, p in enumerate(problems)
@@ -580,19 +581,18 @@ def _streams(
 
 
 def _check_read_back(
-    cascade: einsum.Cascade,
+    facts: Mapping[str, Any],
     schedule: Schedule,
     names: Sequence[str],
     through: Sequence[str],
     forward: Sequence[tuple[str, str]],
+    key: str | None,
 ) -> None:
     """In the tree each reader of a tensor sent through DRAM that does not take it from the PEs
     reads it back on its own; the template lets each kernel and array that reads it load it once
     and hold its rows for all its passes (:func:`mapper.cost.dram_readers`). Where the two
     differ (FLAT from 256K: GM and SN read S on the 1D array, and SN stays there for A), the
     tree does not state the schedule yet: a typed error that says which."""
-    facts = {f.name: f for f in einsum_facts(cascade)}
-    key = layout(cascade).key
     for t in through:
         back = [n for n in names if n != t and t in facts[n].reads and (t, n) not in forward]
         loads = dram_readers(

@@ -194,6 +194,24 @@ def test_a_2_pass_tensor_through_dram_between_passes_in_the_tree() -> None:
         apart.evaluate()
 
 
+def test_a_same_pass_reader_that_cannot_take_its_tensor_from_the_pes_is_not_stated(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where the tree's rules refuse SLD taking SLN from the PEs at 64K, SLD would read SLN back
+    from DRAM, which the template does not charge: the tree does not state the schedule, and the
+    error says which reader and tensor."""
+    real = as_tree._in_the_pes
+
+    def refusing(tree, schedule, forward=(), bypass=()):  # type: ignore[no-untyped-def]
+        return real(tree, schedule, (), bypass)
+
+    monkeypatch.setattr(as_tree, "_in_the_pes", refusing)
+    with pytest.raises(
+        ScheduleError, match=r"SLD cannot take SLN from the PEs as it is made, so it would read"
+    ):
+        _both("fusemax", "attention_2pass", sim.workload("BERT", "64K", batch=1))
+
+
 def test_the_3_pass_s_tensors_through_dram_in_the_tree() -> None:
     """FuseMax's 3-pass cascade at BERT 64K: S, SN and A each go through DRAM between passes. GM
     takes S from the PEs as it is made and SD takes SN so, each reducing the key blocks as they
