@@ -15,6 +15,7 @@ is skipped.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Mapping
 
@@ -62,6 +63,8 @@ def _params(cascade: einsum.Cascade, sizes: Mapping[str, int]) -> dict[str, floa
             values[p.name] = float(np.asarray(lo).reshape(-1)[0])
     return values
 
+
+_CHUNK = 1 << 20  # pairs bounded at once
 
 Bounds = tuple[np.ndarray | None, np.ndarray | None]
 
@@ -111,13 +114,11 @@ def _interval(
         if op is BinOp.SUB:
             return a_lo - b_hi, a_hi - b_lo
         if op is BinOp.MUL:
-            c = np.stack(np.broadcast_arrays(a_lo * b_lo, a_lo * b_hi, a_hi * b_lo, a_hi * b_hi))
-            return c.min(axis=0), c.max(axis=0)
+            return _hull(a_lo * b_lo, a_lo * b_hi, a_hi * b_lo, a_hi * b_hi)
         if op is BinOp.DIV:
             if np.any((b_lo <= 0) & (b_hi >= 0)):
                 return None, None
-            c = np.stack(np.broadcast_arrays(a_lo / b_lo, a_lo / b_hi, a_hi / b_lo, a_hi / b_hi))
-            return c.min(axis=0), c.max(axis=0)
+            return _hull(a_lo / b_lo, a_lo / b_hi, a_hi / b_lo, a_hi / b_hi)
         if op.is_comparison:
             # d = a - b over the box: the comparison is 1 everywhere, 0 everywhere, or either
             d_lo, d_hi = a_lo - b_hi, a_hi - b_lo
@@ -126,6 +127,14 @@ def _interval(
             upper = np.where(never, 0.0, 1.0)
             return one, upper
     return None, None
+
+
+def _hull(*corners: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The least and greatest of the corners, entry by entry."""
+    lo = hi = corners[0]
+    for c in corners[1:]:
+        lo, hi = np.minimum(lo, c), np.maximum(hi, c)
+    return lo, hi
 
 
 def _compare(op: BinOp, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -161,30 +170,34 @@ def mask_skip(
     if not conds:
         return MaskSkip(total=total, skipped=0, masks=())
     params = _params(cascade, sizes)
-    q_lo = (np.arange(n_q) * query_tile)[:, None]
-    q_hi = np.minimum((np.arange(n_q) + 1) * query_tile, sizes[query])[:, None] - 1
-    box = {query.lower(): (q_lo, q_hi)}
-    for v, (lo, hi) in key_var_boxes.items():
-        box[v] = (np.asarray(lo)[None, :], np.asarray(hi)[None, :])
-    dead = np.zeros((n_q, n_k), dtype=bool)
-    clear = np.ones((n_q, n_k), dtype=bool)
-    used = []
-    for name, cond in conds:
-        vars_ = {n.name for n in walk(cond) if isinstance(n, Var)}
-        if query.lower() not in vars_ or not (vars_ & set(key_var_boxes)) or not vars_ <= set(box):
-            continue
-        lo, hi = _interval(cond, box, sizes, params)
-        if hi is None or lo is None:
-            clear[:] = False
-            continue
-        dead |= np.broadcast_to(np.asarray(hi) <= 0, dead.shape)  # the condition is 0 everywhere
-        clear &= np.broadcast_to(np.asarray(lo) >= 1, clear.shape)  # ... or 1 everywhere
-        used.append(name)
-    if not used:
-        clear[:] = False
-    return MaskSkip(
-        total=total, skipped=int(dead.sum()), masks=tuple(dict.fromkeys(used)), unmasked=int(clear.sum())
-    )
+    keys = {v: (np.asarray(lo)[None, :], np.asarray(hi)[None, :]) for v, (lo, hi) in key_var_boxes.items()}
+    skipped = unmasked = 0
+    masks: list[str] = []
+    # query tiles a chunk at a time: at a million keys the pairs number in the tens of millions
+    step = max(1, _CHUNK // max(1, n_k))
+    for start in range(0, n_q, step):
+        rows = np.arange(start, min(n_q, start + step))
+        q_lo = (rows * query_tile)[:, None]
+        q_hi = np.minimum((rows + 1) * query_tile, sizes[query])[:, None] - 1
+        box = {query.lower(): (q_lo, q_hi), **keys}
+        dead = np.zeros((len(rows), n_k), dtype=bool)
+        clear = np.ones((len(rows), n_k), dtype=bool)
+        used = []
+        for name, cond in conds:
+            vars_ = {n.name for n in walk(cond) if isinstance(n, Var)}
+            if query.lower() not in vars_ or not (vars_ & set(key_var_boxes)) or not vars_ <= set(box):
+                continue
+            lo, hi = _interval(cond, box, sizes, params)
+            if hi is None or lo is None:
+                clear[:] = False
+                continue
+            dead |= np.broadcast_to(np.asarray(hi) <= 0, dead.shape)  # the condition is 0 everywhere
+            clear &= np.broadcast_to(np.asarray(lo) >= 1, clear.shape)  # ... or 1 everywhere
+            used.append(name)
+        skipped += int(dead.sum())
+        unmasked += int(clear.sum()) if used else 0
+        masks += used
+    return MaskSkip(total=total, skipped=skipped, masks=tuple(dict.fromkeys(masks)), unmasked=unmasked)
 
 
 def live_lower_bound(cascade: einsum.Cascade, lay: Layout, sizes: Mapping[str, int]) -> float:
@@ -223,6 +236,25 @@ def key_boxes(
     return {plain.lower(): (j * block, j * block + last)}
 
 
+_Blocks = tuple[int, int, str | None, str | None, str | None]  # block, whole, outer, inner, plain
+
+
+@functools.lru_cache(maxsize=256)
+def _skip(
+    cascade: einsum.Cascade,
+    query: str,
+    blocks: _Blocks,
+    query_tile: int,
+    sizes: tuple[tuple[str, int], ...],
+) -> MaskSkip:
+    """:func:`mask_skip` over the key blocks ``blocks`` (:func:`key_boxes`' arguments), cached: the
+    candidates of a search share their query tile and key blocks, and at long sequences one count
+    covers millions of pairs (the IR is immutable, the result a frozen value)."""
+    block, whole, outer, inner, plain = blocks
+    boxes = key_boxes(block, whole, outer=outer, inner=inner, plain=plain)
+    return mask_skip(cascade, query=query, key_var_boxes=boxes, query_tile=query_tile, sizes=dict(sizes))
+
+
 def schedule_skip(
     cascade: einsum.Cascade,
     schedule: Schedule,
@@ -241,11 +273,11 @@ def schedule_skip(
     if not kernels or key is None or not mask_conditions(cascade):
         return MaskSkip(total=0, skipped=0, masks=()), frozenset()
     if whole is not None:
-        boxes = key_boxes(full[key], full[whole], outer=outer, inner=key)
+        blocks: _Blocks = (full[key], full[whole], outer, key, None)
     else:
         rows = max((a.rows for a in arch.arrays if a.is_2d), default=1)
-        boxes = key_boxes(max(1, min(rows, full[key])), full[key], plain=key)
-    skip = mask_skip(cascade, query=query, key_var_boxes=boxes, query_tile=tile[query], sizes=full)
+        blocks = (max(1, min(rows, full[key])), full[key], None, None, key)
+    skip = _skip(cascade, query, blocks, tile[query], tuple(sorted(full.items())))
     # a wholly masked key step changes no running value either (the max stays, the sums add 0)
     keyed = {key} | ({outer} if outer else set())
     names = frozenset(

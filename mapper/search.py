@@ -29,7 +29,7 @@ import dataclasses
 import itertools
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import einsum
 from einsum.errors import suggest
@@ -631,19 +631,21 @@ def _layerwise_bound(
 ) -> tuple[float, float]:
     """(latency, energy) no layer-by-layer schedule can beat: every Einsum's loop-nest bound
     (:func:`mapper.nest.lower_bound`: compute with every PE busy, compulsory traffic) on the array
-    where it is least, with every intermediate on chip; the nests run one after the other."""
+    where it is least, with the intermediates :func:`_layerwise` keeps in the buffer on chip and
+    the others written to DRAM and read back (it decides that before any nest is searched); the
+    nests run one after the other."""
     facts = einsum_facts(cascade)
-    ends = {t.name for t in cascade.inputs} | set(cascade.outputs)
-    inter = frozenset(f.name for f in facts if f.name not in ends)
+    kept = frozenset(_kept_between(cascade, arch, sizes, [f.name for f in facts]))
+    resident = _words(cascade, sizes, kept)
     lat = en = 0.0
     for f in facts:
         best_l, best_e = math.inf, math.inf
         for a in arch.arrays:
             try:
-                p = nest_problem(cascade, f, a, arch, sizes, on_chip=inter)
+                p = nest_problem(cascade, f, a, arch, sizes, on_chip=kept, resident_words=resident)
             except ScheduleError:
                 continue
-            p = dataclasses.replace(p, on_chip=frozenset(t for t in p.tensors if t in inter))
+            p = dataclasses.replace(p, on_chip=frozenset(t for t in p.tensors if t in kept))
             l_, e_ = nest_lower_bound(p)
             best_l, best_e = min(best_l, l_), min(best_e, e_)
         if not math.isfinite(best_l):
@@ -669,6 +671,31 @@ def _arrays_for(
     return out
 
 
+def _kept_between(
+    cascade: einsum.Cascade, arch: ArchSpec, sizes: Mapping[str, int], names: Sequence[str]
+) -> list[str]:
+    """The intermediates among ``names`` a layer-by-layer schedule keeps in the buffer between
+    nests: smallest first while they fit in half of it; the others go to DRAM."""
+    tsizes = tensor_sizes(cascade)
+    consumed = {r for f in einsum_facts(cascade) for r in f.reads}
+    inter = sorted(
+        (t for t in names if t in consumed and t not in cascade.outputs), key=lambda t: tsizes[t].at(sizes)
+    )
+    kept: list[str] = []
+    room = arch.buffer.capacity_bytes // arch.word_bytes // 2
+    for t in inter:
+        w = tsizes[t].at(sizes)
+        if w <= room:
+            kept.append(t)
+            room -= w
+    return kept
+
+
+def _words(cascade: einsum.Cascade, sizes: Mapping[str, int], names: Iterable[str]) -> int:
+    tsizes = tensor_sizes(cascade)
+    return sum(tsizes[t].at(sizes) for t in names)
+
+
 def _layerwise(
     cascade: einsum.Cascade,
     arch: ArchSpec,
@@ -683,19 +710,8 @@ def _layerwise(
     """Every Einsum in ``names`` its own loop nest, one after the other; intermediates between
     nests stay in the buffer while they fit in half of it (smallest first), else go to DRAM."""
     facts = {f.name: f for f in einsum_facts(cascade)}
-    tsizes = tensor_sizes(cascade)
-    consumed = {r for f in facts.values() for r in f.reads}
-    inter = sorted(
-        (t for t in names if t in consumed and t not in cascade.outputs), key=lambda t: tsizes[t].at(sizes)
-    )
-    kept: list[str] = []
-    room = arch.buffer.capacity_bytes // arch.word_bytes // 2
-    for t in inter:
-        w = tsizes[t].at(sizes)
-        if w <= room:
-            kept.append(t)
-            room -= w
-    resident = sum(tsizes[t].at(sizes) for t in kept)
+    kept = _kept_between(cascade, arch, sizes, names)
+    resident = _words(cascade, sizes, kept)
     binding: dict[str, str] = dict(base.binding) if base else {}
     nests: dict[str, LoopNest] = {}
     forbid = frozenset({lay.step} if lay.step else set())

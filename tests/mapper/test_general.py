@@ -251,6 +251,20 @@ def test_causal_and_window_masks_skip_exactly_the_empty_pairs() -> None:
     assert (skip.total, skip.skipped) == (16, 6)
 
 
+def test_masked_pairs_are_counted_a_chunk_of_query_tiles_at_a_time(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """At a million keys the pairs number in the tens of millions: they are bounded a few query
+    tiles at a time. Chunks of 7 pairs (not a whole row of blocks) count what one pass counts."""
+    import mapper.masks
+
+    w = _file("sliding_window_attention")
+    boxes = key_boxes(128, 4000, plain="M")
+    sizes = {"P": 4000, "M": 4000, "E": 64}
+    whole = mask_skip(w, query="P", key_var_boxes=boxes, query_tile=96, sizes=sizes)
+    assert whole.skipped > 0 and 0 < whole.unmasked < whole.total - whole.skipped
+    monkeypatch.setattr(mapper.masks, "_CHUNK", 7)
+    assert mask_skip(w, query="P", key_var_boxes=boxes, query_tile=96, sizes=sizes) == whole
+
+
 def test_data_dependent_mask_skips_nothing() -> None:
     src = (
         einsum.library.source("attention_3pass")
