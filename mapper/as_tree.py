@@ -907,20 +907,24 @@ def _orders(tree: TreeSchedule, schedule: Schedule) -> TreeSchedule:
     (a PE accumulates its output across them in its register; an operand not indexed by them is
     read again for each output rank's step) or outermost (the PE holds an operand across the
     output ranks' steps, AV's A across F, and the partial sums go back to the buffer once per
-    step of the reduced ranks). Kept where the energy is lower and the latency no longer."""
+    step of the reduced ranks); and with or without the operands the innermost loop does not index
+    held in the PEs (:func:`_held`). Kept where the energy is lower and the latency no longer."""
     best, result = tree, tree.evaluate()
     for i, (p, n) in enumerate(zip(tree.problems, tree.names, strict=True)):
-        swapped = _reduced_outside(p, n, best.mapping.mappings[i], schedule)
-        if swapped is None:
-            continue
-        mappings = (*best.mapping.mappings[:i], swapped, *best.mapping.mappings[i + 1 :])
-        trial = dataclasses.replace(best, mapping=dataclasses.replace(best.mapping, mappings=mappings))
-        try:
-            r = trial.evaluate()
-        except ScheduleError:
-            continue
-        if r.energy_pj < result.energy_pj and r.cycles <= result.cycles:
-            best, result = trial, r
+        path = tree.hierarchy.branch(schedule.binding[n])
+        ms = best.mapping.mappings[i]
+        swapped = _reduced_outside(p, n, ms, schedule)
+        tries = [ms, *(() if swapped is None else (swapped,))]
+        tries = [*tries[1:], *(h for m in tries if (h := _held(path, p, m)) != m)]
+        for alt in tries:
+            mappings = (*best.mapping.mappings[:i], alt, *best.mapping.mappings[i + 1 :])
+            trial = dataclasses.replace(best, mapping=dataclasses.replace(best.mapping, mappings=mappings))
+            try:
+                r = trial.evaluate()
+            except ScheduleError:
+                continue
+            if r.energy_pj < result.energy_pj and r.cycles <= result.cycles:
+                best, result = trial, r
     return best
 
 

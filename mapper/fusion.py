@@ -1543,6 +1543,7 @@ def evaluate(
     _check_in_place(problems, names, mapping, made, kept_at, set(state) | set(drain), set(mapping.through))
     analyses = []
     fixed = []  # each Einsum's mappings with the levels' keep for the group
+    group_tensors = sorted({t for p in problems for t in _tensors(p)})
     for j, (p, n, ms, path) in enumerate(zip(problems, names, mapping.mappings, paths, strict=True)):
         # what it reads back from the outermost level (mapping.through) is an input to it
         mine_on = tuple(t for t in onchip if t not in back.get(j, ()))
@@ -1557,6 +1558,23 @@ def evaluate(
         # registers, as its writer sent it (staged there, the readers' tiles of it would be the
         # whole group's, where the pass needs one tile at a time)
         keeps[k] = keeps[k] - back.get(j, frozenset())
+        # below the fusion level, a level the Einsum's mapping names a keep for also holds the
+        # inputs it names from outside the group (Timeloop's keep: a PE holds AV's GN across the
+        # key steps in a register rather than reading it from the buffer at each one)
+        outside = _tensors(p) - {p.output.name} - set(onchip) - set(state) - back.get(j, frozenset())
+        # (a reader that takes a tensor from its writer's registers shares the writer's mapping,
+        # keeps and all: names of the group's other tensors are not its own to hold)
+        for i, m in enumerate(ms):
+            unknown = [t for t in (m.keep or ()) if t not in group_tensors] if i > k else []
+            if unknown:
+                raise ScheduleError(
+                    f"fusion: {n}'s mapping of {path.levels[i].name} keeps {unknown[0]!r}, which is none of "
+                    f"the group's tensors ({', '.join(group_tensors)}){suggest(unknown[0], group_tensors)}"
+                )
+        keeps = [
+            kp | (frozenset(m.keep) & outside) if i > k and m.keep is not None else kp
+            for i, (m, kp) in enumerate(zip(ms, keeps, strict=True))
+        ]
         ms = tuple(dataclasses.replace(m, keep=kp) for m, kp in zip(ms, keeps, strict=True))
         fixed.append(ms)
         mine = frozenset(t for t in mine_on if t in {s.name for s in p.spaces})

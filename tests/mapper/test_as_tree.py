@@ -279,6 +279,38 @@ def test_the_unfused_kernels_of_other_cascades_in_the_tree(cascade: str) -> None
         assert reads == [q, q]
 
 
+def test_a_fused_kernel_holds_the_operands_its_innermost_loop_does_not_index_in_the_pes() -> None:
+    """Landmark attention's third Unfused kernel runs AV = GN / GD * BN / BD * BV on the 1D array
+    with the key steps innermost: each PE read GN[p, m1] and GD[p] (made by the first kernel, from
+    DRAM) from the buffer at every MAC, though neither changes across the 256 key steps of a block
+    (8.2e11 buffer reads each at BERT 4K, the tree's energy 7.42 x the template's). The fused group
+    now tries each Einsum with those operands held in its register file, as a lone Einsum already
+    did, and keeps it where the energy is lower and the latency no longer: GN is read from the
+    buffer once per key block and F step, GD once per query. The tree's energy is now 3.27 x the
+    template's. The rest of the gap is the template's bookkeeping: it reads each operand once per
+    tile, where BN, which changes with every key, is read again for each of F's 64 steps (a PE's
+    16 registers cannot hold a row of AV's partial sums to turn the loops around)."""
+    arch = mapper.preset("unfused")
+    c = einsum.library.get("landmark_attention")
+    w = sim.workload("BERT", "4K", batch=1)
+    s = search(c, arch, SearchOptions(sizes=w.for_cascade(c).sizes, fusion="fused", fuse=False))
+    report = sim.evaluate(c, s, arch, w)
+    tk = as_tree.kernels(c, s, arch, w.for_cascade(c).sizes, w.instances)
+    r = tk.evaluate()
+    assert r.cycles == report.latency_cycles
+    third = tk.kernels[2]
+    assert isinstance(third, as_tree.TreeSchedule) and third.names[-1] == "AV"
+    av = third.evaluate().analyses[-1]
+    macs = 12 * 4096 * 4096 * 64
+    assert av.computes == macs
+    buf = av.levels["buffer"]
+    assert buf["GN"].reads == 12 * 4096 * 16 * 64  # once per (p, m1, f): held across the 256 m0
+    assert buf["GD"].reads == 12 * 4096  # once per p: no loop at the buffer indexes it
+    assert buf["BN"].reads == macs  # changes with every key
+    assert av.levels["rf_1d"]["GN"].reads == macs
+    assert r.energy_pj / report.energy_pj == pytest.approx(3.27, abs=0.01)
+
+
 def test_a_causal_mask_s_skipped_tiles_in_the_tree() -> None:
     """FuseMax's causal 1-pass at 1,024 x 1,024: 6 of the 16 (query tile, key block) pairs are
     wholly masked. The tree computes 62.5% of the masked Einsums' tiles (``FusedMapping.live``),
