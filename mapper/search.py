@@ -370,8 +370,11 @@ def explore(cascade: einsum.Cascade, arch: ArchSpec, options: SearchOptions) -> 
     bound = (per_instance[0] * options.instances, per_instance[1] * options.instances)
     cache: dict[int, Candidate] = {}
     layer_pruned = 0
+    # the kernels of an unfused schedule (fuse=False) are the baseline auto reports, where the
+    # cascade has them; a cascade without (a scan, no contraction giving a key rank) runs layer by
+    # layer
     layerwise = options.fusion in ("auto", "layerwise") and not (
-        options.fusion == "auto" and not options.fuse
+        options.fusion == "auto" and not options.fuse and tiled_ok
     )
     if layerwise and options.fusion == "auto" and candidates:
         # the layer-by-layer nest search is the costly part at long sequences: skip it where a
@@ -395,7 +398,10 @@ def explore(cascade: einsum.Cascade, arch: ArchSpec, options: SearchOptions) -> 
         except ScheduleError as exc:
             problems.append(f"layer by layer: {exc}")
     if not candidates:
-        raise ScheduleError(f"no schedule of {cascade.name} on {arch.name!r}: " + "; ".join(problems))
+        raise ScheduleError(
+            f"no schedule of {cascade.name} on {arch.name!r}: "
+            + ("; ".join(problems) or f"fusion={options.fusion!r} admits none of its schedules")
+        )
     obj = options.objective
     ok, pruned = _timed(cascade, candidates, arch, lay, sizes, options, bound, cache)
     pruned += layer_pruned

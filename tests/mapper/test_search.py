@@ -163,6 +163,20 @@ def test_unfused_kernels():
     assert s.residency["S"] == s.residency["A"] == "dram"
 
 
+def test_unfused_runs_a_cascade_without_kernels_layer_by_layer():
+    """The Unfused baseline's kernels need a key rank to tile; a scan (aaren) has none. The default
+    search with ``fuse=False`` (``einforge evaluate --arch unfused``) ran out of candidates with an
+    empty reason ("no schedule of aaren on 'unfused': "); it runs the cascade layer by layer, and
+    an attention cascade still gets its kernels."""
+    sizes = {**BERT_1K, "M": 1024}
+    s = search(LIB("aaren"), mapper.unfused(), SearchOptions(sizes=sizes, fuse=False))
+    assert s.fusion == "layerwise" and set(s.nests) == {e.output for e in LIB("aaren").einsums if not e.init}
+    s = search(LIB("attention_3pass"), mapper.unfused(), SearchOptions(sizes=BERT_1K, fuse=False))
+    assert s.kernels == (("QK", "S"), ("GM", "SN", "SD", "A"), ("AV",)) and not s.nests
+    with pytest.raises(ScheduleError, match=r"^aaren has no fused tiling: no contraction gives a key rank"):
+        search(LIB("aaren"), mapper.unfused(), SearchOptions(sizes=sizes, fuse=False, fusion="fused"))
+
+
 def test_no_unit_can_execute():
     arch = mapper.fusemax()
     no_div = arch.replace(
