@@ -142,10 +142,16 @@ def traffic(
     instances: int,
     word_bytes: int,
     lay: Layout,
+    live: Mapping[str, float] | None = None,
 ) -> Traffic:
     """DRAM and buffer traffic of ``schedule`` at rank sizes ``full`` (one tile: ``tile``),
     ``instances`` times over (batch x heads); ``lay`` is the cascade's layout
-    (:func:`mapper.schedule.layout`)."""
+    (:func:`mapper.schedule.layout`). ``live``: per Einsum that skips the (query tile, key block)
+    pairs a mask leaves empty (:func:`mapper.masks.schedule_skip`), the fraction it computes: its
+    reads and writes in the buffer scale by it (a skipped pair's tiles are neither read nor made),
+    the fills from DRAM and the DRAM bytes do not (a skipped tile's K and V are fetched for the
+    tiles beside it)."""
+    share = dict(live or {})
     query, key, step, whole = lay.query, lay.key, lay.step, lay.whole
     facts = {f.name: f for f in einsum_facts(cascade)}
     steps = full[step] if step else 1
@@ -188,7 +194,9 @@ def traffic(
             p1 = schedule.query_tiles_on_chip[k]
             loads = 1 if query_side else max(1, other // p1)
             per_use = steps * other if query_side else p1
-            reads += size_of[name] * loads * per_use
+            # read for the pairs any of the kernel's readers computes
+            needed = max(share.get(r.name, 1.0) for r in readers if kernel_of[r.name] == k)
+            reads += size_of[name] * loads * per_use * needed
             if on_chip:
                 continue  # already in the buffer
             dram[k] += size_of[name] * word_bytes * loads
@@ -215,13 +223,15 @@ def traffic(
                 writes += size_of[name]
                 reads += size_of[name] * (len(readers) - len(same_pass_readers(facts, schedule, name, key)))
         elif where == "buffer":
+            made = share.get(name, 1.0)
             if name in cascade.iterative:
-                reads += size_of[name]  # the running value, read and
-                writes += size_of[name]  # written once per step
+                reads += size_of[name] * made  # the running value, read and
+                writes += size_of[name] * made  # written once per step it computes
             else:
                 n_reads = len(readers) - len(same_pass_readers(facts, schedule, name, key))
-                writes += size_of[name]
-                reads += size_of[name] * n_reads
+                taking = same_pass_readers(facts, schedule, name, key)
+                writes += size_of[name] * made
+                reads += size_of[name] * sum(share.get(g.name, 1.0) for g in readers if g.name not in taking)
                 if schedule.spill_fraction:
                     dram[kernel_of[name]] += (
                         schedule.spill_fraction * size_of[name] * word_bytes * (1 + n_reads)
@@ -268,10 +278,12 @@ def estimate(
     facts = {f.name: f for f in einsum_facts(cascade)}
     word = arch.word_bytes
     inst = instances
-    moved = traffic(cascade, schedule, full=full, tile=tile, instances=inst, word_bytes=word, lay=lay)
-    nests = schedule_nests(cascade, schedule, arch, full, sram_model=sram_model, systolic=systolic)
     skip, skipping = schedule_skip(cascade, schedule, arch, full=full, tile=tile, lay=lay)
     live = {n: skip.live_fraction for n in skipping}
+    moved = traffic(
+        cascade, schedule, full=full, tile=tile, instances=inst, word_bytes=word, lay=lay, live=live
+    )
+    nests = schedule_nests(cascade, schedule, arch, full, sram_model=sram_model, systolic=systolic)
     timing = (schedule_timing if timed else latency_lower_bound)(
         cascade,
         schedule,

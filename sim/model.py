@@ -121,7 +121,12 @@ def evaluate(
     scalings = constant_scalings(cascade) if acct.scaling_unpriced else {}
 
     # -- traffic ------------------------------------------------------------------------------------
-    moved = traffic(cascade, schedule, full=full, tile=tile, instances=inst, word_bytes=word, lay=lay)
+    # -- masks: (query tile, key block) pairs a structured mask leaves empty are skipped --------------
+    skip, skipping = schedule_skip(cascade, schedule, arch, full=full, tile=tile, lay=lay)
+    live = {n: skip.live_fraction for n in skipping}
+    moved = traffic(
+        cascade, schedule, full=full, tile=tile, instances=inst, word_bytes=word, lay=lay, live=live
+    )
     dram = list(moved.dram_bytes)
     nests = schedule_nests(
         cascade, schedule, arch.replace(buffer=buffer), full, sram_model=sram_model, systolic=systolic
@@ -136,10 +141,6 @@ def evaluate(
                 f"room for {prob.buffer_capacity_words} beside what stays on chip: "
                 f"{schedule.nests[name].describe()}"
             )
-
-    # -- masks: (query tile, key block) pairs a structured mask leaves empty are skipped --------------
-    skip, skipping = schedule_skip(cascade, schedule, arch, full=full, tile=tile, lay=lay)
-    live = {n: skip.live_fraction for n in skipping}
 
     # -- compute, per Einsum ----------------------------------------------------------------------
     per_einsum: dict[str, dict[str, float | str]] = {}

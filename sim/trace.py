@@ -71,9 +71,11 @@ def trace(
             }
         )
         clock += cost.latency_cycles
-    moved = traffic(cascade, schedule, full=full, tile=tile, instances=1, word_bytes=arch.word_bytes, lay=lay)
     skip, skipping = schedule_skip(cascade, schedule, arch, full=full, tile=tile, lay=lay)
     live = {n: skip.live_fraction for n in skipping}
+    moved = traffic(
+        cascade, schedule, full=full, tile=tile, instances=1, word_bytes=arch.word_bytes, lay=lay, live=live
+    )
     bpc = arch.dram.bandwidth_bytes_per_s / arch.clock_hz
     for ki, kernel in enumerate(schedule.kernels):
         tasks = _tasks(kernel, facts, schedule, arch, tile, systolic, lay, cascade, False, live)
