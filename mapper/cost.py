@@ -217,11 +217,16 @@ def traffic(
                 dram[kernel_of[name]] += size_of[name] * word_bytes
                 for kk, _arr in away:
                     dram[kk] += size_of[name] * word_bytes
-                writes += size_of[name] * len(away)
-                reads += size_of[name] * len(away)
+                writes += size_of[name] * len(away)  # filled from DRAM for each
+                for kk, arr in away:  # read for the pairs any of its readers there computes
+                    there = [
+                        g.name for g in readers if (kernel_of[g.name], schedule.binding[g.name]) == (kk, arr)
+                    ]
+                    reads += size_of[name] * max((share.get(g, 1.0) for g in there), default=1.0)
             else:
-                writes += size_of[name]
-                reads += size_of[name] * (len(readers) - len(same_pass_readers(facts, schedule, name, key)))
+                taking = same_pass_readers(facts, schedule, name, key)
+                writes += size_of[name] * share.get(name, 1.0)
+                reads += size_of[name] * sum(share.get(g.name, 1.0) for g in readers if g.name not in taking)
         elif where == "buffer":
             made = share.get(name, 1.0)
             if name in cascade.iterative:

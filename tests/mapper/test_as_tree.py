@@ -337,27 +337,36 @@ def test_a_causal_mask_s_skipped_tiles_in_the_tree() -> None:
 
 
 @pytest.mark.parametrize(
-    ("arch", "cascade", "before"),
-    [("fusemax", "sliding_window_attention", -0.480), ("fusemax", "attention_3pass_causal", -0.075)],
+    ("arch", "cascade", "before", "now"),
+    [
+        ("fusemax", "sliding_window_attention", -0.480, 0.036),
+        ("fusemax", "attention_3pass_causal", -0.075, 0.039),
+        ("unfused", "sliding_window_attention", -0.388, 0.013),
+    ],
 )
 def test_the_template_skips_the_buffer_accesses_of_the_pairs_a_mask_leaves_empty(
-    arch: str, cascade: str, before: float
+    arch: str, cascade: str, before: float, now: float
 ) -> None:
     """A sliding window of 512 keys at 4K leaves 9 of every 16 (query tile, key block) pairs
     computed. The template charged every pair's buffer reads and writes, the tree the computed
-    ones': the tree's energy read 48.0% below the report's (the causal 3-pass, 7.5% below; the same
-    schedule unmasked, 4.1% above, the template's register bookkeeping). The template now scales
-    the skipping Einsums' buffer reads and writes by the computed fraction, as the tree does (the
-    fills from DRAM stay): within 4.2% of the tree, on the unmasked side of it."""
+    ones': the tree's energy read 48.0% below the report's on FuseMax (38.8% on the Unfused
+    baseline, whose kernels pass the scores through DRAM; the causal 3-pass, 7.5%). The template
+    now scales the skipping Einsums' buffer reads and writes by the computed fraction, as the tree
+    does (the fills from DRAM stay): the tree's energy reads 1.3-3.9% above the report's, as the
+    same schedules unmasked read (the template's register bookkeeping: +4.1% FuseMax's 3-pass,
+    +5.9% the Unfused baseline's)."""
     a = mapper.preset(arch)
     c = einsum.library.get(cascade)
     w = sim.workload("BERT", "4K", batch=1)
-    s = search(c, a, SearchOptions(sizes=w.for_cascade(c).sizes, fusion="fused"))
+    unfused = arch == "unfused"
+    s = search(c, a, SearchOptions(sizes=w.for_cascade(c).sizes, fusion="fused", fuse=not unfused))
     report = sim.evaluate(c, s, a, w)
-    r = as_tree.fused(c, s, a, w.for_cascade(c).sizes, w.instances).evaluate()
-    assert r.scalar_accesses("DRAM") * a.word_bytes == report.traffic_bytes
+    state = as_tree.kernels if unfused else as_tree.fused
+    r = state(c, s, a, w.for_cascade(c).sizes, w.instances).evaluate()
+    words = r.dram_words if unfused else r.scalar_accesses("DRAM")
+    assert words * a.word_bytes == report.traffic_bytes
     rel = r.energy_pj / report.energy_pj - 1
-    assert 0.03 < rel < 0.042 and rel - before > 0.1
+    assert rel == pytest.approx(now, abs=0.001) and rel - before > 0.1
 
 
 @pytest.mark.parametrize(
