@@ -909,11 +909,25 @@ def _kernels(facts, binding, fuse) -> tuple[tuple[str, ...], ...]:  # type: igno
     return tuple(tuple(k) for k in kernels)
 
 
-def _classify(cascade, facts, binding, kernels, lay, sizes, tile):  # type: ignore[no-untyped-def]
+def _classify(cascade, facts, binding, kernels, lay, sizes, tile, one_d=frozenset()):  # type: ignore[no-untyped-def]
     """Where each intermediate goes before the buffer is sized: ``dram`` (crosses kernels),
-    ``buffer`` (running state, staged crossing tiles), ``long`` (whole rows of scores) or
-    ``array``; and the staged crossing tensors."""
+    ``buffer`` (running state, staged crossing tiles, a key block a 1D array's PE would hold for
+    a later pass) , ``long`` (whole rows of scores) or ``array``; and the staged crossing
+    tensors. ``one_d``: the arrays with the query rank alone across their PEs."""
     kernel_of = {e: i for i, k in enumerate(kernels) for e in k}
+    by_name = {f.name: f for f in facts}
+    reads = {n: g.reads for n, g in by_name.items()}
+
+    def later(f, g) -> bool:  # type: ignore[no-untyped-def]
+        """g reads f in a later pass: beside something made from f and reduced over the key."""
+        return any(
+            r != f.name
+            and r in by_name
+            and (lay.key not in by_name[r].ranks or lay.key in by_name[r].reduced)
+            and depends(reads, r, f.name)
+            for r in g.reads
+        )
+
     where: dict[str, str] = {}
     crossing: list[str] = []
     held_whole = _held_whole(facts, lay)
@@ -948,6 +962,17 @@ def _classify(cascade, facts, binding, kernels, lay, sizes, tile):  # type: igno
             # the edge between the arrays one value per column: it is staged in the buffer
             where[f.name] = "buffer"
             crossing.append(f.name)
+        elif (
+            binding[f.name] in one_d
+            and lay.key is not None
+            and lay.key in f.ranks
+            and lay.key not in f.reduced
+            and any(later(f, g) for g in consumers)
+        ):
+            # each PE of a 1D array runs its own queries: it would hold a whole key block of the
+            # tensor for the later pass (the causal 2-pass's BQK[p, m1, m0], read by SLN beside LM,
+            # its maximum over the block), where its registers hold a few words: the buffer does
+            where[f.name] = "buffer"
         else:
             where[f.name] = "array"
     return where, crossing
@@ -1027,7 +1052,8 @@ def _residency(cascade, facts, binding, kernels, arch, lay, sizes, tile, *, scor
     rows = max((a.rows for a in arch.arrays if a.is_2d), default=1)
     key_rows = min(rows, tile.get(lay.key, 1)) if lay.key else 1
     kv_bytes = 2 * key_rows * key_words * word
-    where, crossing = _classify(cascade, facts, binding, kernels, lay, sizes, tile)
+    one_d = frozenset(a.name for a in arch.arrays if not a.is_2d)
+    where, crossing = _classify(cascade, facts, binding, kernels, lay, sizes, tile, one_d)
     long_tensors = [t for t, w in where.items() if w == "long"]
     for t, w in where.items():
         if w != "long":
