@@ -279,6 +279,22 @@ def test_the_unfused_kernels_of_other_cascades_in_the_tree(cascade: str) -> None
         assert reads == [q, q]
 
 
+def _stated_at_bert_4k(arch: str, cascade: str):  # type: ignore[no-untyped-def]
+    """The preset's default schedule of ``cascade`` at BERT 4K (one sequence), its report, its tree
+    and the tree's result, the DRAM bytes checked equal."""
+    a = mapper.preset(arch)
+    c = einsum.library.get(cascade)
+    w = sim.workload("BERT", "4K", batch=1)
+    unfused = arch == "unfused"
+    s = search(c, a, SearchOptions(sizes=w.for_cascade(c).sizes, fusion="fused", fuse=not unfused))
+    report = sim.evaluate(c, s, a, w)
+    tree = (as_tree.kernels if unfused else as_tree.fused)(c, s, a, w.for_cascade(c).sizes, w.instances)
+    r = tree.evaluate()
+    words = r.dram_words if unfused else r.scalar_accesses("DRAM")
+    assert words * a.word_bytes == report.traffic_bytes
+    return s, report, tree, r
+
+
 def test_a_fused_kernel_holds_the_operands_its_innermost_loop_does_not_index_in_the_pes() -> None:
     """Landmark attention's third Unfused kernel runs AV = GN / GD * BN / BD * BV on the 1D array
     with the key steps innermost: each PE read GN[p, m1] and GD[p] (made by the first kernel, from
@@ -291,13 +307,7 @@ def test_a_fused_kernel_holds_the_operands_its_innermost_loop_does_not_index_in_
     than in a PE's registers). The rest of the gap is the template's bookkeeping: it reads each operand once per
     tile, where BN, which changes with every key, is read again for each of F's 64 steps (a PE's
     16 registers cannot hold a row of AV's partial sums to turn the loops around)."""
-    arch = mapper.preset("unfused")
-    c = einsum.library.get("landmark_attention")
-    w = sim.workload("BERT", "4K", batch=1)
-    s = search(c, arch, SearchOptions(sizes=w.for_cascade(c).sizes, fusion="fused", fuse=False))
-    report = sim.evaluate(c, s, arch, w)
-    tk = as_tree.kernels(c, s, arch, w.for_cascade(c).sizes, w.instances)
-    r = tk.evaluate()
+    _s, report, tk, r = _stated_at_bert_4k("unfused", "landmark_attention")
     assert r.cycles == report.latency_cycles
     third = tk.kernels[2]
     assert isinstance(third, as_tree.TreeSchedule) and third.names[-1] == "AV"
@@ -356,16 +366,7 @@ def test_the_template_skips_the_buffer_accesses_of_the_pairs_a_mask_leaves_empty
     does (the fills from DRAM stay): the tree's energy reads 1.3-3.9% above the report's, as the
     same schedules unmasked read (the template's register bookkeeping: +4.1% FuseMax's 3-pass,
     +5.9% the Unfused baseline's)."""
-    a = mapper.preset(arch)
-    c = einsum.library.get(cascade)
-    w = sim.workload("BERT", "4K", batch=1)
-    unfused = arch == "unfused"
-    s = search(c, a, SearchOptions(sizes=w.for_cascade(c).sizes, fusion="fused", fuse=not unfused))
-    report = sim.evaluate(c, s, a, w)
-    state = as_tree.kernels if unfused else as_tree.fused
-    r = state(c, s, a, w.for_cascade(c).sizes, w.instances).evaluate()
-    words = r.dram_words if unfused else r.scalar_accesses("DRAM")
-    assert words * a.word_bytes == report.traffic_bytes
+    _s, report, _tree, r = _stated_at_bert_4k(arch, cascade)
     rel = r.energy_pj / report.energy_pj - 1
     assert rel == pytest.approx(now, abs=0.001) and rel - before > 0.1
 
@@ -389,18 +390,9 @@ def test_a_key_block_a_later_pass_on_a_1d_array_reads_is_staged_in_the_buffer(
     The template stages it in the buffer too: the energies now differ as the unmasked schedules'
     do (FLAT's 1-pass +0.0%, its 2-pass +3.3%, the Unfused baseline's +5.9%). At 4K, where nothing
     spills, the DRAM bytes and the latency are unchanged."""
-    a = mapper.preset(arch)
-    c = einsum.library.get(cascade)
-    w = sim.workload("BERT", "4K", batch=1)
-    unfused = arch == "unfused"
-    s = search(c, a, SearchOptions(sizes=w.for_cascade(c).sizes, fusion="fused", fuse=not unfused))
-    assert s.residency[tensor] == "buffer" and a.array(s.binding[tensor]).rows == 1
-    report = sim.evaluate(c, s, a, w)
-    state = as_tree.kernels if unfused else as_tree.fused
-    r = state(c, s, a, w.for_cascade(c).sizes, w.instances).evaluate()
-    words = r.dram_words if unfused else r.scalar_accesses("DRAM")
-    assert words * a.word_bytes == report.traffic_bytes
+    s, report, _tree, r = _stated_at_bert_4k(arch, cascade)
     rel = r.energy_pj / report.energy_pj - 1
+    assert s.residency[tensor] == "buffer" and mapper.preset(arch).array(s.binding[tensor]).rows == 1
     assert rel == pytest.approx(now, abs=0.001) and before - rel > 0.07
 
 
