@@ -237,7 +237,7 @@ def traffic(
                 taking = same_pass_readers(facts, schedule, name, key)
                 writes += size_of[name] * made
                 reads += size_of[name] * sum(share.get(g.name, 1.0) for g in readers if g.name not in taking)
-                if schedule.spill_fraction:
+                if schedule.spill_fraction and (not schedule.spilled or name in schedule.spilled):
                     dram[kernel_of[name]] += (
                         schedule.spill_fraction * size_of[name] * word_bytes * (1 + n_reads)
                     )

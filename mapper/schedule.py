@@ -220,6 +220,8 @@ class Schedule:
         residency: tensor -> ``"array"`` (PE registers), ``"buffer"`` or ``"dram"``.
         spill_fraction: the fraction of buffer-resident intermediates that does not fit and goes
             to DRAM and back.
+        spilled: the buffer-resident intermediates that fraction covers (the score rows and the
+            tiles staged beside them); empty: every buffer-resident intermediate.
         kernels: Einsums grouped into kernels run one after the other (one group = fully fused).
         interleave: consecutive tiles overlap across the arrays (FuseMax's "waterfall").
         lookahead: with interleaving, how many tiles ahead the arrays' first Einsums run.
@@ -240,6 +242,7 @@ class Schedule:
     query_tiles_on_chip: tuple[int, ...] = (1,)
     residency: Mapping[str, str]
     spill_fraction: float = 0.0
+    spilled: tuple[str, ...] = ()
     kernels: tuple[tuple[str, ...], ...]
     interleave: bool = True
     lookahead: int = 1
@@ -378,6 +381,12 @@ def check(cascade: einsum.Cascade, schedule: Schedule, arch: ArchSpec) -> None:
         )
     if not 0 <= schedule.spill_fraction <= 1:
         problems.append(f"spill_fraction must be in [0, 1], found {schedule.spill_fraction}")
+    for t in schedule.spilled:
+        if schedule.residency.get(t) != "buffer":
+            problems.append(
+                f"spilled names {t!r}, which is not a buffer-resident tensor "
+                f"(residency {schedule.residency.get(t, 'none')!r})"
+            )
     if schedule.lookahead < 0:
         problems.append(f"lookahead must be >= 0, found {schedule.lookahead}")
     if schedule.score_rows is not None and (

@@ -838,7 +838,7 @@ def _tiled(
             grains = [options.score_rows]
         for g in grains or [None]:
             try:
-                residency, spill, p1 = _residency(
+                residency, spill, p1, spilled = _residency(
                     cascade, facts, binding, kernels, arch, lay, sizes, tile, score_rows=g
                 )
             except ScheduleError as exc:
@@ -852,6 +852,7 @@ def _tiled(
                 query_tiles_on_chip=p1,
                 residency=residency,
                 spill_fraction=spill,
+                spilled=spilled,
                 kernels=kernels,
                 interleave=options.interleave,
                 lookahead=lookahead,
@@ -911,9 +912,10 @@ def _kernels(facts, binding, fuse) -> tuple[tuple[str, ...], ...]:  # type: igno
 
 def _classify(cascade, facts, binding, kernels, lay, sizes, tile, one_d=frozenset()):  # type: ignore[no-untyped-def]
     """Where each intermediate goes before the buffer is sized: ``dram`` (crosses kernels),
-    ``buffer`` (running state, staged crossing tiles, a key block a 1D array's PE would hold for
-    a later pass) , ``long`` (whole rows of scores) or ``array``; and the staged crossing
-    tensors. ``one_d``: the arrays with the query rank alone across their PEs."""
+    ``buffer`` (running state, staged crossing tiles), ``block`` (a key block a 1D array's PE
+    would hold for a later pass: staged in the buffer a block at a time, beside the score rows
+    and not part of what spills), ``long`` (whole rows of scores) or ``array``; and the staged
+    crossing tensors. ``one_d``: the arrays with the query rank alone across their PEs."""
     kernel_of = {e: i for i, k in enumerate(kernels) for e in k}
     by_name = {f.name: f for f in facts}
     reads = {n: g.reads for n, g in by_name.items()}
@@ -972,7 +974,7 @@ def _classify(cascade, facts, binding, kernels, lay, sizes, tile, one_d=frozense
             # each PE of a 1D array runs its own queries: it would hold a whole key block of the
             # tensor for the later pass (the causal 2-pass's BQK[p, m1, m0], read by SLN beside LM,
             # its maximum over the block), where its registers hold a few words: the buffer does
-            where[f.name] = "buffer"
+            where[f.name] = "block"
         else:
             where[f.name] = "array"
     return where, crossing
@@ -1034,9 +1036,10 @@ def _long_tensors(cascade, facts, binding, kernels, lay, sizes, tile) -> list[st
 
 
 def _residency(cascade, facts, binding, kernels, arch, lay, sizes, tile, *, score_rows=None):  # type: ignore[no-untyped-def]
-    """Residency of every tensor, the spilled fraction and the query tiles per kernel that share
-    a pass over K and V. With ``score_rows`` (FLAT's granularity) the score rows of that many
-    queries are held on chip together; otherwise one query tile's at a time."""
+    """Residency of every tensor, the spilled fraction, the query tiles per kernel that share
+    a pass over K and V, and the tensors the spilled fraction covers. With ``score_rows`` (FLAT's
+    granularity) the score rows of that many queries are held on chip together; otherwise one
+    query tile's at a time."""
     word = arch.word_bytes
     cap = arch.buffer.capacity_bytes
     kernel_of = {e: i for i, k in enumerate(kernels) for e in k}
@@ -1057,7 +1060,7 @@ def _residency(cascade, facts, binding, kernels, arch, lay, sizes, tile, *, scor
     long_tensors = [t for t, w in where.items() if w == "long"]
     for t, w in where.items():
         if w != "long":
-            residency[t] = w
+            residency[t] = "buffer" if w == "block" else w
     spill = 0.0
     shared_pass = 0  # the busy kernel's query tiles per pass over K and V, where set above
     q_tile = tile[lay.query]
@@ -1129,7 +1132,14 @@ def _residency(cascade, facts, binding, kernels, arch, lay, sizes, tile, *, scor
         else fit(cap - kv_bytes, e_f * word)
         for i in range(len(kernels))
     )
-    return residency, spill, p1s
+    # what the spilled fraction covers: the buffer-resident intermediates, not the key blocks
+    # staged a block at a time
+    spilled = (
+        tuple(t for t in sorted(produced) if residency.get(t) == "buffer" and where.get(t) != "block")
+        if spill
+        else ()
+    )
+    return residency, spill, p1s, spilled
 
 
 def _row_words(cascade: einsum.Cascade, lay: Layout, sizes: Mapping[str, int]) -> tuple[int, int, int]:
