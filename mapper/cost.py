@@ -80,6 +80,19 @@ def _depends(facts: Mapping[str, EinsumFacts], tensor: str, on: str) -> bool:
     return depends({n: f.reads for n, f in facts.items()}, tensor, on)
 
 
+def in_a_later_pass(facts: Mapping[str, EinsumFacts], reader: EinsumFacts, tensor: str, key: str) -> bool:
+    """Whether ``reader`` reads ``tensor`` in a later pass than the one that makes it: beside
+    something made from ``tensor`` and reduced over ``key`` (A = SN / SD, SD the sum of SN), which
+    is complete only once that pass ends."""
+    return any(
+        r != tensor
+        and r in facts
+        and (key not in facts[r].ranks or key in facts[r].reduced)
+        and _depends(facts, r, tensor)
+        for r in reader.reads
+    )
+
+
 def same_pass_readers(
     facts: Mapping[str, EinsumFacts], schedule: Schedule, tensor: str, key: str | None
 ) -> set[str]:
@@ -97,14 +110,7 @@ def same_pass_readers(
             continue
         if kernel_of[g.name] != kernel_of[producer.name]:
             continue
-        later = any(
-            r != tensor
-            and r in facts
-            and (key not in facts[r].ranks or key in facts[r].reduced)
-            and _depends(facts, r, tensor)
-            for r in g.reads
-        )
-        if not later:
+        if not in_a_later_pass(facts, g, tensor, key):
             out.add(g.name)
     return out
 
@@ -233,8 +239,8 @@ def traffic(
                 reads += size_of[name] * made  # the running value, read and
                 writes += size_of[name] * made  # written once per step it computes
             else:
-                n_reads = len(readers) - len(same_pass_readers(facts, schedule, name, key))
                 taking = same_pass_readers(facts, schedule, name, key)
+                n_reads = len(readers) - len(taking)
                 writes += size_of[name] * made
                 reads += size_of[name] * sum(share.get(g.name, 1.0) for g in readers if g.name not in taking)
                 if schedule.spill_fraction and (not schedule.spilled or name in schedule.spilled):

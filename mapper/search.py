@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import einsum
 from einsum.errors import suggest
 from mapper.arch import ArchSpec, PEArray
-from mapper.cost import Estimate, depends, estimate
+from mapper.cost import Estimate, depends, estimate, in_a_later_pass
 from mapper.errors import ScheduleError
 from mapper.masks import live_lower_bound
 from mapper.nest import (
@@ -918,17 +918,6 @@ def _classify(cascade, facts, binding, kernels, lay, sizes, tile, one_d=frozense
     crossing tensors. ``one_d``: the arrays with the query rank alone across their PEs."""
     kernel_of = {e: i for i, k in enumerate(kernels) for e in k}
     by_name = {f.name: f for f in facts}
-    reads = {n: g.reads for n, g in by_name.items()}
-
-    def later(f, g) -> bool:  # type: ignore[no-untyped-def]
-        """g reads f in a later pass: beside something made from f and reduced over the key."""
-        return any(
-            r != f.name
-            and r in by_name
-            and (lay.key not in by_name[r].ranks or lay.key in by_name[r].reduced)
-            and depends(reads, r, f.name)
-            for r in g.reads
-        )
 
     where: dict[str, str] = {}
     crossing: list[str] = []
@@ -969,7 +958,7 @@ def _classify(cascade, facts, binding, kernels, lay, sizes, tile, one_d=frozense
             and lay.key is not None
             and lay.key in f.ranks
             and lay.key not in f.reduced
-            and any(later(f, g) for g in consumers)
+            and any(in_a_later_pass(by_name, g, f.name, lay.key) for g in consumers)
         ):
             # each PE of a 1D array runs its own queries: it would hold a whole key block of the
             # tensor for the later pass (the causal 2-pass's BQK[p, m1, m0], read by SLN beside LM,
