@@ -31,6 +31,7 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic, overload, register_jitable
 
+from golden import _kernel_cache  # noqa: F401  (before the kernels: where Numba caches them)
 from golden._attnops import finish, online_max, visible_keys
 from golden._blas import backend, bind_at_import, xgemm
 

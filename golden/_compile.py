@@ -127,21 +127,13 @@ def _module(src: str) -> Any:
     import hashlib
     import importlib.util
     import os
-    from pathlib import Path
 
     digest = hashlib.sha256(src.encode()).hexdigest()[:16]
     if digest in _KERNELS:
         return _KERNELS[digest]
-    root = Path(os.environ.get("EINFORGE_CACHE", Path.home() / ".cache" / "einforge")) / "kernels"
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        if not os.access(root, os.W_OK):
-            raise OSError(f"{root} is not writable")
-    except OSError:  # a read-only home: the temporary folder (cached for this machine's session)
-        import tempfile
+    from golden._kernel_cache import cache_folder
 
-        root = Path(tempfile.gettempdir()) / f"einforge-kernels-{os.getuid()}"
-        root.mkdir(parents=True, exist_ok=True)
+    root = cache_folder("kernels")
     path = root / f"k_{digest}.py"
     if not path.exists() or path.read_text() != src:
         tmp = path.with_suffix(f".{os.getpid()}.tmp")

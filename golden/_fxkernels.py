@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from golden import _kernel_cache  # noqa: F401  (before the kernels: where Numba caches them)
+
 
 @njit(cache=True)
 def round_shift(v, s, nearest):

@@ -1,0 +1,79 @@
+"""Where einforge's compiled Numba kernels are cached.
+
+Generated kernels (:mod:`golden._compile`) are written to ``~/.cache/einforge/kernels`` (or
+``$EINFORGE_CACHE/kernels``), one file per distinct source, and Numba caches their machine code
+beside them. The hand-written kernels (:mod:`golden._attn_cpu`, :mod:`golden._fxkernels`) would
+be cached beside their sources, in the checkout's
+``__pycache__``: every fresh clone compiled them again (about a minute on two cores). Importing
+this module registers a Numba cache locator that keeps them in
+``~/.cache/einforge/numba/<digest>``, the digest of the ``golden`` package's sources: a clone
+with the same sources reuses the machine code, and any change to them starts a new folder. (Numba
+itself discards an entry made by another Numba version, or for another CPU.) Where the folder
+cannot be made, Numba's own locators apply, as before.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+from numba.core import caching
+
+#: the hand-written kernels' sources this locator serves
+_SERVED = ("_attn_cpu.py", "_fxkernels.py")
+_HERE = Path(__file__).resolve().parent
+
+
+def cache_folder(name: str) -> Path:
+    """``$EINFORGE_CACHE/<name>`` (default ``~/.cache/einforge/<name>``), made if missing; where
+    that is not writable (a read-only home), a folder of this user's in the temporary folder."""
+    root = Path(os.environ.get("EINFORGE_CACHE", Path.home() / ".cache" / "einforge")) / name
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        if not os.access(root, os.W_OK):
+            raise OSError(f"{root} is not writable")
+    except OSError:
+        root = Path(tempfile.gettempdir()) / f"einforge-{name}-{os.getuid()}"
+        root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+@functools.cache
+def _digest() -> str:
+    """The digest of the ``golden`` package's sources (the kernels and what they call)."""
+    h = hashlib.sha256()
+    for path in sorted(_HERE.glob("*.py")):
+        h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+_Base = getattr(caching, "InTreeCacheLocator", None) or caching._InTreeCacheLocator  # type: ignore[attr-defined]
+
+
+class _SourcesLocator(_Base):  # type: ignore[misc, valid-type]
+    """Numba's in-tree locator, with the cache folder keyed by the sources' digest instead."""
+
+    def __init__(self, py_func: object, py_file: str) -> None:
+        super().__init__(py_func, py_file)
+        self._cache_path = str(cache_folder("numba") / _digest())
+
+    @classmethod
+    def from_function(cls, py_func: object, py_file: str) -> object:
+        if Path(py_file).resolve().parent != _HERE or Path(py_file).name not in _SERVED:
+            return None
+        try:
+            return super().from_function(py_func, py_file)
+        except OSError:  # no cache folder: Numba's own locators
+            return None
+
+
+def _register() -> None:
+    impl = getattr(caching, "CacheImpl", None) or caching._CacheImpl  # type: ignore[attr-defined]
+    if _SourcesLocator not in impl._locator_classes:
+        impl._locator_classes.insert(0, _SourcesLocator)
+
+
+_register()
