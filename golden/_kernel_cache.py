@@ -50,7 +50,10 @@ def _digest() -> str:
     return h.hexdigest()[:16]
 
 
-_Base = getattr(caching, "InTreeCacheLocator", None) or caching._InTreeCacheLocator  # type: ignore[attr-defined]
+# Recent Numba releases name these publicly, earlier ones with a leading underscore. A
+# release with neither keeps its own locators (the kernels cached beside their sources).
+_Base = getattr(caching, "InTreeCacheLocator", None) or getattr(caching, "_InTreeCacheLocator", object)
+_Impl = getattr(caching, "CacheImpl", None) or getattr(caching, "_CacheImpl", None)
 
 
 class _SourcesLocator(_Base):  # type: ignore[misc, valid-type]
@@ -71,9 +74,11 @@ class _SourcesLocator(_Base):  # type: ignore[misc, valid-type]
 
 
 def _register() -> None:
-    impl = getattr(caching, "CacheImpl", None) or caching._CacheImpl  # type: ignore[attr-defined]
-    if _SourcesLocator not in impl._locator_classes:
-        impl._locator_classes.insert(0, _SourcesLocator)
+    classes = getattr(_Impl, "_locator_classes", None)
+    if _Base is object or not isinstance(classes, list):
+        return
+    if _SourcesLocator not in classes:
+        classes.insert(0, _SourcesLocator)
 
 
 _register()
