@@ -289,6 +289,7 @@ class Schedule:
         lines.append(
             f"  interleave: {self.interleave} (lookahead {self.lookahead})"
             + (f"; spill fraction {self.spill_fraction:.4f}" if self.spill_fraction else "")
+            + (f" of {', '.join(self.spilled)}" if self.spill_fraction and self.spilled else "")
         )
         if self.score_rows is not None:
             lines.append(f"  score rows fused per pass over K and V: {self.score_rows}")

@@ -191,7 +191,7 @@ def test_a_key_block_staged_in_the_buffer_is_not_part_of_what_spills():
     w = sim.workload("XLM", "16K", batch=1)
     s = search(c, arch, SearchOptions(sizes=w.for_cascade(c).sizes, fusion="fused"))
     assert s.spill_fraction == pytest.approx(1 / 32) and s.residency["BQK"] == "buffer"
-    assert s.spilled == ("A", "SBQK", "SLN")
+    assert s.spilled == ("A", "SBQK", "SLN") and "spill fraction 0.0312 of A, SBQK, SLN" in s.describe()
     in_pes = dataclasses.replace(s, residency={**s.residency, "BQK": "array"})
     staged, held = sim.evaluate(c, s, arch, w), sim.evaluate(c, in_pes, arch, w)
     assert staged.traffic_bytes == held.traffic_bytes and staged.latency_cycles == held.latency_cycles
