@@ -412,8 +412,10 @@ def kernels(
     and V across the query tiles), is preloaded. Where the schedule has a kernel's query tiles
     share a pass over K and V in groups, a tile of the tree is a group and K and V stream past it
     a block at a time (as :func:`fused` states FLAT's). What a kernel's Einsums hand one another
-    in the arrays stays in their register files where the rules allow (QK to S). Without
-    recurrences only (the 3-pass cascades); loop nests and spills are typed errors."""
+    in the arrays stays in their register files where the rules allow (QK to S). A 1D kernel whose
+    query tile's rows of what it reads from DRAM do not fit the buffer holds fewer rows, the keys
+    across its PEs (:func:`_rows_held`). Without recurrences only (the 3-pass cascades); loop
+    nests and spills are typed errors."""
     names = tuple(e.output for e in cascade.einsums if not e.init and e.output in schedule.binding)
     if schedule.nests or schedule.spill_fraction:
         raise ScheduleError("as_tree: loop nests and spills are not stated in the tree yet")
@@ -468,6 +470,18 @@ def kernels(
                 # what the template sends to DRAM goes from the PEs past the buffer (bypass)
                 tries = [_past_buffer(alone[0], ps[0], m) for m in tries]
             mine = tuple((x, f) for x, f in live if x == ns[0])
+            if grouped and not _fits(alone[0], ps[0], tries[0]):
+                # a tile of the tree is the group's query tiles at one key block; an input from DRAM
+                # the query rank indexes (A, by AV) is taken a query tile at a time in the template,
+                # never held for the group: it goes from DRAM to the PEs past the buffer
+                streamed_in = frozenset(
+                    s.name
+                    for s in ps[0].spaces
+                    if not s.output
+                    and schedule.residency.get(s.name) == "dram"
+                    and {lay.query, lay.key} <= set(s.dims)
+                )
+                tries = [_past_buffer(alone[0], ps[0], m, streamed_in) for m in tries]
             parts = (
                 TreeKernels(kernels=tuple((*alone[:3], m, *alone[4:]) for m in tries), alone_live=mine)
                 .evaluate()
@@ -478,37 +492,8 @@ def kernels(
             alone = (*alone[:3], tries[pick], *alone[4:])
             out.append(alone)
             continue
-        made = {p.output.name for p in ps}
-        ins = [s.name for p in ps for s in p.spaces if not s.output and s.name not in made]
-        again = tuple(
-            dict.fromkeys(
-                t
-                for t in ins
-                if ins.count(t) > 1 or (q > 1 and not grouped and lay.query not in _dims_of(ps, t))
-            )
-        )
-        mapping = fusion.FusedMapping(
-            level="buffer",
-            shared=(tuple(outer),),
-            mappings=tuple(ms),
-            binding=tuple(schedule.binding[n] for n in ns),
-            preload=again,
-            lookahead=schedule.lookahead,
-            interleave=schedule.interleave,
-            live=tuple((n, f) for n, f in live if n in ns),
-        )
-        group = TreeSchedule(
-            hierarchy=tree,
-            problems=tuple(ps),
-            names=ns,
-            mapping=mapping,
-            steps={},
-            drain=fusion.read_after(cascade, ns),
-        )
         try:
-            # what the template sends to DRAM (S, A) goes from the PEs, never written into the buffer
-            sent = tuple(t for t in ns if schedule.residency.get(t) == "dram" and t in group.drain)
-            out.append(_in_the_pes(group, schedule, _forward(cascade, schedule, ns), sent))
+            out.append(_group(cascade, schedule, tree, ps, ns, ms, outer, live, q > 1 and not grouped))
         except ScheduleError as exc:
             how = (
                 f"a tile the {on_chip} query tiles that share a pass over the keys, K and V streamed past "
@@ -516,10 +501,13 @@ def kernels(
                 if grouped
                 else "whole rows of the keys in the buffer"
             )
-            raise ScheduleError(
-                f"as_tree: kernel {k + 1} ({', '.join(ns)}) does not fit or run as the tree states it "
-                f"({how}); the template streams them: not stated in the tree yet ({exc})"
-            ) from None
+            rows = _rows_held(cascade, schedule, arch, tree, ps, ns, full, tile, instances, live)
+            if rows is None:
+                raise ScheduleError(
+                    f"as_tree: kernel {k + 1} ({', '.join(ns)}) does not fit or run as the tree states it "
+                    f"({how}); the template streams them: not stated in the tree yet ({exc})"
+                ) from None
+            out.append(rows)
     lone = {k[2] for k in out if not isinstance(k, TreeSchedule)}
     stated = TreeKernels(
         kernels=tuple(out), coarser=coarser, alone_live=tuple((x, f) for x, f in live if x in lone)
@@ -529,6 +517,109 @@ def kernels(
     except ScheduleError as exc:
         raise ScheduleError(f"as_tree: a kernel does not fit or run as the tree states it: {exc}") from None
     return stated
+
+
+def _group(
+    cascade: einsum.Cascade,
+    schedule: Schedule,
+    tree: Any,
+    ps: Sequence[Problem],
+    ns: tuple[str, ...],
+    ms: Sequence[tuple[LevelMapping, ...]],
+    outer: Sequence[tuple[str, int]],
+    live: Sequence[tuple[str, float]],
+    tiles_share: bool,
+) -> TreeSchedule:
+    """One kernel of several Einsums as a fused group of ``tree``: each input several of its
+    Einsums read, or (``tiles_share``: the query tiles share a pass) one the query rank does not
+    index, preloaded once; what the template sends to DRAM goes from the PEs."""
+    lay = layout(cascade)
+    made = {p.output.name for p in ps}
+    ins = [s.name for p in ps for s in p.spaces if not s.output and s.name not in made]
+    again = tuple(
+        dict.fromkeys(
+            t for t in ins if ins.count(t) > 1 or (tiles_share and lay.query not in _dims_of(ps, t))
+        )
+    )
+    mapping = fusion.FusedMapping(
+        level="buffer",
+        shared=(tuple(outer),),
+        mappings=tuple(ms),
+        binding=tuple(schedule.binding[n] for n in ns),
+        preload=again,
+        lookahead=schedule.lookahead,
+        interleave=schedule.interleave,
+        live=tuple((n, f) for n, f in live if n in ns),
+    )
+    group = TreeSchedule(
+        hierarchy=tree,
+        problems=tuple(ps),
+        names=ns,
+        mapping=mapping,
+        steps={},
+        drain=fusion.read_after(cascade, ns),
+    )
+    # what the template sends to DRAM (S, A) goes from the PEs, never written into the buffer
+    sent = tuple(t for t in ns if schedule.residency.get(t) == "dram" and t in group.drain)
+    return _in_the_pes(group, schedule, _forward(cascade, schedule, ns), sent)
+
+
+def _rows_held(
+    cascade: einsum.Cascade,
+    schedule: Schedule,
+    arch: ArchSpec,
+    tree: Any,
+    ps: Sequence[Problem],
+    ns: tuple[str, ...],
+    full: Mapping[str, int],
+    tile: Mapping[str, int],
+    instances: int,
+    live: Sequence[tuple[str, float]],
+) -> TreeSchedule | None:
+    """A kernel on one 1D array that reads a tensor from DRAM in several of its passes (the
+    Unfused softmax's GM and SN reading S), where the template's query tile's rows of it do not
+    fit the buffer: the template loads it once and holds its rows for every pass
+    (:func:`mapper.cost.dram_readers`). The tree states that as the FuseMax artifact's softmax maps
+    it (``stable_softmax.py``): the key rank across the array's PEs, and as many query rows at a
+    time as the buffer holds whole, each loaded once from DRAM and kept there for the passes. The
+    array does the same work per cycle (a query tile's rows across its PEs, or a row's keys), so
+    the cycles and DRAM words are the template's. ``None`` where that does not apply or fit."""
+    lay = layout(cascade)
+    arrays = {schedule.binding[n] for n in ns}
+    if len(arrays) != 1 or arch.array(next(iter(arrays))).is_2d or not lay.query or not lay.key:
+        return None
+    arr = arch.array(next(iter(arrays)))
+    made = {p.output.name for p in ps}
+    ins = [s for p in ps for s in p.spaces if not s.output and s.name not in made]
+    names = [s.name for s in ins]
+    held = {s.name: s for s in ins if names.count(s.name) > 1 and lay.key in s.dims and lay.query in s.dims}
+    if not held or full.get(lay.key, 1) % arr.cols:
+        return None
+    per_row = sum(
+        math.prod(full[d] for d in s.dims if d not in (lay.query, fusion.INSTANCE_RANK))
+        for s in held.values()
+    )
+    cap = arch.buffer.capacity_bytes // arch.word_bytes
+    rows = tile[lay.query]
+    while rows > 1 and rows * per_row > cap:
+        rows //= 2
+    if rows * per_row > cap or tile[lay.query] % rows:
+        return None
+    spread = dataclasses.replace(schedule, spatial={**schedule.spatial, arr.name: (lay.key,)})
+    # the most rows that fit beside what else the buffer keeps for them (their statistics)
+    while rows >= 1:
+        rtile = {**tile, lay.query: rows}
+        outer: list[tuple[str, int]] = []
+        if instances > 1:
+            outer.append((fusion.INSTANCE_RANK, instances))
+        if full[lay.query] // rows > 1:
+            outer.append((lay.query, full[lay.query] // rows))
+        ms = _own(ps, ns, spread, arch, rtile, outer, frozenset(), lay)
+        try:
+            return _group(cascade, spread, tree, ps, ns, ms, outer, live, False)
+        except ScheduleError:
+            rows //= 2
+    return None
 
 
 def _streams(
@@ -946,14 +1037,28 @@ def _held(path: Any, p: Problem, ms: tuple[LevelMapping, ...]) -> tuple[LevelMap
     return (*ms[: at + 1], dataclasses.replace(rf, keep=tuple(sorted(base | held))), *ms[at + 2 :])
 
 
-def _past_buffer(path: Any, p: Problem, ms: tuple[LevelMapping, ...]) -> tuple[LevelMapping, ...]:
-    """``ms`` with the buffer not keeping the output (Timeloop's bypass): the register files below
-    accumulate it and send it on to DRAM, never written into the buffer nor read there."""
+def _past_buffer(
+    path: Any, p: Problem, ms: tuple[LevelMapping, ...], tensors: frozenset[str] | None = None
+) -> tuple[LevelMapping, ...]:
+    """``ms`` with the buffer not keeping ``tensors`` (default: the output; Timeloop's bypass): the
+    register files below accumulate the output and send it on to DRAM, or take an input from
+    DRAM, never written into the buffer nor read there."""
     at = next(j for j, m in enumerate(ms) if m.target == "buffer")
     level = next(lv for lv in path.levels if lv.name == "buffer")
-    base = path._keep(level, p)
-    keep = (base if base is not None else frozenset(s.name for s in p.spaces)) - {p.output.name}
+    base = ms[at].keep if ms[at].keep is not None else path._keep(level, p)
+    keep = (base if base is not None else frozenset(s.name for s in p.spaces)) - (
+        tensors if tensors is not None else {p.output.name}
+    )
     return (*ms[:at], dataclasses.replace(ms[at], keep=keep), *ms[at + 1 :])
+
+
+def _fits(path: Any, p: Problem, ms: tuple[LevelMapping, ...]) -> bool:
+    """Whether the mapping ``ms`` of ``p`` on ``path`` fits every level's capacity."""
+    try:
+        path.analyze(p, ms)
+    except ScheduleError:
+        return False
+    return True
 
 
 def _reduced_outside(

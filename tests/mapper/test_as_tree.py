@@ -626,9 +626,8 @@ def test_einforge_evaluate_check_tree(
 
 
 def test_the_rest_of_what_is_not_stated_names_itself() -> None:
-    """FLAT spilling (16K) or streaming its scores through DRAM (256K), a ragged query rank, the
-    Unfused kernels at 256K (the softmax's rows of S do not fit as the tree keeps them whole), and bad
-    instance counts: typed errors that say what."""
+    """FLAT spilling (16K) or streaming its scores through DRAM (256K), a ragged query rank, and
+    bad instance counts: typed errors that say what."""
     with pytest.raises(ScheduleError, match=r"a schedule that spills to DRAM is not stated in the tree yet"):
         _both("flat", "attention_3pass", sim.workload("BERT", "16K", batch=1))
     with pytest.raises(
@@ -637,14 +636,7 @@ def test_the_rest_of_what_is_not_stated_names_itself() -> None:
         _both("flat", "attention_3pass", sim.workload("BERT", "256K", batch=1))
     with pytest.raises(ScheduleError, match=r"P = 300 is not a multiple of its tile 256: ragged tiles"):
         _both("fusemax", "attention_1pass", sim.workload(sizes="P=300,M=1024,E=64,F=64"))
-    arch = mapper.preset("unfused")
     c = einsum.library.get("attention_3pass")
-    w = sim.workload("BERT", "256K", batch=1)
-    s = search(c, arch, SearchOptions(sizes=w.sizes, fusion="fused", fuse=False))
-    with pytest.raises(
-        ScheduleError, match=r"kernel 2 \(GM, SN, SD, A\) does not fit or run .* take 17179869184"
-    ):
-        as_tree.kernels(c, s, arch, w.for_cascade(c).sizes, w.instances)
     # a layer-by-layer schedule whose spatial ranks do not divide the array (ragged): the nest says so
     fm = mapper.preset("fusemax")
     lw = search(c, fm, SearchOptions(sizes={"P": 300, "M": 1000, "E": 64, "F": 64}, fusion="layerwise"))
@@ -652,6 +644,36 @@ def test_the_rest_of_what_is_not_stated_names_itself() -> None:
         as_tree.layerwise(c, lw, fm, {"P": 300, "M": 1000, "E": 64, "F": 64}, 1)
     with pytest.raises(ScheduleError, match=r"instances must be a positive integer, found 0"):
         fusion.problems_of(c, ["QK"], {"P": 4, "M": 4, "E": 4, "F": 4}, instances=0)
+
+
+def test_the_unfused_softmax_holds_as_many_rows_of_s_as_the_buffer_takes_the_keys_across_the_pes() -> None:
+    """At 256K the Unfused softmax kernel (GM, SN, SD, A on the 1D array) reads S from DRAM once
+    and holds its rows for GM's and SN's passes (the template's rule, mapper.cost.dram_readers);
+    256 query rows of 256K words would take 4 times the 16M-word buffer. The tree states it as the
+    FuseMax artifact's stable_softmax.py maps it: the keys across the 256 PEs, 16 rows at a time
+    (16 x 256K words of S, beside their statistics), each row loaded once and read twice there;
+    the 1D array does the same work a cycle, so its cycles are the ideal 4 x P x M / 256 plus one
+    fill. AV's kernel takes A from DRAM past the buffer: a tile of the tree is its 256 query tiles
+    at one key block, which the buffer could not hold whole. Before 2026-12-08 both were typed
+    errors (the rows did not fit)."""
+    arch = mapper.preset("unfused")
+    c = einsum.library.get("attention_3pass")
+    w = sim.workload("BERT", "256K", batch=1)
+    s = search(c, arch, SearchOptions(sizes=w.sizes, fusion="fused", fuse=False))
+    assert s.residency["S"] == "dram" and s.spatial["1d"] == ("P",)
+    tk = as_tree.kernels(c, s, arch, w.for_cascade(c).sizes, w.instances)
+    softmax = tk.kernels[1]
+    P, M = w.sizes["P"], w.sizes["M"]
+    assert softmax.mapping.shared == (((fusion.INSTANCE_RANK, 12), ("P", P // 16)),)
+    assert all(m[1].spatial == (("M", 256),) for m in softmax.mapping.mappings)
+    r = softmax.evaluate()
+    assert r.scalar_accesses("DRAM") == 12 * 2 * P * M  # S read once, A written once
+    _path, _p, n, ms, _la, _il = tk.kernels[2]
+    assert n == "AV" and "A" not in ms[1].keep
+    report = sim.evaluate(c, s, arch, w)
+    t = tk.evaluate()
+    assert t.dram_words * arch.word_bytes == report.traffic_bytes
+    assert t.parts[1][1] == pytest.approx(4 * P * M / 256 * 12, rel=1e-5)
 
 
 def test_tile_transfers_need_the_outermost_level_s_bandwidth() -> None:
