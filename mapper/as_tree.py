@@ -233,8 +233,6 @@ def fused(
             "as_tree.kernels, loop nests alone: as_tree.layerwise); this one has kernels "
             f"{[list(k) for k in schedule.kernels]} and loop nests {sorted(schedule.nests) or 'none'}"
         )
-    if schedule.spill_fraction:
-        raise ScheduleError("as_tree: a schedule that spills to DRAM is not stated in the tree yet")
     # what the template streams through DRAM between a kernel's passes: its writer sends it from the
     # PEs, a same-pass reader takes it there, the others read it back (FusedMapping.through); one
     # that only same-pass readers take (sigmoid attention's SG, by AV) never reaches DRAM in the
@@ -284,9 +282,16 @@ def fused(
         outer.append((lay.step, nsteps))
     last = fusion.finals(problems, steps)
     fwd = _forward(cascade, schedule, names)
-    _check_read_back(facts, schedule, names, through, fwd, lay.key)
+    run = _one_d_run(facts, schedule, arch, names, through, fwd, lay) if not lay.step else ()
+    _check_read_back(facts, schedule, names, through, fwd, lay.key, run)
     streams = _streams(problems, names, schedule, lay, fwd, through) if blocks else set()
+    streams -= {names.index(n) for n in run}
     mappings = _own(problems, names, schedule, arch, tile, outer, last, lay, streams=streams)
+    if run:
+        return _rows_in_turn(
+            cascade, schedule, arch, bookkeeping, systolic, problems, names, mappings, tile, outer, run,
+            through, fwd, live, streams, streamed,
+        )  # fmt: skip
     made = {p.output.name for p in problems}
     key_side = (
         [
@@ -310,6 +315,7 @@ def fused(
         live=tuple((n, f) for n, f in live if n in names),
         through=through,
         together=_together(problems, names, schedule, streams),
+        spill=_spills(cascade, schedule, names),
     )
     tree = TreeSchedule(
         hierarchy=_tree(arch, bookkeeping, systolic),
@@ -330,6 +336,22 @@ def fused(
             )
         return stated
     except ScheduleError as exc:
+        # where a tensor sent through DRAM is read back by one Einsum of a run on a 1D array (FLAT's
+        # S from QK with the systolic fill: S, then GM and SN read S), the run may hold its rows
+        loose = _one_d_run(facts, schedule, arch, names, through, fwd, lay, readers=1) if not lay.step else ()
+        instead = ""
+        if loose:
+            rest = streams - {names.index(n) for n in loose}
+            try:
+                return _rows_in_turn(
+                    cascade, schedule, arch, bookkeeping, systolic, problems, names,
+                    _own(problems, names, schedule, arch, tile, outer, last, lay, streams=rest), tile, outer,
+                    loose, through, fwd, live, rest, streamed,
+                )  # fmt: skip
+            except ScheduleError as other:
+                instead = (
+                    f"; nor with {', '.join(loose)} holding rows: {str(other).removeprefix('as_tree: ')}"
+                )
         how = (
             f" (it streams {', '.join(sorted(through))} through DRAM between passes, each reader that runs "
             "after the writer's pass reading it back)"
@@ -337,7 +359,7 @@ def fused(
             else ""
         )
         raise ScheduleError(
-            f"as_tree: the schedule as the tree states it{how} does not fit or run: {exc}"
+            f"as_tree: the schedule as the tree states it{how} does not fit or run: {exc}{instead}"
         ) from None
 
 
@@ -414,11 +436,11 @@ def kernels(
     a block at a time (as :func:`fused` states FLAT's). What a kernel's Einsums hand one another
     in the arrays stays in their register files where the rules allow (QK to S). A 1D kernel whose
     query tile's rows of what it reads from DRAM do not fit the buffer holds fewer rows, the keys
-    across its PEs (:func:`_rows_held`). Without recurrences only (the 3-pass cascades); loop
-    nests and spills are typed errors."""
+    across its PEs (:func:`_rows_held`); a spill is the kernel's (:func:`_spills`). Without
+    recurrences only (the 3-pass cascades); loop nests are typed errors."""
     names = tuple(e.output for e in cascade.einsums if not e.init and e.output in schedule.binding)
-    if schedule.nests or schedule.spill_fraction:
-        raise ScheduleError("as_tree: loop nests and spills are not stated in the tree yet")
+    if schedule.nests:
+        raise ScheduleError("as_tree: loop nests beside tiled kernels are not stated in the tree yet")
     lay = layout(cascade)
     if lay.step:
         raise ScheduleError(
@@ -470,10 +492,11 @@ def kernels(
                 # what the template sends to DRAM goes from the PEs past the buffer (bypass)
                 tries = [_past_buffer(alone[0], ps[0], m) for m in tries]
             mine = tuple((x, f) for x, f in live if x == ns[0])
-            if grouped and not _fits(alone[0], ps[0], tries[0]):
-                # a tile of the tree is the group's query tiles at one key block; an input from DRAM
-                # the query rank indexes (A, by AV) is taken a query tile at a time in the template,
-                # never held for the group: it goes from DRAM to the PEs past the buffer
+            if not _fits(alone[0], ps[0], tries[0]):
+                # a tile of the tree is a query tile over the whole key rank, or a group's query tiles
+                # at one key block; an input from DRAM the query rank indexes (A, by AV) is taken a
+                # block at a time in the template, never held whole: it goes from DRAM to the PEs
+                # past the buffer
                 streamed_in = frozenset(
                     s.name
                     for s in ps[0].spaces
@@ -503,9 +526,16 @@ def kernels(
             )
             rows = _rows_held(cascade, schedule, arch, tree, ps, ns, full, tile, instances, live)
             if rows is None:
+                spills = _spills(cascade, schedule, ns)
+                if spills:
+                    how += (
+                        "; the template writes what it makes over the rows it loads, in place, and spills "
+                        f"{schedule.spill_fraction:.4g} of {', '.join(t for t, _f in spills)}: in place over "
+                        "a loaded input is not stated in the tree yet"
+                    )
                 raise ScheduleError(
                     f"as_tree: kernel {k + 1} ({', '.join(ns)}) does not fit or run as the tree states it "
-                    f"({how}); the template streams them: not stated in the tree yet ({exc})"
+                    f"({how}); not stated in the tree yet ({exc})"
                 ) from None
             out.append(rows)
     lone = {k[2] for k in out if not isinstance(k, TreeSchedule)}
@@ -550,6 +580,7 @@ def _group(
         lookahead=schedule.lookahead,
         interleave=schedule.interleave,
         live=tuple((n, f) for n, f in live if n in ns),
+        spill=_spills(cascade, schedule, ns),
     )
     group = TreeSchedule(
         hierarchy=tree,
@@ -587,6 +618,10 @@ def _rows_held(
     lay = layout(cascade)
     arrays = {schedule.binding[n] for n in ns}
     if len(arrays) != 1 or arch.array(next(iter(arrays))).is_2d or not lay.query or not lay.key:
+        return None
+    if _spills(cascade, schedule, ns):
+        # the template holds its query tile's rows in place, less what spills: fewer rows a step
+        # would not spill, nor time its tiles as the template does
         return None
     arr = arch.array(next(iter(arrays)))
     made = {p.output.name for p in ps}
@@ -671,6 +706,147 @@ def _streams(
     return streams
 
 
+def _spills(
+    cascade: einsum.Cascade, schedule: Schedule, names: Sequence[str]
+) -> tuple[tuple[str, float], ...]:
+    """The template's spill as the tree states it (:attr:`mapper.fusion.FusedMapping.spill`): the
+    spilled fraction of each buffer-resident intermediate it covers (``Schedule.spilled``; empty:
+    all of them), written out once and read back by each reader that does not take it in the same
+    pass (:func:`mapper.cost.traffic`)."""
+    f = schedule.spill_fraction
+    if not f:
+        return ()
+    return tuple(
+        (t, f)
+        for t in names
+        if schedule.residency.get(t) == "buffer"
+        and t not in cascade.iterative
+        and (not schedule.spilled or t in schedule.spilled)
+    )
+
+
+def _one_d_run(
+    facts: Mapping[str, Any],
+    schedule: Schedule,
+    arch: ArchSpec,
+    names: Sequence[str],
+    through: Sequence[str],
+    forward: Sequence[tuple[str, str]],
+    lay: Any,
+    readers: int = 2,
+) -> tuple[str, ...]:
+    """The Einsums of a fused schedule on one 1D array that the template has load a tensor sent
+    through DRAM once and hold its rows for several passes (FLAT's GM and SN reading S from 256K;
+    :func:`mapper.cost.dram_readers`): the run of consecutive Einsums on that array around those
+    readers (GM, SN, SD, A), or none. ``readers``: how many of them read it back at least (with
+    1, a run of two or more Einsums around one reader: FLAT's S reading QK, then GM and SN S)."""
+    for t in through:
+        back = [n for n in names if n != t and t in facts[n].reads and (t, n) not in forward]
+        arrays = {schedule.binding[n] for n in back}
+        if len(back) < readers or len(arrays) != 1:
+            continue
+        arr = next(iter(arrays))
+        if arch.array(arr).is_2d or not lay.query or not lay.key:
+            continue
+        first, last_ = names.index(back[0]), names.index(back[-1])
+        while first > 0 and schedule.binding[names[first - 1]] == arr:
+            first -= 1
+        while last_ + 1 < len(names) and schedule.binding[names[last_ + 1]] == arr:
+            last_ += 1
+        if last_ > first:
+            return tuple(names[first : last_ + 1])
+    return ()
+
+
+def _rows_in_turn(
+    cascade: einsum.Cascade,
+    schedule: Schedule,
+    arch: ArchSpec,
+    bookkeeping: Bookkeeping,
+    systolic: bool,
+    problems: Sequence[Problem],
+    names: tuple[str, ...],
+    mappings: list[tuple[LevelMapping, ...]],
+    tile: Mapping[str, int],
+    outer: Sequence[tuple[str, int]],
+    run: tuple[str, ...],
+    through: tuple[str, ...],
+    forward: Sequence[tuple[str, str]],
+    live: Sequence[tuple[str, float]],
+    streams: set[int],
+    streamed: bool,
+) -> TreeSchedule:
+    """A fused schedule whose 1D array loads what it reads from DRAM once for several passes
+    (``run``: :func:`_one_d_run`) as the tree states it: the run's Einsums step their own loop over
+    the tile's query rows together (:attr:`mapper.fusion.FusedMapping.together`), a few rows at a
+    time, the keys across the array's PEs; the first of them reads the rows back into the buffer
+    and the others read them there (FLAT's 1D array from 256K, as the FuseMax artifact's
+    ``stable_softmax.py`` maps its softmax: a row of scores a step, the keys across the PEs). The
+    most rows a step that fit. The array does the same work a cycle as the template's, a row of
+    queries across its PEs."""
+    lay = layout(cascade)
+    idx = [names.index(n) for n in run]
+    made = {p.output.name for p in problems}
+    keyed = sorted(
+        {
+            sp.name
+            for j in idx
+            for sp in problems[j].spaces
+            if not sp.output and sp.name not in made and lay.query not in sp.dims
+        }
+    )
+    if keyed:
+        # the run would hold them across the groups of query rows (the key rank whole in the
+        # buffer), where the template streams them past each group
+        raise ScheduleError(
+            f"as_tree: {', '.join(run)} read {', '.join(keyed)}, which the template streams past each group "
+            "of query rows and the run would hold across them: not stated in the tree yet"
+        )
+    arr = arch.array(schedule.binding[run[0]])
+    spread = dataclasses.replace(schedule, spatial={**schedule.spatial, arr.name: (lay.key,)})
+    full_rows = tile[lay.query]
+    rows = full_rows
+    why = "no rows fit"
+    while rows >= 1:
+        mine = [*outer, *(((lay.query, full_rows // rows),) if full_rows > rows else ())]
+        sub = _own(
+            [problems[j] for j in idx], list(run), spread, arch, {**tile, lay.query: rows}, mine,
+            frozenset(), lay,
+        )  # fmt: skip
+        ms = list(mappings)
+        for j, m in zip(idx, sub, strict=True):
+            ms[j] = m
+        mapping = fusion.FusedMapping(
+            level="buffer",
+            shared=(tuple(outer),),
+            mappings=tuple(ms),
+            binding=tuple(schedule.binding[n] for n in names),
+            lookahead=schedule.lookahead,
+            interleave=schedule.interleave,
+            live=tuple((n, f) for n, f in live if n in names),
+            through=through,
+            together=(*_together(problems, names, schedule, streams), *((run,) if full_rows > rows else ())),
+        )
+        tree = TreeSchedule(
+            hierarchy=_tree(arch, bookkeeping, systolic),
+            problems=tuple(problems),
+            names=names,
+            mapping=mapping,
+            steps={},
+            drain=fusion.read_after(cascade, names),
+            coarser=streamed,
+        )
+        try:
+            return _in_the_pes(tree, schedule, forward)
+        except ScheduleError as exc:
+            why = str(exc)
+            rows //= 2
+    raise ScheduleError(
+        f"as_tree: {', '.join(run)} hold no rows of {', '.join(through)} in the buffer as the tree states "
+        f"it: not stated in the tree yet ({why})"
+    )
+
+
 def _check_read_back(
     facts: Mapping[str, Any],
     schedule: Schedule,
@@ -678,6 +854,7 @@ def _check_read_back(
     through: Sequence[str],
     forward: Sequence[tuple[str, str]],
     key: str | None,
+    run: Sequence[str] = (),
 ) -> None:
     """In the tree each reader of a tensor sent through DRAM that does not take it from the PEs
     reads it back on its own; the template lets each kernel and array that reads it load it once
@@ -686,6 +863,8 @@ def _check_read_back(
     tree does not state the schedule yet: a typed error that says which."""
     for t in through:
         back = [n for n in names if n != t and t in facts[n].reads and (t, n) not in forward]
+        # a run that holds the rows it reads back reads them once (_rows_in_turn)
+        back = [n for i, n in enumerate(back) if n not in run or not any(b in run for b in back[:i])]
         loads = dram_readers(
             facts, schedule, t, key, [facts[n] for n in names if n != t and t in facts[n].reads]
         )

@@ -110,8 +110,18 @@ class FusedMapping:
     #: runs of consecutive Einsums (by name) whose own loops above the fusion level are the same
     #: and step together, one step of each in turn (LoopTree's loops shared by part of a group):
     #: a tensor made and read within a run is held one step at a time at the fusion level, not
-    #: whole across the loops (FuseMax's 2-pass A and AV over the key blocks, A a block at a time)
+    #: whole across the loops (FuseMax's 2-pass A and AV over the key blocks, A a block at a time).
+    #: A tensor sent ``through`` the outermost level that two or more Einsums of a run read back is
+    #: read back once a step, by the first of them, into the fusion level, where the others read
+    #: it (FLAT's S from 256K: GM and SN step a few query rows at a time, the rows loaded once)
     together: tuple[tuple[str, ...], ...] = ()
+    #: tensors the group keeps at the fusion level of which a fraction does not fit there: that
+    #: share of the tensor goes to the outermost level as it is made and comes back for each reader
+    #: that does not take it from its writer's registers (``forward``), as FLAT spills the part of
+    #: its rows of scores its buffer cannot hold (the FuseMax artifact's ``proportion_spilled``);
+    #: the fusion level holds the rest of the tensor's tile. ``(tensor, fraction)``, fraction in
+    #: (0, 1)
+    spill: tuple[tuple[str, float], ...] = ()
 
     def spatial_at(self, i: int) -> tuple[tuple[str, int], ...]:
         """The shared spatial loops at outer level ``i``."""
@@ -250,6 +260,11 @@ class FusedResult:
                 "stepping their own loops together: "
                 + "; ".join(", ".join(run) for run in self.mapping.together)
             )
+        if self.mapping.spill:
+            lines.append(
+                f"spilling to {self._outer_names()[0]} (written out and read back): "
+                + ", ".join(f"{f:.4g} of {t}" for t, f in self.mapping.spill)
+            )
         if self.mapping.forward:
             lines.append(
                 "taken from the writer's registers as made: "
@@ -325,6 +340,7 @@ class FusedResult:
             "bypass": list(self.mapping.bypass),
             "through": list(self.mapping.through),
             "together": [list(run) for run in self.mapping.together],
+            "spill": [[t, f] for t, f in self.mapping.spill],
             "kept_below": dict(self.mapping.kept),
             "held_below_words": dict(self.held_below),
             "binding": dict(zip(self.names, self.mapping.binding, strict=True))
@@ -783,6 +799,7 @@ def _footprint(
     in_place: Mapping[str, str] | None = None,
     back: Mapping[int, frozenset[str]] | None = None,
     together: Sequence[frozenset[int]] = (),
+    spill: Mapping[str, float] | None = None,
 ) -> dict[str, tuple[Any, int]]:
     """Words each level that keeps the group's on-chip tensors holds at once (one instance): the
     fusion level, and each level below it in ``kept`` (on the path of the Einsums that use it).
@@ -796,7 +813,8 @@ def _footprint(
     the two. An Einsum that reads one of them back from the outermost level (``back``, per Einsum:
     :attr:`FusedMapping.through`) holds its own tile of it, as of an input. A tensor made and
     read within one run of Einsums that step their own loops together (``together``, index sets)
-    is held one step at a time, and lives from the writer's step to the last reader's."""
+    is held one step at a time, and lives from the writer's step to the last reader's. A tensor
+    that spills (``spill``: tensor -> fraction) holds the rest of its tile."""
     users_of = {
         t: {j for j, p in enumerate(problems) if t in _tensors(p) and t not in (back or {}).get(j, ())}
         for t in made
@@ -829,6 +847,8 @@ def _footprint(
                     # the largest of its users' tiles (with their own loops above the level)
                     above = [] if t in stepwise else _above(own_loops, j, i == level)
                     tile = tile_words(p, [*above, *loops_of(ms, i)], [t])
+                    if i == level and t in (spill or {}):
+                        tile = math.ceil(tile * (1 - (spill or {})[t]))
                     words[t] = max(words.get(t, 0), tile)
                     first, _last = span.get(t, (j, j))
                     span[t] = (first, j)
@@ -851,6 +871,103 @@ def _footprint(
                     live -= min(words[made_here], words[over])  # one tile of the two
                 held = max(held, live)
             out[name] = (paths[js[0]].levels[i], held)
+    return out
+
+
+def _spill(
+    problems: Sequence[Problem],
+    names: Sequence[str],
+    mapping: FusedMapping,
+    made: Sequence[str],
+    kept_at: Mapping[str, int],
+    states: set[str],
+    sent: Mapping[int, str],
+    back: Mapping[int, frozenset[str]],
+) -> dict[str, float]:
+    """``mapping.spill`` checked: each an on-chip tensor of the group held at the fusion level (not
+    kept below it, sent from the registers, read back through the outermost level, nor a running
+    state), named once, with a fraction in (0, 1)."""
+    out: dict[str, float] = {}
+    gone = set(sent.values()) | {t for ts in back.values() for t in ts}
+    for t, f in mapping.spill:
+        held = [x for x in made if x not in kept_at and x not in gone and x not in states]
+        if t not in held:
+            why = (
+                "kept below the fusion level"
+                if t in kept_at
+                else "sent from the registers or through the outermost level"
+                if t in gone
+                else "a running state"
+                if t in states
+                else "none of the group's on-chip tensors"
+            )
+            raise ScheduleError(
+                f"fusion: spill names {t!r}, which is {why}: only a tensor held at the fusion level spills "
+                f"(here {', '.join(held) or 'none'}){suggest(t, held)}"
+            )
+        if t in out:
+            raise ScheduleError(f"fusion: spill names {t} twice")
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0.0 < f < 1.0:
+            raise ScheduleError(f"fusion: spill fraction of {t} must be in (0, 1), found {f!r}")
+        out[t] = float(f)
+    return out
+
+
+def _spilled(
+    analyses: Sequence[Analysis],
+    problems: Sequence[Problem],
+    names: Sequence[str],
+    mapping: FusedMapping,
+    paths: Sequence[Any],
+    spill: Mapping[str, float],
+    priced: bool,
+) -> list[Analysis]:
+    """``analyses`` with the spilled share of each tensor (``spill``) at the outermost level: its
+    writer's updates there (the share written out as it is made), and a read there by each reader
+    that does not take it from the writer's registers (``forward``), with their energy and the
+    level's bandwidth cycles."""
+    from mapper.analysis import TensorStats, _extent
+
+    taken = set(mapping.forward)
+    out = list(analyses)
+    for j, (p, n, a) in enumerate(zip(problems, names, analyses, strict=True)):
+        add: dict[str, tuple[float, float]] = {}
+        for t, f in spill.items():
+            space = next((x for x in p.spaces if x.name == t), None)
+            if space is None:
+                continue
+            words = f * math.prod(_extent(space, dict(p.size)))
+            if p.output.name == t:
+                add[t] = (0.0, words)
+            elif (t, n) not in taken:
+                add[t] = (words, 0.0)
+        if not add:
+            continue
+        st = paths[j].storages(p, priced=priced)[0]
+        name = st.name
+        stats = dict(a.levels.get(name, {}))
+        for t, (r, u) in add.items():
+            x = stats.get(t, TensorStats(reads=0.0, fills=0.0, updates=0.0))
+            stats[t] = TensorStats(reads=x.reads + r, fills=x.fills, updates=x.updates + u)
+        energy = dict(a.level_energy_pj)
+        energy[name] = energy.get(name, 0.0) + sum(
+            r / st.block_size * st.read_pj + u / st.block_size * st.update_pj for r, u in add.values()
+        )
+        reads = sum(x.reads for x in stats.values())
+        writes = sum(x.fills + x.updates for x in stats.values())
+        need = [
+            reads / st.read_bandwidth if st.read_bandwidth else 0.0,
+            writes / st.write_bandwidth if st.write_bandwidth else 0.0,
+            (reads + writes) / st.shared_bandwidth if st.shared_bandwidth else 0.0,
+        ]
+        cycles = {**a.level_cycles, name: max(need)}
+        out[j] = dataclasses.replace(
+            a,
+            levels={**a.levels, name: stats},
+            level_energy_pj=energy,
+            level_cycles=cycles,
+            cycles=max(a.compute_cycles, *cycles.values()),
+        )
     return out
 
 
@@ -1535,6 +1652,20 @@ def evaluate(
     in_regs = _forwarded(problems, names, mapping, paths, made, k, kept_at, set(state), hierarchy, own_loops)
     sent = _bypassed(problems, names, mapping, paths, made, k, set(state), drain)
     back = _through(problems, names, mapping, paths, made, k, set(state), kept_at)
+    runs = _together(mapping, names, own_loops)
+    # a tensor two or more Einsums of one run read back: the first of them reads it back once a
+    # step into the fusion level, where it stays for the step, and the others read it there
+    # (FLAT's S from 256K: its 1D array loads a few rows of scores and holds them for the max's
+    # pass and the exponent's)
+    fills: dict[int, frozenset[str]] = {}
+    staged: dict[int, frozenset[str]] = {}
+    for run in runs:
+        for t in mapping.through:
+            rs = sorted(j for j in run if t in back.get(j, ()))
+            if len(rs) > 1:
+                fills[rs[0]] = fills.get(rs[0], frozenset()) | {t}
+                for j in rs[1:]:
+                    staged[j] = staged.get(j, frozenset()) | {t}
     sent.update((next(j for j, p in enumerate(problems) if p.output.name == t), t) for t in mapping.through)
     for w, t in sent.items():
         if t in made:
@@ -1545,8 +1676,9 @@ def evaluate(
     fixed = []  # each Einsum's mappings with the levels' keep for the group
     group_tensors = sorted({t for p in problems for t in _tensors(p)})
     for j, (p, n, ms, path) in enumerate(zip(problems, names, mapping.mappings, paths, strict=True)):
-        # what it reads back from the outermost level (mapping.through) is an input to it
-        mine_on = tuple(t for t in onchip if t not in back.get(j, ()))
+        # what it reads back from the outermost level (mapping.through) is an input to it (one a
+        # run's earlier reader staged at the fusion level is there already)
+        mine_on = tuple(t for t in onchip if t not in back.get(j, frozenset()) - staged.get(j, frozenset()))
         # (its register files may hold it, as they may what the group makes: the on_chip role)
         keeps = _keeps(path, p, k, mine_on, {**kept_at, **in_regs.get(j, {})}, own=made)
         if keeps is None:
@@ -1557,7 +1689,9 @@ def evaluate(
         # what it reads back from the outermost level comes past the fusion level into the
         # registers, as its writer sent it (staged there, the readers' tiles of it would be the
         # whole group's, where the pass needs one tile at a time)
-        keeps[k] = keeps[k] - back.get(j, frozenset())
+        keeps[k] = keeps[k] - (
+            back.get(j, frozenset()) - fills.get(j, frozenset()) - staged.get(j, frozenset())
+        )
         # below the fusion level, a level the Einsum's mapping names a keep for also holds the
         # inputs it names from outside the group (Timeloop's keep: a PE holds AV's GN across the
         # key steps in a register rather than reading it from the buffer at each one)
@@ -1586,10 +1720,13 @@ def evaluate(
                 live=share.get(n, 1.0),
             )
         )  # fmt: skip
+    spill = _spill(problems, names, mapping, made, kept_at, set(state), sent, back)
+    if spill:
+        analyses = _spilled(analyses, problems, names, mapping, paths, spill, priced)
     below = {**kept_at, **{t: len(paths[w].levels) - 1 for w, t in sent.items() if t in made}}
     held = _footprint(
         problems, fixed, k, made, below, paths, own_loops, set(state) | set(drain), dict(mapping.in_place),
-        back, _together(mapping, names, own_loops),
+        back, runs, spill,
     )  # fmt: skip
     for name, (lv, words) in held.items():
         cap = lv.capacity_words
