@@ -18,11 +18,11 @@ the last few (and the tiles where a query tile ends) in full.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from mapper.errors import ScheduleError
 
-__all__ = ["KernelTiming", "Task", "Transfers", "simulate_kernel"]
+__all__ = ["KernelTiming", "Task", "Transfers", "live_steps", "simulate_kernel"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -279,3 +279,20 @@ def _same(a: Sequence[float], b: Sequence[float]) -> bool:
         if abs(x - y) > 1e-6:
             return False
     return True
+
+
+def live_steps(tasks: Sequence[Task], steps: int, live: Mapping[str, float] | None) -> tuple[list[Task], int]:
+    """A kernel's tasks and steps per query tile as the engine times them where a mask skips
+    wholly masked (query tile, key block) pairs: a query tile runs only the steps it computes, one
+    after another, each at its whole cost (``round(steps x live)`` steps, the largest share of its
+    skipping tasks), rather than every step at ``live`` times its cost, which would leave the
+    arrays waiting on each other's per-step latencies as no schedule that skips a step does. Every
+    task's cycles over the query tile are kept (a task's per-step cycles times the steps); the
+    finals run once per query tile as before. Without steps or a mask: unchanged."""
+    shares = [(live or {}).get(t.name, 1.0) for t in tasks if not t.final]
+    skipping = [x for x in shares if x < 1.0]
+    if steps <= 1 or not skipping:
+        return list(tasks), steps
+    kept = max(1, min(steps, round(steps * max(skipping))))
+    scale = steps / kept
+    return [t if t.final else dataclasses.replace(t, cycles=t.cycles * scale) for t in tasks], kept

@@ -416,6 +416,7 @@ def timed(
     interleave: bool = True,
     per_tile: Sequence[float] | None = None,
     transfers: Any = None,
+    live: Mapping[str, float] | None = None,
 ) -> float:
     """A group's cycles on several branches by the simulator's tile engine
     (:func:`mapper.engine.simulate_kernel`), on the analysis's numbers: each Einsum a task on its
@@ -430,8 +431,11 @@ def timed(
     steps are consecutive tiles). ``per_tile``: cycles each Einsum adds to every tile (a stream's
     read latency, a pipeline's drain, :func:`tile_overheads`); ``transfers``: the outermost
     level's transfers tile by tile (:class:`mapper.engine.Transfers`, :func:`tile_transfers`)
-    instead of spread evenly; ``lookahead``, ``interleave``: :class:`FusedMapping`'s."""
-    from mapper.engine import Task, simulate_kernel
+    instead of spread evenly; ``lookahead``, ``interleave``: :class:`FusedMapping`'s. ``live``:
+    per Einsum that skips wholly masked tiles, the share it computes (:attr:`FusedMapping.live`):
+    a query tile runs only the steps it computes, each at its whole cost
+    (:func:`mapper.engine.live_steps`, as the template's engine)."""
+    from mapper.engine import Task, live_steps, simulate_kernel
 
     tiles = math.prod(f for loops in shared for _r, f in loops)
     state = carried(problems, steps)
@@ -492,13 +496,16 @@ def timed(
                 reads_dram=reads_dram[j] and dram > 0,
             )
         )
+    run = nsteps
+    if transfers is None:  # (tile by tile, each step's key-side transfer is its own)
+        tasks, run = live_steps(tasks, nsteps, live)
     return simulate_kernel(
         tasks,
         query_tiles=tiles // nsteps,
-        steps=nsteps,
+        steps=run,
         lookahead=lookahead,
         interleave=interleave,
-        dram_cycles_per_tile=transfers if transfers is not None else dram / tiles,
+        dram_cycles_per_tile=transfers if transfers is not None else dram / (tiles // nsteps * run),
     ).cycles
 
 
@@ -1767,7 +1774,7 @@ def evaluate(
                    extra_dram=0.0 if by_tile else load_cycles + drain_cycles,
                    preloaded=frozenset(mapping.preload), lookahead=mapping.lookahead,
                    interleave=mapping.interleave, per_tile=tile_overheads(paths, problems, analyses),
-                   transfers=moves)  # fmt: skip
+                   transfers=moves, live=share)  # fmt: skip
     return FusedResult(
         names=names,
         mapping=mapping,

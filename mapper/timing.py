@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 
 import einsum
 from mapper.arch import ArchSpec
-from mapper.engine import KernelTiming, Task, Transfers, simulate_kernel
+from mapper.engine import KernelTiming, Task, Transfers, live_steps, simulate_kernel
 from mapper.schedule import EinsumFacts, Layout, Schedule, einsum_cycles, einsum_facts, exposed_latency
 
 __all__ = [
@@ -196,8 +196,10 @@ def schedule_timing(
     kernels: list[tuple[tuple[Task, ...], KernelTiming]] = []
     for ki, kernel in enumerate(schedule.kernels):
         tasks = kernel_tasks(kernel, facts, schedule, arch, tile, systolic, lay, cascade, summed, live)
-        n = q_tiles * steps
-        per_tile: float | Transfers = dram_bytes[ki] / bpc / n
+        run = steps
+        if arch.dram.transfers != "tile":  # (tile by tile, each step's key-side transfer is its own)
+            tasks, run = live_steps(tasks, steps, live)
+        per_tile: float | Transfers = dram_bytes[ki] / bpc / (q_tiles * run)
         if arch.dram.transfers == "tile":
             per_tile = kernel_transfers(
                 cascade, schedule, ki, full, q_tiles // instances, steps, arch.word_bytes, lay, arch
@@ -205,7 +207,7 @@ def schedule_timing(
         timing = simulate_kernel(
             tasks,
             query_tiles=q_tiles,
-            steps=steps,
+            steps=run,
             lookahead=schedule.lookahead,
             interleave=schedule.interleave,
             dram_cycles_per_tile=per_tile,

@@ -37,6 +37,7 @@ def trace(
 ) -> dict[str, Any]:
     """The trace of ``schedule`` (the first ``max_tiles`` tiles of each kernel); written to
     ``path`` as JSON when given. ``systolic`` as in :func:`sim.evaluate` (physical accounting)."""
+    from mapper.engine import live_steps
     from mapper.timing import kernel_tasks as _tasks
     from sim.model import _sizes, traffic
 
@@ -79,29 +80,32 @@ def trace(
     bpc = arch.dram.bandwidth_bytes_per_s / arch.clock_hz
     for ki, kernel in enumerate(schedule.kernels):
         tasks = _tasks(kernel, facts, schedule, arch, tile, systolic, lay, cascade, False, live)
-        shown_q = max(1, min(q_tiles, -(-max_tiles // steps)))
+        run = steps
+        if arch.dram.transfers != "tile":  # as mapper.timing.schedule_timing times them
+            tasks, run = live_steps(tasks, steps, live)
+        shown_q = max(1, min(q_tiles, -(-max_tiles // run)))
         record: list[tuple[int, str, str, float, float]] = []
         timing = simulate_kernel(
             tasks,
             query_tiles=shown_q,
-            steps=steps,
+            steps=run,
             lookahead=schedule.lookahead,
             interleave=schedule.interleave,
-            dram_cycles_per_tile=moved.dram_bytes[ki] / bpc / (q_tiles * steps),
+            dram_cycles_per_tile=moved.dram_bytes[ki] / bpc / (q_tiles * run),
             extrapolate=False,
             record=record,
         )
         for g, name, unit, start, end in record:
             events.append(
                 {
-                    "name": name if unit == "dram" else f"{name} [{g // steps}.{g % steps}]",
+                    "name": name if unit == "dram" else f"{name} [{g // run}.{g % run}]",
                     "cat": f"kernel {ki}",
                     "ph": "X",
                     "pid": 1,
                     "tid": tid[unit],
                     "ts": (clock + start) * us_per_cycle,
                     "dur": (end - start) * us_per_cycle,
-                    "args": {"query_tile": g // steps, "step": g % steps, "cycles": end - start},
+                    "args": {"query_tile": g // run, "step": g % run, "cycles": end - start},
                 }
             )
         clock += timing.cycles
