@@ -287,7 +287,11 @@ def _tree_check(cascade: Any, schedule: Any, arch: Any, w: Any, report: Any, arg
         why = (
             "a mask skips tiles: the template rounds each unit's work up per tile"
             if masked
-            else ("the tree's tiles are coarser")
+            else (
+                "the tree's tiles differ: coarser, or the systolic fill charged per key block"
+                if args.systolic
+                else "the tree's tiles are coarser"
+            )
         )
         return {
             "stated": True,

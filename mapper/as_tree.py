@@ -48,7 +48,7 @@ import einsum
 from mapper import fusion
 from mapper.analysis import LevelMapping, Problem
 from mapper.arch import ArchSpec
-from mapper.cost import dram_readers, same_pass_readers
+from mapper.cost import _in_turn, dram_readers, same_pass_readers
 from mapper.errors import ScheduleError
 from mapper.masks import schedule_skip
 from mapper.schedule import Schedule, complete_partitions, einsum_facts, layout, split_sizes
@@ -167,7 +167,9 @@ class TreeSchedule:
     tiles at one key block, where the template streams each key block past them), so the tile
     engine's fill and drain differ from the template's: the DRAM traffic is the same, the latency
     longer by at most two tiles of the busiest array's work (a few parts in a million at the
-    artifact's points)."""
+    artifact's points). Also set where, with the systolic fill, the tree's contractions stream the
+    key blocks: it charges the fill per block where the template charges one GEMM per tile
+    (SCALE-Sim's count of the whole tile), within a fill a tile (FLAT at 64K: 1.4e-3)."""
 
     hierarchy: Any
     problems: tuple[Problem, ...]
@@ -324,7 +326,7 @@ def fused(
         mapping=mapping,
         steps=steps,
         drain=fusion.read_after(cascade, names),
-        coarser=streamed,
+        coarser=streamed or (systolic and bool(streams)),
     )
     try:
         stated = _in_the_pes(tree, schedule, fwd)
@@ -748,6 +750,9 @@ def _one_d_run(
         arr = next(iter(arrays))
         if arch.array(arr).is_2d or not lay.query or not lay.key:
             continue
+        kernel = next(i for i, k in enumerate(schedule.kernels) if back[0] in k)
+        if not _in_turn(facts, schedule, (kernel, arr), back):
+            continue  # the template loads it once per pass there (mapper.cost.dram_readers)
         first, last_ = names.index(back[0]), names.index(back[-1])
         while first > 0 and schedule.binding[names[first - 1]] == arr:
             first -= 1
@@ -857,10 +862,10 @@ def _check_read_back(
     run: Sequence[str] = (),
 ) -> None:
     """In the tree each reader of a tensor sent through DRAM that does not take it from the PEs
-    reads it back on its own; the template lets each kernel and array that reads it load it once
-    and hold its rows for all its passes (:func:`mapper.cost.dram_readers`). Where the two
-    differ (FLAT from 256K: GM and SN read S on the 1D array, and SN stays there for A), the
-    tree does not state the schedule yet: a typed error that says which."""
+    reads it back on its own, but a run that holds the rows in turn (``run``) reads them once; the
+    template loads it once per kernel and array that reads it where that array can take the rows
+    in turn, else once per pass (:func:`mapper.cost.dram_readers`). Where the two differ, the tree
+    does not state the schedule yet: a typed error that says which."""
     for t in through:
         back = [n for n in names if n != t and t in facts[n].reads and (t, n) not in forward]
         # a run that holds the rows it reads back reads them once (_rows_in_turn)
@@ -868,12 +873,12 @@ def _check_read_back(
         loads = dram_readers(
             facts, schedule, t, key, [facts[n] for n in names if n != t and t in facts[n].reads]
         )
-        arrays = [schedule.binding[n] for n in back]
-        if len(set(arrays)) != len(arrays) or {a for _k, a in loads} != set(arrays):
+        arrays = sorted(schedule.binding[n] for n in back)
+        if sorted(a for _k, a in loads) != arrays:
             raise ScheduleError(
                 f"as_tree: {', '.join(back) or 'no Einsum'} read{'s' if len(back) == 1 else ''} {t} back "
-                f"from DRAM in the tree, while the template has {len(loads) or 'no'} array"
-                f"{'' if len(loads) == 1 else 's'} load it once and hold its rows for every pass "
+                f"from DRAM in the tree ({', '.join(arrays) or 'none'}), while the template loads it "
+                f"{len(loads)} time{'' if len(loads) == 1 else 's'} "
                 f"({', '.join(sorted(a for _k, a in loads)) or 'none'}): not stated in the tree yet"
             )
 

@@ -121,22 +121,53 @@ def dram_readers(
     tensor: str,
     key: str | None,
     readers: Sequence[EinsumFacts] | None = None,
-) -> set[tuple[int, str]]:
-    """The (kernel, array) pairs that read a DRAM-resident ``tensor`` back from DRAM, once each:
-    each kernel and array that reads it loads it once and holds its rows for its passes; the
-    writer's own array reads it back in a later pass, unless it made it from rows it holds so
-    (FLAT's SN from S on the 1D array), where it keeps it in their place."""
+) -> list[tuple[int, str]]:
+    """The loads of a DRAM-resident ``tensor`` back from DRAM, one ``(kernel, array)`` entry each.
+    Each kernel and array that reads it loads it once and holds its rows for its passes, a few
+    rows at a time where need be (FLAT's 1D array from 256K, the Unfused softmax: the keys across
+    the PEs, as the FuseMax artifact's ``stable_softmax.py`` maps it), where it can take the rows
+    in turn: where nothing its Einsums there make between the first reader and the last is read
+    on chip by another array of the kernel. Else it loads it once per pass that reads it (FuseMax's
+    2-pass with the systolic binding: SLD and A on the 1D array read SLN, and A, made there, goes
+    to the 2D array's AV a key block at a time). The writer's own array reads it back in a later
+    pass, unless it made it from rows it holds so (FLAT's SN from S on the 1D array), where it
+    keeps it in their place."""
     kernel_of = {e: i for i, k in enumerate(schedule.kernels) for e in k}
     if readers is None:
         readers = [f for f in facts.values() if tensor in f.reads and f.name != tensor]
     home = (kernel_of[tensor], schedule.binding[tensor])
     same = same_pass_readers(facts, schedule, tensor, key)
     held = any(schedule.residency.get(r) == "dram" for r in facts[tensor].reads)
-    return {
-        (kernel_of[g.name], schedule.binding[g.name])
-        for g in readers
-        if (kernel_of[g.name], schedule.binding[g.name]) != home or (g.name not in same and not held)
-    }
+    groups: dict[tuple[int, str], list[EinsumFacts]] = {}
+    for g in readers:
+        at = (kernel_of[g.name], schedule.binding[g.name])
+        if at != home or (g.name not in same and not held):
+            groups.setdefault(at, []).append(g)
+    loads: list[tuple[int, str]] = []
+    for at, group in sorted(groups.items()):
+        passes = {key is not None and in_a_later_pass(facts, g, tensor, key) for g in group}
+        turns = _in_turn(facts, schedule, at, [g.name for g in group])
+        loads.extend([at] * (1 if turns else len(passes)))
+    return loads
+
+
+def _in_turn(
+    facts: Mapping[str, EinsumFacts], schedule: Schedule, at: tuple[int, str], names: Sequence[str]
+) -> bool:
+    """Whether the Einsums of kernel ``at[0]`` on array ``at[1]`` from the first of ``names`` to the
+    last can run a few query rows at a time: nothing they make is read on chip (in the array or
+    the buffer) by an Einsum of the kernel on another array."""
+    kernel = list(schedule.kernels[at[0]])
+    idx = [kernel.index(n) for n in names if n in kernel]
+    if not idx:
+        return True
+    span = [n for n in kernel[min(idx) : max(idx) + 1] if schedule.binding[n] == at[1]]
+    return not any(
+        schedule.residency.get(n, "array") != "dram" and n in facts[g].reads
+        for n in span
+        for g in kernel
+        if schedule.binding[g] != at[1]
+    )
 
 
 def traffic(

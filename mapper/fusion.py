@@ -168,6 +168,10 @@ class FusedResult:
     #: the outermost level's transfers run tile by tile (``transfers: tile``): its reads and
     #: the drains use channels of their own, and :attr:`bound` leaves them out
     tile_transfers: bool = False
+    #: the spilled shares (``mapping.spill``): (tensor, words written out, words read back), and
+    #: the energy of both at the outermost level; their transfer cycles are in :attr:`load_cycles`
+    spilled: tuple[tuple[str, float, float], ...] = ()
+    spill_pj: float = 0.0
 
     @property
     def cycles(self) -> float:
@@ -191,13 +195,21 @@ class FusedResult:
 
     @property
     def energy_pj(self) -> float:
-        return sum(a.energy_pj for a in self.analyses) + self.drain_pj + self.load_pj + self.link_pj
+        return (
+            sum(a.energy_pj for a in self.analyses)
+            + self.drain_pj
+            + self.load_pj
+            + self.link_pj
+            + self.spill_pj
+        )
 
     def scalar_accesses(self, level: str) -> float:
         own = sum(a.scalar_accesses(level) for a in self.analyses if level in a.levels)
         outer = self.mapping.mappings[0][0].target
         if level in (outer, self.mapping.level):  # drains and loads: at the one and the other
             own += sum(w for _t, w in self.drained) + sum(w for _t, w in self.loaded)
+        if level == outer:  # spills: written out and read back there
+            own += sum(o + b for _t, o, b in self.spilled)
         return own + dict(self.link_fills).get(level, 0)
 
     def describe(self) -> str:
@@ -276,6 +288,12 @@ class FusedResult:
                 + ", ".join(f"{t} {a} -> {b} ({w:,} words)" for t, a, b, w in self.linked)
                 + f", {self.link_pj:,.0f} pJ with the fills at the far end"
             )
+        if self.spilled:
+            lines.append(
+                "spilled: "
+                + ", ".join(f"{t} ({o:,.0f} words out, {b:,.0f} back)" for t, o, b in self.spilled)
+                + f", {self.spill_pj:,.0f} pJ"
+            )
         if self.drained:
             lines.append(
                 "written out after the group: "
@@ -353,6 +371,8 @@ class FusedResult:
             "link_pj": self.link_pj,
             "load_pj": self.load_pj,
             "drain_pj": self.drain_pj,
+            "spilled": [{"tensor": t, "out": o, "back": b} for t, o, b in self.spilled],
+            "spill_pj": self.spill_pj,
             "footprint_words": self.footprint_words,
             "cycles": self.cycles,
             "energy_pj": self.energy_pj,
@@ -921,61 +941,50 @@ def _spill(
 
 
 def _spilled(
-    analyses: Sequence[Analysis],
     problems: Sequence[Problem],
     names: Sequence[str],
     mapping: FusedMapping,
     paths: Sequence[Any],
     spill: Mapping[str, float],
     priced: bool,
-) -> list[Analysis]:
-    """``analyses`` with the spilled share of each tensor (``spill``) at the outermost level: its
-    writer's updates there (the share written out as it is made), and a read there by each reader
-    that does not take it from the writer's registers (``forward``), with their energy and the
-    level's bandwidth cycles."""
-    from mapper.analysis import TensorStats, _extent
+) -> tuple[tuple[tuple[str, float, float], ...], float]:
+    """The spilled share of each tensor (``spill``) at the outermost level: written out once as it
+    is made, and read back once by each reader that does not take it from the writer's registers
+    (``forward``): ``(tensor, words out, words back)``, and their energy there. The group moves
+    them as it moves its loads and drains, spread over the tiles (the template's spill: a share
+    of the kernel's DRAM bytes)."""
+    from mapper.analysis import _extent
 
     taken = set(mapping.forward)
-    out = list(analyses)
-    for j, (p, n, a) in enumerate(zip(problems, names, analyses, strict=True)):
-        add: dict[str, tuple[float, float]] = {}
-        for t, f in spill.items():
-            space = next((x for x in p.spaces if x.name == t), None)
-            if space is None:
-                continue
-            words = f * math.prod(_extent(space, dict(p.size)))
-            if p.output.name == t:
-                add[t] = (0.0, words)
-            elif (t, n) not in taken:
-                add[t] = (words, 0.0)
-        if not add:
-            continue
-        st = paths[j].storages(p, priced=priced)[0]
-        name = st.name
-        stats = dict(a.levels.get(name, {}))
-        for t, (r, u) in add.items():
-            x = stats.get(t, TensorStats(reads=0.0, fills=0.0, updates=0.0))
-            stats[t] = TensorStats(reads=x.reads + r, fills=x.fills, updates=x.updates + u)
-        energy = dict(a.level_energy_pj)
-        energy[name] = energy.get(name, 0.0) + sum(
-            r / st.block_size * st.read_pj + u / st.block_size * st.update_pj for r, u in add.values()
-        )
-        reads = sum(x.reads for x in stats.values())
-        writes = sum(x.fills + x.updates for x in stats.values())
-        need = [
-            reads / st.read_bandwidth if st.read_bandwidth else 0.0,
-            writes / st.write_bandwidth if st.write_bandwidth else 0.0,
-            (reads + writes) / st.shared_bandwidth if st.shared_bandwidth else 0.0,
+    out: list[tuple[str, float, float]] = []
+    pj = 0.0
+    for t, f in spill.items():
+        w = next(j for j, p in enumerate(problems) if p.output.name == t)
+        p = problems[w]
+        space = next(x for x in p.spaces if x.name == t)
+        words = f * math.prod(_extent(space, dict(p.size)))
+        readers = [
+            j for j, q in enumerate(problems) if j != w and t in _tensors(q) and (t, names[j]) not in taken
         ]
-        cycles = {**a.level_cycles, name: max(need)}
-        out[j] = dataclasses.replace(
-            a,
-            levels={**a.levels, name: stats},
-            level_energy_pj=energy,
-            level_cycles=cycles,
-            cycles=max(a.compute_cycles, *cycles.values()),
-        )
-    return out
+        back = words * len(readers)
+        st = paths[w].storages(p, priced=priced)[0]
+        pj += words / st.block_size * st.update_pj + back / st.block_size * st.read_pj
+        out.append((t, words, back))
+    return tuple(out), pj
+
+
+def _spill_cycles(outer: Any, spilled: Sequence[tuple[str, float, float]]) -> float:
+    """The spills' transfer cycles at the outermost level's bandwidths."""
+    out = sum(o for _t, o, _b in spilled)
+    back = sum(b for _t, _o, b in spilled)
+    if not out and not back:
+        return 0.0
+    need = [
+        back / outer.read_bandwidth if outer.read_bandwidth else 0.0,
+        out / outer.write_bandwidth if outer.write_bandwidth else 0.0,
+        (out + back) / outer.shared_bandwidth if outer.shared_bandwidth else 0.0,
+    ]
+    return max(need)
 
 
 def _live(mapping: FusedMapping, names: Sequence[str]) -> dict[str, float]:
@@ -1728,8 +1737,7 @@ def evaluate(
             )
         )  # fmt: skip
     spill = _spill(problems, names, mapping, made, kept_at, set(state), sent, back)
-    if spill:
-        analyses = _spilled(analyses, problems, names, mapping, paths, spill, priced)
+    spilled, spill_pj = _spilled(problems, names, mapping, paths, spill, priced)
     below = {**kept_at, **{t: len(paths[w].levels) - 1 for w, t in sent.items() if t in made}}
     held = _footprint(
         problems, fixed, k, made, below, paths, own_loops, set(state) | set(drain), dict(mapping.in_place),
@@ -1761,6 +1769,8 @@ def evaluate(
     outer = paths[0].storages(problems[0], priced=False)[0]
     bw = outer.write_bandwidth or outer.shared_bandwidth
     drain_cycles = sum(w for _t, w in drained) / bw if bw else 0.0
+    # the spills at the outermost level's bandwidth, spread over the tiles as the loads
+    drain_cycles += _spill_cycles(outer, spilled)
     linked, link_fills, link_pj = _link_costs(hierarchy, problems, mapping, paths, kept_at, k, priced)
     lat = [latency(path, p, ms) for path, p, ms in zip(paths, problems, fixed, strict=True)]
     on = mapping.binding or ("",) * len(problems)
@@ -1793,6 +1803,8 @@ def evaluate(
         link_fills=link_fills,
         link_pj=link_pj,
         tile_transfers=by_tile,
+        spilled=spilled,
+        spill_pj=spill_pj,
     )
 
 
