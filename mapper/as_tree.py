@@ -292,7 +292,7 @@ def fused(
     if run:
         return _rows_in_turn(
             cascade, schedule, arch, bookkeeping, systolic, problems, names, mappings, tile, outer, run,
-            through, fwd, live, streams, streamed,
+            through, fwd, live, streams,
         )  # fmt: skip
     made = {p.output.name for p in problems}
     key_side = (
@@ -330,12 +330,7 @@ def fused(
     )
     try:
         stated = _in_the_pes(tree, schedule, fwd)
-        lost = [(t, r) for t, r in fwd if t in through and (t, r) not in stated.mapping.forward]
-        if lost:
-            raise ScheduleError(
-                "; ".join(f"{r} cannot take {t} from the PEs as it is made" for t, r in lost)
-                + ", so it would read it back from DRAM, where the template does not"
-            )
+        _check_taken(stated, fwd, through)
         return stated
     except ScheduleError as exc:
         # where a tensor sent through DRAM is read back by one Einsum of a run on a 1D array (FLAT's
@@ -348,7 +343,7 @@ def fused(
                 return _rows_in_turn(
                     cascade, schedule, arch, bookkeeping, systolic, problems, names,
                     _own(problems, names, schedule, arch, tile, outer, last, lay, streams=rest), tile, outer,
-                    loose, through, fwd, live, rest, streamed,
+                    loose, through, fwd, live, rest,
                 )  # fmt: skip
             except ScheduleError as other:
                 instead = (
@@ -529,7 +524,14 @@ def kernels(
             rows = _rows_held(cascade, schedule, arch, tree, ps, ns, full, tile, instances, live)
             if rows is None:
                 spills = _spills(cascade, schedule, ns)
-                if spills:
+                made_ = {q.output.name for q in ps}
+                over_loaded = any(
+                    not sp.output and sp.name not in made_ and sp.projection == q.output.projection
+                    for q in ps
+                    if q.output.name in dict(spills)
+                    for sp in q.spaces
+                )
+                if over_loaded:
                     how += (
                         "; the template writes what it makes over the rows it loads, in place, and spills "
                         f"{schedule.spill_fraction:.4g} of {', '.join(t for t, _f in spills)}: in place over "
@@ -540,6 +542,7 @@ def kernels(
                     f"({how}); not stated in the tree yet ({exc})"
                 ) from None
             out.append(rows)
+            coarser = True  # a few rows a tile, not the template's query tiles: the fill differs
     lone = {k[2] for k in out if not isinstance(k, TreeSchedule)}
     stated = TreeKernels(
         kernels=tuple(out), coarser=coarser, alone_live=tuple((x, f) for x, f in live if x in lone)
@@ -594,7 +597,23 @@ def _group(
     )
     # what the template sends to DRAM (S, A) goes from the PEs, never written into the buffer
     sent = tuple(t for t in ns if schedule.residency.get(t) == "dram" and t in group.drain)
-    return _in_the_pes(group, schedule, _forward(cascade, schedule, ns), sent)
+    fwd = _forward(cascade, schedule, ns)
+    stated = _in_the_pes(group, schedule, fwd, sent)
+    _check_taken(stated, fwd, ())
+    return stated
+
+
+def _check_taken(stated: TreeSchedule, forward: Sequence[tuple[str, str]], through: Sequence[str]) -> None:
+    """The template's same-pass readers (``forward``) of a tensor that goes through DRAM, or whose
+    share spills there, take it from the PEs in the tree too: one the tree's rules refuse would
+    read it (or its spilled share) back from DRAM, where the template does not (a typed error)."""
+    out = set(through) | {t for t, _f in stated.mapping.spill}
+    lost = [(t, r) for t, r in forward if t in out and (t, r) not in stated.mapping.forward]
+    if lost:
+        raise ScheduleError(
+            "; ".join(f"{r} cannot take {t} from the PEs as it is made" for t, r in lost)
+            + ", so it would read it (or its spilled share) back from DRAM, where the template does not"
+        )
 
 
 def _rows_held(
@@ -624,6 +643,8 @@ def _rows_held(
     if _spills(cascade, schedule, ns):
         # the template holds its query tile's rows in place, less what spills: fewer rows a step
         # would not spill, nor time its tiles as the template does
+        return None
+    if _beyond_rows(ps, lay):
         return None
     arr = arch.array(next(iter(arrays)))
     made = {p.output.name for p in ps}
@@ -727,6 +748,15 @@ def _spills(
     )
 
 
+def _beyond_rows(problems: Sequence[Problem], lay: Any) -> list[str]:
+    """The outputs among ``problems`` indexed by a rank other than the query and key ranks (and the
+    instances): landmark attention's AV[p, f], a contraction over the keys. Spread over the keys
+    a few rows at a time, such an Einsum reduces each output word across the PEs, which is not
+    how the template runs it (a query a PE, the keys in time)."""
+    plain = {lay.query, lay.key, fusion.INSTANCE_RANK}
+    return [p.output.name for p in problems if set(p.output.dims) - plain]
+
+
 def _one_d_run(
     facts: Mapping[str, Any],
     schedule: Schedule,
@@ -779,7 +809,6 @@ def _rows_in_turn(
     forward: Sequence[tuple[str, str]],
     live: Sequence[tuple[str, float]],
     streams: set[int],
-    streamed: bool,
 ) -> TreeSchedule:
     """A fused schedule whose 1D array loads what it reads from DRAM once for several passes
     (``run``: :func:`_one_d_run`) as the tree states it: the run's Einsums step their own loop over
@@ -791,6 +820,13 @@ def _rows_in_turn(
     queries across its PEs."""
     lay = layout(cascade)
     idx = [names.index(n) for n in run]
+    wide = _beyond_rows([problems[j] for j in idx], lay)
+    if wide:
+        raise ScheduleError(
+            f"as_tree: {', '.join(run)} make {', '.join(wide)} over more than the query and key ranks: "
+            "with the keys across the PEs each would reduce across them a word at a time; not stated in "
+            "the tree yet"
+        )
     made = {p.output.name for p in problems}
     keyed = sorted(
         {
@@ -839,7 +875,7 @@ def _rows_in_turn(
             mapping=mapping,
             steps={},
             drain=fusion.read_after(cascade, names),
-            coarser=streamed,
+            coarser=True,  # the run's tiles are a few rows, not the template's query tiles
         )
         try:
             return _in_the_pes(tree, schedule, forward)
