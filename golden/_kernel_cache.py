@@ -9,7 +9,9 @@ this module registers a Numba cache locator that keeps them in
 ``~/.cache/einforge/numba/<digest>``, the digest of the ``golden`` package's sources: a clone
 with the same sources reuses the machine code, and any change to them starts a new folder. (Numba
 itself discards an entry made by another Numba version, or for another CPU.) Where the folder
-cannot be made, Numba's own locators apply, as before.
+cannot be made, Numba's own locators apply, as before. Folders of other versions of the sources
+unused for 30 days, or beyond the 8 most recently used, are removed when a process first
+compiles or loads a kernel (:func:`prune`).
 """
 
 from __future__ import annotations
@@ -56,12 +58,52 @@ _Base = getattr(caching, "InTreeCacheLocator", None) or getattr(caching, "_InTre
 _Impl = getattr(caching, "CacheImpl", None) or getattr(caching, "_CacheImpl", None)
 
 
+#: digest folders of other sources kept beside the current one (the newest by use), and how
+#: long one unused is kept at most
+KEEP_FOLDERS = 8
+KEEP_DAYS = 30
+
+
+def prune(root: Path, current: str, keep: int = KEEP_FOLDERS, days: float = KEEP_DAYS) -> list[Path]:
+    """Remove the digest folders under ``root`` other than ``current`` that were last used more
+    than ``days`` ago, or beyond the ``keep`` most recently used; what it removed. Each version of
+    ``golden``'s sources leaves a folder of about 2 MB; a folder another process is writing is
+    left alone (its files change under the walk)."""
+    import shutil
+    import time
+
+    others = []
+    for d in root.iterdir() if root.is_dir() else ():
+        if d.is_dir() and d.name != current and len(d.name) == 16:
+            try:
+                others.append((max((f.stat().st_mtime for f in d.iterdir()), default=d.stat().st_mtime), d))
+            except OSError:
+                continue
+    others.sort(reverse=True)
+    cutoff = time.time() - days * 86400
+    gone = [d for i, (used, d) in enumerate(others) if i >= keep or used < cutoff]
+    for d in gone:
+        shutil.rmtree(d, ignore_errors=True)
+    return gone
+
+
+@functools.cache
+def _folder() -> Path:
+    """This version's folder, the stale ones of other versions pruned once a process."""
+    root = cache_folder("numba")
+    try:
+        prune(root, _digest())
+    except OSError:  # pruning is housekeeping: never in the way of a run
+        pass
+    return root / _digest()
+
+
 class _SourcesLocator(_Base):  # type: ignore[misc, valid-type]
     """Numba's in-tree locator, with the cache folder keyed by the sources' digest instead."""
 
     def __init__(self, py_func: object, py_file: str) -> None:
         super().__init__(py_func, py_file)
-        self._cache_path = str(cache_folder("numba") / _digest())
+        self._cache_path = str(_folder())
 
     @classmethod
     def from_function(cls, py_func: object, py_file: str) -> object:

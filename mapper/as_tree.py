@@ -628,14 +628,15 @@ def _rows_held(
     instances: int,
     live: Sequence[tuple[str, float]],
 ) -> TreeSchedule | None:
-    """A kernel on one 1D array that reads a tensor from DRAM in several of its passes (the
-    Unfused softmax's GM and SN reading S), where the template's query tile's rows of it do not
-    fit the buffer: the template loads it once and holds its rows for every pass
-    (:func:`mapper.cost.dram_readers`). The tree states that as the FuseMax artifact's softmax maps
-    it (``stable_softmax.py``): the key rank across the array's PEs, and as many query rows at a
-    time as the buffer holds whole, each loaded once from DRAM and kept there for the passes. The
-    array does the same work per cycle (a query tile's rows across its PEs, or a row's keys), so
-    the cycles and DRAM words are the template's. ``None`` where that does not apply or fit."""
+    """A kernel on one 1D array that reads a tensor from DRAM over the query and key ranks for its
+    passes (the Unfused softmax's GM and SN reading S; in the masked variants S reads QK, and GM
+    and SN read S), where the template's query tile's rows of it do not fit the buffer: the
+    template loads it once and holds its rows for every pass (:func:`mapper.cost.dram_readers`).
+    The tree states that as the FuseMax artifact's softmax maps it (``stable_softmax.py``): the
+    key rank across the array's PEs, and as many query rows at a time as the buffer holds whole,
+    each loaded once from DRAM and kept there for the passes. The array does the same work per
+    cycle (a query tile's rows across its PEs, or a row's keys), so the cycles and DRAM words are
+    the template's. ``None`` where that does not apply or fit."""
     lay = layout(cascade)
     arrays = {schedule.binding[n] for n in ns}
     if len(arrays) != 1 or arch.array(next(iter(arrays))).is_2d or not lay.query or not lay.key:
@@ -649,8 +650,9 @@ def _rows_held(
     arr = arch.array(next(iter(arrays)))
     made = {p.output.name for p in ps}
     ins = [s for p in ps for s in p.spaces if not s.output and s.name not in made]
-    names = [s.name for s in ins]
-    held = {s.name: s for s in ins if names.count(s.name) > 1 and lay.key in s.dims and lay.query in s.dims}
+    # the rows it reads from DRAM (the scores: S read by GM and SN, or QK read by S, whose rows
+    # GM and SN read in turn)
+    held = {s.name: s for s in ins if lay.key in s.dims and lay.query in s.dims}
     if not held or full.get(lay.key, 1) % arr.cols:
         return None
     per_row = sum(

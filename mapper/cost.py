@@ -137,7 +137,12 @@ def dram_readers(
         readers = [f for f in facts.values() if tensor in f.reads and f.name != tensor]
     home = (kernel_of[tensor], schedule.binding[tensor])
     same = same_pass_readers(facts, schedule, tensor, key)
-    held = any(schedule.residency.get(r) == "dram" for r in facts[tensor].reads)
+    # made from rows its array loads back from DRAM and holds (FLAT's SN from S): not from a tensor
+    # that only nominally lives in DRAM, taken in the same pass (the masked 3-pass's S from QK)
+    held = any(
+        schedule.residency.get(r) == "dram" and r in facts and home in dram_readers(facts, schedule, r, key)
+        for r in facts[tensor].reads
+    )
     groups: dict[tuple[int, str], list[EinsumFacts]] = {}
     for g in readers:
         at = (kernel_of[g.name], schedule.binding[g.name])

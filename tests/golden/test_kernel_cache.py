@@ -39,3 +39,30 @@ def test_two_checkouts_of_the_same_sources_share_the_compiled_kernels(tmp_path: 
     (second / "golden" / "_fxkernels.py").write_text((second / "golden" / "_fxkernels.py").read_text() + "\n")
     _run(second, cache)
     assert len(list((cache / "numba").iterdir())) == 2
+
+
+def test_stale_folders_of_other_sources_are_pruned(tmp_path: Path) -> None:
+    """Each version of golden's sources leaves a folder of about 2 MB. Those of other versions
+    unused for 30 days, or beyond the 8 most recently used, are removed; the current one, and
+    anything that is not a digest folder, stay."""
+    import time
+
+    from golden._kernel_cache import prune
+
+    root = tmp_path / "numba"
+    now = time.time()
+    for i in range(12):
+        d = root / f"{i:016x}"
+        d.mkdir(parents=True)
+        f = d / "k.nbi"
+        f.write_text("x")
+        age = (40 if i == 0 else i) * 86400  # folder 0: 40 days old; the others 1 to 11 days
+        os.utime(f, (now - age, now - age))
+    (root / "notes").mkdir()
+    current = f"{5:016x}"
+    gone = prune(root, current)
+    left = sorted(p.name for p in root.iterdir())
+    # kept: the current one, the 8 most recent of the others (1, 2, 3, 4, 6, 7, 8, 9 days), "notes"
+    assert sorted(p.name for p in gone) == [f"{i:016x}" for i in (0, 10, 11)]
+    assert left == sorted([*(f"{i:016x}" for i in (1, 2, 3, 4, 5, 6, 7, 8, 9)), "notes"])
+    assert prune(root / "missing", current) == []
