@@ -647,6 +647,13 @@ def _rows_held(
         return None
     if _beyond_rows(ps, lay):
         return None
+    made_ = {p.output.name for p in ps}
+    if any(
+        not sp.output and sp.name not in made_ and lay.query not in sp.dims for p in ps for sp in p.spaces
+    ):
+        # an input the query rank does not index (document masks' DK) would stay in the buffer
+        # across the groups of rows, where the template reads it again for each query tile
+        return None
     arr = arch.array(next(iter(arrays)))
     made = {p.output.name for p in ps}
     ins = [s for p in ps for s in p.spaces if not s.output and s.name not in made]
