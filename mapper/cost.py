@@ -137,7 +137,7 @@ def dram_readers(
         readers = [f for f in facts.values() if tensor in f.reads and f.name != tensor]
     home = (kernel_of[tensor], schedule.binding[tensor])
     same = same_pass_readers(facts, schedule, tensor, key)
-    held = _from_held_rows(facts, schedule, tensor, key)
+    held = any(schedule.residency.get(r) == "dram" for r in facts[tensor].reads)
     groups: dict[tuple[int, str], list[EinsumFacts]] = {}
     for g in readers:
         at = (kernel_of[g.name], schedule.binding[g.name])
@@ -149,25 +149,6 @@ def dram_readers(
         turns = _in_turn(facts, schedule, at, [g.name for g in group])
         loads.extend([at] * (1 if turns else len(passes)))
     return loads
-
-
-def _from_held_rows(
-    facts: Mapping[str, EinsumFacts], schedule: Schedule, tensor: str, key: str | None
-) -> bool:
-    """Whether ``tensor`` is made from rows its array loads back from DRAM and holds (FLAT's SN from
-    S), or from a tensor its array made so in their place (the masked Unfused softmax's SN from S,
-    made from the QK rows it loads): not from one that only nominally lives in DRAM, taken in the
-    same pass (the masked 3-pass's S from QK on FuseMax's 2D array)."""
-    kernel_of = {e: i for i, k in enumerate(schedule.kernels) for e in k}
-    home = (kernel_of[tensor], schedule.binding[tensor])
-    for r in facts[tensor].reads:
-        if schedule.residency.get(r) != "dram" or r not in facts or r == tensor:
-            continue
-        if home in dram_readers(facts, schedule, r, key):
-            return True
-        if (kernel_of[r], schedule.binding[r]) == home and _from_held_rows(facts, schedule, r, key):
-            return True
-    return False
 
 
 def _in_turn(

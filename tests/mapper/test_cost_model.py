@@ -349,26 +349,3 @@ def test_an_operand_that_never_moves_is_read_from_the_buffer_once() -> None:
     # A: 4 words a step for 12 steps; V: once; AV: drained once (reduced across the columns)
     assert cost.buffer_reads == 48 + 16 + 48
     assert cost.buffer_writes == 48 + 16 + 48 and cost.dram_words == 48 + 16 + 48
-
-
-def test_a_tensor_made_from_one_taken_in_the_same_pass_is_read_back_for_a_later_pass() -> None:
-    """Document-mask attention on FuseMax at 64K: QK is taken by S (the mask) in the same pass, so
-    it only nominally lives in DRAM, and S, made from it, goes through DRAM for SN's later pass.
-    The template took S as made from rows its array holds (FLAT's SN from S) because QK is
-    DRAM-resident, and never read S back: 4.006 x P x M words of traffic where the schedule moves
-    6.006 (S, SN and A out and back once, as the unmasked 3-pass). `mapper.cost.dram_readers`
-    now counts a tensor as made from held rows only where its array loads them back from DRAM;
-    the tree states the schedule with the same DRAM bytes."""
-    from mapper import as_tree
-    from mapper.search import search
-
-    arch = mapper.preset("fusemax")
-    c = einsum.library.get("document_mask_attention")
-    w = sim.workload("BERT", "64K", batch=1)
-    s = search(c, arch, SearchOptions(sizes=w.sizes, fusion="fused"))
-    assert (s.residency["QK"], s.residency["S"], s.binding["SN"]) == ("dram", "dram", "2d")
-    report = sim.evaluate(c, s, arch, w)
-    assert report.traffic_bytes / (2 * 12 * 2**32) == pytest.approx(6.00591, abs=1e-5)
-    tree = as_tree.fused(c, s, arch, w.for_cascade(c).sizes, w.instances)
-    assert tree.mapping.through == ("S", "SN", "A")
-    assert tree.evaluate().scalar_accesses("DRAM") * 2 == report.traffic_bytes
