@@ -45,14 +45,11 @@ def _problems(m: int = 8) -> list:
     return fusion.problems_of(einsum.parse(CHAIN), ["C", "E"], {"M": m, "K": 4, "N": 4, "P": 4})
 
 
-def test_two_gemms_fused_at_the_buffer_by_hand() -> None:
-    """M = 8 in two tiles of 4 at DRAM; each GEMM's tile at the buffer. C never leaves the buffer:
-    DRAM moves A once (32), B and D once (16 each, stationary) and writes E once (32)."""
-    ps = _problems()
-    shared = ((("M", 2),),)
-    mapping = fusion.FusedMapping(
+def _at_the_buffer() -> fusion.FusedMapping:
+    """The toy chain over M = 8 in two tiles of 4 at DRAM, each GEMM's tile at the buffer."""
+    return fusion.FusedMapping(
         level="buf",
-        shared=shared,
+        shared=((("M", 2),),),
         mappings=(
             (
                 LevelMapping(target="DRAM", temporal=(("M", 2),)),
@@ -64,6 +61,13 @@ def test_two_gemms_fused_at_the_buffer_by_hand() -> None:
             ),
         ),
     )
+
+
+def test_two_gemms_fused_at_the_buffer_by_hand() -> None:
+    """M = 8 in two tiles of 4 at DRAM; each GEMM's tile at the buffer. C never leaves the buffer:
+    DRAM moves A once (32), B and D once (16 each, stationary) and writes E once (32)."""
+    ps = _problems()
+    mapping = _at_the_buffer()
     r = fusion.evaluate(_toy(), ps, mapping, names=["C", "E"])
     c, e = r.analyses
     assert r.intermediates == ("C",)
@@ -1893,20 +1897,7 @@ def test_a_spilled_share_of_a_held_tensor_goes_out_and_back_by_hand() -> None:
     buffer holds 12 of C's 16-word tile (48 -> 44 words at once); the cycles are the same (DRAM
     is not the bottleneck)."""
     ps = _problems()
-    m = fusion.FusedMapping(
-        level="buf",
-        shared=((("M", 2),),),
-        mappings=(
-            (
-                LevelMapping(target="DRAM", temporal=(("M", 2),)),
-                LevelMapping(target="buf", temporal=(("M", 4), ("N", 4), ("K", 4))),
-            ),
-            (
-                LevelMapping(target="DRAM", temporal=(("M", 2),)),
-                LevelMapping(target="buf", temporal=(("M", 4), ("P", 4), ("N", 4))),
-            ),
-        ),
-    )
+    m = _at_the_buffer()
     held = fusion.evaluate(_toy(), ps, m, names=["C", "E"])
     r = fusion.evaluate(_toy(), ps, dataclasses.replace(m, spill=(("C", 0.25),)), names=["C", "E"])
     assert r.spilled == (("C", 8, 8),) and r.analyses == held.analyses
