@@ -765,6 +765,40 @@ def test_a_1d_array_that_cannot_take_rows_in_turn_loads_a_tensor_once_per_pass()
     assert 0 <= r.cycles / report.latency_cycles - 1 < 2e-3
 
 
+@pytest.mark.parametrize(
+    ("preset", "cascade", "seq", "message"),
+    [
+        # the template's AV takes A in the PEs; the tree's rules refuse it, so AV would read the
+        # spilled share of A back
+        (
+            "flat",
+            "sliding_window_attention",
+            "64K",
+            r"AV cannot take A from the PEs as it is made, so it would read it \(or its spilled share\) back",
+        ),
+        # the 1D run would hold DK across the groups of rows that the template reads it again for
+        (
+            "flat",
+            "document_mask_attention",
+            "256K",
+            r"nor with S, GM, SN, SD, A holding rows: S, GM, SN, SD, A read DK, which the template streams "
+            r"past each group of query rows",
+        ),
+    ],
+)
+def test_what_the_new_statements_refuse_names_itself(
+    preset: str, cascade: str, seq: str, message: str
+) -> None:
+    """The spill and the rows held in turn are stated only where they are the template's schedule;
+    elsewhere a typed error says which reader, tensor or input stands in the way."""
+    arch = mapper.preset(preset)
+    c = einsum.library.get(cascade)
+    w = sim.workload("BERT", seq, batch=1)
+    s = search(c, arch, SearchOptions(sizes=w.sizes, fusion="auto"))
+    with pytest.raises(ScheduleError, match=message):
+        as_tree.fused(c, s, arch, w.for_cascade(c).sizes, w.instances)
+
+
 def test_tile_transfers_need_the_outermost_level_s_bandwidth() -> None:
     from mapper import hierarchy
     from mapper.arch import fusemax_tile
