@@ -650,6 +650,14 @@ def test_the_rest_of_what_is_not_stated_names_itself() -> None:
         ScheduleError, match=r"kernel 2 \(GM, SN, SD, A\) does not fit .* spills 0.005859 of SN"
     ):
         as_tree.kernels(c3, s, arch, w64.for_cascade(c3).sizes, w64.instances)
+    # recycled attention's KEEP runs as a loop nest beside the kernels
+    rc = einsum.library.get("recycled_attention")
+    w4 = sim.workload("BERT", "4K", batch=1)
+    mixed = search(rc, arch, SearchOptions(sizes=w4.sizes, fusion="auto", fuse=False))
+    with pytest.raises(
+        ScheduleError, match=r"loop nests beside tiled kernels are not stated in the tree yet"
+    ):
+        as_tree.kernels(rc, mixed, arch, w4.for_cascade(rc).sizes, w4.instances)
     with pytest.raises(ScheduleError, match=r"P = 300 is not a multiple of its tile 256: ragged tiles"):
         _both("fusemax", "attention_1pass", sim.workload(sizes="P=300,M=1024,E=64,F=64"))
     c = einsum.library.get("attention_3pass")
