@@ -643,21 +643,27 @@ def test_the_rest_of_what_is_not_stated_names_itself() -> None:
     loads, which the tree does not state), a ragged query rank, and bad instance counts: typed
     errors that say what."""
     arch = mapper.preset("unfused")
-    c3 = einsum.library.get("attention_3pass")
-    w64 = sim.workload("BERT", "64K", batch=1)
-    s = search(c3, arch, SearchOptions(sizes=w64.sizes, fusion="fused", fuse=False))
-    with pytest.raises(
-        ScheduleError, match=r"kernel 2 \(GM, SN, SD, A\) does not fit .* spills 0.005859 of SN"
-    ):
-        as_tree.kernels(c3, s, arch, w64.for_cascade(c3).sizes, w64.instances)
-    # recycled attention's KEEP runs as a loop nest beside the kernels
-    rc = einsum.library.get("recycled_attention")
-    w4 = sim.workload("BERT", "4K", batch=1)
-    mixed = search(rc, arch, SearchOptions(sizes=w4.sizes, fusion="auto", fuse=False))
-    with pytest.raises(
-        ScheduleError, match=r"loop nests beside tiled kernels are not stated in the tree yet"
-    ):
-        as_tree.kernels(rc, mixed, arch, w4.for_cascade(rc).sizes, w4.instances)
+    refused = [
+        (
+            "attention_3pass",
+            "64K",
+            "fused",
+            r"kernel 2 \(GM, SN, SD, A\) does not fit .* spills 0.005859 of SN",
+        ),
+        # recycled attention's KEEP runs as a loop nest beside the kernels
+        (
+            "recycled_attention",
+            "4K",
+            "auto",
+            r"loop nests beside tiled kernels are not stated in the tree yet",
+        ),
+    ]
+    for name, seq, fusion_mode, message in refused:
+        cu = einsum.library.get(name)
+        wu = sim.workload("BERT", seq, batch=1)
+        su = search(cu, arch, SearchOptions(sizes=wu.sizes, fusion=fusion_mode, fuse=False))
+        with pytest.raises(ScheduleError, match=message):
+            as_tree.kernels(cu, su, arch, wu.for_cascade(cu).sizes, wu.instances)
     with pytest.raises(ScheduleError, match=r"P = 300 is not a multiple of its tile 256: ragged tiles"):
         _both("fusemax", "attention_1pass", sim.workload(sizes="P=300,M=1024,E=64,F=64"))
     c = einsum.library.get("attention_3pass")
